@@ -1,0 +1,174 @@
+//! The HTTP server: routes, middleware, the TCP acceptor and graceful shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poem::http::{header, Method, StatusCode};
+use poem::listener::Acceptor;
+use poem::web::{LocalAddr, RemoteAddr};
+use poem::middleware::{Cors, SizeLimit};
+use poem::web::Json;
+use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
+use poem_openapi::OpenApiService;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+use super::rest::Api;
+use super::ws::ws_endpoint;
+use super::AppContext;
+
+/// Largest REST request body accepted.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The OpenAPI service; its doc comments and response enums are the spec.
+pub fn api_service() -> OpenApiService<Api, ()> {
+    OpenApiService::new(Api, "chatbot-server", env!("CARGO_PKG_VERSION")).description(
+        "REST API of chatbot-server: register and log in for a JWT, then open the WebSocket \
+         at `/ws?token=<jwt>` to chat. Errors always have the body \
+         `{\"error\": \"<stable_code>\", \"message\": \"<text>\"}`.",
+    )
+}
+
+/// The spec as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    api_service().spec()
+}
+
+/// Every route and middleware, ready to serve.
+pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endpoint {
+    let api = api_service();
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let mut cors = Cors::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    if let Some(origins) = cors_origins {
+        cors = cors.allow_origins(origins);
+    }
+    Route::new()
+        .at("/ws", get(ws_endpoint))
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", api)
+        .with(SizeLimit::new(MAX_BODY_BYTES))
+        .catch_all_error(|err: poem::Error| async move { json_error(err.status()) })
+        .with(cors)
+        .data(ctx)
+        .around(|ep, req| async move {
+            // The path only: a query string may carry a token.
+            let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+            let started = Instant::now();
+            let result = ep.call(req).instrument(span.clone()).await;
+            let status = match &result {
+                Ok(resp) => resp.status(),
+                Err(err) => err.status(),
+            };
+            span.in_scope(|| {
+                tracing::info!(
+                    status = status.as_u16(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "request"
+                )
+            });
+            result
+        })
+}
+
+/// Errors raised outside the API operations (unknown route, wrong method, body
+/// too large) get the same JSON shape as everything else.
+fn json_error(status: StatusCode) -> Response {
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "invalid_request",
+        _ => "internal_error",
+    };
+    let message = status.canonical_reason().unwrap_or("Error");
+    Json(serde_json::json!({ "error": code, "message": message }))
+        .with_status(status)
+        .into_response()
+}
+
+/// Accepts TCP connections with `TCP_NODELAY`, so each streamed token leaves at
+/// once instead of waiting for Nagle's algorithm to batch it.
+pub struct NoDelayAcceptor {
+    listener: TcpListener,
+    local_addr: LocalAddr,
+}
+
+impl NoDelayAcceptor {
+    pub fn new(listener: TcpListener) -> io::Result<Self> {
+        let local_addr = LocalAddr(listener.local_addr()?.into());
+        Ok(Self {
+            listener,
+            local_addr,
+        })
+    }
+}
+
+impl Acceptor for NoDelayAcceptor {
+    type Io = TcpStream;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        vec![self.local_addr.clone()]
+    }
+
+    async fn accept(&mut self) -> io::Result<(TcpStream, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, addr)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                    let remote = RemoteAddr(SocketAddr::from(addr).into());
+                    return Ok((
+                        stream,
+                        self.local_addr.clone(),
+                        remote,
+                        poem::http::uri::Scheme::HTTP,
+                    ));
+                }
+                // Out of file descriptors or a connection reset before accept:
+                // serving everyone else matters more than this one connection,
+                // so back off briefly instead of ending the server.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves until `ctx.shutdown` is cancelled, then stops accepting, lets
+/// WebSocket connections finish their streams and close with 1001, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<AppContext>,
+    cors_origins: Option<Vec<String>>,
+) -> io::Result<()> {
+    let acceptor = NoDelayAcceptor::new(listener)?;
+    let shutdown = ctx.shutdown.clone();
+    let grace = ctx.ws.shutdown_timeout + Duration::from_secs(2);
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            app(ctx.clone(), cors_origins),
+            async move { shutdown.cancelled().await },
+            Some(grace),
+        )
+        .await?;
+    // Upgraded WebSocket connections are not poem's any more; their tracker
+    // waits for each to send its last stream-end and close frame.
+    ctx.connections.close();
+    if tokio::time::timeout(grace, ctx.connections.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = ctx.connections.len(),
+            "some connections did not close in time"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Adapters: everything that speaks a wire format, a driver or a framework.
+
+pub mod inbound;
+pub mod outbound;

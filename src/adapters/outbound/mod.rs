@@ -1,0 +1,10 @@
+//! Outbound adapters: implementations of the application ports.
+
+pub mod argon2_hasher;
+pub mod echo_ai;
+pub mod jwt;
+pub mod memory_sessions;
+pub mod mongo_users;
+pub mod redis_sessions;
+pub mod sqlite_users;
+pub mod upstream_ai;

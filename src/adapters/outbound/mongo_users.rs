@@ -1,0 +1,444 @@
+//! MongoDB-backed [`UserRepository`], reading and writing the `users`
+//! collection in exactly the shape the Node.js/Mongoose server used, so both
+//! servers can share one database during a migration.
+//!
+//! Documents are mapped by hand rather than through serde so that legacy
+//! quirks (no `isActive`, `lastLogin: null`, Mongoose's `__v`) are tolerated
+//! explicitly and the written shape is visible in one place.
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+
+use crate::application::ports::{UserRepository, UserStoreError};
+use crate::domain::{EmailAddress, NewUser, PasswordHash, User, UserId, Username};
+
+const DEFAULT_DATABASE: &str = "chatbot";
+const COLLECTION: &str = "users";
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Users in a MongoDB collection.
+#[derive(Clone, Debug)]
+pub struct MongoUserRepository {
+    database: Database,
+    users: Collection<Document>,
+}
+
+impl MongoUserRepository {
+    /// Connects using the database named in the URI path (`mongodb://h/db`),
+    /// or `chatbot` when the URI names none, as the Node server did.
+    ///
+    /// # Errors
+    /// [`UserStoreError::Unavailable`] if the URI is invalid, the server cannot
+    /// be reached, or the unique indexes cannot be ensured.
+    pub async fn connect(uri: &str) -> Result<Self, UserStoreError> {
+        let options = parse_options(uri).await?;
+        let database = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+        Self::from_options(options, &database).await
+    }
+
+    /// Connects to an explicitly named database, ignoring any in the URI
+    /// (tests use a throwaway one per run).
+    ///
+    /// # Errors
+    /// As [`MongoUserRepository::connect`].
+    pub async fn connect_with_database(uri: &str, database: &str) -> Result<Self, UserStoreError> {
+        let options = parse_options(uri).await?;
+        Self::from_options(options, database).await
+    }
+
+    async fn from_options(options: ClientOptions, database: &str) -> Result<Self, UserStoreError> {
+        let client = Client::with_options(options)
+            .map_err(|e| UserStoreError::Unavailable(format!("mongodb client: {e}")))?;
+        let database = client.database(database);
+        let users = database.collection::<Document>(COLLECTION);
+        let repo = Self { database, users };
+        repo.ensure_indexes().await?;
+        Ok(repo)
+    }
+
+    /// The unique indexes are what make `create` atomic about duplicates, so
+    /// starting without them would silently allow two accounts per name.
+    /// Mongoose's `unique: true` built the same `username_1` / `email_1`
+    /// indexes, so on a legacy database this is a no-op.
+    async fn ensure_indexes(&self) -> Result<(), UserStoreError> {
+        let unique = || IndexOptions::builder().unique(true).build();
+        let indexes = [
+            IndexModel::builder()
+                .keys(doc! { "username": 1 })
+                .options(unique())
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "email": 1 })
+                .options(unique())
+                .build(),
+        ];
+        self.users.create_indexes(indexes).await.map_err(|e| {
+            UserStoreError::Unavailable(format!(
+                "cannot ensure unique indexes on {}.{COLLECTION} (username, email); \
+                 existing duplicates or a conflicting index must be fixed first: {e}",
+                self.database.name()
+            ))
+        })?;
+        Ok(())
+    }
+
+    async fn find_one(&self, filter: Document) -> Result<Option<User>, UserStoreError> {
+        let found = self.users.find_one(filter).await.map_err(unavailable)?;
+        found.map(|d| document_to_user(&d)).transpose()
+    }
+}
+
+async fn parse_options(uri: &str) -> Result<ClientOptions, UserStoreError> {
+    let mut options = ClientOptions::parse(uri)
+        .await
+        .map_err(|e| UserStoreError::Unavailable(format!("invalid MongoDB URI: {e}")))?;
+    if options.app_name.is_none() {
+        options.app_name = Some("chatbot-server".to_owned());
+    }
+    Ok(options)
+}
+
+fn unavailable(e: mongodb::error::Error) -> UserStoreError {
+    UserStoreError::Unavailable(format!("mongodb: {e}"))
+}
+
+/// Both fields have a unique index, so a duplicate-key error must say which
+/// one refused the insert; the server names the index and the key.
+fn map_insert_error(e: mongodb::error::Error) -> UserStoreError {
+    let duplicate = match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY => {
+            Some(w.message.as_str())
+        }
+        ErrorKind::InsertMany(many) => many
+            .write_errors
+            .as_deref()
+            .and_then(|errs| errs.iter().find(|w| w.code == DUPLICATE_KEY))
+            .map(|w| w.message.as_str()),
+        ErrorKind::Command(c) if c.code == DUPLICATE_KEY => Some(c.message.as_str()),
+        _ => None,
+    };
+    match duplicate.map(classify_duplicate_key) {
+        Some(Some(taken)) => taken,
+        Some(None) => {
+            tracing::error!(error = %e, "duplicate key on an unexpected index of users");
+            unavailable(e)
+        }
+        None => unavailable(e),
+    }
+}
+
+/// Reads messages like `E11000 duplicate key error collection: db.users
+/// index: username_1 dup key: { username: "bob" }`. The index and key parts
+/// are checked before any loose match because the database or collection
+/// name could itself contain "email" or "username".
+fn classify_duplicate_key(message: &str) -> Option<UserStoreError> {
+    let field_of = |part: &str| -> Option<UserStoreError> {
+        let part = part.trim_start_matches(['{', ' ', '"']);
+        if part.starts_with("username") {
+            Some(UserStoreError::UsernameTaken)
+        } else if part.starts_with("email") {
+            Some(UserStoreError::EmailTaken)
+        } else {
+            None
+        }
+    };
+    message
+        .split_once("index: ")
+        .and_then(|(_, rest)| field_of(rest))
+        .or_else(|| {
+            message
+                .split_once("dup key: ")
+                .and_then(|(_, rest)| field_of(rest))
+        })
+}
+
+/// The document the Node server wrote for a new user: Mongoose left an unset
+/// `lastLogin` out entirely (and added a `__v` nothing reads).
+fn new_user_document(id: ObjectId, user: &NewUser, created_at: DateTime<Utc>) -> Document {
+    doc! {
+        "_id": id,
+        "username": user.username.as_str(),
+        "password": user.password_hash.as_str(),
+        "email": user.email.as_str(),
+        "createdAt": bson_date(created_at),
+        "isActive": true,
+    }
+}
+
+// bson's chrono bridge is behind a feature this crate does not enable;
+// milliseconds since the epoch are the exact BSON representation anyway.
+fn bson_date(at: DateTime<Utc>) -> mongodb::bson::DateTime {
+    mongodb::bson::DateTime::from_millis(at.timestamp_millis())
+}
+
+/// `None` for dates chrono cannot represent (BSON allows ±292 million years).
+fn chrono_date(at: mongodb::bson::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(at.timestamp_millis())
+}
+
+/// A document that does not parse cannot be served without breaking the
+/// domain's guarantees, so it is reported as a store failure and logged.
+fn document_to_user(doc: &Document) -> Result<User, UserStoreError> {
+    let oid = doc.get_object_id("_id").ok();
+    let bad = |field: &str, detail: String| {
+        let id = oid.map_or_else(|| format!("{:?}", doc.get("_id")), |o| o.to_hex());
+        tracing::error!(user_id = %id, field, %detail, "unreadable user document in mongodb");
+        UserStoreError::Unavailable(format!("user document {id} has an invalid {field}"))
+    };
+    let oid = oid.ok_or_else(|| bad("_id", "not an ObjectId".to_owned()))?;
+    let id = UserId::parse(&oid.to_hex()).map_err(|e| bad("_id", e.to_string()))?;
+    let text = |field: &str| -> Result<&str, UserStoreError> {
+        doc.get_str(field).map_err(|e| bad(field, e.to_string()))
+    };
+    let username =
+        Username::parse(text("username")?).map_err(|e| bad("username", e.to_string()))?;
+    let email = EmailAddress::parse(text("email")?).map_err(|e| bad("email", e.to_string()))?;
+    let password_hash = PasswordHash::new(text("password")?);
+    let created_at = match doc.get("createdAt") {
+        Some(Bson::DateTime(t)) => {
+            chrono_date(*t).ok_or_else(|| bad("createdAt", t.to_string()))?
+        }
+        // Mongoose always set createdAt, but a hand-inserted user may lack it;
+        // the ObjectId carries the creation second, which is close enough.
+        None | Some(Bson::Null) => chrono_date(oid.timestamp())
+            .ok_or_else(|| bad("createdAt", "absent, and _id has no usable time".to_owned()))?,
+        Some(other) => return Err(bad("createdAt", format!("{:?}", other.element_type()))),
+    };
+    let last_login = match doc.get("lastLogin") {
+        Some(Bson::DateTime(t)) => {
+            Some(chrono_date(*t).ok_or_else(|| bad("lastLogin", t.to_string()))?)
+        }
+        None | Some(Bson::Null) => None,
+        Some(other) => return Err(bad("lastLogin", format!("{:?}", other.element_type()))),
+    };
+    let is_active = match doc.get("isActive") {
+        Some(Bson::Boolean(b)) => *b,
+        // Users created before the Node schema grew `isActive` are active.
+        None | Some(Bson::Null) => true,
+        Some(other) => return Err(bad("isActive", format!("{:?}", other.element_type()))),
+    };
+    Ok(User {
+        id,
+        username,
+        email,
+        password_hash,
+        created_at,
+        last_login,
+        is_active,
+    })
+}
+
+#[async_trait]
+impl UserRepository for MongoUserRepository {
+    async fn create(&self, user: NewUser) -> Result<User, UserStoreError> {
+        let oid = ObjectId::new();
+        // BSON dates hold milliseconds; returning the truncated value keeps
+        // `create` and a later `find_*` in agreement.
+        let created_at = user.created_at.trunc_subsecs(3);
+        let document = new_user_document(oid, &user, created_at);
+        self.users
+            .insert_one(document)
+            .await
+            .map_err(map_insert_error)?;
+        Ok(User {
+            id: UserId::parse(&oid.to_hex())
+                .map_err(|e| UserStoreError::Unavailable(format!("generated id rejected: {e}")))?,
+            username: user.username,
+            email: user.email,
+            password_hash: user.password_hash,
+            created_at,
+            last_login: None,
+            is_active: true,
+        })
+    }
+
+    async fn find_by_id(&self, id: &UserId) -> Result<Option<User>, UserStoreError> {
+        // Every id this store issues is an ObjectId; anything else cannot exist.
+        let Ok(oid) = ObjectId::parse_str(id.as_str()) else {
+            return Ok(None);
+        };
+        self.find_one(doc! { "_id": oid }).await
+    }
+
+    async fn find_by_username(&self, username: &Username) -> Result<Option<User>, UserStoreError> {
+        self.find_one(doc! { "username": username.as_str() }).await
+    }
+
+    async fn find_by_email(&self, email: &EmailAddress) -> Result<Option<User>, UserStoreError> {
+        self.find_one(doc! { "email": email.as_str() }).await
+    }
+
+    async fn record_login(
+        &self,
+        id: &UserId,
+        at: DateTime<Utc>,
+        rehashed: Option<PasswordHash>,
+    ) -> Result<(), UserStoreError> {
+        let Ok(oid) = ObjectId::parse_str(id.as_str()) else {
+            return Err(UserStoreError::NotFound);
+        };
+        let mut set = doc! { "lastLogin": bson_date(at) };
+        if let Some(hash) = rehashed {
+            set.insert("password", hash.as_str());
+        }
+        let result = self
+            .users
+            .update_one(doc! { "_id": oid }, doc! { "$set": set })
+            .await
+            .map_err(unavailable)?;
+        if result.matched_count == 0 {
+            Err(UserStoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn ping(&self) -> Result<(), UserStoreError> {
+        self.database
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_new_user() -> NewUser {
+        NewUser {
+            username: Username::parse("alice").unwrap(),
+            email: EmailAddress::parse("Alice@Example.com").unwrap(),
+            password_hash: PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_new_user_is_written_in_the_node_shape_and_reads_back() {
+        let user = sample_new_user();
+        let oid = ObjectId::new();
+        let created_at = user.created_at.trunc_subsecs(3);
+        let document = new_user_document(oid, &user, created_at);
+
+        let keys: Vec<&str> = document.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "_id",
+                "username",
+                "password",
+                "email",
+                "createdAt",
+                "isActive"
+            ]
+        );
+        assert!(matches!(document.get("_id"), Some(Bson::ObjectId(_))));
+        assert!(matches!(document.get("createdAt"), Some(Bson::DateTime(_))));
+        assert_eq!(document.get_bool("isActive"), Ok(true));
+        assert_eq!(document.get_str("email"), Ok("alice@example.com"));
+
+        let back = document_to_user(&document).unwrap();
+        assert_eq!(back.id.as_str(), oid.to_hex());
+        assert_eq!(back.username, user.username);
+        assert_eq!(back.email, user.email);
+        assert_eq!(back.password_hash, user.password_hash);
+        assert_eq!(back.created_at, created_at);
+        assert_eq!(back.last_login, None);
+        assert!(back.is_active);
+    }
+
+    #[test]
+    fn a_legacy_node_document_is_tolerated() {
+        let oid = ObjectId::new();
+        let created = mongodb::bson::DateTime::from_millis(1_700_000_000_123);
+        let login = mongodb::bson::DateTime::from_millis(1_700_000_500_456);
+        let legacy = doc! {
+            "_id": oid,
+            "username": "bob_legacy",
+            "password": "$2b$10$abcdefghijklmnopqrstuuN3UE0sHcGnE1tQ4sQhNAJmU1s7YhE2",
+            "email": "bob@example.com",
+            "createdAt": created,
+            "lastLogin": login,
+            "__v": 0,
+        };
+        let user = document_to_user(&legacy).unwrap();
+        assert!(user.is_active, "missing isActive means active");
+        assert_eq!(user.created_at.timestamp_millis(), 1_700_000_000_123);
+        assert_eq!(
+            user.last_login.map(|t| t.timestamp_millis()),
+            Some(1_700_000_500_456)
+        );
+        assert!(user.password_hash.is_legacy_bcrypt());
+
+        let mut never_logged_in = legacy.clone();
+        never_logged_in.insert("lastLogin", Bson::Null);
+        never_logged_in.insert("isActive", false);
+        let user = document_to_user(&never_logged_in).unwrap();
+        assert_eq!(user.last_login, None);
+        assert!(!user.is_active);
+    }
+
+    #[test]
+    fn a_malformed_document_is_unavailable_not_a_panic() {
+        let bad_name = doc! {
+            "_id": ObjectId::new(),
+            "username": "has spaces",
+            "password": "x",
+            "email": "a@example.com",
+        };
+        assert!(matches!(
+            document_to_user(&bad_name),
+            Err(UserStoreError::Unavailable(_))
+        ));
+        let string_date = doc! {
+            "_id": ObjectId::new(),
+            "username": "carol",
+            "password": "x",
+            "email": "c@example.com",
+            "createdAt": "2024-01-01",
+        };
+        assert!(matches!(
+            document_to_user(&string_date),
+            Err(UserStoreError::Unavailable(_))
+        ));
+        let string_id =
+            doc! { "_id": "abc", "username": "dave", "password": "x", "email": "d@example.com" };
+        assert!(matches!(
+            document_to_user(&string_id),
+            Err(UserStoreError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn duplicate_key_messages_name_the_taken_field() {
+        assert!(matches!(
+            classify_duplicate_key(
+                r#"E11000 duplicate key error collection: chatbot.users index: username_1 dup key: { username: "alice" }"#
+            ),
+            Some(UserStoreError::UsernameTaken)
+        ));
+        assert!(matches!(
+            classify_duplicate_key(
+                r#"E11000 duplicate key error collection: email_db.users index: email_1 dup key: { email: "a@example.com" }"#
+            ),
+            Some(UserStoreError::EmailTaken)
+        ));
+        // A database named after the other field must not mislead the match.
+        assert!(matches!(
+            classify_duplicate_key(
+                r#"E11000 duplicate key error collection: username.users index: email_1 dup key: { email: "a@example.com" }"#
+            ),
+            Some(UserStoreError::EmailTaken)
+        ));
+        assert!(classify_duplicate_key("E11000 duplicate key error index: _id_").is_none());
+    }
+}

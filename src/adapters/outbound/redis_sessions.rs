@@ -1,0 +1,557 @@
+//! Redis-backed [`SessionStore`], so sessions survive restarts and are shared
+//! by every instance behind a load balancer.
+//!
+//! Layout, all under the configured key prefix `P`:
+//! - `P:session:{id}`: hash of `user_id`, `username`, `created_at`,
+//!   `last_activity` (RFC 3339, millisecond precision) and `escalated` (`0`/`1`);
+//! - `P:session:{id}:history`: list of the last messages as JSON
+//!   `{role, content, timestamp}`, oldest first;
+//! - `P:sessions` and `P:escalated`: sorted sets of session ids scored by expiry
+//!   (Unix milliseconds), so `counts` never has to scan the keyspace.
+//!
+//! Every write is one Lua script, so existence checks, trimming and expiry
+//! refreshes are atomic with the change itself. Expiry uses Redis's own clock
+//! (`PEXPIRE` and `TIME`), which keeps the key TTLs and the sorted-set scores in
+//! agreement whatever the application servers' clocks say. Needs Redis 5 or
+//! newer (scripts that write after `TIME`); not for Redis Cluster, since a
+//! session's keys and the sorted sets live in different slots.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use serde::{Deserialize, Serialize};
+
+use crate::application::ports::{SessionCounts, SessionStore, SessionStoreError};
+use crate::domain::{
+    ChatMessage, Role, Session, SessionId, SessionUser, UserId, Username, HISTORY_LIMIT,
+};
+
+/// How long `connect` waits for the first PING to be answered.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Per-command bound, so a stuck Redis fails a chat turn instead of hanging it.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// About a century: far beyond any sensible idle timeout, and small enough that
+/// `TIME + ttl` stays exact in Lua's doubles and inside Redis's expiry range.
+const MAX_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
+
+/// Helpers shared by the write scripts. Their KEYS are always
+/// `[session hash, history list, sessions zset, escalated zset]` and ARGV
+/// starts with `[session id, ttl in ms]`.
+const LUA_PRELUDE: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function refresh(escalated)
+  local expiry = now_ms() + tonumber(ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[3], expiry, ARGV[1])
+  if escalated then
+    redis.call('ZADD', KEYS[4], expiry, ARGV[1])
+  else
+    redis.call('ZREM', KEYS[4], ARGV[1])
+  end
+end
+
+-- Timestamps share one fixed-width UTC format, so string order is time order.
+local function bump_activity(at)
+  local last = redis.call('HGET', KEYS[1], 'last_activity')
+  if not last or at > last then
+    redis.call('HSET', KEYS[1], 'last_activity', at)
+  end
+end
+";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{LUA_PRELUDE}\n{body}"))
+}
+
+/// ARGV: id, ttl, user_id, username, created_at, last_activity, escalated, messages...
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'user_id', ARGV[3], 'username', ARGV[4],
+  'created_at', ARGV[5], 'last_activity', ARGV[6], 'escalated', ARGV[7])
+if #ARGV > 7 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 8))
+end
+refresh(ARGV[7] == '1')
+return 1
+",
+    )
+});
+
+/// ARGV: id, ttl, message JSON, message timestamp, history limit. Returns 0 if absent.
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+bump_activity(ARGV[4])
+refresh(redis.call('HGET', KEYS[1], 'escalated') == '1')
+return 1
+",
+    )
+});
+
+/// ARGV: id, ttl, timestamp. Returns 0 if absent.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+bump_activity(ARGV[3])
+refresh(redis.call('HGET', KEYS[1], 'escalated') == '1')
+return 1
+",
+    )
+});
+
+/// ARGV: id, ttl. Returns 0 if absent, 1 if newly escalated, 2 if it already was.
+static MARK_ESCALATED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local was = redis.call('HGET', KEYS[1], 'escalated') == '1'
+redis.call('HSET', KEYS[1], 'escalated', '1')
+refresh(true)
+if was then return 2 end
+return 1
+",
+    )
+});
+
+/// KEYS: sessions zset, escalated zset. A key is alive while `TIME <= expiry`,
+/// so only strictly earlier scores are dropped.
+static COUNTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+return { redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]) }
+",
+    )
+});
+
+/// One history entry as stored in the list.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredMessage {
+    role: String,
+    content: String,
+    timestamp: String,
+}
+
+fn format_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn encode_message(message: &ChatMessage) -> Result<String, SessionStoreError> {
+    serde_json::to_string(&StoredMessage {
+        role: message.role.as_str().to_owned(),
+        content: message.content.clone(),
+        timestamp: format_time(message.timestamp),
+    })
+    .map_err(|e| SessionStoreError::Unavailable(format!("cannot encode message: {e}")))
+}
+
+/// Why stored data could not be read back as a session.
+#[derive(Debug, PartialEq, Eq)]
+struct Corrupt(String);
+
+fn decode_message(raw: &[u8]) -> Result<ChatMessage, Corrupt> {
+    let stored: StoredMessage = serde_json::from_slice(raw)
+        .map_err(|e| Corrupt(format!("history entry is not a message: {e}")))?;
+    Ok(ChatMessage {
+        role: Role::parse(&stored.role)
+            .ok_or_else(|| Corrupt(format!("unknown role {:?}", stored.role)))?,
+        timestamp: parse_time(&stored.timestamp)
+            .ok_or_else(|| Corrupt(format!("bad message timestamp {:?}", stored.timestamp)))?,
+        content: stored.content,
+    })
+}
+
+/// Rebuilds a session from its hash and history list; an empty hash means the
+/// session does not exist.
+fn decode_session(
+    id: &SessionId,
+    mut fields: HashMap<String, Vec<u8>>,
+    history: Vec<Vec<u8>>,
+) -> Result<Option<Session>, Corrupt> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut text = |name: &str| -> Result<String, Corrupt> {
+        let raw = fields
+            .remove(name)
+            .ok_or_else(|| Corrupt(format!("field {name} is missing")))?;
+        String::from_utf8(raw).map_err(|_| Corrupt(format!("field {name} is not UTF-8")))
+    };
+    let time = |name: &str, raw: String| {
+        parse_time(&raw).ok_or_else(|| Corrupt(format!("field {name} is not a time: {raw:?}")))
+    };
+
+    let user_id = text("user_id")?;
+    let username = text("username")?;
+    let created_at = time("created_at", text("created_at")?)?;
+    let last_activity = time("last_activity", text("last_activity")?)?;
+    let escalated = match text("escalated")?.as_str() {
+        "0" => false,
+        "1" => true,
+        other => return Err(Corrupt(format!("field escalated is {other:?}"))),
+    };
+
+    Ok(Some(Session {
+        id: id.clone(),
+        user: SessionUser {
+            id: UserId::parse(&user_id)
+                .map_err(|_| Corrupt(format!("field user_id is invalid: {user_id:?}")))?,
+            username: Username::parse(&username)
+                .map_err(|_| Corrupt(format!("field username is invalid: {username:?}")))?,
+        },
+        history: history
+            .iter()
+            .map(|raw| decode_message(raw))
+            .collect::<Result<_, _>>()?,
+        created_at,
+        last_activity,
+        escalated,
+    }))
+}
+
+fn unavailable(e: RedisError) -> SessionStoreError {
+    SessionStoreError::Unavailable(format!("redis: {e}"))
+}
+
+/// A [`SessionStore`] in Redis; see the module docs for the key layout.
+#[derive(Clone)]
+pub struct RedisSessionStore {
+    conn: ConnectionManager,
+    ttl_ms: u64,
+    prefix: String,
+}
+
+impl RedisSessionStore {
+    /// Connects and checks that Redis answers, so a misconfigured URL fails at
+    /// start-up rather than on the first chat message. Keys are namespaced by
+    /// `key_prefix`; sessions expire after `ttl` without activity (rounded to
+    /// whole milliseconds, at least one).
+    ///
+    /// # Errors
+    /// [`SessionStoreError::Unavailable`] if the URL is invalid or Redis does
+    /// not answer a PING within 3 seconds.
+    pub async fn connect(
+        url: &str,
+        ttl: Duration,
+        key_prefix: &str,
+    ) -> Result<Self, SessionStoreError> {
+        // The URL may carry a password, so it is deliberately left out of errors.
+        let client = redis::Client::open(url)
+            .map_err(|e| SessionStoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let attempt = async {
+            let mut conn = ConnectionManager::new_with_config(client, config).await?;
+            redis::cmd("PING").query_async::<()>(&mut conn).await?;
+            Ok::<_, RedisError>(conn)
+        };
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(SessionStoreError::Unavailable(format!(
+                    "Redis did not answer PING: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(SessionStoreError::Unavailable(format!(
+                    "Redis did not answer PING within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        let ttl_ms = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_TTL_MS);
+        Ok(Self {
+            conn,
+            ttl_ms,
+            prefix: key_prefix.to_owned(),
+        })
+    }
+
+    fn session_key(&self, id: &SessionId) -> String {
+        format!("{}:session:{}", self.prefix, id)
+    }
+
+    fn history_key(&self, id: &SessionId) -> String {
+        format!("{}:session:{}:history", self.prefix, id)
+    }
+
+    fn sessions_key(&self) -> String {
+        format!("{}:sessions", self.prefix)
+    }
+
+    fn escalated_key(&self) -> String {
+        format!("{}:escalated", self.prefix)
+    }
+
+    /// Runs one of the write scripts with the standard KEYS and leading ARGV.
+    async fn run_write(
+        &self,
+        script: &Script,
+        id: &SessionId,
+        extra_args: &[String],
+    ) -> Result<i64, SessionStoreError> {
+        let mut invocation = script.key(self.session_key(id));
+        invocation
+            .key(self.history_key(id))
+            .key(self.sessions_key())
+            .key(self.escalated_key())
+            .arg(id.as_str())
+            .arg(self.ttl_ms);
+        for arg in extra_args {
+            invocation.arg(arg);
+        }
+        invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// For scripts that answer 0 when the session is absent and 1 otherwise.
+    async fn run_existing(
+        &self,
+        script: &Script,
+        id: &SessionId,
+        extra_args: &[String],
+    ) -> Result<(), SessionStoreError> {
+        match self.run_write(script, id, extra_args).await? {
+            0 => Err(SessionStoreError::NotFound),
+            1 => Ok(()),
+            other => Err(unexpected_reply(other)),
+        }
+    }
+}
+
+fn unexpected_reply(reply: i64) -> SessionStoreError {
+    SessionStoreError::Unavailable(format!("unexpected script reply {reply}"))
+}
+
+#[async_trait]
+impl SessionStore for RedisSessionStore {
+    async fn create(&self, session: &Session) -> Result<(), SessionStoreError> {
+        let excess = session.history.len().saturating_sub(HISTORY_LIMIT);
+        let mut args = vec![
+            session.user.id.as_str().to_owned(),
+            session.user.username.as_str().to_owned(),
+            format_time(session.created_at),
+            format_time(session.last_activity),
+            if session.escalated { "1" } else { "0" }.to_owned(),
+        ];
+        for message in &session.history[excess..] {
+            args.push(encode_message(message)?);
+        }
+        match self.run_write(&CREATE, &session.id, &args).await? {
+            1 => Ok(()),
+            other => Err(unexpected_reply(other)),
+        }
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionStoreError> {
+        let key = self.session_key(id);
+        let (fields, history): (HashMap<String, Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
+            .atomic()
+            .hgetall(&key)
+            .lrange(self.history_key(id), 0, -1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        decode_session(id, fields, history).map_err(|Corrupt(problem)| {
+            tracing::error!(key = %key, %problem, "corrupt session in Redis");
+            SessionStoreError::Unavailable(format!("corrupt session {key}: {problem}"))
+        })
+    }
+
+    async fn append(&self, id: &SessionId, message: ChatMessage) -> Result<(), SessionStoreError> {
+        let args = [
+            encode_message(&message)?,
+            format_time(message.timestamp),
+            HISTORY_LIMIT.to_string(),
+        ];
+        self.run_existing(&APPEND, id, &args).await
+    }
+
+    async fn mark_escalated(&self, id: &SessionId) -> Result<bool, SessionStoreError> {
+        match self.run_write(&MARK_ESCALATED, id, &[]).await? {
+            0 => Err(SessionStoreError::NotFound),
+            1 => Ok(true),
+            2 => Ok(false),
+            other => Err(unexpected_reply(other)),
+        }
+    }
+
+    async fn touch(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), SessionStoreError> {
+        self.run_existing(&TOUCH, id, &[format_time(at)]).await
+    }
+
+    async fn remove(&self, id: &SessionId) -> Result<(), SessionStoreError> {
+        redis::pipe()
+            .atomic()
+            .del(&[self.session_key(id), self.history_key(id)])
+            .zrem(self.sessions_key(), id.as_str())
+            .zrem(self.escalated_key(), id.as_str())
+            .exec_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn counts(&self) -> Result<SessionCounts, SessionStoreError> {
+        let (active, escalated): (u64, u64) = COUNTS
+            .key(self.sessions_key())
+            .key(self.escalated_key())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(SessionCounts { active, escalated })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> SessionId {
+        SessionId::parse("sess_1").unwrap()
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> HashMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn good_fields() -> HashMap<String, Vec<u8>> {
+        fields(&[
+            ("user_id", "u1"),
+            ("username", "alice"),
+            ("created_at", "2024-05-01T10:00:00.123Z"),
+            ("last_activity", "2024-05-01T10:05:00.456Z"),
+            ("escalated", "1"),
+        ])
+    }
+
+    #[test]
+    fn messages_round_trip_at_millisecond_precision() {
+        let at = DateTime::parse_from_rfc3339("2024-05-01T10:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let message = ChatMessage {
+            role: Role::Assistant,
+            content: "héllo \"world\"\n".into(),
+            timestamp: at,
+        };
+        let encoded = encode_message(&message).unwrap();
+        assert!(encoded.contains(r#""timestamp":"2024-05-01T10:00:00.123Z""#));
+        let decoded = decode_message(encoded.as_bytes()).unwrap();
+        assert_eq!(decoded.role, Role::Assistant);
+        assert_eq!(decoded.content, message.content);
+        assert_eq!(decoded.timestamp.timestamp_millis(), at.timestamp_millis());
+    }
+
+    #[test]
+    fn decodes_a_stored_session() {
+        let history = vec![
+            br#"{"role":"user","content":"hi","timestamp":"2024-05-01T10:01:00.000Z"}"#.to_vec(),
+        ];
+        let session = decode_session(&id(), good_fields(), history)
+            .unwrap()
+            .unwrap();
+        assert_eq!(session.user.username.as_str(), "alice");
+        assert!(session.escalated);
+        assert_eq!(session.history.len(), 1);
+        assert_eq!(session.history[0].role, Role::User);
+        assert_eq!(format_time(session.created_at), "2024-05-01T10:00:00.123Z");
+    }
+
+    #[test]
+    fn an_empty_hash_is_an_absent_session() {
+        assert_eq!(decode_session(&id(), HashMap::new(), vec![]), Ok(None));
+    }
+
+    #[test]
+    fn corrupt_data_is_reported_not_panicked_on() {
+        let broken = |name: &str, value: Option<&[u8]>| {
+            let mut f = good_fields();
+            match value {
+                Some(v) => f.insert(name.to_owned(), v.to_vec()),
+                None => f.remove(name),
+            };
+            decode_session(&id(), f, vec![])
+        };
+        assert!(broken("user_id", None).is_err());
+        assert!(broken("user_id", Some(b"../x")).is_err());
+        assert!(broken("username", Some(b"a")).is_err());
+        assert!(broken("created_at", Some(b"yesterday")).is_err());
+        assert!(broken("last_activity", Some(&[0xff, 0xfe])).is_err());
+        assert!(broken("escalated", Some(b"yes")).is_err());
+
+        for entry in [
+            &b"not json"[..],
+            br#"{"role":"system","content":"x","timestamp":"2024-05-01T10:00:00.000Z"}"#,
+            br#"{"role":"user","content":"x","timestamp":"noon"}"#,
+            br#"{"role":"user","timestamp":"2024-05-01T10:00:00.000Z"}"#,
+        ] {
+            let result = decode_session(&id(), good_fields(), vec![entry.to_vec()]);
+            assert!(
+                result.is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(entry)
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_width_timestamps_sort_as_strings() {
+        // The Lua scripts compare `last_activity` as strings.
+        let earlier = format_time(DateTime::from_timestamp_millis(999).unwrap());
+        let later = format_time(DateTime::from_timestamp_millis(1_700_000_000_000).unwrap());
+        assert_eq!(earlier.len(), later.len());
+        assert!(earlier < later);
+    }
+
+    #[tokio::test]
+    async fn connect_fails_fast_and_clearly_without_redis() {
+        // Port 1 on localhost refuses connections on any sane machine.
+        let started = std::time::Instant::now();
+        let err = RedisSessionStore::connect("redis://127.0.0.1:1", Duration::from_secs(60), "t")
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        match err {
+            SessionStoreError::Unavailable(text) => assert!(text.contains("PING"), "{text}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(matches!(
+            RedisSessionStore::connect("not a url", Duration::from_secs(60), "t").await,
+            Err(SessionStoreError::Unavailable(_))
+        ));
+    }
+}

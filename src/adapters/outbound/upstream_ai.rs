@@ -1,0 +1,464 @@
+//! Outbound adapter: the real AI service, reached over HTTP and answering with
+//! an OpenAI-style server-sent event stream.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use reqwest::{Client, StatusCode, Url};
+use reqwest_eventsource::{Error as EsError, Event, EventSource};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::application::ports::{AiError, AiHealth, AiModel, AiRequest, TokenStream};
+
+/// The path the upstream serves streamed answers on, below its base URL.
+const RESPONSE_PATH: &str = "/api/v1/chat/ai-response";
+
+/// The probe is a liveness check, not a load test: give up quickly.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Upstream error texts can be long; logs only need the gist.
+const MAX_UPSTREAM_ERROR_CHARS: usize = 200;
+
+/// How long to wait at each stage of a streamed answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Connecting and receiving the response status and headers.
+    pub connect: Duration,
+    /// From the response headers to the first non-empty text delta.
+    pub first_token: Duration,
+    /// Between two events once the first token has arrived.
+    pub idle: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            first_token: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The AI service at a base URL, answering `POST {base}/api/v1/chat/ai-response`.
+#[derive(Debug, Clone)]
+pub struct UpstreamAi {
+    client: Client,
+    base_url: Url,
+    endpoint: Url,
+    timeouts: UpstreamTimeouts,
+}
+
+impl UpstreamAi {
+    /// Accepts an `http` or `https` base URL, with or without a trailing slash.
+    pub fn new(base_url: &str, timeouts: UpstreamTimeouts) -> Result<Self, String> {
+        let base_url = Url::parse(base_url.trim())
+            .map_err(|e| format!("invalid AI service URL {base_url:?}: {e}"))?;
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(format!(
+                "AI service URL must be http or https, not {:?}",
+                base_url.scheme()
+            ));
+        }
+        if base_url.host_str().is_none_or(str::is_empty) {
+            return Err("AI service URL has no host".to_owned());
+        }
+        if base_url.query().is_some() || base_url.fragment().is_some() {
+            return Err("AI service URL must not have a query or fragment".to_owned());
+        }
+        let endpoint = format!("{}{RESPONSE_PATH}", base_url.as_str().trim_end_matches('/'));
+        let endpoint = Url::parse(&endpoint)
+            .map_err(|e| format!("invalid AI service endpoint {endpoint:?}: {e}"))?;
+
+        // No overall request timeout: an answer may legitimately stream for
+        // minutes; the first-token and idle timeouts bound it instead.
+        let client = Client::builder()
+            .connect_timeout(timeouts.connect)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {}", describe(&e)))?;
+
+        Ok(Self {
+            client,
+            base_url,
+            endpoint,
+            timeouts,
+        })
+    }
+}
+
+#[async_trait]
+impl AiModel for UpstreamAi {
+    async fn stream(&self, request: AiRequest) -> Result<TokenStream, AiError> {
+        let body = UpstreamRequest::from(&request);
+        let builder = self.client.post(self.endpoint.clone()).json(&body);
+        let mut source = EventSource::new(builder)
+            .map_err(|e| AiError::Unavailable(format!("cannot build request: {e}")))?;
+        // The default policy re-POSTs the prompt forever whenever the stream
+        // ends or fails; a chat answer must be asked for exactly once.
+        source.set_retry_policy(Box::new(reqwest_eventsource::retry::Never));
+
+        // Dropping `source` on any early return below aborts the request.
+        let opened = tokio::time::timeout(self.timeouts.connect, source.next()).await;
+        match opened {
+            Err(_) => {
+                return Err(AiError::Timeout(format!(
+                    "no response from AI service within {:?}",
+                    self.timeouts.connect
+                )))
+            }
+            Ok(Some(Ok(Event::Open))) => {}
+            Ok(Some(Ok(Event::Message(_)))) => {
+                return Err(AiError::Protocol(
+                    "event received before the stream opened".to_owned(),
+                ))
+            }
+            Ok(Some(Err(err))) => return Err(open_error(err)),
+            Ok(None) => {
+                return Err(AiError::Unavailable(
+                    "AI service closed the request before answering".to_owned(),
+                ))
+            }
+        }
+
+        let state = Reading {
+            source,
+            deadline: Instant::now() + self.timeouts.first_token,
+            got_first_token: false,
+            timeouts: self.timeouts,
+        };
+        let tokens = futures_util::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            match state.next_item().await {
+                Step::Token(token) => Some((Ok(token), Some(state))),
+                // Dropping the event source here closes the connection at
+                // once instead of leaving it to the consumer to drop us.
+                Step::Fail(err) => Some((Err(err), None)),
+                Step::Done => None,
+            }
+        });
+        Ok(Box::pin(tokens))
+    }
+
+    async fn health(&self) -> AiHealth {
+        let probe = self
+            .client
+            .get(self.base_url.clone())
+            .timeout(HEALTH_TIMEOUT)
+            .send()
+            .await;
+        match probe {
+            // Any status proves the service is up; it just may not serve `/`.
+            Ok(_) => AiHealth::Ok,
+            Err(err) => {
+                tracing::debug!(error = %describe(&err), "AI service health probe failed");
+                AiHealth::Unreachable
+            }
+        }
+    }
+}
+
+/// What one poll of an open answer stream produced.
+enum Step {
+    Token(String),
+    Fail(AiError),
+    Done,
+}
+
+/// An open answer stream and the clock its timeouts run on.
+struct Reading {
+    source: EventSource,
+    /// Until the first token this is fixed (role-only chunks do not count as
+    /// progress); afterwards every event pushes it back by the idle timeout.
+    deadline: Instant,
+    got_first_token: bool,
+    timeouts: UpstreamTimeouts,
+}
+
+impl Reading {
+    async fn next_item(&mut self) -> Step {
+        loop {
+            let event = match tokio::time::timeout_at(self.deadline, self.source.next()).await {
+                Ok(event) => event,
+                Err(_) => return Step::Fail(self.timeout_error()),
+            };
+            let message = match event {
+                Some(Ok(Event::Message(message))) => message,
+                // Only sent on (re)connection, which cannot happen again.
+                Some(Ok(Event::Open)) => continue,
+                Some(Err(err)) => return Step::Fail(stream_error(err)),
+                None => return Step::Fail(ended_early(None)),
+            };
+            if self.got_first_token {
+                self.deadline = Instant::now() + self.timeouts.idle;
+            }
+            match parse_data(&message.data) {
+                Ok(Parsed::Done) => return Step::Done,
+                Ok(Parsed::Skip) => continue,
+                Ok(Parsed::Token(token)) => {
+                    if !self.got_first_token {
+                        self.got_first_token = true;
+                        self.deadline = Instant::now() + self.timeouts.idle;
+                    }
+                    return Step::Token(token);
+                }
+                Err(err) => return Step::Fail(err),
+            }
+        }
+    }
+
+    fn timeout_error(&self) -> AiError {
+        if self.got_first_token {
+            AiError::Timeout(format!(
+                "no event from AI service for {:?}",
+                self.timeouts.idle
+            ))
+        } else {
+            AiError::Timeout(format!(
+                "no first token from AI service within {:?}",
+                self.timeouts.first_token
+            ))
+        }
+    }
+}
+
+/// What one `data:` payload means.
+#[derive(Debug, PartialEq)]
+enum Parsed {
+    Token(String),
+    /// A chunk carrying no text: a role announcement, a finish reason, a keep-alive.
+    Skip,
+    Done,
+}
+
+fn parse_data(data: &str) -> Result<Parsed, AiError> {
+    let data = data.trim();
+    if data == "[DONE]" {
+        return Ok(Parsed::Done);
+    }
+    if data.is_empty() {
+        return Ok(Parsed::Skip);
+    }
+    // The payload may echo the prompt, so only serde's position-based message
+    // goes into the error, never the data itself.
+    let chunk: Chunk = serde_json::from_str(data)
+        .map_err(|e| AiError::Protocol(format!("event data is not a valid chunk: {e}")))?;
+    if let Some(error) = chunk.error {
+        return Err(AiError::Unavailable(format!(
+            "AI service reported an error: {}",
+            upstream_error_text(&error)
+        )));
+    }
+    let content = chunk
+        .choices
+        .into_iter()
+        .next()
+        .and_then(|choice| choice.delta)
+        .and_then(|delta| delta.content)
+        .unwrap_or_default();
+    if content.is_empty() {
+        Ok(Parsed::Skip)
+    } else {
+        Ok(Parsed::Token(content))
+    }
+}
+
+fn upstream_error_text(error: &serde_json::Value) -> String {
+    let text = match error {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(map) => match map.get("message") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => error.to_string(),
+        },
+        other => other.to_string(),
+    };
+    if text.chars().count() > MAX_UPSTREAM_ERROR_CHARS {
+        let cut: String = text.chars().take(MAX_UPSTREAM_ERROR_CHARS).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+/// Why the stream could not open: refused, timed out, or not an event stream.
+fn open_error(err: EsError) -> AiError {
+    match err {
+        EsError::Transport(e) if e.is_timeout() => AiError::Timeout(format!(
+            "connecting to AI service timed out: {}",
+            describe(&e)
+        )),
+        EsError::Transport(e) => {
+            AiError::Unavailable(format!("cannot reach AI service: {}", describe(&e)))
+        }
+        EsError::InvalidStatusCode(status, _) => AiError::Unavailable(status_text(status)),
+        EsError::InvalidContentType(content_type, _) => AiError::Unavailable(format!(
+            "AI service answered with content type {content_type:?}, not text/event-stream"
+        )),
+        other => AiError::Unavailable(format!("cannot open AI stream: {other}")),
+    }
+}
+
+fn status_text(status: StatusCode) -> String {
+    format!("AI service answered HTTP {status}")
+}
+
+/// Why an open stream failed before `[DONE]`.
+fn stream_error(err: EsError) -> AiError {
+    match err {
+        EsError::StreamEnded => ended_early(None),
+        // A connection cut mid-answer is, to the consumer, the same broken
+        // contract as a clean close without `[DONE]`.
+        EsError::Transport(e) => ended_early(Some(describe(&e))),
+        EsError::Utf8(_) => AiError::Protocol("event stream is not valid UTF-8".to_owned()),
+        EsError::Parser(_) => AiError::Protocol("malformed event stream".to_owned()),
+        other => AiError::Protocol(format!("event stream failed: {other}")),
+    }
+}
+
+fn ended_early(cause: Option<String>) -> AiError {
+    match cause {
+        None => AiError::Protocol("stream ended before [DONE]".to_owned()),
+        Some(cause) => AiError::Protocol(format!("stream ended before [DONE]: {cause}")),
+    }
+}
+
+/// reqwest's `Display` stops at "error sending request"; the cause (refused,
+/// reset, DNS) is further down the source chain.
+fn describe(err: &dyn StdError) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+// ------------------------------------------------------------ wire format
+
+#[derive(Serialize)]
+struct UpstreamRequest<'a> {
+    query: &'a str,
+    user_id: &'a str,
+    session_id: &'a str,
+    context: UpstreamContext<'a>,
+}
+
+#[derive(Serialize)]
+struct UpstreamContext<'a> {
+    history: Vec<UpstreamMessage<'a>>,
+}
+
+#[derive(Serialize)]
+struct UpstreamMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+impl<'a> From<&'a AiRequest> for UpstreamRequest<'a> {
+    fn from(request: &'a AiRequest) -> Self {
+        Self {
+            query: &request.query,
+            user_id: request.user_id.as_str(),
+            session_id: request.session_id.as_str(),
+            context: UpstreamContext {
+                history: request
+                    .history
+                    .iter()
+                    .map(|m| UpstreamMessage {
+                        role: m.role.as_str(),
+                        content: &m.content,
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_deltas_done_and_skips() {
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#),
+            Ok(Parsed::Token("Hi".to_owned()))
+        );
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"role":"assistant"}}]}"#),
+            Ok(Parsed::Skip)
+        );
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"content":null},"finish_reason":"stop"}]}"#),
+            Ok(Parsed::Skip)
+        );
+        assert_eq!(parse_data("[DONE]"), Ok(Parsed::Done));
+        assert_eq!(parse_data(" [DONE] "), Ok(Parsed::Done));
+    }
+
+    #[test]
+    fn malformed_data_is_protocol_error_without_the_payload() {
+        let err = parse_data(r#"{"choices": secret prompt"#).unwrap_err();
+        let AiError::Protocol(text) = err else {
+            panic!("expected Protocol, got {err:?}");
+        };
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn upstream_error_event_is_unavailable() {
+        assert_eq!(
+            parse_data(r#"{"error":"model overloaded"}"#),
+            Err(AiError::Unavailable(
+                "AI service reported an error: model overloaded".to_owned()
+            ))
+        );
+        assert!(matches!(
+            parse_data(r#"{"error":{"message":"quota"}}"#),
+            Err(AiError::Unavailable(t)) if t.ends_with("quota")
+        ));
+    }
+
+    #[test]
+    fn url_validation() {
+        let t = UpstreamTimeouts::default();
+        assert!(UpstreamAi::new("http://localhost:8000", t).is_ok());
+        let ai = UpstreamAi::new("https://ai.example.com/base/", t).unwrap();
+        assert_eq!(
+            ai.endpoint.as_str(),
+            "https://ai.example.com/base/api/v1/chat/ai-response"
+        );
+        assert!(UpstreamAi::new("ftp://localhost", t).is_err());
+        assert!(UpstreamAi::new("localhost:8000", t).is_err());
+        assert!(UpstreamAi::new("not a url", t).is_err());
+        assert!(UpstreamAi::new("", t).is_err());
+    }
+}

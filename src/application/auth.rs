@@ -1,0 +1,435 @@
+//! Registration, login and token verification, written against ports only.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use thiserror::Error;
+
+use super::ports::{
+    IssuedToken, PasswordCheck, PasswordHashError, PasswordHasher, TokenError, TokenService,
+    UserRepository, UserStoreError,
+};
+use crate::domain::{EmailAddress, LoginName, NewUser, Password, PasswordHash, User, Username};
+
+/// A registration whose fields have already been parsed into domain types.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub username: Username,
+    pub email: EmailAddress,
+    pub password: Password,
+}
+
+/// A successful register or login: the user and a token for them.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user: User,
+    pub token: IssuedToken,
+}
+
+/// What can go wrong in the auth use cases, in terms a client may see.
+#[derive(Debug, Error)]
+pub enum AuthError {
+    #[error("username is already taken")]
+    UsernameTaken,
+    #[error("email is already registered")]
+    EmailTaken,
+    /// Unknown user, wrong password and inactive account are deliberately one error.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("token has expired")]
+    TokenExpired,
+    #[error("token is invalid")]
+    TokenInvalid,
+    /// A dependency failed; details are logged, never returned.
+    #[error("internal error")]
+    Internal,
+}
+
+/// The authentication use cases.
+pub struct AuthService {
+    users: Arc<dyn UserRepository>,
+    hasher: Arc<dyn PasswordHasher>,
+    tokens: Arc<dyn TokenService>,
+    /// A real hash of a random password, verified against when the user does not
+    /// exist, so "no such user" costs the same time as "wrong password".
+    decoy_hash: PasswordHash,
+}
+
+impl AuthService {
+    /// Builds the service; hashes a decoy password once (so construct it at start-up).
+    pub async fn new(
+        users: Arc<dyn UserRepository>,
+        hasher: Arc<dyn PasswordHasher>,
+        tokens: Arc<dyn TokenService>,
+    ) -> Result<Self, PasswordHashError> {
+        let decoy = Password::for_login(&uuid::Uuid::new_v4().to_string());
+        let decoy_hash = hasher.hash(&decoy).await?;
+        Ok(Self {
+            users,
+            hasher,
+            tokens,
+            decoy_hash,
+        })
+    }
+
+    /// Creates an account and returns it with a fresh token.
+    ///
+    /// # Errors
+    /// `UsernameTaken` / `EmailTaken` when the store's unique constraints refuse
+    /// the user; `Internal` when a dependency fails.
+    pub async fn register(&self, registration: Registration) -> Result<Authenticated, AuthError> {
+        let password_hash = self.hasher.hash(&registration.password).await.map_err(|e| {
+            tracing::error!(error = %e, "password hashing failed during registration");
+            AuthError::Internal
+        })?;
+        let user = self
+            .users
+            .create(NewUser {
+                username: registration.username,
+                email: registration.email,
+                password_hash,
+                created_at: Utc::now(),
+            })
+            .await
+            .map_err(|e| match e {
+                UserStoreError::UsernameTaken => AuthError::UsernameTaken,
+                UserStoreError::EmailTaken => AuthError::EmailTaken,
+                other => {
+                    tracing::error!(error = %other, "user store failed during registration");
+                    AuthError::Internal
+                }
+            })?;
+        let token = self.issue(&user)?;
+        tracing::info!(user_id = %user.id, username = %user.username, "user registered");
+        Ok(Authenticated { user, token })
+    }
+
+    /// Checks a username-or-email and password, records the login, upgrades a
+    /// legacy hash, and returns the user with a fresh token.
+    ///
+    /// # Errors
+    /// `InvalidCredentials` for an unknown user, a wrong password or an inactive
+    /// account alike; `Internal` when a dependency fails.
+    pub async fn login(&self, login: &str, password: &Password) -> Result<Authenticated, AuthError> {
+        let user = match LoginName::parse(login) {
+            Some(LoginName::Username(name)) => self.users.find_by_username(&name).await,
+            Some(LoginName::Email(email)) => self.users.find_by_email(&email).await,
+            None => Ok(None),
+        }
+        .map_err(|e| {
+            tracing::error!(error = %e, "user store failed during login");
+            AuthError::Internal
+        })?;
+
+        let Some(user) = user else {
+            // Spend the same work as a real check so response time does not reveal
+            // which usernames exist.
+            let _ = self.hasher.verify(password, &self.decoy_hash).await;
+            return Err(AuthError::InvalidCredentials);
+        };
+
+        let needs_rehash = match self.hasher.verify(password, &user.password_hash).await {
+            Ok(PasswordCheck::Match { needs_rehash }) => needs_rehash,
+            Ok(PasswordCheck::Mismatch) => return Err(AuthError::InvalidCredentials),
+            Err(PasswordHashError::Malformed) => {
+                tracing::warn!(user_id = %user.id, "stored password hash is malformed");
+                return Err(AuthError::InvalidCredentials);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "password verification failed");
+                return Err(AuthError::Internal);
+            }
+        };
+        if !user.is_active {
+            return Err(AuthError::InvalidCredentials);
+        }
+
+        let rehashed = if needs_rehash {
+            match self.hasher.hash(password).await {
+                Ok(hash) => Some(hash),
+                Err(e) => {
+                    // The login itself is valid; the upgrade can happen next time.
+                    tracing::warn!(error = %e, "could not upgrade legacy password hash");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let now = Utc::now();
+        let upgraded = rehashed.is_some();
+        self.users
+            .record_login(&user.id, now, rehashed.clone())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "user store failed to record login");
+                AuthError::Internal
+            })?;
+        if upgraded {
+            tracing::info!(user_id = %user.id, "legacy bcrypt hash upgraded to argon2id");
+        }
+        let user = User {
+            last_login: Some(now),
+            password_hash: rehashed.unwrap_or(user.password_hash),
+            ..user
+        };
+        let token = self.issue(&user)?;
+        Ok(Authenticated { user, token })
+    }
+
+    /// Verifies a bearer token and returns its user, who must still exist and be active.
+    ///
+    /// # Errors
+    /// `TokenExpired`, `TokenInvalid` (also for a deleted or deactivated user),
+    /// or `Internal` when the store fails.
+    pub async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
+        let claims = self.tokens.verify(token).map_err(|e| match e {
+            TokenError::Expired => AuthError::TokenExpired,
+            _ => AuthError::TokenInvalid,
+        })?;
+        match self.users.find_by_id(&claims.user_id).await {
+            Ok(Some(user)) if user.is_active => Ok(user),
+            Ok(_) => Err(AuthError::TokenInvalid),
+            Err(e) => {
+                tracing::error!(error = %e, "user store failed during token verification");
+                Err(AuthError::Internal)
+            }
+        }
+    }
+
+    /// Whether the user store answers; used by `/health`.
+    pub async fn store_is_healthy(&self) -> bool {
+        match self.users.ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "user store health check failed");
+                false
+            }
+        }
+    }
+
+    fn issue(&self, user: &User) -> Result<IssuedToken, AuthError> {
+        self.tokens.issue(user).map_err(|e| {
+            tracing::error!(error = %e, "token signing failed");
+            AuthError::Internal
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::application::ports::{
+        MockPasswordHasher, MockTokenService, MockUserRepository, TokenClaims,
+    };
+    use crate::domain::UserId;
+    use mockall::predicate::*;
+
+    fn user(active: bool, hash: &str) -> User {
+        User {
+            id: UserId::parse("u1").unwrap(),
+            username: Username::parse("alice").unwrap(),
+            email: EmailAddress::parse("alice@example.com").unwrap(),
+            password_hash: PasswordHash::new(hash),
+            created_at: Utc::now(),
+            last_login: None,
+            is_active: active,
+        }
+    }
+
+    fn hasher() -> MockPasswordHasher {
+        let mut h = MockPasswordHasher::new();
+        h.expect_hash()
+            .returning(|p| Ok(PasswordHash::new(format!("$argon2id$hash-of-{}", p.expose()))));
+        h
+    }
+
+    fn tokens() -> MockTokenService {
+        let mut t = MockTokenService::new();
+        t.expect_issue().returning(|u| {
+            Ok(IssuedToken {
+                token: format!("token-for-{}", u.id),
+                expires_in_seconds: 60,
+            })
+        });
+        t
+    }
+
+    async fn service(users: MockUserRepository, hasher: MockPasswordHasher) -> AuthService {
+        AuthService::new(Arc::new(users), Arc::new(hasher), Arc::new(tokens()))
+            .await
+            .unwrap()
+    }
+
+    fn registration() -> Registration {
+        Registration {
+            username: Username::parse("alice").unwrap(),
+            email: EmailAddress::parse("alice@example.com").unwrap(),
+            password: Password::parse("correct horse").unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn register_stores_a_hash_never_the_password() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_create()
+            .withf(|u| {
+                u.password_hash.as_str() == "$argon2id$hash-of-correct horse"
+                    && u.username.as_str() == "alice"
+            })
+            .times(1)
+            .returning(|u| {
+                let mut stored = user(true, u.password_hash.as_str());
+                stored.created_at = u.created_at;
+                Ok(stored)
+            });
+        let auth = service(users, hasher()).await;
+        let out = auth.register(registration()).await.unwrap();
+        assert_eq!(out.token.token, "token-for-u1");
+    }
+
+    #[tokio::test]
+    async fn register_maps_taken_errors() {
+        for (store_err, expected) in [
+            (UserStoreError::UsernameTaken, "UsernameTaken"),
+            (UserStoreError::EmailTaken, "EmailTaken"),
+            (UserStoreError::Unavailable("down".into()), "Internal"),
+        ] {
+            let mut users = MockUserRepository::new();
+            let err = std::sync::Mutex::new(Some(store_err));
+            users
+                .expect_create()
+                .returning(move |_| Err(err.lock().unwrap().take().unwrap()));
+            let auth = service(users, hasher()).await;
+            let got = auth.register(registration()).await.unwrap_err();
+            assert_eq!(format!("{got:?}"), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_user_still_verifies_against_the_decoy() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_by_username().returning(|_| Ok(None));
+        let mut h = hasher();
+        h.expect_verify()
+            .withf(|_, hash| hash.as_str().starts_with("$argon2id$hash-of-"))
+            .times(1)
+            .returning(|_, _| Ok(PasswordCheck::Mismatch));
+        let auth = service(users, h).await;
+        let err = auth
+            .login("nobody", &Password::for_login("whatever1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::InvalidCredentials));
+    }
+
+    #[tokio::test]
+    async fn wrong_password_and_inactive_account_look_the_same() {
+        for (active, check) in [
+            (true, PasswordCheck::Mismatch),
+            (false, PasswordCheck::Match { needs_rehash: false }),
+        ] {
+            let mut users = MockUserRepository::new();
+            users
+                .expect_find_by_username()
+                .returning(move |_| Ok(Some(user(active, "$argon2id$x"))));
+            users.expect_record_login().never();
+            let mut h = hasher();
+            h.expect_verify().returning(move |_, _| Ok(check));
+            let auth = service(users, h).await;
+            let err = auth
+                .login("alice", &Password::for_login("pw"))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, AuthError::InvalidCredentials));
+        }
+    }
+
+    #[tokio::test]
+    async fn login_by_email_records_last_login() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_by_email()
+            .with(eq(EmailAddress::parse("alice@example.com").unwrap()))
+            .returning(|_| Ok(Some(user(true, "$argon2id$x"))));
+        users
+            .expect_record_login()
+            .withf(|id, _, rehashed| id.as_str() == "u1" && rehashed.is_none())
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        let mut h = hasher();
+        h.expect_verify()
+            .returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+        let auth = service(users, h).await;
+        let out = auth
+            .login("Alice@Example.com", &Password::for_login("pw"))
+            .await
+            .unwrap();
+        assert!(out.user.last_login.is_some());
+    }
+
+    #[tokio::test]
+    async fn legacy_hash_is_replaced_on_login() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_by_username()
+            .returning(|_| Ok(Some(user(true, "$2b$10$legacy"))));
+        users
+            .expect_record_login()
+            .withf(|_, _, rehashed| {
+                rehashed.as_ref().map(|h| h.as_str()) == Some("$argon2id$hash-of-secret123")
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        let mut h = hasher();
+        h.expect_verify()
+            .returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: true }));
+        let auth = service(users, h).await;
+        let out = auth
+            .login("alice", &Password::for_login("secret123"))
+            .await
+            .unwrap();
+        assert!(!out.user.password_hash.is_legacy_bcrypt());
+    }
+
+    #[tokio::test]
+    async fn authenticate_rejects_expired_invalid_and_deactivated() {
+        let mut t = MockTokenService::new();
+        t.expect_issue().returning(|_| {
+            Ok(IssuedToken {
+                token: "t".into(),
+                expires_in_seconds: 1,
+            })
+        });
+        t.expect_verify().returning(|tok| match tok {
+            "expired" => Err(TokenError::Expired),
+            "good" => Ok(TokenClaims {
+                user_id: UserId::parse("u1").unwrap(),
+                username: Username::parse("alice").unwrap(),
+                issued_at: 0,
+                expires_at: 1,
+            }),
+            _ => Err(TokenError::Invalid),
+        });
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_by_id()
+            .returning(|_| Ok(Some(user(false, "$argon2id$x"))));
+        let auth = AuthService::new(Arc::new(users), Arc::new(hasher()), Arc::new(t))
+            .await
+            .unwrap();
+        assert!(matches!(
+            auth.authenticate("expired").await,
+            Err(AuthError::TokenExpired)
+        ));
+        assert!(matches!(
+            auth.authenticate("junk").await,
+            Err(AuthError::TokenInvalid)
+        ));
+        assert!(matches!(
+            auth.authenticate("good").await,
+            Err(AuthError::TokenInvalid)
+        ));
+    }
+}

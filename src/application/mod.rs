@@ -1,0 +1,11 @@
+//! The application layer: use cases and the ports they need. No framework,
+//! driver or wire type is imported here.
+
+pub mod auth;
+pub mod chat;
+pub mod ports;
+pub mod stats;
+
+pub use auth::{AuthError, AuthService, Authenticated, Registration};
+pub use chat::{ChatError, ChatService, GenerationOutcome};
+pub use stats::{Stats, StatsSnapshot};

@@ -1,0 +1,245 @@
+//! The ports: what the use cases need from the outside world, and the exact
+//! errors each adapter must translate its driver's failures into.
+//!
+//! Adapters implement these traits; services hold them as `Arc<dyn Port>` so
+//! `main.rs` can pick an implementation from configuration at run time.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use thiserror::Error;
+
+use crate::domain::{
+    ChatMessage, EmailAddress, NewUser, Password, PasswordHash, Session, SessionId, User, UserId,
+    Username,
+};
+
+// ---------------------------------------------------------------- users
+
+/// Failures of a [`UserRepository`].
+#[derive(Debug, Error)]
+pub enum UserStoreError {
+    #[error("username is already taken")]
+    UsernameTaken,
+    #[error("email is already registered")]
+    EmailTaken,
+    #[error("user not found")]
+    NotFound,
+    /// The store did not answer or answered with something unusable. The text
+    /// is for logs only; it never reaches a client.
+    #[error("user store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where users live (MongoDB `users` collection, or the embedded SQLite file).
+///
+/// # Errors
+/// - `create` MUST return [`UserStoreError::UsernameTaken`] or
+///   [`UserStoreError::EmailTaken`] when a unique constraint refuses the user
+///   (checked atomically by the store, not by a prior lookup), and
+///   [`UserStoreError::Unavailable`] for any other failure.
+/// - `find_*` return `Ok(None)` for a user that does not exist, including an id
+///   the store could never have issued; only failures are `Unavailable`.
+/// - `record_login` MUST return [`UserStoreError::NotFound`] for an unknown id.
+/// - `ping` returns `Unavailable` when the store cannot serve requests.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait UserRepository: Send + Sync {
+    async fn create(&self, user: NewUser) -> Result<User, UserStoreError>;
+    async fn find_by_id(&self, id: &UserId) -> Result<Option<User>, UserStoreError>;
+    async fn find_by_username(&self, username: &Username)
+        -> Result<Option<User>, UserStoreError>;
+    async fn find_by_email(&self, email: &EmailAddress) -> Result<Option<User>, UserStoreError>;
+    /// Sets `lastLogin`, and replaces the password hash when `rehashed` is given
+    /// (a legacy bcrypt hash being upgraded to argon2id).
+    async fn record_login(
+        &self,
+        id: &UserId,
+        at: DateTime<Utc>,
+        rehashed: Option<PasswordHash>,
+    ) -> Result<(), UserStoreError>;
+    async fn ping(&self) -> Result<(), UserStoreError>;
+}
+
+// ------------------------------------------------------------ passwords
+
+/// Failures of a [`PasswordHasher`].
+#[derive(Debug, Error)]
+pub enum PasswordHashError {
+    /// The stored hash is in no format this hasher understands.
+    #[error("stored password hash is malformed")]
+    Malformed,
+    #[error("password hashing failed: {0}")]
+    Internal(String),
+}
+
+/// The outcome of comparing a password with a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// The password is right; `needs_rehash` says the hash is in a legacy or
+    /// weaker format and should be replaced with a fresh one.
+    Match { needs_rehash: bool },
+    Mismatch,
+}
+
+/// Hashes and verifies passwords. Implementations do the CPU-heavy work off
+/// the async runtime.
+///
+/// # Errors
+/// - `hash` returns `Internal` only if the algorithm itself fails.
+/// - `verify` returns `Ok(Mismatch)` for a wrong password and `Err(Malformed)`
+///   for a hash it cannot parse; it never panics on hostile input.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait PasswordHasher: Send + Sync {
+    async fn hash(&self, password: &Password) -> Result<PasswordHash, PasswordHashError>;
+    async fn verify(
+        &self,
+        password: &Password,
+        hash: &PasswordHash,
+    ) -> Result<PasswordCheck, PasswordHashError>;
+}
+
+// --------------------------------------------------------------- tokens
+
+/// Failures of a [`TokenService`].
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("token has expired")]
+    Expired,
+    /// Bad signature, wrong algorithm, missing claim, garbage: all one thing to a client.
+    #[error("token is invalid")]
+    Invalid,
+    #[error("token could not be issued: {0}")]
+    Issue(String),
+}
+
+/// A freshly signed token and how long it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in_seconds: u64,
+}
+
+/// What a verified token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub user_id: UserId,
+    pub username: Username,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+/// Issues and verifies bearer tokens.
+///
+/// # Errors
+/// - `verify` MUST return [`TokenError::Expired`] for an expired token and
+///   [`TokenError::Invalid`] for every other rejection.
+/// - `issue` returns [`TokenError::Issue`] only if signing fails.
+#[cfg_attr(test, mockall::automock)]
+pub trait TokenService: Send + Sync {
+    fn issue(&self, user: &User) -> Result<IssuedToken, TokenError>;
+    fn verify(&self, token: &str) -> Result<TokenClaims, TokenError>;
+}
+
+// ------------------------------------------------------------- sessions
+
+/// Failures of a [`SessionStore`].
+#[derive(Debug, Error)]
+pub enum SessionStoreError {
+    #[error("session not found")]
+    NotFound,
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// How many sessions a store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    pub active: u64,
+    pub escalated: u64,
+}
+
+/// Chat sessions: the user, the last [`crate::domain::HISTORY_LIMIT`] messages,
+/// timestamps and the escalation flag. Sessions expire after a configured idle
+/// time; an expired session behaves exactly like one that never existed.
+///
+/// # Errors
+/// - `get` returns `Ok(None)` for an unknown or expired session.
+/// - `append`, `mark_escalated` and `touch` MUST return
+///   [`SessionStoreError::NotFound`] for an unknown or expired session.
+/// - `append` trims history to the limit as [`Session::push_message`] does.
+/// - Every other failure is `Unavailable`.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session, replacing any session with the same id.
+    async fn create(&self, session: &Session) -> Result<(), SessionStoreError>;
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionStoreError>;
+    async fn append(&self, id: &SessionId, message: ChatMessage) -> Result<(), SessionStoreError>;
+    /// Marks the session escalated; returns `true` if it was not escalated before.
+    async fn mark_escalated(&self, id: &SessionId) -> Result<bool, SessionStoreError>;
+    /// Records activity, pushing the session's expiry back.
+    async fn touch(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), SessionStoreError>;
+    /// Removes a session; removing an unknown one is not an error.
+    async fn remove(&self, id: &SessionId) -> Result<(), SessionStoreError>;
+    async fn counts(&self) -> Result<SessionCounts, SessionStoreError>;
+}
+
+// ------------------------------------------------------------------- AI
+
+/// Failures of an [`AiModel`], before or during a stream.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AiError {
+    /// Could not connect, or the upstream answered with a non-success status.
+    #[error("AI service unavailable: {0}")]
+    Unavailable(String),
+    /// No answer within the connect, first-token or idle timeout.
+    #[error("AI service timed out: {0}")]
+    Timeout(String),
+    /// The upstream sent something that is not the agreed event format, or
+    /// ended the stream without its terminating `[DONE]`.
+    #[error("AI service sent an invalid stream: {0}")]
+    Protocol(String),
+}
+
+/// Everything the AI needs to answer one query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AiRequest {
+    pub query: String,
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    /// The messages before this query, oldest first, at most the history limit.
+    pub history: Vec<ChatMessage>,
+}
+
+/// The answer as it arrives: one item per text delta. The stream ends after
+/// the last delta; an `Err` item ends it early. Dropping the stream MUST abort
+/// the underlying request.
+pub type TokenStream = Pin<Box<dyn Stream<Item = Result<String, AiError>> + Send>>;
+
+/// What `/health` says about the AI side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiHealth {
+    /// The upstream answered a probe.
+    Ok,
+    /// No upstream is configured; the built-in echo model answers.
+    Echo,
+    /// The upstream did not answer a probe.
+    Unreachable,
+}
+
+/// A source of streamed AI answers: the real upstream over SSE, or the echo model.
+///
+/// # Errors
+/// `stream` returns `Err` when the answer cannot start (connection refused or
+/// timed out, non-2xx status); everything after that, including the first-token
+/// and idle timeouts, arrives as an `Err` item that ends the stream.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait AiModel: Send + Sync {
+    async fn stream(&self, request: AiRequest) -> Result<TokenStream, AiError>;
+    async fn health(&self) -> AiHealth;
+}

@@ -1,0 +1,249 @@
+//! Chat sessions, messages and the rules about history that every store obeys.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use super::user::{UserId, Username};
+
+/// How many past messages a session keeps, and so how many the AI sees as context.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// Why a raw identifier (session or message id) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("identifier must be 1-64 characters of letters, digits, '_' or '-'")]
+pub struct IdError;
+
+fn valid_id(raw: &str) -> bool {
+    !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh random id, e.g. `
+            #[doc = $prefix]
+            /// 3f2a...`.
+            pub fn generate() -> Self {
+                Self(format!("{}{}", $prefix, uuid::Uuid::new_v4().simple()))
+            }
+
+            /// Accepts an id that came back from a client or a store.
+            pub fn parse(raw: &str) -> Result<Self, IdError> {
+                if valid_id(raw) {
+                    Ok(Self(raw.to_owned()))
+                } else {
+                    Err(IdError)
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// Identifies one assistant reply across its stream-start, tokens and stream-end.
+    MessageId,
+    "msg_"
+);
+id_newtype!(
+    /// Identifies a chat session; a client may reconnect to it later.
+    SessionId,
+    "sess_"
+);
+
+/// Why a chat message's content was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ContentError {
+    #[error("content must not be blank")]
+    Blank,
+    #[error("content must be at most {max} characters")]
+    TooLong { max: usize },
+}
+
+/// The text of a user's chat message: not blank, at most the configured length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatContent(String);
+
+impl ChatContent {
+    /// `max_chars` counts Unicode scalar values, the way a person counts letters.
+    pub fn parse(raw: &str, max_chars: usize) -> Result<Self, ContentError> {
+        if raw.trim().is_empty() {
+            return Err(ContentError::Blank);
+        }
+        if raw.chars().count() > max_chars {
+            return Err(ContentError::TooLong { max: max_chars });
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "user" => Some(Role::User),
+            "assistant" => Some(Role::Assistant),
+            _ => None,
+        }
+    }
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The part of a user a session needs: enough to address the AI and to greet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUser {
+    pub id: UserId,
+    pub username: Username,
+}
+
+/// A chat session: who it belongs to, the last [`HISTORY_LIMIT`] messages and
+/// when it was used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: SessionId,
+    pub user: SessionUser,
+    pub history: Vec<ChatMessage>,
+    pub created_at: DateTime<Utc>,
+    pub last_activity: DateTime<Utc>,
+    pub escalated: bool,
+}
+
+impl Session {
+    pub fn new(id: SessionId, user: SessionUser, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            user,
+            history: Vec::new(),
+            created_at: now,
+            last_activity: now,
+            escalated: false,
+        }
+    }
+
+    /// Appends a message and forgets the oldest ones beyond [`HISTORY_LIMIT`].
+    /// Stores call this so that every adapter trims the same way.
+    pub fn push_message(&mut self, message: ChatMessage) {
+        self.last_activity = message.timestamp.max(self.last_activity);
+        self.history.push(message);
+        let excess = self.history.len().saturating_sub(HISTORY_LIMIT);
+        self.history.drain(..excess);
+    }
+}
+
+/// How a generation ended; every `stream-start` is closed by exactly one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl StreamStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamStatus::Completed => "completed",
+            StreamStatus::Failed => "failed",
+            StreamStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> SessionUser {
+        SessionUser {
+            id: UserId::parse("u1").unwrap(),
+            username: Username::parse("alice").unwrap(),
+        }
+    }
+
+    #[test]
+    fn history_keeps_only_the_last_ten_in_order() {
+        let now = Utc::now();
+        let mut s = Session::new(SessionId::generate(), user(), now);
+        for i in 0..25 {
+            s.push_message(ChatMessage {
+                role: if i % 2 == 0 { Role::User } else { Role::Assistant },
+                content: format!("m{i}"),
+                timestamp: now,
+            });
+        }
+        assert_eq!(s.history.len(), HISTORY_LIMIT);
+        let contents: Vec<_> = s.history.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents.first(), Some(&"m15"));
+        assert_eq!(contents.last(), Some(&"m24"));
+    }
+
+    #[test]
+    fn content_rules() {
+        assert_eq!(ChatContent::parse("   \n", 10), Err(ContentError::Blank));
+        assert_eq!(ChatContent::parse("", 10), Err(ContentError::Blank));
+        assert_eq!(
+            ChatContent::parse("abcdefghijk", 10),
+            Err(ContentError::TooLong { max: 10 })
+        );
+        assert!(ChatContent::parse(&"é".repeat(10), 10).is_ok());
+        assert_eq!(ChatContent::parse(" hi ", 10).unwrap().as_str(), " hi ");
+    }
+
+    #[test]
+    fn ids_are_prefixed_unique_and_parse_back() {
+        let a = MessageId::generate();
+        let b = MessageId::generate();
+        assert!(a.as_str().starts_with("msg_"));
+        assert_ne!(a, b);
+        assert_eq!(MessageId::parse(a.as_str()).unwrap(), a);
+        assert!(SessionId::generate().as_str().starts_with("sess_"));
+        assert!(SessionId::parse("../etc").is_err());
+        assert!(SessionId::parse("").is_err());
+    }
+}

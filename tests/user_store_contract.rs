@@ -1,0 +1,589 @@
+//! One behavioural contract for every `UserRepository`, run against each store.
+//!
+//! SQLite always runs (a fresh temp file per rule). MongoDB runs against
+//! `MONGODB_URI` when set, otherwise in a throwaway `mongo:7` container when a
+//! Docker engine answers; with neither it is reported as SKIPPED on stderr,
+//! never faked, because a mock would prove nothing about the real driver.
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::FutureExt;
+
+use chatbot_server::adapters::outbound::mongo_users::MongoUserRepository;
+use chatbot_server::adapters::outbound::sqlite_users::SqliteUserRepository;
+use chatbot_server::application::ports::{UserRepository, UserStoreError};
+use chatbot_server::domain::{EmailAddress, NewUser, PasswordHash, UserId, Username};
+
+type Repo = Arc<dyn UserRepository>;
+
+/// Names are unique per call so every rule can share one Mongo database.
+fn unique(prefix: &str) -> String {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}_{}", &tag[..12])
+}
+
+fn new_user(name: &str) -> NewUser {
+    NewUser {
+        username: Username::parse(name).unwrap(),
+        email: EmailAddress::parse(&format!("{name}@example.com")).unwrap(),
+        password_hash: PasswordHash::new(format!(
+            "$argon2id$v=19$m=19456,t=2,p=1$salt$hash-{name}"
+        )),
+        created_at: Utc::now().trunc_subsecs(3),
+    }
+}
+
+/// A valid 24-hex id that no store has issued.
+fn unknown_id() -> UserId {
+    UserId::parse("0123456789abcdef01234567").unwrap()
+}
+
+mod contract {
+    use super::*;
+
+    pub async fn create_returns_the_user_with_an_id(repo: Repo) {
+        let input = new_user(&unique("create"));
+        let user = repo.create(input.clone()).await.unwrap();
+        assert_eq!(
+            user.id.as_str().len(),
+            24,
+            "ids are ObjectId hex: {}",
+            user.id
+        );
+        assert!(user.id.as_str().chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(user.username, input.username);
+        assert_eq!(user.email, input.email);
+        assert_eq!(user.password_hash, input.password_hash);
+        assert_eq!(user.created_at, input.created_at);
+        assert_eq!(user.last_login, None);
+        assert!(user.is_active);
+
+        let other = repo.create(new_user(&unique("create"))).await.unwrap();
+        assert_ne!(other.id, user.id);
+    }
+
+    pub async fn finds_round_trip(repo: Repo) {
+        let created = repo.create(new_user(&unique("find"))).await.unwrap();
+        let by_name = repo.find_by_username(&created.username).await.unwrap();
+        let by_email = repo.find_by_email(&created.email).await.unwrap();
+        let by_id = repo.find_by_id(&created.id).await.unwrap();
+        assert_eq!(by_name.as_ref(), Some(&created));
+        assert_eq!(by_email.as_ref(), Some(&created));
+        assert_eq!(by_id.as_ref(), Some(&created));
+    }
+
+    pub async fn unknown_users_are_none(repo: Repo) {
+        let ghost = new_user(&unique("ghost"));
+        assert_eq!(repo.find_by_username(&ghost.username).await.unwrap(), None);
+        assert_eq!(repo.find_by_email(&ghost.email).await.unwrap(), None);
+        assert_eq!(repo.find_by_id(&unknown_id()).await.unwrap(), None);
+    }
+
+    pub async fn ids_the_store_never_issues_are_none(repo: Repo) {
+        for raw in ["not-an-object-id", "abc", "zzzzzzzzzzzzzzzzzzzzzzzz", "1"] {
+            let id = UserId::parse(raw).unwrap();
+            assert_eq!(repo.find_by_id(&id).await.unwrap(), None, "{raw}");
+        }
+    }
+
+    pub async fn duplicate_username_is_username_taken(repo: Repo) {
+        let first = new_user(&unique("dupname"));
+        repo.create(first.clone()).await.unwrap();
+        let mut second = new_user(&unique("other"));
+        second.username = first.username.clone();
+        let err = repo.create(second).await.unwrap_err();
+        assert!(matches!(err, UserStoreError::UsernameTaken), "{err:?}");
+    }
+
+    pub async fn duplicate_email_is_email_taken(repo: Repo) {
+        let first = new_user(&unique("dupmail"));
+        repo.create(first.clone()).await.unwrap();
+        let mut second = new_user(&unique("other"));
+        // Typed differently, stored the same: the domain lower-cases emails.
+        second.email = EmailAddress::parse(&first.email.as_str().to_ascii_uppercase()).unwrap();
+        let err = repo.create(second).await.unwrap_err();
+        assert!(matches!(err, UserStoreError::EmailTaken), "{err:?}");
+    }
+
+    pub async fn record_login_sets_last_login_and_rehashes(repo: Repo) {
+        let user = repo.create(new_user(&unique("login"))).await.unwrap();
+
+        let first = Utc::now().trunc_subsecs(3);
+        repo.record_login(&user.id, first, None).await.unwrap();
+        let after = repo.find_by_id(&user.id).await.unwrap().unwrap();
+        assert_eq!(after.last_login, Some(first));
+        assert_eq!(after.password_hash, user.password_hash, "no rehash given");
+
+        let second = first + chrono::Duration::seconds(5);
+        let fresh = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$new$rehashed");
+        repo.record_login(&user.id, second, Some(fresh.clone()))
+            .await
+            .unwrap();
+        let after = repo
+            .find_by_username(&user.username)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.last_login, Some(second));
+        assert_eq!(after.password_hash, fresh);
+        assert_eq!(after.created_at, user.created_at);
+        assert_eq!(after.email, user.email);
+    }
+
+    pub async fn record_login_for_unknown_id_is_not_found(repo: Repo) {
+        for id in [unknown_id(), UserId::parse("not-an-object-id").unwrap()] {
+            let err = repo.record_login(&id, Utc::now(), None).await.unwrap_err();
+            assert!(matches!(err, UserStoreError::NotFound), "{id}: {err:?}");
+        }
+    }
+
+    pub async fn concurrent_creates_of_one_username_have_one_winner(repo: Repo) {
+        let name = unique("race");
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let repo = Arc::clone(&repo);
+                let mut user = new_user(&name);
+                user.email = EmailAddress::parse(&format!("{name}.{i}@example.com")).unwrap();
+                tokio::spawn(async move { repo.create(user).await })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => winners += 1,
+                Err(UserStoreError::UsernameTaken) => {}
+                Err(other) => panic!("a losing create must be UsernameTaken, got {other:?}"),
+            }
+        }
+        assert_eq!(winners, 1);
+        let stored = repo
+            .find_by_username(&Username::parse(&name).unwrap())
+            .await
+            .unwrap();
+        assert!(stored.is_some());
+    }
+
+    pub async fn ping_answers(repo: Repo) {
+        repo.ping().await.unwrap();
+    }
+
+    pub async fn dates_round_trip_to_the_millisecond(repo: Repo) {
+        let created_at = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
+        let mut input = new_user(&unique("dates"));
+        input.created_at = created_at;
+        let user = repo.create(input).await.unwrap();
+        let millis = DateTime::from_timestamp(1_700_000_000, 123_000_000).unwrap();
+        assert_eq!(user.created_at, millis, "create reports what is stored");
+
+        let login = DateTime::from_timestamp(1_700_000_100, 987_654_321).unwrap();
+        repo.record_login(&user.id, login, None).await.unwrap();
+        let found = repo.find_by_id(&user.id).await.unwrap().unwrap();
+        assert_eq!(found.created_at, millis);
+        assert_eq!(
+            found.last_login,
+            Some(DateTime::from_timestamp(1_700_000_100, 987_000_000).unwrap())
+        );
+    }
+}
+
+macro_rules! contract_rules {
+    ($($rule:ident),* $(,)?) => {
+        /// Every rule, in order, against one store.
+        async fn run_contract(store: &str, repo: Repo) {
+            $(
+                eprintln!("[{store}] contract rule: {}", stringify!($rule));
+                contract::$rule(Arc::clone(&repo)).await;
+            )*
+        }
+
+        /// Each rule on its own fresh SQLite file, so a failure names its rule.
+        mod sqlite_rule {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $rule() {
+                    let (_dir, repo) = super::fresh_sqlite().await;
+                    super::contract::$rule(repo).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_rules!(
+    create_returns_the_user_with_an_id,
+    finds_round_trip,
+    unknown_users_are_none,
+    ids_the_store_never_issues_are_none,
+    duplicate_username_is_username_taken,
+    duplicate_email_is_email_taken,
+    record_login_sets_last_login_and_rehashes,
+    record_login_for_unknown_id_is_not_found,
+    concurrent_creates_of_one_username_have_one_winner,
+    ping_answers,
+    dates_round_trip_to_the_millisecond,
+);
+
+// ------------------------------------------------------------------ SQLite
+
+async fn fresh_sqlite() -> (tempfile::TempDir, Repo) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = SqliteUserRepository::open(&dir.path().join("users.db"))
+        .await
+        .unwrap();
+    (dir, Arc::new(repo))
+}
+
+fn user_version(path: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_satisfies_the_whole_contract_on_one_file() {
+    let (_dir, repo) = fresh_sqlite().await;
+    run_contract("sqlite", repo).await;
+}
+
+#[tokio::test]
+async fn sqlite_data_survives_closing_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.db");
+    let repo = SqliteUserRepository::open(&path).await.unwrap();
+    let user = repo.create(new_user("persisted")).await.unwrap();
+    let at = Utc::now().trunc_subsecs(3);
+    let hash = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$x$y");
+    repo.record_login(&user.id, at, Some(hash.clone()))
+        .await
+        .unwrap();
+    drop(repo);
+
+    let reopened = SqliteUserRepository::open(&path).await.unwrap();
+    let found = reopened.find_by_id(&user.id).await.unwrap().unwrap();
+    assert_eq!(found.username, user.username);
+    assert_eq!(found.email, user.email);
+    assert_eq!(found.created_at, user.created_at);
+    assert_eq!(found.last_login, Some(at));
+    assert_eq!(found.password_hash, hash);
+    // Uniqueness is part of what persists, not just the rows.
+    let err = reopened.create(new_user("persisted")).await.unwrap_err();
+    assert!(matches!(err, UserStoreError::UsernameTaken), "{err:?}");
+}
+
+#[tokio::test]
+async fn sqlite_creates_missing_directories_and_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deeper/users.db");
+    let repo = SqliteUserRepository::open(&path).await.unwrap();
+    repo.create(new_user("fresh_dir")).await.unwrap();
+    assert!(path.exists());
+    drop(repo);
+    assert_eq!(user_version(&path), 1);
+}
+
+#[tokio::test]
+async fn sqlite_brings_an_empty_or_unversioned_file_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // A zero-byte file, as `touch` leaves it.
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let repo = SqliteUserRepository::open(&empty).await.unwrap();
+    repo.create(new_user("from_empty")).await.unwrap();
+    drop(repo);
+    assert_eq!(user_version(&empty), 1);
+
+    // A database from before versioning: other tables, no stamp, no users table.
+    let unversioned = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&unversioned).unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me');")
+            .unwrap();
+    }
+    assert_eq!(user_version(&unversioned), 0);
+    let repo = SqliteUserRepository::open(&unversioned).await.unwrap();
+    repo.create(new_user("from_old")).await.unwrap();
+    drop(repo);
+    assert_eq!(user_version(&unversioned), 1);
+    let conn = rusqlite::Connection::open(&unversioned).unwrap();
+    let note: String = conn
+        .query_row("SELECT body FROM notes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(note, "keep me", "migration must not touch unrelated tables");
+}
+
+#[tokio::test]
+async fn sqlite_keeps_rows_of_a_users_table_that_lacks_the_version_stamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("handmade.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE users (
+                id TEXT PRIMARY KEY NOT NULL, username TEXT NOT NULL UNIQUE,
+                email TEXT NOT NULL UNIQUE, password TEXT NOT NULL, created_at TEXT NOT NULL,
+                last_login TEXT NULL, is_active INTEGER NOT NULL DEFAULT 1);
+             INSERT INTO users (id, username, email, password, created_at)
+             VALUES ('65f1c0ffee0123456789abcd', 'handmade', 'hand@example.com',
+                     '$2b$10$legacy', '2024-01-02T03:04:05.678Z');",
+        )
+        .unwrap();
+    }
+    let repo = SqliteUserRepository::open(&path).await.unwrap();
+    let user = repo
+        .find_by_username(&Username::parse("handmade").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.id.as_str(), "65f1c0ffee0123456789abcd");
+    assert!(user.is_active);
+    assert_eq!(user.created_at.timestamp_millis(), 1_704_164_645_678);
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_file_that_is_not_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.db");
+    std::fs::write(&path, vec![0x42_u8; 4096]).unwrap();
+    let err = SqliteUserRepository::open(&path).await.unwrap_err();
+    assert!(matches!(err, UserStoreError::Unavailable(_)), "{err:?}");
+}
+
+// ----------------------------------------------------------------- MongoDB
+
+/// A MongoDB to test against, and the container keeping it alive if we made one.
+struct MongoTarget {
+    uri: String,
+    origin: &'static str,
+    _container: Option<testcontainers::ContainerAsync<testcontainers::GenericImage>>,
+}
+
+/// Tests fail fast instead of waiting out the driver's 30 s default when the
+/// server is unreachable; production keeps whatever the URI says.
+fn with_short_selection_timeout(uri: &str) -> String {
+    if uri
+        .to_ascii_lowercase()
+        .contains("serverselectiontimeoutms")
+    {
+        return uri.to_owned();
+    }
+    let joiner = if uri.contains('?') {
+        "&"
+    } else if uri
+        .trim_start_matches("mongodb://")
+        .trim_start_matches("mongodb+srv://")
+        .contains('/')
+    {
+        "?"
+    } else {
+        "/?"
+    };
+    format!("{uri}{joiner}serverSelectionTimeoutMS=5000")
+}
+
+/// `Err(reason)` means: skip, there is no MongoDB to be had here.
+async fn mongo_target() -> Result<MongoTarget, String> {
+    if let Ok(uri) = std::env::var("MONGODB_URI") {
+        if !uri.trim().is_empty() {
+            return Ok(MongoTarget {
+                uri: with_short_selection_timeout(uri.trim()),
+                origin: "MONGODB_URI",
+                _container: None,
+            });
+        }
+    }
+    docker_answers().await?;
+
+    use testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    let container = testcontainers::GenericImage::new("mongo", "7")
+        .with_exposed_port(27017.tcp())
+        .with_wait_for(WaitFor::message_on_stdout("Waiting for connections"))
+        .start()
+        .await
+        .map_err(|e| format!("a Docker engine answers but mongo:7 did not start: {e}"))?;
+    let host = container
+        .get_host()
+        .await
+        .map_err(|e| format!("mongo:7 container has no host: {e}"))?;
+    let port = container
+        .get_host_port_ipv4(27017)
+        .await
+        .map_err(|e| format!("mongo:7 container has no mapped port: {e}"))?;
+    Ok(MongoTarget {
+        uri: format!(
+            "mongodb://{host}:{port}/?directConnection=true&serverSelectionTimeoutMS=5000"
+        ),
+        origin: "testcontainers mongo:7",
+        _container: Some(container),
+    })
+}
+
+async fn docker_answers() -> Result<(), String> {
+    let probe = tokio::process::Command::new("docker")
+        .arg("info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+        Err(_) => Err("`docker info` did not answer within 5 s".to_owned()),
+        Ok(Err(e)) => Err(format!("cannot run `docker info`: {e}")),
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let reason = stderr
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .unwrap_or("no output");
+            Err(format!(
+                "`docker info` exited with {}: {reason}",
+                out.status
+            ))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_user_store_satisfies_the_contract() {
+    let target = match mongo_target().await {
+        Ok(target) => target,
+        Err(reason) => {
+            eprintln!(
+                "SKIPPED mongo user-store contract: MONGODB_URI is not set and no Docker engine \
+                 answers ({reason})"
+            );
+            return;
+        }
+    };
+    let database = format!("chatbot_contract_{}", uuid::Uuid::new_v4().simple());
+    eprintln!(
+        "mongo user-store contract: {} , database {database}",
+        target.origin
+    );
+
+    let client = mongodb::Client::with_uri_str(&target.uri)
+        .await
+        .expect("MongoDB URI must parse");
+    let outcome = AssertUnwindSafe(async {
+        let repo = MongoUserRepository::connect_with_database(&target.uri, &database)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to MongoDB via {}: {e}", target.origin));
+        let repo: Repo = Arc::new(repo);
+        run_contract("mongo", Arc::clone(&repo)).await;
+        mongo_writes_the_node_document_shape(&repo, &client.database(&database)).await;
+        mongo_reads_legacy_node_documents(&repo, &client.database(&database)).await;
+    })
+    .catch_unwind()
+    .await;
+
+    // Dropped even when a rule failed, so a shared server is not littered.
+    if let Err(e) = client.database(&database).drop().await {
+        eprintln!("warning: could not drop throwaway database {database}: {e}");
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn mongo_writes_the_node_document_shape(repo: &Repo, db: &mongodb::Database) {
+    use mongodb::bson::{doc, Bson, Document};
+    eprintln!("[mongo] document shape matches the Node server");
+    let user = repo.create(new_user(&unique("shape"))).await.unwrap();
+    let users = db.collection::<Document>("users");
+    let oid = mongodb::bson::oid::ObjectId::parse_str(user.id.as_str()).unwrap();
+    let raw = users.find_one(doc! { "_id": oid }).await.unwrap().unwrap();
+    assert_eq!(raw.get_str("username").unwrap(), user.username.as_str());
+    assert_eq!(raw.get_str("email").unwrap(), user.email.as_str());
+    assert_eq!(
+        raw.get_str("password").unwrap(),
+        user.password_hash.as_str()
+    );
+    assert_eq!(
+        raw.get_datetime("createdAt").unwrap().timestamp_millis(),
+        user.created_at.timestamp_millis()
+    );
+    assert!(raw.get_bool("isActive").unwrap());
+    assert!(matches!(raw.get("lastLogin"), None | Some(Bson::Null)));
+
+    let at = Utc::now().trunc_subsecs(3);
+    repo.record_login(&user.id, at, None).await.unwrap();
+    let raw = users.find_one(doc! { "_id": oid }).await.unwrap().unwrap();
+    assert_eq!(
+        raw.get_datetime("lastLogin").unwrap().timestamp_millis(),
+        at.timestamp_millis(),
+        "lastLogin is a BSON Date, not a string"
+    );
+
+    let indexes = users.list_index_names().await.unwrap();
+    assert!(indexes.iter().any(|i| i == "username_1"), "{indexes:?}");
+    assert!(indexes.iter().any(|i| i == "email_1"), "{indexes:?}");
+}
+
+async fn mongo_reads_legacy_node_documents(repo: &Repo, db: &mongodb::Database) {
+    use mongodb::bson::{doc, oid::ObjectId, DateTime as BsonDate, Document};
+    eprintln!("[mongo] legacy Node documents are readable");
+    let name = unique("legacy");
+    let oid = ObjectId::new();
+    let users = db.collection::<Document>("users");
+    users
+        .insert_one(doc! {
+            "_id": oid,
+            "username": &name,
+            "password": "$2b$10$abcdefghijklmnopqrstuuN3UE0sHcGnE1tQ4sQhNAJmU1s7YhE2",
+            "email": format!("{name}@example.com"),
+            "createdAt": BsonDate::from_millis(1_600_000_000_321),
+            "__v": 0,
+        })
+        .await
+        .unwrap();
+    let user = repo
+        .find_by_username(&Username::parse(&name).unwrap())
+        .await
+        .unwrap()
+        .expect("legacy user is found");
+    assert_eq!(user.id.as_str(), oid.to_hex());
+    assert!(user.is_active, "missing isActive means active");
+    assert_eq!(user.last_login, None);
+    assert_eq!(user.created_at.timestamp_millis(), 1_600_000_000_321);
+    assert!(user.password_hash.is_legacy_bcrypt());
+
+    let fresh = PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$s$upgraded");
+    repo.record_login(&user.id, Utc::now(), Some(fresh.clone()))
+        .await
+        .unwrap();
+    let raw = users.find_one(doc! { "_id": oid }).await.unwrap().unwrap();
+    assert_eq!(raw.get_str("password").unwrap(), fresh.as_str());
+    assert!(raw.get_datetime("lastLogin").is_ok());
+    assert_eq!(
+        raw.get_i32("__v").unwrap(),
+        0,
+        "fields we do not own are left alone"
+    );
+}
+
+#[test]
+fn test_uris_get_a_short_selection_timeout() {
+    assert_eq!(
+        with_short_selection_timeout("mongodb://localhost:27017"),
+        "mongodb://localhost:27017/?serverSelectionTimeoutMS=5000"
+    );
+    assert_eq!(
+        with_short_selection_timeout("mongodb://localhost/db"),
+        "mongodb://localhost/db?serverSelectionTimeoutMS=5000"
+    );
+    assert_eq!(
+        with_short_selection_timeout("mongodb://h/db?replicaSet=rs0"),
+        "mongodb://h/db?replicaSet=rs0&serverSelectionTimeoutMS=5000"
+    );
+    assert_eq!(
+        with_short_selection_timeout("mongodb://h/?serverSelectionTimeoutMS=100"),
+        "mongodb://h/?serverSelectionTimeoutMS=100"
+    );
+}
