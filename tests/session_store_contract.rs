@@ -16,6 +16,7 @@ use chatbot_server::adapters::outbound::redis_sessions::RedisSessionStore;
 use chatbot_server::application::ports::*;
 use chatbot_server::domain::*;
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::OnceCell;
 
 const LONG_TTL: Duration = Duration::from_secs(600);
 
@@ -385,10 +386,22 @@ fn redis_url() -> String {
 /// A Redis backend in a fresh key prefix, or `None` (after saying so) when
 /// Redis is unreachable outside CI.
 async fn redis_backend() -> Option<Backend> {
+    // Probed once per run, so an absent Redis costs one connect timeout, not one per test.
+    static PROBE: OnceCell<Result<(), String>> = OnceCell::const_new();
     let url = redis_url();
-    let prefix = format!("chatbot-test-{}", uuid::Uuid::new_v4().simple());
-    match RedisSessionStore::connect(&url, LONG_TTL, &prefix).await {
-        Ok(_) => Some(Backend::Redis { url, prefix }),
+    let probe = PROBE
+        .get_or_init(|| async {
+            RedisSessionStore::connect(&redis_url(), LONG_TTL, "chatbot-test-probe")
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    match probe {
+        Ok(()) => Some(Backend::Redis {
+            url,
+            prefix: format!("chatbot-test-{}", uuid::Uuid::new_v4().simple()),
+        }),
         Err(e) if std::env::var_os("CI").is_some() => {
             panic!("Redis at {url} is required when CI is set: {e}")
         }

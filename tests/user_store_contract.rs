@@ -270,7 +270,9 @@ async fn sqlite_data_survives_closing_and_reopening() {
     assert_eq!(found.last_login, Some(at));
     assert_eq!(found.password_hash, hash);
     // Uniqueness is part of what persists, not just the rows.
-    let err = reopened.create(new_user("persisted")).await.unwrap_err();
+    let mut again = new_user("persisted");
+    again.email = EmailAddress::parse("someone.else@example.com").unwrap();
+    let err = reopened.create(again).await.unwrap_err();
     assert!(matches!(err, UserStoreError::UsernameTaken), "{err:?}");
 }
 

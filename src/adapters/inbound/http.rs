@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use poem::http::{header, Method, StatusCode};
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::middleware::{Cors, SizeLimit};
+use poem::middleware::Cors;
 use poem::web::Json;
 use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 use poem_openapi::OpenApiService;
@@ -52,7 +52,25 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", api)
-        .with(SizeLimit::new(MAX_BODY_BYTES))
+        .before(|mut req| async move {
+            let declared = req
+                .header(header::CONTENT_LENGTH)
+                .and_then(|v| v.parse::<usize>().ok());
+            // Refuse a declared oversize body before reading any of it.
+            if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+                return Err(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE));
+            }
+            // A POST with no body at all (`verify` with only a Bearer header) is an
+            // empty JSON body, not an unsupported media type.
+            let no_body = declared.unwrap_or(0) == 0 && !req.headers().contains_key(header::TRANSFER_ENCODING);
+            if no_body && !req.headers().contains_key(header::CONTENT_TYPE) {
+                req.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+            }
+            Ok(req)
+        })
         .catch_all_error(|err: poem::Error| async move { json_error(err.status()) })
         .with(cors)
         .data(ctx)
