@@ -102,7 +102,11 @@ impl Config {
     /// Parses configuration from any variable lookup; empty values count as unset,
     /// because `.env` templates are full of `NAME=` lines.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let env = match var("APP_ENV").or_else(|| var("NODE_ENV")) {
             None => AppEnv::Development,
@@ -146,8 +150,7 @@ impl Config {
             },
             None if env == AppEnv::Production => {
                 return Err(ConfigError(
-                    "JWT_SECRET is not set; production needs a secret of at least 32 bytes"
-                        .into(),
+                    "JWT_SECRET is not set; production needs a secret of at least 32 bytes".into(),
                 ))
             }
             None => JwtSecret {
@@ -170,7 +173,11 @@ impl Config {
         let fastapi_url = var("FASTAPI_URL");
         if let Some(url) = &fastapi_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid("FASTAPI_URL", url, "an http:// or https:// URL"));
+                return Err(ConfigError::invalid(
+                    "FASTAPI_URL",
+                    url,
+                    "an http:// or https:// URL",
+                ));
             }
         }
         let mongodb_uri = var("MONGODB_URI");
@@ -200,9 +207,14 @@ impl Config {
             (!list.iter().any(|o| o == "*") && !list.is_empty()).then_some(list)
         });
 
-        let max_message_chars = parse_or(&var, "MAX_MESSAGE_CHARS", 10_000usize, "a positive number")?;
+        let max_message_chars =
+            parse_or(&var, "MAX_MESSAGE_CHARS", 10_000usize, "a positive number")?;
         if max_message_chars == 0 {
-            return Err(ConfigError::invalid("MAX_MESSAGE_CHARS", "0", "a positive number"));
+            return Err(ConfigError::invalid(
+                "MAX_MESSAGE_CHARS",
+                "0",
+                "a positive number",
+            ));
         }
 
         Ok(Self {
@@ -240,7 +252,9 @@ fn parse_or<T: std::str::FromStr>(
 ) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ConfigError::invalid(name, &v, expected)),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ConfigError::invalid(name, &v, expected)),
     }
 }
 
@@ -314,8 +328,18 @@ mod tests {
 
     #[test]
     fn expires_in_forms() {
-        for (text, secs) in [("3600", 3600), ("90m", 5400), ("24h", 86_400), ("7d", 604_800), ("45s", 45)] {
-            assert_eq!(parse_duration(text), Some(Duration::from_secs(secs)), "{text}");
+        for (text, secs) in [
+            ("3600", 3600),
+            ("90m", 5400),
+            ("24h", 86_400),
+            ("7d", 604_800),
+            ("45s", 45),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Some(Duration::from_secs(secs)),
+                "{text}"
+            );
         }
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         for bad in ["", "h", "1y", "-5", "1.5h", "abc"] {
@@ -331,7 +355,10 @@ mod tests {
         assert!(err.to_string().contains("JWT_SECRET"));
         let err = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", "short")]).unwrap_err();
         assert!(err.to_string().contains("at least 32"));
-        assert!(!err.to_string().contains("short"), "the secret must not be echoed");
+        assert!(
+            !err.to_string().contains("short"),
+            "the secret must not be echoed"
+        );
         let ok = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", &"x".repeat(32))]).unwrap();
         assert!(!ok.jwt_secret.generated);
         assert!(!format!("{ok:?}").contains("xxxxxxxx"));
@@ -363,7 +390,12 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset_and_cors_lists_split() {
-        let c = cfg(&[("MONGODB_URI", ""), ("PORT", " "), ("CORS_ORIGIN", "http://a.test, http://b.test/")]).unwrap();
+        let c = cfg(&[
+            ("MONGODB_URI", ""),
+            ("PORT", " "),
+            ("CORS_ORIGIN", "http://a.test, http://b.test/"),
+        ])
+        .unwrap();
         assert!(c.mongodb_uri.is_none());
         assert_eq!(c.port, 3001);
         assert_eq!(

@@ -5,7 +5,7 @@
 //! and outbound (stores, hashing, tokens, upstream AI) implementations.
 
 pub mod adapters;
-pub mod config;
 pub mod application;
+pub mod config;
 pub mod domain;
 pub mod telemetry;

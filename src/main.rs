@@ -45,7 +45,10 @@ fn main() -> ExitCode {
     };
     telemetry::init(config.env);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chatbot-server: could not start the async runtime: {e}");
@@ -85,7 +88,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 SqliteUserRepository::open(&config.sqlite_path)
                     .await
                     .with_context(|| {
-                        format!("could not open SQLITE_PATH={}", config.sqlite_path.display())
+                        format!(
+                            "could not open SQLITE_PATH={}",
+                            config.sqlite_path.display()
+                        )
                     })?,
             )
         }
@@ -162,7 +168,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, env = config.env.as_str(), "server listening");
 
-    let mut server = tokio::spawn(http::serve(listener, ctx.clone(), config.cors_origins.clone()));
+    let mut server = tokio::spawn(http::serve(
+        listener,
+        ctx.clone(),
+        config.cors_origins.clone(),
+    ));
     tokio::select! {
         () = shutdown_signal() => {
             tracing::info!(

@@ -78,10 +78,14 @@ impl AuthService {
     /// `UsernameTaken` / `EmailTaken` when the store's unique constraints refuse
     /// the user; `Internal` when a dependency fails.
     pub async fn register(&self, registration: Registration) -> Result<Authenticated, AuthError> {
-        let password_hash = self.hasher.hash(&registration.password).await.map_err(|e| {
-            tracing::error!(error = %e, "password hashing failed during registration");
-            AuthError::Internal
-        })?;
+        let password_hash = self
+            .hasher
+            .hash(&registration.password)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "password hashing failed during registration");
+                AuthError::Internal
+            })?;
         let user = self
             .users
             .create(NewUser {
@@ -110,7 +114,11 @@ impl AuthService {
     /// # Errors
     /// `InvalidCredentials` for an unknown user, a wrong password or an inactive
     /// account alike; `Internal` when a dependency fails.
-    pub async fn login(&self, login: &str, password: &Password) -> Result<Authenticated, AuthError> {
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &Password,
+    ) -> Result<Authenticated, AuthError> {
         let user = match LoginName::parse(login) {
             Some(LoginName::Username(name)) => self.users.find_by_username(&name).await,
             Some(LoginName::Email(email)) => self.users.find_by_email(&email).await,
@@ -239,8 +247,12 @@ mod tests {
 
     fn hasher() -> MockPasswordHasher {
         let mut h = MockPasswordHasher::new();
-        h.expect_hash()
-            .returning(|p| Ok(PasswordHash::new(format!("$argon2id$hash-of-{}", p.expose()))));
+        h.expect_hash().returning(|p| {
+            Ok(PasswordHash::new(format!(
+                "$argon2id$hash-of-{}",
+                p.expose()
+            )))
+        });
         h
     }
 
@@ -328,7 +340,12 @@ mod tests {
     async fn wrong_password_and_inactive_account_look_the_same() {
         for (active, check) in [
             (true, PasswordCheck::Mismatch),
-            (false, PasswordCheck::Match { needs_rehash: false }),
+            (
+                false,
+                PasswordCheck::Match {
+                    needs_rehash: false,
+                },
+            ),
         ] {
             let mut users = MockUserRepository::new();
             users
@@ -359,8 +376,11 @@ mod tests {
             .times(1)
             .returning(|_, _, _| Ok(()));
         let mut h = hasher();
-        h.expect_verify()
-            .returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: false }));
+        h.expect_verify().returning(|_, _| {
+            Ok(PasswordCheck::Match {
+                needs_rehash: false,
+            })
+        });
         let auth = service(users, h).await;
         let out = auth
             .login("Alice@Example.com", &Password::for_login("pw"))

@@ -279,7 +279,12 @@ mod tests {
         ai.expect_stream()
             .withf(move |r| r.query == "how are you?" && r.history == earlier)
             .times(1)
-            .returning(|_| Ok(tokens_stream(vec![Ok("fine".into()), Ok(", thanks".into())])));
+            .returning(|_| {
+                Ok(tokens_stream(vec![
+                    Ok("fine".into()),
+                    Ok(", thanks".into()),
+                ]))
+            });
         let stats = Arc::new(Stats::default());
         let chat = ChatService::new(Arc::new(store), Arc::new(ai), stats.clone());
         let (tx, mut rx) = mpsc::channel(16);
@@ -296,8 +301,14 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), ", thanks");
         let stored = appended.lock().unwrap();
         assert_eq!(stored.len(), 2);
-        assert_eq!((stored[0].role, stored[0].content.as_str()), (Role::User, "how are you?"));
-        assert_eq!((stored[1].role, stored[1].content.as_str()), (Role::Assistant, "fine, thanks"));
+        assert_eq!(
+            (stored[0].role, stored[0].content.as_str()),
+            (Role::User, "how are you?")
+        );
+        assert_eq!(
+            (stored[1].role, stored[1].content.as_str()),
+            (Role::Assistant, "fine, thanks")
+        );
         assert_eq!(stats.snapshot().total_messages, 1);
     }
 
@@ -315,7 +326,12 @@ mod tests {
         let chat = ChatService::new(Arc::new(store), Arc::new(ai), Arc::default());
         let (tx, _rx) = mpsc::channel(16);
         let outcome = chat
-            .generate(&id, ChatContent::parse("q", 10).unwrap(), &CancellationToken::new(), &tx)
+            .generate(
+                &id,
+                ChatContent::parse("q", 10).unwrap(),
+                &CancellationToken::new(),
+                &tx,
+            )
             .await;
         assert_eq!(
             outcome,
@@ -334,7 +350,12 @@ mod tests {
         let chat = ChatService::new(Arc::new(store), Arc::new(ai), Arc::default());
         let (tx, _rx) = mpsc::channel(16);
         let outcome = chat
-            .generate(&id, ChatContent::parse("q", 10).unwrap(), &CancellationToken::new(), &tx)
+            .generate(
+                &id,
+                ChatContent::parse("q", 10).unwrap(),
+                &CancellationToken::new(),
+                &tx,
+            )
             .await;
         assert!(matches!(
             outcome,
@@ -394,7 +415,11 @@ mod tests {
             .returning(move |_| Ok(Some(existing.clone())));
         store.expect_touch().times(1).returning(|_, _| Ok(()));
         store.expect_create().times(1).returning(|_| Ok(()));
-        let chat = ChatService::new(Arc::new(store), Arc::new(MockAiModel::new()), Arc::default());
+        let chat = ChatService::new(
+            Arc::new(store),
+            Arc::new(MockAiModel::new()),
+            Arc::default(),
+        );
 
         let mine = chat.open_session(&user("u1"), Some(&id)).await.unwrap();
         assert_eq!(mine.id, id);

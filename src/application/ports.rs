@@ -49,8 +49,7 @@ pub enum UserStoreError {
 pub trait UserRepository: Send + Sync {
     async fn create(&self, user: NewUser) -> Result<User, UserStoreError>;
     async fn find_by_id(&self, id: &UserId) -> Result<Option<User>, UserStoreError>;
-    async fn find_by_username(&self, username: &Username)
-        -> Result<Option<User>, UserStoreError>;
+    async fn find_by_username(&self, username: &Username) -> Result<Option<User>, UserStoreError>;
     async fn find_by_email(&self, email: &EmailAddress) -> Result<Option<User>, UserStoreError>;
     /// Sets `lastLogin`, and replaces the password hash when `rehashed` is given
     /// (a legacy bcrypt hash being upgraded to argon2id).
@@ -80,7 +79,9 @@ pub enum PasswordHashError {
 pub enum PasswordCheck {
     /// The password is right; `needs_rehash` says the hash is in a legacy or
     /// weaker format and should be replaced with a fresh one.
-    Match { needs_rehash: bool },
+    Match {
+        needs_rehash: bool,
+    },
     Mismatch,
 }
 

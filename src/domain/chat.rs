@@ -212,7 +212,11 @@ mod tests {
         let mut s = Session::new(SessionId::generate(), user(), now);
         for i in 0..25 {
             s.push_message(ChatMessage {
-                role: if i % 2 == 0 { Role::User } else { Role::Assistant },
+                role: if i % 2 == 0 {
+                    Role::User
+                } else {
+                    Role::Assistant
+                },
                 content: format!("m{i}"),
                 timestamp: now,
             });

@@ -76,9 +76,13 @@ impl EmailAddress {
         let (local, domain) = email.split_once('@').ok_or(EmailAddressError)?;
         let local_ok = !local.is_empty()
             && local.len() <= 64
-            && local
-                .chars()
-                .all(|c| c.is_ascii_graphic() && !matches!(c, '@' | '(' | ')' | ',' | ';' | ':' | '<' | '>' | '[' | ']' | '\\' | '"'));
+            && local.chars().all(|c| {
+                c.is_ascii_graphic()
+                    && !matches!(
+                        c,
+                        '@' | '(' | ')' | ',' | ';' | ':' | '<' | '>' | '[' | ']' | '\\' | '"'
+                    )
+            });
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.len() >= 2
             && labels.iter().all(|l| {
@@ -88,8 +92,15 @@ impl EmailAddress {
                     && !l.ends_with('-')
                     && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             })
-            && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
-        if local_ok && domain_ok && !local.starts_with('.') && !local.ends_with('.') && !local.contains("..") {
+            && labels
+                .last()
+                .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+        if local_ok
+            && domain_ok
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+        {
             Ok(Self(email))
         } else {
             Err(EmailAddressError)
@@ -170,7 +181,9 @@ impl PasswordHash {
 
     /// Hashes written by the Node server (bcryptjs) start with `$2a$`, `$2b$` or `$2y$`.
     pub fn is_legacy_bcrypt(&self) -> bool {
-        ["$2a$", "$2b$", "$2y$"].iter().any(|p| self.0.starts_with(p))
+        ["$2a$", "$2b$", "$2y$"]
+            .iter()
+            .any(|p| self.0.starts_with(p))
     }
 }
 
@@ -194,7 +207,9 @@ impl UserId {
     pub fn parse(raw: &str) -> Result<Self, UserIdError> {
         if !raw.is_empty()
             && raw.len() <= 64
-            && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             Ok(Self(raw.to_owned()))
         } else {
@@ -273,12 +288,30 @@ mod tests {
     #[test]
     fn email_is_normalised_and_validated() {
         assert_eq!(
-            EmailAddress::parse("  Alice@Example.COM ").unwrap().as_str(),
+            EmailAddress::parse("  Alice@Example.COM ")
+                .unwrap()
+                .as_str(),
             "alice@example.com"
         );
         assert!(EmailAddress::parse("a.b+tag@sub.example.org").is_ok());
-        for bad in ["", "plain", "@example.com", "a@", "a@b", "a@b.c", "a b@example.com", "a@@example.com", "a@exa_mple.com", "a@-x.com", ".a@example.com", "a..b@example.com"] {
-            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a@b.c",
+            "a b@example.com",
+            "a@@example.com",
+            "a@exa_mple.com",
+            "a@-x.com",
+            ".a@example.com",
+            "a..b@example.com",
+        ] {
+            assert!(
+                EmailAddress::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(EmailAddress::parse(&long).is_err());
@@ -318,8 +351,14 @@ mod tests {
 
     #[test]
     fn login_name_picks_email_or_username() {
-        assert!(matches!(LoginName::parse("bob"), Some(LoginName::Username(_))));
-        assert!(matches!(LoginName::parse("Bob@Example.com"), Some(LoginName::Email(_))));
+        assert!(matches!(
+            LoginName::parse("bob"),
+            Some(LoginName::Username(_))
+        ));
+        assert!(matches!(
+            LoginName::parse("Bob@Example.com"),
+            Some(LoginName::Email(_))
+        ));
         assert_eq!(LoginName::parse("x"), None);
         assert_eq!(LoginName::parse("not an email@"), None);
     }

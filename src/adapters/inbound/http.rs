@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use poem::http::{header, Method, StatusCode};
 use poem::listener::Acceptor;
-use poem::web::{LocalAddr, RemoteAddr};
 use poem::middleware::Cors;
 use poem::web::Json;
+use poem::web::{LocalAddr, RemoteAddr};
 use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 use poem_openapi::OpenApiService;
 use tokio::net::{TcpListener, TcpStream};
@@ -62,7 +62,8 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
             }
             // A POST with no body at all (`verify` with only a Bearer header) is an
             // empty JSON body, not an unsupported media type.
-            let no_body = declared.unwrap_or(0) == 0 && !req.headers().contains_key(header::TRANSFER_ENCODING);
+            let no_body = declared.unwrap_or(0) == 0
+                && !req.headers().contains_key(header::TRANSFER_ENCODING);
             if no_body && !req.headers().contains_key(header::CONTENT_TYPE) {
                 req.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -76,7 +77,8 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
         .data(ctx)
         .around(|ep, req| async move {
             // The path only: a query string may carry a token.
-            let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+            let span =
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
             let started = Instant::now();
             let result = ep.call(req).instrument(span.clone()).await;
             let status = match &result {
@@ -135,7 +137,9 @@ impl Acceptor for NoDelayAcceptor {
         vec![self.local_addr.clone()]
     }
 
-    async fn accept(&mut self) -> io::Result<(TcpStream, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
+    async fn accept(
+        &mut self,
+    ) -> io::Result<(TcpStream, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
         loop {
             match self.listener.accept().await {
                 Ok((stream, addr)) => {
@@ -182,7 +186,10 @@ pub async fn serve(
     // Upgraded WebSocket connections are not poem's any more; their tracker
     // waits for each to send its last stream-end and close frame.
     ctx.connections.close();
-    if tokio::time::timeout(grace, ctx.connections.wait()).await.is_err() {
+    if tokio::time::timeout(grace, ctx.connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             remaining = ctx.connections.len(),
             "some connections did not close in time"

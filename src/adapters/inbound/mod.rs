@@ -63,7 +63,9 @@ mod tests {
 
     #[test]
     fn timestamps_have_millis_and_z() {
-        let t = chrono::Utc.with_ymd_and_hms(2025, 9, 12, 10, 30, 0).unwrap();
+        let t = chrono::Utc
+            .with_ymd_and_hms(2025, 9, 12, 10, 30, 0)
+            .unwrap();
         assert_eq!(timestamp(t), "2025-09-12T10:30:00.000Z");
     }
 }

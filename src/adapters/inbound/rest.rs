@@ -196,7 +196,10 @@ fn bad_request_body(err: &poem::Error) -> Json<ErrorBody> {
 }
 
 fn internal_error() -> Json<ErrorBody> {
-    ErrorBody::new("internal_error", "Something went wrong on our side; please try again")
+    ErrorBody::new(
+        "internal_error",
+        "Something went wrong on our side; please try again",
+    )
 }
 
 #[derive(ApiResponse)]
@@ -467,7 +470,11 @@ fn auth_body(ctx: &AppContext, auth: Authenticated) -> AuthBody {
 
 /// The token from `Authorization: Bearer <token>`, if that header is present.
 pub fn bearer_token(req: &Request) -> Option<String> {
-    let value = req.headers().get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -54,7 +54,10 @@ enum ServerMessage {
         timestamp: String,
     },
     #[serde(rename_all = "camelCase")]
-    StreamStart { message_id: String, timestamp: String },
+    StreamStart {
+        message_id: String,
+        timestamp: String,
+    },
     #[serde(rename_all = "camelCase")]
     StreamToken {
         message_id: String,
@@ -75,15 +78,24 @@ enum ServerMessage {
         message_id: Option<String>,
         timestamp: String,
     },
-    HumanEscalationResponse { message: String, timestamp: String },
-    Pong { timestamp: String },
+    HumanEscalationResponse {
+        message: String,
+        timestamp: String,
+    },
+    Pong {
+        timestamp: String,
+    },
 }
 
 fn now() -> String {
     timestamp(Utc::now())
 }
 
-fn error(code: &'static str, message: impl Into<String>, message_id: Option<&MessageId>) -> ServerMessage {
+fn error(
+    code: &'static str,
+    message: impl Into<String>,
+    message_id: Option<&MessageId>,
+) -> ServerMessage {
     ServerMessage::Error {
         code,
         message: message.into(),
@@ -124,13 +136,21 @@ pub async fn ws_endpoint(
 ) -> Response {
     let ctx = ctx.0.clone();
     if ctx.shutdown.is_cancelled() {
-        return reject(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "The server is shutting down");
+        return reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "The server is shutting down",
+        );
     }
     let query: WsQuery = req.params().unwrap_or(WsQuery {
         token: None,
         session_id: None,
     });
-    let Some(token) = query.token.filter(|t| !t.is_empty()).or_else(|| bearer_token(req)) else {
+    let Some(token) = query
+        .token
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer_token(req))
+    else {
         return reject(
             StatusCode::UNAUTHORIZED,
             "missing_token",
@@ -158,7 +178,10 @@ pub async fn ws_endpoint(
             "This endpoint speaks WebSocket only",
         );
     };
-    let resume = query.session_id.as_deref().and_then(|s| SessionId::parse(s).ok());
+    let resume = query
+        .session_id
+        .as_deref()
+        .and_then(|s| SessionId::parse(s).ok());
     let session = match ctx.chat.open_session(&user, resume.as_ref()).await {
         Ok(s) => s,
         Err(_) => {
@@ -412,19 +435,21 @@ impl Connection {
                     None,
                 )),
             },
-            ClientMessage::HumanEscalation => match self.ctx.chat.escalate(&self.session.id).await {
-                Ok(()) => {
-                    tracing::info!("human escalation requested");
-                    Some(ServerMessage::HumanEscalationResponse {
-                        message: ESCALATION_REPLY.to_owned(),
-                        timestamp: now(),
-                    })
+            ClientMessage::HumanEscalation => {
+                match self.ctx.chat.escalate(&self.session.id).await {
+                    Ok(()) => {
+                        tracing::info!("human escalation requested");
+                        Some(ServerMessage::HumanEscalationResponse {
+                            message: ESCALATION_REPLY.to_owned(),
+                            timestamp: now(),
+                        })
+                    }
+                    Err(e) => {
+                        let (code, message) = chat_error(&e);
+                        Some(error(code, message, None))
+                    }
                 }
-                Err(e) => {
-                    let (code, message) = chat_error(&e);
-                    Some(error(code, message, None))
-                }
-            },
+            }
             ClientMessage::Ping => Some(ServerMessage::Pong { timestamp: now() }),
         }
     }
@@ -459,7 +484,10 @@ fn parse_client_message(
     let value: Value = serde_json::from_str(text)
         .map_err(|_| ("invalid_json", "Messages must be JSON objects".to_owned()))?;
     let Value::Object(fields) = value else {
-        return Err(("invalid_message", "Messages must be JSON objects".to_owned()));
+        return Err((
+            "invalid_message",
+            "Messages must be JSON objects".to_owned(),
+        ));
     };
     let kind = match fields.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
@@ -473,12 +501,19 @@ fn parse_client_message(
                 Some(_) => {
                     return Err(("invalid_content", "'content' must be a string".to_owned()))
                 }
-                None => return Err(("invalid_content", "A chat message needs 'content'".to_owned())),
+                None => {
+                    return Err((
+                        "invalid_content",
+                        "A chat message needs 'content'".to_owned(),
+                    ))
+                }
             };
             ChatContent::parse(raw, max_chars)
                 .map(ClientMessage::Chat)
                 .map_err(|e| match e {
-                    ContentError::Blank => ("invalid_content", "'content' must not be blank".to_owned()),
+                    ContentError::Blank => {
+                        ("invalid_content", "'content' must not be blank".to_owned())
+                    }
                     ContentError::TooLong { max } => (
                         "content_too_long",
                         format!("'content' must be at most {max} characters"),
@@ -492,7 +527,9 @@ fn parse_client_message(
             let shown: String = other.chars().take(40).collect();
             Err((
                 "unknown_type",
-                format!("Unknown message type '{shown}'; expected chat, stop, human-escalation or ping"),
+                format!(
+                    "Unknown message type '{shown}'; expected chat, stop, human-escalation or ping"
+                ),
             ))
         }
     }
@@ -571,10 +608,9 @@ fn chat_error(e: &ChatError) -> (&'static str, &'static str) {
         ChatError::Ai(AiError::Timeout(_)) => {
             ("ai_timeout", "The AI service took too long to answer")
         }
-        ChatError::Ai(AiError::Protocol(_)) => (
-            "ai_stream_error",
-            "The AI service's answer was interrupted",
-        ),
+        ChatError::Ai(AiError::Protocol(_)) => {
+            ("ai_stream_error", "The AI service's answer was interrupted")
+        }
         ChatError::SessionGone => (
             "session_expired",
             "This session has expired; reconnect to start a new one",
@@ -647,9 +683,18 @@ mod tests {
         assert_eq!(code(r#"{"type": 5}"#), "invalid_message");
         assert_eq!(code(r#"{"type": "dance"}"#), "unknown_type");
         assert_eq!(code(r#"{"type": "chat"}"#), "invalid_content");
-        assert_eq!(code(r#"{"type": "chat", "content": 42}"#), "invalid_content");
-        assert_eq!(code(r#"{"type": "chat", "content": "   "}"#), "invalid_content");
-        assert_eq!(code(r#"{"type": "chat", "content": "12345678901"}"#), "content_too_long");
+        assert_eq!(
+            code(r#"{"type": "chat", "content": 42}"#),
+            "invalid_content"
+        );
+        assert_eq!(
+            code(r#"{"type": "chat", "content": "   "}"#),
+            "invalid_content"
+        );
+        assert_eq!(
+            code(r#"{"type": "chat", "content": "12345678901"}"#),
+            "content_too_long"
+        );
     }
 
     #[test]
@@ -658,12 +703,18 @@ mod tests {
             parse_client_message(r#"{"type":"chat","content":"hi"}"#, 10).unwrap(),
             ClientMessage::Chat(ChatContent::parse("hi", 10).unwrap())
         );
-        assert_eq!(parse_client_message(r#"{"type":"stop"}"#, 10).unwrap(), ClientMessage::Stop);
+        assert_eq!(
+            parse_client_message(r#"{"type":"stop"}"#, 10).unwrap(),
+            ClientMessage::Stop
+        );
         assert_eq!(
             parse_client_message(r#"{"type":"human-escalation","message":"help"}"#, 10).unwrap(),
             ClientMessage::HumanEscalation
         );
-        assert_eq!(parse_client_message(r#"{"type":"ping"}"#, 10).unwrap(), ClientMessage::Ping);
+        assert_eq!(
+            parse_client_message(r#"{"type":"ping"}"#, 10).unwrap(),
+            ClientMessage::Ping
+        );
     }
 
     #[test]
@@ -686,6 +737,9 @@ mod tests {
             "human-escalation-response"
         );
         let err = error("invalid_json", "x", None);
-        assert!(serde_json::to_value(&err).unwrap().get("messageId").is_none());
+        assert!(serde_json::to_value(&err)
+            .unwrap()
+            .get("messageId")
+            .is_none());
     }
 }

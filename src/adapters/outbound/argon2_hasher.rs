@@ -52,8 +52,13 @@ impl Argon2Hasher {
     /// # Panics
     /// Never for [`Argon2Params::OWASP`]; only for parameters argon2 itself refuses.
     pub fn new(params: Argon2Params) -> Self {
-        let p = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
-            .expect("argon2 parameters are valid");
+        let p = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .expect("argon2 parameters are valid");
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, p),
@@ -111,19 +116,18 @@ impl PasswordHasher for Argon2Hasher {
         let stored = hash.clone();
         if stored.is_legacy_bcrypt() {
             return self
-                .blocking(move |_| {
-                    match bcrypt::verify(password.expose(), stored.as_str()) {
+                .blocking(
+                    move |_| match bcrypt::verify(password.expose(), stored.as_str()) {
                         Ok(true) => Ok(PasswordCheck::Match { needs_rehash: true }),
                         Ok(false) => Ok(PasswordCheck::Mismatch),
                         Err(_) => Err(PasswordHashError::Malformed),
-                    }
-                })
+                    },
+                )
                 .await;
         }
         let this = self.clone();
         self.blocking(move |argon2| {
-            let parsed =
-                PhcHash::new(stored.as_str()).map_err(|_| PasswordHashError::Malformed)?;
+            let parsed = PhcHash::new(stored.as_str()).map_err(|_| PasswordHashError::Malformed)?;
             match argon2.verify_password(password.expose().as_bytes(), &parsed) {
                 Ok(()) => Ok(PasswordCheck::Match {
                     needs_rehash: !this.is_current(&parsed),
@@ -221,7 +225,8 @@ mod tests {
         }
         // A PHC string with no hash part parses; it just can never match.
         assert!(!matches!(
-            h.verify(&pw("x"), &PasswordHash::new("$argon2id$broken")).await,
+            h.verify(&pw("x"), &PasswordHash::new("$argon2id$broken"))
+                .await,
             Ok(PasswordCheck::Match { .. })
         ));
     }

@@ -119,7 +119,8 @@ mod tests {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+            let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
+                << (8 * (3 - chunk.len()));
             for i in 0..=chunk.len() {
                 out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
             }
@@ -141,7 +142,8 @@ mod tests {
     #[test]
     fn other_secret_and_tampering_are_invalid() {
         let svc = JwtTokenService::new(SECRET, Duration::from_secs(60));
-        let other = JwtTokenService::new(b"another-secret-another-secret-xx", Duration::from_secs(60));
+        let other =
+            JwtTokenService::new(b"another-secret-another-secret-xx", Duration::from_secs(60));
         let token = other.issue(&user()).unwrap().token;
         assert_eq!(svc.verify(&token), Err(TokenError::Invalid));
         assert_eq!(svc.verify("not.a.jwt"), Err(TokenError::Invalid));
@@ -152,8 +154,14 @@ mod tests {
     fn expired_tokens_are_rejected_as_expired() {
         let svc = JwtTokenService::new(SECRET, Duration::from_secs(60));
         let now = chrono::Utc::now().timestamp();
-        let claims = serde_json::json!({"sub": "u1", "username": "alice", "iat": now - 120, "exp": now - 1});
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        let claims =
+            serde_json::json!({"sub": "u1", "username": "alice", "iat": now - 120, "exp": now - 1});
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
         assert_eq!(svc.verify(&token), Err(TokenError::Expired));
     }
 
@@ -162,7 +170,11 @@ mod tests {
         let svc = JwtTokenService::new(SECRET, Duration::from_secs(60));
         let exp = chrono::Utc::now().timestamp() + 600;
         let body = b64(&serde_json::json!({"sub": "u1", "username": "alice", "exp": exp}));
-        let none = format!("{}.{}.", b64(&serde_json::json!({"alg": "none", "typ": "JWT"})), body);
+        let none = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+            body
+        );
         assert_eq!(svc.verify(&none), Err(TokenError::Invalid));
 
         let hs512 = jsonwebtoken::encode(
@@ -187,7 +199,15 @@ mod tests {
         let svc = JwtTokenService::new(SECRET, Duration::from_secs(60));
         let now = chrono::Utc::now().timestamp();
         let claims = serde_json::json!({"userId": "65f1c0ffee0123456789abcd", "username": "alice", "iat": now, "exp": now + 60});
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
-        assert_eq!(svc.verify(&token).unwrap().user_id.as_str(), "65f1c0ffee0123456789abcd");
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(
+            svc.verify(&token).unwrap().user_id.as_str(),
+            "65f1c0ffee0123456789abcd"
+        );
     }
 }

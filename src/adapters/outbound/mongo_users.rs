@@ -385,6 +385,15 @@ mod tests {
         let user = document_to_user(&never_logged_in).unwrap();
         assert_eq!(user.last_login, None);
         assert!(!user.is_active);
+
+        let mut no_created_at = legacy.clone();
+        no_created_at.remove("createdAt");
+        let user = document_to_user(&no_created_at).unwrap();
+        assert_eq!(
+            user.created_at.timestamp(),
+            oid.timestamp().timestamp_millis() / 1000,
+            "falls back to the ObjectId's creation second"
+        );
     }
 
     #[test]

@@ -1,0 +1,508 @@
+//! Test helpers: the real server binary on port 0, a real SSE upstream stub,
+//! and small HTTP / WebSocket client conveniences.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use poem::web::Json;
+use poem::{handler, post, Body, EndpointExt, Response, Route, Server};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TEST_SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+/// A running server process. Killed when dropped.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub child: Child,
+    /// Everything the process wrote to stdout and stderr so far.
+    pub log: Arc<Mutex<String>>,
+    pub sqlite_path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Starts the server binary with embedded defaults, a fixed JWT secret, a
+/// fresh SQLite file and the given extra environment.
+pub async fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.db");
+    let mut app = spawn_app_at(path, extra).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Like [`spawn_app`], with a SQLite file the caller owns (to restart on it).
+pub async fn spawn_app_at(sqlite_path: PathBuf, extra: &[(&str, &str)]) -> TestApp {
+    let (child, log, addr) = start_process(&sqlite_path, extra)
+        .await
+        .unwrap_or_else(|log| {
+            panic!("server did not start; its output:\n{log}");
+        });
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        child,
+        log,
+        sqlite_path,
+        _dir: None,
+    }
+}
+
+fn command(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatbot-server"));
+    // Start from a clean slate so the developer's own environment (a REDIS_URL,
+    // a FASTAPI_URL, a .env) cannot change what a test means.
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("JWT_SECRET", TEST_SECRET)
+        .env("SQLITE_PATH", sqlite_path)
+        .env("RUST_LOG", "info")
+        .env("ECHO_TOKEN_DELAY", "5ms")
+        .current_dir(sqlite_path.parent().unwrap())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs the binary to completion (for start-up failures): exit code and output.
+pub async fn run_to_exit(extra: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(&dir.path().join("users.db"), extra)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn start_process(
+    sqlite_path: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> Result<(Child, Arc<Mutex<String>>, SocketAddr), String> {
+    let mut child = command(sqlite_path, extra).spawn().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (addr_tx, mut addr_rx) = tokio::sync::mpsc::unbounded_channel::<SocketAddr>();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for pipe in [
+        Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        Box::new(stderr),
+    ] {
+        let log = log.clone();
+        let addr_tx = addr_tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("server listening") {
+                    if let Some(addr) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .and_then(|a| a.parse().ok())
+                    {
+                        let _ = addr_tx.send(addr);
+                    }
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+    }
+    drop(addr_tx);
+    match tokio::time::timeout(Duration::from_secs(30), addr_rx.recv()).await {
+        Ok(Some(addr)) => Ok((child, log, addr)),
+        _ => {
+            let _ = child.start_kill();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(log.lock().unwrap().clone())
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr, query)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM, as a process manager would.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("process is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("server did not exit in time")
+            .unwrap()
+            .code()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = reqwest::get(self.url(path)).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers `name` (email `name@example.com`, password `password123`) and
+    /// returns the token.
+    pub async fn register(&self, name: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/auth/register",
+                json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Opens a WebSocket with `?token=` and reads the `connected` message.
+    pub async fn connect(&self, token: &str) -> (WsClient, Value) {
+        self.connect_query(&format!("?token={token}")).await
+    }
+
+    pub async fn connect_query(&self, query: &str) -> (WsClient, Value) {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(query))
+            .await
+            .expect("websocket connects");
+        let mut client = WsClient { ws };
+        let hello = client.recv().await;
+        assert_eq!(hello["type"], "connected", "{hello}");
+        (client, hello)
+    }
+
+    /// Tries to connect and returns the HTTP status of the refusal.
+    pub async fn connect_refused_status(&self, request: impl IntoClientRequest + Unpin) -> u16 {
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => panic!("connection was accepted"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+}
+
+/// A WebSocket client speaking the server's JSON protocol.
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn send_json(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_owned())).await.unwrap();
+    }
+
+    /// The next JSON message (skipping pings), failing after 10 s.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("connection still open")
+                .expect("valid frame");
+            match frame {
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).expect("server sends JSON")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame: {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a chat and collects everything up to and including its stream-end.
+    pub async fn chat(&mut self, content: &str) -> Exchange {
+        self.send_json(json!({"type": "chat", "content": content}))
+            .await;
+        self.collect_stream().await
+    }
+
+    /// Reads one whole stream: stream-start, tokens, optional error, stream-end.
+    pub async fn collect_stream(&mut self) -> Exchange {
+        let start = self.recv().await;
+        assert_eq!(start["type"], "stream-start", "{start}");
+        let id = start["messageId"].as_str().unwrap().to_owned();
+        let mut ex = Exchange {
+            message_id: id.clone(),
+            tokens: Vec::new(),
+            errors: Vec::new(),
+            status: String::new(),
+            messages: vec![start],
+        };
+        loop {
+            let m = self.recv().await;
+            ex.messages.push(m.clone());
+            assert_eq!(m["messageId"], id.as_str(), "crossed stream: {m}");
+            match m["type"].as_str().unwrap() {
+                "stream-token" => ex.tokens.push(m["token"].as_str().unwrap().to_owned()),
+                "error" => ex.errors.push(m),
+                "stream-end" => {
+                    ex.status = m["status"].as_str().unwrap().to_owned();
+                    return ex;
+                }
+                other => panic!("unexpected {other} inside a stream: {m}"),
+            }
+        }
+    }
+
+    /// Waits for the server to close; returns the close code if a close frame came.
+    pub async fn closed(&mut self, within: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("connection not closed within {within:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
+/// One assistant reply as the client saw it.
+#[derive(Debug)]
+pub struct Exchange {
+    pub message_id: String,
+    pub tokens: Vec<String>,
+    pub errors: Vec<Value>,
+    pub status: String,
+    pub messages: Vec<Value>,
+}
+
+impl Exchange {
+    pub fn text(&self) -> String {
+        self.tokens.concat()
+    }
+}
+
+/// True for `2025-09-12T10:30:00.000Z`-shaped strings.
+pub fn is_iso_millis(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 24
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[23] == b'Z'
+        && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
+// ------------------------------------------------------------ upstream stub
+
+/// A real HTTP server speaking the AI service's SSE protocol. What it answers
+/// depends on the query, so one stub serves every scenario:
+/// - `fail-before`: HTTP 500 before any event;
+/// - `fail-during`: two tokens, then the connection closes without `[DONE]`;
+/// - `endless`: a token every 50 ms until the client goes away;
+/// - `slow:N`: N tokens 50 ms apart, then `[DONE]`;
+/// - anything else: `Reply to: <query>` word by word, then `[DONE]`.
+pub struct Upstream {
+    pub url: String,
+    pub requests: Arc<Mutex<Vec<Value>>>,
+    /// How many `endless` or `slow` streams were dropped by the client before finishing.
+    pub aborted: Arc<AtomicUsize>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let aborted = Arc::new(AtomicUsize::new(0));
+        let state = StubState {
+            requests: requests.clone(),
+            aborted: aborted.clone(),
+        };
+        let app = Route::new()
+            .at("/api/v1/chat/ai-response", post(ai_response))
+            .at("/", poem::get(stub_root))
+            .data(state);
+        let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).unwrap();
+        let server = tokio::spawn(async move {
+            let _ = Server::new_with_acceptor(acceptor).run(app).await;
+        });
+        Self {
+            url: format!("http://{addr}"),
+            requests,
+            aborted,
+            _server: server,
+        }
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn last_request(&self) -> Value {
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request")
+    }
+}
+
+#[derive(Clone)]
+struct StubState {
+    requests: Arc<Mutex<Vec<Value>>>,
+    aborted: Arc<AtomicUsize>,
+}
+
+/// Counts a stream as aborted if it is dropped before it finished.
+struct AbortGuard {
+    aborted: Arc<AtomicUsize>,
+    finished: bool,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.aborted.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn delta(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices": [{"delta": {"content": text}}]})
+    )
+}
+
+#[handler]
+fn stub_root() -> &'static str {
+    "stub"
+}
+
+#[handler]
+async fn ai_response(Json(body): Json<Value>, state: poem::web::Data<&StubState>) -> Response {
+    state.requests.lock().unwrap().push(body.clone());
+    let query = body["query"].as_str().unwrap_or_default().to_owned();
+    let sse = |stream: futures_util::stream::BoxStream<'static, Result<String, std::io::Error>>| {
+        Response::builder()
+            .content_type("text/event-stream")
+            .body(Body::from_bytes_stream(stream))
+    };
+    if query == "fail-before" {
+        return Response::builder()
+            .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+            .body("boom");
+    }
+    if query == "fail-during" {
+        let events = vec![Ok(delta("partial ")), Ok(delta("answer"))];
+        return sse(futures_util::stream::iter(events).boxed());
+    }
+    let aborted = state.aborted.clone();
+    if let Some(rest) = query
+        .strip_prefix("slow:")
+        .or((query == "endless").then_some("endless"))
+    {
+        let limit = rest.parse::<usize>().ok();
+        let stream = futures_util::stream::unfold(
+            (
+                0usize,
+                AbortGuard {
+                    aborted,
+                    finished: false,
+                },
+            ),
+            move |(i, mut guard)| async move {
+                if limit.is_some_and(|n| i > n) {
+                    guard.finished = true;
+                    drop(guard);
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let event = if limit == Some(i) {
+                    "data: [DONE]\n\n".to_owned()
+                } else {
+                    delta(&format!("t{i} "))
+                };
+                Some((Ok(event), (i + 1, guard)))
+            },
+        );
+        return sse(stream.boxed());
+    }
+    let mut events: Vec<Result<String, std::io::Error>> = vec![Ok(
+        "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n".into(),
+    )];
+    let reply = format!("Reply to: {query}");
+    let words: Vec<&str> = reply.split(' ').collect();
+    for (i, w) in words.iter().enumerate() {
+        let token = if i + 1 < words.len() {
+            format!("{w} ")
+        } else {
+            (*w).to_owned()
+        };
+        events.push(Ok(delta(&token)));
+    }
+    events.push(Ok("data: [DONE]\n\n".into()));
+    sse(futures_util::stream::iter(events).boxed())
+}
+
+/// The expected reply of the stub's default scenario.
+pub fn stub_reply(query: &str) -> String {
+    format!("Reply to: {query}")
+}
+
+/// Parses a JSON map out of a `HashMap` for quick env lists.
+pub fn env_pairs(map: &HashMap<&str, String>) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}

@@ -1,0 +1,452 @@
+//! The REST contract, driven over real HTTP against the real server binary.
+
+mod common;
+
+use common::{is_iso_millis, spawn_app, TEST_SECRET};
+use serde_json::{json, Value};
+
+fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        2,
+        "only error and message: {body}"
+    );
+}
+
+#[tokio::test]
+async fn register_returns_a_token_and_a_user_without_secrets() {
+    let app = spawn_app(&[]).await;
+    let (status, body) = app
+        .post(
+            "/api/auth/register",
+            json!({"username": "alice", "email": "Alice@Example.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body["token"].as_str().unwrap().split('.').count() == 3);
+    assert_eq!(body["expiresIn"], "24h");
+    assert_eq!(body["expiresInSeconds"], 86_400);
+    let user = &body["user"];
+    assert_eq!(user["username"], "alice");
+    assert_eq!(user["email"], "alice@example.com");
+    assert_eq!(user["isActive"], true);
+    assert_eq!(user["lastLogin"], Value::Null);
+    assert!(is_iso_millis(user["createdAt"].as_str().unwrap()));
+    assert_eq!(user["id"].as_str().unwrap().len(), 24);
+    let text = body.to_string();
+    assert!(
+        !text.contains("password123") && !text.contains("argon2"),
+        "{text}"
+    );
+    assert!(user.get("password").is_none());
+}
+
+#[tokio::test]
+async fn register_rejects_invalid_input_with_specific_codes() {
+    let app = spawn_app(&[]).await;
+    let cases = [
+        (
+            json!({"username": "ab", "email": "a@example.com", "password": "password123"}),
+            "invalid_username",
+        ),
+        (
+            json!({"username": "bad name", "email": "a@example.com", "password": "password123"}),
+            "invalid_username",
+        ),
+        (
+            json!({"username": &"x".repeat(33), "email": "a@example.com", "password": "password123"}),
+            "invalid_username",
+        ),
+        (
+            json!({"username": "carol", "email": "not-an-email", "password": "password123"}),
+            "invalid_email",
+        ),
+        (
+            json!({"username": "carol", "email": "c@example.com", "password": "short"}),
+            "invalid_password",
+        ),
+        (
+            json!({"username": "carol", "email": "c@example.com", "password": "x".repeat(129)}),
+            "invalid_password",
+        ),
+        (
+            json!({"username": "carol", "email": "c@example.com"}),
+            "invalid_request",
+        ),
+        (
+            json!({"username": ["x"], "email": "c@example.com", "password": "password123"}),
+            "invalid_request",
+        ),
+        (
+            json!({"username": null, "email": "c@example.com", "password": "password123"}),
+            "invalid_request",
+        ),
+        (json!(["not", "an", "object"]), "invalid_request"),
+    ];
+    for (body, code) in cases {
+        let (status, resp) = app.post("/api/auth/register", body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {resp}");
+        assert_error(&resp, code);
+    }
+    // Malformed JSON.
+    let resp = reqwest::Client::new()
+        .post(app.url("/api/auth/register"))
+        .header("content-type", "application/json")
+        .body("{\"username\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_error(&resp.json().await.unwrap(), "invalid_request");
+    // Nothing was created along the way.
+    let (status, _) = app
+        .post(
+            "/api/auth/login",
+            json!({"username": "carol", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn duplicate_username_or_email_is_a_409() {
+    let app = spawn_app(&[]).await;
+    app.register("alice").await;
+    let (status, body) = app
+        .post(
+            "/api/auth/register",
+            json!({"username": "alice", "email": "other@example.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_error(&body, "username_taken");
+    let (status, body) = app
+        .post(
+            "/api/auth/register",
+            json!({"username": "alice2", "email": "ALICE@example.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_error(&body, "email_taken");
+}
+
+#[tokio::test]
+async fn login_by_username_or_email_updates_last_login() {
+    let app = spawn_app(&[]).await;
+    app.register("bob").await;
+    let (status, first) = app
+        .post(
+            "/api/auth/login",
+            json!({"username": "bob", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let first_login = first["user"]["lastLogin"].as_str().unwrap().to_owned();
+    assert!(is_iso_millis(&first_login));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (status, second) = app
+        .post(
+            "/api/auth/login",
+            json!({"username": "Bob@Example.com", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["user"]["username"], "bob");
+    assert!(second["user"]["lastLogin"].as_str().unwrap() > first_login.as_str());
+    // The stored value moved too: verify reads the user back from the store.
+    let (_, verified) = app
+        .post("/api/auth/verify", json!({"token": second["token"]}))
+        .await;
+    assert_eq!(verified["user"]["lastLogin"], second["user"]["lastLogin"]);
+}
+
+#[tokio::test]
+async fn wrong_password_unknown_user_and_inactive_account_look_identical() {
+    let app = spawn_app(&[]).await;
+    app.register("carol").await;
+    app.register("dave").await;
+    // Deactivate dave directly in the real store.
+    let db = rusqlite::Connection::open(&app.sqlite_path).unwrap();
+    db.execute("UPDATE users SET is_active = 0 WHERE username = 'dave'", [])
+        .unwrap();
+    drop(db);
+
+    let mut bodies = Vec::new();
+    for (user, pass) in [
+        ("carol", "wrong-password"),
+        ("nobody", "password123"),
+        ("dave", "password123"),
+        ("", ""),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/auth/login",
+                json!({"username": user, "password": pass}),
+            )
+            .await;
+        assert_eq!(status, 401, "{user}: {body}");
+        bodies.push(body);
+    }
+    assert_error(&bodies[0], "invalid_credentials");
+    assert!(bodies.iter().all(|b| b == &bodies[0]), "{bodies:?}");
+}
+
+#[tokio::test]
+async fn legacy_bcrypt_users_log_in_and_are_upgraded_to_argon2id() {
+    let app = spawn_app(&[]).await;
+    app.register("seed").await; // makes sure the schema exists
+    let hash = bcrypt::hash("legacy-pass", 4)
+        .unwrap()
+        .replacen("$2b$", "$2a$", 1);
+    let db = rusqlite::Connection::open(&app.sqlite_path).unwrap();
+    db.execute(
+        "INSERT INTO users (id, username, email, password, created_at, last_login, is_active)
+         VALUES ('5f0c1e2d3b4a596877665544', 'legacy', 'legacy@example.com', ?1, '2024-01-01T00:00:00.000Z', NULL, 1)",
+        [&hash],
+    )
+    .unwrap();
+    let stored = |db: &rusqlite::Connection| -> String {
+        db.query_row(
+            "SELECT password FROM users WHERE username = 'legacy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let (status, _) = app
+        .post(
+            "/api/auth/login",
+            json!({"username": "legacy", "password": "not-it"}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert!(
+        stored(&db).starts_with("$2a$"),
+        "a failed login changes nothing"
+    );
+
+    let (status, body) = app
+        .post(
+            "/api/auth/login",
+            json!({"username": "legacy", "password": "legacy-pass"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["id"], "5f0c1e2d3b4a596877665544");
+    let upgraded = stored(&db);
+    assert!(
+        upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{upgraded}"
+    );
+    let (status, _) = app
+        .post(
+            "/api/auth/login",
+            json!({"username": "legacy", "password": "legacy-pass"}),
+        )
+        .await;
+    assert_eq!(status, 200, "the upgraded hash verifies");
+}
+
+fn token_with(claims: Value, alg: jsonwebtoken::Algorithm, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn verify_accepts_bearer_or_body_and_rejects_bad_tokens() {
+    let app = spawn_app(&[]).await;
+    let token = app.register("erin").await;
+    let client = reqwest::Client::new();
+
+    let resp = client
+        .post(app.url("/api/auth/verify"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["valid"], true);
+    assert_eq!(body["user"]["username"], "erin");
+
+    let (status, body) = app.post("/api/auth/verify", json!({"token": token})).await;
+    assert_eq!((status, &body["valid"]), (200, &json!(true)));
+
+    let resp = client
+        .post(app.url("/api/auth/verify"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_error(&resp.json().await.unwrap(), "missing_token");
+
+    let (_, verified) = app.post("/api/auth/verify", json!({"token": token})).await;
+    let id = verified["user"]["id"].as_str().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let expired = token_with(
+        json!({"sub": id, "username": "erin", "iat": now - 100, "exp": now - 10}),
+        jsonwebtoken::Algorithm::HS256,
+        TEST_SECRET,
+    );
+    let wrong_key = token_with(
+        json!({"sub": id, "username": "erin", "iat": now, "exp": now + 600}),
+        jsonwebtoken::Algorithm::HS256,
+        "some-other-secret-some-other-secret",
+    );
+    let hs512 = token_with(
+        json!({"sub": id, "username": "erin", "iat": now, "exp": now + 600}),
+        jsonwebtoken::Algorithm::HS512,
+        TEST_SECRET,
+    );
+    let no_exp = token_with(
+        json!({"sub": id, "username": "erin", "iat": now}),
+        jsonwebtoken::Algorithm::HS256,
+        TEST_SECRET,
+    );
+    let alg_none = {
+        use base64::Engine as _;
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.",
+            e.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            e.encode(json!({"sub": id, "username": "erin", "exp": now + 600}).to_string())
+        )
+    };
+    for (token, code) in [
+        (expired.as_str(), "token_expired"),
+        (wrong_key.as_str(), "invalid_token"),
+        (hs512.as_str(), "invalid_token"),
+        (no_exp.as_str(), "invalid_token"),
+        (alg_none.as_str(), "invalid_token"),
+        ("garbage", "invalid_token"),
+    ] {
+        let resp = client
+            .post(app.url("/api/auth/verify"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{code}");
+        assert_error(&resp.json().await.unwrap(), code);
+    }
+}
+
+#[tokio::test]
+async fn health_stats_and_websocket_info() {
+    let app = spawn_app(&[]).await;
+    let (status, health) = app.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["checks"]["database"], "ok");
+    assert_eq!(health["checks"]["ai"], "echo");
+    assert!(health["uptimeSeconds"].is_u64());
+
+    let (status, stats) = app.get("/api/stats").await;
+    assert_eq!(status, 200);
+    for key in [
+        "activeConnections",
+        "activeSessions",
+        "totalConnections",
+        "totalMessages",
+        "escalatedSessions",
+    ] {
+        assert_eq!(stats[key], 0, "{key}: {stats}");
+    }
+    assert!(stats["uptimeSeconds"].is_u64());
+
+    let (status, info) = app.get("/api/websocket/info").await;
+    assert_eq!(status, 200);
+    assert_eq!(info["endpoint"], "/ws");
+    assert_eq!(info["limits"]["maxMessageChars"], 10_000);
+    assert_eq!(info["limits"]["maxFrameBytes"], 65_536);
+    assert_eq!(info["activeConnections"], 0);
+    let client_types: Vec<&str> = info["messageTypes"]["client"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(client_types, ["chat", "stop", "human-escalation", "ping"]);
+}
+
+#[tokio::test]
+async fn health_reports_a_reachable_upstream() {
+    let upstream = common::Upstream::start().await;
+    let app = spawn_app(&[("FASTAPI_URL", &upstream.url)]).await;
+    let (_, health) = app.get("/health").await;
+    assert_eq!(health["checks"]["ai"], "ok");
+    drop(upstream);
+}
+
+#[tokio::test]
+async fn unknown_routes_wrong_methods_and_huge_bodies_get_json_errors() {
+    let app = spawn_app(&[]).await;
+    let resp = reqwest::get(app.url("/no/such/route")).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_error(&resp.json().await.unwrap(), "not_found");
+
+    let resp = reqwest::get(app.url("/api/auth/login")).await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_error(&resp.json().await.unwrap(), "method_not_allowed");
+
+    let huge = json!({"username": "x".repeat(100_000), "email": "a@example.com", "password": "password123"});
+    let resp = reqwest::Client::new()
+        .post(app.url("/api/auth/register"))
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_error(&resp.json().await.unwrap(), "payload_too_large");
+}
+
+#[tokio::test]
+async fn cors_allows_the_configured_origin_only() {
+    let app = spawn_app(&[("CORS_ORIGIN", "http://app.example")]).await;
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, app.url("/api/auth/login"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type")
+            .send()
+    };
+    let ok = preflight("http://app.example").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://app.example"
+    );
+    let other = preflight("http://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn docs_and_spec_are_served() {
+    let app = spawn_app(&[]).await;
+    let (status, spec) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    let committed: Value = serde_json::from_str(include_str!("../openapi/openapi.json")).unwrap();
+    assert_eq!(
+        spec, committed,
+        "served spec differs from openapi/openapi.json"
+    );
+    let docs = reqwest::get(app.url("/docs")).await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs
+        .text()
+        .await
+        .unwrap()
+        .to_lowercase()
+        .contains("swagger"));
+}
