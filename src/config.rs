@@ -74,6 +74,8 @@ pub struct Config {
     /// Allowed browser origins; `None` allows any origin.
     pub cors_origins: Option<Vec<String>>,
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_key_prefix: String,
     /// Maximum characters in one chat message.
     pub max_message_chars: usize,
     /// Idle time after which a session is forgotten.
@@ -231,6 +233,7 @@ impl Config {
             fastapi_url,
             cors_origins,
             redis_url,
+            redis_key_prefix: var("REDIS_KEY_PREFIX").unwrap_or_else(|| "chatbot".into()),
             max_message_chars,
             session_ttl: duration_var(&var, "SESSION_TTL", "24h")?,
             shutdown_timeout: duration_var(&var, "SHUTDOWN_TIMEOUT", "10s")?,

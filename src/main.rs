@@ -101,7 +101,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(url) => {
             tracing::info!("session store: Redis");
             Arc::new(
-                RedisSessionStore::connect(url, config.session_ttl, "chatbot")
+                RedisSessionStore::connect(url, config.session_ttl, &config.redis_key_prefix)
                     .await
                     .context("could not connect to Redis (REDIS_URL)")?,
             )

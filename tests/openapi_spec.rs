@@ -4,6 +4,7 @@
 //! After changing a REST type or route: `UPDATE_OPENAPI=1 cargo test --test openapi_spec`.
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 
 use chatbot_server::adapters::inbound::http::openapi_json;
 
@@ -89,8 +90,7 @@ fn spec_passes_openapi_spec_validator_when_available() {
         .args(["-c", "import openapi_spec_validator"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIPPED openapi-spec-validator check: python3 module openapi_spec_validator is not installed"
+        let _ = writeln!(std::io::stderr(), "SKIPPED openapi-spec-validator check: python3 module openapi_spec_validator is not installed"
         );
         return;
     }

@@ -5,6 +5,7 @@
 //! Docker engine answers; with neither it is reported as SKIPPED on stderr,
 //! never faked, because a mock would prove nothing about the real driver.
 
+use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
@@ -457,7 +458,8 @@ async fn mongo_user_store_satisfies_the_contract() {
     let target = match mongo_target().await {
         Ok(target) => target,
         Err(reason) => {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED mongo user-store contract: MONGODB_URI is not set and no Docker engine \
                  answers ({reason})"
             );

@@ -73,7 +73,8 @@ fn command(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Command {
         .env("SQLITE_PATH", sqlite_path)
         .env("RUST_LOG", "info")
         .env("ECHO_TOKEN_DELAY", "5ms")
-        .current_dir(sqlite_path.parent().unwrap())
+        // Outside the repository, so a developer's .env is not picked up.
+        .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -117,11 +118,7 @@ async fn start_process(
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains("server listening") {
-                    if let Some(addr) = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("addr="))
-                        .and_then(|a| a.parse().ok())
-                    {
+                    if let Some(addr) = listening_addr(&line) {
                         let _ = addr_tx.send(addr);
                     }
                 }
@@ -140,6 +137,16 @@ async fn start_process(
             Err(log.lock().unwrap().clone())
         }
     }
+}
+
+/// The address in a "server listening" log line, human-readable or JSON.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        return v["fields"]["addr"].as_str()?.parse().ok();
+    }
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
 }
 
 impl TestApp {
@@ -385,6 +392,15 @@ impl Upstream {
 
     pub fn request_count(&self) -> usize {
         self.requests.lock().unwrap().len()
+    }
+
+    /// Waits up to 2 s for the stub to notice `n` aborted streams.
+    pub async fn wait_aborted(&self, n: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while self.aborted.load(Ordering::SeqCst) < n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.aborted.load(Ordering::SeqCst)
     }
 
     pub fn last_request(&self) -> Value {

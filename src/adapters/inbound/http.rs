@@ -1,7 +1,6 @@
 //! The HTTP server: routes, middleware, the TCP acceptor and graceful shutdown.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -146,7 +145,7 @@ impl Acceptor for NoDelayAcceptor {
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "could not set TCP_NODELAY");
                     }
-                    let remote = RemoteAddr(SocketAddr::from(addr).into());
+                    let remote = RemoteAddr(addr.into());
                     return Ok((
                         stream,
                         self.local_addr.clone(),
