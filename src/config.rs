@@ -110,10 +110,10 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
 
-        let env = match var("APP_ENV").or_else(|| var("NODE_ENV")) {
-            None => AppEnv::Development,
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "development" | "dev" | "test" | "local" => AppEnv::Development,
+        let is_dev = |v: &str| matches!(v, "development" | "dev" | "test" | "local");
+        let env = match (var("APP_ENV"), var("NODE_ENV")) {
+            (Some(v), _) => match v.to_ascii_lowercase().as_str() {
+                x if is_dev(x) => AppEnv::Development,
                 "production" | "prod" => AppEnv::Production,
                 _ => {
                     return Err(ConfigError::invalid(
@@ -123,6 +123,11 @@ impl Config {
                     ))
                 }
             },
+            // Node deployments use names like `staging`: anything that is not a
+            // development name gets production behaviour, so an old .env starts.
+            (None, Some(v)) if is_dev(&v.to_ascii_lowercase()) => AppEnv::Development,
+            (None, Some(_)) => AppEnv::Production,
+            (None, None) => AppEnv::Development,
         };
 
         let host = match var("HOST") {
@@ -174,11 +179,13 @@ impl Config {
 
         let fastapi_url = var("FASTAPI_URL");
         if let Some(url) = &fastapi_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.contains(['?', '#'])
+            {
                 return Err(ConfigError::invalid(
                     "FASTAPI_URL",
                     url,
-                    "an http:// or https:// URL",
+                    "an http:// or https:// base URL without query or fragment",
                 ));
             }
         }
@@ -365,6 +372,19 @@ mod tests {
         let ok = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", &"x".repeat(32))]).unwrap();
         assert!(!ok.jwt_secret.generated);
         assert!(!format!("{ok:?}").contains("xxxxxxxx"));
+    }
+
+    #[test]
+    fn node_env_values_from_old_deployments_still_start() {
+        let staging = cfg(&[("NODE_ENV", "staging"), ("JWT_SECRET", &"s".repeat(32))]).unwrap();
+        assert_eq!(staging.env, AppEnv::Production);
+        assert_eq!(
+            cfg(&[("NODE_ENV", "test")]).unwrap().env,
+            AppEnv::Development
+        );
+        let err = cfg(&[("APP_ENV", "staging")]).unwrap_err().to_string();
+        assert!(err.contains("APP_ENV"), "{err}");
+        assert!(cfg(&[("FASTAPI_URL", "http://ai.local/?x=1")]).is_err());
     }
 
     #[test]

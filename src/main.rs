@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.env);
+    raise_open_file_limit();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -155,6 +156,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ping_interval: config.ws_ping_interval,
             pong_timeout: config.ws_pong_timeout,
             shutdown_timeout: config.shutdown_timeout,
+            // A quarter of the TTL: several chances before expiry, few store writes.
+            session_refresh: (config.session_ttl / 4).max(std::time::Duration::from_secs(1)),
         },
         token_lifetime_text: config.jwt_expires_in_text.clone(),
         started_at: Instant::now(),
@@ -180,6 +183,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 "shutting down: finishing running streams"
             );
             ctx.shutdown.cancel();
+            // A second Ctrl-C or SIGTERM means "now": skip the grace period.
+            tokio::spawn(async {
+                shutdown_signal().await;
+                eprintln!("chatbot-server: second signal, exiting immediately");
+                std::process::exit(130);
+            });
         }
         result = &mut server => {
             // The server only returns by itself when it failed.
@@ -193,6 +202,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutdown complete");
     Ok(())
 }
+
+/// Every WebSocket holds a file descriptor, and many systems start processes
+/// with a soft limit of 1024: lift it to the hard limit the administrator allows.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let before = limit.rlim_cur;
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                limit.rlim_cur = before;
+            }
+        }
+        limit.rlim_cur
+    };
+    tracing::info!(open_files = raised, "open-file limit");
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
 
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {

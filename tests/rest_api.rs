@@ -407,6 +407,21 @@ async fn unknown_routes_wrong_methods_and_huge_bodies_get_json_errors() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     assert_error(&resp.json().await.unwrap(), "payload_too_large");
+
+    // The same limit holds for a chunked body, which declares no length.
+    let chunks: Vec<Result<String, std::io::Error>> =
+        (0..20).map(|_| Ok("x".repeat(5_000))).collect();
+    let resp = reqwest::Client::new()
+        .post(app.url("/api/auth/login"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_error(&resp.json().await.unwrap(), "payload_too_large");
 }
 
 #[tokio::test]
@@ -428,6 +443,8 @@ async fn cors_allows_the_configured_origin_only() {
     );
     let other = preflight("http://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(other.status(), 403);
+    assert_error(&other.json().await.unwrap(), "origin_not_allowed");
 }
 
 #[tokio::test]

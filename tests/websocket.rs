@@ -507,3 +507,21 @@ async fn tokens_never_reach_the_logs() {
     assert!(!log.contains(signature), "a token leaked into the log");
     assert!(!log.contains("password123"));
 }
+
+#[tokio::test]
+async fn a_quiet_connected_client_keeps_its_session() {
+    let app = spawn_app(&[("SESSION_TTL", "2s"), ("WS_PING_INTERVAL", "200ms")]).await;
+    let token = app.register("alice").await;
+    let (mut client, _) = app.connect(&token).await;
+    // Idle (only answering pings) for twice the session TTL.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while let Ok(frame) =
+        tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut client.ws)).await
+    {
+        assert!(matches!(frame, Some(Ok(Message::Ping(_)))), "{frame:?}");
+    }
+    let ex = client.chat("still here").await;
+    assert_eq!(ex.status, "completed", "{:?}", ex.errors);
+    let (_, stats) = app.get("/api/stats").await;
+    assert_eq!(stats["activeSessions"], 1);
+}

@@ -92,10 +92,11 @@ impl ChatService {
         Ok(session)
     }
 
-    /// Marks the session as waiting for a human.
+    /// Marks the session as waiting for a human; asking again changes nothing.
     pub async fn escalate(&self, session: &SessionId) -> Result<(), ChatError> {
-        if self.sessions.mark_escalated(session).await? {
-            self.stats.session_escalated();
+        let first_time = self.sessions.mark_escalated(session).await?;
+        if first_time {
+            tracing::info!(session_id = %session, "session escalated to a human");
         }
         Ok(())
     }
@@ -431,17 +432,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn escalation_is_counted_once_per_session() {
+    async fn escalation_marks_the_session() {
+        let id = SessionId::generate();
+        let expected = id.clone();
         let mut store = MockSessionStore::new();
-        let first = Mutex::new(true);
         store
             .expect_mark_escalated()
-            .returning(move |_| Ok(std::mem::replace(&mut *first.lock().unwrap(), false)));
-        let stats = Arc::new(Stats::default());
-        let chat = ChatService::new(Arc::new(store), Arc::new(MockAiModel::new()), stats.clone());
-        let id = SessionId::generate();
+            .withf(move |s| *s == expected)
+            .times(2)
+            .returning(|_| Ok(false));
+        let chat = ChatService::new(
+            Arc::new(store),
+            Arc::new(MockAiModel::new()),
+            Arc::default(),
+        );
         chat.escalate(&id).await.unwrap();
         chat.escalate(&id).await.unwrap();
-        assert_eq!(stats.snapshot().escalated_sessions, 1);
+    }
+
+    #[tokio::test]
+    async fn escalating_an_expired_session_is_an_error() {
+        let mut store = MockSessionStore::new();
+        store
+            .expect_mark_escalated()
+            .returning(|_| Err(SessionStoreError::NotFound));
+        let chat = ChatService::new(
+            Arc::new(store),
+            Arc::new(MockAiModel::new()),
+            Arc::default(),
+        );
+        assert_eq!(
+            chat.escalate(&SessionId::generate()).await,
+            Err(ChatError::SessionGone)
+        );
     }
 }

@@ -2,14 +2,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters since start-up. Sessions are counted by the session store instead,
-/// because a shared store (Redis) outlives and spans processes.
+/// Counters since start-up. Sessions, escalated ones included, are counted by
+/// the session store instead, because a shared store (Redis) outlives and spans processes.
 #[derive(Debug, Default)]
 pub struct Stats {
     active_connections: AtomicU64,
     total_connections: AtomicU64,
     total_messages: AtomicU64,
-    escalated_sessions: AtomicU64,
 }
 
 /// A consistent-enough copy of the counters for one response.
@@ -18,7 +17,6 @@ pub struct StatsSnapshot {
     pub active_connections: u64,
     pub total_connections: u64,
     pub total_messages: u64,
-    pub escalated_sessions: u64,
 }
 
 impl Stats {
@@ -34,10 +32,6 @@ impl Stats {
         self.total_messages.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn session_escalated(&self) {
-        self.escalated_sessions.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub fn active_connections(&self) -> u64 {
         self.active_connections.load(Ordering::Relaxed)
     }
@@ -47,7 +41,6 @@ impl Stats {
             active_connections: self.active_connections.load(Ordering::Relaxed),
             total_connections: self.total_connections.load(Ordering::Relaxed),
             total_messages: self.total_messages.load(Ordering::Relaxed),
-            escalated_sessions: self.escalated_sessions.load(Ordering::Relaxed),
         }
     }
 }

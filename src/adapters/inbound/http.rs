@@ -69,10 +69,20 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
                     header::HeaderValue::from_static("application/json"),
                 );
             }
+            // A chunked body declares no length: read it with the limit applied,
+            // so the limit holds however the body is sent.
+            if declared.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING) {
+                let body = req
+                    .take_body()
+                    .into_bytes_limit(MAX_BODY_BYTES)
+                    .await
+                    .map_err(|_| poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
+                req.set_body(body);
+            }
             Ok(req)
         })
-        .catch_all_error(|err: poem::Error| async move { json_error(err.status()) })
         .with(cors)
+        .catch_all_error(|err: poem::Error| async move { json_error(err.status()) })
         .data(ctx)
         .around(|ep, req| async move {
             // The path only: a query string may carry a token.
@@ -100,6 +110,7 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
 fn json_error(status: StatusCode) -> Response {
     let code = match status {
         StatusCode::NOT_FOUND => "not_found",
+        StatusCode::FORBIDDEN => "origin_not_allowed",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",

@@ -24,6 +24,8 @@ pub struct WsSettings {
     pub pong_timeout: Duration,
     /// How long running streams may continue once shutdown begins.
     pub shutdown_timeout: Duration,
+    /// How often an open connection refreshes its session's expiry.
+    pub session_refresh: Duration,
 }
 
 /// Largest WebSocket frame or message a client may send; larger closes with 1009.

@@ -489,3 +489,133 @@ pub fn token_error(e: &AuthError) -> (&'static str, &'static str) {
         _ => ("invalid_token", "The token is invalid"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Failure paths a real store will not produce on demand, checked through
+    //! the full route stack with mocked ports.
+
+    use std::time::{Duration, Instant};
+
+    use poem::http::StatusCode;
+    use poem::test::TestClient;
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::adapters::inbound::http::app;
+    use crate::adapters::inbound::WsSettings;
+    use crate::application::ports::{
+        MockAiModel, MockPasswordHasher, MockSessionStore, MockTokenService, MockUserRepository,
+        SessionStoreError, UserStoreError,
+    };
+    use crate::application::{AuthService, ChatService, Stats};
+    use crate::domain::PasswordHash;
+
+    async fn context(
+        users: MockUserRepository,
+        sessions: MockSessionStore,
+        ai: MockAiModel,
+    ) -> Arc<AppContext> {
+        let mut hasher = MockPasswordHasher::new();
+        hasher
+            .expect_hash()
+            .returning(|_| Ok(PasswordHash::new("$argon2id$mock")));
+        let auth = AuthService::new(
+            Arc::new(users),
+            Arc::new(hasher),
+            Arc::new(MockTokenService::new()),
+        )
+        .await
+        .unwrap();
+        let stats = Arc::new(Stats::default());
+        Arc::new(AppContext {
+            auth,
+            chat: ChatService::new(Arc::new(sessions), Arc::new(ai), stats.clone()),
+            stats,
+            ws: WsSettings {
+                max_message_chars: 100,
+                ping_interval: Duration::from_secs(20),
+                pong_timeout: Duration::from_secs(60),
+                shutdown_timeout: Duration::from_secs(1),
+                session_refresh: Duration::from_secs(60),
+            },
+            token_lifetime_text: "24h".into(),
+            started_at: Instant::now(),
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        })
+    }
+
+    fn failing_users() -> MockUserRepository {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_ping()
+            .returning(|| Err(UserStoreError::Unavailable("connection refused".into())));
+        users
+            .expect_create()
+            .returning(|_| Err(UserStoreError::Unavailable("connection refused".into())));
+        users
+    }
+
+    #[tokio::test]
+    async fn health_is_503_when_the_user_store_does_not_answer() {
+        let mut ai = MockAiModel::new();
+        ai.expect_health().returning(|| AiHealth::Unreachable);
+        let cli = TestClient::new(app(
+            context(failing_users(), MockSessionStore::new(), ai).await,
+            None,
+        ));
+        let resp = cli.get("/health").send().await;
+        resp.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+        resp.assert_json(json!({
+            "status": "unavailable",
+            "uptimeSeconds": 0,
+            "checks": {"database": "unavailable", "ai": "unreachable"}
+        }))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_a_500_without_internals() {
+        let cli = TestClient::new(app(
+            context(failing_users(), MockSessionStore::new(), MockAiModel::new()).await,
+            None,
+        ));
+        let resp = cli
+            .post("/api/auth/register")
+            .body_json(
+                &json!({"username": "alice", "email": "a@example.com", "password": "password123"}),
+            )
+            .send()
+            .await;
+        resp.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = resp.json().await;
+        body.value()
+            .object()
+            .get("error")
+            .assert_string("internal_error");
+        let text = body.value().object().get("message").string().to_owned();
+        assert!(!text.contains("refused"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn stats_are_503_when_the_session_store_does_not_answer() {
+        let mut sessions = MockSessionStore::new();
+        sessions
+            .expect_counts()
+            .returning(|| Err(SessionStoreError::Unavailable("redis down".into())));
+        let cli = TestClient::new(app(
+            context(MockUserRepository::new(), sessions, MockAiModel::new()).await,
+            None,
+        ));
+        let resp = cli.get("/api/stats").send().await;
+        resp.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+        resp.assert_json(json!({
+            "error": "session_store_unavailable",
+            "message": "Session statistics are unavailable right now"
+        }))
+        .await;
+    }
+}

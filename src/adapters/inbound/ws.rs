@@ -315,6 +315,8 @@ impl Connection {
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
+        // A connected client keeps its session: refresh it well before it expires.
+        let mut last_touch = Instant::now();
         // Set once shutdown begins: running streams may finish until then.
         let mut drain_deadline: Option<Instant> = None;
         let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -344,6 +346,12 @@ impl Connection {
                     }
                     if out.send(Outbound::Ping).await.is_err() {
                         return Exit::WriterGone;
+                    }
+                    if last_touch.elapsed() >= settings.session_refresh {
+                        last_touch = Instant::now();
+                        if let Err(e) = self.ctx.chat.touch(&self.session.id).await {
+                            tracing::warn!(error = %e, "could not refresh the session");
+                        }
                     }
                 }
                 frame = stream.next() => {
@@ -403,6 +411,15 @@ impl Connection {
             )),
             ClientMessage::Chat(content) => {
                 let message_id = MessageId::generate();
+                // Queued here, before the task exists, so nothing about this
+                // generation (a refusal naming it, a token) can precede it.
+                let start = ServerMessage::StreamStart {
+                    message_id: message_id.as_str().to_owned(),
+                    timestamp: now(),
+                };
+                if out.send(Outbound::Message(start)).await.is_err() {
+                    return None;
+                }
                 let cancel = CancellationToken::new();
                 let finished = Arc::new(AtomicBool::new(false));
                 generations.spawn(
@@ -535,8 +552,8 @@ fn parse_client_message(
     }
 }
 
-/// Runs one generation and reports it to the client as stream-start, tokens,
-/// an `error` if it failed, and exactly one stream-end.
+/// Runs one generation whose stream-start is already queued, and reports it
+/// as tokens, an `error` if it failed, and exactly one stream-end.
 async fn stream_reply(
     ctx: Arc<AppContext>,
     session_id: SessionId,
@@ -547,13 +564,6 @@ async fn stream_reply(
     out: mpsc::Sender<Outbound>,
 ) {
     let id = message_id.as_str().to_owned();
-    let _ = out
-        .send(Outbound::Message(ServerMessage::StreamStart {
-            message_id: id.clone(),
-            timestamp: now(),
-        }))
-        .await;
-
     let (tokens_tx, mut tokens_rx) = mpsc::channel::<String>(16);
     let produce = async {
         let tokens_tx = tokens_tx;

@@ -13,10 +13,12 @@ use crate::domain::{User, UserId, Username};
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     /// The user id. Tokens from the Node server carried it as `userId` instead;
-    /// both are read so users stay logged in across the migration.
+    /// both are read so users stay logged in across the migration, and both are
+    /// written so clients (or a Node server sharing the secret) that read
+    /// `userId` keep working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sub: Option<String>,
-    #[serde(default, rename = "userId", skip_serializing)]
+    #[serde(default, rename = "userId", skip_serializing_if = "Option::is_none")]
     legacy_user_id: Option<String>,
     username: String,
     #[serde(default)]
@@ -58,7 +60,7 @@ impl TokenService for JwtTokenService {
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let claims = Claims {
             sub: Some(user.id.as_str().to_owned()),
-            legacy_user_id: None,
+            legacy_user_id: Some(user.id.as_str().to_owned()),
             username: user.username.as_str().to_owned(),
             iat: now,
             exp: now.saturating_add(ttl),
@@ -134,6 +136,19 @@ mod tests {
         let issued = svc.issue(&user()).unwrap();
         assert_eq!(issued.expires_in_seconds, 3600);
         let claims = svc.verify(&issued.token).unwrap();
+        use base64::Engine as _;
+        let payload = issued.token.split('.').nth(1).unwrap();
+        let payload: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(payload["sub"], "65f1c0ffee0123456789abcd");
+        assert_eq!(
+            payload["userId"], "65f1c0ffee0123456789abcd",
+            "Node clients read userId"
+        );
         assert_eq!(claims.user_id.as_str(), "65f1c0ffee0123456789abcd");
         assert_eq!(claims.username.as_str(), "alice");
         assert_eq!(claims.expires_at - claims.issued_at, 3600);
