@@ -483,6 +483,8 @@ async fn mongo_user_store_satisfies_the_contract() {
         run_contract("mongo", Arc::clone(&repo)).await;
         mongo_writes_the_node_document_shape(&repo, &client.database(&database)).await;
         mongo_reads_legacy_node_documents(&repo, &client.database(&database)).await;
+        mongo_matches_legacy_mixed_case_emails(&target.uri, &database, &client.database(&database))
+            .await;
     })
     .catch_unwind()
     .await;
@@ -569,6 +571,56 @@ async fn mongo_reads_legacy_node_documents(repo: &Repo, db: &mongodb::Database) 
         raw.get_i32("__v").unwrap(),
         0,
         "fields we do not own are left alone"
+    );
+}
+
+/// The Node server stored emails as typed; the domain lower-cases them, so a
+/// legacy `Legacy.Case@Example.com` must still be found by email and must
+/// still block a second registration of the same address.
+async fn mongo_matches_legacy_mixed_case_emails(uri: &str, database: &str, db: &mongodb::Database) {
+    use mongodb::bson::{doc, oid::ObjectId, DateTime as BsonDate, Document};
+    eprintln!("[mongo] legacy mixed-case emails are found and stay taken");
+    let name = unique("legacycase");
+    let oid = ObjectId::new();
+    let users = db.collection::<Document>("users");
+    users
+        .insert_one(doc! {
+            "_id": oid,
+            "username": &name,
+            "password": "$2b$10$abcdefghijklmnopqrstuuN3UE0sHcGnE1tQ4sQhNAJmU1s7YhE2",
+            "email": "Legacy.Case@Example.com",
+            "createdAt": BsonDate::from_millis(1_600_000_000_000),
+            "__v": 0,
+        })
+        .await
+        .unwrap();
+    // The store looks for legacy mixed-case emails when it connects, as a
+    // server starting on a migrated database does.
+    let repo = MongoUserRepository::connect_with_database(uri, database)
+        .await
+        .unwrap();
+
+    let email = EmailAddress::parse("legacy.case@example.com").unwrap();
+    let found = repo
+        .find_by_email(&email)
+        .await
+        .unwrap()
+        .expect("a legacy mixed-case email is found by its lower-cased form");
+    assert_eq!(found.id.as_str(), oid.to_hex());
+    assert_eq!(found.username.as_str(), name);
+    assert_eq!(found.email, email);
+
+    let mut newcomer = new_user(&unique("newcase"));
+    newcomer.email = email.clone();
+    let err = repo.create(newcomer).await.unwrap_err();
+    assert!(matches!(err, UserStoreError::EmailTaken), "{err:?}");
+    assert_eq!(
+        users
+            .count_documents(doc! { "email": email.as_str() })
+            .await
+            .unwrap(),
+        0,
+        "no lower-cased twin was inserted beside the legacy row"
     );
 }
 

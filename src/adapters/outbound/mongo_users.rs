@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{ClientOptions, Collation, CollationStrength, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::application::ports::{UserRepository, UserStoreError};
@@ -25,6 +25,10 @@ const DUPLICATE_KEY: i32 = 11000;
 pub struct MongoUserRepository {
     database: Database,
     users: Collection<Document>,
+    /// Whether the collection held any email with capitals at start-up (written
+    /// by the Node server). This server only writes lower-case emails, so when
+    /// there were none the slow case-insensitive checks are skipped for good.
+    legacy_mixed_case: bool,
 }
 
 impl MongoUserRepository {
@@ -58,8 +62,27 @@ impl MongoUserRepository {
             .map_err(|e| UserStoreError::Unavailable(format!("mongodb client: {e}")))?;
         let database = client.database(database);
         let users = database.collection::<Document>(COLLECTION);
-        let repo = Self { database, users };
+        let mut repo = Self {
+            database,
+            users,
+            legacy_mixed_case: false,
+        };
         repo.ensure_indexes().await?;
+        // One scan at start-up instead of one per registration.
+        repo.legacy_mixed_case = repo
+            .users
+            .find_one(doc! { "email": { "$regex": "[A-Z]" } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(unavailable)?
+            .is_some();
+        if repo.legacy_mixed_case {
+            tracing::warn!(
+                "users collection holds emails with capitals (from the Node server): \
+                 email lookups fall back to case-insensitive matching; lower-case them \
+                 to make registrations and logins by email fully indexed again"
+            );
+        }
         Ok(repo)
     }
 
@@ -93,6 +116,35 @@ impl MongoUserRepository {
         let found = self.users.find_one(filter).await.map_err(unavailable)?;
         found.map(|d| document_to_user(&d)).transpose()
     }
+
+    /// The user whose stored email equals `email` ignoring case, for legacy
+    /// rows the Node server wrote without lower-casing (`Alice@Example.com`).
+    ///
+    /// The `email_1` index uses the simple (binary) collation, so this query
+    /// cannot use it and scans the collection; callers only reach for it when
+    /// the indexed exact match is not enough. Sorting by `_id` makes the
+    /// answer deterministic (the oldest account) should legacy data hold two
+    /// spellings of one address.
+    async fn find_by_email_ignoring_case(
+        &self,
+        email: &EmailAddress,
+    ) -> Result<Option<Document>, UserStoreError> {
+        self.users
+            .find_one(doc! { "email": email.as_str() })
+            .collation(case_insensitive())
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// ICU strength 2 compares base letters and accents but not case, which is
+/// how `EmailAddress::parse` normalises (it only lower-cases).
+fn case_insensitive() -> Collation {
+    Collation::builder()
+        .locale("en")
+        .strength(CollationStrength::Secondary)
+        .build()
 }
 
 async fn parse_options(uri: &str) -> Result<ClientOptions, UserStoreError> {
@@ -243,6 +295,21 @@ impl UserRepository for MongoUserRepository {
         // `create` and a later `find_*` in agreement.
         let created_at = user.created_at.trunc_subsecs(3);
         let document = new_user_document(oid, &user, created_at);
+        // The unique `email_1` index is case-sensitive. Everything this server
+        // writes is lower-cased, so between its own registrations that index
+        // settles duplicates atomically; an exact match is left for the insert
+        // to report, so which field it names is unchanged by this check. Only
+        // legacy mixed-case rows from the Node server (`Alice@Example.com`)
+        // would slip past the index, and this pre-check exists solely for
+        // them. It is not atomic: while the Node server still writes to the
+        // same collection, a mixed-case insert racing this one can still
+        // produce a second account.
+        if self.legacy_mixed_case {
+            let existing = self.find_by_email_ignoring_case(&user.email).await?;
+            if existing.is_some_and(|d| d.get_str("email").ok() != Some(user.email.as_str())) {
+                return Err(UserStoreError::EmailTaken);
+            }
+        }
         self.users
             .insert_one(document)
             .await
@@ -272,7 +339,22 @@ impl UserRepository for MongoUserRepository {
     }
 
     async fn find_by_email(&self, email: &EmailAddress) -> Result<Option<User>, UserStoreError> {
-        self.find_one(doc! { "email": email.as_str() }).await
+        // The exact match on the lower-cased address uses the `email_1` index
+        // and finds every user this server created.
+        if let Some(user) = self.find_one(doc! { "email": email.as_str() }).await? {
+            return Ok(Some(user));
+        }
+        // Users migrated from the Node server may be stored with mixed case
+        // (`Alice@Example.com`) and would otherwise be unable to log in by
+        // email. The case-insensitive fallback cannot use the index, so it only
+        // runs on a miss, and only when such legacy rows existed at start-up.
+        if !self.legacy_mixed_case {
+            return Ok(None);
+        }
+        self.find_by_email_ignoring_case(email)
+            .await?
+            .map(|d| document_to_user(&d))
+            .transpose()
     }
 
     async fn record_login(

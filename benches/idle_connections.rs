@@ -1,0 +1,120 @@
+//! Memory per idle WebSocket connection, measured on the real server binary.
+//!
+//! `cargo bench --bench idle_connections` (set `IDLE_CONNECTIONS`, default 5000).
+//! Starts the server on port 0 with embedded defaults, opens the connections
+//! from this process, and reports how much the server's resident memory grew
+//! per connection. The reference figures: tungstenite's default read
+//! buffer costs ~134 KiB per connection, a 4 KiB buffer ~6.6 KiB, Node `ws` 5.6 KiB.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("IDLE_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("JWT_SECRET", "benchmark-secret-benchmark-secret-0123")
+        .env("SQLITE_PATH", dir.path().join("users.db"))
+        .env("RUST_LOG", "warn,chatbot_server=info")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts");
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next_line().await.unwrap().expect("server log");
+        if let Some(a) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .filter(|_| line.contains("server listening"))
+        {
+            break a.to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let http = reqwest::Client::new();
+    let body: serde_json::Value = http
+        .post(format!("http://{addr}/api/auth/register"))
+        .json(&serde_json::json!({"username": "bench", "email": "bench@example.com", "password": "password123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = body["token"].as_str().unwrap().to_owned();
+    // Warm up allocator pools and lazily built state before the baseline.
+    for _ in 0..50 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}"))
+            .await
+            .unwrap();
+        ws.next().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid);
+
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await {
+            Ok((mut ws, _)) => {
+                ws.next().await; // the `connected` message
+                conns.push(ws);
+            }
+            Err(e) => {
+                eprintln!(
+                    "connection {i} failed: {e}; stopping at {} connections",
+                    conns.len()
+                );
+                break;
+            }
+        }
+    }
+    let opened = conns.len();
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    let stats: serde_json::Value = http
+        .get(format!("http://{addr}/api/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    println!(
+        "idle_connections: {opened} connections opened in {:.1?} ({:.0}/s); server RSS {before} KiB -> {after} KiB; {:.1} KiB per connection; server counts {} active",
+        elapsed,
+        opened as f64 / elapsed.as_secs_f64(),
+        (after.saturating_sub(before)) as f64 / opened.max(1) as f64,
+        stats["activeConnections"]
+    );
+    drop(conns);
+    let _ = child.kill().await;
+}
