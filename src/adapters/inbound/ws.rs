@@ -91,6 +91,13 @@ fn now() -> String {
     timestamp(Utc::now())
 }
 
+impl From<ServerMessage> for Outbound {
+    fn from(m: ServerMessage) -> Self {
+        // Serialising plain strings and numbers cannot fail.
+        Outbound::Message(serde_json::to_string(&m).unwrap_or_default())
+    }
+}
+
 fn error(
     code: &'static str,
     message: impl Into<String>,
@@ -104,10 +111,12 @@ fn error(
     }
 }
 
-/// What the writer task is asked to send.
+/// What the writer task is asked to send. Messages are queued already
+/// serialised: tokio's channel allocates its slots 32 at a time, and 24-byte
+/// strings instead of ~184-byte enums save ~5 KiB on every idle connection.
 #[derive(Debug)]
 enum Outbound {
-    Message(ServerMessage),
+    Message(String),
     Ping,
     /// Send a close frame and stop writing.
     Close(CloseCode, &'static str),
@@ -262,7 +271,7 @@ impl Connection {
         let writer = tokio::spawn(write_loop(sink, out_rx, writer_gone.clone()).in_current_span());
 
         let _ = out
-            .send(Outbound::Message(ServerMessage::Connected {
+            .send(Outbound::from(ServerMessage::Connected {
                 session_id: self.session.id.as_str().to_owned(),
                 user: UserView::from(&self.user),
                 resumed: self.resumed,
@@ -375,7 +384,7 @@ impl Connection {
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                     };
                     if let Some(reply) = reply {
-                        if out.send(Outbound::Message(reply)).await.is_err() {
+                        if out.send(Outbound::from(reply)).await.is_err() {
                             return Exit::WriterGone;
                         }
                     }
@@ -417,7 +426,7 @@ impl Connection {
                     message_id: message_id.as_str().to_owned(),
                     timestamp: now(),
                 };
-                if out.send(Outbound::Message(start)).await.is_err() {
+                if out.send(Outbound::from(start)).await.is_err() {
                     return None;
                 }
                 let cancel = CancellationToken::new();
@@ -578,7 +587,7 @@ async fn stream_reply(
                 token,
                 timestamp: now(),
             };
-            if out.send(Outbound::Message(msg)).await.is_err() {
+            if out.send(Outbound::from(msg)).await.is_err() {
                 break;
             }
         }
@@ -592,7 +601,7 @@ async fn stream_reply(
             tracing::warn!(message_id = %id, error = %e, "generation failed");
             let (code, message) = chat_error(&e);
             let _ = out
-                .send(Outbound::Message(error(code, message, Some(&message_id))))
+                .send(Outbound::from(error(code, message, Some(&message_id))))
                 .await;
             StreamStatus::Failed
         }
@@ -600,7 +609,7 @@ async fn stream_reply(
     tracing::debug!(message_id = %id, status = status.as_str(), "generation ended");
     finished.store(true, Ordering::Release);
     let _ = out
-        .send(Outbound::Message(ServerMessage::StreamEnd {
+        .send(Outbound::from(ServerMessage::StreamEnd {
             message_id: id,
             status: status.as_str(),
             timestamp: now(),
@@ -640,13 +649,7 @@ async fn write_loop(
 ) {
     while let Some(item) = queue.recv().await {
         let (frame, last) = match item {
-            Outbound::Message(m) => match serde_json::to_string(&m) {
-                Ok(json) => (Message::Text(json), false),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not serialise a server message");
-                    continue;
-                }
-            },
+            Outbound::Message(json) => (Message::Text(json), false),
             Outbound::Ping => (Message::Ping(Vec::new()), false),
             Outbound::Close(code, reason) => (Message::close_with(code, reason), true),
         };
