@@ -30,7 +30,7 @@ use super::rest::{bearer_token, token_error, UserView};
 use super::{timestamp, AppContext, MAX_FRAME_BYTES};
 use crate::application::ports::AiError;
 use crate::application::{AuthError, ChatError, GenerationOutcome};
-use crate::domain::{ChatContent, ContentError, MessageId, Session, SessionId, StreamStatus, User};
+use crate::domain::{ChatContent, ContentError, MessageId, SessionId, StreamStatus};
 
 /// What the human-escalation request is answered with.
 const ESCALATION_REPLY: &str = "A human agent will contact you soon.";
@@ -202,6 +202,8 @@ pub async fn ws_endpoint(
         }
     };
     let resumed = resume.as_ref() == Some(&session.id);
+    // Only the id is needed from here on; the history stays in the store.
+    let session_id = session.id;
 
     // A small read buffer is what keeps ten thousand idle connections cheap:
     // tungstenite's default reserves 128 KiB per connection up front.
@@ -216,13 +218,13 @@ pub async fn ws_endpoint(
         .on_upgrade(move |socket| {
             let span = tracing::info_span!(
                 "ws",
-                session_id = %session.id,
+                session_id = %session_id,
                 user_id = %user.id,
             );
             let connection = Connection {
                 ctx,
-                user,
-                session,
+                user: UserView::from(&user),
+                session_id,
                 resumed,
             };
             tracker.track_future(connection.run(socket).instrument(span))
@@ -256,8 +258,9 @@ enum Exit {
 
 struct Connection {
     ctx: Arc<AppContext>,
-    user: User,
-    session: Session,
+    /// What `connected` tells the client; the stored user (hash and all) is not kept.
+    user: UserView,
+    session_id: SessionId,
     resumed: bool,
 }
 
@@ -272,8 +275,8 @@ impl Connection {
 
         let _ = out
             .send(Outbound::from(ServerMessage::Connected {
-                session_id: self.session.id.as_str().to_owned(),
-                user: UserView::from(&self.user),
+                session_id: self.session_id.as_str().to_owned(),
+                user: self.user.clone(),
                 resumed: self.resumed,
                 timestamp: now(),
             }))
@@ -358,7 +361,7 @@ impl Connection {
                     }
                     if last_touch.elapsed() >= settings.session_refresh {
                         last_touch = Instant::now();
-                        if let Err(e) = self.ctx.chat.touch(&self.session.id).await {
+                        if let Err(e) = self.ctx.chat.touch(&self.session_id).await {
                             tracing::warn!(error = %e, "could not refresh the session");
                         }
                     }
@@ -434,7 +437,7 @@ impl Connection {
                 generations.spawn(
                     stream_reply(
                         self.ctx.clone(),
-                        self.session.id.clone(),
+                        self.session_id.clone(),
                         content,
                         message_id.clone(),
                         cancel.clone(),
@@ -462,7 +465,7 @@ impl Connection {
                 )),
             },
             ClientMessage::HumanEscalation => {
-                match self.ctx.chat.escalate(&self.session.id).await {
+                match self.ctx.chat.escalate(&self.session_id).await {
                     Ok(()) => {
                         tracing::info!("human escalation requested");
                         Some(ServerMessage::HumanEscalationResponse {
