@@ -31,9 +31,21 @@ fn spec_is_openapi_3_and_documents_every_response() {
     assert!(spec.openapi.starts_with("3."), "{}", spec.openapi);
 
     let expected: &[(&str, &str, &[&str])] = &[
-        ("/api/auth/register", "post", &["201", "400", "409", "500"]),
-        ("/api/auth/login", "post", &["200", "400", "401", "500"]),
-        ("/api/auth/verify", "post", &["200", "400", "401", "500"]),
+        (
+            "/api/auth/register",
+            "post",
+            &["201", "400", "409", "413", "500"],
+        ),
+        (
+            "/api/auth/login",
+            "post",
+            &["200", "400", "401", "413", "500"],
+        ),
+        (
+            "/api/auth/verify",
+            "post",
+            &["200", "400", "401", "413", "500"],
+        ),
         ("/health", "get", &["200", "503"]),
         ("/api/stats", "get", &["200", "503"]),
         ("/api/websocket/info", "get", &["200"]),

@@ -26,7 +26,10 @@ pub fn api_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(Api, "chatbot-server", env!("CARGO_PKG_VERSION")).description(
         "REST API of chatbot-server: register and log in for a JWT, then open the WebSocket \
          at `/ws?token=<jwt>` to chat. Errors always have the body \
-         `{\"error\": \"<stable_code>\", \"message\": \"<text>\"}`.",
+         `{\"error\": \"<stable_code>\", \"message\": \"<text>\"}`. \
+         Besides the responses listed per operation, any route can answer \
+         404 `not_found` (unknown path), 405 `method_not_allowed`, and, when \
+         `CORS_ORIGIN` is set, 403 `origin_not_allowed` to a browser from another origin.",
     )
 }
 

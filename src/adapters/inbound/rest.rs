@@ -188,11 +188,25 @@ struct WsInfoBody {
     active_connections: u64,
 }
 
-fn bad_request_body(err: &poem::Error) -> Json<ErrorBody> {
-    ErrorBody::new(
+/// A request body the operation could not take: too large, or not the JSON it
+/// expects. Oversized bodies are normally refused by the server's body limit
+/// before the operation runs; this keeps the answer the same if one gets here.
+enum Rejected {
+    TooLarge(Json<ErrorBody>),
+    Invalid(Json<ErrorBody>),
+}
+
+fn rejected_body(err: &poem::Error) -> Rejected {
+    if err.status() == poem::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return Rejected::TooLarge(ErrorBody::new(
+            "payload_too_large",
+            "The request body is larger than 64 KiB",
+        ));
+    }
+    Rejected::Invalid(ErrorBody::new(
         "invalid_request",
         format!("The request body must be a JSON object with the documented fields ({err})"),
-    )
+    ))
 }
 
 fn internal_error() -> Json<ErrorBody> {
@@ -215,13 +229,19 @@ enum RegisterResponse {
     /// The username (`username_taken`) or email (`email_taken`) is already registered.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The body is over 64 KiB (`payload_too_large`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
 }
 
 fn register_bad_request(err: poem::Error) -> RegisterResponse {
-    RegisterResponse::BadRequest(bad_request_body(&err))
+    match rejected_body(&err) {
+        Rejected::TooLarge(body) => RegisterResponse::PayloadTooLarge(body),
+        Rejected::Invalid(body) => RegisterResponse::BadRequest(body),
+    }
 }
 
 #[derive(ApiResponse)]
@@ -237,13 +257,19 @@ enum LoginResponse {
     /// (`invalid_credentials`).
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The body is over 64 KiB (`payload_too_large`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
 }
 
 fn login_bad_request(err: poem::Error) -> LoginResponse {
-    LoginResponse::BadRequest(bad_request_body(&err))
+    match rejected_body(&err) {
+        Rejected::TooLarge(body) => LoginResponse::PayloadTooLarge(body),
+        Rejected::Invalid(body) => LoginResponse::BadRequest(body),
+    }
 }
 
 #[derive(ApiResponse)]
@@ -259,13 +285,19 @@ enum VerifyResponse {
     /// one (`token_expired`).
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The body is over 64 KiB (`payload_too_large`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
 }
 
 fn verify_bad_request(err: poem::Error) -> VerifyResponse {
-    VerifyResponse::BadRequest(bad_request_body(&err))
+    match rejected_body(&err) {
+        Rejected::TooLarge(body) => VerifyResponse::PayloadTooLarge(body),
+        Rejected::Invalid(body) => VerifyResponse::BadRequest(body),
+    }
 }
 
 #[derive(ApiResponse)]
