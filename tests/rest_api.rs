@@ -267,14 +267,8 @@ async fn verify_accepts_bearer_or_body_and_rejects_bad_tokens() {
     let token = app.register("erin").await;
     let client = reqwest::Client::new();
 
-    let resp = client
-        .post(app.url("/api/auth/verify"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
+    let (status, body) = app.verify_bearer(&token).await;
+    assert_eq!(status, 200);
     assert_eq!(body["valid"], true);
     assert_eq!(body["user"]["username"], "erin");
 
@@ -329,14 +323,9 @@ async fn verify_accepts_bearer_or_body_and_rejects_bad_tokens() {
         (alg_none.as_str(), "invalid_token"),
         ("garbage", "invalid_token"),
     ] {
-        let resp = client
-            .post(app.url("/api/auth/verify"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 401, "{code}");
-        assert_error(&resp.json().await.unwrap(), code);
+        let (status, body) = app.verify_bearer(token).await;
+        assert_eq!(status, 401, "{code}");
+        assert_error(&body, code);
     }
 }
 
@@ -384,7 +373,6 @@ async fn health_reports_a_reachable_upstream() {
     let app = spawn_app(&[("FASTAPI_URL", &upstream.url)]).await;
     let (_, health) = app.get("/health").await;
     assert_eq!(health["checks"]["ai"], "ok");
-    drop(upstream);
 }
 
 #[tokio::test]

@@ -532,23 +532,42 @@ async fn mongo_writes_the_node_document_shape(repo: &Repo, db: &mongodb::Databas
     assert!(indexes.iter().any(|i| i == "email_1"), "{indexes:?}");
 }
 
-async fn mongo_reads_legacy_node_documents(repo: &Repo, db: &mongodb::Database) {
-    use mongodb::bson::{doc, oid::ObjectId, DateTime as BsonDate, Document};
-    eprintln!("[mongo] legacy Node documents are readable");
-    let name = unique("legacy");
+/// Inserts a user exactly as the Node server's Mongoose model wrote one: a
+/// bcrypt hash, `__v`, and no `isActive` or `lastLogin`.
+async fn insert_node_document(
+    users: &mongodb::Collection<mongodb::bson::Document>,
+    username: &str,
+    email: &str,
+    created_at_millis: i64,
+) -> mongodb::bson::oid::ObjectId {
+    use mongodb::bson::{doc, oid::ObjectId, DateTime as BsonDate};
     let oid = ObjectId::new();
-    let users = db.collection::<Document>("users");
     users
         .insert_one(doc! {
             "_id": oid,
-            "username": &name,
+            "username": username,
             "password": "$2b$10$abcdefghijklmnopqrstuuN3UE0sHcGnE1tQ4sQhNAJmU1s7YhE2",
-            "email": format!("{name}@example.com"),
-            "createdAt": BsonDate::from_millis(1_600_000_000_321),
+            "email": email,
+            "createdAt": BsonDate::from_millis(created_at_millis),
             "__v": 0,
         })
         .await
         .unwrap();
+    oid
+}
+
+async fn mongo_reads_legacy_node_documents(repo: &Repo, db: &mongodb::Database) {
+    use mongodb::bson::{doc, Document};
+    eprintln!("[mongo] legacy Node documents are readable");
+    let name = unique("legacy");
+    let users = db.collection::<Document>("users");
+    let oid = insert_node_document(
+        &users,
+        &name,
+        &format!("{name}@example.com"),
+        1_600_000_000_321,
+    )
+    .await;
     let user = repo
         .find_by_username(&Username::parse(&name).unwrap())
         .await
@@ -578,22 +597,12 @@ async fn mongo_reads_legacy_node_documents(repo: &Repo, db: &mongodb::Database) 
 /// legacy `Legacy.Case@Example.com` must still be found by email and must
 /// still block a second registration of the same address.
 async fn mongo_matches_legacy_mixed_case_emails(uri: &str, database: &str, db: &mongodb::Database) {
-    use mongodb::bson::{doc, oid::ObjectId, DateTime as BsonDate, Document};
+    use mongodb::bson::{doc, Document};
     eprintln!("[mongo] legacy mixed-case emails are found and stay taken");
     let name = unique("legacycase");
-    let oid = ObjectId::new();
     let users = db.collection::<Document>("users");
-    users
-        .insert_one(doc! {
-            "_id": oid,
-            "username": &name,
-            "password": "$2b$10$abcdefghijklmnopqrstuuN3UE0sHcGnE1tQ4sQhNAJmU1s7YhE2",
-            "email": "Legacy.Case@Example.com",
-            "createdAt": BsonDate::from_millis(1_600_000_000_000),
-            "__v": 0,
-        })
-        .await
-        .unwrap();
+    let oid =
+        insert_node_document(&users, &name, "Legacy.Case@Example.com", 1_600_000_000_000).await;
     // The store looks for legacy mixed-case emails when it connects, as a
     // server starting on a migrated database does.
     let repo = MongoUserRepository::connect_with_database(uri, database)

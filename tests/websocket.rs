@@ -493,13 +493,7 @@ async fn tokens_never_reach_the_logs() {
     let (mut client, _) = app.connect(&token).await;
     client.chat("hi").await;
     let _ = reqwest::get(app.url(&format!("/ws?token={token}"))).await;
-    let resp = reqwest::Client::new()
-        .post(app.url("/api/auth/verify"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(app.verify_bearer(&token).await.0, 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = app.log_text();
     assert!(log.contains("websocket connected"), "logging works: {log}");

@@ -2,7 +2,6 @@
 //! and small HTTP / WebSocket client conveniences.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -185,6 +184,18 @@ impl TestApp {
         let resp = reqwest::Client::new()
             .post(self.url(path))
             .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /api/auth/verify` with `Authorization: Bearer <token>` and no body.
+    pub async fn verify_bearer(&self, token: &str) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(self.url("/api/auth/verify"))
+            .bearer_auth(token)
             .send()
             .await
             .unwrap();
@@ -514,11 +525,4 @@ async fn ai_response(Json(body): Json<Value>, state: poem::web::Data<&StubState>
 /// The expected reply of the stub's default scenario.
 pub fn stub_reply(query: &str) -> String {
     format!("Reply to: {query}")
-}
-
-/// Parses a JSON map out of a `HashMap` for quick env lists.
-pub fn env_pairs(map: &HashMap<&str, String>) -> Vec<(String, String)> {
-    map.iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
 }

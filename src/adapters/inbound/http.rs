@@ -7,14 +7,13 @@ use std::time::{Duration, Instant};
 use poem::http::{header, Method, StatusCode};
 use poem::listener::Acceptor;
 use poem::middleware::Cors;
-use poem::web::Json;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{get, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
+use poem::{get, Endpoint, EndpointExt, Response, Route, Server};
 use poem_openapi::OpenApiService;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-use super::rest::Api;
+use super::rest::{Api, ErrorBody};
 use super::ws::ws_endpoint;
 use super::AppContext;
 
@@ -121,9 +120,7 @@ fn json_error(status: StatusCode) -> Response {
         _ => "internal_error",
     };
     let message = status.canonical_reason().unwrap_or("Error");
-    Json(serde_json::json!({ "error": code, "message": message }))
-        .with_status(status)
-        .into_response()
+    ErrorBody::response(status, code, message)
 }
 
 /// Accepts TCP connections with `TCP_NODELAY`, so each streamed token leaves at

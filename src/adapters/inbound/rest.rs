@@ -40,6 +40,13 @@ impl ErrorBody {
             message: message.into(),
         })
     }
+
+    /// The same body as a complete response, for errors raised outside the
+    /// API operations (WebSocket refusals, unknown routes, middleware).
+    pub fn response(status: poem::http::StatusCode, code: &str, message: &str) -> poem::Response {
+        use poem::IntoResponse as _;
+        Self::new(code, message).with_status(status).into_response()
+    }
 }
 
 /// A user as clients see it; the password hash never leaves the server.

@@ -26,7 +26,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::rest::{bearer_token, token_error, UserView};
+use super::rest::{bearer_token, token_error, ErrorBody, UserView};
 use super::{timestamp, AppContext, MAX_FRAME_BYTES};
 use crate::application::ports::AiError;
 use crate::application::{AuthError, ChatError, GenerationOutcome};
@@ -129,11 +129,6 @@ struct WsQuery {
     session_id: Option<String>,
 }
 
-fn reject(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": code, "message": message });
-    poem::web::Json(body).with_status(status).into_response()
-}
-
 /// `GET /ws`: checks the token (query `token` or `Authorization: Bearer`),
 /// opens or resumes the session, and upgrades. Every refusal happens before the
 /// upgrade, as a plain HTTP error with the usual JSON body.
@@ -145,7 +140,7 @@ pub async fn ws_endpoint(
 ) -> Response {
     let ctx = ctx.0.clone();
     if ctx.shutdown.is_cancelled() {
-        return reject(
+        return ErrorBody::response(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "The server is shutting down",
@@ -160,7 +155,7 @@ pub async fn ws_endpoint(
         .filter(|t| !t.is_empty())
         .or_else(|| bearer_token(req))
     else {
-        return reject(
+        return ErrorBody::response(
             StatusCode::UNAUTHORIZED,
             "missing_token",
             "Connect with ?token=<jwt> or an 'Authorization: Bearer <jwt>' header",
@@ -169,7 +164,7 @@ pub async fn ws_endpoint(
     let user = match ctx.auth.authenticate(&token).await {
         Ok(user) => user,
         Err(AuthError::Internal) => {
-            return reject(
+            return ErrorBody::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
                 "Authentication is unavailable right now; try again shortly",
@@ -177,11 +172,11 @@ pub async fn ws_endpoint(
         }
         Err(e) => {
             let (code, message) = token_error(&e);
-            return reject(StatusCode::UNAUTHORIZED, code, message);
+            return ErrorBody::response(StatusCode::UNAUTHORIZED, code, message);
         }
     };
     let Ok(ws) = ws else {
-        return reject(
+        return ErrorBody::response(
             StatusCode::BAD_REQUEST,
             "websocket_upgrade_required",
             "This endpoint speaks WebSocket only",
@@ -194,7 +189,7 @@ pub async fn ws_endpoint(
     let session = match ctx.chat.open_session(&user, resume.as_ref()).await {
         Ok(s) => s,
         Err(_) => {
-            return reject(
+            return ErrorBody::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "session_store_unavailable",
                 "Sessions are unavailable right now; try again shortly",
@@ -331,7 +326,6 @@ impl Connection {
         let mut last_touch = Instant::now();
         // Set once shutdown begins: running streams may finish until then.
         let mut drain_deadline: Option<Instant> = None;
-        let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
 
         loop {
             tokio::select! {
@@ -348,7 +342,8 @@ impl Connection {
                     }
                     drain_deadline = Some(Instant::now() + settings.shutdown_timeout);
                 }
-                _ = sleep_until(drain_deadline.unwrap_or(far_future)), if drain_deadline.is_some() => {
+                // Unpolled (guard false) until a deadline exists.
+                _ = sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {
                     return Exit::Shutdown;
                 }
                 _ = ping.tick() => {
