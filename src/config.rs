@@ -1,8 +1,11 @@
 //! Configuration from the environment (and `.env`), parsed once at start-up.
 //!
 //! Variable names and defaults match the Node.js server, so its `.env` files
-//! work unchanged. Every problem is reported as one [`ConfigError`] line; the
-//! binary turns that into exit code 2.
+//! work unchanged. The settings come in the groups an operator thinks in
+//! (server, auth, user storage, sessions, AI upstream, WebSocket), each parsed by
+//! its own function. Every problem is reported as one [`ConfigError`] line; the
+//! binary turns that into exit code 2. Values that hold credentials are types
+//! whose `Debug` and `Display` never show them, so no `{:?}` of a config leaks.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -10,6 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
+
+use crate::domain::time::parse_duration;
+use crate::domain::TokenLifetime;
 
 /// A configuration problem, phrased for the person who wrote the `.env`.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -19,6 +25,11 @@ pub struct ConfigError(String);
 impl ConfigError {
     fn invalid(var: &str, value: &str, expected: &str) -> Self {
         Self(format!("invalid {var}={value:?}: expected {expected}"))
+    }
+
+    /// For variables whose value may hold a credential: never echo it.
+    fn invalid_secret(var: &str, expected: &str) -> Self {
+        Self(format!("invalid {var}: expected {expected}"))
     }
 }
 
@@ -38,7 +49,7 @@ impl AppEnv {
     }
 }
 
-/// The JWT signing secret. `Debug` never prints it.
+/// The JWT signing secret. Neither `Debug` nor `Display` prints it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JwtSecret {
     bytes: Vec<u8>,
@@ -58,38 +69,155 @@ impl fmt::Debug for JwtSecret {
     }
 }
 
-/// Everything the server needs to start.
+impl fmt::Display for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A connection URL that may carry credentials (`MONGODB_URI`, `REDIS_URL`).
+/// `Debug` and `Display` show it with the password and credential-looking query
+/// values replaced by `***`; only [`SecretUrl::expose`] gives the real text, for
+/// the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL as configured, password included: pass it to a driver, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its secrets masked.
+    pub fn redacted(&self) -> String {
+        let (head, query) = match self.0.split_once('?') {
+            Some((head, query)) => (head, Some(query)),
+            None => (self.0.as_str(), None),
+        };
+        let mut out = match head.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{}", mask_userinfo(rest)),
+            None => head.to_owned(),
+        };
+        if let Some(query) = query {
+            out.push('?');
+            out.push_str(&mask_query(query));
+        }
+        out
+    }
+}
+
+/// `user:password@host/...` becomes `user:***@host/...`. The last `@` ends the
+/// user info, because a password may itself contain one.
+fn mask_userinfo(rest: &str) -> String {
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => rest.to_owned(),
+        },
+        None => rest.to_owned(),
+    }
+}
+
+/// Query values whose names suggest a credential are masked.
+fn mask_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_key(key) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "secret", "token", "key"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Where the server listens and how it behaves as a process.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct ServerConfig {
     pub host: IpAddr,
     pub port: u16,
     pub env: AppEnv,
-    pub mongodb_uri: Option<String>,
-    pub sqlite_path: PathBuf,
-    pub jwt_secret: JwtSecret,
-    /// Token lifetime, and the text it was configured as (echoed as `expiresIn`).
-    pub jwt_expires_in: Duration,
-    pub jwt_expires_in_text: String,
-    pub fastapi_url: Option<String>,
     /// Allowed browser origins; `None` allows any origin.
     pub cors_origins: Option<Vec<String>>,
-    pub redis_url: Option<String>,
-    /// Prefix of every Redis key, so several deployments can share one Redis.
-    pub redis_key_prefix: String,
-    /// Maximum characters in one chat message.
-    pub max_message_chars: usize,
-    /// Idle time after which a session is forgotten.
-    pub session_ttl: Duration,
     /// How long running streams may take to finish when the server stops.
     pub shutdown_timeout: Duration,
-    pub ai_connect_timeout: Duration,
-    pub ai_first_token_timeout: Duration,
-    pub ai_idle_timeout: Duration,
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub jwt_secret: JwtSecret,
+    /// `JWT_EXPIRES_IN`: the token lifetime, and the text clients see as `expiresIn`.
+    pub token_lifetime: TokenLifetime,
+}
+
+/// Where users live.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// MongoDB when set; otherwise the embedded SQLite file.
+    pub mongodb_uri: Option<SecretUrl>,
+    pub sqlite_path: PathBuf,
+}
+
+/// Where chat sessions live and for how long.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Redis when set (shared by instances, survives restarts); otherwise memory.
+    pub redis_url: Option<SecretUrl>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_key_prefix: String,
+    /// Idle time after which a session is forgotten.
+    pub ttl: Duration,
+}
+
+/// The AI service, or the built-in echo model when no URL is set.
+#[derive(Debug, Clone)]
+pub struct AiConfig {
+    pub fastapi_url: Option<String>,
+    pub connect_timeout: Duration,
+    pub first_token_timeout: Duration,
+    pub idle_timeout: Duration,
     /// Delay between words of the built-in echo model.
     pub echo_token_delay: Duration,
-    pub ws_ping_interval: Duration,
+}
+
+/// Limits and timings of the WebSocket protocol.
+#[derive(Debug, Clone)]
+pub struct WebSocketConfig {
+    /// Maximum characters in one chat message.
+    pub max_message_chars: usize,
+    pub ping_interval: Duration,
     /// A connection whose pongs stop for this long is closed.
-    pub ws_pong_timeout: Duration,
+    pub pong_timeout: Duration,
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub sessions: SessionConfig,
+    pub ai: AiConfig,
+    pub websocket: WebSocketConfig,
 }
 
 /// Production refuses secrets shorter than this (HS256 wants a 256-bit key).
@@ -104,47 +232,123 @@ impl Config {
     /// Parses configuration from any variable lookup; empty values count as unset,
     /// because `.env` templates are full of `NAME=` lines.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let vars = Vars(&get);
+        let server = ServerConfig::parse(&vars)?;
+        Ok(Self {
+            auth: AuthConfig::parse(&vars, server.env)?,
+            storage: StorageConfig::parse(&vars)?,
+            sessions: SessionConfig::parse(&vars)?,
+            ai: AiConfig::parse(&vars)?,
+            websocket: WebSocketConfig::parse(&vars)?,
+            server,
+        })
+    }
+}
 
+/// The variable lookup with the parsing rules every group shares.
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    /// The trimmed value, or `None` when unset or blank.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse_or<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| ConfigError::invalid(name, &v, expected)),
+        }
+    }
+
+    /// A non-zero duration such as `500ms`, `30s`, `5m`, `1h`.
+    fn duration(&self, name: &str, default: &str) -> Result<Duration, ConfigError> {
+        let text = self.get(name).unwrap_or_else(|| default.to_owned());
+        parse_duration(&text)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                ConfigError::invalid(name, &text, "a duration such as 500ms, 30s, 5m, 1h")
+            })
+    }
+
+    /// A URL that may hold a password, checked for one of `schemes`.
+    fn secret_url(&self, name: &str, schemes: &[&str]) -> Result<Option<SecretUrl>, ConfigError> {
+        let Some(url) = self.get(name) else {
+            return Ok(None);
+        };
+        if !schemes.iter().any(|s| url.starts_with(s)) {
+            let expected = format!("a URL starting with {}", schemes.join(" or "));
+            return Err(ConfigError::invalid_secret(name, &expected));
+        }
+        Ok(Some(SecretUrl(url)))
+    }
+}
+
+impl AppEnv {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
         let is_dev = |v: &str| matches!(v, "development" | "dev" | "test" | "local");
-        let env = match (var("APP_ENV"), var("NODE_ENV")) {
+        match (vars.get("APP_ENV"), vars.get("NODE_ENV")) {
             (Some(v), _) => match v.to_ascii_lowercase().as_str() {
-                x if is_dev(x) => AppEnv::Development,
-                "production" | "prod" => AppEnv::Production,
-                _ => {
-                    return Err(ConfigError::invalid(
-                        "APP_ENV",
-                        &v,
-                        "development, test or production",
-                    ))
-                }
+                x if is_dev(x) => Ok(AppEnv::Development),
+                "production" | "prod" => Ok(AppEnv::Production),
+                _ => Err(ConfigError::invalid(
+                    "APP_ENV",
+                    &v,
+                    "development, test or production",
+                )),
             },
             // Node deployments use names like `staging`: anything that is not a
             // development name gets production behaviour, so an old .env starts.
-            (None, Some(v)) if is_dev(&v.to_ascii_lowercase()) => AppEnv::Development,
-            (None, Some(_)) => AppEnv::Production,
-            (None, None) => AppEnv::Development,
-        };
+            (None, Some(v)) if is_dev(&v.to_ascii_lowercase()) => Ok(AppEnv::Development),
+            (None, Some(_)) => Ok(AppEnv::Production),
+            (None, None) => Ok(AppEnv::Development),
+        }
+    }
+}
 
-        let host = match var("HOST") {
+impl ServerConfig {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        let host = match vars.get("HOST") {
             None => IpAddr::from([0, 0, 0, 0]),
-            Some(v) => {
-                let trimmed = v.trim_start_matches('[').trim_end_matches(']');
-                match trimmed {
-                    "localhost" => IpAddr::from([127, 0, 0, 1]),
-                    _ => trimmed
-                        .parse()
-                        .map_err(|_| ConfigError::invalid("HOST", &v, "an IP address"))?,
-                }
-            }
+            Some(v) => match v.trim_start_matches('[').trim_end_matches(']') {
+                "localhost" => IpAddr::from([127, 0, 0, 1]),
+                bare => bare
+                    .parse()
+                    .map_err(|_| ConfigError::invalid("HOST", &v, "an IP address"))?,
+            },
         };
-        let port = parse_or(&var, "PORT", 3001u16, "a port number 0-65535")?;
+        Ok(Self {
+            host,
+            port: vars.parse_or("PORT", 3001u16, "a port number 0-65535")?,
+            env: AppEnv::parse(vars)?,
+            cors_origins: vars.get("CORS_ORIGIN").and_then(|v| cors_list(&v)),
+            shutdown_timeout: vars.duration("SHUTDOWN_TIMEOUT", "10s")?,
+        })
+    }
+}
 
-        let jwt_secret = match var("JWT_SECRET") {
+/// `a, b/` becomes `[a, b]`; a `*` anywhere means any origin (`None`).
+fn cors_list(value: &str) -> Option<Vec<String>> {
+    let list: Vec<String> = value
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    (!list.iter().any(|o| o == "*") && !list.is_empty()).then_some(list)
+}
+
+impl AuthConfig {
+    fn parse(vars: &Vars, env: AppEnv) -> Result<Self, ConfigError> {
+        let jwt_secret = match vars.get("JWT_SECRET") {
             Some(s) if env == AppEnv::Production && s.len() < MIN_SECRET_BYTES => {
                 return Err(ConfigError(format!(
                     "JWT_SECRET is {} bytes; production needs at least {MIN_SECRET_BYTES}",
@@ -165,19 +369,44 @@ impl Config {
                 generated: true,
             },
         };
+        let text = vars
+            .get("JWT_EXPIRES_IN")
+            .unwrap_or_else(|| "24h".to_owned());
+        let token_lifetime = TokenLifetime::parse(&text)
+            .map_err(|e| ConfigError::invalid("JWT_EXPIRES_IN", &text, &e.to_string()))?;
+        Ok(Self {
+            jwt_secret,
+            token_lifetime,
+        })
+    }
+}
 
-        let jwt_expires_in_text = var("JWT_EXPIRES_IN").unwrap_or_else(|| "24h".into());
-        let jwt_expires_in = parse_duration(&jwt_expires_in_text)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    "JWT_EXPIRES_IN",
-                    &jwt_expires_in_text,
-                    "seconds or a number with s, m, h or d (e.g. 3600, 90m, 24h, 7d)",
-                )
-            })?;
+impl StorageConfig {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            mongodb_uri: vars.secret_url("MONGODB_URI", &["mongodb://", "mongodb+srv://"])?,
+            sqlite_path: vars
+                .get("SQLITE_PATH")
+                .map_or_else(|| PathBuf::from("./data/chatbot.db"), PathBuf::from),
+        })
+    }
+}
 
-        let fastapi_url = var("FASTAPI_URL");
+impl SessionConfig {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            redis_url: vars.secret_url("REDIS_URL", &["redis://", "rediss://"])?,
+            redis_key_prefix: vars
+                .get("REDIS_KEY_PREFIX")
+                .unwrap_or_else(|| "chatbot".into()),
+            ttl: vars.duration("SESSION_TTL", "24h")?,
+        })
+    }
+}
+
+impl AiConfig {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        let fastapi_url = vars.get("FASTAPI_URL");
         if let Some(url) = &fastapi_url {
             if !(url.starts_with("http://") || url.starts_with("https://"))
                 || url.contains(['?', '#'])
@@ -189,35 +418,20 @@ impl Config {
                 ));
             }
         }
-        let mongodb_uri = var("MONGODB_URI");
-        if let Some(uri) = &mongodb_uri {
-            if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-                // The URI may hold a password: never echo it.
-                return Err(ConfigError(
-                    "invalid MONGODB_URI: expected a mongodb:// or mongodb+srv:// URI".into(),
-                ));
-            }
-        }
-        let redis_url = var("REDIS_URL");
-        if let Some(url) = &redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError(
-                    "invalid REDIS_URL: expected a redis:// or rediss:// URL".into(),
-                ));
-            }
-        }
+        Ok(Self {
+            fastapi_url,
+            connect_timeout: vars.duration("AI_CONNECT_TIMEOUT", "5s")?,
+            first_token_timeout: vars.duration("AI_FIRST_TOKEN_TIMEOUT", "30s")?,
+            idle_timeout: vars.duration("AI_IDLE_TIMEOUT", "30s")?,
+            echo_token_delay: vars.duration("ECHO_TOKEN_DELAY", "40ms")?,
+        })
+    }
+}
 
-        let cors_origins = var("CORS_ORIGIN").and_then(|v| {
-            let list: Vec<String> = v
-                .split(',')
-                .map(|o| o.trim().trim_end_matches('/').to_owned())
-                .filter(|o| !o.is_empty())
-                .collect();
-            (!list.iter().any(|o| o == "*") && !list.is_empty()).then_some(list)
-        });
-
+impl WebSocketConfig {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
         let max_message_chars =
-            parse_or(&var, "MAX_MESSAGE_CHARS", 10_000usize, "a positive number")?;
+            vars.parse_or("MAX_MESSAGE_CHARS", 10_000usize, "a positive number")?;
         if max_message_chars == 0 {
             return Err(ConfigError::invalid(
                 "MAX_MESSAGE_CHARS",
@@ -225,77 +439,11 @@ impl Config {
                 "a positive number",
             ));
         }
-
         Ok(Self {
-            host,
-            port,
-            env,
-            mongodb_uri,
-            sqlite_path: var("SQLITE_PATH")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("./data/chatbot.db")),
-            jwt_secret,
-            jwt_expires_in,
-            jwt_expires_in_text,
-            fastapi_url,
-            cors_origins,
-            redis_url,
-            redis_key_prefix: var("REDIS_KEY_PREFIX").unwrap_or_else(|| "chatbot".into()),
             max_message_chars,
-            session_ttl: duration_var(&var, "SESSION_TTL", "24h")?,
-            shutdown_timeout: duration_var(&var, "SHUTDOWN_TIMEOUT", "10s")?,
-            ai_connect_timeout: duration_var(&var, "AI_CONNECT_TIMEOUT", "5s")?,
-            ai_first_token_timeout: duration_var(&var, "AI_FIRST_TOKEN_TIMEOUT", "30s")?,
-            ai_idle_timeout: duration_var(&var, "AI_IDLE_TIMEOUT", "30s")?,
-            echo_token_delay: duration_var(&var, "ECHO_TOKEN_DELAY", "40ms")?,
-            ws_ping_interval: duration_var(&var, "WS_PING_INTERVAL", "20s")?,
-            ws_pong_timeout: duration_var(&var, "WS_PONG_TIMEOUT", "60s")?,
+            ping_interval: vars.duration("WS_PING_INTERVAL", "20s")?,
+            pong_timeout: vars.duration("WS_PONG_TIMEOUT", "60s")?,
         })
-    }
-}
-
-fn parse_or<T: std::str::FromStr>(
-    var: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: T,
-    expected: &str,
-) -> Result<T, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| ConfigError::invalid(name, &v, expected)),
-    }
-}
-
-fn duration_var(
-    var: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: &str,
-) -> Result<Duration, ConfigError> {
-    let text = var(name).unwrap_or_else(|| default.to_owned());
-    parse_duration(&text)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| ConfigError::invalid(name, &text, "a duration such as 500ms, 30s, 5m, 1h"))
-}
-
-/// Parses `3600` (seconds), `500ms`, `30s`, `90m`, `24h`, `7d`, the forms the
-/// Node server's `jsonwebtoken` accepted for `expiresIn` that people actually use.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-    match unit.trim() {
-        "" | "s" | "sec" | "secs" | "second" | "seconds" => secs(1),
-        "ms" => Some(Duration::from_millis(n)),
-        "m" | "min" | "mins" | "minute" | "minutes" => secs(60),
-        "h" | "hr" | "hrs" | "hour" | "hours" => secs(3600),
-        "d" | "day" | "days" => secs(86_400),
-        _ => None,
     }
 }
 
@@ -322,41 +470,31 @@ mod tests {
     #[test]
     fn defaults_match_the_node_server() {
         let c = cfg(&[]).unwrap();
-        assert_eq!(c.port, 3001);
-        assert_eq!(c.host.to_string(), "0.0.0.0");
-        assert_eq!(c.env, AppEnv::Development);
-        assert_eq!(c.jwt_expires_in, Duration::from_secs(86_400));
-        assert_eq!(c.jwt_expires_in_text, "24h");
-        assert!(c.jwt_secret.generated);
-        assert!(c.jwt_secret.bytes().len() >= MIN_SECRET_BYTES);
-        assert_eq!(c.sqlite_path, PathBuf::from("./data/chatbot.db"));
-        assert_eq!(c.max_message_chars, 10_000);
-        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
-        assert_eq!(c.ws_pong_timeout, Duration::from_secs(60));
-        assert!(c.fastapi_url.is_none() && c.mongodb_uri.is_none() && c.redis_url.is_none());
+        assert_eq!(c.server.port, 3001);
+        assert_eq!(c.server.host.to_string(), "0.0.0.0");
+        assert_eq!(c.server.env, AppEnv::Development);
+        assert_eq!(c.auth.token_lifetime.seconds(), 86_400);
+        assert_eq!(c.auth.token_lifetime.as_str(), "24h");
+        assert!(c.auth.jwt_secret.generated);
+        assert!(c.auth.jwt_secret.bytes().len() >= MIN_SECRET_BYTES);
+        assert_eq!(c.storage.sqlite_path, PathBuf::from("./data/chatbot.db"));
+        assert_eq!(c.websocket.max_message_chars, 10_000);
+        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.websocket.pong_timeout, Duration::from_secs(60));
+        assert_eq!(c.sessions.ttl, Duration::from_secs(86_400));
+        assert!(c.ai.fastapi_url.is_none());
+        assert!(c.storage.mongodb_uri.is_none() && c.sessions.redis_url.is_none());
     }
 
     #[test]
-    fn expires_in_forms() {
-        for (text, secs) in [
-            ("3600", 3600),
-            ("90m", 5400),
-            ("24h", 86_400),
-            ("7d", 604_800),
-            ("45s", 45),
-        ] {
-            assert_eq!(
-                parse_duration(text),
-                Some(Duration::from_secs(secs)),
-                "{text}"
-            );
+    fn token_lifetimes() {
+        let c = cfg(&[("JWT_EXPIRES_IN", "90m")]).unwrap();
+        assert_eq!(c.auth.token_lifetime.seconds(), 5400);
+        assert_eq!(c.auth.token_lifetime.as_str(), "90m");
+        for bad in ["forever", "0", "500ms"] {
+            let err = cfg(&[("JWT_EXPIRES_IN", bad)]).unwrap_err().to_string();
+            assert!(err.contains("JWT_EXPIRES_IN"), "{err}");
         }
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        for bad in ["", "h", "1y", "-5", "1.5h", "abc"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-        assert!(cfg(&[("JWT_EXPIRES_IN", "forever")]).is_err());
-        assert!(cfg(&[("JWT_EXPIRES_IN", "0")]).is_err());
     }
 
     #[test]
@@ -370,16 +508,16 @@ mod tests {
             "the secret must not be echoed"
         );
         let ok = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", &"x".repeat(32))]).unwrap();
-        assert!(!ok.jwt_secret.generated);
+        assert!(!ok.auth.jwt_secret.generated);
         assert!(!format!("{ok:?}").contains("xxxxxxxx"));
     }
 
     #[test]
     fn node_env_values_from_old_deployments_still_start() {
         let staging = cfg(&[("NODE_ENV", "staging"), ("JWT_SECRET", &"s".repeat(32))]).unwrap();
-        assert_eq!(staging.env, AppEnv::Production);
+        assert_eq!(staging.server.env, AppEnv::Production);
         assert_eq!(
-            cfg(&[("NODE_ENV", "test")]).unwrap().env,
+            cfg(&[("NODE_ENV", "test")]).unwrap().server.env,
             AppEnv::Development
         );
         let err = cfg(&[("APP_ENV", "staging")]).unwrap_err().to_string();
@@ -390,7 +528,7 @@ mod tests {
     #[test]
     fn app_env_wins_over_node_env() {
         let c = cfg(&[("APP_ENV", "development"), ("NODE_ENV", "production")]).unwrap();
-        assert_eq!(c.env, AppEnv::Development);
+        assert_eq!(c.server.env, AppEnv::Development);
     }
 
     #[test]
@@ -403,11 +541,15 @@ mod tests {
             ("FASTAPI_URL", "localhost:8000"),
             ("MAX_MESSAGE_CHARS", "0"),
             ("SHUTDOWN_TIMEOUT", "soon"),
+            ("SESSION_TTL", "0"),
+            ("REDIS_URL", "http://x"),
         ] {
             let err = cfg(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");
         }
         let err = cfg(&[("MONGODB_URI", "postgres://user:hunter2@x")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+        let err = cfg(&[("REDIS_URL", "http://:hunter2@x")]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
     }
 
@@ -419,12 +561,65 @@ mod tests {
             ("CORS_ORIGIN", "http://a.test, http://b.test/"),
         ])
         .unwrap();
-        assert!(c.mongodb_uri.is_none());
-        assert_eq!(c.port, 3001);
+        assert!(c.storage.mongodb_uri.is_none());
+        assert_eq!(c.server.port, 3001);
         assert_eq!(
-            c.cors_origins,
+            c.server.cors_origins,
             Some(vec!["http://a.test".to_owned(), "http://b.test".to_owned()])
         );
-        assert_eq!(cfg(&[("CORS_ORIGIN", "*")]).unwrap().cors_origins, None);
+        assert_eq!(
+            cfg(&[("CORS_ORIGIN", "*")]).unwrap().server.cors_origins,
+            None
+        );
+    }
+
+    #[test]
+    fn no_debug_or_display_of_the_config_shows_a_credential() {
+        let c = cfg(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", "jwt-secret-that-is-long-enough-0123456789"),
+            (
+                "MONGODB_URI",
+                "mongodb+srv://admin:m0ngo-pa55@cluster.example.net/chatbot?retryWrites=true",
+            ),
+            (
+                "REDIS_URL",
+                "rediss://default:r3dis-pa55@cache.example.net:6380/0",
+            ),
+        ])
+        .unwrap();
+        let shown = [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            c.storage.mongodb_uri.as_ref().unwrap().to_string(),
+            c.sessions.redis_url.as_ref().unwrap().to_string(),
+            c.auth.jwt_secret.to_string(),
+        ]
+        .join("\n");
+        for secret in ["m0ngo-pa55", "r3dis-pa55", "jwt-secret-that"] {
+            assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+        }
+        // What is not secret stays readable, so the operator can see which host.
+        assert!(shown.contains("mongodb+srv://admin:***@cluster.example.net/chatbot"));
+        assert!(shown.contains("rediss://default:***@cache.example.net:6380/0"));
+        // The drivers still get the real thing.
+        assert!(c
+            .sessions
+            .redis_url
+            .unwrap()
+            .expose()
+            .contains("r3dis-pa55"));
+    }
+
+    #[test]
+    fn redaction_covers_odd_urls() {
+        let url = |s: &str| SecretUrl(s.to_owned()).redacted();
+        assert_eq!(url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(url("redis://:p@ss@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(
+            url("mongodb://u:pw@h1:27017,h2:27017/db?authSource=admin&password=x"),
+            "mongodb://u:***@h1:27017,h2:27017/db?authSource=admin&password=***"
+        );
+        assert_eq!(url("mongodb://user@h/db"), "mongodb://user@h/db");
     }
 }

@@ -23,3 +23,35 @@ pub fn init(env: AppEnv) {
     // A second init (tests) keeps the first subscriber; that is fine.
     let _ = result;
 }
+
+/// Shows an error with every cause behind it (`a: b: c`), so a log line keeps
+/// the driver's own words that a port error carries as its source.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::application::ports::UserStoreError;
+
+    #[test]
+    fn the_chain_keeps_the_drivers_words() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by peer");
+        let e = UserStoreError::unavailable("sqlite statement failed", io);
+        assert_eq!(
+            ErrorChain(&e).to_string(),
+            "user store unavailable: sqlite statement failed: refused by peer"
+        );
+    }
+}

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run_to_exit, spawn_app, spawn_app_at, Upstream};
+use common::{run_to_exit, spawn_process, spawn_process_at, Upstream};
 use serde_json::json;
 
 #[tokio::test]
@@ -50,7 +50,7 @@ async fn an_unreachable_redis_stops_start_up_with_a_clear_message() {
 #[tokio::test]
 async fn production_logs_are_json_lines() {
     let secret = "p".repeat(40);
-    let app = spawn_app(&[("APP_ENV", "production"), ("JWT_SECRET", &secret)]).await;
+    let app = spawn_process(&[("APP_ENV", "production"), ("JWT_SECRET", &secret)]).await;
     app.register("alice").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = app.log_text();
@@ -71,12 +71,12 @@ async fn production_logs_are_json_lines() {
 async fn users_and_tokens_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("nested/dir/users.db");
-    let mut app = spawn_app_at(db.clone(), &[]).await;
+    let mut app = spawn_process_at(db.clone(), &[]).await;
     let token = app.register("alice").await;
     app.terminate();
     assert_eq!(app.wait_exit(Duration::from_secs(15)).await, Some(0));
 
-    let app = spawn_app_at(db, &[]).await;
+    let app = spawn_process_at(db, &[]).await;
     let (status, body) = app
         .post(
             "/api/auth/login",
@@ -104,7 +104,8 @@ async fn users_and_tokens_survive_a_restart() {
 #[tokio::test]
 async fn sigterm_lets_a_running_stream_finish_then_closes_with_1001_and_exits_0() {
     let upstream = Upstream::start().await;
-    let mut app = spawn_app(&[("FASTAPI_URL", &upstream.url), ("SHUTDOWN_TIMEOUT", "5s")]).await;
+    let mut app =
+        spawn_process(&[("FASTAPI_URL", &upstream.url), ("SHUTDOWN_TIMEOUT", "5s")]).await;
     let token = app.register("alice").await;
     let (mut client, _) = app.connect(&token).await;
     let (mut idle, _) = app.connect(&token).await;
@@ -147,7 +148,7 @@ async fn sigterm_lets_a_running_stream_finish_then_closes_with_1001_and_exits_0(
 #[tokio::test]
 async fn sigterm_cancels_streams_still_running_at_the_deadline() {
     let upstream = Upstream::start().await;
-    let mut app = spawn_app(&[
+    let mut app = spawn_process(&[
         ("FASTAPI_URL", &upstream.url),
         ("SHUTDOWN_TIMEOUT", "500ms"),
     ])
@@ -230,7 +231,7 @@ async fn with_redis_a_session_and_its_history_survive_a_restart() {
         ("REDIS_KEY_PREFIX", prefix.as_str()),
     ];
 
-    let mut app = spawn_app_at(db.clone(), &env).await;
+    let mut app = spawn_process_at(db.clone(), &env).await;
     let token = app.register("alice").await;
     let (mut client, hello) = app.connect(&token).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
@@ -240,7 +241,7 @@ async fn with_redis_a_session_and_its_history_survive_a_restart() {
     app.terminate();
     assert_eq!(app.wait_exit(Duration::from_secs(15)).await, Some(0));
 
-    let app = spawn_app_at(db, &env).await;
+    let app = spawn_process_at(db, &env).await;
     let (mut client, hello) = app
         .connect_query(&format!("?token={token}&sessionId={session}"))
         .await;

@@ -529,7 +529,7 @@ async fn redis_corrupt_session_is_unavailable() {
             .unwrap();
         let result = store.get(&session.id).await;
         assert!(
-            matches!(result, Err(SessionStoreError::Unavailable(_))),
+            matches!(result, Err(SessionStoreError::Unavailable { .. })),
             "{result:?}"
         );
     })

@@ -353,7 +353,7 @@ async fn sqlite_refuses_a_file_that_is_not_a_database() {
     let path = dir.path().join("garbage.db");
     std::fs::write(&path, vec![0x42_u8; 4096]).unwrap();
     let err = SqliteUserRepository::open(&path).await.unwrap_err();
-    assert!(matches!(err, UserStoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, UserStoreError::Unavailable { .. }), "{err:?}");
 }
 
 // ----------------------------------------------------------------- MongoDB

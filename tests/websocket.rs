@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{is_iso_millis, spawn_app, stub_reply, TestApp, Upstream};
+use common::{is_iso_millis, spawn_app, spawn_process, stub_reply, TestApp, Upstream};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -381,7 +381,7 @@ async fn stats_count_connections_and_messages() {
 
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_closed() {
-    let app = spawn_app(&[("WS_PING_INTERVAL", "100ms"), ("WS_PONG_TIMEOUT", "500ms")]).await;
+    let app = spawn_process(&[("WS_PING_INTERVAL", "100ms"), ("WS_PONG_TIMEOUT", "500ms")]).await;
     let token = app.register("alice").await;
     let (mut lively, _) = app.connect(&token).await;
     let (mut silent, _) = app.connect(&token).await;
@@ -488,7 +488,7 @@ async fn two_hundred_concurrent_clients_get_only_their_own_streams() {
 
 #[tokio::test]
 async fn tokens_never_reach_the_logs() {
-    let app = spawn_app(&[("RUST_LOG", "debug")]).await;
+    let app = spawn_process(&[("RUST_LOG", "debug")]).await;
     let token = app.register("alice").await;
     let (mut client, _) = app.connect(&token).await;
     client.chat("hi").await;

@@ -10,6 +10,7 @@ use super::ports::{
     UserRepository, UserStoreError,
 };
 use crate::domain::{EmailAddress, LoginName, NewUser, Password, PasswordHash, User, Username};
+use crate::telemetry::ErrorChain;
 
 /// A registration whose fields have already been parsed into domain types.
 #[derive(Debug, Clone)]
@@ -82,10 +83,7 @@ impl AuthService {
             .hasher
             .hash(&registration.password)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "password hashing failed during registration");
-                AuthError::Internal
-            })?;
+            .map_err(|e| internal("password hashing failed during registration", &e))?;
         let user = self
             .users
             .create(NewUser {
@@ -98,10 +96,7 @@ impl AuthService {
             .map_err(|e| match e {
                 UserStoreError::UsernameTaken => AuthError::UsernameTaken,
                 UserStoreError::EmailTaken => AuthError::EmailTaken,
-                other => {
-                    tracing::error!(error = %other, "user store failed during registration");
-                    AuthError::Internal
-                }
+                other => internal("user store failed during registration", &other),
             })?;
         let token = self.issue(&user)?;
         tracing::info!(user_id = %user.id, username = %user.username, "user registered");
@@ -119,48 +114,18 @@ impl AuthService {
         login: &str,
         password: &Password,
     ) -> Result<Authenticated, AuthError> {
-        let user = match LoginName::parse(login) {
-            Some(LoginName::Username(name)) => self.users.find_by_username(&name).await,
-            Some(LoginName::Email(email)) => self.users.find_by_email(&email).await,
-            None => Ok(None),
-        }
-        .map_err(|e| {
-            tracing::error!(error = %e, "user store failed during login");
-            AuthError::Internal
-        })?;
-
-        let Some(user) = user else {
+        let Some(user) = self.find_login_user(login).await? else {
             // Spend the same work as a real check so response time does not reveal
             // which usernames exist.
             let _ = self.hasher.verify(password, &self.decoy_hash).await;
             return Err(AuthError::InvalidCredentials);
         };
-
-        let needs_rehash = match self.hasher.verify(password, &user.password_hash).await {
-            Ok(PasswordCheck::Match { needs_rehash }) => needs_rehash,
-            Ok(PasswordCheck::Mismatch) => return Err(AuthError::InvalidCredentials),
-            Err(PasswordHashError::Malformed) => {
-                tracing::warn!(user_id = %user.id, "stored password hash is malformed");
-                return Err(AuthError::InvalidCredentials);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "password verification failed");
-                return Err(AuthError::Internal);
-            }
-        };
+        let needs_rehash = self.check_password(&user, password).await?;
         if !user.is_active {
             return Err(AuthError::InvalidCredentials);
         }
-
         let rehashed = if needs_rehash {
-            match self.hasher.hash(password).await {
-                Ok(hash) => Some(hash),
-                Err(e) => {
-                    // The login itself is valid; the upgrade can happen next time.
-                    tracing::warn!(error = %e, "could not upgrade legacy password hash");
-                    None
-                }
-            }
+            self.upgraded_hash(password).await
         } else {
             None
         };
@@ -169,10 +134,7 @@ impl AuthService {
         self.users
             .record_login(&user.id, now, rehashed.clone())
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "user store failed to record login");
-                AuthError::Internal
-            })?;
+            .map_err(|e| internal("user store failed to record login", &e))?;
         if upgraded {
             tracing::info!(user_id = %user.id, "legacy bcrypt hash upgraded to argon2id");
         }
@@ -183,6 +145,43 @@ impl AuthService {
         };
         let token = self.issue(&user)?;
         Ok(Authenticated { user, token })
+    }
+
+    /// The user a login name points at; a name that can be neither a username
+    /// nor an email finds nobody, like an unknown one.
+    async fn find_login_user(&self, login: &str) -> Result<Option<User>, AuthError> {
+        match LoginName::parse(login) {
+            Some(LoginName::Username(name)) => self.users.find_by_username(&name).await,
+            Some(LoginName::Email(email)) => self.users.find_by_email(&email).await,
+            None => Ok(None),
+        }
+        .map_err(|e| internal("user store failed during login", &e))
+    }
+
+    /// Whether `password` is the user's; `Ok(true)` when it is, but the stored
+    /// hash should be replaced by a current one.
+    async fn check_password(&self, user: &User, password: &Password) -> Result<bool, AuthError> {
+        match self.hasher.verify(password, &user.password_hash).await {
+            Ok(PasswordCheck::Match { needs_rehash }) => Ok(needs_rehash),
+            Ok(PasswordCheck::Mismatch) => Err(AuthError::InvalidCredentials),
+            Err(PasswordHashError::Malformed) => {
+                tracing::warn!(user_id = %user.id, "stored password hash is malformed");
+                Err(AuthError::InvalidCredentials)
+            }
+            Err(e) => Err(internal("password verification failed", &e)),
+        }
+    }
+
+    /// A fresh hash for a legacy one; `None` if hashing fails, because the
+    /// login itself is valid and the upgrade can happen next time.
+    async fn upgraded_hash(&self, password: &Password) -> Option<PasswordHash> {
+        match self.hasher.hash(password).await {
+            Ok(hash) => Some(hash),
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "could not upgrade legacy password hash");
+                None
+            }
+        }
     }
 
     /// Verifies a bearer token and returns its user, who must still exist and be active.
@@ -198,10 +197,7 @@ impl AuthService {
         match self.users.find_by_id(&claims.user_id).await {
             Ok(Some(user)) if user.is_active => Ok(user),
             Ok(_) => Err(AuthError::TokenInvalid),
-            Err(e) => {
-                tracing::error!(error = %e, "user store failed during token verification");
-                Err(AuthError::Internal)
-            }
+            Err(e) => Err(internal("user store failed during token verification", &e)),
         }
     }
 
@@ -210,18 +206,24 @@ impl AuthService {
         match self.users.ping().await {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(error = %e, "user store health check failed");
+                tracing::warn!(error = %ErrorChain(&e), "user store health check failed");
                 false
             }
         }
     }
 
     fn issue(&self, user: &User) -> Result<IssuedToken, AuthError> {
-        self.tokens.issue(user).map_err(|e| {
-            tracing::error!(error = %e, "token signing failed");
-            AuthError::Internal
-        })
+        self.tokens
+            .issue(user)
+            .map_err(|e| internal("token signing failed", &e))
     }
+}
+
+/// Logs a dependency failure with its whole cause, and hides it from the
+/// client behind [`AuthError::Internal`]: the one place auth errors are logged.
+fn internal(what: &str, e: &(dyn std::error::Error + 'static)) -> AuthError {
+    tracing::error!(error = %ErrorChain(e), "{what}");
+    AuthError::Internal
 }
 
 #[cfg(test)]
@@ -230,18 +232,13 @@ mod tests {
     use crate::application::ports::{
         MockPasswordHasher, MockTokenService, MockUserRepository, TokenClaims,
     };
-    use crate::domain::UserId;
+    use crate::domain::{fixtures, UserId};
     use mockall::predicate::*;
 
     fn user(active: bool, hash: &str) -> User {
         User {
-            id: UserId::parse("u1").unwrap(),
-            username: Username::parse("alice").unwrap(),
-            email: EmailAddress::parse("alice@example.com").unwrap(),
-            password_hash: PasswordHash::new(hash),
-            created_at: Utc::now(),
-            last_login: None,
             is_active: active,
+            ..fixtures::user("u1", hash)
         }
     }
 
@@ -261,7 +258,7 @@ mod tests {
         t.expect_issue().returning(|u| {
             Ok(IssuedToken {
                 token: format!("token-for-{}", u.id),
-                expires_in_seconds: 60,
+                lifetime: crate::domain::TokenLifetime::parse("60").unwrap(),
             })
         });
         t
@@ -306,7 +303,7 @@ mod tests {
         for (store_err, expected) in [
             (UserStoreError::UsernameTaken, "UsernameTaken"),
             (UserStoreError::EmailTaken, "EmailTaken"),
-            (UserStoreError::Unavailable("down".into()), "Internal"),
+            (UserStoreError::corrupt("down"), "Internal"),
         ] {
             let mut users = MockUserRepository::new();
             let err = std::sync::Mutex::new(Some(store_err));
@@ -419,7 +416,7 @@ mod tests {
         t.expect_issue().returning(|_| {
             Ok(IssuedToken {
                 token: "t".into(),
-                expires_in_seconds: 1,
+                lifetime: crate::domain::TokenLifetime::parse("1").unwrap(),
             })
         });
         t.expect_verify().returning(|tok| match tok {

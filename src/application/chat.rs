@@ -1,6 +1,7 @@
 //! The chat use cases: open or resume a session, run one generation, escalate.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -9,38 +10,36 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::ports::{
-    AiError, AiHealth, AiModel, AiRequest, SessionCounts, SessionStore, SessionStoreError,
+    AiError, AiHealth, AiModel, AiRequest, SessionCounts, SessionStore, SessionStoreError, Stats,
+    StatsSnapshot,
 };
-use super::stats::Stats;
 use crate::domain::{ChatContent, ChatMessage, Role, Session, SessionId, SessionUser, User};
 
-/// Why a chat use case failed.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+/// Why a chat use case failed. Whoever handles it logs it (with
+/// [`crate::telemetry::ErrorChain`] for the store's own cause).
+#[derive(Debug, Error)]
 pub enum ChatError {
     #[error(transparent)]
     Ai(#[from] AiError),
     /// The session expired or vanished from the store mid-conversation.
     #[error("session not found")]
     SessionGone,
-    /// The session store failed; details are logged.
-    #[error("session store unavailable")]
-    SessionStore,
+    /// The session store failed.
+    #[error("session store failed")]
+    SessionStore(#[source] SessionStoreError),
 }
 
 impl From<SessionStoreError> for ChatError {
     fn from(e: SessionStoreError) -> Self {
         match e {
             SessionStoreError::NotFound => ChatError::SessionGone,
-            SessionStoreError::Unavailable(detail) => {
-                tracing::error!(error = %detail, "session store failed");
-                ChatError::SessionStore
-            }
+            other => ChatError::SessionStore(other),
         }
     }
 }
 
 /// How one generation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum GenerationOutcome {
     Completed,
     Cancelled,
@@ -51,16 +50,52 @@ pub enum GenerationOutcome {
 pub struct ChatService {
     sessions: Arc<dyn SessionStore>,
     ai: Arc<dyn AiModel>,
-    stats: Arc<Stats>,
+    stats: Arc<dyn Stats>,
+    /// How long an untouched session lives in the store.
+    session_ttl: Duration,
+}
+
+/// Keeps one connection counted as open while it lives, so a connection task
+/// that ends any way at all is never left counted.
+pub struct ConnectionGuard(Arc<dyn Stats>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
 }
 
 impl ChatService {
-    pub fn new(sessions: Arc<dyn SessionStore>, ai: Arc<dyn AiModel>, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        sessions: Arc<dyn SessionStore>,
+        ai: Arc<dyn AiModel>,
+        stats: Arc<dyn Stats>,
+        session_ttl: Duration,
+    ) -> Self {
         Self {
             sessions,
             ai,
             stats,
+            session_ttl,
         }
+    }
+
+    /// Counts a client connection for as long as the returned guard lives.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.stats.connection_opened();
+        ConnectionGuard(self.stats.clone())
+    }
+
+    /// The counters behind `/api/stats`.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// How often an open connection should [`touch`](Self::touch) its session:
+    /// a quarter of the TTL gives several chances before expiry with few store
+    /// writes, and never more than once a second.
+    pub fn keep_alive_interval(&self) -> Duration {
+        (self.session_ttl / 4).max(Duration::from_secs(1))
     }
 
     /// Resumes `resume` when it names a live session of this user, otherwise
@@ -214,33 +249,34 @@ impl ChatService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::application::ports::{MockAiModel, MockSessionStore, TokenStream};
-    use crate::domain::{EmailAddress, PasswordHash, UserId, Username};
+    use crate::application::ports::{MockAiModel, MockSessionStore, MockStats, TokenStream};
+    use crate::domain::fixtures;
     use std::sync::Mutex;
 
     fn user(id: &str) -> User {
-        User {
-            id: UserId::parse(id).unwrap(),
-            username: Username::parse("alice").unwrap(),
-            email: EmailAddress::parse("alice@example.com").unwrap(),
-            password_hash: PasswordHash::new("x"),
-            created_at: Utc::now(),
-            last_login: None,
-            is_active: true,
-        }
+        fixtures::user(id, "x")
     }
 
     fn session_of(id: &SessionId, history: Vec<ChatMessage>) -> Session {
-        let mut s = Session::new(
-            id.clone(),
-            SessionUser {
-                id: UserId::parse("u1").unwrap(),
-                username: Username::parse("alice").unwrap(),
-            },
-            Utc::now(),
-        );
+        let mut s = fixtures::session(id);
         s.history = history;
         s
+    }
+
+    /// Counters that accept any number of messages.
+    fn any_stats() -> MockStats {
+        let mut stats = MockStats::new();
+        stats.expect_message_received().returning(|| ());
+        stats
+    }
+
+    fn service(store: MockSessionStore, ai: MockAiModel, stats: MockStats) -> ChatService {
+        ChatService::new(
+            Arc::new(store),
+            Arc::new(ai),
+            Arc::new(stats),
+            Duration::from_secs(3600),
+        )
     }
 
     fn msg(role: Role, content: &str) -> ChatMessage {
@@ -286,8 +322,9 @@ mod tests {
                     Ok(", thanks".into()),
                 ]))
             });
-        let stats = Arc::new(Stats::default());
-        let chat = ChatService::new(Arc::new(store), Arc::new(ai), stats.clone());
+        let mut stats = MockStats::new();
+        stats.expect_message_received().times(1).returning(|| ());
+        let chat = service(store, ai, stats);
         let (tx, mut rx) = mpsc::channel(16);
         let outcome = chat
             .generate(
@@ -297,7 +334,10 @@ mod tests {
                 &tx,
             )
             .await;
-        assert_eq!(outcome, GenerationOutcome::Completed);
+        assert!(
+            matches!(outcome, GenerationOutcome::Completed),
+            "{outcome:?}"
+        );
         assert_eq!(rx.recv().await.unwrap(), "fine");
         assert_eq!(rx.recv().await.unwrap(), ", thanks");
         let stored = appended.lock().unwrap();
@@ -310,7 +350,6 @@ mod tests {
             (stored[1].role, stored[1].content.as_str()),
             (Role::Assistant, "fine, thanks")
         );
-        assert_eq!(stats.snapshot().total_messages, 1);
     }
 
     #[tokio::test]
@@ -324,7 +363,7 @@ mod tests {
                 Err(AiError::Protocol("eof".into())),
             ]))
         });
-        let chat = ChatService::new(Arc::new(store), Arc::new(ai), Arc::default());
+        let chat = service(store, ai, any_stats());
         let (tx, _rx) = mpsc::channel(16);
         let outcome = chat
             .generate(
@@ -334,9 +373,12 @@ mod tests {
                 &tx,
             )
             .await;
-        assert_eq!(
-            outcome,
-            GenerationOutcome::Failed(ChatError::Ai(AiError::Protocol("eof".into())))
+        assert!(
+            matches!(
+                &outcome,
+                GenerationOutcome::Failed(ChatError::Ai(AiError::Protocol(e))) if e == "eof"
+            ),
+            "{outcome:?}"
         );
         assert_eq!(appended.lock().unwrap().len(), 1);
     }
@@ -348,7 +390,7 @@ mod tests {
         let mut ai = MockAiModel::new();
         ai.expect_stream()
             .returning(|_| Err(AiError::Unavailable("refused".into())));
-        let chat = ChatService::new(Arc::new(store), Arc::new(ai), Arc::default());
+        let chat = service(store, ai, any_stats());
         let (tx, _rx) = mpsc::channel(16);
         let outcome = chat
             .generate(
@@ -373,7 +415,7 @@ mod tests {
             let first = futures_util::stream::iter(vec![Ok("a".to_string())]);
             Ok(Box::pin(first.chain(futures_util::stream::pending())))
         });
-        let chat = ChatService::new(Arc::new(store), Arc::new(ai), Arc::default());
+        let chat = service(store, ai, any_stats());
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
         let canceller = cancel.clone();
@@ -383,7 +425,10 @@ mod tests {
             canceller.cancel();
         };
         let (outcome, ()) = tokio::join!(run, stop);
-        assert_eq!(outcome, GenerationOutcome::Cancelled);
+        assert!(
+            matches!(outcome, GenerationOutcome::Cancelled),
+            "{outcome:?}"
+        );
         assert_eq!(appended.lock().unwrap().len(), 1, "only the user message");
     }
 
@@ -393,7 +438,7 @@ mod tests {
         store.expect_get().returning(|_| Ok(None));
         let mut ai = MockAiModel::new();
         ai.expect_stream().never();
-        let chat = ChatService::new(Arc::new(store), Arc::new(ai), Arc::default());
+        let chat = service(store, ai, any_stats());
         let (tx, _rx) = mpsc::channel(1);
         let outcome = chat
             .generate(
@@ -403,7 +448,10 @@ mod tests {
                 &tx,
             )
             .await;
-        assert_eq!(outcome, GenerationOutcome::Failed(ChatError::SessionGone));
+        assert!(
+            matches!(outcome, GenerationOutcome::Failed(ChatError::SessionGone)),
+            "{outcome:?}"
+        );
     }
 
     #[tokio::test]
@@ -416,11 +464,7 @@ mod tests {
             .returning(move |_| Ok(Some(existing.clone())));
         store.expect_touch().times(1).returning(|_, _| Ok(()));
         store.expect_create().times(1).returning(|_| Ok(()));
-        let chat = ChatService::new(
-            Arc::new(store),
-            Arc::new(MockAiModel::new()),
-            Arc::default(),
-        );
+        let chat = service(store, MockAiModel::new(), MockStats::new());
 
         let mine = chat.open_session(&user("u1"), Some(&id)).await.unwrap();
         assert_eq!(mine.id, id);
@@ -441,11 +485,7 @@ mod tests {
             .withf(move |s| *s == expected)
             .times(2)
             .returning(|_| Ok(false));
-        let chat = ChatService::new(
-            Arc::new(store),
-            Arc::new(MockAiModel::new()),
-            Arc::default(),
-        );
+        let chat = service(store, MockAiModel::new(), MockStats::new());
         chat.escalate(&id).await.unwrap();
         chat.escalate(&id).await.unwrap();
     }
@@ -456,14 +496,10 @@ mod tests {
         store
             .expect_mark_escalated()
             .returning(|_| Err(SessionStoreError::NotFound));
-        let chat = ChatService::new(
-            Arc::new(store),
-            Arc::new(MockAiModel::new()),
-            Arc::default(),
-        );
-        assert_eq!(
+        let chat = service(store, MockAiModel::new(), MockStats::new());
+        assert!(matches!(
             chat.escalate(&SessionId::generate()).await,
             Err(ChatError::SessionGone)
-        );
+        ));
     }
 }

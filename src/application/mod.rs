@@ -4,8 +4,6 @@
 pub mod auth;
 pub mod chat;
 pub mod ports;
-pub mod stats;
 
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
-pub use chat::{ChatError, ChatService, GenerationOutcome};
-pub use stats::{Stats, StatsSnapshot};
+pub use chat::{ChatError, ChatService, ConnectionGuard, GenerationOutcome};

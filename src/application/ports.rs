@@ -12,9 +12,14 @@ use futures_util::Stream;
 use thiserror::Error;
 
 use crate::domain::{
-    ChatMessage, EmailAddress, NewUser, Password, PasswordHash, Session, SessionId, User, UserId,
-    Username,
+    ChatMessage, EmailAddress, NewUser, Password, PasswordHash, Session, SessionId, TokenLifetime,
+    User, UserId, Username,
 };
+
+/// The underlying cause of a port failure, kept for the logs: the driver's own
+/// error (with its chain of sources) wherever the driver gave one. Ports cannot
+/// name driver types without depending on the drivers, hence the box.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 // ---------------------------------------------------------------- users
 
@@ -27,10 +32,33 @@ pub enum UserStoreError {
     EmailTaken,
     #[error("user not found")]
     NotFound,
-    /// The store did not answer or answered with something unusable. The text
-    /// is for logs only; it never reaches a client.
-    #[error("user store unavailable: {0}")]
-    Unavailable(String),
+    /// The store did not answer or answered with something unusable. For logs
+    /// only; it never reaches a client.
+    #[error("user store unavailable: {context}")]
+    Unavailable {
+        /// What was being done, in the adapter's words.
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl UserStoreError {
+    /// The store failed while doing `context`; `source` is the driver's error.
+    pub fn unavailable(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The store answered, but with data no user can be made of.
+    pub fn corrupt(context: impl Into<String>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: None,
+        }
+    }
 }
 
 /// Where users live (MongoDB `users` collection, or the embedded SQLite file).
@@ -70,8 +98,8 @@ pub enum PasswordHashError {
     /// The stored hash is in no format this hasher understands.
     #[error("stored password hash is malformed")]
     Malformed,
-    #[error("password hashing failed: {0}")]
-    Internal(String),
+    #[error("password hashing failed")]
+    Internal(#[source] Cause),
 }
 
 /// The outcome of comparing a password with a stored hash.
@@ -106,22 +134,22 @@ pub trait PasswordHasher: Send + Sync {
 // --------------------------------------------------------------- tokens
 
 /// Failures of a [`TokenService`].
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum TokenError {
     #[error("token has expired")]
     Expired,
     /// Bad signature, wrong algorithm, missing claim, garbage: all one thing to a client.
     #[error("token is invalid")]
     Invalid,
-    #[error("token could not be issued: {0}")]
-    Issue(String),
+    #[error("token could not be issued")]
+    Issue(#[source] Cause),
 }
 
 /// A freshly signed token and how long it lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     pub token: String,
-    pub expires_in_seconds: u64,
+    pub lifetime: TokenLifetime,
 }
 
 /// What a verified token says about its bearer.
@@ -152,8 +180,32 @@ pub trait TokenService: Send + Sync {
 pub enum SessionStoreError {
     #[error("session not found")]
     NotFound,
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
+    /// For logs only; it never reaches a client.
+    #[error("session store unavailable: {context}")]
+    Unavailable {
+        /// What was being done, in the adapter's words.
+        context: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl SessionStoreError {
+    /// The store failed while doing `context`; `source` is the driver's error.
+    pub fn unavailable(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The store answered, but with data no session can be made of.
+    pub fn corrupt(context: impl Into<String>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: None,
+        }
+    }
 }
 
 /// How many sessions a store holds.
@@ -192,6 +244,10 @@ pub trait SessionStore: Send + Sync {
 // ------------------------------------------------------------------- AI
 
 /// Failures of an [`AiModel`], before or during a stream.
+///
+/// These carry text rather than a boxed source: most are not driver errors at
+/// all (a status code, a malformed event), and the adapter already flattens a
+/// transport error's whole chain into the text, which stays cheap to clone.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum AiError {
     /// Could not connect, or the upstream answered with a non-success status.
@@ -243,4 +299,32 @@ pub enum AiHealth {
 pub trait AiModel: Send + Sync {
     async fn stream(&self, request: AiRequest) -> Result<TokenStream, AiError>;
     async fn health(&self) -> AiHealth;
+}
+
+// ---------------------------------------------------------------- stats
+
+/// Counters since start-up, as one response reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub active_connections: u64,
+    pub total_connections: u64,
+    pub total_messages: u64,
+}
+
+/// Where the use cases count what happens: in-process counters today, a
+/// metrics exporter later. Called on hot paths, so methods are synchronous
+/// and must not block.
+///
+/// # Errors
+/// None: counting never fails. An adapter whose backend is unreachable drops
+/// the count rather than slowing a connection down.
+#[cfg_attr(test, mockall::automock)]
+pub trait Stats: Send + Sync {
+    /// A client connection was accepted.
+    fn connection_opened(&self);
+    /// A connection counted by `connection_opened` ended (exactly once each).
+    fn connection_closed(&self);
+    /// A chat message was accepted for generation.
+    fn message_received(&self);
+    fn snapshot(&self) -> StatsSnapshot;
 }

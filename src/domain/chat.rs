@@ -5,6 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
+use super::id::is_valid_id;
 use super::user::{UserId, Username};
 
 /// How many past messages a session keeps, and so how many the AI sees as context.
@@ -14,14 +15,6 @@ pub const HISTORY_LIMIT: usize = 10;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("identifier must be 1-64 characters of letters, digits, '_' or '-'")]
 pub struct IdError;
-
-fn valid_id(raw: &str) -> bool {
-    !raw.is_empty()
-        && raw.len() <= 64
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
 
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
@@ -39,7 +32,7 @@ macro_rules! id_newtype {
 
             /// Accepts an id that came back from a client or a store.
             pub fn parse(raw: &str) -> Result<Self, IdError> {
-                if valid_id(raw) {
+                if is_valid_id(raw) {
                     Ok(Self(raw.to_owned()))
                 } else {
                     Err(IdError)

@@ -1,12 +1,18 @@
 //! The domain: pure types and rules, free of frameworks, drivers and wire formats.
 
 pub mod chat;
+pub mod id;
+pub mod time;
 pub mod user;
+
+#[cfg(test)]
+pub mod fixtures;
 
 pub use chat::{
     ChatContent, ChatMessage, ContentError, IdError, MessageId, Role, Session, SessionId,
     SessionUser, StreamStatus, HISTORY_LIMIT,
 };
+pub use time::{TokenLifetime, TokenLifetimeError};
 pub use user::{
     EmailAddress, EmailAddressError, LoginName, NewUser, Password, PasswordError, PasswordHash,
     User, UserId, UserIdError, Username, UsernameError,

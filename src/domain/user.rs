@@ -205,12 +205,7 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(raw: &str) -> Result<Self, UserIdError> {
-        if !raw.is_empty()
-            && raw.len() <= 64
-            && raw
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if super::id::is_valid_id(raw) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(UserIdError)

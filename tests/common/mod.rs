@@ -1,14 +1,19 @@
-//! Test helpers: the real server binary on port 0, a real SSE upstream stub,
-//! and small HTTP / WebSocket client conveniences.
+//! Test helpers: the application built in-process on port 0 (or the real
+//! server binary, for what only a process shows: signals, exit codes, logs,
+//! restarts), a real SSE upstream stub, and small HTTP / WebSocket clients.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chatbot_server::config::Config;
+use chatbot_server::startup::Application;
 use futures_util::{SinkExt, StreamExt};
 use poem::web::Json;
 use poem::{handler, post, Body, EndpointExt, Response, Route, Server};
@@ -19,44 +24,115 @@ use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 
 pub const TEST_SECRET: &str = "integration-test-secret-0123456789abcdef";
 
-/// A running server process. Killed when dropped.
+/// The settings every test server starts from, whether in-process or a
+/// process: loopback on a free port, a fixed secret, its own SQLite file, a
+/// fast echo model. `extra` overrides or adds.
+fn test_vars(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("JWT_SECRET", TEST_SECRET),
+        ("RUST_LOG", "info"),
+        ("ECHO_TOKEN_DELAY", "5ms"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    vars.push(("SQLITE_PATH".into(), sqlite_path.display().to_string()));
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    vars
+}
+
+/// A running server and where to reach it. In-process servers stop when this
+/// is dropped; see [`TestProcess`] for the binary.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
-    pub child: Child,
-    /// Everything the process wrote to stdout and stderr so far.
-    pub log: Arc<Mutex<String>>,
     pub sqlite_path: PathBuf,
+    stop: Option<CancellationToken>,
     _dir: Option<tempfile::TempDir>,
 }
 
-/// Starts the server binary with embedded defaults, a fixed JWT secret, a
-/// fresh SQLite file and the given extra environment.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.stop {
+            stop.cancel();
+        }
+    }
+}
+
+/// Builds the application in this process, exactly as the binary does, with
+/// [`test_vars`] as its whole environment and a fresh SQLite file.
 pub async fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("users.db");
-    let mut app = spawn_app_at(path, extra).await;
-    app._dir = Some(dir);
-    app
+    let vars: HashMap<String, String> = test_vars(&path, extra).into_iter().collect();
+    let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration");
+    let app = Application::build(config)
+        .await
+        .expect("application builds");
+    let addr = app.address();
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        sqlite_path: path,
+        stop: Some(stop),
+        _dir: Some(dir),
+    }
 }
 
-/// Like [`spawn_app`], with a SQLite file the caller owns (to restart on it).
-pub async fn spawn_app_at(sqlite_path: PathBuf, extra: &[(&str, &str)]) -> TestApp {
+/// The real server binary. Killed when dropped.
+pub struct TestProcess {
+    pub app: TestApp,
+    pub child: Child,
+    /// Everything the process wrote to stdout and stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Deref for TestProcess {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
+}
+
+/// Starts the server binary with [`test_vars`] and a fresh SQLite file.
+pub async fn spawn_process(extra: &[(&str, &str)]) -> TestProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.db");
+    let mut process = spawn_process_at(path, extra).await;
+    process.app._dir = Some(dir);
+    process
+}
+
+/// Like [`spawn_process`], with a SQLite file the caller owns (to restart on it).
+pub async fn spawn_process_at(sqlite_path: PathBuf, extra: &[(&str, &str)]) -> TestProcess {
     let (child, log, addr) = start_process(&sqlite_path, extra)
         .await
         .unwrap_or_else(|log| {
             panic!("server did not start; its output:\n{log}");
         });
-    TestApp {
-        addr,
-        base: format!("http://{addr}"),
+    TestProcess {
+        app: TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            sqlite_path,
+            stop: None,
+            _dir: None,
+        },
         child,
         log,
-        sqlite_path,
-        _dir: None,
     }
 }
 
@@ -66,21 +142,13 @@ fn command(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Command {
     // a FASTAPI_URL, a .env) cannot change what a test means.
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("JWT_SECRET", TEST_SECRET)
-        .env("SQLITE_PATH", sqlite_path)
-        .env("RUST_LOG", "info")
-        .env("ECHO_TOKEN_DELAY", "5ms")
+        .envs(test_vars(sqlite_path, extra))
         // Outside the repository, so a developer's .env is not picked up.
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
     cmd
 }
 
@@ -148,15 +216,7 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
         .and_then(|a| a.parse().ok())
 }
 
-impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    pub fn ws_url(&self, query: &str) -> String {
-        format!("ws://{}/ws{}", self.addr, query)
-    }
-
+impl TestProcess {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -178,6 +238,16 @@ impl TestApp {
             .expect("server did not exit in time")
             .unwrap()
             .code()
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr, query)
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {

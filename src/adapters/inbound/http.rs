@@ -8,12 +8,13 @@ use poem::http::{header, Method, StatusCode};
 use poem::listener::Acceptor;
 use poem::middleware::Cors;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{get, Endpoint, EndpointExt, Response, Route, Server};
+use poem::{get, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
 use poem_openapi::OpenApiService;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-use super::rest::{Api, ErrorBody};
+use super::errors::{ErrorBody, ErrorCode};
+use super::rest::Api;
 use super::ws::ws_endpoint;
 use super::AppContext;
 
@@ -42,85 +43,83 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
     let api = api_service();
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    let mut cors = Cors::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
-    if let Some(origins) = cors_origins {
-        cors = cors.allow_origins(origins);
-    }
     Route::new()
         .at("/ws", get(ws_endpoint))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", api)
-        .before(|mut req| async move {
-            let declared = req
-                .header(header::CONTENT_LENGTH)
-                .and_then(|v| v.parse::<usize>().ok());
-            // Refuse a declared oversize body before reading any of it.
-            if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-                return Err(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE));
-            }
-            // A POST with no body at all (`verify` with only a Bearer header) is an
-            // empty JSON body, not an unsupported media type.
-            let no_body = declared.unwrap_or(0) == 0
-                && !req.headers().contains_key(header::TRANSFER_ENCODING);
-            if no_body && !req.headers().contains_key(header::CONTENT_TYPE) {
-                req.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/json"),
-                );
-            }
-            // A chunked body declares no length: read it with the limit applied,
-            // so the limit holds however the body is sent.
-            if declared.is_none() && req.headers().contains_key(header::TRANSFER_ENCODING) {
-                let body = req
-                    .take_body()
-                    .into_bytes_limit(MAX_BODY_BYTES)
-                    .await
-                    .map_err(|_| poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
-                req.set_body(body);
-            }
-            Ok(req)
+        .before(limit_body)
+        .with(cors(cors_origins))
+        .catch_all_error(|err: poem::Error| async move {
+            ErrorBody::response(ErrorCode::for_status(err.status()))
         })
-        .with(cors)
-        .catch_all_error(|err: poem::Error| async move { json_error(err.status()) })
         .data(ctx)
-        .around(|ep, req| async move {
-            // The path only: a query string may carry a token.
-            let span =
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
-            let started = Instant::now();
-            let result = ep.call(req).instrument(span.clone()).await;
-            let status = match &result {
-                Ok(resp) => resp.status(),
-                Err(err) => err.status(),
-            };
-            span.in_scope(|| {
-                tracing::info!(
-                    status = status.as_u16(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "request"
-                )
-            });
-            result
-        })
+        .around(log_request)
 }
 
-/// Errors raised outside the API operations (unknown route, wrong method, body
-/// too large) get the same JSON shape as everything else.
-fn json_error(status: StatusCode) -> Response {
-    let code = match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::FORBIDDEN => "origin_not_allowed",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        s if s.is_client_error() => "invalid_request",
-        _ => "internal_error",
+fn cors(origins: Option<Vec<String>>) -> Cors {
+    let cors = Cors::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    match origins {
+        Some(origins) => cors.allow_origins(origins),
+        None => cors,
+    }
+}
+
+/// Holds every request body to [`MAX_BODY_BYTES`], however it is sent, and
+/// lets a body-less POST count as an empty JSON body.
+async fn limit_body(mut req: Request) -> poem::Result<Request> {
+    let declared = req
+        .header(header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok());
+    // Refuse a declared oversize body before reading any of it.
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    // A POST with no body at all (`verify` with only a Bearer header) is an
+    // empty JSON body, not an unsupported media type.
+    if declared.unwrap_or(0) == 0 && !chunked && !req.headers().contains_key(header::CONTENT_TYPE) {
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+    }
+    // A chunked body declares no length: read it with the limit applied.
+    if declared.is_none() && chunked {
+        let body = req
+            .take_body()
+            .into_bytes_limit(MAX_BODY_BYTES)
+            .await
+            .map_err(|_| poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
+        req.set_body(body);
+    }
+    Ok(req)
+}
+
+/// One log line per request with its status and duration. The path only: a
+/// query string may carry a token.
+async fn log_request<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    let started = Instant::now();
+    let result = ep
+        .call(req)
+        .instrument(span.clone())
+        .await
+        .map(IntoResponse::into_response);
+    let status = match &result {
+        Ok(resp) => resp.status(),
+        Err(err) => err.status(),
     };
-    let message = status.canonical_reason().unwrap_or("Error");
-    ErrorBody::response(status, code, message)
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        )
+    });
+    result
 }
 
 /// Accepts TCP connections with `TCP_NODELAY`, so each streamed token leaves at
@@ -185,7 +184,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let acceptor = NoDelayAcceptor::new(listener)?;
     let shutdown = ctx.shutdown.clone();
-    let grace = ctx.ws.shutdown_timeout + Duration::from_secs(2);
+    let grace = ctx.shutdown_timeout + Duration::from_secs(2);
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
             app(ctx.clone(), cors_origins),

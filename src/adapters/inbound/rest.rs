@@ -11,10 +11,14 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde::Serialize;
 
-use super::{timestamp, AppContext, MAX_FRAME_BYTES};
+use super::errors::{ErrorBody, ErrorCode};
+use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS};
+use super::{AppContext, MAX_FRAME_BYTES};
 use crate::application::ports::AiHealth;
 use crate::application::{AuthError, Authenticated, Registration};
+use crate::domain::time::iso_millis;
 use crate::domain::{EmailAddress, Password, User, Username};
+use crate::telemetry::ErrorChain;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -22,31 +26,6 @@ enum ApiTags {
     Auth,
     /// Health, statistics and connection information.
     Server,
-}
-
-/// The error body of every failed request.
-#[derive(Debug, Object)]
-pub struct ErrorBody {
-    /// A stable, machine-readable code such as `invalid_credentials`.
-    pub error: String,
-    /// A description for people; wording may change, codes do not.
-    pub message: String,
-}
-
-impl ErrorBody {
-    pub fn new(code: &str, message: impl Into<String>) -> Json<Self> {
-        Json(Self {
-            error: code.to_owned(),
-            message: message.into(),
-        })
-    }
-
-    /// The same body as a complete response, for errors raised outside the
-    /// API operations (WebSocket refusals, unknown routes, middleware).
-    pub fn response(status: poem::http::StatusCode, code: &str, message: &str) -> poem::Response {
-        use poem::IntoResponse as _;
-        Self::new(code, message).with_status(status).into_response()
-    }
 }
 
 /// A user as clients see it; the password hash never leaves the server.
@@ -70,8 +49,8 @@ impl From<&User> for UserView {
             id: u.id.as_str().to_owned(),
             username: u.username.as_str().to_owned(),
             email: u.email.as_str().to_owned(),
-            created_at: timestamp(u.created_at),
-            last_login: u.last_login.map(timestamp),
+            created_at: iso_millis(u.created_at),
+            last_login: u.last_login.map(iso_millis),
             is_active: u.is_active,
         }
     }
@@ -182,6 +161,15 @@ struct WsLimits {
     concurrent_generations: u64,
 }
 
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct WsErrorCodes {
+    /// Codes that refuse the upgrade, as an HTTP error with the JSON error body.
+    upgrade: Vec<ErrorCode>,
+    /// Codes of the `error` messages sent on an open connection.
+    messages: Vec<ErrorCode>,
+}
+
 /// How to use the WebSocket endpoint.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
@@ -192,39 +180,54 @@ struct WsInfoBody {
     authentication: Vec<String>,
     message_types: WsMessageTypes,
     limits: WsLimits,
+    error_codes: WsErrorCodes,
     active_connections: u64,
 }
 
-/// A request body the operation could not take: too large, or not the JSON it
-/// expects. Oversized bodies are normally refused by the server's body limit
-/// before the operation runs; this keeps the answer the same if one gets here.
-enum Rejected {
-    TooLarge(Json<ErrorBody>),
-    Invalid(Json<ErrorBody>),
+/// An operation whose response can say "this body was not what I take":
+/// too large, or not the JSON it expects.
+trait RejectsBody {
+    fn too_large(body: Json<ErrorBody>) -> Self;
+    fn invalid(body: Json<ErrorBody>) -> Self;
 }
 
-fn rejected_body(err: &poem::Error) -> Rejected {
+/// The one `bad_request_handler` of every operation with a JSON body.
+/// Oversized bodies are normally refused by the server's body limit before the
+/// operation runs; this keeps the answer the same if one gets here.
+fn bad_request<R: RejectsBody>(err: poem::Error) -> R {
     if err.status() == poem::http::StatusCode::PAYLOAD_TOO_LARGE {
-        return Rejected::TooLarge(ErrorBody::new(
-            "payload_too_large",
-            "The request body is larger than 64 KiB",
-        ));
+        return R::too_large(ErrorBody::new(ErrorCode::PayloadTooLarge));
     }
-    Rejected::Invalid(ErrorBody::new(
-        "invalid_request",
-        format!("The request body must be a JSON object with the documented fields ({err})"),
+    let code = ErrorCode::InvalidRequest;
+    R::invalid(ErrorBody::with_message(
+        code,
+        format!("{} ({err})", code.message()),
     ))
 }
 
+/// Implements [`RejectsBody`] for response enums with `PayloadTooLarge` and
+/// `BadRequest` variants.
+macro_rules! rejects_body {
+    ($($response:ty),*) => {$(
+        impl RejectsBody for $response {
+            fn too_large(body: Json<ErrorBody>) -> Self {
+                Self::PayloadTooLarge(body)
+            }
+            fn invalid(body: Json<ErrorBody>) -> Self {
+                Self::BadRequest(body)
+            }
+        }
+    )*};
+}
+
+rejects_body!(RegisterResponse, LoginResponse, VerifyResponse);
+
 fn internal_error() -> Json<ErrorBody> {
-    ErrorBody::new(
-        "internal_error",
-        "Something went wrong on our side; please try again",
-    )
+    ErrorBody::new(ErrorCode::InternalError)
 }
 
 #[derive(ApiResponse)]
-#[oai(bad_request_handler = "register_bad_request")]
+#[oai(bad_request_handler = "bad_request::<RegisterResponse>")]
 enum RegisterResponse {
     /// The account was created; here is a token for it.
     #[oai(status = 201)]
@@ -244,15 +247,8 @@ enum RegisterResponse {
     Internal(Json<ErrorBody>),
 }
 
-fn register_bad_request(err: poem::Error) -> RegisterResponse {
-    match rejected_body(&err) {
-        Rejected::TooLarge(body) => RegisterResponse::PayloadTooLarge(body),
-        Rejected::Invalid(body) => RegisterResponse::BadRequest(body),
-    }
-}
-
 #[derive(ApiResponse)]
-#[oai(bad_request_handler = "login_bad_request")]
+#[oai(bad_request_handler = "bad_request::<LoginResponse>")]
 enum LoginResponse {
     /// Logged in; `lastLogin` is updated.
     #[oai(status = 200)]
@@ -272,15 +268,8 @@ enum LoginResponse {
     Internal(Json<ErrorBody>),
 }
 
-fn login_bad_request(err: poem::Error) -> LoginResponse {
-    match rejected_body(&err) {
-        Rejected::TooLarge(body) => LoginResponse::PayloadTooLarge(body),
-        Rejected::Invalid(body) => LoginResponse::BadRequest(body),
-    }
-}
-
 #[derive(ApiResponse)]
-#[oai(bad_request_handler = "verify_bad_request")]
+#[oai(bad_request_handler = "bad_request::<VerifyResponse>")]
 enum VerifyResponse {
     /// The token is valid and its user exists and is active.
     #[oai(status = 200)]
@@ -298,13 +287,6 @@ enum VerifyResponse {
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-}
-
-fn verify_bad_request(err: poem::Error) -> VerifyResponse {
-    match rejected_body(&err) {
-        Rejected::TooLarge(body) => VerifyResponse::PayloadTooLarge(body),
-        Rejected::Invalid(body) => VerifyResponse::BadRequest(body),
-    }
 }
 
 #[derive(ApiResponse)]
@@ -345,21 +327,15 @@ impl Api {
         ctx: Data<&Arc<AppContext>>,
         body: Json<RegisterRequest>,
     ) -> RegisterResponse {
-        let body = body.0;
-        let registration = match parse_registration(&body) {
+        let registration = match parse_registration(&body.0) {
             Ok(r) => r,
             Err(e) => return RegisterResponse::BadRequest(e),
         };
         match ctx.auth.register(registration).await {
-            Ok(auth) => RegisterResponse::Created(Json(auth_body(&ctx, auth))),
-            Err(AuthError::UsernameTaken) => RegisterResponse::Conflict(ErrorBody::new(
-                "username_taken",
-                "That username is already taken",
-            )),
-            Err(AuthError::EmailTaken) => RegisterResponse::Conflict(ErrorBody::new(
-                "email_taken",
-                "An account with that email already exists",
-            )),
+            Ok(auth) => RegisterResponse::Created(Json(auth_body(auth))),
+            Err(e @ (AuthError::UsernameTaken | AuthError::EmailTaken)) => {
+                RegisterResponse::Conflict(ErrorBody::new(ErrorCode::from(&e)))
+            }
             Err(_) => RegisterResponse::Internal(internal_error()),
         }
     }
@@ -369,12 +345,9 @@ impl Api {
     async fn login(&self, ctx: Data<&Arc<AppContext>>, body: Json<LoginRequest>) -> LoginResponse {
         let password = Password::for_login(&body.password);
         match ctx.auth.login(body.username.trim(), &password).await {
-            Ok(auth) => LoginResponse::Ok(Json(auth_body(&ctx, auth))),
+            Ok(auth) => LoginResponse::Ok(Json(auth_body(auth))),
             Err(AuthError::Internal) => LoginResponse::Internal(internal_error()),
-            Err(_) => LoginResponse::Unauthorized(ErrorBody::new(
-                "invalid_credentials",
-                "Invalid username or password",
-            )),
+            Err(_) => LoginResponse::Unauthorized(ErrorBody::new(ErrorCode::InvalidCredentials)),
         }
     }
 
@@ -388,8 +361,8 @@ impl Api {
     ) -> VerifyResponse {
         let token = bearer_token(req).or(body.0.map(|b| b.token));
         let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
-            return VerifyResponse::Unauthorized(ErrorBody::new(
-                "missing_token",
+            return VerifyResponse::Unauthorized(ErrorBody::with_message(
+                ErrorCode::MissingToken,
                 "Send the token as 'Authorization: Bearer <token>' or in the body as {\"token\": ...}",
             ));
         };
@@ -399,10 +372,7 @@ impl Api {
                 user: UserView::from(&user),
             })),
             Err(AuthError::Internal) => VerifyResponse::Internal(internal_error()),
-            Err(e) => {
-                let (code, message) = token_error(&e);
-                VerifyResponse::Unauthorized(ErrorBody::new(code, message))
-            }
+            Err(e) => VerifyResponse::Unauthorized(ErrorBody::new(ErrorCode::from(&e))),
         }
     }
 
@@ -410,11 +380,12 @@ impl Api {
     #[oai(path = "/health", method = "get", tag = "ApiTags::Server")]
     async fn health(&self, ctx: Data<&Arc<AppContext>>) -> HealthResponse {
         let (database_ok, ai) = tokio::join!(ctx.auth.store_is_healthy(), ctx.chat.ai_health());
+        let database = if database_ok { "ok" } else { "unavailable" };
         let body = HealthBody {
-            status: if database_ok { "ok" } else { "unavailable" }.to_owned(),
+            status: database.to_owned(),
             uptime_seconds: ctx.uptime_seconds(),
             checks: HealthChecks {
-                database: if database_ok { "ok" } else { "unavailable" }.to_owned(),
+                database: database.to_owned(),
                 ai: match ai {
                     AiHealth::Ok => "ok",
                     AiHealth::Echo => "echo",
@@ -435,14 +406,12 @@ impl Api {
     async fn stats(&self, ctx: Data<&Arc<AppContext>>) -> StatsResponse {
         let counts = match ctx.chat.session_counts().await {
             Ok(c) => c,
-            Err(_) => {
-                return StatsResponse::Unavailable(ErrorBody::new(
-                    "session_store_unavailable",
-                    "Session statistics are unavailable right now",
-                ))
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "session counts unavailable");
+                return StatsResponse::Unavailable(ErrorBody::new(ErrorCode::from(&e)));
             }
         };
-        let s = ctx.stats.snapshot();
+        let s = ctx.chat.stats();
         StatsResponse::Ok(Json(StatsBody {
             active_connections: s.active_connections,
             active_sessions: counts.active,
@@ -457,40 +426,39 @@ impl Api {
     #[oai(path = "/api/websocket/info", method = "get", tag = "ApiTags::Server")]
     async fn websocket_info(&self, ctx: Data<&Arc<AppContext>>) -> WsInfoResponse {
         let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let settings = &ctx.websocket;
         WsInfoResponse::Ok(Json(WsInfoBody {
             endpoint: "/ws".into(),
             authentication: strings(&["query:token", "header:Authorization: Bearer <token>"]),
             message_types: WsMessageTypes {
-                client: strings(&["chat", "stop", "human-escalation", "ping"]),
-                server: strings(&[
-                    "connected",
-                    "stream-start",
-                    "stream-token",
-                    "stream-end",
-                    "error",
-                    "human-escalation-response",
-                    "pong",
-                ]),
+                client: strings(CLIENT_MESSAGE_TYPES),
+                server: strings(SERVER_MESSAGE_TYPES),
             },
             limits: WsLimits {
-                max_message_chars: ctx.ws.max_message_chars as u64,
+                max_message_chars: settings.max_message_chars as u64,
                 max_frame_bytes: MAX_FRAME_BYTES as u64,
-                ping_interval_seconds: ctx.ws.ping_interval.as_secs(),
-                pong_timeout_seconds: ctx.ws.pong_timeout.as_secs(),
+                ping_interval_seconds: settings.ping_interval.as_secs(),
+                pong_timeout_seconds: settings.pong_timeout.as_secs(),
                 concurrent_generations: 1,
             },
-            active_connections: ctx.stats.active_connections(),
+            error_codes: WsErrorCodes {
+                upgrade: UPGRADE_REFUSALS.to_vec(),
+                messages: ErrorCode::websocket_codes().collect(),
+            },
+            active_connections: ctx.chat.stats().active_connections,
         }))
     }
 }
 
 fn parse_registration(body: &RegisterRequest) -> Result<Registration, Json<ErrorBody>> {
-    let username = Username::parse(&body.username)
-        .map_err(|e| ErrorBody::new("invalid_username", e.to_string()))?;
-    let email = EmailAddress::parse(&body.email)
-        .map_err(|e| ErrorBody::new("invalid_email", e.to_string()))?;
-    let password = Password::parse(&body.password)
-        .map_err(|e| ErrorBody::new("invalid_password", e.to_string()))?;
+    // The domain's own words say which rule the field broke.
+    let invalid = |code, e: &dyn std::fmt::Display| ErrorBody::with_message(code, e.to_string());
+    let username =
+        Username::parse(&body.username).map_err(|e| invalid(ErrorCode::InvalidUsername, &e))?;
+    let email =
+        EmailAddress::parse(&body.email).map_err(|e| invalid(ErrorCode::InvalidEmail, &e))?;
+    let password =
+        Password::parse(&body.password).map_err(|e| invalid(ErrorCode::InvalidPassword, &e))?;
     Ok(Registration {
         username,
         email,
@@ -498,11 +466,11 @@ fn parse_registration(body: &RegisterRequest) -> Result<Registration, Json<Error
     })
 }
 
-fn auth_body(ctx: &AppContext, auth: Authenticated) -> AuthBody {
+fn auth_body(auth: Authenticated) -> AuthBody {
     AuthBody {
+        expires_in: auth.token.lifetime.as_str().to_owned(),
+        expires_in_seconds: auth.token.lifetime.seconds(),
         token: auth.token.token,
-        expires_in: ctx.token_lifetime_text.clone(),
-        expires_in_seconds: auth.token.expires_in_seconds,
         user: UserView::from(&auth.user),
     }
 }
@@ -521,91 +489,74 @@ pub fn bearer_token(req: &Request) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// The stable code and message for a rejected token.
-pub fn token_error(e: &AuthError) -> (&'static str, &'static str) {
-    match e {
-        AuthError::TokenExpired => ("token_expired", "The token has expired; log in again"),
-        _ => ("invalid_token", "The token is invalid"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Failure paths a real store will not produce on demand, checked through
     //! the full route stack with mocked ports.
 
-    use std::time::{Duration, Instant};
+    use std::collections::HashMap;
 
     use poem::http::StatusCode;
     use poem::test::TestClient;
     use serde_json::json;
-    use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
 
     use super::*;
-    use crate::adapters::inbound::http::app;
-    use crate::adapters::inbound::WsSettings;
     use crate::application::ports::{
-        MockAiModel, MockPasswordHasher, MockSessionStore, MockTokenService, MockUserRepository,
-        SessionStoreError, UserStoreError,
+        MockAiModel, MockPasswordHasher, MockSessionStore, MockStats, MockTokenService,
+        MockUserRepository, SessionStoreError, UserStoreError,
     };
-    use crate::application::{AuthService, ChatService, Stats};
+    use crate::config::Config;
     use crate::domain::PasswordHash;
+    use crate::startup::{Adapters, Application};
 
-    async fn context(
+    /// The application on mocked ports, on a loopback port it never serves.
+    async fn app(
         users: MockUserRepository,
         sessions: MockSessionStore,
         ai: MockAiModel,
-    ) -> Arc<AppContext> {
+    ) -> Application {
         let mut hasher = MockPasswordHasher::new();
         hasher
             .expect_hash()
             .returning(|_| Ok(PasswordHash::new("$argon2id$mock")));
-        let auth = AuthService::new(
-            Arc::new(users),
-            Arc::new(hasher),
-            Arc::new(MockTokenService::new()),
-        )
-        .await
-        .unwrap();
-        let stats = Arc::new(Stats::default());
-        Arc::new(AppContext {
-            auth,
-            chat: ChatService::new(Arc::new(sessions), Arc::new(ai), stats.clone()),
-            stats,
-            ws: WsSettings {
-                max_message_chars: 100,
-                ping_interval: Duration::from_secs(20),
-                pong_timeout: Duration::from_secs(60),
-                shutdown_timeout: Duration::from_secs(1),
-                session_refresh: Duration::from_secs(60),
-            },
-            token_lifetime_text: "24h".into(),
-            started_at: Instant::now(),
-            shutdown: CancellationToken::new(),
-            connections: TaskTracker::new(),
-        })
+        let vars = HashMap::from([("HOST", "127.0.0.1"), ("PORT", "0")]);
+        let config = Config::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
+        let adapters = Adapters {
+            users: Arc::new(users),
+            sessions: Arc::new(sessions),
+            ai: Arc::new(ai),
+            hasher: Arc::new(hasher),
+            tokens: Arc::new(MockTokenService::new()),
+            stats: Arc::new(MockStats::new()),
+        };
+        Application::build_with(config, adapters).await.unwrap()
+    }
+
+    fn refused() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused")
     }
 
     fn failing_users() -> MockUserRepository {
         let mut users = MockUserRepository::new();
         users
             .expect_ping()
-            .returning(|| Err(UserStoreError::Unavailable("connection refused".into())));
+            .returning(|| Err(UserStoreError::unavailable("ping", refused())));
         users
             .expect_create()
-            .returning(|_| Err(UserStoreError::Unavailable("connection refused".into())));
+            .returning(|_| Err(UserStoreError::unavailable("insert", refused())));
         users
+    }
+
+    fn error_code(code: ErrorCode) -> serde_json::Value {
+        json!(code.as_str())
     }
 
     #[tokio::test]
     async fn health_is_503_when_the_user_store_does_not_answer() {
         let mut ai = MockAiModel::new();
         ai.expect_health().returning(|| AiHealth::Unreachable);
-        let cli = TestClient::new(app(
-            context(failing_users(), MockSessionStore::new(), ai).await,
-            None,
-        ));
+        let app = app(failing_users(), MockSessionStore::new(), ai).await;
+        let cli = TestClient::new(app.endpoint());
         let resp = cli.get("/health").send().await;
         resp.assert_status(StatusCode::SERVICE_UNAVAILABLE);
         resp.assert_json(json!({
@@ -618,10 +569,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_store_is_a_500_without_internals() {
-        let cli = TestClient::new(app(
-            context(failing_users(), MockSessionStore::new(), MockAiModel::new()).await,
-            None,
-        ));
+        let app = app(failing_users(), MockSessionStore::new(), MockAiModel::new()).await;
+        let cli = TestClient::new(app.endpoint());
         let resp = cli
             .post("/api/auth/register")
             .body_json(
@@ -631,11 +580,9 @@ mod tests {
             .await;
         resp.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
         let body = resp.json().await;
-        body.value()
-            .object()
-            .get("error")
-            .assert_string("internal_error");
-        let text = body.value().object().get("message").string().to_owned();
+        let value: serde_json::Value = body.value().deserialize();
+        assert_eq!(value["error"], error_code(ErrorCode::InternalError));
+        let text = value["message"].as_str().unwrap();
         assert!(!text.contains("refused"), "{text}");
     }
 
@@ -644,17 +591,13 @@ mod tests {
         let mut sessions = MockSessionStore::new();
         sessions
             .expect_counts()
-            .returning(|| Err(SessionStoreError::Unavailable("redis down".into())));
-        let cli = TestClient::new(app(
-            context(MockUserRepository::new(), sessions, MockAiModel::new()).await,
-            None,
-        ));
+            .returning(|| Err(SessionStoreError::unavailable("counts", refused())));
+        let app = app(MockUserRepository::new(), sessions, MockAiModel::new()).await;
+        let cli = TestClient::new(app.endpoint());
         let resp = cli.get("/api/stats").send().await;
         resp.assert_status(StatusCode::SERVICE_UNAVAILABLE);
-        resp.assert_json(json!({
-            "error": "session_store_unavailable",
-            "message": "Session statistics are unavailable right now"
-        }))
-        .await;
+        let code = ErrorCode::SessionStoreUnavailable;
+        resp.assert_json(json!({"error": code.as_str(), "message": code.message()}))
+            .await;
     }
 }

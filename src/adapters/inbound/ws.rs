@@ -14,7 +14,6 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use poem::http::StatusCode;
 use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketConfig, WebSocketStream};
 use poem::web::Data;
 use poem::{handler, IntoResponse, Request, Response};
@@ -26,11 +25,13 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::rest::{bearer_token, token_error, ErrorBody, UserView};
-use super::{timestamp, AppContext, MAX_FRAME_BYTES};
-use crate::application::ports::AiError;
-use crate::application::{AuthError, ChatError, GenerationOutcome};
+use super::errors::{ErrorBody, ErrorCode};
+use super::rest::{bearer_token, UserView};
+use super::{AppContext, MAX_FRAME_BYTES};
+use crate::application::{AuthError, GenerationOutcome};
+use crate::domain::time::iso_millis;
 use crate::domain::{ChatContent, ContentError, MessageId, SessionId, StreamStatus};
+use crate::telemetry::ErrorChain;
 
 /// What the human-escalation request is answered with.
 const ESCALATION_REPLY: &str = "A human agent will contact you soon.";
@@ -39,6 +40,30 @@ const ESCALATION_REPLY: &str = "A human agent will contact you soon.";
 const OUTBOUND_QUEUE: usize = 64;
 /// A client that does not take a single frame for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `type`s a client may send, as `/api/websocket/info` lists them.
+pub const CLIENT_MESSAGE_TYPES: &[&str] = &["chat", "stop", "human-escalation", "ping"];
+/// The `type`s the server sends.
+pub const SERVER_MESSAGE_TYPES: &[&str] = &[
+    "connected",
+    "stream-start",
+    "stream-token",
+    "stream-end",
+    "error",
+    "human-escalation-response",
+    "pong",
+];
+/// The codes [`ws_endpoint`] can refuse an upgrade with, besides the CORS
+/// refusal every route shares.
+pub const UPGRADE_REFUSALS: &[ErrorCode] = &[
+    ErrorCode::MissingToken,
+    ErrorCode::InvalidToken,
+    ErrorCode::TokenExpired,
+    ErrorCode::WebsocketUpgradeRequired,
+    ErrorCode::ShuttingDown,
+    ErrorCode::ServiceUnavailable,
+    ErrorCode::SessionStoreUnavailable,
+];
 
 /// A message from the server. Field names are camelCase on the wire and every
 /// message carries a `timestamp`.
@@ -72,7 +97,7 @@ enum ServerMessage {
     },
     #[serde(rename_all = "camelCase")]
     Error {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         message_id: Option<String>,
@@ -88,7 +113,7 @@ enum ServerMessage {
 }
 
 fn now() -> String {
-    timestamp(Utc::now())
+    iso_millis(Utc::now())
 }
 
 impl From<ServerMessage> for Outbound {
@@ -98,8 +123,14 @@ impl From<ServerMessage> for Outbound {
     }
 }
 
-fn error(
-    code: &'static str,
+/// An `error` message with the catalogue's message for `code`.
+fn error(code: ErrorCode, message_id: Option<&MessageId>) -> ServerMessage {
+    error_with(code, code.message(), message_id)
+}
+
+/// An `error` message whose text says more than the catalogue's.
+fn error_with(
+    code: ErrorCode,
     message: impl Into<String>,
     message_id: Option<&MessageId>,
 ) -> ServerMessage {
@@ -140,11 +171,7 @@ pub async fn ws_endpoint(
 ) -> Response {
     let ctx = ctx.0.clone();
     if ctx.shutdown.is_cancelled() {
-        return ErrorBody::response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "The server is shutting down",
-        );
+        return ErrorBody::response(ErrorCode::ShuttingDown);
     }
     let query: WsQuery = req.params().unwrap_or(WsQuery {
         token: None,
@@ -155,32 +182,19 @@ pub async fn ws_endpoint(
         .filter(|t| !t.is_empty())
         .or_else(|| bearer_token(req))
     else {
-        return ErrorBody::response(
-            StatusCode::UNAUTHORIZED,
-            "missing_token",
+        return ErrorBody::response_with(
+            ErrorCode::MissingToken,
             "Connect with ?token=<jwt> or an 'Authorization: Bearer <jwt>' header",
         );
     };
     let user = match ctx.auth.authenticate(&token).await {
         Ok(user) => user,
-        Err(AuthError::Internal) => {
-            return ErrorBody::response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "Authentication is unavailable right now; try again shortly",
-            )
-        }
-        Err(e) => {
-            let (code, message) = token_error(&e);
-            return ErrorBody::response(StatusCode::UNAUTHORIZED, code, message);
-        }
+        // A failing user store is a passing outage, not a bad token: 503, try again.
+        Err(AuthError::Internal) => return ErrorBody::response(ErrorCode::ServiceUnavailable),
+        Err(e) => return ErrorBody::response(ErrorCode::from(&e)),
     };
     let Ok(ws) = ws else {
-        return ErrorBody::response(
-            StatusCode::BAD_REQUEST,
-            "websocket_upgrade_required",
-            "This endpoint speaks WebSocket only",
-        );
+        return ErrorBody::response(ErrorCode::WebsocketUpgradeRequired);
     };
     let resume = query
         .session_id
@@ -188,12 +202,9 @@ pub async fn ws_endpoint(
         .and_then(|s| SessionId::parse(s).ok());
     let session = match ctx.chat.open_session(&user, resume.as_ref()).await {
         Ok(s) => s,
-        Err(_) => {
-            return ErrorBody::response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "session_store_unavailable",
-                "Sessions are unavailable right now; try again shortly",
-            )
+        Err(e) => {
+            tracing::warn!(error = %ErrorChain(&e), "could not open a session");
+            return ErrorBody::response(ErrorCode::SessionStoreUnavailable);
         }
     };
     let resumed = resume.as_ref() == Some(&session.id);
@@ -261,7 +272,7 @@ struct Connection {
 
 impl Connection {
     async fn run(self, socket: WebSocketStream) {
-        let _counted = self.ctx.stats.connection_opened();
+        let _counted = self.ctx.chat.connection_opened();
         tracing::info!(resumed = self.resumed, "websocket connected");
         let (sink, stream) = socket.split();
         let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -315,7 +326,8 @@ impl Connection {
         generations: &mut JoinSet<()>,
         running: &mut Option<Running>,
     ) -> Exit {
-        let settings = &self.ctx.ws;
+        let settings = &self.ctx.websocket;
+        let keep_alive = self.ctx.chat.keep_alive_interval();
         let mut ping = tokio::time::interval_at(
             Instant::now() + settings.ping_interval,
             settings.ping_interval,
@@ -340,7 +352,7 @@ impl Connection {
                     if generations.is_empty() {
                         return Exit::Shutdown;
                     }
-                    drain_deadline = Some(Instant::now() + settings.shutdown_timeout);
+                    drain_deadline = Some(Instant::now() + self.ctx.shutdown_timeout);
                 }
                 // Unpolled (guard false) until a deadline exists.
                 _ = sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {
@@ -354,10 +366,10 @@ impl Connection {
                     if out.send(Outbound::Ping).await.is_err() {
                         return Exit::WriterGone;
                     }
-                    if last_touch.elapsed() >= settings.session_refresh {
+                    if last_touch.elapsed() >= keep_alive {
                         last_touch = Instant::now();
                         if let Err(e) = self.ctx.chat.touch(&self.session_id).await {
-                            tracing::warn!(error = %e, "could not refresh the session");
+                            tracing::warn!(error = %ErrorChain(&e), "could not refresh the session");
                         }
                     }
                 }
@@ -374,11 +386,7 @@ impl Connection {
                             let draining = drain_deadline.is_some();
                             self.handle_text(&text, out, generations, running, draining).await
                         }
-                        Some(Ok(Message::Binary(_))) => Some(error(
-                            "unsupported_frame",
-                            "Binary frames are not supported; send JSON text",
-                            None,
-                        )),
+                        Some(Ok(Message::Binary(_))) => Some(error(ErrorCode::UnsupportedFrame, None)),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                     };
                     if let Some(reply) = reply {
@@ -400,20 +408,15 @@ impl Connection {
         running: &mut Option<Running>,
         draining: bool,
     ) -> Option<ServerMessage> {
-        let message = match parse_client_message(text, self.ctx.ws.max_message_chars) {
+        let message = match parse_client_message(text, self.ctx.websocket.max_message_chars) {
             Ok(m) => m,
-            Err((code, message)) => return Some(error(code, message, None)),
+            Err((code, message)) => return Some(error_with(code, message, None)),
         };
         let active = running.as_ref().filter(|r| r.is_active());
         match message {
-            ClientMessage::Chat(_) if draining => Some(error(
-                "server_shutting_down",
-                "The server is shutting down; reconnect in a moment",
-                None,
-            )),
+            ClientMessage::Chat(_) if draining => Some(error(ErrorCode::ServerShuttingDown, None)),
             ClientMessage::Chat(_) if active.is_some() => Some(error(
-                "generation_in_progress",
-                "Wait for the current answer to finish, or send {\"type\":\"stop\"}",
+                ErrorCode::GenerationInProgress,
                 active.map(|r| &r.message_id),
             )),
             ClientMessage::Chat(content) => {
@@ -453,11 +456,7 @@ impl Connection {
                     r.cancel.cancel();
                     None
                 }
-                None => Some(error(
-                    "no_active_generation",
-                    "There is no answer being generated to stop",
-                    None,
-                )),
+                None => Some(error(ErrorCode::NoActiveGeneration, None)),
             },
             ClientMessage::HumanEscalation => {
                 match self.ctx.chat.escalate(&self.session_id).await {
@@ -469,8 +468,8 @@ impl Connection {
                         })
                     }
                     Err(e) => {
-                        let (code, message) = chat_error(&e);
-                        Some(error(code, message, None))
+                        tracing::warn!(error = %ErrorChain(&e), "could not escalate");
+                        Some(error(ErrorCode::from(&e), None))
                     }
                 }
             }
@@ -500,63 +499,75 @@ enum ClientMessage {
     Ping,
 }
 
-/// Validates a client frame; on failure returns the `error` code and message.
-fn parse_client_message(
-    text: &str,
-    max_chars: usize,
-) -> Result<ClientMessage, (&'static str, String)> {
+/// Why a client frame was refused: the `error` code and a message that says
+/// exactly what was wrong with it.
+type Refusal = (ErrorCode, String);
+
+/// Validates a client frame.
+fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessage, Refusal> {
+    let refuse = |code: ErrorCode, message: &str| (code, message.to_owned());
     let value: Value = serde_json::from_str(text)
-        .map_err(|_| ("invalid_json", "Messages must be JSON objects".to_owned()))?;
+        .map_err(|_| refuse(ErrorCode::InvalidJson, "Messages must be JSON objects"))?;
     let Value::Object(fields) = value else {
-        return Err((
-            "invalid_message",
-            "Messages must be JSON objects".to_owned(),
+        return Err(refuse(
+            ErrorCode::InvalidMessage,
+            "Messages must be JSON objects",
         ));
     };
     let kind = match fields.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
-        Some(_) => return Err(("invalid_message", "'type' must be a string".to_owned())),
-        None => return Err(("invalid_message", "Messages need a 'type' field".to_owned())),
+        Some(_) => return Err(refuse(ErrorCode::InvalidMessage, "'type' must be a string")),
+        None => {
+            return Err(refuse(
+                ErrorCode::InvalidMessage,
+                "Messages need a 'type' field",
+            ))
+        }
     };
     match kind {
-        "chat" => {
-            let raw = match fields.get("content") {
-                Some(Value::String(s)) => s,
-                Some(_) => {
-                    return Err(("invalid_content", "'content' must be a string".to_owned()))
-                }
-                None => {
-                    return Err((
-                        "invalid_content",
-                        "A chat message needs 'content'".to_owned(),
-                    ))
-                }
-            };
-            ChatContent::parse(raw, max_chars)
-                .map(ClientMessage::Chat)
-                .map_err(|e| match e {
-                    ContentError::Blank => {
-                        ("invalid_content", "'content' must not be blank".to_owned())
-                    }
-                    ContentError::TooLong { max } => (
-                        "content_too_long",
-                        format!("'content' must be at most {max} characters"),
-                    ),
-                })
-        }
+        "chat" => parse_chat(fields.get("content"), max_chars).map(ClientMessage::Chat),
         "stop" => Ok(ClientMessage::Stop),
         "human-escalation" => Ok(ClientMessage::HumanEscalation),
         "ping" => Ok(ClientMessage::Ping),
         other => {
             let shown: String = other.chars().take(40).collect();
             Err((
-                "unknown_type",
+                ErrorCode::UnknownType,
                 format!(
-                    "Unknown message type '{shown}'; expected chat, stop, human-escalation or ping"
+                    "Unknown message type '{shown}'; expected {}",
+                    CLIENT_MESSAGE_TYPES.join(", ")
                 ),
             ))
         }
     }
+}
+
+fn parse_chat(content: Option<&Value>, max_chars: usize) -> Result<ChatContent, Refusal> {
+    let raw = match content {
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err((
+                ErrorCode::InvalidContent,
+                "'content' must be a string".to_owned(),
+            ))
+        }
+        None => {
+            return Err((
+                ErrorCode::InvalidContent,
+                "A chat message needs 'content'".to_owned(),
+            ))
+        }
+    };
+    ChatContent::parse(raw, max_chars).map_err(|e| match e {
+        ContentError::Blank => (
+            ErrorCode::InvalidContent,
+            "'content' must not be blank".to_owned(),
+        ),
+        ContentError::TooLong { max } => (
+            ErrorCode::ContentTooLong,
+            format!("'content' must be at most {max} characters"),
+        ),
+    })
 }
 
 /// Runs one generation whose stream-start is already queued, and reports it
@@ -596,10 +607,12 @@ async fn stream_reply(
         GenerationOutcome::Completed => StreamStatus::Completed,
         GenerationOutcome::Cancelled => StreamStatus::Cancelled,
         GenerationOutcome::Failed(e) => {
-            tracing::warn!(message_id = %id, error = %e, "generation failed");
-            let (code, message) = chat_error(&e);
+            tracing::warn!(message_id = %id, error = %ErrorChain(&e), "generation failed");
             let _ = out
-                .send(Outbound::from(error(code, message, Some(&message_id))))
+                .send(Outbound::from(error(
+                    ErrorCode::from(&e),
+                    Some(&message_id),
+                )))
                 .await;
             StreamStatus::Failed
         }
@@ -613,30 +626,6 @@ async fn stream_reply(
             timestamp: now(),
         }))
         .await;
-}
-
-/// The stable code and message a client sees for a failed chat use case.
-fn chat_error(e: &ChatError) -> (&'static str, &'static str) {
-    match e {
-        ChatError::Ai(AiError::Unavailable(_)) => (
-            "ai_unavailable",
-            "The AI service is unavailable right now; please try again",
-        ),
-        ChatError::Ai(AiError::Timeout(_)) => {
-            ("ai_timeout", "The AI service took too long to answer")
-        }
-        ChatError::Ai(AiError::Protocol(_)) => {
-            ("ai_stream_error", "The AI service's answer was interrupted")
-        }
-        ChatError::SessionGone => (
-            "session_expired",
-            "This session has expired; reconnect to start a new one",
-        ),
-        ChatError::SessionStore => (
-            "session_store_unavailable",
-            "Sessions are unavailable right now; please try again",
-        ),
-    }
 }
 
 /// The only place that writes to the socket, so frames leave in queue order.
@@ -682,29 +671,29 @@ fn is_too_big(e: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
-    fn code(text: &str) -> &'static str {
+    fn code(text: &str) -> ErrorCode {
         parse_client_message(text, 10).unwrap_err().0
     }
 
     #[test]
     fn bad_input_gets_specific_codes() {
-        assert_eq!(code("not json"), "invalid_json");
-        assert_eq!(code("[1,2]"), "invalid_message");
-        assert_eq!(code("{}"), "invalid_message");
-        assert_eq!(code(r#"{"type": 5}"#), "invalid_message");
-        assert_eq!(code(r#"{"type": "dance"}"#), "unknown_type");
-        assert_eq!(code(r#"{"type": "chat"}"#), "invalid_content");
+        assert_eq!(code("not json"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code("{}"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type": 5}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type": "dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type": "chat"}"#), ErrorCode::InvalidContent);
         assert_eq!(
             code(r#"{"type": "chat", "content": 42}"#),
-            "invalid_content"
+            ErrorCode::InvalidContent
         );
         assert_eq!(
             code(r#"{"type": "chat", "content": "   "}"#),
-            "invalid_content"
+            ErrorCode::InvalidContent
         );
         assert_eq!(
             code(r#"{"type": "chat", "content": "12345678901"}"#),
-            "content_too_long"
+            ErrorCode::ContentTooLong
         );
     }
 
@@ -747,7 +736,7 @@ mod tests {
             serde_json::to_value(&msg).unwrap()["type"],
             "human-escalation-response"
         );
-        let err = error("invalid_json", "x", None);
+        let err = error(ErrorCode::InvalidJson, None);
         assert!(serde_json::to_value(&err)
             .unwrap()
             .get("messageId")

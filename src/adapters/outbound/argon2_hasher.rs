@@ -76,11 +76,11 @@ impl Argon2Hasher {
             .permits
             .acquire()
             .await
-            .map_err(|e| PasswordHashError::Internal(e.to_string()))?;
+            .map_err(|e| PasswordHashError::Internal(Box::new(e)))?;
         let argon2 = self.argon2.clone();
         tokio::task::spawn_blocking(move || f(&argon2))
             .await
-            .map_err(|e| PasswordHashError::Internal(e.to_string()))?
+            .map_err(|e| PasswordHashError::Internal(Box::new(e)))?
     }
 
     /// Whether a parsed argon2 hash was made with exactly our algorithm and cost.
@@ -102,7 +102,7 @@ impl PasswordHasher for Argon2Hasher {
             argon2
                 .hash_password(password.expose().as_bytes(), &salt)
                 .map(|h| PasswordHash::new(h.to_string()))
-                .map_err(|e| PasswordHashError::Internal(e.to_string()))
+                .map_err(|e| PasswordHashError::Internal(e.to_string().into()))
         })
         .await
     }

@@ -1,14 +1,13 @@
 //! Bearer tokens as HS256 JWTs, compatible with the ones the Node server issued.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::application::ports::{IssuedToken, TokenClaims, TokenError, TokenService};
-use crate::domain::{User, UserId, Username};
+use crate::domain::{TokenLifetime, User, UserId, Username};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -31,11 +30,11 @@ pub struct JwtTokenService {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
-    ttl: Duration,
+    lifetime: TokenLifetime,
 }
 
 impl JwtTokenService {
-    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+    pub fn new(secret: &[u8], lifetime: TokenLifetime) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // HS256 only: `alg: none` and every other algorithm fail before any
         // signature check.
@@ -49,7 +48,7 @@ impl JwtTokenService {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            ttl,
+            lifetime,
         }
     }
 }
@@ -57,7 +56,7 @@ impl JwtTokenService {
 impl TokenService for JwtTokenService {
     fn issue(&self, user: &User) -> Result<IssuedToken, TokenError> {
         let now = chrono::Utc::now().timestamp();
-        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let ttl = i64::try_from(self.lifetime.seconds()).unwrap_or(i64::MAX / 2);
         let claims = Claims {
             sub: Some(user.id.as_str().to_owned()),
             legacy_user_id: Some(user.id.as_str().to_owned()),
@@ -66,10 +65,10 @@ impl TokenService for JwtTokenService {
             exp: now.saturating_add(ttl),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| TokenError::Issue(e.to_string()))?;
+            .map_err(|e| TokenError::Issue(Box::new(e)))?;
         Ok(IssuedToken {
             token,
-            expires_in_seconds: self.ttl.as_secs(),
+            lifetime: self.lifetime.clone(),
         })
     }
 
@@ -96,20 +95,16 @@ impl TokenService for JwtTokenService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EmailAddress, PasswordHash};
+    use crate::domain::fixtures;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn user() -> User {
-        User {
-            id: UserId::parse("65f1c0ffee0123456789abcd").unwrap(),
-            username: Username::parse("alice").unwrap(),
-            email: EmailAddress::parse("alice@example.com").unwrap(),
-            password_hash: PasswordHash::new("x"),
-            created_at: chrono::Utc::now(),
-            last_login: None,
-            is_active: true,
-        }
+        fixtures::user("65f1c0ffee0123456789abcd", "x")
+    }
+
+    fn lifetime(secs: u64) -> TokenLifetime {
+        TokenLifetime::parse(&secs.to_string()).unwrap()
     }
 
     fn b64(v: &serde_json::Value) -> String {
@@ -132,9 +127,9 @@ mod tests {
 
     #[test]
     fn issued_token_round_trips_with_expected_claims() {
-        let svc = JwtTokenService::new(SECRET, Duration::from_secs(3600));
+        let svc = JwtTokenService::new(SECRET, lifetime(3600));
         let issued = svc.issue(&user()).unwrap();
-        assert_eq!(issued.expires_in_seconds, 3600);
+        assert_eq!(issued.lifetime.seconds(), 3600);
         let claims = svc.verify(&issued.token).unwrap();
         use base64::Engine as _;
         let payload = issued.token.split('.').nth(1).unwrap();
@@ -156,18 +151,17 @@ mod tests {
 
     #[test]
     fn other_secret_and_tampering_are_invalid() {
-        let svc = JwtTokenService::new(SECRET, Duration::from_secs(60));
-        let other =
-            JwtTokenService::new(b"another-secret-another-secret-xx", Duration::from_secs(60));
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let other = JwtTokenService::new(b"another-secret-another-secret-xx", lifetime(60));
         let token = other.issue(&user()).unwrap().token;
-        assert_eq!(svc.verify(&token), Err(TokenError::Invalid));
-        assert_eq!(svc.verify("not.a.jwt"), Err(TokenError::Invalid));
-        assert_eq!(svc.verify(""), Err(TokenError::Invalid));
+        assert!(matches!(svc.verify(&token), Err(TokenError::Invalid)));
+        assert!(matches!(svc.verify("not.a.jwt"), Err(TokenError::Invalid)));
+        assert!(matches!(svc.verify(""), Err(TokenError::Invalid)));
     }
 
     #[test]
     fn expired_tokens_are_rejected_as_expired() {
-        let svc = JwtTokenService::new(SECRET, Duration::from_secs(60));
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
         let now = chrono::Utc::now().timestamp();
         let claims =
             serde_json::json!({"sub": "u1", "username": "alice", "iat": now - 120, "exp": now - 1});
@@ -177,12 +171,12 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert_eq!(svc.verify(&token), Err(TokenError::Expired));
+        assert!(matches!(svc.verify(&token), Err(TokenError::Expired)));
     }
 
     #[test]
     fn alg_none_other_algorithms_and_missing_exp_are_rejected() {
-        let svc = JwtTokenService::new(SECRET, Duration::from_secs(60));
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
         let exp = chrono::Utc::now().timestamp() + 600;
         let body = b64(&serde_json::json!({"sub": "u1", "username": "alice", "exp": exp}));
         let none = format!(
@@ -190,7 +184,7 @@ mod tests {
             b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
             body
         );
-        assert_eq!(svc.verify(&none), Err(TokenError::Invalid));
+        assert!(matches!(svc.verify(&none), Err(TokenError::Invalid)));
 
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
@@ -198,7 +192,7 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert_eq!(svc.verify(&hs512), Err(TokenError::Invalid));
+        assert!(matches!(svc.verify(&hs512), Err(TokenError::Invalid)));
 
         let no_exp = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -206,12 +200,12 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert_eq!(svc.verify(&no_exp), Err(TokenError::Invalid));
+        assert!(matches!(svc.verify(&no_exp), Err(TokenError::Invalid)));
     }
 
     #[test]
     fn node_server_tokens_with_user_id_claim_are_accepted() {
-        let svc = JwtTokenService::new(SECRET, Duration::from_secs(60));
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
         let now = chrono::Utc::now().timestamp();
         let claims = serde_json::json!({"userId": "65f1c0ffee0123456789abcd", "username": "alice", "iat": now, "exp": now + 60});
         let token = jsonwebtoken::encode(

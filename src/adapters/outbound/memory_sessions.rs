@@ -162,17 +162,13 @@ impl SessionStore for InMemorySessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Role, SessionUser, UserId, Username};
+    use crate::domain::{fixtures, Role};
 
     fn session(now: DateTime<Utc>) -> Session {
-        Session::new(
-            SessionId::generate(),
-            SessionUser {
-                id: UserId::parse("u1").unwrap(),
-                username: Username::parse("alice").unwrap(),
-            },
-            now,
-        )
+        let mut s = fixtures::session(&SessionId::generate());
+        s.created_at = now;
+        s.last_activity = now;
+        s
     }
 
     fn stored(store: &InMemorySessionStore) -> usize {

@@ -59,7 +59,7 @@ impl MongoUserRepository {
 
     async fn from_options(options: ClientOptions, database: &str) -> Result<Self, UserStoreError> {
         let client = Client::with_options(options)
-            .map_err(|e| UserStoreError::Unavailable(format!("mongodb client: {e}")))?;
+            .map_err(|e| UserStoreError::unavailable("cannot create the MongoDB client", e))?;
         let database = client.database(database);
         let users = database.collection::<Document>(COLLECTION);
         let mut repo = Self {
@@ -103,11 +103,14 @@ impl MongoUserRepository {
                 .build(),
         ];
         self.users.create_indexes(indexes).await.map_err(|e| {
-            UserStoreError::Unavailable(format!(
-                "cannot ensure unique indexes on {}.{COLLECTION} (username, email); \
-                 existing duplicates or a conflicting index must be fixed first: {e}",
-                self.database.name()
-            ))
+            UserStoreError::unavailable(
+                format!(
+                    "cannot ensure unique indexes on {}.{COLLECTION} (username, email); \
+                     existing duplicates or a conflicting index must be fixed first",
+                    self.database.name()
+                ),
+                e,
+            )
         })?;
         Ok(())
     }
@@ -150,7 +153,7 @@ fn case_insensitive() -> Collation {
 async fn parse_options(uri: &str) -> Result<ClientOptions, UserStoreError> {
     let mut options = ClientOptions::parse(uri)
         .await
-        .map_err(|e| UserStoreError::Unavailable(format!("invalid MongoDB URI: {e}")))?;
+        .map_err(|e| UserStoreError::unavailable("invalid MongoDB URI", e))?;
     if options.app_name.is_none() {
         options.app_name = Some("chatbot-server".to_owned());
     }
@@ -158,7 +161,7 @@ async fn parse_options(uri: &str) -> Result<ClientOptions, UserStoreError> {
 }
 
 fn unavailable(e: mongodb::error::Error) -> UserStoreError {
-    UserStoreError::Unavailable(format!("mongodb: {e}"))
+    UserStoreError::unavailable("mongodb request failed", e)
 }
 
 /// Both fields have a unique index, so a duplicate-key error must say which
@@ -241,8 +244,9 @@ fn document_to_user(doc: &Document) -> Result<User, UserStoreError> {
     let oid = doc.get_object_id("_id").ok();
     let bad = |field: &str, detail: String| {
         let id = oid.map_or_else(|| format!("{:?}", doc.get("_id")), |o| o.to_hex());
-        tracing::error!(user_id = %id, field, %detail, "unreadable user document in mongodb");
-        UserStoreError::Unavailable(format!("user document {id} has an invalid {field}"))
+        UserStoreError::corrupt(format!(
+            "user document {id} in mongodb has an invalid {field}: {detail}"
+        ))
     };
     let oid = oid.ok_or_else(|| bad("_id", "not an ObjectId".to_owned()))?;
     let id = UserId::parse(&oid.to_hex()).map_err(|e| bad("_id", e.to_string()))?;
@@ -316,7 +320,7 @@ impl UserRepository for MongoUserRepository {
             .map_err(map_insert_error)?;
         Ok(User {
             id: UserId::parse(&oid.to_hex())
-                .map_err(|e| UserStoreError::Unavailable(format!("generated id rejected: {e}")))?,
+                .map_err(|e| UserStoreError::unavailable("generated id rejected", e))?,
             username: user.username,
             email: user.email,
             password_hash: user.password_hash,
@@ -488,7 +492,7 @@ mod tests {
         };
         assert!(matches!(
             document_to_user(&bad_name),
-            Err(UserStoreError::Unavailable(_))
+            Err(UserStoreError::Unavailable { .. })
         ));
         let string_date = doc! {
             "_id": ObjectId::new(),
@@ -499,13 +503,13 @@ mod tests {
         };
         assert!(matches!(
             document_to_user(&string_date),
-            Err(UserStoreError::Unavailable(_))
+            Err(UserStoreError::Unavailable { .. })
         ));
         let string_id =
             doc! { "_id": "abc", "username": "dave", "password": "x", "email": "d@example.com" };
         assert!(matches!(
             document_to_user(&string_id),
-            Err(UserStoreError::Unavailable(_))
+            Err(UserStoreError::Unavailable { .. })
         ));
     }
 

@@ -21,12 +21,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 
 use crate::application::ports::{SessionCounts, SessionStore, SessionStoreError};
+use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{
     ChatMessage, Role, Session, SessionId, SessionUser, UserId, Username, HISTORY_LIMIT,
 };
@@ -151,23 +152,13 @@ struct StoredMessage {
     timestamp: String,
 }
 
-fn format_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(raw)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
 fn encode_message(message: &ChatMessage) -> Result<String, SessionStoreError> {
     serde_json::to_string(&StoredMessage {
         role: message.role.as_str().to_owned(),
         content: message.content.clone(),
-        timestamp: format_time(message.timestamp),
+        timestamp: iso_millis(message.timestamp),
     })
-    .map_err(|e| SessionStoreError::Unavailable(format!("cannot encode message: {e}")))
+    .map_err(|e| SessionStoreError::unavailable("cannot encode message", e))
 }
 
 /// Why stored data could not be read back as a session.
@@ -180,7 +171,7 @@ fn decode_message(raw: &[u8]) -> Result<ChatMessage, Corrupt> {
     Ok(ChatMessage {
         role: Role::parse(&stored.role)
             .ok_or_else(|| Corrupt(format!("unknown role {:?}", stored.role)))?,
-        timestamp: parse_time(&stored.timestamp)
+        timestamp: parse_iso(&stored.timestamp)
             .ok_or_else(|| Corrupt(format!("bad message timestamp {:?}", stored.timestamp)))?,
         content: stored.content,
     })
@@ -203,7 +194,7 @@ fn decode_session(
         String::from_utf8(raw).map_err(|_| Corrupt(format!("field {name} is not UTF-8")))
     };
     let time = |name: &str, raw: String| {
-        parse_time(&raw).ok_or_else(|| Corrupt(format!("field {name} is not a time: {raw:?}")))
+        parse_iso(&raw).ok_or_else(|| Corrupt(format!("field {name} is not a time: {raw:?}")))
     };
 
     let user_id = text("user_id")?;
@@ -235,7 +226,7 @@ fn decode_session(
 }
 
 fn unavailable(e: RedisError) -> SessionStoreError {
-    SessionStoreError::Unavailable(format!("redis: {e}"))
+    SessionStoreError::unavailable("redis command failed", e)
 }
 
 /// A [`SessionStore`] in Redis; see the module docs for the key layout.
@@ -262,7 +253,7 @@ impl RedisSessionStore {
     ) -> Result<Self, SessionStoreError> {
         // The URL may carry a password, so it is deliberately left out of errors.
         let client = redis::Client::open(url)
-            .map_err(|e| SessionStoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+            .map_err(|e| SessionStoreError::unavailable("invalid Redis URL", e))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -274,15 +265,19 @@ impl RedisSessionStore {
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                return Err(SessionStoreError::Unavailable(format!(
-                    "Redis did not answer PING: {e}"
-                )))
+                return Err(SessionStoreError::unavailable(
+                    "Redis did not answer PING",
+                    e,
+                ))
             }
-            Err(_) => {
-                return Err(SessionStoreError::Unavailable(format!(
-                    "Redis did not answer PING within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                )))
+            Err(elapsed) => {
+                return Err(SessionStoreError::unavailable(
+                    format!(
+                        "Redis did not answer PING within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                    elapsed,
+                ))
             }
         };
         let ttl_ms = u64::try_from(ttl.as_millis())
@@ -350,7 +345,7 @@ impl RedisSessionStore {
 }
 
 fn unexpected_reply(reply: i64) -> SessionStoreError {
-    SessionStoreError::Unavailable(format!("unexpected script reply {reply}"))
+    SessionStoreError::corrupt(format!("unexpected script reply {reply}"))
 }
 
 #[async_trait]
@@ -360,8 +355,8 @@ impl SessionStore for RedisSessionStore {
         let mut args = vec![
             session.user.id.as_str().to_owned(),
             session.user.username.as_str().to_owned(),
-            format_time(session.created_at),
-            format_time(session.last_activity),
+            iso_millis(session.created_at),
+            iso_millis(session.last_activity),
             if session.escalated { "1" } else { "0" }.to_owned(),
         ];
         for message in &session.history[excess..] {
@@ -383,15 +378,14 @@ impl SessionStore for RedisSessionStore {
             .await
             .map_err(unavailable)?;
         decode_session(id, fields, history).map_err(|Corrupt(problem)| {
-            tracing::error!(key = %key, %problem, "corrupt session in Redis");
-            SessionStoreError::Unavailable(format!("corrupt session {key}: {problem}"))
+            SessionStoreError::corrupt(format!("corrupt session {key} in Redis: {problem}"))
         })
     }
 
     async fn append(&self, id: &SessionId, message: ChatMessage) -> Result<(), SessionStoreError> {
         let args = [
             encode_message(&message)?,
-            format_time(message.timestamp),
+            iso_millis(message.timestamp),
             HISTORY_LIMIT.to_string(),
         ];
         self.run_existing(&APPEND, id, &args).await
@@ -407,7 +401,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn touch(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), SessionStoreError> {
-        self.run_existing(&TOUCH, id, &[format_time(at)]).await
+        self.run_existing(&TOUCH, id, &[iso_millis(at)]).await
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), SessionStoreError> {
@@ -487,7 +481,7 @@ mod tests {
         assert!(session.escalated);
         assert_eq!(session.history.len(), 1);
         assert_eq!(session.history[0].role, Role::User);
-        assert_eq!(format_time(session.created_at), "2024-05-01T10:00:00.123Z");
+        assert_eq!(iso_millis(session.created_at), "2024-05-01T10:00:00.123Z");
     }
 
     #[test]
@@ -530,8 +524,8 @@ mod tests {
     #[test]
     fn fixed_width_timestamps_sort_as_strings() {
         // The Lua scripts compare `last_activity` as strings.
-        let earlier = format_time(DateTime::from_timestamp_millis(999).unwrap());
-        let later = format_time(DateTime::from_timestamp_millis(1_700_000_000_000).unwrap());
+        let earlier = iso_millis(DateTime::from_timestamp_millis(999).unwrap());
+        let later = iso_millis(DateTime::from_timestamp_millis(1_700_000_000_000).unwrap());
         assert_eq!(earlier.len(), later.len());
         assert!(earlier < later);
     }
@@ -546,12 +540,14 @@ mod tests {
             .expect("nothing listens on port 1");
         assert!(started.elapsed() < Duration::from_secs(5));
         match err {
-            SessionStoreError::Unavailable(text) => assert!(text.contains("PING"), "{text}"),
+            e @ SessionStoreError::Unavailable { .. } => {
+                assert!(e.to_string().contains("PING"), "{e}")
+            }
             other => panic!("expected Unavailable, got {other:?}"),
         }
         assert!(matches!(
             RedisSessionStore::connect("not a url", Duration::from_secs(60), "t").await,
-            Err(SessionStoreError::Unavailable(_))
+            Err(SessionStoreError::Unavailable { .. })
         ));
     }
 }

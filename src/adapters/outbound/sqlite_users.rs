@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use crate::application::ports::{UserRepository, UserStoreError};
+use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{EmailAddress, NewUser, PasswordHash, User, UserId, Username};
 
 /// The schema version this build writes and understands (`PRAGMA user_version`).
@@ -67,7 +68,7 @@ impl SqliteUserRepository {
         let owned = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || open_blocking(&owned))
             .await
-            .map_err(|e| UserStoreError::Unavailable(format!("sqlite open task failed: {e}")))??;
+            .map_err(|e| UserStoreError::unavailable("sqlite open task failed", e))??;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path.to_path_buf()),
@@ -89,7 +90,7 @@ impl SqliteUserRepository {
             work(&mut guard)
         })
         .await
-        .map_err(|e| UserStoreError::Unavailable(format!("sqlite task failed: {e}")))?
+        .map_err(|e| UserStoreError::unavailable("sqlite task failed", e))?
     }
 
     async fn find_one(
@@ -112,24 +113,27 @@ impl SqliteUserRepository {
 fn open_blocking(path: &Path) -> Result<Connection, UserStoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
-            UserStoreError::Unavailable(format!(
-                "cannot create directory {} for the user database: {e}",
-                parent.display()
-            ))
+            UserStoreError::unavailable(
+                format!(
+                    "cannot create directory {} for the user database",
+                    parent.display()
+                ),
+                e,
+            )
         })?;
     }
     let mut conn = Connection::open(path).map_err(|e| {
-        UserStoreError::Unavailable(format!("cannot open user database {}: {e}", path.display()))
+        UserStoreError::unavailable(format!("cannot open user database {}", path.display()), e)
     })?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
     // WAL lets health checks and logins read while a registration writes.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(|e| {
-            UserStoreError::Unavailable(format!(
-                "{} is not a usable SQLite database: {e}",
-                path.display()
-            ))
+            UserStoreError::unavailable(
+                format!("{} is not a usable SQLite database", path.display()),
+                e,
+            )
         })?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), %mode, "sqlite refused WAL journal mode");
@@ -148,7 +152,7 @@ fn migrate(conn: &mut Connection) -> Result<(), UserStoreError> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(unavailable)?;
     if version > SCHEMA_VERSION {
-        return Err(UserStoreError::Unavailable(format!(
+        return Err(UserStoreError::corrupt(format!(
             "user database schema version {version} is newer than this server understands \
              ({SCHEMA_VERSION}); refusing to touch it"
         )));
@@ -192,8 +196,10 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
 /// so the store is reported unusable for that user rather than trusted.
 fn parse_row(raw: RawRow) -> Result<User, UserStoreError> {
     let bad = |field: &str, detail: String| {
-        tracing::error!(user_id = %raw.id, field, %detail, "unreadable user row in sqlite");
-        UserStoreError::Unavailable(format!("user row {} has an invalid {field}", raw.id))
+        UserStoreError::corrupt(format!(
+            "user row {} in sqlite has an invalid {field}: {detail}",
+            raw.id
+        ))
     };
     let id = UserId::parse(&raw.id).map_err(|e| bad("id", e.to_string()))?;
     let username = Username::parse(&raw.username).map_err(|e| bad("username", e.to_string()))?;
@@ -219,17 +225,15 @@ fn parse_row(raw: RawRow) -> Result<User, UserStoreError> {
 /// Millisecond precision matches what MongoDB stores, so a user reads back
 /// the same from either store.
 fn format_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    iso_millis(at)
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{text:?}: {e}"))
+    parse_iso(text).ok_or_else(|| format!("{text:?} is not an RFC 3339 timestamp"))
 }
 
 fn unavailable(e: rusqlite::Error) -> UserStoreError {
-    UserStoreError::Unavailable(format!("sqlite: {e}"))
+    UserStoreError::unavailable("sqlite statement failed", e)
 }
 
 /// The constraint is enforced by SQLite inside the INSERT, so this is the
@@ -265,7 +269,7 @@ impl UserRepository for SqliteUserRepository {
             // Same id shape as MongoDB so ids in tokens and logs do not reveal
             // (or depend on) which store is configured.
             id: UserId::parse(&mongodb::bson::oid::ObjectId::new().to_hex())
-                .map_err(|e| UserStoreError::Unavailable(format!("generated id rejected: {e}")))?,
+                .map_err(|e| UserStoreError::unavailable("generated id rejected", e))?,
             username: user.username,
             email: user.email,
             password_hash: user.password_hash,
@@ -389,7 +393,7 @@ mod tests {
         let id = UserId::parse("65f1c0ffee0123456789abcd").unwrap();
         assert!(matches!(
             repo.find_by_id(&id).await,
-            Err(UserStoreError::Unavailable(_))
+            Err(UserStoreError::Unavailable { .. })
         ));
     }
 
@@ -402,7 +406,7 @@ mod tests {
             conn.execute_batch("PRAGMA user_version = 99").unwrap();
         }
         let err = SqliteUserRepository::open(&path).await.unwrap_err();
-        assert!(matches!(err, UserStoreError::Unavailable(ref m) if m.contains("99")));
+        assert!(err.to_string().contains("99"), "{err}");
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -1,0 +1,325 @@
+//! The catalogue of every error code a client can receive, and the one place
+//! each application error becomes one.
+//!
+//! A code is defined once, below, with the HTTP status it is sent with (when it
+//! can be an HTTP answer: a REST error or a refused WebSocket upgrade), whether
+//! it can arrive as a WebSocket `error` message, and its default message.
+//! The REST error body, the WebSocket `error` message, the OpenAPI spec (the
+//! `error` field is an enum of these) and `/api/websocket/info` all read it
+//! from here, so no code is spelled anywhere else in `src/`.
+
+use poem::http::StatusCode;
+use poem_openapi::payload::Json;
+use poem_openapi::{Enum, Object};
+
+use crate::application::ports::AiError;
+use crate::application::{AuthError, ChatError};
+
+/// Declares [`ErrorCode`] and its table from one list, so a code cannot exist
+/// without its wire name, status, channel and message.
+macro_rules! error_catalogue {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $wire:literal, status: $status:expr, websocket: $ws:literal, $message:literal;
+    )*) => {
+        /// A stable, machine-readable error code. Codes never change meaning;
+        /// messages are for people and may be reworded.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
+        pub enum ErrorCode {
+            $(
+                $(#[$doc])*
+                #[oai(rename = $wire)]
+                $variant,
+            )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in catalogue order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The code as clients see it, e.g. `invalid_token`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $wire),* }
+            }
+
+            /// The HTTP status this code is sent with, if it is ever an HTTP answer.
+            pub fn status(self) -> Option<StatusCode> {
+                match self { $(ErrorCode::$variant => $status),* }
+            }
+
+            /// Whether the code can arrive as a WebSocket `error` message.
+            pub fn on_websocket(self) -> bool {
+                match self { $(ErrorCode::$variant => $ws),* }
+            }
+
+            /// The message sent when the situation needs no more detail.
+            pub fn message(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $message),* }
+            }
+        }
+    };
+}
+
+const BAD_REQUEST: Option<StatusCode> = Some(StatusCode::BAD_REQUEST);
+const UNAUTHORIZED: Option<StatusCode> = Some(StatusCode::UNAUTHORIZED);
+const UNAVAILABLE: Option<StatusCode> = Some(StatusCode::SERVICE_UNAVAILABLE);
+const WS_ONLY: Option<StatusCode> = None;
+
+error_catalogue! {
+    // --- request shape (REST)
+    /// Malformed JSON, a missing field or a wrong content type.
+    InvalidRequest = "invalid_request", status: BAD_REQUEST, websocket: false,
+        "The request body must be a JSON object with the documented fields";
+    InvalidUsername = "invalid_username", status: BAD_REQUEST, websocket: false,
+        "The username must be 3-32 characters of letters, digits, '_', '.' and '-'";
+    InvalidEmail = "invalid_email", status: BAD_REQUEST, websocket: false,
+        "The email address is not valid";
+    InvalidPassword = "invalid_password", status: BAD_REQUEST, websocket: false,
+        "The password must be 8-128 characters";
+    PayloadTooLarge = "payload_too_large", status: Some(StatusCode::PAYLOAD_TOO_LARGE), websocket: false,
+        "The request body is larger than 64 KiB";
+    UnsupportedMediaType = "unsupported_media_type", status: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), websocket: false,
+        "Send the request body as application/json";
+    NotFound = "not_found", status: Some(StatusCode::NOT_FOUND), websocket: false,
+        "There is nothing at this path";
+    MethodNotAllowed = "method_not_allowed", status: Some(StatusCode::METHOD_NOT_ALLOWED), websocket: false,
+        "This path does not accept that method";
+    OriginNotAllowed = "origin_not_allowed", status: Some(StatusCode::FORBIDDEN), websocket: false,
+        "This browser origin is not allowed (CORS_ORIGIN)";
+
+    // --- accounts and tokens
+    UsernameTaken = "username_taken", status: Some(StatusCode::CONFLICT), websocket: false,
+        "That username is already taken";
+    EmailTaken = "email_taken", status: Some(StatusCode::CONFLICT), websocket: false,
+        "An account with that email already exists";
+    /// Unknown user, wrong password and inactive account, indistinguishably.
+    InvalidCredentials = "invalid_credentials", status: UNAUTHORIZED, websocket: false,
+        "Invalid username or password";
+    MissingToken = "missing_token", status: UNAUTHORIZED, websocket: false,
+        "Send the token as 'Authorization: Bearer <token>'";
+    InvalidToken = "invalid_token", status: UNAUTHORIZED, websocket: false,
+        "The token is invalid";
+    TokenExpired = "token_expired", status: UNAUTHORIZED, websocket: false,
+        "The token has expired; log in again";
+
+    // --- the WebSocket upgrade
+    WebsocketUpgradeRequired = "websocket_upgrade_required", status: BAD_REQUEST, websocket: false,
+        "This endpoint speaks WebSocket only";
+    /// Refused upgrade: the server is stopping and takes no new connections.
+    ShuttingDown = "shutting_down", status: UNAVAILABLE, websocket: false,
+        "The server is shutting down";
+    /// Refused upgrade: the user store did not answer while checking the token.
+    ServiceUnavailable = "service_unavailable", status: UNAVAILABLE, websocket: false,
+        "Authentication is unavailable right now; try again shortly";
+
+    // --- WebSocket messages
+    InvalidJson = "invalid_json", status: WS_ONLY, websocket: true,
+        "Messages must be JSON objects";
+    InvalidMessage = "invalid_message", status: WS_ONLY, websocket: true,
+        "Messages must be JSON objects with a string 'type'";
+    UnknownType = "unknown_type", status: WS_ONLY, websocket: true,
+        "Unknown message type; expected chat, stop, human-escalation or ping";
+    InvalidContent = "invalid_content", status: WS_ONLY, websocket: true,
+        "A chat message needs a non-blank string 'content'";
+    ContentTooLong = "content_too_long", status: WS_ONLY, websocket: true,
+        "'content' is longer than the server accepts";
+    UnsupportedFrame = "unsupported_frame", status: WS_ONLY, websocket: true,
+        "Binary frames are not supported; send JSON text";
+    GenerationInProgress = "generation_in_progress", status: WS_ONLY, websocket: true,
+        "Wait for the current answer to finish, or send {\"type\":\"stop\"}";
+    NoActiveGeneration = "no_active_generation", status: WS_ONLY, websocket: true,
+        "There is no answer being generated to stop";
+    /// A chat sent while the server drains its streams before stopping.
+    ServerShuttingDown = "server_shutting_down", status: WS_ONLY, websocket: true,
+        "The server is shutting down; reconnect in a moment";
+    SessionExpired = "session_expired", status: WS_ONLY, websocket: true,
+        "This session has expired; reconnect to start a new one";
+
+    // --- dependencies
+    AiUnavailable = "ai_unavailable", status: WS_ONLY, websocket: true,
+        "The AI service is unavailable right now; please try again";
+    AiTimeout = "ai_timeout", status: WS_ONLY, websocket: true,
+        "The AI service took too long to answer";
+    AiStreamError = "ai_stream_error", status: WS_ONLY, websocket: true,
+        "The AI service's answer was interrupted";
+    SessionStoreUnavailable = "session_store_unavailable", status: UNAVAILABLE, websocket: true,
+        "Sessions are unavailable right now; please try again shortly";
+    InternalError = "internal_error", status: Some(StatusCode::INTERNAL_SERVER_ERROR), websocket: false,
+        "Something went wrong on our side; please try again";
+}
+
+impl ErrorCode {
+    /// The code for an error raised outside the API operations (unknown
+    /// route, wrong method, body limit, CORS), from the status poem chose.
+    pub fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::FORBIDDEN => Self::OriginNotAllowed,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            s if s.is_client_error() => Self::InvalidRequest,
+            _ => Self::InternalError,
+        }
+    }
+
+    /// The codes that can arrive as a WebSocket `error` message.
+    pub fn websocket_codes() -> impl Iterator<Item = ErrorCode> {
+        Self::ALL.iter().copied().filter(|c| c.on_websocket())
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a client is told about a failed auth use case. Dependency failures
+/// have been logged by the service; here they are only a code.
+impl From<&AuthError> for ErrorCode {
+    fn from(e: &AuthError) -> Self {
+        match e {
+            AuthError::UsernameTaken => Self::UsernameTaken,
+            AuthError::EmailTaken => Self::EmailTaken,
+            AuthError::InvalidCredentials => Self::InvalidCredentials,
+            AuthError::TokenExpired => Self::TokenExpired,
+            AuthError::TokenInvalid => Self::InvalidToken,
+            AuthError::Internal => Self::InternalError,
+        }
+    }
+}
+
+/// What a client is told about a failed chat use case.
+impl From<&ChatError> for ErrorCode {
+    fn from(e: &ChatError) -> Self {
+        match e {
+            ChatError::Ai(AiError::Unavailable(_)) => Self::AiUnavailable,
+            ChatError::Ai(AiError::Timeout(_)) => Self::AiTimeout,
+            ChatError::Ai(AiError::Protocol(_)) => Self::AiStreamError,
+            ChatError::SessionGone => Self::SessionExpired,
+            ChatError::SessionStore(_) => Self::SessionStoreUnavailable,
+        }
+    }
+}
+
+/// The error body of every failed request.
+#[derive(Debug, Object)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code such as `invalid_credentials`.
+    pub error: ErrorCode,
+    /// A description for people; wording may change, codes do not.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// The code with its catalogue message.
+    pub fn new(code: ErrorCode) -> Json<Self> {
+        Self::with_message(code, code.message())
+    }
+
+    /// The code with a message that says more than the catalogue's (which
+    /// field broke which rule).
+    pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Json<Self> {
+        Json(Self {
+            error: code,
+            message: message.into(),
+        })
+    }
+
+    /// The body as a complete response with the code's own status, for errors
+    /// raised outside the API operations (WebSocket refusals, unknown routes).
+    pub fn response(code: ErrorCode) -> poem::Response {
+        Self::response_with(code, code.message())
+    }
+
+    /// [`ErrorBody::response`] with a more specific message.
+    pub fn response_with(code: ErrorCode, message: &str) -> poem::Response {
+        use poem::IntoResponse as _;
+        let status = code.status().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::with_message(code, message)
+            .with_status(status)
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_complete() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(
+                s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{s}"
+            );
+            assert!(!code.message().is_empty(), "{s}");
+            assert!(
+                code.status().is_some() || code.on_websocket(),
+                "{s} can reach no client"
+            );
+            // The spec's enum value is the same text.
+            assert_eq!(
+                poem_openapi::types::ToJSON::to_json(code),
+                Some(serde_json::Value::String(s.to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn no_code_is_spelled_anywhere_else_in_src() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![];
+        collect_rs(&src, &mut files);
+        for code in ErrorCode::ALL {
+            let quoted = format!("\"{}\"", code.as_str());
+            let places: Vec<_> = files
+                .iter()
+                .filter(|(_, text)| text.contains(&quoted))
+                .map(|(path, text)| (path.clone(), text.matches(&quoted).count()))
+                .collect();
+            let total: usize = places.iter().map(|(_, n)| n).sum();
+            assert_eq!(total, 1, "{quoted} is spelled in {places:?}");
+        }
+    }
+
+    fn collect_rs(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                collect_rs(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+
+    #[test]
+    fn catch_all_statuses_have_their_codes() {
+        for code in [
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::OriginNotAllowed,
+            ErrorCode::UnsupportedMediaType,
+        ] {
+            assert_eq!(ErrorCode::for_status(code.status().unwrap()), code);
+        }
+        assert_eq!(
+            ErrorCode::for_status(StatusCode::IM_A_TEAPOT),
+            ErrorCode::InvalidRequest
+        );
+    }
+}

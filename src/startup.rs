@@ -1,0 +1,253 @@
+//! The server as a value: [`Application::build`] picks an adapter for every
+//! port from the configuration, wires the use cases and binds the listener;
+//! [`Application::run_until_stopped`] serves until a shutdown future resolves.
+//!
+//! This is the only place that knows which adapter implements which port. The
+//! binary (`main.rs`) only reads configuration and signals, and tests build the
+//! same value in-process on port 0 and read its address from it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use poem::Endpoint;
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+use crate::adapters::inbound::{http, AppContext};
+use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
+use crate::adapters::outbound::echo_ai::EchoAi;
+use crate::adapters::outbound::jwt::JwtTokenService;
+use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
+use crate::adapters::outbound::memory_stats::AtomicStats;
+use crate::adapters::outbound::mongo_users::MongoUserRepository;
+use crate::adapters::outbound::redis_sessions::RedisSessionStore;
+use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
+use crate::adapters::outbound::upstream_ai::{UpstreamAi, UpstreamTimeouts};
+use crate::application::ports::{
+    AiModel, PasswordHashError, PasswordHasher, SessionStore, SessionStoreError, Stats,
+    TokenService, UserRepository, UserStoreError,
+};
+use crate::application::{AuthService, ChatService};
+use crate::config::{AiConfig, AuthConfig, Config, SessionConfig, StorageConfig};
+
+/// Why the server could not start. Each says which setting to look at.
+#[derive(Debug, Error)]
+pub enum StartupError {
+    #[error("could not connect to MongoDB (MONGODB_URI)")]
+    Mongo(#[source] UserStoreError),
+    #[error("could not open SQLITE_PATH={}", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: UserStoreError,
+    },
+    #[error("could not connect to Redis (REDIS_URL)")]
+    Redis(#[source] SessionStoreError),
+    #[error("invalid FASTAPI_URL: {0}")]
+    AiUrl(String),
+    #[error("password hashing does not work")]
+    Hasher(#[source] PasswordHashError),
+    #[error("could not listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// One implementation for every port the use cases need.
+pub struct Adapters {
+    pub users: Arc<dyn UserRepository>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub ai: Arc<dyn AiModel>,
+    pub hasher: Arc<dyn PasswordHasher>,
+    pub tokens: Arc<dyn TokenService>,
+    pub stats: Arc<dyn Stats>,
+}
+
+impl Adapters {
+    /// Connects the adapters the configuration asks for; a store that does not
+    /// answer stops start-up here rather than failing the first request.
+    pub async fn from_config(config: &Config) -> Result<Self, StartupError> {
+        Ok(Self {
+            users: user_store(&config.storage).await?,
+            sessions: session_store(&config.sessions).await?,
+            ai: ai_model(&config.ai)?,
+            hasher: Arc::new(Argon2Hasher::new(Argon2Params::OWASP)),
+            tokens: token_service(&config.auth),
+            stats: Arc::new(AtomicStats::default()),
+        })
+    }
+}
+
+async fn user_store(storage: &StorageConfig) -> Result<Arc<dyn UserRepository>, StartupError> {
+    if let Some(uri) = &storage.mongodb_uri {
+        tracing::info!(uri = %uri, "user store: MongoDB");
+        let repo = MongoUserRepository::connect(uri.expose())
+            .await
+            .map_err(StartupError::Mongo)?;
+        return Ok(Arc::new(repo));
+    }
+    let path = &storage.sqlite_path;
+    tracing::info!(path = %path.display(), "user store: embedded SQLite");
+    let repo = SqliteUserRepository::open(path)
+        .await
+        .map_err(|source| StartupError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(Arc::new(repo))
+}
+
+async fn session_store(sessions: &SessionConfig) -> Result<Arc<dyn SessionStore>, StartupError> {
+    let Some(url) = &sessions.redis_url else {
+        tracing::info!("session store: in memory");
+        return Ok(Arc::new(InMemorySessionStore::new(sessions.ttl)));
+    };
+    tracing::info!(url = %url, "session store: Redis");
+    let store = RedisSessionStore::connect(url.expose(), sessions.ttl, &sessions.redis_key_prefix)
+        .await
+        .map_err(StartupError::Redis)?;
+    Ok(Arc::new(store))
+}
+
+fn ai_model(ai: &AiConfig) -> Result<Arc<dyn AiModel>, StartupError> {
+    let Some(url) = &ai.fastapi_url else {
+        tracing::warn!(
+            "FASTAPI_URL is not set: answering with the built-in echo model \
+             (set FASTAPI_URL to use the real AI service)"
+        );
+        return Ok(Arc::new(EchoAi::new(ai.echo_token_delay)));
+    };
+    tracing::info!(url = %url, "AI: upstream");
+    let timeouts = UpstreamTimeouts {
+        connect: ai.connect_timeout,
+        first_token: ai.first_token_timeout,
+        idle: ai.idle_timeout,
+    };
+    let upstream = UpstreamAi::new(url, timeouts).map_err(StartupError::AiUrl)?;
+    Ok(Arc::new(upstream))
+}
+
+fn token_service(auth: &AuthConfig) -> Arc<dyn TokenService> {
+    if auth.jwt_secret.generated {
+        tracing::warn!(
+            "JWT_SECRET is not set: using a random secret for this run, so tokens will not \
+             survive a restart (set JWT_SECRET; production refuses to start without one)"
+        );
+    }
+    Arc::new(JwtTokenService::new(
+        auth.jwt_secret.bytes(),
+        auth.token_lifetime.clone(),
+    ))
+}
+
+/// A bound, wired server that has not started serving yet.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    ctx: Arc<AppContext>,
+    cors_origins: Option<Vec<String>>,
+}
+
+impl Application {
+    /// Builds the server the configuration describes and binds its port
+    /// (`PORT=0` picks a free one; read it back with [`Application::address`]).
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let adapters = Adapters::from_config(&config).await?;
+        Self::build_with(config, adapters).await
+    }
+
+    /// Builds the server on adapters chosen by the caller (tests pass mocks of
+    /// ports a real store will not fail on demand).
+    pub async fn build_with(config: Config, adapters: Adapters) -> Result<Self, StartupError> {
+        let auth = AuthService::new(adapters.users, adapters.hasher, adapters.tokens)
+            .await
+            .map_err(StartupError::Hasher)?;
+        let chat = ChatService::new(
+            adapters.sessions,
+            adapters.ai,
+            adapters.stats,
+            config.sessions.ttl,
+        );
+        let ctx = Arc::new(AppContext::new(
+            auth,
+            chat,
+            config.websocket,
+            config.server.shutdown_timeout,
+        ));
+        let wanted = SocketAddr::new(config.server.host, config.server.port);
+        let listener = TcpListener::bind(wanted)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: wanted,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: wanted,
+            source,
+        })?;
+        tracing::info!(%addr, env = config.server.env.as_str(), "server listening");
+        Ok(Self {
+            listener,
+            addr,
+            ctx,
+            cors_origins: config.server.cors_origins,
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn address(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every route and middleware, for driving the server without a socket.
+    pub fn endpoint(&self) -> impl Endpoint {
+        http::app(self.ctx.clone(), self.cors_origins.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then stops taking connections, lets
+    /// running answers finish for up to `SHUTDOWN_TIMEOUT`, closes every
+    /// WebSocket with 1001 and returns.
+    ///
+    /// # Errors
+    /// [`StartupError::Serve`] if the listener fails.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), StartupError> {
+        let ctx = self.ctx.clone();
+        let mut server = tokio::spawn(http::serve(self.listener, ctx.clone(), self.cors_origins));
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!(
+                    timeout_secs = ctx.shutdown_timeout.as_secs_f64(),
+                    "shutting down: finishing running streams"
+                );
+                ctx.shutdown.cancel();
+            }
+            // The server only returns by itself when it failed.
+            result = &mut server => return flatten(result),
+        }
+        flatten(server.await)?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+fn flatten(
+    joined: Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> Result<(), StartupError> {
+    match joined {
+        Ok(result) => result.map_err(StartupError::Serve),
+        Err(e) => Err(StartupError::Serve(std::io::Error::other(e))),
+    }
+}
