@@ -182,8 +182,7 @@ fn map_insert_error(e: mongodb::error::Error) -> UserStoreError {
     match duplicate.map(classify_duplicate_key) {
         Some(Some(taken)) => taken,
         Some(None) => {
-            tracing::error!(error = %e, "duplicate key on an unexpected index of users");
-            unavailable(e)
+            UserStoreError::unavailable("duplicate key on an unexpected index of users", e)
         }
         None => unavailable(e),
     }
