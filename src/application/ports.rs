@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use thiserror::Error;
 
+use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
 use crate::domain::{
-    ChatMessage, EmailAddress, NewUser, Password, PasswordHash, Session, SessionId, TokenLifetime,
-    User, UserId, Username,
+    ChatMessage, EmailAddress, MessageId, NewUser, Password, PasswordHash, Session, SessionId,
+    TokenLifetime, User, UserId, Username,
 };
 
 /// The underlying cause of a port failure, kept for the logs: the driver's own
@@ -327,4 +328,209 @@ pub trait Stats: Send + Sync {
     /// A chat message was accepted for generation.
     fn message_received(&self);
     fn snapshot(&self) -> StatsSnapshot;
+}
+
+// ---------------------------------------------------------- conversations
+
+/// Failures of the conversation ports ([`EventLog`], [`LiveDelivery`],
+/// [`GenerationRegistry`]): the backing store did not answer or answered with
+/// something unusable. For logs only; clients see a stable code.
+#[derive(Debug, Error)]
+#[error("conversation store unavailable: {context}")]
+pub struct ConversationStoreError {
+    /// What was being done, in the adapter's words.
+    pub context: String,
+    #[source]
+    pub source: Option<Cause>,
+}
+
+impl ConversationStoreError {
+    pub fn new(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A failure with no underlying error (a timeout, a malformed record).
+    pub fn bare(context: impl Into<String>) -> Self {
+        Self {
+            context: context.into(),
+            source: None,
+        }
+    }
+}
+
+/// A stretch of a session's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSlice {
+    /// The events after the requested seq that the log still holds, oldest
+    /// first, at most the requested number.
+    pub events: Vec<LoggedEvent>,
+    /// The session's latest seq when the read was made (0 for an empty log).
+    pub head: Seq,
+    /// The oldest seq the log still holds (`head + 1` when it holds nothing).
+    pub oldest: Seq,
+}
+
+impl LogSlice {
+    /// True when events after `after` were trimmed and cannot be replayed.
+    pub fn lost_after(&self, after: Seq) -> bool {
+        after < self.head && after + 1 < self.oldest
+    }
+}
+
+/// A client message id the session already accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedClientMessage {
+    pub message_id: MessageId,
+    /// The seq of its `user-message`.
+    pub seq: Seq,
+}
+
+/// How many client message ids a session remembers for de-duplication.
+pub const CLIENT_MESSAGE_IDS_KEPT: usize = 100;
+
+/// The ordered, replayable log of each session's conversation events.
+///
+/// Retention: an adapter keeps at least the last `limit` events of a session
+/// (its configured `EVENT_LOG_LIMIT`) and at most twice that, and forgets a
+/// session's log when the session has been idle for the session TTL.
+///
+/// # Errors
+/// Every method returns [`ConversationStoreError`] when the store fails, and
+/// nothing else.
+/// - `append` MUST assign consecutive seqs (previous head + 1, + 2, …) to the
+///   events in the order given, atomically with respect to every other append
+///   to the same session on any instance, and return them as stored.
+/// - `append` MUST remember the `client_message_id` of a `UserMessage` (the
+///   last [`CLIENT_MESSAGE_IDS_KEPT`] of the session) for `accepted_client_message`.
+/// - `read_after` of an unknown session is an empty slice with head 0, oldest 1.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    async fn append(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Vec<LoggedEvent>, ConversationStoreError>;
+    /// Up to `limit` events with a seq greater than `after`.
+    async fn read_after(
+        &self,
+        session: &SessionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<LogSlice, ConversationStoreError>;
+    /// The session's latest seq (0 for a session with no events).
+    async fn head(&self, session: &SessionId) -> Result<Seq, ConversationStoreError>;
+    async fn accepted_client_message(
+        &self,
+        session: &SessionId,
+        id: &ClientMessageId,
+    ) -> Result<Option<AcceptedClientMessage>, ConversationStoreError>;
+}
+
+/// What a live subscription yields: the session's next event, or word that
+/// this subscriber fell too far behind and missed some (it can catch up from
+/// the log).
+#[derive(Debug, Clone)]
+pub enum LiveItem {
+    Event(std::sync::Arc<LoggedEvent>),
+    /// Events were dropped for this subscriber; `missed` is how many, if known.
+    Lagged {
+        missed: u64,
+    },
+}
+
+/// A session's live events, in publish order. Dropping it unsubscribes.
+pub type LiveStream = Pin<Box<dyn Stream<Item = LiveItem> + Send>>;
+
+/// Delivers each session's new events to every subscriber, on every instance.
+///
+/// # Errors
+/// - `subscribe` and `publish` return [`ConversationStoreError`] when the
+///   transport fails. A subscription that is cut later simply ends.
+/// - Delivery is at most once and in publish order per publisher; subscribers
+///   detect gaps by `seq` and fill them from the [`EventLog`].
+/// - A slow subscriber MUST NOT slow the publisher or other subscribers: it
+///   gets [`LiveItem::Lagged`] instead, from its own bounded buffer.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait LiveDelivery: Send + Sync {
+    async fn subscribe(&self, session: &SessionId) -> Result<LiveStream, ConversationStoreError>;
+    async fn publish(
+        &self,
+        session: &SessionId,
+        events: &[LoggedEvent],
+    ) -> Result<(), ConversationStoreError>;
+    /// How many subscriptions the session has, over all instances (may lag
+    /// reality by a few seconds where instances share it).
+    async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError>;
+}
+
+/// Whether a generation could be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    Started,
+    /// Another generation of the session is running (on any instance).
+    Busy {
+        running: MessageId,
+    },
+}
+
+/// A generation whose owner stopped renewing its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedGeneration {
+    pub session: SessionId,
+    pub message_id: MessageId,
+}
+
+/// Stop requests for generations this instance runs.
+pub type StopStream = Pin<Box<dyn Stream<Item = (SessionId, MessageId)> + Send>>;
+
+/// At most one running generation per session across all instances, held as
+/// a lease its owner renews; stop from anywhere; abandoned leases found.
+///
+/// # Errors
+/// Every method returns [`ConversationStoreError`] when the store fails.
+/// - `try_start` MUST be atomic across instances: of two concurrent calls for
+///   one session, exactly one gets `Started`.
+/// - `renew` returns `false` when the lease is no longer this generation's
+///   (it expired and was reaped); the owner must then stop without writing.
+/// - `finish` of a lease that is not held is not an error.
+/// - `request_stop` returns the running generation it asked to stop, or `None`.
+/// - `reap_expired` returns each expired lease to exactly one caller, over all
+///   instances, and releases it.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait GenerationRegistry: Send + Sync {
+    async fn try_start(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+        lease: std::time::Duration,
+    ) -> Result<StartOutcome, ConversationStoreError>;
+    async fn renew(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+        lease: std::time::Duration,
+    ) -> Result<bool, ConversationStoreError>;
+    async fn finish(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+    ) -> Result<(), ConversationStoreError>;
+    async fn running(
+        &self,
+        session: &SessionId,
+    ) -> Result<Option<MessageId>, ConversationStoreError>;
+    async fn request_stop(
+        &self,
+        session: &SessionId,
+    ) -> Result<Option<MessageId>, ConversationStoreError>;
+    /// Stop requests addressed to whichever instance runs the generation; the
+    /// owner listens and cancels its own. Called once, at start-up.
+    fn stop_requests(&self) -> StopStream;
+    async fn reap_expired(&self) -> Result<Vec<AbandonedGeneration>, ConversationStoreError>;
 }

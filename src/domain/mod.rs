@@ -1,6 +1,7 @@
 //! The domain: pure types and rules, free of frameworks, drivers and wire formats.
 
 pub mod chat;
+pub mod conversation;
 pub mod id;
 pub mod time;
 pub mod user;

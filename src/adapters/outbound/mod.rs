@@ -3,6 +3,7 @@
 pub mod argon2_hasher;
 pub mod echo_ai;
 pub mod jwt;
+pub mod memory_conversations;
 pub mod memory_sessions;
 pub mod memory_stats;
 pub mod mongo_users;

@@ -1,0 +1,405 @@
+//! The conversation ports in process memory, for a single instance: the event
+//! log, live delivery (one broadcast channel per watched session) and the
+//! generation registry. No serialisation and no extra hop: a published event
+//! is an `Arc` every local subscriber shares.
+//!
+//! Memory bound: a session's log holds at most `2 × limit` events, each at most
+//! 16 KiB of token or one chat message, and is forgotten after `ttl` without
+//! activity, so the whole log is bounded by the number of live sessions (which
+//! the session store bounds) times that. A watched session costs one broadcast
+//! ring of [`LIVE_BUFFER`] slots while it has subscribers, and nothing after.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::application::ports::{
+    AbandonedGeneration, AcceptedClientMessage, ConversationStoreError, EventLog,
+    GenerationRegistry, LiveDelivery, LiveItem, LiveStream, LogSlice, StartOutcome, StopStream,
+    CLIENT_MESSAGE_IDS_KEPT,
+};
+use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
+use crate::domain::{MessageId, SessionId};
+
+/// Events a subscriber may fall behind by before it is told it lagged.
+pub const LIVE_BUFFER: usize = 1024;
+
+/// A mutex poisoned by a panic elsewhere still guards consistent data here
+/// (every critical section is a few infallible map operations).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ------------------------------------------------------------------ log
+
+struct SessionLog {
+    events: VecDeque<LoggedEvent>,
+    head: Seq,
+    client_ids: VecDeque<(ClientMessageId, AcceptedClientMessage)>,
+    last_used: Instant,
+}
+
+struct LogState {
+    sessions: HashMap<SessionId, SessionLog>,
+    last_sweep: Instant,
+}
+
+/// [`EventLog`] in memory.
+pub struct InMemoryEventLog {
+    limit: usize,
+    ttl: Duration,
+    state: Mutex<LogState>,
+}
+
+impl InMemoryEventLog {
+    /// Keeps at least `limit` (at least 1) and at most `2 × limit` events per
+    /// session, for `ttl` after the session's last append or read.
+    pub fn new(limit: usize, ttl: Duration) -> Self {
+        Self {
+            limit: limit.max(1),
+            ttl,
+            state: Mutex::new(LogState {
+                sessions: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    /// Forgets logs idle for longer than the TTL, at most every TTL/8.
+    fn sweep(&self, state: &mut LogState, now: Instant) {
+        let every = (self.ttl / 8).max(Duration::from_secs(1));
+        if now.duration_since(state.last_sweep) < every {
+            return;
+        }
+        state.last_sweep = now;
+        let ttl = self.ttl;
+        state
+            .sessions
+            .retain(|_, log| now.duration_since(log.last_used) < ttl);
+    }
+}
+
+impl SessionLog {
+    fn new(now: Instant) -> Self {
+        Self {
+            events: VecDeque::new(),
+            head: 0,
+            client_ids: VecDeque::new(),
+            last_used: now,
+        }
+    }
+
+    fn remember_client_id(&mut self, logged: &LoggedEvent) {
+        if let ConversationEvent::UserMessage {
+            message_id,
+            client_message_id: Some(id),
+            ..
+        } = &logged.event
+        {
+            let accepted = AcceptedClientMessage {
+                message_id: message_id.clone(),
+                seq: logged.seq,
+            };
+            self.client_ids.push_back((id.clone(), accepted));
+            if self.client_ids.len() > CLIENT_MESSAGE_IDS_KEPT {
+                self.client_ids.pop_front();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventLog for InMemoryEventLog {
+    async fn append(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Vec<LoggedEvent>, ConversationStoreError> {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        self.sweep(&mut state, now);
+        let log = state
+            .sessions
+            .entry(session.clone())
+            .or_insert_with(|| SessionLog::new(now));
+        log.last_used = now;
+        let mut stored = Vec::with_capacity(events.len());
+        for (at, event) in events {
+            log.head += 1;
+            let logged = LoggedEvent {
+                seq: log.head,
+                at,
+                event,
+            };
+            log.remember_client_id(&logged);
+            log.events.push_back(logged.clone());
+            stored.push(logged);
+        }
+        if log.events.len() > 2 * self.limit {
+            let excess = log.events.len() - self.limit;
+            log.events.drain(..excess);
+        }
+        Ok(stored)
+    }
+
+    async fn read_after(
+        &self,
+        session: &SessionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<LogSlice, ConversationStoreError> {
+        let mut state = lock(&self.state);
+        let Some(log) = state.sessions.get_mut(session) else {
+            return Ok(LogSlice {
+                events: Vec::new(),
+                head: 0,
+                oldest: 1,
+            });
+        };
+        log.last_used = Instant::now();
+        let oldest = log.events.front().map_or(log.head + 1, |e| e.seq);
+        // Seqs are consecutive, so the position of `after + 1` is arithmetic.
+        let skip = usize::try_from((after + 1).saturating_sub(oldest)).unwrap_or(usize::MAX);
+        let events = log.events.iter().skip(skip).take(limit).cloned().collect();
+        Ok(LogSlice {
+            events,
+            head: log.head,
+            oldest,
+        })
+    }
+
+    async fn head(&self, session: &SessionId) -> Result<Seq, ConversationStoreError> {
+        Ok(lock(&self.state)
+            .sessions
+            .get(session)
+            .map_or(0, |l| l.head))
+    }
+
+    async fn accepted_client_message(
+        &self,
+        session: &SessionId,
+        id: &ClientMessageId,
+    ) -> Result<Option<AcceptedClientMessage>, ConversationStoreError> {
+        Ok(lock(&self.state).sessions.get(session).and_then(|log| {
+            log.client_ids
+                .iter()
+                .rev()
+                .find(|(known, _)| known == id)
+                .map(|(_, accepted)| accepted.clone())
+        }))
+    }
+}
+
+// ----------------------------------------------------------------- live
+
+type Channels = Mutex<HashMap<SessionId, broadcast::Sender<Arc<LoggedEvent>>>>;
+
+/// [`LiveDelivery`] in memory: one broadcast channel per session that has
+/// subscribers, removed when its last subscriber leaves.
+#[derive(Default)]
+pub struct InMemoryLiveDelivery {
+    channels: Arc<Channels>,
+}
+
+/// Removes the session's channel once its last subscriber is gone. Declared
+/// after the receiver in the stream state, so it runs after the receiver drops.
+struct Unsubscribe {
+    channels: Arc<Channels>,
+    session: SessionId,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let mut channels = lock(&self.channels);
+        if channels
+            .get(&self.session)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            channels.remove(&self.session);
+        }
+    }
+}
+
+#[async_trait]
+impl LiveDelivery for InMemoryLiveDelivery {
+    async fn subscribe(&self, session: &SessionId) -> Result<LiveStream, ConversationStoreError> {
+        let rx = lock(&self.channels)
+            .entry(session.clone())
+            .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
+            .subscribe();
+        let guard = Unsubscribe {
+            channels: self.channels.clone(),
+            session: session.clone(),
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            (rx, guard),
+            |(mut rx, guard)| async move {
+                let item = match rx.recv().await {
+                    Ok(event) => LiveItem::Event(event),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => LiveItem::Lagged { missed },
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((item, (rx, guard)))
+            },
+        )))
+    }
+
+    async fn publish(
+        &self,
+        session: &SessionId,
+        events: &[LoggedEvent],
+    ) -> Result<(), ConversationStoreError> {
+        let tx = lock(&self.channels).get(session).cloned();
+        if let Some(tx) = tx {
+            for event in events {
+                // No receivers is not an error: nobody is watching right now.
+                let _ = tx.send(Arc::new(event.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError> {
+        Ok(lock(&self.channels)
+            .get(session)
+            .map_or(0, |tx| tx.receiver_count() as u64))
+    }
+}
+
+// ------------------------------------------------------------- registry
+
+struct Lease {
+    message_id: MessageId,
+    expires: Instant,
+}
+
+/// [`GenerationRegistry`] in memory. With one instance every generation is
+/// local, so a stop request is delivered straight to the owner's listener.
+pub struct InMemoryGenerationRegistry {
+    leases: Mutex<HashMap<SessionId, Lease>>,
+    stops: mpsc::Sender<(SessionId, MessageId)>,
+    stop_rx: Mutex<Option<mpsc::Receiver<(SessionId, MessageId)>>>,
+}
+
+impl Default for InMemoryGenerationRegistry {
+    fn default() -> Self {
+        let (stops, stop_rx) = mpsc::channel(256);
+        Self {
+            leases: Mutex::new(HashMap::new()),
+            stops,
+            stop_rx: Mutex::new(Some(stop_rx)),
+        }
+    }
+}
+
+#[async_trait]
+impl GenerationRegistry for InMemoryGenerationRegistry {
+    async fn try_start(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+        lease: Duration,
+    ) -> Result<StartOutcome, ConversationStoreError> {
+        let mut leases = lock(&self.leases);
+        // An expired lease not yet reaped still blocks: the reaper must end it
+        // first, or its stream-end would never be written.
+        if let Some(held) = leases.get(session) {
+            return Ok(StartOutcome::Busy {
+                running: held.message_id.clone(),
+            });
+        }
+        leases.insert(
+            session.clone(),
+            Lease {
+                message_id: message_id.clone(),
+                expires: Instant::now() + lease,
+            },
+        );
+        Ok(StartOutcome::Started)
+    }
+
+    async fn renew(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+        lease: Duration,
+    ) -> Result<bool, ConversationStoreError> {
+        let mut leases = lock(&self.leases);
+        match leases.get_mut(session) {
+            Some(held) if held.message_id == *message_id => {
+                held.expires = Instant::now() + lease;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn finish(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+    ) -> Result<(), ConversationStoreError> {
+        let mut leases = lock(&self.leases);
+        if leases
+            .get(session)
+            .is_some_and(|held| held.message_id == *message_id)
+        {
+            leases.remove(session);
+        }
+        Ok(())
+    }
+
+    async fn running(
+        &self,
+        session: &SessionId,
+    ) -> Result<Option<MessageId>, ConversationStoreError> {
+        Ok(lock(&self.leases)
+            .get(session)
+            .map(|held| held.message_id.clone()))
+    }
+
+    async fn request_stop(
+        &self,
+        session: &SessionId,
+    ) -> Result<Option<MessageId>, ConversationStoreError> {
+        let running = self.running(session).await?;
+        if let Some(id) = &running {
+            // A full queue means stops are already pending; the owner will
+            // see this session's among them or has finished.
+            let _ = self.stops.try_send((session.clone(), id.clone()));
+        }
+        Ok(running)
+    }
+
+    fn stop_requests(&self) -> StopStream {
+        match lock(&self.stop_rx).take() {
+            Some(rx) => Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })),
+            None => Box::pin(futures_util::stream::empty()),
+        }
+    }
+
+    async fn reap_expired(&self) -> Result<Vec<AbandonedGeneration>, ConversationStoreError> {
+        let now = Instant::now();
+        let mut leases = lock(&self.leases);
+        let expired: Vec<SessionId> = leases
+            .iter()
+            .filter(|(_, l)| l.expires <= now)
+            .map(|(s, _)| s.clone())
+            .collect();
+        Ok(expired
+            .into_iter()
+            .filter_map(|session| {
+                leases.remove(&session).map(|l| AbandonedGeneration {
+                    session,
+                    message_id: l.message_id,
+                })
+            })
+            .collect())
+    }
+}

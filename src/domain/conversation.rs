@@ -1,0 +1,247 @@
+//! A conversation as an ordered log of events: what every tab of a session
+//! sees, in the same order, and what a client that comes back is replayed.
+//!
+//! Each event that belongs to the conversation gets a sequence number (`seq`)
+//! from the event log: 1, 2, 3, … per session, never reused. A generation is
+//! the run `stream-start`, tokens, at most one failure, and exactly one
+//! `stream-end`; [`Generation`] is the state machine that guarantees that shape.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use super::chat::{MessageId, StreamStatus};
+use super::id::is_valid_id;
+
+/// Position of an event in its session's log, starting at 1. `0` means
+/// "before the first event", the natural `lastSeq` of a client that saw nothing.
+pub type Seq = u64;
+
+/// Largest piece of one token event. A bigger upstream delta is split into
+/// several `stream-token` events so one delta can never exceed a client's
+/// frame limit or a queue slot.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Why a client message id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("clientMessageId must be 1-64 characters of letters, digits, '_' or '-'")]
+pub struct ClientMessageIdError;
+
+/// The id a client gives its own chat message so that sending it again (after
+/// a reconnect, when unsure it arrived) is recognised instead of answered twice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientMessageId(String);
+
+impl ClientMessageId {
+    pub fn parse(raw: &str) -> Result<Self, ClientMessageIdError> {
+        if is_valid_id(raw) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ClientMessageIdError)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientMessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a generation failed, as the conversation records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenerationFailure {
+    AiUnavailable,
+    AiTimeout,
+    AiStreamError,
+    /// The session vanished from the store while the answer ran.
+    SessionExpired,
+    SessionStoreUnavailable,
+    /// The instance running it disappeared; another instance ended it.
+    Interrupted,
+}
+
+/// Something that happened in a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConversationEvent {
+    /// The user's chat, as stored.
+    UserMessage {
+        message_id: MessageId,
+        client_message_id: Option<ClientMessageId>,
+        content: String,
+    },
+    /// An answer to `reply_to` begins.
+    StreamStart {
+        message_id: MessageId,
+        reply_to: MessageId,
+    },
+    StreamToken {
+        message_id: MessageId,
+        token: String,
+    },
+    /// The answer failed; a `StreamEnd { status: Failed }` follows.
+    GenerationFailed {
+        message_id: MessageId,
+        failure: GenerationFailure,
+    },
+    StreamEnd {
+        message_id: MessageId,
+        status: StreamStatus,
+    },
+    /// The reply to a human-escalation request.
+    EscalationResponse { message: String },
+}
+
+/// An event as the log holds it: with its `seq` and when it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub seq: Seq,
+    pub at: DateTime<Utc>,
+    pub event: ConversationEvent,
+}
+
+/// Splits an upstream delta into pieces of at most [`MAX_TOKEN_BYTES`],
+/// never inside a character. Most deltas are one piece.
+pub fn token_pieces(delta: &str) -> impl Iterator<Item = &str> {
+    let mut rest = delta;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut cut = rest.len().min(MAX_TOKEN_BYTES);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+/// Where a generation is in its life. Every transition returns the events it
+/// adds to the conversation, so the log can only ever hold the shape
+/// `stream-start (token)* [failure] stream-end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    message_id: MessageId,
+    ended: bool,
+}
+
+impl Generation {
+    /// Starts an answer to `reply_to`; the first event is its `stream-start`.
+    pub fn start(message_id: MessageId, reply_to: MessageId) -> (Self, ConversationEvent) {
+        let start = ConversationEvent::StreamStart {
+            message_id: message_id.clone(),
+            reply_to,
+        };
+        (
+            Self {
+                message_id,
+                ended: false,
+            },
+            start,
+        )
+    }
+
+    pub fn message_id(&self) -> &MessageId {
+        &self.message_id
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The token events for one upstream delta (none once ended, or for an
+    /// empty delta).
+    pub fn tokens(&self, delta: &str) -> Vec<ConversationEvent> {
+        if self.ended {
+            return Vec::new();
+        }
+        token_pieces(delta)
+            .map(|piece| ConversationEvent::StreamToken {
+                message_id: self.message_id.clone(),
+                token: piece.to_owned(),
+            })
+            .collect()
+    }
+
+    /// Ends the generation: a failure adds its `GenerationFailed` before the
+    /// `stream-end`. Ending twice adds nothing, so a stop that races a
+    /// completion cannot produce a second `stream-end`.
+    pub fn end(
+        &mut self,
+        outcome: Result<StreamStatus, GenerationFailure>,
+    ) -> Vec<ConversationEvent> {
+        if std::mem::replace(&mut self.ended, true) {
+            return Vec::new();
+        }
+        let id = self.message_id.clone();
+        match outcome {
+            Ok(status) => vec![ConversationEvent::StreamEnd {
+                message_id: id,
+                status,
+            }],
+            Err(failure) => vec![
+                ConversationEvent::GenerationFailed {
+                    message_id: id.clone(),
+                    failure,
+                },
+                ConversationEvent::StreamEnd {
+                    message_id: id,
+                    status: StreamStatus::Failed,
+                },
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_message_ids_follow_the_id_rule() {
+        assert!(ClientMessageId::parse("c-1_A").is_ok());
+        assert!(ClientMessageId::parse("").is_err());
+        assert!(ClientMessageId::parse("has space").is_err());
+        assert!(ClientMessageId::parse(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn a_huge_delta_is_split_on_character_boundaries() {
+        let delta = "é".repeat(150_000);
+        let pieces: Vec<&str> = token_pieces(&delta).collect();
+        assert!(pieces.len() > 1);
+        assert!(pieces
+            .iter()
+            .all(|p| p.len() <= MAX_TOKEN_BYTES && !p.is_empty()));
+        assert_eq!(pieces.concat(), delta);
+        assert_eq!(token_pieces("hi").collect::<Vec<_>>(), vec!["hi"]);
+        assert_eq!(token_pieces("").count(), 0);
+    }
+
+    #[test]
+    fn a_generation_ends_exactly_once() {
+        let (mut g, start) = Generation::start(MessageId::generate(), MessageId::generate());
+        assert!(matches!(start, ConversationEvent::StreamStart { .. }));
+        assert_eq!(g.tokens("a").len(), 1);
+        let end = g.end(Err(GenerationFailure::AiTimeout));
+        assert!(matches!(
+            end.as_slice(),
+            [
+                ConversationEvent::GenerationFailed { .. },
+                ConversationEvent::StreamEnd {
+                    status: StreamStatus::Failed,
+                    ..
+                }
+            ]
+        ));
+        assert!(g.end(Ok(StreamStatus::Cancelled)).is_empty());
+        assert!(g.tokens("late").is_empty());
+    }
+}
