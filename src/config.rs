@@ -177,7 +177,7 @@ pub struct StorageConfig {
     pub sqlite_path: PathBuf,
 }
 
-/// Where chat sessions live and for how long.
+/// Where chat sessions and their conversations live, and for how long.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// Redis when set (shared by instances, survives restarts); otherwise memory.
@@ -186,6 +186,13 @@ pub struct SessionConfig {
     pub redis_key_prefix: String,
     /// Idle time after which a session is forgotten.
     pub ttl: Duration,
+    /// Events of a session's log kept for replay: at least this, at most twice.
+    pub event_log_limit: usize,
+    /// How long a generation's owner holds it between renewals; a generation
+    /// whose instance died is ended within twice this.
+    pub generation_lease: Duration,
+    /// A generation nobody has watched for this long is cancelled.
+    pub unattended_generation_timeout: Duration,
 }
 
 /// The AI service, or the built-in echo model when no URL is set.
@@ -268,6 +275,15 @@ impl Vars<'_> {
                 .parse()
                 .map_err(|_| ConfigError::invalid(name, &v, expected)),
         }
+    }
+
+    /// A whole number of at least 1.
+    fn positive(&self, name: &str, default: usize) -> Result<usize, ConfigError> {
+        let n = self.parse_or(name, default, "a positive number")?;
+        if n == 0 {
+            return Err(ConfigError::invalid(name, "0", "a positive number"));
+        }
+        Ok(n)
     }
 
     /// A non-zero duration such as `500ms`, `30s`, `5m`, `1h`.
@@ -400,6 +416,9 @@ impl SessionConfig {
                 .get("REDIS_KEY_PREFIX")
                 .unwrap_or_else(|| "chatbot".into()),
             ttl: vars.duration("SESSION_TTL", "24h")?,
+            event_log_limit: vars.positive("EVENT_LOG_LIMIT", 2000)?,
+            generation_lease: vars.duration("GENERATION_LEASE", "10s")?,
+            unattended_generation_timeout: vars.duration("UNATTENDED_GENERATION_TIMEOUT", "60s")?,
         })
     }
 }
@@ -430,17 +449,8 @@ impl AiConfig {
 
 impl WebSocketConfig {
     fn parse(vars: &Vars) -> Result<Self, ConfigError> {
-        let max_message_chars =
-            vars.parse_or("MAX_MESSAGE_CHARS", 10_000usize, "a positive number")?;
-        if max_message_chars == 0 {
-            return Err(ConfigError::invalid(
-                "MAX_MESSAGE_CHARS",
-                "0",
-                "a positive number",
-            ));
-        }
         Ok(Self {
-            max_message_chars,
+            max_message_chars: vars.positive("MAX_MESSAGE_CHARS", 10_000)?,
             ping_interval: vars.duration("WS_PING_INTERVAL", "20s")?,
             pong_timeout: vars.duration("WS_PONG_TIMEOUT", "60s")?,
         })
@@ -482,6 +492,12 @@ mod tests {
         assert_eq!(c.server.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.websocket.pong_timeout, Duration::from_secs(60));
         assert_eq!(c.sessions.ttl, Duration::from_secs(86_400));
+        assert_eq!(c.sessions.event_log_limit, 2000);
+        assert_eq!(c.sessions.generation_lease, Duration::from_secs(10));
+        assert_eq!(
+            c.sessions.unattended_generation_timeout,
+            Duration::from_secs(60)
+        );
         assert!(c.ai.fastapi_url.is_none());
         assert!(c.storage.mongodb_uri.is_none() && c.sessions.redis_url.is_none());
     }
@@ -542,6 +558,8 @@ mod tests {
             ("MAX_MESSAGE_CHARS", "0"),
             ("SHUTDOWN_TIMEOUT", "soon"),
             ("SESSION_TTL", "0"),
+            ("EVENT_LOG_LIMIT", "0"),
+            ("GENERATION_LEASE", "forever"),
             ("REDIS_URL", "http://x"),
         ] {
             let err = cfg(&[(k, v)]).unwrap_err().to_string();

@@ -19,6 +19,9 @@ use crate::adapters::inbound::{http, AppContext};
 use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
 use crate::adapters::outbound::echo_ai::EchoAi;
 use crate::adapters::outbound::jwt::JwtTokenService;
+use crate::adapters::outbound::memory_conversations::{
+    InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
+};
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
 use crate::adapters::outbound::memory_stats::AtomicStats;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
@@ -26,10 +29,10 @@ use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
 use crate::adapters::outbound::upstream_ai::{UpstreamAi, UpstreamTimeouts};
 use crate::application::ports::{
-    AiModel, PasswordHashError, PasswordHasher, SessionStore, SessionStoreError, Stats,
-    TokenService, UserRepository, UserStoreError,
+    AiModel, EventLog, GenerationRegistry, LiveDelivery, PasswordHashError, PasswordHasher,
+    SessionStore, SessionStoreError, Stats, TokenService, UserRepository, UserStoreError,
 };
-use crate::application::{AuthService, ChatService};
+use crate::application::{AuthService, ChatPorts, ChatService, ConversationSettings};
 use crate::config::{AiConfig, AuthConfig, Config, SessionConfig, StorageConfig};
 
 /// Why the server could not start. Each says which setting to look at.
@@ -67,19 +70,29 @@ pub struct Adapters {
     pub hasher: Arc<dyn PasswordHasher>,
     pub tokens: Arc<dyn TokenService>,
     pub stats: Arc<dyn Stats>,
+    pub log: Arc<dyn EventLog>,
+    pub live: Arc<dyn LiveDelivery>,
+    pub registry: Arc<dyn GenerationRegistry>,
 }
 
 impl Adapters {
     /// Connects the adapters the configuration asks for; a store that does not
     /// answer stops start-up here rather than failing the first request.
     pub async fn from_config(config: &Config) -> Result<Self, StartupError> {
+        let sessions = &config.sessions;
         Ok(Self {
             users: user_store(&config.storage).await?,
-            sessions: session_store(&config.sessions).await?,
+            sessions: session_store(sessions).await?,
             ai: ai_model(&config.ai)?,
             hasher: Arc::new(Argon2Hasher::new(Argon2Params::OWASP)),
             tokens: token_service(&config.auth),
             stats: Arc::new(AtomicStats::default()),
+            log: Arc::new(InMemoryEventLog::new(
+                sessions.event_log_limit,
+                sessions.ttl,
+            )),
+            live: Arc::new(InMemoryLiveDelivery::default()),
+            registry: Arc::new(InMemoryGenerationRegistry::default()),
         })
     }
 }
@@ -169,10 +182,19 @@ impl Application {
             .await
             .map_err(StartupError::Hasher)?;
         let chat = ChatService::new(
-            adapters.sessions,
-            adapters.ai,
-            adapters.stats,
-            config.sessions.ttl,
+            ChatPorts {
+                sessions: adapters.sessions,
+                ai: adapters.ai,
+                stats: adapters.stats,
+                log: adapters.log,
+                live: adapters.live,
+                registry: adapters.registry,
+            },
+            ConversationSettings {
+                session_ttl: config.sessions.ttl,
+                lease: config.sessions.generation_lease,
+                unattended_timeout: config.sessions.unattended_generation_timeout,
+            },
         );
         let ctx = Arc::new(AppContext::new(
             auth,
@@ -233,6 +255,9 @@ impl Application {
                     "shutting down: finishing running streams"
                 );
                 ctx.shutdown.cancel();
+                // Running answers finish (or are cancelled at the deadline)
+                // while connections stay open to carry their last events.
+                ctx.chat.drain(ctx.shutdown_timeout).await;
             }
             // The server only returns by itself when it failed.
             result = &mut server => return flatten(result),

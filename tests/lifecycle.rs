@@ -112,6 +112,7 @@ async fn sigterm_lets_a_running_stream_finish_then_closes_with_1001_and_exits_0(
     client
         .send_json(json!({"type": "chat", "content": "slow:10"}))
         .await;
+    assert_eq!(client.recv().await["type"], "user-message");
     assert_eq!(client.recv().await["type"], "stream-start");
     assert_eq!(client.recv().await["type"], "stream-token");
 
@@ -158,6 +159,7 @@ async fn sigterm_cancels_streams_still_running_at_the_deadline() {
     client
         .send_json(json!({"type": "chat", "content": "endless"}))
         .await;
+    assert_eq!(client.recv().await["type"], "user-message");
     assert_eq!(client.recv().await["type"], "stream-start");
     assert_eq!(client.recv().await["type"], "stream-token");
 

@@ -193,6 +193,7 @@ async fn stop_cancels_within_a_second_and_aborts_the_upstream_request() {
     client
         .send_json(json!({"type": "chat", "content": "endless"}))
         .await;
+    assert_eq!(client.recv().await["type"], "user-message");
     let start = client.recv().await;
     assert_eq!(start["type"], "stream-start");
     let id = start["messageId"].as_str().unwrap().to_owned();
@@ -236,7 +237,9 @@ async fn one_generation_at_a_time_and_a_chat_right_after_stream_end_is_accepted(
     client
         .send_json(json!({"type": "chat", "content": "slow:5"}))
         .await;
+    assert_eq!(client.recv().await["type"], "user-message");
     let start = client.recv().await;
+    assert_eq!(start["type"], "stream-start");
     client
         .send_json(json!({"type": "chat", "content": "me too"}))
         .await;

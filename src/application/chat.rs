@@ -1,19 +1,38 @@
-//! The chat use cases: open or resume a session, run one generation, escalate.
+//! The chat use cases: open or resume a session, attach a connection to its
+//! conversation, accept a chat and run its generation, stop it from anywhere,
+//! escalate, and drain on shutdown.
+//!
+//! The conversation, not the socket, owns a generation: it runs to its end
+//! when the tabs that asked for it close, and every tab of the session (on any
+//! instance) sees the same events in the same order through the event log.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
-use futures_util::StreamExt;
+use chrono::{DateTime, Utc};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::attachment::Attachment;
+use super::generation::{self, Job};
 use super::ports::{
-    AiError, AiHealth, AiModel, AiRequest, SessionCounts, SessionStore, SessionStoreError, Stats,
+    AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog, GenerationRegistry,
+    LiveDelivery, SessionCounts, SessionStore, SessionStoreError, StartOutcome, Stats,
     StatsSnapshot,
 };
-use crate::domain::{ChatContent, ChatMessage, Role, Session, SessionId, SessionUser, User};
+use crate::domain::conversation::{
+    ClientMessageId, ConversationEvent, Generation, LoggedEvent, Seq,
+};
+use crate::domain::{
+    ChatContent, ChatMessage, MessageId, Role, Session, SessionId, SessionUser, User,
+};
+use crate::telemetry::ErrorChain;
+
+/// What the human-escalation request is answered with.
+pub const ESCALATION_REPLY: &str = "A human agent will contact you soon.";
 
 /// Why a chat use case failed. Whoever handles it logs it (with
 /// [`crate::telemetry::ErrorChain`] for the store's own cause).
@@ -27,6 +46,9 @@ pub enum ChatError {
     /// The session store failed.
     #[error("session store failed")]
     SessionStore(#[source] SessionStoreError),
+    /// The event log, live delivery or generation registry failed.
+    #[error("conversation store failed")]
+    Conversation(#[from] ConversationStoreError),
 }
 
 impl From<SessionStoreError> for ChatError {
@@ -38,21 +60,108 @@ impl From<SessionStoreError> for ChatError {
     }
 }
 
-/// How one generation ended.
-#[derive(Debug)]
-pub enum GenerationOutcome {
-    Completed,
-    Cancelled,
-    Failed(ChatError),
+/// Why a chat was not accepted.
+#[derive(Debug, Error)]
+pub enum ChatRefusal {
+    /// The session already has a generation running (on any instance).
+    #[error("a generation is already running")]
+    InProgress { running: MessageId },
+    /// The server is draining before it stops.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Failed(#[from] ChatError),
+}
+
+impl From<ConversationStoreError> for ChatRefusal {
+    fn from(e: ConversationStoreError) -> Self {
+        ChatRefusal::Failed(e.into())
+    }
+}
+
+impl From<SessionStoreError> for ChatRefusal {
+    fn from(e: SessionStoreError) -> Self {
+        ChatRefusal::Failed(e.into())
+    }
+}
+
+/// A chat as the client sent it, already validated.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub content: ChatContent,
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+/// A chat the session has accepted: its `user-message`'s id and seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub message_id: MessageId,
+    pub seq: Seq,
+    /// True when this `clientMessageId` had been accepted before: nothing new started.
+    pub duplicate: bool,
+}
+
+/// Why a stop did nothing.
+#[derive(Debug, Error)]
+pub enum StopRefusal {
+    #[error("no generation is running")]
+    NothingRunning,
+    #[error(transparent)]
+    Failed(#[from] ChatError),
+}
+
+/// Timings of the conversation rules.
+#[derive(Debug, Clone)]
+pub struct ConversationSettings {
+    /// How long an untouched session lives in the store.
+    pub session_ttl: Duration,
+    /// How long a generation's owner holds it without renewing; another
+    /// instance ends it within twice this after the owner dies.
+    pub lease: Duration,
+    /// A generation nobody has watched for this long is cancelled.
+    pub unattended_timeout: Duration,
+}
+
+/// The ports the chat use cases run on.
+pub struct ChatPorts {
+    pub sessions: Arc<dyn SessionStore>,
+    pub ai: Arc<dyn AiModel>,
+    pub stats: Arc<dyn Stats>,
+    pub log: Arc<dyn EventLog>,
+    pub live: Arc<dyn LiveDelivery>,
+    pub registry: Arc<dyn GenerationRegistry>,
+}
+
+/// A generation this instance runs.
+struct Local {
+    message_id: MessageId,
+    cancel: CancellationToken,
+}
+
+/// The state shared by the service and its generation tasks.
+pub(super) struct Inner {
+    pub(super) sessions: Arc<dyn SessionStore>,
+    pub(super) ai: Arc<dyn AiModel>,
+    stats: Arc<dyn Stats>,
+    log: Arc<dyn EventLog>,
+    live: Arc<dyn LiveDelivery>,
+    pub(super) registry: Arc<dyn GenerationRegistry>,
+    pub(super) settings: ConversationSettings,
+    local: Mutex<HashMap<SessionId, Local>>,
+    /// Owns every generation task and background loop.
+    tasks: TaskTracker,
+    /// Set when shutdown begins: no new chats.
+    draining: CancellationToken,
+    /// Set when every local generation has ended after shutdown began.
+    drained: CancellationToken,
+    /// Ends the background loops.
+    stop_background: CancellationToken,
 }
 
 /// The chat use cases, shared by every connection.
+#[derive(Clone)]
 pub struct ChatService {
-    sessions: Arc<dyn SessionStore>,
-    ai: Arc<dyn AiModel>,
-    stats: Arc<dyn Stats>,
-    /// How long an untouched session lives in the store.
-    session_ttl: Duration,
+    inner: Arc<Inner>,
 }
 
 /// Keeps one connection counted as open while it lives, so a connection task
@@ -66,36 +175,44 @@ impl Drop for ConnectionGuard {
 }
 
 impl ChatService {
-    pub fn new(
-        sessions: Arc<dyn SessionStore>,
-        ai: Arc<dyn AiModel>,
-        stats: Arc<dyn Stats>,
-        session_ttl: Duration,
-    ) -> Self {
-        Self {
-            sessions,
-            ai,
-            stats,
-            session_ttl,
-        }
+    /// Builds the service and starts its background loops (stop requests from
+    /// other instances, and ending generations whose owner died).
+    pub fn new(ports: ChatPorts, settings: ConversationSettings) -> Self {
+        let inner = Arc::new(Inner {
+            sessions: ports.sessions,
+            ai: ports.ai,
+            stats: ports.stats,
+            log: ports.log,
+            live: ports.live,
+            registry: ports.registry,
+            settings,
+            local: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            drained: CancellationToken::new(),
+            stop_background: CancellationToken::new(),
+        });
+        inner.tasks.spawn(listen_for_stops(inner.clone()));
+        inner.tasks.spawn(reap_abandoned(inner.clone()));
+        Self { inner }
     }
 
     /// Counts a client connection for as long as the returned guard lives.
     pub fn connection_opened(&self) -> ConnectionGuard {
-        self.stats.connection_opened();
-        ConnectionGuard(self.stats.clone())
+        self.inner.stats.connection_opened();
+        ConnectionGuard(self.inner.stats.clone())
     }
 
     /// The counters behind `/api/stats`.
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.inner.stats.snapshot()
     }
 
     /// How often an open connection should [`touch`](Self::touch) its session:
     /// a quarter of the TTL gives several chances before expiry with few store
     /// writes, and never more than once a second.
     pub fn keep_alive_interval(&self) -> Duration {
-        (self.session_ttl / 4).max(Duration::from_secs(1))
+        (self.inner.settings.session_ttl / 4).max(Duration::from_secs(1))
     }
 
     /// Resumes `resume` when it names a live session of this user, otherwise
@@ -106,11 +223,12 @@ impl ChatService {
         user: &User,
         resume: Option<&SessionId>,
     ) -> Result<Session, ChatError> {
+        let sessions = &self.inner.sessions;
         let now = Utc::now();
         if let Some(id) = resume {
-            if let Some(session) = self.sessions.get(id).await? {
+            if let Some(session) = sessions.get(id).await? {
                 if session.user.id == user.id {
-                    self.sessions.touch(id, now).await?;
+                    sessions.touch(id, now).await?;
                     return Ok(session);
                 }
             }
@@ -123,383 +241,351 @@ impl ChatService {
             },
             now,
         );
-        self.sessions.create(&session).await?;
+        sessions.create(&session).await?;
         Ok(session)
     }
 
-    /// Marks the session as waiting for a human; asking again changes nothing.
+    /// Attaches a connection to the session's conversation; with `last_seq`,
+    /// what it missed after that seq is replayed first.
+    pub async fn attach(
+        &self,
+        session: &SessionId,
+        last_seq: Option<Seq>,
+    ) -> Result<Attachment, ChatError> {
+        let live = self.inner.live.subscribe(session).await?;
+        Ok(Attachment::open(session.clone(), self.inner.log.clone(), live, last_seq).await?)
+    }
+
+    /// Accepts a chat: stores it, logs its `user-message` and the answer's
+    /// `stream-start`, and starts the generation. A `clientMessageId` the
+    /// session already accepted starts nothing and is acknowledged again.
+    pub async fn submit(
+        &self,
+        session: &SessionId,
+        chat: ChatRequest,
+    ) -> Result<Accepted, ChatRefusal> {
+        let inner = &self.inner;
+        if inner.draining.is_cancelled() {
+            return Err(ChatRefusal::ShuttingDown);
+        }
+        if let Some(seen) = self.already_accepted(session, &chat).await? {
+            return Ok(seen);
+        }
+        let answer = MessageId::generate();
+        let lease = inner.settings.lease;
+        if let StartOutcome::Busy { running } =
+            inner.registry.try_start(session, &answer, lease).await?
+        {
+            return Err(ChatRefusal::InProgress { running });
+        }
+        // Holding the session's one generation slot, nobody else can accept a
+        // chat now; check again so two copies sent at once start one answer.
+        let started = match self.already_accepted(session, &chat).await {
+            Ok(None) => self.start(session, chat, answer.clone()).await,
+            Ok(Some(seen)) => Ok(seen),
+            Err(e) => Err(e),
+        };
+        if started.as_ref().map_or(true, |a| a.duplicate) {
+            let _ = inner.registry.finish(session, &answer).await;
+        }
+        started
+    }
+
+    async fn already_accepted(
+        &self,
+        session: &SessionId,
+        chat: &ChatRequest,
+    ) -> Result<Option<Accepted>, ChatRefusal> {
+        let Some(id) = &chat.client_message_id else {
+            return Ok(None);
+        };
+        let seen = self.inner.log.accepted_client_message(session, id).await?;
+        Ok(seen.map(|seen| Accepted {
+            message_id: seen.message_id,
+            seq: seen.seq,
+            duplicate: true,
+        }))
+    }
+
+    /// Stores and logs the chat, then spawns its generation.
+    async fn start(
+        &self,
+        session_id: &SessionId,
+        chat: ChatRequest,
+        answer: MessageId,
+    ) -> Result<Accepted, ChatRefusal> {
+        let inner = &self.inner;
+        let session = inner
+            .sessions
+            .get(session_id)
+            .await?
+            .ok_or(ChatError::SessionGone)?;
+        let query = chat.content.into_string();
+        let now = Utc::now();
+        let stored = ChatMessage {
+            role: Role::User,
+            content: query.clone(),
+            timestamp: now,
+        };
+        inner.sessions.append(session_id, stored).await?;
+        inner.stats.message_received();
+
+        let user_message = MessageId::generate();
+        let (generation, start) = Generation::start(answer.clone(), user_message.clone());
+        let asked = ConversationEvent::UserMessage {
+            message_id: user_message.clone(),
+            client_message_id: chat.client_message_id,
+            content: query.clone(),
+        };
+        let logged = inner
+            .log
+            .append(session_id, vec![(now, asked), (now, start)])
+            .await?;
+        let accepted = Accepted {
+            message_id: user_message,
+            seq: logged[0].seq,
+            duplicate: false,
+        };
+        let request = AiRequest {
+            query,
+            user_id: session.user.id,
+            session_id: session.id,
+            history: session.history,
+        };
+        // Stoppable before anyone can see its stream-start; should its first
+        // tokens be published before these two events, watchers fill the gap
+        // from the log.
+        self.spawn_generation(generation, request);
+        inner.publish(session_id, &logged).await;
+        Ok(accepted)
+    }
+
+    /// Runs the generation as a task this service owns, stoppable locally.
+    fn spawn_generation(&self, generation: Generation, request: AiRequest) {
+        let inner = &self.inner;
+        let session = request.session_id.clone();
+        let cancel = CancellationToken::new();
+        let local = Local {
+            message_id: generation.message_id().clone(),
+            cancel: cancel.clone(),
+        };
+        lock(&inner.local).insert(session.clone(), local);
+        let job = Job {
+            session,
+            generation,
+            request,
+            cancel,
+        };
+        inner.tasks.spawn(generation::run(inner.clone(), job));
+    }
+
+    /// Stops the session's running generation, wherever it runs; every tab
+    /// sees it end as `cancelled`.
+    pub async fn stop(&self, session: &SessionId) -> Result<(), StopRefusal> {
+        if let Some(local) = lock(&self.inner.local).get(session) {
+            local.cancel.cancel();
+            return Ok(());
+        }
+        match self.inner.registry.request_stop(session).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(StopRefusal::NothingRunning),
+            Err(e) => Err(ChatError::from(e).into()),
+        }
+    }
+
+    /// Marks the session as waiting for a human and answers every tab; asking
+    /// again changes nothing but is answered again.
     pub async fn escalate(&self, session: &SessionId) -> Result<(), ChatError> {
-        let first_time = self.sessions.mark_escalated(session).await?;
+        let inner = &self.inner;
+        let first_time = inner.sessions.mark_escalated(session).await?;
         if first_time {
             tracing::info!(session_id = %session, "session escalated to a human");
         }
+        let reply = ConversationEvent::EscalationResponse {
+            message: ESCALATION_REPLY.to_owned(),
+        };
+        let logged = inner.log.append(session, vec![(Utc::now(), reply)]).await?;
+        inner.publish(session, &logged).await;
         Ok(())
     }
 
     /// Records activity so an open but quiet connection keeps its session alive.
     pub async fn touch(&self, session: &SessionId) -> Result<(), ChatError> {
-        Ok(self.sessions.touch(session, Utc::now()).await?)
+        Ok(self.inner.sessions.touch(session, Utc::now()).await?)
     }
 
     /// How many sessions exist and how many are escalated.
     pub async fn session_counts(&self) -> Result<SessionCounts, ChatError> {
-        Ok(self.sessions.counts().await?)
+        Ok(self.inner.sessions.counts().await?)
     }
 
     /// What the AI side looks like to `/health`.
     pub async fn ai_health(&self) -> AiHealth {
-        self.ai.health().await
+        self.inner.ai.health().await
     }
 
-    /// Runs one generation: sends the query with the session's history to the
-    /// AI, forwards each token into `tokens`, and on completion stores the reply.
-    ///
-    /// The user's message is stored before the AI is asked, so it stays in the
-    /// history even if the answer fails; only a completed reply is stored.
-    /// Cancelling `cancel`, or dropping the receiver of `tokens`, drops the AI
-    /// stream and with it the upstream request.
-    pub async fn generate(
-        &self,
-        session_id: &SessionId,
-        content: ChatContent,
-        cancel: &CancellationToken,
-        tokens: &mpsc::Sender<String>,
-    ) -> GenerationOutcome {
-        match self.run(session_id, content, cancel, tokens).await {
-            Ok(outcome) => outcome,
-            Err(e) => GenerationOutcome::Failed(e),
-        }
+    /// True once shutdown began: chats are refused, running answers finish.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.is_cancelled()
     }
 
-    async fn run(
-        &self,
-        session_id: &SessionId,
-        content: ChatContent,
-        cancel: &CancellationToken,
-        tokens: &mpsc::Sender<String>,
-    ) -> Result<GenerationOutcome, ChatError> {
-        let session = self
-            .sessions
-            .get(session_id)
-            .await?
-            .ok_or(ChatError::SessionGone)?;
-        let query = content.into_string();
-        let request = AiRequest {
-            query: query.clone(),
-            user_id: session.user.id.clone(),
-            session_id: session.id.clone(),
-            history: session.history,
-        };
-        self.sessions
-            .append(
-                session_id,
-                ChatMessage {
-                    role: Role::User,
-                    content: query,
-                    timestamp: Utc::now(),
-                },
-            )
-            .await?;
-        self.stats.message_received();
+    /// Resolves when every generation of this instance has ended after
+    /// shutdown began, so connections can close with nothing left to say.
+    pub async fn drained(&self) {
+        self.inner.drained.cancelled().await;
+    }
 
-        let mut stream = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(GenerationOutcome::Cancelled),
-            started = self.ai.stream(request) => started?,
-        };
-        let mut reply = String::new();
-        loop {
-            let item = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Ok(GenerationOutcome::Cancelled),
-                item = stream.next() => item,
-            };
-            match item {
-                Some(Ok(token)) => {
-                    reply.push_str(&token);
-                    let sent = tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => return Ok(GenerationOutcome::Cancelled),
-                        sent = tokens.send(token) => sent,
-                    };
-                    if sent.is_err() {
-                        // Nobody is listening any more (the connection closed).
-                        return Ok(GenerationOutcome::Cancelled);
-                    }
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => break,
-            }
+    /// Refuses new chats, lets running generations finish for up to `grace`,
+    /// cancels the rest (each still writes its `stream-end`), and stops the
+    /// background loops.
+    pub async fn drain(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.draining.cancel();
+        let deadline = Instant::now() + grace;
+        while !lock(&inner.local).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        drop(stream);
-        self.sessions
-            .append(
-                session_id,
-                ChatMessage {
-                    role: Role::Assistant,
-                    content: reply,
-                    timestamp: Utc::now(),
-                },
-            )
-            .await?;
-        Ok(GenerationOutcome::Completed)
+        for local in lock(&inner.local).values() {
+            local.cancel.cancel();
+        }
+        inner.stop_background.cancel();
+        inner.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(2), inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = inner.tasks.len(),
+                "some generations did not end in time"
+            );
+        }
+        inner.drained.cancel();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::application::ports::{MockAiModel, MockSessionStore, MockStats, TokenStream};
-    use crate::domain::fixtures;
-    use std::sync::Mutex;
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-    fn user(id: &str) -> User {
-        fixtures::user(id, "x")
-    }
-
-    fn session_of(id: &SessionId, history: Vec<ChatMessage>) -> Session {
-        let mut s = fixtures::session(id);
-        s.history = history;
-        s
-    }
-
-    /// Counters that accept any number of messages.
-    fn any_stats() -> MockStats {
-        let mut stats = MockStats::new();
-        stats.expect_message_received().returning(|| ());
-        stats
-    }
-
-    fn service(store: MockSessionStore, ai: MockAiModel, stats: MockStats) -> ChatService {
-        ChatService::new(
-            Arc::new(store),
-            Arc::new(ai),
-            Arc::new(stats),
-            Duration::from_secs(3600),
-        )
-    }
-
-    fn msg(role: Role, content: &str) -> ChatMessage {
-        ChatMessage {
-            role,
-            content: content.into(),
-            timestamp: Utc::now(),
+impl Inner {
+    /// Appends to the log; a failure is logged here and reported as `None`.
+    pub(super) async fn append(
+        &self,
+        session: &SessionId,
+        events: Vec<ConversationEvent>,
+    ) -> Option<Vec<LoggedEvent>> {
+        if events.is_empty() {
+            return Some(Vec::new());
+        }
+        let at: DateTime<Utc> = Utc::now();
+        let stamped = events.into_iter().map(|e| (at, e)).collect();
+        match self.log.append(session, stamped).await {
+            Ok(logged) => Some(logged),
+            Err(e) => {
+                tracing::error!(session_id = %session, error = %ErrorChain(&e), "could not append to the event log");
+                None
+            }
         }
     }
 
-    fn tokens_stream(items: Vec<Result<String, AiError>>) -> TokenStream {
-        Box::pin(futures_util::stream::iter(items))
+    /// Publishes; a failure only delays delivery (watchers catch up from the log).
+    pub(super) async fn publish(&self, session: &SessionId, events: &[LoggedEvent]) {
+        if let Err(e) = self.live.publish(session, events).await {
+            tracing::warn!(session_id = %session, error = %ErrorChain(&e), "could not publish events");
+        }
     }
 
-    fn store_recording(
-        id: &SessionId,
-        history: Vec<ChatMessage>,
-    ) -> (MockSessionStore, Arc<Mutex<Vec<ChatMessage>>>) {
-        let appended = Arc::new(Mutex::new(Vec::new()));
-        let mut store = MockSessionStore::new();
-        let s = session_of(id, history);
-        store.expect_get().returning(move |_| Ok(Some(s.clone())));
-        let log = appended.clone();
-        store.expect_append().returning(move |_, m| {
-            log.lock().unwrap().push(m);
-            Ok(())
-        });
-        (store, appended)
+    /// Renews the lease; `false` when it is no longer ours. A store that does
+    /// not answer is not proof of a lost lease: keep going and retry.
+    pub(super) async fn renew(&self, session: &SessionId, message_id: &MessageId) -> bool {
+        match self
+            .registry
+            .renew(session, message_id, self.settings.lease)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "could not renew the generation lease");
+                true
+            }
+        }
     }
 
-    #[tokio::test]
-    async fn completed_generation_streams_tokens_and_stores_both_messages() {
-        let id = SessionId::generate();
-        let earlier = vec![msg(Role::User, "hi"), msg(Role::Assistant, "hello")];
-        let (store, appended) = store_recording(&id, earlier.clone());
-        let mut ai = MockAiModel::new();
-        ai.expect_stream()
-            .withf(move |r| r.query == "how are you?" && r.history == earlier)
-            .times(1)
-            .returning(|_| {
-                Ok(tokens_stream(vec![
-                    Ok("fine".into()),
-                    Ok(", thanks".into()),
-                ]))
-            });
-        let mut stats = MockStats::new();
-        stats.expect_message_received().times(1).returning(|| ());
-        let chat = service(store, ai, stats);
-        let (tx, mut rx) = mpsc::channel(16);
-        let outcome = chat
-            .generate(
-                &id,
-                ChatContent::parse("how are you?", 100).unwrap(),
-                &CancellationToken::new(),
-                &tx,
-            )
-            .await;
-        assert!(
-            matches!(outcome, GenerationOutcome::Completed),
-            "{outcome:?}"
-        );
-        assert_eq!(rx.recv().await.unwrap(), "fine");
-        assert_eq!(rx.recv().await.unwrap(), ", thanks");
-        let stored = appended.lock().unwrap();
-        assert_eq!(stored.len(), 2);
-        assert_eq!(
-            (stored[0].role, stored[0].content.as_str()),
-            (Role::User, "how are you?")
-        );
-        assert_eq!(
-            (stored[1].role, stored[1].content.as_str()),
-            (Role::Assistant, "fine, thanks")
-        );
-    }
-
-    #[tokio::test]
-    async fn failure_mid_stream_keeps_only_the_user_message() {
-        let id = SessionId::generate();
-        let (store, appended) = store_recording(&id, vec![]);
-        let mut ai = MockAiModel::new();
-        ai.expect_stream().returning(|_| {
-            Ok(tokens_stream(vec![
-                Ok("part".into()),
-                Err(AiError::Protocol("eof".into())),
-            ]))
-        });
-        let chat = service(store, ai, any_stats());
-        let (tx, _rx) = mpsc::channel(16);
-        let outcome = chat
-            .generate(
-                &id,
-                ChatContent::parse("q", 10).unwrap(),
-                &CancellationToken::new(),
-                &tx,
-            )
-            .await;
-        assert!(
-            matches!(
-                &outcome,
-                GenerationOutcome::Failed(ChatError::Ai(AiError::Protocol(e))) if e == "eof"
-            ),
-            "{outcome:?}"
-        );
-        assert_eq!(appended.lock().unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn failure_before_the_stream_is_reported() {
-        let id = SessionId::generate();
-        let (store, _) = store_recording(&id, vec![]);
-        let mut ai = MockAiModel::new();
-        ai.expect_stream()
-            .returning(|_| Err(AiError::Unavailable("refused".into())));
-        let chat = service(store, ai, any_stats());
-        let (tx, _rx) = mpsc::channel(16);
-        let outcome = chat
-            .generate(
-                &id,
-                ChatContent::parse("q", 10).unwrap(),
-                &CancellationToken::new(),
-                &tx,
-            )
-            .await;
-        assert!(matches!(
-            outcome,
-            GenerationOutcome::Failed(ChatError::Ai(AiError::Unavailable(_)))
-        ));
-    }
-
-    #[tokio::test]
-    async fn cancel_stops_a_stream_that_never_ends_and_stores_no_reply() {
-        let id = SessionId::generate();
-        let (store, appended) = store_recording(&id, vec![]);
-        let mut ai = MockAiModel::new();
-        ai.expect_stream().returning(|_| {
-            let first = futures_util::stream::iter(vec![Ok("a".to_string())]);
-            Ok(Box::pin(first.chain(futures_util::stream::pending())))
-        });
-        let chat = service(store, ai, any_stats());
-        let (tx, mut rx) = mpsc::channel(16);
-        let cancel = CancellationToken::new();
-        let canceller = cancel.clone();
-        let run = chat.generate(&id, ChatContent::parse("q", 10).unwrap(), &cancel, &tx);
-        let stop = async move {
-            assert_eq!(rx.recv().await.unwrap(), "a");
-            canceller.cancel();
+    /// True once the session has had no watcher for the unattended timeout.
+    pub(super) async fn unattended_for_too_long(
+        &self,
+        session: &SessionId,
+        since: &mut Option<Instant>,
+    ) -> bool {
+        let watched = match self.live.watchers(session).await {
+            Ok(n) => n > 0,
+            // Unknown counts as watched: never cancel on a store hiccup.
+            Err(_) => true,
         };
-        let (outcome, ()) = tokio::join!(run, stop);
-        assert!(
-            matches!(outcome, GenerationOutcome::Cancelled),
-            "{outcome:?}"
-        );
-        assert_eq!(appended.lock().unwrap().len(), 1, "only the user message");
+        if watched {
+            *since = None;
+            return false;
+        }
+        let since = since.get_or_insert_with(Instant::now);
+        since.elapsed() >= self.settings.unattended_timeout
     }
 
-    #[tokio::test]
-    async fn missing_session_fails_without_calling_the_ai() {
-        let mut store = MockSessionStore::new();
-        store.expect_get().returning(|_| Ok(None));
-        let mut ai = MockAiModel::new();
-        ai.expect_stream().never();
-        let chat = service(store, ai, any_stats());
-        let (tx, _rx) = mpsc::channel(1);
-        let outcome = chat
-            .generate(
-                &SessionId::generate(),
-                ChatContent::parse("q", 10).unwrap(),
-                &CancellationToken::new(),
-                &tx,
-            )
-            .await;
-        assert!(
-            matches!(outcome, GenerationOutcome::Failed(ChatError::SessionGone)),
-            "{outcome:?}"
-        );
+    pub(super) fn forget_local(&self, session: &SessionId, message_id: &MessageId) {
+        let mut local = lock(&self.local);
+        if local
+            .get(session)
+            .is_some_and(|l| l.message_id == *message_id)
+        {
+            local.remove(session);
+        }
     }
+}
 
-    #[tokio::test]
-    async fn resume_only_returns_the_users_own_session() {
-        let id = SessionId::generate();
-        let existing = session_of(&id, vec![msg(Role::User, "old")]);
-        let mut store = MockSessionStore::new();
-        store
-            .expect_get()
-            .returning(move |_| Ok(Some(existing.clone())));
-        store.expect_touch().times(1).returning(|_, _| Ok(()));
-        store.expect_create().times(1).returning(|_| Ok(()));
-        let chat = service(store, MockAiModel::new(), MockStats::new());
-
-        let mine = chat.open_session(&user("u1"), Some(&id)).await.unwrap();
-        assert_eq!(mine.id, id);
-        assert_eq!(mine.history.len(), 1);
-
-        let theirs = chat.open_session(&user("u2"), Some(&id)).await.unwrap();
-        assert_ne!(theirs.id, id);
-        assert!(theirs.history.is_empty());
+/// Cancels local generations that another instance was asked to stop.
+async fn listen_for_stops(inner: Arc<Inner>) {
+    use futures_util::StreamExt;
+    let mut stops = inner.registry.stop_requests();
+    loop {
+        let request = tokio::select! {
+            _ = inner.stop_background.cancelled() => return,
+            request = stops.next() => request,
+        };
+        let Some((session, message_id)) = request else {
+            return;
+        };
+        if let Some(local) = lock(&inner.local).get(&session) {
+            if local.message_id == message_id {
+                local.cancel.cancel();
+            }
+        }
     }
+}
 
-    #[tokio::test]
-    async fn escalation_marks_the_session() {
-        let id = SessionId::generate();
-        let expected = id.clone();
-        let mut store = MockSessionStore::new();
-        store
-            .expect_mark_escalated()
-            .withf(move |s| *s == expected)
-            .times(2)
-            .returning(|_| Ok(false));
-        let chat = service(store, MockAiModel::new(), MockStats::new());
-        chat.escalate(&id).await.unwrap();
-        chat.escalate(&id).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn escalating_an_expired_session_is_an_error() {
-        let mut store = MockSessionStore::new();
-        store
-            .expect_mark_escalated()
-            .returning(|_| Err(SessionStoreError::NotFound));
-        let chat = service(store, MockAiModel::new(), MockStats::new());
-        assert!(matches!(
-            chat.escalate(&SessionId::generate()).await,
-            Err(ChatError::SessionGone)
-        ));
+/// Ends, on behalf of a vanished owner, every generation whose lease expired.
+async fn reap_abandoned(inner: Arc<Inner>) {
+    let mut tick =
+        tokio::time::interval((inner.settings.lease / 2).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.stop_background.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let abandoned = match inner.registry.reap_expired().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "could not look for abandoned generations");
+                continue;
+            }
+        };
+        for gone in abandoned {
+            tracing::warn!(session_id = %gone.session, message_id = %gone.message_id, "generation's owner vanished; ending it");
+            if let Some(logged) = inner
+                .append(&gone.session, generation::interrupted(&gone.message_id))
+                .await
+            {
+                inner.publish(&gone.session, &logged).await;
+            }
+        }
     }
 }

@@ -1,9 +1,15 @@
 //! The application layer: use cases and the ports they need. No framework,
 //! driver or wire type is imported here.
 
+pub mod attachment;
 pub mod auth;
 pub mod chat;
+mod generation;
 pub mod ports;
 
+pub use attachment::{Attachment, Feed, ResumeNotice};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
-pub use chat::{ChatError, ChatService, ConnectionGuard, GenerationOutcome};
+pub use chat::{
+    Accepted, ChatError, ChatPorts, ChatRefusal, ChatRequest, ChatService, ConnectionGuard,
+    ConversationSettings, StopRefusal, ESCALATION_REPLY,
+};

@@ -356,10 +356,22 @@ impl WsClient {
         self.collect_stream().await
     }
 
-    /// Reads one whole stream: stream-start, tokens, optional error, stream-end.
+    /// Reads one whole answer: the chat's `user-message` (every tab of the
+    /// session gets one before the answer's `stream-start`), then
+    /// stream-start, tokens, optional error, stream-end. Every event must carry
+    /// the next `seq`.
     pub async fn collect_stream(&mut self) -> Exchange {
-        let start = self.recv().await;
+        let mut start = self.recv().await;
+        let mut user_message = None;
+        if start["type"] == "user-message" {
+            user_message = Some(start);
+            start = self.recv().await;
+        }
         assert_eq!(start["type"], "stream-start", "{start}");
+        if let Some(asked) = &user_message {
+            assert_eq!(start["replyTo"], asked["messageId"], "{start}");
+            assert_eq!(start["seq"].as_u64(), asked["seq"].as_u64().map(|s| s + 1));
+        }
         let id = start["messageId"].as_str().unwrap().to_owned();
         let mut ex = Exchange {
             message_id: id.clone(),
@@ -368,10 +380,15 @@ impl WsClient {
             status: String::new(),
             messages: vec![start],
         };
+        let mut seq = ex.messages[0]["seq"]
+            .as_u64()
+            .expect("stream-start has a seq");
         loop {
             let m = self.recv().await;
             ex.messages.push(m.clone());
             assert_eq!(m["messageId"], id.as_str(), "crossed stream: {m}");
+            seq += 1;
+            assert_eq!(m["seq"].as_u64(), Some(seq), "seq increases by one: {m}");
             match m["type"].as_str().unwrap() {
                 "stream-token" => ex.tokens.push(m["token"].as_str().unwrap().to_owned()),
                 "error" => ex.errors.push(m),
@@ -434,6 +451,7 @@ pub fn is_iso_millis(s: &str) -> bool {
 /// depends on the query, so one stub serves every scenario:
 /// - `fail-before`: HTTP 500 before any event;
 /// - `fail-during`: two tokens, then the connection closes without `[DONE]`;
+/// - `big:N`: one delta of N bytes (`x` repeated), then `[DONE]`;
 /// - `endless`: a token every 50 ms until the client goes away;
 /// - `slow:N`: N tokens 50 ms apart, then `[DONE]`;
 /// - anything else: `Reply to: <query>` word by word, then `[DONE]`.
@@ -542,6 +560,10 @@ async fn ai_response(Json(body): Json<Value>, state: poem::web::Data<&StubState>
     }
     if query == "fail-during" {
         let events = vec![Ok(delta("partial ")), Ok(delta("answer"))];
+        return sse(futures_util::stream::iter(events).boxed());
+    }
+    if let Some(n) = query.strip_prefix("big:").and_then(|n| n.parse().ok()) {
+        let events = vec![Ok(delta(&"x".repeat(n))), Ok("data: [DONE]\n\n".to_owned())];
         return sse(futures_util::stream::iter(events).boxed());
     }
     let aborted = state.aborted.clone();

@@ -14,6 +14,7 @@ use poem_openapi::{Enum, Object};
 
 use crate::application::ports::AiError;
 use crate::application::{AuthError, ChatError};
+use crate::domain::conversation::GenerationFailure;
 
 /// Declares [`ErrorCode`] and its table from one list, so a code cannot exist
 /// without its wire name, status, channel and message.
@@ -134,6 +135,9 @@ error_catalogue! {
         "The server is shutting down; reconnect in a moment";
     SessionExpired = "session_expired", status: WS_ONLY, websocket: true,
         "This session has expired; reconnect to start a new one";
+    /// The `lastSeq` a client resumed with is beyond the session's latest event.
+    LastSeqAhead = "last_seq_ahead", status: WS_ONLY, websocket: true,
+        "lastSeq is ahead of this session's latest event; nothing was replayed";
 
     // --- dependencies
     AiUnavailable = "ai_unavailable", status: WS_ONLY, websocket: true,
@@ -142,6 +146,9 @@ error_catalogue! {
         "The AI service took too long to answer";
     AiStreamError = "ai_stream_error", status: WS_ONLY, websocket: true,
         "The AI service's answer was interrupted";
+    /// The server instance running the answer stopped; the session can chat again.
+    GenerationInterrupted = "generation_interrupted", status: WS_ONLY, websocket: true,
+        "The server running this answer stopped; please ask again";
     SessionStoreUnavailable = "session_store_unavailable", status: UNAVAILABLE, websocket: true,
         "Sessions are unavailable right now; please try again shortly";
     InternalError = "internal_error", status: Some(StatusCode::INTERNAL_SERVER_ERROR), websocket: false,
@@ -204,7 +211,23 @@ impl From<&ChatError> for ErrorCode {
             ChatError::Ai(AiError::Timeout(_)) => Self::AiTimeout,
             ChatError::Ai(AiError::Protocol(_)) => Self::AiStreamError,
             ChatError::SessionGone => Self::SessionExpired,
-            ChatError::SessionStore(_) => Self::SessionStoreUnavailable,
+            ChatError::SessionStore(_) | ChatError::Conversation(_) => {
+                Self::SessionStoreUnavailable
+            }
+        }
+    }
+}
+
+/// The code of the `error` event a failed generation logs.
+impl From<GenerationFailure> for ErrorCode {
+    fn from(f: GenerationFailure) -> Self {
+        match f {
+            GenerationFailure::AiUnavailable => Self::AiUnavailable,
+            GenerationFailure::AiTimeout => Self::AiTimeout,
+            GenerationFailure::AiStreamError => Self::AiStreamError,
+            GenerationFailure::SessionExpired => Self::SessionExpired,
+            GenerationFailure::SessionStoreUnavailable => Self::SessionStoreUnavailable,
+            GenerationFailure::Interrupted => Self::GenerationInterrupted,
         }
     }
 }

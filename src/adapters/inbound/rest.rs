@@ -495,12 +495,16 @@ mod tests {
     //! the full route stack with mocked ports.
 
     use std::collections::HashMap;
+    use std::time::Duration;
 
     use poem::http::StatusCode;
     use poem::test::TestClient;
     use serde_json::json;
 
     use super::*;
+    use crate::adapters::outbound::memory_conversations::{
+        InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
+    };
     use crate::application::ports::{
         MockAiModel, MockPasswordHasher, MockSessionStore, MockStats, MockTokenService,
         MockUserRepository, SessionStoreError, UserStoreError,
@@ -528,6 +532,10 @@ mod tests {
             hasher: Arc::new(hasher),
             tokens: Arc::new(MockTokenService::new()),
             stats: Arc::new(MockStats::new()),
+            // Not what these tests are about: the real in-memory ones.
+            log: Arc::new(InMemoryEventLog::new(10, Duration::from_secs(60))),
+            live: Arc::new(InMemoryLiveDelivery::default()),
+            registry: Arc::new(InMemoryGenerationRegistry::default()),
         };
         Application::build_with(config, adapters).await.unwrap()
     }

@@ -1,21 +1,22 @@
 //! The conversation ports in process memory, for a single instance: the event
-//! log, live delivery (one broadcast channel per watched session) and the
+//! log, live delivery (a bounded queue per subscriber) and the
 //! generation registry. No serialisation and no extra hop: a published event
 //! is an `Arc` every local subscriber shares.
 //!
 //! Memory bound: a session's log holds at most `2 × limit` events, each at most
 //! 16 KiB of token or one chat message, and is forgotten after `ttl` without
 //! activity, so the whole log is bounded by the number of live sessions (which
-//! the session store bounds) times that. A watched session costs one broadcast
-//! ring of [`LIVE_BUFFER`] slots while it has subscribers, and nothing after.
+//! the session store bounds) times that. A subscriber's queue holds at most
+//! [`LIVE_BUFFER`] shared (`Arc`) events; a session without one costs nothing.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use crate::application::ports::{
     AbandonedGeneration, AcceptedClientMessage, ConversationStoreError, EventLog,
@@ -26,7 +27,7 @@ use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEven
 use crate::domain::{MessageId, SessionId};
 
 /// Events a subscriber may fall behind by before it is told it lagged.
-pub const LIVE_BUFFER: usize = 1024;
+pub const LIVE_BUFFER: usize = 256;
 
 /// A mutex poisoned by a panic elsewhere still guards consistent data here
 /// (every critical section is a few infallible map operations).
@@ -196,30 +197,44 @@ impl EventLog for InMemoryEventLog {
 
 // ----------------------------------------------------------------- live
 
-type Channels = Mutex<HashMap<SessionId, broadcast::Sender<Arc<LoggedEvent>>>>;
-
-/// [`LiveDelivery`] in memory: one broadcast channel per session that has
-/// subscribers, removed when its last subscriber leaves.
-#[derive(Default)]
-pub struct InMemoryLiveDelivery {
-    channels: Arc<Channels>,
+/// One subscriber's own bounded queue. When it is full the subscriber has
+/// fallen behind: its sender is dropped and `lagged` set, so it reads what it
+/// has, then [`LiveItem::Lagged`], then the end.
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Arc<LoggedEvent>>,
+    lagged: Arc<AtomicBool>,
 }
 
-/// Removes the session's channel once its last subscriber is gone. Declared
-/// after the receiver in the stream state, so it runs after the receiver drops.
+#[derive(Default)]
+struct Hub {
+    sessions: HashMap<SessionId, Vec<Subscriber>>,
+    next_id: u64,
+}
+
+/// [`LiveDelivery`] in memory: each session's subscribers, each with its own
+/// queue of [`LIVE_BUFFER`] events, so a stalled tab never slows the
+/// generation or the other tabs. A session with no subscriber costs nothing.
+#[derive(Default)]
+pub struct InMemoryLiveDelivery {
+    hub: Arc<Mutex<Hub>>,
+}
+
+/// Removes the subscriber from its session when its stream is dropped.
 struct Unsubscribe {
-    channels: Arc<Channels>,
+    hub: Arc<Mutex<Hub>>,
     session: SessionId,
+    id: u64,
 }
 
 impl Drop for Unsubscribe {
     fn drop(&mut self) {
-        let mut channels = lock(&self.channels);
-        if channels
-            .get(&self.session)
-            .is_some_and(|tx| tx.receiver_count() == 0)
-        {
-            channels.remove(&self.session);
+        let mut hub = lock(&self.hub);
+        if let Some(subs) = hub.sessions.get_mut(&self.session) {
+            subs.retain(|s| s.id != self.id);
+            if subs.is_empty() {
+                hub.sessions.remove(&self.session);
+            }
         }
     }
 }
@@ -227,23 +242,39 @@ impl Drop for Unsubscribe {
 #[async_trait]
 impl LiveDelivery for InMemoryLiveDelivery {
     async fn subscribe(&self, session: &SessionId) -> Result<LiveStream, ConversationStoreError> {
-        let rx = lock(&self.channels)
-            .entry(session.clone())
-            .or_insert_with(|| broadcast::channel(LIVE_BUFFER).0)
-            .subscribe();
+        let (tx, rx) = mpsc::channel(LIVE_BUFFER);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let id = {
+            let mut hub = lock(&self.hub);
+            hub.next_id += 1;
+            let id = hub.next_id;
+            hub.sessions
+                .entry(session.clone())
+                .or_default()
+                .push(Subscriber {
+                    id,
+                    tx,
+                    lagged: lagged.clone(),
+                });
+            id
+        };
         let guard = Unsubscribe {
-            channels: self.channels.clone(),
+            hub: self.hub.clone(),
             session: session.clone(),
+            id,
         };
         Ok(Box::pin(futures_util::stream::unfold(
-            (rx, guard),
-            |(mut rx, guard)| async move {
-                let item = match rx.recv().await {
-                    Ok(event) => LiveItem::Event(event),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => LiveItem::Lagged { missed },
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                };
-                Some((item, (rx, guard)))
+            (rx, lagged, Some(guard)),
+            |(mut rx, lagged, guard)| async move {
+                guard.as_ref()?;
+                match rx.recv().await {
+                    Some(event) => Some((LiveItem::Event(event), (rx, lagged, guard))),
+                    None if lagged.load(Ordering::Acquire) => {
+                        // Said once; the next poll ends the stream.
+                        Some((LiveItem::Lagged { missed: 0 }, (rx, lagged, None)))
+                    }
+                    None => None,
+                }
             },
         )))
     }
@@ -253,20 +284,29 @@ impl LiveDelivery for InMemoryLiveDelivery {
         session: &SessionId,
         events: &[LoggedEvent],
     ) -> Result<(), ConversationStoreError> {
-        let tx = lock(&self.channels).get(session).cloned();
-        if let Some(tx) = tx {
-            for event in events {
-                // No receivers is not an error: nobody is watching right now.
-                let _ = tx.send(Arc::new(event.clone()));
-            }
+        let mut hub = lock(&self.hub);
+        let Some(subs) = hub.sessions.get_mut(session) else {
+            return Ok(());
+        };
+        for event in events {
+            let event = Arc::new(event.clone());
+            subs.retain(|sub| match sub.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sub.lagged.store(true, Ordering::Release);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
         }
         Ok(())
     }
 
     async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError> {
-        Ok(lock(&self.channels)
+        Ok(lock(&self.hub)
+            .sessions
             .get(session)
-            .map_or(0, |tx| tx.receiver_count() as u64))
+            .map_or(0, |subs| subs.len() as u64))
     }
 }
 

@@ -1,0 +1,275 @@
+//! One client's connection: reads its frames, turns each message into a
+//! command for the chat use cases, answers what concerns only this socket, and
+//! keeps the connection (and its session) alive. The conversation's events
+//! reach the socket through the [`feed`](super::feed), not through here.
+//!
+//! A connection owns three tasks and waits for them before it ends: this read
+//! loop, the writer (the only thing touching the socket's sending half), and
+//! the feed.
+
+use std::sync::Arc;
+
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
+use poem::web::websocket::{Message, WebSocketStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::super::errors::ErrorCode;
+use super::super::rest::UserView;
+use super::super::AppContext;
+use super::feed::{self, FeedEnd};
+use super::protocol::{now, parse_client_message, ClientMessage, Reply};
+use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
+use crate::application::{Attachment, ChatRefusal, ChatRequest, StopRefusal};
+use crate::domain::SessionId;
+use crate::telemetry::ErrorChain;
+
+/// Why the read loop stopped.
+enum Exit {
+    ClientClosed,
+    WriterGone,
+    Close(CloseReason),
+}
+
+pub(super) struct Connection {
+    pub ctx: Arc<AppContext>,
+    /// What `connected` tells the client; the stored user (hash and all) is not kept.
+    pub user: UserView,
+    pub session_id: SessionId,
+    pub resumed: bool,
+}
+
+/// When the client was last heard from, and its session last refreshed.
+struct KeepAlive {
+    last_seen: Instant,
+    last_touch: Instant,
+}
+
+/// The connection's feed task and the token that asks it to stop.
+struct FeedTask {
+    stop: CancellationToken,
+    handle: JoinHandle<FeedEnd>,
+}
+
+impl Connection {
+    pub async fn run(self, socket: WebSocketStream, attachment: Attachment) {
+        let _counted = self.ctx.chat.connection_opened();
+        tracing::info!(resumed = self.resumed, "websocket connected");
+        let (sink, stream) = socket.split();
+        let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let writer_gone = CancellationToken::new();
+        let writer = tokio::spawn(write_loop(sink, out_rx, writer_gone.clone()).in_current_span());
+
+        let mut feed = self.start(&out, attachment).await;
+        let exit = self.read_loop(stream, &out, &writer_gone, &mut feed).await;
+
+        // What the conversation already produced still reaches a socket that
+        // closes on purpose; a broken one gets nothing more.
+        feed.stop.cancel();
+        let close = match exit {
+            Exit::Close(reason) => Some(reason),
+            Exit::ClientClosed | Exit::WriterGone => {
+                feed.handle.abort();
+                None
+            }
+        };
+        let _ = (&mut feed.handle).await;
+        if let Some(reason) = close {
+            let _ = out.send(Outbound::Close(reason)).await;
+        }
+        drop(out);
+        let _ = writer.await;
+        tracing::info!(reason = exit.as_str(), "websocket disconnected");
+    }
+
+    /// Says `connected` (and any resume notice), then starts the feed.
+    async fn start(&self, out: &mpsc::Sender<Outbound>, attachment: Attachment) -> FeedTask {
+        let hello = Reply::Connected {
+            session_id: self.session_id.as_str().to_owned(),
+            user: self.user.clone(),
+            resumed: self.resumed,
+            seq: attachment.head,
+            timestamp: now(),
+        };
+        let _ = out.send(Outbound::Message(hello.to_json())).await;
+        if let Some(notice) = &attachment.notice {
+            let _ = out
+                .send(Outbound::Message(Reply::for_notice(notice).to_json()))
+                .await;
+        }
+        let stop = CancellationToken::new();
+        let handle =
+            tokio::spawn(feed::forward(attachment, out.clone(), stop.clone()).in_current_span());
+        FeedTask { stop, handle }
+    }
+
+    /// Reads client frames until the client leaves, the server stops, or the
+    /// connection misbehaves. Bad messages get an `error` reply and the loop
+    /// goes on: only the transport can end a connection.
+    async fn read_loop(
+        &self,
+        mut stream: SplitStream<WebSocketStream>,
+        out: &mpsc::Sender<Outbound>,
+        writer_gone: &CancellationToken,
+        feed: &mut FeedTask,
+    ) -> Exit {
+        let interval = self.ctx.websocket.ping_interval;
+        let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut alive = KeepAlive {
+            last_seen: Instant::now(),
+            last_touch: Instant::now(),
+        };
+        loop {
+            let reply = tokio::select! {
+                biased;
+                _ = writer_gone.cancelled() => return Exit::WriterGone,
+                ended = &mut feed.handle => return match ended {
+                    Ok(FeedEnd::MustClose(reason)) => Exit::Close(reason),
+                    _ => Exit::WriterGone,
+                },
+                // Running answers finish first; then there is nothing left to say.
+                _ = self.ctx.chat.drained() => return Exit::Close(CloseReason::ShuttingDown),
+                _ = ping.tick() => match self.on_ping_tick(&mut alive, out).await {
+                    Some(exit) => return exit,
+                    None => continue,
+                },
+                frame = stream.next() => {
+                    alive.last_seen = Instant::now();
+                    match self.on_frame(frame).await {
+                        Ok(reply) => reply,
+                        Err(exit) => return exit,
+                    }
+                }
+            };
+            if let Some(reply) = reply {
+                if out.send(Outbound::Message(reply.to_json())).await.is_err() {
+                    return Exit::WriterGone;
+                }
+            }
+        }
+    }
+
+    /// Pings the client, closes it if it stopped answering, and keeps its
+    /// session alive while it is connected.
+    async fn on_ping_tick(
+        &self,
+        alive: &mut KeepAlive,
+        out: &mpsc::Sender<Outbound>,
+    ) -> Option<Exit> {
+        if alive.last_seen.elapsed() >= self.ctx.websocket.pong_timeout {
+            tracing::info!("no pong within the timeout; closing");
+            return Some(Exit::Close(CloseReason::PingTimeout));
+        }
+        if out.send(Outbound::Ping).await.is_err() {
+            return Some(Exit::WriterGone);
+        }
+        if alive.last_touch.elapsed() >= self.ctx.chat.keep_alive_interval() {
+            alive.last_touch = Instant::now();
+            if let Err(e) = self.ctx.chat.touch(&self.session_id).await {
+                tracing::warn!(error = %ErrorChain(&e), "could not refresh the session");
+            }
+        }
+        None
+    }
+
+    /// One frame from the client: the reply to send, or why to stop reading.
+    async fn on_frame(
+        &self,
+        frame: Option<Result<Message, std::io::Error>>,
+    ) -> Result<Option<Reply>, Exit> {
+        match frame {
+            None | Some(Ok(Message::Close(_))) => Err(Exit::ClientClosed),
+            Some(Err(e)) if is_too_big(&e) => Err(Exit::Close(CloseReason::TooBig)),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "websocket read failed");
+                Err(Exit::ClientClosed)
+            }
+            Some(Ok(Message::Text(text))) => Ok(self.handle_text(&text).await),
+            Some(Ok(Message::Binary(_))) => {
+                Ok(Some(Reply::error(ErrorCode::UnsupportedFrame, None)))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+        }
+    }
+
+    /// Acts on one text frame; returns the reply for this socket, if any.
+    /// Everything else the client sees arrives through the feed.
+    async fn handle_text(&self, text: &str) -> Option<Reply> {
+        let message = match parse_client_message(text, self.ctx.websocket.max_message_chars) {
+            Ok(m) => m,
+            Err((code, message)) => return Some(Reply::error_with(code, message, None)),
+        };
+        match message {
+            ClientMessage::Chat {
+                content,
+                client_message_id,
+            } => {
+                let request = ChatRequest {
+                    content,
+                    client_message_id,
+                };
+                self.chat(request).await
+            }
+            ClientMessage::Stop => match self.ctx.chat.stop(&self.session_id).await {
+                Ok(()) => None,
+                Err(StopRefusal::NothingRunning) => {
+                    Some(Reply::error(ErrorCode::NoActiveGeneration, None))
+                }
+                Err(StopRefusal::Failed(e)) => {
+                    tracing::warn!(error = %ErrorChain(&e), "could not stop the generation");
+                    Some(Reply::error(ErrorCode::from(&e), None))
+                }
+            },
+            ClientMessage::HumanEscalation => {
+                match self.ctx.chat.escalate(&self.session_id).await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %ErrorChain(&e), "could not escalate");
+                        Some(Reply::error(ErrorCode::from(&e), None))
+                    }
+                }
+            }
+            ClientMessage::Ping => Some(Reply::Pong { timestamp: now() }),
+        }
+    }
+
+    /// Submits a chat; the sender alone gets the `ack` when it asked for one.
+    async fn chat(&self, request: ChatRequest) -> Option<Reply> {
+        let client_id = request.client_message_id.clone();
+        match self.ctx.chat.submit(&self.session_id, request).await {
+            Ok(accepted) => client_id.map(|id| Reply::Ack {
+                client_message_id: id.as_str().to_owned(),
+                message_id: accepted.message_id.as_str().to_owned(),
+                seq: accepted.seq,
+                duplicate: accepted.duplicate,
+                timestamp: now(),
+            }),
+            Err(ChatRefusal::InProgress { running }) => Some(Reply::error(
+                ErrorCode::GenerationInProgress,
+                Some(&running),
+            )),
+            Err(ChatRefusal::ShuttingDown) => {
+                Some(Reply::error(ErrorCode::ServerShuttingDown, None))
+            }
+            Err(ChatRefusal::Failed(e)) => {
+                tracing::warn!(error = %ErrorChain(&e), "could not accept the chat");
+                Some(Reply::error(ErrorCode::from(&e), None))
+            }
+        }
+    }
+}
+
+impl Exit {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Exit::ClientClosed => "client closed",
+            Exit::WriterGone => "client stopped reading",
+            Exit::Close(reason) => reason.text(),
+        }
+    }
+}

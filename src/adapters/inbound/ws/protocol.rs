@@ -1,0 +1,445 @@
+//! The JSON protocol of `/ws`: what a client may send (parsed into commands),
+//! and how the server's replies and the conversation's events look on the
+//! wire. Field names are camelCase and every message carries a `timestamp`.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::super::errors::ErrorCode;
+use super::super::rest::UserView;
+use crate::application::ResumeNotice;
+use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
+use crate::domain::time::iso_millis;
+use crate::domain::{ChatContent, ContentError, MessageId};
+
+/// The `type`s a client may send, as `/api/websocket/info` lists them.
+pub const CLIENT_MESSAGE_TYPES: &[&str] = &["chat", "stop", "human-escalation", "ping"];
+/// The `type`s the server sends.
+pub const SERVER_MESSAGE_TYPES: &[&str] = &[
+    "connected",
+    "user-message",
+    "ack",
+    "stream-start",
+    "stream-token",
+    "stream-end",
+    "error",
+    "history-lost",
+    "human-escalation-response",
+    "pong",
+];
+
+/// A client message that passed validation.
+#[derive(Debug, PartialEq)]
+pub enum ClientMessage {
+    Chat {
+        content: ChatContent,
+        client_message_id: Option<ClientMessageId>,
+    },
+    Stop,
+    HumanEscalation,
+    Ping,
+}
+
+/// Why a client frame was refused: the `error` code and a message that says
+/// exactly what was wrong with it.
+pub type Refusal = (ErrorCode, String);
+
+/// Validates a client frame.
+pub fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessage, Refusal> {
+    let refuse = |code: ErrorCode, message: &str| (code, message.to_owned());
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| refuse(ErrorCode::InvalidJson, "Messages must be JSON objects"))?;
+    let Value::Object(fields) = value else {
+        return Err(refuse(
+            ErrorCode::InvalidMessage,
+            "Messages must be JSON objects",
+        ));
+    };
+    let kind = match fields.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(_) => return Err(refuse(ErrorCode::InvalidMessage, "'type' must be a string")),
+        None => {
+            return Err(refuse(
+                ErrorCode::InvalidMessage,
+                "Messages need a 'type' field",
+            ))
+        }
+    };
+    match kind {
+        "chat" => Ok(ClientMessage::Chat {
+            content: parse_content(fields.get("content"), max_chars)?,
+            client_message_id: parse_client_message_id(fields.get("clientMessageId"))?,
+        }),
+        "stop" => Ok(ClientMessage::Stop),
+        "human-escalation" => Ok(ClientMessage::HumanEscalation),
+        "ping" => Ok(ClientMessage::Ping),
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            Err((
+                ErrorCode::UnknownType,
+                format!(
+                    "Unknown message type '{shown}'; expected {}",
+                    CLIENT_MESSAGE_TYPES.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+fn parse_content(content: Option<&Value>, max_chars: usize) -> Result<ChatContent, Refusal> {
+    let raw = match content {
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err((
+                ErrorCode::InvalidContent,
+                "'content' must be a string".to_owned(),
+            ))
+        }
+        None => {
+            return Err((
+                ErrorCode::InvalidContent,
+                "A chat message needs 'content'".to_owned(),
+            ))
+        }
+    };
+    ChatContent::parse(raw, max_chars).map_err(|e| match e {
+        ContentError::Blank => (
+            ErrorCode::InvalidContent,
+            "'content' must not be blank".to_owned(),
+        ),
+        ContentError::TooLong { max } => (
+            ErrorCode::ContentTooLong,
+            format!("'content' must be at most {max} characters"),
+        ),
+    })
+}
+
+/// Absent or `null` means the client does not use acknowledgements.
+fn parse_client_message_id(raw: Option<&Value>) -> Result<Option<ClientMessageId>, Refusal> {
+    match raw {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => ClientMessageId::parse(s)
+            .map(Some)
+            .map_err(|e| (ErrorCode::InvalidMessage, e.to_string())),
+        Some(_) => Err((
+            ErrorCode::InvalidMessage,
+            "'clientMessageId' must be a string".to_owned(),
+        )),
+    }
+}
+
+/// A reply that concerns one connection only: it takes no place in the
+/// conversation's sequence.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Reply {
+    #[serde(rename_all = "camelCase")]
+    Connected {
+        session_id: String,
+        user: UserView,
+        /// True when an earlier session was resumed with `?sessionId=`.
+        resumed: bool,
+        /// The session's latest seq.
+        seq: Seq,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Ack {
+        client_message_id: String,
+        message_id: String,
+        /// The seq of the acknowledged `user-message`.
+        seq: Seq,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    HistoryLost {
+        from_seq: Seq,
+        oldest_seq: Seq,
+        seq: Seq,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+        timestamp: String,
+    },
+    Pong {
+        timestamp: String,
+    },
+}
+
+pub fn now() -> String {
+    iso_millis(chrono::Utc::now())
+}
+
+impl Reply {
+    /// An `error` reply with the catalogue's message for `code`.
+    pub fn error(code: ErrorCode, message_id: Option<&MessageId>) -> Self {
+        Self::error_with(code, code.message(), message_id)
+    }
+
+    /// An `error` reply whose text says more than the catalogue's.
+    pub fn error_with(
+        code: ErrorCode,
+        message: impl Into<String>,
+        message_id: Option<&MessageId>,
+    ) -> Self {
+        Reply::Error {
+            code,
+            message: message.into(),
+            message_id: message_id.map(|m| m.as_str().to_owned()),
+            timestamp: now(),
+        }
+    }
+
+    /// What a resuming client is told before its replay.
+    pub fn for_notice(notice: &ResumeNotice) -> Self {
+        match *notice {
+            ResumeNotice::HistoryLost {
+                from_seq,
+                oldest_seq,
+                seq,
+            } => Reply::HistoryLost {
+                from_seq,
+                oldest_seq,
+                seq,
+                timestamp: now(),
+            },
+            ResumeNotice::LastSeqAhead { .. } => Self::error(ErrorCode::LastSeqAhead, None),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Plain strings and numbers: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A conversation event as clients see it, with its `seq`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum EventMessage<'a> {
+    #[serde(rename_all = "camelCase")]
+    UserMessage {
+        seq: Seq,
+        message_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_message_id: Option<&'a str>,
+        content: &'a str,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    StreamStart {
+        seq: Seq,
+        message_id: &'a str,
+        reply_to: &'a str,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    StreamToken {
+        seq: Seq,
+        message_id: &'a str,
+        token: &'a str,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Error {
+        seq: Seq,
+        code: ErrorCode,
+        message: &'a str,
+        message_id: &'a str,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    StreamEnd {
+        seq: Seq,
+        message_id: &'a str,
+        status: &'a str,
+        timestamp: String,
+    },
+    HumanEscalationResponse {
+        seq: Seq,
+        message: &'a str,
+        timestamp: String,
+    },
+}
+
+/// The wire JSON of a logged event: the same whether sent live, replayed on
+/// the socket or read over REST.
+pub fn event_value(logged: &LoggedEvent) -> Value {
+    serde_json::to_value(event_message(logged)).unwrap_or_default()
+}
+
+/// [`event_value`] as text, for the socket.
+pub fn event_json(logged: &LoggedEvent) -> String {
+    serde_json::to_string(&event_message(logged)).unwrap_or_default()
+}
+
+fn event_message(logged: &LoggedEvent) -> EventMessage<'_> {
+    let seq = logged.seq;
+    let timestamp = iso_millis(logged.at);
+    match &logged.event {
+        ConversationEvent::UserMessage {
+            message_id,
+            client_message_id,
+            content,
+        } => EventMessage::UserMessage {
+            seq,
+            message_id: message_id.as_str(),
+            client_message_id: client_message_id.as_ref().map(ClientMessageId::as_str),
+            content,
+            timestamp,
+        },
+        ConversationEvent::StreamStart {
+            message_id,
+            reply_to,
+        } => EventMessage::StreamStart {
+            seq,
+            message_id: message_id.as_str(),
+            reply_to: reply_to.as_str(),
+            timestamp,
+        },
+        ConversationEvent::StreamToken { message_id, token } => EventMessage::StreamToken {
+            seq,
+            message_id: message_id.as_str(),
+            token,
+            timestamp,
+        },
+        ConversationEvent::GenerationFailed {
+            message_id,
+            failure,
+        } => {
+            let code = ErrorCode::from(*failure);
+            EventMessage::Error {
+                seq,
+                code,
+                message: code.message(),
+                message_id: message_id.as_str(),
+                timestamp,
+            }
+        }
+        ConversationEvent::StreamEnd { message_id, status } => EventMessage::StreamEnd {
+            seq,
+            message_id: message_id.as_str(),
+            status: status.as_str(),
+            timestamp,
+        },
+        ConversationEvent::EscalationResponse { message } => {
+            EventMessage::HumanEscalationResponse {
+                seq,
+                message,
+                timestamp,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::StreamStatus;
+    use chrono::TimeZone;
+
+    fn code(text: &str) -> ErrorCode {
+        parse_client_message(text, 10).unwrap_err().0
+    }
+
+    #[test]
+    fn bad_input_gets_specific_codes() {
+        assert_eq!(code("not json"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code("{}"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type": 5}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type": "dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type": "chat"}"#), ErrorCode::InvalidContent);
+        assert_eq!(
+            code(r#"{"type": "chat", "content": 42}"#),
+            ErrorCode::InvalidContent
+        );
+        assert_eq!(
+            code(r#"{"type": "chat", "content": "   "}"#),
+            ErrorCode::InvalidContent
+        );
+        assert_eq!(
+            code(r#"{"type": "chat", "content": "12345678901"}"#),
+            ErrorCode::ContentTooLong
+        );
+        assert_eq!(
+            code(r#"{"type": "chat", "content": "hi", "clientMessageId": "a b"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type": "chat", "content": "hi", "clientMessageId": 7}"#),
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn good_input_parses() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"chat","content":"hi"}"#, 10).unwrap(),
+            ClientMessage::Chat {
+                content: ChatContent::parse("hi", 10).unwrap(),
+                client_message_id: None
+            }
+        );
+        assert_eq!(
+            parse_client_message(
+                r#"{"type":"chat","content":"hi","clientMessageId":"c1"}"#,
+                10
+            )
+            .unwrap(),
+            ClientMessage::Chat {
+                content: ChatContent::parse("hi", 10).unwrap(),
+                client_message_id: Some(ClientMessageId::parse("c1").unwrap())
+            }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"stop"}"#, 10).unwrap(),
+            ClientMessage::Stop
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"human-escalation","message":"help"}"#, 10).unwrap(),
+            ClientMessage::HumanEscalation
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"ping"}"#, 10).unwrap(),
+            ClientMessage::Ping
+        );
+    }
+
+    #[test]
+    fn events_serialise_to_the_node_wire_format_plus_seq() {
+        let at = chrono::Utc
+            .with_ymd_and_hms(2025, 9, 12, 10, 30, 0)
+            .unwrap();
+        let logged = LoggedEvent {
+            seq: 7,
+            at,
+            event: ConversationEvent::StreamToken {
+                message_id: MessageId::parse("msg_1").unwrap(),
+                token: "Hello".into(),
+            },
+        };
+        assert_eq!(
+            event_value(&logged),
+            serde_json::json!({"type": "stream-token", "seq": 7, "messageId": "msg_1", "token": "Hello", "timestamp": "2025-09-12T10:30:00.000Z"})
+        );
+        let end = LoggedEvent {
+            seq: 8,
+            at,
+            event: ConversationEvent::StreamEnd {
+                message_id: MessageId::parse("msg_1").unwrap(),
+                status: StreamStatus::Completed,
+            },
+        };
+        assert_eq!(event_value(&end)["status"], "completed");
+        let err = Reply::error(ErrorCode::InvalidJson, None).to_json();
+        assert!(!err.contains("messageId"), "{err}");
+    }
+}

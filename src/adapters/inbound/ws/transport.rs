@@ -1,0 +1,113 @@
+//! The WebSocket transport every kind of socket shares: socket limits, the one
+//! writer task per connection, pings, close codes and slow-reader handling.
+//! It knows frames, not the JSON protocol spoken over them.
+
+use std::time::Duration;
+
+use futures_util::stream::SplitSink;
+use futures_util::SinkExt;
+use poem::web::websocket::{CloseCode, Message, WebSocketConfig, WebSocketStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::inbound::MAX_FRAME_BYTES;
+
+/// Frames queued for one client before senders wait.
+pub const OUTBOUND_QUEUE: usize = 64;
+/// A client that does not take a single frame for this long is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Socket limits: a small read buffer is what keeps ten thousand idle
+/// connections cheap (tungstenite's default reserves 128 KiB per connection).
+pub fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * MAX_FRAME_BYTES)
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_message_size(Some(MAX_FRAME_BYTES))
+}
+
+/// Why the server closes a connection, with the close code the client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// 1001: the server is stopping; reconnect (to another instance) and resume.
+    ShuttingDown,
+    /// 1001: the client stopped answering pings.
+    PingTimeout,
+    /// 1009: a frame or message over the size limit.
+    TooBig,
+    /// 4008: this connection fell further behind the conversation than its
+    /// buffer allows; reconnect with `lastSeq` to catch up from the log.
+    FellBehind,
+}
+
+impl CloseReason {
+    pub fn code(self) -> CloseCode {
+        match self {
+            CloseReason::ShuttingDown | CloseReason::PingTimeout => CloseCode::Away,
+            CloseReason::TooBig => CloseCode::Size,
+            CloseReason::FellBehind => CloseCode::Reserved(4008),
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::ShuttingDown => "server shutting down",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::TooBig => "message too big",
+            CloseReason::FellBehind => "fell behind; reconnect with lastSeq",
+        }
+    }
+}
+
+/// What the writer task is asked to send. Messages are queued already
+/// serialised: tokio's channel allocates its slots 32 at a time, and 24-byte
+/// strings instead of large enums save kilobytes on every idle connection.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(String),
+    Ping,
+    /// Send a close frame and stop writing.
+    Close(CloseReason),
+}
+
+/// The only place that writes to the socket, so frames leave in queue order.
+/// Cancels `gone` when it stops, whatever the reason.
+pub async fn write_loop(
+    mut sink: SplitSink<WebSocketStream, Message>,
+    mut queue: mpsc::Receiver<Outbound>,
+    gone: CancellationToken,
+) {
+    while let Some(item) = queue.recv().await {
+        let (frame, last) = match item {
+            Outbound::Message(json) => (Message::Text(json), false),
+            Outbound::Ping => (Message::Ping(Vec::new()), false),
+            Outbound::Close(reason) => (Message::close_with(reason.code(), reason.text()), true),
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "websocket write failed");
+                break;
+            }
+            Err(_) => {
+                tracing::info!("client stopped reading for {WRITE_TIMEOUT:?}; dropping it");
+                break;
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    gone.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+/// tungstenite refuses frames over the configured size with a capacity error;
+/// poem passes it on only as the text of an `io::Error`, so the text is all
+/// there is to recognise it by.
+pub fn is_too_big(e: &std::io::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+}

@@ -1,0 +1,276 @@
+//! A connection's view of a session: what it missed (replayed from the log)
+//! and then every new event, live, in `seq` order, each exactly once.
+//!
+//! The live subscription is opened *before* the log is read, so an event
+//! produced while the replay is read reaches the connection through one or the
+//! other; merging by `seq` drops the duplicates. A jump in `seq` on the live
+//! side (a shared transport that dropped a message, or two publishers racing)
+//! is filled from the log before the later event is handed out.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
+use super::ports::{ConversationStoreError, EventLog, LiveItem, LiveStream};
+use crate::domain::conversation::{LoggedEvent, Seq};
+use crate::domain::SessionId;
+
+/// Events read from the log per round trip.
+const PAGE: usize = 500;
+
+/// What a connection is told right after `connected` when it asked to resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeNotice {
+    /// Events after `from_seq - 1` were trimmed; the replay starts at `oldest_seq`.
+    HistoryLost {
+        from_seq: Seq,
+        oldest_seq: Seq,
+        seq: Seq,
+    },
+    /// The client claims to have seen events the session never had.
+    LastSeqAhead { seq: Seq },
+}
+
+/// What [`Attachment::next`] yields.
+#[derive(Debug)]
+pub enum Feed {
+    Event(Arc<LoggedEvent>),
+    /// This connection fell further behind than its buffer allows.
+    FellBehind,
+    /// The live subscription ended (the transport closed).
+    Ended,
+}
+
+/// A connection attached to a session.
+pub struct Attachment {
+    session: SessionId,
+    log: Arc<dyn EventLog>,
+    live: LiveStream,
+    /// The session's latest seq when the connection attached (for `connected`).
+    pub head: Seq,
+    /// Said once, right after `connected`, before the replay.
+    pub notice: Option<ResumeNotice>,
+    /// Replayed or gap-filled events not yet handed out, in seq order.
+    pending: VecDeque<Arc<LoggedEvent>>,
+    /// The highest seq handed out (or deliberately skipped).
+    delivered: Seq,
+}
+
+impl Attachment {
+    /// Subscribes, reads the head and, when `last_seq` is given, what came after it.
+    pub(super) async fn open(
+        session: SessionId,
+        log: Arc<dyn EventLog>,
+        live: LiveStream,
+        last_seq: Option<Seq>,
+    ) -> Result<Self, ConversationStoreError> {
+        let head = log.head(&session).await?;
+        let mut attachment = Self {
+            session,
+            log,
+            live,
+            head,
+            notice: None,
+            pending: VecDeque::new(),
+            delivered: head,
+        };
+        match last_seq {
+            None => {}
+            Some(n) if n > head => {
+                attachment.notice = Some(ResumeNotice::LastSeqAhead { seq: head })
+            }
+            Some(n) => attachment.replay_from(n).await?,
+        }
+        Ok(attachment)
+    }
+
+    /// Queues everything after `after` that the log holds, up to its head now.
+    async fn replay_from(&mut self, after: Seq) -> Result<(), ConversationStoreError> {
+        self.delivered = after;
+        let first = self.log.read_after(&self.session, after, PAGE).await?;
+        if first.lost_after(after) {
+            self.notice = Some(ResumeNotice::HistoryLost {
+                from_seq: after + 1,
+                oldest_seq: first.oldest,
+                seq: first.head,
+            });
+        }
+        self.head = self.head.max(first.head);
+        self.queue(first.events);
+        self.fill_to(self.head).await
+    }
+
+    /// Reads the log until every seq up to `target` is queued (or trimmed).
+    async fn fill_to(&mut self, target: Seq) -> Result<(), ConversationStoreError> {
+        while self.queued_up_to() < target {
+            let from = self.queued_up_to();
+            let slice = self.log.read_after(&self.session, from, PAGE).await?;
+            if slice.events.is_empty() {
+                // Trimmed or not there: nothing more to fetch for this gap.
+                self.delivered = self.delivered.max(target.min(slice.head));
+                return Ok(());
+            }
+            self.queue(slice.events);
+        }
+        Ok(())
+    }
+
+    fn queued_up_to(&self) -> Seq {
+        self.pending.back().map_or(self.delivered, |e| e.seq)
+    }
+
+    fn queue(&mut self, events: Vec<LoggedEvent>) {
+        let after = self.queued_up_to();
+        self.pending
+            .extend(events.into_iter().filter(|e| e.seq > after).map(Arc::new));
+    }
+
+    /// The next event after everything already handed out.
+    ///
+    /// # Errors
+    /// When the log cannot be read to fill a gap.
+    pub async fn next(&mut self) -> Result<Feed, ConversationStoreError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.delivered = event.seq;
+                return Ok(Feed::Event(event));
+            }
+            let event = match self.live.next().await {
+                None => return Ok(Feed::Ended),
+                Some(LiveItem::Lagged { .. }) => return Ok(Feed::FellBehind),
+                Some(LiveItem::Event(event)) => event,
+            };
+            if event.seq <= self.delivered {
+                continue;
+            }
+            if event.seq > self.delivered + 1 {
+                self.fill_to(event.seq - 1).await?;
+            }
+            if event.seq > self.queued_up_to() {
+                self.pending.push_back(event);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::application::ports::{LogSlice, MockEventLog};
+    use crate::domain::conversation::ConversationEvent;
+    use crate::domain::MessageId;
+    use chrono::Utc;
+
+    fn ev(seq: Seq) -> LoggedEvent {
+        LoggedEvent {
+            seq,
+            at: Utc::now(),
+            event: ConversationEvent::StreamToken {
+                message_id: MessageId::parse("msg_x").unwrap(),
+                token: format!("t{seq}"),
+            },
+        }
+    }
+
+    /// A log holding `oldest..=head`.
+    fn log_of(oldest: Seq, head: Seq) -> MockEventLog {
+        let mut log = MockEventLog::new();
+        log.expect_head().returning(move |_| Ok(head));
+        log.expect_read_after().returning(move |_, after, limit| {
+            let from = (after + 1).max(oldest);
+            Ok(LogSlice {
+                events: (from..=head).take(limit).map(ev).collect(),
+                head,
+                oldest,
+            })
+        });
+        log
+    }
+
+    fn live(seqs: Vec<Seq>) -> LiveStream {
+        Box::pin(futures_util::stream::iter(
+            seqs.into_iter().map(|s| LiveItem::Event(Arc::new(ev(s)))),
+        ))
+    }
+
+    async fn drain(a: &mut Attachment) -> Vec<Seq> {
+        let mut out = Vec::new();
+        while let Feed::Event(e) = a.next().await.unwrap() {
+            out.push(e.seq);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn replay_then_live_without_gap_or_duplicate() {
+        // The log has 1..=10; live already carried 9 and 10 (subscribed
+        // before the read) and then 11, 12.
+        let log = Arc::new(log_of(1, 10));
+        let mut a = Attachment::open(
+            SessionId::generate(),
+            log,
+            live(vec![9, 10, 11, 12]),
+            Some(4),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.head, 10);
+        assert_eq!(a.notice, None);
+        assert_eq!(drain(&mut a).await, (5..=12).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn no_last_seq_means_no_replay() {
+        let log = Arc::new(log_of(1, 10));
+        let mut a = Attachment::open(SessionId::generate(), log, live(vec![10, 11]), None)
+            .await
+            .unwrap();
+        assert_eq!(drain(&mut a).await, vec![11]);
+    }
+
+    #[tokio::test]
+    async fn trimmed_history_is_announced_and_the_rest_replayed() {
+        let log = Arc::new(log_of(40, 50));
+        let mut a = Attachment::open(SessionId::generate(), log, live(vec![]), Some(3))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.notice,
+            Some(ResumeNotice::HistoryLost {
+                from_seq: 4,
+                oldest_seq: 40,
+                seq: 50
+            })
+        );
+        assert_eq!(drain(&mut a).await, (40..=50).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_last_seq_beyond_the_head_replays_nothing() {
+        let log = Arc::new(log_of(1, 5));
+        let mut a = Attachment::open(SessionId::generate(), log, live(vec![6]), Some(9))
+            .await
+            .unwrap();
+        assert_eq!(a.notice, Some(ResumeNotice::LastSeqAhead { seq: 5 }));
+        assert_eq!(drain(&mut a).await, vec![6]);
+    }
+
+    #[tokio::test]
+    async fn a_live_gap_is_filled_from_the_log() {
+        // Attached at head 3; live skips 4 and 5 (lost in transport).
+        let mut log = MockEventLog::new();
+        log.expect_head().returning(|_| Ok(3));
+        log.expect_read_after().returning(|_, after, _| {
+            Ok(LogSlice {
+                events: ((after + 1)..=6).map(ev).collect(),
+                head: 6,
+                oldest: 1,
+            })
+        });
+        let mut a = Attachment::open(SessionId::generate(), Arc::new(log), live(vec![6, 7]), None)
+            .await
+            .unwrap();
+        assert_eq!(drain(&mut a).await, vec![4, 5, 6, 7]);
+    }
+}

@@ -1,0 +1,176 @@
+//! One running generation: streams the AI's answer into the session's event
+//! log, keeps its lease alive, notices when nobody has watched it for too long,
+//! and always ends with exactly one `stream-end` (unless another instance
+//! already ended it after this one lost its lease).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::chat::{ChatError, Inner};
+use super::ports::{AiError, AiRequest, TokenStream};
+use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure};
+use crate::domain::{ChatMessage, Role, SessionId, StreamStatus};
+use crate::telemetry::ErrorChain;
+
+/// How often a running generation checks whether anyone still watches it.
+const WATCH_CHECK: Duration = Duration::from_secs(1);
+
+/// How a generation's stream loop ended.
+enum Ending {
+    Done(Result<StreamStatus, GenerationFailure>),
+    /// Another instance reaped the lease: it writes the end, not us.
+    LostLease,
+}
+
+/// Everything a generation task needs, moved into it.
+pub(super) struct Job {
+    pub session: SessionId,
+    pub generation: Generation,
+    pub request: AiRequest,
+    pub cancel: CancellationToken,
+}
+
+/// Runs the generation to its end and releases everything it held.
+pub(super) async fn run(inner: Arc<Inner>, job: Job) {
+    let Job {
+        session,
+        mut generation,
+        request,
+        cancel,
+    } = job;
+    let mut reply = String::new();
+    let ending = stream_answer(&inner, &session, &generation, request, &cancel, &mut reply).await;
+    let message_id = generation.message_id().clone();
+    let outcome = match ending {
+        Ending::LostLease => {
+            tracing::warn!(session_id = %session, %message_id, "lost the generation lease; another instance ended it");
+            inner.forget_local(&session, &message_id);
+            return;
+        }
+        Ending::Done(outcome) => outcome,
+    };
+    if outcome == Ok(StreamStatus::Completed) {
+        store_reply(&inner, &session, reply).await;
+    }
+    let end = generation.end(outcome);
+    // The lease goes before the stream-end is published, so a chat sent in
+    // reply to that stream-end is never refused as "in progress".
+    let logged = inner.append(&session, end).await;
+    if let Err(e) = inner.registry.finish(&session, &message_id).await {
+        tracing::warn!(error = %ErrorChain(&e), "could not release the generation lease");
+    }
+    inner.forget_local(&session, &message_id);
+    if let Some(logged) = logged {
+        inner.publish(&session, &logged).await;
+    }
+    tracing::debug!(session_id = %session, %message_id, outcome = ?outcome, "generation ended");
+}
+
+/// Streams tokens until the answer ends, is stopped, loses its audience or
+/// its lease.
+async fn stream_answer(
+    inner: &Arc<Inner>,
+    session: &SessionId,
+    generation: &Generation,
+    request: AiRequest,
+    cancel: &CancellationToken,
+    reply: &mut String,
+) -> Ending {
+    let message_id = generation.message_id();
+    let mut stream: TokenStream = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Ending::Done(Ok(StreamStatus::Cancelled)),
+        started = inner.ai.stream(request) => match started {
+            Ok(stream) => stream,
+            Err(e) => return Ending::Done(Err(failed(e, message_id))),
+        },
+    };
+    let settings = &inner.settings;
+    let mut renew = interval(settings.lease / 3);
+    renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    renew.tick().await;
+    let mut watch = interval(WATCH_CHECK);
+    watch.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut unwatched_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ending::Done(Ok(StreamStatus::Cancelled)),
+            _ = renew.tick() => {
+                if !inner.renew(session, message_id).await {
+                    return Ending::LostLease;
+                }
+            }
+            _ = watch.tick() => {
+                if inner.unattended_for_too_long(session, &mut unwatched_since).await {
+                    tracing::info!(session_id = %session, %message_id, "nobody watched the answer; cancelling it");
+                    return Ending::Done(Ok(StreamStatus::Cancelled));
+                }
+            }
+            item = stream.next() => match item {
+                Some(Ok(delta)) => {
+                    reply.push_str(&delta);
+                    let events = generation.tokens(&delta);
+                    if let Some(logged) = inner.append(session, events).await {
+                        inner.publish(session, &logged).await;
+                    } else {
+                        return Ending::Done(Err(GenerationFailure::SessionStoreUnavailable));
+                    }
+                }
+                Some(Err(e)) => return Ending::Done(Err(failed(e, message_id))),
+                None => return Ending::Done(Ok(StreamStatus::Completed)),
+            },
+        }
+    }
+}
+
+/// Only a completed answer joins the history the AI sees next time.
+async fn store_reply(inner: &Inner, session: &SessionId, reply: String) {
+    let message = ChatMessage {
+        role: Role::Assistant,
+        content: reply,
+        timestamp: Utc::now(),
+    };
+    if let Err(e) = inner.sessions.append(session, message).await {
+        tracing::warn!(error = %ErrorChain(&e), "could not store the answer in the session");
+    }
+}
+
+/// Logs why the AI failed (the client only sees the code) and classifies it.
+fn failed(e: AiError, message_id: &crate::domain::MessageId) -> GenerationFailure {
+    let e = ChatError::from(e);
+    tracing::warn!(%message_id, error = %ErrorChain(&e), "generation failed");
+    failure_of(&e)
+}
+
+/// How the conversation records a failed generation.
+pub(super) fn failure_of(e: &ChatError) -> GenerationFailure {
+    match e {
+        ChatError::Ai(AiError::Unavailable(_)) => GenerationFailure::AiUnavailable,
+        ChatError::Ai(AiError::Timeout(_)) => GenerationFailure::AiTimeout,
+        ChatError::Ai(AiError::Protocol(_)) => GenerationFailure::AiStreamError,
+        ChatError::SessionGone => GenerationFailure::SessionExpired,
+        ChatError::SessionStore(_) | ChatError::Conversation(_) => {
+            GenerationFailure::SessionStoreUnavailable
+        }
+    }
+}
+
+/// The events that end a generation whose owner vanished.
+pub(super) fn interrupted(message_id: &crate::domain::MessageId) -> Vec<ConversationEvent> {
+    vec![
+        ConversationEvent::GenerationFailed {
+            message_id: message_id.clone(),
+            failure: GenerationFailure::Interrupted,
+        },
+        ConversationEvent::StreamEnd {
+            message_id: message_id.clone(),
+            status: StreamStatus::Failed,
+        },
+    ]
+}

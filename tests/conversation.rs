@@ -1,0 +1,367 @@
+//! Conversations outlive the socket, on one instance: every tab live, resume
+//! with `lastSeq`, acknowledgements and safe resend, stop from any tab,
+//! answers that finish with no tab open, and what the log forgets.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{spawn_app, TestApp, Upstream, WsClient};
+use serde_json::{json, Value};
+
+async fn app_with_upstream(extra: &[(&str, &str)]) -> (TestApp, Upstream) {
+    let upstream = Upstream::start().await;
+    let mut env = vec![("FASTAPI_URL", upstream.url.as_str())];
+    env.extend_from_slice(extra);
+    (spawn_app(&env).await, upstream)
+}
+
+/// Opens another tab of `session`, optionally resuming after `last_seq`.
+async fn tab(
+    app: &TestApp,
+    token: &str,
+    session: &str,
+    last_seq: Option<u64>,
+) -> (WsClient, Value) {
+    let mut query = format!("?token={token}&sessionId={session}");
+    if let Some(n) = last_seq {
+        query.push_str(&format!("&lastSeq={n}"));
+    }
+    let (client, hello) = app.connect_query(&query).await;
+    assert_eq!(hello["resumed"], true, "{hello}");
+    (client, hello)
+}
+
+/// Reads events until (and including) the `stream-end` of the answer.
+async fn until_stream_end(client: &mut WsClient) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let m = client.recv().await;
+        let end = m["type"] == "stream-end";
+        seen.push(m);
+        if end {
+            return seen;
+        }
+    }
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+fn assert_consecutive(events: &[Value], from: u64) {
+    let want: Vec<u64> = (from..from + events.len() as u64).collect();
+    assert_eq!(seqs(events), want, "no gap, no duplicate");
+}
+
+#[tokio::test]
+async fn a_second_tab_sees_the_first_tabs_message_and_every_token_live() {
+    let (app, _upstream) = app_with_upstream(&[]).await;
+    let token = app.register("alice").await;
+    let (mut first, hello) = app.connect(&token).await;
+    assert_eq!(hello["seq"], 0);
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut second, hello2) = tab(&app, &token, &session, None).await;
+    assert_eq!(hello2["seq"], 0);
+
+    first
+        .send_json(json!({"type": "chat", "content": "hello there", "clientMessageId": "c-1"}))
+        .await;
+    let ack = loop {
+        let m = first.recv().await;
+        if m["type"] == "ack" {
+            break m;
+        }
+    };
+    assert_eq!(ack["clientMessageId"], "c-1");
+    assert_eq!(ack["seq"], 1);
+    assert!(ack.get("duplicate").is_none(), "{ack}");
+
+    let seen = until_stream_end(&mut second).await;
+    assert_eq!(seen[0]["type"], "user-message");
+    assert_eq!(seen[0]["content"], "hello there");
+    assert_eq!(seen[0]["clientMessageId"], "c-1");
+    assert_eq!(seen[0]["messageId"], ack["messageId"]);
+    assert_eq!(seen[1]["type"], "stream-start");
+    assert_eq!(seen[1]["replyTo"], ack["messageId"]);
+    assert_consecutive(&seen, 1);
+    let text: String = seen
+        .iter()
+        .filter(|m| m["type"] == "stream-token")
+        .map(|m| m["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, common::stub_reply("hello there"));
+    assert_eq!(seen.last().unwrap()["status"], "completed");
+    // The sender saw the same events (around its ack).
+    let mine: Vec<Value> = until_stream_end(&mut first).await;
+    assert_eq!(mine.last().unwrap()["seq"], seen.last().unwrap()["seq"]);
+}
+
+#[tokio::test]
+async fn a_client_cut_off_mid_answer_resumes_with_exactly_what_it_missed() {
+    let (app, _upstream) = app_with_upstream(&[]).await;
+    let token = app.register("alice").await;
+    let (mut client, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    client
+        .send_json(json!({"type": "chat", "content": "slow:40"}))
+        .await;
+    let mut before = Vec::new();
+    while before.len() < 12 {
+        before.push(client.recv().await);
+    }
+    let last_seq = before.last().unwrap()["seq"].as_u64().unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (mut back, hello) = tab(&app, &token, &session, Some(last_seq)).await;
+    assert!(hello["seq"].as_u64().unwrap() > last_seq, "{hello}");
+    let after = until_stream_end(&mut back).await;
+    assert_consecutive(&after, last_seq + 1);
+    assert_eq!(after.last().unwrap()["status"], "completed");
+    let tokens = before
+        .iter()
+        .chain(&after)
+        .filter(|m| m["type"] == "stream-token")
+        .count();
+    assert_eq!(tokens, 40, "every token once");
+}
+
+#[tokio::test]
+async fn resuming_while_tokens_are_produced_has_no_gap_or_duplicate() {
+    let (app, _upstream) = app_with_upstream(&[]).await;
+    let token = app.register("alice").await;
+    let (mut client, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    client
+        .send_json(json!({"type": "chat", "content": "slow:60"}))
+        .await;
+    // Twenty tabs join at different moments of the answer, each asking for
+    // everything after a different seq.
+    let mut joined = Vec::new();
+    for i in 0..20u64 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let (tab, hello) = tab(&app, &token, &session, Some(i)).await;
+        joined.push((i, tab, hello));
+    }
+    for (after, mut tab, hello) in joined {
+        let events = until_stream_end(&mut tab).await;
+        assert_consecutive(&events, after + 1);
+        assert!(hello["seq"].as_u64().unwrap() >= after);
+        assert_eq!(events.last().unwrap()["status"], "completed");
+    }
+    until_stream_end(&mut client).await;
+}
+
+#[tokio::test]
+async fn stop_from_another_tab_ends_the_answer_for_every_tab() {
+    let (app, upstream) = app_with_upstream(&[]).await;
+    let token = app.register("alice").await;
+    let (mut asker, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut other, _) = tab(&app, &token, &session, None).await;
+    asker
+        .send_json(json!({"type": "chat", "content": "endless"}))
+        .await;
+    for _ in 0..4 {
+        other.recv().await;
+    }
+    // The other tab cannot start a second answer...
+    other
+        .send_json(json!({"type": "chat", "content": "me too"}))
+        .await;
+    let refusal = loop {
+        let m = other.recv().await;
+        if m["type"] == "error" {
+            break m;
+        }
+    };
+    assert_eq!(refusal["code"], "generation_in_progress");
+    assert!(
+        refusal.get("seq").is_none(),
+        "refusals take no seq: {refusal}"
+    );
+    // ...but it can stop the running one.
+    let asked = Instant::now();
+    other.send_json(json!({"type": "stop"})).await;
+    for client in [&mut other, &mut asker] {
+        let events = until_stream_end(client).await;
+        assert_eq!(events.last().unwrap()["status"], "cancelled");
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(upstream.wait_aborted(1).await, 1);
+}
+
+#[tokio::test]
+async fn a_resent_client_message_id_starts_nothing() {
+    let (app, upstream) = app_with_upstream(&[]).await;
+    let token = app.register("alice").await;
+    let (mut client, _) = app.connect(&token).await;
+    let chat = json!({"type": "chat", "content": "only once", "clientMessageId": "same-id"});
+    client.send_json(chat.clone()).await;
+    let first = until_stream_end(&mut client).await;
+    let ack = first.iter().find(|m| m["type"] == "ack").unwrap().clone();
+    let requests = upstream.request_count();
+
+    client.send_json(chat).await;
+    let again = client.recv().await;
+    assert_eq!(again["type"], "ack", "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["messageId"], ack["messageId"]);
+    assert_eq!(again["seq"], ack["seq"]);
+    client.send_json(json!({"type": "ping"})).await;
+    assert_eq!(client.recv().await["type"], "pong", "nothing else was sent");
+    assert_eq!(
+        upstream.request_count(),
+        requests,
+        "the AI was not asked again"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_nobody_watches_still_completes_and_is_replayed() {
+    let (app, _upstream) = app_with_upstream(&[]).await;
+    let token = app.register("alice").await;
+    let (mut client, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    client
+        .send_json(json!({"type": "chat", "content": "slow:10"}))
+        .await;
+    assert_eq!(client.recv().await["type"], "user-message");
+    drop(client);
+    // Ten tokens 50 ms apart: done well within a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (mut back, hello) = tab(&app, &token, &session, Some(1)).await;
+    assert_eq!(hello["seq"], 13, "user-message, start, 10 tokens, end");
+    let events = until_stream_end(&mut back).await;
+    assert_consecutive(&events, 2);
+    assert_eq!(events.last().unwrap()["status"], "completed");
+    // And it joined the history the AI sees next.
+    let next = back.chat("and then?").await;
+    assert_eq!(next.status, "completed");
+}
+
+#[tokio::test]
+async fn an_answer_nobody_watches_for_too_long_is_cancelled() {
+    let (app, upstream) = app_with_upstream(&[("UNATTENDED_GENERATION_TIMEOUT", "1s")]).await;
+    let token = app.register("alice").await;
+    let (mut client, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    client
+        .send_json(json!({"type": "chat", "content": "endless"}))
+        .await;
+    assert_eq!(client.recv().await["type"], "user-message");
+    let left = Instant::now();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        upstream.aborted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "still running half a second after the tab left"
+    );
+    assert_eq!(
+        upstream.wait_aborted(1).await,
+        1,
+        "cancelled once unwatched"
+    );
+    let waited = left.elapsed();
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
+    let (mut back, _) = tab(&app, &token, &session, Some(0)).await;
+    let events = until_stream_end(&mut back).await;
+    assert_eq!(events.last().unwrap()["status"], "cancelled");
+    assert!(
+        events.iter().any(|m| m["type"] == "stream-token"),
+        "the partial answer is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_trimmed_log_says_history_lost_then_replays_what_it_holds() {
+    let (app, _upstream) = app_with_upstream(&[("EVENT_LOG_LIMIT", "10")]).await;
+    let token = app.register("alice").await;
+    let (mut client, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    client.chat("one two three four five six seven eight").await;
+    client.chat("nine ten eleven twelve thirteen").await;
+    drop(client);
+
+    let (mut back, hello) = tab(&app, &token, &session, Some(1)).await;
+    let head = hello["seq"].as_u64().unwrap();
+    let lost = back.recv().await;
+    assert_eq!(lost["type"], "history-lost", "{lost}");
+    assert_eq!(lost["fromSeq"], 2);
+    assert_eq!(lost["seq"], head);
+    let oldest = lost["oldestSeq"].as_u64().unwrap();
+    assert!(
+        oldest > 2 && head - oldest + 1 >= 10 && head - oldest < 20,
+        "{lost}"
+    );
+    let mut replayed = Vec::new();
+    while replayed.len() < (head - oldest + 1) as usize {
+        replayed.push(back.recv().await);
+    }
+    assert_consecutive(&replayed, oldest);
+}
+
+#[tokio::test]
+async fn a_last_seq_ahead_of_the_session_is_an_error_and_nothing_is_replayed() {
+    let app = spawn_app(&[]).await;
+    let token = app.register("alice").await;
+    let (mut client, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    client.chat("hi").await;
+    let (mut back, hello) = tab(&app, &token, &session, Some(500)).await;
+    let err = back.recv().await;
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["code"], "last_seq_ahead");
+    back.send_json(json!({"type": "ping"})).await;
+    assert_eq!(back.recv().await["type"], "pong", "no replay");
+    assert!(hello["seq"].as_u64().unwrap() < 500);
+    // A lastSeq that is not a number is refused before the upgrade.
+    let status = app
+        .connect_refused_status(app.ws_url(&format!("?token={token}&lastSeq=abc")))
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_huge_upstream_delta_is_split_and_the_socket_survives() {
+    let (app, _upstream) = app_with_upstream(&[]).await;
+    let token = app.register("alice").await;
+    let (mut client, _) = app.connect(&token).await;
+    let ex = client.chat("big:300000").await;
+    assert_eq!(ex.status, "completed");
+    assert!(ex.tokens.len() >= 19, "{} pieces", ex.tokens.len());
+    assert!(ex.tokens.iter().all(|t| t.len() <= 16 * 1024));
+    assert_eq!(ex.text(), "x".repeat(300_000));
+    assert_eq!(
+        ex.messages
+            .iter()
+            .filter(|m| m["type"] == "stream-end")
+            .count(),
+        1
+    );
+    assert_eq!(client.chat("still here").await.status, "completed");
+}
+
+#[tokio::test]
+async fn human_escalation_reaches_every_tab_with_a_seq() {
+    let app = spawn_app(&[]).await;
+    let token = app.register("alice").await;
+    let (mut first, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut second, _) = tab(&app, &token, &session, None).await;
+    first.send_json(json!({"type": "human-escalation"})).await;
+    for client in [&mut first, &mut second] {
+        let m = client.recv().await;
+        assert_eq!(m["type"], "human-escalation-response");
+        assert_eq!(m["seq"], 1);
+    }
+}
