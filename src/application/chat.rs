@@ -589,3 +589,244 @@ async fn reap_abandoned(inner: Arc<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The policy of the chat use cases, against mocked ports.
+
+    use super::*;
+    use crate::application::ports::{
+        AcceptedClientMessage, MockAiModel, MockEventLog, MockGenerationRegistry, MockLiveDelivery,
+        MockSessionStore, MockStats, TokenStream,
+    };
+    use crate::domain::fixtures;
+    use crate::domain::StreamStatus;
+    use std::sync::Mutex as StdMutex;
+
+    /// A registry whose background calls (stop listening, reaping) are quiet.
+    fn registry() -> MockGenerationRegistry {
+        let mut r = MockGenerationRegistry::new();
+        r.expect_stop_requests()
+            .returning(|| Box::pin(futures_util::stream::pending()));
+        r.expect_reap_expired().returning(|| Ok(Vec::new()));
+        r
+    }
+
+    struct Mocks {
+        sessions: MockSessionStore,
+        ai: MockAiModel,
+        stats: MockStats,
+        log: MockEventLog,
+        live: MockLiveDelivery,
+        registry: MockGenerationRegistry,
+    }
+
+    impl Mocks {
+        fn new() -> Self {
+            Self {
+                sessions: MockSessionStore::new(),
+                ai: MockAiModel::new(),
+                stats: MockStats::new(),
+                log: MockEventLog::new(),
+                live: MockLiveDelivery::new(),
+                registry: registry(),
+            }
+        }
+
+        fn service(self) -> ChatService {
+            ChatService::new(
+                ChatPorts {
+                    sessions: Arc::new(self.sessions),
+                    ai: Arc::new(self.ai),
+                    stats: Arc::new(self.stats),
+                    log: Arc::new(self.log),
+                    live: Arc::new(self.live),
+                    registry: Arc::new(self.registry),
+                },
+                ConversationSettings {
+                    session_ttl: Duration::from_secs(3600),
+                    lease: Duration::from_secs(10),
+                    unattended_timeout: Duration::from_secs(60),
+                },
+            )
+        }
+    }
+
+    fn chat(client_id: Option<&str>) -> ChatRequest {
+        ChatRequest {
+            content: ChatContent::parse("hello", 100).unwrap(),
+            client_message_id: client_id.map(|c| ClientMessageId::parse(c).unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_chat_while_one_runs_is_refused_with_the_running_id() {
+        let mut m = Mocks::new();
+        let running = MessageId::generate();
+        let busy = running.clone();
+        m.registry.expect_try_start().returning(move |_, _, _| {
+            Ok(StartOutcome::Busy {
+                running: busy.clone(),
+            })
+        });
+        m.log.expect_append().never();
+        let refused = m.service().submit(&SessionId::generate(), chat(None)).await;
+        assert!(
+            matches!(&refused, Err(ChatRefusal::InProgress { running: r }) if *r == running),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_known_client_message_id_is_acknowledged_again_and_starts_nothing() {
+        let mut m = Mocks::new();
+        let earlier = MessageId::generate();
+        let known = earlier.clone();
+        m.log
+            .expect_accepted_client_message()
+            .returning(move |_, _| {
+                Ok(Some(AcceptedClientMessage {
+                    message_id: known.clone(),
+                    seq: 7,
+                }))
+            });
+        m.registry.expect_try_start().never();
+        m.log.expect_append().never();
+        let accepted = m
+            .service()
+            .submit(&SessionId::generate(), chat(Some("c1")))
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted,
+            Accepted {
+                message_id: earlier,
+                seq: 7,
+                duplicate: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chat_for_a_vanished_session_fails_and_releases_the_slot() {
+        let mut m = Mocks::new();
+        m.registry
+            .expect_try_start()
+            .returning(|_, _, _| Ok(StartOutcome::Started));
+        m.registry.expect_finish().times(1).returning(|_, _| Ok(()));
+        m.sessions.expect_get().returning(|_| Ok(None));
+        m.ai.expect_stream().never();
+        let refused = m.service().submit(&SessionId::generate(), chat(None)).await;
+        assert!(
+            matches!(refused, Err(ChatRefusal::Failed(ChatError::SessionGone))),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn draining_refuses_chats() {
+        let m = Mocks::new();
+        let service = m.service();
+        service.drain(Duration::from_millis(10)).await;
+        assert!(service.is_draining());
+        let refused = service.submit(&SessionId::generate(), chat(None)).await;
+        assert!(
+            matches!(refused, Err(ChatRefusal::ShuttingDown)),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_with_nothing_running_anywhere_says_so() {
+        let mut m = Mocks::new();
+        m.registry.expect_request_stop().returning(|_| Ok(None));
+        let refused = m.service().stop(&SessionId::generate()).await;
+        assert!(
+            matches!(refused, Err(StopRefusal::NothingRunning)),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_completed_answer_is_logged_in_order_and_stored() {
+        let mut m = Mocks::new();
+        let session = fixtures::session(&SessionId::generate());
+        let stored = session.clone();
+        m.sessions
+            .expect_get()
+            .returning(move |_| Ok(Some(stored.clone())));
+        let history = Arc::new(StdMutex::new(Vec::new()));
+        let kept = history.clone();
+        m.sessions.expect_append().returning(move |_, msg| {
+            kept.lock().unwrap().push((msg.role, msg.content));
+            Ok(())
+        });
+        m.stats.expect_message_received().times(1).returning(|| ());
+        m.registry
+            .expect_try_start()
+            .returning(|_, _, _| Ok(StartOutcome::Started));
+        let finished = Arc::new(StdMutex::new(0));
+        let count = finished.clone();
+        m.registry.expect_finish().returning(move |_, _| {
+            *count.lock().unwrap() += 1;
+            Ok(())
+        });
+        m.registry.expect_renew().returning(|_, _, _| Ok(true));
+        m.live.expect_watchers().returning(|_| Ok(1));
+        m.live.expect_publish().returning(|_, _| Ok(()));
+        let logged = Arc::new(StdMutex::new(Vec::<ConversationEvent>::new()));
+        let log = logged.clone();
+        m.log.expect_append().returning(move |_, events| {
+            let mut all = log.lock().unwrap();
+            let first = all.len() as Seq + 1;
+            let out = events
+                .into_iter()
+                .enumerate()
+                .map(|(i, (at, event))| {
+                    all.push(event.clone());
+                    LoggedEvent {
+                        seq: first + i as Seq,
+                        at,
+                        event,
+                    }
+                })
+                .collect();
+            Ok(out)
+        });
+        m.ai.expect_stream().times(1).returning(|_| {
+            let tokens: TokenStream = Box::pin(futures_util::stream::iter(vec![
+                Ok("fine".into()),
+                Ok(", thanks".into()),
+            ]));
+            Ok(tokens)
+        });
+        let service = m.service();
+        let accepted = service.submit(&session.id, chat(None)).await.unwrap();
+        assert_eq!((accepted.seq, accepted.duplicate), (1, false));
+        service.drain(Duration::from_secs(2)).await;
+
+        let events = logged.lock().unwrap().clone();
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                ConversationEvent::UserMessage { .. } => "user",
+                ConversationEvent::StreamStart { .. } => "start",
+                ConversationEvent::StreamToken { .. } => "token",
+                ConversationEvent::StreamEnd {
+                    status: StreamStatus::Completed,
+                    ..
+                } => "end",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, vec!["user", "start", "token", "token", "end"]);
+        assert_eq!(
+            *history.lock().unwrap(),
+            vec![
+                (Role::User, "hello".to_owned()),
+                (Role::Assistant, "fine, thanks".to_owned())
+            ]
+        );
+        assert_eq!(*finished.lock().unwrap(), 1, "the slot is released once");
+    }
+}
