@@ -365,3 +365,90 @@ async fn human_escalation_reaches_every_tab_with_a_seq() {
         assert_eq!(m["seq"], 1);
     }
 }
+
+async fn get_json(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(app.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn rest_lists_sessions_and_replays_the_same_events_as_the_socket() {
+    let (app, _upstream) = app_with_upstream(&[]).await;
+    let token = app.register("alice").await;
+    let (mut client, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    client.chat("first question").await;
+    let (_, hello2) = app.connect(&token).await;
+    let newer = hello2["sessionId"].as_str().unwrap().to_owned();
+
+    let (status, body) = get_json(&app, "/api/sessions", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let listed = body["sessions"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{body}");
+    assert_eq!(listed[0]["id"], newer, "most recently active first");
+    let mine = listed.iter().find(|s| s["id"] == session).unwrap();
+    let head = mine["seq"].as_u64().unwrap();
+    assert!(head >= 4, "{mine}");
+    assert_eq!(mine["escalated"], false);
+    assert!(common::is_iso_millis(mine["createdAt"].as_str().unwrap()));
+
+    // The same events, same JSON, as a socket resuming from seq 0.
+    let (status, page) = get_json(
+        &app,
+        &format!("/api/sessions/{session}/events"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        (page["seq"].as_u64(), page["historyLost"].as_bool()),
+        (Some(head), Some(false))
+    );
+    assert!(page.get("nextAfterSeq").is_none(), "{page}");
+    let (mut replay, _) = tab(&app, &token, &session, Some(0)).await;
+    let mut socket_events = Vec::new();
+    for _ in 0..head {
+        socket_events.push(replay.recv().await);
+    }
+    assert_eq!(page["events"].as_array().unwrap(), &socket_events);
+
+    // Paging.
+    let (_, first) = get_json(
+        &app,
+        &format!("/api/sessions/{session}/events?afterSeq=1&limit=2"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(seqs(first["events"].as_array().unwrap()), vec![2, 3]);
+    assert_eq!(first["nextAfterSeq"], 3);
+
+    // Someone else's session is exactly an unknown one; bad input is a 400.
+    let bob = app.register("bob").await;
+    let theirs = get_json(&app, &format!("/api/sessions/{session}/events"), Some(&bob)).await;
+    let unknown = get_json(&app, "/api/sessions/sess_nope/events", Some(&bob)).await;
+    assert_eq!(theirs.0, 404);
+    assert_eq!(theirs.1["error"], "session_not_found");
+    assert_eq!(theirs.1, unknown.1);
+    let (_, bobs) = get_json(&app, "/api/sessions", Some(&bob)).await;
+    assert_eq!(bobs["sessions"], json!([]));
+    for bad in ["?afterSeq=-1", "?limit=0", "?limit=5000", "?afterSeq=abc"] {
+        let (status, body) = get_json(
+            &app,
+            &format!("/api/sessions/{session}/events{bad}"),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{bad}"
+        );
+    }
+    assert_eq!(get_json(&app, "/api/sessions", None).await.0, 401);
+    assert_eq!(get_json(&app, "/api/sessions", Some("nope")).await.0, 401);
+}

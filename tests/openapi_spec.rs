@@ -49,6 +49,12 @@ fn spec_is_openapi_3_and_documents_every_response() {
         ("/health", "get", &["200", "503"]),
         ("/api/stats", "get", &["200", "503"]),
         ("/api/websocket/info", "get", &["200"]),
+        ("/api/sessions", "get", &["200", "401", "503"]),
+        (
+            "/api/sessions/{id}/events",
+            "get",
+            &["200", "400", "401", "404", "503"],
+        ),
     ];
     for (path, method, statuses) in expected {
         let item = spec

@@ -377,6 +377,64 @@ async fn concurrent_appends_lose_nothing(backend: Backend) {
     }
 }
 
+async fn list_for_user_returns_that_users_live_sessions_newest_first(backend: Backend) {
+    let store = backend.store(LONG_TTL).await;
+    let owner = |id: &str| SessionUser {
+        id: UserId::parse(id).unwrap(),
+        username: Username::parse("someone").unwrap(),
+    };
+    let (alice, bob) = (
+        format!("a{}", uuid::Uuid::new_v4().simple()),
+        format!("b{}", uuid::Uuid::new_v4().simple()),
+    );
+    let base = Utc::now() - TimeDelta::minutes(10);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let s = Session::new(
+            SessionId::generate(),
+            owner(&alice),
+            base + TimeDelta::seconds(i),
+        );
+        store.create(&s).await.unwrap();
+        ids.push(s.id);
+    }
+    let theirs = Session::new(SessionId::generate(), owner(&bob), base);
+    store.create(&theirs).await.unwrap();
+    // The first becomes the most recently active.
+    store.touch(&ids[0], Utc::now()).await.unwrap();
+
+    let alice_id = UserId::parse(&alice).unwrap();
+    let listed = store.list_for_user(&alice_id, 10).await.unwrap();
+    let listed_ids: Vec<_> = listed.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(listed_ids.len(), 3, "{listed_ids:?}");
+    assert_eq!(listed_ids[0], ids[0], "most recently active first");
+    assert!(listed.iter().all(|s| s.user.id == alice_id));
+    assert_eq!(store.list_for_user(&alice_id, 2).await.unwrap().len(), 2);
+
+    store.remove(&ids[1]).await.unwrap();
+    let after = store.list_for_user(&alice_id, 10).await.unwrap();
+    assert!(
+        after.iter().all(|s| s.id != ids[1]),
+        "removed sessions are gone"
+    );
+    let nobody = UserId::parse("nobody").unwrap();
+    assert!(store.list_for_user(&nobody, 10).await.unwrap().is_empty());
+}
+
+async fn list_for_user_forgets_expired_sessions(backend: Backend) {
+    let store = backend.store(backend.short_ttl()).await;
+    let user = format!("u{}", uuid::Uuid::new_v4().simple());
+    let owner = SessionUser {
+        id: UserId::parse(&user).unwrap(),
+        username: Username::parse("someone").unwrap(),
+    };
+    let s = Session::new(SessionId::generate(), owner.clone(), Utc::now());
+    store.create(&s).await.unwrap();
+    assert_eq!(store.list_for_user(&owner.id, 10).await.unwrap().len(), 1);
+    tokio::time::sleep(backend.short_ttl() + Duration::from_millis(300)).await;
+    assert!(store.list_for_user(&owner.id, 10).await.unwrap().is_empty());
+}
+
 // ------------------------------------------------------------- runners
 
 fn redis_url() -> String {
@@ -499,6 +557,8 @@ contract!(
     sessions_expire_after_the_ttl,
     activity_keeps_a_session_alive,
     concurrent_appends_lose_nothing,
+    list_for_user_returns_that_users_live_sessions_newest_first,
+    list_for_user_forgets_expired_sessions,
 );
 
 // ------------------------------------------------- Redis-only behaviour

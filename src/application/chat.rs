@@ -20,7 +20,7 @@ use super::attachment::Attachment;
 use super::generation::{self, Job};
 use super::ports::{
     AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog, GenerationRegistry,
-    LiveDelivery, SessionCounts, SessionStore, SessionStoreError, StartOutcome, Stats,
+    LiveDelivery, LogSlice, SessionCounts, SessionStore, SessionStoreError, StartOutcome, Stats,
     StatsSnapshot,
 };
 use crate::domain::conversation::{
@@ -108,6 +108,17 @@ pub enum StopRefusal {
     NothingRunning,
     #[error(transparent)]
     Failed(#[from] ChatError),
+}
+
+/// Most sessions `GET /api/sessions` lists.
+pub const SESSIONS_LISTED: usize = 100;
+
+/// A session as its owner's list shows it.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub session: Session,
+    /// The latest seq of its conversation.
+    pub seq: Seq,
 }
 
 /// Timings of the conversation rules.
@@ -377,6 +388,39 @@ impl ChatService {
             cancel,
         };
         inner.tasks.spawn(generation::run(inner.clone(), job));
+    }
+
+    /// The user's live sessions, most recently active first, each with its
+    /// latest seq.
+    pub async fn sessions_of(&self, user: &User) -> Result<Vec<SessionSummary>, ChatError> {
+        let sessions = self
+            .inner
+            .sessions
+            .list_for_user(&user.id, SESSIONS_LISTED)
+            .await?;
+        let mut out = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            let seq = self.inner.log.head(&session.id).await?;
+            out.push(SessionSummary { session, seq });
+        }
+        Ok(out)
+    }
+
+    /// The session's events after `after`, as a socket would replay them.
+    /// Someone else's session is [`ChatError::SessionGone`], exactly like an
+    /// unknown one.
+    pub async fn events(
+        &self,
+        user: &User,
+        session: &SessionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<LogSlice, ChatError> {
+        match self.inner.sessions.get(session).await? {
+            Some(s) if s.user.id == user.id => {}
+            _ => return Err(ChatError::SessionGone),
+        }
+        Ok(self.inner.log.read_after(session, after, limit).await?)
     }
 
     /// Stops the session's running generation, wherever it runs; every tab

@@ -11,5 +11,5 @@ pub use attachment::{Attachment, Feed, ResumeNotice};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
 pub use chat::{
     Accepted, ChatError, ChatPorts, ChatRefusal, ChatRequest, ChatService, ConnectionGuard,
-    ConversationSettings, StopRefusal, ESCALATION_REPLY,
+    ConversationSettings, SessionSummary, StopRefusal, ESCALATION_REPLY, SESSIONS_LISTED,
 };

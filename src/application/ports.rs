@@ -239,6 +239,12 @@ pub trait SessionStore: Send + Sync {
     async fn touch(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), SessionStoreError>;
     /// Removes a session; removing an unknown one is not an error.
     async fn remove(&self, id: &SessionId) -> Result<(), SessionStoreError>;
+    /// The user's live sessions, most recently active first, at most `limit`.
+    async fn list_for_user(
+        &self,
+        user: &UserId,
+        limit: usize,
+    ) -> Result<Vec<Session>, SessionStoreError>;
     async fn counts(&self) -> Result<SessionCounts, SessionStoreError>;
 }
 

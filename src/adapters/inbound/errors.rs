@@ -85,6 +85,9 @@ error_catalogue! {
         "There is nothing at this path";
     MethodNotAllowed = "method_not_allowed", status: Some(StatusCode::METHOD_NOT_ALLOWED), websocket: false,
         "This path does not accept that method";
+    /// An unknown session, or someone else's: the two are indistinguishable.
+    SessionNotFound = "session_not_found", status: Some(StatusCode::NOT_FOUND), websocket: false,
+        "There is no such session";
     OriginNotAllowed = "origin_not_allowed", status: Some(StatusCode::FORBIDDEN), websocket: false,
         "This browser origin is not allowed (CORS_ORIGIN)";
 

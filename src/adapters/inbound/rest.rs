@@ -7,17 +7,21 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem::Request;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde::Serialize;
 
 use super::errors::{ErrorBody, ErrorCode};
+use super::ws::protocol::event_value;
 use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS};
 use super::{AppContext, MAX_FRAME_BYTES};
 use crate::application::ports::AiHealth;
-use crate::application::{AuthError, Authenticated, Registration};
+use crate::application::ports::LogSlice;
+use crate::application::{AuthError, Authenticated, ChatError, Registration};
+use crate::domain::conversation::Seq;
 use crate::domain::time::iso_millis;
-use crate::domain::{EmailAddress, Password, User, Username};
+use crate::domain::{EmailAddress, Password, SessionId, User, Username};
 use crate::telemetry::ErrorChain;
 
 #[derive(Tags)]
@@ -26,6 +30,8 @@ enum ApiTags {
     Auth,
     /// Health, statistics and connection information.
     Server,
+    /// A user's conversations, readable without a socket.
+    Sessions,
 }
 
 /// A user as clients see it; the password hash never leaves the server.
@@ -314,6 +320,121 @@ enum WsInfoResponse {
     Ok(Json<WsInfoBody>),
 }
 
+/// One of the caller's sessions.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct SessionView {
+    id: String,
+    /// ISO-8601 UTC, milliseconds.
+    created_at: String,
+    /// ISO-8601 UTC, milliseconds.
+    last_activity: String,
+    /// Whether a human was asked for.
+    escalated: bool,
+    /// The seq of the session's latest event (0 before the first).
+    seq: u64,
+}
+
+/// The caller's live sessions, most recently active first (at most 100).
+#[derive(Debug, Object)]
+struct SessionsBody {
+    sessions: Vec<SessionView>,
+}
+
+/// A stretch of a session's conversation.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct EventsBody {
+    session_id: String,
+    /// The events after `afterSeq`, oldest first: exactly the JSON messages
+    /// the WebSocket sends (`user-message`, `stream-start`, `stream-token`,
+    /// `error`, `stream-end`, `human-escalation-response`), each with its `seq`.
+    events: Vec<serde_json::Value>,
+    /// The session's latest seq.
+    seq: u64,
+    /// The oldest seq the server still holds.
+    oldest_seq: u64,
+    /// True when events after `afterSeq` were trimmed and are missing from
+    /// `events` (a socket would say `history-lost`).
+    history_lost: bool,
+    /// Pass as `afterSeq` to read on; absent when `events` reaches `seq`.
+    #[oai(skip_serializing_if_is_none)]
+    next_after_seq: Option<u64>,
+}
+
+/// Most events one `GET /api/sessions/{id}/events` returns.
+const MAX_EVENTS_PAGE: u32 = 1000;
+
+#[derive(ApiResponse)]
+enum SessionsResponse {
+    #[oai(status = 200)]
+    Ok(Json<SessionsBody>),
+    /// No token (`missing_token`), an invalid one (`invalid_token`) or an
+    /// expired one (`token_expired`).
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// A store does not answer (`service_unavailable`, `session_store_unavailable`).
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "events_bad_request")]
+enum EventsResponse {
+    #[oai(status = 200)]
+    Ok(Json<EventsBody>),
+    /// `afterSeq` or `limit` is not a whole number, or `limit` is 0 or over
+    /// 1000 (`invalid_request`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No token (`missing_token`), an invalid one (`invalid_token`) or an
+    /// expired one (`token_expired`).
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// No such session, or not the caller's (`session_not_found`).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// A store does not answer (`service_unavailable`, `session_store_unavailable`).
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn events_bad_request(err: poem::Error) -> EventsResponse {
+    let code = ErrorCode::InvalidRequest;
+    EventsResponse::BadRequest(ErrorBody::with_message(
+        code,
+        format!("{} ({err})", code.message()),
+    ))
+}
+
+/// Why a bearer-authenticated request was refused: 401 or 503.
+enum Refused {
+    Unauthorized(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>),
+}
+
+/// The user of the request's `Authorization: Bearer` token.
+async fn bearer_user(ctx: &AppContext, req: &Request) -> Result<User, Refused> {
+    let Some(token) = bearer_token(req) else {
+        return Err(Refused::Unauthorized(ErrorBody::new(
+            ErrorCode::MissingToken,
+        )));
+    };
+    match ctx.auth.authenticate(&token).await {
+        Ok(user) => Ok(user),
+        Err(AuthError::Internal) => Err(Refused::Unavailable(ErrorBody::new(
+            ErrorCode::ServiceUnavailable,
+        ))),
+        Err(e) => Err(Refused::Unauthorized(ErrorBody::new(ErrorCode::from(&e)))),
+    }
+}
+
+/// Store failures of the session routes: logged, then a stable 503 body.
+fn store_failure(e: &ChatError) -> Json<ErrorBody> {
+    tracing::warn!(error = %ErrorChain(e), "session routes: a store failed");
+    ErrorBody::new(ErrorCode::SessionStoreUnavailable)
+}
+
 /// The REST operations. Stateless: the shared [`AppContext`] arrives through
 /// poem's `Data`, so the spec can be generated without a running server.
 pub struct Api;
@@ -447,6 +568,89 @@ impl Api {
             },
             active_connections: ctx.chat.stats().active_connections,
         }))
+    }
+
+    /// The caller's live sessions, with the latest seq of each.
+    #[oai(path = "/api/sessions", method = "get", tag = "ApiTags::Sessions")]
+    async fn sessions(&self, ctx: Data<&Arc<AppContext>>, req: &Request) -> SessionsResponse {
+        let user = match bearer_user(&ctx, req).await {
+            Ok(user) => user,
+            Err(Refused::Unauthorized(b)) => return SessionsResponse::Unauthorized(b),
+            Err(Refused::Unavailable(b)) => return SessionsResponse::Unavailable(b),
+        };
+        match ctx.chat.sessions_of(&user).await {
+            Ok(list) => SessionsResponse::Ok(Json(SessionsBody {
+                sessions: list
+                    .into_iter()
+                    .map(|s| SessionView {
+                        id: s.session.id.as_str().to_owned(),
+                        created_at: iso_millis(s.session.created_at),
+                        last_activity: iso_millis(s.session.last_activity),
+                        escalated: s.session.escalated,
+                        seq: s.seq,
+                    })
+                    .collect(),
+            })),
+            Err(e) => SessionsResponse::Unavailable(store_failure(&e)),
+        }
+    }
+
+    /// A session's events after `afterSeq` (default 0: from the start), at
+    /// most `limit` (default 100, at most 1000): the same events, with the same
+    /// JSON, as a WebSocket resuming with `lastSeq` would get, so a client can
+    /// rebuild a conversation without a socket.
+    #[oai(
+        path = "/api/sessions/:id/events",
+        method = "get",
+        tag = "ApiTags::Sessions"
+    )]
+    async fn session_events(
+        &self,
+        ctx: Data<&Arc<AppContext>>,
+        req: &Request,
+        id: Path<String>,
+        #[oai(name = "afterSeq")] after_seq: Query<Option<u64>>,
+        limit: Query<Option<u32>>,
+    ) -> EventsResponse {
+        let user = match bearer_user(&ctx, req).await {
+            Ok(user) => user,
+            Err(Refused::Unauthorized(b)) => return EventsResponse::Unauthorized(b),
+            Err(Refused::Unavailable(b)) => return EventsResponse::Unavailable(b),
+        };
+        let limit = limit.0.unwrap_or(100);
+        if limit == 0 || limit > MAX_EVENTS_PAGE {
+            return events_bad_request(poem::Error::from_string(
+                format!("limit must be 1-{MAX_EVENTS_PAGE}"),
+                poem::http::StatusCode::BAD_REQUEST,
+            ));
+        }
+        let Ok(session) = SessionId::parse(&id.0) else {
+            return EventsResponse::NotFound(ErrorBody::new(ErrorCode::SessionNotFound));
+        };
+        let after = after_seq.0.unwrap_or(0);
+        match ctx
+            .chat
+            .events(&user, &session, after, limit as usize)
+            .await
+        {
+            Ok(slice) => EventsResponse::Ok(Json(events_body(&session, after, slice))),
+            Err(ChatError::SessionGone) => {
+                EventsResponse::NotFound(ErrorBody::new(ErrorCode::SessionNotFound))
+            }
+            Err(e) => EventsResponse::Unavailable(store_failure(&e)),
+        }
+    }
+}
+
+fn events_body(session: &SessionId, after: Seq, slice: LogSlice) -> EventsBody {
+    let last = slice.events.last().map_or(after, |e| e.seq);
+    EventsBody {
+        session_id: session.as_str().to_owned(),
+        history_lost: slice.lost_after(after),
+        events: slice.events.iter().map(event_value).collect(),
+        seq: slice.head,
+        oldest_seq: slice.oldest,
+        next_after_seq: (last < slice.head).then_some(last),
     }
 }
 

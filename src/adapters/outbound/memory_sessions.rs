@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::application::ports::{SessionCounts, SessionStore, SessionStoreError};
-use crate::domain::{ChatMessage, Session, SessionId, HISTORY_LIMIT};
+use crate::domain::{ChatMessage, Session, SessionId, UserId, HISTORY_LIMIT};
 
 struct Entry {
     session: Session,
@@ -143,6 +143,25 @@ impl SessionStore for InMemorySessionStore {
     async fn remove(&self, id: &SessionId) -> Result<(), SessionStoreError> {
         self.lock().sessions.remove(id);
         Ok(())
+    }
+
+    async fn list_for_user(
+        &self,
+        user: &UserId,
+        limit: usize,
+    ) -> Result<Vec<Session>, SessionStoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.sweep(now, self.ttl);
+        let mut mine: Vec<Session> = inner
+            .sessions
+            .values()
+            .filter(|entry| entry.session.user.id == *user)
+            .map(|entry| entry.session.clone())
+            .collect();
+        mine.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        mine.truncate(limit);
+        Ok(mine)
     }
 
     async fn counts(&self) -> Result<SessionCounts, SessionStoreError> {

@@ -7,7 +7,10 @@
 //! - `P:session:{id}:history`: list of the last messages as JSON
 //!   `{role, content, timestamp}`, oldest first;
 //! - `P:sessions` and `P:escalated`: sorted sets of session ids scored by expiry
-//!   (Unix milliseconds), so `counts` never has to scan the keyspace.
+//!   (Unix milliseconds), so `counts` never has to scan the keyspace;
+//! - `P:user:{user_id}:sessions`: the same for one user's sessions, so
+//!   `list_for_user` reads only that user's (the scripts derive this key from
+//!   the session's `user_id`, which is one more reason this is not for Cluster).
 //!
 //! Every write is one Lua script, so existence checks, trimming and expiry
 //! refreshes are atomic with the change itself. Expiry uses Redis's own clock
@@ -41,8 +44,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
 
 /// Helpers shared by the write scripts. Their KEYS are always
-/// `[session hash, history list, sessions zset, escalated zset]` and ARGV
-/// starts with `[session id, ttl in ms]`.
+/// `[session hash, history list, sessions zset, escalated zset, user index
+/// prefix]` and ARGV starts with `[session id, ttl in ms]`.
 const LUA_PRELUDE: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
@@ -54,6 +57,12 @@ local function refresh(escalated)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[3], expiry, ARGV[1])
+  local user = redis.call('HGET', KEYS[1], 'user_id')
+  if user then
+    local index = KEYS[5] .. user .. ':sessions'
+    redis.call('ZADD', index, expiry, ARGV[1])
+    redis.call('PEXPIRE', index, ARGV[2])
+  end
   if escalated then
     redis.call('ZADD', KEYS[4], expiry, ARGV[1])
   else
@@ -140,6 +149,19 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 return { redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]) }
+",
+    )
+});
+
+/// KEYS: a user's session index; ARGV: how many. Drops expired members, then
+/// returns the live ones, most recently active first.
+static LIVE_MEMBERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+return redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 ",
     )
 });
@@ -306,6 +328,10 @@ impl RedisSessionStore {
         format!("{}:escalated", self.prefix)
     }
 
+    fn user_index_prefix(&self) -> String {
+        format!("{}:user:", self.prefix)
+    }
+
     /// Runs one of the write scripts with the standard KEYS and leading ARGV.
     async fn run_write(
         &self,
@@ -318,6 +344,7 @@ impl RedisSessionStore {
             .key(self.history_key(id))
             .key(self.sessions_key())
             .key(self.escalated_key())
+            .key(self.user_index_prefix())
             .arg(id.as_str())
             .arg(self.ttl_ms);
         for arg in extra_args {
@@ -413,6 +440,35 @@ impl SessionStore for RedisSessionStore {
             .exec_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)
+    }
+
+    async fn list_for_user(
+        &self,
+        user: &UserId,
+        limit: usize,
+    ) -> Result<Vec<Session>, SessionStoreError> {
+        let index = format!("{}{}:sessions", self.user_index_prefix(), user);
+        // Newest expiry first: the most recently active sessions.
+        let ids: Vec<String> = LIVE_MEMBERS
+            .key(&index)
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut sessions = Vec::with_capacity(ids.len());
+        for raw in ids {
+            let Ok(id) = SessionId::parse(&raw) else {
+                continue;
+            };
+            // Gone since the index was read, or someone else's: skip it.
+            if let Some(session) = self.get(&id).await?.filter(|s| s.user.id == *user) {
+                sessions.push(session);
+            }
+        }
+        // The index orders by expiry at Redis's millisecond; the sessions'
+        // own activity times order them exactly, as the memory store does.
+        sessions.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        Ok(sessions)
     }
 
     async fn counts(&self) -> Result<SessionCounts, SessionStoreError> {
