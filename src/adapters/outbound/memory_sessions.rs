@@ -159,7 +159,7 @@ impl SessionStore for InMemorySessionStore {
             .filter(|entry| entry.session.user.id == *user)
             .map(|entry| entry.session.clone())
             .collect();
-        mine.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        mine.sort_by_key(|s| std::cmp::Reverse(s.last_activity));
         mine.truncate(limit);
         Ok(mine)
     }

@@ -467,7 +467,7 @@ impl SessionStore for RedisSessionStore {
         }
         // The index orders by expiry at Redis's millisecond; the sessions'
         // own activity times order them exactly, as the memory store does.
-        sessions.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.last_activity));
         Ok(sessions)
     }
 
