@@ -24,7 +24,7 @@ use super::super::AppContext;
 use super::feed::{self, FeedEnd};
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
 use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
-use crate::application::{Attachment, ChatRefusal, ChatRequest, StopRefusal};
+use crate::application::{Attachment, ChatError, ChatRefusal, ChatRequest, StopRefusal};
 use crate::domain::SessionId;
 use crate::telemetry::ErrorChain;
 
@@ -147,11 +147,27 @@ impl Connection {
                 }
             };
             if let Some(reply) = reply {
+                let lost = reply.is_session_expired();
                 if out.send(Outbound::Message(reply.to_json())).await.is_err() {
                     return Exit::WriterGone;
                 }
+                if lost {
+                    return self.session_lost(out).await;
+                }
             }
         }
+    }
+
+    /// Tells the client its session is gone, rather than answering
+    /// `session_expired` to every message for ever, and closes with 4004.
+    async fn session_lost(&self, out: &mpsc::Sender<Outbound>) -> Exit {
+        tracing::info!("session vanished under an open connection");
+        let lost = Reply::SessionLost {
+            session_id: self.session_id.as_str().to_owned(),
+            timestamp: now(),
+        };
+        let _ = out.send(Outbound::Message(lost.to_json())).await;
+        Exit::Close(CloseReason::SessionLost)
     }
 
     /// Pings the client, closes it if it stopped answering, and keeps its
@@ -170,8 +186,10 @@ impl Connection {
         }
         if alive.last_touch.elapsed() >= self.ctx.chat.keep_alive_interval() {
             alive.last_touch = Instant::now();
-            if let Err(e) = self.ctx.chat.touch(&self.session_id).await {
-                tracing::warn!(error = %ErrorChain(&e), "could not refresh the session");
+            match self.ctx.chat.touch(&self.session_id).await {
+                Ok(()) => {}
+                Err(ChatError::SessionGone) => return Some(self.session_lost(out).await),
+                Err(e) => tracing::warn!(error = %ErrorChain(&e), "could not refresh the session"),
             }
         }
         None

@@ -24,6 +24,7 @@ pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "stream-end",
     "error",
     "history-lost",
+    "session-lost",
     "human-escalation-response",
     "pong",
 ];
@@ -168,6 +169,13 @@ pub enum Reply {
         message_id: Option<String>,
         timestamp: String,
     },
+    /// The session vanished from the store under this open socket; the
+    /// server closes with 4004 next.
+    #[serde(rename_all = "camelCase")]
+    SessionLost {
+        session_id: String,
+        timestamp: String,
+    },
     Pong {
         timestamp: String,
     },
@@ -212,6 +220,17 @@ impl Reply {
             },
             ResumeNotice::LastSeqAhead { .. } => Self::error(ErrorCode::LastSeqAhead, None),
         }
+    }
+
+    /// True for the error that means the session no longer exists.
+    pub fn is_session_expired(&self) -> bool {
+        matches!(
+            self,
+            Reply::Error {
+                code: ErrorCode::SessionExpired,
+                ..
+            }
+        )
     }
 
     pub fn to_json(&self) -> String {

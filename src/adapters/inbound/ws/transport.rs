@@ -40,6 +40,9 @@ pub enum CloseReason {
     /// 4008: this connection fell further behind the conversation than its
     /// buffer allows; reconnect with `lastSeq` to catch up from the log.
     FellBehind,
+    /// 4004: the session no longer exists in the store (expired, or the store
+    /// lost its data); reconnect without `sessionId` for a fresh one.
+    SessionLost,
 }
 
 impl CloseReason {
@@ -48,6 +51,7 @@ impl CloseReason {
             CloseReason::ShuttingDown | CloseReason::PingTimeout => CloseCode::Away,
             CloseReason::TooBig => CloseCode::Size,
             CloseReason::FellBehind => CloseCode::Reserved(4008),
+            CloseReason::SessionLost => CloseCode::Reserved(4004),
         }
     }
 
@@ -57,6 +61,7 @@ impl CloseReason {
             CloseReason::PingTimeout => "ping timeout",
             CloseReason::TooBig => "message too big",
             CloseReason::FellBehind => "fell behind; reconnect with lastSeq",
+            CloseReason::SessionLost => "session lost; reconnect for a new session",
         }
     }
 }
