@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::ws::protocol::event_value;
+use super::ws::transport::CloseReason;
 use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS};
 use super::{AppContext, MAX_FRAME_BYTES};
 use crate::application::ports::AiHealth;
@@ -163,7 +164,7 @@ struct WsLimits {
     ping_interval_seconds: u64,
     /// Seconds without a pong after which the server closes the connection.
     pong_timeout_seconds: u64,
-    /// Generations that may run at once per connection.
+    /// Generations that may run at once per session (over all its tabs).
     concurrent_generations: u64,
 }
 
@@ -184,10 +185,21 @@ struct WsInfoBody {
     endpoint: String,
     /// Accepted ways to present the JWT.
     authentication: Vec<String>,
+    /// Query parameters that resume a session (`sessionId`) and replay what
+    /// came after a seq (`lastSeq`).
+    resume: Vec<String>,
     message_types: WsMessageTypes,
     limits: WsLimits,
     error_codes: WsErrorCodes,
+    /// Close codes the server uses, besides the standard ones.
+    close_codes: Vec<WsCloseCode>,
     active_connections: u64,
+}
+
+#[derive(Debug, Object)]
+struct WsCloseCode {
+    code: u16,
+    reason: String,
 }
 
 /// An operation whose response can say "this body was not what I take":
@@ -551,6 +563,7 @@ impl Api {
         WsInfoResponse::Ok(Json(WsInfoBody {
             endpoint: "/ws".into(),
             authentication: strings(&["query:token", "header:Authorization: Bearer <token>"]),
+            resume: strings(&["query:sessionId", "query:lastSeq"]),
             message_types: WsMessageTypes {
                 client: strings(CLIENT_MESSAGE_TYPES),
                 server: strings(SERVER_MESSAGE_TYPES),
@@ -566,6 +579,13 @@ impl Api {
                 upgrade: UPGRADE_REFUSALS.to_vec(),
                 messages: ErrorCode::websocket_codes().collect(),
             },
+            close_codes: CloseReason::ALL
+                .iter()
+                .map(|r| WsCloseCode {
+                    code: r.code().into(),
+                    reason: r.text().to_owned(),
+                })
+                .collect(),
             active_connections: ctx.chat.stats().active_connections,
         }))
     }

@@ -46,6 +46,15 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, as `/api/websocket/info` lists them.
+    pub const ALL: &'static [CloseReason] = &[
+        CloseReason::ShuttingDown,
+        CloseReason::PingTimeout,
+        CloseReason::TooBig,
+        CloseReason::FellBehind,
+        CloseReason::SessionLost,
+    ];
+
     pub fn code(self) -> CloseCode {
         match self {
             CloseReason::ShuttingDown | CloseReason::PingTimeout => CloseCode::Away,
