@@ -156,10 +156,7 @@ async fn connect_manager(
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(ConversationStoreError::new(
-            "Redis did not answer PING",
-            e,
-        )),
+        Ok(Err(e)) => Err(ConversationStoreError::new("Redis did not answer PING", e)),
         Err(elapsed) => Err(ConversationStoreError::new(
             format!(
                 "Redis did not answer PING within {} s",
@@ -249,6 +246,33 @@ mod tests {
     fn prefixes_with_braces_are_refused() {
         assert!(Keys::new("a{b}").is_err());
         assert!(Keys::new("chatbot").is_ok());
+    }
+
+    #[tokio::test]
+    async fn connect_fails_fast_and_clearly_without_redis() {
+        // Port 1 on localhost refuses connections on any sane machine.
+        let started = std::time::Instant::now();
+        let err =
+            RedisConversations::connect("redis://127.0.0.1:1", "t", 50, Duration::from_secs(60))
+                .await
+                .err()
+                .expect("nothing listens on port 1");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(err.to_string().contains("PING"), "{err}");
+        assert!(err.source.is_some(), "the driver's error is kept");
+        let err = RedisEventLog::connect("redis://127.0.0.1:1", "t", 50, Duration::from_secs(60))
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+        assert!(err.to_string().contains("PING"), "{err}");
+        for (url, prefix) in [("not a url", "t"), ("redis://127.0.0.1:1", "a{b}")] {
+            assert!(
+                RedisConversations::connect(url, prefix, 50, Duration::from_secs(60))
+                    .await
+                    .is_err(),
+                "{url} {prefix}"
+            );
+        }
     }
 
     #[test]

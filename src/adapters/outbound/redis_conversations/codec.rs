@@ -222,7 +222,9 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
     })
 }
 
-fn from_stored(stored: StoredEvent) -> Result<(DateTime<Utc>, ConversationEvent), ConversationStoreError> {
+fn from_stored(
+    stored: StoredEvent,
+) -> Result<(DateTime<Utc>, ConversationEvent), ConversationStoreError> {
     let at = parse_iso(&stored.at).ok_or_else(|| {
         ConversationStoreError::bare(format!("stored event time {:?} is not a time", stored.at))
     })?;
@@ -327,8 +329,27 @@ mod tests {
         for event in every_kind() {
             let raw = encode_entry(at(), &event).unwrap();
             let back = decode_entry(raw.as_bytes(), 7).unwrap();
-            assert_eq!(back, LoggedEvent { seq: 7, at: at(), event });
+            assert_eq!(
+                back,
+                LoggedEvent {
+                    seq: 7,
+                    at: at(),
+                    event
+                }
+            );
         }
+    }
+
+    #[test]
+    fn times_keep_exactly_their_milliseconds() {
+        use chrono::SubsecRound;
+        let at = parse_iso("2025-09-12T10:30:00.123456789Z").unwrap();
+        let event = every_kind().remove(0);
+        let raw = encode_entry(at, &event).unwrap();
+        assert_eq!(
+            decode_entry(raw.as_bytes(), 1).unwrap().at,
+            at.trunc_subsecs(3)
+        );
     }
 
     #[test]
@@ -336,7 +357,11 @@ mod tests {
         let events: Vec<LoggedEvent> = every_kind()
             .into_iter()
             .zip(10..)
-            .map(|(event, seq)| LoggedEvent { seq, at: at(), event })
+            .map(|(event, seq)| LoggedEvent {
+                seq,
+                at: at(),
+                event,
+            })
             .collect();
         let raw = encode_batch(&events).unwrap();
         assert_eq!(decode_batch(raw.as_bytes()).unwrap(), events);
@@ -353,9 +378,16 @@ mod tests {
             SessionStoreUnavailable,
             Interrupted,
         ] {
-            assert_eq!(GenerationFailure::from(StoredFailure::from(failure)), failure);
+            assert_eq!(
+                GenerationFailure::from(StoredFailure::from(failure)),
+                failure
+            );
         }
-        for status in [StreamStatus::Completed, StreamStatus::Failed, StreamStatus::Cancelled] {
+        for status in [
+            StreamStatus::Completed,
+            StreamStatus::Failed,
+            StreamStatus::Cancelled,
+        ] {
             assert_eq!(StreamStatus::from(StoredStatus::from(status)), status);
         }
     }

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
@@ -115,7 +115,11 @@ impl RedisEventLog {
         Ok(Self::new(conn, keys, limit, ttl))
     }
 
-    fn invocation<'a>(&self, script: &'a Script, session: &SessionId) -> redis::ScriptInvocation<'a> {
+    fn invocation<'a>(
+        &self,
+        script: &'a Script,
+        session: &SessionId,
+    ) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.key(self.keys.log(session));
         invocation
             .key(self.keys.head(session))
@@ -203,6 +207,11 @@ impl EventLog for RedisEventLog {
             .arg(self.ttl_ms)
             .arg(self.limit)
             .arg(CLIENT_MESSAGE_IDS_KEPT);
+        // Returned as stored: the log keeps milliseconds.
+        let events: Vec<_> = events
+            .into_iter()
+            .map(|(at, event)| (at.trunc_subsecs(3), event))
+            .collect();
         for (at, event) in &events {
             invocation.arg(&event_args(*at, event)?[..]);
         }
@@ -279,7 +288,13 @@ mod tests {
         assert_eq!(client_id, "c-1");
         assert_eq!(accepted.seq, 42);
         assert_eq!(accepted.message_id.as_str(), "msg_a");
-        for bad in ["", "c-1 42", "c-1 x msg_a", "c-1 42 ../a", "c-1 42 msg_a extra"] {
+        for bad in [
+            "",
+            "c-1 42",
+            "c-1 x msg_a",
+            "c-1 42 ../a",
+            "c-1 42 msg_a extra",
+        ] {
             assert!(parse_accepted(bad).is_none(), "{bad:?}");
         }
     }
@@ -290,7 +305,10 @@ mod tests {
         assert_eq!((ok.head, ok.oldest), (3, 1));
         assert_eq!(slice("k", (0, 1, 1, vec![])).unwrap().oldest, 1);
         for bad in [(3, 0, 1), (3, 5, 5), (-1, 1, 1), (3, 2, 1)] {
-            assert!(slice("k", (bad.0, bad.1, bad.2, vec![])).is_err(), "{bad:?}");
+            assert!(
+                slice("k", (bad.0, bad.1, bad.2, vec![])).is_err(),
+                "{bad:?}"
+            );
         }
         assert!(slice("k", (1, 1, 1, vec![b"junk".to_vec()])).is_err());
     }

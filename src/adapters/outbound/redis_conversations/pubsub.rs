@@ -48,6 +48,9 @@ const MAX_OWNED: usize = 100_000;
 /// How long after its lease lapsed an owned generation is still listened for
 /// (its owner may be slow to renew rather than gone).
 const OWNED_GRACE: Duration = Duration::from_secs(60);
+/// Tries at checking for stops missed while reconnecting, and the pause between.
+const RESYNC_ATTEMPTS: u32 = 4;
+const RESYNC_PAUSE: Duration = Duration::from_millis(250);
 
 /// KEYS: watchers hash. ARGV: instance id, count, ttl ms. A count of 0 removes
 /// the instance's field; the key lives as long as its freshest field.
@@ -179,7 +182,11 @@ async fn run(
     let _ = tokio::time::timeout(RESPONSE_TIMEOUT, write_counts(&shared, &conn, gone)).await;
 }
 
-async fn reconnect(client: &redis::Client, control: &str, cancel: &CancellationToken) -> Option<Link> {
+async fn reconnect(
+    client: &redis::Client,
+    control: &str,
+    cancel: &CancellationToken,
+) -> Option<Link> {
     let mut delay = Duration::from_millis(100);
     loop {
         tokio::select! {
@@ -285,7 +292,9 @@ async fn update_subscriptions(
         Ok::<_, RedisError>(())
     };
     match tokio::time::timeout(RESPONSE_TIMEOUT, work).await {
-        Ok(result) => result.map_err(|e| ConversationStoreError::new("Redis refused a (un)subscribe", e)),
+        Ok(result) => {
+            result.map_err(|e| ConversationStoreError::new("Redis refused a (un)subscribe", e))
+        }
         Err(elapsed) => Err(ConversationStoreError::new(
             "Redis did not confirm a (un)subscribe in time",
             elapsed,
@@ -367,7 +376,8 @@ impl Shared {
                 sessions: HashMap::new(),
                 dirty: HashSet::new(),
                 waiters: Vec::new(),
-                connected: false,
+                // `Hub::start` opens the link before anyone can subscribe.
+                connected: true,
                 closed: false,
             }),
             wake: Notify::new(),
@@ -475,7 +485,9 @@ impl Shared {
             st.connected = false;
             std::mem::take(&mut st.waiters)
         };
-        let e = Arc::new(ConversationStoreError::bare("Redis pub/sub connection lost"));
+        let e = Arc::new(ConversationStoreError::bare(
+            "Redis pub/sub connection lost",
+        ));
         for waiter in waiters {
             let _ = waiter.send(Err(e.clone()));
         }
@@ -599,7 +611,10 @@ impl StopRouter {
     fn route(&self, payload: &[u8]) {
         let parsed = std::str::from_utf8(payload).ok().and_then(|text| {
             let (session, message_id) = text.split_once(' ')?;
-            Some((SessionId::parse(session).ok()?, MessageId::parse(message_id).ok()?))
+            Some((
+                SessionId::parse(session).ok()?,
+                MessageId::parse(message_id).ok()?,
+            ))
         });
         match parsed {
             Some((session, message_id)) => self.deliver(session, message_id),
@@ -620,34 +635,55 @@ impl StopRouter {
         }
     }
 
-    /// Delivers the stops requested while the pub/sub link was down.
+    /// Delivers the stops requested while the pub/sub link was down. The
+    /// command connection usually went down with it and reconnects on its
+    /// first failure, so failed checks are retried a few times.
     async fn resync(&self, conn: &ConnectionManager, keys: &Keys) {
-        let owned: Vec<(SessionId, MessageId)> = lock(&self.owned).leases.keys().cloned().collect();
-        let found: Vec<_> = futures_util::stream::iter(owned)
-            .map(|(session, message_id)| {
-                let mut conn = conn.clone();
-                let key = keys.stop(&session);
-                async move {
-                    let got = redis::cmd("GET")
-                        .arg(key)
-                        .query_async::<Option<String>>(&mut conn)
-                        .await;
-                    (session, message_id, got)
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        for (session, message_id, got) in found {
-            match got {
-                Ok(Some(stopped)) if stopped == message_id.as_str() => {
-                    self.deliver(session, message_id)
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%session, error = %e, "could not check for a missed stop"),
+        let mut pending: Vec<(SessionId, MessageId)> =
+            lock(&self.owned).leases.keys().cloned().collect();
+        for attempt in 1..=RESYNC_ATTEMPTS {
+            if pending.is_empty() {
+                return;
             }
+            if attempt > 1 {
+                tokio::time::sleep(RESYNC_PAUSE).await;
+            }
+            let mut failed = Vec::new();
+            for (session, message_id, got) in check_stops(conn, keys, pending).await {
+                match got {
+                    Ok(Some(stopped)) if stopped == message_id.as_str() => {
+                        self.deliver(session, message_id)
+                    }
+                    Ok(_) => {}
+                    Err(e) => failed.push((session, message_id, e)),
+                }
+            }
+            if let (Some((_, _, e)), true) = (failed.first(), attempt == RESYNC_ATTEMPTS) {
+                tracing::warn!(error = %e, unchecked = failed.len(), "could not check for missed stops");
+            }
+            pending = failed.into_iter().map(|(s, m, _)| (s, m)).collect();
         }
     }
+}
+
+/// The stop flag of each generation's session.
+async fn check_stops(
+    conn: &ConnectionManager,
+    keys: &Keys,
+    generations: Vec<(SessionId, MessageId)>,
+) -> Vec<(SessionId, MessageId, Result<Option<String>, RedisError>)> {
+    futures_util::stream::iter(generations)
+        .map(|(session, message_id)| {
+            let mut conn = conn.clone();
+            let key = keys.stop(&session);
+            async move {
+                let got = redis::cmd("GET").arg(key).query_async(&mut conn).await;
+                (session, message_id, got)
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await
 }
 
 #[cfg(test)]
@@ -663,7 +699,10 @@ mod tests {
         let stops = router();
         let mut stream = stops.stream();
         let s = SessionId::parse("sess_a").unwrap();
-        let (mine, other) = (MessageId::parse("msg_1").unwrap(), MessageId::parse("msg_2").unwrap());
+        let (mine, other) = (
+            MessageId::parse("msg_1").unwrap(),
+            MessageId::parse("msg_2").unwrap(),
+        );
         stops.own(&s, &mine, Duration::from_secs(30)).unwrap();
         stops.route(b"sess_a msg_2");
         stops.route(b"garbage");
@@ -681,6 +720,9 @@ mod tests {
     #[test]
     fn error_chains_name_every_cause() {
         let e = ConversationStoreError::new("outer", std::io::Error::other("inner"));
-        assert_eq!(error_chain(&e), "conversation store unavailable: outer: inner");
+        assert_eq!(
+            error_chain(&e),
+            "conversation store unavailable: outer: inner"
+        );
     }
 }

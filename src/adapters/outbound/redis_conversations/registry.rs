@@ -218,7 +218,10 @@ impl GenerationRegistry for RedisGenerationRegistry {
         // Owned before the lease exists, so a stop sent the moment it does is not missed.
         let stops = &self.hub.shared.stops;
         stops.own(session, message_id, lease)?;
-        let holder: Option<String> = match self.lease_script(&TRY_START, session, message_id, lease).await {
+        let holder: Option<String> = match self
+            .lease_script(&TRY_START, session, message_id, lease)
+            .await
+        {
             Ok(holder) => holder,
             Err(e) => {
                 stops.disown(session, message_id);
@@ -348,7 +351,14 @@ mod tests {
         let s = SessionId::parse("sess_a").unwrap();
         let m = MessageId::parse("msg_b").unwrap();
         assert_eq!(parse_member(&member(&s, &m)), Some((s, m)));
-        for bad in ["", "sess_a", "sess_a ", " msg_b", "sess_a msg_b x", "../a msg_b"] {
+        for bad in [
+            "",
+            "sess_a",
+            "sess_a ",
+            " msg_b",
+            "sess_a msg_b x",
+            "../a msg_b",
+        ] {
             assert_eq!(parse_member(bad), None, "{bad:?}");
         }
     }
