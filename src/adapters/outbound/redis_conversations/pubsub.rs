@@ -8,10 +8,16 @@
 //! reconciles Redis with that wish in order; so a subscribe racing the last
 //! unsubscribe of a session can never leave the channel unsubscribed, and a
 //! dropped stream (which cannot await) costs one map update. After a lost
-//! connection the task reconnects with backoff and resubscribes everything.
+//! connection the task reconnects with backoff and resubscribes everything;
+//! events published meanwhile are missed (subscribers fill gaps from the log).
+//!
+//! The driver queues incoming messages for the task without bound, so the
+//! task never waits on a subscriber: it decodes each message once and hands
+//! it to a bounded broadcast ring; its only awaits are Redis round trips, each
+//! under a timeout.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -54,7 +60,7 @@ const RESYNC_PAUSE: Duration = Duration::from_millis(250);
 
 /// KEYS: watchers hash. ARGV: instance id, count, ttl ms. A count of 0 removes
 /// the instance's field; the key lives as long as its freshest field.
-static SET_WATCHERS: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+static SET_WATCHERS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if ARGV[2] == '0' then
@@ -256,6 +262,8 @@ async fn reconcile(
     let (to_subscribe, to_unsubscribe) = (channels(true), channels(false));
     let result = update_subscriptions(sink, &to_subscribe, &to_unsubscribe).await;
     if let Err(e) = result {
+        // Looked at again after the reconnect, so a count of 0 is still recorded.
+        shared.mark_dirty(changes.into_iter().map(|(s, _)| s));
         let e = Arc::new(e);
         for waiter in waiters {
             let _ = waiter.send(Err(e.clone()));
@@ -466,6 +474,13 @@ impl Shared {
             Err(e) => {
                 tracing::warn!(%session, error = %error_chain(&e), "dropped an undecodable live message")
             }
+        }
+    }
+
+    fn mark_dirty(&self, sessions: impl IntoIterator<Item = SessionId>) {
+        let mut st = lock(&self.live);
+        if !st.closed {
+            st.dirty.extend(sessions);
         }
     }
 
