@@ -1,19 +1,27 @@
 //! The contracts of the conversation ports (`EventLog`, `LiveDelivery`,
 //! `GenerationRegistry`): one set of cases run against every adapter, so the
 //! in-memory and shared adapters cannot drift apart.
+//!
+//! Redis is taken from `REDIS_URL` (default `redis://127.0.0.1:6379`), each test
+//! in its own key prefix that is deleted afterwards. Without a reachable Redis
+//! the Redis tests print SKIPPED and pass, unless `CI` is set: then they fail.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::future::Future;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatbot_server::adapters::outbound::memory_conversations::{
     InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
 };
+use chatbot_server::adapters::outbound::redis_conversations::{RedisConversations, RedisEventLog};
 use chatbot_server::application::ports::*;
 use chatbot_server::domain::conversation::*;
 use chatbot_server::domain::*;
 use chrono::Utc;
 use futures_util::StreamExt;
+use tokio::sync::OnceCell;
 
 const TTL: Duration = Duration::from_secs(600);
 
@@ -26,6 +34,13 @@ enum Backend {
         live: Arc<InMemoryLiveDelivery>,
         registry: Arc<InMemoryGenerationRegistry>,
     },
+    /// Every adapter a Redis backend hands out is a separate instance (its own
+    /// connections) on one shared key prefix.
+    Redis {
+        url: String,
+        prefix: String,
+        limit: usize,
+    },
 }
 
 impl Backend {
@@ -37,21 +52,39 @@ impl Backend {
         }
     }
 
+    /// A new instance's adapters on this Redis backend.
+    async fn redis_instance(url: &str, prefix: &str, limit: usize) -> RedisConversations {
+        RedisConversations::connect(url, prefix, limit, TTL)
+            .await
+            .expect("Redis answered a moment ago")
+    }
+
     async fn log(&self) -> Arc<dyn EventLog> {
         match self {
             Backend::Memory { log, .. } => log.clone(),
+            Backend::Redis { url, prefix, limit } => Arc::new(
+                RedisEventLog::connect(url, prefix, *limit, TTL)
+                    .await
+                    .expect("Redis answered a moment ago"),
+            ),
         }
     }
 
     async fn live(&self) -> Arc<dyn LiveDelivery> {
         match self {
             Backend::Memory { live, .. } => live.clone(),
+            Backend::Redis { url, prefix, limit } => {
+                Arc::new(Self::redis_instance(url, prefix, *limit).await.live)
+            }
         }
     }
 
     async fn registry(&self) -> Arc<dyn GenerationRegistry> {
         match self {
             Backend::Memory { registry, .. } => registry.clone(),
+            Backend::Redis { url, prefix, limit } => {
+                Arc::new(Self::redis_instance(url, prefix, *limit).await.registry)
+            }
         }
     }
 }
@@ -433,6 +466,92 @@ async fn a_stop_request_reaches_the_owner(backend: Backend) {
 
 // ------------------------------------------------------------- runners
 
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A Redis backend (limit 50) in a fresh key prefix, or `None` (after saying
+/// so) when Redis is unreachable outside CI.
+async fn redis_backend() -> Option<Backend> {
+    // Probed once per run, so an absent Redis costs one connect timeout, not one per test.
+    static PROBE: OnceCell<Result<(), String>> = OnceCell::const_new();
+    let url = redis_url();
+    let probe = PROBE
+        .get_or_init(|| async {
+            RedisConversations::connect(&redis_url(), "chatbot-test-probe", 50, TTL)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    match probe {
+        Ok(()) => Some(Backend::Redis {
+            url,
+            prefix: format!("chatbot-test-{}", uuid::Uuid::new_v4().simple()),
+            limit: 50,
+        }),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("Redis at {url} is required when CI is set: {e}")
+        }
+        Err(e) => {
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("redis test")
+                .to_owned();
+            // Straight to stderr: libtest would swallow `eprintln!` of a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: Redis not reachable at {url} ({e}); set CI=1 to fail instead"
+            );
+            None
+        }
+    }
+}
+
+async fn delete_prefix(url: &str, prefix: &str) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let pattern = format!("{prefix}:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(&keys).exec_async(&mut conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// Runs a case on Redis and deletes its keys afterwards, even if it failed.
+async fn on_redis<F, Fut>(case: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(backend) = redis_backend().await else {
+        return;
+    };
+    let outcome = tokio::spawn(case(backend.clone())).await;
+    if let Backend::Redis { url, prefix, .. } = &backend {
+        if let Err(e) = delete_prefix(url, prefix).await {
+            let _ = writeln!(std::io::stderr(), "could not delete {prefix}:*: {e}");
+        }
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod in_memory {
@@ -440,6 +559,15 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     super::$case(super::Backend::memory(50)).await;
+                }
+            )*
+        }
+
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::on_redis(super::$case).await;
                 }
             )*
         }
@@ -458,3 +586,272 @@ contract!(
     an_expired_lease_is_reaped_once,
     a_stop_request_reaches_the_owner,
 );
+
+// ------------------------------------------------- Redis-only behaviour
+
+fn redis_parts(backend: &Backend) -> (String, String) {
+    match backend {
+        Backend::Redis { url, prefix, .. } => (url.clone(), prefix.clone()),
+        Backend::Memory { .. } => unreachable!("a Redis case"),
+    }
+}
+
+async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Every key of a session carries the session's hash tag and expires; only
+/// the registry's shared lease set does not belong to one session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_session_keys_share_a_hash_tag_and_expire() {
+    on_redis(|backend| async move {
+        let (url, prefix) = redis_parts(&backend);
+        let s = SessionId::generate();
+        let log = backend.log().await;
+        log.append(&s, vec![user_message(Some("c-1")), token(0)])
+            .await
+            .unwrap();
+        let instance = Backend::redis_instance(&url, &prefix, 50).await;
+        let _watching = instance.live.subscribe(&s).await.unwrap();
+        let id = MessageId::generate();
+        instance
+            .registry
+            .try_start(&s, &id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(instance.registry.request_stop(&s).await.unwrap(), Some(id));
+
+        let pattern = format!("{prefix}:*");
+        let channels: Vec<String> = query(&url, &["PUBSUB CHANNELS", &pattern]).await;
+        let live = session_key(&prefix, &s, "live");
+        assert!(channels.contains(&live), "{channels:?}");
+        let mut keys: Vec<String> = query(&url, &["KEYS", &pattern]).await;
+        keys.retain(|k| *k != format!("{prefix}:v1:leases"));
+        keys.sort();
+        let want: Vec<String> = ["cmids", "head", "lease", "log", "stop", "watchers"]
+            .iter()
+            .map(|what| session_key(&prefix, &s, what))
+            .collect();
+        assert_eq!(keys, want);
+        for key in &keys {
+            let pttl: i64 = query(&url, &["PTTL", key]).await;
+            assert!(pttl > 0, "{key} has PTTL {pttl}");
+            if ["log", "head", "cmids"].iter().any(|w| key.ends_with(w)) {
+                let max = i64::try_from(TTL.as_millis()).unwrap();
+                assert!(pttl <= max, "{key} has PTTL {pttl}");
+            }
+        }
+    })
+    .await;
+}
+
+/// Runs one raw Redis command (its name may be two words) and reads the reply.
+async fn query<T: redis::FromRedisValue>(url: &str, args: &[&str]) -> T {
+    let mut words = args[0].split(' ');
+    let mut cmd = redis::cmd(words.next().unwrap());
+    cmd.arg(words.collect::<Vec<_>>()).arg(&args[1..]);
+    cmd.query_async(&mut raw_connection(url).await)
+        .await
+        .unwrap()
+}
+
+/// Runs one raw Redis command, as something other than the adapters would.
+async fn raw(url: &str, args: &[&str]) {
+    query::<redis::Value>(url, args).await;
+}
+
+fn session_key(prefix: &str, s: &SessionId, what: &str) -> String {
+    format!("{prefix}:v1:{{{s}}}:{what}")
+}
+
+/// Log data the adapter did not write surfaces as an error, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_undecodable_log_data_is_an_error() {
+    on_redis(|backend| async move {
+        let (url, prefix) = redis_parts(&backend);
+        let log = backend.log().await;
+        let s = SessionId::generate();
+        log.append(&s, vec![token(0)]).await.unwrap();
+        raw(
+            &url,
+            &["LSET", &session_key(&prefix, &s, "log"), "0", "not json"],
+        )
+        .await;
+        assert!(log.read_after(&s, 0, 10).await.is_err());
+        raw(&url, &["SET", &session_key(&prefix, &s, "head"), "x"]).await;
+        assert!(log.head(&s).await.is_err());
+        assert!(log.read_after(&s, 0, 10).await.is_err());
+        assert!(log.append(&s, vec![token(1)]).await.is_err());
+
+        let s = SessionId::generate();
+        raw(&url, &["LPUSH", &session_key(&prefix, &s, "cmids"), "junk"]).await;
+        let id = ClientMessageId::parse("c-1").unwrap();
+        assert!(log.accepted_client_message(&s, &id).await.is_err());
+    })
+    .await;
+}
+
+/// A lease the registry cannot read is an error; a malformed entry in the
+/// lease set is dropped rather than blocking every reaper for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_undecodable_lease_data_is_an_error() {
+    on_redis(|backend| async move {
+        let (url, prefix) = redis_parts(&backend);
+        let registry = backend.registry().await;
+        let s = SessionId::generate();
+        raw(&url, &["SET", &session_key(&prefix, &s, "lease"), "../bad"]).await;
+        assert!(registry.running(&s).await.is_err());
+        let lease = Duration::from_secs(30);
+        let started = registry.try_start(&s, &MessageId::generate(), lease).await;
+        assert!(started.is_err(), "{started:?}");
+        assert!(registry.request_stop(&s).await.is_err());
+
+        let leases = format!("{prefix}:v1:leases");
+        raw(&url, &["ZADD", &leases, "0", "garbage"]).await;
+        registry.reap_expired().await.unwrap();
+        assert_eq!(query::<u64>(&url, &["ZCARD", &leases]).await, 0);
+    })
+    .await;
+}
+
+/// An undecodable live message is skipped; the subscription carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_undecodable_live_message_is_skipped() {
+    on_redis(|backend| async move {
+        let (url, prefix) = redis_parts(&backend);
+        let live = backend.live().await;
+        let s = SessionId::generate();
+        let mut stream = live.subscribe(&s).await.unwrap();
+        raw(
+            &url,
+            &["PUBLISH", &session_key(&prefix, &s, "live"), "junk"],
+        )
+        .await;
+        let good = LoggedEvent {
+            seq: 1,
+            at: Utc::now(),
+            event: token(1).1,
+        };
+        live.publish(&s, &[good]).await.unwrap();
+        assert_eq!(next_event(&mut stream).await.seq, 1);
+    })
+    .await;
+}
+
+/// A TCP proxy in front of Redis whose connections a test can cut, as a
+/// network failure or a Redis restart would.
+struct CutProxy {
+    url: String,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// `None` for a Redis not reached over plain TCP.
+    async fn start(url: &str) -> Option<Self> {
+        let client = redis::Client::open(url).ok()?;
+        let redis::ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr().clone()
+        else {
+            return None;
+        };
+        let rest = url.strip_prefix("redis://")?;
+        let (auth, host_path) = match rest.rsplit_once('@') {
+            Some((auth, host_path)) => (format!("{auth}@"), host_path),
+            None => (String::new(), rest),
+        };
+        let path = host_path.find(['/', '?']).map_or("", |i| &host_path[i..]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?;
+        let url = format!("redis://{auth}{}{path}", listener.local_addr().ok()?);
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let conns = conns.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let upstream = (host.clone(), port);
+                    let pipe = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(pipe.abort_handle());
+                }
+            }
+        });
+        Some(Self { url, conns, accept })
+    }
+
+    fn cut(&self) {
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// After its connections drop, an instance reconnects: live streams resume
+/// (missing what was published meanwhile) and a stop asked for meanwhile
+/// still reaches the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_live_and_stops_survive_a_lost_connection() {
+    on_redis(|backend| async move {
+        let (url, prefix) = redis_parts(&backend);
+        let Some(proxy) = CutProxy::start(&url).await else {
+            let _ = writeln!(std::io::stderr(), "SKIPPED: Redis is not reached over TCP");
+            return;
+        };
+        let cut_off = Backend::redis_instance(&proxy.url, &prefix, 50).await;
+        let direct = Backend::redis_instance(&url, &prefix, 50).await;
+        let s = SessionId::generate();
+        let mut stream = cut_off.live.subscribe(&s).await.unwrap();
+        let mut stops = cut_off.registry.stop_requests();
+        let id = MessageId::generate();
+        cut_off
+            .registry
+            .try_start(&s, &id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let event = |seq: u64| LoggedEvent {
+            seq,
+            at: Utc::now(),
+            event: token(seq as usize).1,
+        };
+        direct.live.publish(&s, &[event(1)]).await.unwrap();
+        assert_eq!(next_event(&mut stream).await.seq, 1);
+
+        proxy.cut();
+        assert_eq!(
+            direct.registry.request_stop(&s).await.unwrap(),
+            Some(id.clone())
+        );
+        let heard = tokio::time::timeout(Duration::from_secs(10), stops.next())
+            .await
+            .expect("the stop arrives once the owner is back");
+        assert_eq!(heard, Some((s.clone(), id)));
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for seq in 2.. {
+            direct.live.publish(&s, &[event(seq)]).await.unwrap();
+            match tokio::time::timeout(Duration::from_millis(250), stream.next()).await {
+                Ok(Some(LiveItem::Event(_))) => break,
+                Ok(Some(LiveItem::Lagged { .. })) | Err(_) => {}
+                Ok(None) => panic!("the live stream ended instead of resuming"),
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "live delivery never resumed"
+            );
+        }
+    })
+    .await;
+}

@@ -1,0 +1,284 @@
+//! Redis-backed conversation ports ([`EventLog`], [`LiveDelivery`],
+//! [`GenerationRegistry`]), so every instance behind a load balancer sees one
+//! log per session, every tab gets every event, and a session runs at most one
+//! generation wherever its sockets land.
+//!
+//! Layout, all under the configured key prefix `P` and versioned (`v1`) so a
+//! later change of encoding can live next to this one. Every key and channel of
+//! one session carries the session id as its Redis Cluster hash tag:
+//! - `P:v1:{S}:log`: list of the session's retained events, oldest first, each
+//!   a private JSON record (see `codec`); an event's seq is its position
+//!   counted back from the head, so seq and entry can never disagree;
+//! - `P:v1:{S}:head`: the session's latest seq (an integer string);
+//! - `P:v1:{S}:cmids`: list of the last [`CLIENT_MESSAGE_IDS_KEPT`] accepted
+//!   client message ids, newest first, as `client-id seq message-id`;
+//! - `P:v1:{S}:live`: pub/sub channel of the session's events, one JSON array
+//!   per published batch;
+//! - `P:v1:{S}:watchers`: hash of instance id to `count expiry-ms`: how many
+//!   live subscriptions each instance holds, refreshed while it holds them;
+//! - `P:v1:{S}:lease`: the id of the session's running generation;
+//! - `P:v1:{S}:stop`: the generation a stop was last requested for, so an owner
+//!   whose pub/sub link was down can still find it;
+//! - `P:v1:leases`: sorted set of `S message-id` scored by lease expiry, which
+//!   is what the reaper scans;
+//! - `P:v1:stops`: pub/sub channel of stop requests, `S message-id`.
+//!
+//! Every write that must be atomic is one Lua script over declared keys, with
+//! times taken from Redis's own clock (`TIME`), so instances' clocks never have
+//! to agree. The event log and live delivery are Redis Cluster friendly (one
+//! slot per session); the registry's scripts touch `P:v1:leases` together with
+//! a session's lease, so, like the session store, the registry needs a single
+//! primary. Needs Redis 5 or newer.
+
+mod codec;
+mod event_log;
+mod live;
+mod pubsub;
+mod registry;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::RedisError;
+
+pub use event_log::RedisEventLog;
+pub use live::RedisLiveDelivery;
+pub use registry::RedisGenerationRegistry;
+
+use crate::application::ports::ConversationStoreError;
+#[cfg(doc)]
+use crate::application::ports::{
+    EventLog, GenerationRegistry, LiveDelivery, CLIENT_MESSAGE_IDS_KEPT,
+};
+use crate::domain::SessionId;
+
+/// How long `connect` waits for Redis to answer (PING, and the pub/sub link).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Per-command bound, so a stuck Redis fails a chat turn instead of hanging it.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// About a century: beyond any sensible TTL or lease, and small enough that
+/// `TIME + ttl` stays exact in Lua's doubles and inside Redis's expiry range.
+const MAX_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
+
+/// Whole milliseconds of `d`, at least one and at most [`MAX_TTL_MS`].
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_TTL_MS)
+}
+
+/// A mutex poisoned by a panic elsewhere still guards consistent data here
+/// (every critical section is a few infallible map operations).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The names of every key and channel; see the module docs.
+#[derive(Debug, Clone)]
+struct Keys {
+    /// `P:v1:`, the start of every name.
+    base: Arc<str>,
+}
+
+impl Keys {
+    /// Braces in the prefix would make Redis Cluster hash on the prefix instead
+    /// of the session, so they are refused.
+    fn new(prefix: &str) -> Result<Self, ConversationStoreError> {
+        if prefix.contains(['{', '}']) {
+            return Err(ConversationStoreError::bare(format!(
+                "Redis key prefix {prefix:?} must not contain braces"
+            )));
+        }
+        Ok(Self {
+            base: format!("{prefix}:v1:").into(),
+        })
+    }
+
+    fn session(&self, session: &SessionId, what: &str) -> String {
+        format!("{}{{{session}}}:{what}", self.base)
+    }
+
+    fn log(&self, s: &SessionId) -> String {
+        self.session(s, "log")
+    }
+
+    fn head(&self, s: &SessionId) -> String {
+        self.session(s, "head")
+    }
+
+    fn client_ids(&self, s: &SessionId) -> String {
+        self.session(s, "cmids")
+    }
+
+    fn live(&self, s: &SessionId) -> String {
+        self.session(s, "live")
+    }
+
+    fn watchers(&self, s: &SessionId) -> String {
+        self.session(s, "watchers")
+    }
+
+    fn lease(&self, s: &SessionId) -> String {
+        self.session(s, "lease")
+    }
+
+    fn stop(&self, s: &SessionId) -> String {
+        self.session(s, "stop")
+    }
+
+    fn leases(&self) -> String {
+        format!("{}leases", self.base)
+    }
+
+    fn stops_channel(&self) -> String {
+        format!("{}stops", self.base)
+    }
+
+    /// The session whose live channel this is, if it is one of ours.
+    fn live_session(&self, channel: &str) -> Option<SessionId> {
+        let tagged = channel.strip_prefix(&*self.base)?.strip_prefix('{')?;
+        SessionId::parse(tagged.strip_suffix("}:live")?).ok()
+    }
+}
+
+/// Opens a connection manager and checks that Redis answers a PING.
+async fn connect_manager(
+    client: redis::Client,
+) -> Result<ConnectionManager, ConversationStoreError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let attempt = async {
+        let mut conn = ConnectionManager::new_with_config(client, config).await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok::<_, RedisError>(conn)
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(ConversationStoreError::new("Redis did not answer PING", e)),
+        Err(elapsed) => Err(ConversationStoreError::new(
+            format!(
+                "Redis did not answer PING within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+            elapsed,
+        )),
+    }
+}
+
+/// The URL may carry a password, so it is deliberately left out of errors.
+fn open_client(url: &str) -> Result<redis::Client, ConversationStoreError> {
+    redis::Client::open(url).map_err(|e| ConversationStoreError::new("invalid Redis URL", e))
+}
+
+/// The three conversation adapters of one instance, sharing one command
+/// connection and one pub/sub connection (with the background task that reads
+/// it). The task ends once both `live` and `registry` are dropped.
+pub struct RedisConversations {
+    pub log: RedisEventLog,
+    pub live: RedisLiveDelivery,
+    pub registry: RedisGenerationRegistry,
+}
+
+impl RedisConversations {
+    /// Connects and checks that Redis answers, so a misconfigured URL fails at
+    /// start-up. Keys are namespaced by `key_prefix`; the log keeps at least
+    /// `limit` (at least 1) and at most `2 × limit` events per session and
+    /// forgets a session idle for `ttl`. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`ConversationStoreError`] if the URL is invalid, the prefix holds braces,
+    /// or Redis does not answer within 3 seconds (PING, then the pub/sub link).
+    pub async fn connect(
+        url: &str,
+        key_prefix: &str,
+        limit: usize,
+        ttl: Duration,
+    ) -> Result<Self, ConversationStoreError> {
+        let keys = Keys::new(key_prefix)?;
+        let client = open_client(url)?;
+        let conn = connect_manager(client.clone()).await?;
+        let hub = Arc::new(pubsub::Hub::start(client, conn.clone(), keys.clone()).await?);
+        Ok(Self {
+            log: RedisEventLog::new(conn.clone(), keys.clone(), limit, ttl),
+            live: RedisLiveDelivery::new(conn.clone(), keys.clone(), hub.clone()),
+            registry: RedisGenerationRegistry::new(conn, keys, hub),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_session_shares_its_hash_tag() {
+        let keys = Keys::new("chat").unwrap();
+        let s = SessionId::parse("sess_abc").unwrap();
+        for key in [
+            keys.log(&s),
+            keys.head(&s),
+            keys.client_ids(&s),
+            keys.live(&s),
+            keys.watchers(&s),
+            keys.lease(&s),
+            keys.stop(&s),
+        ] {
+            assert!(key.starts_with("chat:v1:{sess_abc}:"), "{key}");
+        }
+        assert_eq!(keys.leases(), "chat:v1:leases");
+        assert_eq!(keys.stops_channel(), "chat:v1:stops");
+    }
+
+    #[test]
+    fn live_channels_name_their_session() {
+        let keys = Keys::new("chat").unwrap();
+        let s = SessionId::parse("sess_abc").unwrap();
+        assert_eq!(keys.live_session(&keys.live(&s)), Some(s.clone()));
+        assert_eq!(keys.live_session(&keys.stops_channel()), None);
+        assert_eq!(keys.live_session(&keys.log(&s)), None);
+        assert_eq!(keys.live_session("other:v1:{sess_abc}:live"), None);
+        assert_eq!(keys.live_session("chat:v1:{../x}:live"), None);
+    }
+
+    #[test]
+    fn prefixes_with_braces_are_refused() {
+        assert!(Keys::new("a{b}").is_err());
+        assert!(Keys::new("chatbot").is_ok());
+    }
+
+    #[tokio::test]
+    async fn connect_fails_fast_and_clearly_without_redis() {
+        // Port 1 on localhost refuses connections on any sane machine.
+        let started = std::time::Instant::now();
+        let err =
+            RedisConversations::connect("redis://127.0.0.1:1", "t", 50, Duration::from_secs(60))
+                .await
+                .err()
+                .expect("nothing listens on port 1");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(err.to_string().contains("PING"), "{err}");
+        assert!(err.source.is_some(), "the driver's error is kept");
+        let err = RedisEventLog::connect("redis://127.0.0.1:1", "t", 50, Duration::from_secs(60))
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+        assert!(err.to_string().contains("PING"), "{err}");
+        for (url, prefix) in [("not a url", "t"), ("redis://127.0.0.1:1", "a{b}")] {
+            assert!(
+                RedisConversations::connect(url, prefix, 50, Duration::from_secs(60))
+                    .await
+                    .is_err(),
+                "{url} {prefix}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_become_bounded_millis() {
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::MAX), MAX_TTL_MS);
+    }
+}

@@ -1,0 +1,413 @@
+//! The stored form of conversation events: private JSON records, so the
+//! domain types stay free of serde and the stored format can only change on
+//! purpose (with the key layout's version).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::application::ports::ConversationStoreError;
+use crate::domain::conversation::{
+    ClientMessageId, ConversationEvent, GenerationFailure, LoggedEvent, Seq,
+};
+use crate::domain::time::{iso_millis, parse_iso};
+use crate::domain::{MessageId, StreamStatus};
+
+/// One event as a log entry holds it. The seq is not stored: it follows from
+/// the entry's position and the session's head.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredEvent {
+    at: String,
+    event: StoredKind,
+}
+
+/// One event as a live message carries it, in a JSON array per batch.
+#[derive(Debug, Serialize, Deserialize)]
+struct LiveEvent {
+    seq: Seq,
+    #[serde(flatten)]
+    stored: StoredEvent,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StoredKind {
+    UserMessage {
+        message_id: String,
+        client_message_id: Option<String>,
+        content: String,
+    },
+    StreamStart {
+        message_id: String,
+        reply_to: String,
+    },
+    StreamToken {
+        message_id: String,
+        token: String,
+    },
+    GenerationFailed {
+        message_id: String,
+        failure: StoredFailure,
+    },
+    StreamEnd {
+        message_id: String,
+        status: StoredStatus,
+    },
+    EscalationResponse {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredFailure {
+    AiUnavailable,
+    AiTimeout,
+    AiStreamError,
+    SessionExpired,
+    SessionStoreUnavailable,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredStatus {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl From<GenerationFailure> for StoredFailure {
+    fn from(f: GenerationFailure) -> Self {
+        match f {
+            GenerationFailure::AiUnavailable => Self::AiUnavailable,
+            GenerationFailure::AiTimeout => Self::AiTimeout,
+            GenerationFailure::AiStreamError => Self::AiStreamError,
+            GenerationFailure::SessionExpired => Self::SessionExpired,
+            GenerationFailure::SessionStoreUnavailable => Self::SessionStoreUnavailable,
+            GenerationFailure::Interrupted => Self::Interrupted,
+        }
+    }
+}
+
+impl From<StoredFailure> for GenerationFailure {
+    fn from(f: StoredFailure) -> Self {
+        match f {
+            StoredFailure::AiUnavailable => Self::AiUnavailable,
+            StoredFailure::AiTimeout => Self::AiTimeout,
+            StoredFailure::AiStreamError => Self::AiStreamError,
+            StoredFailure::SessionExpired => Self::SessionExpired,
+            StoredFailure::SessionStoreUnavailable => Self::SessionStoreUnavailable,
+            StoredFailure::Interrupted => Self::Interrupted,
+        }
+    }
+}
+
+impl From<StreamStatus> for StoredStatus {
+    fn from(s: StreamStatus) -> Self {
+        match s {
+            StreamStatus::Completed => Self::Completed,
+            StreamStatus::Failed => Self::Failed,
+            StreamStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl From<StoredStatus> for StreamStatus {
+    fn from(s: StoredStatus) -> Self {
+        match s {
+            StoredStatus::Completed => Self::Completed,
+            StoredStatus::Failed => Self::Failed,
+            StoredStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
+    let id = |m: &MessageId| m.as_str().to_owned();
+    let event = match event {
+        ConversationEvent::UserMessage {
+            message_id,
+            client_message_id,
+            content,
+        } => StoredKind::UserMessage {
+            message_id: id(message_id),
+            client_message_id: client_message_id.as_ref().map(|c| c.as_str().to_owned()),
+            content: content.clone(),
+        },
+        ConversationEvent::StreamStart {
+            message_id,
+            reply_to,
+        } => StoredKind::StreamStart {
+            message_id: id(message_id),
+            reply_to: id(reply_to),
+        },
+        ConversationEvent::StreamToken { message_id, token } => StoredKind::StreamToken {
+            message_id: id(message_id),
+            token: token.clone(),
+        },
+        ConversationEvent::GenerationFailed {
+            message_id,
+            failure,
+        } => StoredKind::GenerationFailed {
+            message_id: id(message_id),
+            failure: (*failure).into(),
+        },
+        ConversationEvent::StreamEnd { message_id, status } => StoredKind::StreamEnd {
+            message_id: id(message_id),
+            status: (*status).into(),
+        },
+        ConversationEvent::EscalationResponse { message } => StoredKind::EscalationResponse {
+            message: message.clone(),
+        },
+    };
+    StoredEvent {
+        at: iso_millis(at),
+        event,
+    }
+}
+
+fn message_id(raw: &str) -> Result<MessageId, ConversationStoreError> {
+    MessageId::parse(raw)
+        .map_err(|e| ConversationStoreError::new(format!("stored message id {raw:?}"), e))
+}
+
+fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStoreError> {
+    Ok(match kind {
+        StoredKind::UserMessage {
+            message_id: m,
+            client_message_id,
+            content,
+        } => ConversationEvent::UserMessage {
+            message_id: message_id(&m)?,
+            client_message_id: client_message_id
+                .map(|c| {
+                    ClientMessageId::parse(&c).map_err(|e| {
+                        ConversationStoreError::new(format!("stored client message id {c:?}"), e)
+                    })
+                })
+                .transpose()?,
+            content,
+        },
+        StoredKind::StreamStart {
+            message_id: m,
+            reply_to,
+        } => ConversationEvent::StreamStart {
+            message_id: message_id(&m)?,
+            reply_to: message_id(&reply_to)?,
+        },
+        StoredKind::StreamToken {
+            message_id: m,
+            token,
+        } => ConversationEvent::StreamToken {
+            message_id: message_id(&m)?,
+            token,
+        },
+        StoredKind::GenerationFailed {
+            message_id: m,
+            failure,
+        } => ConversationEvent::GenerationFailed {
+            message_id: message_id(&m)?,
+            failure: failure.into(),
+        },
+        StoredKind::StreamEnd {
+            message_id: m,
+            status,
+        } => ConversationEvent::StreamEnd {
+            message_id: message_id(&m)?,
+            status: status.into(),
+        },
+        StoredKind::EscalationResponse { message } => {
+            ConversationEvent::EscalationResponse { message }
+        }
+    })
+}
+
+fn from_stored(
+    stored: StoredEvent,
+) -> Result<(DateTime<Utc>, ConversationEvent), ConversationStoreError> {
+    let at = parse_iso(&stored.at).ok_or_else(|| {
+        ConversationStoreError::bare(format!("stored event time {:?} is not a time", stored.at))
+    })?;
+    Ok((at, domain_event(stored.event)?))
+}
+
+/// A log entry for `event` at `at`.
+pub(super) fn encode_entry(
+    at: DateTime<Utc>,
+    event: &ConversationEvent,
+) -> Result<String, ConversationStoreError> {
+    serde_json::to_string(&stored(at, event))
+        .map_err(|e| ConversationStoreError::new("cannot encode a conversation event", e))
+}
+
+/// Reads a log entry back as the event with the given seq.
+pub(super) fn decode_entry(raw: &[u8], seq: Seq) -> Result<LoggedEvent, ConversationStoreError> {
+    let stored: StoredEvent = serde_json::from_slice(raw).map_err(|e| {
+        ConversationStoreError::new(format!("event log entry for seq {seq} is undecodable"), e)
+    })?;
+    let (at, event) = from_stored(stored)?;
+    Ok(LoggedEvent { seq, at, event })
+}
+
+/// One live message: the batch as a JSON array.
+pub(super) fn encode_batch(events: &[LoggedEvent]) -> Result<String, ConversationStoreError> {
+    let batch: Vec<LiveEvent> = events
+        .iter()
+        .map(|e| LiveEvent {
+            seq: e.seq,
+            stored: stored(e.at, &e.event),
+        })
+        .collect();
+    serde_json::to_string(&batch)
+        .map_err(|e| ConversationStoreError::new("cannot encode a live batch", e))
+}
+
+pub(super) fn decode_batch(raw: &[u8]) -> Result<Vec<LoggedEvent>, ConversationStoreError> {
+    let batch: Vec<LiveEvent> = serde_json::from_slice(raw)
+        .map_err(|e| ConversationStoreError::new("live message is undecodable", e))?;
+    batch
+        .into_iter()
+        .map(|live| {
+            let (at, event) = from_stored(live.stored)?;
+            Ok(LoggedEvent {
+                seq: live.seq,
+                at,
+                event,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mid(raw: &str) -> MessageId {
+        MessageId::parse(raw).unwrap()
+    }
+
+    fn every_kind() -> Vec<ConversationEvent> {
+        vec![
+            ConversationEvent::UserMessage {
+                message_id: mid("msg_u"),
+                client_message_id: Some(ClientMessageId::parse("c-1").unwrap()),
+                content: "héllo \"there\"\n".into(),
+            },
+            ConversationEvent::UserMessage {
+                message_id: mid("msg_v"),
+                client_message_id: None,
+                content: String::new(),
+            },
+            ConversationEvent::StreamStart {
+                message_id: mid("msg_a"),
+                reply_to: mid("msg_u"),
+            },
+            ConversationEvent::StreamToken {
+                message_id: mid("msg_a"),
+                token: "tok".into(),
+            },
+            ConversationEvent::GenerationFailed {
+                message_id: mid("msg_a"),
+                failure: GenerationFailure::SessionStoreUnavailable,
+            },
+            ConversationEvent::StreamEnd {
+                message_id: mid("msg_a"),
+                status: StreamStatus::Cancelled,
+            },
+            ConversationEvent::EscalationResponse {
+                message: "a human will answer".into(),
+            },
+        ]
+    }
+
+    fn at() -> DateTime<Utc> {
+        parse_iso("2025-09-12T10:30:00.123Z").unwrap()
+    }
+
+    #[test]
+    fn entries_round_trip_every_kind() {
+        for event in every_kind() {
+            let raw = encode_entry(at(), &event).unwrap();
+            let back = decode_entry(raw.as_bytes(), 7).unwrap();
+            assert_eq!(
+                back,
+                LoggedEvent {
+                    seq: 7,
+                    at: at(),
+                    event
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn times_keep_exactly_their_milliseconds() {
+        use chrono::SubsecRound;
+        let at = parse_iso("2025-09-12T10:30:00.123456789Z").unwrap();
+        let event = every_kind().remove(0);
+        let raw = encode_entry(at, &event).unwrap();
+        assert_eq!(
+            decode_entry(raw.as_bytes(), 1).unwrap().at,
+            at.trunc_subsecs(3)
+        );
+    }
+
+    #[test]
+    fn batches_round_trip_with_their_seqs() {
+        let events: Vec<LoggedEvent> = every_kind()
+            .into_iter()
+            .zip(10..)
+            .map(|(event, seq)| LoggedEvent {
+                seq,
+                at: at(),
+                event,
+            })
+            .collect();
+        let raw = encode_batch(&events).unwrap();
+        assert_eq!(decode_batch(raw.as_bytes()).unwrap(), events);
+    }
+
+    #[test]
+    fn every_failure_and_status_survives() {
+        use GenerationFailure::*;
+        for failure in [
+            AiUnavailable,
+            AiTimeout,
+            AiStreamError,
+            SessionExpired,
+            SessionStoreUnavailable,
+            Interrupted,
+        ] {
+            assert_eq!(
+                GenerationFailure::from(StoredFailure::from(failure)),
+                failure
+            );
+        }
+        for status in [
+            StreamStatus::Completed,
+            StreamStatus::Failed,
+            StreamStatus::Cancelled,
+        ] {
+            assert_eq!(StreamStatus::from(StoredStatus::from(status)), status);
+        }
+    }
+
+    #[test]
+    fn undecodable_data_is_an_error() {
+        let ok = r#"{"at":"2025-09-12T10:30:00.123Z","event":{"type":"stream_token","message_id":"msg_a","token":"x"}}"#;
+        assert!(decode_entry(ok.as_bytes(), 1).is_ok());
+        for bad in [
+            "not json",
+            r#"{"at":"noon","event":{"type":"stream_token","message_id":"msg_a","token":"x"}}"#,
+            r#"{"at":"2025-09-12T10:30:00.123Z","event":{"type":"sneeze"}}"#,
+            r#"{"at":"2025-09-12T10:30:00.123Z","event":{"type":"stream_token","message_id":"../x","token":"x"}}"#,
+            r#"{"at":"2025-09-12T10:30:00.123Z","event":{"type":"stream_end","message_id":"msg_a","status":"maybe"}}"#,
+            r#"{"at":"2025-09-12T10:30:00.123Z","event":{"type":"user_message","message_id":"msg_a","client_message_id":"a b","content":"x"}}"#,
+        ] {
+            assert!(decode_entry(bad.as_bytes(), 1).is_err(), "accepted {bad}");
+        }
+        assert!(decode_entry(&[0xff, 0xfe], 1).is_err());
+        assert!(decode_batch(b"{}").is_err());
+        assert!(decode_batch(br#"[{"seq":1}]"#).is_err());
+    }
+}

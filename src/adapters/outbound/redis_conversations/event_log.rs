@@ -1,0 +1,315 @@
+//! [`EventLog`] in Redis: a list of entries and a head counter per session,
+//! written by one script so seqs are assigned atomically across instances.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use super::codec::{decode_entry, encode_entry};
+use super::{connect_manager, millis, open_client, Keys};
+use crate::application::ports::{
+    AcceptedClientMessage, ConversationStoreError, EventLog, LogSlice, CLIENT_MESSAGE_IDS_KEPT,
+};
+use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
+use crate::domain::{MessageId, SessionId};
+
+/// Largest page one read asks Redis for; far above any log's retention, and
+/// small enough that Lua prints `start + count` as an integer, not `1e+15`.
+const MAX_PAGE: usize = 1 << 30;
+
+/// KEYS: log, head, client ids. ARGV: ttl ms, limit, ids kept, then three per
+/// event: entry, client message id (`''` if none), message id.
+/// Returns the seq of the first event.
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = (#ARGV - 3) / 3
+local head = redis.call('INCRBY', KEYS[2], n)
+local first = head - n + 1
+for i = 0, n - 1 do
+  local at = 4 + 3 * i
+  redis.call('RPUSH', KEYS[1], ARGV[at])
+  if ARGV[at + 1] ~= '' then
+    local seq = string.format('%d', first + i)
+    redis.call('LPUSH', KEYS[3], ARGV[at + 1] .. ' ' .. seq .. ' ' .. ARGV[at + 2])
+  end
+end
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+local limit = tonumber(ARGV[2])
+if redis.call('LLEN', KEYS[1]) > 2 * limit then
+  redis.call('LTRIM', KEYS[1], -limit, -1)
+end
+for _, key in ipairs(KEYS) do
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return first
+",
+    )
+});
+
+/// KEYS: log, head, client ids. ARGV: after, count, ttl ms.
+/// Returns `{head, oldest, seq of the first entry returned, entries}`; a read
+/// is activity, so it pushes the session's expiry back like an append.
+static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local head = tonumber(redis.call('GET', KEYS[2]) or '0')
+if not head then return redis.error_reply('event log head is not a number') end
+local len = redis.call('LLEN', KEYS[1])
+local oldest = head - len + 1
+local start = math.min(len, math.max(0, tonumber(ARGV[1]) + 1 - oldest))
+local count = tonumber(ARGV[2])
+local entries = {}
+if count > 0 and start < len then
+  entries = redis.call('LRANGE', KEYS[1], start, start + count - 1)
+end
+if head > 0 then
+  for _, key in ipairs(KEYS) do
+    redis.call('PEXPIRE', key, ARGV[3])
+  end
+end
+return { head, oldest, oldest + start, entries }
+",
+    )
+});
+
+/// An [`EventLog`] in Redis; see the parent module for the key layout.
+#[derive(Clone)]
+pub struct RedisEventLog {
+    conn: ConnectionManager,
+    keys: Keys,
+    limit: usize,
+    ttl_ms: u64,
+}
+
+impl RedisEventLog {
+    pub(super) fn new(conn: ConnectionManager, keys: Keys, limit: usize, ttl: Duration) -> Self {
+        Self {
+            conn,
+            keys,
+            limit: limit.max(1),
+            ttl_ms: millis(ttl),
+        }
+    }
+
+    /// A log on its own connection; [`super::RedisConversations::connect`]
+    /// shares one connection between all three adapters instead. Keeps at
+    /// least `limit` (at least 1) and at most `2 × limit` events per session,
+    /// and forgets a session after `ttl` without an append or read.
+    ///
+    /// # Errors
+    /// [`ConversationStoreError`] if the URL is invalid, the prefix holds
+    /// braces, or Redis does not answer a PING within 3 seconds.
+    pub async fn connect(
+        url: &str,
+        key_prefix: &str,
+        limit: usize,
+        ttl: Duration,
+    ) -> Result<Self, ConversationStoreError> {
+        let keys = Keys::new(key_prefix)?;
+        let conn = connect_manager(open_client(url)?).await?;
+        Ok(Self::new(conn, keys, limit, ttl))
+    }
+
+    fn invocation<'a>(
+        &self,
+        script: &'a Script,
+        session: &SessionId,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(self.keys.log(session));
+        invocation
+            .key(self.keys.head(session))
+            .key(self.keys.client_ids(session));
+        invocation
+    }
+}
+
+/// The three script arguments of one event.
+fn event_args(
+    at: DateTime<Utc>,
+    event: &ConversationEvent,
+) -> Result<[String; 3], ConversationStoreError> {
+    let (client_id, message_id) = match event {
+        ConversationEvent::UserMessage {
+            message_id,
+            client_message_id: Some(client_id),
+            ..
+        } => (client_id.as_str(), message_id.as_str()),
+        _ => ("", ""),
+    };
+    Ok([
+        encode_entry(at, event)?,
+        client_id.to_owned(),
+        message_id.to_owned(),
+    ])
+}
+
+/// Reads one `client-id seq message-id` record.
+fn parse_accepted(record: &str) -> Option<(&str, AcceptedClientMessage)> {
+    let mut parts = record.split(' ');
+    let (client_id, seq, message_id) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((
+        client_id,
+        AcceptedClientMessage {
+            message_id: MessageId::parse(message_id).ok()?,
+            seq: seq.parse().ok()?,
+        },
+    ))
+}
+
+/// Checks what the read script answered and decodes the entries.
+fn slice(
+    key: &str,
+    (head, oldest, first, entries): (i64, i64, i64, Vec<Vec<u8>>),
+) -> Result<LogSlice, ConversationStoreError> {
+    let corrupt = || {
+        ConversationStoreError::bare(format!(
+            "event log {key} is inconsistent: head {head}, oldest {oldest}, first {first}"
+        ))
+    };
+    let head = Seq::try_from(head).map_err(|_| corrupt())?;
+    let oldest = Seq::try_from(oldest).map_err(|_| corrupt())?;
+    let first = Seq::try_from(first).map_err(|_| corrupt())?;
+    if oldest == 0 || oldest > head + 1 || first < oldest || first > head + 1 {
+        return Err(corrupt());
+    }
+    let events = entries
+        .iter()
+        .zip(first..)
+        .map(|(raw, seq)| decode_entry(raw, seq))
+        .collect::<Result<_, _>>()?;
+    Ok(LogSlice {
+        events,
+        head,
+        oldest,
+    })
+}
+
+#[async_trait]
+impl EventLog for RedisEventLog {
+    async fn append(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Vec<LoggedEvent>, ConversationStoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.invocation(&APPEND, session);
+        invocation
+            .arg(self.ttl_ms)
+            .arg(self.limit)
+            .arg(CLIENT_MESSAGE_IDS_KEPT);
+        // Returned as stored: the log keeps milliseconds.
+        let events: Vec<_> = events
+            .into_iter()
+            .map(|(at, event)| (at.trunc_subsecs(3), event))
+            .collect();
+        for (at, event) in &events {
+            invocation.arg(&event_args(*at, event)?[..]);
+        }
+        let first: Seq = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| ConversationStoreError::new("appending to the event log", e))?;
+        Ok(events
+            .into_iter()
+            .zip(first..)
+            .map(|((at, event), seq)| LoggedEvent { seq, at, event })
+            .collect())
+    }
+
+    async fn read_after(
+        &self,
+        session: &SessionId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<LogSlice, ConversationStoreError> {
+        let reply = self
+            .invocation(&READ, session)
+            .arg(after)
+            .arg(limit.min(MAX_PAGE))
+            .arg(self.ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| ConversationStoreError::new("reading the event log", e))?;
+        slice(&self.keys.log(session), reply)
+    }
+
+    async fn head(&self, session: &SessionId) -> Result<Seq, ConversationStoreError> {
+        let head: Option<Seq> = redis::cmd("GET")
+            .arg(self.keys.head(session))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| ConversationStoreError::new("reading the event log head", e))?;
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn accepted_client_message(
+        &self,
+        session: &SessionId,
+        id: &ClientMessageId,
+    ) -> Result<Option<AcceptedClientMessage>, ConversationStoreError> {
+        let key = self.keys.client_ids(session);
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(CLIENT_MESSAGE_IDS_KEPT - 1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| ConversationStoreError::new("reading accepted client message ids", e))?;
+        // Newest first, so a reused client id finds its latest message.
+        for record in &records {
+            let (client_id, accepted) = parse_accepted(record).ok_or_else(|| {
+                ConversationStoreError::bare(format!("{key} holds a malformed record {record:?}"))
+            })?;
+            if client_id == id.as_str() {
+                return Ok(Some(accepted));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_records_parse_strictly() {
+        let (client_id, accepted) = parse_accepted("c-1 42 msg_a").unwrap();
+        assert_eq!(client_id, "c-1");
+        assert_eq!(accepted.seq, 42);
+        assert_eq!(accepted.message_id.as_str(), "msg_a");
+        for bad in [
+            "",
+            "c-1 42",
+            "c-1 x msg_a",
+            "c-1 42 ../a",
+            "c-1 42 msg_a extra",
+        ] {
+            assert!(parse_accepted(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_reads_are_errors() {
+        let ok = slice("k", (3, 1, 2, vec![])).unwrap();
+        assert_eq!((ok.head, ok.oldest), (3, 1));
+        assert_eq!(slice("k", (0, 1, 1, vec![])).unwrap().oldest, 1);
+        for bad in [(3, 0, 1), (3, 5, 5), (-1, 1, 1), (3, 2, 1)] {
+            assert!(
+                slice("k", (bad.0, bad.1, bad.2, vec![])).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(slice("k", (1, 1, 1, vec![b"junk".to_vec()])).is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! [`LiveDelivery`] over Redis pub/sub: one channel per session, one pub/sub
+//! connection per instance, and a bounded broadcast ring per locally watched
+//! session so a slow subscriber only ever lags itself.
+
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use tokio::sync::broadcast;
+
+use super::codec::encode_batch;
+use super::pubsub::{Hub, Subscription};
+use super::Keys;
+use crate::application::ports::{ConversationStoreError, LiveDelivery, LiveItem, LiveStream};
+use crate::domain::conversation::LoggedEvent;
+use crate::domain::SessionId;
+
+/// KEYS: watchers hash. Sums the counts whose expiry has not passed and drops
+/// the others (instances that stopped refreshing).
+static COUNT_WATCHERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fields = redis.call('HGETALL', KEYS[1])
+local total = 0
+for i = 1, #fields, 2 do
+  local count, expiry = string.match(fields[i + 1], '^(%d+) (%d+)$')
+  if count and tonumber(expiry) >= now then
+    total = total + tonumber(count)
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+return total
+",
+    )
+});
+
+/// A [`LiveDelivery`] over Redis pub/sub; made by
+/// [`super::RedisConversations::connect`], whose pub/sub connection it shares.
+pub struct RedisLiveDelivery {
+    conn: ConnectionManager,
+    keys: Keys,
+    hub: Arc<Hub>,
+}
+
+impl RedisLiveDelivery {
+    pub(super) fn new(conn: ConnectionManager, keys: Keys, hub: Arc<Hub>) -> Self {
+        Self { conn, keys, hub }
+    }
+}
+
+fn live_stream(subscription: Subscription) -> LiveStream {
+    let Subscription { rx, guard } = subscription;
+    // The receiver comes first in the state, so it drops before the guard.
+    Box::pin(futures_util::stream::unfold(
+        (rx, guard),
+        |(mut rx, guard)| async move {
+            let item = match rx.recv().await {
+                Ok(event) => LiveItem::Event(event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => LiveItem::Lagged { missed },
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((item, (rx, guard)))
+        },
+    ))
+}
+
+#[async_trait]
+impl LiveDelivery for RedisLiveDelivery {
+    async fn subscribe(&self, session: &SessionId) -> Result<LiveStream, ConversationStoreError> {
+        Ok(live_stream(self.hub.shared.subscribe(session).await?))
+    }
+
+    async fn publish(
+        &self,
+        session: &SessionId,
+        events: &[LoggedEvent],
+    ) -> Result<(), ConversationStoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        redis::cmd("PUBLISH")
+            .arg(self.keys.live(session))
+            .arg(encode_batch(events)?)
+            .exec_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| ConversationStoreError::new("publishing live events", e))
+    }
+
+    async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError> {
+        COUNT_WATCHERS
+            .key(self.keys.watchers(session))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| ConversationStoreError::new("counting live watchers", e))
+    }
+}
