@@ -25,12 +25,14 @@ use crate::adapters::outbound::memory_conversations::{
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
 use crate::adapters::outbound::memory_stats::AtomicStats;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
+use crate::adapters::outbound::redis_conversations::RedisConversations;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
 use crate::adapters::outbound::upstream_ai::{UpstreamAi, UpstreamTimeouts};
 use crate::application::ports::{
-    AiModel, EventLog, GenerationRegistry, LiveDelivery, PasswordHashError, PasswordHasher,
-    SessionStore, SessionStoreError, Stats, TokenService, UserRepository, UserStoreError,
+    AiModel, ConversationStoreError, EventLog, GenerationRegistry, LiveDelivery, PasswordHashError,
+    PasswordHasher, SessionStore, SessionStoreError, Stats, TokenService, UserRepository,
+    UserStoreError,
 };
 use crate::application::{AuthService, ChatPorts, ChatService, ConversationSettings};
 use crate::config::{AiConfig, AuthConfig, Config, SessionConfig, StorageConfig};
@@ -48,6 +50,8 @@ pub enum StartupError {
     },
     #[error("could not connect to Redis (REDIS_URL)")]
     Redis(#[source] SessionStoreError),
+    #[error("could not connect to Redis (REDIS_URL)")]
+    RedisConversations(#[source] ConversationStoreError),
     #[error("invalid FASTAPI_URL: {0}")]
     AiUrl(String),
     #[error("password hashing does not work")]
@@ -79,22 +83,56 @@ impl Adapters {
     /// Connects the adapters the configuration asks for; a store that does not
     /// answer stops start-up here rather than failing the first request.
     pub async fn from_config(config: &Config) -> Result<Self, StartupError> {
-        let sessions = &config.sessions;
+        let conversations = conversation_stores(&config.sessions).await?;
         Ok(Self {
             users: user_store(&config.storage).await?,
-            sessions: session_store(sessions).await?,
+            sessions: session_store(&config.sessions).await?,
             ai: ai_model(&config.ai)?,
             hasher: Arc::new(Argon2Hasher::new(Argon2Params::OWASP)),
             tokens: token_service(&config.auth),
             stats: Arc::new(AtomicStats::default()),
-            log: Arc::new(InMemoryEventLog::new(
-                sessions.event_log_limit,
-                sessions.ttl,
-            )),
-            live: Arc::new(InMemoryLiveDelivery::default()),
-            registry: Arc::new(InMemoryGenerationRegistry::default()),
+            log: conversations.0,
+            live: conversations.1,
+            registry: conversations.2,
         })
     }
+}
+
+/// The event log, live delivery and generation registry: in memory for one
+/// instance, or in Redis (the backplane that lets any instance serve any client).
+async fn conversation_stores(
+    sessions: &SessionConfig,
+) -> Result<
+    (
+        Arc<dyn EventLog>,
+        Arc<dyn LiveDelivery>,
+        Arc<dyn GenerationRegistry>,
+    ),
+    StartupError,
+> {
+    let limit = sessions.event_log_limit;
+    let Some(url) = &sessions.redis_url else {
+        tracing::info!("conversations: in memory (single instance)");
+        return Ok((
+            Arc::new(InMemoryEventLog::new(limit, sessions.ttl)),
+            Arc::new(InMemoryLiveDelivery::default()),
+            Arc::new(InMemoryGenerationRegistry::default()),
+        ));
+    };
+    tracing::info!("conversations: Redis backplane");
+    let redis = RedisConversations::connect(
+        url.expose(),
+        &sessions.redis_key_prefix,
+        limit,
+        sessions.ttl,
+    )
+    .await
+    .map_err(StartupError::RedisConversations)?;
+    Ok((
+        Arc::new(redis.log),
+        Arc::new(redis.live),
+        Arc::new(redis.registry),
+    ))
 }
 
 async fn user_store(storage: &StorageConfig) -> Result<Arc<dyn UserRepository>, StartupError> {

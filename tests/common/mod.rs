@@ -453,7 +453,7 @@ pub fn is_iso_millis(s: &str) -> bool {
 /// - `fail-during`: two tokens, then the connection closes without `[DONE]`;
 /// - `big:N`: one delta of N bytes (`x` repeated), then `[DONE]`;
 /// - `endless`: a token every 50 ms until the client goes away;
-/// - `slow:N`: N tokens 50 ms apart, then `[DONE]`;
+/// - `slow:N`: N tokens 50 ms apart, then `[DONE]`; `fast:N`: 5 ms apart;
 /// - anything else: `Reply to: <query>` word by word, then `[DONE]`.
 pub struct Upstream {
     pub url: String,
@@ -567,10 +567,12 @@ async fn ai_response(Json(body): Json<Value>, state: poem::web::Data<&StubState>
         return sse(futures_util::stream::iter(events).boxed());
     }
     let aborted = state.aborted.clone();
-    if let Some(rest) = query
+    let paced = query
         .strip_prefix("slow:")
-        .or((query == "endless").then_some("endless"))
-    {
+        .map(|n| (n, 50))
+        .or_else(|| query.strip_prefix("fast:").map(|n| (n, 5)))
+        .or((query == "endless").then_some(("endless", 50)));
+    if let Some((rest, pause_ms)) = paced {
         let limit = rest.parse::<usize>().ok();
         let stream = futures_util::stream::unfold(
             (
@@ -586,7 +588,7 @@ async fn ai_response(Json(body): Json<Value>, state: poem::web::Data<&StubState>
                     drop(guard);
                     return None;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
                 let event = if limit == Some(i) {
                     "data: [DONE]\n\n".to_owned()
                 } else {

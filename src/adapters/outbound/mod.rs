@@ -8,6 +8,7 @@ pub mod memory_sessions;
 pub mod memory_stats;
 pub mod mongo_users;
 pub mod redis_conversations;
+pub mod redis_manager;
 pub mod redis_sessions;
 pub mod sqlite_users;
 pub mod upstream_ai;

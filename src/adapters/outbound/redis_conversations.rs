@@ -39,13 +39,14 @@ mod registry;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::RedisError;
 
 pub use event_log::RedisEventLog;
 pub use live::RedisLiveDelivery;
 pub use registry::RedisGenerationRegistry;
 
+use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
 use crate::application::ports::ConversationStoreError;
 #[cfg(doc)]
 use crate::application::ports::{
@@ -53,10 +54,6 @@ use crate::application::ports::{
 };
 use crate::domain::SessionId;
 
-/// How long `connect` waits for Redis to answer (PING, and the pub/sub link).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Per-command bound, so a stuck Redis fails a chat turn instead of hanging it.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// About a century: beyond any sensible TTL or lease, and small enough that
 /// `TIME + ttl` stays exact in Lua's doubles and inside Redis's expiry range.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
@@ -146,9 +143,7 @@ impl Keys {
 async fn connect_manager(
     client: redis::Client,
 ) -> Result<ConnectionManager, ConversationStoreError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let config = manager_config();
     let attempt = async {
         let mut conn = ConnectionManager::new_with_config(client, config).await?;
         redis::cmd("PING").query_async::<()>(&mut conn).await?;

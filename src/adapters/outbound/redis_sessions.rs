@@ -25,20 +25,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 
+use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
 use crate::application::ports::{SessionCounts, SessionStore, SessionStoreError};
 use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{
     ChatMessage, Role, Session, SessionId, SessionUser, UserId, Username, HISTORY_LIMIT,
 };
 
-/// How long `connect` waits for the first PING to be answered.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Per-command bound, so a stuck Redis fails a chat turn instead of hanging it.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// About a century: far beyond any sensible idle timeout, and small enough that
 /// `TIME + ttl` stays exact in Lua's doubles and inside Redis's expiry range.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
@@ -276,15 +273,7 @@ impl RedisSessionStore {
         // The URL may carry a password, so it is deliberately left out of errors.
         let client = redis::Client::open(url)
             .map_err(|e| SessionStoreError::unavailable("invalid Redis URL", e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            // The manager's default, six retries with exponential backoff, keeps
-            // every command waiting ~9.5 s while Redis is down. One quick retry
-            // fails a request within a couple of seconds instead; the next
-            // request tries to reconnect again.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
+        let config = manager_config();
         let attempt = async {
             let mut conn = ConnectionManager::new_with_config(client, config).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;

@@ -26,8 +26,9 @@ use redis::{Msg, RedisError, Script};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::super::redis_manager::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use super::codec::decode_batch;
-use super::{lock, millis, Keys, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use super::{lock, millis, Keys};
 use crate::application::ports::{ConversationStoreError, StopStream};
 use crate::domain::conversation::LoggedEvent;
 use crate::domain::{MessageId, SessionId};

@@ -1,0 +1,330 @@
+//! Any instance serves any client: three copies of the real binary on one
+//! local Redis (sharing one SQLite users file, as MongoDB would in
+//! production), driven by real WebSocket clients. No sticky sessions: a client
+//! chats on A, watches from B, reconnects to C mid-answer and stops from C.
+
+mod common;
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use common::{spawn_process_at, TestProcess, Upstream, WsClient};
+use serde_json::{json, Value};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn redis_answers(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(Ok(mut conn)) = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok()
+}
+
+/// Three instances on one Redis key prefix, deleted afterwards.
+struct Cluster {
+    nodes: Vec<TestProcess>,
+    upstream: Upstream,
+    url: String,
+    prefix: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `None` (after saying SKIPPED) when Redis does not answer outside CI.
+    async fn start(extra: &[(&str, &str)]) -> Option<Self> {
+        let url = redis_url();
+        if !redis_answers(&url).await {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "Redis must answer at {url} in CI"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED multi-instance test: no Redis at {url}"
+            );
+            return None;
+        }
+        let upstream = Upstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("users.db");
+        let prefix = format!("chatbot-mi-{}", uuid::Uuid::new_v4().simple());
+        let mut env = vec![
+            ("FASTAPI_URL", upstream.url.as_str()),
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(spawn_process_at(db.clone(), &env).await);
+        }
+        Some(Self {
+            nodes,
+            upstream,
+            url,
+            prefix,
+            _dir: dir,
+        })
+    }
+
+    async fn cleanup(&self) {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("*{}*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn tab(node: &TestProcess, token: &str, session: &str, last_seq: Option<u64>) -> WsClient {
+    let mut query = format!("?token={token}&sessionId={session}");
+    if let Some(n) = last_seq {
+        query.push_str(&format!("&lastSeq={n}"));
+    }
+    let (client, hello) = node.connect_query(&query).await;
+    assert_eq!(hello["resumed"], true, "{hello}");
+    client
+}
+
+async fn until_stream_end(client: &mut WsClient) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let m = client.recv().await;
+        let end = m["type"] == "stream-end";
+        seen.push(m);
+        if end {
+            return seen;
+        }
+    }
+}
+
+fn assert_consecutive(events: &[Value], from: u64) {
+    let got: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = (from..from + events.len() as u64).collect();
+    assert_eq!(got, want, "no gap, no duplicate");
+}
+
+#[tokio::test]
+async fn tabs_on_other_instances_see_everything_and_a_cut_client_resumes_elsewhere() {
+    let Some(cluster) = Cluster::start(&[]).await else {
+        return;
+    };
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let token = a.register("alice").await;
+    let (mut on_a, hello) = a.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let mut on_b = tab(b, &token, &session, None).await;
+
+    on_a.send_json(json!({"type": "chat", "content": "fast:200"}))
+        .await;
+    let watched = until_stream_end(&mut on_b).await;
+    assert_eq!(watched[0]["type"], "user-message");
+    assert_eq!(watched[0]["content"], "fast:200");
+    assert_consecutive(&watched, 1);
+    let tokens = watched
+        .iter()
+        .filter(|m| m["type"] == "stream-token")
+        .count();
+    assert_eq!(tokens, 200, "every token reached the other instance's tab");
+    assert_eq!(watched.last().unwrap()["status"], "completed");
+
+    // A client cut off halfway through the next answer resumes on C.
+    on_a.send_json(json!({"type": "chat", "content": "slow:40"}))
+        .await;
+    let mut before = Vec::new();
+    while before.len() < 20 {
+        let m = on_a.recv().await;
+        if m.get("seq").is_some() && m["seq"].as_u64().unwrap() > watched.len() as u64 {
+            before.push(m);
+        }
+    }
+    let last_seq = before.last().unwrap()["seq"].as_u64().unwrap();
+    drop(on_a);
+    let mut on_c = tab(c, &token, &session, Some(last_seq)).await;
+    let after = until_stream_end(&mut on_c).await;
+    assert_consecutive(&after, last_seq + 1);
+    assert_eq!(after.last().unwrap()["status"], "completed");
+    let total = before
+        .iter()
+        .chain(&after)
+        .filter(|m| m["type"] == "stream-token")
+        .count();
+    assert_eq!(total, 40, "each token once");
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn replay_on_another_instance_while_tokens_flow_never_gaps_or_repeats() {
+    let Some(cluster) = Cluster::start(&[]).await else {
+        return;
+    };
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let token = a.register("alice").await;
+    let (mut on_a, hello) = a.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    on_a.send_json(json!({"type": "chat", "content": "slow:60"}))
+        .await;
+    let mut joined = Vec::new();
+    for i in 0..24u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let node = if i % 2 == 0 { b } else { c };
+        joined.push((i, tab(node, &token, &session, Some(i)).await));
+    }
+    for (after, mut client) in joined {
+        let events = until_stream_end(&mut client).await;
+        assert_consecutive(&events, after + 1);
+        assert_eq!(events.last().unwrap()["status"], "completed");
+    }
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_stop_from_a_third_instance_cancels_within_a_second_and_duplicates_start_nothing() {
+    let Some(cluster) = Cluster::start(&[]).await else {
+        return;
+    };
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let token = a.register("alice").await;
+    let (mut on_a, hello) = a.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let mut on_b = tab(b, &token, &session, None).await;
+    let mut on_c = tab(c, &token, &session, None).await;
+
+    let chat = json!({"type": "chat", "content": "endless", "clientMessageId": "only-once"});
+    on_a.send_json(chat.clone()).await;
+    for _ in 0..4 {
+        on_c.recv().await;
+    }
+    // The same chat sent again through another instance starts nothing.
+    on_b.send_json(chat).await;
+    let dup = loop {
+        let m = on_b.recv().await;
+        if m["type"] == "ack" {
+            break m;
+        }
+    };
+    assert_eq!(dup["duplicate"], true, "{dup}");
+    // A chat from C is refused while A's answer runs.
+    on_c.send_json(json!({"type": "chat", "content": "me too"}))
+        .await;
+    loop {
+        let m = on_c.recv().await;
+        if m["type"] == "error" {
+            assert_eq!(m["code"], "generation_in_progress");
+            break;
+        }
+    }
+    let asked = Instant::now();
+    on_c.send_json(json!({"type": "stop"})).await;
+    for client in [&mut on_c, &mut on_a, &mut on_b] {
+        let events = until_stream_end(client).await;
+        assert_eq!(events.last().unwrap()["status"], "cancelled");
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(cluster.upstream.wait_aborted(1).await, 1);
+    assert_eq!(
+        cluster.upstream.request_count(),
+        1,
+        "one answer was asked for"
+    );
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn killing_the_instance_that_runs_an_answer_ends_it_elsewhere() {
+    let Some(mut cluster) = Cluster::start(&[("GENERATION_LEASE", "1s")]).await else {
+        return;
+    };
+    let token = cluster.nodes[0].register("alice").await;
+    let (mut on_a, hello) = cluster.nodes[0].connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let mut on_b = tab(&cluster.nodes[1], &token, &session, None).await;
+    on_a.send_json(json!({"type": "chat", "content": "endless"}))
+        .await;
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        seen.push(on_b.recv().await);
+    }
+    let killed = Instant::now();
+    cluster.nodes[0].child.start_kill().unwrap();
+    let rest = until_stream_end(&mut on_b).await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        killed.elapsed()
+    );
+    let error = &rest[rest.len() - 2];
+    assert_eq!(error["code"], "generation_interrupted", "{error}");
+    assert_eq!(rest.last().unwrap()["status"], "failed");
+    let all: Vec<Value> = seen.into_iter().chain(rest).collect();
+    assert_consecutive(&all, 1);
+    // The session can chat again, on a surviving instance.
+    let next = on_b.chat("hello again").await;
+    assert_eq!(next.status, "completed");
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_answer_with_every_tab_closed_completes_and_is_replayed_elsewhere() {
+    let Some(cluster) = Cluster::start(&[("EVENT_LOG_LIMIT", "10")]).await else {
+        return;
+    };
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let token = a.register("alice").await;
+    let (mut on_a, hello) = a.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    on_a.send_json(json!({"type": "chat", "content": "slow:8"}))
+        .await;
+    assert_eq!(on_a.recv().await["type"], "user-message");
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut on_b = tab(b, &token, &session, Some(1)).await;
+    let events = until_stream_end(&mut on_b).await;
+    assert_consecutive(&events, 2);
+    assert_eq!(events.last().unwrap()["status"], "completed");
+
+    // A second, longer answer trims the log: resuming from the start says so.
+    on_b.chat("one two three four five six seven eight nine ten")
+        .await;
+    let (mut on_c, hello) = c
+        .connect_query(&format!("?token={token}&sessionId={session}&lastSeq=0"))
+        .await;
+    let lost = on_c.recv().await;
+    assert_eq!(lost["type"], "history-lost", "{lost}");
+    assert_eq!(lost["seq"], hello["seq"]);
+    cluster.cleanup().await;
+}
