@@ -1,11 +1,11 @@
 //! Start, stop and restart: configuration errors, graceful shutdown on SIGTERM,
 //! and what survives a restart (users in SQLite, sessions in Redis).
 
-use std::io::Write as _;
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::redis::{delete_prefix, redis_answers, redis_url, skip_without_redis};
 use common::{run_to_exit, spawn_process, spawn_process_at, Upstream};
 use serde_json::json;
 
@@ -187,40 +187,11 @@ async fn sigterm_cancels_streams_still_running_at_the_deadline() {
     );
 }
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-async fn redis_answers(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
-        return false;
-    };
-    let Ok(Ok(mut conn)) = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    else {
-        return false;
-    };
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .is_ok()
-}
-
 #[tokio::test]
 async fn with_redis_a_session_and_its_history_survive_a_restart() {
     let url = redis_url();
     if !redis_answers(&url).await {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Redis must answer at {url} in CI"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED redis restart test: Redis does not answer at {url}"
-        );
+        skip_without_redis(&url, "no PING answer");
         return;
     }
     let prefix = format!("chatbot-it-{}", uuid::Uuid::new_v4().simple());
@@ -258,18 +229,7 @@ async fn with_redis_a_session_and_its_history_survive_a_restart() {
     );
 
     // Leave nothing behind in the shared Redis.
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
+    delete_prefix(&url, &prefix)
         .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+        .expect("test keys deleted");
 }

@@ -5,33 +5,11 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use common::redis::{delete_prefix, redis_answers, redis_url, skip_without_redis};
 use common::{spawn_process_at, TestProcess, Upstream, WsClient};
 use serde_json::{json, Value};
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-async fn redis_answers(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
-        return false;
-    };
-    let Ok(Ok(mut conn)) = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    else {
-        return false;
-    };
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .is_ok()
-}
 
 /// Three instances on one Redis key prefix, deleted afterwards.
 struct Cluster {
@@ -47,14 +25,7 @@ impl Cluster {
     async fn start(extra: &[(&str, &str)]) -> Option<Self> {
         let url = redis_url();
         if !redis_answers(&url).await {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "Redis must answer at {url} in CI"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED multi-instance test: no Redis at {url}"
-            );
+            skip_without_redis(&url, "no PING answer");
             return None;
         }
         let upstream = Upstream::start().await;
@@ -81,20 +52,9 @@ impl Cluster {
     }
 
     async fn cleanup(&self) {
-        let client = redis::Client::open(self.url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("*{}*", self.prefix))
-            .query_async(&mut conn)
+        delete_prefix(&self.url, &self.prefix)
             .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
+            .expect("test keys deleted");
     }
 }
 

@@ -3,6 +3,8 @@
 //! restarts), a real SSE upstream stub, and small HTTP / WebSocket clients.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;

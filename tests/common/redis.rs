@@ -1,0 +1,72 @@
+//! Redis for tests: where it is, whether it answers, and cleaning up a key
+//! prefix. Without Redis a test says SKIPPED and passes, except in CI (`CI`
+//! set), where Redis must answer.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+/// `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Whether Redis answers a PING within two seconds.
+pub async fn redis_answers(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(Ok(mut conn)) = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok()
+}
+
+/// Panics in CI, else says SKIPPED (straight to stderr: libtest swallows the
+/// `eprintln!` of a passing test) so the caller can return.
+pub fn skip_without_redis(url: &str, why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "Redis at {url} is required when CI is set: {why}"
+    );
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("redis test")
+        .to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: Redis not reachable at {url} ({why}); set CI=1 to fail instead"
+    );
+}
+
+/// Deletes every key under `prefix:`.
+pub async fn delete_prefix(url: &str, prefix: &str) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let pattern = format!("{prefix}:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(&keys).exec_async(&mut conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
