@@ -53,6 +53,9 @@ pub struct Attachment {
     pub notice: Option<ResumeNotice>,
     /// Replayed or gap-filled events not yet handed out, in seq order.
     pending: VecDeque<Arc<LoggedEvent>>,
+    /// A live event taken from the subscription whose predecessors are still
+    /// being read from the log.
+    parked: Option<Arc<LoggedEvent>>,
     /// The highest seq handed out (or deliberately skipped).
     delivered: Seq,
 }
@@ -73,6 +76,7 @@ impl Attachment {
             head,
             notice: None,
             pending: VecDeque::new(),
+            parked: None,
             delivered: head,
         };
         match last_seq {
@@ -128,27 +132,35 @@ impl Attachment {
 
     /// The next event after everything already handed out.
     ///
+    /// Cancel-safe: a caller may drop this future at any await (to serve
+    /// another branch of a `select!`) and call again without losing an event,
+    /// because a live event is parked before the log is read to fill a gap.
+    ///
     /// # Errors
     /// When the log cannot be read to fill a gap.
     pub async fn next(&mut self) -> Result<Feed, ConversationStoreError> {
         loop {
+            if let Some(event) = self.parked.clone() {
+                // Stays parked across the read, so a cancelled call resumes it.
+                if event.seq > self.queued_up_to() + 1 {
+                    self.fill_to(event.seq - 1).await?;
+                }
+                self.parked = None;
+                if event.seq > self.queued_up_to() {
+                    self.pending.push_back(event);
+                }
+            }
             if let Some(event) = self.pending.pop_front() {
                 self.delivered = event.seq;
                 return Ok(Feed::Event(event));
             }
-            let event = match self.live.next().await {
+            match self.live.next().await {
                 None => return Ok(Feed::Ended),
                 Some(LiveItem::Lagged { .. }) => return Ok(Feed::FellBehind),
-                Some(LiveItem::Event(event)) => event,
-            };
-            if event.seq <= self.delivered {
-                continue;
-            }
-            if event.seq > self.delivered + 1 {
-                self.fill_to(event.seq - 1).await?;
-            }
-            if event.seq > self.queued_up_to() {
-                self.pending.push_back(event);
+                Some(LiveItem::Event(event)) if event.seq > self.delivered => {
+                    self.parked = Some(event);
+                }
+                Some(LiveItem::Event(_)) => {}
             }
         }
     }

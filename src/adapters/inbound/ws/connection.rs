@@ -3,9 +3,9 @@
 //! keeps the connection (and its session) alive. The conversation's events
 //! reach the socket through the [`feed`](super::feed), not through here.
 //!
-//! A connection owns three tasks and waits for them before it ends: this read
-//! loop, the writer (the only thing touching the socket's sending half), and
-//! the feed.
+//! A connection is two tasks: this read loop, and the writer, the only thing
+//! touching the socket's sending half, which also pulls the conversation's
+//! events from the [`feed`](super::feed).
 
 use std::sync::Arc;
 
@@ -13,7 +13,6 @@ use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use poem::web::websocket::{Message, WebSocketStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -21,26 +20,22 @@ use tracing::Instrument;
 use super::super::errors::ErrorCode;
 use super::super::rest::UserView;
 use super::super::AppContext;
-use super::feed::{self, FeedEnd};
+use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
 use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
-use crate::application::{Attachment, ChatError, ChatRefusal, ChatRequest, StopRefusal};
+use crate::application::{
+    Attachment, ChatError, ChatRefusal, ChatRequest, ResumeNotice, StopRefusal,
+};
+use crate::domain::conversation::Seq;
 use crate::domain::SessionId;
 use crate::telemetry::ErrorChain;
 
 /// Why the read loop stopped.
 enum Exit {
     ClientClosed,
+    /// The writer stopped: the client is gone, or the feed closed the socket.
     WriterGone,
     Close(CloseReason),
-}
-
-pub(super) struct Connection {
-    pub ctx: Arc<AppContext>,
-    /// What `connected` tells the client; the stored user (hash and all) is not kept.
-    pub user: UserView,
-    pub session_id: SessionId,
-    pub resumed: bool,
 }
 
 /// When the client was last heard from, and its session last refreshed.
@@ -49,62 +44,65 @@ struct KeepAlive {
     last_touch: Instant,
 }
 
-/// The connection's feed task and the token that asks it to stop.
-struct FeedTask {
-    stop: CancellationToken,
-    handle: JoinHandle<FeedEnd>,
+pub(super) struct Connection {
+    pub ctx: Arc<AppContext>,
+    pub session_id: SessionId,
+    pub resumed: bool,
 }
 
 impl Connection {
-    pub async fn run(self, socket: WebSocketStream, attachment: Attachment) {
+    /// Serves the socket until it closes. `user` is only what `connected`
+    /// tells the client: it is not kept for the connection's life.
+    pub async fn run(self, socket: WebSocketStream, user: UserView, attachment: Attachment) {
         let _counted = self.ctx.chat.connection_opened();
         tracing::info!(resumed = self.resumed, "websocket connected");
         let (sink, stream) = socket.split();
         let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        self.greet(&out, user, attachment.head, attachment.notice.clone())
+            .await;
         let writer_gone = CancellationToken::new();
-        let writer = tokio::spawn(write_loop(sink, out_rx, writer_gone.clone()).in_current_span());
+        let feed = ConversationFeed(attachment);
+        let writer =
+            tokio::spawn(write_loop(sink, out_rx, feed, writer_gone.clone()).in_current_span());
 
-        let mut feed = self.start(&out, attachment).await;
-        let exit = self.read_loop(stream, &out, &writer_gone, &mut feed).await;
-
-        // What the conversation already produced still reaches a socket that
-        // closes on purpose; a broken one gets nothing more.
-        feed.stop.cancel();
-        let close = match exit {
-            Exit::Close(reason) => Some(reason),
-            Exit::ClientClosed | Exit::WriterGone => {
-                feed.handle.abort();
-                None
-            }
-        };
-        let _ = (&mut feed.handle).await;
-        if let Some(reason) = close {
+        let exit = self.read_loop(stream, &out, &writer_gone).await;
+        if let Exit::Close(reason) = exit {
+            // The writer sends what the conversation already has, then this.
             let _ = out.send(Outbound::Close(reason)).await;
         }
         drop(out);
-        let _ = writer.await;
-        tracing::info!(reason = exit.as_str(), "websocket disconnected");
+        let closed = match exit {
+            Exit::ClientClosed => {
+                writer.abort();
+                None
+            }
+            _ => writer.await.ok().flatten(),
+        };
+        let reason = closed.map_or(exit.as_str(), CloseReason::text);
+        tracing::info!(reason, "websocket disconnected");
     }
 
-    /// Says `connected` (and any resume notice), then starts the feed.
-    async fn start(&self, out: &mpsc::Sender<Outbound>, attachment: Attachment) -> FeedTask {
+    /// Says `connected`, and any resume notice, before the first event.
+    async fn greet(
+        &self,
+        out: &mpsc::Sender<Outbound>,
+        user: UserView,
+        head: Seq,
+        notice: Option<ResumeNotice>,
+    ) {
         let hello = Reply::Connected {
             session_id: self.session_id.as_str().to_owned(),
-            user: self.user.clone(),
+            user,
             resumed: self.resumed,
-            seq: attachment.head,
+            seq: head,
             timestamp: now(),
         };
         let _ = out.send(Outbound::Message(hello.to_json())).await;
-        if let Some(notice) = &attachment.notice {
+        if let Some(notice) = &notice {
             let _ = out
                 .send(Outbound::Message(Reply::for_notice(notice).to_json()))
                 .await;
         }
-        let stop = CancellationToken::new();
-        let handle =
-            tokio::spawn(feed::forward(attachment, out.clone(), stop.clone()).in_current_span());
-        FeedTask { stop, handle }
     }
 
     /// Reads client frames until the client leaves, the server stops, or the
@@ -115,7 +113,6 @@ impl Connection {
         mut stream: SplitStream<WebSocketStream>,
         out: &mpsc::Sender<Outbound>,
         writer_gone: &CancellationToken,
-        feed: &mut FeedTask,
     ) -> Exit {
         let interval = self.ctx.websocket.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -128,13 +125,9 @@ impl Connection {
             let reply = tokio::select! {
                 biased;
                 _ = writer_gone.cancelled() => return Exit::WriterGone,
-                ended = &mut feed.handle => return match ended {
-                    Ok(FeedEnd::MustClose(reason)) => Exit::Close(reason),
-                    _ => Exit::WriterGone,
-                },
                 // Running answers finish first; then there is nothing left to say.
                 _ = self.ctx.chat.drained() => return Exit::Close(CloseReason::ShuttingDown),
-                _ = ping.tick() => match self.on_ping_tick(&mut alive, out).await {
+                _ = ping.tick() => match Box::pin(self.on_ping_tick(&mut alive, out)).await {
                     Some(exit) => return exit,
                     None => continue,
                 },
@@ -207,7 +200,9 @@ impl Connection {
                 tracing::debug!(error = %e, "websocket read failed");
                 Err(Exit::ClientClosed)
             }
-            Some(Ok(Message::Text(text))) => Ok(self.handle_text(&text).await),
+            // Boxed: handling a message awaits deep into the use cases, and an
+            // idle connection should not carry that state machine inline.
+            Some(Ok(Message::Text(text))) => Ok(Box::pin(self.handle_text(&text)).await),
             Some(Ok(Message::Binary(_))) => {
                 Ok(Some(Reply::error(ErrorCode::UnsupportedFrame, None)))
             }

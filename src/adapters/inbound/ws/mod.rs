@@ -5,7 +5,7 @@
 //!
 //! - [`transport`]: frames, the writer task, pings, close codes;
 //! - [`protocol`]: the JSON messages in both directions;
-//! - [`feed`]: forwards a session's conversation to one socket;
+//! - [`feed`]: a session's conversation as frames for one socket's writer;
 //! - [`connection`]: one client's read loop, turning messages into commands.
 
 mod connection;
@@ -140,12 +140,12 @@ pub async fn ws_endpoint(
             let span = tracing::info_span!("ws", session_id = %session_id, user_id = %user.id);
             let connection = Connection {
                 ctx,
-                user: UserView::from(&user),
                 session_id,
                 resumed,
             };
             let attachment = attachment.into_inner().unwrap_or_else(|p| p.into_inner());
-            tracker.track_future(connection.run(socket, attachment).instrument(span))
+            let user = UserView::from(&user);
+            tracker.track_future(connection.run(socket, user, attachment).instrument(span))
         })
         .into_response()
 }

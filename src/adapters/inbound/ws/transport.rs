@@ -12,16 +12,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::inbound::MAX_FRAME_BYTES;
 
+/// Initial read buffer of a connection, in bytes.
+pub const READ_BUFFER: usize = 512;
+
 /// Frames queued for one client before senders wait.
 pub const OUTBOUND_QUEUE: usize = 64;
 /// A client that does not take a single frame for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Socket limits: a small read buffer is what keeps ten thousand idle
-/// connections cheap (tungstenite's default reserves 128 KiB per connection).
+/// Socket limits. The read buffer is what an idle connection mostly costs:
+/// tungstenite reserves it up front (128 KiB by default) and grows it for a
+/// bigger frame, so a small one keeps ten thousand idle connections cheap while
+/// the chat messages clients send (a few hundred bytes) still arrive in one read.
 pub fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * MAX_FRAME_BYTES)
         .max_frame_size(Some(MAX_FRAME_BYTES))
@@ -86,36 +91,94 @@ pub enum Outbound {
     Close(CloseReason),
 }
 
-/// The only place that writes to the socket, so frames leave in queue order.
-/// Cancels `gone` when it stops, whatever the reason.
-pub async fn write_loop(
+/// What a connection's feed hands the writer: a text frame, or the reason it
+/// must close (it fell behind, lost its subscription).
+#[derive(Debug)]
+pub enum FeedFrame {
+    Text(String),
+    Close(CloseReason),
+}
+
+/// A source of frames the writer pulls from besides its queue (the
+/// conversation's events). Pulling, rather than a task pushing into the queue,
+/// saves every connection a task and a hop per token.
+pub trait FrameFeed: Send {
+    /// The next frame. MUST be cancel-safe: the writer drops this future
+    /// whenever its queue has something first.
+    fn next_frame(&mut self) -> impl std::future::Future<Output = FeedFrame> + Send;
+}
+
+/// The only place that writes to the socket: replies and pings from `queue`,
+/// and the feed's frames as they come. Cancels `gone` when it stops, whatever
+/// the reason, and returns the close reason it sent, if any.
+pub async fn write_loop<F: FrameFeed>(
     mut sink: SplitSink<WebSocketStream, Message>,
     mut queue: mpsc::Receiver<Outbound>,
+    mut feed: F,
     gone: CancellationToken,
-) {
-    while let Some(item) = queue.recv().await {
-        let (frame, last) = match item {
-            Outbound::Message(json) => (Message::Text(json), false),
-            Outbound::Ping => (Message::Ping(Vec::new()), false),
-            Outbound::Close(reason) => (Message::close_with(reason.code(), reason.text()), true),
+) -> Option<CloseReason> {
+    let closed = loop {
+        let item = tokio::select! {
+            biased;
+            item = queue.recv() => match item {
+                Some(Outbound::Close(reason)) => {
+                    // What the feed already holds goes out before the close.
+                    if flush_ready(&mut sink, &mut feed).await.is_err() {
+                        break None;
+                    }
+                    Outbound::Close(reason)
+                }
+                Some(item) => item,
+                None => break None,
+            },
+            frame = feed.next_frame() => match frame {
+                FeedFrame::Text(json) => Outbound::Message(json),
+                FeedFrame::Close(reason) => Outbound::Close(reason),
+            },
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "websocket write failed");
-                break;
-            }
-            Err(_) => {
-                tracing::info!("client stopped reading for {WRITE_TIMEOUT:?}; dropping it");
-                break;
-            }
+        let close = match &item {
+            Outbound::Close(reason) => Some(*reason),
+            _ => None,
+        };
+        if send(&mut sink, item).await.is_err() || close.is_some() {
+            break close;
         }
-        if last {
-            break;
-        }
-    }
+    };
     gone.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    closed
+}
+
+/// Writes every frame the feed has ready right now.
+async fn flush_ready<F: FrameFeed>(
+    sink: &mut SplitSink<WebSocketStream, Message>,
+    feed: &mut F,
+) -> Result<(), ()> {
+    use futures_util::FutureExt as _;
+    while let Some(FeedFrame::Text(json)) = feed.next_frame().now_or_never() {
+        send(sink, Outbound::Message(json)).await?;
+    }
+    Ok(())
+}
+
+/// One frame, within [`WRITE_TIMEOUT`].
+async fn send(sink: &mut SplitSink<WebSocketStream, Message>, item: Outbound) -> Result<(), ()> {
+    let frame = match item {
+        Outbound::Message(json) => Message::Text(json),
+        Outbound::Ping => Message::Ping(Vec::new()),
+        Outbound::Close(reason) => Message::close_with(reason.code(), reason.text()),
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "websocket write failed");
+            Err(())
+        }
+        Err(_) => {
+            tracing::info!("client stopped reading for {WRITE_TIMEOUT:?}; dropping it");
+            Err(())
+        }
+    }
 }
 
 /// tungstenite refuses frames over the configured size with a capacity error;
