@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use crate::adapters::queue::{self, PushError};
 use crate::application::ports::{
     AbandonedGeneration, AcceptedClientMessage, ConversationStoreError, EventLog,
     GenerationRegistry, LiveDelivery, LiveItem, LiveStream, LogSlice, StartOutcome, StopStream,
@@ -202,7 +203,7 @@ impl EventLog for InMemoryEventLog {
 /// has, then [`LiveItem::Lagged`], then the end.
 struct Subscriber {
     id: u64,
-    tx: mpsc::Sender<Arc<LoggedEvent>>,
+    tx: queue::Sender<Arc<LoggedEvent>>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -242,7 +243,7 @@ impl Drop for Unsubscribe {
 #[async_trait]
 impl LiveDelivery for InMemoryLiveDelivery {
     async fn subscribe(&self, session: &SessionId) -> Result<LiveStream, ConversationStoreError> {
-        let (tx, rx) = mpsc::channel(LIVE_BUFFER);
+        let (tx, rx) = queue::bounded(LIVE_BUFFER);
         let lagged = Arc::new(AtomicBool::new(false));
         let id = {
             let mut hub = lock(&self.hub);
@@ -267,7 +268,7 @@ impl LiveDelivery for InMemoryLiveDelivery {
             (rx, lagged, Some(guard)),
             |(mut rx, lagged, guard)| async move {
                 guard.as_ref()?;
-                match rx.recv().await {
+                match rx.pop().await {
                     Some(event) => Some((LiveItem::Event(event), (rx, lagged, guard))),
                     None if lagged.load(Ordering::Acquire) => {
                         // Said once; the next poll ends the stream.
@@ -290,13 +291,14 @@ impl LiveDelivery for InMemoryLiveDelivery {
         };
         for event in events {
             let event = Arc::new(event.clone());
-            subs.retain(|sub| match sub.tx.try_send(event.clone()) {
+            subs.retain(|sub| match sub.tx.try_push(event.clone()) {
                 Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(PushError::Full) => {
                     sub.lagged.store(true, Ordering::Release);
+                    sub.tx.close();
                     false
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(PushError::Closed) => false,
             });
         }
         Ok(())

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use poem::web::websocket::{Message, WebSocketStream};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,6 +22,7 @@ use super::super::AppContext;
 use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
 use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
+use crate::adapters::queue;
 use crate::application::{
     Attachment, ChatError, ChatRefusal, ChatRequest, ResumeNotice, StopRefusal,
 };
@@ -57,7 +57,7 @@ impl Connection {
         let _counted = self.ctx.chat.connection_opened();
         tracing::info!(resumed = self.resumed, "websocket connected");
         let (sink, stream) = socket.split();
-        let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (out, out_rx) = queue::bounded(OUTBOUND_QUEUE);
         self.greet(&out, user, attachment.head, attachment.notice.clone())
             .await;
         let writer_gone = CancellationToken::new();
@@ -68,9 +68,10 @@ impl Connection {
         let exit = self.read_loop(stream, &out, &writer_gone).await;
         if let Exit::Close(reason) = exit {
             // The writer sends what the conversation already has, then this.
-            let _ = out.send(Outbound::Close(reason)).await;
+            let _ = out.push(Outbound::Close(reason)).await;
         }
-        drop(out);
+        // Nothing more to queue: the writer ends once it has sent the rest.
+        out.close();
         let closed = match exit {
             Exit::ClientClosed => {
                 writer.abort();
@@ -85,7 +86,7 @@ impl Connection {
     /// Says `connected`, and any resume notice, before the first event.
     async fn greet(
         &self,
-        out: &mpsc::Sender<Outbound>,
+        out: &queue::Sender<Outbound>,
         user: UserView,
         head: Seq,
         notice: Option<ResumeNotice>,
@@ -97,10 +98,10 @@ impl Connection {
             seq: head,
             timestamp: now(),
         };
-        let _ = out.send(Outbound::Message(hello.to_json())).await;
+        let _ = out.push(Outbound::Message(hello.to_json())).await;
         if let Some(notice) = &notice {
             let _ = out
-                .send(Outbound::Message(Reply::for_notice(notice).to_json()))
+                .push(Outbound::Message(Reply::for_notice(notice).to_json()))
                 .await;
         }
     }
@@ -111,7 +112,7 @@ impl Connection {
     async fn read_loop(
         &self,
         mut stream: SplitStream<WebSocketStream>,
-        out: &mpsc::Sender<Outbound>,
+        out: &queue::Sender<Outbound>,
         writer_gone: &CancellationToken,
     ) -> Exit {
         let interval = self.ctx.websocket.ping_interval;
@@ -141,7 +142,7 @@ impl Connection {
             };
             if let Some(reply) = reply {
                 let lost = reply.is_session_expired();
-                if out.send(Outbound::Message(reply.to_json())).await.is_err() {
+                if out.push(Outbound::Message(reply.to_json())).await.is_err() {
                     return Exit::WriterGone;
                 }
                 if lost {
@@ -153,13 +154,13 @@ impl Connection {
 
     /// Tells the client its session is gone, rather than answering
     /// `session_expired` to every message for ever, and closes with 4004.
-    async fn session_lost(&self, out: &mpsc::Sender<Outbound>) -> Exit {
+    async fn session_lost(&self, out: &queue::Sender<Outbound>) -> Exit {
         tracing::info!("session vanished under an open connection");
         let lost = Reply::SessionLost {
             session_id: self.session_id.as_str().to_owned(),
             timestamp: now(),
         };
-        let _ = out.send(Outbound::Message(lost.to_json())).await;
+        let _ = out.push(Outbound::Message(lost.to_json())).await;
         Exit::Close(CloseReason::SessionLost)
     }
 
@@ -168,13 +169,13 @@ impl Connection {
     async fn on_ping_tick(
         &self,
         alive: &mut KeepAlive,
-        out: &mpsc::Sender<Outbound>,
+        out: &queue::Sender<Outbound>,
     ) -> Option<Exit> {
         if alive.last_seen.elapsed() >= self.ctx.websocket.pong_timeout {
             tracing::info!("no pong within the timeout; closing");
             return Some(Exit::Close(CloseReason::PingTimeout));
         }
-        if out.send(Outbound::Ping).await.is_err() {
+        if out.push(Outbound::Ping).await.is_err() {
             return Some(Exit::WriterGone);
         }
         if alive.last_touch.elapsed() >= self.ctx.chat.keep_alive_interval() {

@@ -7,10 +7,10 @@ use std::time::Duration;
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use poem::web::websocket::{CloseCode, Message, WebSocketConfig, WebSocketStream};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::inbound::MAX_FRAME_BYTES;
+use crate::adapters::queue;
 
 /// Initial read buffer of a connection, in bytes.
 pub const READ_BUFFER: usize = 512;
@@ -113,14 +113,14 @@ pub trait FrameFeed: Send {
 /// the reason, and returns the close reason it sent, if any.
 pub async fn write_loop<F: FrameFeed>(
     mut sink: SplitSink<WebSocketStream, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
+    mut queue: queue::Receiver<Outbound>,
     mut feed: F,
     gone: CancellationToken,
 ) -> Option<CloseReason> {
     let closed = loop {
         let item = tokio::select! {
             biased;
-            item = queue.recv() => match item {
+            item = queue.pop() => match item {
                 Some(Outbound::Close(reason)) => {
                     // What the feed already holds goes out before the close.
                     if flush_ready(&mut sink, &mut feed).await.is_err() {
