@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{spawn_app, TestApp, Upstream, WsClient};
+use common::{assert_consecutive, seqs, spawn_app, TestApp, Upstream};
 use serde_json::{json, Value};
 
 async fn app_with_upstream(extra: &[(&str, &str)]) -> (TestApp, Upstream) {
@@ -16,47 +16,6 @@ async fn app_with_upstream(extra: &[(&str, &str)]) -> (TestApp, Upstream) {
     (spawn_app(&env).await, upstream)
 }
 
-/// Opens another tab of `session`, optionally resuming after `last_seq`.
-async fn tab(
-    app: &TestApp,
-    token: &str,
-    session: &str,
-    last_seq: Option<u64>,
-) -> (WsClient, Value) {
-    let mut query = format!("?token={token}&sessionId={session}");
-    if let Some(n) = last_seq {
-        query.push_str(&format!("&lastSeq={n}"));
-    }
-    let (client, hello) = app.connect_query(&query).await;
-    assert_eq!(hello["resumed"], true, "{hello}");
-    (client, hello)
-}
-
-/// Reads events until (and including) the `stream-end` of the answer.
-async fn until_stream_end(client: &mut WsClient) -> Vec<Value> {
-    let mut seen = Vec::new();
-    loop {
-        let m = client.recv().await;
-        let end = m["type"] == "stream-end";
-        seen.push(m);
-        if end {
-            return seen;
-        }
-    }
-}
-
-fn seqs(events: &[Value]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|e| e["seq"].as_u64().expect("seq"))
-        .collect()
-}
-
-fn assert_consecutive(events: &[Value], from: u64) {
-    let want: Vec<u64> = (from..from + events.len() as u64).collect();
-    assert_eq!(seqs(events), want, "no gap, no duplicate");
-}
-
 #[tokio::test]
 async fn a_second_tab_sees_the_first_tabs_message_and_every_token_live() {
     let (app, _upstream) = app_with_upstream(&[]).await;
@@ -64,7 +23,7 @@ async fn a_second_tab_sees_the_first_tabs_message_and_every_token_live() {
     let (mut first, hello) = app.connect(&token).await;
     assert_eq!(hello["seq"], 0);
     let session = hello["sessionId"].as_str().unwrap().to_owned();
-    let (mut second, hello2) = tab(&app, &token, &session, None).await;
+    let (mut second, hello2) = app.tab(&token, &session, None).await;
     assert_eq!(hello2["seq"], 0);
 
     first
@@ -80,7 +39,7 @@ async fn a_second_tab_sees_the_first_tabs_message_and_every_token_live() {
     assert_eq!(ack["seq"], 1);
     assert!(ack.get("duplicate").is_none(), "{ack}");
 
-    let seen = until_stream_end(&mut second).await;
+    let seen = second.until_stream_end().await;
     assert_eq!(seen[0]["type"], "user-message");
     assert_eq!(seen[0]["content"], "hello there");
     assert_eq!(seen[0]["clientMessageId"], "c-1");
@@ -96,7 +55,7 @@ async fn a_second_tab_sees_the_first_tabs_message_and_every_token_live() {
     assert_eq!(text, common::stub_reply("hello there"));
     assert_eq!(seen.last().unwrap()["status"], "completed");
     // The sender saw the same events (around its ack).
-    let mine: Vec<Value> = until_stream_end(&mut first).await;
+    let mine: Vec<Value> = first.until_stream_end().await;
     assert_eq!(mine.last().unwrap()["seq"], seen.last().unwrap()["seq"]);
 }
 
@@ -117,9 +76,9 @@ async fn a_client_cut_off_mid_answer_resumes_with_exactly_what_it_missed() {
     drop(client);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let (mut back, hello) = tab(&app, &token, &session, Some(last_seq)).await;
+    let (mut back, hello) = app.tab(&token, &session, Some(last_seq)).await;
     assert!(hello["seq"].as_u64().unwrap() > last_seq, "{hello}");
-    let after = until_stream_end(&mut back).await;
+    let after = back.until_stream_end().await;
     assert_consecutive(&after, last_seq + 1);
     assert_eq!(after.last().unwrap()["status"], "completed");
     let tokens = before
@@ -144,16 +103,16 @@ async fn resuming_while_tokens_are_produced_has_no_gap_or_duplicate() {
     let mut joined = Vec::new();
     for i in 0..20u64 {
         tokio::time::sleep(Duration::from_millis(120)).await;
-        let (tab, hello) = tab(&app, &token, &session, Some(i)).await;
+        let (tab, hello) = app.tab(&token, &session, Some(i)).await;
         joined.push((i, tab, hello));
     }
     for (after, mut tab, hello) in joined {
-        let events = until_stream_end(&mut tab).await;
+        let events = tab.until_stream_end().await;
         assert_consecutive(&events, after + 1);
         assert!(hello["seq"].as_u64().unwrap() >= after);
         assert_eq!(events.last().unwrap()["status"], "completed");
     }
-    until_stream_end(&mut client).await;
+    client.until_stream_end().await;
 }
 
 #[tokio::test]
@@ -162,7 +121,7 @@ async fn stop_from_another_tab_ends_the_answer_for_every_tab() {
     let token = app.register("alice").await;
     let (mut asker, hello) = app.connect(&token).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
-    let (mut other, _) = tab(&app, &token, &session, None).await;
+    let (mut other, _) = app.tab(&token, &session, None).await;
     asker
         .send_json(json!({"type": "chat", "content": "endless"}))
         .await;
@@ -188,7 +147,7 @@ async fn stop_from_another_tab_ends_the_answer_for_every_tab() {
     let asked = Instant::now();
     other.send_json(json!({"type": "stop"})).await;
     for client in [&mut other, &mut asker] {
-        let events = until_stream_end(client).await;
+        let events = client.until_stream_end().await;
         assert_eq!(events.last().unwrap()["status"], "cancelled");
     }
     assert!(
@@ -206,7 +165,7 @@ async fn a_resent_client_message_id_starts_nothing() {
     let (mut client, _) = app.connect(&token).await;
     let chat = json!({"type": "chat", "content": "only once", "clientMessageId": "same-id"});
     client.send_json(chat.clone()).await;
-    let first = until_stream_end(&mut client).await;
+    let first = client.until_stream_end().await;
     let ack = first.iter().find(|m| m["type"] == "ack").unwrap().clone();
     let requests = upstream.request_count();
 
@@ -238,9 +197,9 @@ async fn an_answer_nobody_watches_still_completes_and_is_replayed() {
     drop(client);
     // Ten tokens 50 ms apart: done well within a second.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (mut back, hello) = tab(&app, &token, &session, Some(1)).await;
+    let (mut back, hello) = app.tab(&token, &session, Some(1)).await;
     assert_eq!(hello["seq"], 13, "user-message, start, 10 tokens, end");
-    let events = until_stream_end(&mut back).await;
+    let events = back.until_stream_end().await;
     assert_consecutive(&events, 2);
     assert_eq!(events.last().unwrap()["status"], "completed");
     // And it joined the history the AI sees next.
@@ -273,8 +232,8 @@ async fn an_answer_nobody_watches_for_too_long_is_cancelled() {
     );
     let waited = left.elapsed();
     assert!(waited >= Duration::from_secs(1), "{waited:?}");
-    let (mut back, _) = tab(&app, &token, &session, Some(0)).await;
-    let events = until_stream_end(&mut back).await;
+    let (mut back, _) = app.tab(&token, &session, Some(0)).await;
+    let events = back.until_stream_end().await;
     assert_eq!(events.last().unwrap()["status"], "cancelled");
     assert!(
         events.iter().any(|m| m["type"] == "stream-token"),
@@ -292,7 +251,7 @@ async fn a_trimmed_log_says_history_lost_then_replays_what_it_holds() {
     client.chat("nine ten eleven twelve thirteen").await;
     drop(client);
 
-    let (mut back, hello) = tab(&app, &token, &session, Some(1)).await;
+    let (mut back, hello) = app.tab(&token, &session, Some(1)).await;
     let head = hello["seq"].as_u64().unwrap();
     let lost = back.recv().await;
     assert_eq!(lost["type"], "history-lost", "{lost}");
@@ -317,7 +276,7 @@ async fn a_last_seq_ahead_of_the_session_is_an_error_and_nothing_is_replayed() {
     let (mut client, hello) = app.connect(&token).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
     client.chat("hi").await;
-    let (mut back, hello) = tab(&app, &token, &session, Some(500)).await;
+    let (mut back, hello) = app.tab(&token, &session, Some(500)).await;
     let err = back.recv().await;
     assert_eq!(err["type"], "error");
     assert_eq!(err["code"], "last_seq_ahead");
@@ -357,7 +316,7 @@ async fn human_escalation_reaches_every_tab_with_a_seq() {
     let token = app.register("alice").await;
     let (mut first, hello) = app.connect(&token).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
-    let (mut second, _) = tab(&app, &token, &session, None).await;
+    let (mut second, _) = app.tab(&token, &session, None).await;
     first.send_json(json!({"type": "human-escalation"})).await;
     for client in [&mut first, &mut second] {
         let m = client.recv().await;
@@ -410,7 +369,7 @@ async fn rest_lists_sessions_and_replays_the_same_events_as_the_socket() {
         (Some(head), Some(false))
     );
     assert!(page.get("nextAfterSeq").is_none(), "{page}");
-    let (mut replay, _) = tab(&app, &token, &session, Some(0)).await;
+    let (mut replay, _) = app.tab(&token, &session, Some(0)).await;
     let mut socket_events = Vec::new();
     for _ in 0..head {
         socket_events.push(replay.recv().await);

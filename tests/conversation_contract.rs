@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::redis::{delete_prefix, redis_url, skip_without_redis};
+use common::redis::{cleaning_up, redis_url, skip_without_redis};
 use std::collections::HashSet;
 use std::future::Future;
 use std::io::Write as _;
@@ -505,15 +505,11 @@ where
     let Some(backend) = redis_backend().await else {
         return;
     };
-    let outcome = tokio::spawn(case(backend.clone())).await;
-    if let Backend::Redis { url, prefix, .. } = &backend {
-        if let Err(e) = delete_prefix(url, prefix).await {
-            let _ = writeln!(std::io::stderr(), "could not delete {prefix}:*: {e}");
-        }
-    }
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    let (url, prefix) = match &backend {
+        Backend::Redis { url, prefix, .. } => (url.clone(), prefix.clone()),
+        _ => unreachable!("redis_backend makes Redis backends"),
+    };
+    cleaning_up(&url, &prefix, case(backend)).await;
 }
 
 macro_rules! contract {

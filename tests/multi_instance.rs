@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::{delete_prefix, redis_answers, redis_url, skip_without_redis};
-use common::{spawn_process_at, TestProcess, Upstream, WsClient};
+use common::{assert_consecutive, spawn_process_at, TestProcess, Upstream};
 use serde_json::{json, Value};
 
 /// Three instances on one Redis key prefix, deleted afterwards.
@@ -58,34 +58,6 @@ impl Cluster {
     }
 }
 
-async fn tab(node: &TestProcess, token: &str, session: &str, last_seq: Option<u64>) -> WsClient {
-    let mut query = format!("?token={token}&sessionId={session}");
-    if let Some(n) = last_seq {
-        query.push_str(&format!("&lastSeq={n}"));
-    }
-    let (client, hello) = node.connect_query(&query).await;
-    assert_eq!(hello["resumed"], true, "{hello}");
-    client
-}
-
-async fn until_stream_end(client: &mut WsClient) -> Vec<Value> {
-    let mut seen = Vec::new();
-    loop {
-        let m = client.recv().await;
-        let end = m["type"] == "stream-end";
-        seen.push(m);
-        if end {
-            return seen;
-        }
-    }
-}
-
-fn assert_consecutive(events: &[Value], from: u64) {
-    let got: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    let want: Vec<u64> = (from..from + events.len() as u64).collect();
-    assert_eq!(got, want, "no gap, no duplicate");
-}
-
 #[tokio::test]
 async fn tabs_on_other_instances_see_everything_and_a_cut_client_resumes_elsewhere() {
     let Some(cluster) = Cluster::start(&[]).await else {
@@ -97,11 +69,11 @@ async fn tabs_on_other_instances_see_everything_and_a_cut_client_resumes_elsewhe
     let token = a.register("alice").await;
     let (mut on_a, hello) = a.connect(&token).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
-    let mut on_b = tab(b, &token, &session, None).await;
+    let (mut on_b, _) = b.tab(&token, &session, None).await;
 
     on_a.send_json(json!({"type": "chat", "content": "fast:200"}))
         .await;
-    let watched = until_stream_end(&mut on_b).await;
+    let watched = on_b.until_stream_end().await;
     assert_eq!(watched[0]["type"], "user-message");
     assert_eq!(watched[0]["content"], "fast:200");
     assert_consecutive(&watched, 1);
@@ -124,8 +96,8 @@ async fn tabs_on_other_instances_see_everything_and_a_cut_client_resumes_elsewhe
     }
     let last_seq = before.last().unwrap()["seq"].as_u64().unwrap();
     drop(on_a);
-    let mut on_c = tab(c, &token, &session, Some(last_seq)).await;
-    let after = until_stream_end(&mut on_c).await;
+    let (mut on_c, _) = c.tab(&token, &session, Some(last_seq)).await;
+    let after = on_c.until_stream_end().await;
     assert_consecutive(&after, last_seq + 1);
     assert_eq!(after.last().unwrap()["status"], "completed");
     let total = before
@@ -154,10 +126,10 @@ async fn replay_on_another_instance_while_tokens_flow_never_gaps_or_repeats() {
     for i in 0..24u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let node = if i % 2 == 0 { b } else { c };
-        joined.push((i, tab(node, &token, &session, Some(i)).await));
+        joined.push((i, node.tab(&token, &session, Some(i)).await.0));
     }
     for (after, mut client) in joined {
-        let events = until_stream_end(&mut client).await;
+        let events = client.until_stream_end().await;
         assert_consecutive(&events, after + 1);
         assert_eq!(events.last().unwrap()["status"], "completed");
     }
@@ -175,8 +147,8 @@ async fn a_stop_from_a_third_instance_cancels_within_a_second_and_duplicates_sta
     let token = a.register("alice").await;
     let (mut on_a, hello) = a.connect(&token).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
-    let mut on_b = tab(b, &token, &session, None).await;
-    let mut on_c = tab(c, &token, &session, None).await;
+    let (mut on_b, _) = b.tab(&token, &session, None).await;
+    let (mut on_c, _) = c.tab(&token, &session, None).await;
 
     let chat = json!({"type": "chat", "content": "endless", "clientMessageId": "only-once"});
     on_a.send_json(chat.clone()).await;
@@ -205,7 +177,7 @@ async fn a_stop_from_a_third_instance_cancels_within_a_second_and_duplicates_sta
     let asked = Instant::now();
     on_c.send_json(json!({"type": "stop"})).await;
     for client in [&mut on_c, &mut on_a, &mut on_b] {
-        let events = until_stream_end(client).await;
+        let events = client.until_stream_end().await;
         assert_eq!(events.last().unwrap()["status"], "cancelled");
     }
     assert!(
@@ -230,7 +202,7 @@ async fn killing_the_instance_that_runs_an_answer_ends_it_elsewhere() {
     let token = cluster.nodes[0].register("alice").await;
     let (mut on_a, hello) = cluster.nodes[0].connect(&token).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
-    let mut on_b = tab(&cluster.nodes[1], &token, &session, None).await;
+    let (mut on_b, _) = cluster.nodes[1].tab(&token, &session, None).await;
     on_a.send_json(json!({"type": "chat", "content": "endless"}))
         .await;
     let mut seen = Vec::new();
@@ -239,7 +211,7 @@ async fn killing_the_instance_that_runs_an_answer_ends_it_elsewhere() {
     }
     let killed = Instant::now();
     cluster.nodes[0].child.start_kill().unwrap();
-    let rest = until_stream_end(&mut on_b).await;
+    let rest = on_b.until_stream_end().await;
     assert!(
         killed.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -272,8 +244,8 @@ async fn an_answer_with_every_tab_closed_completes_and_is_replayed_elsewhere() {
     assert_eq!(on_a.recv().await["type"], "user-message");
     drop(on_a);
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let mut on_b = tab(b, &token, &session, Some(1)).await;
-    let events = until_stream_end(&mut on_b).await;
+    let (mut on_b, _) = b.tab(&token, &session, Some(1)).await;
+    let events = on_b.until_stream_end().await;
     assert_consecutive(&events, 2);
     assert_eq!(events.last().unwrap()["status"], "completed");
 

@@ -309,6 +309,23 @@ impl TestApp {
         (client, hello)
     }
 
+    /// Opens another tab of `session` (which must be resumed), optionally
+    /// replaying what came after `last_seq`.
+    pub async fn tab(
+        &self,
+        token: &str,
+        session: &str,
+        last_seq: Option<u64>,
+    ) -> (WsClient, Value) {
+        let mut query = format!("?token={token}&sessionId={session}");
+        if let Some(n) = last_seq {
+            query.push_str(&format!("&lastSeq={n}"));
+        }
+        let (client, hello) = self.connect_query(&query).await;
+        assert_eq!(hello["resumed"], true, "{hello}");
+        (client, hello)
+    }
+
     /// Tries to connect and returns the HTTP status of the refusal.
     pub async fn connect_refused_status(&self, request: impl IntoClientRequest + Unpin) -> u16 {
         match tokio_tungstenite::connect_async(request).await {
@@ -403,6 +420,19 @@ impl WsClient {
         }
     }
 
+    /// Every message up to and including the next `stream-end`.
+    pub async fn until_stream_end(&mut self) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let m = self.recv().await;
+            let end = m["type"] == "stream-end";
+            seen.push(m);
+            if end {
+                return seen;
+            }
+        }
+    }
+
     /// Waits for the server to close; returns the close code if a close frame came.
     pub async fn closed(&mut self, within: Duration) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + within;
@@ -431,6 +461,20 @@ impl Exchange {
     pub fn text(&self) -> String {
         self.tokens.concat()
     }
+}
+
+/// The `seq`s of conversation events.
+pub fn seqs(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+/// Asserts the events are seqs `from`, `from + 1`, … with no gap or duplicate.
+pub fn assert_consecutive(events: &[Value], from: u64) {
+    let want: Vec<u64> = (from..from + events.len() as u64).collect();
+    assert_eq!(seqs(events), want, "no gap, no duplicate");
 }
 
 /// True for `2025-09-12T10:30:00.000Z`-shaped strings.

@@ -70,3 +70,18 @@ pub async fn delete_prefix(url: &str, prefix: &str) -> redis::RedisResult<()> {
         cursor = next;
     }
 }
+
+/// Runs a test `case` that writes under `prefix:` and deletes those keys
+/// afterwards, even when the case failed (its panic is re-raised after).
+pub async fn cleaning_up<Fut>(url: &str, prefix: &str, case: Fut)
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let outcome = tokio::spawn(case).await;
+    if let Err(e) = delete_prefix(url, prefix).await {
+        let _ = writeln!(std::io::stderr(), "could not delete {prefix}:*: {e}");
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
