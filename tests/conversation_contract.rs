@@ -115,7 +115,7 @@ fn user_message(client_id: Option<&str>) -> (chrono::DateTime<Utc>, Conversation
     )
 }
 
-fn seqs(events: &[LoggedEvent]) -> Vec<Seq> {
+fn seqs(events: &[SharedEvent]) -> Vec<Seq> {
     events.iter().map(|e| e.seq).collect()
 }
 
@@ -309,7 +309,7 @@ async fn a_stalled_subscriber_slows_nobody(backend: Backend) {
                     at: Utc::now(),
                     event: token(seq as usize).1,
                 };
-                live.publish(&s, &[event]).await.unwrap();
+                live.publish(&s, &[Arc::new(event)]).await.unwrap();
                 // A token stream's pace, not a tight loop: a reader that keeps
                 // up must never be told it lagged.
                 if seq % 50 == 0 {
@@ -696,7 +696,7 @@ async fn redis_undecodable_live_message_is_skipped() {
             at: Utc::now(),
             event: token(1).1,
         };
-        live.publish(&s, &[good]).await.unwrap();
+        live.publish(&s, &[Arc::new(good)]).await.unwrap();
         assert_eq!(next_event(&mut stream).await.seq, 1);
     })
     .await;
@@ -786,7 +786,11 @@ async fn redis_live_and_stops_survive_a_lost_connection() {
             at: Utc::now(),
             event: token(seq as usize).1,
         };
-        direct.live.publish(&s, &[event(1)]).await.unwrap();
+        direct
+            .live
+            .publish(&s, &[Arc::new(event(1))])
+            .await
+            .unwrap();
         assert_eq!(next_event(&mut stream).await.seq, 1);
 
         proxy.cut();
@@ -801,7 +805,11 @@ async fn redis_live_and_stops_survive_a_lost_connection() {
 
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         for seq in 2.. {
-            direct.live.publish(&s, &[event(seq)]).await.unwrap();
+            direct
+                .live
+                .publish(&s, &[Arc::new(event(seq))])
+                .await
+                .unwrap();
             match tokio::time::timeout(Duration::from_millis(250), stream.next()).await {
                 Ok(Some(LiveItem::Event(_))) => break,
                 Ok(Some(LiveItem::Lagged { .. })) | Err(_) => {}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::ports::{ConversationStoreError, EventLog, LiveItem, LiveStream};
+use super::ports::{ConversationStoreError, EventLog, LiveItem, LiveStream, SharedEvent};
 use crate::domain::conversation::{LoggedEvent, Seq};
 use crate::domain::SessionId;
 
@@ -124,10 +124,10 @@ impl Attachment {
         self.pending.back().map_or(self.delivered, |e| e.seq)
     }
 
-    fn queue(&mut self, events: Vec<LoggedEvent>) {
+    fn queue(&mut self, events: Vec<SharedEvent>) {
         let after = self.queued_up_to();
         self.pending
-            .extend(events.into_iter().filter(|e| e.seq > after).map(Arc::new));
+            .extend(events.into_iter().filter(|e| e.seq > after));
     }
 
     /// The next event after everything already handed out.
@@ -192,7 +192,7 @@ mod tests {
         log.expect_read_after().returning(move |_, after, limit| {
             let from = (after + 1).max(oldest);
             Ok(LogSlice {
-                events: (from..=head).take(limit).map(ev).collect(),
+                events: (from..=head).take(limit).map(ev).map(Arc::new).collect(),
                 head,
                 oldest,
             })
@@ -275,7 +275,7 @@ mod tests {
         log.expect_head().returning(|_| Ok(3));
         log.expect_read_after().returning(|_, after, _| {
             Ok(LogSlice {
-                events: ((after + 1)..=6).map(ev).collect(),
+                events: ((after + 1)..=6).map(ev).map(Arc::new).collect(),
                 head: 6,
                 oldest: 1,
             })

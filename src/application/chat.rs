@@ -20,12 +20,10 @@ use super::attachment::Attachment;
 use super::generation::{self, Job};
 use super::ports::{
     AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog, GenerationRegistry,
-    LiveDelivery, LogSlice, SessionCounts, SessionStore, SessionStoreError, StartOutcome, Stats,
-    StatsSnapshot,
+    LiveDelivery, LogSlice, SessionCounts, SessionStore, SessionStoreError, SharedEvent,
+    StartOutcome, Stats, StatsSnapshot,
 };
-use crate::domain::conversation::{
-    ClientMessageId, ConversationEvent, Generation, LoggedEvent, Seq,
-};
+use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::{
     ChatContent, ChatMessage, MessageId, Role, Session, SessionId, SessionUser, User,
 };
@@ -517,7 +515,7 @@ impl Inner {
         &self,
         session: &SessionId,
         events: Vec<ConversationEvent>,
-    ) -> Option<Vec<LoggedEvent>> {
+    ) -> Option<Vec<SharedEvent>> {
         if events.is_empty() {
             return Some(Vec::new());
         }
@@ -533,7 +531,7 @@ impl Inner {
     }
 
     /// Publishes; a failure only delays delivery (watchers catch up from the log).
-    pub(super) async fn publish(&self, session: &SessionId, events: &[LoggedEvent]) {
+    pub(super) async fn publish(&self, session: &SessionId, events: &[SharedEvent]) {
         if let Err(e) = self.live.publish(session, events).await {
             tracing::warn!(session_id = %session, error = %ErrorChain(&e), "could not publish events");
         }
@@ -828,11 +826,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, (at, event))| {
                     all.push(event.clone());
-                    LoggedEvent {
+                    Arc::new(crate::domain::conversation::LoggedEvent {
                         seq: first + i as Seq,
                         at,
                         event,
-                    }
+                    })
                 })
                 .collect();
             Ok(out)

@@ -367,12 +367,16 @@ impl ConversationStoreError {
     }
 }
 
+/// A logged event as every holder shares it: the log, the live delivery and
+/// each connection's queue point at one allocation instead of copying tokens.
+pub type SharedEvent = std::sync::Arc<LoggedEvent>;
+
 /// A stretch of a session's log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSlice {
     /// The events after the requested seq that the log still holds, oldest
     /// first, at most the requested number.
-    pub events: Vec<LoggedEvent>,
+    pub events: Vec<SharedEvent>,
     /// The session's latest seq when the read was made (0 for an empty log).
     pub head: Seq,
     /// The oldest seq the log still holds (`head + 1` when it holds nothing).
@@ -419,7 +423,7 @@ pub trait EventLog: Send + Sync {
         &self,
         session: &SessionId,
         events: Vec<(DateTime<Utc>, ConversationEvent)>,
-    ) -> Result<Vec<LoggedEvent>, ConversationStoreError>;
+    ) -> Result<Vec<SharedEvent>, ConversationStoreError>;
     /// Up to `limit` events with a seq greater than `after`.
     async fn read_after(
         &self,
@@ -441,7 +445,7 @@ pub trait EventLog: Send + Sync {
 /// the log).
 #[derive(Debug, Clone)]
 pub enum LiveItem {
-    Event(std::sync::Arc<LoggedEvent>),
+    Event(SharedEvent),
     /// Events were dropped for this subscriber; `missed` is how many, if known.
     Lagged {
         missed: u64,
@@ -467,7 +471,7 @@ pub trait LiveDelivery: Send + Sync {
     async fn publish(
         &self,
         session: &SessionId,
-        events: &[LoggedEvent],
+        events: &[SharedEvent],
     ) -> Result<(), ConversationStoreError>;
     /// How many subscriptions the session has, over all instances (may lag
     /// reality by a few seconds where instances share it).

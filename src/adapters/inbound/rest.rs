@@ -667,7 +667,7 @@ fn events_body(session: &SessionId, after: Seq, slice: LogSlice) -> EventsBody {
     EventsBody {
         session_id: session.as_str().to_owned(),
         history_lost: slice.lost_after(after),
-        events: slice.events.iter().map(event_value).collect(),
+        events: slice.events.iter().map(|e| event_value(e)).collect(),
         seq: slice.head,
         oldest_seq: slice.oldest,
         next_after_seq: (last < slice.head).then_some(last),

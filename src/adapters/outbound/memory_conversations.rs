@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use crate::adapters::queue::{self, PushError};
 use crate::application::ports::{
     AbandonedGeneration, AcceptedClientMessage, ConversationStoreError, EventLog,
-    GenerationRegistry, LiveDelivery, LiveItem, LiveStream, LogSlice, StartOutcome, StopStream,
-    CLIENT_MESSAGE_IDS_KEPT,
+    GenerationRegistry, LiveDelivery, LiveItem, LiveStream, LogSlice, SharedEvent, StartOutcome,
+    StopStream, CLIENT_MESSAGE_IDS_KEPT,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
 use crate::domain::{MessageId, SessionId};
@@ -39,7 +39,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ------------------------------------------------------------------ log
 
 struct SessionLog {
-    events: VecDeque<LoggedEvent>,
+    events: VecDeque<SharedEvent>,
     head: Seq,
     client_ids: VecDeque<(ClientMessageId, AcceptedClientMessage)>,
     last_used: Instant,
@@ -120,7 +120,7 @@ impl EventLog for InMemoryEventLog {
         &self,
         session: &SessionId,
         events: Vec<(DateTime<Utc>, ConversationEvent)>,
-    ) -> Result<Vec<LoggedEvent>, ConversationStoreError> {
+    ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
         let now = Instant::now();
         let mut state = lock(&self.state);
         self.sweep(&mut state, now);
@@ -132,11 +132,11 @@ impl EventLog for InMemoryEventLog {
         let mut stored = Vec::with_capacity(events.len());
         for (at, event) in events {
             log.head += 1;
-            let logged = LoggedEvent {
+            let logged = Arc::new(LoggedEvent {
                 seq: log.head,
                 at,
                 event,
-            };
+            });
             log.remember_client_id(&logged);
             log.events.push_back(logged.clone());
             stored.push(logged);
@@ -283,14 +283,13 @@ impl LiveDelivery for InMemoryLiveDelivery {
     async fn publish(
         &self,
         session: &SessionId,
-        events: &[LoggedEvent],
+        events: &[SharedEvent],
     ) -> Result<(), ConversationStoreError> {
         let mut hub = lock(&self.hub);
         let Some(subs) = hub.sessions.get_mut(session) else {
             return Ok(());
         };
         for event in events {
-            let event = Arc::new(event.clone());
             subs.retain(|sub| match sub.tx.try_push(event.clone()) {
                 Ok(()) => true,
                 Err(PushError::Full) => {

@@ -2,6 +2,7 @@
 //! domain types stay free of serde and the stored format can only change on
 //! purpose (with the key layout's version).
 
+use crate::application::ports::SharedEvent;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -250,7 +251,7 @@ pub(super) fn decode_entry(raw: &[u8], seq: Seq) -> Result<LoggedEvent, Conversa
 }
 
 /// One live message: the batch as a JSON array.
-pub(super) fn encode_batch(events: &[LoggedEvent]) -> Result<String, ConversationStoreError> {
+pub(super) fn encode_batch(events: &[SharedEvent]) -> Result<String, ConversationStoreError> {
     let batch: Vec<LiveEvent> = events
         .iter()
         .map(|e| LiveEvent {
@@ -363,7 +364,8 @@ mod tests {
                 event,
             })
             .collect();
-        let raw = encode_batch(&events).unwrap();
+        let shared: Vec<SharedEvent> = events.iter().cloned().map(std::sync::Arc::new).collect();
+        let raw = encode_batch(&shared).unwrap();
         assert_eq!(decode_batch(raw.as_bytes()).unwrap(), events);
     }
 

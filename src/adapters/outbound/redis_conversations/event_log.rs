@@ -1,6 +1,9 @@
 //! [`EventLog`] in Redis: a list of entries and a head counter per session,
 //! written by one script so seqs are assigned atomically across instances.
 
+use std::sync::Arc;
+
+use crate::application::ports::SharedEvent;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -183,7 +186,7 @@ fn slice(
     let events = entries
         .iter()
         .zip(first..)
-        .map(|(raw, seq)| decode_entry(raw, seq))
+        .map(|(raw, seq)| decode_entry(raw, seq).map(Arc::new))
         .collect::<Result<_, _>>()?;
     Ok(LogSlice {
         events,
@@ -198,7 +201,7 @@ impl EventLog for RedisEventLog {
         &self,
         session: &SessionId,
         events: Vec<(DateTime<Utc>, ConversationEvent)>,
-    ) -> Result<Vec<LoggedEvent>, ConversationStoreError> {
+    ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -222,7 +225,7 @@ impl EventLog for RedisEventLog {
         Ok(events
             .into_iter()
             .zip(first..)
-            .map(|((at, event), seq)| LoggedEvent { seq, at, event })
+            .map(|((at, event), seq)| Arc::new(LoggedEvent { seq, at, event }))
             .collect())
     }
 

@@ -2,6 +2,7 @@
 //! connection per instance, and a bounded broadcast ring per locally watched
 //! session so a slow subscriber only ever lags itself.
 
+use crate::application::ports::SharedEvent;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
@@ -13,7 +14,6 @@ use super::codec::encode_batch;
 use super::pubsub::{Hub, Subscription};
 use super::Keys;
 use crate::application::ports::{ConversationStoreError, LiveDelivery, LiveItem, LiveStream};
-use crate::domain::conversation::LoggedEvent;
 use crate::domain::SessionId;
 
 /// KEYS: watchers hash. Sums the counts whose expiry has not passed and drops
@@ -77,7 +77,7 @@ impl LiveDelivery for RedisLiveDelivery {
     async fn publish(
         &self,
         session: &SessionId,
-        events: &[LoggedEvent],
+        events: &[SharedEvent],
     ) -> Result<(), ConversationStoreError> {
         if events.is_empty() {
             return Ok(());
