@@ -36,6 +36,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Independent locks for disjoint sets of sessions. Generations of different
+/// sessions then never wait for each other; on a busy two-core machine one
+/// global lock showed up as latency spikes whenever its holder was preempted.
+struct Sharded<T> {
+    shards: Box<[Mutex<T>]>,
+    hasher: std::hash::RandomState,
+}
+
+/// Enough that two workers rarely meet on one lock; small enough to sweep.
+const SHARDS: usize = 32;
+
+impl<T: Default> Sharded<T> {
+    fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(T::default())).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn of(&self, session: &SessionId) -> MutexGuard<'_, T> {
+        use std::hash::BuildHasher as _;
+        let i = (self.hasher.hash_one(session) as usize) % self.shards.len();
+        lock(&self.shards[i])
+    }
+}
+
 // ------------------------------------------------------------------ log
 
 struct SessionLog {
@@ -50,11 +76,20 @@ struct LogState {
     last_sweep: Instant,
 }
 
+impl Default for LogState {
+    fn default() -> Self {
+        Self {
+            sessions: HashMap::new(),
+            last_sweep: Instant::now(),
+        }
+    }
+}
+
 /// [`EventLog`] in memory.
 pub struct InMemoryEventLog {
     limit: usize,
     ttl: Duration,
-    state: Mutex<LogState>,
+    state: Sharded<LogState>,
 }
 
 impl InMemoryEventLog {
@@ -64,10 +99,7 @@ impl InMemoryEventLog {
         Self {
             limit: limit.max(1),
             ttl,
-            state: Mutex::new(LogState {
-                sessions: HashMap::new(),
-                last_sweep: Instant::now(),
-            }),
+            state: Sharded::new(),
         }
     }
 
@@ -122,7 +154,7 @@ impl EventLog for InMemoryEventLog {
         events: Vec<(DateTime<Utc>, ConversationEvent)>,
     ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
         let now = Instant::now();
-        let mut state = lock(&self.state);
+        let mut state = self.state.of(session);
         self.sweep(&mut state, now);
         let log = state
             .sessions
@@ -154,7 +186,7 @@ impl EventLog for InMemoryEventLog {
         after: Seq,
         limit: usize,
     ) -> Result<LogSlice, ConversationStoreError> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.of(session);
         let Some(log) = state.sessions.get_mut(session) else {
             return Ok(LogSlice {
                 events: Vec::new(),
@@ -175,7 +207,9 @@ impl EventLog for InMemoryEventLog {
     }
 
     async fn head(&self, session: &SessionId) -> Result<Seq, ConversationStoreError> {
-        Ok(lock(&self.state)
+        Ok(self
+            .state
+            .of(session)
             .sessions
             .get(session)
             .map_or(0, |l| l.head))
@@ -186,13 +220,18 @@ impl EventLog for InMemoryEventLog {
         session: &SessionId,
         id: &ClientMessageId,
     ) -> Result<Option<AcceptedClientMessage>, ConversationStoreError> {
-        Ok(lock(&self.state).sessions.get(session).and_then(|log| {
-            log.client_ids
-                .iter()
-                .rev()
-                .find(|(known, _)| known == id)
-                .map(|(_, accepted)| accepted.clone())
-        }))
+        Ok(self
+            .state
+            .of(session)
+            .sessions
+            .get(session)
+            .and_then(|log| {
+                log.client_ids
+                    .iter()
+                    .rev()
+                    .find(|(known, _)| known == id)
+                    .map(|(_, accepted)| accepted.clone())
+            }))
     }
 }
 
@@ -216,21 +255,28 @@ struct Hub {
 /// [`LiveDelivery`] in memory: each session's subscribers, each with its own
 /// queue of [`LIVE_BUFFER`] events, so a stalled tab never slows the
 /// generation or the other tabs. A session with no subscriber costs nothing.
-#[derive(Default)]
 pub struct InMemoryLiveDelivery {
-    hub: Arc<Mutex<Hub>>,
+    hub: Arc<Sharded<Hub>>,
+}
+
+impl Default for InMemoryLiveDelivery {
+    fn default() -> Self {
+        Self {
+            hub: Arc::new(Sharded::new()),
+        }
+    }
 }
 
 /// Removes the subscriber from its session when its stream is dropped.
 struct Unsubscribe {
-    hub: Arc<Mutex<Hub>>,
+    hub: Arc<Sharded<Hub>>,
     session: SessionId,
     id: u64,
 }
 
 impl Drop for Unsubscribe {
     fn drop(&mut self) {
-        let mut hub = lock(&self.hub);
+        let mut hub = self.hub.of(&self.session);
         if let Some(subs) = hub.sessions.get_mut(&self.session) {
             subs.retain(|s| s.id != self.id);
             if subs.is_empty() {
@@ -246,7 +292,7 @@ impl LiveDelivery for InMemoryLiveDelivery {
         let (tx, rx) = queue::bounded(LIVE_BUFFER);
         let lagged = Arc::new(AtomicBool::new(false));
         let id = {
-            let mut hub = lock(&self.hub);
+            let mut hub = self.hub.of(session);
             hub.next_id += 1;
             let id = hub.next_id;
             hub.sessions
@@ -285,7 +331,7 @@ impl LiveDelivery for InMemoryLiveDelivery {
         session: &SessionId,
         events: &[SharedEvent],
     ) -> Result<(), ConversationStoreError> {
-        let mut hub = lock(&self.hub);
+        let mut hub = self.hub.of(session);
         let Some(subs) = hub.sessions.get_mut(session) else {
             return Ok(());
         };
@@ -304,7 +350,9 @@ impl LiveDelivery for InMemoryLiveDelivery {
     }
 
     async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError> {
-        Ok(lock(&self.hub)
+        Ok(self
+            .hub
+            .of(session)
             .sessions
             .get(session)
             .map_or(0, |subs| subs.len() as u64))
