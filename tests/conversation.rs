@@ -6,15 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_consecutive, seqs, spawn_app, TestApp, Upstream};
+use common::{app_with_upstream, assert_consecutive, seqs, spawn_app, TestApp};
 use serde_json::{json, Value};
-
-async fn app_with_upstream(extra: &[(&str, &str)]) -> (TestApp, Upstream) {
-    let upstream = Upstream::start().await;
-    let mut env = vec![("FASTAPI_URL", upstream.url.as_str())];
-    env.extend_from_slice(extra);
-    (spawn_app(&env).await, upstream)
-}
 
 #[tokio::test]
 async fn a_second_tab_sees_the_first_tabs_message_and_every_token_live() {

@@ -5,18 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{is_iso_millis, spawn_app, spawn_process, stub_reply, TestApp, Upstream};
+use common::{app_with_upstream, is_iso_millis, spawn_app, spawn_process, stub_reply};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn app_with_upstream(extra: &[(&str, &str)]) -> (TestApp, Upstream) {
-    let upstream = Upstream::start().await;
-    let mut env = vec![("FASTAPI_URL", upstream.url.as_str())];
-    env.extend_from_slice(extra);
-    (spawn_app(&env).await, upstream)
-}
 
 #[tokio::test]
 async fn missing_invalid_or_expired_tokens_are_refused_before_the_upgrade() {

@@ -93,6 +93,14 @@ pub async fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
     }
 }
 
+/// [`spawn_app`] answering from a fresh [`Upstream`] stub.
+pub async fn app_with_upstream(extra: &[(&str, &str)]) -> (TestApp, Upstream) {
+    let upstream = Upstream::start().await;
+    let mut env = vec![("FASTAPI_URL", upstream.url.as_str())];
+    env.extend_from_slice(extra);
+    (spawn_app(&env).await, upstream)
+}
+
 /// The real server binary. Killed when dropped.
 pub struct TestProcess {
     pub app: TestApp,
