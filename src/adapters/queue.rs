@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
@@ -21,6 +22,10 @@ struct State<T> {
 
 struct Shared<T> {
     state: Mutex<State<T>>,
+    /// Mirrors of `items.len()` and `closed`, so a consumer polling an empty
+    /// queue (the common case, once per wake-up) takes no lock.
+    len: AtomicUsize,
+    closed: AtomicBool,
     capacity: usize,
     /// The consumer waiting for an item.
     item_ready: AtomicWaker,
@@ -36,6 +41,7 @@ impl<T> Shared<T> {
 
     fn close(&self) {
         self.lock().closed = true;
+        self.closed.store(true, Ordering::Release);
         self.item_ready.wake();
         self.room.notify_waiters();
     }
@@ -68,6 +74,8 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             items: VecDeque::new(),
             closed: false,
         }),
+        len: AtomicUsize::new(0),
+        closed: AtomicBool::new(false),
         capacity: capacity.max(1),
         item_ready: AtomicWaker::new(),
         room: Notify::new(),
@@ -92,6 +100,7 @@ impl<T> Sender<T> {
                 return Err((PushError::Full, item));
             }
             state.items.push_back(item);
+            self.0.len.fetch_add(1, Ordering::Release);
         }
         self.0.item_ready.wake();
         Ok(())
@@ -137,9 +146,13 @@ impl<T> Receiver<T> {
 
     /// `Some(Some(item))`, `Some(None)` at the end, `None` when empty but open.
     fn try_pop_or_end(&self) -> Option<Option<T>> {
+        if self.0.len.load(Ordering::Acquire) == 0 {
+            return self.0.closed.load(Ordering::Acquire).then_some(None);
+        }
         let mut state = self.0.lock();
         match state.items.pop_front() {
             Some(item) => {
+                self.0.len.fetch_sub(1, Ordering::Release);
                 drop(state);
                 self.0.room.notify_one();
                 Some(Some(item))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::chat::{ChatError, Inner};
@@ -90,27 +90,37 @@ async fn stream_answer(
             Err(e) => return Ending::Done(Err(failed(e, message_id))),
         },
     };
-    let settings = &inner.settings;
-    let mut renew = interval(settings.lease / 3);
-    renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    renew.tick().await;
-    let mut watch = interval(WATCH_CHECK);
-    watch.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Housekeeping (lease renewal, the unattended check) shares one timer, and
+    // the stop signal is one pinned future: this loop runs once per token, and
+    // re-creating or re-polling more of them per token showed in profiles.
+    let renew_every = inner.settings.lease / 3;
+    let mut next_renew = Instant::now() + renew_every;
+    let mut next_watch = Instant::now() + WATCH_CHECK;
+    let housekeeping = tokio::time::sleep_until(next_renew.min(next_watch));
+    tokio::pin!(housekeeping);
+    let stopped = cancel.cancelled();
+    tokio::pin!(stopped);
     let mut unwatched_since: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Ending::Done(Ok(StreamStatus::Cancelled)),
-            _ = renew.tick() => {
-                if !inner.renew(session, message_id).await {
-                    return Ending::LostLease;
+            () = &mut stopped => return Ending::Done(Ok(StreamStatus::Cancelled)),
+            () = &mut housekeeping => {
+                let now = Instant::now();
+                if now >= next_renew {
+                    if !inner.renew(session, message_id).await {
+                        return Ending::LostLease;
+                    }
+                    next_renew = now + renew_every;
                 }
-            }
-            _ = watch.tick() => {
-                if inner.unattended_for_too_long(session, &mut unwatched_since).await {
-                    tracing::info!(session_id = %session, %message_id, "nobody watched the answer; cancelling it");
-                    return Ending::Done(Ok(StreamStatus::Cancelled));
+                if now >= next_watch {
+                    if inner.unattended_for_too_long(session, &mut unwatched_since).await {
+                        tracing::info!(session_id = %session, %message_id, "nobody watched the answer; cancelling it");
+                        return Ending::Done(Ok(StreamStatus::Cancelled));
+                    }
+                    next_watch = now + WATCH_CHECK;
                 }
+                housekeeping.as_mut().reset(next_renew.min(next_watch));
             }
             item = stream.next() => match item {
                 Some(Ok(delta)) => {
