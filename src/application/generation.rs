@@ -128,6 +128,11 @@ async fn stream_answer(
                     let events = generation.tokens(&delta);
                     if let Some(logged) = inner.append(session, events).await {
                         inner.publish(session, &logged).await;
+                        // Publishing never waits, so nothing else would make
+                        // this task yield between buffered deltas: take part
+                        // in tokio's cooperative budget, as a channel send did,
+                        // so the writers that carry these tokens get their turn.
+                        tokio::task::consume_budget().await;
                     } else {
                         return Ending::Done(Err(GenerationFailure::SessionStoreUnavailable));
                     }

@@ -133,7 +133,11 @@ pub async fn write_loop<F: FrameFeed>(
                 None => break None,
             },
             frame = feed.next_frame() => match frame {
-                FeedFrame::Text(json) => Outbound::Message(json),
+                FeedFrame::Text(json) => {
+                    // The feed's queue is outside tokio's cooperative budget.
+                    tokio::task::consume_budget().await;
+                    Outbound::Message(json)
+                }
                 FeedFrame::Close(reason) => Outbound::Close(reason),
             },
         };
