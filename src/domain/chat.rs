@@ -19,21 +19,24 @@ pub struct IdError;
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
+        ///
+        /// Shared, not copied: an id is cloned into every event, log entry and
+        /// subscription that mentions it, so a clone is a reference count.
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-        pub struct $name(String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             /// A fresh random id, e.g. `
             #[doc = $prefix]
             /// 3f2a...`.
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, uuid::Uuid::new_v4().simple()))
+                Self(format!("{}{}", $prefix, uuid::Uuid::new_v4().simple()).into())
             }
 
             /// Accepts an id that came back from a client or a store.
             pub fn parse(raw: &str) -> Result<Self, IdError> {
                 if is_valid_id(raw) {
-                    Ok(Self(raw.to_owned()))
+                    Ok(Self(raw.into()))
                 } else {
                     Err(IdError)
                 }
