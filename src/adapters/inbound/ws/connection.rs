@@ -116,8 +116,10 @@ impl Connection {
         writer_gone: &CancellationToken,
     ) -> Exit {
         let interval = self.ctx.websocket.ping_interval;
-        let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A pinned sleep rather than an `Interval`, which boxes its own: one
+        // allocation less on every idle connection.
+        let ping = tokio::time::sleep_until(Instant::now() + interval);
+        tokio::pin!(ping);
         let mut alive = KeepAlive {
             last_seen: Instant::now(),
             last_touch: Instant::now(),
@@ -128,10 +130,13 @@ impl Connection {
                 _ = writer_gone.cancelled() => return Exit::WriterGone,
                 // Running answers finish first; then there is nothing left to say.
                 _ = self.ctx.chat.drained() => return Exit::Close(CloseReason::ShuttingDown),
-                _ = ping.tick() => match Box::pin(self.on_ping_tick(&mut alive, out)).await {
-                    Some(exit) => return exit,
-                    None => continue,
-                },
+                () = &mut ping => {
+                    ping.as_mut().reset(Instant::now() + interval);
+                    match Box::pin(self.on_ping_tick(&mut alive, out)).await {
+                        Some(exit) => return exit,
+                        None => continue,
+                    }
+                }
                 frame = stream.next() => {
                     alive.last_seen = Instant::now();
                     match self.on_frame(frame).await {
