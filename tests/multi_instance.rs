@@ -50,11 +50,26 @@ impl Cluster {
             _dir: dir,
         })
     }
+}
 
-    async fn cleanup(&self) {
-        delete_prefix(&self.url, &self.prefix)
-            .await
-            .expect("test keys deleted");
+/// Stops the instances, then deletes the cluster's keys, whether the test
+/// passed or a failed assertion is unwinding through it.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.child.start_kill();
+        }
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        // A runtime of its own: Drop cannot await, and the test's runtime may
+        // be the one unwinding.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            let _ = runtime.block_on(delete_prefix(&url, &prefix));
+        })
+        .join();
     }
 }
 
@@ -106,7 +121,6 @@ async fn tabs_on_other_instances_see_everything_and_a_cut_client_resumes_elsewhe
         .filter(|m| m["type"] == "stream-token")
         .count();
     assert_eq!(total, 40, "each token once");
-    cluster.cleanup().await;
 }
 
 #[tokio::test]
@@ -133,7 +147,6 @@ async fn replay_on_another_instance_while_tokens_flow_never_gaps_or_repeats() {
         assert_consecutive(&events, after + 1);
         assert_eq!(events.last().unwrap()["status"], "completed");
     }
-    cluster.cleanup().await;
 }
 
 #[tokio::test]
@@ -191,7 +204,6 @@ async fn a_stop_from_a_third_instance_cancels_within_a_second_and_duplicates_sta
         1,
         "one answer was asked for"
     );
-    cluster.cleanup().await;
 }
 
 #[tokio::test]
@@ -225,7 +237,6 @@ async fn killing_the_instance_that_runs_an_answer_ends_it_elsewhere() {
     // The session can chat again, on a surviving instance.
     let next = on_b.chat("hello again").await;
     assert_eq!(next.status, "completed");
-    cluster.cleanup().await;
 }
 
 #[tokio::test]
@@ -258,5 +269,4 @@ async fn an_answer_with_every_tab_closed_completes_and_is_replayed_elsewhere() {
     let lost = on_c.recv().await;
     assert_eq!(lost["type"], "history-lost", "{lost}");
     assert_eq!(lost["seq"], hello["seq"]);
-    cluster.cleanup().await;
 }
