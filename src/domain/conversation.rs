@@ -25,7 +25,7 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Why a client message id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("clientMessageId must be 1-64 characters of letters, digits, '_' or '-'")]
+#[error("a client message id must be 1-64 characters of letters, digits, '_' or '-'")]
 pub struct ClientMessageIdError;
 
 /// The id a client gives its own chat message so that sending it again (after

@@ -119,9 +119,13 @@ fn parse_content(content: Option<&Value>, max_chars: usize) -> Result<ChatConten
 fn parse_client_message_id(raw: Option<&Value>) -> Result<Option<ClientMessageId>, Refusal> {
     match raw {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => ClientMessageId::parse(s)
-            .map(Some)
-            .map_err(|e| (ErrorCode::InvalidMessage, e.to_string())),
+        Some(Value::String(s)) => ClientMessageId::parse(s).map(Some).map_err(|_| {
+            (
+                ErrorCode::InvalidMessage,
+                "'clientMessageId' must be 1-64 characters of letters, digits, '_' or '-'"
+                    .to_owned(),
+            )
+        }),
         Some(_) => Err((
             ErrorCode::InvalidMessage,
             "'clientMessageId' must be a string".to_owned(),
