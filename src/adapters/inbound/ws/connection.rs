@@ -38,6 +38,13 @@ enum Exit {
     Close(CloseReason),
 }
 
+/// Why reading one frame ends the read loop.
+enum Stop {
+    Exit(Exit),
+    /// The session vanished from the store under this socket.
+    SessionGone,
+}
+
 /// When the client was last heard from, and its session last refreshed.
 struct KeepAlive {
     last_seen: Instant,
@@ -141,26 +148,26 @@ impl Connection {
                     alive.last_seen = Instant::now();
                     match self.on_frame(frame).await {
                         Ok(reply) => reply,
-                        Err(exit) => return exit,
+                        Err(Stop::Exit(exit)) => return exit,
+                        Err(Stop::SessionGone) => return self.session_lost(out).await,
                     }
                 }
             };
             if let Some(reply) = reply {
-                let lost = reply.is_session_expired();
                 if out.push(Outbound::Message(reply.to_json())).await.is_err() {
                     return Exit::WriterGone;
-                }
-                if lost {
-                    return self.session_lost(out).await;
                 }
             }
         }
     }
 
-    /// Tells the client its session is gone, rather than answering
+    /// Tells the client its session is gone (the `session_expired` error old
+    /// clients know, then `session-lost`), rather than answering
     /// `session_expired` to every message for ever, and closes with 4004.
     async fn session_lost(&self, out: &queue::Sender<Outbound>) -> Exit {
         tracing::info!("session vanished under an open connection");
+        let expired = Reply::error(ErrorCode::SessionExpired, None);
+        let _ = out.push(Outbound::Message(expired.to_json())).await;
         let lost = Reply::SessionLost {
             session_id: self.session_id.as_str().to_owned(),
             timestamp: now(),
@@ -198,17 +205,17 @@ impl Connection {
     async fn on_frame(
         &self,
         frame: Option<Result<Message, std::io::Error>>,
-    ) -> Result<Option<Reply>, Exit> {
+    ) -> Result<Option<Reply>, Stop> {
         match frame {
-            None | Some(Ok(Message::Close(_))) => Err(Exit::ClientClosed),
-            Some(Err(e)) if is_too_big(&e) => Err(Exit::Close(CloseReason::TooBig)),
+            None | Some(Ok(Message::Close(_))) => Err(Stop::Exit(Exit::ClientClosed)),
+            Some(Err(e)) if is_too_big(&e) => Err(Stop::Exit(Exit::Close(CloseReason::TooBig))),
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "websocket read failed");
-                Err(Exit::ClientClosed)
+                Err(Stop::Exit(Exit::ClientClosed))
             }
             // Boxed: handling a message awaits deep into the use cases, and an
             // idle connection should not carry that state machine inline.
-            Some(Ok(Message::Text(text))) => Ok(Box::pin(self.handle_text(&text)).await),
+            Some(Ok(Message::Text(text))) => Box::pin(self.handle_text(&text)).await,
             Some(Ok(Message::Binary(_))) => {
                 Ok(Some(Reply::error(ErrorCode::UnsupportedFrame, None)))
             }
@@ -218,12 +225,12 @@ impl Connection {
 
     /// Acts on one text frame; returns the reply for this socket, if any.
     /// Everything else the client sees arrives through the feed.
-    async fn handle_text(&self, text: &str) -> Option<Reply> {
+    async fn handle_text(&self, text: &str) -> Result<Option<Reply>, Stop> {
         let message = match parse_client_message(text, self.ctx.websocket.max_message_chars) {
             Ok(m) => m,
-            Err((code, message)) => return Some(Reply::error_with(code, message, None)),
+            Err((code, message)) => return Ok(Some(Reply::error_with(code, message, None))),
         };
-        match message {
+        let reply = match message {
             ClientMessage::Chat {
                 content,
                 client_message_id,
@@ -232,7 +239,7 @@ impl Connection {
                     content,
                     client_message_id,
                 };
-                self.chat(request).await
+                return self.chat(request).await;
             }
             ClientMessage::Stop => match self.ctx.chat.stop(&self.session_id).await {
                 Ok(()) => None,
@@ -247,6 +254,7 @@ impl Connection {
             ClientMessage::HumanEscalation => {
                 match self.ctx.chat.escalate(&self.session_id).await {
                     Ok(()) => None,
+                    Err(ChatError::SessionGone) => return Err(Stop::SessionGone),
                     Err(e) => {
                         tracing::warn!(error = %ErrorChain(&e), "could not escalate");
                         Some(Reply::error(ErrorCode::from(&e), None))
@@ -254,13 +262,14 @@ impl Connection {
                 }
             }
             ClientMessage::Ping => Some(Reply::Pong { timestamp: now() }),
-        }
+        };
+        Ok(reply)
     }
 
     /// Submits a chat; the sender alone gets the `ack` when it asked for one.
-    async fn chat(&self, request: ChatRequest) -> Option<Reply> {
+    async fn chat(&self, request: ChatRequest) -> Result<Option<Reply>, Stop> {
         let client_id = request.client_message_id.clone();
-        match self.ctx.chat.submit(&self.session_id, request).await {
+        let reply = match self.ctx.chat.submit(&self.session_id, request).await {
             Ok(accepted) => client_id.map(|id| Reply::Ack {
                 client_message_id: id.as_str().to_owned(),
                 message_id: accepted.message_id.as_str().to_owned(),
@@ -275,11 +284,13 @@ impl Connection {
             Err(ChatRefusal::ShuttingDown) => {
                 Some(Reply::error(ErrorCode::ServerShuttingDown, None))
             }
+            Err(ChatRefusal::Failed(ChatError::SessionGone)) => return Err(Stop::SessionGone),
             Err(ChatRefusal::Failed(e)) => {
                 tracing::warn!(error = %ErrorChain(&e), "could not accept the chat");
                 Some(Reply::error(ErrorCode::from(&e), None))
             }
-        }
+        };
+        Ok(reply)
     }
 }
 

@@ -226,17 +226,6 @@ impl Reply {
         }
     }
 
-    /// True for the error that means the session no longer exists.
-    pub fn is_session_expired(&self) -> bool {
-        matches!(
-            self,
-            Reply::Error {
-                code: ErrorCode::SessionExpired,
-                ..
-            }
-        )
-    }
-
     pub fn to_json(&self) -> String {
         // Plain strings and numbers: serialising cannot fail.
         serde_json::to_string(self).unwrap_or_default()
