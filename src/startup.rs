@@ -31,8 +31,7 @@ use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
 use crate::adapters::outbound::upstream_ai::{UpstreamAi, UpstreamTimeouts};
 use crate::application::ports::{
     AiModel, ConversationStoreError, EventLog, GenerationRegistry, LiveDelivery, PasswordHashError,
-    PasswordHasher, SessionStore, SessionStoreError, Stats, TokenService, UserRepository,
-    UserStoreError,
+    PasswordHasher, SessionStore, SessionStoreError, TokenService, UserRepository, UserStoreError,
 };
 use crate::application::{AuthService, ChatPorts, ChatService, ConversationSettings};
 use crate::config::{AiConfig, AuthConfig, Config, SessionConfig, StorageConfig};
@@ -69,14 +68,10 @@ pub enum StartupError {
 /// One implementation for every port the use cases need.
 pub struct Adapters {
     pub users: Arc<dyn UserRepository>,
-    pub sessions: Arc<dyn SessionStore>,
-    pub ai: Arc<dyn AiModel>,
     pub hasher: Arc<dyn PasswordHasher>,
     pub tokens: Arc<dyn TokenService>,
-    pub stats: Arc<dyn Stats>,
-    pub log: Arc<dyn EventLog>,
-    pub live: Arc<dyn LiveDelivery>,
-    pub registry: Arc<dyn GenerationRegistry>,
+    /// What the chat use cases run on.
+    pub chat: ChatPorts,
 }
 
 impl Adapters {
@@ -86,14 +81,16 @@ impl Adapters {
         let conversations = conversation_stores(&config.sessions).await?;
         Ok(Self {
             users: user_store(&config.storage).await?,
-            sessions: session_store(&config.sessions).await?,
-            ai: ai_model(&config.ai)?,
             hasher: Arc::new(Argon2Hasher::new(Argon2Params::OWASP)),
             tokens: token_service(&config.auth),
-            stats: Arc::new(AtomicStats::default()),
-            log: conversations.0,
-            live: conversations.1,
-            registry: conversations.2,
+            chat: ChatPorts {
+                sessions: session_store(&config.sessions).await?,
+                ai: ai_model(&config.ai)?,
+                stats: Arc::new(AtomicStats::default()),
+                log: conversations.0,
+                live: conversations.1,
+                registry: conversations.2,
+            },
         })
     }
 }
@@ -220,14 +217,7 @@ impl Application {
             .await
             .map_err(StartupError::Hasher)?;
         let chat = ChatService::new(
-            ChatPorts {
-                sessions: adapters.sessions,
-                ai: adapters.ai,
-                stats: adapters.stats,
-                log: adapters.log,
-                live: adapters.live,
-                registry: adapters.registry,
-            },
+            adapters.chat,
             ConversationSettings {
                 session_ttl: config.sessions.ttl,
                 lease: config.sessions.generation_lease,

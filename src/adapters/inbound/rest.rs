@@ -733,6 +733,7 @@ mod tests {
         MockAiModel, MockPasswordHasher, MockSessionStore, MockStats, MockTokenService,
         MockUserRepository, SessionStoreError, UserStoreError,
     };
+    use crate::application::ChatPorts;
     use crate::config::Config;
     use crate::domain::PasswordHash;
     use crate::startup::{Adapters, Application};
@@ -751,15 +752,17 @@ mod tests {
         let config = Config::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
         let adapters = Adapters {
             users: Arc::new(users),
-            sessions: Arc::new(sessions),
-            ai: Arc::new(ai),
             hasher: Arc::new(hasher),
             tokens: Arc::new(MockTokenService::new()),
-            stats: Arc::new(MockStats::new()),
-            // Not what these tests are about: the real in-memory ones.
-            log: Arc::new(InMemoryEventLog::new(10, Duration::from_secs(60))),
-            live: Arc::new(InMemoryLiveDelivery::default()),
-            registry: Arc::new(InMemoryGenerationRegistry::default()),
+            chat: ChatPorts {
+                sessions: Arc::new(sessions),
+                ai: Arc::new(ai),
+                stats: Arc::new(MockStats::new()),
+                // Not what these tests are about: the real in-memory ones.
+                log: Arc::new(InMemoryEventLog::new(10, Duration::from_secs(60))),
+                live: Arc::new(InMemoryLiveDelivery::default()),
+                registry: Arc::new(InMemoryGenerationRegistry::default()),
+            },
         };
         Application::build_with(config, adapters).await.unwrap()
     }
