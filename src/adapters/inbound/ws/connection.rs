@@ -27,7 +27,7 @@ use crate::application::{
     Attachment, ChatError, ChatRefusal, ChatRequest, ResumeNotice, StopRefusal,
 };
 use crate::domain::conversation::Seq;
-use crate::domain::SessionId;
+use crate::domain::{SessionId, UserId};
 use crate::telemetry::ErrorChain;
 
 /// Why the read loop stopped.
@@ -54,6 +54,7 @@ struct KeepAlive {
 pub(super) struct Connection {
     pub ctx: Arc<AppContext>,
     pub session_id: SessionId,
+    pub user_id: UserId,
     pub resumed: bool,
 }
 
@@ -62,7 +63,8 @@ impl Connection {
     /// tells the client: it is not kept for the connection's life.
     pub async fn run(self, socket: WebSocketStream, user: UserView, attachment: Attachment) {
         let _counted = self.ctx.chat.connection_opened();
-        tracing::info!(resumed = self.resumed, "websocket connected");
+        self.span()
+            .in_scope(|| tracing::info!(resumed = self.resumed, "websocket connected"));
         let (sink, stream) = socket.split();
         let (out, out_rx) = queue::bounded(OUTBOUND_QUEUE);
         self.greet(&out, user, attachment.head, attachment.notice.clone())
@@ -70,7 +72,7 @@ impl Connection {
         let writer_gone = CancellationToken::new();
         let feed = ConversationFeed(attachment);
         let writer =
-            tokio::spawn(write_loop(sink, out_rx, feed, writer_gone.clone()).in_current_span());
+            tokio::spawn(write_loop(sink, out_rx, feed, writer_gone.clone()));
 
         let exit = self.read_loop(stream, &out, &writer_gone).await;
         if let Exit::Close(reason) = exit {
@@ -87,7 +89,15 @@ impl Connection {
             _ => writer.await.ok().flatten(),
         };
         let reason = closed.map_or(exit.as_str(), CloseReason::text);
-        tracing::info!(reason, "websocket disconnected");
+        self.span()
+            .in_scope(|| tracing::info!(reason, "websocket disconnected"));
+    }
+
+    /// The context of this connection's log lines. Made for each piece of
+    /// work rather than held for the connection's life: a live span costs
+    /// every idle connection half a kilobyte in the subscriber's registry.
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("ws", session_id = %self.session_id, user_id = %self.user_id)
     }
 
     /// Says `connected`, and any resume notice, before the first event.
@@ -139,7 +149,7 @@ impl Connection {
                 _ = self.ctx.chat.drained() => return Exit::Close(CloseReason::ShuttingDown),
                 () = &mut ping => {
                     ping.as_mut().reset(Instant::now() + interval);
-                    match Box::pin(self.on_ping_tick(&mut alive, out)).await {
+                    match Box::pin(self.on_ping_tick(&mut alive, out).instrument(self.span())).await {
                         Some(exit) => return exit,
                         None => continue,
                     }
@@ -149,7 +159,9 @@ impl Connection {
                     match self.on_frame(frame).await {
                         Ok(reply) => reply,
                         Err(Stop::Exit(exit)) => return exit,
-                        Err(Stop::SessionGone) => return self.session_lost(out).await,
+                        Err(Stop::SessionGone) => {
+                            return self.session_lost(out).instrument(self.span()).await
+                        }
                     }
                 }
             };
@@ -215,7 +227,9 @@ impl Connection {
             }
             // Boxed: handling a message awaits deep into the use cases, and an
             // idle connection should not carry that state machine inline.
-            Some(Ok(Message::Text(text))) => Box::pin(self.handle_text(&text)).await,
+            Some(Ok(Message::Text(text))) => {
+                Box::pin(self.handle_text(&text).instrument(self.span())).await
+            }
             Some(Ok(Message::Binary(_))) => {
                 Ok(Some(Reply::error(ErrorCode::UnsupportedFrame, None)))
             }

@@ -19,7 +19,6 @@ use poem::web::websocket::WebSocket;
 use poem::web::Data;
 use poem::{handler, IntoResponse, Request, Response};
 use serde::Deserialize;
-use tracing::Instrument;
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{bearer_token, UserView};
@@ -137,15 +136,15 @@ pub async fn ws_endpoint(
     let attachment = std::sync::Mutex::new(attachment);
     ws.config(transport::socket_config())
         .on_upgrade(move |socket| {
-            let span = tracing::info_span!("ws", session_id = %session_id, user_id = %user.id);
             let connection = Connection {
                 ctx,
                 session_id,
+                user_id: user.id.clone(),
                 resumed,
             };
             let attachment = attachment.into_inner().unwrap_or_else(|p| p.into_inner());
             let user = UserView::from(&user);
-            tracker.track_future(connection.run(socket, user, attachment).instrument(span))
+            tracker.track_future(connection.run(socket, user, attachment))
         })
         .into_response()
 }
