@@ -24,7 +24,7 @@ use super::protocol::{now, parse_client_message, ClientMessage, Reply};
 use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
 use crate::application::{
-    Attachment, ChatError, ChatRefusal, ChatRequest, ResumeNotice, StopRefusal,
+    Attachment, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, ResumeNotice, StopRefusal,
 };
 use crate::domain::conversation::Seq;
 use crate::domain::{SessionId, UserId};
@@ -58,22 +58,54 @@ pub(super) struct Connection {
     pub resumed: bool,
 }
 
+/// What a connection holds while it serves, besides the [`Connection`].
+struct Serving {
+    out: queue::Sender<Outbound>,
+    writer: tokio::task::JoinHandle<Option<CloseReason>>,
+    writer_gone: CancellationToken,
+    _counted: ConnectionGuard,
+}
+
 impl Connection {
-    /// Serves the socket until it closes. `user` is only what `connected`
-    /// tells the client: it is not kept for the connection's life.
-    pub async fn run(self, socket: WebSocketStream, user: UserView, attachment: Attachment) {
-        let _counted = self.ctx.chat.connection_opened();
+    /// Sets the connection up and returns what serves it until it closes.
+    ///
+    /// The set-up (greeting, the writer task) is done here, before any await,
+    /// so that none of it (the socket before its split, the user, the
+    /// greeting) takes room in the returned future: that future lives as long
+    /// as the connection, and its size is what every idle socket costs.
+    /// `user` is only what `connected` tells the client.
+    pub fn start(
+        self,
+        socket: WebSocketStream,
+        user: UserView,
+        attachment: Attachment,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let counted = self.ctx.chat.connection_opened();
         self.span()
             .in_scope(|| tracing::info!(resumed = self.resumed, "websocket connected"));
         let (sink, stream) = socket.split();
         let (out, out_rx) = queue::bounded(OUTBOUND_QUEUE);
-        self.greet(&out, user, attachment.head, attachment.notice.clone())
-            .await;
+        self.greet(&out, user, attachment.head, attachment.notice.as_ref());
         let writer_gone = CancellationToken::new();
         let feed = ConversationFeed(attachment);
-        let writer =
-            tokio::spawn(write_loop(sink, out_rx, feed, writer_gone.clone()));
+        let writer = tokio::spawn(write_loop(sink, out_rx, feed, writer_gone.clone()));
+        let serving = Serving {
+            out,
+            writer,
+            writer_gone,
+            _counted: counted,
+        };
+        self.serve(stream, serving)
+    }
 
+    /// Reads until the connection ends, then lets the writer finish.
+    async fn serve(self, stream: SplitStream<WebSocketStream>, serving: Serving) {
+        let Serving {
+            out,
+            writer,
+            writer_gone,
+            _counted,
+        } = serving;
         let exit = self.read_loop(stream, &out, &writer_gone).await;
         if let Exit::Close(reason) = exit {
             // The writer sends what the conversation already has, then this.
@@ -100,13 +132,14 @@ impl Connection {
         tracing::info_span!("ws", session_id = %self.session_id, user_id = %self.user_id)
     }
 
-    /// Says `connected`, and any resume notice, before the first event.
-    async fn greet(
+    /// Says `connected`, and any resume notice, before the first event. The
+    /// queue is new and longer than two, so neither push can wait.
+    fn greet(
         &self,
         out: &queue::Sender<Outbound>,
         user: UserView,
         head: Seq,
-        notice: Option<ResumeNotice>,
+        notice: Option<&ResumeNotice>,
     ) {
         let hello = Reply::Connected {
             session_id: self.session_id.as_str().to_owned(),
@@ -115,11 +148,9 @@ impl Connection {
             seq: head,
             timestamp: now(),
         };
-        let _ = out.push(Outbound::Message(hello.to_json())).await;
-        if let Some(notice) = &notice {
-            let _ = out
-                .push(Outbound::Message(Reply::for_notice(notice).to_json()))
-                .await;
+        let _ = out.try_push(Outbound::Message(hello.to_json()));
+        if let Some(notice) = notice {
+            let _ = out.try_push(Outbound::Message(Reply::for_notice(notice).to_json()));
         }
     }
 

@@ -144,7 +144,7 @@ pub async fn ws_endpoint(
             };
             let attachment = attachment.into_inner().unwrap_or_else(|p| p.into_inner());
             let user = UserView::from(&user);
-            tracker.track_future(connection.run(socket, user, attachment))
+            tracker.track_future(connection.start(socket, user, attachment))
         })
         .into_response()
 }
