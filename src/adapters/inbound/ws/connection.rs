@@ -173,7 +173,7 @@ impl Connection {
             last_touch: Instant::now(),
         };
         loop {
-            let reply = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = writer_gone.cancelled() => return Exit::WriterGone,
                 // Running answers finish first; then there is nothing left to say.
@@ -187,21 +187,35 @@ impl Connection {
                 }
                 frame = stream.next() => {
                     alive.last_seen = Instant::now();
-                    match self.on_frame(frame).await {
-                        Ok(reply) => reply,
-                        Err(Stop::Exit(exit)) => return exit,
-                        Err(Stop::SessionGone) => {
-                            return self.session_lost(out).instrument(self.span()).await
-                        }
+                    // Boxed, like the ping tick: what handling a message
+                    // awaits would otherwise take room in this future for
+                    // the connection's whole life.
+                    if let Some(exit) = Box::pin(self.on_client_frame(frame, out)).await {
+                        return exit;
                     }
-                }
-            };
-            if let Some(reply) = reply {
-                if out.push(Outbound::Message(reply.to_json())).await.is_err() {
-                    return Exit::WriterGone;
                 }
             }
         }
+    }
+
+    /// Handles one frame from the client and sends this socket's reply;
+    /// `Some` when the connection must end.
+    async fn on_client_frame(
+        &self,
+        frame: Option<Result<Message, std::io::Error>>,
+        out: &queue::Sender<Outbound>,
+    ) -> Option<Exit> {
+        let reply = match self.on_frame(frame).await {
+            Ok(reply) => reply?,
+            Err(Stop::Exit(exit)) => return Some(exit),
+            Err(Stop::SessionGone) => {
+                return Some(self.session_lost(out).instrument(self.span()).await)
+            }
+        };
+        if out.push(Outbound::Message(reply.to_json())).await.is_err() {
+            return Some(Exit::WriterGone);
+        }
+        None
     }
 
     /// Tells the client its session is gone (the `session_expired` error old
@@ -256,11 +270,7 @@ impl Connection {
                 tracing::debug!(error = %e, "websocket read failed");
                 Err(Stop::Exit(Exit::ClientClosed))
             }
-            // Boxed: handling a message awaits deep into the use cases, and an
-            // idle connection should not carry that state machine inline.
-            Some(Ok(Message::Text(text))) => {
-                Box::pin(self.handle_text(&text).instrument(self.span())).await
-            }
+            Some(Ok(Message::Text(text))) => self.handle_text(&text).instrument(self.span()).await,
             Some(Ok(Message::Binary(_))) => {
                 Ok(Some(Reply::error(ErrorCode::UnsupportedFrame, None)))
             }

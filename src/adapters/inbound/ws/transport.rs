@@ -112,33 +112,38 @@ pub trait FrameFeed: Send {
 /// The only place that writes to the socket: replies and pings from `queue`,
 /// and the feed's frames as they come. Cancels `gone` when it stops, whatever
 /// the reason, and returns the close reason it sent, if any.
+///
+/// There is one `send` await in here on purpose: this future lives as long as
+/// the connection, and every await point that holds its own send future adds
+/// to what each idle socket costs.
 pub async fn write_loop<F: FrameFeed>(
     mut sink: SplitSink<WebSocketStream, Message>,
     mut queue: queue::Receiver<Outbound>,
     mut feed: F,
     gone: CancellationToken,
 ) -> Option<CloseReason> {
+    let mut closing: Option<CloseReason> = None;
     let closed = loop {
-        let item = tokio::select! {
-            biased;
-            item = queue.pop() => match item {
-                Some(Outbound::Close(reason)) => {
-                    // What the feed already holds goes out before the close.
-                    if flush_ready(&mut sink, &mut feed).await.is_err() {
-                        break None;
+        let item = match closing {
+            Some(reason) => flushed_before(&mut feed, reason),
+            None => tokio::select! {
+                biased;
+                item = queue.pop() => match item {
+                    Some(Outbound::Close(reason)) => {
+                        closing = Some(reason);
+                        continue;
                     }
-                    Outbound::Close(reason)
-                }
-                Some(item) => item,
-                None => break None,
-            },
-            frame = feed.next_frame() => match frame {
-                FeedFrame::Text(json) => {
-                    // The feed's queue is outside tokio's cooperative budget.
-                    tokio::task::consume_budget().await;
-                    Outbound::Message(json)
-                }
-                FeedFrame::Close(reason) => Outbound::Close(reason),
+                    Some(item) => item,
+                    None => break None,
+                },
+                frame = feed.next_frame() => match frame {
+                    FeedFrame::Text(json) => {
+                        // The feed's queue is outside tokio's cooperative budget.
+                        tokio::task::consume_budget().await;
+                        Outbound::Message(json)
+                    }
+                    FeedFrame::Close(reason) => Outbound::Close(reason),
+                },
             },
         };
         let close = match &item {
@@ -150,20 +155,18 @@ pub async fn write_loop<F: FrameFeed>(
         }
     };
     gone.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    // Boxed: needed once, at the end, and not worth a place in every idle socket.
+    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), sink.close())).await;
     closed
 }
 
-/// Writes every frame the feed has ready right now.
-async fn flush_ready<F: FrameFeed>(
-    sink: &mut SplitSink<WebSocketStream, Message>,
-    feed: &mut F,
-) -> Result<(), ()> {
+/// While closing: what the feed already holds goes out before the close.
+fn flushed_before<F: FrameFeed>(feed: &mut F, reason: CloseReason) -> Outbound {
     use futures_util::FutureExt as _;
-    while let Some(FeedFrame::Text(json)) = feed.next_frame().now_or_never() {
-        send(sink, Outbound::Message(json)).await?;
+    match feed.next_frame().now_or_never() {
+        Some(FeedFrame::Text(json)) => Outbound::Message(json),
+        _ => Outbound::Close(reason),
     }
-    Ok(())
 }
 
 /// One frame, within [`WRITE_TIMEOUT`].
