@@ -12,6 +12,7 @@ use std::sync::Arc;
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use poem::web::websocket::{Message, WebSocketStream};
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,8 +24,9 @@ use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
 use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
+use crate::application::ports::{Revocation, TokenClaims};
 use crate::application::{
-    Attachment, ChatError, ChatRefusal, ChatRequest, ResumeNotice, StopRefusal,
+    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ResumeNotice, StopRefusal,
 };
 use crate::domain::conversation::Seq;
 use crate::domain::SessionId;
@@ -45,6 +47,46 @@ enum Stop {
     SessionGone,
 }
 
+/// The token the socket holds its authority from: when it expires or is
+/// revoked, the socket closes with 4001, unless an `auth` message brought a
+/// fresh token of the same user first.
+pub(super) struct Authority {
+    claims: TokenClaims,
+    deadline: Instant,
+    /// Word of revocations; `None` once the store stopped announcing (shutdown).
+    revocations: Option<broadcast::Receiver<Revocation>>,
+}
+
+impl Authority {
+    pub fn new(claims: TokenClaims, revocations: broadcast::Receiver<Revocation>) -> Self {
+        Self {
+            deadline: deadline_of(&claims),
+            claims,
+            revocations: Some(revocations),
+        }
+    }
+}
+
+/// When a token's `exp` comes, on the monotonic clock.
+fn deadline_of(claims: &TokenClaims) -> Instant {
+    let left = claims.expires_at - chrono::Utc::now().timestamp();
+    Instant::now() + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+}
+
+/// The next revocation; pending for ever once the channel has closed.
+async fn next_revocation(
+    rx: &mut Option<broadcast::Receiver<Revocation>>,
+) -> Result<Revocation, RecvError> {
+    let Some(receiver) = rx else {
+        return std::future::pending().await;
+    };
+    let next = receiver.recv().await;
+    if matches!(next, Err(RecvError::Closed)) {
+        *rx = None;
+    }
+    next
+}
+
 /// When the client was last heard from, and its session last refreshed.
 struct KeepAlive {
     last_seen: Instant,
@@ -60,7 +102,13 @@ pub(super) struct Connection {
 impl Connection {
     /// Serves the socket until it closes. `user` is only what `connected`
     /// tells the client: it is not kept for the connection's life.
-    pub async fn run(self, socket: WebSocketStream, user: UserView, attachment: Attachment) {
+    pub async fn run(
+        self,
+        socket: WebSocketStream,
+        user: UserView,
+        attachment: Attachment,
+        mut authority: Authority,
+    ) {
         let _counted = self.ctx.chat.connection_opened();
         tracing::info!(resumed = self.resumed, "websocket connected");
         let (sink, stream) = socket.split();
@@ -72,7 +120,9 @@ impl Connection {
         let writer =
             tokio::spawn(write_loop(sink, out_rx, feed, writer_gone.clone()).in_current_span());
 
-        let exit = self.read_loop(stream, &out, &writer_gone).await;
+        let exit = self
+            .read_loop(stream, &out, &writer_gone, &mut authority)
+            .await;
         if let Exit::Close(reason) = exit {
             // The writer sends what the conversation already has, then this.
             let _ = out.push(Outbound::Close(reason)).await;
@@ -121,7 +171,11 @@ impl Connection {
         mut stream: SplitStream<WebSocketStream>,
         out: &queue::Sender<Outbound>,
         writer_gone: &CancellationToken,
+        authority: &mut Authority,
     ) -> Exit {
+        let mut revocations = authority.revocations.take();
+        let expiry = tokio::time::sleep_until(authority.deadline);
+        tokio::pin!(expiry);
         let interval = self.ctx.websocket.ping_interval;
         // A pinned sleep rather than an `Interval`, which boxes its own: one
         // allocation less on every idle connection.
@@ -137,6 +191,13 @@ impl Connection {
                 _ = writer_gone.cancelled() => return Exit::WriterGone,
                 // Running answers finish first; then there is nothing left to say.
                 _ = self.ctx.chat.drained() => return Exit::Close(CloseReason::ShuttingDown),
+                () = &mut expiry => return lapsed(out, CloseReason::TokenExpired).await,
+                notice = next_revocation(&mut revocations) => {
+                    if self.is_revoked(notice, &authority.claims).await {
+                        return lapsed(out, CloseReason::TokenRevoked).await;
+                    }
+                    continue;
+                }
                 () = &mut ping => {
                     ping.as_mut().reset(Instant::now() + interval);
                     match Box::pin(self.on_ping_tick(&mut alive, out)).await {
@@ -146,7 +207,12 @@ impl Connection {
                 }
                 frame = stream.next() => {
                     alive.last_seen = Instant::now();
-                    match self.on_frame(frame).await {
+                    let held = authority.deadline;
+                    let outcome = self.on_frame(frame, authority).await;
+                    if authority.deadline != held {
+                        expiry.as_mut().reset(authority.deadline);
+                    }
+                    match outcome {
                         Ok(reply) => reply,
                         Err(Stop::Exit(exit)) => return exit,
                         Err(Stop::SessionGone) => return self.session_lost(out).await,
@@ -158,6 +224,50 @@ impl Connection {
                     return Exit::WriterGone;
                 }
             }
+        }
+    }
+
+    /// Whether a revocation ends this socket's token; after missed ones (a
+    /// lag, a reconnect) the store is asked. A store that does not answer
+    /// leaves the socket open: the next word, or the token's expiry, decides.
+    async fn is_revoked(
+        &self,
+        notice: Result<Revocation, RecvError>,
+        claims: &TokenClaims,
+    ) -> bool {
+        match notice {
+            Ok(Revocation::Resync) | Err(RecvError::Lagged(_)) => {
+                matches!(
+                    self.ctx.auth.still_valid(claims).await,
+                    Err(AuthError::TokenRevoked)
+                )
+            }
+            Ok(revocation) => revocation.covers(claims),
+            Err(RecvError::Closed) => false,
+        }
+    }
+
+    /// An `auth` message: a fresh token of the same user extends the socket's
+    /// authority; anything else is refused and the current one stands.
+    async fn reauthorize(&self, token: &str, authority: &mut Authority) -> Reply {
+        match self.ctx.auth.authorize(token).await {
+            Ok(fresh) if fresh.claims.user_id == authority.claims.user_id => {
+                authority.deadline = deadline_of(&fresh.claims);
+                let expires_at = chrono::DateTime::from_timestamp(fresh.claims.expires_at, 0)
+                    .unwrap_or_default();
+                authority.claims = fresh.claims;
+                Reply::Authenticated {
+                    expires_at: crate::domain::time::iso_millis(expires_at),
+                    timestamp: now(),
+                }
+            }
+            Ok(_) => Reply::error_with(
+                ErrorCode::InvalidToken,
+                "The token belongs to another user",
+                None,
+            ),
+            Err(AuthError::Internal) => Reply::error(ErrorCode::ServiceUnavailable, None),
+            Err(e) => Reply::error(ErrorCode::from(&e), None),
         }
     }
 
@@ -205,6 +315,7 @@ impl Connection {
     async fn on_frame(
         &self,
         frame: Option<Result<Message, std::io::Error>>,
+        authority: &mut Authority,
     ) -> Result<Option<Reply>, Stop> {
         match frame {
             None | Some(Ok(Message::Close(_))) => Err(Stop::Exit(Exit::ClientClosed)),
@@ -215,7 +326,7 @@ impl Connection {
             }
             // Boxed: handling a message awaits deep into the use cases, and an
             // idle connection should not carry that state machine inline.
-            Some(Ok(Message::Text(text))) => Box::pin(self.handle_text(&text)).await,
+            Some(Ok(Message::Text(text))) => Box::pin(self.handle_text(&text, authority)).await,
             Some(Ok(Message::Binary(_))) => {
                 Ok(Some(Reply::error(ErrorCode::UnsupportedFrame, None)))
             }
@@ -225,7 +336,11 @@ impl Connection {
 
     /// Acts on one text frame; returns the reply for this socket, if any.
     /// Everything else the client sees arrives through the feed.
-    async fn handle_text(&self, text: &str) -> Result<Option<Reply>, Stop> {
+    async fn handle_text(
+        &self,
+        text: &str,
+        authority: &mut Authority,
+    ) -> Result<Option<Reply>, Stop> {
         let message = match parse_client_message(text, self.ctx.websocket.max_message_chars) {
             Ok(m) => m,
             Err((code, message)) => return Ok(Some(Reply::error_with(code, message, None))),
@@ -262,6 +377,7 @@ impl Connection {
                 }
             }
             ClientMessage::Ping => Some(Reply::Pong { timestamp: now() }),
+            ClientMessage::Auth { token } => Some(self.reauthorize(&token, authority).await),
         };
         Ok(reply)
     }
@@ -292,6 +408,19 @@ impl Connection {
         };
         Ok(reply)
     }
+}
+
+/// The socket's token expired or was revoked: say so, then close with 4001.
+async fn lapsed(out: &queue::Sender<Outbound>, reason: CloseReason) -> Exit {
+    let code = match reason {
+        CloseReason::TokenRevoked => ErrorCode::TokenRevoked,
+        _ => ErrorCode::TokenExpired,
+    };
+    tracing::info!(reason = reason.text(), "closing: the socket's token lapsed");
+    let _ = out
+        .push(Outbound::Message(Reply::error(code, None).to_json()))
+        .await;
+    Exit::Close(reason)
 }
 
 impl Exit {
