@@ -477,7 +477,7 @@ impl Api {
         body: Json<RegisterRequest>,
     ) -> RegisterResponse {
         let closed = || RegisterResponse::Forbidden(ErrorBody::new(ErrorCode::RegistrationClosed));
-        // Closed is closed, whatever the body says.
+        // Closed before any field is judged, so the rules reveal nothing.
         if !ctx.auth.registration_open() {
             return closed();
         }

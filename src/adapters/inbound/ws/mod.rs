@@ -54,7 +54,7 @@ const BEARER_SUBPROTOCOL: &str = "bearer.";
 
 /// The ways to authenticate `/ws`, as `/api/websocket/info` lists them.
 pub const WS_AUTHENTICATION: &[&str] = &[
-    "query:ticket (browsers: buy one with POST /api/auth/ws-ticket; single-use, 30 s)",
+    "query:ticket (browsers: buy one with POST /api/auth/ws-ticket; single-use, valid WS_TICKET_TTL)",
     "header:Sec-WebSocket-Protocol: chatbot.v1, bearer.<token> (answered with chatbot.v1)",
     "query:token (non-browser clients and compatibility; puts the token in URLs and logs)",
     "header:Authorization: Bearer <token> (non-browser clients)",
