@@ -140,6 +140,9 @@ pub async fn ws_endpoint(
     if ctx.shutdown.is_cancelled() {
         return ErrorBody::response(ErrorCode::ShuttingDown);
     }
+    // Subscribed before the token is checked, so a revocation that lands
+    // between the check and the upgrade is still heard by the socket.
+    let revocations = ctx.auth.revocations();
     let query: WsQuery = req.params().unwrap_or_default();
     let Ok(last_seq) = query.last_seq.as_deref().map(str::parse::<Seq>).transpose() else {
         return ErrorBody::response_with(
@@ -165,30 +168,49 @@ pub async fn ws_endpoint(
             return ErrorBody::response(ErrorCode::SessionStoreUnavailable);
         }
     };
+    let opened = Opened {
+        session_id,
+        resumed,
+        attachment,
+        user,
+        authority: connection::Authority::new(claims, revocations),
+    };
+    upgrade(ws, ctx, opened)
+}
+
+/// What a connection starts from, settled before the upgrade.
+struct Opened {
+    session_id: SessionId,
+    resumed: bool,
+    attachment: Attachment,
+    user: User,
+    authority: connection::Authority,
+}
+
+/// Answers the upgrade and hands the socket to a tracked [`Connection`].
+fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
     let tracker = ctx.connections.clone();
     // poem wants the upgrade callback to be `Sync`; a subscription is only
     // `Send`, and a mutex makes the difference.
-    let attachment = std::sync::Mutex::new(attachment);
-    // Subscribed before the upgrade, so a revocation from here on is heard.
-    let revocations = std::sync::Mutex::new(ctx.auth.revocations());
+    let opened = std::sync::Mutex::new(opened);
     ws.config(transport::socket_config())
         .protocols([SUBPROTOCOL])
         .on_upgrade(move |socket| {
-            let span = tracing::info_span!("ws", session_id = %session_id, user_id = %user.id);
+            let opened = opened.into_inner().unwrap_or_else(|p| p.into_inner());
+            let span = tracing::info_span!(
+                "ws",
+                session_id = %opened.session_id,
+                user_id = %opened.user.id
+            );
             let connection = Connection {
                 ctx,
-                session_id,
-                resumed,
+                session_id: opened.session_id,
+                resumed: opened.resumed,
             };
-            let authority = connection::Authority::new(
-                claims,
-                revocations.into_inner().unwrap_or_else(|p| p.into_inner()),
-            );
-            let attachment = attachment.into_inner().unwrap_or_else(|p| p.into_inner());
-            let user = UserView::from(&user);
+            let user = UserView::from(&opened.user);
             tracker.track_future(
                 connection
-                    .run(socket, user, attachment, authority)
+                    .run(socket, user, opened.attachment, opened.authority)
                     .instrument(span),
             )
         })
