@@ -160,3 +160,63 @@ impl RevocationStore for InMemoryRevocationStore {
         self.announce.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Username, WsTicket};
+
+    fn claims() -> TokenClaims {
+        TokenClaims {
+            user_id: UserId::parse("u1").unwrap(),
+            username: Username::parse("alice").unwrap(),
+            issued_at: 0,
+            expires_at: chrono::Utc::now().timestamp() + 60,
+            token_id: "t1".into(),
+            issued_at_ms: 0,
+        }
+    }
+
+    /// A store holding `MAX_TICKETS` tickets that live `ttl`.
+    async fn full_store(ttl: Duration) -> InMemoryTicketStore {
+        let store = InMemoryTicketStore::default();
+        let c = claims();
+        for _ in 0..MAX_TICKETS {
+            store
+                .put(&WsTicket::generate().digest(), &c, ttl)
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn a_full_ticket_store_refuses_rather_than_grow() {
+        let store = full_store(Duration::from_secs(600)).await;
+        assert!(matches!(
+            store
+                .put(
+                    &WsTicket::generate().digest(),
+                    &claims(),
+                    Duration::from_secs(30)
+                )
+                .await,
+            Err(AccessStoreError::Full)
+        ));
+    }
+
+    #[tokio::test]
+    async fn expired_tickets_are_swept_to_make_room() {
+        let store = full_store(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store
+            .put(
+                &WsTicket::generate().digest(),
+                &claims(),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(lock(&store.tickets).len(), 1);
+    }
+}
