@@ -169,6 +169,20 @@ pub struct AuthConfig {
     pub token_lifetime: TokenLifetime,
 }
 
+/// Who may register, and how long refresh tokens and WebSocket tickets last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessConfig {
+    /// `ALLOW_REGISTRATION`: `false` answers registrations with 403.
+    pub allow_registration: bool,
+    /// `REFRESH_TOKEN_TTL`: how long a refresh token can be used.
+    pub refresh_token_ttl: Duration,
+    /// `REFRESH_REUSE_GRACE`: how long after its rotation a refresh token
+    /// still gets the same successor (`0` turns the grace off).
+    pub refresh_reuse_grace: Duration,
+    /// `WS_TICKET_TTL`: how long a WebSocket ticket can be redeemed.
+    pub ws_ticket_ttl: Duration,
+}
+
 /// Where users live.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -221,6 +235,7 @@ pub struct WebSocketConfig {
 pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
+    pub access: AccessConfig,
     pub storage: StorageConfig,
     pub sessions: SessionConfig,
     pub ai: AiConfig,
@@ -243,6 +258,7 @@ impl Config {
         let server = ServerConfig::parse(&vars)?;
         Ok(Self {
             auth: AuthConfig::parse(&vars, server.env)?,
+            access: AccessConfig::parse(&vars)?,
             storage: StorageConfig::parse(&vars)?,
             sessions: SessionConfig::parse(&vars)?,
             ai: AiConfig::parse(&vars)?,
@@ -294,6 +310,26 @@ impl Vars<'_> {
             .ok_or_else(|| {
                 ConfigError::invalid(name, &text, "a duration such as 500ms, 30s, 5m, 1h")
             })
+    }
+
+    /// A duration as [`Vars::duration`], where `0` is allowed (turns a grace off).
+    fn duration_or_zero(&self, name: &str, default: &str) -> Result<Duration, ConfigError> {
+        let text = self.get(name).unwrap_or_else(|| default.to_owned());
+        parse_duration(&text).ok_or_else(|| {
+            ConfigError::invalid(name, &text, "a duration such as 0, 500ms, 30s, 5m")
+        })
+    }
+
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case).
+    fn boolean(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        let Some(text) = self.get(name) else {
+            return Ok(default);
+        };
+        match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError::invalid(name, &text, "true or false")),
+        }
     }
 
     /// A URL that may hold a password, checked for one of `schemes`.
@@ -393,6 +429,17 @@ impl AuthConfig {
         Ok(Self {
             jwt_secret,
             token_lifetime,
+        })
+    }
+}
+
+impl AccessConfig {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            allow_registration: vars.boolean("ALLOW_REGISTRATION", true)?,
+            refresh_token_ttl: vars.duration("REFRESH_TOKEN_TTL", "30d")?,
+            refresh_reuse_grace: vars.duration_or_zero("REFRESH_REUSE_GRACE", "10s")?,
+            ws_ticket_ttl: vars.duration("WS_TICKET_TTL", "30s")?,
         })
     }
 }
@@ -500,6 +547,38 @@ mod tests {
         );
         assert!(c.ai.fastapi_url.is_none());
         assert!(c.storage.mongodb_uri.is_none() && c.sessions.redis_url.is_none());
+    }
+
+    #[test]
+    fn access_settings_have_defaults_and_are_checked() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(
+            c.access,
+            AccessConfig {
+                allow_registration: true,
+                refresh_token_ttl: Duration::from_secs(30 * 86_400),
+                refresh_reuse_grace: Duration::from_secs(10),
+                ws_ticket_ttl: Duration::from_secs(30),
+            }
+        );
+        let c = cfg(&[
+            ("ALLOW_REGISTRATION", "False"),
+            ("REFRESH_REUSE_GRACE", "0"),
+            ("WS_TICKET_TTL", "5s"),
+        ])
+        .unwrap();
+        assert!(!c.access.allow_registration);
+        assert!(c.access.refresh_reuse_grace.is_zero());
+        assert_eq!(c.access.ws_ticket_ttl, Duration::from_secs(5));
+        for (k, v) in [
+            ("ALLOW_REGISTRATION", "maybe"),
+            ("REFRESH_TOKEN_TTL", "0"),
+            ("REFRESH_REUSE_GRACE", "soon"),
+            ("WS_TICKET_TTL", "0"),
+        ] {
+            let err = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(err.contains(k), "{err}");
+        }
     }
 
     #[test]

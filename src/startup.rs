@@ -19,21 +19,26 @@ use crate::adapters::inbound::{http, AppContext};
 use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
 use crate::adapters::outbound::echo_ai::EchoAi;
 use crate::adapters::outbound::jwt::JwtTokenService;
+use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemoryTicketStore};
 use crate::adapters::outbound::memory_conversations::{
     InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
 };
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
 use crate::adapters::outbound::memory_stats::AtomicStats;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
+use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketStore};
 use crate::adapters::outbound::redis_conversations::RedisConversations;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
 use crate::adapters::outbound::upstream_ai::{UpstreamAi, UpstreamTimeouts};
 use crate::application::ports::{
-    AiModel, ConversationStoreError, EventLog, GenerationRegistry, LiveDelivery, PasswordHashError,
-    PasswordHasher, SessionStore, SessionStoreError, TokenService, UserRepository, UserStoreError,
+    AccessStoreError, AiModel, ConversationStoreError, EventLog, GenerationRegistry, LiveDelivery,
+    PasswordHashError, PasswordHasher, RefreshTokenStore, RevocationStore, SessionStore,
+    SessionStoreError, TicketStore, TokenService, UserRepository, UserStoreError,
 };
-use crate::application::{AuthService, ChatPorts, ChatService, ConversationSettings};
+use crate::application::{
+    AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationSettings,
+};
 use crate::config::{AiConfig, AuthConfig, Config, SessionConfig, StorageConfig};
 
 /// Why the server could not start. Each says which setting to look at.
@@ -51,6 +56,8 @@ pub enum StartupError {
     Redis(#[source] SessionStoreError),
     #[error("could not connect to Redis (REDIS_URL)")]
     RedisConversations(#[source] ConversationStoreError),
+    #[error("could not connect to Redis (REDIS_URL)")]
+    RedisAccess(#[source] AccessStoreError),
     #[error("invalid FASTAPI_URL: {0}")]
     AiUrl(String),
     #[error("password hashing does not work")]
@@ -70,6 +77,8 @@ pub struct Adapters {
     pub users: Arc<dyn UserRepository>,
     pub hasher: Arc<dyn PasswordHasher>,
     pub tokens: Arc<dyn TokenService>,
+    /// Refresh tokens (kept by the user store), tickets and revocations.
+    pub access: AccessPorts,
     /// What the chat use cases run on.
     pub chat: ChatPorts,
 }
@@ -79,10 +88,17 @@ impl Adapters {
     /// answer stops start-up here rather than failing the first request.
     pub async fn from_config(config: &Config) -> Result<Self, StartupError> {
         let conversations = conversation_stores(&config.sessions).await?;
+        let (users, refresh) = user_store(&config.storage).await?;
+        let (tickets, revocations) = access_stores(&config.sessions).await?;
         Ok(Self {
-            users: user_store(&config.storage).await?,
+            users,
             hasher: Arc::new(Argon2Hasher::new(Argon2Params::OWASP)),
             tokens: token_service(&config.auth),
+            access: AccessPorts {
+                refresh,
+                tickets,
+                revocations,
+            },
             chat: ChatPorts {
                 sessions: session_store(&config.sessions).await?,
                 ai: ai_model(&config.ai)?,
@@ -132,13 +148,18 @@ async fn conversation_stores(
     ))
 }
 
-async fn user_store(storage: &StorageConfig) -> Result<Arc<dyn UserRepository>, StartupError> {
+/// The user store, which also keeps the refresh tokens.
+async fn user_store(
+    storage: &StorageConfig,
+) -> Result<(Arc<dyn UserRepository>, Arc<dyn RefreshTokenStore>), StartupError> {
     if let Some(uri) = &storage.mongodb_uri {
         tracing::info!(uri = %uri, "user store: MongoDB");
-        let repo = MongoUserRepository::connect(uri.expose())
-            .await
-            .map_err(StartupError::Mongo)?;
-        return Ok(Arc::new(repo));
+        let repo = Arc::new(
+            MongoUserRepository::connect(uri.expose())
+                .await
+                .map_err(StartupError::Mongo)?,
+        );
+        return Ok((repo.clone(), repo));
     }
     let path = &storage.sqlite_path;
     tracing::info!(path = %path.display(), "user store: embedded SQLite");
@@ -148,7 +169,48 @@ async fn user_store(storage: &StorageConfig) -> Result<Arc<dyn UserRepository>, 
             path: path.clone(),
             source,
         })?;
-    Ok(Arc::new(repo))
+    let repo = Arc::new(repo);
+    Ok((repo.clone(), repo))
+}
+
+/// WebSocket tickets and token revocations: in memory for one instance, or
+/// in Redis, so every instance redeems any ticket and hears every revocation.
+async fn access_stores(
+    sessions: &SessionConfig,
+) -> Result<(Arc<dyn TicketStore>, Arc<dyn RevocationStore>), StartupError> {
+    let Some(url) = &sessions.redis_url else {
+        tracing::info!("tickets and revocations: in memory (single instance)");
+        return Ok((
+            Arc::new(InMemoryTicketStore::default()),
+            Arc::new(InMemoryRevocationStore::default()),
+        ));
+    };
+    let prefix = &sessions.redis_key_prefix;
+    let tickets = RedisTicketStore::connect(url.expose(), prefix)
+        .await
+        .map_err(StartupError::RedisAccess)?;
+    let revocations = RedisRevocationStore::connect(url.expose(), prefix)
+        .await
+        .map_err(StartupError::RedisAccess)?;
+    Ok((Arc::new(tickets), Arc::new(revocations)))
+}
+
+/// The access policy from configuration. The successor key is derived from
+/// the JWT secret (so every instance derives the same successors) under a
+/// label of its own, so it is never the signing key itself.
+fn access_settings(config: &Config) -> AccessSettings {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(config.auth.jwt_secret.bytes())
+        .expect("HMAC takes any key");
+    mac.update(b"chatbot-server refresh-token successor v1");
+    AccessSettings {
+        allow_registration: config.access.allow_registration,
+        refresh_ttl: config.access.refresh_token_ttl,
+        reuse_grace: config.access.refresh_reuse_grace,
+        ticket_ttl: config.access.ws_ticket_ttl,
+        token_lifetime: std::time::Duration::from_secs(config.auth.token_lifetime.seconds()),
+        successor_key: mac.finalize().into_bytes().to_vec(),
+    }
 }
 
 async fn session_store(sessions: &SessionConfig) -> Result<Arc<dyn SessionStore>, StartupError> {
@@ -213,9 +275,15 @@ impl Application {
     /// Builds the server on adapters chosen by the caller (tests pass mocks of
     /// ports a real store will not fail on demand).
     pub async fn build_with(config: Config, adapters: Adapters) -> Result<Self, StartupError> {
-        let auth = AuthService::new(adapters.users, adapters.hasher, adapters.tokens)
-            .await
-            .map_err(StartupError::Hasher)?;
+        let auth = AuthService::new(
+            adapters.users,
+            adapters.hasher,
+            adapters.tokens,
+            adapters.access,
+            access_settings(&config),
+        )
+        .await
+        .map_err(StartupError::Hasher)?;
         let chat = ChatService::new(
             adapters.chat,
             ConversationSettings {

@@ -364,7 +364,24 @@ async fn health_stats_and_websocket_info() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(client_types, ["chat", "stop", "human-escalation", "ping"]);
+    assert_eq!(
+        client_types,
+        ["chat", "stop", "human-escalation", "ping", "auth"]
+    );
+    let authentication = info["authentication"].to_string();
+    for way in [
+        "query:ticket",
+        "Sec-WebSocket-Protocol",
+        "query:token",
+        "Authorization",
+    ] {
+        assert!(authentication.contains(way), "{way} in {authentication}");
+    }
+    let closes = info["closeCodes"].to_string();
+    assert!(
+        closes.contains("4001") && closes.contains("token_revoked"),
+        "{closes}"
+    );
 }
 
 #[tokio::test]

@@ -16,10 +16,18 @@ use futures_util::FutureExt;
 
 use chatbot_server::adapters::outbound::mongo_users::MongoUserRepository;
 use chatbot_server::adapters::outbound::sqlite_users::SqliteUserRepository;
-use chatbot_server::application::ports::{UserRepository, UserStoreError};
-use chatbot_server::domain::{EmailAddress, NewUser, PasswordHash, UserId, Username};
+use chatbot_server::application::ports::{
+    RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
+};
+use chatbot_server::domain::{
+    EmailAddress, FamilyId, NewUser, PasswordHash, RefreshToken, TokenDigest, UserId, Username,
+};
 
-type Repo = Arc<dyn UserRepository>;
+/// A user store is both ports: users, and their refresh tokens.
+trait UserStore: UserRepository + RefreshTokenStore {}
+impl<T: UserRepository + RefreshTokenStore> UserStore for T {}
+
+type Repo = Arc<dyn UserStore>;
 
 /// Names are unique per call so every rule can share one Mongo database.
 fn unique(prefix: &str) -> String {
@@ -172,6 +180,192 @@ mod contract {
         repo.ping().await.unwrap();
     }
 
+    pub async fn usernames_are_unique_regardless_of_case(repo: Repo) {
+        let name = unique("Casey");
+        let first = repo.create(new_user(&name)).await.unwrap();
+        for spelling in [name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
+            let mut other = new_user(&unique("other"));
+            other.username = Username::parse(&spelling).unwrap();
+            let err = repo.create(other).await.unwrap_err();
+            assert!(
+                matches!(err, UserStoreError::UsernameTaken),
+                "{spelling}: {err:?}"
+            );
+        }
+        // Login stays exact: another spelling finds nobody.
+        let lower = Username::parse(&name.to_ascii_lowercase()).unwrap();
+        assert_eq!(repo.find_by_username(&lower).await.unwrap(), None);
+        assert_eq!(
+            repo.find_by_username(&first.username).await.unwrap(),
+            Some(first)
+        );
+    }
+
+    /// A stored refresh token for a fresh family of `user`.
+    async fn refresh_token(repo: &Repo, user: &UserId, ttl: chrono::Duration) -> TokenDigest {
+        let digest = RefreshToken::generate().digest();
+        let now = Utc::now().trunc_subsecs(3);
+        repo.insert(&RefreshRecord {
+            digest: digest.clone(),
+            family: FamilyId::generate(),
+            user_id: user.clone(),
+            issued_at: now,
+            expires_at: now + ttl,
+        })
+        .await
+        .unwrap();
+        digest
+    }
+
+    fn digest() -> TokenDigest {
+        RefreshToken::generate().digest()
+    }
+
+    const GRACE: Duration = Duration::from_secs(10);
+
+    pub async fn refresh_tokens_rotate_once_then_grace_then_reuse(repo: Repo) {
+        let user = repo.create(new_user(&unique("rot"))).await.unwrap().id;
+        let day = chrono::Duration::days(1);
+        let first = refresh_token(&repo, &user, day).await;
+        let (second, third) = (digest(), digest());
+        let t0 = Utc::now();
+        let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        let rotated = Rotation::Rotated {
+            user_id: user.clone(),
+        };
+        assert_eq!(
+            repo.rotate(&first, &second, at(0), at(0) + day, GRACE)
+                .await
+                .unwrap(),
+            rotated
+        );
+        // Two tabs at once: the same token again, within the grace.
+        assert_eq!(
+            repo.rotate(&first, &second, at(1), at(1) + day, GRACE)
+                .await
+                .unwrap(),
+            Rotation::AlreadyRotated {
+                user_id: user.clone()
+            }
+        );
+        // The successor was stored and rotates in its turn.
+        assert_eq!(
+            repo.rotate(&second, &third, at(2), at(2) + day, GRACE)
+                .await
+                .unwrap(),
+            rotated
+        );
+        // Long after its rotation, the first token is a reuse...
+        assert_eq!(
+            repo.rotate(&first, &second, at(30), at(30) + day, GRACE)
+                .await
+                .unwrap(),
+            Rotation::Reused {
+                user_id: user.clone()
+            }
+        );
+        // ...and the whole family is gone, the newest token included.
+        assert_eq!(
+            repo.rotate(&third, &digest(), at(31), at(31) + day, GRACE)
+                .await
+                .unwrap(),
+            Rotation::Invalid
+        );
+    }
+
+    pub async fn unknown_and_expired_refresh_tokens_are_invalid(repo: Repo) {
+        let user = repo.create(new_user(&unique("exp"))).await.unwrap().id;
+        let now = Utc::now();
+        let later = now + chrono::Duration::days(1);
+        assert_eq!(
+            repo.rotate(&digest(), &digest(), now, later, GRACE)
+                .await
+                .unwrap(),
+            Rotation::Invalid
+        );
+        let short = refresh_token(&repo, &user, chrono::Duration::seconds(5)).await;
+        let after_expiry = now + chrono::Duration::seconds(6);
+        assert_eq!(
+            repo.rotate(&short, &digest(), after_expiry, later, GRACE)
+                .await
+                .unwrap(),
+            Rotation::Invalid
+        );
+    }
+
+    pub async fn concurrent_rotations_of_one_token_have_one_winner(repo: Repo) {
+        let user = repo.create(new_user(&unique("race"))).await.unwrap().id;
+        let day = chrono::Duration::days(1);
+        let token = refresh_token(&repo, &user, day).await;
+        let successor = digest();
+        let now = Utc::now();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (repo, token, successor) = (repo.clone(), token.clone(), successor.clone());
+                tokio::spawn(
+                    async move { repo.rotate(&token, &successor, now, now + day, GRACE).await },
+                )
+            })
+            .collect();
+        let mut rotated = 0;
+        for task in tasks {
+            match task.await.unwrap().unwrap() {
+                Rotation::Rotated { .. } => rotated += 1,
+                Rotation::AlreadyRotated { .. } => {}
+                other => panic!("a losing rotation within the grace got {other:?}"),
+            }
+        }
+        assert_eq!(rotated, 1);
+    }
+
+    pub async fn revoking_a_family_needs_its_owner(repo: Repo) {
+        let owner = repo.create(new_user(&unique("own"))).await.unwrap().id;
+        let stranger = repo.create(new_user(&unique("str"))).await.unwrap().id;
+        let day = chrono::Duration::days(1);
+        let token = refresh_token(&repo, &owner, day).await;
+        let other_login = refresh_token(&repo, &owner, day).await;
+        repo.revoke_family(&token, &stranger).await.unwrap();
+        repo.revoke_family(&token, &owner).await.unwrap();
+        let now = Utc::now();
+        assert_eq!(
+            repo.rotate(&token, &digest(), now, now + day, GRACE)
+                .await
+                .unwrap(),
+            Rotation::Invalid
+        );
+        assert!(matches!(
+            repo.rotate(&other_login, &digest(), now, now + day, GRACE)
+                .await
+                .unwrap(),
+            Rotation::Rotated { .. }
+        ));
+    }
+
+    pub async fn revoking_a_user_ends_all_their_refresh_tokens(repo: Repo) {
+        let user = repo.create(new_user(&unique("all"))).await.unwrap().id;
+        let other = repo.create(new_user(&unique("keep"))).await.unwrap().id;
+        let day = chrono::Duration::days(1);
+        let a = refresh_token(&repo, &user, day).await;
+        let b = refresh_token(&repo, &user, day).await;
+        let kept = refresh_token(&repo, &other, day).await;
+        repo.revoke_user(&user).await.unwrap();
+        let now = Utc::now();
+        for token in [a, b] {
+            assert_eq!(
+                repo.rotate(&token, &digest(), now, now + day, GRACE)
+                    .await
+                    .unwrap(),
+                Rotation::Invalid
+            );
+        }
+        assert!(matches!(
+            repo.rotate(&kept, &digest(), now, now + day, GRACE)
+                .await
+                .unwrap(),
+            Rotation::Rotated { .. }
+        ));
+    }
+
     pub async fn dates_round_trip_to_the_millisecond(repo: Repo) {
         let created_at = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
         let mut input = new_user(&unique("dates"));
@@ -226,7 +420,16 @@ contract_rules!(
     concurrent_creates_of_one_username_have_one_winner,
     ping_answers,
     dates_round_trip_to_the_millisecond,
+    usernames_are_unique_regardless_of_case,
+    refresh_tokens_rotate_once_then_grace_then_reuse,
+    unknown_and_expired_refresh_tokens_are_invalid,
+    concurrent_rotations_of_one_token_have_one_winner,
+    revoking_a_family_needs_its_owner,
+    revoking_a_user_ends_all_their_refresh_tokens,
 );
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 2;
 
 // ------------------------------------------------------------------ SQLite
 
@@ -285,7 +488,7 @@ async fn sqlite_creates_missing_directories_and_schema() {
     repo.create(new_user("fresh_dir")).await.unwrap();
     assert!(path.exists());
     drop(repo);
-    assert_eq!(user_version(&path), 1);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
 }
 
 #[tokio::test]
@@ -298,7 +501,7 @@ async fn sqlite_brings_an_empty_or_unversioned_file_up_to_date() {
     let repo = SqliteUserRepository::open(&empty).await.unwrap();
     repo.create(new_user("from_empty")).await.unwrap();
     drop(repo);
-    assert_eq!(user_version(&empty), 1);
+    assert_eq!(user_version(&empty), SCHEMA_VERSION);
 
     // A database from before versioning: other tables, no stamp, no users table.
     let unversioned = dir.path().join("old.db");
@@ -311,7 +514,7 @@ async fn sqlite_brings_an_empty_or_unversioned_file_up_to_date() {
     let repo = SqliteUserRepository::open(&unversioned).await.unwrap();
     repo.create(new_user("from_old")).await.unwrap();
     drop(repo);
-    assert_eq!(user_version(&unversioned), 1);
+    assert_eq!(user_version(&unversioned), SCHEMA_VERSION);
     let conn = rusqlite::Connection::open(&unversioned).unwrap();
     let note: String = conn
         .query_row("SELECT body FROM notes", [], |r| r.get(0))
@@ -345,6 +548,77 @@ async fn sqlite_keeps_rows_of_a_users_table_that_lacks_the_version_stamp() {
     assert_eq!(user.id.as_str(), "65f1c0ffee0123456789abcd");
     assert!(user.is_active);
     assert_eq!(user.created_at.timestamp_millis(), 1_704_164_645_678);
+}
+
+/// A version-1 file (before case-insensitive names) holding `Bob` and an
+/// older `bob`: both still log in under their own names, neither is
+/// changed, and no third spelling can register.
+#[tokio::test]
+async fn sqlite_version_1_files_keep_their_users_and_gain_case_folding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE users (
+                id TEXT PRIMARY KEY NOT NULL, username TEXT NOT NULL UNIQUE,
+                email TEXT NOT NULL UNIQUE, password TEXT NOT NULL, created_at TEXT NOT NULL,
+                last_login TEXT NULL, is_active INTEGER NOT NULL DEFAULT 1);
+             INSERT INTO users (id, username, email, password, created_at) VALUES
+               ('65f1c0ffee0123456789abc1', 'bob', 'bob1@example.com', 'h1', '2024-01-01T00:00:00.000Z'),
+               ('65f1c0ffee0123456789abc2', 'Bob', 'bob2@example.com', 'h2', '2024-01-02T00:00:00.000Z');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let repo = SqliteUserRepository::open(&path).await.unwrap();
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    for (name, id) in [
+        ("bob", "65f1c0ffee0123456789abc1"),
+        ("Bob", "65f1c0ffee0123456789abc2"),
+    ] {
+        let user = repo
+            .find_by_username(&Username::parse(name).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.id.as_str(), id);
+        assert_eq!(
+            user.username.as_str(),
+            name,
+            "legacy names are left as they are"
+        );
+    }
+    let mut third = new_user("BOB");
+    third.email = EmailAddress::parse("bob3@example.com").unwrap();
+    let err = repo.create(third).await.unwrap_err();
+    assert!(matches!(err, UserStoreError::UsernameTaken), "{err:?}");
+    // Refresh tokens work on the migrated file.
+    let user = UserId::parse("65f1c0ffee0123456789abc2").unwrap();
+    let digest = RefreshToken::generate().digest();
+    let now = Utc::now();
+    repo.insert(&RefreshRecord {
+        digest: digest.clone(),
+        family: FamilyId::generate(),
+        user_id: user.clone(),
+        issued_at: now,
+        expires_at: now + chrono::Duration::days(1),
+    })
+    .await
+    .unwrap();
+    let next = RefreshToken::generate().digest();
+    assert_eq!(
+        repo.rotate(
+            &digest,
+            &next,
+            now,
+            now + chrono::Duration::days(1),
+            Duration::ZERO
+        )
+        .await
+        .unwrap(),
+        Rotation::Rotated { user_id: user }
+    );
 }
 
 #[tokio::test]
@@ -485,6 +759,12 @@ async fn mongo_user_store_satisfies_the_contract() {
         mongo_reads_legacy_node_documents(&repo, &client.database(&database)).await;
         mongo_matches_legacy_mixed_case_emails(&target.uri, &database, &client.database(&database))
             .await;
+        mongo_folds_usernames_beside_legacy_documents(
+            &target.uri,
+            &database,
+            &client.database(&database),
+        )
+        .await;
     })
     .catch_unwind()
     .await;
@@ -630,6 +910,52 @@ async fn mongo_matches_legacy_mixed_case_emails(uri: &str, database: &str, db: &
             .unwrap(),
         0,
         "no lower-cased twin was inserted beside the legacy row"
+    );
+}
+
+/// Node documents have no `usernameLower`: they still load and log in under
+/// their exact name, and no other spelling of their name can register.
+async fn mongo_folds_usernames_beside_legacy_documents(
+    uri: &str,
+    database: &str,
+    db: &mongodb::Database,
+) {
+    use mongodb::bson::Document;
+    eprintln!("[mongo] usernames are folded beside legacy documents");
+    let name = unique("LegacyName");
+    let users = db.collection::<Document>("users");
+    let oid = insert_node_document(
+        &users,
+        &name,
+        &format!("{}@example.com", name.to_ascii_lowercase()),
+        1_600_000_000_000,
+    )
+    .await;
+    // As a server starting on a migrated database does, it notices them.
+    let repo = MongoUserRepository::connect_with_database(uri, database)
+        .await
+        .unwrap();
+    let found = repo
+        .find_by_username(&Username::parse(&name).unwrap())
+        .await
+        .unwrap()
+        .expect("the legacy user is found by its exact name");
+    assert_eq!(found.id.as_str(), oid.to_hex());
+    let mut newcomer = new_user(&unique("newname"));
+    newcomer.username = Username::parse(&name.to_ascii_lowercase()).unwrap();
+    let err = repo.create(newcomer).await.unwrap_err();
+    assert!(matches!(err, UserStoreError::UsernameTaken), "{err:?}");
+    let created = repo.create(new_user(&unique("Fresh"))).await.unwrap();
+    let oid = mongodb::bson::oid::ObjectId::parse_str(created.id.as_str()).unwrap();
+    let raw = users
+        .find_one(mongodb::bson::doc! { "_id": oid })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        raw.get_str("usernameLower").unwrap(),
+        created.username.as_str().to_ascii_lowercase(),
+        "new documents carry the additive folded field"
     );
 }
 

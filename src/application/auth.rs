@@ -5,11 +5,14 @@ use std::sync::Arc;
 use chrono::Utc;
 use thiserror::Error;
 
+use super::access::{AccessPorts, AccessSettings};
 use super::ports::{
-    IssuedToken, PasswordCheck, PasswordHashError, PasswordHasher, TokenError, TokenService,
-    UserRepository, UserStoreError,
+    IssuedToken, PasswordCheck, PasswordHashError, PasswordHasher, TokenService, UserRepository,
+    UserStoreError,
 };
-use crate::domain::{EmailAddress, LoginName, NewUser, Password, PasswordHash, User, Username};
+use crate::domain::{
+    EmailAddress, LoginName, NewUser, Password, PasswordHash, RefreshToken, User, Username,
+};
 use crate::telemetry::ErrorChain;
 
 /// A registration whose fields have already been parsed into domain types.
@@ -20,11 +23,13 @@ pub struct Registration {
     pub password: Password,
 }
 
-/// A successful register or login: the user and a token for them.
+/// A successful register, login or refresh: the user, an access token, and
+/// the refresh token that buys the next one.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub user: User,
     pub token: IssuedToken,
+    pub refresh_token: RefreshToken,
 }
 
 /// What can go wrong in the auth use cases, in terms a client may see.
@@ -41,6 +46,17 @@ pub enum AuthError {
     TokenExpired,
     #[error("token is invalid")]
     TokenInvalid,
+    /// The token was revoked (logout, logout-all).
+    #[error("token has been revoked")]
+    TokenRevoked,
+    #[error("registration is closed")]
+    RegistrationClosed,
+    /// Unknown, expired, revoked or reused refresh token, indistinguishably.
+    #[error("refresh token is invalid")]
+    InvalidRefreshToken,
+    /// Unknown, spent or expired WebSocket ticket, indistinguishably.
+    #[error("ticket is invalid")]
+    InvalidTicket,
     /// A dependency failed; details are logged, never returned.
     #[error("internal error")]
     Internal,
@@ -48,9 +64,12 @@ pub enum AuthError {
 
 /// The authentication use cases.
 pub struct AuthService {
-    users: Arc<dyn UserRepository>,
+    pub(super) users: Arc<dyn UserRepository>,
     hasher: Arc<dyn PasswordHasher>,
-    tokens: Arc<dyn TokenService>,
+    pub(super) tokens: Arc<dyn TokenService>,
+    /// Refresh tokens, tickets and revocations (see [`super::access`]).
+    pub(super) access: AccessPorts,
+    pub(super) settings: AccessSettings,
     /// A real hash of a random password, verified against when the user does not
     /// exist, so "no such user" costs the same time as "wrong password".
     decoy_hash: PasswordHash,
@@ -62,6 +81,8 @@ impl AuthService {
         users: Arc<dyn UserRepository>,
         hasher: Arc<dyn PasswordHasher>,
         tokens: Arc<dyn TokenService>,
+        access: AccessPorts,
+        settings: AccessSettings,
     ) -> Result<Self, PasswordHashError> {
         let decoy = Password::for_login(&uuid::Uuid::new_v4().to_string());
         let decoy_hash = hasher.hash(&decoy).await?;
@@ -69,6 +90,8 @@ impl AuthService {
             users,
             hasher,
             tokens,
+            access,
+            settings,
             decoy_hash,
         })
     }
@@ -76,9 +99,14 @@ impl AuthService {
     /// Creates an account and returns it with a fresh token.
     ///
     /// # Errors
-    /// `UsernameTaken` / `EmailTaken` when the store's unique constraints refuse
-    /// the user; `Internal` when a dependency fails.
+    /// `RegistrationClosed` when `ALLOW_REGISTRATION` is off; `UsernameTaken`
+    /// (also for another capitalisation of a taken name) / `EmailTaken` when
+    /// the store's unique constraints refuse the user; `Internal` when a
+    /// dependency fails.
     pub async fn register(&self, registration: Registration) -> Result<Authenticated, AuthError> {
+        if !self.settings.allow_registration {
+            return Err(AuthError::RegistrationClosed);
+        }
         let password_hash = self
             .hasher
             .hash(&registration.password)
@@ -99,8 +127,13 @@ impl AuthService {
                 other => internal("user store failed during registration", &other),
             })?;
         let token = self.issue(&user)?;
+        let refresh_token = self.start_refresh_family(&user).await?;
         tracing::info!(user_id = %user.id, username = %user.username, "user registered");
-        Ok(Authenticated { user, token })
+        Ok(Authenticated {
+            user,
+            token,
+            refresh_token,
+        })
     }
 
     /// Checks a username-or-email and password, records the login, upgrades a
@@ -144,7 +177,12 @@ impl AuthService {
             ..user
         };
         let token = self.issue(&user)?;
-        Ok(Authenticated { user, token })
+        let refresh_token = self.start_refresh_family(&user).await?;
+        Ok(Authenticated {
+            user,
+            token,
+            refresh_token,
+        })
     }
 
     /// The user a login name points at; a name that can be neither a username
@@ -184,21 +222,14 @@ impl AuthService {
         }
     }
 
-    /// Verifies a bearer token and returns its user, who must still exist and be active.
+    /// Verifies a bearer token and returns its user, who must still exist and
+    /// be active; [`AuthService::authorize`] also returns the token's claims.
     ///
     /// # Errors
-    /// `TokenExpired`, `TokenInvalid` (also for a deleted or deactivated user),
-    /// or `Internal` when the store fails.
+    /// `TokenExpired`, `TokenRevoked`, `TokenInvalid` (also for a deleted or
+    /// deactivated user), or `Internal` when a store fails.
     pub async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
-        let claims = self.tokens.verify(token).map_err(|e| match e {
-            TokenError::Expired => AuthError::TokenExpired,
-            _ => AuthError::TokenInvalid,
-        })?;
-        match self.users.find_by_id(&claims.user_id).await {
-            Ok(Some(user)) if user.is_active => Ok(user),
-            Ok(_) => Err(AuthError::TokenInvalid),
-            Err(e) => Err(internal("user store failed during token verification", &e)),
-        }
+        self.authorize(token).await.map(|a| a.user)
     }
 
     /// Whether the user store answers; used by `/health`.
@@ -212,7 +243,7 @@ impl AuthService {
         }
     }
 
-    fn issue(&self, user: &User) -> Result<IssuedToken, AuthError> {
+    pub(super) fn issue(&self, user: &User) -> Result<IssuedToken, AuthError> {
         self.tokens
             .issue(user)
             .map_err(|e| internal("token signing failed", &e))
@@ -221,7 +252,7 @@ impl AuthService {
 
 /// Logs a dependency failure with its whole cause, and hides it from the
 /// client behind [`AuthError::Internal`]: the one place auth errors are logged.
-fn internal(what: &str, e: &(dyn std::error::Error + 'static)) -> AuthError {
+pub(super) fn internal(what: &str, e: &(dyn std::error::Error + 'static)) -> AuthError {
     tracing::error!(error = %ErrorChain(e), "{what}");
     AuthError::Internal
 }
@@ -229,8 +260,10 @@ fn internal(what: &str, e: &(dyn std::error::Error + 'static)) -> AuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::application::access::{AccessPorts, AccessSettings};
     use crate::application::ports::{
-        MockPasswordHasher, MockTokenService, MockUserRepository, TokenClaims,
+        MockPasswordHasher, MockRefreshTokenStore, MockRevocationStore, MockTicketStore,
+        MockTokenService, MockUserRepository, TokenClaims, TokenError,
     };
     use crate::domain::{fixtures, UserId};
     use mockall::predicate::*;
@@ -264,10 +297,59 @@ mod tests {
         t
     }
 
+    /// Access stores that accept every refresh token and revoke nothing.
+    fn access() -> AccessPorts {
+        let mut refresh = MockRefreshTokenStore::new();
+        refresh.expect_insert().returning(|_| Ok(()));
+        let mut revocations = MockRevocationStore::new();
+        revocations.expect_is_revoked().returning(|_| Ok(false));
+        AccessPorts {
+            refresh: Arc::new(refresh),
+            tickets: Arc::new(MockTicketStore::new()),
+            revocations: Arc::new(revocations),
+        }
+    }
+
+    fn settings(allow_registration: bool) -> AccessSettings {
+        AccessSettings {
+            allow_registration,
+            refresh_ttl: std::time::Duration::from_secs(3600),
+            reuse_grace: std::time::Duration::from_secs(10),
+            ticket_ttl: std::time::Duration::from_secs(30),
+            token_lifetime: std::time::Duration::from_secs(60),
+            successor_key: b"successor-key".to_vec(),
+        }
+    }
+
     async fn service(users: MockUserRepository, hasher: MockPasswordHasher) -> AuthService {
-        AuthService::new(Arc::new(users), Arc::new(hasher), Arc::new(tokens()))
-            .await
-            .unwrap()
+        AuthService::new(
+            Arc::new(users),
+            Arc::new(hasher),
+            Arc::new(tokens()),
+            access(),
+            settings(true),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn closed_registration_creates_nobody() {
+        let mut users = MockUserRepository::new();
+        users.expect_create().never();
+        let auth = AuthService::new(
+            Arc::new(users),
+            Arc::new(hasher()),
+            Arc::new(tokens()),
+            access(),
+            settings(false),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            auth.register(registration()).await,
+            Err(AuthError::RegistrationClosed)
+        ));
     }
 
     fn registration() -> Registration {
@@ -296,6 +378,7 @@ mod tests {
         let auth = service(users, hasher()).await;
         let out = auth.register(registration()).await.unwrap();
         assert_eq!(out.token.token, "token-for-u1");
+        assert!(out.refresh_token.expose().starts_with("rt_"));
     }
 
     #[tokio::test]
@@ -426,6 +509,8 @@ mod tests {
                 username: Username::parse("alice").unwrap(),
                 issued_at: 0,
                 expires_at: 1,
+                token_id: "t1".into(),
+                issued_at_ms: 0,
             }),
             _ => Err(TokenError::Invalid),
         });
@@ -433,9 +518,15 @@ mod tests {
         users
             .expect_find_by_id()
             .returning(|_| Ok(Some(user(false, "$argon2id$x"))));
-        let auth = AuthService::new(Arc::new(users), Arc::new(hasher()), Arc::new(t))
-            .await
-            .unwrap();
+        let auth = AuthService::new(
+            Arc::new(users),
+            Arc::new(hasher()),
+            Arc::new(t),
+            access(),
+            settings(true),
+        )
+        .await
+        .unwrap();
         assert!(matches!(
             auth.authenticate("expired").await,
             Err(AuthError::TokenExpired)

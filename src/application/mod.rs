@@ -1,12 +1,14 @@
 //! The application layer: use cases and the ports they need. No framework,
 //! driver or wire type is imported here.
 
+pub mod access;
 pub mod attachment;
 pub mod auth;
 pub mod chat;
 mod generation;
 pub mod ports;
 
+pub use access::{AccessPorts, AccessSettings, Authorized, IssuedTicket};
 pub use attachment::{Attachment, Feed, ResumeNotice};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
 pub use chat::{

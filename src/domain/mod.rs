@@ -1,5 +1,6 @@
 //! The domain: pure types and rules, free of frameworks, drivers and wire formats.
 
+pub mod access;
 pub mod chat;
 pub mod conversation;
 pub mod id;
@@ -9,6 +10,7 @@ pub mod user;
 #[cfg(test)]
 pub mod fixtures;
 
+pub use access::{FamilyId, OpaqueTokenError, RefreshToken, TokenDigest, WsTicket};
 pub use chat::{
     ChatContent, ChatMessage, ContentError, IdError, MessageId, Role, Session, SessionId,
     SessionUser, StreamStatus, HISTORY_LIMIT,

@@ -44,6 +44,12 @@ impl Username {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name with case folded: what uniqueness is checked on, so `Alice`
+    /// cannot register once `alice` exists (login still compares exactly).
+    pub fn folded(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
 }
 
 impl fmt::Display for Username {

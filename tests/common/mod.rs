@@ -75,7 +75,14 @@ impl Drop for TestApp {
 /// [`test_vars`] as its whole environment and a fresh SQLite file.
 pub async fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users.db");
+    let mut app = spawn_app_at(dir.path().join("users.db"), extra).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Like [`spawn_app`], on a SQLite file the caller owns (to share it with
+/// another server).
+pub async fn spawn_app_at(path: PathBuf, extra: &[(&str, &str)]) -> TestApp {
     let vars: HashMap<String, String> = test_vars(&path, extra).into_iter().collect();
     let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration");
     let app = Application::build(config)
@@ -89,7 +96,7 @@ pub async fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
         base: format!("http://{addr}"),
         sqlite_path: path,
         stop: Some(stop),
-        _dir: Some(dir),
+        _dir: None,
     }
 }
 

@@ -101,10 +101,24 @@ error_catalogue! {
         "Invalid username or password";
     MissingToken = "missing_token", status: UNAUTHORIZED, websocket: false,
         "Send the token as 'Authorization: Bearer <token>'";
-    InvalidToken = "invalid_token", status: UNAUTHORIZED, websocket: false,
+    InvalidToken = "invalid_token", status: UNAUTHORIZED, websocket: true,
         "The token is invalid";
-    TokenExpired = "token_expired", status: UNAUTHORIZED, websocket: false,
+    TokenExpired = "token_expired", status: UNAUTHORIZED, websocket: true,
         "The token has expired; log in again";
+
+    // --- access: revocation, refresh tokens, WebSocket tickets, registration
+    /// The token was revoked by a logout or logout-all; on a socket, sent
+    /// before the 4001 close.
+    TokenRevoked = "token_revoked", status: UNAUTHORIZED, websocket: true,
+        "The token has been revoked; log in again";
+    /// Unknown, expired, revoked or already used refresh token.
+    InvalidRefreshToken = "invalid_refresh_token", status: UNAUTHORIZED, websocket: false,
+        "The refresh token is invalid, expired or already used; log in again";
+    /// Unknown, spent or expired WebSocket ticket.
+    InvalidTicket = "invalid_ticket", status: UNAUTHORIZED, websocket: false,
+        "The WebSocket ticket is unknown, spent or expired; ask for a new one";
+    RegistrationClosed = "registration_closed", status: Some(StatusCode::FORBIDDEN), websocket: false,
+        "Registration is closed on this server";
 
     // --- the WebSocket upgrade
     WebsocketUpgradeRequired = "websocket_upgrade_required", status: BAD_REQUEST, websocket: false,
@@ -113,7 +127,7 @@ error_catalogue! {
     ShuttingDown = "shutting_down", status: UNAVAILABLE, websocket: false,
         "The server is shutting down";
     /// Refused upgrade: the user store did not answer while checking the token.
-    ServiceUnavailable = "service_unavailable", status: UNAVAILABLE, websocket: false,
+    ServiceUnavailable = "service_unavailable", status: UNAVAILABLE, websocket: true,
         "Authentication is unavailable right now; try again shortly";
 
     // --- WebSocket messages
@@ -122,7 +136,7 @@ error_catalogue! {
     InvalidMessage = "invalid_message", status: WS_ONLY, websocket: true,
         "Messages must be JSON objects with a string 'type'";
     UnknownType = "unknown_type", status: WS_ONLY, websocket: true,
-        "Unknown message type; expected chat, stop, human-escalation or ping";
+        "Unknown message type; expected chat, stop, human-escalation, ping or auth";
     InvalidContent = "invalid_content", status: WS_ONLY, websocket: true,
         "A chat message needs a non-blank string 'content'";
     ContentTooLong = "content_too_long", status: WS_ONLY, websocket: true,
@@ -201,6 +215,10 @@ impl From<&AuthError> for ErrorCode {
             AuthError::InvalidCredentials => Self::InvalidCredentials,
             AuthError::TokenExpired => Self::TokenExpired,
             AuthError::TokenInvalid => Self::InvalidToken,
+            AuthError::TokenRevoked => Self::TokenRevoked,
+            AuthError::InvalidRefreshToken => Self::InvalidRefreshToken,
+            AuthError::InvalidTicket => Self::InvalidTicket,
+            AuthError::RegistrationClosed => Self::RegistrationClosed,
             AuthError::Internal => Self::InternalError,
         }
     }

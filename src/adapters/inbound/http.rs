@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::Api;
+use super::rest_tokens::TokenApi;
 use super::ws::ws_endpoint;
 use super::AppContext;
 
@@ -22,10 +23,12 @@ use super::AppContext;
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The OpenAPI service; its doc comments and response enums are the spec.
-pub fn api_service() -> OpenApiService<Api, ()> {
-    OpenApiService::new(Api, "chatbot-server", env!("CARGO_PKG_VERSION")).description(
-        "REST API of chatbot-server: register and log in for a JWT, then open the WebSocket \
-         at `/ws?token=<jwt>` to chat. Errors always have the body \
+pub fn api_service() -> OpenApiService<(Api, TokenApi), ()> {
+    OpenApiService::new((Api, TokenApi), "chatbot-server", env!("CARGO_PKG_VERSION")).description(
+        "REST API of chatbot-server: register and log in for a JWT and a refresh token, buy a \
+         single-use ticket with the JWT (`POST /api/auth/ws-ticket`), then open the WebSocket \
+         at `/ws?ticket=<ticket>` to chat (non-browser clients may also send the JWT as \
+         `?token=` or `Authorization: Bearer`). Errors always have the body \
          `{\"error\": \"<stable_code>\", \"message\": \"<text>\"}`. \
          Besides the responses listed per operation, any route can answer \
          404 `not_found` (unknown path), 405 `method_not_allowed`, and, when \

@@ -4,6 +4,7 @@
 pub mod errors;
 pub mod http;
 pub mod rest;
+pub mod rest_tokens;
 pub mod ws;
 
 use std::time::{Duration, Instant};

@@ -15,18 +15,18 @@ use serde::Serialize;
 use super::errors::{ErrorBody, ErrorCode};
 use super::ws::protocol::event_value;
 use super::ws::transport::CloseReason;
-use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS};
+use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS, WS_AUTHENTICATION};
 use super::{AppContext, MAX_FRAME_BYTES};
 use crate::application::ports::AiHealth;
 use crate::application::ports::LogSlice;
-use crate::application::{AuthError, Authenticated, ChatError, Registration};
+use crate::application::{AuthError, Authenticated, Authorized, ChatError, Registration};
 use crate::domain::conversation::Seq;
 use crate::domain::time::iso_millis;
 use crate::domain::{EmailAddress, Password, SessionId, User, Username};
 use crate::telemetry::ErrorChain;
 
 #[derive(Tags)]
-enum ApiTags {
+pub(super) enum ApiTags {
     /// Registration, login and token verification.
     Auth,
     /// Health, statistics and connection information.
@@ -91,13 +91,17 @@ struct VerifyRequest {
 /// A token and the user it belongs to.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
-struct AuthBody {
-    /// An HS256 JWT; send it as `Authorization: Bearer <token>` or `?token=` on `/ws`.
+pub(super) struct AuthBody {
+    /// An HS256 JWT; send it as `Authorization: Bearer <token>`. For the
+    /// WebSocket, browsers buy a ticket with it (`POST /api/auth/ws-ticket`).
     token: String,
     /// The token lifetime as configured in `JWT_EXPIRES_IN` (e.g. `24h`).
     expires_in: String,
     /// The token lifetime in seconds.
     expires_in_seconds: u64,
+    /// Opaque and single-use: `POST /api/auth/refresh` exchanges it for a new
+    /// `token` and a new `refreshToken` (lifetime `REFRESH_TOKEN_TTL`).
+    refresh_token: String,
     user: UserView,
 }
 
@@ -204,7 +208,7 @@ struct WsCloseCode {
 
 /// An operation whose response can say "this body was not what I take":
 /// too large, or not the JSON it expects.
-trait RejectsBody {
+pub(super) trait RejectsBody {
     fn too_large(body: Json<ErrorBody>) -> Self;
     fn invalid(body: Json<ErrorBody>) -> Self;
 }
@@ -212,7 +216,7 @@ trait RejectsBody {
 /// The one `bad_request_handler` of every operation with a JSON body.
 /// Oversized bodies are normally refused by the server's body limit before the
 /// operation runs; this keeps the answer the same if one gets here.
-fn bad_request<R: RejectsBody>(err: poem::Error) -> R {
+pub(super) fn bad_request<R: RejectsBody>(err: poem::Error) -> R {
     if err.status() == poem::http::StatusCode::PAYLOAD_TOO_LARGE {
         return R::too_large(ErrorBody::new(ErrorCode::PayloadTooLarge));
     }
@@ -254,7 +258,11 @@ enum RegisterResponse {
     /// `invalid_username`, `invalid_email`, `invalid_password`).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// The username (`username_taken`) or email (`email_taken`) is already registered.
+    /// Registration is turned off (`ALLOW_REGISTRATION=false`): `registration_closed`.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// The username (`username_taken`, also for another capitalisation of a
+    /// taken name) or email (`email_taken`) is already registered.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// The body is over 64 KiB (`payload_too_large`).
@@ -420,20 +428,28 @@ fn events_bad_request(err: poem::Error) -> EventsResponse {
 }
 
 /// Why a bearer-authenticated request was refused: 401 or 503.
-enum Refused {
+pub(super) enum Refused {
     Unauthorized(Json<ErrorBody>),
     Unavailable(Json<ErrorBody>),
 }
 
 /// The user of the request's `Authorization: Bearer` token.
 async fn bearer_user(ctx: &AppContext, req: &Request) -> Result<User, Refused> {
+    bearer_authorized(ctx, req).await.map(|a| a.user)
+}
+
+/// The request's `Authorization: Bearer` token, verified, with its user.
+pub(super) async fn bearer_authorized(
+    ctx: &AppContext,
+    req: &Request,
+) -> Result<Authorized, Refused> {
     let Some(token) = bearer_token(req) else {
         return Err(Refused::Unauthorized(ErrorBody::new(
             ErrorCode::MissingToken,
         )));
     };
-    match ctx.auth.authenticate(&token).await {
-        Ok(user) => Ok(user),
+    match ctx.auth.authorize(&token).await {
+        Ok(authorized) => Ok(authorized),
         Err(AuthError::Internal) => Err(Refused::Unavailable(ErrorBody::new(
             ErrorCode::ServiceUnavailable,
         ))),
@@ -460,6 +476,11 @@ impl Api {
         ctx: Data<&Arc<AppContext>>,
         body: Json<RegisterRequest>,
     ) -> RegisterResponse {
+        let closed = || RegisterResponse::Forbidden(ErrorBody::new(ErrorCode::RegistrationClosed));
+        // Closed before any field is judged, so the rules reveal nothing.
+        if !ctx.auth.registration_open() {
+            return closed();
+        }
         let registration = match parse_registration(&body.0) {
             Ok(r) => r,
             Err(e) => return RegisterResponse::BadRequest(e),
@@ -469,6 +490,7 @@ impl Api {
             Err(e @ (AuthError::UsernameTaken | AuthError::EmailTaken)) => {
                 RegisterResponse::Conflict(ErrorBody::new(ErrorCode::from(&e)))
             }
+            Err(AuthError::RegistrationClosed) => closed(),
             Err(_) => RegisterResponse::Internal(internal_error()),
         }
     }
@@ -562,7 +584,7 @@ impl Api {
         let settings = &ctx.websocket;
         WsInfoResponse::Ok(Json(WsInfoBody {
             endpoint: "/ws".into(),
-            authentication: strings(&["query:token", "header:Authorization: Bearer <token>"]),
+            authentication: strings(WS_AUTHENTICATION),
             resume: strings(&["query:sessionId", "query:lastSeq"]),
             message_types: WsMessageTypes {
                 client: strings(CLIENT_MESSAGE_TYPES),
@@ -690,11 +712,12 @@ fn parse_registration(body: &RegisterRequest) -> Result<Registration, Json<Error
     })
 }
 
-fn auth_body(auth: Authenticated) -> AuthBody {
+pub(super) fn auth_body(auth: Authenticated) -> AuthBody {
     AuthBody {
         expires_in: auth.token.lifetime.as_str().to_owned(),
         expires_in_seconds: auth.token.lifetime.seconds(),
         token: auth.token.token,
+        refresh_token: auth.refresh_token.expose().to_owned(),
         user: UserView::from(&auth.user),
     }
 }
@@ -726,14 +749,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemoryTicketStore};
     use crate::adapters::outbound::memory_conversations::{
         InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
     };
+    use crate::application::ports::MockRefreshTokenStore;
     use crate::application::ports::{
         MockAiModel, MockPasswordHasher, MockSessionStore, MockStats, MockTokenService,
         MockUserRepository, SessionStoreError, UserStoreError,
     };
-    use crate::application::ChatPorts;
+    use crate::application::{AccessPorts, ChatPorts};
     use crate::config::Config;
     use crate::domain::PasswordHash;
     use crate::startup::{Adapters, Application};
@@ -754,6 +779,11 @@ mod tests {
             users: Arc::new(users),
             hasher: Arc::new(hasher),
             tokens: Arc::new(MockTokenService::new()),
+            access: AccessPorts {
+                refresh: Arc::new(MockRefreshTokenStore::new()),
+                tickets: Arc::new(InMemoryTicketStore::default()),
+                revocations: Arc::new(InMemoryRevocationStore::default()),
+            },
             chat: ChatPorts {
                 sessions: Arc::new(sessions),
                 ai: Arc::new(ai),

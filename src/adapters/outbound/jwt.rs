@@ -23,7 +23,20 @@ struct Claims {
     #[serde(default)]
     iat: i64,
     exp: i64,
+    /// Not before: checked when present (the Node server never set it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+    /// The token's own id, so it can be revoked alone (absent from Node tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    /// `iat` in milliseconds, so "every token issued before now" holds to the
+    /// millisecond (a login right after `logout-all` is not caught by it).
+    #[serde(default, rename = "iatMs", skip_serializing_if = "Option::is_none")]
+    iat_ms: Option<i64>,
 }
+
+/// How far ahead of our clock a token's `iat` may be before it is refused.
+const MAX_IAT_AHEAD_SECS: i64 = 60;
 
 /// Signs and verifies HS256 tokens with one shared secret.
 pub struct JwtTokenService {
@@ -41,6 +54,7 @@ impl JwtTokenService {
         validation.algorithms = vec![Algorithm::HS256];
         validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         // We sign and verify on the same clock; a grace period would only keep
         // expired tokens alive.
         validation.leeway = 0;
@@ -55,7 +69,8 @@ impl JwtTokenService {
 
 impl TokenService for JwtTokenService {
     fn issue(&self, user: &User) -> Result<IssuedToken, TokenError> {
-        let now = chrono::Utc::now().timestamp();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now = now_ms.div_euclid(1000);
         let ttl = i64::try_from(self.lifetime.seconds()).unwrap_or(i64::MAX / 2);
         let claims = Claims {
             sub: Some(user.id.as_str().to_owned()),
@@ -63,6 +78,9 @@ impl TokenService for JwtTokenService {
             username: user.username.as_str().to_owned(),
             iat: now,
             exp: now.saturating_add(ttl),
+            nbf: None,
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+            iat_ms: Some(now_ms),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| TokenError::Issue(Box::new(e)))?;
@@ -79,6 +97,21 @@ impl TokenService for JwtTokenService {
                 _ => TokenError::Invalid,
             })?;
         let claims = data.claims;
+        if claims.iat > chrono::Utc::now().timestamp() + MAX_IAT_AHEAD_SECS {
+            return Err(TokenError::Invalid);
+        }
+        // A millisecond claim must agree with its `iat` second, so it cannot
+        // move a token out of a `logout-all` by more than that second.
+        let issued_at_ms = match claims.iat_ms {
+            Some(ms) if ms.div_euclid(1000) == claims.iat => ms,
+            Some(_) => return Err(TokenError::Invalid),
+            None => claims.iat.saturating_mul(1000),
+        };
+        let token_id = match claims.jti {
+            Some(jti) if crate::domain::id::is_valid_id(&jti) => jti,
+            Some(_) => return Err(TokenError::Invalid),
+            None => legacy_token_id(token),
+        };
         let id = claims
             .sub
             .or(claims.legacy_user_id)
@@ -88,8 +121,18 @@ impl TokenService for JwtTokenService {
             username: Username::parse(&claims.username).map_err(|_| TokenError::Invalid)?,
             issued_at: claims.iat,
             expires_at: claims.exp,
+            token_id,
+            issued_at_ms,
         })
     }
+}
+
+/// The id of a token issued without `jti`: a digest of the whole token,
+/// which is as unique as the token and reveals nothing of it.
+fn legacy_token_id(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(token.as_bytes()));
+    format!("sha-{}", &digest[..40])
 }
 
 #[cfg(test)]
@@ -201,6 +244,70 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(svc.verify(&no_exp), Err(TokenError::Invalid)));
+    }
+
+    fn signed(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn future_nbf_and_iat_far_ahead_are_invalid() {
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let now = chrono::Utc::now().timestamp();
+        let base = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({"sub": "u1", "username": "alice", "iat": now, "exp": now + 7200});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            signed(&c)
+        };
+        let nbf_ahead = base(serde_json::json!({"nbf": now + 3600}));
+        assert!(matches!(svc.verify(&nbf_ahead), Err(TokenError::Invalid)));
+        let nbf_past = base(serde_json::json!({"nbf": now - 10}));
+        assert!(svc.verify(&nbf_past).is_ok());
+        let iat_ahead = base(serde_json::json!({"iat": now + 120}));
+        assert!(matches!(svc.verify(&iat_ahead), Err(TokenError::Invalid)));
+        let iat_slightly_ahead = base(serde_json::json!({"iat": now + 30}));
+        assert!(
+            svc.verify(&iat_slightly_ahead).is_ok(),
+            "clock skew is tolerated"
+        );
+        let ms_disagrees = base(serde_json::json!({"iatMs": (now - 100) * 1000}));
+        assert!(matches!(
+            svc.verify(&ms_disagrees),
+            Err(TokenError::Invalid)
+        ));
+    }
+
+    #[test]
+    fn issued_tokens_have_distinct_ids_and_millisecond_times() {
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let a = svc.verify(&svc.issue(&user()).unwrap().token).unwrap();
+        let b = svc.verify(&svc.issue(&user()).unwrap().token).unwrap();
+        assert_ne!(a.token_id, b.token_id);
+        assert_eq!(a.issued_at_ms.div_euclid(1000), a.issued_at);
+    }
+
+    #[test]
+    fn tokens_without_jti_get_a_stable_id_of_their_own() {
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let now = chrono::Utc::now().timestamp();
+        let t1 = signed(
+            &serde_json::json!({"userId": "u1", "username": "alice", "iat": now, "exp": now + 60}),
+        );
+        let t2 = signed(
+            &serde_json::json!({"userId": "u1", "username": "alice", "iat": now, "exp": now + 61}),
+        );
+        let c1 = svc.verify(&t1).unwrap();
+        assert_eq!(c1.token_id, svc.verify(&t1).unwrap().token_id);
+        assert_ne!(c1.token_id, svc.verify(&t2).unwrap().token_id);
+        assert_eq!(c1.issued_at_ms, now * 1000);
+        assert!(crate::domain::id::is_valid_id(&c1.token_id));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 pub mod argon2_hasher;
 pub mod echo_ai;
 pub mod jwt;
+pub mod memory_access;
 pub mod memory_conversations;
 pub mod memory_sessions;
 pub mod memory_stats;
 pub mod mongo_users;
+pub mod redis_access;
 pub mod redis_conversations;
 pub mod redis_manager;
 pub mod redis_sessions;

@@ -13,11 +13,17 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, Collation, CollationStrength, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
-use crate::application::ports::{UserRepository, UserStoreError};
-use crate::domain::{EmailAddress, NewUser, PasswordHash, User, UserId, Username};
+use crate::application::ports::{
+    RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
+};
+use crate::domain::{EmailAddress, NewUser, PasswordHash, TokenDigest, User, UserId, Username};
 
 const DEFAULT_DATABASE: &str = "chatbot";
 const COLLECTION: &str = "users";
+/// Refresh tokens, by digest; a collection this server adds beside the Node ones.
+const REFRESH_COLLECTION: &str = "refresh_tokens";
+/// The folded username this server adds to the documents it writes.
+const FOLDED_FIELD: &str = "usernameLower";
 const DUPLICATE_KEY: i32 = 11000;
 
 /// Users in a MongoDB collection.
@@ -25,6 +31,12 @@ const DUPLICATE_KEY: i32 = 11000;
 pub struct MongoUserRepository {
     database: Database,
     users: Collection<Document>,
+    refresh: Collection<Document>,
+    /// Whether the collection held users without the folded username at
+    /// start-up (written by the Node server): then registrations also look
+    /// for another spelling of the name among them, which the unique index
+    /// on the folded field cannot see.
+    legacy_unfolded: bool,
     /// Whether the collection held any email with capitals at start-up (written
     /// by the Node server). This server only writes lower-case emails, so when
     /// there were none the slow case-insensitive checks are skipped for good.
@@ -62,12 +74,23 @@ impl MongoUserRepository {
             .map_err(|e| UserStoreError::unavailable("cannot create the MongoDB client", e))?;
         let database = client.database(database);
         let users = database.collection::<Document>(COLLECTION);
+        let refresh = database.collection::<Document>(REFRESH_COLLECTION);
         let mut repo = Self {
             database,
             users,
+            refresh,
+            legacy_unfolded: false,
             legacy_mixed_case: false,
         };
         repo.ensure_indexes().await?;
+        repo.ensure_refresh_indexes().await?;
+        repo.legacy_unfolded = repo
+            .users
+            .find_one(doc! { FOLDED_FIELD: { "$exists": false } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(unavailable)?
+            .is_some();
         // One scan at start-up instead of one per registration.
         repo.legacy_mixed_case = repo
             .users
@@ -101,6 +124,17 @@ impl MongoUserRepository {
                 .keys(doc! { "email": 1 })
                 .options(unique())
                 .build(),
+            // Covers only documents that have the field (this server's), so
+            // legacy Node documents are left as they are.
+            IndexModel::builder()
+                .keys(doc! { FOLDED_FIELD: 1 })
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .partial_filter_expression(doc! { FOLDED_FIELD: { "$type": "string" } })
+                        .build(),
+                )
+                .build(),
         ];
         self.users.create_indexes(indexes).await.map_err(|e| {
             UserStoreError::unavailable(
@@ -113,6 +147,41 @@ impl MongoUserRepository {
             )
         })?;
         Ok(())
+    }
+
+    /// Lookups by family and user, and MongoDB's own expiry of old tokens.
+    async fn ensure_refresh_indexes(&self) -> Result<(), UserStoreError> {
+        let indexes = [
+            IndexModel::builder().keys(doc! { "family": 1 }).build(),
+            IndexModel::builder().keys(doc! { "userId": 1 }).build(),
+            IndexModel::builder()
+                .keys(doc! { "expiresAt": 1 })
+                .options(
+                    IndexOptions::builder()
+                        .expire_after(std::time::Duration::ZERO)
+                        .build(),
+                )
+                .build(),
+        ];
+        self.refresh
+            .create_indexes(indexes)
+            .await
+            .map_err(|e| UserStoreError::unavailable("cannot ensure refresh token indexes", e))?;
+        Ok(())
+    }
+
+    /// Whether a legacy document (no folded field) holds another spelling of
+    /// `username`. The index cannot answer this, so it scans; it only runs
+    /// while such documents exist.
+    async fn legacy_spelling_taken(&self, username: &Username) -> Result<bool, UserStoreError> {
+        let found = self
+            .users
+            .find_one(doc! { "username": username.as_str(), FOLDED_FIELD: { "$exists": false } })
+            .collation(case_insensitive())
+            .projection(doc! { "username": 1 })
+            .await
+            .map_err(unavailable)?;
+        Ok(found.is_some_and(|d| d.get_str("username").ok() != Some(username.as_str())))
     }
 
     async fn find_one(&self, filter: Document) -> Result<Option<User>, UserStoreError> {
@@ -223,6 +292,9 @@ fn new_user_document(id: ObjectId, user: &NewUser, created_at: DateTime<Utc>) ->
         "email": user.email.as_str(),
         "createdAt": bson_date(created_at),
         "isActive": true,
+        // Additive to the Node shape: what case-insensitive uniqueness is
+        // enforced on. Node ignores it; documents without it still load.
+        FOLDED_FIELD: user.username.folded(),
     }
 }
 
@@ -307,6 +379,10 @@ impl UserRepository for MongoUserRepository {
         // them. It is not atomic: while the Node server still writes to the
         // same collection, a mixed-case insert racing this one can still
         // produce a second account.
+        // Same story for usernames: only legacy documents lack the folded field.
+        if self.legacy_unfolded && self.legacy_spelling_taken(&user.username).await? {
+            return Err(UserStoreError::UsernameTaken);
+        }
         if self.legacy_mixed_case {
             let existing = self.find_by_email_ignoring_case(&user.email).await?;
             if existing.is_some_and(|d| d.get_str("email").ok() != Some(user.email.as_str())) {
@@ -394,6 +470,165 @@ impl UserRepository for MongoUserRepository {
     }
 }
 
+/// Refresh tokens in `refresh_tokens`: `{_id: digest, family, userId,
+/// issuedAt, expiresAt, rotatedAt, revoked}`; a TTL index drops expired ones.
+#[async_trait]
+impl RefreshTokenStore for MongoUserRepository {
+    async fn insert(&self, record: &RefreshRecord) -> Result<(), UserStoreError> {
+        self.refresh
+            .insert_one(doc! {
+                "_id": record.digest.as_str(),
+                "family": record.family.as_str(),
+                "userId": record.user_id.as_str(),
+                "issuedAt": bson_date(record.issued_at),
+                "expiresAt": bson_date(record.expires_at),
+                "rotatedAt": Bson::Null,
+                "revoked": false,
+            })
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn rotate(
+        &self,
+        presented: &TokenDigest,
+        successor: &TokenDigest,
+        now: DateTime<Utc>,
+        successor_expires_at: DateTime<Utc>,
+        grace: std::time::Duration,
+    ) -> Result<Rotation, UserStoreError> {
+        // The conditional update is the atomic step: of two rotations of one
+        // token, only one finds it not yet rotated.
+        let won = self
+            .refresh
+            .find_one_and_update(
+                doc! {
+                    "_id": presented.as_str(), "rotatedAt": Bson::Null,
+                    "revoked": false, "expiresAt": { "$gt": bson_date(now) },
+                },
+                doc! { "$set": { "rotatedAt": bson_date(now) } },
+            )
+            .await
+            .map_err(unavailable)?;
+        if let Some(old) = won {
+            let user_id = refresh_user(&old)?;
+            let family = old.get_str("family").map_err(|_| corrupt_refresh())?;
+            let inserted = self
+                .refresh
+                .insert_one(doc! {
+                    "_id": successor.as_str(), "family": family, "userId": user_id.as_str(),
+                    "issuedAt": bson_date(now), "expiresAt": bson_date(successor_expires_at),
+                    "rotatedAt": Bson::Null, "revoked": false,
+                })
+                .await;
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            return Ok(Rotation::Rotated { user_id });
+        }
+        self.not_rotated(presented, now, grace).await
+    }
+
+    async fn revoke_family(
+        &self,
+        digest: &TokenDigest,
+        user: &UserId,
+    ) -> Result<(), UserStoreError> {
+        let found = self
+            .refresh
+            .find_one(doc! { "_id": digest.as_str(), "userId": user.as_str() })
+            .await
+            .map_err(unavailable)?;
+        if let Some(family) = found.as_ref().and_then(|d| d.get_str("family").ok()) {
+            self.revoke_family_named(family).await?;
+        }
+        Ok(())
+    }
+
+    async fn revoke_user(&self, user: &UserId) -> Result<(), UserStoreError> {
+        self.refresh
+            .update_many(
+                doc! { "userId": user.as_str() },
+                doc! { "$set": { "revoked": true } },
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
+
+impl MongoUserRepository {
+    /// Why a token that could not be rotated could not: gone, revoked,
+    /// expired, rotated within the grace, or reused (revoking its family).
+    async fn not_rotated(
+        &self,
+        presented: &TokenDigest,
+        now: DateTime<Utc>,
+        grace: std::time::Duration,
+    ) -> Result<Rotation, UserStoreError> {
+        let Some(doc) = self
+            .refresh
+            .find_one(doc! { "_id": presented.as_str() })
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(Rotation::Invalid);
+        };
+        let expired = doc
+            .get_datetime("expiresAt")
+            .map_or(true, |t| t.timestamp_millis() <= now.timestamp_millis());
+        if doc.get_bool("revoked").unwrap_or(true) || expired {
+            return Ok(Rotation::Invalid);
+        }
+        let user_id = refresh_user(&doc)?;
+        let Ok(rotated_at) = doc.get_datetime("rotatedAt") else {
+            // Not rotated, not revoked, not expired, yet the update missed it:
+            // it changed in between; the presenter may simply try again.
+            return Ok(Rotation::Invalid);
+        };
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        if now
+            .timestamp_millis()
+            .saturating_sub(rotated_at.timestamp_millis())
+            <= grace_ms
+        {
+            return Ok(Rotation::AlreadyRotated { user_id });
+        }
+        let family = doc.get_str("family").map_err(|_| corrupt_refresh())?;
+        self.revoke_family_named(family).await?;
+        Ok(Rotation::Reused { user_id })
+    }
+
+    async fn revoke_family_named(&self, family: &str) -> Result<(), UserStoreError> {
+        self.refresh
+            .update_many(
+                doc! { "family": family },
+                doc! { "$set": { "revoked": true } },
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
+
+fn corrupt_refresh() -> UserStoreError {
+    UserStoreError::corrupt("a refresh token document in mongodb is malformed")
+}
+
+fn refresh_user(doc: &Document) -> Result<UserId, UserStoreError> {
+    doc.get_str("userId")
+        .ok()
+        .and_then(|u| UserId::parse(u).ok())
+        .ok_or_else(corrupt_refresh)
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,7 +658,8 @@ mod tests {
                 "password",
                 "email",
                 "createdAt",
-                "isActive"
+                "isActive",
+                "usernameLower"
             ]
         );
         assert!(matches!(document.get("_id"), Some(Bson::ObjectId(_))));

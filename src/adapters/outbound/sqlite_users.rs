@@ -12,12 +12,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
-use crate::application::ports::{UserRepository, UserStoreError};
+use crate::application::ports::{
+    RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
+};
 use crate::domain::time::{iso_millis, parse_iso};
-use crate::domain::{EmailAddress, NewUser, PasswordHash, User, UserId, Username};
+use crate::domain::{EmailAddress, NewUser, PasswordHash, TokenDigest, User, UserId, Username};
 
 /// The schema version this build writes and understands (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Another process (a backup, an admin shell) may hold the write lock briefly;
 /// waiting a little beats failing a registration with "database is locked".
@@ -37,6 +39,26 @@ const MIGRATIONS: &[&str] = &[
         last_login TEXT NULL,
         is_active  INTEGER NOT NULL DEFAULT 1
     );",
+    // 1 -> 2. Usernames unique regardless of case: the oldest row of each
+    // spelling group gets the folded name; the others (`Alice` beside an
+    // older `alice`, from before this rule) keep NULL and still log in
+    // under their own exact name. The unique index then refuses any new
+    // spelling of a taken name. And the refresh tokens, by digest.
+    "ALTER TABLE users ADD COLUMN username_folded TEXT NULL;
+     UPDATE users SET username_folded = lower(username)
+      WHERE rowid IN (SELECT min(rowid) FROM users GROUP BY lower(username));
+     CREATE UNIQUE INDEX users_username_folded ON users (username_folded);
+     CREATE TABLE refresh_tokens (
+        digest     TEXT PRIMARY KEY NOT NULL,
+        family     TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        issued_at  INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        rotated_at INTEGER NULL,
+        revoked    INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
+     CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);",
 ];
 
 const USER_COLUMNS: &str = "id, username, email, password, created_at, last_login, is_active";
@@ -256,7 +278,7 @@ fn classify_unique_violation(message: &str) -> Option<UserStoreError> {
         .split(',')
         .map(str::trim)
         .find_map(|column| match column {
-            "users.username" => Some(UserStoreError::UsernameTaken),
+            "users.username" | "users.username_folded" => Some(UserStoreError::UsernameTaken),
             "users.email" => Some(UserStoreError::EmailTaken),
             _ => None,
         })
@@ -280,14 +302,16 @@ impl UserRepository for SqliteUserRepository {
         let row = stored.clone();
         self.with_conn(move |conn| {
             conn.execute(
-                "INSERT INTO users (id, username, email, password, created_at, last_login, is_active)
-                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, 1)",
+                "INSERT INTO users
+                   (id, username, email, password, created_at, last_login, is_active, username_folded)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, 1, ?6)",
                 params![
                     row.id.as_str(),
                     row.username.as_str(),
                     row.email.as_str(),
                     row.password_hash.as_str(),
                     format_time(row.created_at),
+                    row.username.folded(),
                 ],
             )
             .map_err(map_insert_error)?;
@@ -346,6 +370,148 @@ impl UserRepository for SqliteUserRepository {
     }
 }
 
+/// Refresh tokens live in the same file as the users they belong to. Times
+/// are Unix milliseconds, so comparisons happen in SQL.
+#[async_trait]
+impl RefreshTokenStore for SqliteUserRepository {
+    async fn insert(&self, record: &RefreshRecord) -> Result<(), UserStoreError> {
+        let r = record.clone();
+        self.with_conn(move |conn| {
+            // Expired tokens of this user go now: the table stays as small as
+            // the live logins, with no sweeper task.
+            conn.execute(
+                "DELETE FROM refresh_tokens WHERE user_id = ?1 AND expires_at <= ?2",
+                params![r.user_id.as_str(), r.issued_at.timestamp_millis()],
+            )
+            .map_err(unavailable)?;
+            conn.execute(
+                "INSERT INTO refresh_tokens (digest, family, user_id, issued_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    r.digest.as_str(),
+                    r.family.as_str(),
+                    r.user_id.as_str(),
+                    r.issued_at.timestamp_millis(),
+                    r.expires_at.timestamp_millis(),
+                ],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rotate(
+        &self,
+        presented: &TokenDigest,
+        successor: &TokenDigest,
+        now: DateTime<Utc>,
+        successor_expires_at: DateTime<Utc>,
+        grace: Duration,
+    ) -> Result<Rotation, UserStoreError> {
+        let presented = presented.as_str().to_owned();
+        let successor = successor.as_str().to_owned();
+        let now = now.timestamp_millis();
+        let expires = successor_expires_at.timestamp_millis();
+        let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            // IMMEDIATE: the read and the writes below are one step for every
+            // other connection to this file, so two rotations cannot both win.
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let outcome = rotate_in(&tx, &presented, &successor, now, expires, grace)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn revoke_family(
+        &self,
+        digest: &TokenDigest,
+        user: &UserId,
+    ) -> Result<(), UserStoreError> {
+        let (digest, user) = (digest.as_str().to_owned(), user.as_str().to_owned());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE family =
+                   (SELECT family FROM refresh_tokens WHERE digest = ?1 AND user_id = ?2)",
+                params![digest, user],
+            )
+            .map(drop)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn revoke_user(&self, user: &UserId) -> Result<(), UserStoreError> {
+        let user = user.as_str().to_owned();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1",
+                params![user],
+            )
+            .map(drop)
+            .map_err(unavailable)
+        })
+        .await
+    }
+}
+
+/// The rotation decision, inside the caller's transaction.
+fn rotate_in(
+    tx: &rusqlite::Transaction<'_>,
+    presented: &str,
+    successor: &str,
+    now: i64,
+    expires: i64,
+    grace: i64,
+) -> Result<Rotation, UserStoreError> {
+    let row: Option<(String, String, i64, Option<i64>, i64)> = tx
+        .query_row(
+            "SELECT family, user_id, expires_at, rotated_at, revoked
+               FROM refresh_tokens WHERE digest = ?1",
+            params![presented],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let Some((family, user, expires_at, rotated_at, revoked)) = row else {
+        return Ok(Rotation::Invalid);
+    };
+    if revoked != 0 || expires_at <= now {
+        return Ok(Rotation::Invalid);
+    }
+    let user_id = UserId::parse(&user)
+        .map_err(|_| UserStoreError::corrupt(format!("refresh token of bad user id {user:?}")))?;
+    match rotated_at {
+        None => {
+            tx.execute(
+                "UPDATE refresh_tokens SET rotated_at = ?2 WHERE digest = ?1",
+                params![presented, now],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO refresh_tokens (digest, family, user_id, issued_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![successor, family, user, now, expires],
+            )
+            .map_err(unavailable)?;
+            Ok(Rotation::Rotated { user_id })
+        }
+        Some(at) if now.saturating_sub(at) <= grace => Ok(Rotation::AlreadyRotated { user_id }),
+        Some(_) => {
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
+                params![family],
+            )
+            .map_err(unavailable)?;
+            Ok(Rotation::Reused { user_id })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +525,10 @@ mod tests {
         assert!(matches!(
             classify_unique_violation("UNIQUE constraint failed: users.email"),
             Some(UserStoreError::EmailTaken)
+        ));
+        assert!(matches!(
+            classify_unique_violation("UNIQUE constraint failed: users.username_folded"),
+            Some(UserStoreError::UsernameTaken)
         ));
         assert!(classify_unique_violation("UNIQUE constraint failed: users.id").is_none());
         assert!(classify_unique_violation("NOT NULL constraint failed: users.email").is_none());

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use poem::web::websocket::{Message, WebSocketStream};
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,8 +24,10 @@ use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
 use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
+use crate::application::ports::{Revocation, TokenClaims};
 use crate::application::{
-    Attachment, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, ResumeNotice, StopRefusal,
+    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, ResumeNotice,
+    StopRefusal,
 };
 use crate::domain::conversation::Seq;
 use crate::domain::{SessionId, UserId};
@@ -45,6 +48,46 @@ enum Stop {
     SessionGone,
 }
 
+/// The token the socket holds its authority from: when it expires or is
+/// revoked, the socket closes with 4001, unless an `auth` message brought a
+/// fresh token of the same user first.
+pub(super) struct Authority {
+    claims: TokenClaims,
+    deadline: Instant,
+    /// Word of revocations; `None` once the store stopped announcing (shutdown).
+    revocations: Option<broadcast::Receiver<Revocation>>,
+}
+
+impl Authority {
+    pub fn new(claims: TokenClaims, revocations: broadcast::Receiver<Revocation>) -> Self {
+        Self {
+            deadline: deadline_of(&claims),
+            claims,
+            revocations: Some(revocations),
+        }
+    }
+}
+
+/// When a token's `exp` comes, on the monotonic clock.
+fn deadline_of(claims: &TokenClaims) -> Instant {
+    let left = claims.expires_at - chrono::Utc::now().timestamp();
+    Instant::now() + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+}
+
+/// The next revocation; pending for ever once the channel has closed.
+async fn next_revocation(
+    rx: &mut Option<broadcast::Receiver<Revocation>>,
+) -> Result<Revocation, RecvError> {
+    let Some(receiver) = rx else {
+        return std::future::pending().await;
+    };
+    let next = receiver.recv().await;
+    if matches!(next, Err(RecvError::Closed)) {
+        *rx = None;
+    }
+    next
+}
+
 /// When the client was last heard from, and its session last refreshed.
 struct KeepAlive {
     last_seen: Instant,
@@ -63,6 +106,7 @@ struct Serving {
     out: queue::Sender<Outbound>,
     writer: tokio::task::JoinHandle<Option<CloseReason>>,
     writer_gone: CancellationToken,
+    authority: Authority,
     _counted: ConnectionGuard,
 }
 
@@ -79,6 +123,7 @@ impl Connection {
         socket: WebSocketStream,
         user: UserView,
         attachment: Attachment,
+        authority: Authority,
     ) -> impl std::future::Future<Output = ()> + Send {
         let counted = self.ctx.chat.connection_opened();
         self.span()
@@ -93,6 +138,7 @@ impl Connection {
             out,
             writer,
             writer_gone,
+            authority,
             _counted: counted,
         };
         self.serve(stream, serving)
@@ -104,9 +150,12 @@ impl Connection {
             out,
             writer,
             writer_gone,
+            mut authority,
             _counted,
         } = serving;
-        let exit = self.read_loop(stream, &out, &writer_gone).await;
+        let exit = self
+            .read_loop(stream, &out, &writer_gone, &mut authority)
+            .await;
         if let Exit::Close(reason) = exit {
             // The writer sends what the conversation already has, then this.
             let _ = out.push(Outbound::Close(reason)).await;
@@ -162,39 +211,56 @@ impl Connection {
         mut stream: SplitStream<WebSocketStream>,
         out: &queue::Sender<Outbound>,
         writer_gone: &CancellationToken,
+        authority: &mut Authority,
     ) -> Exit {
+        let mut revocations = authority.revocations.take();
         let interval = self.ctx.websocket.ping_interval;
-        // A pinned sleep rather than an `Interval`, which boxes its own: one
-        // allocation less on every idle connection.
-        let ping = tokio::time::sleep_until(Instant::now() + interval);
-        tokio::pin!(ping);
+        let mut next_ping = Instant::now() + interval;
+        // One pinned sleep serves both the pings and the token's expiry: each
+        // timer here is room in every idle socket's future (and an `Interval`
+        // would box its own).
+        let timer = tokio::time::sleep_until(next_ping.min(authority.deadline));
+        tokio::pin!(timer);
         let mut alive = KeepAlive {
             last_seen: Instant::now(),
             last_touch: Instant::now(),
         };
         loop {
-            tokio::select! {
+            // What handling something awaits is boxed below: inline, it would
+            // take room in this future for the connection's whole life.
+            let exit = tokio::select! {
                 biased;
-                _ = writer_gone.cancelled() => return Exit::WriterGone,
+                _ = writer_gone.cancelled() => Some(Exit::WriterGone),
                 // Running answers finish first; then there is nothing left to say.
-                _ = self.ctx.chat.drained() => return Exit::Close(CloseReason::ShuttingDown),
-                () = &mut ping => {
-                    ping.as_mut().reset(Instant::now() + interval);
-                    match Box::pin(self.on_ping_tick(&mut alive, out).instrument(self.span())).await {
-                        Some(exit) => return exit,
-                        None => continue,
+                _ = self.ctx.chat.drained() => Some(Exit::Close(CloseReason::ShuttingDown)),
+                notice = next_revocation(&mut revocations) => {
+                    if Box::pin(self.is_revoked(notice, &authority.claims)).await {
+                        Some(Box::pin(lapsed(out, CloseReason::TokenRevoked)).await)
+                    } else {
+                        None
+                    }
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= authority.deadline {
+                        Some(Box::pin(lapsed(out, CloseReason::TokenExpired)).await)
+                    } else if now >= next_ping {
+                        next_ping = now + interval;
+                        Box::pin(self.on_ping_tick(&mut alive, out).instrument(self.span())).await
+                    } else {
+                        None
                     }
                 }
                 frame = stream.next() => {
                     alive.last_seen = Instant::now();
-                    // Boxed, like the ping tick: what handling a message
-                    // awaits would otherwise take room in this future for
-                    // the connection's whole life.
-                    if let Some(exit) = Box::pin(self.on_client_frame(frame, out)).await {
-                        return exit;
-                    }
+                    Box::pin(self.on_client_frame(frame, out, authority)).await
                 }
+            };
+            if let Some(exit) = exit {
+                return exit;
             }
+            // An `auth` message may have moved the deadline.
+            timer.as_mut().reset(next_ping.min(authority.deadline));
         }
     }
 
@@ -204,8 +270,9 @@ impl Connection {
         &self,
         frame: Option<Result<Message, std::io::Error>>,
         out: &queue::Sender<Outbound>,
+        authority: &mut Authority,
     ) -> Option<Exit> {
-        let reply = match self.on_frame(frame).await {
+        let reply = match self.on_frame(frame, authority).await {
             Ok(reply) => reply?,
             Err(Stop::Exit(exit)) => return Some(exit),
             Err(Stop::SessionGone) => {
@@ -216,6 +283,50 @@ impl Connection {
             return Some(Exit::WriterGone);
         }
         None
+    }
+
+    /// Whether a revocation ends this socket's token; after missed ones (a
+    /// lag, a reconnect) the store is asked. A store that does not answer
+    /// leaves the socket open: the next word, or the token's expiry, decides.
+    async fn is_revoked(
+        &self,
+        notice: Result<Revocation, RecvError>,
+        claims: &TokenClaims,
+    ) -> bool {
+        match notice {
+            Ok(Revocation::Resync) | Err(RecvError::Lagged(_)) => {
+                matches!(
+                    self.ctx.auth.still_valid(claims).await,
+                    Err(AuthError::TokenRevoked)
+                )
+            }
+            Ok(revocation) => revocation.covers(claims),
+            Err(RecvError::Closed) => false,
+        }
+    }
+
+    /// An `auth` message: a fresh token of the same user extends the socket's
+    /// authority; anything else is refused and the current one stands.
+    async fn reauthorize(&self, token: &str, authority: &mut Authority) -> Reply {
+        match self.ctx.auth.authorize(token).await {
+            Ok(fresh) if fresh.claims.user_id == authority.claims.user_id => {
+                authority.deadline = deadline_of(&fresh.claims);
+                let expires_at = chrono::DateTime::from_timestamp(fresh.claims.expires_at, 0)
+                    .unwrap_or_default();
+                authority.claims = fresh.claims;
+                Reply::Authenticated {
+                    expires_at: crate::domain::time::iso_millis(expires_at),
+                    timestamp: now(),
+                }
+            }
+            Ok(_) => Reply::error_with(
+                ErrorCode::InvalidToken,
+                "The token belongs to another user",
+                None,
+            ),
+            Err(AuthError::Internal) => Reply::error(ErrorCode::ServiceUnavailable, None),
+            Err(e) => Reply::error(ErrorCode::from(&e), None),
+        }
     }
 
     /// Tells the client its session is gone (the `session_expired` error old
@@ -262,6 +373,7 @@ impl Connection {
     async fn on_frame(
         &self,
         frame: Option<Result<Message, std::io::Error>>,
+        authority: &mut Authority,
     ) -> Result<Option<Reply>, Stop> {
         match frame {
             None | Some(Ok(Message::Close(_))) => Err(Stop::Exit(Exit::ClientClosed)),
@@ -270,7 +382,11 @@ impl Connection {
                 tracing::debug!(error = %e, "websocket read failed");
                 Err(Stop::Exit(Exit::ClientClosed))
             }
-            Some(Ok(Message::Text(text))) => self.handle_text(&text).instrument(self.span()).await,
+            Some(Ok(Message::Text(text))) => {
+                self.handle_text(&text, authority)
+                    .instrument(self.span())
+                    .await
+            }
             Some(Ok(Message::Binary(_))) => {
                 Ok(Some(Reply::error(ErrorCode::UnsupportedFrame, None)))
             }
@@ -280,7 +396,11 @@ impl Connection {
 
     /// Acts on one text frame; returns the reply for this socket, if any.
     /// Everything else the client sees arrives through the feed.
-    async fn handle_text(&self, text: &str) -> Result<Option<Reply>, Stop> {
+    async fn handle_text(
+        &self,
+        text: &str,
+        authority: &mut Authority,
+    ) -> Result<Option<Reply>, Stop> {
         let message = match parse_client_message(text, self.ctx.websocket.max_message_chars) {
             Ok(m) => m,
             Err((code, message)) => return Ok(Some(Reply::error_with(code, message, None))),
@@ -317,6 +437,7 @@ impl Connection {
                 }
             }
             ClientMessage::Ping => Some(Reply::Pong { timestamp: now() }),
+            ClientMessage::Auth { token } => Some(self.reauthorize(&token, authority).await),
         };
         Ok(reply)
     }
@@ -347,6 +468,19 @@ impl Connection {
         };
         Ok(reply)
     }
+}
+
+/// The socket's token expired or was revoked: say so, then close with 4001.
+async fn lapsed(out: &queue::Sender<Outbound>, reason: CloseReason) -> Exit {
+    let code = match reason {
+        CloseReason::TokenRevoked => ErrorCode::TokenRevoked,
+        _ => ErrorCode::TokenExpired,
+    };
+    tracing::info!(reason = reason.text(), "closing: the socket's token lapsed");
+    let _ = out
+        .push(Outbound::Message(Reply::error(code, None).to_json()))
+        .await;
+    Exit::Close(reason)
 }
 
 impl Exit {

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{bearer_token, UserView};
 use super::AppContext;
-use crate::application::{Attachment, AuthError, ChatError};
+use crate::application::{Attachment, AuthError, Authorized, ChatError};
 use crate::domain::conversation::Seq;
 use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
@@ -38,30 +38,63 @@ pub const UPGRADE_REFUSALS: &[ErrorCode] = &[
     ErrorCode::MissingToken,
     ErrorCode::InvalidToken,
     ErrorCode::TokenExpired,
+    ErrorCode::TokenRevoked,
+    ErrorCode::InvalidTicket,
     ErrorCode::WebsocketUpgradeRequired,
     ErrorCode::ShuttingDown,
     ErrorCode::ServiceUnavailable,
     ErrorCode::SessionStoreUnavailable,
 ];
 
-/// The user the token names, or the HTTP refusal.
+/// The subprotocol the server speaks; a client offering it may carry its
+/// token as a second offer, `bearer.<jwt>`, which is never echoed back.
+pub const SUBPROTOCOL: &str = "chatbot.v1";
+const BEARER_SUBPROTOCOL: &str = "bearer.";
+
+/// The ways to authenticate `/ws`, as `/api/websocket/info` lists them.
+pub const WS_AUTHENTICATION: &[&str] = &[
+    "query:ticket (browsers: buy one with POST /api/auth/ws-ticket; single-use, valid WS_TICKET_TTL)",
+    "header:Sec-WebSocket-Protocol: chatbot.v1, bearer.<token> (answered with chatbot.v1)",
+    "query:token (non-browser clients and compatibility; puts the token in URLs and logs)",
+    "header:Authorization: Bearer <token> (non-browser clients)",
+];
+
+/// The token offered as a `bearer.<jwt>` subprotocol, if any.
+fn subprotocol_token(req: &Request) -> Option<String> {
+    req.headers()
+        .get_all(poem::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(BEARER_SUBPROTOCOL).map(str::to_owned))
+        .filter(|t| !t.is_empty())
+}
+
+/// The user a ticket or token names, or the HTTP refusal. A ticket, when
+/// given, is the only credential looked at: a bad one is refused as such.
 async fn authenticate(
     ctx: &AppContext,
     req: &Request,
-    query_token: Option<String>,
-) -> Result<User, Response> {
-    let Some(token) = query_token
-        .filter(|t| !t.is_empty())
-        .or_else(|| bearer_token(req))
-    else {
-        return Err(ErrorBody::response_with(
-            ErrorCode::MissingToken,
-            "Connect with ?token=<jwt> or an 'Authorization: Bearer <jwt>' header",
-        ));
+    query: &WsQuery,
+) -> Result<Authorized, Response> {
+    let outcome = if let Some(ticket) = query.ticket.as_deref() {
+        ctx.auth.redeem_ticket(ticket.trim()).await
+    } else {
+        let token = subprotocol_token(req)
+            .or_else(|| query.token.clone().filter(|t| !t.is_empty()))
+            .or_else(|| bearer_token(req));
+        let Some(token) = token else {
+            return Err(ErrorBody::response_with(
+                ErrorCode::MissingToken,
+                "Connect with ?ticket=<ticket> (POST /api/auth/ws-ticket), the subprotocols \
+                 'chatbot.v1, bearer.<jwt>', ?token=<jwt> or an 'Authorization: Bearer <jwt>' header",
+            ));
+        };
+        ctx.auth.authorize(&token).await
     };
-    match ctx.auth.authenticate(&token).await {
-        Ok(user) => Ok(user),
-        // A failing user store is a passing outage, not a bad token: 503, try again.
+    match outcome {
+        Ok(authorized) => Ok(authorized),
+        // A failing store is a passing outage, not a bad token: 503, try again.
         Err(AuthError::Internal) => Err(ErrorBody::response(ErrorCode::ServiceUnavailable)),
         Err(e) => Err(ErrorBody::response(ErrorCode::from(&e))),
     }
@@ -84,6 +117,7 @@ async fn open(
 
 #[derive(Debug, Default, Deserialize)]
 struct WsQuery {
+    ticket: Option<String>,
     token: Option<String>,
     #[serde(rename = "sessionId")]
     session_id: Option<String>,
@@ -92,9 +126,9 @@ struct WsQuery {
     last_seq: Option<String>,
 }
 
-/// `GET /ws?token=..[&sessionId=..][&lastSeq=N]`: checks the token (query
-/// `token` or `Authorization: Bearer`), opens or resumes the session, attaches
-/// to its conversation, and upgrades.
+/// `GET /ws?ticket=..[&sessionId=..][&lastSeq=N]`: checks the ticket (or the
+/// token: `bearer.` subprotocol, query `token` or `Authorization: Bearer`),
+/// opens or resumes the session, attaches to its conversation, and upgrades.
 #[handler]
 pub async fn ws_endpoint(
     req: &Request,
@@ -105,6 +139,9 @@ pub async fn ws_endpoint(
     if ctx.shutdown.is_cancelled() {
         return ErrorBody::response(ErrorCode::ShuttingDown);
     }
+    // Subscribed before the token is checked, so a revocation that lands
+    // between the check and the upgrade is still heard by the socket.
+    let revocations = ctx.auth.revocations();
     let query: WsQuery = req.params().unwrap_or_default();
     let Ok(last_seq) = query.last_seq.as_deref().map(str::parse::<Seq>).transpose() else {
         return ErrorBody::response_with(
@@ -112,8 +149,8 @@ pub async fn ws_endpoint(
             "lastSeq must be a whole number (the seq of the last event you saw)",
         );
     };
-    let user = match authenticate(&ctx, req, query.token).await {
-        Ok(user) => user,
+    let Authorized { user, claims } = match authenticate(&ctx, req, &query).await {
+        Ok(authorized) => authorized,
         Err(refusal) => return refusal,
     };
     let Ok(ws) = ws else {
@@ -130,21 +167,48 @@ pub async fn ws_endpoint(
             return ErrorBody::response(ErrorCode::SessionStoreUnavailable);
         }
     };
+    let opened = Opened {
+        session_id,
+        resumed,
+        attachment,
+        user,
+        authority: connection::Authority::new(claims, revocations),
+    };
+    upgrade(ws, ctx, opened)
+}
+
+/// What a connection starts from, settled before the upgrade.
+struct Opened {
+    session_id: SessionId,
+    resumed: bool,
+    attachment: Attachment,
+    user: User,
+    authority: connection::Authority,
+}
+
+/// Answers the upgrade and hands the socket to a tracked [`Connection`].
+fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
     let tracker = ctx.connections.clone();
     // poem wants the upgrade callback to be `Sync`; a subscription is only
     // `Send`, and a mutex makes the difference.
-    let attachment = std::sync::Mutex::new(attachment);
+    let opened = std::sync::Mutex::new(opened);
     ws.config(transport::socket_config())
+        .protocols([SUBPROTOCOL])
         .on_upgrade(move |socket| {
+            let opened = opened.into_inner().unwrap_or_else(|p| p.into_inner());
             let connection = Connection {
                 ctx,
-                session_id,
-                user_id: user.id.clone(),
-                resumed,
+                session_id: opened.session_id,
+                user_id: opened.user.id.clone(),
+                resumed: opened.resumed,
             };
-            let attachment = attachment.into_inner().unwrap_or_else(|p| p.into_inner());
-            let user = UserView::from(&user);
-            tracker.track_future(connection.start(socket, user, attachment))
+            let user = UserView::from(&opened.user);
+            tracker.track_future(connection.start(
+                socket,
+                user,
+                opened.attachment,
+                opened.authority,
+            ))
         })
         .into_response()
 }

@@ -13,7 +13,7 @@ use crate::domain::time::iso_millis;
 use crate::domain::{ChatContent, ContentError, MessageId};
 
 /// The `type`s a client may send, as `/api/websocket/info` lists them.
-pub const CLIENT_MESSAGE_TYPES: &[&str] = &["chat", "stop", "human-escalation", "ping"];
+pub const CLIENT_MESSAGE_TYPES: &[&str] = &["chat", "stop", "human-escalation", "ping", "auth"];
 /// The `type`s the server sends.
 pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "connected",
@@ -27,6 +27,7 @@ pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "session-lost",
     "human-escalation-response",
     "pong",
+    "authenticated",
 ];
 
 /// A client message that passed validation.
@@ -39,6 +40,10 @@ pub enum ClientMessage {
     Stop,
     HumanEscalation,
     Ping,
+    /// A fresh access token to extend the socket's authority.
+    Auth {
+        token: String,
+    },
 }
 
 /// Why a client frame was refused: the `error` code and a message that says
@@ -74,6 +79,15 @@ pub fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessag
         "stop" => Ok(ClientMessage::Stop),
         "human-escalation" => Ok(ClientMessage::HumanEscalation),
         "ping" => Ok(ClientMessage::Ping),
+        "auth" => match fields.get("token") {
+            Some(Value::String(token)) if !token.trim().is_empty() => Ok(ClientMessage::Auth {
+                token: token.trim().to_owned(),
+            }),
+            _ => Err(refuse(
+                ErrorCode::InvalidMessage,
+                "An auth message needs a non-empty string 'token'",
+            )),
+        },
         other => {
             let shown: String = other.chars().take(40).collect();
             Err((
@@ -181,6 +195,12 @@ pub enum Reply {
         timestamp: String,
     },
     Pong {
+        timestamp: String,
+    },
+    /// The `auth` message's token now holds the socket, until `expiresAt`.
+    #[serde(rename_all = "camelCase")]
+    Authenticated {
+        expires_at: String,
         timestamp: String,
     },
 }
@@ -423,6 +443,24 @@ mod tests {
             parse_client_message(r#"{"type":"ping"}"#, 10).unwrap(),
             ClientMessage::Ping
         );
+        assert_eq!(
+            parse_client_message(r#"{"type":"auth","token":" a.b.c "}"#, 10).unwrap(),
+            ClientMessage::Auth {
+                token: "a.b.c".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_auth_message_needs_a_token() {
+        for bad in [
+            r#"{"type":"auth"}"#,
+            r#"{"type":"auth","token":""}"#,
+            r#"{"type":"auth","token":42}"#,
+        ] {
+            let (code, _) = parse_client_message(bad, 10).unwrap_err();
+            assert_eq!(code, ErrorCode::InvalidMessage, "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use futures_util::SinkExt;
 use poem::web::websocket::{CloseCode, Message, WebSocketConfig, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::inbound::errors::ErrorCode;
 use crate::adapters::inbound::MAX_FRAME_BYTES;
 use crate::adapters::queue;
 
@@ -49,6 +50,12 @@ pub enum CloseReason {
     /// 4004: the session no longer exists in the store (expired, or the store
     /// lost its data); reconnect without `sessionId` for a fresh one.
     SessionLost,
+    /// 4001 `token_expired`: the token the socket was opened with expired and
+    /// no `auth` message brought a fresh one; refresh, then reconnect.
+    TokenExpired,
+    /// 4001 `token_revoked`: the socket's token was revoked (logout,
+    /// logout-all); log in again.
+    TokenRevoked,
 }
 
 impl CloseReason {
@@ -59,6 +66,8 @@ impl CloseReason {
         CloseReason::TooBig,
         CloseReason::FellBehind,
         CloseReason::SessionLost,
+        CloseReason::TokenExpired,
+        CloseReason::TokenRevoked,
     ];
 
     pub fn code(self) -> CloseCode {
@@ -67,6 +76,7 @@ impl CloseReason {
             CloseReason::TooBig => CloseCode::Size,
             CloseReason::FellBehind => CloseCode::Reserved(4008),
             CloseReason::SessionLost => CloseCode::Reserved(4004),
+            CloseReason::TokenExpired | CloseReason::TokenRevoked => CloseCode::Reserved(4001),
         }
     }
 
@@ -77,6 +87,9 @@ impl CloseReason {
             CloseReason::TooBig => "message too big",
             CloseReason::FellBehind => "fell behind; reconnect with lastSeq",
             CloseReason::SessionLost => "session lost; reconnect for a new session",
+            // The close reason is the error code, so clients can switch on it.
+            CloseReason::TokenExpired => ErrorCode::TokenExpired.as_str(),
+            CloseReason::TokenRevoked => ErrorCode::TokenRevoked.as_str(),
         }
     }
 }

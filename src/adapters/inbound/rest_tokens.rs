@@ -1,0 +1,222 @@
+//! The REST operations of access beyond the password: refreshing tokens,
+//! logging out (one token or everywhere) and buying WebSocket tickets.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::errors::{ErrorBody, ErrorCode};
+use super::rest::{
+    auth_body, bad_request, bearer_authorized, ApiTags, AuthBody, Refused, RejectsBody,
+};
+use super::AppContext;
+use crate::application::AuthError;
+
+/// A refresh request.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct RefreshRequest {
+    /// The `refreshToken` from login, register or the last refresh.
+    refresh_token: String,
+}
+
+/// A logout request; the body is optional.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct LogoutRequest {
+    /// The refresh token to revoke with the access token (its whole chain).
+    refresh_token: Option<String>,
+}
+
+/// A WebSocket ticket.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct TicketBody {
+    /// Opaque and single-use: open `/ws?ticket=<ticket>` with it, on any instance.
+    ticket: String,
+    /// Seconds the ticket can be redeemed (`WS_TICKET_TTL`, default 30).
+    expires_in_seconds: u64,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request::<RefreshResponse>")]
+enum RefreshResponse {
+    /// A new access token and the refresh token's successor (the same body
+    /// as login). Within `REFRESH_REUSE_GRACE` of a rotation, the same
+    /// refresh token again gets the same successor.
+    #[oai(status = 200)]
+    Ok(Json<AuthBody>),
+    /// Malformed JSON or a missing `refreshToken` (`invalid_request`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Unknown, expired, revoked or reused refresh token
+    /// (`invalid_refresh_token`); a reuse after the grace also revokes every
+    /// refresh token descended from the same login.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The body is over 64 KiB (`payload_too_large`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// A dependency failed (`internal_error`).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request::<LogoutResponse>")]
+enum LogoutResponse {
+    /// The access token is revoked until it expires (refused everywhere;
+    /// sockets opened with it close with 4001), and so is the given refresh
+    /// token with its chain.
+    #[oai(status = 204)]
+    NoContent,
+    /// The body is not valid JSON (`invalid_request`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No token (`missing_token`), an invalid (`invalid_token`), expired
+    /// (`token_expired`) or already revoked one (`token_revoked`).
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The body is over 64 KiB (`payload_too_large`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// A store does not answer (`service_unavailable`).
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+enum LogoutAllResponse {
+    /// Every token of the user issued before now is revoked: access tokens
+    /// (including ones without `jti`, from the Node server) and refresh tokens.
+    #[oai(status = 204)]
+    NoContent,
+    /// No token (`missing_token`), an invalid (`invalid_token`), expired
+    /// (`token_expired`) or revoked one (`token_revoked`).
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// A store does not answer (`service_unavailable`).
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+enum TicketResponse {
+    /// A single-use ticket for `/ws?ticket=`, bound to the caller and to the
+    /// token it was bought with (the socket ends when that token does).
+    #[oai(status = 200)]
+    Ok(Json<TicketBody>),
+    /// No token (`missing_token`), an invalid (`invalid_token`), expired
+    /// (`token_expired`) or revoked one (`token_revoked`).
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// A store does not answer (`service_unavailable`).
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl RejectsBody for RefreshResponse {
+    fn too_large(body: Json<ErrorBody>) -> Self {
+        Self::PayloadTooLarge(body)
+    }
+    fn invalid(body: Json<ErrorBody>) -> Self {
+        Self::BadRequest(body)
+    }
+}
+
+impl RejectsBody for LogoutResponse {
+    fn too_large(body: Json<ErrorBody>) -> Self {
+        Self::PayloadTooLarge(body)
+    }
+    fn invalid(body: Json<ErrorBody>) -> Self {
+        Self::BadRequest(body)
+    }
+}
+
+fn unavailable() -> Json<ErrorBody> {
+    ErrorBody::new(ErrorCode::ServiceUnavailable)
+}
+
+/// Token refresh, logout and WebSocket tickets.
+pub struct TokenApi;
+
+#[OpenApi]
+impl TokenApi {
+    /// Exchange a refresh token for a new access token and a new refresh token.
+    #[oai(path = "/api/auth/refresh", method = "post", tag = "ApiTags::Auth")]
+    async fn refresh(
+        &self,
+        ctx: Data<&Arc<AppContext>>,
+        body: Json<RefreshRequest>,
+    ) -> RefreshResponse {
+        match ctx.auth.refresh(body.refresh_token.trim()).await {
+            Ok(auth) => RefreshResponse::Ok(Json(auth_body(auth))),
+            Err(AuthError::Internal) => {
+                RefreshResponse::Internal(ErrorBody::new(ErrorCode::InternalError))
+            }
+            Err(_) => RefreshResponse::Unauthorized(ErrorBody::new(ErrorCode::InvalidRefreshToken)),
+        }
+    }
+
+    /// Log out: revoke the Bearer access token, and the refresh token if given.
+    #[oai(path = "/api/auth/logout", method = "post", tag = "ApiTags::Auth")]
+    async fn logout(
+        &self,
+        ctx: Data<&Arc<AppContext>>,
+        req: &Request,
+        body: Json<Option<LogoutRequest>>,
+    ) -> LogoutResponse {
+        let who = match bearer_authorized(&ctx, req).await {
+            Ok(who) => who,
+            Err(Refused::Unauthorized(b)) => return LogoutResponse::Unauthorized(b),
+            Err(Refused::Unavailable(b)) => return LogoutResponse::Unavailable(b),
+        };
+        let refresh = body.0.and_then(|b| b.refresh_token);
+        match ctx
+            .auth
+            .logout(&who, refresh.as_deref().map(str::trim))
+            .await
+        {
+            Ok(()) => LogoutResponse::NoContent,
+            Err(_) => LogoutResponse::Unavailable(unavailable()),
+        }
+    }
+
+    /// Log out everywhere: revoke every token of the Bearer token's user
+    /// issued before now.
+    #[oai(path = "/api/auth/logout-all", method = "post", tag = "ApiTags::Auth")]
+    async fn logout_all(&self, ctx: Data<&Arc<AppContext>>, req: &Request) -> LogoutAllResponse {
+        let who = match bearer_authorized(&ctx, req).await {
+            Ok(who) => who,
+            Err(Refused::Unauthorized(b)) => return LogoutAllResponse::Unauthorized(b),
+            Err(Refused::Unavailable(b)) => return LogoutAllResponse::Unavailable(b),
+        };
+        match ctx.auth.logout_all(&who).await {
+            Ok(()) => LogoutAllResponse::NoContent,
+            Err(_) => LogoutAllResponse::Unavailable(unavailable()),
+        }
+    }
+
+    /// Buy a single-use WebSocket ticket with the Bearer token, so a browser
+    /// sees a bad login here, as JSON, and no token appears in a URL.
+    #[oai(path = "/api/auth/ws-ticket", method = "post", tag = "ApiTags::Auth")]
+    async fn ws_ticket(&self, ctx: Data<&Arc<AppContext>>, req: &Request) -> TicketResponse {
+        let who = match bearer_authorized(&ctx, req).await {
+            Ok(who) => who,
+            Err(Refused::Unauthorized(b)) => return TicketResponse::Unauthorized(b),
+            Err(Refused::Unavailable(b)) => return TicketResponse::Unavailable(b),
+        };
+        // Per-user ticket limits and the connection cap belong here, between
+        // authorising the caller and issuing the ticket.
+        match ctx.auth.issue_ticket(&who).await {
+            Ok(issued) => TicketResponse::Ok(Json(TicketBody {
+                ticket: issued.ticket.expose().to_owned(),
+                expires_in_seconds: issued.ttl.as_secs(),
+            })),
+            Err(_) => TicketResponse::Unavailable(unavailable()),
+        }
+    }
+}
