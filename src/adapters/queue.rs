@@ -3,8 +3,8 @@
 //! Every open WebSocket holds two queues (its outbound frames, and its share of
 //! the conversation's live events) that are empty nearly all the time. tokio's
 //! `mpsc` allocates a block of 32 slots and cache-padded state up front, about
-//! a kilobyte each; this one is a `VecDeque` that allocates on first use,
-//! behind a mutex nobody contends for long.
+//! a kilobyte each; this one is a `VecDeque` that allocates on first use and
+//! lets go once emptied, behind a mutex nobody contends for long.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -152,6 +152,12 @@ impl<T> Receiver<T> {
         let mut state = self.0.lock();
         match state.items.pop_front() {
             Some(item) => {
+                if state.items.is_empty() {
+                    // Empty is the usual state: give the slots back rather
+                    // than keep them for every idle socket (the allocator's
+                    // thread cache makes the next first push cheap).
+                    state.items = VecDeque::new();
+                }
                 self.0.len.fetch_sub(1, Ordering::Release);
                 drop(state);
                 self.0.room.notify_one();

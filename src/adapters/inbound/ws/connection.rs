@@ -14,7 +14,6 @@ use futures_util::StreamExt;
 use poem::web::websocket::{Message, WebSocketStream};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::super::errors::ErrorCode;
@@ -104,10 +103,32 @@ pub(super) struct Connection {
 /// What a connection holds while it serves, besides the [`Connection`].
 struct Serving {
     out: queue::Sender<Outbound>,
-    writer: tokio::task::JoinHandle<Option<CloseReason>>,
-    writer_gone: CancellationToken,
+    writer: Writer,
     authority: Authority,
     _counted: ConnectionGuard,
+}
+
+/// The writer task, watched through its handle (no token of its own: every
+/// idle socket would pay for one).
+struct Writer {
+    handle: tokio::task::JoinHandle<Option<CloseReason>>,
+    /// What it returned, once the read loop has seen it end.
+    ended: Option<Option<CloseReason>>,
+}
+
+impl Writer {
+    /// Lets the writer send what is queued and returns the close reason it
+    /// sent; a client that closed first gets nothing more.
+    async fn finish(self, client_closed: bool) -> Option<CloseReason> {
+        match self.ended {
+            Some(closed) => closed,
+            None if client_closed => {
+                self.handle.abort();
+                None
+            }
+            None => self.handle.await.ok().flatten(),
+        }
+    }
 }
 
 impl Connection {
@@ -131,13 +152,14 @@ impl Connection {
         let (sink, stream) = socket.split();
         let (out, out_rx) = queue::bounded(OUTBOUND_QUEUE);
         self.greet(&out, user, attachment.head, attachment.notice.as_ref());
-        let writer_gone = CancellationToken::new();
         let feed = ConversationFeed(attachment);
-        let writer = tokio::spawn(write_loop(sink, out_rx, feed, writer_gone.clone()));
+        let writer = Writer {
+            handle: tokio::spawn(write_loop(sink, out_rx, feed)),
+            ended: None,
+        };
         let serving = Serving {
             out,
             writer,
-            writer_gone,
             authority,
             _counted: counted,
         };
@@ -148,13 +170,12 @@ impl Connection {
     async fn serve(self, stream: SplitStream<WebSocketStream>, serving: Serving) {
         let Serving {
             out,
-            writer,
-            writer_gone,
+            mut writer,
             mut authority,
             _counted,
         } = serving;
         let exit = self
-            .read_loop(stream, &out, &writer_gone, &mut authority)
+            .read_loop(stream, &out, &mut writer, &mut authority)
             .await;
         if let Exit::Close(reason) = exit {
             // The writer sends what the conversation already has, then this.
@@ -162,13 +183,7 @@ impl Connection {
         }
         // Nothing more to queue: the writer ends once it has sent the rest.
         out.close();
-        let closed = match exit {
-            Exit::ClientClosed => {
-                writer.abort();
-                None
-            }
-            _ => writer.await.ok().flatten(),
-        };
+        let closed = writer.finish(matches!(exit, Exit::ClientClosed)).await;
         let reason = closed.map_or(exit.as_str(), CloseReason::text);
         self.span()
             .in_scope(|| tracing::info!(reason, "websocket disconnected"));
@@ -210,7 +225,7 @@ impl Connection {
         &self,
         mut stream: SplitStream<WebSocketStream>,
         out: &queue::Sender<Outbound>,
-        writer_gone: &CancellationToken,
+        writer: &mut Writer,
         authority: &mut Authority,
     ) -> Exit {
         let mut revocations = authority.revocations.take();
@@ -230,7 +245,10 @@ impl Connection {
             // take room in this future for the connection's whole life.
             let exit = tokio::select! {
                 biased;
-                _ = writer_gone.cancelled() => Some(Exit::WriterGone),
+                closed = &mut writer.handle, if writer.ended.is_none() => {
+                    writer.ended = Some(closed.ok().flatten());
+                    Some(Exit::WriterGone)
+                }
                 // Running answers finish first; then there is nothing left to say.
                 _ = self.ctx.chat.drained() => Some(Exit::Close(CloseReason::ShuttingDown)),
                 notice = next_revocation(&mut revocations) => {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use poem::web::websocket::{CloseCode, Message, WebSocketConfig, WebSocketStream};
-use tokio_util::sync::CancellationToken;
 
 use crate::adapters::inbound::errors::ErrorCode;
 use crate::adapters::inbound::MAX_FRAME_BYTES;
@@ -123,8 +122,9 @@ pub trait FrameFeed: Send {
 }
 
 /// The only place that writes to the socket: replies and pings from `queue`,
-/// and the feed's frames as they come. Cancels `gone` when it stops, whatever
-/// the reason, and returns the close reason it sent, if any.
+/// and the feed's frames as they come. Returns, whatever made it stop, the
+/// close reason it sent, if any; the read loop watches this task's handle to
+/// learn that the client is gone.
 ///
 /// There is one `send` await in here on purpose: this future lives as long as
 /// the connection, and every await point that holds its own send future adds
@@ -133,7 +133,6 @@ pub async fn write_loop<F: FrameFeed>(
     mut sink: SplitSink<WebSocketStream, Message>,
     mut queue: queue::Receiver<Outbound>,
     mut feed: F,
-    gone: CancellationToken,
 ) -> Option<CloseReason> {
     let mut closing: Option<CloseReason> = None;
     let closed = loop {
@@ -167,7 +166,6 @@ pub async fn write_loop<F: FrameFeed>(
             break close;
         }
     };
-    gone.cancel();
     // Boxed: needed once, at the end, and not worth a place in every idle socket.
     let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), sink.close())).await;
     closed
