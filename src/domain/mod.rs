@@ -1,6 +1,7 @@
 //! The domain: pure types and rules, free of frameworks, drivers and wire formats.
 
 pub mod chat;
+pub mod client_ip;
 pub mod conversation;
 pub mod id;
 pub mod time;
@@ -13,6 +14,7 @@ pub use chat::{
     ChatContent, ChatMessage, ContentError, IdError, MessageId, Role, Session, SessionId,
     SessionUser, StreamStatus, HISTORY_LIMIT,
 };
+pub use client_ip::{ClientIp, TrustedProxies, TrustedProxyError};
 pub use time::{TokenLifetime, TokenLifetimeError};
 pub use user::{
     EmailAddress, EmailAddressError, LoginName, NewUser, Password, PasswordError, PasswordHash,
