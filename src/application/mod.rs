@@ -5,9 +5,11 @@ pub mod attachment;
 pub mod auth;
 pub mod chat;
 mod generation;
+pub mod limits;
 pub mod ports;
 
 pub use attachment::{Attachment, Feed, ResumeNotice};
+pub use limits::{LimitSettings, Limited, Limits, Rule};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
 pub use chat::{
     Accepted, ChatError, ChatPorts, ChatRefusal, ChatRequest, ChatService, ConnectionGuard,
