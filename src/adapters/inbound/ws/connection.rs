@@ -27,7 +27,8 @@ use crate::application::{
     Attachment, ChatError, ChatRefusal, ChatRequest, ResumeNotice, StopRefusal,
 };
 use crate::domain::conversation::Seq;
-use crate::domain::SessionId;
+use crate::application::limits::ConnectionPermit;
+use crate::domain::{SessionId, UserId};
 use crate::telemetry::ErrorChain;
 
 /// Why the read loop stopped.
@@ -54,7 +55,10 @@ struct KeepAlive {
 pub(super) struct Connection {
     pub ctx: Arc<AppContext>,
     pub session_id: SessionId,
+    pub user_id: UserId,
     pub resumed: bool,
+    /// This connection's place under the per-user and per-address caps.
+    pub permit: ConnectionPermit,
 }
 
 impl Connection {
@@ -88,6 +92,7 @@ impl Connection {
         };
         let reason = closed.map_or(exit.as_str(), CloseReason::text);
         tracing::info!(reason, "websocket disconnected");
+        self.ctx.chat.release_connection(self.permit).await;
     }
 
     /// Says `connected`, and any resume notice, before the first event.
@@ -190,6 +195,7 @@ impl Connection {
         if out.push(Outbound::Ping).await.is_err() {
             return Some(Exit::WriterGone);
         }
+        self.ctx.chat.renew_connection(&self.permit).await;
         if alive.last_touch.elapsed() >= self.ctx.chat.keep_alive_interval() {
             alive.last_touch = Instant::now();
             match self.ctx.chat.touch(&self.session_id).await {
@@ -269,7 +275,8 @@ impl Connection {
     /// Submits a chat; the sender alone gets the `ack` when it asked for one.
     async fn chat(&self, request: ChatRequest) -> Result<Option<Reply>, Stop> {
         let client_id = request.client_message_id.clone();
-        let reply = match self.ctx.chat.submit(&self.session_id, request).await {
+        let submitted = self.ctx.chat.submit(&self.session_id, &self.user_id, request);
+        let reply = match submitted.await {
             Ok(accepted) => client_id.map(|id| Reply::Ack {
                 client_message_id: id.as_str().to_owned(),
                 message_id: accepted.message_id.as_str().to_owned(),
@@ -284,6 +291,7 @@ impl Connection {
             Err(ChatRefusal::ShuttingDown) => {
                 Some(Reply::error(ErrorCode::ServerShuttingDown, None))
             }
+            Err(ChatRefusal::RateLimited(limited)) => Some(Reply::rate_limited(limited.retry_after)),
             Err(ChatRefusal::Failed(ChatError::SessionGone)) => return Err(Stop::SessionGone),
             Err(ChatRefusal::Failed(e)) => {
                 tracing::warn!(error = %ErrorChain(&e), "could not accept the chat");

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{bearer_token, UserView};
-use super::AppContext;
+use super::{client_ip, AppContext};
 use crate::application::{Attachment, AuthError, ChatError};
 use crate::domain::conversation::Seq;
 use crate::domain::{SessionId, User};
@@ -43,6 +43,7 @@ pub const UPGRADE_REFUSALS: &[ErrorCode] = &[
     ErrorCode::ShuttingDown,
     ErrorCode::ServiceUnavailable,
     ErrorCode::SessionStoreUnavailable,
+    ErrorCode::RateLimited,
 ];
 
 /// The user the token names, or the HTTP refusal.
@@ -120,6 +121,11 @@ pub async fn ws_endpoint(
     let Ok(ws) = ws else {
         return ErrorBody::response(ErrorCode::WebsocketUpgradeRequired);
     };
+    // Before a session is opened, so a refused connection leaves nothing behind.
+    let permit = match ctx.chat.admit_connection(&user.id, client_ip(req)).await {
+        Ok(permit) => permit,
+        Err(limited) => return ErrorBody::rate_limited(limited.retry_after),
+    };
     let resume = query
         .session_id
         .as_deref()
@@ -128,22 +134,25 @@ pub async fn ws_endpoint(
         Ok(opened) => opened,
         Err(e) => {
             tracing::warn!(error = %ErrorChain(&e), "could not open a session");
+            ctx.chat.release_connection(permit).await;
             return ErrorBody::response(ErrorCode::SessionStoreUnavailable);
         }
     };
     let tracker = ctx.connections.clone();
     // poem wants the upgrade callback to be `Sync`; a subscription is only
     // `Send`, and a mutex makes the difference.
-    let attachment = std::sync::Mutex::new(attachment);
+    let attachment = std::sync::Mutex::new((attachment, permit));
     ws.config(transport::socket_config())
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("ws", session_id = %session_id, user_id = %user.id);
+            let (attachment, permit) = attachment.into_inner().unwrap_or_else(|p| p.into_inner());
             let connection = Connection {
                 ctx,
                 session_id,
+                user_id: user.id.clone(),
                 resumed,
+                permit,
             };
-            let attachment = attachment.into_inner().unwrap_or_else(|p| p.into_inner());
             let user = UserView::from(&user);
             tracker.track_future(connection.run(socket, user, attachment).instrument(span))
         })
