@@ -254,7 +254,9 @@ async fn main() {
     let mut after = Vec::new();
     for secs in [1u64, 5, 15, 30, 60] {
         let at = Duration::from_secs(secs);
-        let since = after.last().map_or(Duration::ZERO, |(s, _)| Duration::from_secs(*s));
+        let since = after
+            .last()
+            .map_or(Duration::ZERO, |(s, _)| Duration::from_secs(*s));
         tokio::time::sleep(at - since).await;
         after.push((secs, rss_kib(pid)));
     }

@@ -514,7 +514,11 @@ impl LimitsConfig {
         let trusted_proxies = TrustedProxies::parse(&proxies)
             .map_err(|e| ConfigError::invalid("TRUSTED_PROXIES", &proxies, &e.to_string()))?;
         Ok(Self {
-            login_per_account_ip: vars.window_limit("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5, failures)?,
+            login_per_account_ip: vars.window_limit(
+                "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+                5,
+                failures,
+            )?,
             login_per_ip: vars.window_limit("LOGIN_MAX_FAILURES_PER_IP", 20, failures)?,
             login_per_account: vars.window_limit(
                 "LOGIN_MAX_FAILURES_PER_ACCOUNT_HOURLY",

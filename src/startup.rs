@@ -19,10 +19,10 @@ use crate::adapters::inbound::{http, AppContext};
 use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
 use crate::adapters::outbound::echo_ai::EchoAi;
 use crate::adapters::outbound::jwt::JwtTokenService;
-use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use crate::adapters::outbound::memory_conversations::{
     InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
 };
+use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
 use crate::adapters::outbound::memory_stats::AtomicStats;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;

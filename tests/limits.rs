@@ -133,11 +133,17 @@ async fn registrations_and_verifications_per_address_are_limited_and_recover() {
     assert_limited(&post(&app, "/api/auth/register", body("erin"), None).await);
     let verify = json!({ "token": token });
     for _ in 0..2 {
-        assert_eq!(post(&app, "/api/auth/verify", verify.clone(), None).await.0, 200);
+        assert_eq!(
+            post(&app, "/api/auth/verify", verify.clone(), None).await.0,
+            200
+        );
     }
     assert_limited(&post(&app, "/api/auth/verify", verify.clone(), None).await);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(post(&app, "/api/auth/register", body("erin"), None).await.0, 201);
+    assert_eq!(
+        post(&app, "/api/auth/register", body("erin"), None).await.0,
+        201
+    );
     assert_eq!(post(&app, "/api/auth/verify", verify, None).await.0, 200);
 }
 
@@ -163,7 +169,13 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
     let direct = spawn_app(&[("VERIFY_PER_IP_PER_MINUTE", "1")]).await;
     let token = direct.register("grace").await;
     let verify = json!({ "token": token });
-    let first = post(&direct, "/api/auth/verify", verify.clone(), Some("198.51.100.1")).await;
+    let first = post(
+        &direct,
+        "/api/auth/verify",
+        verify.clone(),
+        Some("198.51.100.1"),
+    )
+    .await;
     assert_eq!(first.0, 200);
     assert_limited(&post(&direct, "/api/auth/verify", verify, Some("198.51.100.2")).await);
 }
@@ -188,7 +200,10 @@ async fn chats_past_the_rate_get_only_rate_limited_and_store_nothing() {
     assert_eq!(refused["code"], "rate_limited", "{refused}");
     let wait = refused["retryAfterMs"].as_u64().expect("retryAfterMs");
     assert!(wait > 0 && wait <= 3000, "{wait}");
-    assert!(refused.get("seq").is_none(), "a refusal takes no seq: {refused}");
+    assert!(
+        refused.get("seq").is_none(),
+        "a refusal takes no seq: {refused}"
+    );
 
     // Nothing of the refused chat was logged.
     let session = hello["sessionId"].as_str().unwrap();
@@ -228,7 +243,8 @@ async fn concurrent_generations_per_user_are_capped_across_sessions() {
         tabs.push(app.connect(&token).await.0);
     }
     for tab in &mut tabs[..2] {
-        tab.send_json(json!({"type": "chat", "content": long})).await;
+        tab.send_json(json!({"type": "chat", "content": long}))
+            .await;
         assert_eq!(tab.recv().await["type"], "user-message");
     }
     tabs[2]
@@ -431,5 +447,8 @@ async fn a_crashed_instance_does_not_hold_its_connections_for_ever() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(admitted, "the dead instance's connection was never forgotten");
+    assert!(
+        admitted,
+        "the dead instance's connection was never forgotten"
+    );
 }

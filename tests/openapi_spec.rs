@@ -98,7 +98,12 @@ fn spec_is_openapi_3_and_documents_every_response() {
     assert_eq!(required, BTreeSet::from(["error", "message"]));
     // Every 429 says when to come back.
     for path in ["/api/auth/register", "/api/auth/login", "/api/auth/verify"] {
-        let op = spec.paths.paths[path].as_item().unwrap().post.as_ref().unwrap();
+        let op = spec.paths.paths[path]
+            .as_item()
+            .unwrap()
+            .post
+            .as_ref()
+            .unwrap();
         let limited = op.responses.responses[&openapiv3::StatusCode::Code(429)]
             .as_item()
             .unwrap();

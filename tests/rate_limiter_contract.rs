@@ -18,7 +18,10 @@ use common::redis::{cleaning_up, redis_answers, redis_url, skip_without_redis};
 enum Backend {
     /// One limiter shared by every "instance" of the case.
     Memory(Arc<InMemoryRateLimiter>),
-    Redis { url: String, prefix: String },
+    Redis {
+        url: String,
+        prefix: String,
+    },
 }
 
 impl Backend {
@@ -71,7 +74,10 @@ async fn all_of_a_window_may_come_at_once_and_the_next_waits_for_the_oldest(back
     };
     assert!(retry_after <= window, "{retry_after:?}");
     tokio::time::sleep(retry_after + Duration::from_millis(100)).await;
-    assert!(admitted(&limiter, &q).await, "room again once the oldest left");
+    assert!(
+        admitted(&limiter, &q).await,
+        "room again once the oldest left"
+    );
 }
 
 async fn several_quotas_count_all_or_nothing(backend: Backend) {
@@ -97,7 +103,10 @@ async fn a_withdrawn_event_no_longer_counts_and_reset_forgets_a_key(backend: Bac
         panic!("the first fits");
     };
     assert!(!admitted(&limiter, &q).await);
-    limiter.withdraw(&[a.clone(), b.clone()], &event).await.unwrap();
+    limiter
+        .withdraw(&[a.clone(), b.clone()], &event)
+        .await
+        .unwrap();
     assert!(admitted(&limiter, &q).await, "withdrawn from both");
     limiter.reset(&a).await.unwrap();
     limiter.reset(&b).await.unwrap();
@@ -127,7 +136,11 @@ async fn slots_hold_up_to_max_and_free_on_release(backend: Backend) {
     let k = key("slots");
     let lease = Duration::from_secs(60);
     let a = limiter.acquire(&k, 2, lease).await.unwrap().expect("first");
-    let _b = limiter.acquire(&k, 2, lease).await.unwrap().expect("second");
+    let _b = limiter
+        .acquire(&k, 2, lease)
+        .await
+        .unwrap()
+        .expect("second");
     assert!(limiter.acquire(&k, 2, lease).await.unwrap().is_none());
     limiter.release(&k, &a).await.unwrap();
     assert!(!limiter.renew(&k, &a, lease).await.unwrap(), "released");
@@ -140,7 +153,11 @@ async fn a_slot_nobody_renews_frees_itself(backend: Backend) {
     let (k, kept) = (key("lease"), key("kept"));
     let lease = Duration::from_millis(600);
     let lost = limiter.acquire(&k, 1, lease).await.unwrap().expect("first");
-    let held = limiter.acquire(&kept, 1, lease).await.unwrap().expect("held");
+    let held = limiter
+        .acquire(&kept, 1, lease)
+        .await
+        .unwrap()
+        .expect("held");
     assert!(limiter.acquire(&k, 1, lease).await.unwrap().is_none());
     for _ in 0..3 {
         tokio::time::sleep(lease / 3).await;

@@ -131,14 +131,14 @@ impl AuthService {
             .register(client)
             .await
             .map_err(AuthError::RateLimited)?;
-        let password_hash = self
-            .hasher
-            .hash(&registration.password)
-            .await
-            .map_err(|e| match e {
-                PasswordHashError::Busy => AuthError::Busy,
-                e => internal("password hashing failed during registration", &e),
-            })?;
+        let password_hash =
+            self.hasher
+                .hash(&registration.password)
+                .await
+                .map_err(|e| match e {
+                    PasswordHashError::Busy => AuthError::Busy,
+                    e => internal("password hashing failed during registration", &e),
+                })?;
         let user = self
             .users
             .create(NewUser {

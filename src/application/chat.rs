@@ -792,7 +792,10 @@ mod tests {
             })
         });
         m.log.expect_append().never();
-        let refused = m.service().submit(&SessionId::generate(), &user(), chat(None)).await;
+        let refused = m
+            .service()
+            .submit(&SessionId::generate(), &user(), chat(None))
+            .await;
         assert!(
             matches!(&refused, Err(ChatRefusal::InProgress { running: r }) if *r == running),
             "{refused:?}"
@@ -838,7 +841,10 @@ mod tests {
         m.registry.expect_finish().times(1).returning(|_, _| Ok(()));
         m.sessions.expect_get().returning(|_| Ok(None));
         m.ai.expect_stream().never();
-        let refused = m.service().submit(&SessionId::generate(), &user(), chat(None)).await;
+        let refused = m
+            .service()
+            .submit(&SessionId::generate(), &user(), chat(None))
+            .await;
         assert!(
             matches!(refused, Err(ChatRefusal::Failed(ChatError::SessionGone))),
             "{refused:?}"
@@ -909,7 +915,9 @@ mod tests {
         let service = m.service();
         service.drain(Duration::from_millis(10)).await;
         assert!(service.is_draining());
-        let refused = service.submit(&SessionId::generate(), &user(), chat(None)).await;
+        let refused = service
+            .submit(&SessionId::generate(), &user(), chat(None))
+            .await;
         assert!(
             matches!(refused, Err(ChatRefusal::ShuttingDown)),
             "{refused:?}"
@@ -981,7 +989,10 @@ mod tests {
             Ok(tokens)
         });
         let service = m.service();
-        let accepted = service.submit(&session.id, &user(), chat(None)).await.unwrap();
+        let accepted = service
+            .submit(&session.id, &user(), chat(None))
+            .await
+            .unwrap();
         assert_eq!((accepted.seq, accepted.duplicate), (1, false));
         service.drain(Duration::from_secs(2)).await;
 

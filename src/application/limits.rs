@@ -214,11 +214,17 @@ impl Limits {
     /// (held for `lease`). Refused by either, it holds nothing.
     pub async fn chat(&self, user: &UserId, lease: Duration) -> Result<ChatPermit, Limited> {
         let slot = match self.settings.chat_concurrent_per_user {
-            Some(max) => self.slot(format!("chat:running:{user}"), max, lease).await?,
+            Some(max) => {
+                self.slot(format!("chat:running:{user}"), max, lease)
+                    .await?
+            }
             None => None,
         };
         let rule = self.settings.chats_per_user;
-        match self.admit(quotas_of([(rule, format!("chat:user:{user}"))])).await {
+        match self
+            .admit(quotas_of([(rule, format!("chat:user:{user}"))]))
+            .await
+        {
             Ok(counted) => Ok(ChatPermit {
                 counted: counted.map(|(mut keys, event)| (keys.remove(0), event)),
                 slot,
@@ -364,10 +370,18 @@ mod tests {
             .expect_admit()
             .withf(|q| {
                 let keys: Vec<&str> = q.iter().map(|q| q.key.as_str()).collect();
-                keys == ["login:account-ip:alice|192.0.2.1", "login:ip:192.0.2.1", "login:account:alice"]
+                keys == [
+                    "login:account-ip:alice|192.0.2.1",
+                    "login:ip:192.0.2.1",
+                    "login:account:alice",
+                ]
             })
             .times(1)
-            .returning(|_| Ok(Admission::Refused { retry_after: Duration::from_secs(7) }));
+            .returning(|_| {
+                Ok(Admission::Refused {
+                    retry_after: Duration::from_secs(7),
+                })
+            });
         let limits = Limits::new(
             Arc::new(limiter),
             LimitSettings {
@@ -411,9 +425,11 @@ mod tests {
         limiter
             .expect_acquire()
             .returning(|_, _, _| Ok(Some(SlotId("s1".into()))));
-        limiter
-            .expect_admit()
-            .returning(|_| Ok(Admission::Refused { retry_after: Duration::from_secs(3) }));
+        limiter.expect_admit().returning(|_| {
+            Ok(Admission::Refused {
+                retry_after: Duration::from_secs(3),
+            })
+        });
         limiter
             .expect_release()
             .withf(|key, slot| key == "chat:running:u1" && slot.0 == "s1")
@@ -428,7 +444,10 @@ mod tests {
             },
         );
         let user = UserId::parse("u1").unwrap();
-        let refused = limits.chat(&user, Duration::from_secs(1)).await.unwrap_err();
+        let refused = limits
+            .chat(&user, Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert_eq!(refused.retry_after, Duration::from_secs(3));
     }
 

@@ -9,9 +9,9 @@ pub mod limits;
 pub mod ports;
 
 pub use attachment::{Attachment, Feed, ResumeNotice};
-pub use limits::{LimitSettings, Limited, Limits, Rule};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
 pub use chat::{
     Accepted, ChatError, ChatPorts, ChatRefusal, ChatRequest, ChatService, ConnectionGuard,
     ConversationSettings, SessionSummary, StopRefusal, ESCALATION_REPLY, SESSIONS_LISTED,
 };
+pub use limits::{LimitSettings, Limited, Limits, Rule};

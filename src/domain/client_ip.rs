@@ -32,12 +32,14 @@ impl TrustedProxies {
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let net = match entry.parse::<IpNet>() {
                 Ok(net) => net,
-                Err(_) => entry
-                    .parse::<IpAddr>()
-                    .map(IpNet::from)
-                    .map_err(|_| TrustedProxyError {
-                        entry: entry.chars().take(64).collect(),
-                    })?,
+                Err(_) => {
+                    entry
+                        .parse::<IpAddr>()
+                        .map(IpNet::from)
+                        .map_err(|_| TrustedProxyError {
+                            entry: entry.chars().take(64).collect(),
+                        })?
+                }
             };
             nets.push(net);
         }
@@ -66,11 +68,7 @@ impl ClientIp {
     /// `X-Forwarded-For` hop (read right to left) that is not a trusted proxy.
     /// A hop that is not an address ends the walk at the hop after it, the
     /// one that reported it; when every hop is trusted, the first one is used.
-    pub fn resolve(
-        peer: IpAddr,
-        forwarded_for: Option<&str>,
-        trusted: &TrustedProxies,
-    ) -> Self {
+    pub fn resolve(peer: IpAddr, forwarded_for: Option<&str>, trusted: &TrustedProxies) -> Self {
         let peer = canonical(peer);
         let Some(header) = forwarded_for.filter(|_| trusted.contains(peer)) else {
             return Self(peer);

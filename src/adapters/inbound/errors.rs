@@ -296,7 +296,11 @@ impl ErrorBody {
 
 /// `Retry-After` in whole seconds: rounded up, at least one.
 pub fn retry_after_secs(d: std::time::Duration) -> u64 {
-    d.as_millis().div_ceil(1000).max(1).try_into().unwrap_or(u64::MAX)
+    d.as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 /// `retryAfterMs`: at least one.

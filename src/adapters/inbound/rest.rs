@@ -284,10 +284,7 @@ enum RegisterResponse {
     /// Too many registrations from this address (`rate_limited`,
     /// `REGISTER_PER_IP_PER_HOUR`); `Retry-After` says when to try again.
     #[oai(status = 429)]
-    TooManyRequests(
-        Json<ErrorBody>,
-        #[oai(header = "Retry-After")] u64,
-    ),
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -319,10 +316,7 @@ enum LoginResponse {
     /// the password, even a right one; `Retry-After` says when to try again.
     /// Unknown accounts are throttled the same way.
     #[oai(status = 429)]
-    TooManyRequests(
-        Json<ErrorBody>,
-        #[oai(header = "Retry-After")] u64,
-    ),
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -350,10 +344,7 @@ enum VerifyResponse {
     /// Too many verifications from this address (`rate_limited`,
     /// `VERIFY_PER_IP_PER_MINUTE`); `Retry-After` says when to try again.
     #[oai(status = 429)]
-    TooManyRequests(
-        Json<ErrorBody>,
-        #[oai(header = "Retry-After")] u64,
-    ),
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -542,7 +533,9 @@ impl Api {
         body: Json<LoginRequest>,
     ) -> LoginResponse {
         let password = Password::for_login(&body.password);
-        let login = ctx.auth.login(body.username.trim(), &password, client_ip(req));
+        let login = ctx
+            .auth
+            .login(body.username.trim(), &password, client_ip(req));
         match login.await {
             Ok(auth) => LoginResponse::Ok(Json(auth_body(auth))),
             Err(AuthError::Internal) => LoginResponse::Internal(internal_error()),
@@ -811,10 +804,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
     use crate::adapters::outbound::memory_conversations::{
         InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
     };
+    use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
     use crate::application::ports::{
         MockAiModel, MockPasswordHasher, MockSessionStore, MockStats, MockTokenService,
         MockUserRepository, SessionStoreError, UserStoreError,

@@ -96,8 +96,13 @@ impl Argon2Hasher {
     /// This hasher with at most `running` computations at once and `waiting`
     /// more queued.
     pub fn bounded(params: Argon2Params, running: usize, waiting: usize) -> Self {
-        let p = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
-            .expect("argon2 parameters are valid");
+        let p = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .expect("argon2 parameters are valid");
         Self::with_bounds(p, params, running, waiting)
     }
 

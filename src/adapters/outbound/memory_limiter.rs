@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::application::ports::{
-    Admission, EventId, Quota, RateLimitError, RateLimiter, SlotId,
-};
+use crate::application::ports::{Admission, EventId, Quota, RateLimitError, RateLimiter, SlotId};
 
 /// Keys each map holds before it sweeps.
 pub const MAX_KEYS: usize = 100_000;
@@ -50,7 +48,11 @@ impl Window {
         }
         let over = self.events.len().checked_sub(max as usize)?;
         let (at, _) = self.events[over];
-        Some((at + self.window).saturating_duration_since(now).max(Duration::from_millis(1)))
+        Some(
+            (at + self.window)
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        )
     }
 
     fn last_used(&self) -> Option<Instant> {
@@ -115,7 +117,11 @@ impl State {
         if self.windows.len() < max_keys {
             return;
         }
-        let mut ages: Vec<Instant> = self.windows.values().filter_map(Window::last_used).collect();
+        let mut ages: Vec<Instant> = self
+            .windows
+            .values()
+            .filter_map(Window::last_used)
+            .collect();
         ages.sort_unstable();
         let cut = ages[ages.len() / 2];
         self.windows
@@ -165,10 +171,13 @@ impl RateLimiter for InMemoryRateLimiter {
         }
         let id = self.id();
         for q in quotas {
-            let w = state.windows.entry(q.key.clone()).or_insert_with(|| Window {
-                window: q.window,
-                events: VecDeque::with_capacity(q.max.min(32) as usize),
-            });
+            let w = state
+                .windows
+                .entry(q.key.clone())
+                .or_insert_with(|| Window {
+                    window: q.window,
+                    events: VecDeque::with_capacity(q.max.min(32) as usize),
+                });
             w.events.push_back((now, id));
         }
         Ok(Admission::Admitted(EventId(id.to_string())))
@@ -219,7 +228,12 @@ impl RateLimiter for InMemoryRateLimiter {
         Ok(Some(SlotId(id.to_string())))
     }
 
-    async fn renew(&self, key: &str, slot: &SlotId, lease: Duration) -> Result<bool, RateLimitError> {
+    async fn renew(
+        &self,
+        key: &str,
+        slot: &SlotId,
+        lease: Duration,
+    ) -> Result<bool, RateLimitError> {
         let Ok(id) = slot.0.parse::<u64>() else {
             return Ok(false);
         };
@@ -287,7 +301,11 @@ mod tests {
             panic!("admitted");
         };
         limiter.withdraw(&["a".to_owned()], &event).await.unwrap();
-        let slot = limiter.acquire("s", 2, Duration::from_secs(1)).await.unwrap().unwrap();
+        let slot = limiter
+            .acquire("s", 2, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
         limiter.release("s", &slot).await.unwrap();
         assert_eq!(limiter.keys(), (0, 0));
     }

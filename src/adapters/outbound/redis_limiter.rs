@@ -20,9 +20,7 @@ use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
 use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
-use crate::application::ports::{
-    Admission, EventId, Quota, RateLimitError, RateLimiter, SlotId,
-};
+use crate::application::ports::{Admission, EventId, Quota, RateLimitError, RateLimiter, SlotId};
 
 /// About a century, as the other adapters bound their TTLs.
 const MAX_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
@@ -104,7 +102,9 @@ fn unavailable(e: RedisError) -> RateLimitError {
 }
 
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).clamp(1, MAX_MS)
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_MS)
 }
 
 /// A [`RateLimiter`] in Redis; see the module docs for the key layout.
@@ -224,7 +224,12 @@ impl RateLimiter for RedisRateLimiter {
         Ok((taken == 1).then_some(SlotId(slot)))
     }
 
-    async fn renew(&self, key: &str, slot: &SlotId, lease: Duration) -> Result<bool, RateLimitError> {
+    async fn renew(
+        &self,
+        key: &str,
+        slot: &SlotId,
+        lease: Duration,
+    ) -> Result<bool, RateLimitError> {
         let held: i64 = RENEW
             .key(self.slots_key(key))
             .arg(&slot.0)

@@ -23,11 +23,11 @@ use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
 use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
+use crate::application::limits::ConnectionPermit;
 use crate::application::{
     Attachment, ChatError, ChatRefusal, ChatRequest, ResumeNotice, StopRefusal,
 };
 use crate::domain::conversation::Seq;
-use crate::application::limits::ConnectionPermit;
 use crate::domain::{SessionId, UserId};
 use crate::telemetry::ErrorChain;
 
@@ -275,7 +275,10 @@ impl Connection {
     /// Submits a chat; the sender alone gets the `ack` when it asked for one.
     async fn chat(&self, request: ChatRequest) -> Result<Option<Reply>, Stop> {
         let client_id = request.client_message_id.clone();
-        let submitted = self.ctx.chat.submit(&self.session_id, &self.user_id, request);
+        let submitted = self
+            .ctx
+            .chat
+            .submit(&self.session_id, &self.user_id, request);
         let reply = match submitted.await {
             Ok(accepted) => client_id.map(|id| Reply::Ack {
                 client_message_id: id.as_str().to_owned(),
@@ -291,7 +294,9 @@ impl Connection {
             Err(ChatRefusal::ShuttingDown) => {
                 Some(Reply::error(ErrorCode::ServerShuttingDown, None))
             }
-            Err(ChatRefusal::RateLimited(limited)) => Some(Reply::rate_limited(limited.retry_after)),
+            Err(ChatRefusal::RateLimited(limited)) => {
+                Some(Reply::rate_limited(limited.retry_after))
+            }
             Err(ChatRefusal::Failed(ChatError::SessionGone)) => return Err(Stop::SessionGone),
             Err(ChatRefusal::Failed(e)) => {
                 tracing::warn!(error = %ErrorChain(&e), "could not accept the chat");
