@@ -38,6 +38,10 @@ async fn main() {
         .env("JWT_SECRET", "benchmark-secret-benchmark-secret-0123")
         .env("SQLITE_PATH", dir.path().join("users.db"))
         .env("RUST_LOG", "warn,chatbot_server=info")
+        // One user holds every socket: a load test, not the abuse the caps stop.
+        .env("WS_MAX_CONNECTIONS_PER_USER", "0")
+        .env("WS_MAX_CONNECTIONS_PER_IP", "0")
+        .env("SESSIONS_MAX_PER_USER", "0")
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

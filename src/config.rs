@@ -15,7 +15,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::domain::time::parse_duration;
-use crate::domain::TokenLifetime;
+use crate::domain::{TokenLifetime, TrustedProxies};
 
 /// A configuration problem, phrased for the person who wrote the `.env`.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -230,6 +230,36 @@ pub struct WebSocketConfig {
     pub pong_timeout: Duration,
 }
 
+/// At most `max` events in any `window`; `None` when the limit is off (`0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimit {
+    pub max: u32,
+    pub window: Duration,
+}
+
+/// Abuse limits; every count set to `0` turns its limit off.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Failed logins per (account, client IP) in `LOGIN_FAILURE_WINDOW`.
+    pub login_per_account_ip: Option<WindowLimit>,
+    /// Failed logins per client IP over all accounts in `LOGIN_FAILURE_WINDOW`.
+    pub login_per_ip: Option<WindowLimit>,
+    /// Failed logins per account over all IPs in `LOGIN_ACCOUNT_WINDOW` (1 h).
+    pub login_per_account: Option<WindowLimit>,
+    pub register_per_ip: Option<WindowLimit>,
+    pub verify_per_ip: Option<WindowLimit>,
+    pub ws_tickets_per_user: Option<WindowLimit>,
+    pub chats_per_user: Option<WindowLimit>,
+    /// Generations running at once per user, over all sessions and instances.
+    pub chat_concurrent_per_user: Option<u32>,
+    pub ws_connections_per_user: Option<u32>,
+    pub ws_connections_per_ip: Option<u32>,
+    /// Live sessions per user; one more evicts the least recently active.
+    pub sessions_per_user: Option<u32>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
+}
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -240,6 +270,7 @@ pub struct Config {
     pub sessions: SessionConfig,
     pub ai: AiConfig,
     pub websocket: WebSocketConfig,
+    pub limits: LimitsConfig,
 }
 
 /// Production refuses secrets shorter than this (HS256 wants a 256-bit key).
@@ -263,6 +294,7 @@ impl Config {
             sessions: SessionConfig::parse(&vars)?,
             ai: AiConfig::parse(&vars)?,
             websocket: WebSocketConfig::parse(&vars)?,
+            limits: LimitsConfig::parse(&vars)?,
             server,
         })
     }
@@ -300,6 +332,24 @@ impl Vars<'_> {
             return Err(ConfigError::invalid(name, "0", "a positive number"));
         }
         Ok(n)
+    }
+
+    /// A count where `0` means "no limit" (`None`).
+    fn limit(&self, name: &str, default: u32) -> Result<Option<u32>, ConfigError> {
+        let n: u32 = self.parse_or(name, default, "a whole number (0 turns the limit off)")?;
+        Ok((n > 0).then_some(n))
+    }
+
+    /// A count per window, both configurable.
+    fn window_limit(
+        &self,
+        name: &str,
+        default: u32,
+        window: Duration,
+    ) -> Result<Option<WindowLimit>, ConfigError> {
+        Ok(self
+            .limit(name, default)?
+            .map(|max| WindowLimit { max, window }))
     }
 
     /// A non-zero duration such as `500ms`, `30s`, `5m`, `1h`.
@@ -504,6 +554,53 @@ impl WebSocketConfig {
     }
 }
 
+impl LimitsConfig {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        let failures = vars.duration("LOGIN_FAILURE_WINDOW", "15m")?;
+        let proxies = vars.get("TRUSTED_PROXIES").unwrap_or_default();
+        let trusted_proxies = TrustedProxies::parse(&proxies)
+            .map_err(|e| ConfigError::invalid("TRUSTED_PROXIES", &proxies, &e.to_string()))?;
+        Ok(Self {
+            login_per_account_ip: vars.window_limit(
+                "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+                5,
+                failures,
+            )?,
+            login_per_ip: vars.window_limit("LOGIN_MAX_FAILURES_PER_IP", 20, failures)?,
+            login_per_account: vars.window_limit(
+                "LOGIN_MAX_FAILURES_PER_ACCOUNT_HOURLY",
+                100,
+                vars.duration("LOGIN_ACCOUNT_WINDOW", "1h")?,
+            )?,
+            register_per_ip: vars.window_limit(
+                "REGISTER_PER_IP_PER_HOUR",
+                20,
+                vars.duration("REGISTER_WINDOW", "1h")?,
+            )?,
+            verify_per_ip: vars.window_limit(
+                "VERIFY_PER_IP_PER_MINUTE",
+                120,
+                vars.duration("VERIFY_WINDOW", "1m")?,
+            )?,
+            ws_tickets_per_user: vars.window_limit(
+                "WS_TICKETS_PER_USER_PER_MINUTE",
+                30,
+                vars.duration("WS_TICKETS_WINDOW", "1m")?,
+            )?,
+            chats_per_user: vars.window_limit(
+                "CHAT_MESSAGES_PER_MINUTE",
+                20,
+                vars.duration("CHAT_MESSAGES_WINDOW", "1m")?,
+            )?,
+            chat_concurrent_per_user: vars.limit("CHAT_MAX_CONCURRENT_PER_USER", 3)?,
+            ws_connections_per_user: vars.limit("WS_MAX_CONNECTIONS_PER_USER", 20)?,
+            ws_connections_per_ip: vars.limit("WS_MAX_CONNECTIONS_PER_IP", 100)?,
+            sessions_per_user: vars.limit("SESSIONS_MAX_PER_USER", 50)?,
+            trusted_proxies,
+        })
+    }
+}
+
 fn random_secret() -> Vec<u8> {
     use argon2::password_hash::rand_core::{OsRng, RngCore};
     let mut bytes = vec![0u8; 48];
@@ -575,6 +672,51 @@ mod tests {
             ("REFRESH_TOKEN_TTL", "0"),
             ("REFRESH_REUSE_GRACE", "soon"),
             ("WS_TICKET_TTL", "0"),
+        ] {
+            let err = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(err.contains(k), "{err}");
+        }
+    }
+
+    #[test]
+    fn limits_have_the_issue_defaults_and_zero_turns_one_off() {
+        let l = cfg(&[]).unwrap().limits;
+        let w = |max, secs| {
+            Some(WindowLimit {
+                max,
+                window: Duration::from_secs(secs),
+            })
+        };
+        assert_eq!(l.login_per_account_ip, w(5, 900));
+        assert_eq!(l.login_per_ip, w(20, 900));
+        assert_eq!(l.login_per_account, w(100, 3600));
+        assert_eq!(l.register_per_ip, w(20, 3600));
+        assert_eq!(l.verify_per_ip, w(120, 60));
+        assert_eq!(l.ws_tickets_per_user, w(30, 60));
+        assert_eq!(l.chats_per_user, w(20, 60));
+        assert_eq!(l.chat_concurrent_per_user, Some(3));
+        assert_eq!(l.ws_connections_per_user, Some(20));
+        assert_eq!(l.ws_connections_per_ip, Some(100));
+        assert_eq!(l.sessions_per_user, Some(50));
+        assert!(l.trusted_proxies.is_empty());
+
+        let l = cfg(&[
+            ("CHAT_MESSAGES_PER_MINUTE", "0"),
+            ("SESSIONS_MAX_PER_USER", "0"),
+            ("LOGIN_FAILURE_WINDOW", "2s"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ])
+        .unwrap()
+        .limits;
+        assert_eq!(l.chats_per_user, None);
+        assert_eq!(l.sessions_per_user, None);
+        assert_eq!(l.login_per_ip, w(20, 2));
+        assert!(!l.trusted_proxies.is_empty());
+        for (k, v) in [
+            ("WS_MAX_CONNECTIONS_PER_IP", "-1"),
+            ("CHAT_MAX_CONCURRENT_PER_USER", "many"),
+            ("LOGIN_FAILURE_WINDOW", "0"),
+            ("TRUSTED_PROXIES", "proxy.local"),
         ] {
             let err = cfg(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");

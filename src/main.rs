@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     };
     telemetry::init(config.server.env);
     raise_open_file_limit();
+    chatbot_server::adapters::outbound::argon2_hasher::return_large_allocations_to_the_system();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -23,23 +23,29 @@ use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemory
 use crate::adapters::outbound::memory_conversations::{
     InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
 };
+use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
 use crate::adapters::outbound::memory_stats::AtomicStats;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
 use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketStore};
 use crate::adapters::outbound::redis_conversations::RedisConversations;
+use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
 use crate::adapters::outbound::upstream_ai::{UpstreamAi, UpstreamTimeouts};
 use crate::application::ports::{
     AccessStoreError, AiModel, ConversationStoreError, EventLog, GenerationRegistry, LiveDelivery,
-    PasswordHashError, PasswordHasher, RefreshTokenStore, RevocationStore, SessionStore,
-    SessionStoreError, TicketStore, TokenService, UserRepository, UserStoreError,
+    PasswordHashError, PasswordHasher, RateLimitError, RateLimiter, RefreshTokenStore,
+    RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService, UserRepository,
+    UserStoreError,
 };
 use crate::application::{
     AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationSettings,
+    LimitSettings, Limits, Rule,
 };
-use crate::config::{AiConfig, AuthConfig, Config, SessionConfig, StorageConfig};
+use crate::config::{
+    AiConfig, AuthConfig, Config, LimitsConfig, SessionConfig, StorageConfig, WindowLimit,
+};
 
 /// Why the server could not start. Each says which setting to look at.
 #[derive(Debug, Error)]
@@ -58,6 +64,8 @@ pub enum StartupError {
     RedisConversations(#[source] ConversationStoreError),
     #[error("could not connect to Redis (REDIS_URL)")]
     RedisAccess(#[source] AccessStoreError),
+    #[error("could not connect to Redis (REDIS_URL)")]
+    RedisLimiter(#[source] RateLimitError),
     #[error("invalid FASTAPI_URL: {0}")]
     AiUrl(String),
     #[error("password hashing does not work")]
@@ -81,6 +89,8 @@ pub struct Adapters {
     pub access: AccessPorts,
     /// What the chat use cases run on.
     pub chat: ChatPorts,
+    /// Counts what the abuse limits limit: in process, or shared in Redis.
+    pub limiter: Arc<dyn RateLimiter>,
 }
 
 impl Adapters {
@@ -100,14 +110,52 @@ impl Adapters {
                 revocations,
             },
             chat: ChatPorts {
-                sessions: session_store(&config.sessions).await?,
+                sessions: session_store(&config.sessions, config.limits.sessions_per_user).await?,
                 ai: ai_model(&config.ai)?,
                 stats: Arc::new(AtomicStats::default()),
                 log: conversations.0,
                 live: conversations.1,
                 registry: conversations.2,
             },
+            limiter: rate_limiter(&config.sessions).await?,
         })
+    }
+}
+
+/// Limits counted in this process, or in Redis so every instance shares them.
+async fn rate_limiter(sessions: &SessionConfig) -> Result<Arc<dyn RateLimiter>, StartupError> {
+    let Some(url) = &sessions.redis_url else {
+        tracing::info!("rate limits: in process (single instance)");
+        return Ok(Arc::new(InMemoryRateLimiter::default()));
+    };
+    tracing::info!("rate limits: shared in Redis");
+    let limiter = RedisRateLimiter::connect(url.expose(), &sessions.redis_key_prefix)
+        .await
+        .map_err(StartupError::RedisLimiter)?;
+    Ok(Arc::new(limiter))
+}
+
+/// The use cases' view of the configured limits. A connection's slot is
+/// renewed on every ping tick, so it lives for three of them.
+fn limit_settings(limits: &LimitsConfig, ping_interval: std::time::Duration) -> LimitSettings {
+    let rule = |w: Option<WindowLimit>| {
+        w.map(|w| Rule {
+            max: w.max,
+            window: w.window,
+        })
+    };
+    LimitSettings {
+        login_per_account_ip: rule(limits.login_per_account_ip),
+        login_per_ip: rule(limits.login_per_ip),
+        login_per_account: rule(limits.login_per_account),
+        register_per_ip: rule(limits.register_per_ip),
+        verify_per_ip: rule(limits.verify_per_ip),
+        ws_tickets_per_user: rule(limits.ws_tickets_per_user),
+        chats_per_user: rule(limits.chats_per_user),
+        chat_concurrent_per_user: limits.chat_concurrent_per_user,
+        ws_connections_per_user: limits.ws_connections_per_user,
+        ws_connections_per_ip: limits.ws_connections_per_ip,
+        connection_lease: ping_interval * 3,
     }
 }
 
@@ -213,15 +261,20 @@ fn access_settings(config: &Config) -> AccessSettings {
     }
 }
 
-async fn session_store(sessions: &SessionConfig) -> Result<Arc<dyn SessionStore>, StartupError> {
+async fn session_store(
+    sessions: &SessionConfig,
+    per_user: Option<u32>,
+) -> Result<Arc<dyn SessionStore>, StartupError> {
     let Some(url) = &sessions.redis_url else {
         tracing::info!("session store: in memory");
-        return Ok(Arc::new(InMemorySessionStore::new(sessions.ttl)));
+        let store = InMemorySessionStore::new(sessions.ttl).with_max_per_user(per_user);
+        return Ok(Arc::new(store));
     };
     tracing::info!(url = %url, "session store: Redis");
     let store = RedisSessionStore::connect(url.expose(), sessions.ttl, &sessions.redis_key_prefix)
         .await
-        .map_err(StartupError::Redis)?;
+        .map_err(StartupError::Redis)?
+        .with_max_per_user(per_user);
     Ok(Arc::new(store))
 }
 
@@ -275,6 +328,10 @@ impl Application {
     /// Builds the server on adapters chosen by the caller (tests pass mocks of
     /// ports a real store will not fail on demand).
     pub async fn build_with(config: Config, adapters: Adapters) -> Result<Self, StartupError> {
+        let limits = Limits::new(
+            adapters.limiter,
+            limit_settings(&config.limits, config.websocket.ping_interval),
+        );
         let auth = AuthService::new(
             adapters.users,
             adapters.hasher,
@@ -283,21 +340,21 @@ impl Application {
             access_settings(&config),
         )
         .await
-        .map_err(StartupError::Hasher)?;
-        let chat = ChatService::new(
+        .map_err(StartupError::Hasher)?
+        .with_limits(limits.clone());
+        let chat = ChatService::with_limits(
             adapters.chat,
             ConversationSettings {
                 session_ttl: config.sessions.ttl,
                 lease: config.sessions.generation_lease,
                 unattended_timeout: config.sessions.unattended_generation_timeout,
             },
+            limits,
         );
-        let ctx = Arc::new(AppContext::new(
-            auth,
-            chat,
-            config.websocket,
-            config.server.shutdown_timeout,
-        ));
+        let ctx = Arc::new(
+            AppContext::new(auth, chat, config.websocket, config.server.shutdown_timeout)
+                .with_trusted_proxies(config.limits.trusted_proxies.clone()),
+        );
         let wanted = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(wanted)
             .await

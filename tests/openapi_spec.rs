@@ -34,17 +34,17 @@ fn spec_is_openapi_3_and_documents_every_response() {
         (
             "/api/auth/register",
             "post",
-            &["201", "400", "403", "409", "413", "500"],
+            &["201", "400", "403", "409", "413", "429", "500", "503"],
         ),
         (
             "/api/auth/login",
             "post",
-            &["200", "400", "401", "413", "500"],
+            &["200", "400", "401", "413", "429", "500", "503"],
         ),
         (
             "/api/auth/verify",
             "post",
-            &["200", "400", "401", "413", "500"],
+            &["200", "400", "401", "413", "429", "500"],
         ),
         (
             "/api/auth/refresh",
@@ -112,6 +112,25 @@ fn spec_is_openapi_3_and_documents_every_response() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(required, BTreeSet::from(["error", "message"]));
+    // Every 429 says when to come back.
+    for path in ["/api/auth/register", "/api/auth/login", "/api/auth/verify"] {
+        let op = spec.paths.paths[path]
+            .as_item()
+            .unwrap()
+            .post
+            .as_ref()
+            .unwrap();
+        let limited = op.responses.responses[&openapiv3::StatusCode::Code(429)]
+            .as_item()
+            .unwrap();
+        assert!(
+            limited
+                .headers
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case("retry-after")),
+            "{path}"
+        );
+    }
     let user = serde_json::to_value(schemas.get("UserView").expect("UserView")).unwrap();
     assert!(user["properties"].get("password").is_none());
 }

@@ -43,6 +43,21 @@ impl Backend {
         }
     }
 
+    /// A store keeping at most `max` live sessions per user.
+    async fn bounded_store(&self, max: u32) -> Arc<dyn SessionStore> {
+        match self {
+            Backend::Memory => {
+                Arc::new(InMemorySessionStore::new(LONG_TTL).with_max_per_user(Some(max)))
+            }
+            Backend::Redis { url, prefix } => Arc::new(
+                RedisSessionStore::connect(url, LONG_TTL, prefix)
+                    .await
+                    .expect("Redis answered a moment ago")
+                    .with_max_per_user(Some(max)),
+            ),
+        }
+    }
+
     /// Short enough to keep the expiry cases quick, long enough that a round
     /// trip plus scheduling jitter on a loaded machine stays well inside it.
     fn short_ttl(&self) -> Duration {
@@ -437,6 +452,47 @@ async fn list_for_user_forgets_expired_sessions(backend: Backend) {
     assert!(store.list_for_user(&owner.id, 10).await.unwrap().is_empty());
 }
 
+async fn one_session_too_many_evicts_the_users_least_recently_active(backend: Backend) {
+    let store = backend.bounded_store(3).await;
+    let owner = |id: &str| SessionUser {
+        id: UserId::parse(id).unwrap(),
+        username: Username::parse("someone").unwrap(),
+    };
+    let (alice, bob) = (
+        format!("a{}", uuid::Uuid::new_v4().simple()),
+        format!("b{}", uuid::Uuid::new_v4().simple()),
+    );
+    let theirs = Session::new(SessionId::generate(), owner(&bob), Utc::now());
+    store.create(&theirs).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let s = Session::new(SessionId::generate(), owner(&alice), Utc::now());
+        store.create(&s).await.unwrap();
+        ids.push(s.id);
+        // Activity is ordered to the millisecond in Redis.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The first becomes more recent than the second.
+    store.touch(&ids[0], Utc::now()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let newest = Session::new(SessionId::generate(), owner(&alice), Utc::now());
+    store.create(&newest).await.unwrap();
+
+    assert_absent(&store, &ids[1]).await;
+    for id in [&ids[0], &ids[2], &newest.id, &theirs.id] {
+        assert!(store.get(id).await.unwrap().is_some(), "{id} was kept");
+    }
+    let alice_id = UserId::parse(&alice).unwrap();
+    assert_eq!(store.list_for_user(&alice_id, 10).await.unwrap().len(), 3);
+    // Many more: the bound holds, the counts agree.
+    for _ in 0..5 {
+        let s = Session::new(SessionId::generate(), owner(&alice), Utc::now());
+        store.create(&s).await.unwrap();
+    }
+    assert_eq!(store.list_for_user(&alice_id, 10).await.unwrap().len(), 3);
+    assert_eq!(counts(&store).await.0, 4, "three of alice's and bob's one");
+}
+
 // ------------------------------------------------------------- runners
 
 /// A Redis backend in a fresh key prefix, or `None` (after saying so) when
@@ -518,6 +574,7 @@ contract!(
     concurrent_appends_lose_nothing,
     list_for_user_returns_that_users_live_sessions_newest_first,
     list_for_user_forgets_expired_sessions,
+    one_session_too_many_evicts_the_users_least_recently_active,
 );
 
 // ------------------------------------------------- Redis-only behaviour

@@ -6,12 +6,14 @@ use chrono::Utc;
 use thiserror::Error;
 
 use super::access::{AccessPorts, AccessSettings};
+use super::limits::{Limited, Limits};
 use super::ports::{
     IssuedToken, PasswordCheck, PasswordHashError, PasswordHasher, TokenService, UserRepository,
     UserStoreError,
 };
 use crate::domain::{
-    EmailAddress, LoginName, NewUser, Password, PasswordHash, RefreshToken, User, Username,
+    ClientIp, EmailAddress, LoginName, NewUser, Password, PasswordHash, RefreshToken, User, UserId,
+    Username,
 };
 use crate::telemetry::ErrorChain;
 
@@ -57,6 +59,12 @@ pub enum AuthError {
     /// Unknown, spent or expired WebSocket ticket, indistinguishably.
     #[error("ticket is invalid")]
     InvalidTicket,
+    /// A limit refused the request; nothing was done.
+    #[error("too many requests")]
+    RateLimited(Limited),
+    /// Password hashing is at capacity; try again shortly.
+    #[error("password hashing is busy")]
+    Busy,
     /// A dependency failed; details are logged, never returned.
     #[error("internal error")]
     Internal,
@@ -73,6 +81,7 @@ pub struct AuthService {
     /// A real hash of a random password, verified against when the user does not
     /// exist, so "no such user" costs the same time as "wrong password".
     decoy_hash: PasswordHash,
+    limits: Limits,
 }
 
 impl AuthService {
@@ -93,7 +102,40 @@ impl AuthService {
             access,
             settings,
             decoy_hash,
+            limits: Limits::off(),
         })
+    }
+
+    /// This service with `limits` applied to registration, login,
+    /// verification and WebSocket tickets.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Counts a WebSocket ticket for `user` against its rate, for the ticket
+    /// endpoint to call before it issues one.
+    ///
+    /// # Errors
+    /// `RateLimited` past `WS_TICKETS_PER_USER_PER_MINUTE`.
+    pub async fn ws_ticket_allowed(&self, user: &UserId) -> Result<(), AuthError> {
+        self.limits
+            .ws_ticket(user)
+            .await
+            .map_err(AuthError::RateLimited)
+    }
+
+    /// [`AuthService::authenticate`] for the verify endpoint, counted against
+    /// the caller's address.
+    ///
+    /// # Errors
+    /// `RateLimited` past `VERIFY_PER_IP_PER_MINUTE`, else as `authenticate`.
+    pub async fn verify(&self, token: &str, client: ClientIp) -> Result<User, AuthError> {
+        self.limits
+            .verify(client)
+            .await
+            .map_err(AuthError::RateLimited)?;
+        self.authenticate(token).await
     }
 
     /// Creates an account and returns it with a fresh token.
@@ -101,17 +143,29 @@ impl AuthService {
     /// # Errors
     /// `RegistrationClosed` when `ALLOW_REGISTRATION` is off; `UsernameTaken`
     /// (also for another capitalisation of a taken name) / `EmailTaken` when
-    /// the store's unique constraints refuse the user; `Internal` when a
-    /// dependency fails.
-    pub async fn register(&self, registration: Registration) -> Result<Authenticated, AuthError> {
+    /// the store's unique constraints refuse the user; `RateLimited` past the
+    /// address's registrations; `Busy` when hashing is at capacity;
+    /// `Internal` when a dependency fails.
+    pub async fn register(
+        &self,
+        registration: Registration,
+        client: ClientIp,
+    ) -> Result<Authenticated, AuthError> {
         if !self.settings.allow_registration {
             return Err(AuthError::RegistrationClosed);
         }
-        let password_hash = self
-            .hasher
-            .hash(&registration.password)
+        self.limits
+            .register(client)
             .await
-            .map_err(|e| internal("password hashing failed during registration", &e))?;
+            .map_err(AuthError::RateLimited)?;
+        let password_hash =
+            self.hasher
+                .hash(&registration.password)
+                .await
+                .map_err(|e| match e {
+                    PasswordHashError::Busy => AuthError::Busy,
+                    e => internal("password hashing failed during registration", &e),
+                })?;
         let user = self
             .users
             .create(NewUser {
@@ -141,8 +195,32 @@ impl AuthService {
     ///
     /// # Errors
     /// `InvalidCredentials` for an unknown user, a wrong password or an inactive
-    /// account alike; `Internal` when a dependency fails.
+    /// account alike; `RateLimited`, before any hashing, past a login throttle
+    /// (even with the right password); `Busy` when hashing is at capacity;
+    /// `Internal` when a dependency fails.
     pub async fn login(
+        &self,
+        login: &str,
+        password: &Password,
+        client: ClientIp,
+    ) -> Result<Authenticated, AuthError> {
+        let attempt = self
+            .limits
+            .login_attempt(login, client)
+            .await
+            .map_err(AuthError::RateLimited)?;
+        let outcome = self.check_login(login, password).await;
+        match &outcome {
+            Ok(_) => self.limits.login_succeeded(attempt).await,
+            // Counted as the failure it is.
+            Err(AuthError::InvalidCredentials) => {}
+            Err(_) => self.limits.login_undecided(attempt).await,
+        }
+        outcome
+    }
+
+    /// The login itself, once the throttles let it through.
+    async fn check_login(
         &self,
         login: &str,
         password: &Password,
@@ -150,7 +228,11 @@ impl AuthService {
         let Some(user) = self.find_login_user(login).await? else {
             // Spend the same work as a real check so response time does not reveal
             // which usernames exist.
-            let _ = self.hasher.verify(password, &self.decoy_hash).await;
+            if let Err(PasswordHashError::Busy) =
+                self.hasher.verify(password, &self.decoy_hash).await
+            {
+                return Err(AuthError::Busy);
+            }
             return Err(AuthError::InvalidCredentials);
         };
         let needs_rehash = self.check_password(&user, password).await?;
@@ -206,6 +288,7 @@ impl AuthService {
                 tracing::warn!(user_id = %user.id, "stored password hash is malformed");
                 Err(AuthError::InvalidCredentials)
             }
+            Err(PasswordHashError::Busy) => Err(AuthError::Busy),
             Err(e) => Err(internal("password verification failed", &e)),
         }
     }
@@ -347,9 +430,13 @@ mod tests {
         .await
         .unwrap();
         assert!(matches!(
-            auth.register(registration()).await,
+            auth.register(registration(), ip()).await,
             Err(AuthError::RegistrationClosed)
         ));
+    }
+
+    fn ip() -> ClientIp {
+        ClientIp::from(std::net::IpAddr::from([192, 0, 2, 1]))
     }
 
     fn registration() -> Registration {
@@ -376,7 +463,7 @@ mod tests {
                 Ok(stored)
             });
         let auth = service(users, hasher()).await;
-        let out = auth.register(registration()).await.unwrap();
+        let out = auth.register(registration(), ip()).await.unwrap();
         assert_eq!(out.token.token, "token-for-u1");
         assert!(out.refresh_token.expose().starts_with("rt_"));
     }
@@ -394,7 +481,7 @@ mod tests {
                 .expect_create()
                 .returning(move |_| Err(err.lock().unwrap().take().unwrap()));
             let auth = service(users, hasher()).await;
-            let got = auth.register(registration()).await.unwrap_err();
+            let got = auth.register(registration(), ip()).await.unwrap_err();
             assert_eq!(format!("{got:?}"), expected);
         }
     }
@@ -410,7 +497,7 @@ mod tests {
             .returning(|_, _| Ok(PasswordCheck::Mismatch));
         let auth = service(users, h).await;
         let err = auth
-            .login("nobody", &Password::for_login("whatever1"))
+            .login("nobody", &Password::for_login("whatever1"), ip())
             .await
             .unwrap_err();
         assert!(matches!(err, AuthError::InvalidCredentials));
@@ -436,7 +523,7 @@ mod tests {
             h.expect_verify().returning(move |_, _| Ok(check));
             let auth = service(users, h).await;
             let err = auth
-                .login("alice", &Password::for_login("pw"))
+                .login("alice", &Password::for_login("pw"), ip())
                 .await
                 .unwrap_err();
             assert!(matches!(err, AuthError::InvalidCredentials));
@@ -463,7 +550,7 @@ mod tests {
         });
         let auth = service(users, h).await;
         let out = auth
-            .login("Alice@Example.com", &Password::for_login("pw"))
+            .login("Alice@Example.com", &Password::for_login("pw"), ip())
             .await
             .unwrap();
         assert!(out.user.last_login.is_some());
@@ -487,10 +574,90 @@ mod tests {
             .returning(|_, _| Ok(PasswordCheck::Match { needs_rehash: true }));
         let auth = service(users, h).await;
         let out = auth
-            .login("alice", &Password::for_login("secret123"))
+            .login("alice", &Password::for_login("secret123"), ip())
             .await
             .unwrap();
         assert!(!out.user.password_hash.is_legacy_bcrypt());
+    }
+
+    #[tokio::test]
+    async fn past_a_login_throttle_the_right_password_is_refused_without_hashing() {
+        use crate::application::limits::{LimitSettings, Rule};
+        use crate::application::ports::{Admission, MockRateLimiter};
+        let mut limiter = MockRateLimiter::new();
+        limiter.expect_admit().returning(|_| {
+            Ok(Admission::Refused {
+                retry_after: std::time::Duration::from_secs(9),
+            })
+        });
+        let mut users = MockUserRepository::new();
+        users.expect_find_by_username().never();
+        let mut h = hasher();
+        h.expect_verify().never();
+        let settings = LimitSettings {
+            login_per_account_ip: Some(Rule {
+                max: 5,
+                window: std::time::Duration::from_secs(900),
+            }),
+            ..LimitSettings::default()
+        };
+        let auth = service(users, h)
+            .await
+            .with_limits(Limits::new(Arc::new(limiter), settings));
+        let err = auth
+            .login("alice", &Password::for_login("the right one"), ip())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AuthError::RateLimited(l) if l.retry_after.as_secs() == 9),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_success_takes_its_attempt_back_and_resets_the_address() {
+        use crate::application::limits::{LimitSettings, Rule};
+        use crate::application::ports::{Admission, EventId, MockRateLimiter};
+        let mut limiter = MockRateLimiter::new();
+        limiter
+            .expect_admit()
+            .returning(|_| Ok(Admission::Admitted(EventId("e1".into()))));
+        limiter
+            .expect_withdraw()
+            .withf(|keys, e| keys.len() == 2 && e.0 == "e1")
+            .times(1)
+            .returning(|_, _| Ok(()));
+        limiter
+            .expect_reset()
+            .withf(|key| key == "login:account-ip:alice|192.0.2.1")
+            .times(1)
+            .returning(|_| Ok(()));
+        let rule = Some(Rule {
+            max: 5,
+            window: std::time::Duration::from_secs(900),
+        });
+        let settings = LimitSettings {
+            login_per_account_ip: rule,
+            login_per_ip: rule,
+            ..LimitSettings::default()
+        };
+        let mut users = MockUserRepository::new();
+        users
+            .expect_find_by_username()
+            .returning(|_| Ok(Some(user(true, "$argon2id$x"))));
+        users.expect_record_login().returning(|_, _, _| Ok(()));
+        let mut h = hasher();
+        h.expect_verify().returning(|_, _| {
+            Ok(PasswordCheck::Match {
+                needs_rehash: false,
+            })
+        });
+        let auth = service(users, h)
+            .await
+            .with_limits(Limits::new(Arc::new(limiter), settings));
+        auth.login("alice", &Password::for_login("pw"), ip())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::attachment::Attachment;
 use super::generation::{self, Job};
+use super::limits::{ChatPermit, ConnectionPermit, Limited, Limits, Slot};
 use super::ports::{
     AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog, GenerationRegistry,
     LiveDelivery, LogSlice, SessionCounts, SessionStore, SessionStoreError, SharedEvent,
@@ -25,7 +26,8 @@ use super::ports::{
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::{
-    ChatContent, ChatMessage, MessageId, Role, Session, SessionId, SessionUser, User,
+    ChatContent, ChatMessage, ClientIp, MessageId, Role, Session, SessionId, SessionUser, User,
+    UserId,
 };
 use crate::telemetry::ErrorChain;
 
@@ -67,6 +69,10 @@ pub enum ChatRefusal {
     /// The server is draining before it stops.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The user's chat rate or concurrent generations are at their limit;
+    /// nothing was stored or logged.
+    #[error("too many chats")]
+    RateLimited(Limited),
     #[error(transparent)]
     Failed(#[from] ChatError),
 }
@@ -156,6 +162,7 @@ pub(super) struct Inner {
     live: Arc<dyn LiveDelivery>,
     pub(super) registry: Arc<dyn GenerationRegistry>,
     pub(super) settings: ConversationSettings,
+    pub(super) limits: Limits,
     local: Mutex<HashMap<SessionId, Local>>,
     /// Owns every generation task and background loop.
     tasks: TaskTracker,
@@ -184,9 +191,14 @@ impl Drop for ConnectionGuard {
 }
 
 impl ChatService {
+    /// Builds the service without limits; see [`ChatService::with_limits`].
+    pub fn new(ports: ChatPorts, settings: ConversationSettings) -> Self {
+        Self::with_limits(ports, settings, Limits::off())
+    }
+
     /// Builds the service and starts its background loops (stop requests from
     /// other instances, and ending generations whose owner died).
-    pub fn new(ports: ChatPorts, settings: ConversationSettings) -> Self {
+    pub fn with_limits(ports: ChatPorts, settings: ConversationSettings, limits: Limits) -> Self {
         let inner = Arc::new(Inner {
             sessions: ports.sessions,
             ai: ports.ai,
@@ -195,6 +207,7 @@ impl ChatService {
             live: ports.live,
             registry: ports.registry,
             settings,
+            limits,
             local: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             draining: CancellationToken::new(),
@@ -210,6 +223,43 @@ impl ChatService {
     pub fn connection_opened(&self) -> ConnectionGuard {
         self.inner.stats.connection_opened();
         ConnectionGuard(self.inner.stats.clone())
+    }
+
+    /// Admits one more WebSocket connection of `user` from `client`, under
+    /// the per-user and per-address caps, across instances.
+    ///
+    /// # Errors
+    /// [`Limited`] when either cap is reached.
+    pub async fn admit_connection(
+        &self,
+        user: &UserId,
+        client: ClientIp,
+    ) -> Result<ConnectionPermit, Limited> {
+        self.inner.limits.connection(user, client).await
+    }
+
+    /// The limits this service applies (for `/api/websocket/info`).
+    pub fn limit_settings(&self) -> &super::limits::LimitSettings {
+        self.inner.limits.settings()
+    }
+
+    /// Whether `user` could open one more connection from `client` now,
+    /// without taking a place (for the WebSocket ticket endpoint).
+    ///
+    /// # Errors
+    /// [`Limited`] when either connection cap is reached.
+    pub async fn connection_room(&self, user: &UserId, client: ClientIp) -> Result<(), Limited> {
+        self.inner.limits.connection_room(user, client).await
+    }
+
+    /// Keeps an open connection counted (call it more often than its lease).
+    pub async fn renew_connection(&self, permit: &ConnectionPermit) {
+        self.inner.limits.renew_connection(permit).await;
+    }
+
+    /// The connection closed: it no longer counts.
+    pub async fn release_connection(&self, permit: ConnectionPermit) {
+        self.inner.limits.release_connection(permit).await;
     }
 
     /// The counters behind `/api/stats`.
@@ -265,12 +315,15 @@ impl ChatService {
         Ok(Attachment::open(session.clone(), self.inner.log.clone(), live, last_seq).await?)
     }
 
-    /// Accepts a chat: stores it, logs its `user-message` and the answer's
-    /// `stream-start`, and starts the generation. A `clientMessageId` the
-    /// session already accepted starts nothing and is acknowledged again.
+    /// Accepts a chat of `user`: stores it, logs its `user-message` and the
+    /// answer's `stream-start`, and starts the generation. A `clientMessageId`
+    /// the session already accepted starts nothing and is acknowledged again.
+    /// The user's chat rate and concurrent generations are checked before
+    /// anything is stored; a chat that is not accepted does not count.
     pub async fn submit(
         &self,
         session: &SessionId,
+        user: &UserId,
         chat: ChatRequest,
     ) -> Result<Accepted, ChatRefusal> {
         let inner = &self.inner;
@@ -280,6 +333,27 @@ impl ChatService {
         if let Some(seen) = self.already_accepted(session, &chat).await? {
             return Ok(seen);
         }
+        let mut permit = inner
+            .limits
+            .chat(user, inner.settings.lease)
+            .await
+            .map_err(ChatRefusal::RateLimited)?;
+        let started = self.start_once(session, chat, &mut permit).await;
+        if !matches!(&started, Ok(a) if !a.duplicate) {
+            inner.limits.chat_not_accepted(permit).await;
+        }
+        started
+    }
+
+    /// Takes the session's generation slot and starts the chat, unless it
+    /// turns out to be a copy of one already accepted.
+    async fn start_once(
+        &self,
+        session: &SessionId,
+        chat: ChatRequest,
+        permit: &mut ChatPermit,
+    ) -> Result<Accepted, ChatRefusal> {
+        let inner = &self.inner;
         let answer = MessageId::generate();
         let lease = inner.settings.lease;
         if let StartOutcome::Busy { running } =
@@ -290,7 +364,7 @@ impl ChatService {
         // Holding the session's one generation slot, nobody else can accept a
         // chat now; check again so two copies sent at once start one answer.
         let started = match self.already_accepted(session, &chat).await {
-            Ok(None) => self.start(session, chat, answer.clone()).await,
+            Ok(None) => self.start(session, chat, answer.clone(), permit).await,
             Ok(Some(seen)) => Ok(seen),
             Err(e) => Err(e),
         };
@@ -322,6 +396,7 @@ impl ChatService {
         session_id: &SessionId,
         chat: ChatRequest,
         answer: MessageId,
+        permit: &mut ChatPermit,
     ) -> Result<Accepted, ChatRefusal> {
         let inner = &self.inner;
         let session = inner
@@ -364,13 +439,13 @@ impl ChatService {
         // Stoppable before anyone can see its stream-start; should its first
         // tokens be published before these two events, watchers fill the gap
         // from the log.
-        self.spawn_generation(generation, request);
+        self.spawn_generation(generation, request, permit.slot.take());
         inner.publish(session_id, &logged).await;
         Ok(accepted)
     }
 
     /// Runs the generation as a task this service owns, stoppable locally.
-    fn spawn_generation(&self, generation: Generation, request: AiRequest) {
+    fn spawn_generation(&self, generation: Generation, request: AiRequest, slot: Option<Slot>) {
         let inner = &self.inner;
         let session = request.session_id.clone();
         let cancel = CancellationToken::new();
@@ -384,6 +459,7 @@ impl ChatService {
             generation,
             request,
             cancel,
+            slot,
         };
         inner.tasks.spawn(generation::run(inner.clone(), job));
     }
@@ -694,6 +770,10 @@ mod tests {
         }
     }
 
+    fn user() -> UserId {
+        UserId::parse("u1").unwrap()
+    }
+
     fn chat(client_id: Option<&str>) -> ChatRequest {
         ChatRequest {
             content: ChatContent::parse("hello", 100).unwrap(),
@@ -712,7 +792,10 @@ mod tests {
             })
         });
         m.log.expect_append().never();
-        let refused = m.service().submit(&SessionId::generate(), chat(None)).await;
+        let refused = m
+            .service()
+            .submit(&SessionId::generate(), &user(), chat(None))
+            .await;
         assert!(
             matches!(&refused, Err(ChatRefusal::InProgress { running: r }) if *r == running),
             "{refused:?}"
@@ -736,7 +819,7 @@ mod tests {
         m.log.expect_append().never();
         let accepted = m
             .service()
-            .submit(&SessionId::generate(), chat(Some("c1")))
+            .submit(&SessionId::generate(), &user(), chat(Some("c1")))
             .await
             .unwrap();
         assert_eq!(
@@ -758,9 +841,70 @@ mod tests {
         m.registry.expect_finish().times(1).returning(|_, _| Ok(()));
         m.sessions.expect_get().returning(|_| Ok(None));
         m.ai.expect_stream().never();
-        let refused = m.service().submit(&SessionId::generate(), chat(None)).await;
+        let refused = m
+            .service()
+            .submit(&SessionId::generate(), &user(), chat(None))
+            .await;
         assert!(
             matches!(refused, Err(ChatRefusal::Failed(ChatError::SessionGone))),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chat_over_the_rate_is_refused_before_anything_is_stored() {
+        use crate::application::limits::{LimitSettings, Rule};
+        use crate::application::ports::{Admission, MockRateLimiter};
+        let mut m = Mocks::new();
+        m.registry.expect_try_start().never();
+        m.sessions.expect_append().never();
+        m.log.expect_append().never();
+        m.stats.expect_message_received().never();
+        let mut limiter = MockRateLimiter::new();
+        limiter.expect_admit().returning(|_| {
+            Ok(Admission::Refused {
+                retry_after: Duration::from_millis(1500),
+            })
+        });
+        let limits = Limits::new(
+            Arc::new(limiter),
+            LimitSettings {
+                chats_per_user: Some(Rule {
+                    max: 20,
+                    window: Duration::from_secs(60),
+                }),
+                ..LimitSettings::default()
+            },
+        );
+        let Mocks {
+            sessions,
+            ai,
+            stats,
+            log,
+            live,
+            registry,
+        } = m;
+        let service = ChatService::with_limits(
+            ChatPorts {
+                sessions: Arc::new(sessions),
+                ai: Arc::new(ai),
+                stats: Arc::new(stats),
+                log: Arc::new(log),
+                live: Arc::new(live),
+                registry: Arc::new(registry),
+            },
+            ConversationSettings {
+                session_ttl: Duration::from_secs(3600),
+                lease: Duration::from_secs(10),
+                unattended_timeout: Duration::from_secs(60),
+            },
+            limits,
+        );
+        let refused = service
+            .submit(&SessionId::generate(), &user(), chat(None))
+            .await;
+        assert!(
+            matches!(refused, Err(ChatRefusal::RateLimited(l)) if l.retry_after.as_millis() == 1500),
             "{refused:?}"
         );
     }
@@ -771,7 +915,9 @@ mod tests {
         let service = m.service();
         service.drain(Duration::from_millis(10)).await;
         assert!(service.is_draining());
-        let refused = service.submit(&SessionId::generate(), chat(None)).await;
+        let refused = service
+            .submit(&SessionId::generate(), &user(), chat(None))
+            .await;
         assert!(
             matches!(refused, Err(ChatRefusal::ShuttingDown)),
             "{refused:?}"
@@ -843,7 +989,10 @@ mod tests {
             Ok(tokens)
         });
         let service = m.service();
-        let accepted = service.submit(&session.id, chat(None)).await.unwrap();
+        let accepted = service
+            .submit(&session.id, &user(), chat(None))
+            .await
+            .unwrap();
         assert_eq!((accepted.seq, accepted.duplicate), (1, false));
         service.drain(Duration::from_secs(2)).await;
 

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::chat::{ChatError, Inner};
+use super::limits::Slot;
 use super::ports::{AiError, AiRequest, TokenStream};
 use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure};
 use crate::domain::{ChatMessage, Role, SessionId, StreamStatus};
@@ -33,6 +34,8 @@ pub(super) struct Job {
     pub generation: Generation,
     pub request: AiRequest,
     pub cancel: CancellationToken,
+    /// The user's concurrent-generation slot, held until the end.
+    pub slot: Option<Slot>,
 }
 
 /// Runs the generation to its end and releases everything it held.
@@ -42,9 +45,20 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
         mut generation,
         request,
         cancel,
+        slot,
     } = job;
     let mut reply = String::new();
-    let ending = stream_answer(&inner, &session, &generation, request, &cancel, &mut reply).await;
+    let ending = stream_answer(
+        &inner,
+        &session,
+        &generation,
+        request,
+        &cancel,
+        slot.as_ref(),
+        &mut reply,
+    )
+    .await;
+    inner.limits.release(slot).await;
     let message_id = generation.message_id().clone();
     let outcome = match ending {
         Ending::LostLease => {
@@ -79,6 +93,7 @@ async fn stream_answer(
     generation: &Generation,
     request: AiRequest,
     cancel: &CancellationToken,
+    slot: Option<&Slot>,
     reply: &mut String,
 ) -> Ending {
     let message_id = generation.message_id();
@@ -110,6 +125,9 @@ async fn stream_answer(
                 if now >= next_renew {
                     if !inner.renew(session, message_id).await {
                         return Ending::LostLease;
+                    }
+                    if let Some(slot) = slot {
+                        inner.limits.renew(slot).await;
                     }
                     next_renew = now + renew_every;
                 }

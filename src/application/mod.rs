@@ -6,6 +6,7 @@ pub mod attachment;
 pub mod auth;
 pub mod chat;
 mod generation;
+pub mod limits;
 pub mod ports;
 
 pub use access::{AccessPorts, AccessSettings, Authorized, IssuedTicket};
@@ -15,3 +16,4 @@ pub use chat::{
     Accepted, ChatError, ChatPorts, ChatRefusal, ChatRequest, ChatService, ConnectionGuard,
     ConversationSettings, SessionSummary, StopRefusal, ESCALATION_REPLY, SESSIONS_LISTED,
 };
+pub use limits::{LimitSettings, Limited, Limits, Rule};

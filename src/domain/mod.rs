@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod chat;
+pub mod client_ip;
 pub mod conversation;
 pub mod id;
 pub mod time;
@@ -15,6 +16,7 @@ pub use chat::{
     ChatContent, ChatMessage, ContentError, IdError, MessageId, Role, Session, SessionId,
     SessionUser, StreamStatus, HISTORY_LIMIT,
 };
+pub use client_ip::{ClientIp, TrustedProxies, TrustedProxyError};
 pub use time::{TokenLifetime, TokenLifetimeError};
 pub use user::{
     EmailAddress, EmailAddressError, LoginName, NewUser, Password, PasswordError, PasswordHash,

@@ -40,6 +40,20 @@ fn test_vars(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Vec<(Stri
         ("JWT_SECRET", TEST_SECRET),
         ("RUST_LOG", "info"),
         ("ECHO_TOKEN_DELAY", "5ms"),
+        // Tests drive many sockets, chats and accounts from one address and
+        // often one user: the abuse limits are off unless a test (tests/limits.rs)
+        // turns one on through `extra`.
+        ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "0"),
+        ("LOGIN_MAX_FAILURES_PER_IP", "0"),
+        ("LOGIN_MAX_FAILURES_PER_ACCOUNT_HOURLY", "0"),
+        ("REGISTER_PER_IP_PER_HOUR", "0"),
+        ("VERIFY_PER_IP_PER_MINUTE", "0"),
+        ("WS_TICKETS_PER_USER_PER_MINUTE", "0"),
+        ("CHAT_MESSAGES_PER_MINUTE", "0"),
+        ("CHAT_MAX_CONCURRENT_PER_USER", "0"),
+        ("WS_MAX_CONNECTIONS_PER_USER", "0"),
+        ("WS_MAX_CONNECTIONS_PER_IP", "0"),
+        ("SESSIONS_MAX_PER_USER", "0"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

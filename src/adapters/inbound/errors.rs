@@ -156,6 +156,12 @@ error_catalogue! {
     LastSeqAhead = "last_seq_ahead", status: WS_ONLY, websocket: true,
         "lastSeq is ahead of this session's latest event; nothing was replayed";
 
+    // --- abuse limits
+    /// A rate or concurrency limit refused the request; nothing was done. HTTP
+    /// answers carry `Retry-After` (seconds), WebSocket `error`s `retryAfterMs`.
+    RateLimited = "rate_limited", status: Some(StatusCode::TOO_MANY_REQUESTS), websocket: true,
+        "Too many requests; wait before trying again";
+
     // --- dependencies
     AiUnavailable = "ai_unavailable", status: WS_ONLY, websocket: true,
         "The AI service is unavailable right now; please try again";
@@ -219,6 +225,8 @@ impl From<&AuthError> for ErrorCode {
             AuthError::InvalidRefreshToken => Self::InvalidRefreshToken,
             AuthError::InvalidTicket => Self::InvalidTicket,
             AuthError::RegistrationClosed => Self::RegistrationClosed,
+            AuthError::RateLimited(_) => Self::RateLimited,
+            AuthError::Busy => Self::ServiceUnavailable,
             AuthError::Internal => Self::InternalError,
         }
     }
@@ -283,6 +291,17 @@ impl ErrorBody {
         Self::response_with(code, code.message())
     }
 
+    /// The 429 `rate_limited` response, with `Retry-After` in whole seconds
+    /// (rounded up, at least one).
+    pub fn rate_limited(retry_after: std::time::Duration) -> poem::Response {
+        let mut resp = Self::response(ErrorCode::RateLimited);
+        resp.headers_mut().insert(
+            poem::http::header::RETRY_AFTER,
+            poem::http::HeaderValue::from(retry_after_secs(retry_after)),
+        );
+        resp
+    }
+
     /// [`ErrorBody::response`] with a more specific message.
     pub fn response_with(code: ErrorCode, message: &str) -> poem::Response {
         use poem::IntoResponse as _;
@@ -293,10 +312,36 @@ impl ErrorBody {
     }
 }
 
+/// `Retry-After` in whole seconds: rounded up, at least one.
+pub fn retry_after_secs(d: std::time::Duration) -> u64 {
+    d.as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// `retryAfterMs`: at least one.
+pub fn retry_after_ms(d: std::time::Duration) -> u64 {
+    d.as_millis().max(1).try_into().unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        use std::time::Duration;
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(900)), 900);
+        assert_eq!(retry_after_ms(Duration::ZERO), 1);
+        let resp = ErrorBody::rate_limited(Duration::from_millis(2500));
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()["retry-after"], "3");
+    }
 
     #[test]
     fn codes_are_unique_snake_case_and_complete() {

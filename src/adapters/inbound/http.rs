@@ -46,12 +46,17 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
     let api = api_service();
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    let trusted = ctx.trusted_proxies.clone();
     Route::new()
         .at("/ws", get(ws_endpoint))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", api)
         .before(limit_body)
+        .before(move |mut req: Request| {
+            super::resolve_client_ip(&mut req, &trusted);
+            async move { Ok(req) }
+        })
         .with(cors(cors_origins))
         .catch_all_error(|err: poem::Error| async move {
             ErrorBody::response(ErrorCode::for_status(err.status()))

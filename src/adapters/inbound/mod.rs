@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::application::{AuthService, ChatService};
 use crate::config::WebSocketConfig;
+use crate::domain::{ClientIp, TrustedProxies};
 
 /// Largest WebSocket frame or message a client may send; larger closes with 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -32,6 +33,8 @@ pub struct AppContext {
     pub shutdown: CancellationToken,
     /// Owns the WebSocket connection tasks so shutdown can wait for them.
     pub connections: TaskTracker,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl AppContext {
@@ -49,10 +52,44 @@ impl AppContext {
             started_at: Instant::now(),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
+            trusted_proxies: TrustedProxies::default(),
         }
+    }
+
+    /// This context believing `X-Forwarded-For` from `proxies`.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
     }
 
     pub fn uptime_seconds(&self) -> u64 {
         self.started_at.elapsed().as_secs()
     }
+}
+
+/// The client address [`http::app`] resolved for this request (from the
+/// peer and, behind a trusted proxy, `X-Forwarded-For`), once per request.
+pub fn client_ip(req: &poem::Request) -> ClientIp {
+    req.extensions()
+        .get::<ClientIp>()
+        .copied()
+        .unwrap_or_else(|| ClientIp::from(peer_ip(req)))
+}
+
+/// The socket peer's address; unspecified when there is no socket (tests
+/// that drive the endpoint directly).
+fn peer_ip(req: &poem::Request) -> std::net::IpAddr {
+    req.remote_addr()
+        .as_socket_addr()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+}
+
+/// Resolves the request's [`ClientIp`] and keeps it in its extensions.
+fn resolve_client_ip(req: &mut poem::Request, trusted: &TrustedProxies) {
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let ip = ClientIp::resolve(peer_ip(req), forwarded, trusted);
+    req.extensions_mut().insert(ip);
 }

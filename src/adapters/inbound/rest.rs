@@ -12,14 +12,14 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde::Serialize;
 
-use super::errors::{ErrorBody, ErrorCode};
+use super::errors::{retry_after_secs, ErrorBody, ErrorCode};
 use super::ws::protocol::event_value;
 use super::ws::transport::CloseReason;
 use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS, WS_AUTHENTICATION};
-use super::{AppContext, MAX_FRAME_BYTES};
+use super::{client_ip, AppContext, MAX_FRAME_BYTES};
 use crate::application::ports::AiHealth;
 use crate::application::ports::LogSlice;
-use crate::application::{AuthError, Authenticated, Authorized, ChatError, Registration};
+use crate::application::{AuthError, Authenticated, Authorized, ChatError, Limited, Registration};
 use crate::domain::conversation::Seq;
 use crate::domain::time::iso_millis;
 use crate::domain::{EmailAddress, Password, SessionId, User, Username};
@@ -170,6 +170,19 @@ struct WsLimits {
     pong_timeout_seconds: u64,
     /// Generations that may run at once per session (over all its tabs).
     concurrent_generations: u64,
+    /// Generations one user may run at once over all sessions and instances
+    /// (`CHAT_MAX_CONCURRENT_PER_USER`; 0: no limit). Past it a chat gets an
+    /// `error` with code `rate_limited` and `retryAfterMs`.
+    concurrent_generations_per_user: u64,
+    /// Chats one user may send per `chatWindowSeconds`, all at once if they
+    /// like (`CHAT_MESSAGES_PER_MINUTE`; 0: no limit).
+    chats_per_window: u64,
+    chat_window_seconds: u64,
+    /// Open connections per user and per client address, over all instances
+    /// (`WS_MAX_CONNECTIONS_PER_USER`, `WS_MAX_CONNECTIONS_PER_IP`; 0: no
+    /// limit). Past either, the upgrade is refused with 429 `rate_limited`.
+    max_connections_per_user: u64,
+    max_connections_per_ip: u64,
 }
 
 #[derive(Debug, Object)]
@@ -248,6 +261,14 @@ fn internal_error() -> Json<ErrorBody> {
     ErrorBody::new(ErrorCode::InternalError)
 }
 
+/// The `rate_limited` body and its `Retry-After` seconds.
+pub(super) fn rate_limited(limited: Limited) -> (Json<ErrorBody>, u64) {
+    let secs = retry_after_secs(limited.retry_after);
+    let code = ErrorCode::RateLimited;
+    let body = ErrorBody::with_message(code, format!("{} (retry in {secs} s)", code.message()));
+    (body, secs)
+}
+
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "bad_request::<RegisterResponse>")]
 enum RegisterResponse {
@@ -268,9 +289,16 @@ enum RegisterResponse {
     /// The body is over 64 KiB (`payload_too_large`).
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// Too many registrations from this address (`rate_limited`,
+    /// `REGISTER_PER_IP_PER_HOUR`); `Retry-After` says when to try again.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// Password hashing is at capacity (`service_unavailable`); try again shortly.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 #[derive(ApiResponse)]
@@ -289,9 +317,20 @@ enum LoginResponse {
     /// The body is over 64 KiB (`payload_too_large`).
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// Too many failed logins (`rate_limited`): for this account from this
+    /// address (`LOGIN_MAX_FAILURES_PER_ACCOUNT`), from this address
+    /// (`LOGIN_MAX_FAILURES_PER_IP`) or for this account
+    /// (`LOGIN_MAX_FAILURES_PER_ACCOUNT_HOURLY`). Answered without checking
+    /// the password, even a right one; `Retry-After` says when to try again.
+    /// Unknown accounts are throttled the same way.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// Password hashing is at capacity (`service_unavailable`); try again shortly.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 #[derive(ApiResponse)]
@@ -310,6 +349,10 @@ enum VerifyResponse {
     /// The body is over 64 KiB (`payload_too_large`).
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// Too many verifications from this address (`rate_limited`,
+    /// `VERIFY_PER_IP_PER_MINUTE`); `Retry-After` says when to try again.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -474,6 +517,7 @@ impl Api {
     async fn register(
         &self,
         ctx: Data<&Arc<AppContext>>,
+        req: &Request,
         body: Json<RegisterRequest>,
     ) -> RegisterResponse {
         let closed = || RegisterResponse::Forbidden(ErrorBody::new(ErrorCode::RegistrationClosed));
@@ -485,23 +529,45 @@ impl Api {
             Ok(r) => r,
             Err(e) => return RegisterResponse::BadRequest(e),
         };
-        match ctx.auth.register(registration).await {
+        match ctx.auth.register(registration, client_ip(req)).await {
             Ok(auth) => RegisterResponse::Created(Json(auth_body(auth))),
             Err(e @ (AuthError::UsernameTaken | AuthError::EmailTaken)) => {
                 RegisterResponse::Conflict(ErrorBody::new(ErrorCode::from(&e)))
             }
             Err(AuthError::RegistrationClosed) => closed(),
+            Err(AuthError::RateLimited(limited)) => {
+                let (body, secs) = rate_limited(limited);
+                RegisterResponse::TooManyRequests(body, secs)
+            }
+            Err(e @ AuthError::Busy) => {
+                RegisterResponse::Unavailable(ErrorBody::new(ErrorCode::from(&e)))
+            }
             Err(_) => RegisterResponse::Internal(internal_error()),
         }
     }
 
     /// Log in with a username (or email) and password.
     #[oai(path = "/api/auth/login", method = "post", tag = "ApiTags::Auth")]
-    async fn login(&self, ctx: Data<&Arc<AppContext>>, body: Json<LoginRequest>) -> LoginResponse {
+    async fn login(
+        &self,
+        ctx: Data<&Arc<AppContext>>,
+        req: &Request,
+        body: Json<LoginRequest>,
+    ) -> LoginResponse {
         let password = Password::for_login(&body.password);
-        match ctx.auth.login(body.username.trim(), &password).await {
+        let login = ctx
+            .auth
+            .login(body.username.trim(), &password, client_ip(req));
+        match login.await {
             Ok(auth) => LoginResponse::Ok(Json(auth_body(auth))),
             Err(AuthError::Internal) => LoginResponse::Internal(internal_error()),
+            Err(AuthError::RateLimited(limited)) => {
+                let (body, secs) = rate_limited(limited);
+                LoginResponse::TooManyRequests(body, secs)
+            }
+            Err(e @ AuthError::Busy) => {
+                LoginResponse::Unavailable(ErrorBody::new(ErrorCode::from(&e)))
+            }
             Err(_) => LoginResponse::Unauthorized(ErrorBody::new(ErrorCode::InvalidCredentials)),
         }
     }
@@ -521,12 +587,16 @@ impl Api {
                 "Send the token as 'Authorization: Bearer <token>' or in the body as {\"token\": ...}",
             ));
         };
-        match ctx.auth.authenticate(token.trim()).await {
+        match ctx.auth.verify(token.trim(), client_ip(req)).await {
             Ok(user) => VerifyResponse::Ok(Json(VerifyBody {
                 valid: true,
                 user: UserView::from(&user),
             })),
             Err(AuthError::Internal) => VerifyResponse::Internal(internal_error()),
+            Err(AuthError::RateLimited(limited)) => {
+                let (body, secs) = rate_limited(limited);
+                VerifyResponse::TooManyRequests(body, secs)
+            }
             Err(e) => VerifyResponse::Unauthorized(ErrorBody::new(ErrorCode::from(&e))),
         }
     }
@@ -582,6 +652,7 @@ impl Api {
     async fn websocket_info(&self, ctx: Data<&Arc<AppContext>>) -> WsInfoResponse {
         let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let settings = &ctx.websocket;
+        let limits = ctx.chat.limit_settings();
         WsInfoResponse::Ok(Json(WsInfoBody {
             endpoint: "/ws".into(),
             authentication: strings(WS_AUTHENTICATION),
@@ -596,6 +667,13 @@ impl Api {
                 ping_interval_seconds: settings.ping_interval.as_secs(),
                 pong_timeout_seconds: settings.pong_timeout.as_secs(),
                 concurrent_generations: 1,
+                concurrent_generations_per_user: limits
+                    .chat_concurrent_per_user
+                    .map_or(0, u64::from),
+                chats_per_window: limits.chats_per_user.map_or(0, |r| r.max.into()),
+                chat_window_seconds: limits.chats_per_user.map_or(0, |r| r.window.as_secs()),
+                max_connections_per_user: limits.ws_connections_per_user.map_or(0, u64::from),
+                max_connections_per_ip: limits.ws_connections_per_ip.map_or(0, u64::from),
             },
             error_codes: WsErrorCodes {
                 upgrade: UPGRADE_REFUSALS.to_vec(),
@@ -753,6 +831,7 @@ mod tests {
     use crate::adapters::outbound::memory_conversations::{
         InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
     };
+    use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
     use crate::application::ports::MockRefreshTokenStore;
     use crate::application::ports::{
         MockAiModel, MockPasswordHasher, MockSessionStore, MockStats, MockTokenService,
@@ -793,6 +872,7 @@ mod tests {
                 live: Arc::new(InMemoryLiveDelivery::default()),
                 registry: Arc::new(InMemoryGenerationRegistry::default()),
             },
+            limiter: Arc::new(InMemoryRateLimiter::default()),
         };
         Application::build_with(config, adapters).await.unwrap()
     }

@@ -10,9 +10,10 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{
-    auth_body, bad_request, bearer_authorized, ApiTags, AuthBody, Refused, RejectsBody,
+    auth_body, bad_request, bearer_authorized, rate_limited, ApiTags, AuthBody, Refused,
+    RejectsBody,
 };
-use super::AppContext;
+use super::{client_ip, AppContext};
 use crate::application::AuthError;
 
 /// A refresh request.
@@ -113,6 +114,12 @@ enum TicketResponse {
     /// (`token_expired`) or revoked one (`token_revoked`).
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// Too many tickets for this user (`WS_TICKETS_PER_USER_PER_MINUTE`), or
+    /// the user or this address already holds as many WebSockets as allowed
+    /// (`WS_MAX_CONNECTIONS_PER_USER`, `WS_MAX_CONNECTIONS_PER_IP`):
+    /// `rate_limited`; `Retry-After` says when to try again.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// A store does not answer (`service_unavailable`).
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -209,8 +216,18 @@ impl TokenApi {
             Err(Refused::Unauthorized(b)) => return TicketResponse::Unauthorized(b),
             Err(Refused::Unavailable(b)) => return TicketResponse::Unavailable(b),
         };
-        // Per-user ticket limits and the connection cap belong here, between
-        // authorising the caller and issuing the ticket.
+        // Refused here, as JSON a browser can read, rather than as a failed
+        // upgrade later.
+        let user = who.user.id.clone();
+        let allowed = match ctx.auth.ws_ticket_allowed(&user).await {
+            Ok(()) => ctx.chat.connection_room(&user, client_ip(req)).await,
+            Err(AuthError::RateLimited(limited)) => Err(limited),
+            Err(_) => return TicketResponse::Unavailable(unavailable()),
+        };
+        if let Err(limited) = allowed {
+            let (body, secs) = rate_limited(limited);
+            return TicketResponse::TooManyRequests(body, secs);
+        }
         match ctx.auth.issue_ticket(&who).await {
             Ok(issued) => TicketResponse::Ok(Json(TicketBody {
                 ticket: issued.ticket.expose().to_owned(),

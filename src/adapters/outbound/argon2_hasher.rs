@@ -1,8 +1,10 @@
 //! Password hashing with argon2id (OWASP parameters), verifying legacy bcrypt too.
 //!
 //! Hashing costs ~19 MiB and tens of milliseconds of CPU, so every call runs on
-//! tokio's blocking pool, and a semaphore caps how many run at once: a burst of
-//! logins queues instead of allocating gigabytes or starving the runtime.
+//! tokio's blocking pool, at most one per core at once; a bounded number more
+//! wait their turn, and the rest are refused at once
+//! ([`PasswordHashError::Busy`]): a login storm can neither starve streaming
+//! nor allocate gigabytes.
 
 use std::sync::Arc;
 
@@ -45,7 +47,26 @@ impl Default for Argon2Params {
 pub struct Argon2Hasher {
     argon2: Argon2<'static>,
     params: Argon2Params,
+    /// One per computation that may run at once.
     permits: Arc<Semaphore>,
+    /// One per computation running or waiting; none left means refuse.
+    admitted: Arc<Semaphore>,
+}
+
+/// How many computations may wait per one that runs.
+pub const QUEUE_PER_WORKER: usize = 16;
+
+/// Makes glibc serve every allocation of 1 MiB or more (argon2's 19 MiB
+/// block) with its own mapping, returned to the system when freed. Without
+/// this its adaptive threshold soon keeps such blocks in per-thread arenas,
+/// and a login storm leaves hundreds of MiB behind for good. Call once at
+/// start-up, before threads start.
+pub fn return_large_allocations_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator tuning parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 impl Argon2Hasher {
@@ -60,11 +81,29 @@ impl Argon2Hasher {
         )
         .expect("argon2 parameters are valid");
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::with_bounds(p, params, workers, workers * QUEUE_PER_WORKER)
+    }
+
+    fn with_bounds(p: Params, params: Argon2Params, running: usize, waiting: usize) -> Self {
         Self {
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, p),
             params,
-            permits: Arc::new(Semaphore::new(workers * 2)),
+            permits: Arc::new(Semaphore::new(running.max(1))),
+            admitted: Arc::new(Semaphore::new(running.max(1) + waiting)),
         }
+    }
+
+    /// This hasher with at most `running` computations at once and `waiting`
+    /// more queued.
+    pub fn bounded(params: Argon2Params, running: usize, waiting: usize) -> Self {
+        let p = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .expect("argon2 parameters are valid");
+        Self::with_bounds(p, params, running, waiting)
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, PasswordHashError>
@@ -72,6 +111,9 @@ impl Argon2Hasher {
         F: FnOnce(&Argon2<'static>) -> Result<T, PasswordHashError> + Send + 'static,
         T: Send + 'static,
     {
+        let Ok(_admitted) = self.admitted.try_acquire() else {
+            return Err(PasswordHashError::Busy);
+        };
         let _permit = self
             .permits
             .acquire()
@@ -167,6 +209,36 @@ mod tests {
             h.verify(&pw("wrong horse"), &hash).await.unwrap(),
             PasswordCheck::Mismatch
         );
+    }
+
+    #[tokio::test]
+    async fn past_the_queue_computations_are_refused_not_piled_up() {
+        let cheap = Argon2Params {
+            memory_kib: 8,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let h = Argon2Hasher::bounded(cheap, 1, 2);
+        // The one permit is taken, as by a long computation.
+        let busy = h.permits.clone().acquire_owned().await.unwrap();
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move { h.hash(&pw("password1")).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(matches!(
+            h.hash(&pw("password1")).await,
+            Err(PasswordHashError::Busy)
+        ));
+        drop(busy);
+        let mut outcomes = Vec::new();
+        for w in waiting {
+            outcomes.push(w.await.unwrap().is_ok());
+        }
+        // The three admitted ones all ran once the permit came back.
+        assert_eq!(outcomes, vec![true; 3]);
     }
 
     #[tokio::test]

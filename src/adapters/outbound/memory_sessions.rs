@@ -43,6 +43,25 @@ impl Inner {
         self.next_sweep = now.checked_add(ttl).unwrap_or(now);
     }
 
+    /// Drops `user`'s least recently active live sessions beyond `max`
+    /// (least recently written, as the Redis store orders them).
+    fn evict_beyond(&mut self, user: &UserId, max: usize, now: Instant) {
+        let mut mine: Vec<(Option<Instant>, SessionId)> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.session.user.id == *user && e.is_live(now))
+            .map(|(id, e)| (e.expires_at, id.clone()))
+            .collect();
+        if mine.len() <= max {
+            return;
+        }
+        // `None` never expires: the most recent of all.
+        mine.sort_by_key(|(at, _)| at.map_or((1, now), |at| (0, at)));
+        for (_, id) in mine.drain(..mine.len() - max) {
+            self.sessions.remove(&id);
+        }
+    }
+
     /// The live entry for `id`, dropping it first if it has expired.
     fn live_mut(&mut self, id: &SessionId, now: Instant) -> Option<&mut Entry> {
         if self.sessions.get(id).is_some_and(|e| !e.is_live(now)) {
@@ -55,6 +74,8 @@ impl Inner {
 /// A [`SessionStore`] kept in memory; see the module docs for how expiry works.
 pub struct InMemorySessionStore {
     ttl: Duration,
+    /// Live sessions one user may have; `create` evicts beyond it.
+    max_per_user: Option<usize>,
     inner: Mutex<Inner>,
 }
 
@@ -64,11 +85,19 @@ impl InMemorySessionStore {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
+            max_per_user: None,
             inner: Mutex::new(Inner {
                 sessions: HashMap::new(),
                 next_sweep: Instant::now(),
             }),
         }
+    }
+
+    /// This store keeping at most `max` live sessions per user (`None`: no
+    /// bound): creating one more evicts that user's least recently active.
+    pub fn with_max_per_user(mut self, max: Option<u32>) -> Self {
+        self.max_per_user = max.map(|m| m.max(1) as usize);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -113,7 +142,11 @@ impl SessionStore for InMemorySessionStore {
         if now >= inner.next_sweep {
             inner.sweep(now, self.ttl);
         }
+        let user = entry.session.user.id.clone();
         inner.sessions.insert(entry.session.id.clone(), entry);
+        if let Some(max) = self.max_per_user {
+            inner.evict_beyond(&user, max, now);
+        }
         Ok(())
     }
 

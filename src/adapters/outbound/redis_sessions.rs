@@ -9,8 +9,10 @@
 //! - `P:sessions` and `P:escalated`: sorted sets of session ids scored by expiry
 //!   (Unix milliseconds), so `counts` never has to scan the keyspace;
 //! - `P:user:{user_id}:sessions`: the same for one user's sessions, so
-//!   `list_for_user` reads only that user's (the scripts derive this key from
-//!   the session's `user_id`, which is one more reason this is not for Cluster).
+//!   `list_for_user` reads only that user's, and `create` can evict the least
+//!   recently active beyond the per-user bound (the scripts derive this key
+//!   and the evicted sessions' keys from the session's `user_id`, which is one
+//!   more reason this is not for Cluster).
 //!
 //! Every write is one Lua script, so existence checks, trimming and expiry
 //! refreshes are atomic with the change itself. Expiry uses Redis's own clock
@@ -80,17 +82,36 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{LUA_PRELUDE}\n{body}"))
 }
 
-/// ARGV: id, ttl, user_id, username, created_at, last_activity, escalated, messages...
+/// ARGV: id, ttl, user_id, username, created_at, last_activity, escalated,
+/// sessions per user (0: no bound), session key prefix, messages...
+/// Beyond the bound, the user's sessions with the earliest expiry (the least
+/// recently active) are deleted.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'user_id', ARGV[3], 'username', ARGV[4],
   'created_at', ARGV[5], 'last_activity', ARGV[6], 'escalated', ARGV[7])
-if #ARGV > 7 then
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, 8))
+if #ARGV > 9 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 10))
 end
 refresh(ARGV[7] == '1')
+local max = tonumber(ARGV[8])
+if max > 0 then
+  local index = KEYS[5] .. ARGV[3] .. ':sessions'
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. now_ms())
+  local n = redis.call('ZCARD', index)
+  if n > max then
+    for _, old in ipairs(redis.call('ZRANGE', index, 0, n - max - 1)) do
+      if old ~= ARGV[1] then
+        redis.call('DEL', ARGV[9] .. old, ARGV[9] .. old .. ':history')
+        redis.call('ZREM', KEYS[3], old)
+        redis.call('ZREM', KEYS[4], old)
+        redis.call('ZREM', index, old)
+      end
+    end
+  end
+end
 return 1
 ",
     )
@@ -254,6 +275,8 @@ pub struct RedisSessionStore {
     conn: ConnectionManager,
     ttl_ms: u64,
     prefix: String,
+    /// Live sessions one user may have; 0 for no bound.
+    max_per_user: u32,
 }
 
 impl RedisSessionStore {
@@ -304,7 +327,15 @@ impl RedisSessionStore {
             conn,
             ttl_ms,
             prefix: key_prefix.to_owned(),
+            max_per_user: 0,
         })
+    }
+
+    /// This store keeping at most `max` live sessions per user (`None`: no
+    /// bound): creating one more evicts that user's least recently active.
+    pub fn with_max_per_user(mut self, max: Option<u32>) -> Self {
+        self.max_per_user = max.unwrap_or(0);
+        self
     }
 
     fn session_key(&self, id: &SessionId) -> String {
@@ -380,6 +411,8 @@ impl SessionStore for RedisSessionStore {
             iso_millis(session.created_at),
             iso_millis(session.last_activity),
             if session.escalated { "1" } else { "0" }.to_owned(),
+            self.max_per_user.to_string(),
+            format!("{}:session:", self.prefix),
         ];
         for message in &session.history[excess..] {
             args.push(encode_message(message)?);

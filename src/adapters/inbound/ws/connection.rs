@@ -23,6 +23,7 @@ use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
 use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
+use crate::application::limits::ConnectionPermit;
 use crate::application::ports::{Revocation, TokenClaims};
 use crate::application::{
     Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, ResumeNotice,
@@ -98,6 +99,8 @@ pub(super) struct Connection {
     pub session_id: SessionId,
     pub user_id: UserId,
     pub resumed: bool,
+    /// This connection's place under the per-user and per-address caps.
+    pub permit: ConnectionPermit,
 }
 
 /// What a connection holds while it serves, besides the [`Connection`].
@@ -187,6 +190,8 @@ impl Connection {
         let reason = closed.map_or(exit.as_str(), CloseReason::text);
         self.span()
             .in_scope(|| tracing::info!(reason, "websocket disconnected"));
+        // Boxed: awaited once, at the end, and not worth room in every idle socket.
+        Box::pin(self.ctx.chat.release_connection(self.permit)).await;
     }
 
     /// The context of this connection's log lines. Made for each piece of
@@ -376,6 +381,7 @@ impl Connection {
         if out.push(Outbound::Ping).await.is_err() {
             return Some(Exit::WriterGone);
         }
+        self.ctx.chat.renew_connection(&self.permit).await;
         if alive.last_touch.elapsed() >= self.ctx.chat.keep_alive_interval() {
             alive.last_touch = Instant::now();
             match self.ctx.chat.touch(&self.session_id).await {
@@ -463,7 +469,11 @@ impl Connection {
     /// Submits a chat; the sender alone gets the `ack` when it asked for one.
     async fn chat(&self, request: ChatRequest) -> Result<Option<Reply>, Stop> {
         let client_id = request.client_message_id.clone();
-        let reply = match self.ctx.chat.submit(&self.session_id, request).await {
+        let submitted = self
+            .ctx
+            .chat
+            .submit(&self.session_id, &self.user_id, request);
+        let reply = match submitted.await {
             Ok(accepted) => client_id.map(|id| Reply::Ack {
                 client_message_id: id.as_str().to_owned(),
                 message_id: accepted.message_id.as_str().to_owned(),
@@ -477,6 +487,9 @@ impl Connection {
             )),
             Err(ChatRefusal::ShuttingDown) => {
                 Some(Reply::error(ErrorCode::ServerShuttingDown, None))
+            }
+            Err(ChatRefusal::RateLimited(limited)) => {
+                Some(Reply::rate_limited(limited.retry_after))
             }
             Err(ChatRefusal::Failed(ChatError::SessionGone)) => return Err(Stop::SessionGone),
             Err(ChatRefusal::Failed(e)) => {

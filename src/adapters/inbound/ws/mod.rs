@@ -22,7 +22,8 @@ use serde::Deserialize;
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{bearer_token, UserView};
-use super::AppContext;
+use super::{client_ip, AppContext};
+use crate::application::limits::ConnectionPermit;
 use crate::application::{Attachment, AuthError, Authorized, ChatError};
 use crate::domain::conversation::Seq;
 use crate::domain::{SessionId, User};
@@ -44,6 +45,7 @@ pub const UPGRADE_REFUSALS: &[ErrorCode] = &[
     ErrorCode::ShuttingDown,
     ErrorCode::ServiceUnavailable,
     ErrorCode::SessionStoreUnavailable,
+    ErrorCode::RateLimited,
 ];
 
 /// The subprotocol the server speaks; a client offering it may carry its
@@ -156,6 +158,11 @@ pub async fn ws_endpoint(
     let Ok(ws) = ws else {
         return ErrorBody::response(ErrorCode::WebsocketUpgradeRequired);
     };
+    // Before a session is opened, so a refused connection leaves nothing behind.
+    let permit = match ctx.chat.admit_connection(&user.id, client_ip(req)).await {
+        Ok(permit) => permit,
+        Err(limited) => return ErrorBody::rate_limited(limited.retry_after),
+    };
     let resume = query
         .session_id
         .as_deref()
@@ -164,6 +171,7 @@ pub async fn ws_endpoint(
         Ok(opened) => opened,
         Err(e) => {
             tracing::warn!(error = %ErrorChain(&e), "could not open a session");
+            ctx.chat.release_connection(permit).await;
             return ErrorBody::response(ErrorCode::SessionStoreUnavailable);
         }
     };
@@ -173,6 +181,7 @@ pub async fn ws_endpoint(
         attachment,
         user,
         authority: connection::Authority::new(claims, revocations),
+        permit,
     };
     upgrade(ws, ctx, opened)
 }
@@ -184,6 +193,8 @@ struct Opened {
     attachment: Attachment,
     user: User,
     authority: connection::Authority,
+    /// This connection's place under the per-user and per-address caps.
+    permit: ConnectionPermit,
 }
 
 /// Answers the upgrade and hands the socket to a tracked [`Connection`].
@@ -201,6 +212,7 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
                 session_id: opened.session_id,
                 user_id: opened.user.id.clone(),
                 resumed: opened.resumed,
+                permit: opened.permit,
             };
             let user = UserView::from(&opened.user);
             tracker.track_future(connection.start(

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::super::errors::ErrorCode;
+use super::super::errors::{retry_after_ms, ErrorCode};
 use super::super::rest::UserView;
 use crate::application::ResumeNotice;
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
@@ -185,6 +185,9 @@ pub enum Reply {
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         message_id: Option<String>,
+        /// With `rate_limited`: how long to wait before sending again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
         timestamp: String,
     },
     /// The session vanished from the store under this open socket; the
@@ -225,6 +228,19 @@ impl Reply {
             code,
             message: message.into(),
             message_id: message_id.map(|m| m.as_str().to_owned()),
+            retry_after_ms: None,
+            timestamp: now(),
+        }
+    }
+
+    /// The `rate_limited` error, saying how long to wait.
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        let code = ErrorCode::RateLimited;
+        Reply::Error {
+            code,
+            message: code.message().to_owned(),
+            message_id: None,
+            retry_after_ms: Some(retry_after_ms(retry_after)),
             timestamp: now(),
         }
     }

@@ -1,0 +1,179 @@
+//! Who a request comes from, for per-address limits: the socket's peer, or,
+//! behind proxies the operator trusts, the last hop of `X-Forwarded-For` that
+//! none of them added.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use thiserror::Error;
+
+/// Why a `TRUSTED_PROXIES` entry was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{entry:?} is neither an IP address nor a CIDR block")]
+pub struct TrustedProxyError {
+    entry: String,
+}
+
+/// The addresses (single IPs or CIDR blocks) whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    /// Parses a comma-separated list such as `10.0.0.0/8, 192.168.1.7, ::1`;
+    /// blank entries are ignored, so an empty list trusts nobody.
+    ///
+    /// # Errors
+    /// The first entry that is neither an address nor a CIDR block.
+    pub fn parse(list: &str) -> Result<Self, TrustedProxyError> {
+        let mut nets = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let net = match entry.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) => {
+                    entry
+                        .parse::<IpAddr>()
+                        .map(IpNet::from)
+                        .map_err(|_| TrustedProxyError {
+                            entry: entry.chars().take(64).collect(),
+                        })?
+                }
+            };
+            nets.push(net);
+        }
+        Ok(Self { nets })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    /// Whether `ip` is one of the trusted proxies. An IPv4 address seen as
+    /// IPv4-mapped IPv6 (a dual-stack listener) matches its IPv4 entry.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The client's address as every limit keys it. Built only by
+/// [`ClientIp::resolve`] (or [`ClientIp::from`] for a direct peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientIp(IpAddr);
+
+impl ClientIp {
+    /// The peer's address, unless the peer is a trusted proxy: then the last
+    /// `X-Forwarded-For` hop (read right to left) that is not a trusted proxy.
+    /// A hop that is not an address ends the walk at the hop after it, the
+    /// one that reported it; when every hop is trusted, the first one is used.
+    pub fn resolve(peer: IpAddr, forwarded_for: Option<&str>, trusted: &TrustedProxies) -> Self {
+        let peer = canonical(peer);
+        let Some(header) = forwarded_for.filter(|_| trusted.contains(peer)) else {
+            return Self(peer);
+        };
+        let mut client = peer;
+        for hop in header.rsplit(',').map(str::trim) {
+            let Some(ip) = parse_hop(hop) else {
+                break;
+            };
+            client = ip;
+            if !trusted.contains(ip) {
+                break;
+            }
+        }
+        Self(client)
+    }
+
+    pub fn ip(self) -> IpAddr {
+        self.0
+    }
+}
+
+impl From<IpAddr> for ClientIp {
+    fn from(ip: IpAddr) -> Self {
+        Self(canonical(ip))
+    }
+}
+
+impl fmt::Display for ClientIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An `X-Forwarded-For` hop: an address, possibly with a port (`1.2.3.4:5`,
+/// `[::1]:5`), as some proxies write it.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    hop.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|s| canonical(s.ip()))
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn trusted_lists_take_addresses_and_blocks_and_refuse_junk() {
+        let t = TrustedProxies::parse(" 10.0.0.0/8, 192.168.1.7 ,::1,").unwrap();
+        assert!(t.contains(ip("10.1.2.3")));
+        assert!(t.contains(ip("192.168.1.7")));
+        assert!(!t.contains(ip("192.168.1.8")));
+        assert!(t.contains(ip("::1")));
+        assert!(t.contains(ip("::ffff:10.0.0.1")), "IPv4-mapped matches");
+        assert!(TrustedProxies::parse("").unwrap().is_empty());
+        for bad in ["proxy.local", "10.0.0.0/33", "1.2.3"] {
+            assert!(TrustedProxies::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let t = TrustedProxies::parse("10.0.0.1").unwrap();
+        let got = ClientIp::resolve(ip("203.0.113.9"), Some("1.1.1.1"), &t);
+        assert_eq!(got.ip(), ip("203.0.113.9"));
+        let none = TrustedProxies::default();
+        let got = ClientIp::resolve(ip("10.0.0.1"), Some("1.1.1.1"), &none);
+        assert_eq!(got.ip(), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_last_untrusted_hop_is_the_client() {
+        let t = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        // The client forged the first hop; the proxies appended the rest.
+        let header = "6.6.6.6, 198.51.100.4, 10.0.0.2";
+        let got = ClientIp::resolve(ip("10.0.0.1"), Some(header), &t);
+        assert_eq!(got.ip(), ip("198.51.100.4"));
+        let got = ClientIp::resolve(ip("10.0.0.1"), Some("10.0.0.3, 10.0.0.2"), &t);
+        assert_eq!(got.ip(), ip("10.0.0.3"), "all trusted: the first hop");
+        let got = ClientIp::resolve(ip("10.0.0.1"), None, &t);
+        assert_eq!(got.ip(), ip("10.0.0.1"));
+        let got = ClientIp::resolve(ip("10.0.0.1"), Some("[2001:db8::1]:443"), &t);
+        assert_eq!(got.ip(), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn a_garbage_hop_stops_at_the_hop_that_reported_it() {
+        let t = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let got = ClientIp::resolve(ip("10.0.0.1"), Some("1.1.1.1, junk, 10.0.0.2"), &t);
+        assert_eq!(got.ip(), ip("10.0.0.2"));
+        let got = ClientIp::resolve(ip("10.0.0.1"), Some(""), &t);
+        assert_eq!(got.ip(), ip("10.0.0.1"));
+    }
+}
