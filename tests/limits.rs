@@ -452,3 +452,54 @@ async fn a_crashed_instance_does_not_hold_its_connections_for_ever() {
         "the dead instance's connection was never forgotten"
     );
 }
+
+/// `POST /api/auth/ws-ticket` with a Bearer token: status and `Retry-After`.
+async fn buy_ticket(app: &TestApp, token: &str) -> (u16, Option<u64>, Value) {
+    let resp = reqwest::Client::new()
+        .post(app.url("/api/auth/ws-ticket"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn tickets_per_user_are_limited_and_recover() {
+    let app = spawn_app(&[
+        ("WS_TICKETS_PER_USER_PER_MINUTE", "2"),
+        ("WS_TICKETS_WINDOW", "2s"),
+    ])
+    .await;
+    let token = app.register("tina").await;
+    assert_eq!(buy_ticket(&app, &token).await.0, 200);
+    assert_eq!(buy_ticket(&app, &token).await.0, 200);
+    assert_limited(&buy_ticket(&app, &token).await);
+    // Another user has a rate of their own.
+    let other = app.register("toby").await;
+    assert_eq!(buy_ticket(&app, &other).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(buy_ticket(&app, &token).await.0, 200, "the window passed");
+}
+
+#[tokio::test]
+async fn a_user_at_the_connection_cap_is_refused_a_ticket_as_json() {
+    let app = spawn_app(&[("WS_MAX_CONNECTIONS_PER_USER", "1")]).await;
+    let token = app.register("uma").await;
+    assert_eq!(buy_ticket(&app, &token).await.0, 200, "room before");
+    let mut open = app.connect(&token).await.0;
+    assert_limited(&buy_ticket(&app, &token).await);
+    open.ws.close(None).await.unwrap();
+    for _ in 0..50 {
+        if buy_ticket(&app, &token).await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the closed socket never gave its place back");
+}
