@@ -273,6 +273,9 @@ pub struct Config {
     pub limits: LimitsConfig,
 }
 
+/// This project's `.env.example`, whose values production refuses as secrets.
+const ENV_EXAMPLE: &str = include_str!("../.env.example");
+
 /// Production refuses secrets shorter than this (HS256 wants a 256-bit key).
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -432,20 +435,60 @@ impl ServerConfig {
             host,
             port: vars.parse_or("PORT", 3001u16, "a port number 0-65535")?,
             env: AppEnv::parse(vars)?,
-            cors_origins: vars.get("CORS_ORIGIN").and_then(|v| cors_list(&v)),
+            cors_origins: match vars.get("CORS_ORIGIN") {
+                Some(v) => cors_list(&v)?,
+                None => None,
+            },
             shutdown_timeout: vars.duration("SHUTDOWN_TIMEOUT", "10s")?,
         })
     }
 }
 
 /// `a, b/` becomes `[a, b]`; a `*` anywhere means any origin (`None`).
-fn cors_list(value: &str) -> Option<Vec<String>> {
+/// A browser's `Origin` always has a scheme, so an entry without one could
+/// never match: that is a mistake to report, not a silent 403 for everyone.
+fn cors_list(value: &str) -> Result<Option<Vec<String>>, ConfigError> {
     let list: Vec<String> = value
         .split(',')
         .map(|o| o.trim().trim_end_matches('/').to_owned())
         .filter(|o| !o.is_empty())
         .collect();
-    (!list.iter().any(|o| o == "*") && !list.is_empty()).then_some(list)
+    if let Some(bare) = list.iter().find(|o| *o != "*" && !o.contains("://")) {
+        return Err(ConfigError(format!(
+            "invalid CORS_ORIGIN entry {bare:?}: an origin needs its scheme, \
+             write https://{bare} (or http://{bare})"
+        )));
+    }
+    Ok((!list.iter().any(|o| o == "*") && !list.is_empty()).then_some(list))
+}
+
+/// Secrets published as examples, which anyone can sign tokens with: the
+/// Node README's `your-super-secret-jwt-key-here-change-in-production` and its
+/// variations.
+const PLACEHOLDER_SECRET_PREFIXES: &[&str] = &["your-super-secret-jwt-key-here"];
+
+/// Whether production must refuse `secret` as a published example: a known
+/// placeholder, or a value that `env_example` (the text of `.env.example`)
+/// shows for `JWT_SECRET`.
+fn is_placeholder_secret(secret: &str, env_example: &str) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    PLACEHOLDER_SECRET_PREFIXES
+        .iter()
+        .any(|p| lower.starts_with(p))
+        || example_values(env_example, "JWT_SECRET").any(|v| v == secret)
+}
+
+/// The non-empty values `env_example` gives `name`, commented out or not.
+fn example_values<'a>(env_example: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
+    env_example.lines().filter_map(move |line| {
+        let line = line.trim_start_matches('#').trim();
+        let value = line
+            .strip_prefix(name)?
+            .trim_start()
+            .strip_prefix('=')?
+            .trim();
+        (!value.is_empty()).then_some(value)
+    })
 }
 
 impl AuthConfig {
@@ -456,6 +499,13 @@ impl AuthConfig {
                     "JWT_SECRET is {} bytes; production needs at least {MIN_SECRET_BYTES}",
                     s.len()
                 )))
+            }
+            Some(s) if env == AppEnv::Production && is_placeholder_secret(&s, ENV_EXAMPLE) => {
+                return Err(ConfigError(
+                    "JWT_SECRET is a published example value (from a README or .env.example); \
+                     production needs a secret of your own, e.g. `openssl rand -base64 48`"
+                        .into(),
+                ))
             }
             Some(s) => JwtSecret {
                 bytes: s.into_bytes(),
@@ -747,6 +797,76 @@ mod tests {
         let ok = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", &"x".repeat(32))]).unwrap();
         assert!(!ok.auth.jwt_secret.generated);
         assert!(!format!("{ok:?}").contains("xxxxxxxx"));
+    }
+
+    #[test]
+    fn production_refuses_published_example_secrets() {
+        const NODE_README: &str = "your-super-secret-jwt-key-here-change-in-production";
+        for secret in [
+            NODE_README,
+            "YOUR-SUPER-SECRET-JWT-KEY-HERE-and-some-more-bytes",
+        ] {
+            for env in [("NODE_ENV", "production"), ("APP_ENV", "production")] {
+                let err = cfg(&[env, ("JWT_SECRET", secret)]).unwrap_err();
+                assert!(err.to_string().contains("published example"), "{err}");
+                assert!(!err.to_string().contains(secret), "not echoed: {err}");
+            }
+        }
+        // Development keeps accepting it, as the Node server's .env did.
+        let dev = cfg(&[("NODE_ENV", "development"), ("JWT_SECRET", NODE_README)]).unwrap();
+        assert_eq!(dev.auth.jwt_secret.bytes(), NODE_README.as_bytes());
+    }
+
+    #[test]
+    fn values_shown_in_an_env_example_are_placeholders() {
+        let example = "# JWT_SECRET=\n# JWT_SECRET=example-secret-example-secret-0123\n\
+                       JWT_SECRET_FILE=other\nJWT_SECRET = spaced-out-example-secret-012345\n";
+        let values: Vec<&str> = example_values(example, "JWT_SECRET").collect();
+        assert_eq!(
+            values,
+            [
+                "example-secret-example-secret-0123",
+                "spaced-out-example-secret-012345"
+            ]
+        );
+        assert!(is_placeholder_secret(
+            "example-secret-example-secret-0123",
+            example
+        ));
+        assert!(!is_placeholder_secret("other", example));
+        assert!(!is_placeholder_secret(&"q".repeat(40), example));
+        // Whatever this project's .env.example shows is refused in production.
+        for value in example_values(ENV_EXAMPLE, "JWT_SECRET") {
+            let err = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", value)]).unwrap_err();
+            assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_cors_origin_without_a_scheme_is_refused_in_every_environment() {
+        for env in ["development", "production"] {
+            let secret = "s".repeat(40);
+            let err = cfg(&[
+                ("APP_ENV", env),
+                ("JWT_SECRET", &secret),
+                ("CORS_ORIGIN", "https://ok.example.com, app.example.com/"),
+            ])
+            .unwrap_err();
+            assert!(err.to_string().contains("CORS_ORIGIN"), "{err}");
+            assert!(
+                err.to_string().contains("write https://app.example.com"),
+                "{err}"
+            );
+        }
+        let ok = cfg(&[(
+            "CORS_ORIGIN",
+            "https://app.example.com, http://localhost:3000",
+        )]);
+        assert_eq!(ok.unwrap().server.cors_origins.unwrap().len(), 2);
+        assert_eq!(
+            cfg(&[("CORS_ORIGIN", " * ")]).unwrap().server.cors_origins,
+            None
+        );
     }
 
     #[test]

@@ -24,6 +24,20 @@ async fn bad_configuration_exits_2_with_one_clear_line() {
         (vec![("JWT_EXPIRES_IN", "soon")], "JWT_EXPIRES_IN"),
         (vec![("FASTAPI_URL", "localhost:8000")], "FASTAPI_URL"),
         (vec![("APP_ENV", "staging")], "APP_ENV"),
+        (
+            vec![
+                ("NODE_ENV", "production"),
+                (
+                    "JWT_SECRET",
+                    "your-super-secret-jwt-key-here-change-in-production",
+                ),
+            ],
+            "published example",
+        ),
+        (
+            vec![("CORS_ORIGIN", "app.example.com")],
+            "write https://app.example.com",
+        ),
     ] {
         let (code, stdout, stderr) = run_to_exit(&env).await;
         assert_eq!(code, Some(2), "{env:?}: {stdout}{stderr}");
@@ -32,6 +46,7 @@ async fn bad_configuration_exits_2_with_one_clear_line() {
         assert!(lines[0].contains(needle), "{stderr}");
         assert!(!stderr.contains("panicked"));
         assert!(!stderr.contains("too-short"), "secrets are not echoed");
+        assert!(!stderr.contains("your-super"), "secrets are not echoed");
     }
 }
 

@@ -453,6 +453,42 @@ async fn cors_allows_the_configured_origin_only() {
 }
 
 #[tokio::test]
+async fn the_servers_own_origin_is_allowed_whatever_cors_origin_says() {
+    let app = spawn_app(&[("CORS_ORIGIN", "https://app.example.com")]).await;
+    let own = app.base.clone();
+    let client = reqwest::Client::new();
+    let get = |path: &str, origin: &str| {
+        client
+            .get(app.url(path))
+            .header("Origin", origin.to_owned())
+            .send()
+    };
+    let docs = get("/docs", &own).await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs
+        .text()
+        .await
+        .unwrap()
+        .to_lowercase()
+        .contains("swagger"));
+    assert_eq!(get("/openapi.json", &own).await.unwrap().status(), 200);
+    let login = client
+        .post(app.url("/api/auth/login"))
+        .header("Origin", own.as_str())
+        .json(&json!({"username": "nobody", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 401, "reaches the handler");
+    // Only the own host and port count: another port is another origin.
+    let port = app.addr.port();
+    let other_port = format!("http://127.0.0.1:{}", port.wrapping_add(1));
+    let refused = get("/docs", &other_port).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_error(&refused.json().await.unwrap(), "origin_not_allowed");
+}
+
+#[tokio::test]
 async fn docs_and_spec_are_served() {
     let app = spawn_app(&[]).await;
     let (status, spec) = app.get("/openapi.json").await;

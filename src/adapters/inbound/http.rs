@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use poem::http::{header, Method, StatusCode};
 use poem::listener::Acceptor;
-use poem::middleware::Cors;
+use poem::middleware::{Cors, CorsEndpoint};
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::{get, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem::{
+    get, Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route, Server,
+};
 use poem_openapi::OpenApiService;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
@@ -32,7 +34,8 @@ pub fn api_service() -> OpenApiService<(Api, TokenApi), ()> {
          `{\"error\": \"<stable_code>\", \"message\": \"<text>\"}`. \
          Besides the responses listed per operation, any route can answer \
          404 `not_found` (unknown path), 405 `method_not_allowed`, and, when \
-         `CORS_ORIGIN` is set, 403 `origin_not_allowed` to a browser from another origin.",
+         `CORS_ORIGIN` is set, 403 `origin_not_allowed` to a browser from another origin \
+         (the server's own origin, as named by `Host`, is always allowed).",
     )
 }
 
@@ -57,7 +60,7 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
             super::resolve_client_ip(&mut req, &trusted);
             async move { Ok(req) }
         })
-        .with(cors(cors_origins))
+        .with(SameOriginOr(cors(cors_origins)))
         .catch_all_error(|err: poem::Error| async move {
             ErrorBody::response(ErrorCode::for_status(err.status()))
         })
@@ -73,6 +76,65 @@ fn cors(origins: Option<Vec<String>>) -> Cors {
         Some(origins) => cors.allow_origins(origins),
         None => cors,
     }
+}
+
+/// Lets a request from the server's own origin past `inner`'s origin check,
+/// so the server's `/docs` page works whatever `CORS_ORIGIN` allows.
+struct SameOriginOr(Cors);
+
+impl<E: Endpoint> Middleware<E> for SameOriginOr {
+    type Output = SameOriginEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        let plain = Arc::new(ep);
+        SameOriginEndpoint {
+            cors: self.0.transform(plain.clone()),
+            plain,
+        }
+    }
+}
+
+struct SameOriginEndpoint<E> {
+    plain: Arc<E>,
+    cors: CorsEndpoint<Arc<E>>,
+}
+
+impl<E: Endpoint> Endpoint for SameOriginEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let origin = req.header(header::ORIGIN);
+        let host = req.header(header::HOST);
+        match (origin, host) {
+            (Some(origin), Some(host)) if is_same_origin(origin, host) => {
+                self.plain.call(req).await.map(IntoResponse::into_response)
+            }
+            _ => self.cors.call(req).await,
+        }
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the same host and port as
+/// the request's `Host` header. The scheme is not compared: behind a TLS
+/// proxy the server sees plain HTTP while the browser says `https`. A default
+/// port, written or not, compares equal.
+fn is_same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return false,
+    };
+    let normalize = |a: &str| {
+        let a = a.to_ascii_lowercase();
+        match a.strip_suffix(default_port) {
+            Some(bare) => bare.to_owned(),
+            None => a,
+        }
+    };
+    !authority.is_empty() && normalize(authority) == normalize(host)
 }
 
 /// Holds every request body to [`MAX_BODY_BYTES`], however it is sent, and
@@ -213,4 +275,35 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_same_origin;
+
+    #[test]
+    fn same_origin_compares_host_and_port_only() {
+        assert!(is_same_origin("http://127.0.0.1:3001", "127.0.0.1:3001"));
+        assert!(is_same_origin(
+            "https://Chat.Example.com",
+            "chat.example.com"
+        ));
+        assert!(is_same_origin(
+            "https://chat.example.com",
+            "chat.example.com:443"
+        ));
+        assert!(is_same_origin(
+            "http://chat.example.com:80",
+            "chat.example.com"
+        ));
+        assert!(!is_same_origin("http://127.0.0.1:3000", "127.0.0.1:3001"));
+        assert!(!is_same_origin("https://evil.example", "chat.example.com"));
+        assert!(!is_same_origin(
+            "https://chat.example.com:8443",
+            "chat.example.com"
+        ));
+        assert!(!is_same_origin("null", "chat.example.com"));
+        assert!(!is_same_origin("http://", ""));
+        assert!(!is_same_origin("chat.example.com", "chat.example.com"));
+    }
 }
