@@ -8,8 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{delete_prefix, redis_answers, redis_url, skip_without_redis};
-use common::{spawn_app, spawn_process_at, TestApp, TestProcess, WsClient, TEST_SECRET};
+use common::cluster::Cluster;
+use common::{spawn_app, TestApp, WsClient, TEST_SECRET};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -465,62 +465,14 @@ async fn closed_registration_answers_403_and_logins_go_on() {
 
 // ------------------------------------------------------------- two instances
 
-/// Two binaries on one Redis key prefix and one SQLite file.
-struct Pair {
-    nodes: [TestProcess; 2],
-    url: String,
-    prefix: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Pair {
-    async fn start() -> Option<Self> {
-        let url = redis_url();
-        if !redis_answers(&url).await {
-            skip_without_redis(&url, "no PING answer");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("users.db");
-        let prefix = format!("chatbot-access-{}", uuid::Uuid::new_v4().simple());
-        let env = [
-            ("REDIS_URL", url.as_str()),
-            ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ];
-        let a = spawn_process_at(db.clone(), &env).await;
-        let b = spawn_process_at(db, &env).await;
-        Some(Self {
-            nodes: [a, b],
-            url,
-            prefix,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            let _ = node.child.start_kill();
-        }
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            let _ = runtime.block_on(delete_prefix(&url, &prefix));
-        })
-        .join();
-    }
-}
-
 #[tokio::test]
 async fn a_ticket_from_one_instance_opens_a_socket_on_the_other_once() {
-    let Some(pair) = Pair::start().await else {
+    let Some(pair) = Cluster::start(2, "access", &[]).await else {
         return;
     };
-    let [a, b] = &pair.nodes;
+    let [a, b] = &pair.nodes[..] else {
+        unreachable!("two instances")
+    };
     let token = text(&register(a, "kate").await, "token");
     let ticket = ticket(a, &token).await;
     let (_ws, hello) = b.connect_query(&format!("?ticket={ticket}")).await;
@@ -536,10 +488,12 @@ async fn a_ticket_from_one_instance_opens_a_socket_on_the_other_once() {
 
 #[tokio::test]
 async fn a_logout_on_one_instance_closes_the_socket_on_the_other() {
-    let Some(pair) = Pair::start().await else {
+    let Some(pair) = Cluster::start(2, "access", &[]).await else {
         return;
     };
-    let [a, b] = &pair.nodes;
+    let [a, b] = &pair.nodes[..] else {
+        unreachable!("two instances")
+    };
     let body = register(a, "liam").await;
     let token = text(&body, "token");
     let (mut on_b, _) = b.connect(&token).await;

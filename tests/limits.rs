@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{delete_prefix, redis_answers, redis_url, skip_without_redis};
-use common::{spawn_app, spawn_process_at, TestApp, TestProcess, WsClient};
+use common::cluster::Cluster;
+use common::{spawn_app, TestApp, WsClient};
 use serde_json::{json, Value};
 
 /// A POST with optional `X-Forwarded-For`: status, `Retry-After`, body.
@@ -338,66 +338,17 @@ async fn websocket_info_lists_the_limits_and_the_code() {
 
 // ------------------------------------------------------- two instances
 
-/// Two binaries on one Redis prefix and one users file; keys deleted after.
-struct Pair {
-    nodes: Vec<TestProcess>,
-    url: String,
-    prefix: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Pair {
-    async fn start(extra: &[(&str, &str)]) -> Option<Self> {
-        let url = redis_url();
-        if !redis_answers(&url).await {
-            skip_without_redis(&url, "no PING answer");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("users.db");
-        let prefix = format!("chatbot-limits-{}", uuid::Uuid::new_v4().simple());
-        let mut env = vec![
-            ("REDIS_URL", url.as_str()),
-            ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ];
-        env.extend_from_slice(extra);
-        let mut nodes = Vec::new();
-        for _ in 0..2 {
-            nodes.push(spawn_process_at(db.clone(), &env).await);
-        }
-        Some(Self {
-            nodes,
-            url,
-            prefix,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            let _ = node.child.start_kill();
-        }
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            let _ = runtime.block_on(delete_prefix(&url, &prefix));
-        })
-        .join();
-    }
-}
-
 #[tokio::test]
 async fn two_instances_share_every_limit_through_redis() {
-    let Some(pair) = Pair::start(&[
-        ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "2"),
-        ("CHAT_MESSAGES_PER_MINUTE", "2"),
-        ("WS_MAX_CONNECTIONS_PER_USER", "2"),
-    ])
+    let Some(pair) = Cluster::start(
+        2,
+        "limits",
+        &[
+            ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "2"),
+            ("CHAT_MESSAGES_PER_MINUTE", "2"),
+            ("WS_MAX_CONNECTIONS_PER_USER", "2"),
+        ],
+    )
     .await
     else {
         return;
@@ -423,11 +374,15 @@ async fn two_instances_share_every_limit_through_redis() {
 
 #[tokio::test]
 async fn a_crashed_instance_does_not_hold_its_connections_for_ever() {
-    let Some(mut pair) = Pair::start(&[
-        ("WS_MAX_CONNECTIONS_PER_USER", "1"),
-        // A connection's slot lives three ping intervals without renewal.
-        ("WS_PING_INTERVAL", "1s"),
-    ])
+    let Some(mut pair) = Cluster::start(
+        2,
+        "limits",
+        &[
+            ("WS_MAX_CONNECTIONS_PER_USER", "1"),
+            // A connection's slot lives three ping intervals without renewal.
+            ("WS_PING_INTERVAL", "1s"),
+        ],
+    )
     .await
     else {
         return;

@@ -7,69 +7,39 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::{delete_prefix, redis_answers, redis_url, skip_without_redis};
-use common::{assert_consecutive, spawn_process_at, TestProcess, Upstream};
+use common::{assert_consecutive, Upstream};
 use serde_json::{json, Value};
 
-/// Three instances on one Redis key prefix, deleted afterwards.
+/// Three instances on one Redis key prefix, and the AI stub they share.
 struct Cluster {
-    nodes: Vec<TestProcess>,
+    instances: common::cluster::Cluster,
     upstream: Upstream,
-    url: String,
-    prefix: String,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = common::cluster::Cluster;
+    fn deref(&self) -> &Self::Target {
+        &self.instances
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.instances
+    }
 }
 
 impl Cluster {
     /// `None` (after saying SKIPPED) when Redis does not answer outside CI.
     async fn start(extra: &[(&str, &str)]) -> Option<Self> {
-        let url = redis_url();
-        if !redis_answers(&url).await {
-            skip_without_redis(&url, "no PING answer");
-            return None;
-        }
         let upstream = Upstream::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("users.db");
-        let prefix = format!("chatbot-mi-{}", uuid::Uuid::new_v4().simple());
-        let mut env = vec![
-            ("FASTAPI_URL", upstream.url.as_str()),
-            ("REDIS_URL", url.as_str()),
-            ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ];
+        let mut env = vec![("FASTAPI_URL", upstream.url.as_str())];
         env.extend_from_slice(extra);
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            nodes.push(spawn_process_at(db.clone(), &env).await);
-        }
+        let instances = common::cluster::Cluster::start(3, "mi", &env).await?;
         Some(Self {
-            nodes,
+            instances,
             upstream,
-            url,
-            prefix,
-            _dir: dir,
         })
-    }
-}
-
-/// Stops the instances, then deletes the cluster's keys, whether the test
-/// passed or a failed assertion is unwinding through it.
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            let _ = node.child.start_kill();
-        }
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        // A runtime of its own: Drop cannot await, and the test's runtime may
-        // be the one unwinding.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            let _ = runtime.block_on(delete_prefix(&url, &prefix));
-        })
-        .join();
     }
 }
 

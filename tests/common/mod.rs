@@ -3,6 +3,7 @@
 //! restarts), a real SSE upstream stub, and small HTTP / WebSocket clients.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod redis;
 
 use std::collections::HashMap;

@@ -1,0 +1,65 @@
+//! Several copies of the real binary on one Redis key prefix and one SQLite
+//! users file (as MongoDB would be shared in production): the fixture of
+//! every multi-instance test.
+
+use super::redis::{delete_prefix, redis_answers, redis_url, skip_without_redis};
+use super::{spawn_process_at, TestProcess};
+
+/// Running instances. Dropping it stops them and deletes the prefix's keys,
+/// whether the test passed or a failed assertion is unwinding through it.
+pub struct Cluster {
+    pub nodes: Vec<TestProcess>,
+    url: String,
+    prefix: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` instances with `env` besides `REDIS_URL` and a fresh
+    /// `REDIS_KEY_PREFIX` named after `name`; `None` (after saying SKIPPED)
+    /// when Redis does not answer outside CI.
+    pub async fn start(n: usize, name: &str, env: &[(&str, &str)]) -> Option<Self> {
+        let url = redis_url();
+        if !redis_answers(&url).await {
+            skip_without_redis(&url, "no PING answer");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("users.db");
+        let prefix = format!("chatbot-{name}-{}", uuid::Uuid::new_v4().simple());
+        let mut all = vec![
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ];
+        all.extend_from_slice(env);
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(spawn_process_at(db.clone(), &all).await);
+        }
+        Some(Self {
+            nodes,
+            url,
+            prefix,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.child.start_kill();
+        }
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        // A runtime of its own: Drop cannot await, and the test's runtime may
+        // be the one unwinding.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            let _ = runtime.block_on(delete_prefix(&url, &prefix));
+        })
+        .join();
+    }
+}
