@@ -17,7 +17,7 @@ use chatbot_server::adapters::outbound::memory_access::{
 use chatbot_server::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketStore};
 use chatbot_server::application::ports::{Revocation, RevocationStore, TicketStore, TokenClaims};
 use chatbot_server::domain::{UserId, Username, WsTicket};
-use common::redis::{cleaning_up, redis_answers, redis_url, skip_without_redis};
+use common::redis::on_fresh_prefix;
 
 /// Two handles on one store, as two instances would hold it: for memory,
 /// the same store twice; for Redis, two connections on one key prefix.
@@ -193,17 +193,7 @@ where
     F: FnOnce(Backend) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let url = redis_url();
-    if !redis_answers(&url).await {
-        skip_without_redis(&url, "no PING answer");
-        return;
-    }
-    let prefix = format!("chatbot-access-{}", uuid::Uuid::new_v4().simple());
-    let backend = Backend::Redis {
-        url: url.clone(),
-        prefix: prefix.clone(),
-    };
-    cleaning_up(&url, &prefix, case(backend)).await;
+    on_fresh_prefix("access", |url, prefix| case(Backend::Redis { url, prefix })).await;
 }
 
 macro_rules! contract {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chatbot_server::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use chatbot_server::adapters::outbound::redis_limiter::RedisRateLimiter;
 use chatbot_server::application::ports::{Admission, Quota, RateLimiter};
-use common::redis::{cleaning_up, redis_answers, redis_url, skip_without_redis};
+use common::redis::on_fresh_prefix;
 
 #[derive(Clone)]
 enum Backend {
@@ -201,17 +201,10 @@ where
     F: FnOnce(Backend) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let url = redis_url();
-    if !redis_answers(&url).await {
-        skip_without_redis(&url, "no PING answer");
-        return;
-    }
-    let prefix = format!("chatbot-rl-test-{}", uuid::Uuid::new_v4().simple());
-    let backend = Backend::Redis {
-        url: url.clone(),
-        prefix: prefix.clone(),
-    };
-    cleaning_up(&url, &prefix, case(backend)).await;
+    on_fresh_prefix("rl-test", |url, prefix| {
+        case(Backend::Redis { url, prefix })
+    })
+    .await;
 }
 
 macro_rules! contract {

@@ -85,3 +85,20 @@ where
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// Runs `case` with the Redis URL and a fresh key prefix named after `name`,
+/// deleting that prefix's keys afterwards (see [`cleaning_up`]); says SKIPPED
+/// and returns when Redis does not answer outside CI.
+pub async fn on_fresh_prefix<F, Fut>(name: &str, case: F)
+where
+    F: FnOnce(String, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let url = redis_url();
+    if !redis_answers(&url).await {
+        skip_without_redis(&url, "no PING answer");
+        return;
+    }
+    let prefix = format!("chatbot-{name}-{}", uuid::Uuid::new_v4().simple());
+    cleaning_up(&url, &prefix, case(url.clone(), prefix.clone())).await;
+}
