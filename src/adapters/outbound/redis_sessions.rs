@@ -101,13 +101,17 @@ if max > 0 then
   local index = KEYS[5] .. ARGV[3] .. ':sessions'
   redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. now_ms())
   local n = redis.call('ZCARD', index)
-  if n > max then
-    for _, old in ipairs(redis.call('ZRANGE', index, 0, n - max - 1)) do
-      if old ~= ARGV[1] then
+  -- One candidate more than the excess: the new session may tie with the
+  -- oldest on the millisecond and sort among them, and it is never evicted.
+  local excess = n - max
+  if excess > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', index, 0, excess)) do
+      if excess > 0 and old ~= ARGV[1] then
         redis.call('DEL', ARGV[9] .. old, ARGV[9] .. old .. ':history')
         redis.call('ZREM', KEYS[3], old)
         redis.call('ZREM', KEYS[4], old)
         redis.call('ZREM', index, old)
+        excess = excess - 1
       end
     end
   end
