@@ -136,9 +136,10 @@ pub trait FrameFeed: Send {
 /// close reason it sent, if any; the read loop watches this task's handle to
 /// learn that the client is gone.
 ///
-/// There is one `send` await in here on purpose: this future lives as long as
-/// the connection, and every await point that holds its own send future adds
-/// to what each idle socket costs.
+/// There is one `send` await in here, boxed, on purpose: this future lives as
+/// long as the connection, and a send future held in place (a batch, its
+/// timeout's timer) would add to what every idle socket costs; one small
+/// allocation per write is cheaper than that.
 pub async fn write_loop<F: FrameFeed>(
     mut sink: SplitSink<WebSocketStream, Message>,
     mut queue: queue::Receiver<Outbound>,
@@ -179,7 +180,7 @@ pub async fn write_loop<F: FrameFeed>(
             queue: &queue,
             closing: &mut closing,
         });
-        if send(&mut sink, item, more).await.is_err() || close.is_some() {
+        if Box::pin(send(&mut sink, item, more)).await.is_err() || close.is_some() {
             break close;
         }
     };
