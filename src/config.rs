@@ -149,6 +149,30 @@ impl fmt::Display for SecretUrl {
     }
 }
 
+/// The API key of an OpenAI-compatible upstream. Neither `Debug` nor
+/// `Display` prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key itself: pass it to the HTTP client, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Where the server listens and how it behaves as a process.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -209,15 +233,63 @@ pub struct SessionConfig {
     pub unattended_generation_timeout: Duration,
 }
 
-/// The AI service, or the built-in echo model when no URL is set.
+/// One AI upstream and the contract it speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamConfig {
+    /// `POST {url}/api/v1/chat/ai-response` (`FASTAPI_URL`).
+    FastApi { url: String },
+    /// `POST {base_url}/chat/completions` (`AI_PROVIDER=openai`).
+    OpenAi {
+        /// Including the API version, e.g. `https://api.openai.com/v1`.
+        base_url: String,
+        api_key: Option<ApiKey>,
+        model: String,
+        system_prompt: Option<String>,
+    },
+}
+
+impl UpstreamConfig {
+    /// `fastapi` or `openai`.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            UpstreamConfig::FastApi { .. } => "fastapi",
+            UpstreamConfig::OpenAi { .. } => "openai",
+        }
+    }
+
+    /// The base URL, for the start-up log.
+    pub fn url(&self) -> &str {
+        match self {
+            UpstreamConfig::FastApi { url } => url,
+            UpstreamConfig::OpenAi { base_url, .. } => base_url,
+        }
+    }
+}
+
+/// The AI service (and its fallback), or the built-in echo model when none
+/// is configured, and how hard to try each one.
 #[derive(Debug, Clone)]
 pub struct AiConfig {
-    pub fastapi_url: Option<String>,
+    /// `None`: the built-in echo model answers.
+    pub primary: Option<UpstreamConfig>,
+    /// Asked when the primary fails before its first token or its breaker is open.
+    pub fallback: Option<UpstreamConfig>,
     pub connect_timeout: Duration,
     pub first_token_timeout: Duration,
     pub idle_timeout: Duration,
     /// Delay between words of the built-in echo model.
     pub echo_token_delay: Duration,
+    /// `AI_MAX_RETRIES`: further attempts of one chat on one upstream, before
+    /// its first token only.
+    pub max_retries: u32,
+    /// `AI_RETRY_BACKOFF`: the wait before the first retry; it doubles (with
+    /// jitter) for each next one.
+    pub retry_backoff: Duration,
+    /// `AI_BREAKER_FAILURES`: consecutive failed chats that open an
+    /// upstream's breaker; `None` (`0`) never opens it.
+    pub breaker_failures: Option<u32>,
+    /// `AI_BREAKER_COOLDOWN`: how long an open breaker skips its upstream.
+    pub breaker_cooldown: Duration,
 }
 
 /// Limits and timings of the WebSocket protocol.
@@ -570,28 +642,140 @@ impl SessionConfig {
     }
 }
 
+/// The names of one upstream's variables: the primary's, or the fallback's
+/// (the same names prefixed `AI_FALLBACK_`, the `AI_` of a name dropped).
+struct UpstreamVars {
+    provider: &'static str,
+    fastapi_url: &'static str,
+    openai_base_url: &'static str,
+    openai_api_key: &'static str,
+    openai_model: &'static str,
+    system_prompt: &'static str,
+}
+
+const PRIMARY_VARS: UpstreamVars = UpstreamVars {
+    provider: "AI_PROVIDER",
+    fastapi_url: "FASTAPI_URL",
+    openai_base_url: "OPENAI_BASE_URL",
+    openai_api_key: "OPENAI_API_KEY",
+    openai_model: "OPENAI_MODEL",
+    system_prompt: "AI_SYSTEM_PROMPT",
+};
+
+const FALLBACK_VARS: UpstreamVars = UpstreamVars {
+    provider: "AI_FALLBACK_PROVIDER",
+    fastapi_url: "AI_FALLBACK_FASTAPI_URL",
+    openai_base_url: "AI_FALLBACK_OPENAI_BASE_URL",
+    openai_api_key: "AI_FALLBACK_OPENAI_API_KEY",
+    openai_model: "AI_FALLBACK_OPENAI_MODEL",
+    system_prompt: "AI_FALLBACK_SYSTEM_PROMPT",
+};
+
+/// What OpenAI's SDKs default to.
+const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Most `AI_MAX_RETRIES`: each retry is another request to a struggling upstream.
+const MAX_AI_RETRIES: u32 = 10;
+
 impl AiConfig {
     fn parse(vars: &Vars) -> Result<Self, ConfigError> {
-        let fastapi_url = vars.get("FASTAPI_URL");
-        if let Some(url) = &fastapi_url {
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || url.contains(['?', '#'])
-            {
-                return Err(ConfigError::invalid(
-                    "FASTAPI_URL",
-                    url,
-                    "an http:// or https:// base URL without query or fragment",
-                ));
-            }
+        let primary = UpstreamConfig::parse(vars, &PRIMARY_VARS)?;
+        let fallback = UpstreamConfig::parse(vars, &FALLBACK_VARS)?;
+        if primary.is_none() && fallback.is_some() {
+            return Err(ConfigError(
+                "a fallback AI upstream (AI_FALLBACK_*) needs a primary one: \
+                 set FASTAPI_URL, or AI_PROVIDER=openai"
+                    .into(),
+            ));
+        }
+        let max_retries: u32 = vars.parse_or("AI_MAX_RETRIES", 2, "a whole number 0-10")?;
+        if max_retries > MAX_AI_RETRIES {
+            let text = max_retries.to_string();
+            return Err(ConfigError::invalid(
+                "AI_MAX_RETRIES",
+                &text,
+                "a whole number 0-10",
+            ));
         }
         Ok(Self {
-            fastapi_url,
+            primary,
+            fallback,
             connect_timeout: vars.duration("AI_CONNECT_TIMEOUT", "5s")?,
             first_token_timeout: vars.duration("AI_FIRST_TOKEN_TIMEOUT", "30s")?,
             idle_timeout: vars.duration("AI_IDLE_TIMEOUT", "30s")?,
             echo_token_delay: vars.duration("ECHO_TOKEN_DELAY", "40ms")?,
+            max_retries,
+            retry_backoff: vars.duration("AI_RETRY_BACKOFF", "200ms")?,
+            breaker_failures: vars.limit("AI_BREAKER_FAILURES", 5)?,
+            breaker_cooldown: vars.duration("AI_BREAKER_COOLDOWN", "30s")?,
         })
     }
+}
+
+impl UpstreamConfig {
+    /// The upstream `names` describe: `None` when its provider is not set
+    /// and its FastAPI URL is not either.
+    fn parse(vars: &Vars, names: &UpstreamVars) -> Result<Option<Self>, ConfigError> {
+        let provider = vars.get(names.provider).map(|p| p.to_ascii_lowercase());
+        match provider.as_deref() {
+            None => Ok(ai_url(vars, names.fastapi_url)?.map(|url| Self::FastApi { url })),
+            Some("fastapi") => match ai_url(vars, names.fastapi_url)? {
+                Some(url) => Ok(Some(Self::FastApi { url })),
+                None => Err(ConfigError(format!(
+                    "{}=fastapi needs {}",
+                    names.provider, names.fastapi_url
+                ))),
+            },
+            Some("openai") => Self::openai(vars, names).map(Some),
+            Some(other) => Err(ConfigError::invalid(
+                names.provider,
+                other,
+                "fastapi or openai",
+            )),
+        }
+    }
+
+    fn openai(vars: &Vars, names: &UpstreamVars) -> Result<Self, ConfigError> {
+        let base_url = ai_url(vars, names.openai_base_url)?
+            .unwrap_or_else(|| OPENAI_DEFAULT_BASE_URL.to_owned());
+        let model = vars.get(names.openai_model).ok_or_else(|| {
+            ConfigError(format!(
+                "{}=openai needs {} (the model name the upstream serves)",
+                names.provider, names.openai_model
+            ))
+        })?;
+        let api_key = match vars.get(names.openai_api_key) {
+            // It travels as an HTTP header value.
+            Some(key) if !key.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(ConfigError::invalid_secret(
+                    names.openai_api_key,
+                    "printable ASCII without spaces",
+                ))
+            }
+            key => key.map(ApiKey),
+        };
+        Ok(Self::OpenAi {
+            base_url,
+            api_key,
+            model,
+            system_prompt: vars.get(names.system_prompt),
+        })
+    }
+}
+
+/// An upstream's base URL: `http://` or `https://`, no query or fragment.
+fn ai_url(vars: &Vars, name: &str) -> Result<Option<String>, ConfigError> {
+    let Some(url) = vars.get(name) else {
+        return Ok(None);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#']) {
+        return Err(ConfigError::invalid(
+            name,
+            &url,
+            "an http:// or https:// base URL without query or fragment",
+        ));
+    }
+    Ok(Some(url))
 }
 
 impl WebSocketConfig {
@@ -692,7 +876,7 @@ mod tests {
             c.sessions.unattended_generation_timeout,
             Duration::from_secs(60)
         );
-        assert!(c.ai.fastapi_url.is_none());
+        assert!(c.ai.primary.is_none() && c.ai.fallback.is_none());
         assert!(c.storage.mongodb_uri.is_none() && c.sessions.redis_url.is_none());
     }
 
@@ -771,6 +955,108 @@ mod tests {
             let err = cfg(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");
         }
+    }
+
+    #[test]
+    fn ai_upstreams_retries_and_breaker() {
+        let c = cfg(&[]).unwrap().ai;
+        assert_eq!(c.max_retries, 2);
+        assert_eq!(c.retry_backoff, Duration::from_millis(200));
+        assert_eq!(c.breaker_failures, Some(5));
+        assert_eq!(c.breaker_cooldown, Duration::from_secs(30));
+
+        let c = cfg(&[("FASTAPI_URL", "http://ai:8000")]).unwrap().ai;
+        assert_eq!(
+            c.primary,
+            Some(UpstreamConfig::FastApi {
+                url: "http://ai:8000".into()
+            })
+        );
+        let c = cfg(&[
+            ("AI_PROVIDER", "OpenAI"),
+            ("OPENAI_MODEL", "llama3"),
+            ("AI_SYSTEM_PROMPT", "Be brief."),
+            ("AI_FALLBACK_FASTAPI_URL", "http://backup:8000"),
+            ("AI_MAX_RETRIES", "0"),
+            ("AI_BREAKER_FAILURES", "0"),
+        ])
+        .unwrap()
+        .ai;
+        assert_eq!(
+            c.primary,
+            Some(UpstreamConfig::OpenAi {
+                base_url: "https://api.openai.com/v1".into(),
+                api_key: None,
+                model: "llama3".into(),
+                system_prompt: Some("Be brief.".into()),
+            })
+        );
+        assert_eq!(
+            c.fallback.as_ref().map(UpstreamConfig::provider),
+            Some("fastapi")
+        );
+        assert_eq!((c.max_retries, c.breaker_failures), (0, None));
+        let c = cfg(&[
+            ("FASTAPI_URL", "http://ai:8000"),
+            ("AI_FALLBACK_PROVIDER", "openai"),
+            ("AI_FALLBACK_OPENAI_BASE_URL", "http://localhost:11434/v1"),
+            ("AI_FALLBACK_OPENAI_MODEL", "m"),
+            ("AI_FALLBACK_OPENAI_API_KEY", "sk-fallback"),
+        ])
+        .unwrap()
+        .ai;
+        let Some(UpstreamConfig::OpenAi {
+            base_url, api_key, ..
+        }) = c.fallback
+        else {
+            panic!("an OpenAI fallback");
+        };
+        assert_eq!(base_url, "http://localhost:11434/v1");
+        assert_eq!(api_key.unwrap().expose(), "sk-fallback");
+    }
+
+    #[test]
+    fn bad_ai_settings_say_which_variable() {
+        for (pairs, names) in [
+            (vec![("AI_PROVIDER", "anthropic")], "AI_PROVIDER"),
+            (vec![("AI_PROVIDER", "openai")], "OPENAI_MODEL"),
+            (vec![("AI_PROVIDER", "fastapi")], "FASTAPI_URL"),
+            (
+                vec![
+                    ("AI_PROVIDER", "openai"),
+                    ("OPENAI_MODEL", "m"),
+                    ("OPENAI_BASE_URL", "api.openai.com"),
+                ],
+                "OPENAI_BASE_URL",
+            ),
+            (vec![("AI_FALLBACK_FASTAPI_URL", "http://b")], "AI_FALLBACK"),
+            (
+                vec![
+                    ("FASTAPI_URL", "http://a"),
+                    ("AI_FALLBACK_PROVIDER", "openai"),
+                ],
+                "AI_FALLBACK_OPENAI_MODEL",
+            ),
+            (vec![("AI_MAX_RETRIES", "11")], "AI_MAX_RETRIES"),
+            (vec![("AI_MAX_RETRIES", "-1")], "AI_MAX_RETRIES"),
+            (vec![("AI_BREAKER_FAILURES", "x")], "AI_BREAKER_FAILURES"),
+            (vec![("AI_BREAKER_COOLDOWN", "0")], "AI_BREAKER_COOLDOWN"),
+            (vec![("AI_RETRY_BACKOFF", "soon")], "AI_RETRY_BACKOFF"),
+        ] {
+            let err = cfg(&pairs).unwrap_err().to_string();
+            assert!(err.contains(names), "{pairs:?}: {err}");
+        }
+        let err = cfg(&[
+            ("AI_PROVIDER", "openai"),
+            ("OPENAI_MODEL", "m"),
+            ("OPENAI_API_KEY", "sk-has space-s3cr3t"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("OPENAI_API_KEY") && !err.contains("s3cr3t"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -945,6 +1231,12 @@ mod tests {
                 "REDIS_URL",
                 "rediss://default:r3dis-pa55@cache.example.net:6380/0",
             ),
+            ("AI_PROVIDER", "openai"),
+            ("OPENAI_MODEL", "gpt"),
+            ("OPENAI_API_KEY", "sk-0pen41-k3y"),
+            ("AI_FALLBACK_PROVIDER", "openai"),
+            ("AI_FALLBACK_OPENAI_MODEL", "gpt"),
+            ("AI_FALLBACK_OPENAI_API_KEY", "sk-fallb4ck-k3y"),
         ])
         .unwrap();
         let shown = [
@@ -955,7 +1247,13 @@ mod tests {
             c.auth.jwt_secret.to_string(),
         ]
         .join("\n");
-        for secret in ["m0ngo-pa55", "r3dis-pa55", "jwt-secret-that"] {
+        for secret in [
+            "m0ngo-pa55",
+            "r3dis-pa55",
+            "jwt-secret-that",
+            "0pen41-k3y",
+            "fallb4ck-k3y",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
         }
         // What is not secret stays readable, so the operator can see which host.

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::adapters::inbound::{http, AppContext};
 use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
 use crate::adapters::outbound::echo_ai::EchoAi;
+use crate::adapters::outbound::fallback_ai::FallbackAi;
 use crate::adapters::outbound::jwt::JwtTokenService;
 use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemoryTicketStore};
 use crate::adapters::outbound::memory_conversations::{
@@ -31,20 +32,24 @@ use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketS
 use crate::adapters::outbound::redis_conversations::RedisConversations;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
+use crate::adapters::outbound::resilient_ai::{
+    BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel,
+};
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
-use crate::adapters::outbound::upstream_ai::{UpstreamAi, UpstreamTimeouts};
+use crate::adapters::outbound::upstream_ai::{OpenAiSettings, UpstreamAi, UpstreamTimeouts};
 use crate::application::ports::{
     AccessStoreError, AiModel, ConversationStoreError, EventLog, GenerationRegistry, LiveDelivery,
-    PasswordHashError, PasswordHasher, RateLimitError, RateLimiter, RefreshTokenStore,
-    RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService, UserRepository,
-    UserStoreError,
+    NoObserver, PasswordHashError, PasswordHasher, RateLimitError, RateLimiter, RefreshTokenStore,
+    RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService, UpstreamObserver,
+    UserRepository, UserStoreError,
 };
 use crate::application::{
     AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationSettings,
     LimitSettings, Limits, Rule,
 };
 use crate::config::{
-    AiConfig, AuthConfig, Config, LimitsConfig, SessionConfig, StorageConfig, WindowLimit,
+    AiConfig, AuthConfig, Config, LimitsConfig, SessionConfig, StorageConfig, UpstreamConfig,
+    WindowLimit,
 };
 
 /// Why the server could not start. Each says which setting to look at.
@@ -66,8 +71,12 @@ pub enum StartupError {
     RedisAccess(#[source] AccessStoreError),
     #[error("could not connect to Redis (REDIS_URL)")]
     RedisLimiter(#[source] RateLimitError),
-    #[error("invalid FASTAPI_URL: {0}")]
-    AiUrl(String),
+    #[error("invalid AI upstream ({role}, {provider}): {message}")]
+    AiUpstream {
+        role: &'static str,
+        provider: &'static str,
+        message: String,
+    },
     #[error("password hashing does not work")]
     Hasher(#[source] PasswordHashError),
     #[error("could not listen on {addr}")]
@@ -111,7 +120,7 @@ impl Adapters {
             },
             chat: ChatPorts {
                 sessions: session_store(&config.sessions, config.limits.sessions_per_user).await?,
-                ai: ai_model(&config.ai)?,
+                ai: ai_model(&config.ai, Arc::new(NoObserver))?,
                 stats: Arc::new(AtomicStats::default()),
                 log: conversations.0,
                 live: conversations.1,
@@ -278,22 +287,80 @@ async fn session_store(
     Ok(Arc::new(store))
 }
 
-fn ai_model(ai: &AiConfig) -> Result<Arc<dyn AiModel>, StartupError> {
-    let Some(url) = &ai.fastapi_url else {
+/// The echo model, or the configured upstream (and fallback), each behind
+/// its own retries and circuit breaker; `observer` hears every attempt.
+fn ai_model(
+    ai: &AiConfig,
+    observer: Arc<dyn UpstreamObserver>,
+) -> Result<Arc<dyn AiModel>, StartupError> {
+    let Some(primary) = &ai.primary else {
         tracing::warn!(
             "FASTAPI_URL is not set: answering with the built-in echo model \
-             (set FASTAPI_URL to use the real AI service)"
+             (set FASTAPI_URL, or AI_PROVIDER=openai, to use a real AI service)"
         );
         return Ok(Arc::new(EchoAi::new(ai.echo_token_delay)));
     };
-    tracing::info!(url = %url, "AI: upstream");
+    let primary = resilient_upstream(ai, primary, "primary", observer.clone())?;
+    match &ai.fallback {
+        None => Ok(primary),
+        Some(fallback) => {
+            let fallback = resilient_upstream(ai, fallback, "fallback", observer)?;
+            Ok(Arc::new(FallbackAi::new(primary, fallback)))
+        }
+    }
+}
+
+fn resilient_upstream(
+    ai: &AiConfig,
+    upstream: &UpstreamConfig,
+    role: &'static str,
+    observer: Arc<dyn UpstreamObserver>,
+) -> Result<Arc<dyn AiModel>, StartupError> {
     let timeouts = UpstreamTimeouts {
         connect: ai.connect_timeout,
         first_token: ai.first_token_timeout,
         idle: ai.idle_timeout,
     };
-    let upstream = UpstreamAi::new(url, timeouts).map_err(StartupError::AiUrl)?;
-    Ok(Arc::new(upstream))
+    let provider = upstream.provider();
+    let adapter = match upstream {
+        UpstreamConfig::FastApi { url } => UpstreamAi::new(url, timeouts),
+        UpstreamConfig::OpenAi {
+            base_url,
+            api_key,
+            model,
+            system_prompt,
+        } => {
+            let settings = OpenAiSettings {
+                api_key: api_key.as_ref().map(|k| k.expose().to_owned()),
+                model: model.clone(),
+                system_prompt: system_prompt.clone(),
+            };
+            UpstreamAi::openai(base_url, settings, timeouts)
+        }
+    }
+    .map_err(|message| StartupError::AiUpstream {
+        role,
+        provider,
+        message,
+    })?;
+    tracing::info!(upstream = role, provider, url = %upstream.url(), "AI: upstream");
+    let policy = RetryPolicy {
+        max_retries: ai.max_retries,
+        backoff: ai.retry_backoff,
+        budget: ai.first_token_timeout,
+    };
+    let breaker = ai.breaker_failures.map(|failures| BreakerSettings {
+        failures,
+        cooldown: ai.breaker_cooldown,
+    });
+    let label = UpstreamLabel { role, provider };
+    Ok(Arc::new(ResilientAi::new(
+        Arc::new(adapter),
+        label,
+        policy,
+        breaker,
+        observer,
+    )))
 }
 
 fn token_service(auth: &AuthConfig) -> Arc<dyn TokenService> {

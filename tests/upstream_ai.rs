@@ -1,13 +1,23 @@
-//! Integration tests of the upstream AI adapter against a real HTTP stub on a
-//! loopback socket, so connection handling, retries and aborts are the real thing.
+//! Integration tests of the upstream AI adapter, and of the retries, circuit
+//! breaker and fallback around it, against a real HTTP stub on a loopback
+//! socket, so connection handling, retries and aborts are the real thing.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chatbot_server::adapters::outbound::upstream_ai::{UpstreamAi, UpstreamTimeouts};
-use chatbot_server::application::ports::{AiError, AiHealth, AiModel, AiRequest, TokenStream};
+use chatbot_server::adapters::outbound::fallback_ai::FallbackAi;
+use chatbot_server::adapters::outbound::resilient_ai::{
+    BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel,
+};
+use chatbot_server::adapters::outbound::upstream_ai::{
+    OpenAiSettings, UpstreamAi, UpstreamTimeouts,
+};
+use chatbot_server::application::ports::{
+    AiError, AiHealth, AiModel, AiRequest, AttemptOutcome, CircuitState, TokenStream,
+    UpstreamObserver,
+};
 use chatbot_server::domain::{ChatMessage, Role, SessionId, UserId};
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -59,14 +69,22 @@ impl Stub {
     /// Serves every connection with the same script; the body is
     /// close-delimited, as many SSE servers send it.
     async fn start(acts: Vec<Act>) -> Self {
+        Self::sequence(vec![acts]).await
+    }
+
+    /// Serves the n-th connection with the n-th script (the last one for
+    /// every connection after it).
+    async fn sequence(scripts: Vec<Vec<Act>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (disconnect_tx, disconnects) = mpsc::unbounded_channel();
         let recorded = Arc::clone(&requests);
         tokio::spawn(async move {
+            let mut n = 0;
             while let Ok((socket, _)) = listener.accept().await {
-                let acts = acts.clone();
+                let acts = scripts[n.min(scripts.len() - 1)].clone();
+                n += 1;
                 let recorded = Arc::clone(&recorded);
                 let disconnect_tx = disconnect_tx.clone();
                 tokio::spawn(async move {
@@ -358,18 +376,44 @@ async fn http_500_is_unavailable_and_not_retried() {
     let ai = upstream(&stub.url());
     let err = open_error(&ai).await;
     assert!(
-        matches!(&err, AiError::Unavailable(text) if text.contains("500")),
+        matches!(
+            &err,
+            AiError::Status {
+                status: 500,
+                retry_after: None
+            }
+        ),
         "{err:?}"
     );
+    assert!(err.retryable());
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(stub.requests().len(), 1);
 }
 
 #[tokio::test]
-async fn wrong_content_type_is_unavailable() {
+async fn wrong_content_type_is_a_rejection_no_retry_can_fix() {
     let stub = Stub::start(vec![plain_head("200 OK", "application/json")]).await;
     let err = open_error(&upstream(&stub.url())).await;
-    assert!(matches!(err, AiError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, AiError::Rejected(_)), "{err:?}");
+    assert!(!err.retryable());
+}
+
+#[tokio::test]
+async fn a_status_carries_its_retry_after() {
+    let stub = Stub::start(vec![Act::Write(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+            .to_owned(),
+    )])
+    .await;
+    let err = open_error(&upstream(&stub.url())).await;
+    assert_eq!(
+        err,
+        AiError::Status {
+            status: 429,
+            retry_after: Some(Duration::from_secs(7))
+        }
+    );
 }
 
 #[tokio::test]
@@ -537,4 +581,404 @@ fn default_timeouts() {
     assert_eq!(t.connect, Duration::from_secs(5));
     assert_eq!(t.first_token, Duration::from_secs(30));
     assert_eq!(t.idle, Duration::from_secs(30));
+}
+
+// ------------------------------------------------- retries, breaker, fallback
+
+fn status_head(status: &str, extra_headers: &str) -> Act {
+    Act::Write(format!(
+        "HTTP/1.1 {status}\r\n{extra_headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
+}
+
+fn answer(text: &str) -> Vec<Act> {
+    vec![sse_head(), role_only(), delta(text), done()]
+}
+
+/// Everything the decorators told their observer, in order.
+#[derive(Default)]
+struct Seen(Mutex<Vec<String>>);
+
+impl Seen {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl UpstreamObserver for Seen {
+    fn attempt(&self, role: &'static str, outcome: AttemptOutcome, retried: bool) {
+        let then = if retried { "retried" } else { "final" };
+        let line = format!("{role} {} {then}", outcome.label());
+        self.0.lock().unwrap().push(line);
+    }
+    fn skipped(&self, role: &'static str) {
+        self.0.lock().unwrap().push(format!("{role} skipped"));
+    }
+    fn circuit_changed(&self, role: &'static str, state: CircuitState) {
+        let line = format!("{role} circuit {}", state.as_str());
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+struct Resilience {
+    retries: u32,
+    budget_ms: u64,
+    breaker: Option<(u32, u64)>,
+}
+
+const RETRY_TWICE: Resilience = Resilience {
+    retries: 2,
+    budget_ms: 5_000,
+    breaker: None,
+};
+
+fn resilient(
+    role: &'static str,
+    model: UpstreamAi,
+    how: Resilience,
+    seen: &Arc<Seen>,
+) -> Arc<ResilientAi> {
+    let provider = model.provider();
+    Arc::new(ResilientAi::new(
+        Arc::new(model),
+        UpstreamLabel { role, provider },
+        RetryPolicy {
+            max_retries: how.retries,
+            backoff: Duration::from_millis(20),
+            budget: Duration::from_millis(how.budget_ms),
+        },
+        how.breaker.map(|(failures, cooldown_ms)| BreakerSettings {
+            failures,
+            cooldown: Duration::from_millis(cooldown_ms),
+        }),
+        seen.clone(),
+    ))
+}
+
+async fn answer_of(ai: &dyn AiModel) -> Vec<Result<String, AiError>> {
+    match within(10_000, ai.stream(request())).await {
+        Ok(stream) => drain(stream).await,
+        Err(e) => vec![Err(e)],
+    }
+}
+
+#[tokio::test]
+async fn a_503_is_retried_and_the_next_attempt_answers() {
+    let stub = Stub::sequence(vec![
+        vec![status_head("503 Service Unavailable", "")],
+        answer("hello"),
+    ])
+    .await;
+    let seen = Arc::new(Seen::default());
+    let ai = resilient("primary", upstream(&stub.url()), RETRY_TWICE, &seen);
+    assert_eq!(answer_of(ai.as_ref()).await, [Ok("hello".to_owned())]);
+    assert_eq!(stub.requests().len(), 2);
+    assert_eq!(
+        seen.take(),
+        ["primary status_5xx retried", "primary ok final"]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_until_the_retries_run_out() {
+    let seen = Arc::new(Seen::default());
+    let ai = resilient(
+        "primary",
+        upstream(&closed_port_url().await),
+        RETRY_TWICE,
+        &seen,
+    );
+    let items = answer_of(ai.as_ref()).await;
+    assert!(
+        matches!(items.as_slice(), [Err(AiError::Unavailable(_))]),
+        "{items:?}"
+    );
+    assert_eq!(
+        seen.take(),
+        [
+            "primary refused retried",
+            "primary refused retried",
+            "primary refused final"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_429_waits_for_its_retry_after() {
+    let stub = Stub::sequence(vec![
+        vec![status_head("429 Too Many Requests", "Retry-After: 1\r\n")],
+        answer("at last"),
+    ])
+    .await;
+    let seen = Arc::new(Seen::default());
+    let ai = resilient("primary", upstream(&stub.url()), RETRY_TWICE, &seen);
+    let started = Instant::now();
+    assert_eq!(answer_of(ai.as_ref()).await, [Ok("at last".to_owned())]);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(1_000), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(3_000), "{elapsed:?}");
+    assert_eq!(stub.requests().len(), 2);
+    assert_eq!(
+        seen.take(),
+        ["primary status_429 retried", "primary ok final"]
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_first_token_deadline_fails_at_once() {
+    let stub = Stub::start(vec![status_head(
+        "429 Too Many Requests",
+        "Retry-After: 60\r\n",
+    )])
+    .await;
+    let seen = Arc::new(Seen::default());
+    let ai = resilient("primary", upstream(&stub.url()), RETRY_TWICE, &seen);
+    let started = Instant::now();
+    let items = answer_of(ai.as_ref()).await;
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+    assert_eq!(
+        items,
+        [Err(AiError::Status {
+            status: 429,
+            retry_after: Some(Duration::from_secs(60))
+        })]
+    );
+    assert!(items[0].as_ref().unwrap_err().retryable());
+    assert_eq!(stub.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn nothing_is_retried_once_a_token_has_arrived() {
+    // Every connection would answer; the cut after "a" must not be re-asked.
+    let stub = Stub::start(vec![sse_head(), delta("a")]).await;
+    let seen = Arc::new(Seen::default());
+    let ai = resilient("primary", upstream(&stub.url()), RETRY_TWICE, &seen);
+    let items = answer_of(ai.as_ref()).await;
+    assert_eq!(
+        items,
+        [
+            Ok("a".to_owned()),
+            Err(AiError::Protocol("stream ended before [DONE]".to_owned()))
+        ]
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stub.requests().len(), 1, "the prompt was posted again");
+    assert_eq!(seen.take(), ["primary ok final"]);
+}
+
+#[tokio::test]
+async fn an_opened_stream_and_a_plain_500_are_never_asked_again() {
+    // The upstream took the request but sent no token in time.
+    let stub = Stub::start(vec![sse_head(), Act::Sleep(Duration::from_secs(30))]).await;
+    let seen = Arc::new(Seen::default());
+    let slow = UpstreamAi::new(&stub.url(), timeouts(2_000, 300, 5_000)).unwrap();
+    let ai = resilient("primary", slow, RETRY_TWICE, &seen);
+    let items = answer_of(ai.as_ref()).await;
+    assert!(
+        matches!(items.as_slice(), [Err(AiError::Timeout(_))]),
+        "{items:?}"
+    );
+    assert_eq!(stub.requests().len(), 1);
+    assert_eq!(seen.take(), ["primary timeout final"]);
+
+    let stub = Stub::start(vec![status_head("500 Internal Server Error", "")]).await;
+    let ai = resilient("primary", upstream(&stub.url()), RETRY_TWICE, &seen);
+    answer_of(ai.as_ref()).await;
+    assert_eq!(stub.requests().len(), 1);
+    assert_eq!(seen.take(), ["primary status_5xx final"]);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_n_failed_chats_and_one_probe_closes_it() {
+    let down = vec![status_head("503 Service Unavailable", "")];
+    let slow_answer = vec![sse_head(), sleep_ms(300), delta("back"), done()];
+    let stub = Stub::sequence(vec![down.clone(), down, slow_answer]).await;
+    let seen = Arc::new(Seen::default());
+    let how = Resilience {
+        retries: 0,
+        budget_ms: 5_000,
+        breaker: Some((2, 500)),
+    };
+    let ai = resilient("primary", upstream(&stub.url()), how, &seen);
+    let circuit = || ai.upstreams()[0].circuit;
+
+    for _ in 0..2 {
+        let items = answer_of(ai.as_ref()).await;
+        assert!(matches!(
+            items.as_slice(),
+            [Err(AiError::Status { status: 503, .. })]
+        ));
+    }
+    assert_eq!(circuit(), CircuitState::Open);
+    // Open: the chat fails at once, and the upstream is not asked.
+    let started = Instant::now();
+    assert_eq!(answer_of(ai.as_ref()).await, [Err(AiError::CircuitOpen)]);
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert_eq!(stub.requests().len(), 2);
+
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert_eq!(circuit(), CircuitState::HalfOpen);
+    let probe = within(5_000, ai.stream(request())).await.unwrap();
+    let probe = tokio::spawn(drain(probe));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // One probe at a time: the others still skip while it runs.
+    assert_eq!(answer_of(ai.as_ref()).await, [Err(AiError::CircuitOpen)]);
+    assert_eq!(probe.await.unwrap(), [Ok("back".to_owned())]);
+    assert_eq!(circuit(), CircuitState::Closed);
+    assert_eq!(stub.requests().len(), 3);
+    assert_eq!(
+        seen.take(),
+        [
+            "primary status_5xx final",
+            "primary status_5xx final",
+            "primary circuit open",
+            "primary skipped",
+            "primary circuit half_open",
+            "primary skipped",
+            "primary ok final",
+            "primary circuit closed",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_fallback_answers_when_the_primary_fails_before_its_first_token() {
+    let backup = Stub::start(answer("from the fallback")).await;
+    let seen = Arc::new(Seen::default());
+    let primary = resilient(
+        "primary",
+        upstream(&closed_port_url().await),
+        Resilience {
+            retries: 1,
+            budget_ms: 5_000,
+            breaker: None,
+        },
+        &seen,
+    );
+    let fallback = resilient("fallback", upstream(&backup.url()), RETRY_TWICE, &seen);
+    let ai = FallbackAi::new(primary, fallback);
+    assert_eq!(answer_of(&ai).await, [Ok("from the fallback".to_owned())]);
+    assert_eq!(backup.requests().len(), 1);
+    assert_eq!(
+        seen.take(),
+        [
+            "primary refused retried",
+            "primary refused final",
+            "fallback ok final"
+        ]
+    );
+    let roles: Vec<_> = ai.upstreams().iter().map(|u| u.role).collect();
+    assert_eq!(roles, ["primary", "fallback"]);
+}
+
+#[tokio::test]
+async fn the_fallback_answers_at_once_while_the_primary_circuit_is_open() {
+    let broken = Stub::start(vec![status_head("502 Bad Gateway", "")]).await;
+    let backup = Stub::start(answer("backup")).await;
+    let seen = Arc::new(Seen::default());
+    let how = Resilience {
+        retries: 0,
+        budget_ms: 5_000,
+        breaker: Some((1, 60_000)),
+    };
+    let primary = resilient("primary", upstream(&broken.url()), how, &seen);
+    let fallback = resilient("fallback", upstream(&backup.url()), RETRY_TWICE, &seen);
+    let ai = FallbackAi::new(primary, fallback);
+    for _ in 0..3 {
+        assert_eq!(answer_of(&ai).await, [Ok("backup".to_owned())]);
+    }
+    assert_eq!(broken.requests().len(), 1, "the open primary was skipped");
+    assert_eq!(backup.requests().len(), 3);
+    assert_eq!(ai.upstreams()[0].circuit, CircuitState::Open);
+    assert_eq!(ai.upstreams()[1].circuit, CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn no_fallback_once_the_primary_has_sent_a_token() {
+    let primary_stub = Stub::start(vec![sse_head(), delta("half")]).await;
+    let backup = Stub::start(answer("backup")).await;
+    let seen = Arc::new(Seen::default());
+    let primary = resilient("primary", upstream(&primary_stub.url()), RETRY_TWICE, &seen);
+    let fallback = resilient("fallback", upstream(&backup.url()), RETRY_TWICE, &seen);
+    let items = answer_of(&FallbackAi::new(primary, fallback)).await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0], Ok("half".to_owned()));
+    assert!(matches!(items[1], Err(AiError::Protocol(_))));
+    assert_eq!(backup.requests().len(), 0);
+}
+
+#[tokio::test]
+async fn when_both_fail_the_client_hears_the_failure_worth_retrying() {
+    let refusing = Stub::start(vec![status_head("401 Unauthorized", "")]).await;
+    let seen = Arc::new(Seen::default());
+    let primary = resilient(
+        "primary",
+        upstream(&closed_port_url().await),
+        Resilience {
+            retries: 0,
+            budget_ms: 5_000,
+            breaker: None,
+        },
+        &seen,
+    );
+    let fallback = resilient("fallback", upstream(&refusing.url()), RETRY_TWICE, &seen);
+    let items = answer_of(&FallbackAi::new(primary, fallback)).await;
+    assert!(
+        matches!(items.as_slice(), [Err(AiError::Unavailable(_))]),
+        "the primary's outage, not the fallback's 401: {items:?}"
+    );
+    assert_eq!(
+        seen.take(),
+        ["primary refused final", "fallback status_4xx final"]
+    );
+}
+
+#[tokio::test]
+async fn openai_posts_chat_completions_with_the_bearer_key() {
+    let stub = Stub::start(answer("hi from openai")).await;
+    let settings = OpenAiSettings {
+        api_key: Some("sk-test-123".to_owned()),
+        model: "gpt-test".to_owned(),
+        system_prompt: Some("You are terse.".to_owned()),
+    };
+    let ai = UpstreamAi::openai(
+        &format!("{}/v1", stub.url()),
+        settings,
+        timeouts(2_000, 5_000, 5_000),
+    )
+    .unwrap();
+    assert_eq!(answer_of(&ai).await, [Ok("hi from openai".to_owned())]);
+    let req = &stub.requests()[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/v1/chat/completions");
+    assert_eq!(req.header("authorization"), Some("Bearer sk-test-123"));
+    assert_eq!(req.header("accept"), Some("text/event-stream"));
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "model": "gpt-test",
+            "stream": true,
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "first question"},
+                {"role": "assistant", "content": "first answer"},
+                {"role": "user", "content": "second question"},
+                {"role": "user", "content": PROMPT},
+            ],
+        })
+    );
+}
+
+#[tokio::test]
+async fn openai_without_a_key_sends_no_authorization() {
+    let stub = Stub::start(answer("local")).await;
+    let settings = OpenAiSettings {
+        api_key: None,
+        model: "llama3".to_owned(),
+        system_prompt: None,
+    };
+    let ai = UpstreamAi::openai(&stub.url(), settings, timeouts(2_000, 5_000, 5_000)).unwrap();
+    assert_eq!(answer_of(&ai).await, [Ok("local".to_owned())]);
+    assert_eq!(stub.requests()[0].header("authorization"), None);
 }

@@ -22,7 +22,7 @@ use super::limits::{ChatPermit, ConnectionPermit, Limited, Limits, Slot};
 use super::ports::{
     AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog, GenerationRegistry,
     LiveDelivery, LogSlice, SessionCounts, SessionStore, SessionStoreError, SharedEvent,
-    StartOutcome, Stats, StatsSnapshot,
+    StartOutcome, Stats, StatsSnapshot, UpstreamState,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::{
@@ -540,6 +540,11 @@ impl ChatService {
     /// What the AI side looks like to `/health`.
     pub async fn ai_health(&self) -> AiHealth {
         self.inner.ai.health().await
+    }
+
+    /// The AI upstreams and their circuit breakers, without waiting on any.
+    pub fn ai_upstreams(&self) -> Vec<UpstreamState> {
+        self.inner.ai.upstreams()
     }
 
     /// True once shutdown began: chats are refused, running answers finish.

@@ -184,9 +184,16 @@ fn failed(e: AiError, message_id: &crate::domain::MessageId) -> GenerationFailur
 /// How the conversation records a failed generation.
 pub(super) fn failure_of(e: &ChatError) -> GenerationFailure {
     match e {
-        ChatError::Ai(AiError::Unavailable(_)) => GenerationFailure::AiUnavailable,
         ChatError::Ai(AiError::Timeout(_)) => GenerationFailure::AiTimeout,
         ChatError::Ai(AiError::Protocol(_)) => GenerationFailure::AiStreamError,
+        ChatError::Ai(
+            e @ (AiError::Unavailable(_)
+            | AiError::Status { .. }
+            | AiError::Rejected(_)
+            | AiError::CircuitOpen),
+        ) => GenerationFailure::AiUnavailable {
+            retryable: e.retryable(),
+        },
         ChatError::SessionGone => GenerationFailure::SessionExpired,
         ChatError::SessionStore(_) | ChatError::Conversation(_) => {
             GenerationFailure::SessionStoreUnavailable

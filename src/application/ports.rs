@@ -273,11 +273,29 @@ pub trait SessionStore: Send + Sync {
 /// These carry text rather than a boxed source: most are not driver errors at
 /// all (a status code, a malformed event), and the adapter already flattens a
 /// transport error's whole chain into the text, which stays cheap to clone.
+/// The variants are fine-grained because retries, the circuit breaker and the
+/// client's `retryable` hint each decide differently on them.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum AiError {
-    /// Could not connect, or the upstream answered with a non-success status.
+    /// Could not connect (refused, reset, DNS), the connection closed before
+    /// an answer, or the upstream reported an error inside its stream.
     #[error("AI service unavailable: {0}")]
     Unavailable(String),
+    /// The upstream answered with a non-success HTTP status; `retry_after` is
+    /// its `Retry-After`, when it sent one.
+    #[error("AI service answered HTTP {status}")]
+    Status {
+        status: u16,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The upstream answered in a way that asking again cannot fix: a success
+    /// status without an event stream.
+    #[error("AI service refused the request: {0}")]
+    Rejected(String),
+    /// The upstream was not asked: its circuit breaker is open after repeated
+    /// failures.
+    #[error("AI service skipped: its circuit breaker is open")]
+    CircuitOpen,
     /// No answer within the connect, first-token or idle timeout.
     #[error("AI service timed out: {0}")]
     Timeout(String),
@@ -285,6 +303,22 @@ pub enum AiError {
     /// ended the stream without its terminating `[DONE]`.
     #[error("AI service sent an invalid stream: {0}")]
     Protocol(String),
+}
+
+impl AiError {
+    /// Whether the same chat, sent again later, may get an answer: true for
+    /// outages, overload, timeouts and an open breaker; false for refusals of
+    /// this request (a 4xx other than 408 and 429, no event stream) and for
+    /// broken streams.
+    pub fn retryable(&self) -> bool {
+        match self {
+            AiError::Unavailable(_) | AiError::Timeout(_) | AiError::CircuitOpen => true,
+            AiError::Status { status, .. } => {
+                !(400..500).contains(status) || matches!(status, 408 | 429)
+            }
+            AiError::Rejected(_) | AiError::Protocol(_) => false,
+        }
+    }
 }
 
 /// Everything the AI needs to answer one query.
@@ -313,18 +347,119 @@ pub enum AiHealth {
     Unreachable,
 }
 
-/// A source of streamed AI answers: the real upstream over SSE, or the echo model.
+/// Where an upstream's circuit breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Chats go to the upstream.
+    Closed,
+    /// Chats skip the upstream (`ai_unavailable` at once, or the fallback)
+    /// until the cooldown ends.
+    Open,
+    /// The cooldown is over: the next chat is the probe that closes or reopens it.
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// One configured upstream as `/health` (and later metrics) show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamState {
+    /// `primary` or `fallback`.
+    pub role: &'static str,
+    /// `fastapi` or `openai`.
+    pub provider: &'static str,
+    pub circuit: CircuitState,
+}
+
+/// A source of streamed AI answers: the real upstream over SSE, the echo
+/// model, or a decorator adding retries, a circuit breaker or a fallback.
 ///
 /// # Errors
 /// `stream` returns `Err` when the answer cannot start (connection refused or
-/// timed out, non-2xx status); everything after that, including the first-token
-/// and idle timeouts, arrives as an `Err` item that ends the stream.
+/// timed out, non-2xx status, an open circuit breaker); everything after that,
+/// including the first-token and idle timeouts, arrives as an `Err` item that
+/// ends the stream. A decorator MAY also report a failure to start as the
+/// first item, so callers treat both alike. An adapter MUST send each attempt
+/// as exactly one request, never re-posting an answer that has begun.
+///
+/// `upstreams` lists the upstreams behind this model with their breakers'
+/// states (empty for the echo model and a bare adapter); it never blocks.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait AiModel: Send + Sync {
     async fn stream(&self, request: AiRequest) -> Result<TokenStream, AiError>;
     async fn health(&self) -> AiHealth;
+    fn upstreams(&self) -> Vec<UpstreamState>;
 }
+
+/// What became of one request to an upstream, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The first token arrived (or a complete, empty answer).
+    Ok,
+    /// No connection, or it closed before the response headers.
+    Refused,
+    /// A non-success HTTP status.
+    Status(u16),
+    /// The connect or first-token timeout.
+    Timeout,
+    /// The upstream reported an error in its stream before the first token.
+    Reported,
+    /// No event stream, a malformed event, or an end before the first token.
+    Protocol,
+}
+
+impl AttemptOutcome {
+    /// A label for a metric: `ok`, `refused`, `status_4xx`, `status_429`,
+    /// `status_5xx`, `timeout`, `reported` or `protocol_error`.
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Refused => "refused",
+            AttemptOutcome::Status(429) => "status_429",
+            AttemptOutcome::Status(s) if (400..500).contains(&s) => "status_4xx",
+            AttemptOutcome::Status(_) => "status_5xx",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::Reported => "reported",
+            AttemptOutcome::Protocol => "protocol_error",
+        }
+    }
+}
+
+/// Hears what the resilience decorators do, so it can be counted. Called on
+/// the chat's path: implementations must be quick and must not block.
+///
+/// # Errors
+/// None: observing never fails.
+pub trait UpstreamObserver: Send + Sync {
+    /// One request to the `role` upstream ended as `outcome`; `retried` says
+    /// another attempt follows for the same chat.
+    fn attempt(&self, role: &'static str, outcome: AttemptOutcome, retried: bool) {
+        let _ = (role, outcome, retried);
+    }
+    /// A chat skipped the `role` upstream because its breaker is open.
+    fn skipped(&self, role: &'static str) {
+        let _ = role;
+    }
+    /// The `role` upstream's breaker moved to `state`.
+    fn circuit_changed(&self, role: &'static str, state: CircuitState) {
+        let _ = (role, state);
+    }
+}
+
+/// An observer that ignores everything (until a metrics adapter listens).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl UpstreamObserver for NoObserver {}
 
 // ---------------------------------------------------------------- stats
 

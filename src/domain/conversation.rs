@@ -56,7 +56,13 @@ impl fmt::Display for ClientMessageId {
 /// Why a generation failed, as the conversation records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenerationFailure {
-    AiUnavailable,
+    /// The AI could not answer; `retryable` says whether the same chat sent
+    /// again later may succeed (an outage, an open breaker) or not (the
+    /// upstream refused this request).
+    AiUnavailable {
+        retryable: bool,
+    },
+    /// The AI answered too slowly; trying again later may help.
     AiTimeout,
     AiStreamError,
     /// The session vanished from the store while the answer ran.
@@ -64,6 +70,21 @@ pub enum GenerationFailure {
     SessionStoreUnavailable,
     /// The instance running it disappeared; another instance ended it.
     Interrupted,
+}
+
+impl GenerationFailure {
+    /// The `retryable` hint of the failures that carry one (`ai_unavailable`,
+    /// `ai_timeout`); `None` for the rest.
+    pub fn retryable(self) -> Option<bool> {
+        match self {
+            GenerationFailure::AiUnavailable { retryable } => Some(retryable),
+            GenerationFailure::AiTimeout => Some(true),
+            GenerationFailure::AiStreamError
+            | GenerationFailure::SessionExpired
+            | GenerationFailure::SessionStoreUnavailable
+            | GenerationFailure::Interrupted => None,
+        }
+    }
 }
 
 /// Something that happened in a conversation.

@@ -523,19 +523,31 @@ pub fn is_iso_millis(s: &str) -> bool {
 
 // ------------------------------------------------------------ upstream stub
 
-/// A real HTTP server speaking the AI service's SSE protocol. What it answers
-/// depends on the query, so one stub serves every scenario:
+/// A real HTTP server speaking the AI service's SSE protocol, both as the
+/// FastAPI service (`POST /api/v1/chat/ai-response`, the query in `query`) and
+/// as an OpenAI-compatible one (`POST /v1/chat/completions`, the query in the
+/// last message). What it answers depends on the query, so one stub serves
+/// every scenario:
+/// - `status:NNN`: HTTP NNN before any event, every time;
+/// - `flaky:N`: HTTP 503 for the first N requests with this query, then the default;
+/// - `busy:S`: HTTP 429 with `Retry-After: S` for the first request with this
+///   query, then the default;
 /// - `fail-before`: HTTP 500 before any event;
 /// - `fail-during`: two tokens, then the connection closes without `[DONE]`;
 /// - `big:N`: one delta of N bytes (`x` repeated), then `[DONE]`;
 /// - `endless`: a token every 50 ms until the client goes away;
 /// - `slow:N`: N tokens 50 ms apart, then `[DONE]`; `fast:N`: 5 ms apart;
 /// - anything else: `Reply to: <query>` word by word, then `[DONE]`.
+///
+/// [`Upstream::set_down`] answers every request with that status instead.
 pub struct Upstream {
     pub url: String,
     pub requests: Arc<Mutex<Vec<Value>>>,
     /// How many `endless` or `slow` streams were dropped by the client before finishing.
     pub aborted: Arc<AtomicUsize>,
+    /// The `Authorization` header of each request, in order (`None`: absent).
+    pub authorizations: Arc<Mutex<Vec<Option<String>>>>,
+    down: Arc<std::sync::atomic::AtomicU16>,
     _server: tokio::task::JoinHandle<()>,
 }
 
@@ -545,12 +557,17 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let aborted = Arc::new(AtomicUsize::new(0));
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let down = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let state = StubState {
             requests: requests.clone(),
             aborted: aborted.clone(),
+            authorizations: authorizations.clone(),
+            down: down.clone(),
         };
         let app = Route::new()
             .at("/api/v1/chat/ai-response", post(ai_response))
+            .at("/v1/chat/completions", post(chat_completions))
             .at("/", poem::get(stub_root))
             .data(state);
         let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).unwrap();
@@ -561,8 +578,20 @@ impl Upstream {
             url: format!("http://{addr}"),
             requests,
             aborted,
+            authorizations,
+            down,
             _server: server,
         }
+    }
+
+    /// The OpenAI-compatible base URL (`OPENAI_BASE_URL`).
+    pub fn openai_url(&self) -> String {
+        format!("{}/v1", self.url)
+    }
+
+    /// From now on every request gets `status` (`None`: back to normal).
+    pub fn set_down(&self, status: Option<u16>) {
+        self.down.store(status.unwrap_or(0), Ordering::SeqCst);
     }
 
     pub fn request_count(&self) -> usize {
@@ -592,6 +621,75 @@ impl Upstream {
 struct StubState {
     requests: Arc<Mutex<Vec<Value>>>,
     aborted: Arc<AtomicUsize>,
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
+    down: Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl StubState {
+    /// Records the request; returns how many earlier ones had the same query.
+    fn record(&self, body: &Value, query: &str, headers: &poem::http::HeaderMap) -> usize {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.authorizations.lock().unwrap().push(auth);
+        let mut requests = self.requests.lock().unwrap();
+        let earlier = requests.iter().filter(|r| query_of(r) == query).count();
+        requests.push(body.clone());
+        earlier
+    }
+}
+
+/// The query of a recorded request, in either contract.
+fn query_of(body: &Value) -> &str {
+    body["query"]
+        .as_str()
+        .or_else(|| body["messages"].as_array()?.last()?["content"].as_str())
+        .unwrap_or_default()
+}
+
+fn status_response(status: u16, retry_after: Option<&str>) -> Response {
+    let mut builder = Response::builder().status(poem::http::StatusCode::from_u16(status).unwrap());
+    if let Some(secs) = retry_after {
+        builder = builder.header("Retry-After", secs);
+    }
+    builder.body("{\"error\":\"stub says no\"}")
+}
+
+/// The status a scripted query (`status:`, `flaky:`, `busy:`) or the down
+/// switch answers this request with, if any.
+fn scripted_failure(state: &StubState, query: &str, earlier: usize) -> Option<Response> {
+    let down = state.down.load(Ordering::SeqCst);
+    if down != 0 {
+        return Some(status_response(down, None));
+    }
+    if let Some(code) = query.strip_prefix("status:").and_then(|c| c.parse().ok()) {
+        return Some(status_response(code, None));
+    }
+    if let Some(n) = query
+        .strip_prefix("flaky:")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        return (earlier < n).then(|| status_response(503, None));
+    }
+    if let Some(secs) = query.strip_prefix("busy:") {
+        return (earlier == 0).then(|| status_response(429, Some(secs)));
+    }
+    None
+}
+
+#[handler]
+async fn chat_completions(
+    Json(body): Json<Value>,
+    headers: &poem::http::HeaderMap,
+    state: poem::web::Data<&StubState>,
+) -> Response {
+    let query = query_of(&body).to_owned();
+    let earlier = state.record(&body, &query, headers);
+    if let Some(failure) = scripted_failure(&state, &query, earlier) {
+        return failure;
+    }
+    answer(&query, &state)
 }
 
 /// Counts a stream as aborted if it is dropped before it finished.
@@ -621,9 +719,22 @@ fn stub_root() -> &'static str {
 }
 
 #[handler]
-async fn ai_response(Json(body): Json<Value>, state: poem::web::Data<&StubState>) -> Response {
-    state.requests.lock().unwrap().push(body.clone());
-    let query = body["query"].as_str().unwrap_or_default().to_owned();
+async fn ai_response(
+    Json(body): Json<Value>,
+    headers: &poem::http::HeaderMap,
+    state: poem::web::Data<&StubState>,
+) -> Response {
+    let query = query_of(&body).to_owned();
+    let earlier = state.record(&body, &query, headers);
+    if let Some(failure) = scripted_failure(&state, &query, earlier) {
+        return failure;
+    }
+    answer(&query, &state)
+}
+
+/// The SSE answer to `query` (or the status of `fail-before`).
+fn answer(query: &str, state: &StubState) -> Response {
+    let query = query.to_owned();
     let sse = |stream: futures_util::stream::BoxStream<'static, Result<String, std::io::Error>>| {
         Response::builder()
             .content_type("text/event-stream")

@@ -236,7 +236,12 @@ impl From<&AuthError> for ErrorCode {
 impl From<&ChatError> for ErrorCode {
     fn from(e: &ChatError) -> Self {
         match e {
-            ChatError::Ai(AiError::Unavailable(_)) => Self::AiUnavailable,
+            ChatError::Ai(
+                AiError::Unavailable(_)
+                | AiError::Status { .. }
+                | AiError::Rejected(_)
+                | AiError::CircuitOpen,
+            ) => Self::AiUnavailable,
             ChatError::Ai(AiError::Timeout(_)) => Self::AiTimeout,
             ChatError::Ai(AiError::Protocol(_)) => Self::AiStreamError,
             ChatError::SessionGone => Self::SessionExpired,
@@ -251,7 +256,7 @@ impl From<&ChatError> for ErrorCode {
 impl From<GenerationFailure> for ErrorCode {
     fn from(f: GenerationFailure) -> Self {
         match f {
-            GenerationFailure::AiUnavailable => Self::AiUnavailable,
+            GenerationFailure::AiUnavailable { .. } => Self::AiUnavailable,
             GenerationFailure::AiTimeout => Self::AiTimeout,
             GenerationFailure::AiStreamError => Self::AiStreamError,
             GenerationFailure::SessionExpired => Self::SessionExpired,

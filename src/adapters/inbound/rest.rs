@@ -119,6 +119,21 @@ struct HealthChecks {
     database: String,
     /// `ok` (upstream answers), `unreachable`, or `echo` (built-in model, no upstream).
     ai: String,
+    /// The configured AI upstreams, primary first, with their circuit
+    /// breakers (empty with the echo model).
+    upstreams: Vec<UpstreamHealth>,
+}
+
+/// One AI upstream and its circuit breaker.
+#[derive(Debug, Object)]
+struct UpstreamHealth {
+    /// `primary` or `fallback`.
+    role: String,
+    /// `fastapi` or `openai`.
+    provider: String,
+    /// `closed` (chats go to it), `open` (chats skip it: `ai_unavailable` at
+    /// once, or the fallback) or `half_open` (the next chat probes it).
+    circuit: String,
 }
 
 /// Server health.
@@ -617,6 +632,16 @@ impl Api {
                     AiHealth::Unreachable => "unreachable",
                 }
                 .to_owned(),
+                upstreams: ctx
+                    .chat
+                    .ai_upstreams()
+                    .into_iter()
+                    .map(|u| UpstreamHealth {
+                        role: u.role.to_owned(),
+                        provider: u.provider.to_owned(),
+                        circuit: u.circuit.as_str().to_owned(),
+                    })
+                    .collect(),
             },
         };
         if database_ok {
@@ -834,8 +859,8 @@ mod tests {
     use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
     use crate::application::ports::MockRefreshTokenStore;
     use crate::application::ports::{
-        MockAiModel, MockPasswordHasher, MockSessionStore, MockStats, MockTokenService,
-        MockUserRepository, SessionStoreError, UserStoreError,
+        CircuitState, MockAiModel, MockPasswordHasher, MockSessionStore, MockStats,
+        MockTokenService, MockUserRepository, SessionStoreError, UpstreamState, UserStoreError,
     };
     use crate::application::{AccessPorts, ChatPorts};
     use crate::config::Config;
@@ -900,6 +925,13 @@ mod tests {
     async fn health_is_503_when_the_user_store_does_not_answer() {
         let mut ai = MockAiModel::new();
         ai.expect_health().returning(|| AiHealth::Unreachable);
+        ai.expect_upstreams().returning(|| {
+            vec![UpstreamState {
+                role: "primary",
+                provider: "openai",
+                circuit: CircuitState::Open,
+            }]
+        });
         let app = app(failing_users(), MockSessionStore::new(), ai).await;
         let cli = TestClient::new(app.endpoint());
         let resp = cli.get("/health").send().await;
@@ -907,7 +939,11 @@ mod tests {
         resp.assert_json(json!({
             "status": "unavailable",
             "uptimeSeconds": 0,
-            "checks": {"database": "unavailable", "ai": "unreachable"}
+            "checks": {
+                "database": "unavailable",
+                "ai": "unreachable",
+                "upstreams": [{"role": "primary", "provider": "openai", "circuit": "open"}]
+            }
         }))
         .await;
     }

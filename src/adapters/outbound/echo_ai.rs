@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::application::ports::{AiError, AiHealth, AiModel, AiRequest, TokenStream};
+use crate::application::ports::{
+    AiError, AiHealth, AiModel, AiRequest, TokenStream, UpstreamState,
+};
 
 /// Repeats the query back, one word at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,10 @@ impl AiModel for EchoAi {
 
     async fn health(&self) -> AiHealth {
         AiHealth::Echo
+    }
+
+    fn upstreams(&self) -> Vec<UpstreamState> {
+        Vec::new()
     }
 }
 

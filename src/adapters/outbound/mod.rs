@@ -2,6 +2,7 @@
 
 pub mod argon2_hasher;
 pub mod echo_ai;
+pub mod fallback_ai;
 pub mod jwt;
 pub mod memory_access;
 pub mod memory_conversations;
@@ -14,5 +15,6 @@ pub mod redis_conversations;
 pub mod redis_limiter;
 pub mod redis_manager;
 pub mod redis_sessions;
+pub mod resilient_ai;
 pub mod sqlite_users;
 pub mod upstream_ai;

@@ -1,20 +1,34 @@
 //! Outbound adapter: the real AI service, reached over HTTP and answering with
-//! an OpenAI-style server-sent event stream.
+//! an OpenAI-style server-sent event stream. Two request contracts share the
+//! stream reader: the FastAPI service's and OpenAI's chat completions (which
+//! vLLM, Ollama, LiteLLM and llama.cpp's server speak too). One `stream` call
+//! is one request; retries belong to the decorator around it.
 
 use std::error::Error as StdError;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use reqwest::{Client, StatusCode, Url};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{Client, RequestBuilder, Url};
 use reqwest_eventsource::{Error as EsError, Event, EventSource};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::application::ports::{AiError, AiHealth, AiModel, AiRequest, TokenStream};
+use crate::application::ports::{
+    AiError, AiHealth, AiModel, AiRequest, TokenStream, UpstreamState,
+};
 
-/// The path the upstream serves streamed answers on, below its base URL.
+/// The path the FastAPI service serves streamed answers on, below its base URL.
 const RESPONSE_PATH: &str = "/api/v1/chat/ai-response";
+
+/// The path of OpenAI's chat completions, below a base URL that includes the
+/// API version (`https://api.openai.com/v1`), as the OpenAI SDKs take it.
+const COMPLETIONS_PATH: &str = "/chat/completions";
+
+/// A `Retry-After` longer than this is read as this: it only decides whether
+/// a retry fits in the first-token deadline, and must not overflow a clock.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The probe is a liveness check, not a load test: give up quickly.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,18 +57,93 @@ impl Default for UpstreamTimeouts {
     }
 }
 
-/// The AI service at a base URL, answering `POST {base}/api/v1/chat/ai-response`.
+/// What an OpenAI-compatible upstream needs besides its base URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpenAiSettings {
+    /// Sent as `Authorization: Bearer`; local servers (Ollama, llama.cpp)
+    /// often need none.
+    pub api_key: Option<String>,
+    pub model: String,
+    /// Sent first, as the `system` message, when set.
+    pub system_prompt: Option<String>,
+}
+
+impl std::fmt::Debug for OpenAiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiSettings")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("model", &self.model)
+            .field(
+                "system_prompt",
+                &self.system_prompt.as_ref().map(String::len),
+            )
+            .finish()
+    }
+}
+
+/// The request contract an upstream speaks.
+#[derive(Debug, Clone)]
+enum Dialect {
+    /// `{query, user_id, session_id, context: {history}}`.
+    FastApi,
+    /// `{model, stream: true, messages}`, with the key as a header that
+    /// reqwest marks sensitive (never shown by `Debug` or a log).
+    OpenAi {
+        authorization: Option<HeaderValue>,
+        model: String,
+        system_prompt: Option<String>,
+    },
+}
+
+/// The AI service at a base URL: the FastAPI contract, answering
+/// `POST {base}/api/v1/chat/ai-response`, or an OpenAI-compatible one,
+/// answering `POST {base}/chat/completions`.
 #[derive(Debug, Clone)]
 pub struct UpstreamAi {
     client: Client,
     base_url: Url,
     endpoint: Url,
     timeouts: UpstreamTimeouts,
+    dialect: Dialect,
 }
 
 impl UpstreamAi {
-    /// Accepts an `http` or `https` base URL, with or without a trailing slash.
+    /// The FastAPI service. Accepts an `http` or `https` base URL, with or
+    /// without a trailing slash.
     pub fn new(base_url: &str, timeouts: UpstreamTimeouts) -> Result<Self, String> {
+        Self::build(base_url, RESPONSE_PATH, timeouts, Dialect::FastApi)
+    }
+
+    /// An OpenAI-compatible service; `base_url` includes the API version
+    /// (`https://api.openai.com/v1`, `http://localhost:11434/v1`).
+    pub fn openai(
+        base_url: &str,
+        settings: OpenAiSettings,
+        timeouts: UpstreamTimeouts,
+    ) -> Result<Self, String> {
+        let authorization = match settings.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::try_from(format!("Bearer {}", key.trim()))
+                    .map_err(|_| "the API key is not a valid header value".to_owned())?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let dialect = Dialect::OpenAi {
+            authorization,
+            model: settings.model,
+            system_prompt: settings.system_prompt,
+        };
+        Self::build(base_url, COMPLETIONS_PATH, timeouts, dialect)
+    }
+
+    fn build(
+        base_url: &str,
+        path: &str,
+        timeouts: UpstreamTimeouts,
+        dialect: Dialect,
+    ) -> Result<Self, String> {
         let base_url = Url::parse(base_url.trim())
             .map_err(|e| format!("invalid AI service URL {base_url:?}: {e}"))?;
         if !matches!(base_url.scheme(), "http" | "https") {
@@ -69,7 +158,7 @@ impl UpstreamAi {
         if base_url.query().is_some() || base_url.fragment().is_some() {
             return Err("AI service URL must not have a query or fragment".to_owned());
         }
-        let endpoint = format!("{}{RESPONSE_PATH}", base_url.as_str().trim_end_matches('/'));
+        let endpoint = format!("{}{path}", base_url.as_str().trim_end_matches('/'));
         let endpoint = Url::parse(&endpoint)
             .map_err(|e| format!("invalid AI service endpoint {endpoint:?}: {e}"))?;
 
@@ -86,15 +175,43 @@ impl UpstreamAi {
             base_url,
             endpoint,
             timeouts,
+            dialect,
         })
+    }
+
+    /// `fastapi` or `openai`, as `/health` names the provider.
+    pub fn provider(&self) -> &'static str {
+        match self.dialect {
+            Dialect::FastApi => "fastapi",
+            Dialect::OpenAi { .. } => "openai",
+        }
+    }
+
+    /// The POST of one answer, in this upstream's contract.
+    fn answer_request(&self, request: &AiRequest) -> RequestBuilder {
+        let post = self.client.post(self.endpoint.clone());
+        match &self.dialect {
+            Dialect::FastApi => post.json(&UpstreamRequest::from(request)),
+            Dialect::OpenAi {
+                authorization,
+                model,
+                system_prompt,
+            } => {
+                let body = CompletionRequest::new(model, system_prompt.as_deref(), request);
+                let post = post.json(&body);
+                match authorization {
+                    Some(value) => post.header(AUTHORIZATION, value.clone()),
+                    None => post,
+                }
+            }
+        }
     }
 }
 
 #[async_trait]
 impl AiModel for UpstreamAi {
     async fn stream(&self, request: AiRequest) -> Result<TokenStream, AiError> {
-        let body = UpstreamRequest::from(&request);
-        let builder = self.client.post(self.endpoint.clone()).json(&body);
+        let builder = self.answer_request(&request);
         let mut source = EventSource::new(builder)
             .map_err(|e| AiError::Unavailable(format!("cannot build request: {e}")))?;
         // The default policy re-POSTs the prompt forever whenever the stream
@@ -158,6 +275,11 @@ impl AiModel for UpstreamAi {
                 AiHealth::Unreachable
             }
         }
+    }
+
+    /// A bare adapter has no breaker; the resilience decorator reports it.
+    fn upstreams(&self) -> Vec<UpstreamState> {
+        Vec::new()
     }
 }
 
@@ -293,16 +415,31 @@ fn open_error(err: EsError) -> AiError {
         EsError::Transport(e) => {
             AiError::Unavailable(format!("cannot reach AI service: {}", describe(&e)))
         }
-        EsError::InvalidStatusCode(status, _) => AiError::Unavailable(status_text(status)),
-        EsError::InvalidContentType(content_type, _) => AiError::Unavailable(format!(
+        EsError::InvalidStatusCode(status, response) => AiError::Status {
+            status: status.as_u16(),
+            retry_after: retry_after(response.headers()),
+        },
+        EsError::InvalidContentType(content_type, _) => AiError::Rejected(format!(
             "AI service answered with content type {content_type:?}, not text/event-stream"
         )),
         other => AiError::Unavailable(format!("cannot open AI stream: {other}")),
     }
 }
 
-fn status_text(status: StatusCode) -> String {
-    format!("AI service answered HTTP {status}")
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110), at most
+/// [`MAX_RETRY_AFTER`]; a date in the past means "now".
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Why an open stream failed before `[DONE]`.
@@ -378,6 +515,41 @@ impl<'a> From<&'a AiRequest> for UpstreamRequest<'a> {
                     })
                     .collect(),
             },
+        }
+    }
+}
+
+/// OpenAI's chat completions request: the system prompt, the history and
+/// the query as one `messages` array.
+#[derive(Serialize)]
+struct CompletionRequest<'a> {
+    model: &'a str,
+    stream: bool,
+    messages: Vec<UpstreamMessage<'a>>,
+}
+
+impl<'a> CompletionRequest<'a> {
+    fn new(model: &'a str, system_prompt: Option<&'a str>, request: &'a AiRequest) -> Self {
+        let system = system_prompt.map(|content| UpstreamMessage {
+            role: "system",
+            content,
+        });
+        let history = request.history.iter().map(|m| UpstreamMessage {
+            role: m.role.as_str(),
+            content: &m.content,
+        });
+        let query = UpstreamMessage {
+            role: "user",
+            content: &request.query,
+        };
+        Self {
+            model,
+            stream: true,
+            messages: system
+                .into_iter()
+                .chain(history)
+                .chain(std::iter::once(query))
+                .collect(),
         }
     }
 }
@@ -460,5 +632,88 @@ mod tests {
         assert!(UpstreamAi::new("localhost:8000", t).is_err());
         assert!(UpstreamAi::new("not a url", t).is_err());
         assert!(UpstreamAi::new("", t).is_err());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert_eq!(retry_after(&headers("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&headers(" 0 ")), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers("99999999")), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        let soon = (chrono::Utc::now() + chrono::Duration::seconds(30))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let wait = retry_after(&headers(&soon)).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(retry_after(&headers("soon")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn openai_requests_carry_the_model_and_the_whole_conversation() {
+        use crate::domain::{ChatMessage, Role, SessionId, UserId};
+        let request = AiRequest {
+            query: "and now?".into(),
+            user_id: UserId::parse("u1").unwrap(),
+            session_id: SessionId::generate(),
+            history: vec![
+                ChatMessage {
+                    role: Role::User,
+                    content: "hi".into(),
+                    timestamp: chrono::Utc::now(),
+                },
+                ChatMessage {
+                    role: Role::Assistant,
+                    content: "hello".into(),
+                    timestamp: chrono::Utc::now(),
+                },
+            ],
+        };
+        let body =
+            serde_json::to_value(CompletionRequest::new("m1", Some("be brief"), &request)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"model": "m1", "stream": true, "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "and now?"},
+            ]})
+        );
+        let body = serde_json::to_value(CompletionRequest::new("m1", None, &request)).unwrap();
+        assert_eq!(body["messages"][0]["role"], "user");
+    }
+
+    #[test]
+    fn openai_endpoint_and_a_key_that_never_shows() {
+        let settings = OpenAiSettings {
+            api_key: Some("sk-TOPSECRET".into()),
+            model: "gpt-x".into(),
+            system_prompt: None,
+        };
+        assert!(!format!("{settings:?}").contains("TOPSECRET"));
+        let t = UpstreamTimeouts::default();
+        let ai = UpstreamAi::openai("https://api.example.com/v1/", settings, t).unwrap();
+        assert_eq!(
+            ai.endpoint.as_str(),
+            "https://api.example.com/v1/chat/completions"
+        );
+        assert_eq!(ai.provider(), "openai");
+        assert!(!format!("{ai:?}").contains("TOPSECRET"), "{ai:?}");
+        assert_eq!(
+            UpstreamAi::new("http://h", t).unwrap().provider(),
+            "fastapi"
+        );
     }
 }

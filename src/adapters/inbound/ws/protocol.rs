@@ -301,6 +301,10 @@ enum EventMessage<'a> {
         code: ErrorCode,
         message: &'a str,
         message_id: &'a str,
+        /// With `ai_unavailable` and `ai_timeout`: whether sending the chat
+        /// again later may help.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retryable: Option<bool>,
         timestamp: String,
     },
     #[serde(rename_all = "camelCase")]
@@ -368,6 +372,7 @@ fn event_message(logged: &LoggedEvent) -> EventMessage<'_> {
                 code,
                 message: code.message(),
                 message_id: message_id.as_str(),
+                retryable: failure.retryable(),
                 timestamp,
             }
         }
@@ -507,5 +512,32 @@ mod tests {
         assert_eq!(event_value(&end)["status"], "completed");
         let err = Reply::error(ErrorCode::InvalidJson, None).to_json();
         assert!(!err.contains("messageId"), "{err}");
+    }
+
+    #[test]
+    fn ai_failures_say_whether_trying_again_can_help() {
+        use crate::domain::conversation::GenerationFailure;
+        let failed = |failure| LoggedEvent {
+            seq: 3,
+            at: chrono::Utc::now(),
+            event: ConversationEvent::GenerationFailed {
+                message_id: MessageId::parse("msg_1").unwrap(),
+                failure,
+            },
+        };
+        let v = event_value(&failed(GenerationFailure::AiUnavailable {
+            retryable: false,
+        }));
+        assert_eq!(v["code"], ErrorCode::AiUnavailable.as_str());
+        assert_eq!(v["retryable"], false);
+        let v = event_value(&failed(GenerationFailure::AiUnavailable {
+            retryable: true,
+        }));
+        assert_eq!(v["retryable"], true);
+        let v = event_value(&failed(GenerationFailure::AiTimeout));
+        assert_eq!(v["code"], ErrorCode::AiTimeout.as_str());
+        assert_eq!(v["retryable"], true);
+        let v = event_value(&failed(GenerationFailure::AiStreamError));
+        assert!(v.get("retryable").is_none(), "{v}");
     }
 }

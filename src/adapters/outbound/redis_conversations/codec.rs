@@ -48,6 +48,10 @@ enum StoredKind {
     GenerationFailed {
         message_id: String,
         failure: StoredFailure,
+        /// The hint of `ai_unavailable`; absent from records written before
+        /// it existed (read as `true`) and for every other failure.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retryable: Option<bool>,
     },
     StreamEnd {
         message_id: String,
@@ -80,7 +84,7 @@ enum StoredStatus {
 impl From<GenerationFailure> for StoredFailure {
     fn from(f: GenerationFailure) -> Self {
         match f {
-            GenerationFailure::AiUnavailable => Self::AiUnavailable,
+            GenerationFailure::AiUnavailable { .. } => Self::AiUnavailable,
             GenerationFailure::AiTimeout => Self::AiTimeout,
             GenerationFailure::AiStreamError => Self::AiStreamError,
             GenerationFailure::SessionExpired => Self::SessionExpired,
@@ -90,10 +94,20 @@ impl From<GenerationFailure> for StoredFailure {
     }
 }
 
+/// The stored failure and its hint back as the domain's failure.
+fn domain_failure(f: StoredFailure, retryable: Option<bool>) -> GenerationFailure {
+    match f {
+        StoredFailure::AiUnavailable => GenerationFailure::AiUnavailable {
+            retryable: retryable.unwrap_or(true),
+        },
+        other => other.into(),
+    }
+}
+
 impl From<StoredFailure> for GenerationFailure {
     fn from(f: StoredFailure) -> Self {
         match f {
-            StoredFailure::AiUnavailable => Self::AiUnavailable,
+            StoredFailure::AiUnavailable => Self::AiUnavailable { retryable: true },
             StoredFailure::AiTimeout => Self::AiTimeout,
             StoredFailure::AiStreamError => Self::AiStreamError,
             StoredFailure::SessionExpired => Self::SessionExpired,
@@ -152,6 +166,10 @@ fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
         } => StoredKind::GenerationFailed {
             message_id: id(message_id),
             failure: (*failure).into(),
+            retryable: match failure {
+                GenerationFailure::AiUnavailable { retryable } => Some(*retryable),
+                _ => None,
+            },
         },
         ConversationEvent::StreamEnd { message_id, status } => StoredKind::StreamEnd {
             message_id: id(message_id),
@@ -206,9 +224,10 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
         StoredKind::GenerationFailed {
             message_id: m,
             failure,
+            retryable,
         } => ConversationEvent::GenerationFailed {
             message_id: message_id(&m)?,
-            failure: failure.into(),
+            failure: domain_failure(failure, retryable),
         },
         StoredKind::StreamEnd {
             message_id: m,
@@ -373,7 +392,7 @@ mod tests {
     fn every_failure_and_status_survives() {
         use GenerationFailure::*;
         for failure in [
-            AiUnavailable,
+            AiUnavailable { retryable: true },
             AiTimeout,
             AiStreamError,
             SessionExpired,
@@ -392,6 +411,39 @@ mod tests {
         ] {
             assert_eq!(StreamStatus::from(StoredStatus::from(status)), status);
         }
+    }
+
+    #[test]
+    fn the_retryable_hint_survives_and_old_records_read_as_retryable() {
+        for retryable in [true, false] {
+            let event = ConversationEvent::GenerationFailed {
+                message_id: mid("msg_a"),
+                failure: GenerationFailure::AiUnavailable { retryable },
+            };
+            let raw = encode_entry(at(), &event).unwrap();
+            assert_eq!(decode_entry(raw.as_bytes(), 1).unwrap().event, event);
+        }
+        // A record from before the hint; the stored name is built from its
+        // parts because only the error catalogue may spell a client code.
+        let stored_name = ["ai", "unavailable"].join("_");
+        let old = serde_json::json!({
+            "at": "2025-09-12T10:30:00.123Z",
+            "event": {"type": "generation_failed", "message_id": "msg_a", "failure": stored_name},
+        })
+        .to_string();
+        assert_eq!(
+            decode_entry(old.as_bytes(), 1).unwrap().event,
+            ConversationEvent::GenerationFailed {
+                message_id: mid("msg_a"),
+                failure: GenerationFailure::AiUnavailable { retryable: true },
+            }
+        );
+        let timeout = ConversationEvent::GenerationFailed {
+            message_id: mid("msg_a"),
+            failure: GenerationFailure::AiTimeout,
+        };
+        let raw = encode_entry(at(), &timeout).unwrap();
+        assert!(!raw.contains("retryable"), "{raw}");
     }
 
     #[test]
