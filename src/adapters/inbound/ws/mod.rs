@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{bearer_token, UserView};
-use super::{client_ip, AppContext};
+use super::{client_ip, connection_authenticated, AppContext};
 use crate::application::limits::ConnectionPermit;
 use crate::application::{Attachment, AuthError, Authorized, ChatError};
 use crate::domain::conversation::Seq;
@@ -95,7 +95,10 @@ async fn authenticate(
         ctx.auth.authorize(&token).await
     };
     match outcome {
-        Ok(authorized) => Ok(authorized),
+        Ok(authorized) => {
+            connection_authenticated(req);
+            Ok(authorized)
+        }
         // A failing store is a passing outage, not a bad token: 503, try again.
         Err(AuthError::Internal) => Err(ErrorBody::response(ErrorCode::ServiceUnavailable)),
         Err(e) => Err(ErrorBody::response(ErrorCode::from(&e))),
