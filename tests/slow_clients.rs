@@ -359,6 +359,42 @@ async fn a_websocket_upgrade_authenticates_its_connection() {
 }
 
 #[tokio::test]
+async fn an_upgrade_that_never_completes_gives_its_connection_slot_back() {
+    // A slot's lease is three ping intervals: three minutes here.
+    let app = spawn_app(&[
+        ("WS_MAX_CONNECTIONS_PER_USER", "1"),
+        ("WS_PING_INTERVAL", "60s"),
+    ])
+    .await;
+    let token = app.register("vanishing").await;
+    let upgrade = format!(
+        "GET /ws?token={token} HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        stream.write_all(upgrade.as_bytes()).await.unwrap();
+        // Gone before the 101 can be written: a reset, not a close.
+        stream.set_zero_linger().unwrap();
+        drop(stream);
+        let mut admitted = false;
+        for _ in 0..50 {
+            match tokio_tungstenite::connect_async(app.ws_url(&format!("?token={token}"))).await {
+                Ok((mut ws, _)) => {
+                    admitted = true;
+                    let _ = ws.close(None).await;
+                    // Wait until the server has let this one go too.
+                    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert!(admitted, "the vanished upgrade kept the user's only slot");
+    }
+}
+
+#[tokio::test]
 async fn out_of_descriptors_the_oldest_unauthenticated_sockets_make_way_for_health_and_login() {
     // 256 descriptors, 64 kept free: about 190 client sockets.
     let server = spawn_process_with_open_files(
