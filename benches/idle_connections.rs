@@ -42,6 +42,7 @@ async fn main() {
         .env("WS_MAX_CONNECTIONS_PER_USER", "0")
         .env("WS_MAX_CONNECTIONS_PER_IP", "0")
         .env("SESSIONS_MAX_PER_USER", "0")
+        .env("UNAUTH_CONNECTIONS_PER_IP", "0")
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

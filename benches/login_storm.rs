@@ -181,6 +181,7 @@ async fn main() {
             ("LOGIN_MAX_FAILURES_PER_IP", "0"),
             ("LOGIN_MAX_FAILURES_PER_ACCOUNT_HOURLY", "0"),
             ("SESSIONS_MAX_PER_USER", "0"),
+            ("UNAUTH_CONNECTIONS_PER_IP", "0"),
         ])
         .current_dir(dir.path())
         .stdin(Stdio::null())

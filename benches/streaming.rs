@@ -205,6 +205,7 @@ const NO_LIMITS: &[(&str, &str)] = &[
     ("CHAT_MAX_CONCURRENT_PER_USER", "0"),
     ("REGISTER_PER_IP_PER_HOUR", "0"),
     ("SESSIONS_MAX_PER_USER", "0"),
+    ("UNAUTH_CONNECTIONS_PER_IP", "0"),
 ];
 
 /// Starts the server binary with a clean environment plus `extra`, and waits

@@ -332,6 +332,31 @@ pub struct LimitsConfig {
     pub trusted_proxies: TrustedProxies,
 }
 
+/// How long, and how many, client connections the server keeps open before
+/// they have earned their place: `0` turns each limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// `HTTP_HEADER_TIMEOUT`: a request's headers must be complete this long
+    /// after the connection opened (or after the first byte of a later request).
+    pub header_timeout: Option<Duration>,
+    /// `HTTP_BODY_TIMEOUT`: a request's body must be complete this long after
+    /// its headers, or it is answered 408.
+    pub body_timeout: Option<Duration>,
+    /// `HTTP_KEEPALIVE_TIMEOUT`: a kept-alive connection waiting for its next
+    /// request (or not reading its last response) is closed after this long.
+    pub keepalive_timeout: Option<Duration>,
+    /// `HTTP_MAX_IDLE_CONNECTIONS`: kept-alive connections waiting for a next
+    /// request, over all clients; past it a response closes its connection.
+    pub max_idle: Option<u32>,
+    /// `UNAUTH_CONNECTIONS_PER_IP`: connections from one peer address that
+    /// have not yet carried an authenticated request.
+    pub unauth_per_ip: Option<u32>,
+    /// `FD_HEADROOM`: descriptors kept free for the server's own use; when
+    /// client connections would eat into them, the oldest unauthenticated
+    /// connection makes way for the new one.
+    pub fd_headroom: Option<u32>,
+}
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -343,6 +368,7 @@ pub struct Config {
     pub ai: AiConfig,
     pub websocket: WebSocketConfig,
     pub limits: LimitsConfig,
+    pub connections: ConnectionConfig,
 }
 
 /// This project's `.env.example`, whose values production refuses as secrets.
@@ -370,6 +396,7 @@ impl Config {
             ai: AiConfig::parse(&vars)?,
             websocket: WebSocketConfig::parse(&vars)?,
             limits: LimitsConfig::parse(&vars)?,
+            connections: ConnectionConfig::parse(&vars)?,
             server,
         })
     }
@@ -443,6 +470,15 @@ impl Vars<'_> {
         parse_duration(&text).ok_or_else(|| {
             ConfigError::invalid(name, &text, "a duration such as 0, 500ms, 30s, 5m")
         })
+    }
+
+    /// A duration where `0` means "no limit" (`None`).
+    fn timeout(&self, name: &str, default: &str) -> Result<Option<Duration>, ConfigError> {
+        let text = self.get(name).unwrap_or_else(|| default.to_owned());
+        let d = parse_duration(&text).ok_or_else(|| {
+            ConfigError::invalid(name, &text, "a duration such as 10s or 2m (0 turns it off)")
+        })?;
+        Ok((!d.is_zero()).then_some(d))
     }
 
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case).
@@ -835,6 +871,19 @@ impl LimitsConfig {
     }
 }
 
+impl ConnectionConfig {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            header_timeout: vars.timeout("HTTP_HEADER_TIMEOUT", "10s")?,
+            body_timeout: vars.timeout("HTTP_BODY_TIMEOUT", "30s")?,
+            keepalive_timeout: vars.timeout("HTTP_KEEPALIVE_TIMEOUT", "75s")?,
+            max_idle: vars.limit("HTTP_MAX_IDLE_CONNECTIONS", 1000)?,
+            unauth_per_ip: vars.limit("UNAUTH_CONNECTIONS_PER_IP", 1024)?,
+            fd_headroom: vars.limit("FD_HEADROOM", 256)?,
+        })
+    }
+}
+
 fn random_secret() -> Vec<u8> {
     use argon2::password_hash::rand_core::{OsRng, RngCore};
     let mut bytes = vec![0u8; 48];
@@ -1057,6 +1106,43 @@ mod tests {
             err.contains("OPENAI_API_KEY") && !err.contains("s3cr3t"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_zero_turns_one_off() {
+        let c = cfg(&[]).unwrap().connections;
+        assert_eq!(c.header_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(c.body_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.keepalive_timeout, Some(Duration::from_secs(75)));
+        assert_eq!(c.max_idle, Some(1000));
+        assert_eq!(c.unauth_per_ip, Some(1024));
+        assert_eq!(c.fd_headroom, Some(256));
+
+        let c = cfg(&[
+            ("HTTP_HEADER_TIMEOUT", "1500ms"),
+            ("HTTP_BODY_TIMEOUT", "0"),
+            ("HTTP_KEEPALIVE_TIMEOUT", "2m"),
+            ("HTTP_MAX_IDLE_CONNECTIONS", "0"),
+            ("UNAUTH_CONNECTIONS_PER_IP", "3"),
+            ("FD_HEADROOM", "0"),
+        ])
+        .unwrap()
+        .connections;
+        assert_eq!(c.header_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(c.body_timeout, None);
+        assert_eq!(c.keepalive_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(c.max_idle, None);
+        assert_eq!(c.unauth_per_ip, Some(3));
+        assert_eq!(c.fd_headroom, None);
+        for (k, v) in [
+            ("HTTP_HEADER_TIMEOUT", "soon"),
+            ("HTTP_BODY_TIMEOUT", "-1s"),
+            ("UNAUTH_CONNECTIONS_PER_IP", "-1"),
+            ("FD_HEADROOM", "lots"),
+        ] {
+            let err = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(err.contains(k), "{err}");
+        }
     }
 
     #[test]

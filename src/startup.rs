@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use poem::Endpoint;
+use poem::{Endpoint, EndpointExt};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
-use crate::adapters::inbound::{http, AppContext};
+use crate::adapters::inbound::{http, server, AppContext};
 use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
 use crate::adapters::outbound::echo_ai::EchoAi;
 use crate::adapters::outbound::fallback_ai::FallbackAi;
@@ -419,8 +419,14 @@ impl Application {
             limits,
         );
         let ctx = Arc::new(
-            AppContext::new(auth, chat, config.websocket, config.server.shutdown_timeout)
-                .with_trusted_proxies(config.limits.trusted_proxies.clone()),
+            AppContext::new(
+                auth,
+                chat,
+                config.websocket,
+                config.server.shutdown_timeout,
+                config.connections,
+            )
+            .with_trusted_proxies(config.limits.trusted_proxies.clone()),
         );
         let wanted = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(wanted)
@@ -467,7 +473,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
         let ctx = self.ctx.clone();
-        let mut server = tokio::spawn(http::serve(self.listener, ctx.clone(), self.cors_origins));
+        let endpoint = http::app(ctx.clone(), self.cors_origins).map_to_response();
+        let mut server = tokio::spawn(server::serve(self.listener, ctx.clone(), endpoint));
         tokio::select! {
             () = shutdown => {
                 tracing::info!(

@@ -55,6 +55,7 @@ fn test_vars(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Vec<(Stri
         ("WS_MAX_CONNECTIONS_PER_USER", "0"),
         ("WS_MAX_CONNECTIONS_PER_IP", "0"),
         ("SESSIONS_MAX_PER_USER", "0"),
+        ("UNAUTH_CONNECTIONS_PER_IP", "0"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -148,9 +149,27 @@ pub async fn spawn_process(extra: &[(&str, &str)]) -> TestProcess {
     process
 }
 
+/// [`spawn_process`] with at most `open_files` descriptors (soft and hard
+/// limit, so the server cannot raise it).
+pub async fn spawn_process_with_open_files(open_files: u64, extra: &[(&str, &str)]) -> TestProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.db");
+    let mut process = spawn_process_with(path, extra, Some(open_files)).await;
+    process.app._dir = Some(dir);
+    process
+}
+
 /// Like [`spawn_process`], with a SQLite file the caller owns (to restart on it).
 pub async fn spawn_process_at(sqlite_path: PathBuf, extra: &[(&str, &str)]) -> TestProcess {
-    let (child, log, addr) = start_process(&sqlite_path, extra)
+    spawn_process_with(sqlite_path, extra, None).await
+}
+
+async fn spawn_process_with(
+    sqlite_path: PathBuf,
+    extra: &[(&str, &str)],
+    open_files: Option<u64>,
+) -> TestProcess {
+    let (child, log, addr) = start_process(&sqlite_path, extra, open_files)
         .await
         .unwrap_or_else(|log| {
             panic!("server did not start; its output:\n{log}");
@@ -201,8 +220,26 @@ pub async fn run_to_exit(extra: &[(&str, &str)]) -> (Option<i32>, String, String
 async fn start_process(
     sqlite_path: &std::path::Path,
     extra: &[(&str, &str)],
+    open_files: Option<u64>,
 ) -> Result<(Child, Arc<Mutex<String>>, SocketAddr), String> {
-    let mut child = command(sqlite_path, extra).spawn().unwrap();
+    let mut cmd = command(sqlite_path, extra);
+    if let Some(n) = open_files {
+        let limit = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: setrlimit is async-signal-safe and touches only this struct.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
     let log = Arc::new(Mutex::new(String::new()));
     let (addr_tx, mut addr_rx) = tokio::sync::mpsc::unbounded_channel::<SocketAddr>();
     let stdout = child.stdout.take().unwrap();

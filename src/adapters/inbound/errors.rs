@@ -79,6 +79,10 @@ error_catalogue! {
         "The password must be 8-128 characters";
     PayloadTooLarge = "payload_too_large", status: Some(StatusCode::PAYLOAD_TOO_LARGE), websocket: false,
         "The request body is larger than 64 KiB";
+    /// Headers or body not received within `HTTP_HEADER_TIMEOUT` or
+    /// `HTTP_BODY_TIMEOUT`; the connection is closed after this answer.
+    RequestTimeout = "request_timeout", status: Some(StatusCode::REQUEST_TIMEOUT), websocket: false,
+        "The request was not received in time; send it again without pausing";
     UnsupportedMediaType = "unsupported_media_type", status: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), websocket: false,
         "Send the request body as application/json";
     NotFound = "not_found", status: Some(StatusCode::NOT_FOUND), websocket: false,
@@ -187,6 +191,7 @@ impl ErrorCode {
             StatusCode::FORBIDDEN => Self::OriginNotAllowed,
             StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
             s if s.is_client_error() => Self::InvalidRequest,
             _ => Self::InternalError,
@@ -406,6 +411,7 @@ mod tests {
             ErrorCode::NotFound,
             ErrorCode::MethodNotAllowed,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::RequestTimeout,
             ErrorCode::OriginNotAllowed,
             ErrorCode::UnsupportedMediaType,
         ] {

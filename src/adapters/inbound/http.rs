@@ -1,18 +1,12 @@
-//! The HTTP server: routes, middleware, the TCP acceptor and graceful shutdown.
+//! The HTTP application: routes and middleware (the TCP side is [`super::server`]).
 
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poem::http::{header, Method, StatusCode};
-use poem::listener::Acceptor;
 use poem::middleware::{Cors, CorsEndpoint};
-use poem::web::{LocalAddr, RemoteAddr};
-use poem::{
-    get, Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route, Server,
-};
+use poem::{get, Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route};
 use poem_openapi::OpenApiService;
-use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use super::errors::{ErrorBody, ErrorCode};
@@ -33,7 +27,9 @@ pub fn api_service() -> OpenApiService<(Api, TokenApi), ()> {
          `?token=` or `Authorization: Bearer`). Errors always have the body \
          `{\"error\": \"<stable_code>\", \"message\": \"<text>\"}`. \
          Besides the responses listed per operation, any route can answer \
-         404 `not_found` (unknown path), 405 `method_not_allowed`, and, when \
+         404 `not_found` (unknown path), 405 `method_not_allowed`, \
+         408 `request_timeout` (a request body not received within `HTTP_BODY_TIMEOUT`, \
+         or headers not within `HTTP_HEADER_TIMEOUT`; the connection closes), and, when \
          `CORS_ORIGIN` is set, 403 `origin_not_allowed` to a browser from another origin \
          (the server's own origin, as named by `Host`, is always allowed).",
     )
@@ -50,12 +46,13 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let trusted = ctx.trusted_proxies.clone();
+    let body_timeout = ctx.http_limits.body_timeout;
     Route::new()
         .at("/ws", get(ws_endpoint))
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", api)
-        .before(limit_body)
+        .before(move |req| limit_body(req, body_timeout))
         .before(move |mut req: Request| {
             super::resolve_client_ip(&mut req, &trusted);
             async move { Ok(req) }
@@ -137,9 +134,12 @@ fn is_same_origin(origin: &str, host: &str) -> bool {
     !authority.is_empty() && normalize(authority) == normalize(host)
 }
 
-/// Holds every request body to [`MAX_BODY_BYTES`], however it is sent, and
-/// lets a body-less POST count as an empty JSON body.
-async fn limit_body(mut req: Request) -> poem::Result<Request> {
+/// Reads every request body before a handler runs: at most
+/// [`MAX_BODY_BYTES`] however it is sent (413), within `HTTP_BODY_TIMEOUT`
+/// of its headers (408, and the connection closes), so a client that sends
+/// its body slowly or never holds neither a handler nor its connection. A
+/// body-less POST counts as an empty JSON body.
+async fn limit_body(mut req: Request, timeout: Option<Duration>) -> poem::Result<Request> {
     let declared = req
         .header(header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok());
@@ -148,23 +148,31 @@ async fn limit_body(mut req: Request) -> poem::Result<Request> {
         return Err(poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE));
     }
     let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
-    // A POST with no body at all (`verify` with only a Bearer header) is an
-    // empty JSON body, not an unsupported media type.
-    if declared.unwrap_or(0) == 0 && !chunked && !req.headers().contains_key(header::CONTENT_TYPE) {
-        req.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
+    if declared.unwrap_or(0) == 0 && !chunked {
+        // A POST with no body at all (`verify` with only a Bearer header) is
+        // an empty JSON body, not an unsupported media type.
+        if !req.headers().contains_key(header::CONTENT_TYPE) {
+            req.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+        }
+        return Ok(req);
     }
-    // A chunked body declares no length: read it with the limit applied.
-    if declared.is_none() && chunked {
-        let body = req
-            .take_body()
-            .into_bytes_limit(MAX_BODY_BYTES)
+    let read = req.take_body().into_bytes_limit(MAX_BODY_BYTES);
+    let read = match timeout {
+        Some(limit) => tokio::time::timeout(limit, read)
             .await
-            .map_err(|_| poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE))?;
-        req.set_body(body);
-    }
+            .map_err(|_| poem::Error::from_status(StatusCode::REQUEST_TIMEOUT))?,
+        None => read.await,
+    };
+    let body = read.map_err(|e| {
+        poem::Error::from_status(match e {
+            poem::error::ReadBodyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        })
+    })?;
+    req.set_body(body);
     Ok(req)
 }
 
@@ -190,91 +198,6 @@ async fn log_request<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Resp
         )
     });
     result
-}
-
-/// Accepts TCP connections with `TCP_NODELAY`, so each streamed token leaves at
-/// once instead of waiting for Nagle's algorithm to batch it.
-pub struct NoDelayAcceptor {
-    listener: TcpListener,
-    local_addr: LocalAddr,
-}
-
-impl NoDelayAcceptor {
-    pub fn new(listener: TcpListener) -> io::Result<Self> {
-        let local_addr = LocalAddr(listener.local_addr()?.into());
-        Ok(Self {
-            listener,
-            local_addr,
-        })
-    }
-}
-
-impl Acceptor for NoDelayAcceptor {
-    type Io = TcpStream;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        vec![self.local_addr.clone()]
-    }
-
-    async fn accept(
-        &mut self,
-    ) -> io::Result<(TcpStream, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, addr)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                    }
-                    let remote = RemoteAddr(addr.into());
-                    return Ok((
-                        stream,
-                        self.local_addr.clone(),
-                        remote,
-                        poem::http::uri::Scheme::HTTP,
-                    ));
-                }
-                // Out of file descriptors or a connection reset before accept:
-                // serving everyone else matters more than this one connection,
-                // so back off briefly instead of ending the server.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
-
-/// Serves until `ctx.shutdown` is cancelled, then stops accepting, lets
-/// WebSocket connections finish their streams and close with 1001, and returns.
-pub async fn serve(
-    listener: TcpListener,
-    ctx: Arc<AppContext>,
-    cors_origins: Option<Vec<String>>,
-) -> io::Result<()> {
-    let acceptor = NoDelayAcceptor::new(listener)?;
-    let shutdown = ctx.shutdown.clone();
-    let grace = ctx.shutdown_timeout + Duration::from_secs(2);
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(
-            app(ctx.clone(), cors_origins),
-            async move { shutdown.cancelled().await },
-            Some(grace),
-        )
-        .await?;
-    // Upgraded WebSocket connections are not poem's any more; their tracker
-    // waits for each to send its last stream-end and close frame.
-    ctx.connections.close();
-    if tokio::time::timeout(grace, ctx.connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            remaining = ctx.connections.len(),
-            "some connections did not close in time"
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod errors;
 pub mod http;
 pub mod rest;
 pub mod rest_tokens;
+pub mod server;
 pub mod ws;
 
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::application::{AuthService, ChatService};
-use crate::config::WebSocketConfig;
+use crate::config::{ConnectionConfig, WebSocketConfig};
 use crate::domain::{ClientIp, TrustedProxies};
 
 /// Largest WebSocket frame or message a client may send; larger closes with 1009.
@@ -35,6 +36,8 @@ pub struct AppContext {
     pub connections: TaskTracker,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Timeouts and caps on client connections (HTTP_*, UNAUTH_*, FD_HEADROOM).
+    pub http_limits: ConnectionConfig,
 }
 
 impl AppContext {
@@ -43,6 +46,7 @@ impl AppContext {
         chat: ChatService,
         websocket: WebSocketConfig,
         shutdown_timeout: Duration,
+        http_limits: ConnectionConfig,
     ) -> Self {
         Self {
             auth,
@@ -53,6 +57,7 @@ impl AppContext {
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             trusted_proxies: TrustedProxies::default(),
+            http_limits,
         }
     }
 
@@ -64,6 +69,14 @@ impl AppContext {
 
     pub fn uptime_seconds(&self) -> u64 {
         self.started_at.elapsed().as_secs()
+    }
+}
+
+/// The request proved who sent it: its connection no longer counts against
+/// `UNAUTH_CONNECTIONS_PER_IP` and is never shed for descriptors.
+pub fn connection_authenticated(req: &poem::Request) {
+    if let Some(handle) = req.extensions().get::<server::ConnectionHandle>() {
+        handle.0.authenticated();
     }
 }
 

@@ -16,7 +16,7 @@ use super::errors::{retry_after_secs, ErrorBody, ErrorCode};
 use super::ws::protocol::event_value;
 use super::ws::transport::CloseReason;
 use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS, WS_AUTHENTICATION};
-use super::{client_ip, AppContext, MAX_FRAME_BYTES};
+use super::{client_ip, connection_authenticated, AppContext, MAX_FRAME_BYTES};
 use crate::application::ports::AiHealth;
 use crate::application::ports::LogSlice;
 use crate::application::{AuthError, Authenticated, Authorized, ChatError, Limited, Registration};
@@ -507,7 +507,10 @@ pub(super) async fn bearer_authorized(
         )));
     };
     match ctx.auth.authorize(&token).await {
-        Ok(authorized) => Ok(authorized),
+        Ok(authorized) => {
+            connection_authenticated(req);
+            Ok(authorized)
+        }
         Err(AuthError::Internal) => Err(Refused::Unavailable(ErrorBody::new(
             ErrorCode::ServiceUnavailable,
         ))),
@@ -545,7 +548,10 @@ impl Api {
             Err(e) => return RegisterResponse::BadRequest(e),
         };
         match ctx.auth.register(registration, client_ip(req)).await {
-            Ok(auth) => RegisterResponse::Created(Json(auth_body(auth))),
+            Ok(auth) => {
+                connection_authenticated(req);
+                RegisterResponse::Created(Json(auth_body(auth)))
+            }
             Err(e @ (AuthError::UsernameTaken | AuthError::EmailTaken)) => {
                 RegisterResponse::Conflict(ErrorBody::new(ErrorCode::from(&e)))
             }
@@ -574,7 +580,10 @@ impl Api {
             .auth
             .login(body.username.trim(), &password, client_ip(req));
         match login.await {
-            Ok(auth) => LoginResponse::Ok(Json(auth_body(auth))),
+            Ok(auth) => {
+                connection_authenticated(req);
+                LoginResponse::Ok(Json(auth_body(auth)))
+            }
             Err(AuthError::Internal) => LoginResponse::Internal(internal_error()),
             Err(AuthError::RateLimited(limited)) => {
                 let (body, secs) = rate_limited(limited);
@@ -603,10 +612,13 @@ impl Api {
             ));
         };
         match ctx.auth.verify(token.trim(), client_ip(req)).await {
-            Ok(user) => VerifyResponse::Ok(Json(VerifyBody {
-                valid: true,
-                user: UserView::from(&user),
-            })),
+            Ok(user) => {
+                connection_authenticated(req);
+                VerifyResponse::Ok(Json(VerifyBody {
+                    valid: true,
+                    user: UserView::from(&user),
+                }))
+            }
             Err(AuthError::Internal) => VerifyResponse::Internal(internal_error()),
             Err(AuthError::RateLimited(limited)) => {
                 let (body, secs) = rate_limited(limited);

@@ -13,7 +13,7 @@ use super::rest::{
     auth_body, bad_request, bearer_authorized, rate_limited, ApiTags, AuthBody, Refused,
     RejectsBody,
 };
-use super::{client_ip, AppContext};
+use super::{client_ip, connection_authenticated, AppContext};
 use crate::application::AuthError;
 
 /// A refresh request.
@@ -157,10 +157,14 @@ impl TokenApi {
     async fn refresh(
         &self,
         ctx: Data<&Arc<AppContext>>,
+        req: &Request,
         body: Json<RefreshRequest>,
     ) -> RefreshResponse {
         match ctx.auth.refresh(body.refresh_token.trim()).await {
-            Ok(auth) => RefreshResponse::Ok(Json(auth_body(auth))),
+            Ok(auth) => {
+                connection_authenticated(req);
+                RefreshResponse::Ok(Json(auth_body(auth)))
+            }
             Err(AuthError::Internal) => {
                 RefreshResponse::Internal(ErrorBody::new(ErrorCode::InternalError))
             }

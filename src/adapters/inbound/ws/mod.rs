@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{bearer_token, UserView};
-use super::{client_ip, AppContext};
+use super::{client_ip, connection_authenticated, AppContext};
 use crate::application::limits::ConnectionPermit;
 use crate::application::{Attachment, AuthError, Authorized, ChatError};
 use crate::domain::conversation::Seq;
@@ -95,7 +95,10 @@ async fn authenticate(
         ctx.auth.authorize(&token).await
     };
     match outcome {
-        Ok(authorized) => Ok(authorized),
+        Ok(authorized) => {
+            connection_authenticated(req);
+            Ok(authorized)
+        }
         // A failing store is a passing outage, not a bad token: 503, try again.
         Err(AuthError::Internal) => Err(ErrorBody::response(ErrorCode::ServiceUnavailable)),
         Err(e) => Err(ErrorBody::response(ErrorCode::from(&e))),
@@ -202,11 +205,18 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
     let tracker = ctx.connections.clone();
     // poem wants the upgrade callback to be `Sync`; a subscription is only
     // `Send`, and a mutex makes the difference.
-    let opened = std::sync::Mutex::new(opened);
+    let pending = std::sync::Mutex::new(PendingUpgrade {
+        opened: Some(opened),
+        ctx: ctx.clone(),
+    });
     ws.config(transport::socket_config())
         .protocols([SUBPROTOCOL])
         .on_upgrade(move |socket| {
-            let opened = opened.into_inner().unwrap_or_else(|p| p.into_inner());
+            let mut pending = pending.into_inner().unwrap_or_else(|p| p.into_inner());
+            let opened = pending
+                .opened
+                .take()
+                .expect("an upgrade starts its connection once");
             let connection = Connection {
                 ctx,
                 session_id: opened.session_id,
@@ -223,4 +233,30 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
             ))
         })
         .into_response()
+}
+
+/// A connection settled but not started: the 101 is on its way. If the
+/// upgrade never completes (the client left, or its socket timed out or was
+/// shed), the connection slots are given back now rather than when their
+/// lease runs out.
+struct PendingUpgrade {
+    opened: Option<Opened>,
+    ctx: Arc<AppContext>,
+}
+
+impl Drop for PendingUpgrade {
+    fn drop(&mut self) {
+        let Some(opened) = self.opened.take() else {
+            return;
+        };
+        // No runtime: the process is ending and the leases lapse by themselves.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        tracing::debug!("an accepted upgrade never completed; releasing its connection slots");
+        let ctx = self.ctx.clone();
+        self.ctx.connections.spawn(async move {
+            ctx.chat.release_connection(opened.permit).await;
+        });
+    }
 }
