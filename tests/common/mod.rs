@@ -604,7 +604,7 @@ impl Upstream {
         };
         let app = Route::new()
             .at("/api/v1/chat/ai-response", post(ai_response))
-            .at("/v1/chat/completions", post(chat_completions))
+            .at("/v1/chat/completions", post(ai_response))
             .at("/", poem::get(stub_root))
             .data(state);
         let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).unwrap();
@@ -715,20 +715,6 @@ fn scripted_failure(state: &StubState, query: &str, earlier: usize) -> Option<Re
     None
 }
 
-#[handler]
-async fn chat_completions(
-    Json(body): Json<Value>,
-    headers: &poem::http::HeaderMap,
-    state: poem::web::Data<&StubState>,
-) -> Response {
-    let query = query_of(&body).to_owned();
-    let earlier = state.record(&body, &query, headers);
-    if let Some(failure) = scripted_failure(&state, &query, earlier) {
-        return failure;
-    }
-    answer(&query, &state)
-}
-
 /// Counts a stream as aborted if it is dropped before it finished.
 struct AbortGuard {
     aborted: Arc<AtomicUsize>,
@@ -755,6 +741,8 @@ fn stub_root() -> &'static str {
     "stub"
 }
 
+/// Both providers' chat routes: the stub answers them alike (the OpenAI
+/// client reads the same chunk format).
 #[handler]
 async fn ai_response(
     Json(body): Json<Value>,
