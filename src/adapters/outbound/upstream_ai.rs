@@ -364,10 +364,7 @@ fn parse_data(data: &str) -> Result<Parsed, AiError> {
     if data.is_empty() {
         return Ok(Parsed::Skip);
     }
-    // The payload may echo the prompt, so only serde's position-based message
-    // goes into the error, never the data itself.
-    let chunk: Chunk = serde_json::from_str(data)
-        .map_err(|e| AiError::Protocol(format!("event data is not a valid chunk: {e}")))?;
+    let chunk: Chunk = serde_json::from_str(data).map_err(|e| chunk_error(&e))?;
     if let Some(error) = chunk.error {
         return Err(AiError::Unavailable(format!(
             "AI service reported an error: {}",
@@ -386,6 +383,24 @@ fn parse_data(data: &str) -> Result<Parsed, AiError> {
     } else {
         Ok(Parsed::Token(content))
     }
+}
+
+/// Why `data` is no chunk, by kind and position only: serde's own message
+/// quotes the offending value (`invalid type: string "..."`), and the payload
+/// may echo the prompt, which must never reach a log.
+fn chunk_error(e: &serde_json::Error) -> AiError {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Syntax => "malformed JSON",
+        Category::Eof => "truncated JSON",
+        Category::Data => "JSON of an unexpected shape",
+        Category::Io => "unreadable data",
+    };
+    AiError::Protocol(format!(
+        "event data is not a valid chunk: {kind} at line {} column {}",
+        e.line(),
+        e.column()
+    ))
 }
 
 fn upstream_error_text(error: &serde_json::Value) -> String {
@@ -594,6 +609,17 @@ mod tests {
         );
         assert_eq!(parse_data("[DONE]"), Ok(Parsed::Done));
         assert_eq!(parse_data(" [DONE] "), Ok(Parsed::Done));
+    }
+
+    #[test]
+    fn a_wrongly_shaped_chunk_is_refused_without_quoting_it() {
+        // serde's message for a string where a list belongs quotes the string.
+        let err = parse_data(r#"{"choices":"SECRET-PROMPT of the user"}"#).unwrap_err();
+        let AiError::Protocol(text) = err else {
+            panic!("expected Protocol, got {err:?}");
+        };
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("unexpected shape"), "{text}");
     }
 
     #[test]
