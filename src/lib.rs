@@ -7,6 +7,7 @@
 //! [`config::Config`]; `main.rs` only adds the process around it.
 
 pub mod adapters;
+pub mod allocator;
 pub mod application;
 pub mod config;
 pub mod domain;

@@ -3,9 +3,11 @@
 
 use std::process::ExitCode;
 
+use chatbot_server::allocator;
 use chatbot_server::config::Config;
 use chatbot_server::startup::{Application, StartupError};
 use chatbot_server::telemetry::{self, ErrorChain};
+use tokio_util::sync::CancellationToken;
 
 /// Exit code for configuration the server refuses to start with.
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -53,16 +55,24 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), StartupError> {
     let app = Application::build(config).await?;
-    app.run_until_stopped(async {
-        shutdown_signal().await;
-        // A second Ctrl-C or SIGTERM means "now": skip the grace period.
-        tokio::spawn(async {
+    let stop_trimming = CancellationToken::new();
+    let trimmer = tokio::spawn(allocator::return_freed_memory_periodically(
+        stop_trimming.clone(),
+    ));
+    let served = app
+        .run_until_stopped(async {
             shutdown_signal().await;
-            eprintln!("chatbot-server: second signal, exiting immediately");
-            std::process::exit(130);
-        });
-    })
-    .await
+            // A second Ctrl-C or SIGTERM means "now": skip the grace period.
+            tokio::spawn(async {
+                shutdown_signal().await;
+                eprintln!("chatbot-server: second signal, exiting immediately");
+                std::process::exit(130);
+            });
+        })
+        .await;
+    stop_trimming.cancel();
+    let _ = trimmer.await;
+    served
 }
 
 /// Every WebSocket holds a file descriptor, and many systems start processes
