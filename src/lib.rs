@@ -8,6 +8,7 @@
 
 pub mod adapters;
 pub mod application;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod startup;
