@@ -223,13 +223,16 @@ pub struct Cli {
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Serve until SIGTERM or Ctrl-C (the default).
+    #[command(after_help = AFTER_HELP)]
     Serve,
     /// Validate the configuration (environment, .env, flags) without serving:
     /// exit 0 when it is valid, 2 with one line saying what is wrong.
+    #[command(after_help = AFTER_HELP)]
     CheckConfig,
     /// GET /health of the server this configuration describes (HOST, PORT):
     /// exit 0 when it answers 200, 1 otherwise. For container health checks,
     /// which then need no curl.
+    #[command(after_help = AFTER_HELP)]
     Healthcheck {
         /// Give up after this long.
         #[arg(long, value_name = "DURATION", default_value = "3s")]
