@@ -82,7 +82,6 @@ mkdir -p "$work/nginx"
 awk -v a="127.0.0.1:${ports[0]}" -v b="127.0.0.1:${ports[1]}" -v listen="127.0.0.1:$ngx_port" '
   /^[ \t]*server gateway[0-9]+:3001/ { if (!done++) { print "    server " a ";"; print "    server " b ";" } ; next }
   /^[ \t]*listen 80;/ { print "    listen " listen ";"; next }
-  /^[ \t]*listen \[::\]:80;/ { next }
   { print }
 ' "$CONF" >"$work/nginx/chatbot.conf"
 grep -q "server 127.0.0.1:${ports[1]};" "$work/nginx/chatbot.conf" && grep -q "listen 127.0.0.1:$ngx_port;" "$work/nginx/chatbot.conf" \
