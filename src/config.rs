@@ -185,6 +185,15 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 }
 
+impl ServerConfig {
+    /// Whether `HOST` asks for every interface (unset, `0.0.0.0` or `::`):
+    /// the server then listens on IPv4 and IPv6 alike, because a Node.js
+    /// `.env` says `0.0.0.0` and its clients may well connect to `[::1]`.
+    pub fn all_interfaces(&self) -> bool {
+        self.host.is_unspecified()
+    }
+}
+
 /// How clients prove who they are.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -213,6 +222,9 @@ pub struct StorageConfig {
     /// MongoDB when set; otherwise the embedded SQLite file.
     pub mongodb_uri: Option<SecretUrl>,
     pub sqlite_path: PathBuf,
+    /// `STORE_CONNECT_TIMEOUT`: how long start-up waits for MongoDB or Redis
+    /// to answer before reporting it unreachable.
+    pub connect_timeout: Duration,
 }
 
 /// Where chat sessions and their conversations live, and for how long.
@@ -659,6 +671,7 @@ impl StorageConfig {
             sqlite_path: vars
                 .get("SQLITE_PATH")
                 .map_or_else(|| PathBuf::from("./data/chatbot.db"), PathBuf::from),
+            connect_timeout: vars.duration("STORE_CONNECT_TIMEOUT", "5s")?,
         })
     }
 }
@@ -915,6 +928,21 @@ mod tests {
         assert!(c.auth.jwt_secret.generated);
         assert!(c.auth.jwt_secret.bytes().len() >= MIN_SECRET_BYTES);
         assert_eq!(c.storage.sqlite_path, PathBuf::from("./data/chatbot.db"));
+        assert_eq!(c.storage.connect_timeout, Duration::from_secs(5));
+        assert!(c.server.all_interfaces());
+        for (host, all) in [
+            ("0.0.0.0", true),
+            ("::", true),
+            ("[::]", true),
+            ("127.0.0.1", false),
+            ("::1", false),
+        ] {
+            assert_eq!(
+                cfg(&[("HOST", host)]).unwrap().server.all_interfaces(),
+                all,
+                "{host}"
+            );
+        }
         assert_eq!(c.websocket.max_message_chars, 10_000);
         assert_eq!(c.server.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.websocket.pong_timeout, Duration::from_secs(60));
@@ -1274,6 +1302,7 @@ mod tests {
             ("EVENT_LOG_LIMIT", "0"),
             ("GENERATION_LEASE", "forever"),
             ("REDIS_URL", "http://x"),
+            ("STORE_CONNECT_TIMEOUT", "0"),
         ] {
             let err = cfg(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");

@@ -9,6 +9,7 @@
 pub mod adapters;
 pub mod allocator;
 pub mod application;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod startup;

@@ -1,20 +1,32 @@
-//! The binary: reads configuration and signals, and runs the
-//! [`Application`] the library builds from them until SIGTERM or Ctrl-C.
+//! The binary: reads the command line, `.env` and the environment, then
+//! serves the [`Application`] the library builds from them until SIGTERM or
+//! Ctrl-C, or runs one of the other subcommands (`check-config`, `healthcheck`).
 
 use std::process::ExitCode;
 
 use chatbot_server::allocator;
+use chatbot_server::cli::{self, Command, Invocation};
 use chatbot_server::config::Config;
 use chatbot_server::startup::{Application, StartupError};
 use chatbot_server::telemetry::{self, ErrorChain};
 use tokio_util::sync::CancellationToken;
 
-/// Exit code for configuration the server refuses to start with.
+/// Exit code for configuration the server refuses to start with (and for a
+/// command line clap refuses, which is its own default).
 const EXIT_BAD_CONFIG: u8 = 2;
-/// Exit code for a dependency that failed at start-up (store unreachable, port taken).
+/// Exit code for a dependency that failed at start-up (store unreachable, port
+/// taken), and for a failed health check.
 const EXIT_STARTUP_FAILED: u8 = 1;
 
 fn main() -> ExitCode {
+    // First, so --help and --version print without reading .env or any store.
+    let invocation = match Invocation::parse_from(std::env::args_os()) {
+        Ok(invocation) => invocation,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_BAD_CONFIG));
+        }
+    };
     // A missing .env is normal; a malformed one is worth saying.
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
@@ -22,13 +34,42 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     }
-    let config = match Config::from_env() {
+    let config = match invocation.config(|name| std::env::var(name).ok()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chatbot-server: configuration error: {e}");
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    match invocation.command {
+        Command::CheckConfig => {
+            println!(
+                "chatbot-server: configuration OK: {}",
+                cli::summary(&config)
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Healthcheck { .. } => {
+            let timeout = invocation.healthcheck_timeout.unwrap_or_default();
+            match cli::healthcheck(&config.server, timeout) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("chatbot-server: unhealthy: {e}");
+                    ExitCode::from(EXIT_STARTUP_FAILED)
+                }
+            }
+        }
+        Command::Serve => {
+            if let Some(filter) = invocation.flag("RUST_LOG") {
+                // Still one thread: nothing else reads the environment yet.
+                std::env::set_var("RUST_LOG", filter);
+            }
+            serve(config)
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
     telemetry::init(config.server.env);
     raise_open_file_limit();
     chatbot_server::adapters::outbound::argon2_hasher::return_large_allocations_to_the_system();

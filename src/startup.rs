@@ -28,6 +28,7 @@ use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
 use crate::adapters::outbound::memory_stats::AtomicStats;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
+use crate::adapters::outbound::reachability::{self, ProbeError};
 use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketStore};
 use crate::adapters::outbound::redis_conversations::RedisConversations;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
@@ -55,6 +56,16 @@ use crate::config::{
 /// Why the server could not start. Each says which setting to look at.
 #[derive(Debug, Error)]
 pub enum StartupError {
+    /// A store did not pass its start-up probe (unreachable, or refused us).
+    #[error("{store} at {url} ({setting})")]
+    Store {
+        store: &'static str,
+        setting: &'static str,
+        /// With its password masked.
+        url: String,
+        #[source]
+        source: ProbeError,
+    },
     #[error("could not connect to MongoDB (MONGODB_URI)")]
     Mongo(#[source] UserStoreError),
     #[error("could not open SQLITE_PATH={}", .path.display())]
@@ -106,6 +117,7 @@ impl Adapters {
     /// Connects the adapters the configuration asks for; a store that does not
     /// answer stops start-up here rather than failing the first request.
     pub async fn from_config(config: &Config) -> Result<Self, StartupError> {
+        probe_stores(config).await?;
         let conversations = conversation_stores(&config.sessions).await?;
         let (users, refresh) = user_store(&config.storage).await?;
         let (tickets, revocations) = access_stores(&config.sessions).await?;
@@ -129,6 +141,41 @@ impl Adapters {
             limiter: rate_limiter(&config.sessions).await?,
         })
     }
+}
+
+/// Pings MongoDB and Redis (at once) before any adapter connects, so a store
+/// that is down is reported as unreachable within `STORE_CONNECT_TIMEOUT`
+/// instead of as whatever step an adapter was on when its own timeout ran out.
+async fn probe_stores(config: &Config) -> Result<(), StartupError> {
+    let timeout = config.storage.connect_timeout;
+    let mongo = async {
+        match &config.storage.mongodb_uri {
+            Some(uri) => reachability::mongodb(uri.expose(), timeout)
+                .await
+                .map_err(|source| StartupError::Store {
+                    store: "MongoDB",
+                    setting: "MONGODB_URI",
+                    url: uri.redacted(),
+                    source,
+                }),
+            None => Ok(()),
+        }
+    };
+    let redis = async {
+        match &config.sessions.redis_url {
+            Some(url) => reachability::redis(url.expose(), timeout)
+                .await
+                .map_err(|source| StartupError::Store {
+                    store: "Redis",
+                    setting: "REDIS_URL",
+                    url: url.redacted(),
+                    source,
+                }),
+            None => Ok(()),
+        }
+    };
+    let (mongo, redis) = tokio::join!(mongo, redis);
+    mongo.and(redis)
 }
 
 /// Limits counted in this process, or in Redis so every instance shares them.
@@ -429,9 +476,9 @@ impl Application {
             .with_trusted_proxies(config.limits.trusted_proxies.clone()),
         );
         let wanted = SocketAddr::new(config.server.host, config.server.port);
-        let listener = TcpListener::bind(wanted)
-            .await
-            .map_err(|source| StartupError::Bind {
+        let all_interfaces = config.server.all_interfaces();
+        let listener =
+            server::listen::bind(wanted, all_interfaces).map_err(|source| StartupError::Bind {
                 addr: wanted,
                 source,
             })?;
@@ -439,7 +486,12 @@ impl Application {
             addr: wanted,
             source,
         })?;
-        tracing::info!(%addr, env = config.server.env.as_str(), "server listening");
+        tracing::info!(
+            %addr,
+            all_interfaces,
+            env = config.server.env.as_str(),
+            "server listening"
+        );
         Ok(Self {
             listener,
             addr,

@@ -137,14 +137,18 @@ impl MongoUserRepository {
                 .build(),
         ];
         self.users.create_indexes(indexes).await.map_err(|e| {
-            UserStoreError::unavailable(
-                format!(
-                    "cannot ensure unique indexes on {}.{COLLECTION} (username, email); \
-                     existing duplicates or a conflicting index must be fixed first",
-                    self.database.name()
-                ),
-                e,
-            )
+            let what = format!(
+                "cannot ensure unique indexes on {}.{COLLECTION} (username, email)",
+                self.database.name()
+            );
+            // Only the data can be blamed when the server said so: anything
+            // else (a lost connection, missing privileges) is in the driver's words.
+            let context = if blocks_an_index(&e) {
+                format!("{what}; existing duplicates or a conflicting index must be fixed first")
+            } else {
+                what
+            };
+            UserStoreError::unavailable(context, e)
         })?;
         Ok(())
     }
@@ -227,6 +231,12 @@ async fn parse_options(uri: &str) -> Result<ClientOptions, UserStoreError> {
         options.app_name = Some("chatbot-server".to_owned());
     }
     Ok(options)
+}
+
+/// Duplicate keys (11000) and an index of the same name with other options
+/// or keys (85, 86): what the data or an old index does to `createIndexes`.
+fn blocks_an_index(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Command(c) if matches!(c.code, 11000 | 85 | 86))
 }
 
 fn unavailable(e: mongodb::error::Error) -> UserStoreError {

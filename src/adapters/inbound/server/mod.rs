@@ -10,6 +10,7 @@
 //! descriptors run short.
 
 mod io;
+pub mod listen;
 pub mod registry;
 
 use std::convert::Infallible;
