@@ -515,3 +515,24 @@ async fn a_quiet_connected_client_keeps_its_session() {
     let (_, stats) = app.get("/api/stats").await;
     assert_eq!(stats["activeSessions"], 1);
 }
+
+#[tokio::test]
+async fn content_of_only_whitespace_controls_or_invisible_characters_is_blank() {
+    let app = spawn_app(&[]).await;
+    let token = app.register("alice").await;
+    let (mut client, _) = app.connect(&token).await;
+    for blank in ["\u{0}", "\u{200b}", "\t\r\n", "\u{feff}\u{200d} \u{0}"] {
+        client
+            .send_json(json!({"type": "chat", "content": blank}))
+            .await;
+        let reply = client.recv().await;
+        assert_eq!(reply["type"], "error", "{blank:?}: {reply}");
+        assert_eq!(reply["code"], "invalid_content", "{blank:?}: {reply}");
+        assert_eq!(reply["message"], "'content' must not be blank");
+    }
+    // Nothing was stored or started, and the connection serves on.
+    let (_, stats) = app.get("/api/stats").await;
+    assert_eq!(stats["totalMessages"], 0, "{stats}");
+    let ex = client.chat("\u{200b}hi").await;
+    assert_eq!(ex.status, "completed", "{:?}", ex.errors);
+}
