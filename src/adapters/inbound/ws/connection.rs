@@ -21,7 +21,7 @@ use super::super::rest::UserView;
 use super::super::AppContext;
 use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
-use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
+use super::transport::{close_for_read_error, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
 use crate::application::ports::{Revocation, TokenClaims};
@@ -401,11 +401,19 @@ impl Connection {
     ) -> Result<Option<Reply>, Stop> {
         match frame {
             None | Some(Ok(Message::Close(_))) => Err(Stop::Exit(Exit::ClientClosed)),
-            Some(Err(e)) if is_too_big(&e) => Err(Stop::Exit(Exit::Close(CloseReason::TooBig))),
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "websocket read failed");
-                Err(Stop::Exit(Exit::ClientClosed))
-            }
+            // A frame the protocol forbids is answered with its close code
+            // before the socket is dropped (RFC 6455 §7.1.7); tungstenite
+            // leaves the connection able to send it.
+            Some(Err(e)) => match close_for_read_error(&e) {
+                Some(reason) => {
+                    tracing::info!(error = %e, reason = reason.text(), "closing on a bad frame");
+                    Err(Stop::Exit(Exit::Close(reason)))
+                }
+                None => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    Err(Stop::Exit(Exit::ClientClosed))
+                }
+            },
             Some(Ok(Message::Text(text))) => {
                 self.handle_text(&text, authority)
                     .instrument(self.span())
