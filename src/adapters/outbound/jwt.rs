@@ -285,6 +285,20 @@ mod tests {
     }
 
     #[test]
+    fn an_exp_at_the_end_of_time_is_read_as_signed() {
+        // What consumers of `expires_at` must survive (the socket's deadline).
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let now = chrono::Utc::now().timestamp();
+        let token = signed(
+            &serde_json::json!({"sub": "u1", "username": "alice", "iat": now, "exp": i64::MAX}),
+        );
+        assert_eq!(
+            svc.verify(&token).map(|c| c.expires_at).ok(),
+            Some(i64::MAX)
+        );
+    }
+
+    #[test]
     fn issued_tokens_have_distinct_ids_and_millisecond_times() {
         let svc = JwtTokenService::new(SECRET, lifetime(60));
         let a = svc.verify(&svc.issue(&user()).unwrap().token).unwrap();

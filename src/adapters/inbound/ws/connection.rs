@@ -30,6 +30,7 @@ use crate::application::{
     StopRefusal,
 };
 use crate::domain::conversation::Seq;
+use crate::domain::time::MAX_DURATION;
 use crate::domain::{SessionId, UserId};
 use crate::telemetry::ErrorChain;
 
@@ -68,10 +69,16 @@ impl Authority {
     }
 }
 
-/// When a token's `exp` comes, on the monotonic clock.
+/// When a token's `exp` comes, on the monotonic clock. A signed `exp` may be
+/// anything up to `i64::MAX` (a token of the Node server's, or one signed
+/// elsewhere with the secret): past [`MAX_DURATION`] it is "never", rather
+/// than an overflow of the clock.
 fn deadline_of(claims: &TokenClaims) -> Instant {
-    let left = claims.expires_at - chrono::Utc::now().timestamp();
-    Instant::now() + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    let left = claims
+        .expires_at
+        .saturating_sub(chrono::Utc::now().timestamp());
+    let left = std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0));
+    Instant::now() + left.min(MAX_DURATION)
 }
 
 /// The next revocation; pending for ever once the channel has closed.
@@ -529,5 +536,31 @@ impl Exit {
             Exit::WriterGone => "client stopped reading",
             Exit::Close(reason) => reason.text(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Username;
+
+    fn claims(expires_at: i64) -> TokenClaims {
+        TokenClaims {
+            user_id: UserId::parse("u1").unwrap(),
+            username: Username::parse("alice").unwrap(),
+            issued_at: 0,
+            expires_at,
+            token_id: "t1".into(),
+            issued_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_token_that_never_expires_gives_a_far_deadline_not_a_panic() {
+        let now = Instant::now();
+        let far = deadline_of(&claims(i64::MAX));
+        assert!(far > now + std::time::Duration::from_secs(86_400 * 365));
+        assert!(deadline_of(&claims(i64::MIN)) <= Instant::now());
+        assert!(deadline_of(&claims(0)) <= Instant::now());
     }
 }
