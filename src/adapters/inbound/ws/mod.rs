@@ -68,8 +68,11 @@ fn subprotocol_token(req: &Request) -> Option<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix(BEARER_SUBPROTOCOL).map(str::to_owned))
+        // Whitespace is no part of a token (`bearer. x` offers `x`), and a
+        // blank offer is none.
+        .find_map(|p| p.trim().strip_prefix(BEARER_SUBPROTOCOL).map(str::trim))
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 /// The user a ticket or token names, or the HTTP refusal. A ticket, when
@@ -258,5 +261,30 @@ impl Drop for PendingUpgrade {
         self.ctx.connections.spawn(async move {
             ctx.chat.release_connection(opened.permit).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem::http::header::SEC_WEBSOCKET_PROTOCOL;
+
+    fn offered(value: &str) -> Option<String> {
+        let req = Request::builder()
+            .header(SEC_WEBSOCKET_PROTOCOL, value)
+            .finish();
+        subprotocol_token(&req)
+    }
+
+    #[test]
+    fn a_bearer_offer_is_trimmed_and_a_blank_one_is_none() {
+        assert_eq!(
+            offered("chatbot.v1, bearer.a.b.c").as_deref(),
+            Some("a.b.c")
+        );
+        // Found by a property test: the tab was kept as part of the token.
+        assert_eq!(offered("bearer.\ta.b.c").as_deref(), Some("a.b.c"));
+        assert_eq!(offered("chatbot.v1, bearer. \t"), None);
+        assert_eq!(offered("chatbot.v1"), None);
     }
 }
