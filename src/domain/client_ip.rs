@@ -50,11 +50,18 @@ impl TrustedProxies {
         self.nets.is_empty()
     }
 
-    /// Whether `ip` is one of the trusted proxies. An IPv4 address seen as
-    /// IPv4-mapped IPv6 (a dual-stack listener) matches its IPv4 entry.
+    /// Whether `ip` is one of the trusted proxies. An IPv4 address and its
+    /// IPv4-mapped IPv6 spelling (`::ffff:10.0.0.1`, as a dual-stack listener
+    /// sees it) are one address: an entry written either way matches both.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.nets.iter().any(|net| net.contains(&ip))
+        let mapped = match ip {
+            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+            IpAddr::V6(_) => None,
+        };
+        self.nets
+            .iter()
+            .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)))
     }
 }
 
@@ -141,6 +148,20 @@ mod tests {
         for bad in ["proxy.local", "10.0.0.0/33", "1.2.3"] {
             assert!(TrustedProxies::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_entry_written_as_ipv4_mapped_ipv6_trusts_that_ipv4_address() {
+        // Found by a property test: `::ffff:10.0.0.1` never matched,
+        // because peers are compared in their IPv4 spelling.
+        let t = TrustedProxies::parse("::ffff:10.0.0.1, ::ffff:192.168.0.0/112").unwrap();
+        assert!(t.contains(ip("10.0.0.1")));
+        assert!(t.contains(ip("::ffff:10.0.0.1")));
+        assert!(t.contains(ip("192.168.3.4")));
+        assert!(!t.contains(ip("10.0.0.2")));
+        assert!(!t.contains(ip("192.169.0.1")));
+        let got = ClientIp::resolve(ip("10.0.0.1"), Some("203.0.113.7"), &t);
+        assert_eq!(got.ip(), ip("203.0.113.7"));
     }
 
     #[test]
