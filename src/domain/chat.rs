@@ -301,3 +301,54 @@ mod tests {
         assert!(SessionId::parse("").is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Strings heavy in what looks blank, with some visible text now and then.
+    fn mostly_invisible() -> impl Strategy<Value = String> {
+        let invisible = prop::sample::select(vec![
+            ' ', '\t', '\r', '\n', '\u{0}', '\u{7f}', '\u{85}', '\u{a0}', '\u{200b}', '\u{200d}',
+            '\u{2060}', '\u{feff}', '\u{3000}', '\u{202e}',
+        ]);
+        prop_oneof![
+            prop::collection::vec(invisible, 0..12).prop_map(|v| v.into_iter().collect()),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn content_is_kept_as_sent_or_refused_for_a_reason(raw in mostly_invisible(), max in 1usize..20) {
+            match ChatContent::parse(&raw, max) {
+                Ok(content) => {
+                    prop_assert_eq!(content.as_str(), raw.as_str());
+                    prop_assert!(raw.chars().count() <= max);
+                    prop_assert!(raw.chars().any(|c| !is_invisible(c)));
+                    prop_assert!(!raw.trim().is_empty());
+                }
+                Err(ContentError::Blank) => prop_assert!(raw.chars().all(is_invisible)),
+                Err(ContentError::TooLong { max: m }) => {
+                    prop_assert_eq!(m, max);
+                    prop_assert!(raw.chars().count() > max);
+                }
+            }
+        }
+
+        #[test]
+        fn session_and_message_ids_read_back(raw in prop_oneof!["[A-Za-z0-9_-]{0,70}", any::<String>()]) {
+            match SessionId::parse(&raw) {
+                Ok(id) => {
+                    prop_assert_eq!(id.as_str(), raw.as_str());
+                    prop_assert_eq!(SessionId::parse(&id.to_string()), Ok(id));
+                    prop_assert!(MessageId::parse(&raw).is_ok());
+                }
+                Err(IdError) => prop_assert!(MessageId::parse(&raw).is_err()),
+            }
+        }
+    }
+}

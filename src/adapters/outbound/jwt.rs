@@ -341,3 +341,136 @@ mod tests {
         );
     }
 }
+
+/// Tokens as an attacker (or an old server sharing the secret) may present
+/// them: never a panic, and a token accepted only with claims that keep
+/// every promise [`TokenClaims`] makes.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn service() -> JwtTokenService {
+        JwtTokenService::new(SECRET, TokenLifetime::parse("1h").unwrap())
+    }
+
+    /// A time claim: near now (either side), at the extremes, or anything.
+    fn time() -> impl Strategy<Value = serde_json::Value> {
+        let now = chrono::Utc::now().timestamp();
+        prop_oneof![
+            (-200i64..200).prop_map(move |d| (now + d).into()),
+            prop::sample::select(vec![i64::MIN, -1, 0, i64::MAX, i64::MAX / 1000])
+                .prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "[0-9]{0,12}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            "[A-Za-z0-9_.-]{0,40}".prop_map(serde_json::Value::from),
+            any::<String>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+        ]
+    }
+
+    /// Claims with any of the fields the server reads, each maybe absent.
+    fn claims() -> impl Strategy<Value = serde_json::Value> {
+        let field = |name: &'static str, s: BoxedStrategy<serde_json::Value>| {
+            prop::option::of(s).prop_map(move |v| (name, v))
+        };
+        (
+            field("sub", text().boxed()),
+            field("userId", text().boxed()),
+            field("username", text().boxed()),
+            field("jti", text().boxed()),
+            field("iat", time().boxed()),
+            field("exp", time().boxed()),
+            field("nbf", time().boxed()),
+            field("iatMs", time().boxed()),
+        )
+            .prop_map(|fields| {
+                let (a, b, c, d, e, f, g, h) = fields;
+                let map = [a, b, c, d, e, f, g, h]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+                    .collect();
+                serde_json::Value::Object(map)
+            })
+    }
+
+    fn check_accepted(claims: &TokenClaims) -> Result<(), TestCaseError> {
+        let now = chrono::Utc::now().timestamp();
+        prop_assert!(claims.expires_at >= now, "expired token accepted");
+        prop_assert!(claims.issued_at <= now + MAX_IAT_AHEAD_SECS);
+        prop_assert_eq!(claims.issued_at_ms.div_euclid(1000), claims.issued_at);
+        prop_assert!(crate::domain::id::is_valid_id(&claims.token_id));
+        prop_assert!(UserId::parse(claims.user_id.as_str()).is_ok());
+        prop_assert!(Username::parse(claims.username.as_str()).is_ok());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_strings_are_invalid_tokens(raw in prop_oneof![
+            any::<String>(),
+            "[A-Za-z0-9_-]{0,30}\\.[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_-]{0,43}",
+        ]) {
+            prop_assert!(matches!(service().verify(&raw), Err(TokenError::Invalid)));
+        }
+
+        #[test]
+        fn signed_claims_of_any_shape_are_refused_or_keep_their_promises(c in claims()) {
+            let token = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap();
+            if let Ok(claims) = service().verify(&token) {
+                check_accepted(&claims)?;
+            }
+        }
+
+        #[test]
+        fn a_tampered_token_is_refused(c in claims(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let token = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap();
+            let mut bytes = token.clone().into_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let Ok(tampered) = String::from_utf8(bytes) else { return Ok(()) };
+            if tampered != token {
+                if let Ok(claims) = service().verify(&tampered) {
+                    // Only a change base64url cannot see (the last character's
+                    // unused bits) may keep a token valid.
+                    prop_assert_eq!(i, token.len() - 1, "tampering at {} accepted", i);
+                    check_accepted(&claims)?;
+                }
+            }
+        }
+
+        #[test]
+        fn issued_tokens_read_back(name in "[A-Za-z0-9_.-]{3,32}", id in "[A-Za-z0-9_-]{1,64}") {
+            let svc = service();
+            let mut user = crate::domain::fixtures::user(&id, "x");
+            user.username = Username::parse(&name).unwrap();
+            let claims = svc.verify(&svc.issue(&user).unwrap().token).unwrap();
+            check_accepted(&claims)?;
+            prop_assert_eq!(claims.user_id.as_str(), id.as_str());
+            prop_assert_eq!(claims.username.as_str(), name.as_str());
+        }
+    }
+}
