@@ -105,7 +105,9 @@ impl TokenService for JwtTokenService {
         let issued_at_ms = match claims.iat_ms {
             Some(ms) if ms.div_euclid(1000) == claims.iat => ms,
             Some(_) => return Err(TokenError::Invalid),
-            None => claims.iat.saturating_mul(1000),
+            // An `iat` too far from now to be counted in milliseconds is no
+            // time a token was issued at.
+            None => claims.iat.checked_mul(1000).ok_or(TokenError::Invalid)?,
         };
         let token_id = match claims.jti {
             Some(jti) if crate::domain::id::is_valid_id(&jti) => jti,
@@ -296,6 +298,28 @@ mod tests {
             svc.verify(&token).map(|c| c.expires_at).ok(),
             Some(i64::MAX)
         );
+    }
+
+    #[test]
+    fn an_iat_beyond_milliseconds_is_invalid() {
+        // Found by a property test: `iatMs` was saturated to i64::MIN, a
+        // millisecond outside the token's own `iat` second.
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let exp = chrono::Utc::now().timestamp() + 60;
+        for iat in [i64::MIN / 1000 - 1, i64::MIN] {
+            let token = signed(
+                &serde_json::json!({"sub": "u1", "username": "alice", "iat": iat, "exp": exp}),
+            );
+            assert!(
+                matches!(svc.verify(&token), Err(TokenError::Invalid)),
+                "{iat}"
+            );
+        }
+        let oldest = i64::MIN / 1000;
+        let token = signed(
+            &serde_json::json!({"sub": "u1", "username": "alice", "iat": oldest, "exp": exp}),
+        );
+        assert_eq!(svc.verify(&token).unwrap().issued_at_ms, oldest * 1000);
     }
 
     #[test]
