@@ -384,47 +384,89 @@ mod proptests {
     fn time() -> impl Strategy<Value = serde_json::Value> {
         let now = chrono::Utc::now().timestamp();
         prop_oneof![
-            (-200i64..200).prop_map(move |d| (now + d).into()),
-            prop::sample::select(vec![i64::MIN, -1, 0, i64::MAX, i64::MAX / 1000])
+            6 => (-200i64..200).prop_map(move |d| (now + d).into()),
+            1 => prop::sample::select(vec![i64::MIN, -1, 0, i64::MAX, i64::MAX / 1000])
                 .prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            any::<u64>().prop_map(serde_json::Value::from),
-            any::<f64>().prop_map(serde_json::Value::from),
-            "[0-9]{0,12}".prop_map(serde_json::Value::from),
-            Just(serde_json::Value::Null),
+            1 => any::<i64>().prop_map(serde_json::Value::from),
+            1 => any::<u64>().prop_map(serde_json::Value::from),
+            1 => any::<f64>().prop_map(serde_json::Value::from),
+            1 => "[0-9]{0,12}".prop_map(serde_json::Value::from),
+            1 => Just(serde_json::Value::Null),
         ]
     }
 
     fn text() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
-            "[A-Za-z0-9_.-]{0,40}".prop_map(serde_json::Value::from),
-            any::<String>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            Just(serde_json::Value::Null),
+            // Valid as an id and a username, so that many tokens get as far
+            // as the checks that come after the signature.
+            4 => "[A-Za-z0-9_-]{3,24}".prop_map(serde_json::Value::from),
+            1 => "[A-Za-z0-9_.-]{0,40}".prop_map(serde_json::Value::from),
+            1 => any::<String>().prop_map(serde_json::Value::from),
+            1 => any::<i64>().prop_map(serde_json::Value::from),
+            1 => Just(serde_json::Value::Null),
         ]
     }
 
-    /// Claims with any of the fields the server reads, each maybe absent.
+    /// Claims with any of the fields the server reads, each usually valid
+    /// (so that many tokens reach the checks after the signature), sometimes
+    /// absent, sometimes anything: the `iatMs` is then and again the one that
+    /// agrees with `iat`.
     fn claims() -> impl Strategy<Value = serde_json::Value> {
-        let field = |name: &'static str, s: BoxedStrategy<serde_json::Value>| {
-            prop::option::of(s).prop_map(move |v| (name, v))
+        let now = chrono::Utc::now().timestamp();
+        let near = |from: i64, to: i64| (from..to).prop_map(move |d| (now + d).into()).boxed();
+        let field = |name: &'static str,
+                     valid: BoxedStrategy<serde_json::Value>,
+                     wild: BoxedStrategy<serde_json::Value>| {
+            prop_oneof![
+                8 => valid.prop_map(Some),
+                1 => Just(None),
+                1 => wild.prop_map(Some),
+            ]
+            .prop_map(move |v| (name, v))
         };
+        let id = || {
+            "[A-Za-z0-9_-]{1,24}"
+                .prop_map(serde_json::Value::from)
+                .boxed()
+        };
+        let name = "[A-Za-z0-9_.-]{3,32}"
+            .prop_map(serde_json::Value::from)
+            .boxed();
         (
-            field("sub", text().boxed()),
-            field("userId", text().boxed()),
-            field("username", text().boxed()),
-            field("jti", text().boxed()),
-            field("iat", time().boxed()),
-            field("exp", time().boxed()),
-            field("nbf", time().boxed()),
-            field("iatMs", time().boxed()),
+            (
+                field("sub", id(), text().boxed()),
+                field("userId", id(), text().boxed()),
+                field("username", name, text().boxed()),
+                field("jti", id(), text().boxed()),
+            ),
+            (
+                field("iat", near(-200, 200), time().boxed()),
+                field("exp", near(-100, 3600), time().boxed()),
+                field("nbf", near(-200, 200), time().boxed()),
+                field(
+                    "iatMs",
+                    Just(serde_json::Value::Null).boxed(),
+                    time().boxed(),
+                ),
+            ),
+            0i64..1000,
         )
-            .prop_map(|fields| {
-                let (a, b, c, d, e, f, g, h) = fields;
-                let map = [a, b, c, d, e, f, g, h]
+            .prop_map(|((a, b, c, d), (e, f, g, h), ms)| {
+                let mut map: serde_json::Map<String, serde_json::Value> = [a, b, c, d, e, f, g, h]
                     .into_iter()
                     .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
                     .collect();
+                // A "valid" iatMs is the one that agrees with iat.
+                if map.get("iatMs") == Some(&serde_json::Value::Null) {
+                    let agreeing = map
+                        .get("iat")
+                        .and_then(serde_json::Value::as_i64)
+                        .and_then(|iat| iat.checked_mul(1000)?.checked_add(ms));
+                    match agreeing {
+                        Some(iat_ms) => map.insert("iatMs".into(), iat_ms.into()),
+                        None => map.remove("iatMs"),
+                    };
+                }
                 serde_json::Value::Object(map)
             })
     }
