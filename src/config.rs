@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::domain::time::parse_duration;
+use crate::domain::time::{parse_duration, MAX_DURATION, MAX_DURATION_TEXT};
 use crate::domain::{TokenLifetime, TrustedProxies};
 
 /// A configuration problem, phrased for the person who wrote the `.env`.
@@ -386,6 +386,11 @@ pub struct Config {
 /// This project's `.env.example`, whose values production refuses as secrets.
 const ENV_EXAMPLE: &str = include_str!("../.env.example");
 
+/// Most any count setting accepts (`EVENT_LOG_LIMIT`, `MAX_MESSAGE_CHARS`
+/// and every limit): beyond it a value is a typo, and some of them size
+/// what is kept in memory per session or per key.
+pub const MAX_COUNT: u32 = 1_000_000;
+
 /// Production refuses secrets shorter than this (HS256 wants a 256-bit key).
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -439,18 +444,25 @@ impl Vars<'_> {
         }
     }
 
-    /// A whole number of at least 1.
-    fn positive(&self, name: &str, default: usize) -> Result<usize, ConfigError> {
-        let n = self.parse_or(name, default, "a positive number")?;
-        if n == 0 {
-            return Err(ConfigError::invalid(name, "0", "a positive number"));
+    /// A whole number from 1 to `max`.
+    fn positive(&self, name: &str, default: usize, max: usize) -> Result<usize, ConfigError> {
+        let expected = format!("a whole number from 1 to {max}");
+        let n: usize = self.parse_or(name, default, &expected)?;
+        if n == 0 || n > max {
+            let text = self.get(name).unwrap_or_default();
+            return Err(ConfigError::invalid(name, &text, &expected));
         }
         Ok(n)
     }
 
-    /// A count where `0` means "no limit" (`None`).
+    /// A count where `0` means "no limit" (`None`), at most [`MAX_COUNT`].
     fn limit(&self, name: &str, default: u32) -> Result<Option<u32>, ConfigError> {
-        let n: u32 = self.parse_or(name, default, "a whole number (0 turns the limit off)")?;
+        let expected = format!("a whole number from 0 to {MAX_COUNT} (0 turns the limit off)");
+        let n: u32 = self.parse_or(name, default, &expected)?;
+        if n > MAX_COUNT {
+            let text = self.get(name).unwrap_or_default();
+            return Err(ConfigError::invalid(name, &text, &expected));
+        }
         Ok((n > 0).then_some(n))
     }
 
@@ -466,30 +478,49 @@ impl Vars<'_> {
             .map(|max| WindowLimit { max, window }))
     }
 
+    /// A duration such as `500ms`, `30s`, `5m`, `1h`, at most
+    /// [`MAX_DURATION`]; `expected` describes the form when it is malformed.
+    fn bounded_duration(
+        &self,
+        name: &str,
+        default: &str,
+        expected: &str,
+    ) -> Result<Duration, ConfigError> {
+        let text = self.get(name).unwrap_or_else(|| default.to_owned());
+        let d = parse_duration(&text).ok_or_else(|| ConfigError::invalid(name, &text, expected))?;
+        if d > MAX_DURATION {
+            return Err(ConfigError::invalid(
+                name,
+                &text,
+                &format!("a duration of at most {MAX_DURATION_TEXT} (100 years)"),
+            ));
+        }
+        Ok(d)
+    }
+
     /// A non-zero duration such as `500ms`, `30s`, `5m`, `1h`.
     fn duration(&self, name: &str, default: &str) -> Result<Duration, ConfigError> {
-        let text = self.get(name).unwrap_or_else(|| default.to_owned());
-        parse_duration(&text)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                ConfigError::invalid(name, &text, "a duration such as 500ms, 30s, 5m, 1h")
-            })
+        const EXPECTED: &str = "a duration such as 500ms, 30s, 5m, 1h";
+        let d = self.bounded_duration(name, default, EXPECTED)?;
+        if d.is_zero() {
+            let text = self.get(name).unwrap_or_else(|| default.to_owned());
+            return Err(ConfigError::invalid(name, &text, EXPECTED));
+        }
+        Ok(d)
     }
 
     /// A duration as [`Vars::duration`], where `0` is allowed (turns a grace off).
     fn duration_or_zero(&self, name: &str, default: &str) -> Result<Duration, ConfigError> {
-        let text = self.get(name).unwrap_or_else(|| default.to_owned());
-        parse_duration(&text).ok_or_else(|| {
-            ConfigError::invalid(name, &text, "a duration such as 0, 500ms, 30s, 5m")
-        })
+        self.bounded_duration(name, default, "a duration such as 0, 500ms, 30s, 5m")
     }
 
     /// A duration where `0` means "no limit" (`None`).
     fn timeout(&self, name: &str, default: &str) -> Result<Option<Duration>, ConfigError> {
-        let text = self.get(name).unwrap_or_else(|| default.to_owned());
-        let d = parse_duration(&text).ok_or_else(|| {
-            ConfigError::invalid(name, &text, "a duration such as 10s or 2m (0 turns it off)")
-        })?;
+        let d = self.bounded_duration(
+            name,
+            default,
+            "a duration such as 10s or 2m (0 turns it off)",
+        )?;
         Ok((!d.is_zero()).then_some(d))
     }
 
@@ -684,7 +715,7 @@ impl SessionConfig {
                 .get("REDIS_KEY_PREFIX")
                 .unwrap_or_else(|| "chatbot".into()),
             ttl: vars.duration("SESSION_TTL", "24h")?,
-            event_log_limit: vars.positive("EVENT_LOG_LIMIT", 2000)?,
+            event_log_limit: vars.positive("EVENT_LOG_LIMIT", 2000, MAX_COUNT as usize)?,
             generation_lease: vars.duration("GENERATION_LEASE", "10s")?,
             unattended_generation_timeout: vars.duration("UNATTENDED_GENERATION_TIMEOUT", "60s")?,
         })
@@ -830,7 +861,7 @@ fn ai_url(vars: &Vars, name: &str) -> Result<Option<String>, ConfigError> {
 impl WebSocketConfig {
     fn parse(vars: &Vars) -> Result<Self, ConfigError> {
         Ok(Self {
-            max_message_chars: vars.positive("MAX_MESSAGE_CHARS", 10_000)?,
+            max_message_chars: vars.positive("MAX_MESSAGE_CHARS", 10_000, MAX_COUNT as usize)?,
             ping_interval: vars.duration("WS_PING_INTERVAL", "20s")?,
             pong_timeout: vars.duration("WS_PONG_TIMEOUT", "60s")?,
         })
@@ -915,6 +946,141 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    /// Every duration setting that must be above zero.
+    pub(super) const DURATIONS: &[&str] = &[
+        "SHUTDOWN_TIMEOUT",
+        "REFRESH_TOKEN_TTL",
+        "WS_TICKET_TTL",
+        "SESSION_TTL",
+        "GENERATION_LEASE",
+        "UNATTENDED_GENERATION_TIMEOUT",
+        "AI_CONNECT_TIMEOUT",
+        "AI_FIRST_TOKEN_TIMEOUT",
+        "AI_IDLE_TIMEOUT",
+        "ECHO_TOKEN_DELAY",
+        "AI_RETRY_BACKOFF",
+        "AI_BREAKER_COOLDOWN",
+        "WS_PING_INTERVAL",
+        "WS_PONG_TIMEOUT",
+        "LOGIN_FAILURE_WINDOW",
+        "LOGIN_ACCOUNT_WINDOW",
+        "REGISTER_WINDOW",
+        "VERIFY_WINDOW",
+        "WS_TICKETS_WINDOW",
+        "CHAT_MESSAGES_WINDOW",
+    ];
+    /// Every duration setting where `0` turns something off.
+    pub(super) const DURATIONS_OR_ZERO: &[&str] = &[
+        "REFRESH_REUSE_GRACE",
+        "HTTP_HEADER_TIMEOUT",
+        "HTTP_BODY_TIMEOUT",
+        "HTTP_KEEPALIVE_TIMEOUT",
+    ];
+    /// Every count where `0` turns the limit off.
+    pub(super) const LIMITS: &[&str] = &[
+        "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+        "LOGIN_MAX_FAILURES_PER_IP",
+        "LOGIN_MAX_FAILURES_PER_ACCOUNT_HOURLY",
+        "REGISTER_PER_IP_PER_HOUR",
+        "VERIFY_PER_IP_PER_MINUTE",
+        "WS_TICKETS_PER_USER_PER_MINUTE",
+        "CHAT_MESSAGES_PER_MINUTE",
+        "CHAT_MAX_CONCURRENT_PER_USER",
+        "WS_MAX_CONNECTIONS_PER_USER",
+        "WS_MAX_CONNECTIONS_PER_IP",
+        "SESSIONS_MAX_PER_USER",
+        "HTTP_MAX_IDLE_CONNECTIONS",
+        "UNAUTH_CONNECTIONS_PER_IP",
+        "FD_HEADROOM",
+        "AI_BREAKER_FAILURES",
+    ];
+    /// Every count that must be at least 1.
+    pub(super) const POSITIVE: &[&str] = &["EVENT_LOG_LIMIT", "MAX_MESSAGE_CHARS"];
+
+    /// Every duration an accepted configuration holds, by variable.
+    pub(super) fn durations(c: &Config) -> Vec<(&'static str, Duration)> {
+        let mut all = vec![
+            ("SHUTDOWN_TIMEOUT", c.server.shutdown_timeout),
+            ("JWT_EXPIRES_IN", c.auth.token_lifetime.duration()),
+            ("REFRESH_TOKEN_TTL", c.access.refresh_token_ttl),
+            ("REFRESH_REUSE_GRACE", c.access.refresh_reuse_grace),
+            ("WS_TICKET_TTL", c.access.ws_ticket_ttl),
+            ("SESSION_TTL", c.sessions.ttl),
+            ("GENERATION_LEASE", c.sessions.generation_lease),
+            (
+                "UNATTENDED_GENERATION_TIMEOUT",
+                c.sessions.unattended_generation_timeout,
+            ),
+            ("AI_CONNECT_TIMEOUT", c.ai.connect_timeout),
+            ("AI_FIRST_TOKEN_TIMEOUT", c.ai.first_token_timeout),
+            ("AI_IDLE_TIMEOUT", c.ai.idle_timeout),
+            ("ECHO_TOKEN_DELAY", c.ai.echo_token_delay),
+            ("AI_RETRY_BACKOFF", c.ai.retry_backoff),
+            ("AI_BREAKER_COOLDOWN", c.ai.breaker_cooldown),
+            ("WS_PING_INTERVAL", c.websocket.ping_interval),
+            ("WS_PONG_TIMEOUT", c.websocket.pong_timeout),
+        ];
+        let l = &c.limits;
+        for (name, limit) in [
+            ("LOGIN_FAILURE_WINDOW", l.login_per_ip),
+            ("LOGIN_ACCOUNT_WINDOW", l.login_per_account),
+            ("REGISTER_WINDOW", l.register_per_ip),
+            ("VERIFY_WINDOW", l.verify_per_ip),
+            ("WS_TICKETS_WINDOW", l.ws_tickets_per_user),
+            ("CHAT_MESSAGES_WINDOW", l.chats_per_user),
+        ] {
+            all.extend(limit.map(|w| (name, w.window)));
+        }
+        let k = &c.connections;
+        for (name, timeout) in [
+            ("HTTP_HEADER_TIMEOUT", k.header_timeout),
+            ("HTTP_BODY_TIMEOUT", k.body_timeout),
+            ("HTTP_KEEPALIVE_TIMEOUT", k.keepalive_timeout),
+        ] {
+            all.extend(timeout.map(|d| (name, d)));
+        }
+        all
+    }
+
+    #[test]
+    fn durations_longer_than_a_hundred_years_are_refused_by_name() {
+        let most = Duration::from_secs(36_500 * 86_400);
+        for name in DURATIONS.iter().chain(DURATIONS_OR_ZERO) {
+            // The value that used to be accepted and then overflowed a clock.
+            for bad in ["2052117620574877", "36501d", "18446744073709551615ms"] {
+                let err = cfg(&[(name, bad)]).unwrap_err().to_string();
+                assert!(
+                    err.contains(name) && err.contains("at most 36500d"),
+                    "{err}"
+                );
+                assert!(!err.contains('\n'), "{err}");
+            }
+            let c = cfg(&[(name, "36500d")]).unwrap();
+            let got = durations(&c).into_iter().find(|(n, _)| n == name);
+            assert_eq!(got, Some((*name, most)), "{name}");
+        }
+        let err = cfg(&[("JWT_EXPIRES_IN", "2052117620574877")]).unwrap_err();
+        assert!(err.to_string().contains("JWT_EXPIRES_IN"), "{err}");
+        let c = cfg(&[("JWT_EXPIRES_IN", "36500d")]).unwrap();
+        assert_eq!(c.auth.token_lifetime.duration(), most);
+    }
+
+    #[test]
+    fn counts_are_bounded_and_say_their_range() {
+        for name in LIMITS.iter().chain(POSITIVE) {
+            let err = cfg(&[(name, "1000001")]).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("to 1000000"), "{err}");
+            assert!(err.contains("\"1000001\""), "the value as written: {err}");
+            let err = cfg(&[(name, "99999999999999999999")]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+            assert!(cfg(&[(name, "1000000")]).is_ok(), "{name}");
+        }
+        let c = cfg(&[("EVENT_LOG_LIMIT", "1000000")]).unwrap();
+        assert_eq!(c.sessions.event_log_limit, 1_000_000);
+        let c = cfg(&[("FD_HEADROOM", "1000000")]).unwrap();
+        assert_eq!(c.connections.fd_headroom, Some(1_000_000));
     }
 
     #[test]
@@ -1393,5 +1559,252 @@ mod tests {
             "mongodb://u:***@h1:27017,h2:27017/db?authSource=admin&password=***"
         );
         assert_eq!(url("mongodb://user@h/db"), "mongodb://user@h/db");
+    }
+}
+
+/// Every setting given any text: the server starts with exactly what was
+/// written, or refuses with one line naming the variable. Nothing is
+/// silently replaced by a default, and nothing accepted can overflow later.
+#[cfg(test)]
+mod proptests {
+    use super::tests::{durations, DURATIONS, DURATIONS_OR_ZERO, LIMITS, POSITIVE};
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, String)]) -> Result<Config, ConfigError> {
+        let map: HashMap<&str, &str> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Config::from_lookup(|k| map.get(k).map(|v| (*v).to_owned()))
+    }
+
+    /// Every variable the server reads.
+    fn all_names() -> Vec<&'static str> {
+        let mut names = vec![
+            "PORT",
+            "HOST",
+            "APP_ENV",
+            "NODE_ENV",
+            "JWT_SECRET",
+            "JWT_EXPIRES_IN",
+            "ALLOW_REGISTRATION",
+            "MONGODB_URI",
+            "SQLITE_PATH",
+            "REDIS_URL",
+            "REDIS_KEY_PREFIX",
+            "AI_PROVIDER",
+            "FASTAPI_URL",
+            "OPENAI_BASE_URL",
+            "OPENAI_API_KEY",
+            "OPENAI_MODEL",
+            "AI_SYSTEM_PROMPT",
+            "AI_FALLBACK_PROVIDER",
+            "AI_FALLBACK_FASTAPI_URL",
+            "AI_FALLBACK_OPENAI_BASE_URL",
+            "AI_FALLBACK_OPENAI_API_KEY",
+            "AI_FALLBACK_OPENAI_MODEL",
+            "AI_FALLBACK_SYSTEM_PROMPT",
+            "AI_MAX_RETRIES",
+            "CORS_ORIGIN",
+            "TRUSTED_PROXIES",
+        ];
+        names.extend(
+            DURATIONS
+                .iter()
+                .chain(DURATIONS_OR_ZERO)
+                .chain(LIMITS)
+                .chain(POSITIVE),
+        );
+        names
+    }
+
+    /// Text near what a setting expects (numbers with units, words, URLs)
+    /// or anything at all.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ ]?-?[0-9]{1,22}[ ]?(ms|s|m|h|d|days|y|)[ ]?",
+            "(true|false|yes|no|on|off|TRUE|maybe|)",
+            "(https?|redis|mongodb|ftp)://[a-z0-9.:@/?#]{0,20}",
+            "[0-9a-f:./, *]{0,30}",
+            any::<String>(),
+        ]
+    }
+
+    /// What `n` followed by `unit` means, by a model independent of the parser.
+    fn model_duration(n: u128, unit: &str) -> Option<u128> {
+        let ms = match unit {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" | "days" => 86_400_000,
+            _ => return None,
+        };
+        Some(n * ms)
+    }
+
+    fn check_accepted(c: &Config) -> Result<(), TestCaseError> {
+        let now = std::time::Instant::now();
+        let today = chrono::Utc::now();
+        for (name, d) in durations(c) {
+            prop_assert!(d <= crate::domain::time::MAX_DURATION, "{} = {:?}", name, d);
+            // What the server does with them: deadlines and expiry dates.
+            prop_assert!(now.checked_add(d * 4).is_some());
+            let d = chrono::Duration::from_std(d).unwrap();
+            prop_assert!(today.checked_add_signed(d).is_some());
+        }
+        prop_assert!(c.sessions.event_log_limit <= MAX_COUNT as usize);
+        prop_assert!(c.websocket.max_message_chars <= MAX_COUNT as usize);
+        prop_assert!(c.ai.max_retries <= MAX_AI_RETRIES);
+        Ok(())
+    }
+
+    fn check_refused(err: &ConfigError, names: &[&str]) -> Result<(), TestCaseError> {
+        let text = err.to_string();
+        prop_assert!(!text.contains('\n') && !text.contains('\r'), "{:?}", text);
+        prop_assert!(
+            names.iter().any(|n| text.contains(n)),
+            "{} names none of {:?}",
+            text,
+            names
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_setting_with_any_value_starts_or_is_refused_in_one_line(
+            pairs in prop::collection::vec((prop::sample::select(all_names()), value()), 1..6)
+        ) {
+            match cfg(&pairs) {
+                Ok(c) => check_accepted(&c)?,
+                Err(e) => {
+                    let mut names: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+                    // Settings that need each other name the missing one.
+                    names.extend(["AI_FALLBACK", "OPENAI_MODEL", "FASTAPI_URL", "JWT_SECRET"]);
+                    check_refused(&e, &names)?;
+                }
+            }
+        }
+
+        #[test]
+        fn durations_mean_what_they_say_or_are_refused(
+            name in prop::sample::select([DURATIONS, DURATIONS_OR_ZERO].concat()),
+            n in prop_oneof![0u64..100_000, any::<u64>(), 3_153_599_999u64..3_153_600_002],
+            unit in prop::sample::select(vec!["", "s", "ms", "m", "h", "d", "days", "y", "us"]),
+        ) {
+            let text = format!("{n}{unit}");
+            let zero_ok = DURATIONS_OR_ZERO.contains(&name);
+            let expected_ms = model_duration(u128::from(n), unit)
+                .filter(|&ms| ms <= 36_500 * 86_400_000 && (zero_ok || ms > 0));
+            match (cfg(&[(name, text.clone())]), expected_ms) {
+                (Ok(c), Some(ms)) => {
+                    let got = durations(&c).into_iter().find(|(n, _)| *n == name).map(|(_, d)| d);
+                    // `0` of a timeout turns it off: then it is absent.
+                    prop_assert_eq!(got.map_or(0, |d| d.as_millis()), ms, "{}={}", name, text);
+                }
+                (Err(e), None) => check_refused(&e, &[name])?,
+                (got, expected) => prop_assert!(false, "{}={}: got {:?}, expected {:?} ms", name, text, got.map(|_| ()), expected),
+            }
+        }
+
+        #[test]
+        fn counts_mean_what_they_say_or_are_refused(
+            name in prop::sample::select([LIMITS, POSITIVE].concat()),
+            text in prop_oneof!["-?[0-9]{1,12}", "[0-9]{1,7}", any::<String>()],
+        ) {
+            let n: Option<u64> = text.trim().parse().ok();
+            let least = u64::from(POSITIVE.contains(&name));
+            let ok = n.filter(|n| (least..=u64::from(MAX_COUNT)).contains(n));
+            let blank = text.trim().is_empty();
+            match cfg(&[(name, text.clone())]) {
+                Ok(c) => {
+                    check_accepted(&c)?;
+                    prop_assert!(ok.is_some() || blank, "{}={:?} accepted", name, text);
+                }
+                Err(e) => {
+                    prop_assert!(ok.is_none(), "{}={:?} refused: {}", name, text, e);
+                    check_refused(&e, &[name])?;
+                }
+            }
+        }
+
+        #[test]
+        fn booleans_are_the_documented_words(text in prop_oneof![
+            "(?i)(true|false|yes|no|on|off|1|0)", any::<String>()
+        ]) {
+            let word = text.trim().to_ascii_lowercase();
+            let expected = match word.as_str() {
+                "true" | "1" | "yes" | "on" | "" => Some(true),
+                "false" | "0" | "no" | "off" => Some(false),
+                _ => None,
+            };
+            let got = cfg(&[("ALLOW_REGISTRATION", text.clone())]).map(|c| c.access.allow_registration);
+            match (got, expected) {
+                (Ok(b), Some(e)) => prop_assert_eq!(b, e),
+                (Err(e), None) => check_refused(&e, &["ALLOW_REGISTRATION"])?,
+                (got, expected) => prop_assert!(false, "{:?}: {:?} vs {:?}", text, got, expected),
+            }
+        }
+
+        #[test]
+        fn connection_urls_keep_their_scheme_and_never_echo_a_refused_one(
+            name in prop::sample::select(vec!["REDIS_URL", "MONGODB_URI"]),
+            text in prop_oneof![
+                "(redis|rediss|mongodb|mongodb\\+srv|http)://[a-z]{1,6}:S3CR3T[a-z]{0,4}@[a-z0-9.:/]{1,20}",
+                any::<String>(),
+            ],
+        ) {
+            match cfg(&[(name, text.clone())]) {
+                Ok(c) => {
+                    let url = if name == "REDIS_URL" { c.sessions.redis_url } else { c.storage.mongodb_uri };
+                    match url {
+                        Some(url) => {
+                            prop_assert_eq!(url.expose(), text.trim());
+                            let shown = format!("{url:?} {url}");
+                            prop_assert!(!shown.contains("S3CR3T"), "{}", shown);
+                        }
+                        None => prop_assert!(text.trim().is_empty()),
+                    }
+                }
+                Err(e) => {
+                    check_refused(&e, &[name])?;
+                    prop_assert!(!e.to_string().contains("S3CR3T"));
+                }
+            }
+        }
+
+        #[test]
+        fn ai_urls_are_http_without_query_or_refused(text in prop_oneof![
+            "(https?|ftp|)(://)?[a-z0-9.:/?#]{0,20}",
+            any::<String>(),
+        ]) {
+            match cfg(&[("FASTAPI_URL", text.clone())]) {
+                Ok(c) => match c.ai.primary {
+                    Some(UpstreamConfig::FastApi { url }) => {
+                        prop_assert!(url.starts_with("http://") || url.starts_with("https://"));
+                        prop_assert!(!url.contains(['?', '#']));
+                        prop_assert_eq!(url.as_str(), text.trim());
+                    }
+                    other => prop_assert!(other.is_none() && text.trim().is_empty()),
+                },
+                Err(e) => check_refused(&e, &["FASTAPI_URL"])?,
+            }
+        }
+
+        #[test]
+        fn trusted_proxy_lists_parse_or_are_refused_by_name(text in prop_oneof![
+            "([0-9]{1,3}\\.){3}[0-9]{1,3}(/[0-9]{1,2})?(, ?[0-9a-f:]{2,12}(/[0-9]{1,3})?){0,2}",
+            any::<String>(),
+        ]) {
+            match cfg(&[("TRUSTED_PROXIES", text.clone())]) {
+                Ok(c) => prop_assert_eq!(
+                    c.limits.trusted_proxies.is_empty(),
+                    text.split(',').all(|e| e.trim().is_empty())
+                ),
+                Err(e) => check_refused(&e, &["TRUSTED_PROXIES"])?,
+            }
+        }
     }
 }

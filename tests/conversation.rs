@@ -378,6 +378,16 @@ async fn rest_lists_sessions_and_replays_the_same_events_as_the_socket() {
     .await;
     assert_eq!(seqs(first["events"].as_array().unwrap()), vec![2, 3]);
     assert_eq!(first["nextAfterSeq"], 3);
+    // The largest afterSeq a client can write is past everything, not an overflow.
+    let (status, past) = get_json(
+        &app,
+        &format!("/api/sessions/{session}/events?afterSeq={}", u64::MAX),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{past}");
+    assert_eq!(past["events"], json!([]), "{past}");
+    assert_eq!(past["historyLost"], false, "{past}");
 
     // Someone else's session is exactly an unknown one; bad input is a 400.
     let bob = app.register("bob").await;

@@ -155,6 +155,11 @@ async fn append_numbers_events_from_one_and_reads_them_back(backend: Backend) {
     let page = log.read_after(&s, 1, 1).await.unwrap();
     assert_eq!(seqs(&page.events), vec![2]);
     assert!(log.read_after(&s, 3, 10).await.unwrap().events.is_empty());
+    // A client chooses `after` (`afterSeq`, `lastSeq`): its largest value too.
+    let past = log.read_after(&s, Seq::MAX, 10).await.unwrap();
+    assert!(past.events.is_empty());
+    assert_eq!((past.head, past.oldest), (3, 1));
+    assert!(!past.lost_after(Seq::MAX));
     // Sessions do not share numbering.
     let other = SessionId::generate();
     assert_eq!(

@@ -515,3 +515,227 @@ async fn a_quiet_connected_client_keeps_its_session() {
     let (_, stats) = app.get("/api/stats").await;
     assert_eq!(stats["activeSessions"], 1);
 }
+
+#[tokio::test]
+async fn content_of_only_whitespace_controls_or_invisible_characters_is_blank() {
+    let app = spawn_app(&[]).await;
+    let token = app.register("alice").await;
+    let (mut client, _) = app.connect(&token).await;
+    for blank in ["\u{0}", "\u{200b}", "\t\r\n", "\u{feff}\u{200d} \u{0}"] {
+        client
+            .send_json(json!({"type": "chat", "content": blank}))
+            .await;
+        let reply = client.recv().await;
+        assert_eq!(reply["type"], "error", "{blank:?}: {reply}");
+        assert_eq!(reply["code"], "invalid_content", "{blank:?}: {reply}");
+        assert_eq!(reply["message"], "'content' must not be blank");
+    }
+    // Nothing was stored or started, and the connection serves on.
+    let (_, stats) = app.get("/api/stats").await;
+    assert_eq!(stats["totalMessages"], 0, "{stats}");
+    let ex = client.chat("\u{200b}hi").await;
+    assert_eq!(ex.status, "completed", "{:?}", ex.errors);
+}
+
+/// A WebSocket opened by hand over TCP, to send the frames no client library
+/// would: unmasked, reserved bits and opcodes, broken UTF-8.
+struct RawSocket {
+    tcp: tokio::net::TcpStream,
+    read: Vec<u8>,
+}
+
+/// FIN plus an opcode: the first byte of an unfragmented frame.
+const TEXT: u8 = 0x81;
+
+impl RawSocket {
+    /// Upgrades `/ws` with `token` and reads the `connected` message.
+    async fn open(app: &common::TestApp, token: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let request = format!(
+            "GET /ws?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            app.addr
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut socket = Self {
+            tcp,
+            read: Vec::new(),
+        };
+        let head_end = loop {
+            if let Some(i) = socket.read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(socket.fill().await, "the upgrade was answered");
+        };
+        let head = String::from_utf8_lossy(&socket.read[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        socket.read.drain(..head_end);
+        let (opcode, hello) = socket.next_frame().await.expect("connected");
+        assert_eq!(opcode, 1);
+        let hello: Value = serde_json::from_slice(&hello).unwrap();
+        assert_eq!(hello["type"], "connected", "{hello}");
+        socket
+    }
+
+    /// Reads more bytes; false once the server has closed the TCP connection.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut chunk))
+            .await
+            .expect("the server answers within 10 s")
+            .unwrap_or(0);
+        self.read.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// Sends one frame: `first` is its first byte (FIN, RSV bits, opcode);
+    /// clients must mask, and `masked: false` breaks that rule.
+    async fn send(&mut self, first: u8, payload: &[u8], masked: bool) {
+        use tokio::io::AsyncWriteExt;
+        let mask_bit = if masked { 0x80 } else { 0 };
+        let mut frame = vec![first];
+        match payload.len() {
+            n if n < 126 => frame.push(mask_bit | n as u8),
+            n => {
+                frame.push(mask_bit | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        if masked {
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        // The server may already have closed on an earlier frame.
+        let _ = self.tcp.write_all(&frame).await;
+    }
+
+    /// The server's next frame (opcode and payload), or `None` once the
+    /// connection ended without one.
+    async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if let Some((header, len)) = frame_length(&self.read) {
+                if self.read.len() >= header + len {
+                    let opcode = self.read[0] & 0x0f;
+                    let payload = self.read[header..header + len].to_vec();
+                    self.read.drain(..header + len);
+                    return Some((opcode, payload));
+                }
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// The close code the server sends, skipping pings and messages before it.
+    async fn close_code(&mut self) -> Option<u16> {
+        while let Some((opcode, payload)) = self.next_frame().await {
+            if opcode == 8 {
+                return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            }
+        }
+        None
+    }
+}
+
+/// The header size and payload length of the (unmasked, server) frame
+/// `bytes` starts with, once enough of it has arrived.
+fn frame_length(bytes: &[u8]) -> Option<(usize, usize)> {
+    let short = usize::from(*bytes.get(1)? & 0x7f);
+    match short {
+        126 => Some((
+            4,
+            usize::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
+        )),
+        127 => {
+            let long: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+            Some((10, usize::try_from(u64::from_be_bytes(long)).unwrap()))
+        }
+        n => Some((2, n)),
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+    let app = spawn_app(&[]).await;
+    let token = app.register("alice").await;
+
+    let mut ws = RawSocket::open(&app, &token).await;
+    ws.send(TEXT, b"{\"type\":\"chat\",\"content\":\"\xff\xfe\"}", true)
+        .await;
+    assert_eq!(ws.close_code().await, Some(1007));
+
+    // Split over two fragments, the second one breaking a started character.
+    let mut ws = RawSocket::open(&app, &token).await;
+    ws.send(0x01, b"{\"type\":\"ping\",\"x\":\"\xc3", true)
+        .await;
+    ws.send(0x80, b"\x28\"}", true).await;
+    assert_eq!(ws.close_code().await, Some(1007));
+
+    // A well-formed message on a fresh socket is still served.
+    let mut ws = RawSocket::open(&app, &token).await;
+    ws.send(TEXT, br#"{"type":"ping"}"#, true).await;
+    let (opcode, pong) = ws.next_frame().await.unwrap();
+    assert_eq!(opcode, 1);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&pong).unwrap()["type"],
+        "pong"
+    );
+}
+
+#[tokio::test]
+async fn frames_that_break_the_protocol_close_with_1002() {
+    let app = spawn_app(&[]).await;
+    let token = app.register("alice").await;
+    let ping = br#"{"type":"ping"}"#.as_slice();
+    let cases: [(&str, u8, &[u8], bool); 6] = [
+        ("unmasked client frame", TEXT, ping, false),
+        ("RSV1 set without an extension", TEXT | 0x40, ping, true),
+        ("RSV3 set", TEXT | 0x10, ping, true),
+        ("reserved data opcode 0x3", 0x83, ping, true),
+        ("reserved control opcode 0xB", 0x8b, b"", true),
+        ("continuation with nothing to continue", 0x80, ping, true),
+    ];
+    for (what, first, payload, masked) in cases {
+        let mut ws = RawSocket::open(&app, &token).await;
+        ws.send(first, payload, masked).await;
+        assert_eq!(ws.close_code().await, Some(1002), "{what}");
+    }
+    // A fragmented control frame is a violation too.
+    let mut ws = RawSocket::open(&app, &token).await;
+    ws.send(0x09, b"ping", true).await;
+    assert_eq!(ws.close_code().await, Some(1002), "fragmented ping");
+}
+
+#[tokio::test]
+async fn bad_json_in_valid_frames_never_closes_the_connection() {
+    let app = spawn_app(&[]).await;
+    let token = app.register("alice").await;
+    let mut ws = RawSocket::open(&app, &token).await;
+    for (text, code) in [
+        ("not json", "invalid_json"),
+        ("{\"type\":", "invalid_json"),
+        ("[]", "invalid_message"),
+        ("{\"type\":\"dance\"}", "unknown_type"),
+        ("\u{0}", "invalid_json"),
+    ] {
+        ws.send(TEXT, text.as_bytes(), true).await;
+        let (opcode, reply) = ws.next_frame().await.expect("still open");
+        assert_eq!(opcode, 1, "{text:?}");
+        let reply: Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(reply["type"], "error", "{text:?}");
+        assert_eq!(reply["code"], code, "{text:?}");
+    }
+    ws.send(TEXT, br#"{"type":"ping"}"#, true).await;
+    let (_, pong) = ws.next_frame().await.expect("still open");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&pong).unwrap()["type"],
+        "pong"
+    );
+}

@@ -181,3 +181,56 @@ mod tests {
         assert!(!format!("{t:?}").contains(&t.expose()[3..]));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Near-misses of a real credential (right prefix, hex of about the right
+    /// length, any case) and anything at all.
+    fn near_a_credential() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "(rt_|wst_|RT_|)[0-9a-fA-F]{60,68}",
+            "(rt_|wst_)[0-9a-f]{64}",
+            any::<String>(),
+        ]
+    }
+
+    fn shaped(raw: &str, prefix: &str) -> bool {
+        raw.strip_prefix(prefix).is_some_and(|hex| {
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn only_the_issued_shape_parses_and_it_reads_back(raw in near_a_credential()) {
+            match RefreshToken::parse(&raw) {
+                Ok(t) => {
+                    prop_assert!(shaped(&raw, "rt_"));
+                    prop_assert_eq!(t.expose(), raw.as_str());
+                    prop_assert_eq!(RefreshToken::parse(t.expose()), Ok(t.clone()));
+                    prop_assert!(TokenDigest::parse(t.digest().as_str()).is_some());
+                    let shown = format!("{t:?}");
+                    prop_assert!(!shown.contains(&raw[3..]), "{}", shown);
+                }
+                Err(OpaqueTokenError) => prop_assert!(!shaped(&raw, "rt_")),
+            }
+            prop_assert_eq!(WsTicket::parse(&raw).is_ok(), shaped(&raw, "wst_"));
+            prop_assert_eq!(TokenDigest::parse(&raw).is_some(), raw.len() == 64 && shaped(&format!("x{raw}"), "x"));
+        }
+
+        #[test]
+        fn successors_are_credentials_too(key in prop::collection::vec(any::<u8>(), 0..80)) {
+            let t = RefreshToken::generate();
+            let s = t.successor(&key);
+            prop_assert_eq!(RefreshToken::parse(s.expose()), Ok(s));
+        }
+    }
+}

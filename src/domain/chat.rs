@@ -81,8 +81,11 @@ pub struct ChatContent(String);
 
 impl ChatContent {
     /// `max_chars` counts Unicode scalar values, the way a person counts letters.
+    /// Content that shows nothing (whitespace, control and invisible
+    /// formatting characters only, such as `"\u{200b}"`) is blank: the AI
+    /// would be asked nothing, and the user would see an empty bubble.
     pub fn parse(raw: &str, max_chars: usize) -> Result<Self, ContentError> {
-        if raw.trim().is_empty() {
+        if raw.chars().all(is_invisible) {
             return Err(ContentError::Blank);
         }
         if raw.chars().count() > max_chars {
@@ -98,6 +101,34 @@ impl ChatContent {
     pub fn into_string(self) -> String {
         self.0
     }
+}
+
+/// Whether `c` shows nothing on its own: whitespace, a control character, or
+/// one of the invisible format characters (zero-width spaces and joiners,
+/// direction marks, the byte-order mark, fillers) people paste by accident.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fffb}'
+        )
 }
 
 /// Who said a message.
@@ -236,6 +267,29 @@ mod tests {
     }
 
     #[test]
+    fn content_of_control_and_invisible_characters_is_blank() {
+        for blank in [
+            "\u{0}",
+            "\u{200b}",
+            "\t\r\n",
+            "\u{0}\u{1b}\u{7f}",
+            "\u{feff} \u{200d}\u{2060}",
+            "\u{3000}\u{a0}\u{85}",
+            "\u{202e}\u{200e}",
+        ] {
+            assert_eq!(
+                ChatContent::parse(blank, 100),
+                Err(ContentError::Blank),
+                "{blank:?}"
+            );
+        }
+        // One visible character is enough, and what is around it is kept.
+        for kept in ["\u{200b}a\u{200b}", "\u{0}.", "\t😀\n", "\u{200d}ا"] {
+            assert_eq!(ChatContent::parse(kept, 100).unwrap().as_str(), kept);
+        }
+    }
+
+    #[test]
     fn ids_are_prefixed_unique_and_parse_back() {
         let a = MessageId::generate();
         let b = MessageId::generate();
@@ -245,5 +299,56 @@ mod tests {
         assert!(SessionId::generate().as_str().starts_with("sess_"));
         assert!(SessionId::parse("../etc").is_err());
         assert!(SessionId::parse("").is_err());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Strings heavy in what looks blank, with some visible text now and then.
+    fn mostly_invisible() -> impl Strategy<Value = String> {
+        let invisible = prop::sample::select(vec![
+            ' ', '\t', '\r', '\n', '\u{0}', '\u{7f}', '\u{85}', '\u{a0}', '\u{200b}', '\u{200d}',
+            '\u{2060}', '\u{feff}', '\u{3000}', '\u{202e}',
+        ]);
+        prop_oneof![
+            prop::collection::vec(invisible, 0..12).prop_map(|v| v.into_iter().collect()),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn content_is_kept_as_sent_or_refused_for_a_reason(raw in mostly_invisible(), max in 1usize..20) {
+            match ChatContent::parse(&raw, max) {
+                Ok(content) => {
+                    prop_assert_eq!(content.as_str(), raw.as_str());
+                    prop_assert!(raw.chars().count() <= max);
+                    prop_assert!(raw.chars().any(|c| !is_invisible(c)));
+                    prop_assert!(!raw.trim().is_empty());
+                }
+                Err(ContentError::Blank) => prop_assert!(raw.chars().all(is_invisible)),
+                Err(ContentError::TooLong { max: m }) => {
+                    prop_assert_eq!(m, max);
+                    prop_assert!(raw.chars().count() > max);
+                }
+            }
+        }
+
+        #[test]
+        fn session_and_message_ids_read_back(raw in prop_oneof!["[A-Za-z0-9_-]{0,70}", any::<String>()]) {
+            match SessionId::parse(&raw) {
+                Ok(id) => {
+                    prop_assert_eq!(id.as_str(), raw.as_str());
+                    prop_assert_eq!(SessionId::parse(&id.to_string()), Ok(id));
+                    prop_assert!(MessageId::parse(&raw).is_ok());
+                }
+                Err(IdError) => prop_assert!(MessageId::parse(&raw).is_err()),
+            }
+        }
     }
 }

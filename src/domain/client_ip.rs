@@ -50,11 +50,18 @@ impl TrustedProxies {
         self.nets.is_empty()
     }
 
-    /// Whether `ip` is one of the trusted proxies. An IPv4 address seen as
-    /// IPv4-mapped IPv6 (a dual-stack listener) matches its IPv4 entry.
+    /// Whether `ip` is one of the trusted proxies. An IPv4 address and its
+    /// IPv4-mapped IPv6 spelling (`::ffff:10.0.0.1`, as a dual-stack listener
+    /// sees it) are one address: an entry written either way matches both.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.nets.iter().any(|net| net.contains(&ip))
+        let mapped = match ip {
+            IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+            IpAddr::V6(_) => None,
+        };
+        self.nets
+            .iter()
+            .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)))
     }
 }
 
@@ -144,6 +151,20 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_written_as_ipv4_mapped_ipv6_trusts_that_ipv4_address() {
+        // Found by the property test below: `::ffff:10.0.0.1` never matched,
+        // because peers are compared in their IPv4 spelling.
+        let t = TrustedProxies::parse("::ffff:10.0.0.1, ::ffff:192.168.0.0/112").unwrap();
+        assert!(t.contains(ip("10.0.0.1")));
+        assert!(t.contains(ip("::ffff:10.0.0.1")));
+        assert!(t.contains(ip("192.168.3.4")));
+        assert!(!t.contains(ip("10.0.0.2")));
+        assert!(!t.contains(ip("192.169.0.1")));
+        let got = ClientIp::resolve(ip("10.0.0.1"), Some("203.0.113.7"), &t);
+        assert_eq!(got.ip(), ip("203.0.113.7"));
+    }
+
+    #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
         let t = TrustedProxies::parse("10.0.0.1").unwrap();
         let got = ClientIp::resolve(ip("203.0.113.9"), Some("1.1.1.1"), &t);
@@ -175,5 +196,102 @@ mod tests {
         assert_eq!(got.ip(), ip("10.0.0.2"));
         let got = ClientIp::resolve(ip("10.0.0.1"), Some(""), &t);
         assert_eq!(got.ip(), ip("10.0.0.1"));
+    }
+}
+
+/// `TRUSTED_PROXIES` and `X-Forwarded-For` as anyone may write them.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn net() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<std::net::Ipv4Addr>(), 0u8..=32).prop_map(|(ip, len)| IpNet::new(
+                ip.into(),
+                len
+            )
+            .unwrap()),
+            (any::<std::net::Ipv6Addr>(), 0u8..=128).prop_map(|(ip, len)| IpNet::new(
+                ip.into(),
+                len
+            )
+            .unwrap()),
+        ]
+    }
+
+    /// A forwarded hop: an address (perhaps with a port), or junk.
+    fn hop() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<IpAddr>().prop_map(|ip| ip.to_string()),
+            any::<std::net::SocketAddr>().prop_map(|s| s.to_string()),
+            "[0-9a-f:.\\[\\] ]{0,12}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_proxy_list_parses_or_names_a_short_bad_entry(list in prop_oneof![
+            "[0-9a-f:./, ]{0,40}",
+            any::<String>(),
+        ]) {
+            match TrustedProxies::parse(&list) {
+                Ok(_) => {}
+                Err(e) => {
+                    prop_assert!(e.entry.chars().count() <= 64);
+                    prop_assert!(!e.entry.is_empty() && !e.entry.contains(','));
+                    prop_assert!(list.contains(e.entry.as_str()));
+                }
+            }
+        }
+
+        #[test]
+        fn written_blocks_and_addresses_read_back(
+            nets in prop::collection::vec(net(), 1..5),
+            probe in any::<IpAddr>(),
+        ) {
+            let list = nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" , ");
+            let trusted = TrustedProxies::parse(&list).unwrap();
+            for n in &nets {
+                prop_assert!(trusted.contains(n.network()));
+                prop_assert!(trusted.contains(n.addr()));
+            }
+            // Both spellings of an IPv4 address are the same address.
+            let spellings = match probe {
+                IpAddr::V4(v4) => vec![probe, IpAddr::V6(v4.to_ipv6_mapped())],
+                IpAddr::V6(v6) => std::iter::once(probe)
+                    .chain(v6.to_ipv4_mapped().map(IpAddr::V4))
+                    .collect(),
+            };
+            let expected = nets.iter().any(|n| spellings.iter().any(|s| n.contains(s)));
+            prop_assert_eq!(trusted.contains(probe), expected, "{} in {}", probe, list);
+        }
+
+        #[test]
+        fn the_client_is_the_peer_or_a_forwarded_hop(
+            peer in any::<IpAddr>(),
+            hops in prop::collection::vec(hop(), 0..6),
+            trust_peer in any::<bool>(),
+            extra in prop::collection::vec(net(), 0..3),
+        ) {
+            let header = hops.join(",");
+            let mut list: Vec<String> = extra.iter().map(ToString::to_string).collect();
+            if trust_peer {
+                list.push(peer.to_string());
+            }
+            let trusted = TrustedProxies::parse(&list.join(",")).unwrap();
+            let got = ClientIp::resolve(peer, Some(&header), &trusted).ip();
+            let named: Vec<IpAddr> = header.split(',').filter_map(|h| parse_hop(h.trim())).collect();
+            prop_assert!(got == canonical(peer) || named.contains(&got), "{got} from {header:?}");
+            if !trusted.contains(peer) {
+                prop_assert_eq!(got, canonical(peer), "an untrusted peer forwards nothing");
+            }
+            prop_assert_eq!(ClientIp::resolve(peer, None, &trusted).ip(), canonical(peer));
+            // Whatever it is, it reads back as itself.
+            prop_assert_eq!(got.to_string().parse::<IpAddr>().unwrap(), got);
+        }
     }
 }

@@ -27,3 +27,21 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The rule, checked against a model of it written another way.
+        #[test]
+        fn ids_are_exactly_the_short_url_safe_words(raw in prop_oneof!["[A-Za-z0-9_-]{0,70}", any::<String>()]) {
+            let model = (1..=MAX_ID_LEN).contains(&raw.chars().count())
+                && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            prop_assert_eq!(is_valid_id(&raw), model);
+        }
+    }
+}

@@ -22,6 +22,14 @@ pub fn parse_iso(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The longest duration anything is configured with: 36500 days (100 years).
+/// Longer is a typo or a unit mistake, and would overflow the clocks and
+/// calendars it is added to (chrono's `DateTime` ends in the year 262143).
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// [`MAX_DURATION`] as an operator writes it.
+pub const MAX_DURATION_TEXT: &str = "36500d";
+
 /// Parses `3600` (seconds), `500ms`, `30s`, `90m`, `24h`, `7d`: the forms the
 /// Node server's `jsonwebtoken` accepted for `expiresIn` that people actually use.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -44,7 +52,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 /// Why a token lifetime was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("expected seconds or a number with s, m, h or d (e.g. 3600, 90m, 24h, 7d)")]
+#[error(
+    "expected seconds or a number with s, m, h or d (e.g. 3600, 90m, 24h, 7d), \
+     from 1s to 36500d"
+)]
 pub struct TokenLifetimeError;
 
 /// How long an access token lives, kept with the text the operator wrote
@@ -56,11 +67,12 @@ pub struct TokenLifetime {
 }
 
 impl TokenLifetime {
-    /// At least one whole second: a token must outlive the response that carries it.
+    /// At least one whole second: a token must outlive the response that
+    /// carries it; at most [`MAX_DURATION`], so its `exp` stays a date.
     pub fn parse(text: &str) -> Result<Self, TokenLifetimeError> {
         let text = text.trim();
         let duration = parse_duration(text)
-            .filter(|d| d.as_secs() >= 1)
+            .filter(|d| d.as_secs() >= 1 && *d <= MAX_DURATION)
             .ok_or(TokenLifetimeError)?;
         Ok(Self {
             text: text.to_owned(),
@@ -127,7 +139,11 @@ mod tests {
     fn token_lifetimes_keep_their_text() {
         let l = TokenLifetime::parse(" 90m ").unwrap();
         assert_eq!((l.as_str(), l.seconds()), ("90m", 5400));
-        for bad in ["0", "500ms", "forever", ""] {
+        assert_eq!(
+            TokenLifetime::parse("36500d").unwrap().seconds(),
+            3_153_600_000
+        );
+        for bad in ["0", "500ms", "forever", "", "36501d", "2052117620574877"] {
             assert_eq!(TokenLifetime::parse(bad), Err(TokenLifetimeError), "{bad}");
         }
     }

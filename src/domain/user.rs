@@ -372,3 +372,96 @@ mod tests {
         assert!(UserId::parse("{\"$gt\":\"\"}").is_err());
     }
 }
+
+/// What registration and login accept from anyone: every accepted value
+/// meets its rule, and what was accepted reads back as itself.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Mostly strings near the rules (the username alphabet, an `@`, dots),
+    /// with anything at all mixed in.
+    fn near_a_login() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9_.-]{0,40}",
+            "[ A-Za-z0-9_.+@-]{0,20}@[A-Za-z0-9.-]{0,20}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn usernames_meet_the_rule_and_read_back(raw in near_a_login()) {
+            match Username::parse(&raw) {
+                Ok(name) => {
+                    let len = name.as_str().chars().count();
+                    prop_assert!((Username::MIN_LEN..=Username::MAX_LEN).contains(&len));
+                    prop_assert!(name.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+                    prop_assert_eq!(name.as_str(), raw.as_str(), "never altered");
+                    prop_assert_eq!(Username::parse(&name.to_string()), Ok(name));
+                }
+                Err(UsernameError::Length) => {
+                    let len = raw.chars().count();
+                    prop_assert!(!(Username::MIN_LEN..=Username::MAX_LEN).contains(&len));
+                }
+                Err(UsernameError::Characters) => {
+                    prop_assert!(raw.chars().any(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(c))));
+                }
+            }
+        }
+
+        #[test]
+        fn every_name_of_the_alphabet_and_length_is_a_username(raw in "[A-Za-z0-9_.-]{3,32}") {
+            prop_assert!(Username::parse(&raw).is_ok());
+        }
+
+        #[test]
+        fn emails_are_normalised_bounded_and_read_back(raw in near_a_login()) {
+            if let Ok(email) = EmailAddress::parse(&raw) {
+                let e = email.as_str();
+                prop_assert!(e.len() <= EmailAddress::MAX_LEN);
+                prop_assert_eq!(e, raw.trim().to_ascii_lowercase());
+                prop_assert_eq!(e.matches('@').count(), 1);
+                prop_assert!(!e.chars().any(|c| c.is_whitespace() || c.is_control()));
+                prop_assert_eq!(EmailAddress::parse(&email.to_string()), Ok(email));
+            }
+        }
+
+        #[test]
+        fn login_names_are_what_their_parsers_accept(raw in near_a_login()) {
+            match LoginName::parse(&raw) {
+                Some(LoginName::Email(e)) => prop_assert_eq!(EmailAddress::parse(&raw), Ok(e)),
+                Some(LoginName::Username(u)) => prop_assert_eq!(Username::parse(&raw), Ok(u)),
+                None => prop_assert!(
+                    EmailAddress::parse(&raw).is_err() || !raw.contains('@')
+                ),
+            }
+        }
+
+        #[test]
+        fn passwords_count_characters(raw in any::<String>()) {
+            let len = raw.chars().count();
+            let ok = (Password::MIN_LEN..=Password::MAX_LEN).contains(&len);
+            prop_assert_eq!(Password::parse(&raw).is_ok(), ok);
+            let login = Password::for_login(&raw);
+            prop_assert!(login.expose().len() <= 4096);
+            prop_assert!(raw.starts_with(login.expose()));
+            prop_assert!(raw.len() > 4096 || login.expose() == raw);
+            prop_assert_eq!(format!("{login:?}"), "Password(<redacted>)");
+        }
+
+        #[test]
+        fn user_ids_are_short_url_safe_words(raw in prop_oneof!["[A-Za-z0-9_-]{0,70}", any::<String>()]) {
+            match UserId::parse(&raw) {
+                Ok(id) => {
+                    prop_assert!(super::super::id::is_valid_id(id.as_str()));
+                    prop_assert_eq!(UserId::parse(&id.to_string()), Ok(id));
+                }
+                Err(UserIdError) => prop_assert!(!super::super::id::is_valid_id(&raw)),
+            }
+        }
+    }
+}

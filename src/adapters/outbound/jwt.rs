@@ -105,7 +105,9 @@ impl TokenService for JwtTokenService {
         let issued_at_ms = match claims.iat_ms {
             Some(ms) if ms.div_euclid(1000) == claims.iat => ms,
             Some(_) => return Err(TokenError::Invalid),
-            None => claims.iat.saturating_mul(1000),
+            // An `iat` too far from now to be counted in milliseconds is no
+            // time a token was issued at.
+            None => claims.iat.checked_mul(1000).ok_or(TokenError::Invalid)?,
         };
         let token_id = match claims.jti {
             Some(jti) if crate::domain::id::is_valid_id(&jti) => jti,
@@ -285,6 +287,42 @@ mod tests {
     }
 
     #[test]
+    fn an_exp_at_the_end_of_time_is_read_as_signed() {
+        // What consumers of `expires_at` must survive (the socket's deadline).
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let now = chrono::Utc::now().timestamp();
+        let token = signed(
+            &serde_json::json!({"sub": "u1", "username": "alice", "iat": now, "exp": i64::MAX}),
+        );
+        assert_eq!(
+            svc.verify(&token).map(|c| c.expires_at).ok(),
+            Some(i64::MAX)
+        );
+    }
+
+    #[test]
+    fn an_iat_beyond_milliseconds_is_invalid() {
+        // Found by a property test: `iatMs` was saturated to i64::MIN, a
+        // millisecond outside the token's own `iat` second.
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let exp = chrono::Utc::now().timestamp() + 60;
+        for iat in [i64::MIN / 1000 - 1, i64::MIN] {
+            let token = signed(
+                &serde_json::json!({"sub": "u1", "username": "alice", "iat": iat, "exp": exp}),
+            );
+            assert!(
+                matches!(svc.verify(&token), Err(TokenError::Invalid)),
+                "{iat}"
+            );
+        }
+        let oldest = i64::MIN / 1000;
+        let token = signed(
+            &serde_json::json!({"sub": "u1", "username": "alice", "iat": oldest, "exp": exp}),
+        );
+        assert_eq!(svc.verify(&token).unwrap().issued_at_ms, oldest * 1000);
+    }
+
+    #[test]
     fn issued_tokens_have_distinct_ids_and_millisecond_times() {
         let svc = JwtTokenService::new(SECRET, lifetime(60));
         let a = svc.verify(&svc.issue(&user()).unwrap().token).unwrap();
@@ -325,5 +363,180 @@ mod tests {
             svc.verify(&token).unwrap().user_id.as_str(),
             "65f1c0ffee0123456789abcd"
         );
+    }
+}
+
+/// Tokens as an attacker (or an old server sharing the secret) may present
+/// them: never a panic, and a token accepted only with claims that keep
+/// every promise [`TokenClaims`] makes.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn service() -> JwtTokenService {
+        JwtTokenService::new(SECRET, TokenLifetime::parse("1h").unwrap())
+    }
+
+    /// A time claim: near now (either side), at the extremes, or anything.
+    fn time() -> impl Strategy<Value = serde_json::Value> {
+        let now = chrono::Utc::now().timestamp();
+        prop_oneof![
+            6 => (-200i64..200).prop_map(move |d| (now + d).into()),
+            1 => prop::sample::select(vec![i64::MIN, -1, 0, i64::MAX, i64::MAX / 1000])
+                .prop_map(serde_json::Value::from),
+            1 => any::<i64>().prop_map(serde_json::Value::from),
+            1 => any::<u64>().prop_map(serde_json::Value::from),
+            1 => any::<f64>().prop_map(serde_json::Value::from),
+            1 => "[0-9]{0,12}".prop_map(serde_json::Value::from),
+            1 => Just(serde_json::Value::Null),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            // Valid as an id and a username, so that many tokens get as far
+            // as the checks that come after the signature.
+            4 => "[A-Za-z0-9_-]{3,24}".prop_map(serde_json::Value::from),
+            1 => "[A-Za-z0-9_.-]{0,40}".prop_map(serde_json::Value::from),
+            1 => any::<String>().prop_map(serde_json::Value::from),
+            1 => any::<i64>().prop_map(serde_json::Value::from),
+            1 => Just(serde_json::Value::Null),
+        ]
+    }
+
+    /// Claims with any of the fields the server reads, each usually valid
+    /// (so that many tokens reach the checks after the signature), sometimes
+    /// absent, sometimes anything: the `iatMs` is then and again the one that
+    /// agrees with `iat`.
+    fn claims() -> impl Strategy<Value = serde_json::Value> {
+        let now = chrono::Utc::now().timestamp();
+        let near = |from: i64, to: i64| (from..to).prop_map(move |d| (now + d).into()).boxed();
+        let field = |name: &'static str,
+                     valid: BoxedStrategy<serde_json::Value>,
+                     wild: BoxedStrategy<serde_json::Value>| {
+            prop_oneof![
+                8 => valid.prop_map(Some),
+                1 => Just(None),
+                1 => wild.prop_map(Some),
+            ]
+            .prop_map(move |v| (name, v))
+        };
+        let id = || {
+            "[A-Za-z0-9_-]{1,24}"
+                .prop_map(serde_json::Value::from)
+                .boxed()
+        };
+        let name = "[A-Za-z0-9_.-]{3,32}"
+            .prop_map(serde_json::Value::from)
+            .boxed();
+        (
+            (
+                field("sub", id(), text().boxed()),
+                field("userId", id(), text().boxed()),
+                field("username", name, text().boxed()),
+                field("jti", id(), text().boxed()),
+            ),
+            (
+                field("iat", near(-200, 200), time().boxed()),
+                field("exp", near(-100, 3600), time().boxed()),
+                field("nbf", near(-200, 200), time().boxed()),
+                field(
+                    "iatMs",
+                    Just(serde_json::Value::Null).boxed(),
+                    time().boxed(),
+                ),
+            ),
+            0i64..1000,
+        )
+            .prop_map(|((a, b, c, d), (e, f, g, h), ms)| {
+                let mut map: serde_json::Map<String, serde_json::Value> = [a, b, c, d, e, f, g, h]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+                    .collect();
+                // A "valid" iatMs is the one that agrees with iat.
+                if map.get("iatMs") == Some(&serde_json::Value::Null) {
+                    let agreeing = map
+                        .get("iat")
+                        .and_then(serde_json::Value::as_i64)
+                        .and_then(|iat| iat.checked_mul(1000)?.checked_add(ms));
+                    match agreeing {
+                        Some(iat_ms) => map.insert("iatMs".into(), iat_ms.into()),
+                        None => map.remove("iatMs"),
+                    };
+                }
+                serde_json::Value::Object(map)
+            })
+    }
+
+    fn check_accepted(claims: &TokenClaims) -> Result<(), TestCaseError> {
+        let now = chrono::Utc::now().timestamp();
+        prop_assert!(claims.expires_at >= now, "expired token accepted");
+        prop_assert!(claims.issued_at <= now + MAX_IAT_AHEAD_SECS);
+        prop_assert_eq!(claims.issued_at_ms.div_euclid(1000), claims.issued_at);
+        prop_assert!(crate::domain::id::is_valid_id(&claims.token_id));
+        prop_assert!(UserId::parse(claims.user_id.as_str()).is_ok());
+        prop_assert!(Username::parse(claims.username.as_str()).is_ok());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_strings_are_invalid_tokens(raw in prop_oneof![
+            any::<String>(),
+            "[A-Za-z0-9_-]{0,30}\\.[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_-]{0,43}",
+        ]) {
+            prop_assert!(matches!(service().verify(&raw), Err(TokenError::Invalid)));
+        }
+
+        #[test]
+        fn signed_claims_of_any_shape_are_refused_or_keep_their_promises(c in claims()) {
+            let token = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap();
+            if let Ok(claims) = service().verify(&token) {
+                check_accepted(&claims)?;
+            }
+        }
+
+        #[test]
+        fn a_tampered_token_is_refused(c in claims(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let token = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap();
+            let mut bytes = token.clone().into_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let Ok(tampered) = String::from_utf8(bytes) else { return Ok(()) };
+            if tampered != token {
+                if let Ok(claims) = service().verify(&tampered) {
+                    // Only a change base64url cannot see (the last character's
+                    // unused bits) may keep a token valid.
+                    prop_assert_eq!(i, token.len() - 1, "tampering at {} accepted", i);
+                    check_accepted(&claims)?;
+                }
+            }
+        }
+
+        #[test]
+        fn issued_tokens_read_back(name in "[A-Za-z0-9_.-]{3,32}", id in "[A-Za-z0-9_-]{1,64}") {
+            let svc = service();
+            let mut user = crate::domain::fixtures::user(&id, "x");
+            user.username = Username::parse(&name).unwrap();
+            let claims = svc.verify(&svc.issue(&user).unwrap().token).unwrap();
+            check_accepted(&claims)?;
+            prop_assert_eq!(claims.user_id.as_str(), id.as_str());
+            prop_assert_eq!(claims.username.as_str(), name.as_str());
+        }
     }
 }

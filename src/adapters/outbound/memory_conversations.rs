@@ -197,7 +197,10 @@ impl EventLog for InMemoryEventLog {
         log.last_used = Instant::now();
         let oldest = log.events.front().map_or(log.head + 1, |e| e.seq);
         // Seqs are consecutive, so the position of `after + 1` is arithmetic.
-        let skip = usize::try_from((after + 1).saturating_sub(oldest)).unwrap_or(usize::MAX);
+        // `after` is the client's (`afterSeq`, `lastSeq`): saturate, so
+        // `u64::MAX` is past everything rather than an overflow to seq 0.
+        let skip =
+            usize::try_from(after.saturating_add(1).saturating_sub(oldest)).unwrap_or(usize::MAX);
         let events = log.events.iter().skip(skip).take(limit).cloned().collect();
         Ok(LogSlice {
             events,

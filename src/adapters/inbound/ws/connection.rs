@@ -21,7 +21,7 @@ use super::super::rest::UserView;
 use super::super::AppContext;
 use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
-use super::transport::{is_too_big, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
+use super::transport::{close_for_read_error, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
 use crate::application::ports::{Revocation, TokenClaims};
@@ -30,6 +30,7 @@ use crate::application::{
     StopRefusal,
 };
 use crate::domain::conversation::Seq;
+use crate::domain::time::MAX_DURATION;
 use crate::domain::{SessionId, UserId};
 use crate::telemetry::ErrorChain;
 
@@ -68,10 +69,16 @@ impl Authority {
     }
 }
 
-/// When a token's `exp` comes, on the monotonic clock.
+/// When a token's `exp` comes, on the monotonic clock. A signed `exp` may be
+/// anything up to `i64::MAX` (a token of the Node server's, or one signed
+/// elsewhere with the secret): past [`MAX_DURATION`] it is "never", rather
+/// than an overflow of the clock.
 fn deadline_of(claims: &TokenClaims) -> Instant {
-    let left = claims.expires_at - chrono::Utc::now().timestamp();
-    Instant::now() + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    let left = claims
+        .expires_at
+        .saturating_sub(chrono::Utc::now().timestamp());
+    let left = std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0));
+    Instant::now() + left.min(MAX_DURATION)
 }
 
 /// The next revocation; pending for ever once the channel has closed.
@@ -401,11 +408,19 @@ impl Connection {
     ) -> Result<Option<Reply>, Stop> {
         match frame {
             None | Some(Ok(Message::Close(_))) => Err(Stop::Exit(Exit::ClientClosed)),
-            Some(Err(e)) if is_too_big(&e) => Err(Stop::Exit(Exit::Close(CloseReason::TooBig))),
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "websocket read failed");
-                Err(Stop::Exit(Exit::ClientClosed))
-            }
+            // A frame the protocol forbids is answered with its close code
+            // before the socket is dropped (RFC 6455 §7.1.7); tungstenite
+            // leaves the connection able to send it.
+            Some(Err(e)) => match close_for_read_error(&e) {
+                Some(reason) => {
+                    tracing::info!(error = %e, reason = reason.text(), "closing on a bad frame");
+                    Err(Stop::Exit(Exit::Close(reason)))
+                }
+                None => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    Err(Stop::Exit(Exit::ClientClosed))
+                }
+            },
             Some(Ok(Message::Text(text))) => {
                 self.handle_text(&text, authority)
                     .instrument(self.span())
@@ -521,5 +536,31 @@ impl Exit {
             Exit::WriterGone => "client stopped reading",
             Exit::Close(reason) => reason.text(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Username;
+
+    fn claims(expires_at: i64) -> TokenClaims {
+        TokenClaims {
+            user_id: UserId::parse("u1").unwrap(),
+            username: Username::parse("alice").unwrap(),
+            issued_at: 0,
+            expires_at,
+            token_id: "t1".into(),
+            issued_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_token_that_never_expires_gives_a_far_deadline_not_a_panic() {
+        let now = Instant::now();
+        let far = deadline_of(&claims(i64::MAX));
+        assert!(far > now + std::time::Duration::from_secs(86_400 * 365));
+        assert!(deadline_of(&claims(i64::MIN)) <= Instant::now());
+        assert!(deadline_of(&claims(0)) <= Instant::now());
     }
 }

@@ -68,8 +68,11 @@ fn subprotocol_token(req: &Request) -> Option<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix(BEARER_SUBPROTOCOL).map(str::to_owned))
+        // Whitespace is no part of a token (`bearer. x` offers `x`), and a
+        // blank offer is none.
+        .find_map(|p| p.trim().strip_prefix(BEARER_SUBPROTOCOL).map(str::trim))
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 /// The user a ticket or token names, or the HTTP refusal. A ticket, when
@@ -258,5 +261,92 @@ impl Drop for PendingUpgrade {
         self.ctx.connections.spawn(async move {
             ctx.chat.release_connection(opened.permit).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem::http::header::SEC_WEBSOCKET_PROTOCOL;
+
+    fn offered(value: &str) -> Option<String> {
+        let req = Request::builder()
+            .header(SEC_WEBSOCKET_PROTOCOL, value)
+            .finish();
+        subprotocol_token(&req)
+    }
+
+    #[test]
+    fn a_bearer_offer_is_trimmed_and_a_blank_one_is_none() {
+        assert_eq!(
+            offered("chatbot.v1, bearer.a.b.c").as_deref(),
+            Some("a.b.c")
+        );
+        // Found by the property test below: the tab was kept as part of the token.
+        assert_eq!(offered("bearer.\ta.b.c").as_deref(), Some("a.b.c"));
+        assert_eq!(offered("chatbot.v1, bearer. \t"), None);
+        assert_eq!(offered("chatbot.v1"), None);
+    }
+}
+
+/// The credentials an upgrade request may carry, written by anyone.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use poem::http::header::{HeaderValue, AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+    use proptest::prelude::*;
+
+    /// Header bytes as a client may send them: mostly subprotocol lists with
+    /// `bearer.` offers, sometimes any byte a header value may hold.
+    fn header_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            "(( |\t)*(chatbot\\.v1|bearer\\.[!-~]{0,20}|[!-+\\--~]{0,8})( |\t)*,?){0,4}"
+                .prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    fn request(name: poem::http::HeaderName, values: &[Vec<u8>]) -> Request {
+        let mut builder = Request::builder();
+        for v in values {
+            if let Ok(v) = HeaderValue::from_bytes(v) {
+                builder = builder.header(name.clone(), v);
+            }
+        }
+        builder.finish()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn a_bearer_offer_is_a_clean_token_the_client_wrote(values in prop::collection::vec(header_value(), 0..3)) {
+            let req = request(SEC_WEBSOCKET_PROTOCOL, &values);
+            if let Some(token) = subprotocol_token(&req) {
+                prop_assert!(!token.is_empty());
+                prop_assert!(!token.contains(','));
+                prop_assert_eq!(token.trim(), token.as_str());
+                let offered = values.iter().any(|v| {
+                    let v = String::from_utf8_lossy(v);
+                    v.contains(BEARER_SUBPROTOCOL) && v.contains(&token)
+                });
+                prop_assert!(offered, "{} was not offered", token);
+            }
+        }
+
+        #[test]
+        fn an_authorization_header_yields_a_clean_token_or_none(value in prop_oneof![
+            "(Bearer|bearer|BEARER|Basic|)( |\t){0,2}[!-~ ]{0,30}".prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ]) {
+            let req = request(AUTHORIZATION, std::slice::from_ref(&value));
+            if let Some(token) = bearer_token(&req) {
+                let text = String::from_utf8(value).unwrap();
+                prop_assert!(!token.is_empty());
+                prop_assert_eq!(token.trim(), token.as_str());
+                prop_assert!(text.trim_start()[..6].eq_ignore_ascii_case("bearer"));
+                prop_assert!(text.trim_end().ends_with(&token));
+            }
+        }
     }
 }

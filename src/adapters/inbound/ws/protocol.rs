@@ -541,3 +541,105 @@ mod tests {
         assert!(v.get("retryable").is_none(), "{v}");
     }
 }
+
+/// Client frames as a hostile client writes them: any text, any JSON.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The codes a refused frame may get; anything else is a bug.
+    const REFUSALS: &[ErrorCode] = &[
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidContent,
+        ErrorCode::ContentTooLong,
+    ];
+
+    /// Any JSON value, nested a few levels, with the protocol's own words
+    /// (`type`, `content`, the message types) common among the keys and strings.
+    fn json() -> impl Strategy<Value = Value> {
+        let word = prop_oneof![
+            3 => prop::sample::select(vec![
+                "type", "content", "clientMessageId", "token", "chat", "stop",
+                "human-escalation", "ping", "auth", "",
+            ])
+            .prop_map(str::to_owned),
+            1 => any::<String>(),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            word.clone().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(word.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn check(text: &str, max: usize) -> Result<(), TestCaseError> {
+        match parse_client_message(text, max) {
+            Ok(ClientMessage::Chat { content, .. }) => {
+                let chars = content.as_str().chars().count();
+                prop_assert!(chars >= 1 && chars <= max, "{} chars", chars);
+                prop_assert!(ChatContent::parse(content.as_str(), max).is_ok());
+            }
+            Ok(ClientMessage::Auth { token }) => {
+                prop_assert!(!token.is_empty() && token.trim() == token);
+            }
+            Ok(_) => {}
+            Err((code, message)) => {
+                prop_assert!(REFUSALS.contains(&code), "{:?}", code);
+                // Says what was wrong without echoing a long frame back.
+                prop_assert!(message.chars().count() <= 200, "{}", message);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_text_is_a_command_or_a_typed_refusal(text in any::<String>(), max in 1usize..50) {
+            check(&text, max)?;
+        }
+
+        #[test]
+        fn any_json_is_a_command_or_a_typed_refusal(v in json(), max in 1usize..50) {
+            check(&v.to_string(), max)?;
+        }
+
+        #[test]
+        fn a_chat_is_accepted_exactly_when_its_content_is(
+            content in any::<String>(),
+            id in prop::option::of("[A-Za-z0-9_-]{1,64}"),
+            max in 1usize..50,
+        ) {
+            let frame = serde_json::json!({"type": "chat", "content": content, "clientMessageId": id});
+            let parsed = parse_client_message(&frame.to_string(), max);
+            match ChatContent::parse(&content, max) {
+                Ok(expected) => prop_assert_eq!(
+                    parsed.unwrap(),
+                    ClientMessage::Chat {
+                        content: expected,
+                        client_message_id: id.map(|i| ClientMessageId::parse(&i).unwrap()),
+                    }
+                ),
+                Err(ContentError::Blank) => {
+                    prop_assert_eq!(parsed.unwrap_err().0, ErrorCode::InvalidContent);
+                }
+                Err(ContentError::TooLong { .. }) => {
+                    prop_assert_eq!(parsed.unwrap_err().0, ErrorCode::ContentTooLong);
+                }
+            }
+        }
+    }
+}

@@ -53,6 +53,11 @@ pub enum CloseReason {
     PingTimeout,
     /// 1009: a frame or message over the size limit.
     TooBig,
+    /// 1007: a text frame (or message) that is not valid UTF-8 (RFC 6455 §8.1).
+    InvalidUtf8,
+    /// 1002: a frame that breaks RFC 6455 (unmasked, reserved opcode or RSV
+    /// bits, a fragmented or oversized control frame, a stray continuation).
+    ProtocolViolation,
     /// 4008: this connection fell further behind the conversation than its
     /// buffer allows; reconnect with `lastSeq` to catch up from the log.
     FellBehind,
@@ -73,6 +78,8 @@ impl CloseReason {
         CloseReason::ShuttingDown,
         CloseReason::PingTimeout,
         CloseReason::TooBig,
+        CloseReason::InvalidUtf8,
+        CloseReason::ProtocolViolation,
         CloseReason::FellBehind,
         CloseReason::SessionLost,
         CloseReason::TokenExpired,
@@ -83,6 +90,8 @@ impl CloseReason {
         match self {
             CloseReason::ShuttingDown | CloseReason::PingTimeout => CloseCode::Away,
             CloseReason::TooBig => CloseCode::Size,
+            CloseReason::InvalidUtf8 => CloseCode::Invalid,
+            CloseReason::ProtocolViolation => CloseCode::Protocol,
             CloseReason::FellBehind => CloseCode::Reserved(4008),
             CloseReason::SessionLost => CloseCode::Reserved(4004),
             CloseReason::TokenExpired | CloseReason::TokenRevoked => CloseCode::Reserved(4001),
@@ -94,6 +103,8 @@ impl CloseReason {
             CloseReason::ShuttingDown => "server shutting down",
             CloseReason::PingTimeout => "ping timeout",
             CloseReason::TooBig => "message too big",
+            CloseReason::InvalidUtf8 => "invalid UTF-8 in a text frame",
+            CloseReason::ProtocolViolation => "protocol violation",
             CloseReason::FellBehind => "fell behind; reconnect with lastSeq",
             CloseReason::SessionLost => "session lost; reconnect for a new session",
             // The close reason is the error code, so clients can switch on it.
@@ -271,10 +282,116 @@ async fn send<F: FrameFeed>(
     }
 }
 
-/// tungstenite refuses frames over the configured size with a capacity error;
-/// poem passes it on only as the text of an `io::Error`, so the text is all
-/// there is to recognise it by.
-pub fn is_too_big(e: &std::io::Error) -> bool {
+/// The close a failed read calls for, if the client is still there to be
+/// told: 1009 for a frame over the size limit, 1007 for a text frame that is
+/// not UTF-8, 1002 for a frame that breaks the protocol. `None` for a
+/// connection that is simply gone (reset, closed without a close frame).
+///
+/// poem passes tungstenite's errors on only as the text of an `io::Error`
+/// (`io::Error::other(error.to_string())`; I/O errors themselves unchanged),
+/// so the text is all there is to tell them by. A unit test below pins each
+/// text to tungstenite's error, so an upgrade that rewords one fails there.
+pub fn close_for_read_error(e: &std::io::Error) -> Option<CloseReason> {
     let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+    if text.starts_with("Space limit exceeded") {
+        Some(CloseReason::TooBig)
+    } else if text.starts_with("UTF-8 encoding error") {
+        Some(CloseReason::InvalidUtf8)
+    } else if text.starts_with("WebSocket protocol error") {
+        // The peer went away, or already closed: nobody left to tell.
+        let gone = text.contains("Connection reset without closing handshake")
+            || text.contains("after having closed")
+            || text.contains("after closing");
+        (!gone).then_some(CloseReason::ProtocolViolation)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    /// What poem's stream hands the read loop for a tungstenite error.
+    fn as_poem_gives_it(error: Error) -> std::io::Error {
+        match error {
+            Error::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        }
+    }
+
+    #[test]
+    fn read_errors_map_to_the_close_codes_rfc_6455_asks_for() {
+        let too_big = Error::Capacity(CapacityError::MessageTooLong {
+            size: 70_000,
+            max_size: 65_536,
+        });
+        let invalid_utf8 = Error::Utf8("invalid utf-8 sequence".into());
+        let cases = [
+            (too_big, Some(CloseReason::TooBig)),
+            (invalid_utf8, Some(CloseReason::InvalidUtf8)),
+            (
+                Error::Protocol(ProtocolError::UnmaskedFrameFromClient),
+                Some(CloseReason::ProtocolViolation),
+            ),
+            (
+                Error::Protocol(ProtocolError::NonZeroReservedBits),
+                Some(CloseReason::ProtocolViolation),
+            ),
+            (
+                Error::Protocol(ProtocolError::UnknownDataFrameType(3)),
+                Some(CloseReason::ProtocolViolation),
+            ),
+            (
+                Error::Protocol(ProtocolError::UnknownControlFrameType(11)),
+                Some(CloseReason::ProtocolViolation),
+            ),
+            (
+                Error::Protocol(ProtocolError::FragmentedControlFrame),
+                Some(CloseReason::ProtocolViolation),
+            ),
+            (
+                Error::Protocol(ProtocolError::UnexpectedContinueFrame),
+                Some(CloseReason::ProtocolViolation),
+            ),
+            (
+                Error::Protocol(ProtocolError::ExpectedFragment(Data::Text)),
+                Some(CloseReason::ProtocolViolation),
+            ),
+            (
+                Error::Protocol(ProtocolError::InvalidOpcode(u8::from(OpCode::from(3)))),
+                Some(CloseReason::ProtocolViolation),
+            ),
+            (
+                Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                None,
+            ),
+            (
+                Error::Protocol(ProtocolError::InvalidCloseSequence),
+                Some(CloseReason::ProtocolViolation),
+            ),
+            (Error::Protocol(ProtocolError::ReceivedAfterClosing), None),
+            (Error::ConnectionClosed, None),
+            (Error::AlreadyClosed, None),
+            (Error::Io(std::io::ErrorKind::ConnectionReset.into()), None),
+        ];
+        for (error, expected) in cases {
+            let shown = error.to_string();
+            assert_eq!(
+                close_for_read_error(&as_poem_gives_it(error)),
+                expected,
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn close_codes_are_the_rfc_ones() {
+        let code = |r: CloseReason| u16::from(r.code());
+        assert_eq!(code(CloseReason::InvalidUtf8), 1007);
+        assert_eq!(code(CloseReason::ProtocolViolation), 1002);
+        assert_eq!(code(CloseReason::TooBig), 1009);
+    }
 }
