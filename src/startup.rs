@@ -473,11 +473,13 @@ impl Application {
             addr: wanted,
             source,
         })?;
-        tracing::info!(%addr, env = config.server.env.as_str(), "server listening");
+        // Bound before "server listening" is said: a taken METRICS_ADDR fails
+        // start-up like a taken PORT.
         let metrics = match config.observability.metrics_addr {
             Some(wanted) => Some(bind_metrics(wanted).await?),
             None => None,
         };
+        tracing::info!(%addr, env = config.server.env.as_str(), "server listening");
         Ok(Self {
             listener,
             addr,
