@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{app_with_upstream, spawn_app, spawn_process, TestApp, Upstream};
@@ -484,4 +486,113 @@ async fn production_log_lines_are_flat_json_with_request_ids() {
     assert_eq!(ended["upstream"], "ok");
     let connected = find(&|l| l["message"] == "websocket connected").expect("connected");
     assert_eq!(connected["request_id"], "ws-conn-7");
+}
+
+/// A TCP proxy to `target` that forwards until `cut`, then holds every
+/// connection (old and new) open and never forwards another byte: a store
+/// that stops answering without closing anything.
+async fn stalling_proxy(target: String) -> (String, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let cutting = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(forward(cr, sw, cutting.clone()));
+            tokio::spawn(forward(sr, cw, cutting.clone()));
+        }
+    });
+    (format!("redis://{addr}"), cut)
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if cut.load(Ordering::SeqCst) {
+            // Hold both halves: the peer sees an open, silent connection.
+            let _held = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn readiness_is_503_when_the_session_store_stops_answering() {
+    let url = common::redis::redis_url();
+    if !common::redis::redis_answers(&url).await {
+        common::redis::skip_without_redis(&url, "the session store's readiness");
+        return;
+    }
+    let target = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (proxied, cut) = stalling_proxy(target).await;
+    let prefix = format!("obs-ready-{}", uuid_like());
+    let app = spawn_app(&[
+        ("REDIS_URL", &proxied),
+        ("REDIS_KEY_PREFIX", &prefix),
+        ("HEALTH_PROBE_INTERVAL", "200ms"),
+    ])
+    .await;
+    let (status, ready) = app.get("/health/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["sessions"], "ok", "{ready}");
+
+    cut.store(true, Ordering::SeqCst);
+    // The next probe gives up after 2 s; meanwhile every answer is immediate.
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let body = loop {
+        let started = Instant::now();
+        let resp = client.get(app.url("/health/ready")).send().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "readiness waited {:?} on the store",
+            started.elapsed()
+        );
+        if resp.status() == 503 {
+            break resp.json::<Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "readiness never turned 503");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["checks"]["sessions"], "unavailable", "{body}");
+    assert_eq!(body["checks"]["users"], "ok", "{body}");
+    // /health keeps its contract: it is about the user store, which answers.
+    let (status, _) = app.get("/health").await;
+    assert_eq!(status, 200);
+    cut.store(false, Ordering::SeqCst);
+    let _ = common::redis::delete_prefix(&url, &prefix).await;
+}
+
+/// A name part unique to this run.
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
