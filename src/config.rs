@@ -381,6 +381,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub limits: LimitsConfig,
     pub connections: ConnectionConfig,
+    pub observability: ObservabilityConfig,
 }
 
 /// This project's `.env.example`, whose values production refuses as secrets.
@@ -414,6 +415,7 @@ impl Config {
             websocket: WebSocketConfig::parse(&vars)?,
             limits: LimitsConfig::parse(&vars)?,
             connections: ConnectionConfig::parse(&vars)?,
+            observability: ObservabilityConfig::parse(&vars)?,
             server,
         })
     }
@@ -928,6 +930,40 @@ impl ConnectionConfig {
     }
 }
 
+/// Metrics, health probes and what the logs may contain.
+#[derive(Debug, Clone)]
+pub struct ObservabilityConfig {
+    /// `METRICS_ADDR`: serve `/metrics` (and the health probes) on this
+    /// address instead of the main port; `None` serves it on the main port.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `LOG_CHAT_CONTENT`: let chat text reach the logs at debug/trace level
+    /// (ours and the libraries'); off, it is filtered out at every level.
+    pub log_chat_content: bool,
+    /// `HEALTH_PROBE_INTERVAL`: how often the stores and the AI are probed
+    /// in the background for the health endpoints.
+    pub health_probe_interval: Duration,
+}
+
+impl ObservabilityConfig {
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        let metrics_addr = match vars.get("METRICS_ADDR") {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                ConfigError::invalid(
+                    "METRICS_ADDR",
+                    &text,
+                    "an address and port such as 0.0.0.0:9100 or [::]:9100",
+                )
+            })?),
+        };
+        Ok(Self {
+            metrics_addr,
+            log_chat_content: vars.boolean("LOG_CHAT_CONTENT", false)?,
+            health_probe_interval: vars.duration("HEALTH_PROBE_INTERVAL", "5s")?,
+        })
+    }
+}
+
 fn random_secret() -> Vec<u8> {
     use argon2::password_hash::rand_core::{OsRng, RngCore};
     let mut bytes = vec![0u8; 48];
@@ -1081,6 +1117,26 @@ mod tests {
         assert_eq!(c.sessions.event_log_limit, 1_000_000);
         let c = cfg(&[("FD_HEADROOM", "1000000")]).unwrap();
         assert_eq!(c.connections.fd_headroom, Some(1_000_000));
+    }
+
+    #[test]
+    fn observability_settings_parse() {
+        let c = cfg(&[]).unwrap().observability;
+        assert_eq!(c.metrics_addr, None);
+        assert!(!c.log_chat_content);
+        assert_eq!(c.health_probe_interval, Duration::from_secs(5));
+        let c = cfg(&[
+            ("METRICS_ADDR", "127.0.0.1:9100"),
+            ("LOG_CHAT_CONTENT", "true"),
+            ("HEALTH_PROBE_INTERVAL", "250ms"),
+        ])
+        .unwrap()
+        .observability;
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(c.log_chat_content);
+        assert_eq!(c.health_probe_interval, Duration::from_millis(250));
+        let err = cfg(&[("METRICS_ADDR", "9100")]).unwrap_err().to_string();
+        assert!(err.contains("METRICS_ADDR"), "{err}");
     }
 
     #[test]

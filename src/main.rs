@@ -70,7 +70,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    telemetry::init(config.server.env);
+    telemetry::init(
+        config.server.env,
+        telemetry::LogSettings {
+            chat_content: config.observability.log_chat_content,
+        },
+    );
     raise_open_file_limit();
     chatbot_server::adapters::outbound::argon2_hasher::return_large_allocations_to_the_system();
 

@@ -26,9 +26,9 @@ use crate::adapters::outbound::memory_conversations::{
 };
 use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
-use crate::adapters::outbound::memory_stats::AtomicStats;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
 use crate::adapters::outbound::reachability::{self, ProbeError};
+use crate::adapters::outbound::prometheus_metrics::PrometheusMetrics;
 use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketStore};
 use crate::adapters::outbound::redis_conversations::RedisConversations;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
@@ -38,9 +38,10 @@ use crate::adapters::outbound::resilient_ai::{
 };
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
 use crate::adapters::outbound::upstream_ai::{OpenAiSettings, UpstreamAi, UpstreamTimeouts};
+use crate::application::health::{HealthMonitor, HealthTargets};
 use crate::application::ports::{
     AccessStoreError, AiModel, ConversationStoreError, EventLog, GenerationRegistry, LiveDelivery,
-    NoObserver, PasswordHashError, PasswordHasher, RateLimitError, RateLimiter, RefreshTokenStore,
+    PasswordHashError, PasswordHasher, RateLimitError, RateLimiter, RefreshTokenStore,
     RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService, UpstreamObserver,
     UserRepository, UserStoreError,
 };
@@ -121,6 +122,13 @@ impl Adapters {
         let conversations = conversation_stores(&config.sessions).await?;
         let (users, refresh) = user_store(&config.storage).await?;
         let (tickets, revocations) = access_stores(&config.sessions).await?;
+        // One adapter counts everything: the use cases through the stats
+        // port, the AI decorators through the observer hook.
+        let metrics = Arc::new(PrometheusMetrics::new());
+        let ai = ai_model(&config.ai, metrics.clone())?;
+        for upstream in ai.upstreams() {
+            metrics.circuit_changed(upstream.role, upstream.circuit);
+        }
         Ok(Self {
             users,
             hasher: Arc::new(Argon2Hasher::new(Argon2Params::OWASP)),
@@ -132,8 +140,8 @@ impl Adapters {
             },
             chat: ChatPorts {
                 sessions: session_store(&config.sessions, config.limits.sessions_per_user).await?,
-                ai: ai_model(&config.ai, Arc::new(NoObserver))?,
-                stats: Arc::new(AtomicStats::default()),
+                ai,
+                stats: metrics,
                 log: conversations.0,
                 live: conversations.1,
                 registry: conversations.2,
@@ -429,6 +437,20 @@ pub struct Application {
     addr: SocketAddr,
     ctx: Arc<AppContext>,
     cors_origins: Option<Vec<String>>,
+    /// The `METRICS_ADDR` listener, bound.
+    metrics: Option<(TcpListener, SocketAddr)>,
+}
+
+/// Binds `METRICS_ADDR`.
+async fn bind_metrics(wanted: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let bind_error = |source| StartupError::Bind {
+        addr: wanted,
+        source,
+    };
+    let listener = TcpListener::bind(wanted).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    tracing::info!(%addr, "metrics listening");
+    Ok((listener, addr))
 }
 
 impl Application {
@@ -442,9 +464,19 @@ impl Application {
     /// Builds the server on adapters chosen by the caller (tests pass mocks of
     /// ports a real store will not fail on demand).
     pub async fn build_with(config: Config, adapters: Adapters) -> Result<Self, StartupError> {
+        let stats = adapters.chat.stats.clone();
         let limits = Limits::new(
             adapters.limiter,
             limit_settings(&config.limits, config.websocket.ping_interval),
+        )
+        .with_stats(stats.clone());
+        let health = HealthMonitor::start(
+            HealthTargets {
+                users: adapters.users.clone(),
+                sessions: adapters.chat.sessions.clone(),
+                ai: adapters.chat.ai.clone(),
+            },
+            config.observability.health_probe_interval,
         );
         let auth = AuthService::new(
             adapters.users,
@@ -455,7 +487,8 @@ impl Application {
         )
         .await
         .map_err(StartupError::Hasher)?
-        .with_limits(limits.clone());
+        .with_limits(limits.clone())
+        .with_stats(stats);
         let chat = ChatService::with_limits(
             adapters.chat,
             ConversationSettings {
@@ -473,7 +506,8 @@ impl Application {
                 config.server.shutdown_timeout,
                 config.connections,
             )
-            .with_trusted_proxies(config.limits.trusted_proxies.clone()),
+            .with_trusted_proxies(config.limits.trusted_proxies.clone())
+            .with_health(health, config.observability.metrics_addr.is_none()),
         );
         let wanted = SocketAddr::new(config.server.host, config.server.port);
         let all_interfaces = config.server.all_interfaces();
@@ -486,6 +520,12 @@ impl Application {
             addr: wanted,
             source,
         })?;
+        // Bound before "server listening" is said: a taken METRICS_ADDR fails
+        // start-up like a taken PORT.
+        let metrics = match config.observability.metrics_addr {
+            Some(wanted) => Some(bind_metrics(wanted).await?),
+            None => None,
+        };
         tracing::info!(
             %addr,
             all_interfaces,
@@ -497,7 +537,14 @@ impl Application {
             addr,
             ctx,
             cors_origins: config.server.cors_origins,
+            metrics,
         })
+    }
+
+    /// Where `/metrics` and the health probes are served apart from the
+    /// API (`METRICS_ADDR`), if they are.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The address the server is bound to.
@@ -526,7 +573,39 @@ impl Application {
     ) -> Result<(), StartupError> {
         let ctx = self.ctx.clone();
         let endpoint = http::app(ctx.clone(), self.cors_origins).map_to_response();
+        // The metrics port keeps answering through the drain, so a probe
+        // there sees `/health/ready` turn 503 while answers finish.
+        let metrics_stop = tokio_util::sync::CancellationToken::new();
+        let metrics_server = self.metrics.map(|(listener, _)| {
+            tokio::spawn(http::serve_metrics(
+                listener,
+                ctx.clone(),
+                metrics_stop.clone().cancelled_owned(),
+            ))
+        });
         let mut server = tokio::spawn(server::serve(self.listener, ctx.clone(), endpoint));
+        let drained = Self::serve_until(ctx.clone(), &mut server, shutdown).await;
+        let result = match drained {
+            Some(ended) => ended,
+            None => flatten(server.await),
+        };
+        metrics_stop.cancel();
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
+        ctx.stop_health().await;
+        result?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+
+    /// Serves until `shutdown`, then drains (`None`); `Some` with the
+    /// server's result if it ended first, which it only does when it failed.
+    async fn serve_until(
+        ctx: Arc<AppContext>,
+        server: &mut tokio::task::JoinHandle<std::io::Result<()>>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Option<Result<(), StartupError>> {
         tokio::select! {
             () = shutdown => {
                 tracing::info!(
@@ -537,13 +616,10 @@ impl Application {
                 // Running answers finish (or are cancelled at the deadline)
                 // while connections stay open to carry their last events.
                 ctx.chat.drain(ctx.shutdown_timeout).await;
+                None
             }
-            // The server only returns by itself when it failed.
-            result = &mut server => return flatten(result),
+            result = server => Some(flatten(result)),
         }
-        flatten(server.await)?;
-        tracing::info!("shutdown complete");
-        Ok(())
     }
 }
 

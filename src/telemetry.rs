@@ -1,27 +1,154 @@
-//! Logging set-up: readable lines in development, JSON in production.
+//! Logging set-up: readable lines in development, flat JSON lines in
+//! production, and no chat content at any level unless an operator opts in.
+//!
+//! Chat text reaches a log only through a library's trace output: the
+//! WebSocket library (`tungstenite`) logs every frame and message it reads or
+//! writes at `trace`, and the MongoDB driver logs whole commands (password
+//! hashes included) under `mongodb::command` at `debug`. Both are capped here
+//! whatever `RUST_LOG` says; our own code logs ids, sizes and outcomes, never
+//! the text.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 use crate::config::AppEnv;
 
+/// What the logs may contain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `LOG_CHAT_CONTENT=true`: let the libraries' traces of chat text through.
+    pub chat_content: bool,
+}
+
+/// Whether an event or span from `meta` may carry chat content or a secret:
+/// the WebSocket library's trace output (every message in full) and the
+/// MongoDB driver's command log (whole documents).
+pub fn carries_content(meta: &Metadata<'_>) -> bool {
+    let target = meta.target();
+    let level = *meta.level();
+    let under = |prefix: &str| {
+        target == prefix
+            || target
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with("::"))
+    };
+    ((under("tungstenite") || under("tokio_tungstenite")) && level == Level::TRACE)
+        || (under("mongodb::command") && level >= Level::DEBUG)
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides the default `info`.
-pub fn init(env: AppEnv) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+pub fn init(env: AppEnv, settings: LogSettings) {
+    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let chat_content = settings.chat_content;
+    let content = filter_fn(move |meta| chat_content || !carries_content(meta));
+    let filter = env_filter.and(content);
     let result = match env {
-        AppEnv::Production => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        AppEnv::Development => builder
-            .with_ansi(std::io::stdout().is_terminal())
-            .try_init(),
+        AppEnv::Production => {
+            let layer = tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonFields::new())
+                .event_format(FlatJson)
+                .with_filter(filter);
+            tracing_subscriber::registry().with(layer).try_init()
+        }
+        AppEnv::Development => {
+            let layer = tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_filter(filter);
+            tracing_subscriber::registry().with(layer).try_init()
+        }
     };
     // A second init (tests) keeps the first subscriber; that is fine.
     let _ = result;
+}
+
+/// One JSON object per line with everything at the top level: `timestamp`,
+/// `level`, `target`, `message`, the fields of every span the event is in
+/// (outermost first: the request's `request_id`, `client_ip`, ...) and the
+/// event's own fields, which win over a span's of the same name.
+pub struct FlatJson;
+
+impl<S, N> FormatEvent<S, N> for FlatJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        // A `log` record (from a library) carries its real target aside.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        );
+        line.insert("level".into(), Value::from(meta.level().as_str()));
+        line.insert("target".into(), Value::from(meta.target()));
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                let Some(fields) = extensions.get::<FormattedFields<N>>() else {
+                    continue;
+                };
+                if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields) {
+                    line.extend(fields);
+                }
+            }
+        }
+        event.record(&mut JsonVisitor(&mut line));
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// Puts an event's fields into the line, skipping the `log.*` bookkeeping
+/// of records from the `log` crate.
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl JsonVisitor<'_> {
+    fn put(&mut self, field: &Field, value: Value) {
+        if !field.name().starts_with("log.") {
+            self.0.insert(field.name().to_owned(), value);
+        }
+    }
+}
+
+impl Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, Value::from(ErrorChain(value).to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, Value::from(format!("{value:?}")));
+    }
 }
 
 /// Shows an error with every cause behind it (`a: b: c`), so a log line keeps
@@ -44,6 +171,44 @@ impl std::fmt::Display for ErrorChain<'_> {
 mod tests {
     use super::*;
     use crate::application::ports::UserStoreError;
+
+    #[test]
+    fn library_traces_of_messages_and_commands_are_content() {
+        struct Probe;
+        impl tracing::Callsite for Probe {
+            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn metadata(&self) -> &Metadata<'_> {
+                unreachable!()
+            }
+        }
+        static CS: Probe = Probe;
+        let meta = |target: &'static str, level: Level| {
+            Metadata::new(
+                "e",
+                target,
+                level,
+                None,
+                None,
+                None,
+                tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CS)),
+                tracing::metadata::Kind::EVENT,
+            )
+        };
+        assert!(carries_content(&meta(
+            "tungstenite::protocol",
+            Level::TRACE
+        )));
+        assert!(carries_content(&meta("tungstenite", Level::TRACE)));
+        assert!(carries_content(&meta("mongodb::command", Level::DEBUG)));
+        assert!(carries_content(&meta("mongodb::command", Level::TRACE)));
+        assert!(!carries_content(&meta(
+            "tungstenite::protocol",
+            Level::DEBUG
+        )));
+        assert!(!carries_content(&meta("mongodb::connection", Level::DEBUG)));
+        assert!(!carries_content(&meta("tungstenitex", Level::TRACE)));
+        assert!(!carries_content(&meta("chatbot_server", Level::TRACE)));
+    }
 
     #[test]
     fn the_chain_keeps_the_drivers_words() {

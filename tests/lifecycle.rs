@@ -74,8 +74,9 @@ async fn production_logs_are_json_lines() {
     for line in lines {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        // Flat: the message and fields at the top level, nothing under `fields`.
         assert!(
-            v.get("level").is_some() && v.get("fields").is_some(),
+            v.get("level").is_some() && v.get("message").is_some() && v.get("fields").is_none(),
             "{line}"
         );
     }

@@ -59,6 +59,8 @@ fn spec_is_openapi_3_and_documents_every_response() {
         ("/api/auth/logout-all", "post", &["204", "401", "503"]),
         ("/api/auth/ws-ticket", "post", &["200", "401", "429", "503"]),
         ("/health", "get", &["200", "503"]),
+        ("/health/live", "get", &["200"]),
+        ("/health/ready", "get", &["200", "503"]),
         ("/api/stats", "get", &["200", "503"]),
         ("/api/websocket/info", "get", &["200"]),
         ("/api/sessions", "get", &["200", "401", "503"]),

@@ -247,6 +247,7 @@ fn request() -> AiRequest {
                 timestamp: now,
             },
         ],
+        trace: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::auth::{internal, AuthError, AuthService, Authenticated};
+use super::auth::{AuthError, AuthService, Authenticated};
 use super::ports::{
     RefreshRecord, RefreshTokenStore, Revocation, RevocationStore, Rotation, TicketStore,
     TokenClaims, TokenError,
@@ -93,13 +93,15 @@ impl AuthService {
             self.access.revocations.is_revoked(&claims),
             self.users.find_by_id(&claims.user_id)
         );
-        if revoked.map_err(|e| internal("revocation store failed", &e))? {
+        if revoked.map_err(|e| self.store_failed("access", "revocation store failed", &e))? {
             return Err(AuthError::TokenRevoked);
         }
         match user {
             Ok(Some(user)) if user.is_active => Ok(Authorized { user, claims }),
             Ok(_) => Err(AuthError::TokenInvalid),
-            Err(e) => Err(internal("user store failed during token verification", &e)),
+            Err(e) => {
+                Err(self.store_failed("users", "user store failed during token verification", &e))
+            }
         }
     }
 
@@ -115,7 +117,7 @@ impl AuthService {
         match self.access.revocations.is_revoked(claims).await {
             Ok(false) => Ok(()),
             Ok(true) => Err(AuthError::TokenRevoked),
-            Err(e) => Err(internal("revocation store failed", &e)),
+            Err(e) => Err(self.store_failed("access", "revocation store failed", &e)),
         }
     }
 
@@ -142,7 +144,7 @@ impl AuthService {
             .refresh
             .insert(&record)
             .await
-            .map_err(|e| internal("could not store a refresh token", &e))?;
+            .map_err(|e| self.store_failed("users", "could not store a refresh token", &e))?;
         Ok(token)
     }
 
@@ -169,7 +171,7 @@ impl AuthService {
                 self.settings.reuse_grace,
             )
             .await
-            .map_err(|e| internal("refresh token store failed", &e))?;
+            .map_err(|e| self.store_failed("users", "refresh token store failed", &e))?;
         let user_id = match rotation {
             Rotation::Rotated { user_id } | Rotation::AlreadyRotated { user_id } => user_id,
             Rotation::Reused { user_id } => {
@@ -181,7 +183,9 @@ impl AuthService {
         let user = match self.users.find_by_id(&user_id).await {
             Ok(Some(user)) if user.is_active => user,
             Ok(_) => return Err(AuthError::InvalidRefreshToken),
-            Err(e) => return Err(internal("user store failed during refresh", &e)),
+            Err(e) => {
+                return Err(self.store_failed("users", "user store failed during refresh", &e))
+            }
         };
         let token = self.issue(&user)?;
         Ok(Authenticated {
@@ -203,7 +207,7 @@ impl AuthService {
             .tickets
             .put(&ticket.digest(), &who.claims, ttl)
             .await
-            .map_err(|e| internal("could not store a WebSocket ticket", &e))?;
+            .map_err(|e| self.store_failed("access", "could not store a WebSocket ticket", &e))?;
         Ok(IssuedTicket { ticket, ttl })
     }
 
@@ -221,7 +225,7 @@ impl AuthService {
             .tickets
             .take(&ticket.digest())
             .await
-            .map_err(|e| internal("ticket store failed", &e))?
+            .map_err(|e| self.store_failed("access", "ticket store failed", &e))?
             .ok_or(AuthError::InvalidTicket)?;
         if claims.expires_at <= Utc::now().timestamp() {
             return Err(AuthError::TokenExpired);
@@ -240,13 +244,13 @@ impl AuthService {
             .revocations
             .revoke_token(&who.claims)
             .await
-            .map_err(|e| internal("could not revoke an access token", &e))?;
+            .map_err(|e| self.store_failed("access", "could not revoke an access token", &e))?;
         if let Some(token) = refresh.and_then(|r| RefreshToken::parse(r).ok()) {
             self.access
                 .refresh
                 .revoke_family(&token.digest(), &who.user.id)
                 .await
-                .map_err(|e| internal("could not revoke a refresh token", &e))?;
+                .map_err(|e| self.store_failed("users", "could not revoke a refresh token", &e))?;
         }
         tracing::info!(user_id = %who.user.id, "logged out");
         Ok(())
@@ -265,12 +269,16 @@ impl AuthService {
             .revocations
             .revoke_user(&who.user.id, now_ms, keep)
             .await
-            .map_err(|e| internal("could not revoke the user's access tokens", &e))?;
+            .map_err(|e| {
+                self.store_failed("access", "could not revoke the user's access tokens", &e)
+            })?;
         self.access
             .refresh
             .revoke_user(&who.user.id)
             .await
-            .map_err(|e| internal("could not revoke the user's refresh tokens", &e))?;
+            .map_err(|e| {
+                self.store_failed("users", "could not revoke the user's refresh tokens", &e)
+            })?;
         tracing::info!(user_id = %who.user.id, "logged out everywhere");
         Ok(())
     }

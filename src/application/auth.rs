@@ -8,8 +8,8 @@ use thiserror::Error;
 use super::access::{AccessPorts, AccessSettings};
 use super::limits::{Limited, Limits};
 use super::ports::{
-    IssuedToken, PasswordCheck, PasswordHashError, PasswordHasher, TokenService, UserRepository,
-    UserStoreError,
+    IssuedToken, PasswordCheck, PasswordHashError, PasswordHasher, Stats, TokenService,
+    UserRepository, UserStoreError,
 };
 use crate::domain::{
     ClientIp, EmailAddress, LoginName, NewUser, Password, PasswordHash, RefreshToken, User, UserId,
@@ -82,6 +82,8 @@ pub struct AuthService {
     /// exist, so "no such user" costs the same time as "wrong password".
     decoy_hash: PasswordHash,
     limits: Limits,
+    /// Counts logins and store failures; `None` counts nothing.
+    stats: Option<Arc<dyn Stats>>,
 }
 
 impl AuthService {
@@ -103,6 +105,7 @@ impl AuthService {
             settings,
             decoy_hash,
             limits: Limits::off(),
+            stats: None,
         })
     }
 
@@ -111,6 +114,25 @@ impl AuthService {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// This service counting logins and store failures in `stats`.
+    pub fn with_stats(mut self, stats: Arc<dyn Stats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Counts a failure of `store` and hides it as [`internal`] does.
+    pub(super) fn store_failed(
+        &self,
+        store: &'static str,
+        what: &str,
+        e: &(dyn std::error::Error + 'static),
+    ) -> AuthError {
+        if let Some(stats) = &self.stats {
+            stats.store_error(store);
+        }
+        internal(what, e)
     }
 
     /// Counts a WebSocket ticket for `user` against its rate, for the ticket
@@ -178,7 +200,9 @@ impl AuthService {
             .map_err(|e| match e {
                 UserStoreError::UsernameTaken => AuthError::UsernameTaken,
                 UserStoreError::EmailTaken => AuthError::EmailTaken,
-                other => internal("user store failed during registration", &other),
+                other => {
+                    self.store_failed("users", "user store failed during registration", &other)
+                }
             })?;
         let token = self.issue(&user)?;
         let refresh_token = self.start_refresh_family(&user).await?;
@@ -204,11 +228,13 @@ impl AuthService {
         password: &Password,
         client: ClientIp,
     ) -> Result<Authenticated, AuthError> {
-        let attempt = self
-            .limits
-            .login_attempt(login, client)
-            .await
-            .map_err(AuthError::RateLimited)?;
+        let attempt = match self.limits.login_attempt(login, client).await {
+            Ok(attempt) => attempt,
+            Err(limited) => {
+                self.login_ended(login, client, "throttled");
+                return Err(AuthError::RateLimited(limited));
+            }
+        };
         let outcome = self.check_login(login, password).await;
         match &outcome {
             Ok(_) => self.limits.login_succeeded(attempt).await,
@@ -216,7 +242,30 @@ impl AuthService {
             Err(AuthError::InvalidCredentials) => {}
             Err(_) => self.limits.login_undecided(attempt).await,
         }
+        let label = match &outcome {
+            Ok(_) => "success",
+            Err(AuthError::InvalidCredentials) => "bad_credentials",
+            Err(AuthError::Busy) => "busy",
+            Err(_) => "error",
+        };
+        self.login_ended(login, client, label);
         outcome
+    }
+
+    /// Counts a login and logs a failed one with the name it tried (bounded
+    /// and stripped of control characters; the password never).
+    fn login_ended(&self, login: &str, client: ClientIp, outcome: &'static str) {
+        if let Some(stats) = &self.stats {
+            stats.login(outcome);
+        }
+        if outcome != "success" {
+            let username: String = login
+                .chars()
+                .take(64)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            tracing::info!(%username, client_ip = %client, outcome, "login failed");
+        }
     }
 
     /// The login itself, once the throttles let it through.
@@ -249,7 +298,7 @@ impl AuthService {
         self.users
             .record_login(&user.id, now, rehashed.clone())
             .await
-            .map_err(|e| internal("user store failed to record login", &e))?;
+            .map_err(|e| self.store_failed("users", "user store failed to record login", &e))?;
         if upgraded {
             tracing::info!(user_id = %user.id, "legacy bcrypt hash upgraded to argon2id");
         }
@@ -275,7 +324,7 @@ impl AuthService {
             Some(LoginName::Email(email)) => self.users.find_by_email(&email).await,
             None => Ok(None),
         }
-        .map_err(|e| internal("user store failed during login", &e))
+        .map_err(|e| self.store_failed("users", "user store failed during login", &e))
     }
 
     /// Whether `password` is the user's; `Ok(true)` when it is, but the stored

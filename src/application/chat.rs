@@ -26,8 +26,8 @@ use super::ports::{
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::{
-    ChatContent, ChatMessage, ClientIp, MessageId, Role, Session, SessionId, SessionUser, User,
-    UserId,
+    ChatContent, ChatMessage, ClientIp, MessageId, Role, Session, SessionId, SessionUser,
+    TraceContext, User, UserId,
 };
 use crate::telemetry::ErrorChain;
 
@@ -94,6 +94,9 @@ impl From<SessionStoreError> for ChatRefusal {
 pub struct ChatRequest {
     pub content: ChatContent,
     pub client_message_id: Option<ClientMessageId>,
+    /// The trace of the connection that sent it (its upgrade's
+    /// `traceparent`), continued by the upstream AI request.
+    pub trace: Option<TraceContext>,
 }
 
 /// A chat the session has accepted: its `user-message`'s id and seq.
@@ -157,7 +160,7 @@ struct Local {
 pub(super) struct Inner {
     pub(super) sessions: Arc<dyn SessionStore>,
     pub(super) ai: Arc<dyn AiModel>,
-    stats: Arc<dyn Stats>,
+    pub(super) stats: Arc<dyn Stats>,
     log: Arc<dyn EventLog>,
     live: Arc<dyn LiveDelivery>,
     pub(super) registry: Arc<dyn GenerationRegistry>,
@@ -181,12 +184,24 @@ pub struct ChatService {
 }
 
 /// Keeps one connection counted as open while it lives, so a connection task
-/// that ends any way at all is never left counted.
-pub struct ConnectionGuard(Arc<dyn Stats>);
+/// that ends any way at all is never left counted. Its close is counted
+/// under the reason last given to [`ConnectionGuard::closing`], or
+/// `aborted` when the task ended without saying.
+pub struct ConnectionGuard {
+    stats: Arc<dyn Stats>,
+    reason: &'static str,
+}
+
+impl ConnectionGuard {
+    /// Why the connection is ending, for the count of closes.
+    pub fn closing(&mut self, reason: &'static str) {
+        self.reason = reason;
+    }
+}
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.connection_closed();
+        self.stats.connection_closed(self.reason);
     }
 }
 
@@ -222,7 +237,24 @@ impl ChatService {
     /// Counts a client connection for as long as the returned guard lives.
     pub fn connection_opened(&self) -> ConnectionGuard {
         self.inner.stats.connection_opened();
-        ConnectionGuard(self.inner.stats.clone())
+        ConnectionGuard {
+            stats: self.inner.stats.clone(),
+            reason: "aborted",
+        }
+    }
+
+    /// Where this service counts, for the adapters to count through the same
+    /// port (HTTP requests) and to render `/metrics`.
+    pub fn metrics(&self) -> &Arc<dyn Stats> {
+        &self.inner.stats
+    }
+
+    /// Counts the store failure behind `result`, if any, and passes it on.
+    fn counted<T>(&self, result: Result<T, ChatError>) -> Result<T, ChatError> {
+        if let Err(e) = &result {
+            self.inner.count_failure(e);
+        }
+        result
     }
 
     /// Admits one more WebSocket connection of `user` from `client`, under
@@ -282,6 +314,14 @@ impl ChatService {
         user: &User,
         resume: Option<&SessionId>,
     ) -> Result<Session, ChatError> {
+        self.counted(self.open_or_create(user, resume).await)
+    }
+
+    async fn open_or_create(
+        &self,
+        user: &User,
+        resume: Option<&SessionId>,
+    ) -> Result<Session, ChatError> {
         let sessions = &self.inner.sessions;
         let now = Utc::now();
         if let Some(id) = resume {
@@ -311,8 +351,16 @@ impl ChatService {
         session: &SessionId,
         last_seq: Option<Seq>,
     ) -> Result<Attachment, ChatError> {
-        let live = self.inner.live.subscribe(session).await?;
-        Ok(Attachment::open(session.clone(), self.inner.log.clone(), live, last_seq).await?)
+        self.counted(
+            async {
+                let live = self.inner.live.subscribe(session).await?;
+                Ok(
+                    Attachment::open(session.clone(), self.inner.log.clone(), live, last_seq)
+                        .await?,
+                )
+            }
+            .await,
+        )
     }
 
     /// Accepts a chat of `user`: stores it, logs its `user-message` and the
@@ -339,6 +387,9 @@ impl ChatService {
             .await
             .map_err(ChatRefusal::RateLimited)?;
         let started = self.start_once(session, chat, &mut permit).await;
+        if let Err(ChatRefusal::Failed(e)) = &started {
+            inner.count_failure(e);
+        }
         if !matches!(&started, Ok(a) if !a.duplicate) {
             inner.limits.chat_not_accepted(permit).await;
         }
@@ -435,6 +486,7 @@ impl ChatService {
             user_id: session.user.id,
             session_id: session.id,
             history: session.history,
+            trace: chat.trace,
         };
         // Stoppable before anyone can see its stream-start; should its first
         // tokens be published before these two events, watchers fill the gap
@@ -454,6 +506,13 @@ impl ChatService {
             cancel: cancel.clone(),
         };
         lock(&inner.local).insert(session.clone(), local);
+        // Inside the span of whatever accepted the chat (the connection's,
+        // with its request id), so the generation's log lines carry it too.
+        let span = tracing::info_span!(
+            "generation",
+            session_id = %session,
+            message_id = %generation.message_id()
+        );
         let job = Job {
             session,
             generation,
@@ -461,23 +520,31 @@ impl ChatService {
             cancel,
             slot,
         };
-        inner.tasks.spawn(generation::run(inner.clone(), job));
+        inner.tasks.spawn(tracing::Instrument::instrument(
+            generation::run(inner.clone(), job),
+            span,
+        ));
     }
 
     /// The user's live sessions, most recently active first, each with its
     /// latest seq.
     pub async fn sessions_of(&self, user: &User) -> Result<Vec<SessionSummary>, ChatError> {
-        let sessions = self
-            .inner
-            .sessions
-            .list_for_user(&user.id, SESSIONS_LISTED)
-            .await?;
-        let mut out = Vec::with_capacity(sessions.len());
-        for session in sessions {
-            let seq = self.inner.log.head(&session.id).await?;
-            out.push(SessionSummary { session, seq });
-        }
-        Ok(out)
+        self.counted(
+            async {
+                let sessions = self
+                    .inner
+                    .sessions
+                    .list_for_user(&user.id, SESSIONS_LISTED)
+                    .await?;
+                let mut out = Vec::with_capacity(sessions.len());
+                for session in sessions {
+                    let seq = self.inner.log.head(&session.id).await?;
+                    out.push(SessionSummary { session, seq });
+                }
+                Ok(out)
+            }
+            .await,
+        )
     }
 
     /// The session's events after `after`, as a socket would replay them.
@@ -490,11 +557,16 @@ impl ChatService {
         after: Seq,
         limit: usize,
     ) -> Result<LogSlice, ChatError> {
-        match self.inner.sessions.get(session).await? {
-            Some(s) if s.user.id == user.id => {}
-            _ => return Err(ChatError::SessionGone),
-        }
-        Ok(self.inner.log.read_after(session, after, limit).await?)
+        self.counted(
+            async {
+                match self.inner.sessions.get(session).await? {
+                    Some(s) if s.user.id == user.id => {}
+                    _ => return Err(ChatError::SessionGone),
+                }
+                Ok(self.inner.log.read_after(session, after, limit).await?)
+            }
+            .await,
+        )
     }
 
     /// Stops the session's running generation, wherever it runs; every tab
@@ -507,34 +579,45 @@ impl ChatService {
         match self.inner.registry.request_stop(session).await {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(StopRefusal::NothingRunning),
-            Err(e) => Err(ChatError::from(e).into()),
+            Err(e) => {
+                let e = ChatError::from(e);
+                self.inner.count_failure(&e);
+                Err(e.into())
+            }
         }
     }
 
     /// Marks the session as waiting for a human and answers every tab; asking
     /// again changes nothing but is answered again.
     pub async fn escalate(&self, session: &SessionId) -> Result<(), ChatError> {
-        let inner = &self.inner;
-        let first_time = inner.sessions.mark_escalated(session).await?;
-        if first_time {
-            tracing::info!(session_id = %session, "session escalated to a human");
-        }
-        let reply = ConversationEvent::EscalationResponse {
-            message: ESCALATION_REPLY.to_owned(),
-        };
-        let logged = inner.log.append(session, vec![(Utc::now(), reply)]).await?;
-        inner.publish(session, &logged).await;
-        Ok(())
+        self.counted(
+            async {
+                let inner = &self.inner;
+                let first_time = inner.sessions.mark_escalated(session).await?;
+                if first_time {
+                    tracing::info!(session_id = %session, "session escalated to a human");
+                }
+                let reply = ConversationEvent::EscalationResponse {
+                    message: ESCALATION_REPLY.to_owned(),
+                };
+                let logged = inner.log.append(session, vec![(Utc::now(), reply)]).await?;
+                inner.publish(session, &logged).await;
+                Ok(())
+            }
+            .await,
+        )
     }
 
     /// Records activity so an open but quiet connection keeps its session alive.
     pub async fn touch(&self, session: &SessionId) -> Result<(), ChatError> {
-        Ok(self.inner.sessions.touch(session, Utc::now()).await?)
+        let touched = self.inner.sessions.touch(session, Utc::now()).await;
+        self.counted(touched.map_err(ChatError::from))
     }
 
     /// How many sessions exist and how many are escalated.
     pub async fn session_counts(&self) -> Result<SessionCounts, ChatError> {
-        Ok(self.inner.sessions.counts().await?)
+        let counts = self.inner.sessions.counts().await;
+        self.counted(counts.map_err(ChatError::from))
     }
 
     /// What the AI side looks like to `/health`.
@@ -605,6 +688,7 @@ impl Inner {
         match self.log.append(session, stamped).await {
             Ok(logged) => Some(logged),
             Err(e) => {
+                self.stats.store_error("conversations");
                 tracing::error!(session_id = %session, error = %ErrorChain(&e), "could not append to the event log");
                 None
             }
@@ -614,6 +698,7 @@ impl Inner {
     /// Publishes; a failure only delays delivery (watchers catch up from the log).
     pub(super) async fn publish(&self, session: &SessionId, events: &[SharedEvent]) {
         if let Err(e) = self.live.publish(session, events).await {
+            self.stats.store_error("conversations");
             tracing::warn!(session_id = %session, error = %ErrorChain(&e), "could not publish events");
         }
     }
@@ -628,6 +713,7 @@ impl Inner {
         {
             Ok(held) => held,
             Err(e) => {
+                self.stats.store_error("conversations");
                 tracing::warn!(error = %ErrorChain(&e), "could not renew the generation lease");
                 true
             }
@@ -651,6 +737,15 @@ impl Inner {
         }
         let since = since.get_or_insert_with(Instant::now);
         since.elapsed() >= self.settings.unattended_timeout
+    }
+
+    /// Counts a failed store behind `e` (a vanished session is no failure).
+    pub(super) fn count_failure(&self, e: &ChatError) {
+        match e {
+            ChatError::SessionStore(_) => self.stats.store_error("sessions"),
+            ChatError::Conversation(_) => self.stats.store_error("conversations"),
+            ChatError::Ai(_) | ChatError::SessionGone => {}
+        }
     }
 
     pub(super) fn forget_local(&self, session: &SessionId, message_id: &MessageId) {
@@ -726,6 +821,15 @@ mod tests {
     use crate::domain::StreamStatus;
     use std::sync::Mutex as StdMutex;
 
+    /// Stats that take what these tests do not look at (generation
+    /// reports, store failures) without complaint.
+    fn quiet_stats() -> MockStats {
+        let mut stats = MockStats::new();
+        stats.expect_generation_ended().returning(|_| ());
+        stats.expect_store_error().returning(|_| ());
+        stats
+    }
+
     /// A registry whose background calls (stop listening, reaping) are quiet.
     fn registry() -> MockGenerationRegistry {
         let mut r = MockGenerationRegistry::new();
@@ -749,7 +853,7 @@ mod tests {
             Self {
                 sessions: MockSessionStore::new(),
                 ai: MockAiModel::new(),
-                stats: MockStats::new(),
+                stats: quiet_stats(),
                 log: MockEventLog::new(),
                 live: MockLiveDelivery::new(),
                 registry: registry(),
@@ -783,6 +887,7 @@ mod tests {
         ChatRequest {
             content: ChatContent::parse("hello", 100).unwrap(),
             client_message_id: client_id.map(|c| ClientMessageId::parse(c).unwrap()),
+            trace: None,
         }
     }
 
@@ -954,7 +1059,14 @@ mod tests {
             kept.lock().unwrap().push((msg.role, msg.content));
             Ok(())
         });
+        // Its own stats, to see the generation's report.
+        m.stats = MockStats::new();
         m.stats.expect_message_received().times(1).returning(|| ());
+        let reports = Arc::new(StdMutex::new(Vec::new()));
+        let reported = reports.clone();
+        m.stats
+            .expect_generation_ended()
+            .returning(move |r| reported.lock().unwrap().push(*r));
         m.registry
             .expect_try_start()
             .returning(|_, _, _| Ok(StartOutcome::Started));
@@ -1024,5 +1136,11 @@ mod tests {
             ]
         );
         assert_eq!(*finished.lock().unwrap(), 1, "the slot is released once");
+        let reports = reports.lock().unwrap().clone();
+        assert_eq!(reports.len(), 1, "one report per generation");
+        assert_eq!(reports[0].outcome, "completed");
+        assert_eq!(reports[0].tokens, 2);
+        assert!(reports[0].first_token.is_some());
+        assert!(reports[0].first_token.unwrap() <= reports[0].duration);
     }
 }

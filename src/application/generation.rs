@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::chat::{ChatError, Inner};
 use super::limits::Slot;
-use super::ports::{AiError, AiRequest, TokenStream};
+use super::ports::{AiError, AiRequest, GenerationReport, TokenStream};
 use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure};
-use crate::domain::{ChatMessage, Role, SessionId, StreamStatus};
+use crate::domain::{ChatMessage, MessageId, Role, SessionId, StreamStatus};
 use crate::telemetry::ErrorChain;
 
 /// How often a running generation checks whether anyone still watches it.
@@ -38,6 +38,92 @@ pub(super) struct Job {
     pub slot: Option<Slot>,
 }
 
+/// What a generation did, for its closing log line and the metrics.
+struct Progress {
+    reply: String,
+    started: Instant,
+    first_token: Option<Duration>,
+    tokens: u64,
+    /// What the upstream did: `ok`, `none` (never asked, or no answer
+    /// before a stop), or the kind of its failure.
+    upstream: &'static str,
+    /// The upstream's HTTP status, when it failed with one.
+    upstream_status: Option<u16>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            reply: String::new(),
+            started: Instant::now(),
+            first_token: None,
+            tokens: 0,
+            upstream: "none",
+            upstream_status: None,
+        }
+    }
+
+    fn token(&mut self, delta: &str) {
+        if self.first_token.is_none() {
+            self.first_token = Some(self.started.elapsed());
+            self.upstream = "ok";
+        }
+        self.tokens += 1;
+        self.reply.push_str(delta);
+    }
+
+    fn upstream_failed(&mut self, e: &AiError) {
+        self.upstream = match e {
+            AiError::Unavailable(_) => "unavailable",
+            AiError::Status { status, .. } => {
+                self.upstream_status = Some(*status);
+                "status"
+            }
+            AiError::Rejected(_) => "rejected",
+            AiError::CircuitOpen => "circuit_open",
+            AiError::Timeout(_) => "timeout",
+            AiError::Protocol(_) => "protocol_error",
+        };
+    }
+
+    /// Counts the generation and writes its one closing line (never its text).
+    fn report(
+        &self,
+        inner: &Inner,
+        session: &SessionId,
+        message_id: &MessageId,
+        outcome: &'static str,
+    ) {
+        let duration = self.started.elapsed();
+        inner.stats.generation_ended(&GenerationReport {
+            outcome,
+            first_token: self.first_token,
+            duration,
+            tokens: self.tokens,
+        });
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(
+            session_id = %session,
+            %message_id,
+            outcome,
+            ttft_ms = self.first_token.map(millis),
+            tokens = self.tokens,
+            duration_ms = millis(duration),
+            upstream = self.upstream,
+            upstream_status = self.upstream_status,
+            "generation ended"
+        );
+    }
+}
+
+/// The metric label of how a generation ended.
+fn outcome_label(outcome: &Result<StreamStatus, GenerationFailure>) -> &'static str {
+    match outcome {
+        Ok(status) => status.as_str(),
+        Err(_) => "failed",
+    }
+}
+
 /// Runs the generation to its end and releases everything it held.
 pub(super) async fn run(inner: Arc<Inner>, job: Job) {
     let Job {
@@ -47,7 +133,7 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
         cancel,
         slot,
     } = job;
-    let mut reply = String::new();
+    let mut progress = Progress::new();
     let ending = stream_answer(
         &inner,
         &session,
@@ -55,7 +141,7 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
         request,
         &cancel,
         slot.as_ref(),
-        &mut reply,
+        &mut progress,
     )
     .await;
     inner.limits.release(slot).await;
@@ -64,12 +150,17 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
         Ending::LostLease => {
             tracing::warn!(session_id = %session, %message_id, "lost the generation lease; another instance ended it");
             inner.forget_local(&session, &message_id);
+            progress.report(&inner, &session, &message_id, "lost_lease");
             return;
         }
         Ending::Done(outcome) => outcome,
     };
     if outcome == Ok(StreamStatus::Completed) {
-        store_reply(&inner, &session, reply).await;
+        if progress.upstream == "none" {
+            // A complete but empty answer.
+            progress.upstream = "ok";
+        }
+        store_reply(&inner, &session, std::mem::take(&mut progress.reply)).await;
     }
     let end = generation.end(outcome);
     // The lease goes before the stream-end is published, so a chat sent in
@@ -82,7 +173,7 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
     if let Some(logged) = logged {
         inner.publish(&session, &logged).await;
     }
-    tracing::debug!(session_id = %session, %message_id, outcome = ?outcome, "generation ended");
+    progress.report(&inner, &session, &message_id, outcome_label(&outcome));
 }
 
 /// Streams tokens until the answer ends, is stopped, loses its audience or
@@ -94,7 +185,7 @@ async fn stream_answer(
     request: AiRequest,
     cancel: &CancellationToken,
     slot: Option<&Slot>,
-    reply: &mut String,
+    progress: &mut Progress,
 ) -> Ending {
     let message_id = generation.message_id();
     let mut stream: TokenStream = tokio::select! {
@@ -102,7 +193,10 @@ async fn stream_answer(
         _ = cancel.cancelled() => return Ending::Done(Ok(StreamStatus::Cancelled)),
         started = inner.ai.stream(request) => match started {
             Ok(stream) => stream,
-            Err(e) => return Ending::Done(Err(failed(e, message_id))),
+            Err(e) => {
+                progress.upstream_failed(&e);
+                return Ending::Done(Err(failed(e, message_id)));
+            }
         },
     };
     // Housekeeping (lease renewal, the unattended check) shares one timer, and
@@ -142,7 +236,7 @@ async fn stream_answer(
             }
             item = stream.next() => match item {
                 Some(Ok(delta)) => {
-                    reply.push_str(&delta);
+                    progress.token(&delta);
                     let events = generation.tokens(&delta);
                     if let Some(logged) = inner.append(session, events).await {
                         inner.publish(session, &logged).await;
@@ -155,7 +249,10 @@ async fn stream_answer(
                         return Ending::Done(Err(GenerationFailure::SessionStoreUnavailable));
                     }
                 }
-                Some(Err(e)) => return Ending::Done(Err(failed(e, message_id))),
+                Some(Err(e)) => {
+                    progress.upstream_failed(&e);
+                    return Ending::Done(Err(failed(e, message_id)));
+                }
                 None => return Ending::Done(Ok(StreamStatus::Completed)),
             },
         }
@@ -170,6 +267,7 @@ async fn store_reply(inner: &Inner, session: &SessionId, reply: String) {
         timestamp: Utc::now(),
     };
     if let Err(e) = inner.sessions.append(session, message).await {
+        inner.stats.store_error("sessions");
         tracing::warn!(error = %ErrorChain(&e), "could not store the answer in the session");
     }
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ports::{Admission, EventId, Quota, RateLimiter, SlotId};
+use super::ports::{Admission, EventId, Quota, RateLimiter, SlotId, Stats};
 use crate::domain::{ClientIp, UserId};
 use crate::telemetry::ErrorChain;
 
@@ -82,6 +82,8 @@ pub struct ConnectionPermit {
 pub struct Limits {
     limiter: Option<Arc<dyn RateLimiter>>,
     settings: Arc<LimitSettings>,
+    /// Counts refusals and limiter failures; `None` counts nothing.
+    stats: Option<Arc<dyn Stats>>,
 }
 
 /// Keys hold what a client typed (a login name): bounded and brace-free.
@@ -99,6 +101,27 @@ impl Limits {
         Self {
             limiter: Some(limiter),
             settings: Arc::new(settings),
+            stats: None,
+        }
+    }
+
+    /// These limits counting their refusals and failures in `stats`.
+    pub fn with_stats(mut self, stats: Arc<dyn Stats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Counts a refusal by `limit` and hands it back.
+    fn refused(&self, limit: &'static str, retry_after: Duration) -> Limited {
+        if let Some(stats) = &self.stats {
+            stats.rate_limited(limit);
+        }
+        Limited { retry_after }
+    }
+
+    fn limiter_failed(&self) {
+        if let Some(stats) = &self.stats {
+            stats.store_error("limiter");
         }
     }
 
@@ -113,7 +136,11 @@ impl Limits {
 
     /// Counts one event against every rule that is on; `Ok(None)` when none
     /// is on or the limiter failed (let through).
-    async fn admit(&self, quotas: Vec<Quota>) -> Result<Option<(Vec<String>, EventId)>, Limited> {
+    async fn admit(
+        &self,
+        limit: &'static str,
+        quotas: Vec<Quota>,
+    ) -> Result<Option<(Vec<String>, EventId)>, Limited> {
         let Some(limiter) = &self.limiter else {
             return Ok(None);
         };
@@ -124,8 +151,9 @@ impl Limits {
             Ok(Admission::Admitted(event)) => {
                 Ok(Some((quotas.into_iter().map(|q| q.key).collect(), event)))
             }
-            Ok(Admission::Refused { retry_after }) => Err(Limited { retry_after }),
+            Ok(Admission::Refused { retry_after }) => Err(self.refused(limit, retry_after)),
             Err(e) => {
+                self.limiter_failed();
                 tracing::warn!(error = %ErrorChain(&e), "rate limiter failed; letting the request through");
                 Ok(None)
             }
@@ -156,7 +184,7 @@ impl Limits {
             (s.login_per_ip, format!("login:ip:{ip}")),
             (s.login_per_account, format!("login:account:{account}")),
         ];
-        let counted = self.admit(quotas_of(quotas)).await?;
+        let counted = self.admit("login", quotas_of(quotas)).await?;
         Ok(LoginAttempt {
             counted,
             account_ip,
@@ -189,7 +217,7 @@ impl Limits {
     /// One registration attempt from `ip`.
     pub async fn register(&self, ip: ClientIp) -> Result<(), Limited> {
         let rule = self.settings.register_per_ip;
-        self.admit(quotas_of([(rule, format!("register:ip:{ip}"))]))
+        self.admit("register", quotas_of([(rule, format!("register:ip:{ip}"))]))
             .await
             .map(drop)
     }
@@ -197,7 +225,7 @@ impl Limits {
     /// One token verification from `ip`.
     pub async fn verify(&self, ip: ClientIp) -> Result<(), Limited> {
         let rule = self.settings.verify_per_ip;
-        self.admit(quotas_of([(rule, format!("verify:ip:{ip}"))]))
+        self.admit("verify", quotas_of([(rule, format!("verify:ip:{ip}"))]))
             .await
             .map(drop)
     }
@@ -205,9 +233,12 @@ impl Limits {
     /// One WebSocket ticket for `user`.
     pub async fn ws_ticket(&self, user: &UserId) -> Result<(), Limited> {
         let rule = self.settings.ws_tickets_per_user;
-        self.admit(quotas_of([(rule, format!("ws-ticket:user:{user}"))]))
-            .await
-            .map(drop)
+        self.admit(
+            "ws_ticket",
+            quotas_of([(rule, format!("ws-ticket:user:{user}"))]),
+        )
+        .await
+        .map(drop)
     }
 
     /// One chat of `user`: a place in the rate window and a generation slot
@@ -215,14 +246,19 @@ impl Limits {
     pub async fn chat(&self, user: &UserId, lease: Duration) -> Result<ChatPermit, Limited> {
         let slot = match self.settings.chat_concurrent_per_user {
             Some(max) => {
-                self.slot(format!("chat:running:{user}"), max, lease)
-                    .await?
+                self.slot(
+                    "chat_concurrent",
+                    format!("chat:running:{user}"),
+                    max,
+                    lease,
+                )
+                .await?
             }
             None => None,
         };
         let rule = self.settings.chats_per_user;
         match self
-            .admit(quotas_of([(rule, format!("chat:user:{user}"))]))
+            .admit("chat", quotas_of([(rule, format!("chat:user:{user}"))]))
             .await
         {
             Ok(counted) => Ok(ChatPermit {
@@ -260,7 +296,7 @@ impl Limits {
         let mut permit = ConnectionPermit::default();
         for (max, key) in wanted {
             let Some(max) = max else { continue };
-            match self.slot(key, max, lease).await {
+            match self.slot("ws_connections", key, max, lease).await {
                 Ok(slot) => permit.slots.extend(slot),
                 Err(limited) => {
                     self.release_connection(permit).await;
@@ -293,16 +329,21 @@ impl Limits {
         }
     }
 
-    async fn slot(&self, key: String, max: u32, lease: Duration) -> Result<Option<Slot>, Limited> {
+    async fn slot(
+        &self,
+        limit: &'static str,
+        key: String,
+        max: u32,
+        lease: Duration,
+    ) -> Result<Option<Slot>, Limited> {
         let Some(limiter) = &self.limiter else {
             return Ok(None);
         };
         match limiter.acquire(&key, max, lease).await {
             Ok(Some(id)) => Ok(Some(Slot { key, id, lease })),
-            Ok(None) => Err(Limited {
-                retry_after: SLOT_RETRY_HINT,
-            }),
+            Ok(None) => Err(self.refused(limit, SLOT_RETRY_HINT)),
             Err(e) => {
+                self.limiter_failed();
                 tracing::warn!(error = %ErrorChain(&e), "rate limiter failed; letting the request through");
                 Ok(None)
             }
@@ -317,6 +358,7 @@ impl Limits {
         match limiter.renew(&slot.key, &slot.id, slot.lease).await {
             Ok(held) => held,
             Err(e) => {
+                self.limiter_failed();
                 tracing::warn!(error = %ErrorChain(&e), "could not renew a limit slot");
                 true
             }

@@ -6,6 +6,7 @@ pub mod attachment;
 pub mod auth;
 pub mod chat;
 mod generation;
+pub mod health;
 pub mod limits;
 pub mod ports;
 

@@ -329,6 +329,10 @@ pub struct AiRequest {
     pub session_id: SessionId,
     /// The messages before this query, oldest first, at most the history limit.
     pub history: Vec<ChatMessage>,
+    /// The trace the chat belongs to (the caller's `traceparent` on the
+    /// WebSocket upgrade); each upstream request continues it in a span of
+    /// its own, or starts a trace when there is none.
+    pub trace: Option<crate::domain::TraceContext>,
 }
 
 /// The answer as it arrives: one item per text delta. The stream ends after
@@ -471,9 +475,25 @@ pub struct StatsSnapshot {
     pub total_messages: u64,
 }
 
-/// Where the use cases count what happens: in-process counters today, a
-/// metrics exporter later. Called on hot paths, so methods are synchronous
-/// and must not block.
+/// How one generation ended, for counting: `outcome` is `completed`,
+/// `cancelled`, `failed`, or `lost_lease` (another instance ended it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerationReport {
+    pub outcome: &'static str,
+    /// From the start of the generation to its first token, if one came.
+    pub first_token: Option<std::time::Duration>,
+    pub duration: std::time::Duration,
+    /// Text deltas streamed to the conversation.
+    pub tokens: u64,
+}
+
+/// Where the use cases (and the inbound adapters, for HTTP) count what
+/// happens: in-process counters for `/api/stats` and the Prometheus
+/// exposition behind `/metrics`. Called on hot paths, so methods are
+/// synchronous and must not block.
+///
+/// Every label a method takes is one of a fixed set named by the caller
+/// (`&'static str`), so no client can grow the number of series.
 ///
 /// # Errors
 /// None: counting never fails. An adapter whose backend is unreachable drops
@@ -482,11 +502,44 @@ pub struct StatsSnapshot {
 pub trait Stats: Send + Sync {
     /// A client connection was accepted.
     fn connection_opened(&self);
-    /// A connection counted by `connection_opened` ended (exactly once each).
-    fn connection_closed(&self);
+    /// A connection counted by `connection_opened` ended (exactly once each),
+    /// for `reason` (`client_closed`, `ping_timeout`, `shutting_down`, ...).
+    fn connection_closed(&self, reason: &'static str);
     /// A chat message was accepted for generation.
     fn message_received(&self);
     fn snapshot(&self) -> StatsSnapshot;
+    /// A generation ended.
+    fn generation_ended(&self, report: &GenerationReport) {
+        let _ = report;
+    }
+    /// An HTTP request was answered; `route` is the route's template.
+    fn http_request(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
+        let _ = (method, route, status, elapsed);
+    }
+    /// A login attempt ended as `outcome` (`success`, `bad_credentials`,
+    /// `throttled` by a login limit, `busy`, `error`).
+    fn login(&self, outcome: &'static str) {
+        let _ = outcome;
+    }
+    /// A request was refused by the abuse limit `limit`.
+    fn rate_limited(&self, limit: &'static str) {
+        let _ = limit;
+    }
+    /// A store failed (`users`, `sessions`, `conversations`, `access`, `limiter`).
+    fn store_error(&self, store: &'static str) {
+        let _ = store;
+    }
+    /// Everything counted, in the Prometheus text exposition format; `None`
+    /// from an adapter that keeps only the snapshot.
+    fn exposition(&self) -> Option<String> {
+        None
+    }
 }
 
 // ---------------------------------------------------------- conversations

@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod conversation;
 pub mod id;
 pub mod time;
+pub mod trace;
 pub mod user;
 
 #[cfg(test)]
@@ -18,6 +19,7 @@ pub use chat::{
 };
 pub use client_ip::{ClientIp, TrustedProxies, TrustedProxyError};
 pub use time::{TokenLifetime, TokenLifetimeError};
+pub use trace::{RequestId, RequestIdError, TraceContext, TraceParentError};
 pub use user::{
     EmailAddress, EmailAddressError, LoginName, NewUser, Password, PasswordError, PasswordHash,
     User, UserId, UserIdError, Username, UsernameError,

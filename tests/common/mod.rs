@@ -75,6 +75,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
     pub sqlite_path: PathBuf,
+    /// Where `/metrics` is served apart (`METRICS_ADDR`), for in-process servers.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<CancellationToken>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -105,12 +107,14 @@ pub async fn spawn_app_at(path: PathBuf, extra: &[(&str, &str)]) -> TestApp {
         .await
         .expect("application builds");
     let addr = app.address();
+    let metrics_addr = app.metrics_address();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
     TestApp {
         addr,
         base: format!("http://{addr}"),
         sqlite_path: path,
+        metrics_addr,
         stop: Some(stop),
         _dir: None,
     }
@@ -179,6 +183,7 @@ async fn spawn_process_with(
             addr,
             base: format!("http://{addr}"),
             sqlite_path,
+            metrics_addr: None,
             stop: None,
             _dir: None,
         },
@@ -278,7 +283,8 @@ async fn start_process(
 /// The address in a "server listening" log line, human-readable or JSON.
 fn listening_addr(line: &str) -> Option<SocketAddr> {
     if let Ok(v) = serde_json::from_str::<Value>(line) {
-        return v["fields"]["addr"].as_str()?.parse().ok();
+        let addr = v["addr"].as_str().or_else(|| v["fields"]["addr"].as_str());
+        return addr?.parse().ok();
     }
     line.split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
@@ -311,6 +317,13 @@ impl TestProcess {
 }
 
 impl TestApp {
+    /// Begins an in-process server's shutdown, as SIGTERM does the binary's.
+    pub fn begin_shutdown(&self) {
+        if let Some(stop) = &self.stop {
+            stop.cancel();
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -584,6 +597,8 @@ pub struct Upstream {
     pub aborted: Arc<AtomicUsize>,
     /// The `Authorization` header of each request, in order (`None`: absent).
     pub authorizations: Arc<Mutex<Vec<Option<String>>>>,
+    /// The `traceparent` header of each request, in order (`None`: absent).
+    pub traceparents: Arc<Mutex<Vec<Option<String>>>>,
     down: Arc<std::sync::atomic::AtomicU16>,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -595,11 +610,13 @@ impl Upstream {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let aborted = Arc::new(AtomicUsize::new(0));
         let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let traceparents = Arc::new(Mutex::new(Vec::new()));
         let down = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let state = StubState {
             requests: requests.clone(),
             aborted: aborted.clone(),
             authorizations: authorizations.clone(),
+            traceparents: traceparents.clone(),
             down: down.clone(),
         };
         let app = Route::new()
@@ -616,6 +633,7 @@ impl Upstream {
             requests,
             aborted,
             authorizations,
+            traceparents,
             down,
             _server: server,
         }
@@ -659,6 +677,7 @@ struct StubState {
     requests: Arc<Mutex<Vec<Value>>>,
     aborted: Arc<AtomicUsize>,
     authorizations: Arc<Mutex<Vec<Option<String>>>>,
+    traceparents: Arc<Mutex<Vec<Option<String>>>>,
     down: Arc<std::sync::atomic::AtomicU16>,
 }
 
@@ -670,6 +689,11 @@ impl StubState {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         self.authorizations.lock().unwrap().push(auth);
+        let traceparent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.traceparents.lock().unwrap().push(traceparent);
         let mut requests = self.requests.lock().unwrap();
         let earlier = requests.iter().filter(|r| query_of(r) == query).count();
         requests.push(body.clone());

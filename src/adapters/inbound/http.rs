@@ -3,17 +3,25 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use poem::http::{header, Method, StatusCode};
+use poem::http::{header, HeaderValue, Method, StatusCode};
 use poem::middleware::{Cors, CorsEndpoint};
-use poem::{get, Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route};
+use poem::web::Data;
+use poem::{
+    get, handler, Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route,
+};
 use poem_openapi::OpenApiService;
+use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use super::errors::{ErrorBody, ErrorCode};
-use super::rest::Api;
+use super::rest::{liveness, readiness, Api};
 use super::rest_tokens::TokenApi;
 use super::ws::ws_endpoint;
-use super::AppContext;
+use super::{resolve_client_ip, AppContext, RequestContext};
+use crate::domain::{RequestId, TraceContext};
+
+/// The header a request id comes in and goes out with.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Largest REST request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -31,7 +39,11 @@ pub fn api_service() -> OpenApiService<(Api, TokenApi), ()> {
          408 `request_timeout` (a request body not received within `HTTP_BODY_TIMEOUT`, \
          or headers not within `HTTP_HEADER_TIMEOUT`; the connection closes), and, when \
          `CORS_ORIGIN` is set, 403 `origin_not_allowed` to a browser from another origin \
-         (the server's own origin, as named by `Host`, is always allowed).",
+         (the server's own origin, as named by `Host`, is always allowed). \
+         Every response carries `X-Request-Id` (the request's own, if it sent an \
+         acceptable one: at most 128 of `A-Za-z0-9-_.:/+=@`; otherwise a new one). \
+         `GET /metrics` serves Prometheus metrics in the text format (on `METRICS_ADDR` \
+         instead, when that is set).",
     )
 }
 
@@ -45,24 +57,81 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
     let api = api_service();
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    let trusted = ctx.trusted_proxies.clone();
     let body_timeout = ctx.http_limits.body_timeout;
-    Route::new()
+    let observing = ctx.clone();
+    let mut routes = Route::new()
         .at("/ws", get(ws_endpoint))
         .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .nest("/docs", docs);
+    if ctx.metrics_on_main_port {
+        routes = routes.at("/metrics", get(metrics_endpoint));
+    }
+    routes
         .nest("/", api)
         .before(move |req| limit_body(req, body_timeout))
-        .before(move |mut req: Request| {
-            super::resolve_client_ip(&mut req, &trusted);
-            async move { Ok(req) }
-        })
         .with(SameOriginOr(cors(cors_origins)))
         .catch_all_error(|err: poem::Error| async move {
             ErrorBody::response(ErrorCode::for_status(err.status()))
         })
         .data(ctx)
-        .around(log_request)
+        .around(move |ep, req| observe(ep, req, observing.clone()))
+}
+
+/// `GET /metrics`: every series in the Prometheus text format.
+#[handler]
+fn metrics_endpoint(ctx: Data<&Arc<AppContext>>) -> Response {
+    match ctx.chat.metrics().exposition() {
+        Some(text) => Response::builder()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(text),
+        None => ErrorBody::response(ErrorCode::for_status(StatusCode::NOT_FOUND)),
+    }
+}
+
+#[handler]
+fn live_endpoint() -> Response {
+    poem::web::Json(liveness()).into_response()
+}
+
+#[handler]
+async fn ready_endpoint(ctx: Data<&Arc<AppContext>>) -> Response {
+    let (ok, body) = readiness(&ctx).await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    poem::web::Json(body).with_status(status).into_response()
+}
+
+/// Serves `/metrics` and the health probes on the `METRICS_ADDR` listener
+/// until `stop` resolves; nothing else is reachable there.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    ctx: Arc<AppContext>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let app = Route::new()
+        .at("/metrics", get(metrics_endpoint))
+        .at("/health/live", get(live_endpoint))
+        .at("/health/ready", get(ready_endpoint))
+        .catch_all_error(|err: poem::Error| async move {
+            ErrorBody::response(ErrorCode::for_status(err.status()))
+        })
+        .data(ctx);
+    let acceptor = match poem::listener::TcpAcceptor::from_tokio(listener) {
+        Ok(acceptor) => acceptor,
+        Err(e) => {
+            tracing::error!(error = %e, "the metrics listener failed");
+            return;
+        }
+    };
+    let served = poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app, stop, Some(Duration::from_secs(1)))
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the metrics server failed");
+    }
 }
 
 fn cors(origins: Option<Vec<String>>) -> Cors {
@@ -176,11 +245,45 @@ async fn limit_body(mut req: Request, timeout: Option<Duration>) -> poem::Result
     Ok(req)
 }
 
-/// One log line per request with its status and duration. The path only: a
-/// query string may carry a token.
-async fn log_request<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
-    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+/// Around every request: takes or makes its request id and reads its
+/// `traceparent`, resolves the client's address, runs it in a span carrying
+/// all three (so every line logged for it has them), echoes the id, counts
+/// it in the metrics and logs one line with its status and duration. The
+/// path only: a query string may carry a token.
+async fn observe<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    ctx: Arc<AppContext>,
+) -> poem::Result<Response> {
     let started = Instant::now();
+    let id = RequestId::from_header(
+        req.headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| TraceContext::parse(v).ok());
+    let client_ip = resolve_client_ip(&mut req, &ctx.trusted_proxies);
+    let method = method_label(req.method());
+    let route = route_label(req.uri().path());
+    let span = tracing::info_span!(
+        "http",
+        request_id = %id,
+        client_ip = %client_ip,
+        method,
+        path = %req.uri().path(),
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(trace) = &trace {
+        span.record("trace_id", trace.trace_id());
+    }
+    req.extensions_mut().insert(RequestContext {
+        id: id.clone(),
+        trace,
+    });
     let result = ep
         .call(req)
         .instrument(span.clone())
@@ -190,19 +293,93 @@ async fn log_request<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Resp
         Ok(resp) => resp.status(),
         Err(err) => err.status(),
     };
+    let elapsed = started.elapsed();
+    ctx.chat
+        .metrics()
+        .http_request(method, route, status.as_u16(), elapsed);
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             "request"
         )
     });
-    result
+    result.map(|mut resp| {
+        if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+            resp.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        resp
+    })
+}
+
+/// A method as a metric label (a fixed set: a client cannot add series).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The route template a path matches, as a metric label: ids are folded
+/// into their parameter and unknown paths into `unmatched`, so a client
+/// cannot add series.
+fn route_label(path: &str) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/ws",
+        "/metrics",
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/openapi.json",
+        "/api/stats",
+        "/api/websocket/info",
+        "/api/sessions",
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/auth/verify",
+        "/api/auth/refresh",
+        "/api/auth/logout",
+        "/api/auth/logout-all",
+        "/api/auth/ws-ticket",
+    ];
+    if let Some(route) = ROUTES.iter().find(|r| **r == path) {
+        return route;
+    }
+    if path == "/docs" || path.starts_with("/docs/") {
+        return "/docs";
+    }
+    let events = path
+        .strip_prefix("/api/sessions/")
+        .and_then(|rest| rest.strip_suffix("/events"));
+    if events.is_some_and(|id| !id.is_empty() && !id.contains('/')) {
+        return "/api/sessions/{id}/events";
+    }
+    "unmatched"
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_same_origin;
+    use super::{is_same_origin, route_label};
+
+    #[test]
+    fn routes_fold_into_their_templates() {
+        assert_eq!(route_label("/api/auth/login"), "/api/auth/login");
+        assert_eq!(
+            route_label("/api/sessions/sess_abc/events"),
+            "/api/sessions/{id}/events"
+        );
+        assert_eq!(route_label("/api/sessions//events"), "unmatched");
+        assert_eq!(route_label("/api/sessions/a/b/events"), "unmatched");
+        assert_eq!(route_label("/docs/index.css"), "/docs");
+        assert_eq!(route_label("/no/such/thing"), "unmatched");
+        assert_eq!(route_label("/wsx"), "unmatched");
+    }
 
     #[test]
     fn same_origin_compares_host_and_port_only() {

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::application::health::{HealthMonitor, HealthReport, Probe};
 use crate::application::{AuthService, ChatService};
 use crate::config::{ConnectionConfig, WebSocketConfig};
-use crate::domain::{ClientIp, TrustedProxies};
+use crate::domain::{ClientIp, RequestId, TraceContext, TrustedProxies};
 
 /// Largest WebSocket frame or message a client may send; larger closes with 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -38,6 +39,10 @@ pub struct AppContext {
     pub trusted_proxies: TrustedProxies,
     /// Timeouts and caps on client connections (HTTP_*, UNAUTH_*, FD_HEADROOM).
     pub http_limits: ConnectionConfig,
+    /// The background probes the health endpoints report.
+    health: Option<HealthMonitor>,
+    /// Whether `/metrics` is served on the main port (no `METRICS_ADDR`).
+    pub metrics_on_main_port: bool,
 }
 
 impl AppContext {
@@ -58,6 +63,35 @@ impl AppContext {
             connections: TaskTracker::new(),
             trusted_proxies: TrustedProxies::default(),
             http_limits,
+            health: None,
+            metrics_on_main_port: true,
+        }
+    }
+
+    /// This context reporting `monitor`'s probes, with `/metrics` on the
+    /// main port or not.
+    pub fn with_health(mut self, monitor: HealthMonitor, metrics_on_main_port: bool) -> Self {
+        self.health = Some(monitor);
+        self.metrics_on_main_port = metrics_on_main_port;
+        self
+    }
+
+    /// The dependencies' last answers (all pending without a monitor).
+    pub async fn health(&self) -> HealthReport {
+        match &self.health {
+            Some(monitor) => monitor.report().await,
+            None => HealthReport {
+                users: Probe::Pending,
+                sessions: Probe::Pending,
+                ai: None,
+            },
+        }
+    }
+
+    /// Stops the background probes and waits for them.
+    pub async fn stop_health(&self) {
+        if let Some(monitor) = &self.health {
+            monitor.stop().await;
         }
     }
 
@@ -80,6 +114,27 @@ pub fn connection_authenticated(req: &poem::Request) {
     }
 }
 
+/// How a request is known in the logs and to the upstream: its
+/// `X-Request-Id` (the client's, if acceptable, or a new one) and the trace
+/// context of its `traceparent`, if it carried a valid one.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub id: RequestId,
+    pub trace: Option<TraceContext>,
+}
+
+/// The request's [`RequestContext`], as [`http::app`] set it (a fresh one
+/// when the endpoint is driven without the middleware).
+pub fn request_context(req: &poem::Request) -> RequestContext {
+    req.extensions()
+        .get::<RequestContext>()
+        .cloned()
+        .unwrap_or_else(|| RequestContext {
+            id: RequestId::generate(),
+            trace: None,
+        })
+}
+
 /// The client address [`http::app`] resolved for this request (from the
 /// peer and, behind a trusted proxy, `X-Forwarded-For`), once per request.
 pub fn client_ip(req: &poem::Request) -> ClientIp {
@@ -98,11 +153,12 @@ fn peer_ip(req: &poem::Request) -> std::net::IpAddr {
 }
 
 /// Resolves the request's [`ClientIp`] and keeps it in its extensions.
-fn resolve_client_ip(req: &mut poem::Request, trusted: &TrustedProxies) {
+fn resolve_client_ip(req: &mut poem::Request, trusted: &TrustedProxies) -> ClientIp {
     let forwarded = req
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
     let ip = ClientIp::resolve(peer_ip(req), forwarded, trusted);
     req.extensions_mut().insert(ip);
+    ip
 }

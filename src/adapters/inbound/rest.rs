@@ -17,8 +17,9 @@ use super::ws::protocol::event_value;
 use super::ws::transport::CloseReason;
 use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS, WS_AUTHENTICATION};
 use super::{client_ip, connection_authenticated, AppContext, MAX_FRAME_BYTES};
-use crate::application::ports::AiHealth;
+use crate::application::health::{HealthReport, Probe};
 use crate::application::ports::LogSlice;
+use crate::application::ports::{AiHealth, CircuitState};
 use crate::application::{AuthError, Authenticated, Authorized, ChatError, Limited, Registration};
 use crate::domain::conversation::Seq;
 use crate::domain::time::iso_millis;
@@ -125,8 +126,8 @@ struct HealthChecks {
 }
 
 /// One AI upstream and its circuit breaker.
-#[derive(Debug, Object)]
-struct UpstreamHealth {
+#[derive(Debug, Object, Serialize)]
+pub(super) struct UpstreamHealth {
     /// `primary` or `fallback`.
     role: String,
     /// `fastapi` or `openai`.
@@ -144,6 +145,36 @@ struct HealthBody {
     status: String,
     uptime_seconds: u64,
     checks: HealthChecks,
+}
+
+/// The process answers.
+#[derive(Debug, Object, Serialize)]
+pub(super) struct LiveBody {
+    /// Always `ok`.
+    status: String,
+}
+
+/// What readiness depends on, as the background probes last found it.
+#[derive(Debug, Object, Serialize)]
+pub(super) struct ReadyChecks {
+    /// `ok`, `unavailable` or `pending` (not answered yet): the user store.
+    users: String,
+    /// `ok`, `unavailable` or `pending`: the session store.
+    sessions: String,
+    /// `ok`, `unreachable`, `echo` or `pending`: the AI service.
+    ai: String,
+    /// The configured AI upstreams with their circuit breakers.
+    upstreams: Vec<UpstreamHealth>,
+}
+
+/// Whether this instance should get traffic.
+#[derive(Debug, Object, Serialize)]
+pub(super) struct ReadyBody {
+    /// `ready`; `degraded` (serving, but the AI does not answer or a
+    /// circuit breaker is open: chats may fail with `ai_unavailable`);
+    /// `unavailable` (a store does not answer); or `shutting_down`.
+    status: String,
+    checks: ReadyChecks,
 }
 
 /// Counters since start-up.
@@ -381,6 +412,90 @@ enum HealthResponse {
     /// The user store does not answer.
     #[oai(status = 503)]
     Unavailable(Json<HealthBody>),
+}
+
+#[derive(ApiResponse)]
+enum LiveResponse {
+    /// The process answers (nothing else is checked).
+    #[oai(status = 200)]
+    Ok(Json<LiveBody>),
+}
+
+#[derive(ApiResponse)]
+enum ReadyResponse {
+    /// Ready, or degraded: the stores answer and the server is not stopping.
+    #[oai(status = 200)]
+    Ok(Json<ReadyBody>),
+    /// A store does not answer, or the server is shutting down.
+    #[oai(status = 503)]
+    Unavailable(Json<ReadyBody>),
+}
+
+/// `/health/live`'s answer.
+pub(super) fn liveness() -> LiveBody {
+    LiveBody {
+        status: "ok".to_owned(),
+    }
+}
+
+fn probe_text(probe: Probe) -> &'static str {
+    match probe {
+        Probe::Ok => "ok",
+        Probe::Failed => "unavailable",
+        Probe::Pending => "pending",
+    }
+}
+
+fn ai_text(ai: Option<AiHealth>) -> &'static str {
+    match ai {
+        Some(AiHealth::Ok) => "ok",
+        Some(AiHealth::Echo) => "echo",
+        Some(AiHealth::Unreachable) => "unreachable",
+        None => "pending",
+    }
+}
+
+fn upstreams(ctx: &AppContext) -> Vec<UpstreamHealth> {
+    ctx.chat
+        .ai_upstreams()
+        .into_iter()
+        .map(|u| UpstreamHealth {
+            role: u.role.to_owned(),
+            provider: u.provider.to_owned(),
+            circuit: u.circuit.as_str().to_owned(),
+        })
+        .collect()
+}
+
+/// `/health/ready`'s answer from the last probes, and whether it is a 200.
+/// Never waits on a dependency (see [`crate::application::health`]).
+pub(super) async fn readiness(ctx: &AppContext) -> (bool, ReadyBody) {
+    let report: HealthReport = ctx.health().await;
+    let upstreams = upstreams(ctx);
+    let stores_ok = report.users == Probe::Ok && report.sessions == Probe::Ok;
+    let ai_down = report.ai == Some(AiHealth::Unreachable)
+        || upstreams
+            .iter()
+            .any(|u| u.circuit != CircuitState::Closed.as_str());
+    let status = if ctx.shutdown.is_cancelled() {
+        ErrorCode::ShuttingDown.as_str()
+    } else if !stores_ok {
+        "unavailable"
+    } else if ai_down {
+        "degraded"
+    } else {
+        "ready"
+    };
+    let body = ReadyBody {
+        status: status.to_owned(),
+        checks: ReadyChecks {
+            users: probe_text(report.users).to_owned(),
+            sessions: probe_text(report.sessions).to_owned(),
+            ai: ai_text(report.ai).to_owned(),
+            upstreams,
+        },
+    };
+    (matches!(status, "ready" | "degraded"), body)
 }
 
 #[derive(ApiResponse)]
@@ -628,38 +743,51 @@ impl Api {
         }
     }
 
-    /// Liveness and dependency health.
+    /// Dependency health, as the background probes last found it (every
+    /// `HEALTH_PROBE_INTERVAL`): answers at once, however slow a dependency.
     #[oai(path = "/health", method = "get", tag = "ApiTags::Server")]
     async fn health(&self, ctx: Data<&Arc<AppContext>>) -> HealthResponse {
-        let (database_ok, ai) = tokio::join!(ctx.auth.store_is_healthy(), ctx.chat.ai_health());
+        let report = ctx.health().await;
+        let database_ok = report.users == Probe::Ok;
         let database = if database_ok { "ok" } else { "unavailable" };
         let body = HealthBody {
             status: database.to_owned(),
             uptime_seconds: ctx.uptime_seconds(),
             checks: HealthChecks {
                 database: database.to_owned(),
-                ai: match ai {
-                    AiHealth::Ok => "ok",
-                    AiHealth::Echo => "echo",
-                    AiHealth::Unreachable => "unreachable",
+                // Not answered yet counts as not answering.
+                ai: match report.ai {
+                    None => "unreachable",
+                    ai => ai_text(ai),
                 }
                 .to_owned(),
-                upstreams: ctx
-                    .chat
-                    .ai_upstreams()
-                    .into_iter()
-                    .map(|u| UpstreamHealth {
-                        role: u.role.to_owned(),
-                        provider: u.provider.to_owned(),
-                        circuit: u.circuit.as_str().to_owned(),
-                    })
-                    .collect(),
+                upstreams: upstreams(&ctx),
             },
         };
         if database_ok {
             HealthResponse::Ok(Json(body))
         } else {
             HealthResponse::Unavailable(Json(body))
+        }
+    }
+
+    /// Liveness: the process answers. Checks nothing else, so a slow
+    /// dependency never gets the process restarted.
+    #[oai(path = "/health/live", method = "get", tag = "ApiTags::Server")]
+    async fn live(&self) -> LiveResponse {
+        LiveResponse::Ok(Json(liveness()))
+    }
+
+    /// Readiness: the user and session stores answer and the server is not
+    /// shutting down (503 otherwise). An AI that does not answer, or an open
+    /// circuit breaker, makes it `degraded` but still 200: chats fail fast
+    /// with `ai_unavailable` (or go to the fallback), everything else works.
+    /// Reports the background probes' last answers without waiting.
+    #[oai(path = "/health/ready", method = "get", tag = "ApiTags::Server")]
+    async fn ready(&self, ctx: Data<&Arc<AppContext>>) -> ReadyResponse {
+        match readiness(&ctx).await {
+            (true, body) => ReadyResponse::Ok(Json(body)),
+            (false, body) => ReadyResponse::Unavailable(Json(body)),
         }
     }
 
@@ -869,10 +997,11 @@ mod tests {
         InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
     };
     use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
+    use crate::adapters::outbound::memory_stats::AtomicStats;
     use crate::application::ports::MockRefreshTokenStore;
     use crate::application::ports::{
-        CircuitState, MockAiModel, MockPasswordHasher, MockSessionStore, MockStats,
-        MockTokenService, MockUserRepository, SessionStoreError, UpstreamState, UserStoreError,
+        CircuitState, MockAiModel, MockPasswordHasher, MockSessionStore, MockTokenService,
+        MockUserRepository, SessionStoreError, UpstreamState, UserStoreError,
     };
     use crate::application::{AccessPorts, ChatPorts};
     use crate::config::Config;
@@ -903,7 +1032,7 @@ mod tests {
             chat: ChatPorts {
                 sessions: Arc::new(sessions),
                 ai: Arc::new(ai),
-                stats: Arc::new(MockStats::new()),
+                stats: Arc::new(AtomicStats::default()),
                 // Not what these tests are about: the real in-memory ones.
                 log: Arc::new(InMemoryEventLog::new(10, Duration::from_secs(60))),
                 live: Arc::new(InMemoryLiveDelivery::default()),
@@ -929,6 +1058,68 @@ mod tests {
         users
     }
 
+    fn answering_sessions() -> MockSessionStore {
+        let mut sessions = MockSessionStore::new();
+        sessions
+            .expect_counts()
+            .returning(|| Ok(crate::application::ports::SessionCounts::default()));
+        sessions
+    }
+
+    fn ai_with_circuit(circuit: CircuitState) -> MockAiModel {
+        let mut ai = MockAiModel::new();
+        ai.expect_health().returning(|| AiHealth::Ok);
+        ai.expect_upstreams().returning(move || {
+            vec![UpstreamState {
+                role: "primary",
+                provider: "fastapi",
+                circuit,
+            }]
+        });
+        ai
+    }
+
+    #[tokio::test]
+    async fn readiness_needs_the_stores_and_an_open_circuit_only_degrades_it() {
+        let mut users = MockUserRepository::new();
+        users.expect_ping().returning(|| Ok(()));
+        let degraded = app(
+            users,
+            answering_sessions(),
+            ai_with_circuit(CircuitState::Open),
+        )
+        .await;
+        let cli = TestClient::new(degraded.endpoint());
+        let resp = cli.get("/health/ready").send().await;
+        resp.assert_status_is_ok();
+        resp.assert_json(json!({
+            "status": "degraded",
+            "checks": {
+                "users": "ok",
+                "sessions": "ok",
+                "ai": "ok",
+                "upstreams": [{"role": "primary", "provider": "fastapi", "circuit": "open"}]
+            }
+        }))
+        .await;
+
+        let down = app(
+            failing_users(),
+            answering_sessions(),
+            ai_with_circuit(CircuitState::Closed),
+        )
+        .await;
+        let cli = TestClient::new(down.endpoint());
+        let resp = cli.get("/health/ready").send().await;
+        resp.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+        let body = resp.json().await;
+        let value: serde_json::Value = body.value().deserialize();
+        assert_eq!(value["status"], "unavailable");
+        assert_eq!(value["checks"]["users"], "unavailable");
+        // Liveness checks nothing.
+        cli.get("/health/live").send().await.assert_status_is_ok();
+    }
+
     fn error_code(code: ErrorCode) -> serde_json::Value {
         json!(code.as_str())
     }
@@ -944,7 +1135,7 @@ mod tests {
                 circuit: CircuitState::Open,
             }]
         });
-        let app = app(failing_users(), MockSessionStore::new(), ai).await;
+        let app = app(failing_users(), answering_sessions(), ai).await;
         let cli = TestClient::new(app.endpoint());
         let resp = cli.get("/health").send().await;
         resp.assert_status(StatusCode::SERVICE_UNAVAILABLE);

@@ -89,6 +89,7 @@ mod tests {
             user_id: UserId::parse("u1").unwrap(),
             session_id: SessionId::generate(),
             history: Vec::new(),
+            trace: None,
         }
     }
 

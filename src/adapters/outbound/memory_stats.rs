@@ -1,4 +1,5 @@
-//! The [`Stats`] port as process-local atomic counters, read by `/api/stats`.
+//! The [`Stats`] port as process-local atomic counters, read by `/api/stats`
+//! (the server uses [`super::prometheus_metrics`]; this one needs no registry).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,7 +21,7 @@ impl Stats for AtomicStats {
         self.total_connections.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn connection_closed(&self) {
+    fn connection_closed(&self, _reason: &'static str) {
         // Saturating: a close without an open is a caller bug, not a reason to
         // report 18 quintillion connections.
         let _ = self
@@ -51,7 +52,7 @@ mod tests {
         stats.connection_opened();
         stats.connection_opened();
         stats.message_received();
-        stats.connection_closed();
+        stats.connection_closed("client_closed");
         assert_eq!(
             stats.snapshot(),
             StatsSnapshot {
@@ -60,8 +61,8 @@ mod tests {
                 total_messages: 1
             }
         );
-        stats.connection_closed();
-        stats.connection_closed();
+        stats.connection_closed("client_closed");
+        stats.connection_closed("client_closed");
         assert_eq!(stats.snapshot().active_connections, 0, "never below zero");
     }
 }

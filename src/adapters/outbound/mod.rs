@@ -10,6 +10,7 @@ pub mod memory_limiter;
 pub mod memory_sessions;
 pub mod memory_stats;
 pub mod mongo_users;
+pub mod prometheus_metrics;
 pub mod reachability;
 pub mod redis_access;
 pub mod redis_conversations;

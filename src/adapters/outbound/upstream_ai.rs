@@ -18,6 +18,10 @@ use tokio::time::Instant;
 use crate::application::ports::{
     AiError, AiHealth, AiModel, AiRequest, TokenStream, UpstreamState,
 };
+use crate::domain::TraceContext;
+
+/// The W3C trace context header.
+const TRACEPARENT: &str = "traceparent";
 
 /// The path the FastAPI service serves streamed answers on, below its base URL.
 const RESPONSE_PATH: &str = "/api/v1/chat/ai-response";
@@ -187,9 +191,17 @@ impl UpstreamAi {
         }
     }
 
-    /// The POST of one answer, in this upstream's contract.
+    /// The POST of one answer, in this upstream's contract, with a
+    /// `traceparent` of its own: a new span in the chat's trace (the
+    /// caller's, when it sent one), or a new trace.
     fn answer_request(&self, request: &AiRequest) -> RequestBuilder {
-        let post = self.client.post(self.endpoint.clone());
+        let trace = request
+            .trace
+            .map_or_else(TraceContext::new_root, |t| t.child());
+        let post = self
+            .client
+            .post(self.endpoint.clone())
+            .header(TRACEPARENT, trace.header());
         match &self.dialect {
             Dialect::FastApi => post.json(&UpstreamRequest::from(request)),
             Dialect::OpenAi {
@@ -715,6 +727,7 @@ mod tests {
                     timestamp: chrono::Utc::now(),
                 },
             ],
+            trace: None,
         };
         let body =
             serde_json::to_value(CompletionRequest::new("m1", Some("be brief"), &request)).unwrap();

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::super::errors::ErrorCode;
 use super::super::rest::UserView;
-use super::super::AppContext;
+use super::super::{AppContext, RequestContext};
 use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, ClientMessage, Reply};
 use super::transport::{close_for_read_error, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
@@ -105,6 +105,9 @@ pub(super) struct Connection {
     pub ctx: Arc<AppContext>,
     pub session_id: SessionId,
     pub user_id: UserId,
+    /// The upgrade request's id and trace: every line this connection logs
+    /// carries the id, and its chats continue the trace upstream.
+    pub request: RequestContext,
     pub resumed: bool,
     /// This connection's place under the per-user and per-address caps.
     pub permit: ConnectionPermit,
@@ -182,7 +185,7 @@ impl Connection {
             out,
             mut writer,
             mut authority,
-            _counted,
+            _counted: mut counted,
         } = serving;
         let exit = self
             .read_loop(stream, &out, &mut writer, &mut authority)
@@ -195,6 +198,8 @@ impl Connection {
         out.close();
         let closed = writer.finish(matches!(exit, Exit::ClientClosed)).await;
         let reason = closed.map_or(exit.as_str(), CloseReason::text);
+        counted.closing(closed.map_or(exit.label(), CloseReason::label));
+        drop(counted);
         self.span()
             .in_scope(|| tracing::info!(reason, "websocket disconnected"));
         // Boxed: awaited once, at the end, and not worth room in every idle socket.
@@ -205,7 +210,14 @@ impl Connection {
     /// work rather than held for the connection's life: a live span costs
     /// every idle connection half a kilobyte in the subscriber's registry.
     fn span(&self) -> tracing::Span {
-        tracing::info_span!("ws", session_id = %self.session_id, user_id = %self.user_id)
+        let trace_id = self.request.trace.map(|t| t.trace_id());
+        tracing::info_span!(
+            "ws",
+            request_id = %self.request.id,
+            session_id = %self.session_id,
+            user_id = %self.user_id,
+            trace_id = trace_id.as_deref()
+        )
     }
 
     /// Says `connected`, and any resume notice, before the first event. The
@@ -452,6 +464,7 @@ impl Connection {
                 let request = ChatRequest {
                     content,
                     client_message_id,
+                    trace: self.request.trace,
                 };
                 return self.chat(request).await;
             }
@@ -535,6 +548,15 @@ impl Exit {
             Exit::ClientClosed => "client closed",
             Exit::WriterGone => "client stopped reading",
             Exit::Close(reason) => reason.text(),
+        }
+    }
+
+    /// As a metric label.
+    fn label(&self) -> &'static str {
+        match self {
+            Exit::ClientClosed => "client_closed",
+            Exit::WriterGone => "client_stopped_reading",
+            Exit::Close(reason) => reason.label(),
         }
     }
 }

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{bearer_token, UserView};
-use super::{client_ip, connection_authenticated, AppContext};
+use super::{client_ip, connection_authenticated, request_context, AppContext, RequestContext};
 use crate::application::limits::ConnectionPermit;
 use crate::application::{Attachment, AuthError, Authorized, ChatError};
 use crate::domain::conversation::Seq;
@@ -188,6 +188,7 @@ pub async fn ws_endpoint(
         user,
         authority: connection::Authority::new(claims, revocations),
         permit,
+        request: request_context(req),
     };
     upgrade(ws, ctx, opened)
 }
@@ -201,6 +202,7 @@ struct Opened {
     authority: connection::Authority,
     /// This connection's place under the per-user and per-address caps.
     permit: ConnectionPermit,
+    request: RequestContext,
 }
 
 /// Answers the upgrade and hands the socket to a tracked [`Connection`].
@@ -226,6 +228,7 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
                 user_id: opened.user.id.clone(),
                 resumed: opened.resumed,
                 permit: opened.permit,
+                request: opened.request,
             };
             let user = UserView::from(&opened.user);
             tracker.track_future(connection.start(

@@ -98,6 +98,19 @@ impl CloseReason {
         }
     }
 
+    /// The reason as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::ShuttingDown => ErrorCode::ShuttingDown.as_str(),
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::TooBig => "too_big",
+            CloseReason::FellBehind => "fell_behind",
+            CloseReason::SessionLost => "session_lost",
+            CloseReason::TokenExpired => ErrorCode::TokenExpired.as_str(),
+            CloseReason::TokenRevoked => ErrorCode::TokenRevoked.as_str(),
+        }
+    }
+
     pub fn text(self) -> &'static str {
         match self {
             CloseReason::ShuttingDown => "server shutting down",
