@@ -104,6 +104,8 @@ impl CloseReason {
             CloseReason::ShuttingDown => ErrorCode::ShuttingDown.as_str(),
             CloseReason::PingTimeout => "ping_timeout",
             CloseReason::TooBig => "too_big",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::ProtocolViolation => "protocol_violation",
             CloseReason::FellBehind => "fell_behind",
             CloseReason::SessionLost => "session_lost",
             CloseReason::TokenExpired => ErrorCode::TokenExpired.as_str(),
