@@ -974,7 +974,8 @@ impl Api {
         bearer: BearerToken,
         id: Path<String>,
         #[oai(name = "afterSeq")] after_seq: Query<Option<u64>>,
-        limit: Query<Option<u32>>,
+        // 1..=MAX_EVENTS_PAGE, in the spec too; out of range is the same 400.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
     ) -> EventsResponse {
         let user = match bearer_user(&ctx, req, bearer).await {
             Ok(user) => user,
