@@ -27,8 +27,8 @@ use crate::adapters::outbound::memory_conversations::{
 use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
-use crate::adapters::outbound::reachability::{self, ProbeError};
 use crate::adapters::outbound::prometheus_metrics::PrometheusMetrics;
+use crate::adapters::outbound::reachability::{self, ProbeError};
 use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketStore};
 use crate::adapters::outbound::redis_conversations::RedisConversations;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;

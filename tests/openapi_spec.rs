@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::io::Write as _;
 
+use chatbot_server::adapters::inbound::errors::ErrorCode;
 use chatbot_server::adapters::inbound::http::openapi_json;
+use serde_json::Value;
 
 const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
 
@@ -97,23 +99,15 @@ fn spec_is_openapi_3_and_documents_every_response() {
                 assert!(resp.content.is_empty(), "{method} {path} 204 has no body");
                 continue;
             }
-            assert!(
-                resp.content.contains_key("application/json; charset=utf-8")
-                    || resp.content.contains_key("application/json"),
-                "{method} {path} {code} has a JSON body"
+            let media: Vec<&String> = resp.content.keys().collect();
+            assert_eq!(
+                media,
+                ["application/json"],
+                "{method} {path} {code} has a plain JSON body"
             );
         }
     }
     let schemas = &spec.components.as_ref().expect("components").schemas;
-    let error = schemas.get("ErrorBody").expect("ErrorBody schema");
-    let error = serde_json::to_value(error).unwrap();
-    let required: BTreeSet<&str> = error["required"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(required, BTreeSet::from(["error", "message"]));
     // Every 429 says when to come back.
     for path in ["/api/auth/register", "/api/auth/login", "/api/auth/verify"] {
         let op = spec.paths.paths[path]
@@ -159,4 +153,220 @@ fn spec_passes_openapi_spec_validator_when_available() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn spec_value() -> Value {
+    serde_json::from_str(&openapi_json()).unwrap()
+}
+
+/// The schema `schema` names, following a `$ref`.
+fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.trim_start_matches("#/components/schemas/");
+            &spec["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+/// Every operation: (path, method, operation).
+fn operations(spec: &Value) -> Vec<(String, String, &Value)> {
+    let mut ops = vec![];
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            ops.push((path.clone(), method.clone(), op));
+        }
+    }
+    ops
+}
+
+#[test]
+fn every_operation_has_its_operation_id_and_bearer_routes_declare_the_scheme() {
+    let spec = spec_value();
+    let scheme = &spec["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "bearer");
+    assert_eq!(scheme["bearerFormat"], "JWT");
+    let expected: &[(&str, &str, &str, Option<bool>)] = &[
+        ("/api/auth/register", "post", "register", None),
+        ("/api/auth/login", "post", "login", None),
+        // The token may also come in the body: bearer is optional.
+        ("/api/auth/verify", "post", "verify", Some(false)),
+        ("/api/auth/refresh", "post", "refresh", None),
+        ("/api/auth/logout", "post", "logout", Some(true)),
+        ("/api/auth/logout-all", "post", "logoutAll", Some(true)),
+        ("/api/auth/ws-ticket", "post", "createWsTicket", Some(true)),
+        ("/health", "get", "health", None),
+        ("/health/live", "get", "healthLive", None),
+        ("/health/ready", "get", "healthReady", None),
+        ("/api/stats", "get", "stats", None),
+        ("/api/websocket/info", "get", "websocketInfo", None),
+        ("/api/sessions", "get", "listSessions", Some(true)),
+        (
+            "/api/sessions/{id}/events",
+            "get",
+            "sessionEvents",
+            Some(true),
+        ),
+    ];
+    assert_eq!(
+        operations(&spec).len(),
+        expected.len(),
+        "every operation is listed here"
+    );
+    for (path, method, id, bearer) in expected {
+        let op = &spec["paths"][path][method];
+        assert_eq!(op["operationId"], *id, "{method} {path}");
+        let security = op["security"].as_array();
+        match bearer {
+            None => assert!(security.is_none(), "{method} {path} takes no token"),
+            Some(required) => {
+                let security = security.unwrap_or_else(|| panic!("{method} {path}"));
+                assert_eq!(security[0], serde_json::json!({"bearerAuth": []}));
+                // An empty requirement makes the token optional.
+                assert_eq!(security.len() == 1, *required, "{method} {path}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_error_response_lists_its_codes_from_the_catalogue() {
+    let spec = spec_value();
+    let catalogue: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    // What each route can answer, read off the handlers: a code added to a
+    // handler without its response's code set panics in debug builds.
+    let bearer = [
+        "missing_token",
+        "invalid_token",
+        "token_expired",
+        "token_revoked",
+    ];
+    let expected: &[(&str, &str, &[&str])] = &[
+        (
+            "register",
+            "400",
+            &[
+                "invalid_request",
+                "invalid_username",
+                "invalid_email",
+                "invalid_password",
+            ],
+        ),
+        ("register", "409", &["username_taken", "email_taken"]),
+        ("register", "403", &["registration_closed"]),
+        ("login", "401", &["invalid_credentials"]),
+        ("verify", "401", &bearer),
+        ("refresh", "401", &["invalid_refresh_token"]),
+        ("logout", "401", &bearer),
+        ("logoutAll", "503", &["service_unavailable"]),
+        ("stats", "503", &["session_store_unavailable"]),
+        (
+            "listSessions",
+            "503",
+            &["service_unavailable", "session_store_unavailable"],
+        ),
+        ("sessionEvents", "404", &["session_not_found"]),
+        ("sessionEvents", "400", &["invalid_request"]),
+    ];
+    let mut checked = 0;
+    for (path, method, op) in operations(&spec) {
+        let id = op["operationId"].as_str().unwrap();
+        for (status, resp) in op["responses"].as_object().unwrap() {
+            let Some(schema) = resp["content"]["application/json"].get("schema") else {
+                continue;
+            };
+            let schema = resolve(&spec, schema);
+            let Some(codes) = schema["properties"]["error"]["enum"].as_array() else {
+                assert!(
+                    // The health answers' 503s carry the health body itself.
+                    status.starts_with('2') || id == "health" || id == "healthReady",
+                    "{method} {path} {status}"
+                );
+                continue;
+            };
+            let codes: Vec<&str> = codes.iter().map(|c| c.as_str().unwrap()).collect();
+            assert!(!codes.is_empty(), "{method} {path} {status}");
+            for code in &codes {
+                assert!(catalogue.contains(code), "{code} is in the catalogue");
+            }
+            assert_eq!(schema["required"], serde_json::json!(["error", "message"]));
+            // The example is a body the response can carry.
+            let example = &schema["example"];
+            assert!(
+                codes.contains(&example["error"].as_str().unwrap()),
+                "{example}"
+            );
+            match status.as_str() {
+                "413" => assert_eq!(codes, ["payload_too_large"]),
+                "429" => assert_eq!(codes, ["rate_limited"]),
+                "500" => assert_eq!(codes, ["internal_error"]),
+                _ => {}
+            }
+            if let Some((.., want)) = expected.iter().find(|(o, s, _)| *o == id && *s == status) {
+                assert_eq!(codes, *want, "{id} {status}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, expected.len(), "every expectation met a response");
+}
+
+#[test]
+fn every_body_has_an_example_and_null_is_declared_where_it_is_sent() {
+    let spec = spec_value();
+    for (path, method, op) in operations(&spec) {
+        let mut bodies = vec![];
+        if let Some(req) = op.get("requestBody") {
+            bodies.push(("request".to_owned(), &req["content"]));
+        }
+        for (status, resp) in op["responses"].as_object().unwrap() {
+            if let Some(content) = resp.get("content") {
+                bodies.push((status.clone(), content));
+            }
+        }
+        for (what, content) in bodies {
+            let media: Vec<&String> = content.as_object().unwrap().keys().collect();
+            assert_eq!(media, ["application/json"], "{method} {path} {what}");
+            let schema = resolve(&spec, &content["application/json"]["schema"]);
+            assert!(
+                schema.get("example").is_some(),
+                "{method} {path} {what} has an example"
+            );
+        }
+    }
+    let schemas = &spec["components"]["schemas"];
+    let last_login = &schemas["UserView"]["properties"]["lastLogin"];
+    assert_eq!(last_login["nullable"], true);
+    assert_eq!(last_login["format"], "date-time");
+    assert!(schemas["UserView"]["example"]["lastLogin"].is_string());
+    assert_eq!(
+        schemas["LogoutRequest"]["properties"]["refreshToken"]["nullable"],
+        true
+    );
+    // Constraints only where the domain enforces them.
+    let register = &schemas["RegisterRequest"]["properties"];
+    assert_eq!(register["username"]["minLength"], 3);
+    assert_eq!(register["username"]["maxLength"], 32);
+    assert_eq!(register["email"]["format"], "email");
+    assert_eq!(register["password"]["minLength"], 8);
+    assert_eq!(register["password"]["maxLength"], 128);
+    let limit = &spec["paths"]["/api/sessions/{id}/events"]["get"]["parameters"][2];
+    assert_eq!(limit["name"], "limit");
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].as_f64(),
+            limit["schema"]["maximum"].as_f64()
+        ),
+        (Some(1.0), Some(1000.0))
+    );
+    let login = schemas["LoginRequest"]["properties"].as_object().unwrap();
+    for field in login.values() {
+        assert_eq!(
+            field.as_object().unwrap().len(),
+            field.get("description").map_or(1, |_| 2),
+            "{field}"
+        );
+    }
 }

@@ -508,3 +508,97 @@ async fn docs_and_spec_are_served() {
         .to_lowercase()
         .contains("swagger"));
 }
+
+/// Every JSON answer, success or error, says plain `application/json`, as the spec does.
+fn assert_json_media_type(resp: &reqwest::Response) {
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/json",
+        "{}",
+        resp.url()
+    );
+}
+
+#[tokio::test]
+async fn a_405_lists_the_methods_its_route_takes() {
+    let app = spawn_app(&[]).await;
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        ("GET", "/api/auth/login", "POST"),
+        ("PUT", "/api/auth/logout-all", "POST"),
+        ("POST", "/health", "GET, HEAD"),
+        ("DELETE", "/api/sessions/sess_1/events", "GET, HEAD"),
+        ("POST", "/ws", "GET, HEAD"),
+    ] {
+        let resp = client
+            .request(method.parse().unwrap(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+        assert_json_media_type(&resp);
+        assert_error(&resp.json().await.unwrap(), "method_not_allowed");
+    }
+    // Allowed methods answer, HEAD included.
+    let head = client.head(app.url("/health")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let ok = client.get(app.url("/health")).send().await.unwrap();
+    assert_json_media_type(&ok);
+}
+
+/// Sends `request` on a raw socket and reads until the server closes it.
+async fn raw_exchange(app: &common::TestApp, request: &[u8]) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut data = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut data),
+    )
+    .await
+    .expect("the server answers and closes within 10 s")
+    .unwrap();
+    let text = String::from_utf8_lossy(&data).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    (status, head.to_lowercase(), body)
+}
+
+#[tokio::test]
+async fn an_over_long_uri_gets_a_json_414_and_the_connection_closes() {
+    let app = spawn_app(&[]).await;
+    let request = format!(
+        "GET /health?pad={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let (status, head, body) = raw_exchange(&app, request.as_bytes()).await;
+    assert_eq!(status, 414, "{head}");
+    assert!(
+        head.contains("content-type: application/json\r\n"),
+        "{head}"
+    );
+    assert_error(&body, "uri_too_long");
+    // The server is fine afterwards.
+    assert_eq!(app.get("/health").await.0, 200);
+}
+
+#[tokio::test]
+async fn too_many_headers_get_a_json_431_and_the_connection_closes() {
+    let app = spawn_app(&[]).await;
+    let mut request = String::from("GET /health HTTP/1.1\r\nhost: x\r\n");
+    for i in 0..120 {
+        request.push_str(&format!("x-filler-{i}: {i}\r\n"));
+    }
+    request.push_str("\r\n");
+    let (status, head, body) = raw_exchange(&app, request.as_bytes()).await;
+    assert_eq!(status, 431, "{head}");
+    assert!(
+        head.contains("content-type: application/json\r\n"),
+        "{head}"
+    );
+    assert_error(&body, "headers_too_large");
+    assert_eq!(app.get("/health").await.0, 200);
+}

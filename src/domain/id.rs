@@ -4,6 +4,10 @@
 /// Longest identifier accepted.
 pub const MAX_ID_LEN: usize = 64;
 
+/// The characters [`is_valid_id`] accepts, as a regular expression (for the
+/// OpenAPI spec; the length is 1 to [`MAX_ID_LEN`]).
+pub const ID_PATTERN: &str = "^[A-Za-z0-9_-]+$";
+
 /// 1-64 characters of `[A-Za-z0-9_-]`.
 pub fn is_valid_id(raw: &str) -> bool {
     !raw.is_empty()

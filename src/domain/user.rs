@@ -24,6 +24,9 @@ pub struct Username(String);
 impl Username {
     pub const MIN_LEN: usize = 3;
     pub const MAX_LEN: usize = 32;
+    /// The characters [`Username::parse`] accepts, as a regular expression
+    /// (for the OpenAPI spec; the length is `MIN_LEN..=MAX_LEN`).
+    pub const PATTERN: &'static str = "^[A-Za-z0-9_.-]+$";
 
     /// Parses a username exactly as given; surrounding whitespace is an error,
     /// not something to trim silently, so the stored name is what the user typed.

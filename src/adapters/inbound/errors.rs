@@ -8,9 +8,15 @@
 //! `error` field is an enum of these) and `/api/websocket/info` all read it
 //! from here, so no code is spelled anywhere else in `src/`.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
 use poem::http::StatusCode;
-use poem_openapi::payload::Json;
-use poem_openapi::{Enum, Object};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ToJSON, Type};
+use poem_openapi::Enum;
+
+use super::openapi::Json;
 
 use crate::application::ports::AiError;
 use crate::application::{AuthError, ChatError};
@@ -83,6 +89,14 @@ error_catalogue! {
     /// `HTTP_BODY_TIMEOUT`; the connection is closed after this answer.
     RequestTimeout = "request_timeout", status: Some(StatusCode::REQUEST_TIMEOUT), websocket: false,
         "The request was not received in time; send it again without pausing";
+    /// The request target is longer than the server reads (65534 bytes);
+    /// the connection is closed after this answer.
+    UriTooLong = "uri_too_long", status: Some(StatusCode::URI_TOO_LONG), websocket: false,
+        "The request URI is too long";
+    /// More than 100 header fields, or a request head over about 400 KiB;
+    /// the connection is closed after this answer.
+    HeadersTooLarge = "headers_too_large", status: Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE), websocket: false,
+        "The request headers are too many or too large";
     UnsupportedMediaType = "unsupported_media_type", status: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), websocket: false,
         "Send the request body as application/json";
     NotFound = "not_found", status: Some(StatusCode::NOT_FOUND), websocket: false,
@@ -193,6 +207,8 @@ impl ErrorCode {
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::URI_TOO_LONG => Self::UriTooLong,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Self::HeadersTooLarge,
             s if s.is_client_error() => Self::InvalidRequest,
             _ => Self::InternalError,
         }
@@ -271,16 +287,59 @@ impl From<GenerationFailure> for ErrorCode {
     }
 }
 
-/// The error body of every failed request.
-#[derive(Debug, Object)]
-pub struct ErrorBody {
+/// The codes one response can carry. The spec documents that response's body
+/// as its own schema whose `error` enum lists exactly these, and (in debug
+/// builds, so every test checks it) a body with any other code panics.
+pub trait CodeSet: Send + Sync + 'static {
+    /// The schema's name in the spec.
+    const NAME: &'static str;
+    const CODES: &'static [ErrorCode];
+}
+
+/// Declares [`CodeSet`]s: `Name = [Variant, ...];`.
+macro_rules! code_sets {
+    ($( $(#[$doc:meta])* $name:ident = [$($code:ident),+ $(,)?]; )*) => {$(
+        $(#[$doc])*
+        pub enum $name {}
+
+        impl $crate::adapters::inbound::errors::CodeSet for $name {
+            const NAME: &'static str = stringify!($name);
+            const CODES: &'static [$crate::adapters::inbound::errors::ErrorCode] =
+                &[$($crate::adapters::inbound::errors::ErrorCode::$code),+];
+        }
+    )*};
+}
+pub(crate) use code_sets;
+
+/// Any code: the answers outside the REST operations (unknown routes,
+/// refused upgrades, raw HTTP errors), which the spec describes in prose.
+pub enum AnyCode {}
+
+impl CodeSet for AnyCode {
+    const NAME: &'static str = "ErrorBody";
+    const CODES: &'static [ErrorCode] = ErrorCode::ALL;
+}
+
+/// The error body of every failed request: `{"error": code, "message": text}`.
+/// `C` is the set of codes the response it is sent in can carry.
+pub struct ErrorBody<C: CodeSet = AnyCode> {
     /// A stable, machine-readable code such as `invalid_credentials`.
     pub error: ErrorCode,
     /// A description for people; wording may change, codes do not.
     pub message: String,
+    codes: PhantomData<fn() -> C>,
 }
 
-impl ErrorBody {
+impl<C: CodeSet> std::fmt::Debug for ErrorBody<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(C::NAME)
+            .field("error", &self.error)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl<C: CodeSet> ErrorBody<C> {
     /// The code with its catalogue message.
     pub fn new(code: ErrorCode) -> Json<Self> {
         Self::with_message(code, code.message())
@@ -289,12 +348,26 @@ impl ErrorBody {
     /// The code with a message that says more than the catalogue's (which
     /// field broke which rule).
     pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Json<Self> {
+        debug_assert!(
+            C::CODES.contains(&code),
+            "{code} is not among the codes the spec lists for this response ({}: {:?})",
+            C::NAME,
+            C::CODES
+        );
         Json(Self {
             error: code,
             message: message.into(),
+            codes: PhantomData,
         })
     }
 
+    /// The same body in a response whose set `D` is wider.
+    pub fn widen<D: CodeSet>(self) -> Json<ErrorBody<D>> {
+        ErrorBody::with_message(self.error, self.message)
+    }
+}
+
+impl ErrorBody {
     /// The body as a complete response with the code's own status, for errors
     /// raised outside the API operations (WebSocket refusals, unknown routes).
     pub fn response(code: ErrorCode) -> poem::Response {
@@ -322,6 +395,65 @@ impl ErrorBody {
     }
 }
 
+impl<C: CodeSet> Type for ErrorBody<C> {
+    const IS_REQUIRED: bool = true;
+
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        C::NAME.into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Reference(C::NAME.to_owned())
+    }
+
+    fn register(registry: &mut Registry) {
+        registry.create_schema::<Self, _>(C::NAME.to_owned(), |_| error_body_schema(C::CODES));
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl<C: CodeSet> ToJSON for ErrorBody<C> {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"error": self.error.as_str(), "message": self.message}))
+    }
+}
+
+/// The schema of an error body that can carry `codes`, with the first as
+/// its example.
+fn error_body_schema(codes: &'static [ErrorCode]) -> MetaSchema {
+    let code = MetaSchema {
+        description: Some("A stable, machine-readable code; codes never change meaning."),
+        enum_items: codes.iter().map(|c| c.as_str().into()).collect(),
+        ..MetaSchema::new("string")
+    };
+    let message = MetaSchema {
+        description: Some("A description for people; wording may change, codes do not."),
+        ..MetaSchema::new("string")
+    };
+    let example = codes
+        .first()
+        .map(|c| serde_json::json!({"error": c.as_str(), "message": c.message()}));
+    MetaSchema {
+        description: Some("`{\"error\": code, \"message\": text}`"),
+        required: vec!["error", "message"],
+        properties: vec![
+            ("error", MetaSchemaRef::Inline(Box::new(code))),
+            ("message", MetaSchemaRef::Inline(Box::new(message))),
+        ],
+        example,
+        ..MetaSchema::new("object")
+    }
+}
 /// `Retry-After` in whole seconds: rounded up, at least one.
 pub fn retry_after_secs(d: std::time::Duration) -> u64 {
     d.as_millis()
@@ -414,6 +546,8 @@ mod tests {
             ErrorCode::RequestTimeout,
             ErrorCode::OriginNotAllowed,
             ErrorCode::UnsupportedMediaType,
+            ErrorCode::UriTooLong,
+            ErrorCode::HeadersTooLarge,
         ] {
             assert_eq!(ErrorCode::for_status(code.status().unwrap()), code);
         }

@@ -1,5 +1,6 @@
 //! The HTTP application: routes and middleware (the TCP side is [`super::server`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,7 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
     let docs = api.swagger_ui();
     let body_timeout = ctx.http_limits.body_timeout;
     let observing = ctx.clone();
+    let allowed = Arc::new(AllowedMethods::of_routes());
     let mut routes = Route::new()
         .at("/ws", get(ws_endpoint))
         .at("/openapi.json", spec)
@@ -74,6 +76,7 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
             ErrorBody::response(ErrorCode::for_status(err.status()))
         })
         .data(ctx)
+        .around(move |ep, req| add_allow_header(ep, req, allowed.clone()))
         .around(move |ep, req| observe(ep, req, observing.clone()))
 }
 
@@ -132,6 +135,80 @@ pub async fn serve_metrics(
     if let Err(e) = served {
         tracing::error!(error = %e, "the metrics server failed");
     }
+}
+
+/// Every route's methods, from the operations and the routes beside them.
+/// Each entry is a path template (`{id}` matches one segment) and its
+/// `Allow` value.
+#[derive(Debug)]
+struct AllowedMethods(Vec<(String, String)>);
+
+impl AllowedMethods {
+    fn of_routes() -> Self {
+        let mut routes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for api in <(Api, TokenApi) as poem_openapi::OpenApi>::meta() {
+            for path in api.paths {
+                let methods = routes.entry(path.path).or_default();
+                methods.extend(path.operations.iter().map(|op| op.method.to_string()));
+            }
+        }
+        // `/openapi.json` answers any method.
+        for path in ["/ws", "/docs", "/docs/*"] {
+            routes
+                .entry(path.to_owned())
+                .or_default()
+                .insert("GET".into());
+        }
+        let allow = |mut methods: BTreeSet<String>| {
+            // poem answers HEAD wherever it answers GET.
+            if methods.contains("GET") {
+                methods.insert("HEAD".into());
+            }
+            methods.into_iter().collect::<Vec<_>>().join(", ")
+        };
+        Self(routes.into_iter().map(|(p, m)| (p, allow(m))).collect())
+    }
+
+    /// The `Allow` value of the route `path` falls on (empty: no route).
+    fn for_path(&self, path: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(template, _)| template_matches(template, path))
+            .map_or("", |(_, allow)| allow.as_str())
+    }
+}
+
+/// Whether `path` falls on `template`, compared segment by segment.
+fn template_matches(template: &str, path: &str) -> bool {
+    let mut path = path.split('/');
+    for part in template.split('/') {
+        match path.next() {
+            Some(seg) if part.starts_with('{') || part.starts_with(':') => {
+                if seg.is_empty() {
+                    return false;
+                }
+            }
+            Some(seg) if seg == part => {}
+            _ => return false,
+        }
+    }
+    path.next().is_none()
+}
+
+/// A 405 says which methods the route takes (RFC 9110 requires `Allow`).
+async fn add_allow_header<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    allowed: Arc<AllowedMethods>,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
+    let mut resp = ep.call(req).await?.into_response();
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        if let Ok(value) = header::HeaderValue::from_str(allowed.for_path(&path)) {
+            resp.headers_mut().insert(header::ALLOW, value);
+        }
+    }
+    Ok(resp)
 }
 
 fn cors(origins: Option<Vec<String>>) -> Cors {

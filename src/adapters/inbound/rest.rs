@@ -4,23 +4,30 @@
 //! status the operation can return; doc comments become the spec's text.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde::Serialize;
 
-use super::errors::{retry_after_secs, ErrorBody, ErrorCode};
+use super::errors::{code_sets, retry_after_secs, CodeSet, ErrorBody, ErrorCode};
+use super::openapi::{
+    BearerToken, DateTimeRule, Documented, EmailRule, IdRule, Json, OptionalBearerToken,
+    PasswordRule, UsernameRule,
+};
 use super::ws::protocol::event_value;
 use super::ws::transport::CloseReason;
 use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS, WS_AUTHENTICATION};
 use super::{client_ip, connection_authenticated, AppContext, MAX_FRAME_BYTES};
 use crate::application::health::{HealthReport, Probe};
+use crate::application::limits::{LimitSettings, Rule};
 use crate::application::ports::LogSlice;
 use crate::application::ports::{AiHealth, CircuitState};
 use crate::application::{AuthError, Authenticated, Authorized, ChatError, Limited, Registration};
+use crate::config::WebSocketConfig;
 use crate::domain::conversation::Seq;
 use crate::domain::time::iso_millis;
 use crate::domain::{EmailAddress, Password, SessionId, User, Username};
@@ -38,27 +45,42 @@ pub(super) enum ApiTags {
 
 /// A user as clients see it; the password hash never leaves the server.
 #[derive(Debug, Clone, Object, Serialize)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
-    pub id: String,
-    pub username: String,
-    pub email: String,
+    pub id: Documented<IdRule>,
+    pub username: Documented<UsernameRule>,
+    /// Lower-cased.
+    pub email: Documented<EmailRule>,
     /// ISO-8601 UTC, milliseconds.
-    pub created_at: String,
+    pub created_at: Documented<DateTimeRule>,
     /// ISO-8601 UTC, milliseconds; `null` before the first login.
-    pub last_login: Option<String>,
+    #[oai(nullable)]
+    pub last_login: Option<Documented<DateTimeRule>>,
     pub is_active: bool,
+}
+
+impl Example for UserView {
+    fn example() -> Self {
+        Self {
+            id: Documented::new("65a1b2c3d4e5f6a7b8c9d0e1"),
+            username: Documented::new("alice"),
+            email: Documented::new("alice@example.com"),
+            created_at: Documented::new("2025-09-12T10:30:00.000Z"),
+            last_login: Some(Documented::new("2025-09-14T08:02:11.418Z")),
+            is_active: true,
+        }
+    }
 }
 
 impl From<&User> for UserView {
     fn from(u: &User) -> Self {
         Self {
-            id: u.id.as_str().to_owned(),
-            username: u.username.as_str().to_owned(),
-            email: u.email.as_str().to_owned(),
-            created_at: iso_millis(u.created_at),
-            last_login: u.last_login.map(iso_millis),
+            id: Documented::new(u.id.as_str()),
+            username: Documented::new(u.username.as_str()),
+            email: Documented::new(u.email.as_str()),
+            created_at: Documented::new(iso_millis(u.created_at)),
+            last_login: u.last_login.map(|at| Documented::new(iso_millis(at))),
             is_active: u.is_active,
         }
     }
@@ -66,32 +88,69 @@ impl From<&User> for UserView {
 
 /// A registration request.
 #[derive(Debug, Object)]
+#[oai(example)]
 struct RegisterRequest {
     /// 3-32 characters of letters, digits, `_`, `.` and `-`.
-    username: String,
-    /// A valid email address; stored lower-cased.
-    email: String,
+    username: Documented<UsernameRule>,
+    /// A valid email address (at most 254 characters; surrounding spaces are
+    /// trimmed); stored lower-cased.
+    email: Documented<EmailRule>,
     /// 8-128 characters.
-    password: String,
+    password: Documented<PasswordRule>,
 }
 
-/// A login request.
+impl Example for RegisterRequest {
+    fn example() -> Self {
+        Self {
+            username: Documented::new("alice"),
+            email: Documented::new("alice@example.com"),
+            password: Documented::new("correct horse battery"),
+        }
+    }
+}
+
+/// A login request. Neither field has a format rule: a login that breaks
+/// one is only an `invalid_credentials`.
 #[derive(Debug, Object)]
+#[oai(example)]
 struct LoginRequest {
     /// The username, or the email address.
     username: String,
     password: String,
 }
 
+impl Example for LoginRequest {
+    fn example() -> Self {
+        Self {
+            username: "alice".into(),
+            password: "correct horse battery".into(),
+        }
+    }
+}
+
 /// A token verification request (alternatively send `Authorization: Bearer`).
 #[derive(Debug, Object)]
+#[oai(example)]
 struct VerifyRequest {
     token: String,
 }
 
+impl Example for VerifyRequest {
+    fn example() -> Self {
+        Self {
+            token: EXAMPLE_JWT.into(),
+        }
+    }
+}
+
+/// What a token looks like, for the spec's examples.
+pub(super) const EXAMPLE_JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+    eyJ1c2VySWQiOiI2NWExYjJjM2Q0ZTVmNmE3YjhjOWQwZTEiLCJ1c2VybmFtZSI6ImFsaWNlIn0.\
+    c2lnbmF0dXJl";
+
 /// A token and the user it belongs to.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 pub(super) struct AuthBody {
     /// An HS256 JWT; send it as `Authorization: Bearer <token>`. For the
     /// WebSocket, browsers buy a ticket with it (`POST /api/auth/ws-ticket`).
@@ -106,12 +165,34 @@ pub(super) struct AuthBody {
     user: UserView,
 }
 
+impl Example for AuthBody {
+    fn example() -> Self {
+        Self {
+            token: EXAMPLE_JWT.into(),
+            expires_in: "24h".into(),
+            expires_in_seconds: 86_400,
+            refresh_token: "rt_8Jc2b0kq3yPZr6x1sWdNq4vT9aLm".into(),
+            user: UserView::example(),
+        }
+    }
+}
+
 /// The result of a successful token verification.
 #[derive(Debug, Object)]
+#[oai(example)]
 struct VerifyBody {
     /// Always `true` (an invalid token gets a 401).
     valid: bool,
     user: UserView,
+}
+
+impl Example for VerifyBody {
+    fn example() -> Self {
+        Self {
+            valid: true,
+            user: UserView::example(),
+        }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -139,7 +220,7 @@ pub(super) struct UpstreamHealth {
 
 /// Server health.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 struct HealthBody {
     /// `ok`, or `unavailable` when the user store does not answer.
     status: String,
@@ -149,6 +230,7 @@ struct HealthBody {
 
 /// The process answers.
 #[derive(Debug, Object, Serialize)]
+#[oai(example)]
 pub(super) struct LiveBody {
     /// Always `ok`.
     status: String,
@@ -169,6 +251,7 @@ pub(super) struct ReadyChecks {
 
 /// Whether this instance should get traffic.
 #[derive(Debug, Object, Serialize)]
+#[oai(example)]
 pub(super) struct ReadyBody {
     /// `ready`; `degraded` (serving, but the AI does not answer or a
     /// circuit breaker is open: chats may fail with `ai_unavailable`);
@@ -177,9 +260,53 @@ pub(super) struct ReadyBody {
     checks: ReadyChecks,
 }
 
+impl Example for LiveBody {
+    fn example() -> Self {
+        Self {
+            status: "ok".into(),
+        }
+    }
+}
+
+impl Example for ReadyBody {
+    fn example() -> Self {
+        Self {
+            status: "ready".into(),
+            checks: ReadyChecks {
+                users: "ok".into(),
+                sessions: "ok".into(),
+                ai: "ok".into(),
+                upstreams: vec![UpstreamHealth {
+                    role: "primary".into(),
+                    provider: "fastapi".into(),
+                    circuit: "closed".into(),
+                }],
+            },
+        }
+    }
+}
+
+impl Example for HealthBody {
+    fn example() -> Self {
+        Self {
+            status: "ok".into(),
+            uptime_seconds: 3600,
+            checks: HealthChecks {
+                database: "ok".into(),
+                ai: "ok".into(),
+                upstreams: vec![UpstreamHealth {
+                    role: "primary".into(),
+                    provider: "fastapi".into(),
+                    circuit: "closed".into(),
+                }],
+            },
+        }
+    }
+}
+
 /// Counters since start-up.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 struct StatsBody {
     /// Open WebSocket connections on this instance.
     active_connections: u64,
@@ -192,6 +319,19 @@ struct StatsBody {
     /// Sessions in the store that asked for a human.
     escalated_sessions: u64,
     uptime_seconds: u64,
+}
+
+impl Example for StatsBody {
+    fn example() -> Self {
+        Self {
+            active_connections: 12,
+            active_sessions: 15,
+            total_connections: 340,
+            total_messages: 2210,
+            escalated_sessions: 1,
+            uptime_seconds: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -242,7 +382,7 @@ struct WsErrorCodes {
 
 /// How to use the WebSocket endpoint.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 struct WsInfoBody {
     /// The path of the WebSocket endpoint.
     endpoint: String,
@@ -265,11 +405,35 @@ struct WsCloseCode {
     reason: String,
 }
 
+code_sets! {
+    /// A body (or query) that is not what the operation takes.
+    InvalidRequestError = [InvalidRequest];
+    /// A registration body that is not JSON, or a field that breaks its rule.
+    RegisterInvalidError = [InvalidRequest, InvalidUsername, InvalidEmail, InvalidPassword];
+    RegistrationClosedError = [RegistrationClosed];
+    AccountTakenError = [UsernameTaken, EmailTaken];
+    PayloadTooLargeError = [PayloadTooLarge];
+    RateLimitedError = [RateLimited];
+    InternalServerError = [InternalError];
+    ServiceUnavailableError = [ServiceUnavailable];
+    InvalidCredentialsError = [InvalidCredentials];
+    /// A missing, invalid, expired or revoked bearer token.
+    BearerTokenError = [MissingToken, InvalidToken, TokenExpired, TokenRevoked];
+    InvalidRefreshTokenError = [InvalidRefreshToken];
+    StatsUnavailableError = [SessionStoreUnavailable];
+    /// The user store (checking the token) or the session store does not answer.
+    SessionsUnavailableError = [ServiceUnavailable, SessionStoreUnavailable];
+    SessionNotFoundError = [SessionNotFound];
+}
+
 /// An operation whose response can say "this body was not what I take":
 /// too large, or not the JSON it expects.
 pub(super) trait RejectsBody {
-    fn too_large(body: Json<ErrorBody>) -> Self;
-    fn invalid(body: Json<ErrorBody>) -> Self;
+    /// The codes of its 400 response.
+    type Invalid: CodeSet;
+
+    fn too_large(body: Json<ErrorBody<PayloadTooLargeError>>) -> Self;
+    fn invalid(body: Json<ErrorBody<Self::Invalid>>) -> Self;
 }
 
 /// The one `bad_request_handler` of every operation with a JSON body.
@@ -287,28 +451,35 @@ pub(super) fn bad_request<R: RejectsBody>(err: poem::Error) -> R {
 }
 
 /// Implements [`RejectsBody`] for response enums with `PayloadTooLarge` and
-/// `BadRequest` variants.
+/// `BadRequest` variants, whose 400 carries the codes `$invalid`.
 macro_rules! rejects_body {
-    ($($response:ty),*) => {$(
+    ($($response:ty: $invalid:ty),*) => {$(
         impl RejectsBody for $response {
-            fn too_large(body: Json<ErrorBody>) -> Self {
+            type Invalid = $invalid;
+
+            fn too_large(body: Json<ErrorBody<PayloadTooLargeError>>) -> Self {
                 Self::PayloadTooLarge(body)
             }
-            fn invalid(body: Json<ErrorBody>) -> Self {
+            fn invalid(body: Json<ErrorBody<$invalid>>) -> Self {
                 Self::BadRequest(body)
             }
         }
     )*};
 }
+pub(super) use rejects_body;
 
-rejects_body!(RegisterResponse, LoginResponse, VerifyResponse);
+rejects_body!(
+    RegisterResponse: RegisterInvalidError,
+    LoginResponse: InvalidRequestError,
+    VerifyResponse: InvalidRequestError
+);
 
-fn internal_error() -> Json<ErrorBody> {
+fn internal_error() -> Json<ErrorBody<InternalServerError>> {
     ErrorBody::new(ErrorCode::InternalError)
 }
 
 /// The `rate_limited` body and its `Retry-After` seconds.
-pub(super) fn rate_limited(limited: Limited) -> (Json<ErrorBody>, u64) {
+pub(super) fn rate_limited(limited: Limited) -> (Json<ErrorBody<RateLimitedError>>, u64) {
     let secs = retry_after_secs(limited.retry_after);
     let code = ErrorCode::RateLimited;
     let body = ErrorBody::with_message(code, format!("{} (retry in {secs} s)", code.message()));
@@ -324,27 +495,30 @@ enum RegisterResponse {
     /// Malformed JSON, or a field breaks its rule (`invalid_request`,
     /// `invalid_username`, `invalid_email`, `invalid_password`).
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
+    BadRequest(Json<ErrorBody<RegisterInvalidError>>),
     /// Registration is turned off (`ALLOW_REGISTRATION=false`): `registration_closed`.
     #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
+    Forbidden(Json<ErrorBody<RegistrationClosedError>>),
     /// The username (`username_taken`, also for another capitalisation of a
     /// taken name) or email (`email_taken`) is already registered.
     #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
+    Conflict(Json<ErrorBody<AccountTakenError>>),
     /// The body is over 64 KiB (`payload_too_large`).
     #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
+    PayloadTooLarge(Json<ErrorBody<PayloadTooLargeError>>),
     /// Too many registrations from this address (`rate_limited`,
     /// `REGISTER_PER_IP_PER_HOUR`); `Retry-After` says when to try again.
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(
+        Json<ErrorBody<RateLimitedError>>,
+        #[oai(header = "Retry-After")] u64,
+    ),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
+    Internal(Json<ErrorBody<InternalServerError>>),
     /// Password hashing is at capacity (`service_unavailable`); try again shortly.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody<ServiceUnavailableError>>),
 }
 
 #[derive(ApiResponse)]
@@ -355,14 +529,14 @@ enum LoginResponse {
     Ok(Json<AuthBody>),
     /// Malformed JSON or missing fields (`invalid_request`).
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
+    BadRequest(Json<ErrorBody<InvalidRequestError>>),
     /// Unknown user, wrong password or inactive account, indistinguishably
     /// (`invalid_credentials`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody<InvalidCredentialsError>>),
     /// The body is over 64 KiB (`payload_too_large`).
     #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
+    PayloadTooLarge(Json<ErrorBody<PayloadTooLargeError>>),
     /// Too many failed logins (`rate_limited`): for this account from this
     /// address (`LOGIN_MAX_FAILURES_PER_ACCOUNT`), from this address
     /// (`LOGIN_MAX_FAILURES_PER_IP`) or for this account
@@ -370,13 +544,16 @@ enum LoginResponse {
     /// the password, even a right one; `Retry-After` says when to try again.
     /// Unknown accounts are throttled the same way.
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(
+        Json<ErrorBody<RateLimitedError>>,
+        #[oai(header = "Retry-After")] u64,
+    ),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
+    Internal(Json<ErrorBody<InternalServerError>>),
     /// Password hashing is at capacity (`service_unavailable`); try again shortly.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody<ServiceUnavailableError>>),
 }
 
 #[derive(ApiResponse)]
@@ -387,21 +564,24 @@ enum VerifyResponse {
     Ok(Json<VerifyBody>),
     /// The body is not valid JSON (`invalid_request`).
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// No token (`missing_token`), an invalid one (`invalid_token`) or an expired
-    /// one (`token_expired`).
+    BadRequest(Json<ErrorBody<InvalidRequestError>>),
+    /// No token (`missing_token`), an invalid (`invalid_token`), expired
+    /// (`token_expired`) or revoked one (`token_revoked`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody<BearerTokenError>>),
     /// The body is over 64 KiB (`payload_too_large`).
     #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
+    PayloadTooLarge(Json<ErrorBody<PayloadTooLargeError>>),
     /// Too many verifications from this address (`rate_limited`,
     /// `VERIFY_PER_IP_PER_MINUTE`); `Retry-After` says when to try again.
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(
+        Json<ErrorBody<RateLimitedError>>,
+        #[oai(header = "Retry-After")] u64,
+    ),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
+    Internal(Json<ErrorBody<InternalServerError>>),
 }
 
 #[derive(ApiResponse)]
@@ -504,7 +684,7 @@ enum StatsResponse {
     Ok(Json<StatsBody>),
     /// The session store does not answer (`session_store_unavailable`).
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody<StatsUnavailableError>>),
 }
 
 #[derive(ApiResponse)]
@@ -517,11 +697,11 @@ enum WsInfoResponse {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 struct SessionView {
-    id: String,
+    id: Documented<IdRule>,
     /// ISO-8601 UTC, milliseconds.
-    created_at: String,
+    created_at: Documented<DateTimeRule>,
     /// ISO-8601 UTC, milliseconds.
-    last_activity: String,
+    last_activity: Documented<DateTimeRule>,
     /// Whether a human was asked for.
     escalated: bool,
     /// The seq of the session's latest event (0 before the first).
@@ -530,15 +710,32 @@ struct SessionView {
 
 /// The caller's live sessions, most recently active first (at most 100).
 #[derive(Debug, Object)]
+#[oai(example)]
 struct SessionsBody {
     sessions: Vec<SessionView>,
 }
 
+impl Example for SessionsBody {
+    fn example() -> Self {
+        Self {
+            sessions: vec![SessionView {
+                id: Documented::new(EXAMPLE_SESSION),
+                created_at: Documented::new("2026-11-25T02:03:19.292Z"),
+                last_activity: Documented::new("2026-11-25T02:05:41.007Z"),
+                escalated: false,
+                seq: 14,
+            }],
+        }
+    }
+}
+
+const EXAMPLE_SESSION: &str = "sess_f7f9e9c417614dafbc0bedbd5cbad1f4";
+
 /// A stretch of a session's conversation.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 struct EventsBody {
-    session_id: String,
+    session_id: Documented<IdRule>,
     /// The events after `afterSeq`, oldest first: exactly the JSON messages
     /// the WebSocket sends (`user-message`, `stream-start`, `stream-token`,
     /// `error`, `stream-end`, `human-escalation-response`), each with its `seq`.
@@ -555,6 +752,27 @@ struct EventsBody {
     next_after_seq: Option<u64>,
 }
 
+impl Example for EventsBody {
+    fn example() -> Self {
+        let message = "msg_673cc3b82d794ad493e6da1274079e7e";
+        let at = "2026-11-25T02:03:19.292Z";
+        Self {
+            session_id: Documented::new(EXAMPLE_SESSION),
+            events: vec![
+                serde_json::json!({"type": "user-message", "seq": 1, "messageId": message,
+                    "content": "Hello there", "timestamp": at}),
+                serde_json::json!({"type": "stream-start", "seq": 2,
+                    "messageId": "msg_c732374bc98d446684b4d9772e045fd5", "replyTo": message,
+                    "timestamp": at}),
+            ],
+            seq: 14,
+            oldest_seq: 1,
+            history_lost: false,
+            next_after_seq: Some(2),
+        }
+    }
+}
+
 /// Most events one `GET /api/sessions/{id}/events` returns.
 const MAX_EVENTS_PAGE: u32 = 1000;
 
@@ -562,13 +780,13 @@ const MAX_EVENTS_PAGE: u32 = 1000;
 enum SessionsResponse {
     #[oai(status = 200)]
     Ok(Json<SessionsBody>),
-    /// No token (`missing_token`), an invalid one (`invalid_token`) or an
-    /// expired one (`token_expired`).
+    /// No token (`missing_token`), an invalid (`invalid_token`), expired
+    /// (`token_expired`) or revoked one (`token_revoked`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody<BearerTokenError>>),
     /// A store does not answer (`service_unavailable`, `session_store_unavailable`).
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody<SessionsUnavailableError>>),
 }
 
 #[derive(ApiResponse)]
@@ -579,17 +797,17 @@ enum EventsResponse {
     /// `afterSeq` or `limit` is not a whole number, or `limit` is 0 or over
     /// 1000 (`invalid_request`).
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// No token (`missing_token`), an invalid one (`invalid_token`) or an
-    /// expired one (`token_expired`).
+    BadRequest(Json<ErrorBody<InvalidRequestError>>),
+    /// No token (`missing_token`), an invalid (`invalid_token`), expired
+    /// (`token_expired`) or revoked one (`token_revoked`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody<BearerTokenError>>),
     /// No such session, or not the caller's (`session_not_found`).
     #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
+    NotFound(Json<ErrorBody<SessionNotFoundError>>),
     /// A store does not answer (`service_unavailable`, `session_store_unavailable`).
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody<SessionsUnavailableError>>),
 }
 
 fn events_bad_request(err: poem::Error) -> EventsResponse {
@@ -600,23 +818,29 @@ fn events_bad_request(err: poem::Error) -> EventsResponse {
     ))
 }
 
-/// Why a bearer-authenticated request was refused: 401 or 503.
-pub(super) enum Refused {
-    Unauthorized(Json<ErrorBody>),
-    Unavailable(Json<ErrorBody>),
+/// Why a bearer-authenticated request was refused: 401, or 503 with a code
+/// of `U`, the operation's 503 codes.
+pub(super) enum Refused<U: CodeSet> {
+    Unauthorized(Json<ErrorBody<BearerTokenError>>),
+    Unavailable(Json<ErrorBody<U>>),
 }
 
-/// The user of the request's `Authorization: Bearer` token.
-async fn bearer_user(ctx: &AppContext, req: &Request) -> Result<User, Refused> {
-    bearer_authorized(ctx, req).await.map(|a| a.user)
-}
-
-/// The request's `Authorization: Bearer` token, verified, with its user.
-pub(super) async fn bearer_authorized(
+/// The user of the request's bearer token.
+async fn bearer_user<U: CodeSet>(
     ctx: &AppContext,
     req: &Request,
-) -> Result<Authorized, Refused> {
-    let Some(token) = bearer_token(req) else {
+    token: BearerToken,
+) -> Result<User, Refused<U>> {
+    bearer_authorized(ctx, req, token).await.map(|a| a.user)
+}
+
+/// The request's bearer token, verified, with its user.
+pub(super) async fn bearer_authorized<U: CodeSet>(
+    ctx: &AppContext,
+    req: &Request,
+    token: BearerToken,
+) -> Result<Authorized, Refused<U>> {
+    let Some(token) = token.0 else {
         return Err(Refused::Unauthorized(ErrorBody::new(
             ErrorCode::MissingToken,
         )));
@@ -634,7 +858,7 @@ pub(super) async fn bearer_authorized(
 }
 
 /// Store failures of the session routes: logged, then a stable 503 body.
-fn store_failure(e: &ChatError) -> Json<ErrorBody> {
+fn store_failure(e: &ChatError) -> Json<ErrorBody<SessionsUnavailableError>> {
     tracing::warn!(error = %ErrorChain(e), "session routes: a store failed");
     ErrorBody::new(ErrorCode::SessionStoreUnavailable)
 }
@@ -646,7 +870,12 @@ pub struct Api;
 #[OpenApi]
 impl Api {
     /// Register a new account.
-    #[oai(path = "/api/auth/register", method = "post", tag = "ApiTags::Auth")]
+    #[oai(
+        path = "/api/auth/register",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "register"
+    )]
     async fn register(
         &self,
         ctx: Data<&Arc<AppContext>>,
@@ -683,7 +912,12 @@ impl Api {
     }
 
     /// Log in with a username (or email) and password.
-    #[oai(path = "/api/auth/login", method = "post", tag = "ApiTags::Auth")]
+    #[oai(
+        path = "/api/auth/login",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "login"
+    )]
     async fn login(
         &self,
         ctx: Data<&Arc<AppContext>>,
@@ -712,14 +946,20 @@ impl Api {
     }
 
     /// Check a token, sent as `Authorization: Bearer <token>` or as `{"token": ...}`.
-    #[oai(path = "/api/auth/verify", method = "post", tag = "ApiTags::Auth")]
+    #[oai(
+        path = "/api/auth/verify",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "verify"
+    )]
     async fn verify(
         &self,
         ctx: Data<&Arc<AppContext>>,
         req: &Request,
+        bearer: OptionalBearerToken,
         body: Json<Option<VerifyRequest>>,
     ) -> VerifyResponse {
-        let token = bearer_token(req).or(body.0.map(|b| b.token));
+        let token = bearer.0.or(body.0.map(|b| b.token));
         let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
             return VerifyResponse::Unauthorized(ErrorBody::with_message(
                 ErrorCode::MissingToken,
@@ -745,7 +985,12 @@ impl Api {
 
     /// Dependency health, as the background probes last found it (every
     /// `HEALTH_PROBE_INTERVAL`): answers at once, however slow a dependency.
-    #[oai(path = "/health", method = "get", tag = "ApiTags::Server")]
+    #[oai(
+        path = "/health",
+        method = "get",
+        tag = "ApiTags::Server",
+        operation_id = "health"
+    )]
     async fn health(&self, ctx: Data<&Arc<AppContext>>) -> HealthResponse {
         let report = ctx.health().await;
         let database_ok = report.users == Probe::Ok;
@@ -773,7 +1018,12 @@ impl Api {
 
     /// Liveness: the process answers. Checks nothing else, so a slow
     /// dependency never gets the process restarted.
-    #[oai(path = "/health/live", method = "get", tag = "ApiTags::Server")]
+    #[oai(
+        path = "/health/live",
+        method = "get",
+        tag = "ApiTags::Server",
+        operation_id = "healthLive"
+    )]
     async fn live(&self) -> LiveResponse {
         LiveResponse::Ok(Json(liveness()))
     }
@@ -783,7 +1033,12 @@ impl Api {
     /// circuit breaker, makes it `degraded` but still 200: chats fail fast
     /// with `ai_unavailable` (or go to the fallback), everything else works.
     /// Reports the background probes' last answers without waiting.
-    #[oai(path = "/health/ready", method = "get", tag = "ApiTags::Server")]
+    #[oai(
+        path = "/health/ready",
+        method = "get",
+        tag = "ApiTags::Server",
+        operation_id = "healthReady"
+    )]
     async fn ready(&self, ctx: Data<&Arc<AppContext>>) -> ReadyResponse {
         match readiness(&ctx).await {
             (true, body) => ReadyResponse::Ok(Json(body)),
@@ -792,7 +1047,12 @@ impl Api {
     }
 
     /// Server statistics.
-    #[oai(path = "/api/stats", method = "get", tag = "ApiTags::Server")]
+    #[oai(
+        path = "/api/stats",
+        method = "get",
+        tag = "ApiTags::Server",
+        operation_id = "stats"
+    )]
     async fn stats(&self, ctx: Data<&Arc<AppContext>>) -> StatsResponse {
         let counts = match ctx.chat.session_counts().await {
             Ok(c) => c,
@@ -813,52 +1073,35 @@ impl Api {
     }
 
     /// How to connect to and talk over the WebSocket endpoint.
-    #[oai(path = "/api/websocket/info", method = "get", tag = "ApiTags::Server")]
+    #[oai(
+        path = "/api/websocket/info",
+        method = "get",
+        tag = "ApiTags::Server",
+        operation_id = "websocketInfo"
+    )]
     async fn websocket_info(&self, ctx: Data<&Arc<AppContext>>) -> WsInfoResponse {
-        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        let settings = &ctx.websocket;
-        let limits = ctx.chat.limit_settings();
-        WsInfoResponse::Ok(Json(WsInfoBody {
-            endpoint: "/ws".into(),
-            authentication: strings(WS_AUTHENTICATION),
-            resume: strings(&["query:sessionId", "query:lastSeq"]),
-            message_types: WsMessageTypes {
-                client: strings(CLIENT_MESSAGE_TYPES),
-                server: strings(SERVER_MESSAGE_TYPES),
-            },
-            limits: WsLimits {
-                max_message_chars: settings.max_message_chars as u64,
-                max_frame_bytes: MAX_FRAME_BYTES as u64,
-                ping_interval_seconds: settings.ping_interval.as_secs(),
-                pong_timeout_seconds: settings.pong_timeout.as_secs(),
-                concurrent_generations: 1,
-                concurrent_generations_per_user: limits
-                    .chat_concurrent_per_user
-                    .map_or(0, u64::from),
-                chats_per_window: limits.chats_per_user.map_or(0, |r| r.max.into()),
-                chat_window_seconds: limits.chats_per_user.map_or(0, |r| r.window.as_secs()),
-                max_connections_per_user: limits.ws_connections_per_user.map_or(0, u64::from),
-                max_connections_per_ip: limits.ws_connections_per_ip.map_or(0, u64::from),
-            },
-            error_codes: WsErrorCodes {
-                upgrade: UPGRADE_REFUSALS.to_vec(),
-                messages: ErrorCode::websocket_codes().collect(),
-            },
-            close_codes: CloseReason::ALL
-                .iter()
-                .map(|r| WsCloseCode {
-                    code: r.code().into(),
-                    reason: r.text().to_owned(),
-                })
-                .collect(),
-            active_connections: ctx.chat.stats().active_connections,
-        }))
+        let active = ctx.chat.stats().active_connections;
+        WsInfoResponse::Ok(Json(ws_info(
+            &ctx.websocket,
+            ctx.chat.limit_settings(),
+            active,
+        )))
     }
 
     /// The caller's live sessions, with the latest seq of each.
-    #[oai(path = "/api/sessions", method = "get", tag = "ApiTags::Sessions")]
-    async fn sessions(&self, ctx: Data<&Arc<AppContext>>, req: &Request) -> SessionsResponse {
-        let user = match bearer_user(&ctx, req).await {
+    #[oai(
+        path = "/api/sessions",
+        method = "get",
+        tag = "ApiTags::Sessions",
+        operation_id = "listSessions"
+    )]
+    async fn sessions(
+        &self,
+        ctx: Data<&Arc<AppContext>>,
+        req: &Request,
+        bearer: BearerToken,
+    ) -> SessionsResponse {
+        let user = match bearer_user(&ctx, req, bearer).await {
             Ok(user) => user,
             Err(Refused::Unauthorized(b)) => return SessionsResponse::Unauthorized(b),
             Err(Refused::Unavailable(b)) => return SessionsResponse::Unavailable(b),
@@ -868,9 +1111,9 @@ impl Api {
                 sessions: list
                     .into_iter()
                     .map(|s| SessionView {
-                        id: s.session.id.as_str().to_owned(),
-                        created_at: iso_millis(s.session.created_at),
-                        last_activity: iso_millis(s.session.last_activity),
+                        id: Documented::new(s.session.id.as_str()),
+                        created_at: Documented::new(iso_millis(s.session.created_at)),
+                        last_activity: Documented::new(iso_millis(s.session.last_activity)),
                         escalated: s.session.escalated,
                         seq: s.seq,
                     })
@@ -887,17 +1130,20 @@ impl Api {
     #[oai(
         path = "/api/sessions/:id/events",
         method = "get",
-        tag = "ApiTags::Sessions"
+        tag = "ApiTags::Sessions",
+        operation_id = "sessionEvents"
     )]
     async fn session_events(
         &self,
         ctx: Data<&Arc<AppContext>>,
         req: &Request,
+        bearer: BearerToken,
         id: Path<String>,
         #[oai(name = "afterSeq")] after_seq: Query<Option<u64>>,
-        limit: Query<Option<u32>>,
+        // 1..=MAX_EVENTS_PAGE, in the spec too; out of range is the same 400.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
     ) -> EventsResponse {
-        let user = match bearer_user(&ctx, req).await {
+        let user = match bearer_user(&ctx, req, bearer).await {
             Ok(user) => user,
             Err(Refused::Unauthorized(b)) => return EventsResponse::Unauthorized(b),
             Err(Refused::Unavailable(b)) => return EventsResponse::Unavailable(b),
@@ -927,10 +1173,70 @@ impl Api {
     }
 }
 
+/// `/api/websocket/info` for these settings.
+fn ws_info(settings: &WebSocketConfig, limits: &LimitSettings, active: u64) -> WsInfoBody {
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    WsInfoBody {
+        endpoint: "/ws".into(),
+        authentication: strings(WS_AUTHENTICATION),
+        resume: strings(&["query:sessionId", "query:lastSeq"]),
+        message_types: WsMessageTypes {
+            client: strings(CLIENT_MESSAGE_TYPES),
+            server: strings(SERVER_MESSAGE_TYPES),
+        },
+        limits: WsLimits {
+            max_message_chars: settings.max_message_chars as u64,
+            max_frame_bytes: MAX_FRAME_BYTES as u64,
+            ping_interval_seconds: settings.ping_interval.as_secs(),
+            pong_timeout_seconds: settings.pong_timeout.as_secs(),
+            concurrent_generations: 1,
+            concurrent_generations_per_user: limits.chat_concurrent_per_user.map_or(0, u64::from),
+            chats_per_window: limits.chats_per_user.map_or(0, |r| r.max.into()),
+            chat_window_seconds: limits.chats_per_user.map_or(0, |r| r.window.as_secs()),
+            max_connections_per_user: limits.ws_connections_per_user.map_or(0, u64::from),
+            max_connections_per_ip: limits.ws_connections_per_ip.map_or(0, u64::from),
+        },
+        error_codes: WsErrorCodes {
+            upgrade: UPGRADE_REFUSALS.to_vec(),
+            messages: ErrorCode::websocket_codes().collect(),
+        },
+        close_codes: CloseReason::ALL
+            .iter()
+            .map(|r| WsCloseCode {
+                code: r.code().into(),
+                reason: r.text().to_owned(),
+            })
+            .collect(),
+        active_connections: active,
+    }
+}
+
+impl Example for WsInfoBody {
+    /// What a server with the default settings answers.
+    fn example() -> Self {
+        let settings = WebSocketConfig {
+            max_message_chars: 10_000,
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(60),
+        };
+        let limits = LimitSettings {
+            chats_per_user: Some(Rule {
+                max: 20,
+                window: Duration::from_secs(60),
+            }),
+            chat_concurrent_per_user: Some(3),
+            ws_connections_per_user: Some(20),
+            ws_connections_per_ip: Some(100),
+            ..LimitSettings::default()
+        };
+        ws_info(&settings, &limits, 12)
+    }
+}
+
 fn events_body(session: &SessionId, after: Seq, slice: LogSlice) -> EventsBody {
     let last = slice.events.last().map_or(after, |e| e.seq);
     EventsBody {
-        session_id: session.as_str().to_owned(),
+        session_id: Documented::new(session.as_str()),
         history_lost: slice.lost_after(after),
         events: slice.events.iter().map(|e| event_value(e)).collect(),
         seq: slice.head,
@@ -939,15 +1245,17 @@ fn events_body(session: &SessionId, after: Seq, slice: LogSlice) -> EventsBody {
     }
 }
 
-fn parse_registration(body: &RegisterRequest) -> Result<Registration, Json<ErrorBody>> {
+fn parse_registration(
+    body: &RegisterRequest,
+) -> Result<Registration, Json<ErrorBody<RegisterInvalidError>>> {
     // The domain's own words say which rule the field broke.
     let invalid = |code, e: &dyn std::fmt::Display| ErrorBody::with_message(code, e.to_string());
-    let username =
-        Username::parse(&body.username).map_err(|e| invalid(ErrorCode::InvalidUsername, &e))?;
-    let email =
-        EmailAddress::parse(&body.email).map_err(|e| invalid(ErrorCode::InvalidEmail, &e))?;
-    let password =
-        Password::parse(&body.password).map_err(|e| invalid(ErrorCode::InvalidPassword, &e))?;
+    let username = Username::parse(body.username.as_str())
+        .map_err(|e| invalid(ErrorCode::InvalidUsername, &e))?;
+    let email = EmailAddress::parse(body.email.as_str())
+        .map_err(|e| invalid(ErrorCode::InvalidEmail, &e))?;
+    let password = Password::parse(body.password.as_str())
+        .map_err(|e| invalid(ErrorCode::InvalidPassword, &e))?;
     Ok(Registration {
         username,
         email,

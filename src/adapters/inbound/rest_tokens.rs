@@ -5,41 +5,72 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem::Request;
-use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::errors::{ErrorBody, ErrorCode};
+use super::openapi::{BearerToken, Json};
 use super::rest::{
-    auth_body, bad_request, bearer_authorized, rate_limited, ApiTags, AuthBody, Refused,
-    RejectsBody,
+    auth_body, bad_request, bearer_authorized, rate_limited, rejects_body, ApiTags, AuthBody,
+    BearerTokenError, InternalServerError, InvalidRefreshTokenError, InvalidRequestError,
+    PayloadTooLargeError, RateLimitedError, Refused, RejectsBody, ServiceUnavailableError,
 };
 use super::{client_ip, connection_authenticated, AppContext};
 use crate::application::AuthError;
 
 /// A refresh request.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 struct RefreshRequest {
     /// The `refreshToken` from login, register or the last refresh.
     refresh_token: String,
 }
 
+/// What a refresh token looks like, for the spec's examples.
+const EXAMPLE_REFRESH_TOKEN: &str = "rt_8Jc2b0kq3yPZr6x1sWdNq4vT9aLm";
+
+impl Example for RefreshRequest {
+    fn example() -> Self {
+        Self {
+            refresh_token: EXAMPLE_REFRESH_TOKEN.into(),
+        }
+    }
+}
+
 /// A logout request; the body is optional.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 struct LogoutRequest {
     /// The refresh token to revoke with the access token (its whole chain).
+    #[oai(nullable)]
     refresh_token: Option<String>,
+}
+
+impl Example for LogoutRequest {
+    fn example() -> Self {
+        Self {
+            refresh_token: Some(EXAMPLE_REFRESH_TOKEN.into()),
+        }
+    }
 }
 
 /// A WebSocket ticket.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 struct TicketBody {
     /// Opaque and single-use: open `/ws?ticket=<ticket>` with it, on any instance.
     ticket: String,
     /// Seconds the ticket can be redeemed (`WS_TICKET_TTL`, default 30).
     expires_in_seconds: u64,
+}
+
+impl Example for TicketBody {
+    fn example() -> Self {
+        Self {
+            ticket: "wst_Qm3x8ZbV1pL0sK7dT2rN5yHc".into(),
+            expires_in_seconds: 30,
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -52,18 +83,18 @@ enum RefreshResponse {
     Ok(Json<AuthBody>),
     /// Malformed JSON or a missing `refreshToken` (`invalid_request`).
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
+    BadRequest(Json<ErrorBody<InvalidRequestError>>),
     /// Unknown, expired, revoked or reused refresh token
     /// (`invalid_refresh_token`); a reuse after the grace also revokes every
     /// refresh token descended from the same login.
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody<InvalidRefreshTokenError>>),
     /// The body is over 64 KiB (`payload_too_large`).
     #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
+    PayloadTooLarge(Json<ErrorBody<PayloadTooLargeError>>),
     /// A dependency failed (`internal_error`).
     #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
+    Internal(Json<ErrorBody<InternalServerError>>),
 }
 
 #[derive(ApiResponse)]
@@ -76,17 +107,17 @@ enum LogoutResponse {
     NoContent,
     /// The body is not valid JSON (`invalid_request`).
     #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
+    BadRequest(Json<ErrorBody<InvalidRequestError>>),
     /// No token (`missing_token`), an invalid (`invalid_token`), expired
     /// (`token_expired`) or already revoked one (`token_revoked`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody<BearerTokenError>>),
     /// The body is over 64 KiB (`payload_too_large`).
     #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
+    PayloadTooLarge(Json<ErrorBody<PayloadTooLargeError>>),
     /// A store does not answer (`service_unavailable`).
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody<ServiceUnavailableError>>),
 }
 
 #[derive(ApiResponse)]
@@ -98,10 +129,10 @@ enum LogoutAllResponse {
     /// No token (`missing_token`), an invalid (`invalid_token`), expired
     /// (`token_expired`) or revoked one (`token_revoked`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody<BearerTokenError>>),
     /// A store does not answer (`service_unavailable`).
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody<ServiceUnavailableError>>),
 }
 
 #[derive(ApiResponse)]
@@ -113,37 +144,27 @@ enum TicketResponse {
     /// No token (`missing_token`), an invalid (`invalid_token`), expired
     /// (`token_expired`) or revoked one (`token_revoked`).
     #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
+    Unauthorized(Json<ErrorBody<BearerTokenError>>),
     /// Too many tickets for this user (`WS_TICKETS_PER_USER_PER_MINUTE`), or
     /// the user or this address already holds as many WebSockets as allowed
     /// (`WS_MAX_CONNECTIONS_PER_USER`, `WS_MAX_CONNECTIONS_PER_IP`):
     /// `rate_limited`; `Retry-After` says when to try again.
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(
+        Json<ErrorBody<RateLimitedError>>,
+        #[oai(header = "Retry-After")] u64,
+    ),
     /// A store does not answer (`service_unavailable`).
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody<ServiceUnavailableError>>),
 }
 
-impl RejectsBody for RefreshResponse {
-    fn too_large(body: Json<ErrorBody>) -> Self {
-        Self::PayloadTooLarge(body)
-    }
-    fn invalid(body: Json<ErrorBody>) -> Self {
-        Self::BadRequest(body)
-    }
-}
+rejects_body!(
+    RefreshResponse: InvalidRequestError,
+    LogoutResponse: InvalidRequestError
+);
 
-impl RejectsBody for LogoutResponse {
-    fn too_large(body: Json<ErrorBody>) -> Self {
-        Self::PayloadTooLarge(body)
-    }
-    fn invalid(body: Json<ErrorBody>) -> Self {
-        Self::BadRequest(body)
-    }
-}
-
-fn unavailable() -> Json<ErrorBody> {
+fn unavailable() -> Json<ErrorBody<ServiceUnavailableError>> {
     ErrorBody::new(ErrorCode::ServiceUnavailable)
 }
 
@@ -153,7 +174,12 @@ pub struct TokenApi;
 #[OpenApi]
 impl TokenApi {
     /// Exchange a refresh token for a new access token and a new refresh token.
-    #[oai(path = "/api/auth/refresh", method = "post", tag = "ApiTags::Auth")]
+    #[oai(
+        path = "/api/auth/refresh",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "refresh"
+    )]
     async fn refresh(
         &self,
         ctx: Data<&Arc<AppContext>>,
@@ -173,14 +199,20 @@ impl TokenApi {
     }
 
     /// Log out: revoke the Bearer access token, and the refresh token if given.
-    #[oai(path = "/api/auth/logout", method = "post", tag = "ApiTags::Auth")]
+    #[oai(
+        path = "/api/auth/logout",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "logout"
+    )]
     async fn logout(
         &self,
         ctx: Data<&Arc<AppContext>>,
         req: &Request,
+        bearer: BearerToken,
         body: Json<Option<LogoutRequest>>,
     ) -> LogoutResponse {
-        let who = match bearer_authorized(&ctx, req).await {
+        let who = match bearer_authorized(&ctx, req, bearer).await {
             Ok(who) => who,
             Err(Refused::Unauthorized(b)) => return LogoutResponse::Unauthorized(b),
             Err(Refused::Unavailable(b)) => return LogoutResponse::Unavailable(b),
@@ -198,9 +230,19 @@ impl TokenApi {
 
     /// Log out everywhere: revoke every token of the Bearer token's user
     /// issued before now.
-    #[oai(path = "/api/auth/logout-all", method = "post", tag = "ApiTags::Auth")]
-    async fn logout_all(&self, ctx: Data<&Arc<AppContext>>, req: &Request) -> LogoutAllResponse {
-        let who = match bearer_authorized(&ctx, req).await {
+    #[oai(
+        path = "/api/auth/logout-all",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "logoutAll"
+    )]
+    async fn logout_all(
+        &self,
+        ctx: Data<&Arc<AppContext>>,
+        req: &Request,
+        bearer: BearerToken,
+    ) -> LogoutAllResponse {
+        let who = match bearer_authorized(&ctx, req, bearer).await {
             Ok(who) => who,
             Err(Refused::Unauthorized(b)) => return LogoutAllResponse::Unauthorized(b),
             Err(Refused::Unavailable(b)) => return LogoutAllResponse::Unavailable(b),
@@ -213,9 +255,19 @@ impl TokenApi {
 
     /// Buy a single-use WebSocket ticket with the Bearer token, so a browser
     /// sees a bad login here, as JSON, and no token appears in a URL.
-    #[oai(path = "/api/auth/ws-ticket", method = "post", tag = "ApiTags::Auth")]
-    async fn ws_ticket(&self, ctx: Data<&Arc<AppContext>>, req: &Request) -> TicketResponse {
-        let who = match bearer_authorized(&ctx, req).await {
+    #[oai(
+        path = "/api/auth/ws-ticket",
+        method = "post",
+        tag = "ApiTags::Auth",
+        operation_id = "createWsTicket"
+    )]
+    async fn ws_ticket(
+        &self,
+        ctx: Data<&Arc<AppContext>>,
+        req: &Request,
+        bearer: BearerToken,
+    ) -> TicketResponse {
+        let who = match bearer_authorized(&ctx, req, bearer).await {
             Ok(who) => who,
             Err(Refused::Unauthorized(b)) => return TicketResponse::Unauthorized(b),
             Err(Refused::Unavailable(b)) => return TicketResponse::Unavailable(b),

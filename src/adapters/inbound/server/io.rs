@@ -20,6 +20,32 @@ use crate::adapters::inbound::errors::ErrorCode;
 static TIMEOUT_RESPONSE: LazyLock<Vec<u8>> =
     LazyLock::new(|| raw_error_response(ErrorCode::RequestTimeout, &[]));
 
+/// What replaces hyper's own answers to a request head it cannot take: a
+/// target over 65534 bytes (414), more than 100 headers or a head over its
+/// buffer (431). hyper writes those itself, with an empty body and no way
+/// to change it, so they are recognised as they are written.
+static URI_TOO_LONG: LazyLock<Vec<u8>> =
+    LazyLock::new(|| raw_error_response(ErrorCode::UriTooLong, &[]));
+static HEADERS_TOO_LARGE: LazyLock<Vec<u8>> =
+    LazyLock::new(|| raw_error_response(ErrorCode::HeadersTooLarge, &[]));
+
+/// Our JSON answer in place of `head`, if `head` is one of hyper's bodiless
+/// automatic 414/431 answers (ours always have a body).
+fn replacement_for(head: &[u8]) -> Option<&'static [u8]> {
+    let rest = head
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| head.strip_prefix(b"HTTP/1.0 "))?;
+    let answer: &[u8] = match rest.get(..4)? {
+        b"414 " => &URI_TOO_LONG,
+        b"431 " => &HEADERS_TOO_LARGE,
+        _ => return None,
+    };
+    let bodiless = head
+        .windows(b"\r\ncontent-length: 0\r\n".len())
+        .any(|w| w == b"\r\ncontent-length: 0\r\n");
+    (bodiless && head.ends_with(b"\r\n\r\n")).then_some(answer)
+}
+
 /// The socket hyper reads and writes, and (after an upgrade) the WebSocket.
 pub struct ClientIo {
     stream: TcpStream,
@@ -91,6 +117,21 @@ impl ClientIo {
         Poll::Ready(deadline_passed())
     }
 
+    /// Writes our JSON answer instead of hyper's bodiless 414/431 `head`
+    /// and tells hyper its bytes went out; hyper closes the connection next.
+    /// `None` when `head` is anything else, or the socket cannot take ours
+    /// in one go (then hyper's own answer is sent).
+    fn substitute(&mut self, head: &[u8]) -> Option<Poll<io::Result<usize>>> {
+        self.conn.as_ref()?;
+        let answer = replacement_for(head)?;
+        match self.stream.try_write(answer) {
+            Ok(n) if n == answer.len() => Some(Poll::Ready(Ok(head.len()))),
+            // Part of ours is out: sending hyper's would garble both.
+            Ok(_) => Some(Poll::Ready(Err(io::ErrorKind::WriteZero.into()))),
+            Err(_) => None,
+        }
+    }
+
     fn on_write<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -141,6 +182,9 @@ impl AsyncWrite for ClientIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(done) = this.substitute(buf) {
+            return done;
+        }
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
         this.on_write(cx, polled)
     }
@@ -151,6 +195,12 @@ impl AsyncWrite for ClientIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        // hyper's automatic answer is a head alone, in one buffer.
+        if let [head] = bufs {
+            if let Some(done) = this.substitute(head) {
+                return done;
+            }
+        }
         let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
         this.on_write(cx, polled)
     }
@@ -169,5 +219,33 @@ impl AsyncWrite for ClientIo {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_shutdown(cx);
         this.on_write(cx, polled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replacement_for;
+
+    #[test]
+    fn only_hypers_bodiless_414_and_431_are_replaced() {
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
+            content-length: 0\r\ndate: Fri, 04 Dec 2026 17:00:00 GMT\r\n\r\n";
+        let ours = replacement_for(hyper_431).expect("replaced");
+        let text = std::str::from_utf8(ours).unwrap();
+        assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+        assert!(text.contains("\"error\":\"headers_too_large\""), "{text}");
+        let hyper_414 = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n";
+        assert!(std::str::from_utf8(replacement_for(hyper_414).unwrap())
+            .unwrap()
+            .contains("\"error\":\"uri_too_long\""));
+        // A handler's answer (it has a body), another status, a fragment.
+        for other in [
+            &b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 80\r\n\r\n"[..],
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n",
+            b"{\"error\":\"x\"}",
+        ] {
+            assert!(replacement_for(other).is_none(), "{other:?}");
+        }
     }
 }

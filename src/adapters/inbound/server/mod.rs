@@ -30,7 +30,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::errors::{ErrorBody, ErrorCode};
+use super::errors::{AnyCode, ErrorBody, ErrorCode};
+use super::openapi::JSON_MEDIA_TYPE;
 use super::AppContext;
 use registry::{Connection, Refusal, Registry};
 
@@ -46,9 +47,9 @@ pub fn raw_error_response(code: ErrorCode, extra_headers: &[(&str, &str)]) -> Ve
     let status = code
         .status()
         .unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR);
-    let body = ErrorBody::new(code).0.to_json_string();
+    let body = ErrorBody::<AnyCode>::new(code).0.to_json_string();
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json; charset=utf-8\r\n\
+        "HTTP/1.1 {} {}\r\ncontent-type: {JSON_MEDIA_TYPE}\r\n\
          content-length: {}\r\nconnection: close\r\n",
         status.as_str(),
         status.canonical_reason().unwrap_or(""),
