@@ -81,6 +81,14 @@ settings! {
         cors_origin = "CORS_ORIGIN";
         /// Log filter (tracing EnvFilter syntax) [default: info].
         rust_log = "RUST_LOG";
+        /// true lets chat text reach the logs at debug/trace level (debugging only).
+        log_chat_content = "LOG_CHAT_CONTENT", default "false";
+    }
+    "Observability" {
+        /// Serve /metrics, /health/live and /health/ready on this address instead of the main port.
+        metrics_addr = "METRICS_ADDR";
+        /// How often the stores and the AI are probed in the background for the health endpoints.
+        health_probe_interval = "HEALTH_PROBE_INTERVAL", default "5s";
     }
     "Authentication and access" {
         /// Token lifetime, echoed to clients as expiresIn.
