@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 VERSION=4.32.5 # works with Python 3.9-3.13 (CI has 3.11)
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
-BIN="$PWD/target/debug/chatbot-server"
+BIN="${CHATBOT_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/chatbot-server}"
 CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
 
 [ -x "$BIN" ] || { echo "schemathesis: $BIN is missing; run cargo test first" >&2; exit 1; }

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN="${CHATBOT_BIN:-target/debug/chatbot-server}"
+BIN="${CHATBOT_BIN:-${CARGO_TARGET_DIR:-target}/debug/chatbot-server}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 CONF=deploy/nginx/chatbot.conf
 WEBSOCKETS_VERSION=15.0.1
