@@ -20,15 +20,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
+
+mod support;
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -41,15 +40,9 @@ fn loopback(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-/// The server's resident memory in MiB, from `/proc`.
+/// The server's resident memory in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    support::rss_kib(pid) as f64 / 1024.0
 }
 
 /// A REST client whose connections leave from `from`.
@@ -60,52 +53,19 @@ fn client_from(from: IpAddr) -> reqwest::Client {
         .expect("client builds")
 }
 
+/// The server on 0.0.0.0, so every 127.0.0.x source address reaches it,
+/// with every limit at its default.
 struct Server {
-    child: Child,
+    inner: support::Server,
     addr: SocketAddr,
     pid: u32,
-    _dir: tempfile::TempDir,
 }
 
-/// Starts the release binary with every limit at its default; `HOST` is
-/// 0.0.0.0 so every 127.0.0.x address reaches it.
 async fn start_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOST", "0.0.0.0")
-        .env("PORT", "0")
-        .env("JWT_SECRET", "attack-benchmark-secret-0123456789abcdef")
-        .env("SQLITE_PATH", dir.path().join("users.db"))
-        .env("RUST_LOG", "warn,chatbot_server=info")
-        .env("ECHO_TOKEN_DELAY", "20ms")
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server starts");
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines.next_line().await.unwrap().expect("server log");
-        if let Some(a) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .filter(|_| line.contains("server listening"))
-        {
-            break a.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Server {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        pid,
-        _dir: dir,
-    }
+    let inner = support::start_server("0.0.0.0", &[("ECHO_TOKEN_DELAY", "20ms")]).await;
+    let addr = inner.addr.parse().expect("an address");
+    let pid = inner.pid;
+    Server { inner, addr, pid }
 }
 
 /// Registers `name` from `from` and returns its access token.
@@ -398,5 +358,5 @@ async fn main() {
     login_flood(&server).await;
     connection_flood(&server).await;
     chat_flood(&server).await;
-    let _ = server.child.kill().await;
+    let _ = server.inner.child.kill().await;
 }

@@ -6,22 +6,12 @@
 //! per connection. The reference figures: tungstenite's default read
 //! buffer costs ~134 KiB per connection, a 4 KiB buffer ~6.6 KiB, Node `ws` 5.6 KiB.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
+mod support;
+use support::rss_kib;
 
 #[tokio::main]
 async fn main() {
@@ -29,39 +19,18 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("JWT_SECRET", "benchmark-secret-benchmark-secret-0123")
-        .env("SQLITE_PATH", dir.path().join("users.db"))
-        .env("RUST_LOG", "warn,chatbot_server=info")
-        // One user holds every socket: a load test, not the abuse the caps stop.
-        .env("WS_MAX_CONNECTIONS_PER_USER", "0")
-        .env("WS_MAX_CONNECTIONS_PER_IP", "0")
-        .env("SESSIONS_MAX_PER_USER", "0")
-        .env("UNAUTH_CONNECTIONS_PER_IP", "0")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server starts");
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next_line().await.unwrap().expect("server log");
-        if let Some(a) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .filter(|_| line.contains("server listening"))
-        {
-            break a.to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // One user holds every socket: a load test, not the abuse the caps stop.
+    let mut server = support::start_server(
+        "127.0.0.1",
+        &[
+            ("WS_MAX_CONNECTIONS_PER_USER", "0"),
+            ("WS_MAX_CONNECTIONS_PER_IP", "0"),
+            ("SESSIONS_MAX_PER_USER", "0"),
+            ("UNAUTH_CONNECTIONS_PER_IP", "0"),
+        ],
+    )
+    .await;
+    let (addr, pid) = (server.addr.clone(), server.pid);
 
     let http = reqwest::Client::new();
     let body: serde_json::Value = http
@@ -121,5 +90,5 @@ async fn main() {
         stats["activeConnections"]
     );
     drop(conns);
-    let _ = child.kill().await;
+    let _ = server.child.kill().await;
 }

@@ -18,32 +18,22 @@
 //! 60 s; goal: peak under 256 MiB, back near the start within a minute).
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
+
+mod support;
+use support::rss_kib;
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The server's resident memory in KiB, from `/proc`.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -160,23 +150,17 @@ async fn main() {
     let delay = setting("STORM_TOKEN_DELAY_MS", 20);
     let sustained = setting("STORM_SUSTAINED", 0) == 1;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("JWT_SECRET", "storm-benchmark-secret-0123456789abcdef")
-        .env("SQLITE_PATH", dir.path().join("users.db"))
-        .env("RUST_LOG", "warn,chatbot_server=info")
-        .env("ECHO_TOKEN_DELAY", format!("{delay}ms"))
-        // Each chat adds ~103 events to its session's log; with a short log
-        // the 200 logs are full within the warm-up, so the RSS at "start"
-        // already holds them and what follows shows what the storm leaves.
-        .env("EVENT_LOG_LIMIT", "100")
-        // One user drives every stream from one address, and the storm stands
-        // for guesses from many addresses: only hashing's own bound is measured.
-        .envs([
+    let delay_ms = format!("{delay}ms");
+    let mut server = support::start_server(
+        "127.0.0.1",
+        &[
+            ("ECHO_TOKEN_DELAY", &delay_ms),
+            // Each chat adds ~103 events to its session's log; with a short log
+            // the 200 logs are full within the warm-up, so the RSS at "start"
+            // already holds them and what follows shows what the storm leaves.
+            ("EVENT_LOG_LIMIT", "100"),
+            // One user drives every stream from one address, and the storm stands
+            // for guesses from many addresses: only hashing's own bound is measured.
             ("WS_MAX_CONNECTIONS_PER_USER", "0"),
             ("WS_MAX_CONNECTIONS_PER_IP", "0"),
             ("CHAT_MESSAGES_PER_MINUTE", "0"),
@@ -186,27 +170,10 @@ async fn main() {
             ("LOGIN_MAX_FAILURES_PER_ACCOUNT_HOURLY", "0"),
             ("SESSIONS_MAX_PER_USER", "0"),
             ("UNAUTH_CONNECTIONS_PER_IP", "0"),
-        ])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server starts");
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next_line().await.unwrap().expect("server log");
-        if let Some(a) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .filter(|_| line.contains("server listening"))
-        {
-            break a.to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ],
+    )
+    .await;
+    let (addr, pid) = (server.addr.clone(), server.pid);
     let base = format!("http://{addr}");
 
     let reg: Value = reqwest::Client::new()
@@ -301,5 +268,5 @@ async fn main() {
         mib(rss_streams)
     );
     println!("  after the storm, streams stopped: {}", after.join(", "));
-    let _ = child.kill().await;
+    let _ = server.child.kill().await;
 }
