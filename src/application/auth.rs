@@ -59,6 +59,9 @@ pub enum AuthError {
     /// Unknown, spent or expired WebSocket ticket, indistinguishably.
     #[error("ticket is invalid")]
     InvalidTicket,
+    /// The user is not (or no longer) an agent.
+    #[error("this requires an agent account")]
+    AgentOnly,
     /// A limit refused the request; nothing was done.
     #[error("too many requests")]
     RateLimited(Limited),
@@ -362,6 +365,24 @@ impl AuthService {
     /// deactivated user), or `Internal` when a store fails.
     pub async fn authenticate(&self, token: &str) -> Result<User, AuthError> {
         self.authorize(token).await.map(|a| a.user)
+    }
+
+    /// The user with `id`, read from the store now, if they are an agent:
+    /// what agent routes and the agent socket ask on every request and
+    /// connect, so a demoted agent loses access at once.
+    ///
+    /// # Errors
+    /// `AgentOnly` for a user who is not an agent; `TokenInvalid` for a user
+    /// who no longer exists or is inactive; `Internal` when the store fails.
+    pub async fn agent(&self, id: &UserId) -> Result<User, AuthError> {
+        match self.users.find_by_id(id).await {
+            Ok(Some(user)) if user.is_active && user.is_agent() => Ok(user),
+            Ok(Some(user)) if user.is_active => Err(AuthError::AgentOnly),
+            Ok(_) => Err(AuthError::TokenInvalid),
+            Err(e) => {
+                Err(self.store_failed("users", "user store failed while checking a role", &e))
+            }
+        }
     }
 
     /// Whether the user store answers; used by `/health`.

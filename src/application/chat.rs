@@ -18,11 +18,12 @@ use tokio_util::task::TaskTracker;
 
 use super::attachment::Attachment;
 use super::generation::{self, Job};
+use super::handoff::HandoffSettings;
 use super::limits::{ChatPermit, ConnectionPermit, Limited, Limits, Slot};
 use super::ports::{
-    AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog, GenerationRegistry,
-    LiveDelivery, LogSlice, SessionCounts, SessionStore, SessionStoreError, SharedEvent,
-    StartOutcome, Stats, StatsSnapshot, UpstreamState,
+    AgentPresence, AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog,
+    GenerationRegistry, HandoffStore, LiveDelivery, LogSlice, SessionCounts, SessionStore,
+    SessionStoreError, SharedEvent, StartOutcome, Stats, StatsSnapshot, UpstreamState,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::{
@@ -138,6 +139,8 @@ pub struct ConversationSettings {
     pub lease: Duration,
     /// A generation nobody has watched for this long is cancelled.
     pub unattended_timeout: Duration,
+    /// Human handoff timings.
+    pub handoff: HandoffSettings,
 }
 
 /// The ports the chat use cases run on.
@@ -148,6 +151,10 @@ pub struct ChatPorts {
     pub log: Arc<dyn EventLog>,
     pub live: Arc<dyn LiveDelivery>,
     pub registry: Arc<dyn GenerationRegistry>,
+    /// Queued and assigned conversations (human handoff).
+    pub handoffs: Arc<dyn HandoffStore>,
+    /// Which agents have a socket open.
+    pub presence: Arc<dyn AgentPresence>,
 }
 
 /// A generation this instance runs.
@@ -161,9 +168,11 @@ pub(super) struct Inner {
     pub(super) sessions: Arc<dyn SessionStore>,
     pub(super) ai: Arc<dyn AiModel>,
     pub(super) stats: Arc<dyn Stats>,
-    log: Arc<dyn EventLog>,
+    pub(super) log: Arc<dyn EventLog>,
     live: Arc<dyn LiveDelivery>,
     pub(super) registry: Arc<dyn GenerationRegistry>,
+    pub(super) handoffs: Arc<dyn HandoffStore>,
+    pub(super) presence: Arc<dyn AgentPresence>,
     pub(super) settings: ConversationSettings,
     pub(super) limits: Limits,
     local: Mutex<HashMap<SessionId, Local>>,
@@ -174,7 +183,7 @@ pub(super) struct Inner {
     /// Set when every local generation has ended after shutdown began.
     drained: CancellationToken,
     /// Ends the background loops.
-    stop_background: CancellationToken,
+    pub(super) stop_background: CancellationToken,
 }
 
 /// The chat use cases, shared by every connection.
@@ -221,6 +230,8 @@ impl ChatService {
             log: ports.log,
             live: ports.live,
             registry: ports.registry,
+            handoffs: ports.handoffs,
+            presence: ports.presence,
             settings,
             limits,
             local: Mutex::new(HashMap::new()),
@@ -231,7 +242,13 @@ impl ChatService {
         });
         inner.tasks.spawn(listen_for_stops(inner.clone()));
         inner.tasks.spawn(reap_abandoned(inner.clone()));
+        inner.tasks.spawn(super::handoff::run_timers(inner.clone()));
         Self { inner }
+    }
+
+    /// The shared state, for the use cases kept in sibling modules.
+    pub(super) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// Counts a client connection for as long as the returned guard lives.
@@ -415,7 +432,16 @@ impl ChatService {
         // Holding the session's one generation slot, nobody else can accept a
         // chat now; check again so two copies sent at once start one answer.
         let started = match self.already_accepted(session, &chat).await {
-            Ok(None) => self.start(session, chat, answer.clone(), permit).await,
+            Ok(None) => match inner.muted(session).await {
+                Ok(None) => self.start(session, chat, answer.clone(), permit).await,
+                Ok(Some(_)) => {
+                    let logged = self.log_muted(session, chat, permit).await;
+                    // No answer follows: the slot taken above is not a generation.
+                    let _ = inner.registry.finish(session, &answer).await;
+                    logged
+                }
+                Err(e) => Err(e.into()),
+            },
             Ok(Some(seen)) => Ok(seen),
             Err(e) => Err(e),
         };
@@ -494,6 +520,41 @@ impl ChatService {
         self.spawn_generation(generation, request, permit.slot.take());
         inner.publish(session_id, &logged).await;
         Ok(accepted)
+    }
+
+    /// Stores and logs a chat while a human holds (or is awaited by) the
+    /// conversation: the agent sees it, the bot stays silent.
+    async fn log_muted(
+        &self,
+        session_id: &SessionId,
+        chat: ChatRequest,
+        permit: &mut ChatPermit,
+    ) -> Result<Accepted, ChatRefusal> {
+        let inner = &self.inner;
+        inner.limits.release(permit.slot.take()).await;
+        let query = chat.content.into_string();
+        let now = Utc::now();
+        let stored = ChatMessage {
+            role: Role::User,
+            content: query.clone(),
+            timestamp: now,
+        };
+        inner.sessions.append(session_id, stored).await?;
+        inner.stats.message_received();
+        let message_id = MessageId::generate();
+        let asked = ConversationEvent::UserMessage {
+            message_id: message_id.clone(),
+            client_message_id: chat.client_message_id,
+            content: query.clone(),
+        };
+        let logged = inner.log.append(session_id, vec![(now, asked)]).await?;
+        inner.publish(session_id, &logged).await;
+        inner.note_last_message(session_id, &query).await;
+        Ok(Accepted {
+            message_id,
+            seq: logged[0].seq,
+            duplicate: false,
+        })
     }
 
     /// Runs the generation as a task this service owns, stoppable locally.
@@ -585,27 +646,6 @@ impl ChatService {
                 Err(e.into())
             }
         }
-    }
-
-    /// Marks the session as waiting for a human and answers every tab; asking
-    /// again changes nothing but is answered again.
-    pub async fn escalate(&self, session: &SessionId) -> Result<(), ChatError> {
-        self.counted(
-            async {
-                let inner = &self.inner;
-                let first_time = inner.sessions.mark_escalated(session).await?;
-                if first_time {
-                    tracing::info!(session_id = %session, "session escalated to a human");
-                }
-                let reply = ConversationEvent::EscalationResponse {
-                    message: ESCALATION_REPLY.to_owned(),
-                };
-                let logged = inner.log.append(session, vec![(Utc::now(), reply)]).await?;
-                inner.publish(session, &logged).await;
-                Ok(())
-            }
-            .await,
-        )
     }
 
     /// Records activity so an open but quiet connection keeps its session alive.
@@ -814,8 +854,9 @@ mod tests {
 
     use super::*;
     use crate::application::ports::{
-        AcceptedClientMessage, MockAiModel, MockEventLog, MockGenerationRegistry, MockLiveDelivery,
-        MockSessionStore, MockStats, TokenStream,
+        AcceptedClientMessage, MockAgentPresence, MockAiModel, MockEventLog,
+        MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
+        TokenStream,
     };
     use crate::domain::fixtures;
     use crate::domain::StreamStatus;
@@ -848,6 +889,14 @@ mod tests {
         registry: MockGenerationRegistry,
     }
 
+    /// No conversation is ever handed off: the bot answers everything.
+    fn bot_only() -> MockHandoffStore {
+        let mut handoffs = MockHandoffStore::new();
+        handoffs.expect_get().returning(|_| Ok(None));
+        handoffs.expect_active().returning(|_| Ok(Vec::new()));
+        handoffs
+    }
+
     impl Mocks {
         fn new() -> Self {
             Self {
@@ -868,12 +917,15 @@ mod tests {
                     stats: Arc::new(self.stats),
                     log: Arc::new(self.log),
                     live: Arc::new(self.live),
+                    handoffs: Arc::new(bot_only()),
+                    presence: Arc::new(MockAgentPresence::new()),
                     registry: Arc::new(self.registry),
                 },
                 ConversationSettings {
                     session_ttl: Duration::from_secs(3600),
                     lease: Duration::from_secs(10),
                     unattended_timeout: Duration::from_secs(60),
+                    handoff: HandoffSettings::default(),
                 },
             )
         }
@@ -1002,11 +1054,14 @@ mod tests {
                 log: Arc::new(log),
                 live: Arc::new(live),
                 registry: Arc::new(registry),
+                handoffs: Arc::new(bot_only()),
+                presence: Arc::new(MockAgentPresence::new()),
             },
             ConversationSettings {
                 session_ttl: Duration::from_secs(3600),
                 lease: Duration::from_secs(10),
                 unattended_timeout: Duration::from_secs(60),
+                handoff: HandoffSettings::default(),
             },
             limits,
         );

@@ -6,6 +6,7 @@ pub mod attachment;
 pub mod auth;
 pub mod chat;
 mod generation;
+pub mod handoff;
 pub mod health;
 pub mod limits;
 pub mod ports;
@@ -17,4 +18,5 @@ pub use chat::{
     Accepted, ChatError, ChatPorts, ChatRefusal, ChatRequest, ChatService, ConnectionGuard,
     ConversationSettings, SessionSummary, StopRefusal, ESCALATION_REPLY, SESSIONS_LISTED,
 };
+pub use handoff::{AgentMessageSent, HandoffRefusal, HandoffSettings};
 pub use limits::{LimitSettings, Limited, Limits, Rule};

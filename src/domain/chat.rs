@@ -164,7 +164,7 @@ pub struct ChatMessage {
 }
 
 /// The part of a user a session needs: enough to address the AI and to greet.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionUser {
     pub id: UserId,
     pub username: Username,

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use super::chat::{MessageId, StreamStatus};
+use super::handoff::AgentRef;
 use super::id::is_valid_id;
 
 /// Position of an event in its session's log, starting at 1. `0` means
@@ -116,6 +117,24 @@ pub enum ConversationEvent {
     },
     /// The reply to a human-escalation request.
     EscalationResponse { message: String },
+    /// The conversation waits for an agent; `agents_online` were connected.
+    HandoffQueued { agents_online: u64 },
+    /// An agent claimed the conversation: the bot is muted while it holds it.
+    AgentJoined { agent: AgentRef },
+    /// An agent's reply to the user.
+    AgentMessage {
+        message_id: MessageId,
+        content: String,
+        agent: AgentRef,
+    },
+    /// The agent released the conversation, or was away too long.
+    AgentLeft { agent: AgentRef },
+    /// The agent is done: the bot answers again.
+    HandoffResolved { agent: AgentRef },
+    /// Nobody claimed the conversation in time: the bot answers again.
+    HandoffTimeout,
+    /// The user stopped waiting: the bot answers again.
+    HandoffCancelled,
 }
 
 /// An event as the log holds it: with its `seq` and when it happened.

@@ -4,6 +4,7 @@ pub mod access;
 pub mod chat;
 pub mod client_ip;
 pub mod conversation;
+pub mod handoff;
 pub mod id;
 pub mod time;
 pub mod trace;

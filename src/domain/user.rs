@@ -468,3 +468,10 @@ mod proptests {
         }
     }
 }
+
+// TEMP-SHIM: replaced by h-stores' role.
+impl User {
+    pub fn is_agent(&self) -> bool {
+        self.username.as_str().starts_with("agent")
+    }
+}

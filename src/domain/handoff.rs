@@ -1,0 +1,397 @@
+//! Human handoff: who answers a conversation (the bot, nobody yet, or one
+//! agent) and the only ways that can change.
+//!
+//! The mode is a state machine; every transition returns the conversation
+//! events it adds, so the log always says what happened and in which order.
+//! The application applies a transition to the stored [`Handoff`] with a
+//! compare-and-set, which is what makes it atomic across instances.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use super::chat::{SessionId, SessionUser};
+use super::conversation::ConversationEvent;
+use super::user::{UserId, Username};
+
+/// An agent as conversations and events name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRef {
+    pub id: UserId,
+    pub username: Username,
+}
+
+/// Who answers the user's chats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The AI answers.
+    Bot,
+    /// Waiting for an agent; the bot is muted.
+    Queued,
+    /// One agent answers; the bot is muted.
+    Assigned {
+        agent: AgentRef,
+        since: DateTime<Utc>,
+    },
+}
+
+impl Mode {
+    /// The mode's wire name: `bot`, `queued` or `assigned`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Bot => "bot",
+            Mode::Queued => "queued",
+            Mode::Assigned { .. } => "assigned",
+        }
+    }
+
+    /// The agent holding the conversation, if any.
+    pub fn agent(&self) -> Option<&AgentRef> {
+        match self {
+            Mode::Assigned { agent, .. } => Some(agent),
+            Mode::Bot | Mode::Queued => None,
+        }
+    }
+}
+
+/// A conversation that is not (only) the bot's: queued or assigned. A
+/// conversation with no `Handoff` stored is in [`Mode::Bot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    pub session: SessionId,
+    /// The customer.
+    pub user: SessionUser,
+    pub mode: Mode,
+    /// When the conversation last entered the queue.
+    pub waiting_since: DateTime<Utc>,
+    /// The customer's latest chat, for the queue (at most [`LAST_MESSAGE_CHARS`]).
+    pub last_message: Option<String>,
+    /// Bumped by every stored change; the compare-and-set compares it.
+    pub version: u64,
+}
+
+/// How much of the customer's latest chat the queue shows.
+pub const LAST_MESSAGE_CHARS: usize = 200;
+
+/// Why a handoff transition was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HandoffError {
+    /// Another agent holds the conversation.
+    #[error("another agent already claimed this conversation")]
+    AlreadyClaimed,
+    /// The conversation is not waiting for an agent.
+    #[error("the conversation is not waiting for an agent")]
+    NotQueued,
+    /// The agent does not hold the conversation.
+    #[error("the conversation is not assigned to this agent")]
+    NotAssigned,
+}
+
+/// The result of a transition: the new state (`None`: back to the bot) and
+/// the events that say so, in log order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub next: Option<Handoff>,
+    pub events: Vec<ConversationEvent>,
+}
+
+impl Handoff {
+    /// The state after the user asked for a human, from the bot. Asking again
+    /// while queued or assigned changes nothing (`None`).
+    pub fn escalate(
+        current: Option<&Handoff>,
+        session: SessionId,
+        user: SessionUser,
+        agents_online: u64,
+        now: DateTime<Utc>,
+    ) -> Option<Transition> {
+        if current.is_some() {
+            return None;
+        }
+        let next = Handoff {
+            session,
+            user,
+            mode: Mode::Queued,
+            waiting_since: now,
+            last_message: None,
+            version: 0,
+        };
+        Some(Transition {
+            next: Some(next),
+            events: vec![ConversationEvent::HandoffQueued { agents_online }],
+        })
+    }
+
+    /// An agent takes the queued conversation. Claiming one already held by
+    /// the same agent is refused like any other claim of a held conversation,
+    /// so exactly one claim wins.
+    pub fn claim(&self, agent: AgentRef, now: DateTime<Utc>) -> Result<Transition, HandoffError> {
+        match &self.mode {
+            Mode::Queued => {
+                let mut next = self.clone();
+                next.mode = Mode::Assigned {
+                    agent: agent.clone(),
+                    since: now,
+                };
+                Ok(Transition {
+                    next: Some(next),
+                    events: vec![ConversationEvent::AgentJoined { agent }],
+                })
+            }
+            Mode::Assigned { .. } => Err(HandoffError::AlreadyClaimed),
+            Mode::Bot => Err(HandoffError::NotQueued),
+        }
+    }
+
+    /// The holding agent hands the conversation back to the queue (also what
+    /// happens when the agent has been away past the grace period).
+    pub fn release(
+        &self,
+        agent: &UserId,
+        agents_online: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, HandoffError> {
+        let held_by = self.held_by(agent)?;
+        let mut next = self.clone();
+        next.mode = Mode::Queued;
+        next.waiting_since = now;
+        Ok(Transition {
+            next: Some(next),
+            events: vec![
+                ConversationEvent::AgentLeft { agent: held_by },
+                ConversationEvent::HandoffQueued { agents_online },
+            ],
+        })
+    }
+
+    /// The holding agent is done: the bot answers again.
+    pub fn resolve(&self, agent: &UserId) -> Result<Transition, HandoffError> {
+        let held_by = self.held_by(agent)?;
+        Ok(Transition {
+            next: None,
+            events: vec![ConversationEvent::HandoffResolved { agent: held_by }],
+        })
+    }
+
+    /// The user no longer waits.
+    pub fn cancel(&self) -> Result<Transition, HandoffError> {
+        match self.mode {
+            Mode::Queued => Ok(Transition {
+                next: None,
+                events: vec![ConversationEvent::HandoffCancelled],
+            }),
+            Mode::Assigned { .. } | Mode::Bot => Err(HandoffError::NotQueued),
+        }
+    }
+
+    /// Nobody claimed the conversation within `timeout`: back to the bot.
+    pub fn time_out(&self, timeout: Duration, now: DateTime<Utc>) -> Option<Transition> {
+        if self.mode != Mode::Queued || !elapsed(self.waiting_since, now, timeout) {
+            return None;
+        }
+        Some(Transition {
+            next: None,
+            events: vec![ConversationEvent::HandoffTimeout],
+        })
+    }
+
+    /// The queue item's text after the customer chatted while muted.
+    pub fn with_last_message(&self, content: &str) -> Handoff {
+        let mut next = self.clone();
+        next.last_message = Some(content.chars().take(LAST_MESSAGE_CHARS).collect());
+        next
+    }
+
+    fn held_by(&self, agent: &UserId) -> Result<AgentRef, HandoffError> {
+        match &self.mode {
+            Mode::Assigned { agent: held, .. } if held.id == *agent => Ok(held.clone()),
+            _ => Err(HandoffError::NotAssigned),
+        }
+    }
+}
+
+/// Whether the agent holding a conversation has been away past `grace`:
+/// `last_seen` is when its last agent socket closed or lapsed (`None`: it
+/// never had one open since it claimed, which counts from the claim).
+pub fn agent_away_too_long(
+    mode: &Mode,
+    last_seen: Option<DateTime<Utc>>,
+    online: bool,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    let Mode::Assigned { since, .. } = mode else {
+        return false;
+    };
+    if online {
+        return false;
+    }
+    let away_since = last_seen.map_or(*since, |seen| seen.max(*since));
+    elapsed(away_since, now, grace)
+}
+
+fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>, span: Duration) -> bool {
+    let span = chrono::Duration::from_std(span).unwrap_or(chrono::Duration::MAX);
+    since.checked_add_signed(span).is_some_and(|due| now >= due)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fixtures;
+
+    fn agent(name: &str) -> AgentRef {
+        AgentRef {
+            id: UserId::parse(&format!("a-{name}")).unwrap(),
+            username: Username::parse(name).unwrap(),
+        }
+    }
+
+    fn customer() -> SessionUser {
+        fixtures::session(&SessionId::generate()).user
+    }
+
+    fn queued(now: DateTime<Utc>) -> Handoff {
+        let user = customer();
+        Handoff::escalate(None, SessionId::generate(), user, 2, now)
+            .unwrap()
+            .next
+            .unwrap()
+    }
+
+    #[test]
+    fn escalating_queues_once_and_says_how_many_agents_are_online() {
+        let now = Utc::now();
+        let t = Handoff::escalate(None, SessionId::generate(), customer(), 3, now).unwrap();
+        assert_eq!(
+            t.events,
+            vec![ConversationEvent::HandoffQueued { agents_online: 3 }]
+        );
+        let h = t.next.unwrap();
+        assert_eq!(h.mode, Mode::Queued);
+        assert!(Handoff::escalate(Some(&h), h.session.clone(), h.user.clone(), 3, now).is_none());
+    }
+
+    #[test]
+    fn exactly_one_claim_wins() {
+        let now = Utc::now();
+        let h = queued(now);
+        let won = h.claim(agent("alice"), now).unwrap().next.unwrap();
+        assert_eq!(won.mode.agent(), Some(&agent("alice")));
+        assert_eq!(
+            won.claim(agent("bob"), now),
+            Err(HandoffError::AlreadyClaimed)
+        );
+        assert_eq!(
+            won.claim(agent("alice"), now),
+            Err(HandoffError::AlreadyClaimed)
+        );
+    }
+
+    #[test]
+    fn only_the_holder_releases_or_resolves() {
+        let now = Utc::now();
+        let held = queued(now)
+            .claim(agent("alice"), now)
+            .unwrap()
+            .next
+            .unwrap();
+        let bob = agent("bob").id;
+        assert_eq!(held.release(&bob, 1, now), Err(HandoffError::NotAssigned));
+        assert_eq!(held.resolve(&bob), Err(HandoffError::NotAssigned));
+        let later = now + chrono::Duration::seconds(5);
+        let back = held.release(&agent("alice").id, 1, later).unwrap();
+        assert_eq!(
+            back.events,
+            vec![
+                ConversationEvent::AgentLeft {
+                    agent: agent("alice")
+                },
+                ConversationEvent::HandoffQueued { agents_online: 1 }
+            ]
+        );
+        let back = back.next.unwrap();
+        assert_eq!(back.mode, Mode::Queued);
+        assert_eq!(back.waiting_since, later, "the wait starts again");
+        let done = held.resolve(&agent("alice").id).unwrap();
+        assert_eq!(done.next, None, "resolved means the bot answers again");
+    }
+
+    #[test]
+    fn a_queued_conversation_times_out_or_is_cancelled_but_an_assigned_one_does_not() {
+        let now = Utc::now();
+        let h = queued(now);
+        let timeout = Duration::from_secs(600);
+        assert!(h
+            .time_out(timeout, now + chrono::Duration::seconds(599))
+            .is_none());
+        let t = h
+            .time_out(timeout, now + chrono::Duration::seconds(600))
+            .unwrap();
+        assert_eq!(
+            (t.next, t.events),
+            (None, vec![ConversationEvent::HandoffTimeout])
+        );
+        assert_eq!(
+            h.cancel().unwrap().events,
+            vec![ConversationEvent::HandoffCancelled]
+        );
+        let held = h.claim(agent("alice"), now).unwrap().next.unwrap();
+        assert!(held
+            .time_out(timeout, now + chrono::Duration::days(1))
+            .is_none());
+        assert_eq!(held.cancel(), Err(HandoffError::NotQueued));
+        // A huge timeout never overflows the clock.
+        assert!(h.time_out(Duration::MAX, now).is_none());
+    }
+
+    #[test]
+    fn an_agent_is_away_only_after_the_grace_since_it_was_last_seen() {
+        let now = Utc::now();
+        let grace = Duration::from_secs(120);
+        let mode = Mode::Assigned {
+            agent: agent("alice"),
+            since: now,
+        };
+        let at = |s: i64| now + chrono::Duration::seconds(s);
+        assert!(!agent_away_too_long(&mode, None, true, grace, at(1000)));
+        assert!(!agent_away_too_long(&mode, None, false, grace, at(119)));
+        assert!(agent_away_too_long(&mode, None, false, grace, at(120)));
+        assert!(!agent_away_too_long(
+            &mode,
+            Some(at(100)),
+            false,
+            grace,
+            at(219)
+        ));
+        assert!(agent_away_too_long(
+            &mode,
+            Some(at(100)),
+            false,
+            grace,
+            at(220)
+        ));
+        // Seen before the claim: the grace counts from the claim.
+        assert!(!agent_away_too_long(
+            &mode,
+            Some(at(-500)),
+            false,
+            grace,
+            at(119)
+        ));
+        assert!(!agent_away_too_long(
+            &Mode::Queued,
+            None,
+            false,
+            grace,
+            at(1000)
+        ));
+    }
+
+    #[test]
+    fn the_queue_shows_a_bounded_last_message() {
+        let h = queued(Utc::now()).with_last_message(&"é".repeat(1000));
+        assert_eq!(h.last_message.unwrap().chars().count(), LAST_MESSAGE_CHARS);
+    }
+}
