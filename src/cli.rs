@@ -117,6 +117,10 @@ settings! {
         generation_lease = "GENERATION_LEASE", default "10s";
         /// An answer with no open tab for this long is cancelled.
         unattended_generation_timeout = "UNATTENDED_GENERATION_TIMEOUT", default "60s";
+        /// A conversation waiting for a human goes back to the bot after this.
+        handoff_queue_timeout = "HANDOFF_QUEUE_TIMEOUT", default "10m";
+        /// An agent with no socket open this long loses its conversations to the queue.
+        agent_away_grace = "AGENT_AWAY_GRACE", default "2m";
     }
     "AI service" {
         /// fastapi or openai [default: fastapi when FASTAPI_URL is set; unset: the echo model].

@@ -243,6 +243,10 @@ pub struct SessionConfig {
     pub generation_lease: Duration,
     /// A generation nobody has watched for this long is cancelled.
     pub unattended_generation_timeout: Duration,
+    /// A conversation waiting for a human goes back to the bot after this.
+    pub handoff_queue_timeout: Duration,
+    /// An agent with no socket open this long loses its conversations to the queue.
+    pub agent_away_grace: Duration,
 }
 
 /// One AI upstream and the contract it speaks.
@@ -720,6 +724,8 @@ impl SessionConfig {
             event_log_limit: vars.positive("EVENT_LOG_LIMIT", 2000, MAX_COUNT as usize)?,
             generation_lease: vars.duration("GENERATION_LEASE", "10s")?,
             unattended_generation_timeout: vars.duration("UNATTENDED_GENERATION_TIMEOUT", "60s")?,
+            handoff_queue_timeout: vars.duration("HANDOFF_QUEUE_TIMEOUT", "10m")?,
+            agent_away_grace: vars.duration("AGENT_AWAY_GRACE", "2m")?,
         })
     }
 }
@@ -992,6 +998,8 @@ mod tests {
         "SESSION_TTL",
         "GENERATION_LEASE",
         "UNATTENDED_GENERATION_TIMEOUT",
+        "HANDOFF_QUEUE_TIMEOUT",
+        "AGENT_AWAY_GRACE",
         "AI_CONNECT_TIMEOUT",
         "AI_FIRST_TOKEN_TIMEOUT",
         "AI_IDLE_TIMEOUT",
@@ -1049,6 +1057,8 @@ mod tests {
                 "UNATTENDED_GENERATION_TIMEOUT",
                 c.sessions.unattended_generation_timeout,
             ),
+            ("HANDOFF_QUEUE_TIMEOUT", c.sessions.handoff_queue_timeout),
+            ("AGENT_AWAY_GRACE", c.sessions.agent_away_grace),
             ("AI_CONNECT_TIMEOUT", c.ai.connect_timeout),
             ("AI_FIRST_TOKEN_TIMEOUT", c.ai.first_token_timeout),
             ("AI_IDLE_TIMEOUT", c.ai.idle_timeout),
@@ -1175,6 +1185,8 @@ mod tests {
             c.sessions.unattended_generation_timeout,
             Duration::from_secs(60)
         );
+        assert_eq!(c.sessions.handoff_queue_timeout, Duration::from_secs(600));
+        assert_eq!(c.sessions.agent_away_grace, Duration::from_secs(120));
         assert!(c.ai.primary.is_none() && c.ai.fallback.is_none());
         assert!(c.storage.mongodb_uri.is_none() && c.sessions.redis_url.is_none());
     }

@@ -24,6 +24,7 @@ use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemory
 use crate::adapters::outbound::memory_conversations::{
     InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
 };
+use crate::adapters::outbound::memory_handoff::{MemoryHandoffs, MemoryPresence};
 use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
@@ -31,6 +32,7 @@ use crate::adapters::outbound::prometheus_metrics::PrometheusMetrics;
 use crate::adapters::outbound::reachability::{self, ProbeError};
 use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketStore};
 use crate::adapters::outbound::redis_conversations::RedisConversations;
+use crate::adapters::outbound::redis_handoff::RedisHandoffs;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::resilient_ai::{
@@ -40,14 +42,14 @@ use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
 use crate::adapters::outbound::upstream_ai::{OpenAiSettings, UpstreamAi, UpstreamTimeouts};
 use crate::application::health::{HealthMonitor, HealthTargets};
 use crate::application::ports::{
-    AccessStoreError, AiModel, ConversationStoreError, EventLog, GenerationRegistry, LiveDelivery,
-    PasswordHashError, PasswordHasher, RateLimitError, RateLimiter, RefreshTokenStore,
-    RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService, UpstreamObserver,
-    UserRepository, UserStoreError,
+    AccessStoreError, AgentPresence, AiModel, ConversationStoreError, EventLog, GenerationRegistry,
+    HandoffStore, LiveDelivery, PasswordHashError, PasswordHasher, RateLimitError, RateLimiter,
+    RefreshTokenStore, RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService,
+    UpstreamObserver, UserRepository, UserStoreError,
 };
 use crate::application::{
     AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationSettings,
-    LimitSettings, Limits, Rule,
+    HandoffSettings, LimitSettings, Limits, Rule,
 };
 use crate::config::{
     AiConfig, AuthConfig, Config, LimitsConfig, SessionConfig, StorageConfig, UpstreamConfig,
@@ -142,9 +144,11 @@ impl Adapters {
                 sessions: session_store(&config.sessions, config.limits.sessions_per_user).await?,
                 ai,
                 stats: metrics,
-                log: conversations.0,
-                live: conversations.1,
-                registry: conversations.2,
+                log: conversations.log,
+                live: conversations.live,
+                registry: conversations.registry,
+                handoffs: conversations.handoffs,
+                presence: conversations.presence,
             },
             limiter: rate_limiter(&config.sessions).await?,
         })
@@ -223,26 +227,29 @@ fn limit_settings(limits: &LimitsConfig, ping_interval: std::time::Duration) -> 
     }
 }
 
-/// The event log, live delivery and generation registry: in memory for one
-/// instance, or in Redis (the backplane that lets any instance serve any client).
-async fn conversation_stores(
-    sessions: &SessionConfig,
-) -> Result<
-    (
-        Arc<dyn EventLog>,
-        Arc<dyn LiveDelivery>,
-        Arc<dyn GenerationRegistry>,
-    ),
-    StartupError,
-> {
+/// What conversations run on besides the session store.
+struct ConversationStores {
+    log: Arc<dyn EventLog>,
+    live: Arc<dyn LiveDelivery>,
+    registry: Arc<dyn GenerationRegistry>,
+    handoffs: Arc<dyn HandoffStore>,
+    presence: Arc<dyn AgentPresence>,
+}
+
+/// The event log, live delivery, generation registry, handoff state and agent
+/// presence: in memory for one instance, or in Redis (the backplane that lets
+/// any instance serve any client).
+async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationStores, StartupError> {
     let limit = sessions.event_log_limit;
     let Some(url) = &sessions.redis_url else {
         tracing::info!("conversations: in memory (single instance)");
-        return Ok((
-            Arc::new(InMemoryEventLog::new(limit, sessions.ttl)),
-            Arc::new(InMemoryLiveDelivery::default()),
-            Arc::new(InMemoryGenerationRegistry::default()),
-        ));
+        return Ok(ConversationStores {
+            log: Arc::new(InMemoryEventLog::new(limit, sessions.ttl)),
+            live: Arc::new(InMemoryLiveDelivery::default()),
+            registry: Arc::new(InMemoryGenerationRegistry::default()),
+            handoffs: Arc::new(MemoryHandoffs::default()),
+            presence: Arc::new(MemoryPresence::default()),
+        });
     };
     tracing::info!("conversations: Redis backplane");
     let redis = RedisConversations::connect(
@@ -253,11 +260,17 @@ async fn conversation_stores(
     )
     .await
     .map_err(StartupError::RedisConversations)?;
-    Ok((
-        Arc::new(redis.log),
-        Arc::new(redis.live),
-        Arc::new(redis.registry),
-    ))
+    let (handoffs, presence) =
+        RedisHandoffs::connect(url.expose(), &sessions.redis_key_prefix, sessions.ttl)
+            .await
+            .map_err(StartupError::RedisConversations)?;
+    Ok(ConversationStores {
+        log: Arc::new(redis.log),
+        live: Arc::new(redis.live),
+        registry: Arc::new(redis.registry),
+        handoffs: Arc::new(handoffs),
+        presence: Arc::new(presence),
+    })
 }
 
 /// The user store, which also keeps the refresh tokens.
@@ -495,6 +508,10 @@ impl Application {
                 session_ttl: config.sessions.ttl,
                 lease: config.sessions.generation_lease,
                 unattended_timeout: config.sessions.unattended_generation_timeout,
+                handoff: HandoffSettings {
+                    queue_timeout: config.sessions.handoff_queue_timeout,
+                    away_grace: config.sessions.agent_away_grace,
+                },
             },
             limits,
         );

@@ -31,6 +31,21 @@ const GENERATION_BUCKETS: &[f64] = &[
 /// Label values created at start-up, so a dashboard sees zeros, not gaps.
 const GENERATION_OUTCOMES: &[&str] = &["completed", "cancelled", "failed", "lost_lease"];
 const LOGIN_OUTCOMES: &[&str] = &["success", "bad_credentials", "throttled", "busy", "error"];
+const HANDOFF_OUTCOMES: &[&str] = &[
+    "queued",
+    "claimed",
+    "released",
+    "resolved",
+    "cancelled",
+    "timeout",
+    "agent_away",
+];
+
+/// A customer waits for an agent from seconds to the queue timeout (10 min
+/// by default) and beyond, when it is raised.
+const HANDOFF_WAIT_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0,
+];
 
 /// The server's metrics.
 pub struct PrometheusMetrics {
@@ -50,6 +65,9 @@ pub struct PrometheusMetrics {
     store_errors: IntCounterVec,
     logins: IntCounterVec,
     rate_limited: IntCounterVec,
+    handoffs: IntCounterVec,
+    handoff_wait: Histogram,
+    handoff_queue: IntGauge,
 }
 
 impl std::fmt::Debug for PrometheusMetrics {
@@ -198,8 +216,32 @@ impl PrometheusMetrics {
                 "Requests refused by an abuse limit, by limit.",
                 &["limit"],
             ),
+            handoffs: counter_vec(
+                &r,
+                "handoffs_total",
+                "Human handoff transitions, by outcome (queued, claimed, released, \
+                 resolved, cancelled, timeout, agent_away).",
+                &["outcome"],
+            ),
+            handoff_wait: histogram(
+                &r,
+                "handoff_wait_seconds",
+                "How long a conversation waited in the queue before an agent claimed it.",
+                HANDOFF_WAIT_BUCKETS,
+            ),
+            handoff_queue: register(
+                &r,
+                IntGauge::new(
+                    "handoff_queue_length",
+                    "Conversations waiting for an agent (over all instances, as last read).",
+                )
+                .expect("valid metric name"),
+            ),
             registry: r,
         };
+        for outcome in HANDOFF_OUTCOMES {
+            metrics.handoffs.with_label_values(&[outcome]);
+        }
         for outcome in GENERATION_OUTCOMES {
             metrics.generations.with_label_values(&[outcome]);
         }
@@ -275,6 +317,19 @@ impl Stats for PrometheusMetrics {
         self.store_errors.with_label_values(&[store]).inc();
     }
 
+    fn handoff(&self, outcome: &'static str) {
+        self.handoffs.with_label_values(&[outcome]).inc();
+    }
+
+    fn handoff_wait(&self, waited: Duration) {
+        self.handoff_wait.observe(waited.as_secs_f64());
+    }
+
+    fn handoff_queue_length(&self, queued: u64) {
+        self.handoff_queue
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
+    }
+
     fn exposition(&self) -> Option<String> {
         let mut out = Vec::new();
         match TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -336,6 +391,9 @@ mod tests {
         m.store_error("sessions");
         m.login("bad_credentials");
         m.rate_limited("login");
+        m.handoff("claimed");
+        m.handoff_wait(Duration::from_secs(3));
+        m.handoff_queue_length(4);
         let text = m.exposition().unwrap();
         for (series, value) in [
             ("chatbot_websocket_connections_active", 1.0),
@@ -366,6 +424,10 @@ mod tests {
                 1.0,
             ),
             ("chatbot_rate_limited_total{limit=\"login\"}", 1.0),
+            ("chatbot_handoffs_total{outcome=\"claimed\"}", 1.0),
+            ("chatbot_handoffs_total{outcome=\"timeout\"}", 0.0),
+            ("chatbot_handoff_wait_seconds_count", 1.0),
+            ("chatbot_handoff_queue_length", 4.0),
         ] {
             assert_eq!(line_value(&text, series), Some(value), "{series} in\n{text}");
         }

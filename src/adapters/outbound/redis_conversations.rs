@@ -140,7 +140,7 @@ impl Keys {
 }
 
 /// Opens a connection manager and checks that Redis answers a PING.
-async fn connect_manager(
+pub(super) async fn connect_manager(
     client: redis::Client,
 ) -> Result<ConnectionManager, ConversationStoreError> {
     let config = manager_config();
@@ -163,7 +163,7 @@ async fn connect_manager(
 }
 
 /// The URL may carry a password, so it is deliberately left out of errors.
-fn open_client(url: &str) -> Result<redis::Client, ConversationStoreError> {
+pub(super) fn open_client(url: &str) -> Result<redis::Client, ConversationStoreError> {
     redis::Client::open(url).map_err(|e| ConversationStoreError::new("invalid Redis URL", e))
 }
 

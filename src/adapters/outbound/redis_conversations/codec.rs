@@ -10,8 +10,9 @@ use crate::application::ports::ConversationStoreError;
 use crate::domain::conversation::{
     ClientMessageId, ConversationEvent, GenerationFailure, LoggedEvent, Seq,
 };
+use crate::domain::handoff::AgentRef;
 use crate::domain::time::{iso_millis, parse_iso};
-use crate::domain::{MessageId, StreamStatus};
+use crate::domain::{MessageId, StreamStatus, UserId, Username};
 
 /// One event as a log entry holds it. The seq is not stored: it follows from
 /// the entry's position and the session's head.
@@ -60,6 +61,50 @@ enum StoredKind {
     EscalationResponse {
         message: String,
     },
+    HandoffQueued {
+        agents_online: u64,
+    },
+    AgentJoined {
+        agent: StoredAgent,
+    },
+    AgentMessage {
+        message_id: String,
+        content: String,
+        agent: StoredAgent,
+    },
+    AgentLeft {
+        agent: StoredAgent,
+    },
+    HandoffResolved {
+        agent: StoredAgent,
+    },
+    HandoffTimeout,
+    HandoffCancelled,
+}
+
+/// An agent as handoff events name it.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredAgent {
+    id: String,
+    username: String,
+}
+
+impl From<&AgentRef> for StoredAgent {
+    fn from(a: &AgentRef) -> Self {
+        Self {
+            id: a.id.as_str().to_owned(),
+            username: a.username.as_str().to_owned(),
+        }
+    }
+}
+
+fn agent_ref(a: StoredAgent) -> Result<AgentRef, ConversationStoreError> {
+    let id = UserId::parse(&a.id)
+        .map_err(|e| ConversationStoreError::new(format!("stored agent id {:?}", a.id), e))?;
+    let username = Username::parse(&a.username).map_err(|e| {
+        ConversationStoreError::new(format!("stored agent name {:?}", a.username), e)
+    })?;
+    Ok(AgentRef { id, username })
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -178,6 +223,29 @@ fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
         ConversationEvent::EscalationResponse { message } => StoredKind::EscalationResponse {
             message: message.clone(),
         },
+        ConversationEvent::HandoffQueued { agents_online } => StoredKind::HandoffQueued {
+            agents_online: *agents_online,
+        },
+        ConversationEvent::AgentJoined { agent } => StoredKind::AgentJoined {
+            agent: agent.into(),
+        },
+        ConversationEvent::AgentMessage {
+            message_id,
+            content,
+            agent,
+        } => StoredKind::AgentMessage {
+            message_id: id(message_id),
+            content: content.clone(),
+            agent: agent.into(),
+        },
+        ConversationEvent::AgentLeft { agent } => StoredKind::AgentLeft {
+            agent: agent.into(),
+        },
+        ConversationEvent::HandoffResolved { agent } => StoredKind::HandoffResolved {
+            agent: agent.into(),
+        },
+        ConversationEvent::HandoffTimeout => StoredKind::HandoffTimeout,
+        ConversationEvent::HandoffCancelled => StoredKind::HandoffCancelled,
     };
     StoredEvent {
         at: iso_millis(at),
@@ -239,6 +307,29 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
         StoredKind::EscalationResponse { message } => {
             ConversationEvent::EscalationResponse { message }
         }
+        StoredKind::HandoffQueued { agents_online } => {
+            ConversationEvent::HandoffQueued { agents_online }
+        }
+        StoredKind::AgentJoined { agent } => ConversationEvent::AgentJoined {
+            agent: agent_ref(agent)?,
+        },
+        StoredKind::AgentMessage {
+            message_id: m,
+            content,
+            agent,
+        } => ConversationEvent::AgentMessage {
+            message_id: message_id(&m)?,
+            content,
+            agent: agent_ref(agent)?,
+        },
+        StoredKind::AgentLeft { agent } => ConversationEvent::AgentLeft {
+            agent: agent_ref(agent)?,
+        },
+        StoredKind::HandoffResolved { agent } => ConversationEvent::HandoffResolved {
+            agent: agent_ref(agent)?,
+        },
+        StoredKind::HandoffTimeout => ConversationEvent::HandoffTimeout,
+        StoredKind::HandoffCancelled => ConversationEvent::HandoffCancelled,
     })
 }
 
@@ -337,7 +428,25 @@ mod tests {
             ConversationEvent::EscalationResponse {
                 message: "a human will answer".into(),
             },
+            ConversationEvent::HandoffQueued { agents_online: 2 },
+            ConversationEvent::AgentJoined { agent: agent() },
+            ConversationEvent::AgentMessage {
+                message_id: mid("msg_g"),
+                content: "I can help".into(),
+                agent: agent(),
+            },
+            ConversationEvent::AgentLeft { agent: agent() },
+            ConversationEvent::HandoffResolved { agent: agent() },
+            ConversationEvent::HandoffTimeout,
+            ConversationEvent::HandoffCancelled,
         ]
+    }
+
+    fn agent() -> AgentRef {
+        AgentRef {
+            id: UserId::parse("agent-1").unwrap(),
+            username: Username::parse("bob").unwrap(),
+        }
     }
 
     fn at() -> DateTime<Utc> {

@@ -1,0 +1,199 @@
+//! Handoff state and agent presence in this process's memory, for a single
+//! instance (`SESSION_STORE=memory`): the same contract as the Redis
+//! adapters, with a mutex standing in for the store's atomicity.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+
+use crate::application::ports::{
+    AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
+};
+use crate::domain::handoff::{Handoff, Mode};
+use crate::domain::{SessionId, UserId};
+
+/// How many changes a slow listener may fall behind before it is told it lagged.
+pub const CHANGES_BUFFER: usize = 256;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Queued and assigned conversations, keyed by session.
+pub struct MemoryHandoffs {
+    records: Mutex<HashMap<SessionId, Handoff>>,
+    changes: broadcast::Sender<HandoffChange>,
+}
+
+impl Default for MemoryHandoffs {
+    fn default() -> Self {
+        Self {
+            records: Mutex::new(HashMap::new()),
+            changes: broadcast::channel(CHANGES_BUFFER).0,
+        }
+    }
+}
+
+impl MemoryHandoffs {
+    fn select(&self, limit: usize, keep: impl Fn(&Handoff) -> bool) -> Vec<Handoff> {
+        let mut out: Vec<Handoff> = lock(&self.records)
+            .values()
+            .filter(|h| keep(h))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            (a.waiting_since, a.session.as_str()).cmp(&(b.waiting_since, b.session.as_str()))
+        });
+        out.truncate(limit);
+        out
+    }
+}
+
+#[async_trait]
+impl HandoffStore for MemoryHandoffs {
+    async fn get(&self, session: &SessionId) -> Result<Option<Handoff>, ConversationStoreError> {
+        Ok(lock(&self.records).get(session).cloned())
+    }
+
+    async fn swap(
+        &self,
+        session: &SessionId,
+        expected: u64,
+        next: Option<Handoff>,
+    ) -> Result<Swap, ConversationStoreError> {
+        let mode = {
+            let mut records = lock(&self.records);
+            let current = records.get(session).map_or(0, |h| h.version);
+            if current != expected {
+                return Ok(Swap::Conflict);
+            }
+            match next {
+                Some(mut next) => {
+                    next.version = expected + 1;
+                    let mode = next.mode.clone();
+                    records.insert(session.clone(), next);
+                    mode
+                }
+                None => {
+                    records.remove(session);
+                    Mode::Bot
+                }
+            }
+        };
+        // Nobody listening is fine: there is no agent socket on this instance.
+        let _ = self.changes.send(HandoffChange {
+            session: session.clone(),
+            mode,
+        });
+        Ok(Swap::Done)
+    }
+
+    async fn queue(&self, limit: usize) -> Result<Vec<Handoff>, ConversationStoreError> {
+        Ok(self.select(limit, |h| h.mode == Mode::Queued))
+    }
+
+    async fn held_by(
+        &self,
+        agent: &UserId,
+        limit: usize,
+    ) -> Result<Vec<Handoff>, ConversationStoreError> {
+        Ok(self.select(limit, |h| h.mode.agent().is_some_and(|a| a.id == *agent)))
+    }
+
+    async fn active(&self, limit: usize) -> Result<Vec<Handoff>, ConversationStoreError> {
+        Ok(self.select(limit, |_| true))
+    }
+
+    fn changes(&self) -> broadcast::Receiver<HandoffChange> {
+        self.changes.subscribe()
+    }
+}
+
+/// One agent's open sockets (each with its lease's end) and when it was last seen.
+#[derive(Default)]
+struct Agent {
+    sockets: HashMap<String, DateTime<Utc>>,
+    last_seen: Option<DateTime<Utc>>,
+}
+
+impl Agent {
+    /// Drops lapsed leases, remembering the latest as the last sighting.
+    fn expire(&mut self, now: DateTime<Utc>) {
+        let lapsed: Vec<DateTime<Utc>> = self
+            .sockets
+            .values()
+            .copied()
+            .filter(|until| *until <= now)
+            .collect();
+        self.sockets.retain(|_, until| *until > now);
+        if let Some(latest) = lapsed.into_iter().max() {
+            self.last_seen = Some(self.last_seen.map_or(latest, |s| s.max(latest)));
+        }
+    }
+}
+
+/// Agent sockets' leases, per agent.
+#[derive(Default)]
+pub struct MemoryPresence {
+    agents: Mutex<HashMap<UserId, Agent>>,
+}
+
+#[async_trait]
+impl AgentPresence for MemoryPresence {
+    async fn renew(
+        &self,
+        agent: &UserId,
+        socket: &str,
+        lease: Duration,
+    ) -> Result<(), ConversationStoreError> {
+        let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let mut agents = lock(&self.agents);
+        let entry = agents.entry(agent.clone()).or_default();
+        entry.sockets.insert(socket.to_owned(), until);
+        Ok(())
+    }
+
+    async fn leave(&self, agent: &UserId, socket: &str) -> Result<(), ConversationStoreError> {
+        let mut agents = lock(&self.agents);
+        if let Some(entry) = agents.get_mut(agent) {
+            if entry.sockets.remove(socket).is_some() {
+                entry.last_seen = Some(Utc::now());
+            }
+        }
+        Ok(())
+    }
+
+    async fn online(&self, agent: &UserId) -> Result<bool, ConversationStoreError> {
+        let mut agents = lock(&self.agents);
+        Ok(agents.get_mut(agent).is_some_and(|a| {
+            a.expire(Utc::now());
+            !a.sockets.is_empty()
+        }))
+    }
+
+    async fn last_seen(
+        &self,
+        agent: &UserId,
+    ) -> Result<Option<DateTime<Utc>>, ConversationStoreError> {
+        let mut agents = lock(&self.agents);
+        Ok(agents.get_mut(agent).and_then(|a| {
+            a.expire(Utc::now());
+            a.last_seen
+        }))
+    }
+
+    async fn online_count(&self) -> Result<u64, ConversationStoreError> {
+        let now = Utc::now();
+        let mut agents = lock(&self.agents);
+        let mut online = 0;
+        for agent in agents.values_mut() {
+            agent.expire(now);
+            online += u64::from(!agent.sockets.is_empty());
+        }
+        Ok(online)
+    }
+}

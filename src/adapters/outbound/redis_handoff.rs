@@ -1,0 +1,609 @@
+//! Handoff state and agent presence in Redis, shared by every instance: the
+//! mode of a conversation changes by one compare-and-set script, so exactly
+//! one of two concurrent claims wins wherever they arrive.
+//!
+//! Layout under the key prefix `P`:
+//! - `P:handoff:{session}`: a hash `v` (version), `data` (the record as JSON),
+//!   `agent` (the holding agent's id, or empty); it expires with the session;
+//! - `P:handoff:queue`: queued sessions scored by when they began waiting;
+//! - `P:handoff:active`: every queued or assigned session (for the timers);
+//! - `P:handoff:agent:{agent}`: the sessions an agent holds;
+//! - channel `P:handoff:changes`: each change, for every instance's agent sockets;
+//! - `P:agents:{agent}:sockets`: the agent's open sockets scored by lease end;
+//! - `P:agents:online`: agents scored by their latest lease end (lowered to
+//!   "now" when the last socket closes), which is also when they were last seen.
+//!
+//! Index entries whose record expired are dropped when a read finds them.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{RedisError, Script};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::memory_handoff::CHANGES_BUFFER;
+use super::redis_conversations::{connect_manager, open_client};
+use super::redis_manager::CONNECT_TIMEOUT;
+use crate::application::ports::{
+    AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
+};
+use crate::domain::handoff::{AgentRef, Handoff, Mode};
+use crate::domain::{SessionId, SessionUser, UserId, Username};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// KEYS: record, queue, active. ARGV: expected version, data ('' deletes),
+/// session, mode, agent id, waiting-since ms, agent index prefix, ttl ms,
+/// channel, announcement. Returns 1 when stored, 0 on a version conflict.
+static SWAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if cur ~= tonumber(ARGV[1]) then return 0 end
+local old_agent = redis.call('HGET', KEYS[1], 'agent')
+if old_agent and old_agent ~= '' then redis.call('SREM', ARGV[7] .. old_agent, ARGV[3]) end
+redis.call('ZREM', KEYS[2], ARGV[3])
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+else
+  redis.call('HSET', KEYS[1], 'v', cur + 1, 'data', ARGV[2], 'agent', ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
+  if ARGV[4] == 'queued' then redis.call('ZADD', KEYS[2], ARGV[6], ARGV[3]) end
+  if ARGV[5] ~= '' then redis.call('SADD', ARGV[7] .. ARGV[5], ARGV[3]) end
+end
+redis.call('PUBLISH', ARGV[9], ARGV[10])
+return 1
+",
+    )
+});
+
+/// KEYS: agent's sockets, online set. ARGV: socket, now ms, agent id.
+/// The socket's lease ends now; if it was the last, the agent was last seen now.
+static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 1 and redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[2], '+inf') == 0 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+end
+return removed
+",
+    )
+});
+
+#[derive(Serialize, Deserialize)]
+struct StoredAgent {
+    id: String,
+    username: String,
+}
+
+/// A handoff record as the `data` field holds it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredHandoff {
+    session: String,
+    user: StoredAgent,
+    mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent: Option<StoredAgent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    assigned_at: Option<i64>,
+    waiting_since: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_message: Option<String>,
+}
+
+/// A change as announced on the channel.
+#[derive(Serialize, Deserialize)]
+struct Announcement {
+    session: String,
+    mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent: Option<StoredAgent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<i64>,
+}
+
+fn stored_agent(a: &AgentRef) -> StoredAgent {
+    StoredAgent {
+        id: a.id.as_str().to_owned(),
+        username: a.username.as_str().to_owned(),
+    }
+}
+
+fn agent_back(a: StoredAgent) -> Option<AgentRef> {
+    Some(AgentRef {
+        id: UserId::parse(&a.id).ok()?,
+        username: Username::parse(&a.username).ok()?,
+    })
+}
+
+fn time_back(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+fn mode_back(mode: &str, agent: Option<StoredAgent>, since: Option<i64>) -> Option<Mode> {
+    match mode {
+        "bot" => Some(Mode::Bot),
+        "queued" => Some(Mode::Queued),
+        "assigned" => Some(Mode::Assigned {
+            agent: agent_back(agent?)?,
+            since: time_back(since?)?,
+        }),
+        _ => None,
+    }
+}
+
+fn encode(h: &Handoff) -> String {
+    let (agent, assigned_at) = match &h.mode {
+        Mode::Assigned { agent, since } => {
+            (Some(stored_agent(agent)), Some(since.timestamp_millis()))
+        }
+        Mode::Bot | Mode::Queued => (None, None),
+    };
+    let stored = StoredHandoff {
+        session: h.session.as_str().to_owned(),
+        user: StoredAgent {
+            id: h.user.id.as_str().to_owned(),
+            username: h.user.username.as_str().to_owned(),
+        },
+        mode: h.mode.as_str().to_owned(),
+        agent,
+        assigned_at,
+        waiting_since: h.waiting_since.timestamp_millis(),
+        last_message: h.last_message.clone(),
+    };
+    serde_json::to_string(&stored).unwrap_or_default()
+}
+
+fn decode(raw: &str, version: u64) -> Result<Handoff, ConversationStoreError> {
+    let corrupt = || ConversationStoreError::bare("a stored handoff record is unreadable");
+    let s: StoredHandoff = serde_json::from_str(raw)
+        .map_err(|e| ConversationStoreError::new("a stored handoff record is not JSON", e))?;
+    Ok(Handoff {
+        session: SessionId::parse(&s.session).map_err(|_| corrupt())?,
+        user: SessionUser {
+            id: UserId::parse(&s.user.id).map_err(|_| corrupt())?,
+            username: Username::parse(&s.user.username).map_err(|_| corrupt())?,
+        },
+        mode: mode_back(&s.mode, s.agent, s.assigned_at).ok_or_else(corrupt)?,
+        waiting_since: time_back(s.waiting_since).ok_or_else(corrupt)?,
+        last_message: s.last_message,
+        version,
+    })
+}
+
+fn failed(context: &'static str) -> impl Fn(RedisError) -> ConversationStoreError {
+    move |e| ConversationStoreError::new(context, e)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The handoff store of one instance.
+pub struct RedisHandoffs {
+    conn: ConnectionManager,
+    prefix: String,
+    ttl: Duration,
+    changes: broadcast::Sender<HandoffChange>,
+    /// Stops the channel reader when the store is dropped.
+    _watcher: DropGuard,
+}
+
+/// Agent presence in Redis.
+pub struct RedisPresence {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisHandoffs {
+    /// Connects, subscribes to the change channel (before returning, so no
+    /// change published afterwards is missed) and starts its reader. Records
+    /// live as long as a session (`ttl`) after their last change.
+    ///
+    /// # Errors
+    /// [`ConversationStoreError`] when Redis does not answer.
+    pub async fn connect(
+        url: &str,
+        key_prefix: &str,
+        ttl: Duration,
+    ) -> Result<(Self, RedisPresence), ConversationStoreError> {
+        let client = open_client(url)?;
+        let conn = connect_manager(client.clone()).await?;
+        let channel = format!("{key_prefix}:handoff:changes");
+        let stream = subscribe(&client, &channel).await?;
+        let changes = broadcast::channel(CHANGES_BUFFER).0;
+        let cancel = CancellationToken::new();
+        let reader = Reader {
+            client,
+            channel,
+            changes: changes.clone(),
+        };
+        tokio::spawn(reader.run(stream, cancel.clone()));
+        let presence = RedisPresence {
+            conn: conn.clone(),
+            prefix: key_prefix.to_owned(),
+        };
+        let store = Self {
+            conn,
+            prefix: key_prefix.to_owned(),
+            ttl,
+            changes,
+            _watcher: cancel.drop_guard(),
+        };
+        Ok((store, presence))
+    }
+
+    fn record_key(&self, session: &str) -> String {
+        format!("{}:handoff:{session}", self.prefix)
+    }
+
+    fn queue_key(&self) -> String {
+        format!("{}:handoff:queue", self.prefix)
+    }
+
+    fn active_key(&self) -> String {
+        format!("{}:handoff:active", self.prefix)
+    }
+
+    fn agent_prefix(&self) -> String {
+        format!("{}:handoff:agent:", self.prefix)
+    }
+
+    /// Reads the records of `sessions` in one round trip, dropping (and
+    /// unindexing) those that expired.
+    async fn records(
+        &self,
+        sessions: Vec<String>,
+        index: &str,
+    ) -> Result<Vec<Handoff>, ConversationStoreError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for s in &sessions {
+            pipe.cmd("HMGET")
+                .arg(self.record_key(s))
+                .arg("v")
+                .arg("data");
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<(Option<u64>, Option<String>)> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("could not read handoff records"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (session, row) in sessions.iter().zip(rows) {
+            match row {
+                (Some(v), Some(data)) => out.push(decode(&data, v)?),
+                _ => {
+                    let _: Result<(), _> = redis::cmd("ZREM")
+                        .arg(index)
+                        .arg(session)
+                        .query_async(&mut conn)
+                        .await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ranked(
+        &self,
+        key: String,
+        limit: usize,
+    ) -> Result<Vec<Handoff>, ConversationStoreError> {
+        let mut conn = self.conn.clone();
+        let sessions: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(limit.saturating_sub(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("could not read the handoff queue"))?;
+        self.records(sessions, &key).await
+    }
+}
+
+#[async_trait]
+impl HandoffStore for RedisHandoffs {
+    async fn get(&self, session: &SessionId) -> Result<Option<Handoff>, ConversationStoreError> {
+        let mut conn = self.conn.clone();
+        let (v, data): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.record_key(session.as_str()))
+            .arg("v")
+            .arg("data")
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("could not read a handoff record"))?;
+        match (v, data) {
+            (Some(v), Some(data)) => decode(&data, v).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn swap(
+        &self,
+        session: &SessionId,
+        expected: u64,
+        next: Option<Handoff>,
+    ) -> Result<Swap, ConversationStoreError> {
+        let data = next.as_ref().map(encode).unwrap_or_default();
+        let mode = next.as_ref().map_or(Mode::Bot, |h| h.mode.clone());
+        let agent = mode
+            .agent()
+            .map(|a| a.id.as_str().to_owned())
+            .unwrap_or_default();
+        let waiting = next
+            .as_ref()
+            .map_or(0, |h| h.waiting_since.timestamp_millis());
+        let announcement = Announcement {
+            session: session.as_str().to_owned(),
+            mode: mode.as_str().to_owned(),
+            agent: mode.agent().map(stored_agent),
+            since: match &mode {
+                Mode::Assigned { since, .. } => Some(since.timestamp_millis()),
+                Mode::Bot | Mode::Queued => None,
+            },
+        };
+        let mut conn = self.conn.clone();
+        let done: i64 = SWAP
+            .key(self.record_key(session.as_str()))
+            .key(self.queue_key())
+            .key(self.active_key())
+            .arg(expected)
+            .arg(data)
+            .arg(session.as_str())
+            .arg(mode.as_str())
+            .arg(agent)
+            .arg(waiting)
+            .arg(self.agent_prefix())
+            .arg(millis(self.ttl))
+            .arg(format!("{}:handoff:changes", self.prefix))
+            .arg(serde_json::to_string(&announcement).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(failed("could not change a handoff"))?;
+        Ok(if done == 1 {
+            Swap::Done
+        } else {
+            Swap::Conflict
+        })
+    }
+
+    async fn queue(&self, limit: usize) -> Result<Vec<Handoff>, ConversationStoreError> {
+        self.ranked(self.queue_key(), limit).await
+    }
+
+    async fn held_by(
+        &self,
+        agent: &UserId,
+        limit: usize,
+    ) -> Result<Vec<Handoff>, ConversationStoreError> {
+        let key = format!("{}{}", self.agent_prefix(), agent.as_str());
+        let mut conn = self.conn.clone();
+        let sessions: Vec<String> = redis::cmd("SRANDMEMBER")
+            .arg(&key)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("could not read an agent's conversations"))?;
+        let mut held: Vec<Handoff> = self
+            .records(sessions, &key)
+            .await?
+            .into_iter()
+            // The set may lag a record that expired and came back otherwise.
+            .filter(|h| h.mode.agent().is_some_and(|a| a.id == *agent))
+            .collect();
+        held.sort_by_key(|h| h.waiting_since);
+        Ok(held)
+    }
+
+    async fn active(&self, limit: usize) -> Result<Vec<Handoff>, ConversationStoreError> {
+        self.ranked(self.active_key(), limit).await
+    }
+
+    fn changes(&self) -> broadcast::Receiver<HandoffChange> {
+        self.changes.subscribe()
+    }
+}
+
+impl RedisPresence {
+    fn sockets_key(&self, agent: &UserId) -> String {
+        format!("{}:agents:{}:sockets", self.prefix, agent.as_str())
+    }
+
+    fn online_key(&self) -> String {
+        format!("{}:agents:online", self.prefix)
+    }
+}
+
+#[async_trait]
+impl AgentPresence for RedisPresence {
+    async fn renew(
+        &self,
+        agent: &UserId,
+        socket: &str,
+        lease: Duration,
+    ) -> Result<(), ConversationStoreError> {
+        let until =
+            Utc::now().timestamp_millis() + i64::try_from(millis(lease)).unwrap_or(i64::MAX / 2);
+        let sockets = self.sockets_key(agent);
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&sockets)
+            .arg(until)
+            .arg(socket)
+            .ignore()
+            // Lapsed sockets of a dead instance go when the agent comes back.
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&sockets)
+            .arg("-inf")
+            .arg(Utc::now().timestamp_millis())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&sockets)
+            .arg(millis(lease))
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.online_key())
+            .arg("GT")
+            .arg(until)
+            .arg(agent.as_str())
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(failed("could not renew an agent's presence"))
+    }
+
+    async fn leave(&self, agent: &UserId, socket: &str) -> Result<(), ConversationStoreError> {
+        let mut conn = self.conn.clone();
+        LEAVE
+            .key(self.sockets_key(agent))
+            .key(self.online_key())
+            .arg(socket)
+            .arg(Utc::now().timestamp_millis())
+            .arg(agent.as_str())
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(failed("could not record an agent leaving"))
+    }
+
+    async fn online(&self, agent: &UserId) -> Result<bool, ConversationStoreError> {
+        let mut conn = self.conn.clone();
+        let open: u64 = redis::cmd("ZCOUNT")
+            .arg(self.sockets_key(agent))
+            .arg(format!("({}", Utc::now().timestamp_millis()))
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("could not read an agent's presence"))?;
+        Ok(open > 0)
+    }
+
+    async fn last_seen(
+        &self,
+        agent: &UserId,
+    ) -> Result<Option<DateTime<Utc>>, ConversationStoreError> {
+        let mut conn = self.conn.clone();
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(self.online_key())
+            .arg(agent.as_str())
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("could not read an agent's presence"))?;
+        // A lease end still ahead is an agent online now; the last sighting is
+        // then not known yet.
+        Ok(score
+            .map(|ms| ms as i64)
+            .and_then(time_back)
+            .filter(|at| *at <= Utc::now()))
+    }
+
+    async fn online_count(&self) -> Result<u64, ConversationStoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ZCOUNT")
+            .arg(self.online_key())
+            .arg(format!("({}", Utc::now().timestamp_millis()))
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("could not count agents online"))
+    }
+}
+
+/// The pub/sub link: its sink is kept so the subscription stays open.
+type Messages = (redis::aio::PubSubSink, redis::aio::PubSubStream);
+
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> Result<Messages, ConversationStoreError> {
+    let attempt = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok::<_, RedisError>(pubsub.split())
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(ConversationStoreError::new(
+            "Redis pub/sub connection failed",
+            e,
+        )),
+        Err(e) => Err(ConversationStoreError::new(
+            "Redis pub/sub did not answer in time",
+            e,
+        )),
+    }
+}
+
+fn decode_announcement(payload: &[u8]) -> Option<HandoffChange> {
+    let a: Announcement = serde_json::from_slice(payload).ok()?;
+    Some(HandoffChange {
+        session: SessionId::parse(&a.session).ok()?,
+        mode: mode_back(&a.mode, a.agent, a.since)?,
+    })
+}
+
+/// Reads the change channel for this instance, reconnecting with backoff.
+struct Reader {
+    client: redis::Client,
+    channel: String,
+    changes: broadcast::Sender<HandoffChange>,
+}
+
+impl Reader {
+    async fn run(self, first: Messages, cancel: CancellationToken) {
+        let mut stream = Some(first);
+        loop {
+            let (_sink, mut messages) = match stream.take() {
+                Some(s) => s,
+                None => match self.reconnect(&cancel).await {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    msg = messages.next() => match msg {
+                        Some(msg) => {
+                            if let Some(change) = decode_announcement(msg.get_payload_bytes()) {
+                                let _ = self.changes.send(change);
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+            tracing::warn!("handoff change channel lost; reconnecting");
+        }
+    }
+
+    async fn reconnect(&self, cancel: &CancellationToken) -> Option<Messages> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+            if let Ok(stream) = subscribe(&self.client, &self.channel).await {
+                tracing::info!("handoff change channel reconnected");
+                return Some(stream);
+            }
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+    }
+}
