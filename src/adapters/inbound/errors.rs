@@ -19,8 +19,9 @@ use poem_openapi::Enum;
 use super::openapi::Json;
 
 use crate::application::ports::AiError;
-use crate::application::{AuthError, ChatError};
+use crate::application::{AuthError, ChatError, HandoffRefusal};
 use crate::domain::conversation::GenerationFailure;
+use crate::domain::handoff::HandoffError;
 
 /// Declares [`ErrorCode`] and its table from one list, so a code cannot exist
 /// without its wire name, status, channel and message.
@@ -71,6 +72,7 @@ const BAD_REQUEST: Option<StatusCode> = Some(StatusCode::BAD_REQUEST);
 const UNAUTHORIZED: Option<StatusCode> = Some(StatusCode::UNAUTHORIZED);
 const UNAVAILABLE: Option<StatusCode> = Some(StatusCode::SERVICE_UNAVAILABLE);
 const WS_ONLY: Option<StatusCode> = None;
+const CONFLICT: Option<StatusCode> = Some(StatusCode::CONFLICT);
 
 error_catalogue! {
     // --- request shape (REST)
@@ -104,7 +106,7 @@ error_catalogue! {
     MethodNotAllowed = "method_not_allowed", status: Some(StatusCode::METHOD_NOT_ALLOWED), websocket: false,
         "This path does not accept that method";
     /// An unknown session, or someone else's: the two are indistinguishable.
-    SessionNotFound = "session_not_found", status: Some(StatusCode::NOT_FOUND), websocket: false,
+    SessionNotFound = "session_not_found", status: Some(StatusCode::NOT_FOUND), websocket: true,
         "There is no such session";
     OriginNotAllowed = "origin_not_allowed", status: Some(StatusCode::FORBIDDEN), websocket: false,
         "This browser origin is not allowed (CORS_ORIGIN)";
@@ -137,6 +139,10 @@ error_catalogue! {
         "The WebSocket ticket is unknown, spent or expired; ask for a new one";
     RegistrationClosed = "registration_closed", status: Some(StatusCode::FORBIDDEN), websocket: false,
         "Registration is closed on this server";
+    /// The route or socket is for human agents; the role is read from the
+    /// user store on every request, so a demoted agent is refused at once.
+    AgentOnly = "agent_only", status: Some(StatusCode::FORBIDDEN), websocket: false,
+        "This requires an agent account";
 
     // --- the WebSocket upgrade
     WebsocketUpgradeRequired = "websocket_upgrade_required", status: BAD_REQUEST, websocket: false,
@@ -154,7 +160,7 @@ error_catalogue! {
     InvalidMessage = "invalid_message", status: WS_ONLY, websocket: true,
         "Messages must be JSON objects with a string 'type'";
     UnknownType = "unknown_type", status: WS_ONLY, websocket: true,
-        "Unknown message type; expected chat, stop, human-escalation, ping or auth";
+        "Unknown message type; see /api/websocket/info for the types this socket takes";
     InvalidContent = "invalid_content", status: WS_ONLY, websocket: true,
         "A chat message needs a non-blank string 'content'";
     ContentTooLong = "content_too_long", status: WS_ONLY, websocket: true,
@@ -173,6 +179,19 @@ error_catalogue! {
     /// The `lastSeq` a client resumed with is beyond the session's latest event.
     LastSeqAhead = "last_seq_ahead", status: WS_ONLY, websocket: true,
         "lastSeq is ahead of this session's latest event; nothing was replayed";
+
+    // --- human handoff
+    /// A claim of a conversation another agent already holds (exactly one
+    /// claim wins across all instances).
+    AlreadyClaimed = "already_claimed", status: CONFLICT, websocket: true,
+        "Another agent already claimed this conversation";
+    /// A claim (or a customer's `handoff-cancel`) of a conversation that is
+    /// not waiting for an agent.
+    NotQueued = "not_queued", status: CONFLICT, websocket: true,
+        "This conversation is not waiting for an agent";
+    /// A reply, release or resolve of a conversation this agent does not hold.
+    NotAssigned = "not_assigned", status: CONFLICT, websocket: true,
+        "This conversation is not assigned to you";
 
     // --- abuse limits
     /// A rate or concurrency limit refused the request; nothing was done. HTTP
@@ -246,6 +265,7 @@ impl From<&AuthError> for ErrorCode {
             AuthError::InvalidRefreshToken => Self::InvalidRefreshToken,
             AuthError::InvalidTicket => Self::InvalidTicket,
             AuthError::RegistrationClosed => Self::RegistrationClosed,
+            AuthError::AgentOnly => Self::AgentOnly,
             AuthError::RateLimited(_) => Self::RateLimited,
             AuthError::Busy => Self::ServiceUnavailable,
             AuthError::Internal => Self::InternalError,
@@ -269,6 +289,19 @@ impl From<&ChatError> for ErrorCode {
             ChatError::SessionStore(_) | ChatError::Conversation(_) => {
                 Self::SessionStoreUnavailable
             }
+        }
+    }
+}
+
+/// What a client is told about a refused handoff request.
+impl From<&HandoffRefusal> for ErrorCode {
+    fn from(e: &HandoffRefusal) -> Self {
+        match e {
+            HandoffRefusal::Rule(HandoffError::AlreadyClaimed) => Self::AlreadyClaimed,
+            HandoffRefusal::Rule(HandoffError::NotQueued) => Self::NotQueued,
+            HandoffRefusal::Rule(HandoffError::NotAssigned) => Self::NotAssigned,
+            HandoffRefusal::SessionGone => Self::SessionNotFound,
+            HandoffRefusal::Failed(e) => Self::from(e),
         }
     }
 }

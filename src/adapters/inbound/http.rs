@@ -16,7 +16,9 @@ use tracing::Instrument;
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{liveness, readiness, Api};
+use super::rest_agent::AgentApi;
 use super::rest_tokens::TokenApi;
+use super::ws::agent::agent_ws_endpoint;
 use super::ws::ws_endpoint;
 use super::{resolve_client_ip, AppContext, RequestContext};
 use crate::domain::{RequestId, TraceContext};
@@ -28,8 +30,13 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The OpenAPI service; its doc comments and response enums are the spec.
-pub fn api_service() -> OpenApiService<(Api, TokenApi), ()> {
-    OpenApiService::new((Api, TokenApi), "chatbot-server", env!("CARGO_PKG_VERSION")).description(
+pub fn api_service() -> OpenApiService<(Api, TokenApi, AgentApi), ()> {
+    OpenApiService::new(
+        (Api, TokenApi, AgentApi),
+        "chatbot-server",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
         "REST API of chatbot-server: register and log in for a JWT and a refresh token, buy a \
          single-use ticket with the JWT (`POST /api/auth/ws-ticket`), then open the WebSocket \
          at `/ws?ticket=<ticket>` to chat (non-browser clients may also send the JWT as \
@@ -63,6 +70,7 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
     let allowed = Arc::new(AllowedMethods::of_routes());
     let mut routes = Route::new()
         .at("/ws", get(ws_endpoint))
+        .at("/agent/ws", get(agent_ws_endpoint))
         .at("/openapi.json", spec)
         .nest("/docs", docs);
     if ctx.metrics_on_main_port {
@@ -153,7 +161,7 @@ impl AllowedMethods {
             }
         }
         // `/openapi.json` answers any method.
-        for path in ["/ws", "/docs", "/docs/*"] {
+        for path in ["/ws", "/agent/ws", "/docs", "/docs/*"] {
             routes
                 .entry(path.to_owned())
                 .or_default()
@@ -409,6 +417,9 @@ fn method_label(method: &Method) -> &'static str {
 fn route_label(path: &str) -> &'static str {
     const ROUTES: &[&str] = &[
         "/ws",
+        "/agent/ws",
+        "/api/agent/queue",
+        "/api/agent/conversations",
         "/metrics",
         "/health",
         "/health/live",
@@ -437,7 +448,26 @@ fn route_label(path: &str) -> &'static str {
     if events.is_some_and(|id| !id.is_empty() && !id.contains('/')) {
         return "/api/sessions/{id}/events";
     }
+    if let Some(route) = agent_action_label(path) {
+        return route;
+    }
     "unmatched"
+}
+
+/// `/api/agent/conversations/{id}/<action>` as its template.
+fn agent_action_label(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/api/agent/conversations/")?;
+    let (id, action) = rest.split_once('/')?;
+    if id.is_empty() || id.contains('/') {
+        return None;
+    }
+    match action {
+        "claim" => Some("/api/agent/conversations/{id}/claim"),
+        "release" => Some("/api/agent/conversations/{id}/release"),
+        "resolve" => Some("/api/agent/conversations/{id}/resolve"),
+        "messages" => Some("/api/agent/conversations/{id}/messages"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -455,6 +485,15 @@ mod tests {
         assert_eq!(route_label("/api/sessions/a/b/events"), "unmatched");
         assert_eq!(route_label("/docs/index.css"), "/docs");
         assert_eq!(route_label("/no/such/thing"), "unmatched");
+        assert_eq!(
+            route_label("/api/agent/conversations/sess_a/claim"),
+            "/api/agent/conversations/{id}/claim"
+        );
+        assert_eq!(
+            route_label("/api/agent/conversations/sess_a/dance"),
+            "unmatched"
+        );
+        assert_eq!(route_label("/api/agent/conversations//claim"), "unmatched");
         assert_eq!(route_label("/wsx"), "unmatched");
     }
 

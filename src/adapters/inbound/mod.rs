@@ -5,6 +5,7 @@ pub mod errors;
 pub mod http;
 pub mod openapi;
 pub mod rest;
+pub mod rest_agent;
 pub mod rest_tokens;
 pub mod server;
 pub mod ws;

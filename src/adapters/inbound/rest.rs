@@ -41,6 +41,9 @@ pub(super) enum ApiTags {
     Server,
     /// A user's conversations, readable without a socket.
     Sessions,
+    /// Human agents: the handoff queue and the conversations they hold
+    /// (agent accounts only; see `chatbot-server users set-role`).
+    Agents,
 }
 
 /// A user as clients see it; the password hash never leaves the server.
@@ -1304,6 +1307,7 @@ mod tests {
     use crate::adapters::outbound::memory_conversations::{
         InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
     };
+    use crate::adapters::outbound::memory_handoff::{MemoryHandoffs, MemoryPresence};
     use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
     use crate::adapters::outbound::memory_stats::AtomicStats;
     use crate::application::ports::MockRefreshTokenStore;
@@ -1345,6 +1349,8 @@ mod tests {
                 log: Arc::new(InMemoryEventLog::new(10, Duration::from_secs(60))),
                 live: Arc::new(InMemoryLiveDelivery::default()),
                 registry: Arc::new(InMemoryGenerationRegistry::default()),
+                handoffs: Arc::new(MemoryHandoffs::default()),
+                presence: Arc::new(MemoryPresence::default()),
             },
             limiter: Arc::new(InMemoryRateLimiter::default()),
         };

@@ -20,19 +20,27 @@ use super::super::errors::ErrorCode;
 use super::super::rest::UserView;
 use super::super::{AppContext, RequestContext};
 use super::feed::ConversationFeed;
-use super::protocol::{now, parse_client_message, ClientMessage, Reply};
+use super::protocol::{now, parse_client_message, AgentView, ClientMessage, Reply};
 use super::transport::{close_for_read_error, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
 use crate::application::ports::{Revocation, TokenClaims};
 use crate::application::{
-    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, ResumeNotice,
-    StopRefusal,
+    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, HandoffRefusal,
+    ResumeNotice, StopRefusal,
 };
 use crate::domain::conversation::Seq;
 use crate::domain::time::MAX_DURATION;
 use crate::domain::{SessionId, UserId};
 use crate::telemetry::ErrorChain;
+
+/// What `connected` tells the client besides the session: who it is, and who
+/// answers the conversation (read when the socket opened).
+pub(super) struct Hello {
+    pub user: UserView,
+    pub mode: &'static str,
+    pub agent: Option<AgentView>,
+}
 
 /// Why the read loop stopped.
 enum Exit {
@@ -155,7 +163,7 @@ impl Connection {
     pub fn start(
         self,
         socket: WebSocketStream,
-        user: UserView,
+        hello: Hello,
         attachment: Attachment,
         authority: Authority,
     ) -> impl std::future::Future<Output = ()> + Send {
@@ -164,7 +172,7 @@ impl Connection {
             .in_scope(|| tracing::info!(resumed = self.resumed, "websocket connected"));
         let (sink, stream) = socket.split();
         let (out, out_rx) = queue::bounded(OUTBOUND_QUEUE);
-        self.greet(&out, user, attachment.head, attachment.notice.as_ref());
+        self.greet(&out, hello, attachment.head, attachment.notice.as_ref());
         let feed = ConversationFeed(attachment);
         let writer = Writer {
             handle: tokio::spawn(write_loop(sink, out_rx, feed)),
@@ -225,15 +233,17 @@ impl Connection {
     fn greet(
         &self,
         out: &queue::Sender<Outbound>,
-        user: UserView,
+        hello: Hello,
         head: Seq,
         notice: Option<&ResumeNotice>,
     ) {
         let hello = Reply::Connected {
             session_id: self.session_id.as_str().to_owned(),
-            user,
+            user: hello.user,
             resumed: self.resumed,
             seq: head,
+            mode: hello.mode,
+            agent: hello.agent,
             timestamp: now(),
         };
         let _ = out.try_push(Outbound::Message(hello.to_json()));
@@ -484,6 +494,18 @@ impl Connection {
                     Err(ChatError::SessionGone) => return Err(Stop::SessionGone),
                     Err(e) => {
                         tracing::warn!(error = %ErrorChain(&e), "could not escalate");
+                        Some(Reply::error(ErrorCode::from(&e), None))
+                    }
+                }
+            }
+            ClientMessage::HandoffCancel => {
+                match self.ctx.chat.cancel_handoff(&self.session_id).await {
+                    Ok(()) => None,
+                    Err(HandoffRefusal::SessionGone) => return Err(Stop::SessionGone),
+                    Err(e) => {
+                        if let HandoffRefusal::Failed(e) = &e {
+                            tracing::warn!(error = %ErrorChain(e), "could not cancel a handoff");
+                        }
                         Some(Reply::error(ErrorCode::from(&e), None))
                     }
                 }

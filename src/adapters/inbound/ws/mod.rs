@@ -8,6 +8,8 @@
 //! - [`feed`]: a session's conversation as frames for one socket's writer;
 //! - [`connection`]: one client's read loop, turning messages into commands.
 
+pub mod agent;
+pub mod agent_protocol;
 mod connection;
 mod feed;
 pub mod protocol;
@@ -26,9 +28,11 @@ use super::{client_ip, connection_authenticated, request_context, AppContext, Re
 use crate::application::limits::ConnectionPermit;
 use crate::application::{Attachment, AuthError, Authorized, ChatError};
 use crate::domain::conversation::Seq;
+use crate::domain::handoff::Mode;
 use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
-use connection::Connection;
+use connection::{Connection, Hello};
+use protocol::AgentView;
 
 pub use protocol::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES};
 
@@ -77,7 +81,7 @@ fn subprotocol_token(req: &Request) -> Option<String> {
 
 /// The user a ticket or token names, or the HTTP refusal. A ticket, when
 /// given, is the only credential looked at: a bad one is refused as such.
-async fn authenticate(
+pub(super) async fn authenticate(
     ctx: &AppContext,
     req: &Request,
     query: &WsQuery,
@@ -124,7 +128,7 @@ async fn open(
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct WsQuery {
+pub(super) struct WsQuery {
     ticket: Option<String>,
     token: Option<String>,
     #[serde(rename = "sessionId")]
@@ -173,7 +177,16 @@ pub async fn ws_endpoint(
         .session_id
         .as_deref()
         .and_then(|s| SessionId::parse(s).ok());
-    let (session_id, resumed, attachment) = match open(&ctx, &user, resume, last_seq).await {
+    let opened = async {
+        let (session_id, resumed, attachment) = open(&ctx, &user, resume, last_seq).await?;
+        let mode = ctx
+            .chat
+            .handoff(&session_id)
+            .await?
+            .map_or(Mode::Bot, |h| h.mode);
+        Ok::<_, ChatError>((session_id, resumed, attachment, mode))
+    };
+    let (session_id, resumed, attachment, mode) = match opened.await {
         Ok(opened) => opened,
         Err(e) => {
             tracing::warn!(error = %ErrorChain(&e), "could not open a session");
@@ -189,6 +202,7 @@ pub async fn ws_endpoint(
         authority: connection::Authority::new(claims, revocations),
         permit,
         request: request_context(req),
+        mode,
     };
     upgrade(ws, ctx, opened)
 }
@@ -203,6 +217,8 @@ struct Opened {
     /// This connection's place under the per-user and per-address caps.
     permit: ConnectionPermit,
     request: RequestContext,
+    /// Who answered the conversation when the socket opened.
+    mode: Mode,
 }
 
 /// Answers the upgrade and hands the socket to a tracked [`Connection`].
@@ -230,10 +246,14 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
                 permit: opened.permit,
                 request: opened.request,
             };
-            let user = UserView::from(&opened.user);
+            let hello = Hello {
+                user: UserView::from(&opened.user),
+                mode: opened.mode.as_str(),
+                agent: opened.mode.agent().map(AgentView::from),
+            };
             tracker.track_future(connection.start(
                 socket,
-                user,
+                hello,
                 opened.attachment,
                 opened.authority,
             ))

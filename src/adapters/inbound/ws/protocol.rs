@@ -9,11 +9,19 @@ use super::super::errors::{retry_after_ms, ErrorCode};
 use super::super::rest::UserView;
 use crate::application::ResumeNotice;
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
+use crate::domain::handoff::AgentRef;
 use crate::domain::time::iso_millis;
 use crate::domain::{ChatContent, ContentError, MessageId};
 
 /// The `type`s a client may send, as `/api/websocket/info` lists them.
-pub const CLIENT_MESSAGE_TYPES: &[&str] = &["chat", "stop", "human-escalation", "ping", "auth"];
+pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
+    "chat",
+    "stop",
+    "human-escalation",
+    "handoff-cancel",
+    "ping",
+    "auth",
+];
 /// The `type`s the server sends.
 pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "connected",
@@ -26,6 +34,13 @@ pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "history-lost",
     "session-lost",
     "human-escalation-response",
+    "handoff-queued",
+    "agent-joined",
+    "agent-message",
+    "agent-left",
+    "handoff-resolved",
+    "handoff-timeout",
+    "handoff-cancelled",
     "pong",
     "authenticated",
 ];
@@ -39,6 +54,8 @@ pub enum ClientMessage {
     },
     Stop,
     HumanEscalation,
+    /// The user no longer waits for a human.
+    HandoffCancel,
     Ping,
     /// A fresh access token to extend the socket's authority.
     Auth {
@@ -78,6 +95,7 @@ pub fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessag
         }),
         "stop" => Ok(ClientMessage::Stop),
         "human-escalation" => Ok(ClientMessage::HumanEscalation),
+        "handoff-cancel" => Ok(ClientMessage::HandoffCancel),
         "ping" => Ok(ClientMessage::Ping),
         "auth" => match fields.get("token") {
             Some(Value::String(token)) if !token.trim().is_empty() => Ok(ClientMessage::Auth {
@@ -160,6 +178,10 @@ pub enum Reply {
         resumed: bool,
         /// The session's latest seq.
         seq: Seq,
+        /// Who answers: `bot`, `queued` (waiting for a human) or `assigned`.
+        mode: &'static str,
+        /// The agent holding the conversation, when `assigned`.
+        agent: Option<AgentView>,
         timestamp: String,
     },
     #[serde(rename_all = "camelCase")]
@@ -319,6 +341,59 @@ enum EventMessage<'a> {
         message: &'a str,
         timestamp: String,
     },
+    #[serde(rename_all = "camelCase")]
+    HandoffQueued {
+        seq: Seq,
+        agents_online: u64,
+        timestamp: String,
+    },
+    AgentJoined {
+        seq: Seq,
+        agent: AgentView,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    AgentMessage {
+        seq: Seq,
+        message_id: &'a str,
+        content: &'a str,
+        agent: AgentView,
+        timestamp: String,
+    },
+    AgentLeft {
+        seq: Seq,
+        agent: AgentView,
+        timestamp: String,
+    },
+    HandoffResolved {
+        seq: Seq,
+        agent: AgentView,
+        timestamp: String,
+    },
+    HandoffTimeout {
+        seq: Seq,
+        timestamp: String,
+    },
+    HandoffCancelled {
+        seq: Seq,
+        timestamp: String,
+    },
+}
+
+/// An agent as handoff messages name it: `{id, username}`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AgentView {
+    pub id: String,
+    pub username: String,
+}
+
+impl From<&AgentRef> for AgentView {
+    fn from(a: &AgentRef) -> Self {
+        Self {
+            id: a.id.as_str().to_owned(),
+            username: a.username.as_str().to_owned(),
+        }
+    }
 }
 
 /// The wire JSON of a logged event: the same whether sent live, replayed on
@@ -389,6 +464,47 @@ fn event_message(logged: &LoggedEvent) -> EventMessage<'_> {
                 timestamp,
             }
         }
+        other => handoff_message(seq, other, timestamp),
+    }
+}
+
+/// The handoff events' messages (the rest are [`event_message`]'s).
+fn handoff_message(seq: Seq, event: &ConversationEvent, timestamp: String) -> EventMessage<'_> {
+    match event {
+        ConversationEvent::HandoffQueued { agents_online } => EventMessage::HandoffQueued {
+            seq,
+            agents_online: *agents_online,
+            timestamp,
+        },
+        ConversationEvent::AgentJoined { agent } => EventMessage::AgentJoined {
+            seq,
+            agent: agent.into(),
+            timestamp,
+        },
+        ConversationEvent::AgentMessage {
+            message_id,
+            content,
+            agent,
+        } => EventMessage::AgentMessage {
+            seq,
+            message_id: message_id.as_str(),
+            content,
+            agent: agent.into(),
+            timestamp,
+        },
+        ConversationEvent::AgentLeft { agent } => EventMessage::AgentLeft {
+            seq,
+            agent: agent.into(),
+            timestamp,
+        },
+        ConversationEvent::HandoffResolved { agent } => EventMessage::HandoffResolved {
+            seq,
+            agent: agent.into(),
+            timestamp,
+        },
+        ConversationEvent::HandoffTimeout => EventMessage::HandoffTimeout { seq, timestamp },
+        // The chat events are all matched in `event_message`.
+        _ => EventMessage::HandoffCancelled { seq, timestamp },
     }
 }
 

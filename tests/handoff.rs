@@ -1,0 +1,433 @@
+//! Human handoff across instances: copies of the real binary on the local
+//! Redis, a real SSE upstream stub, customers on `/ws` and agents on
+//! `/agent/ws`. The bot must never answer while a human holds the
+//! conversation, exactly one claim wins, and nothing is lost or repeated.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestApp, Upstream, WsClient, TEST_SECRET};
+use serde_json::{json, Value};
+
+/// Instances on one Redis prefix and the AI stub they share.
+struct Cluster {
+    instances: common::cluster::Cluster,
+    upstream: Upstream,
+}
+
+impl Cluster {
+    /// `None` (after saying SKIPPED) when Redis does not answer outside CI.
+    async fn start(n: usize, extra: &[(&str, &str)]) -> Option<Self> {
+        let upstream = Upstream::start().await;
+        let mut env = vec![("FASTAPI_URL", upstream.url.as_str())];
+        env.extend_from_slice(extra);
+        let instances = common::cluster::Cluster::start(n, "handoff", &env).await?;
+        Some(Self {
+            instances,
+            upstream,
+        })
+    }
+
+    fn node(&self, i: usize) -> &TestApp {
+        &self.instances.nodes[i]
+    }
+}
+
+/// Registers `name` and makes it an agent with the operator's command.
+async fn agent(app: &TestApp, name: &str) -> String {
+    let token = app.register(name).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("JWT_SECRET", TEST_SECRET)
+        .env("SQLITE_PATH", &app.sqlite_path)
+        .args(["users", "set-role", name, "agent"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "set-role failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    token
+}
+
+async fn agent_socket(app: &TestApp, token: &str) -> (WsClient, Value) {
+    let url = format!("ws://{}/agent/ws?token={token}", app.addr);
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("agent socket connects");
+    let mut client = WsClient { ws };
+    let hello = client.recv().await;
+    assert_eq!(hello["type"], "connected", "{hello}");
+    (client, hello)
+}
+
+/// Reads until a message matching `pred` arrives, returning it and what came before.
+async fn until(client: &mut WsClient, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+    let mut before = Vec::new();
+    loop {
+        let m = client.recv().await;
+        if pred(&m) {
+            return (m, before);
+        }
+        before.push(m);
+    }
+}
+
+fn of_type(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |m: &Value| m["type"] == kind
+}
+
+/// A queue message listing `session`.
+fn queue_with(session: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |m: &Value| {
+        m["type"] == "queue"
+            && m["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|i| i["sessionId"] == session))
+    }
+}
+
+async fn agent_rest(
+    app: &TestApp,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = match method {
+        "GET" => client.get(app.url(path)),
+        _ => client.post(app.url(path)),
+    }
+    .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_agent_on_another_instance_takes_over_and_the_bot_steps_aside_until_resolved() {
+    let Some(cluster) = Cluster::start(3, &[]).await else {
+        return;
+    };
+    let (a, b, c) = (cluster.node(0), cluster.node(1), cluster.node(2));
+    let customer = a.register("carol").await;
+    let bob = agent(a, "bob").await;
+    let dave = agent(a, "dave").await;
+    let (mut on_b, hello) = agent_socket(b, &bob).await;
+    assert_eq!(hello["agent"]["username"], "bob");
+    until(&mut on_b, of_type("queue")).await;
+    let (mut dave_on_c, _) = agent_socket(c, &dave).await;
+
+    // The customer, with a second tab on C, talks to the bot, then asks for a human.
+    let (mut tab_a, hello) = a.connect(&customer).await;
+    assert_eq!(hello["mode"], "bot");
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut tab_c, _) = c.tab(&customer, &session, None).await;
+    assert_eq!(tab_a.chat("hello").await.status, "completed");
+    tab_a.send_json(json!({"type": "human-escalation"})).await;
+    let (queued, before) = until(&mut tab_a, of_type("handoff-queued")).await;
+    let response = before.last().unwrap();
+    assert_eq!(response["type"], "human-escalation-response");
+    assert_eq!(
+        queued["seq"].as_u64(),
+        response["seq"].as_u64().map(|s| s + 1)
+    );
+    assert_eq!(queued["agentsOnline"], 2);
+    let (item, _) = until(&mut on_b, queue_with(&session)).await;
+    let entry = &item["items"].as_array().unwrap()[0];
+    assert_eq!(entry["user"]["username"], "carol");
+    assert!(entry["waitingSince"].is_string());
+
+    // Bob claims on B; Dave's claim on C loses.
+    on_b.send_json(json!({"type": "claim", "sessionId": session, "requestId": "r1"}))
+        .await;
+    let (ack, _) = until(&mut on_b, of_type("ack")).await;
+    assert_eq!(
+        (ack["action"].as_str(), ack["requestId"].as_str()),
+        (Some("claim"), Some("r1"))
+    );
+    dave_on_c
+        .send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    let (refused, _) = until(&mut dave_on_c, of_type("error")).await;
+    assert_eq!(refused["code"], "already_claimed", "{refused}");
+    let (joined, _) = until(&mut tab_c, of_type("agent-joined")).await;
+    assert_eq!(joined["agent"]["username"], "bob");
+
+    // The customer's chat reaches Bob, not the AI.
+    let asked = cluster.upstream.request_count();
+    tab_a
+        .send_json(json!({"type": "chat", "content": "my order is late", "clientMessageId": "c-1"}))
+        .await;
+    let (ack, _) = until(&mut tab_a, of_type("ack")).await;
+    assert_eq!(ack["clientMessageId"], "c-1");
+    let (heard, _) = until(&mut on_b, of_type("user-message")).await;
+    assert_eq!(
+        (heard["content"].as_str(), heard["sessionId"].as_str()),
+        (Some("my order is late"), Some(session.as_str()))
+    );
+    assert!(heard["seq"].is_u64());
+
+    // Bob answers; both tabs get it with the same seq.
+    on_b.send_json(
+        json!({"type": "agent-message", "sessionId": session, "content": "I have sent a courier."}),
+    )
+    .await;
+    let (ack, _) = until(&mut on_b, of_type("ack")).await;
+    let seq = ack["seq"].as_u64().unwrap();
+    for tab in [&mut tab_a, &mut tab_c] {
+        let (said, _) = until(tab, of_type("agent-message")).await;
+        assert_eq!(said["content"], "I have sent a courier.");
+        assert_eq!(said["agent"]["username"], "bob");
+        assert_eq!(said["seq"].as_u64(), Some(seq));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        cluster.upstream.request_count(),
+        asked,
+        "the AI was never asked while muted"
+    );
+
+    // Bob resolves: the AI answers the next chat, knowing what Bob said.
+    on_b.send_json(json!({"type": "resolve", "sessionId": session}))
+        .await;
+    until(&mut on_b, of_type("ack")).await;
+    until(&mut tab_a, of_type("handoff-resolved")).await;
+    let answer = tab_a.chat("thanks, anything else?").await;
+    assert_eq!(answer.status, "completed");
+    let history = cluster.upstream.last_request()["context"]["history"].clone();
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .contains(&json!({"role": "assistant", "content": "I have sent a courier."})),
+        "the agent's words are in the AI's context: {history}"
+    );
+}
+
+#[tokio::test]
+async fn escalating_mid_answer_ends_the_answer_first_and_a_cancel_gives_the_bot_back() {
+    let Some(cluster) = Cluster::start(1, &[]).await else {
+        return;
+    };
+    let a = cluster.node(0);
+    let token = a.register("carol").await;
+    let (mut tab, _) = a.connect(&token).await;
+    tab.send_json(json!({"type": "chat", "content": "endless"}))
+        .await;
+    until(&mut tab, of_type("stream-token")).await;
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    let (end, _) = until(&mut tab, of_type("stream-end")).await;
+    assert_eq!(end["status"], "cancelled");
+    let response = tab.recv().await;
+    assert_eq!(response["type"], "human-escalation-response", "{response}");
+    assert_eq!(response["seq"].as_u64(), end["seq"].as_u64().map(|s| s + 1));
+    let queued = tab.recv().await;
+    assert_eq!(queued["type"], "handoff-queued", "{queued}");
+
+    tab.send_json(json!({"type": "handoff-cancel"})).await;
+    until(&mut tab, of_type("handoff-cancelled")).await;
+    tab.send_json(json!({"type": "handoff-cancel"})).await;
+    let (refused, _) = until(&mut tab, of_type("error")).await;
+    assert_eq!(refused["code"], "not_queued");
+    assert_eq!(tab.chat("back to the bot").await.status, "completed");
+}
+
+#[tokio::test]
+async fn an_unclaimed_conversation_times_out_back_to_the_bot() {
+    let Some(cluster) = Cluster::start(2, &[("HANDOFF_QUEUE_TIMEOUT", "1s")]).await else {
+        return;
+    };
+    let token = cluster.node(0).register("carol").await;
+    let (mut tab, _) = cluster.node(0).connect(&token).await;
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    until(&mut tab, of_type("handoff-queued")).await;
+    let queued_at = Instant::now();
+    until(&mut tab, of_type("handoff-timeout")).await;
+    let waited = queued_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "not before the timeout: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(4),
+        "within 2 s of it: {waited:?}"
+    );
+    assert_eq!(tab.chat("still there?").await.status, "completed");
+}
+
+#[tokio::test]
+async fn an_agent_away_past_the_grace_loses_the_conversation_to_the_queue() {
+    let Some(cluster) = Cluster::start(2, &[("AGENT_AWAY_GRACE", "1s")]).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let customer = a.register("carol").await;
+    let bob = agent(a, "bob").await;
+    let (mut tab, hello) = a.connect(&customer).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    until(&mut tab, of_type("handoff-queued")).await;
+    let (mut on_b, _) = agent_socket(b, &bob).await;
+    on_b.send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    until(&mut on_b, of_type("ack")).await;
+    until(&mut tab, of_type("agent-joined")).await;
+    drop(on_b);
+    let (left, _) = until(&mut tab, of_type("agent-left")).await;
+    assert_eq!(left["agent"]["username"], "bob");
+    let requeued = tab.recv().await;
+    assert_eq!(requeued["type"], "handoff-queued", "{requeued}");
+    let (status, queue) = agent_rest(a, &bob, "GET", "/api/agent/queue", None).await;
+    assert_eq!(status, 200, "{queue}");
+    assert!(queue_with(&session)(
+        &json!({"type": "queue", "items": queue["items"]})
+    ));
+}
+
+#[tokio::test]
+async fn an_agents_watch_replays_exactly_what_it_missed() {
+    let Some(cluster) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let customer = a.register("carol").await;
+    let bob = agent(a, "bob").await;
+    let (mut tab, hello) = a.connect(&customer).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    until(&mut tab, of_type("handoff-queued")).await;
+    let (mut on_b, _) = agent_socket(b, &bob).await;
+    on_b.send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    until(&mut on_b, of_type("ack")).await;
+    let (joined, _) = until(&mut on_b, of_type("agent-joined")).await;
+    let last_seen = joined["seq"].as_u64().unwrap();
+    drop(on_b);
+
+    // While Bob's console is away (within the grace), the customer writes.
+    for i in 0..3 {
+        tab.send_json(json!({"type": "chat", "content": format!("are you there {i}?")}))
+            .await;
+        until(&mut tab, of_type("user-message")).await;
+    }
+    let (mut back, hello) = agent_socket(a, &bob).await;
+    assert_eq!(
+        hello["conversations"][0]["sessionId"],
+        session.as_str(),
+        "{hello}"
+    );
+    back.send_json(json!({"type": "watch", "sessionId": session, "lastSeq": last_seen}))
+        .await;
+    let mut replayed = Vec::new();
+    while replayed.len() < 3 {
+        let m = back.recv().await;
+        if m["sessionId"] == session.as_str() && m.get("seq").is_some() {
+            replayed.push(m);
+        }
+    }
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![last_seen + 1, last_seen + 2, last_seen + 3]);
+    assert_eq!(replayed[2]["content"], "are you there 2?");
+}
+
+#[tokio::test]
+async fn only_agents_reach_the_agent_socket_and_routes() {
+    let Some(cluster) = Cluster::start(1, &[]).await else {
+        return;
+    };
+    let a = cluster.node(0);
+    let customer = a.register("carol").await;
+    let url = format!("ws://{}/agent/ws?token={customer}", a.addr);
+    assert_eq!(a.connect_refused_status(url).await, 403);
+    for (method, path) in [
+        ("GET", "/api/agent/queue"),
+        ("GET", "/api/agent/conversations"),
+        ("POST", "/api/agent/conversations/sess_x/claim"),
+    ] {
+        let (status, body) = agent_rest(a, &customer, method, path, None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("agent_only")),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_rest_mirrors_claim_reply_and_release() {
+    let Some(cluster) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let customer = a.register("carol").await;
+    let bob = agent(a, "bob").await;
+    let dave = agent(a, "dave").await;
+    let (mut tab, hello) = a.connect(&customer).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    until(&mut tab, of_type("handoff-queued")).await;
+
+    let claim = format!("/api/agent/conversations/{session}/claim");
+    let (status, body) = agent_rest(b, &bob, "POST", &claim, None).await;
+    assert_eq!(
+        (status, body["mode"].as_str()),
+        (200, Some("assigned")),
+        "{body}"
+    );
+    let (status, body) = agent_rest(a, &dave, "POST", &claim, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("already_claimed"))
+    );
+    let (status, mine) = agent_rest(a, &bob, "GET", "/api/agent/conversations", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(mine["items"][0]["sessionId"], session.as_str());
+
+    let messages = format!("/api/agent/conversations/{session}/messages");
+    let (status, sent) = agent_rest(
+        b,
+        &bob,
+        "POST",
+        &messages,
+        Some(json!({"content": "Hi, Bob here."})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let (said, _) = until(&mut tab, of_type("agent-message")).await;
+    assert_eq!(said["seq"], sent["seq"]);
+    let (status, body) = agent_rest(
+        a,
+        &dave,
+        "POST",
+        &messages,
+        Some(json!({"content": "me too"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("not_assigned"))
+    );
+
+    let release = format!("/api/agent/conversations/{session}/release");
+    let (status, body) = agent_rest(b, &bob, "POST", &release, None).await;
+    assert_eq!(
+        (status, body["mode"].as_str()),
+        (200, Some("queued")),
+        "{body}"
+    );
+    until(&mut tab, of_type("agent-left")).await;
+    let (status, _) = agent_rest(a, &dave, "POST", &claim, None).await;
+    assert_eq!(status, 200, "released conversations can be claimed again");
+}
