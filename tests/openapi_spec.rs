@@ -302,7 +302,11 @@ fn every_error_response_lists_its_codes_from_the_catalogue() {
         ("sessionEvents", "400", &["invalid_request"]),
         ("agentQueue", "403", &["agent_only"]),
         ("agentQueue", "401", &bearer),
-        ("claimConversation", "409", &["already_claimed", "not_queued"]),
+        (
+            "claimConversation",
+            "409",
+            &["already_claimed", "not_queued"],
+        ),
         ("claimConversation", "404", &["session_not_found"]),
         ("releaseConversation", "409", &["not_assigned"]),
         ("resolveConversation", "409", &["not_assigned"]),
