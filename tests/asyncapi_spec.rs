@@ -391,35 +391,47 @@ fn every_message_is_used_and_its_examples_fit() {
     assert!(checked >= 40, "only {checked} examples checked");
 }
 
+/// A `## ` section of the README, up to the next.
+fn readme_section<'a>(readme: &'a str, title: &str) -> &'a str {
+    let start = readme
+        .find(&format!("\n## {title}\n"))
+        .unwrap_or_else(|| panic!("README has a {title} section"));
+    let section = &readme[start + 1..];
+    &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)]
+}
+
 #[test]
 fn the_readme_links_the_document_and_names_every_message() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
-    let start = readme
-        .find("## WebSocket protocol")
-        .expect("README has a WebSocket protocol section");
-    let section = &readme[start..];
-    let section = &section[..section[3..]
-        .find("\n## ")
-        .map_or(section.len(), |end| end + 3)];
-    assert!(
-        section.contains("(asyncapi/asyncapi.yaml)"),
-        "the README's WebSocket section links asyncapi/asyncapi.yaml"
-    );
+    let protocol = readme_section(&readme, "WebSocket protocol");
+    let handoff = readme_section(&readme, "Human handoff");
+    for section in [protocol, handoff] {
+        assert!(
+            section.contains("(asyncapi/asyncapi.yaml)"),
+            "the README's {} section links asyncapi/asyncapi.yaml",
+            section.lines().next().unwrap_or_default()
+        );
+    }
     let spec = Spec::load();
+    let named = |kind: &str| {
+        [protocol, handoff].iter().any(|section| {
+            section.contains(&format!("`{kind}`"))
+                || section.contains(&format!("\"type\":\"{kind}\""))
+        })
+    };
     let unnamed: BTreeSet<&str> = spec
         .messages
         .values()
         .flat_map(|by_type| by_type.keys())
         .map(String::as_str)
-        .filter(|kind| {
-            !section.contains(&format!("`{kind}`"))
-                && !section.contains(&format!("\"type\":\"{kind}\""))
-        })
+        .filter(|kind| !named(kind))
         .collect();
     assert!(
         unnamed.is_empty(),
-        "the README's WebSocket section never names {unnamed:?}"
+        "the README's WebSocket protocol and Human handoff sections never name {unnamed:?}"
     );
 }
 
@@ -533,11 +545,6 @@ async fn agent(app: &TestApp, name: &str) -> String {
         .output()
         .await
         .unwrap();
-    // TEMP-SHIM: until `users set-role` lands, a name starting with `agent`
-    // makes an agent (src/domain/user.rs).
-    if !out.status.success() && name.starts_with("agent") {
-        return token;
-    }
     assert!(
         out.status.success(),
         "set-role failed: {}",
