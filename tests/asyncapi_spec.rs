@@ -536,12 +536,18 @@ impl Checked<'_> {
 /// Registers `name` and makes it an agent with the operator's command.
 async fn agent(app: &TestApp, name: &str) -> String {
     let token = app.register(name).await;
+    set_role(app, name, "agent").await;
+    token
+}
+
+/// `chatbot-server users set-role NAME ROLE` on the server's user store.
+async fn set_role(app: &TestApp, name: &str, role: &str) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("JWT_SECRET", TEST_SECRET)
         .env("SQLITE_PATH", &app.sqlite_path)
-        .args(["users", "set-role", name, "agent"])
+        .args(["users", "set-role", name, role])
         .output()
         .await
         .unwrap();
@@ -550,7 +556,6 @@ async fn agent(app: &TestApp, name: &str) -> String {
         "set-role failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    token
 }
 
 /// A spawned server, and the document its frames are checked against.
@@ -744,7 +749,8 @@ async fn both_sides_replay(scene: &Scene<'_>, customer: &str, agent: &str, sessi
 }
 
 /// Nobody claims within `HANDOFF_QUEUE_TIMEOUT`: `handoff-timeout`, on both
-/// sockets (the agent's by `watch` after a later claim).
+/// sockets (the agent's by `watch` after a later claim); then the agent is
+/// demoted.
 async fn queue_timeout(scene: &Scene<'_>) {
     let dan = scene.app.register("dan").await;
     let bea = agent(&scene.app, "agentbea").await;
@@ -770,6 +776,12 @@ async fn queue_timeout(scene: &Scene<'_>) {
         .send(json!({"type": "watch", "sessionId": session, "lastSeq": 0}))
         .await;
     console.until("handoff-timeout").await;
+    // Demoted, the agent's next action is refused on the open socket.
+    set_role(&scene.app, "agentbea", "user").await;
+    console
+        .send(json!({"type": "resolve", "sessionId": session}))
+        .await;
+    assert_eq!(console.until("error").await["code"], "agent_only");
 }
 
 /// Resuming further back than the log holds: `history-lost` on both sockets.
