@@ -341,7 +341,11 @@ async fn human_escalation_is_answered_and_counted() {
     client.send_json(json!({"type": "human-escalation"})).await;
     assert_eq!(client.recv().await["type"], "human-escalation-response");
     client.send_json(json!({"type": "ping"})).await;
-    assert_eq!(client.recv().await["type"], "pong", "no second handoff-queued");
+    assert_eq!(
+        client.recv().await["type"],
+        "pong",
+        "no second handoff-queued"
+    );
     let (_, stats) = app.get("/api/stats").await;
     assert_eq!(
         stats["escalatedSessions"], 1,
