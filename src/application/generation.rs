@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::chat::{ChatError, Inner};
 use super::limits::Slot;
 use super::ports::{AiError, AiRequest, GenerationReport, TokenStream};
-use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure};
+use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure, Seq};
+use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatMessage, MessageId, Role, SessionId, StreamStatus};
 use crate::telemetry::ErrorChain;
 
@@ -32,6 +33,8 @@ enum Ending {
 pub(super) struct Job {
     pub session: SessionId,
     pub generation: Generation,
+    /// The seq of its `stream-start`: where the answer stands in the transcript.
+    pub start_seq: Seq,
     pub request: AiRequest,
     pub cancel: CancellationToken,
     /// The user's concurrent-generation slot, held until the end.
@@ -129,10 +132,12 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
     let Job {
         session,
         mut generation,
+        start_seq,
         request,
         cancel,
         slot,
     } = job;
+    let owner = request.user_id.clone();
     let mut progress = Progress::new();
     let ending = stream_answer(
         &inner,
@@ -149,18 +154,35 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
     let outcome = match ending {
         Ending::LostLease => {
             tracing::warn!(session_id = %session, %message_id, "lost the generation lease; another instance ended it");
+            // What was streamed was delivered; another instance ended it as failed.
+            let said = Said {
+                owner,
+                seq: start_seq,
+                reply: std::mem::take(&mut progress.reply),
+            };
+            record_answer(&inner, &session, &message_id, said, StreamStatus::Failed).await;
             inner.forget_local(&session, &message_id);
             progress.report(&inner, &session, &message_id, "lost_lease");
             return;
         }
         Ending::Done(outcome) => outcome,
     };
+    let reply = std::mem::take(&mut progress.reply);
+    let ending = outcome.unwrap_or(StreamStatus::Failed);
+    // Recorded before the stream-end is logged, so a transcript read after
+    // the end arrived always holds the answer.
+    let said = Said {
+        owner,
+        seq: start_seq,
+        reply: reply.clone(),
+    };
+    record_answer(&inner, &session, &message_id, said, ending).await;
     if outcome == Ok(StreamStatus::Completed) {
         if progress.upstream == "none" {
             // A complete but empty answer.
             progress.upstream = "ok";
         }
-        store_reply(&inner, &session, std::mem::take(&mut progress.reply)).await;
+        store_reply(&inner, &session, reply).await;
     }
     let end = generation.end(outcome);
     // The lease goes before the stream-end is published, so a chat sent in
@@ -246,6 +268,8 @@ async fn stream_answer(
                         // so the writers that carry these tokens get their turn.
                         tokio::task::consume_budget().await;
                     } else {
+                        // Never delivered: not part of what the answer said.
+                        progress.reply.truncate(progress.reply.len() - delta.len());
                         return Ending::Done(Err(GenerationFailure::SessionStoreUnavailable));
                     }
                 }
@@ -257,6 +281,39 @@ async fn stream_answer(
             },
         }
     }
+}
+
+/// What an answer said, for its transcript entry.
+struct Said {
+    owner: crate::domain::UserId,
+    seq: Seq,
+    reply: String,
+}
+
+/// Keeps the answer in the transcript, honestly: a completed one whole, a
+/// stopped or failed one with what had been delivered (nothing at all when
+/// nothing had been).
+async fn record_answer(
+    inner: &Inner,
+    session: &SessionId,
+    message_id: &MessageId,
+    said: Said,
+    ending: StreamStatus,
+) {
+    if ending != StreamStatus::Completed && said.reply.is_empty() {
+        return;
+    }
+    inner
+        .record(TranscriptEntry::new(
+            session.clone(),
+            said.owner,
+            message_id.clone(),
+            Speaker::Assistant { ending },
+            said.reply,
+            said.seq,
+            Utc::now(),
+        ))
+        .await;
 }
 
 /// Only a completed answer joins the history the AI sees next time.
@@ -293,7 +350,7 @@ pub(super) fn failure_of(e: &ChatError) -> GenerationFailure {
             retryable: e.retryable(),
         },
         ChatError::SessionGone => GenerationFailure::SessionExpired,
-        ChatError::SessionStore(_) | ChatError::Conversation(_) => {
+        ChatError::SessionStore(_) | ChatError::Conversation(_) | ChatError::Transcripts(_) => {
             GenerationFailure::SessionStoreUnavailable
         }
     }
