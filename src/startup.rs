@@ -287,6 +287,17 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
     })
 }
 
+/// The user store alone, as the server would open it: for operator
+/// commands (`users set-role`) that must act on the same accounts.
+///
+/// # Errors
+/// The [`StartupError`] the server itself would fail to start with.
+pub async fn open_user_store(
+    storage: &StorageConfig,
+) -> Result<Arc<dyn UserRepository>, StartupError> {
+    Ok(user_store(storage).await?.users)
+}
+
 /// The user store and what lives beside the users.
 struct UserStores {
     users: Arc<dyn UserRepository>,
