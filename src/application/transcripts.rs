@@ -248,7 +248,7 @@ mod tests {
         let mut stats = MockStats::new();
         stats
             .expect_store_error()
-            .withf(|s| *s == "transcripts")
+            .withf(|s| s == "transcripts")
             .times(1)
             .returning(|_| ());
         let retention = Duration::from_secs(30);
