@@ -1227,7 +1227,9 @@ mod tests {
             Some(Duration::from_secs(30 * 86_400))
         );
         for bad in ["0", "forever", "-1d", "36501d"] {
-            let err = cfg(&[("TRANSCRIPT_RETENTION", bad)]).unwrap_err().to_string();
+            let err = cfg(&[("TRANSCRIPT_RETENTION", bad)])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("TRANSCRIPT_RETENTION"), "{bad}: {err}");
         }
     }

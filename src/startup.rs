@@ -336,12 +336,13 @@ async fn user_store(storage: &StorageConfig) -> Result<UserStores, StartupError>
             source,
         })?;
     let repo = Arc::new(repo);
-    let transcripts = SqliteTranscriptStore::open(path)
-        .await
-        .map_err(|source| StartupError::Transcripts {
-            setting: "SQLITE_PATH",
-            source,
-        })?;
+    let transcripts =
+        SqliteTranscriptStore::open(path)
+            .await
+            .map_err(|source| StartupError::Transcripts {
+                setting: "SQLITE_PATH",
+                source,
+            })?;
     Ok(UserStores {
         users: repo.clone(),
         refresh: repo,

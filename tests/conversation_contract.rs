@@ -183,7 +183,11 @@ async fn erase_forgets_one_session_entirely(backend: Backend) {
     assert_eq!(log.head(&s).await.unwrap(), 0);
     let id = ClientMessageId::parse("c1").unwrap();
     assert_eq!(log.accepted_client_message(&s, &id).await.unwrap(), None);
-    assert_eq!(log.head(&other).await.unwrap(), 1, "other sessions are kept");
+    assert_eq!(
+        log.head(&other).await.unwrap(),
+        1,
+        "other sessions are kept"
+    );
     log.erase(&s).await.unwrap();
     log.erase(&SessionId::generate()).await.unwrap();
 }

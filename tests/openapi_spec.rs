@@ -424,8 +424,7 @@ fn every_body_has_an_example_and_null_is_declared_where_it_is_sent() {
     );
     let message = &schemas["TranscriptMessage"]["properties"];
     assert_eq!(
-        message["role"]["$ref"],
-        "#/components/schemas/MessageRole",
+        message["role"]["$ref"], "#/components/schemas/MessageRole",
         "{message}"
     );
     assert_eq!(

@@ -37,7 +37,13 @@ fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_760_000_000_000 + ms).unwrap()
 }
 
-fn entry(session: &SessionId, speaker: Speaker, content: &str, seq: u64, ms: i64) -> TranscriptEntry {
+fn entry(
+    session: &SessionId,
+    speaker: Speaker,
+    content: &str,
+    seq: u64,
+    ms: i64,
+) -> TranscriptEntry {
     TranscriptEntry::new(
         session.clone(),
         owner(),
@@ -93,7 +99,15 @@ mod contract {
     pub async fn timestamps_keep_milliseconds(store: Store) {
         let s = SessionId::generate();
         let now = Utc::now();
-        let e = TranscriptEntry::new(s.clone(), owner(), MessageId::generate(), Speaker::User, "x".into(), 1, now);
+        let e = TranscriptEntry::new(
+            s.clone(),
+            owner(),
+            MessageId::generate(),
+            Speaker::User,
+            "x".into(),
+            1,
+            now,
+        );
         store.append(&e).await.unwrap();
         let back = store.page(&s, None, 1).await.unwrap().entries;
         assert_eq!(back[0].at, now.trunc_subsecs(3));
@@ -114,12 +128,22 @@ mod contract {
         assert_eq!(contents(&third.entries), ["m1"]);
         assert_eq!(third.next, None);
         // A page that ends exactly at the oldest entry says so too.
-        let exact = store.page(&s, Some(second.entries[0].position()), 1).await.unwrap();
+        let exact = store
+            .page(&s, Some(second.entries[0].position()), 1)
+            .await
+            .unwrap();
         assert_eq!(contents(&exact.entries), ["m1"]);
         assert_eq!(exact.next, None);
         // A cursor past everything, or before everything.
         let all = store
-            .page(&s, Some(TranscriptCursor { at_ms: i64::MAX, seq: 0 }), 10)
+            .page(
+                &s,
+                Some(TranscriptCursor {
+                    at_ms: i64::MAX,
+                    seq: 0,
+                }),
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(all.entries.len(), 5);
@@ -144,7 +168,10 @@ mod contract {
         let page = store.page(&s, None, 10).await.unwrap();
         assert_eq!(contents(&page.entries), ["m9", "m7", "m8", "m1"]);
         // Paging between the two of the same millisecond.
-        let older = store.page(&s, Some(same_ms_b.position()), 10).await.unwrap();
+        let older = store
+            .page(&s, Some(same_ms_b.position()), 10)
+            .await
+            .unwrap();
         assert_eq!(contents(&older.entries), ["m9", "m7"]);
     }
 
@@ -165,7 +192,10 @@ mod contract {
         let mut other = said(&b, 1, 0);
         other.owner = UserId::parse("someone_else").unwrap();
         store.append(&other).await.unwrap();
-        assert_eq!(contents(&store.page(&a, None, 10).await.unwrap().entries), ["m1"]);
+        assert_eq!(
+            contents(&store.page(&a, None, 10).await.unwrap().entries),
+            ["m1"]
+        );
         assert_eq!(store.owner(&a).await.unwrap(), Some(owner()));
         assert_eq!(store.owner(&b).await.unwrap(), Some(other.owner));
         let unknown = SessionId::generate();
@@ -184,7 +214,11 @@ mod contract {
         assert!(store.page(&a, None, 10).await.unwrap().entries.is_empty());
         assert_eq!(store.owner(&a).await.unwrap(), None);
         assert_eq!(store.page(&b, None, 10).await.unwrap().entries.len(), 1);
-        assert_eq!(store.erase(&a).await.unwrap(), 0, "erasing again is no error");
+        assert_eq!(
+            store.erase(&a).await.unwrap(),
+            0,
+            "erasing again is no error"
+        );
     }
 
     /// Retention: everything said before the cutoff goes, in every session;
@@ -203,14 +237,26 @@ mod contract {
                 now - Duration::days(days),
             )
         };
-        for e in [old(&a, 1, 40), old(&a, 2, 31), old(&a, 3, 1), old(&b, 1, 35), old(&b, 2, 0)] {
+        for e in [
+            old(&a, 1, 40),
+            old(&a, 2, 31),
+            old(&a, 3, 1),
+            old(&b, 1, 35),
+            old(&b, 2, 0),
+        ] {
             store.append(&e).await.unwrap();
         }
         let removed = store.expire(now - Duration::days(30)).await.unwrap();
         // Other rules share a Mongo database: count at least ours.
         assert!(removed >= 3, "{removed}");
-        assert_eq!(contents(&store.page(&a, None, 10).await.unwrap().entries), ["m3"]);
-        assert_eq!(contents(&store.page(&b, None, 10).await.unwrap().entries), ["m2"]);
+        assert_eq!(
+            contents(&store.page(&a, None, 10).await.unwrap().entries),
+            ["m3"]
+        );
+        assert_eq!(
+            contents(&store.page(&b, None, 10).await.unwrap().entries),
+            ["m2"]
+        );
         assert_eq!(store.expire(now - Duration::days(30)).await.unwrap(), 0);
     }
 }
@@ -267,7 +313,10 @@ async fn sqlite_transcripts_survive_reopening_the_file() {
         store.append(&said(&s, 1, 0)).await.unwrap();
     }
     let store = SqliteTranscriptStore::open(&path).await.unwrap();
-    assert_eq!(contents(&store.page(&s, None, 10).await.unwrap().entries), ["m1"]);
+    assert_eq!(
+        contents(&store.page(&s, None, 10).await.unwrap().entries),
+        ["m1"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,8 +350,15 @@ async fn mongo_transcript_store_satisfies_the_contract() {
             Box::pin(async move { store })
         };
         run_contract("mongo", &fresh).await;
-        let indexes = db.collection::<mongodb::bson::Document>("messages").list_index_names().await.unwrap();
-        assert!(indexes.iter().any(|i| i == "sessionId_1_at_1_seq_1"), "{indexes:?}");
+        let indexes = db
+            .collection::<mongodb::bson::Document>("messages")
+            .list_index_names()
+            .await
+            .unwrap();
+        assert!(
+            indexes.iter().any(|i| i == "sessionId_1_at_1_seq_1"),
+            "{indexes:?}"
+        );
     })
     .catch_unwind()
     .await;

@@ -10,7 +10,13 @@ use std::time::Duration;
 use common::{TestApp, TEST_SECRET};
 use serde_json::{json, Value};
 
-async fn send(app: &TestApp, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn send(
+    app: &TestApp,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let client = reqwest::Client::new();
     let mut req = match method {
         "GET" => client.get(app.url(path)),
@@ -27,7 +33,14 @@ async fn send(app: &TestApp, token: &str, method: &str, path: &str, body: Option
 }
 
 async fn messages(app: &TestApp, token: &str, session: &str, query: &str) -> (u16, Value) {
-    send(app, token, "GET", &format!("/api/sessions/{session}/messages{query}"), None).await
+    send(
+        app,
+        token,
+        "GET",
+        &format!("/api/sessions/{session}/messages{query}"),
+        None,
+    )
+    .await
 }
 
 /// Registers `name` and makes it an agent with the operator's command.
@@ -84,7 +97,10 @@ async fn transcripts_survive_a_restart_and_only_the_owner_and_agents_read_them()
     let session = hello["sessionId"].as_str().unwrap().to_owned();
     let one = ws.chat("hello there").await;
     let two = ws.chat("and again").await;
-    assert_eq!((one.status.as_str(), two.status.as_str()), ("completed", "completed"));
+    assert_eq!(
+        (one.status.as_str(), two.status.as_str()),
+        ("completed", "completed")
+    );
     let (status, before) = messages(&first, &carol, &session, "").await;
     assert_eq!(status, 200, "{before}");
     drop(ws);
@@ -118,11 +134,23 @@ async fn transcripts_survive_a_restart_and_only_the_owner_and_agents_read_them()
     let (_, newest) = messages(&second, &carol, &session, "?limit=3").await;
     assert_eq!(said(&newest)[0], pair("assistant", &one.text()));
     let next = newest["next"].as_str().expect("an older page").to_owned();
-    let (_, oldest) = messages(&second, &carol, &session, &format!("?limit=3&before={next}")).await;
+    let (_, oldest) = messages(
+        &second,
+        &carol,
+        &session,
+        &format!("?limit=3&before={next}"),
+    )
+    .await;
     assert_eq!(said(&oldest), vec![pair("user", "hello there")]);
     assert!(oldest.get("next").is_none(), "{oldest}");
 
-    for bad in ["?limit=0", "?limit=201", "?limit=ten", "?before=yesterday", "?before=1-2-3"] {
+    for bad in [
+        "?limit=0",
+        "?limit=201",
+        "?limit=ten",
+        "?before=yesterday",
+        "?before=1-2-3",
+    ] {
         let (status, body) = messages(&second, &carol, &session, bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["error"], "invalid_request", "{bad}: {body}");
@@ -183,7 +211,8 @@ async fn agent_messages_join_the_transcript_after_a_handoff() {
     .await;
     assert_eq!(status, 201, "{sent}");
     // While Amy holds it, the bot is muted: the chat is kept all the same.
-    ws.send_json(json!({"type": "chat", "content": "thanks Amy"})).await;
+    ws.send_json(json!({"type": "chat", "content": "thanks Amy"}))
+        .await;
     loop {
         let m = ws.recv().await;
         if m["type"] == "user-message" && m["content"] == "thanks Amy" {
@@ -264,7 +293,10 @@ async fn the_retention_expires_old_transcript_entries() {
         if said(&body).is_empty() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not expired: {body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not expired: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

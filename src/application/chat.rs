@@ -1195,7 +1195,10 @@ mod tests {
                 .collect())
         });
         m.ai.expect_stream().returning(move |_| {
-            let items = tokens.iter().map(|t| Ok((*t).to_owned())).collect::<Vec<_>>();
+            let items = tokens
+                .iter()
+                .map(|t| Ok((*t).to_owned()))
+                .collect::<Vec<_>>();
             let stream: TokenStream = Box::pin(futures_util::stream::iter(items));
             Ok(stream)
         });

@@ -151,15 +151,15 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
     .await;
     inner.limits.release(slot).await;
     let message_id = generation.message_id().clone();
+    let said = Said {
+        owner,
+        seq: start_seq,
+        reply: std::mem::take(&mut progress.reply),
+    };
     let outcome = match ending {
         Ending::LostLease => {
             tracing::warn!(session_id = %session, %message_id, "lost the generation lease; another instance ended it");
             // What was streamed was delivered; another instance ended it as failed.
-            let said = Said {
-                owner,
-                seq: start_seq,
-                reply: std::mem::take(&mut progress.reply),
-            };
             record_answer(&inner, &session, &message_id, said, StreamStatus::Failed).await;
             inner.forget_local(&session, &message_id);
             progress.report(&inner, &session, &message_id, "lost_lease");
@@ -167,23 +167,7 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
         }
         Ending::Done(outcome) => outcome,
     };
-    let reply = std::mem::take(&mut progress.reply);
-    let ending = outcome.unwrap_or(StreamStatus::Failed);
-    // Recorded before the stream-end is logged, so a transcript read after
-    // the end arrived always holds the answer.
-    let said = Said {
-        owner,
-        seq: start_seq,
-        reply: reply.clone(),
-    };
-    record_answer(&inner, &session, &message_id, said, ending).await;
-    if outcome == Ok(StreamStatus::Completed) {
-        if progress.upstream == "none" {
-            // A complete but empty answer.
-            progress.upstream = "ok";
-        }
-        store_reply(&inner, &session, reply).await;
-    }
+    keep_answer(&inner, &session, &message_id, said, outcome, &mut progress).await;
     let end = generation.end(outcome);
     // The lease goes before the stream-end is published, so a chat sent in
     // reply to that stream-end is never refused as "in progress".
@@ -280,6 +264,30 @@ async fn stream_answer(
                 None => return Ending::Done(Ok(StreamStatus::Completed)),
             },
         }
+    }
+}
+
+/// Keeps the answer wherever it belongs before its stream-end is logged (so
+/// whoever sees the end can read it back): the transcript always, the
+/// session's history (what the AI sees next) only when it completed.
+async fn keep_answer(
+    inner: &Inner,
+    session: &SessionId,
+    message_id: &MessageId,
+    said: Said,
+    outcome: Result<StreamStatus, GenerationFailure>,
+    progress: &mut Progress,
+) {
+    let completed = outcome == Ok(StreamStatus::Completed);
+    let reply = completed.then(|| said.reply.clone());
+    let ending = outcome.unwrap_or(StreamStatus::Failed);
+    record_answer(inner, session, message_id, said, ending).await;
+    if let Some(reply) = reply {
+        if progress.upstream == "none" {
+            // A complete but empty answer.
+            progress.upstream = "ok";
+        }
+        store_reply(inner, session, reply).await;
     }
 }
 

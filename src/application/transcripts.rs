@@ -207,7 +207,9 @@ async fn sweep_loop(
         };
         match swept {
             Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "expired transcript entries past their retention"),
+            Ok(removed) => {
+                tracing::info!(removed, "expired transcript entries past their retention")
+            }
             Err(e) => {
                 stats.store_error("transcripts");
                 tracing::warn!(error = %ErrorChain(&e), "could not expire old transcript entries");

@@ -139,7 +139,8 @@ impl TranscriptCursor {
     /// stores' 64-bit integers.
     pub fn parse(raw: &str) -> Result<Self, CursorError> {
         let (at, seq) = raw.split_once('-').ok_or(CursorError)?;
-        let digits = |s: &str| !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(at) || !digits(seq) {
             return Err(CursorError);
         }
@@ -175,8 +176,20 @@ mod tests {
             Ok(TranscriptCursor { at_ms: 0, seq: 0 })
         );
         for bad in [
-            "", "-", "1-", "-1", "1--2", "1-2-3", "a-1", "1-b", " 1-2", "+1-2", "1-+2",
-            "1.5-2", "99999999999999999999-1", "1-9223372036854775808",
+            "",
+            "-",
+            "1-",
+            "-1",
+            "1--2",
+            "1-2-3",
+            "a-1",
+            "1-b",
+            " 1-2",
+            "+1-2",
+            "1-+2",
+            "1.5-2",
+            "99999999999999999999-1",
+            "1-9223372036854775808",
         ] {
             assert_eq!(TranscriptCursor::parse(bad), Err(CursorError), "{bad:?}");
         }

@@ -222,7 +222,7 @@ async fn add_allow_header<E: Endpoint>(
 
 fn cors(origins: Option<Vec<String>>) -> Cors {
     let cors = Cors::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
     match origins {
         Some(origins) => cors.allow_origins(origins),

@@ -13,9 +13,9 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::errors::{ErrorBody, ErrorCode};
 use super::openapi::{BearerToken, DateTimeRule, Documented, IdRule, Json};
+use super::rest::SessionsUnavailableError;
 use super::rest::{bearer_authorized, ApiTags, Refused};
 use super::rest::{BearerTokenError, InvalidRequestError, SessionNotFoundError};
-use super::rest::SessionsUnavailableError;
 use super::AppContext;
 use crate::application::ports::TranscriptPage;
 use crate::application::{TranscriptRefusal, TRANSCRIPT_PAGE_DEFAULT, TRANSCRIPT_PAGE_MAX};
@@ -229,7 +229,9 @@ enum Refusal {
 
 fn refusal(e: &TranscriptRefusal) -> Refusal {
     match e {
-        TranscriptRefusal::SessionGone => Refusal::NotFound(ErrorBody::new(ErrorCode::SessionNotFound)),
+        TranscriptRefusal::SessionGone => {
+            Refusal::NotFound(ErrorBody::new(ErrorCode::SessionNotFound))
+        }
         TranscriptRefusal::Failed(cause) => {
             tracing::warn!(error = %ErrorChain(cause), "transcript routes: a store failed");
             Refusal::Unavailable(ErrorBody::new(ErrorCode::SessionStoreUnavailable))

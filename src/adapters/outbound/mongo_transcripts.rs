@@ -212,7 +212,9 @@ impl TranscriptStore for MongoTranscriptStore {
                 d.get_str("userId")
                     .ok()
                     .and_then(|u| UserId::parse(u).ok())
-                    .ok_or_else(|| TranscriptStoreError::bare("a transcript document has an invalid userId"))
+                    .ok_or_else(|| {
+                        TranscriptStoreError::bare("a transcript document has an invalid userId")
+                    })
             })
             .transpose()
     }
@@ -279,6 +281,9 @@ mod tests {
         assert!(document_entry(&d).is_err());
         let mut d = entry_document(&entry(Speaker::User)).unwrap();
         d.insert("role", "agent");
-        assert!(document_entry(&d).is_err(), "an agent entry names its agent");
+        assert!(
+            document_entry(&d).is_err(),
+            "an agent entry names its agent"
+        );
     }
 }

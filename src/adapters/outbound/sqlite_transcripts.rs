@@ -99,7 +99,10 @@ fn open_blocking(path: &Path) -> Result<Connection, TranscriptStoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             TranscriptStoreError::new(
-                format!("cannot create directory {} for transcripts", parent.display()),
+                format!(
+                    "cannot create directory {} for transcripts",
+                    parent.display()
+                ),
                 e,
             )
         })?;
@@ -108,13 +111,15 @@ fn open_blocking(path: &Path) -> Result<Connection, TranscriptStoreError> {
         TranscriptStoreError::new(format!("cannot open database {}", path.display()), e)
     })?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
-    conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0))
-        .map_err(|e| {
-            TranscriptStoreError::new(
-                format!("{} is not a usable SQLite database", path.display()),
-                e,
-            )
-        })?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+        row.get::<_, String>(0)
+    })
+    .map_err(|e| {
+        TranscriptStoreError::new(
+            format!("{} is not a usable SQLite database", path.display()),
+            e,
+        )
+    })?;
     conn.execute_batch(SCHEMA).map_err(|e| {
         TranscriptStoreError::new("cannot create the messages table and its indexes", e)
     })?;
@@ -296,8 +301,9 @@ impl TranscriptStore for SqliteTranscriptStore {
             .await?;
         owner
             .map(|o| {
-                UserId::parse(&o)
-                    .map_err(|_| TranscriptStoreError::bare("a transcript row has an invalid user_id"))
+                UserId::parse(&o).map_err(|_| {
+                    TranscriptStoreError::bare("a transcript row has an invalid user_id")
+                })
             })
             .transpose()
     }
@@ -305,9 +311,12 @@ impl TranscriptStore for SqliteTranscriptStore {
     async fn erase(&self, session: &SessionId) -> Result<u64, TranscriptStoreError> {
         let session = session.as_str().to_owned();
         self.with_conn(move |conn| {
-            conn.execute("DELETE FROM messages WHERE session_id = ?1", params![session])
-                .map(|n| n as u64)
-                .map_err(failed)
+            conn.execute(
+                "DELETE FROM messages WHERE session_id = ?1",
+                params![session],
+            )
+            .map(|n| n as u64)
+            .map_err(failed)
         })
         .await
     }
