@@ -121,6 +121,8 @@ settings! {
         handoff_queue_timeout = "HANDOFF_QUEUE_TIMEOUT", default "10m";
         /// An agent with no socket open this long loses its conversations to the queue.
         agent_away_grace = "AGENT_AWAY_GRACE", default "2m";
+        /// Transcript entries older than this are deleted (e.g. 30d) [default: kept for good].
+        transcript_retention = "TRANSCRIPT_RETENTION";
     }
     "AI service" {
         /// fastapi or openai [default: fastapi when FASTAPI_URL is set; unset: the echo model].

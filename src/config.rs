@@ -225,6 +225,9 @@ pub struct StorageConfig {
     /// `STORE_CONNECT_TIMEOUT`: how long start-up waits for MongoDB or Redis
     /// to answer before reporting it unreachable.
     pub connect_timeout: Duration,
+    /// `TRANSCRIPT_RETENTION`: transcript entries older than this are
+    /// expired; `None` (unset) keeps them for good.
+    pub transcript_retention: Option<Duration>,
 }
 
 /// Where chat sessions and their conversations live, and for how long.
@@ -515,6 +518,14 @@ impl Vars<'_> {
         Ok(d)
     }
 
+    /// A duration as [`Vars::duration`] with no default: unset is `None`.
+    fn optional_duration(&self, name: &str) -> Result<Option<Duration>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(text) => self.duration(name, &text).map(Some),
+        }
+    }
+
     /// A duration as [`Vars::duration`], where `0` is allowed (turns a grace off).
     fn duration_or_zero(&self, name: &str, default: &str) -> Result<Duration, ConfigError> {
         self.bounded_duration(name, default, "a duration such as 0, 500ms, 30s, 5m")
@@ -709,6 +720,7 @@ impl StorageConfig {
                 .get("SQLITE_PATH")
                 .map_or_else(|| PathBuf::from("./data/chatbot.db"), PathBuf::from),
             connect_timeout: vars.duration("STORE_CONNECT_TIMEOUT", "5s")?,
+            transcript_retention: vars.optional_duration("TRANSCRIPT_RETENTION")?,
         })
     }
 }
@@ -1000,6 +1012,7 @@ mod tests {
         "UNATTENDED_GENERATION_TIMEOUT",
         "HANDOFF_QUEUE_TIMEOUT",
         "AGENT_AWAY_GRACE",
+        "TRANSCRIPT_RETENTION",
         "AI_CONNECT_TIMEOUT",
         "AI_FIRST_TOKEN_TIMEOUT",
         "AI_IDLE_TIMEOUT",
@@ -1079,6 +1092,11 @@ mod tests {
         ] {
             all.extend(limit.map(|w| (name, w.window)));
         }
+        all.extend(
+            c.storage
+                .transcript_retention
+                .map(|d| ("TRANSCRIPT_RETENTION", d)),
+        );
         let k = &c.connections;
         for (name, timeout) in [
             ("HTTP_HEADER_TIMEOUT", k.header_timeout),
@@ -1187,8 +1205,33 @@ mod tests {
         );
         assert_eq!(c.sessions.handoff_queue_timeout, Duration::from_secs(600));
         assert_eq!(c.sessions.agent_away_grace, Duration::from_secs(120));
+        assert_eq!(c.storage.transcript_retention, None, "kept for good");
         assert!(c.ai.primary.is_none() && c.ai.fallback.is_none());
         assert!(c.storage.mongodb_uri.is_none() && c.sessions.redis_url.is_none());
+    }
+
+    #[test]
+    fn transcript_retention_keeps_for_good_unless_given_a_duration() {
+        assert_eq!(cfg(&[]).unwrap().storage.transcript_retention, None);
+        assert_eq!(
+            cfg(&[("TRANSCRIPT_RETENTION", "")])
+                .unwrap()
+                .storage
+                .transcript_retention,
+            None,
+            "empty counts as unset"
+        );
+        let c = cfg(&[("TRANSCRIPT_RETENTION", "30d")]).unwrap();
+        assert_eq!(
+            c.storage.transcript_retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        for bad in ["0", "forever", "-1d", "36501d"] {
+            let err = cfg(&[("TRANSCRIPT_RETENTION", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("TRANSCRIPT_RETENTION"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::adapters::outbound::memory_conversations::{
 use crate::adapters::outbound::memory_handoff::{MemoryHandoffs, MemoryPresence};
 use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
+use crate::adapters::outbound::mongo_transcripts::MongoTranscriptStore;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
 use crate::adapters::outbound::prometheus_metrics::PrometheusMetrics;
 use crate::adapters::outbound::reachability::{self, ProbeError};
@@ -38,6 +39,7 @@ use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::resilient_ai::{
     BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel,
 };
+use crate::adapters::outbound::sqlite_transcripts::SqliteTranscriptStore;
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
 use crate::adapters::outbound::upstream_ai::{OpenAiSettings, UpstreamAi, UpstreamTimeouts};
 use crate::application::health::{HealthMonitor, HealthTargets};
@@ -45,11 +47,11 @@ use crate::application::ports::{
     AccessStoreError, AgentPresence, AiModel, ConversationStoreError, EventLog, GenerationRegistry,
     HandoffStore, LiveDelivery, PasswordHashError, PasswordHasher, RateLimitError, RateLimiter,
     RefreshTokenStore, RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService,
-    UpstreamObserver, UserRepository, UserStoreError,
+    TranscriptStore, TranscriptStoreError, UpstreamObserver, UserRepository, UserStoreError,
 };
 use crate::application::{
     AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationSettings,
-    HandoffSettings, LimitSettings, Limits, Rule,
+    HandoffSettings, LimitSettings, Limits, RetentionSweeper, Rule,
 };
 use crate::config::{
     AiConfig, AuthConfig, Config, LimitsConfig, SessionConfig, StorageConfig, UpstreamConfig,
@@ -76,6 +78,13 @@ pub enum StartupError {
         path: PathBuf,
         #[source]
         source: UserStoreError,
+    },
+    /// The transcript store (beside the users) could not be prepared.
+    #[error("could not open the transcript store ({setting})")]
+    Transcripts {
+        setting: &'static str,
+        #[source]
+        source: TranscriptStoreError,
     },
     #[error("could not connect to Redis (REDIS_URL)")]
     Redis(#[source] SessionStoreError),
@@ -122,7 +131,11 @@ impl Adapters {
     pub async fn from_config(config: &Config) -> Result<Self, StartupError> {
         probe_stores(config).await?;
         let conversations = conversation_stores(&config.sessions).await?;
-        let (users, refresh) = user_store(&config.storage).await?;
+        let UserStores {
+            users,
+            refresh,
+            transcripts,
+        } = user_store(&config.storage).await?;
         let (tickets, revocations) = access_stores(&config.sessions).await?;
         // One adapter counts everything: the use cases through the stats
         // port, the AI decorators through the observer hook.
@@ -149,6 +162,7 @@ impl Adapters {
                 registry: conversations.registry,
                 handoffs: conversations.handoffs,
                 presence: conversations.presence,
+                transcripts,
             },
             limiter: rate_limiter(&config.sessions).await?,
         })
@@ -281,24 +295,40 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
 pub async fn open_user_store(
     storage: &StorageConfig,
 ) -> Result<Arc<dyn UserRepository>, StartupError> {
-    Ok(user_store(storage).await?.0)
+    Ok(user_store(storage).await?.users)
 }
 
-/// The user store, which also keeps the refresh tokens.
-async fn user_store(
-    storage: &StorageConfig,
-) -> Result<(Arc<dyn UserRepository>, Arc<dyn RefreshTokenStore>), StartupError> {
+/// The user store and what lives beside the users.
+struct UserStores {
+    users: Arc<dyn UserRepository>,
+    refresh: Arc<dyn RefreshTokenStore>,
+    transcripts: Arc<dyn TranscriptStore>,
+}
+
+/// The user store, which also keeps the refresh tokens, and the transcripts
+/// in the same database (MongoDB's `messages`, or the SQLite file's table).
+async fn user_store(storage: &StorageConfig) -> Result<UserStores, StartupError> {
     if let Some(uri) = &storage.mongodb_uri {
-        tracing::info!(uri = %uri, "user store: MongoDB");
+        tracing::info!(uri = %uri, "user store and transcripts: MongoDB");
         let repo = Arc::new(
             MongoUserRepository::connect(uri.expose())
                 .await
                 .map_err(StartupError::Mongo)?,
         );
-        return Ok((repo.clone(), repo));
+        let transcripts = MongoTranscriptStore::open(repo.database())
+            .await
+            .map_err(|source| StartupError::Transcripts {
+                setting: "MONGODB_URI",
+                source,
+            })?;
+        return Ok(UserStores {
+            users: repo.clone(),
+            refresh: repo,
+            transcripts: Arc::new(transcripts),
+        });
     }
     let path = &storage.sqlite_path;
-    tracing::info!(path = %path.display(), "user store: embedded SQLite");
+    tracing::info!(path = %path.display(), "user store and transcripts: embedded SQLite");
     let repo = SqliteUserRepository::open(path)
         .await
         .map_err(|source| StartupError::Sqlite {
@@ -306,7 +336,18 @@ async fn user_store(
             source,
         })?;
     let repo = Arc::new(repo);
-    Ok((repo.clone(), repo))
+    let transcripts =
+        SqliteTranscriptStore::open(path)
+            .await
+            .map_err(|source| StartupError::Transcripts {
+                setting: "SQLITE_PATH",
+                source,
+            })?;
+    Ok(UserStores {
+        users: repo.clone(),
+        refresh: repo,
+        transcripts: Arc::new(transcripts),
+    })
 }
 
 /// WebSocket tickets and token revocations: in memory for one instance, or
@@ -463,6 +504,8 @@ pub struct Application {
     cors_origins: Option<Vec<String>>,
     /// The `METRICS_ADDR` listener, bound.
     metrics: Option<(TcpListener, SocketAddr)>,
+    /// Expires transcripts past `TRANSCRIPT_RETENTION`, when one is set.
+    sweeper: Option<RetentionSweeper>,
 }
 
 /// Binds `METRICS_ADDR`.
@@ -489,6 +532,13 @@ impl Application {
     /// ports a real store will not fail on demand).
     pub async fn build_with(config: Config, adapters: Adapters) -> Result<Self, StartupError> {
         let stats = adapters.chat.stats.clone();
+        let sweeper = config.storage.transcript_retention.map(|retention| {
+            tracing::info!(
+                retention_secs = retention.as_secs(),
+                "transcripts: entries older than the retention are expired"
+            );
+            RetentionSweeper::start(adapters.chat.transcripts.clone(), stats.clone(), retention)
+        });
         let limits = Limits::new(
             adapters.limiter,
             limit_settings(&config.limits, config.websocket.ping_interval),
@@ -566,6 +616,7 @@ impl Application {
             ctx,
             cors_origins: config.server.cors_origins,
             metrics,
+            sweeper,
         })
     }
 
@@ -622,6 +673,9 @@ impl Application {
             let _ = metrics_server.await;
         }
         ctx.stop_health().await;
+        if let Some(sweeper) = &self.sweeper {
+            sweeper.stop().await;
+        }
         result?;
         tracing::info!("shutdown complete");
         Ok(())

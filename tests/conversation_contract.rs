@@ -168,6 +168,30 @@ async fn append_numbers_events_from_one_and_reads_them_back(backend: Backend) {
     );
 }
 
+/// An erased log reads like one that never existed, client message ids
+/// included; other sessions keep theirs.
+async fn erase_forgets_one_session_entirely(backend: Backend) {
+    let log = backend.log().await;
+    let (s, other) = (SessionId::generate(), SessionId::generate());
+    log.append(&s, vec![user_message(Some("c1")), token(0)])
+        .await
+        .unwrap();
+    log.append(&other, vec![token(0)]).await.unwrap();
+    log.erase(&s).await.unwrap();
+    let gone = log.read_after(&s, 0, 10).await.unwrap();
+    assert_eq!((gone.events.len(), gone.head, gone.oldest), (0, 0, 1));
+    assert_eq!(log.head(&s).await.unwrap(), 0);
+    let id = ClientMessageId::parse("c1").unwrap();
+    assert_eq!(log.accepted_client_message(&s, &id).await.unwrap(), None);
+    assert_eq!(
+        log.head(&other).await.unwrap(),
+        1,
+        "other sessions are kept"
+    );
+    log.erase(&s).await.unwrap();
+    log.erase(&SessionId::generate()).await.unwrap();
+}
+
 async fn retention_keeps_between_limit_and_twice_limit(backend: Backend) {
     // The backend was made with a limit of 50.
     let log = backend.log().await;
@@ -541,6 +565,7 @@ macro_rules! contract {
 
 contract!(
     append_numbers_events_from_one_and_reads_them_back,
+    erase_forgets_one_session_entirely,
     retention_keeps_between_limit_and_twice_limit,
     concurrent_appends_get_unique_consecutive_seqs,
     client_message_ids_are_remembered_for_the_last_hundred,

@@ -209,6 +209,13 @@ fn every_operation_has_its_operation_id_and_bearer_routes_declare_the_scheme() {
             "sessionEvents",
             Some(true),
         ),
+        (
+            "/api/sessions/{id}/messages",
+            "get",
+            "sessionMessages",
+            Some(true),
+        ),
+        ("/api/sessions/{id}", "delete", "deleteSession", Some(true)),
         ("/api/agent/queue", "get", "agentQueue", Some(true)),
         (
             "/api/agent/conversations",
@@ -321,6 +328,15 @@ fn every_error_response_lists_its_codes_from_the_catalogue() {
             "503",
             &["service_unavailable", "session_store_unavailable"],
         ),
+        ("sessionMessages", "400", &["invalid_request"]),
+        ("sessionMessages", "404", &["session_not_found"]),
+        (
+            "sessionMessages",
+            "503",
+            &["service_unavailable", "session_store_unavailable"],
+        ),
+        ("deleteSession", "404", &["session_not_found"]),
+        ("deleteSession", "401", &bearer),
     ];
     let mut checked = 0;
     for (path, method, op) in operations(&spec) {
@@ -412,6 +428,29 @@ fn every_body_has_an_example_and_null_is_declared_where_it_is_sent() {
             limit["schema"]["maximum"].as_f64()
         ),
         (Some(1.0), Some(1000.0))
+    );
+    let limit = &spec["paths"]["/api/sessions/{id}/messages"]["get"]["parameters"];
+    let limit = limit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].as_f64(),
+            limit["schema"]["maximum"].as_f64()
+        ),
+        (Some(1.0), Some(200.0))
+    );
+    let message = &schemas["TranscriptMessage"]["properties"];
+    assert_eq!(
+        message["role"]["$ref"], "#/components/schemas/MessageRole",
+        "{message}"
+    );
+    assert_eq!(
+        schemas["MessageRole"]["enum"],
+        serde_json::json!(["user", "assistant", "agent"])
     );
     let login = schemas["LoginRequest"]["properties"].as_object().unwrap();
     for field in login.values() {

@@ -23,9 +23,11 @@ use super::limits::{ChatPermit, ConnectionPermit, Limited, Limits, Slot};
 use super::ports::{
     AgentPresence, AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog,
     GenerationRegistry, HandoffStore, LiveDelivery, LogSlice, SessionCounts, SessionStore,
-    SessionStoreError, SharedEvent, StartOutcome, Stats, StatsSnapshot, UpstreamState,
+    SessionStoreError, SharedEvent, StartOutcome, Stats, StatsSnapshot, TranscriptStore,
+    TranscriptStoreError, UpstreamState,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
+use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{
     ChatContent, ChatMessage, ClientIp, MessageId, Role, Session, SessionId, SessionUser,
     TraceContext, User, UserId,
@@ -50,6 +52,10 @@ pub enum ChatError {
     /// The event log, live delivery or generation registry failed.
     #[error("conversation store failed")]
     Conversation(#[from] ConversationStoreError),
+    /// The transcript store failed (reading or erasing; a failed recording
+    /// is only logged).
+    #[error("transcript store failed")]
+    Transcripts(#[from] TranscriptStoreError),
 }
 
 impl From<SessionStoreError> for ChatError {
@@ -155,6 +161,8 @@ pub struct ChatPorts {
     pub handoffs: Arc<dyn HandoffStore>,
     /// Which agents have a socket open.
     pub presence: Arc<dyn AgentPresence>,
+    /// Every message of every conversation, kept beyond the history and the log.
+    pub transcripts: Arc<dyn TranscriptStore>,
 }
 
 /// A generation this instance runs.
@@ -173,6 +181,7 @@ pub(super) struct Inner {
     pub(super) registry: Arc<dyn GenerationRegistry>,
     pub(super) handoffs: Arc<dyn HandoffStore>,
     pub(super) presence: Arc<dyn AgentPresence>,
+    pub(super) transcripts: Arc<dyn TranscriptStore>,
     pub(super) settings: ConversationSettings,
     pub(super) limits: Limits,
     local: Mutex<HashMap<SessionId, Local>>,
@@ -232,6 +241,7 @@ impl ChatService {
             registry: ports.registry,
             handoffs: ports.handoffs,
             presence: ports.presence,
+            transcripts: ports.transcripts,
             settings,
             limits,
             local: Mutex::new(HashMap::new()),
@@ -403,7 +413,7 @@ impl ChatService {
             .chat(user, inner.settings.lease)
             .await
             .map_err(ChatRefusal::RateLimited)?;
-        let started = self.start_once(session, chat, &mut permit).await;
+        let started = self.start_once(session, user, chat, &mut permit).await;
         if let Err(ChatRefusal::Failed(e)) = &started {
             inner.count_failure(e);
         }
@@ -418,6 +428,7 @@ impl ChatService {
     async fn start_once(
         &self,
         session: &SessionId,
+        user: &UserId,
         chat: ChatRequest,
         permit: &mut ChatPermit,
     ) -> Result<Accepted, ChatRefusal> {
@@ -435,7 +446,7 @@ impl ChatService {
             Ok(None) => match inner.muted(session).await {
                 Ok(None) => self.start(session, chat, answer.clone(), permit).await,
                 Ok(Some(_)) => {
-                    let logged = self.log_muted(session, chat, permit).await;
+                    let logged = self.log_muted(session, user, chat, permit).await;
                     // No answer follows: the slot taken above is not a generation.
                     let _ = inner.registry.finish(session, &answer).await;
                     logged
@@ -502,11 +513,26 @@ impl ChatService {
             .log
             .append(session_id, vec![(now, asked), (now, start)])
             .await?;
+        // Recorded before anyone sees the chat, so a transcript read after
+        // its `user-message` arrived always holds it.
+        inner
+            .record(TranscriptEntry::new(
+                session_id.clone(),
+                session.user.id.clone(),
+                user_message.clone(),
+                Speaker::User,
+                query.clone(),
+                logged[0].seq,
+                now,
+            ))
+            .await;
         let accepted = Accepted {
             message_id: user_message,
             seq: logged[0].seq,
             duplicate: false,
         };
+        // The answer stands at its stream-start, right after the chat.
+        let answer_seq = logged.get(1).map_or(accepted.seq + 1, |e| e.seq);
         let request = AiRequest {
             query,
             user_id: session.user.id,
@@ -517,7 +543,7 @@ impl ChatService {
         // Stoppable before anyone can see its stream-start; should its first
         // tokens be published before these two events, watchers fill the gap
         // from the log.
-        self.spawn_generation(generation, request, permit.slot.take());
+        self.spawn_generation(generation, answer_seq, request, permit.slot.take());
         inner.publish(session_id, &logged).await;
         Ok(accepted)
     }
@@ -527,6 +553,7 @@ impl ChatService {
     async fn log_muted(
         &self,
         session_id: &SessionId,
+        owner: &UserId,
         chat: ChatRequest,
         permit: &mut ChatPermit,
     ) -> Result<Accepted, ChatRefusal> {
@@ -548,6 +575,17 @@ impl ChatService {
             content: query.clone(),
         };
         let logged = inner.log.append(session_id, vec![(now, asked)]).await?;
+        inner
+            .record(TranscriptEntry::new(
+                session_id.clone(),
+                owner.clone(),
+                message_id.clone(),
+                Speaker::User,
+                query.clone(),
+                logged[0].seq,
+                now,
+            ))
+            .await;
         inner.publish(session_id, &logged).await;
         inner.note_last_message(session_id, &query).await;
         Ok(Accepted {
@@ -558,7 +596,13 @@ impl ChatService {
     }
 
     /// Runs the generation as a task this service owns, stoppable locally.
-    fn spawn_generation(&self, generation: Generation, request: AiRequest, slot: Option<Slot>) {
+    fn spawn_generation(
+        &self,
+        generation: Generation,
+        start_seq: Seq,
+        request: AiRequest,
+        slot: Option<Slot>,
+    ) {
         let inner = &self.inner;
         let session = request.session_id.clone();
         let cancel = CancellationToken::new();
@@ -577,6 +621,7 @@ impl ChatService {
         let job = Job {
             session,
             generation,
+            start_seq,
             request,
             cancel,
             slot,
@@ -784,6 +829,7 @@ impl Inner {
         match e {
             ChatError::SessionStore(_) => self.stats.store_error("sessions"),
             ChatError::Conversation(_) => self.stats.store_error("conversations"),
+            ChatError::Transcripts(_) => self.stats.store_error("transcripts"),
             ChatError::Ai(_) | ChatError::SessionGone => {}
         }
     }
@@ -856,7 +902,7 @@ mod tests {
     use crate::application::ports::{
         AcceptedClientMessage, MockAgentPresence, MockAiModel, MockEventLog,
         MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
-        TokenStream,
+        MockTranscriptStore, TokenStream, TranscriptStoreError,
     };
     use crate::domain::fixtures;
     use crate::domain::StreamStatus;
@@ -887,6 +933,17 @@ mod tests {
         log: MockEventLog,
         live: MockLiveDelivery,
         registry: MockGenerationRegistry,
+        transcripts: MockTranscriptStore,
+    }
+
+    /// A transcript store that keeps whatever it is given.
+    fn keeping(kept: Arc<StdMutex<Vec<TranscriptEntry>>>) -> MockTranscriptStore {
+        let mut t = MockTranscriptStore::new();
+        t.expect_append().returning(move |e| {
+            kept.lock().unwrap().push(e.clone());
+            Ok(())
+        });
+        t
     }
 
     /// No conversation is ever handed off: the bot answers everything.
@@ -906,6 +963,7 @@ mod tests {
                 log: MockEventLog::new(),
                 live: MockLiveDelivery::new(),
                 registry: registry(),
+                transcripts: keeping(Arc::default()),
             }
         }
 
@@ -920,6 +978,7 @@ mod tests {
                     handoffs: Arc::new(bot_only()),
                     presence: Arc::new(MockAgentPresence::new()),
                     registry: Arc::new(self.registry),
+                    transcripts: Arc::new(self.transcripts),
                 },
                 ConversationSettings {
                     session_ttl: Duration::from_secs(3600),
@@ -1045,6 +1104,7 @@ mod tests {
             log,
             live,
             registry,
+            transcripts,
         } = m;
         let service = ChatService::with_limits(
             ChatPorts {
@@ -1056,6 +1116,7 @@ mod tests {
                 registry: Arc::new(registry),
                 handoffs: Arc::new(bot_only()),
                 presence: Arc::new(MockAgentPresence::new()),
+                transcripts: Arc::new(transcripts),
             },
             ConversationSettings {
                 session_ttl: Duration::from_secs(3600),
@@ -1098,6 +1159,112 @@ mod tests {
             matches!(refused, Err(StopRefusal::NothingRunning)),
             "{refused:?}"
         );
+    }
+
+    /// Mocks for one chat answered with `tokens`: a session that exists, a
+    /// log that numbers what it is given, and a quiet registry and delivery.
+    fn answering(tokens: &'static [&'static str]) -> (Mocks, Session) {
+        let mut m = Mocks::new();
+        let session = fixtures::session(&SessionId::generate());
+        let stored = session.clone();
+        m.sessions
+            .expect_get()
+            .returning(move |_| Ok(Some(stored.clone())));
+        m.sessions.expect_append().returning(|_, _| Ok(()));
+        m.stats.expect_message_received().returning(|| ());
+        m.registry
+            .expect_try_start()
+            .returning(|_, _, _| Ok(StartOutcome::Started));
+        m.registry.expect_finish().returning(|_, _| Ok(()));
+        m.registry.expect_renew().returning(|_, _, _| Ok(true));
+        m.live.expect_watchers().returning(|_| Ok(1));
+        m.live.expect_publish().returning(|_, _| Ok(()));
+        let head = Arc::new(StdMutex::new(0));
+        m.log.expect_append().returning(move |_, events| {
+            let mut head = head.lock().unwrap();
+            Ok(events
+                .into_iter()
+                .map(|(at, event)| {
+                    *head += 1;
+                    Arc::new(crate::domain::conversation::LoggedEvent {
+                        seq: *head,
+                        at,
+                        event,
+                    })
+                })
+                .collect())
+        });
+        m.ai.expect_stream().returning(move |_| {
+            let items = tokens
+                .iter()
+                .map(|t| Ok((*t).to_owned()))
+                .collect::<Vec<_>>();
+            let stream: TokenStream = Box::pin(futures_util::stream::iter(items));
+            Ok(stream)
+        });
+        (m, session)
+    }
+
+    #[tokio::test]
+    async fn a_failing_transcript_store_costs_only_its_entries() {
+        let (mut m, session) = answering(&["still", " answered"]);
+        let mut transcripts = MockTranscriptStore::new();
+        transcripts
+            .expect_append()
+            .times(2)
+            .returning(|_| Err(TranscriptStoreError::bare("disk full")));
+        m.transcripts = transcripts;
+        let failures = Arc::new(StdMutex::new(Vec::new()));
+        let counted = failures.clone();
+        m.stats = MockStats::new();
+        m.stats.expect_message_received().returning(|| ());
+        m.stats.expect_generation_ended().returning(|_| ());
+        m.stats
+            .expect_store_error()
+            .returning(move |s| counted.lock().unwrap().push(s));
+        let service = m.service();
+        let accepted = service
+            .submit(&session.id, &user(), chat(None))
+            .await
+            .expect("the chat is accepted all the same");
+        assert!(!accepted.duplicate);
+        service.drain(Duration::from_secs(2)).await;
+        assert_eq!(
+            *failures.lock().unwrap(),
+            vec!["transcripts", "transcripts"],
+            "the chat's entry and the answer's, each counted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_answer_keeps_what_was_delivered_in_the_transcript() {
+        let (mut m, session) = answering(&[]);
+        m.ai.checkpoint();
+        m.ai.expect_stream().returning(|_| {
+            let items: Vec<Result<String, AiError>> = vec![
+                Ok("half an ".into()),
+                Err(AiError::Unavailable("reset".into())),
+            ];
+            let stream: TokenStream = Box::pin(futures_util::stream::iter(items));
+            Ok(stream)
+        });
+        let recorded = Arc::new(StdMutex::new(Vec::new()));
+        m.transcripts = keeping(recorded.clone());
+        let service = m.service();
+        service
+            .submit(&session.id, &user(), chat(None))
+            .await
+            .unwrap();
+        service.drain(Duration::from_secs(2)).await;
+        let recorded = recorded.lock().unwrap().clone();
+        assert_eq!(recorded.len(), 2, "{recorded:?}");
+        assert_eq!(
+            recorded[1].speaker,
+            Speaker::Assistant {
+                ending: StreamStatus::Failed
+            }
+        );
+        assert_eq!(recorded[1].content, "half an ");
     }
 
     #[tokio::test]
@@ -1160,6 +1327,8 @@ mod tests {
             ]));
             Ok(tokens)
         });
+        let recorded = Arc::new(StdMutex::new(Vec::new()));
+        m.transcripts = keeping(recorded.clone());
         let service = m.service();
         let accepted = service
             .submit(&session.id, &user(), chat(None))
@@ -1190,6 +1359,26 @@ mod tests {
                 (Role::Assistant, "fine, thanks".to_owned())
             ]
         );
+        let recorded = recorded.lock().unwrap().clone();
+        let said: Vec<_> = recorded
+            .iter()
+            .map(|e| (e.speaker.clone(), e.content.as_str(), e.seq))
+            .collect();
+        assert_eq!(
+            said,
+            vec![
+                (Speaker::User, "hello", 1),
+                (
+                    Speaker::Assistant {
+                        ending: StreamStatus::Completed
+                    },
+                    "fine, thanks",
+                    2
+                )
+            ],
+            "the transcript holds the chat and the answer at its stream-start"
+        );
+        assert!(recorded.iter().all(|e| e.session == session.id));
         assert_eq!(*finished.lock().unwrap(), 1, "the slot is released once");
         let reports = reports.lock().unwrap().clone();
         assert_eq!(reports.len(), 1, "one report per generation");

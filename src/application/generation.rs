@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::chat::{ChatError, Inner};
 use super::limits::Slot;
 use super::ports::{AiError, AiRequest, GenerationReport, TokenStream};
-use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure};
+use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure, Seq};
+use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatMessage, MessageId, Role, SessionId, StreamStatus};
 use crate::telemetry::ErrorChain;
 
@@ -32,6 +33,8 @@ enum Ending {
 pub(super) struct Job {
     pub session: SessionId,
     pub generation: Generation,
+    /// The seq of its `stream-start`: where the answer stands in the transcript.
+    pub start_seq: Seq,
     pub request: AiRequest,
     pub cancel: CancellationToken,
     /// The user's concurrent-generation slot, held until the end.
@@ -129,10 +132,12 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
     let Job {
         session,
         mut generation,
+        start_seq,
         request,
         cancel,
         slot,
     } = job;
+    let owner = request.user_id.clone();
     let mut progress = Progress::new();
     let ending = stream_answer(
         &inner,
@@ -146,22 +151,23 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
     .await;
     inner.limits.release(slot).await;
     let message_id = generation.message_id().clone();
+    let said = Said {
+        owner,
+        seq: start_seq,
+        reply: std::mem::take(&mut progress.reply),
+    };
     let outcome = match ending {
         Ending::LostLease => {
             tracing::warn!(session_id = %session, %message_id, "lost the generation lease; another instance ended it");
+            // What was streamed was delivered; another instance ended it as failed.
+            record_answer(&inner, &session, &message_id, said, StreamStatus::Failed).await;
             inner.forget_local(&session, &message_id);
             progress.report(&inner, &session, &message_id, "lost_lease");
             return;
         }
         Ending::Done(outcome) => outcome,
     };
-    if outcome == Ok(StreamStatus::Completed) {
-        if progress.upstream == "none" {
-            // A complete but empty answer.
-            progress.upstream = "ok";
-        }
-        store_reply(&inner, &session, std::mem::take(&mut progress.reply)).await;
-    }
+    keep_answer(&inner, &session, &message_id, said, outcome, &mut progress).await;
     let end = generation.end(outcome);
     // The lease goes before the stream-end is published, so a chat sent in
     // reply to that stream-end is never refused as "in progress".
@@ -246,6 +252,8 @@ async fn stream_answer(
                         // so the writers that carry these tokens get their turn.
                         tokio::task::consume_budget().await;
                     } else {
+                        // Never delivered: not part of what the answer said.
+                        progress.reply.truncate(progress.reply.len() - delta.len());
                         return Ending::Done(Err(GenerationFailure::SessionStoreUnavailable));
                     }
                 }
@@ -257,6 +265,63 @@ async fn stream_answer(
             },
         }
     }
+}
+
+/// Keeps the answer wherever it belongs before its stream-end is logged (so
+/// whoever sees the end can read it back): the transcript always, the
+/// session's history (what the AI sees next) only when it completed.
+async fn keep_answer(
+    inner: &Inner,
+    session: &SessionId,
+    message_id: &MessageId,
+    said: Said,
+    outcome: Result<StreamStatus, GenerationFailure>,
+    progress: &mut Progress,
+) {
+    let completed = outcome == Ok(StreamStatus::Completed);
+    let reply = completed.then(|| said.reply.clone());
+    let ending = outcome.unwrap_or(StreamStatus::Failed);
+    record_answer(inner, session, message_id, said, ending).await;
+    if let Some(reply) = reply {
+        if progress.upstream == "none" {
+            // A complete but empty answer.
+            progress.upstream = "ok";
+        }
+        store_reply(inner, session, reply).await;
+    }
+}
+
+/// What an answer said, for its transcript entry.
+struct Said {
+    owner: crate::domain::UserId,
+    seq: Seq,
+    reply: String,
+}
+
+/// Keeps the answer in the transcript, honestly: a completed one whole, a
+/// stopped or failed one with what had been delivered (nothing at all when
+/// nothing had been).
+async fn record_answer(
+    inner: &Inner,
+    session: &SessionId,
+    message_id: &MessageId,
+    said: Said,
+    ending: StreamStatus,
+) {
+    if ending != StreamStatus::Completed && said.reply.is_empty() {
+        return;
+    }
+    inner
+        .record(TranscriptEntry::new(
+            session.clone(),
+            said.owner,
+            message_id.clone(),
+            Speaker::Assistant { ending },
+            said.reply,
+            said.seq,
+            Utc::now(),
+        ))
+        .await;
 }
 
 /// Only a completed answer joins the history the AI sees next time.
@@ -293,7 +358,7 @@ pub(super) fn failure_of(e: &ChatError) -> GenerationFailure {
             retryable: e.retryable(),
         },
         ChatError::SessionGone => GenerationFailure::SessionExpired,
-        ChatError::SessionStore(_) | ChatError::Conversation(_) => {
+        ChatError::SessionStore(_) | ChatError::Conversation(_) | ChatError::Transcripts(_) => {
             GenerationFailure::SessionStoreUnavailable
         }
     }

@@ -14,7 +14,8 @@ use super::chat::{ChatError, ChatService, Inner, ESCALATION_REPLY};
 use super::ports::{ConversationStoreError, SharedEvent, Swap};
 use crate::domain::conversation::{ConversationEvent, Seq};
 use crate::domain::handoff::{self, AgentRef, Handoff, HandoffError, Mode, Transition};
-use crate::domain::{ChatContent, ChatMessage, MessageId, Role, SessionId, User, UserId};
+use crate::domain::transcript::{Speaker, TranscriptEntry};
+use crate::domain::{ChatContent, ChatMessage, MessageId, Role, Session, SessionId, User, UserId};
 use crate::telemetry::ErrorChain;
 
 /// How long an agent socket's presence lease lasts without renewal: an
@@ -216,7 +217,7 @@ impl ChatService {
         content: ChatContent,
     ) -> Result<AgentMessageSent, HandoffRefusal> {
         let inner = self.inner();
-        self.require_session(session).await?;
+        let customer = self.require_session(session).await?.user.id;
         match inner.handoffs.get(session).await? {
             Some(h) if h.mode.agent().is_some_and(|a| a.id == agent.id) => {}
             _ => return Err(HandoffError::NotAssigned.into()),
@@ -235,14 +236,23 @@ impl ChatService {
         let message_id = MessageId::generate();
         let said = ConversationEvent::AgentMessage {
             message_id: message_id.clone(),
-            content,
+            content: content.clone(),
             agent: agent_ref(agent),
         };
         let logged = inner.log_and_publish(session, vec![said]).await?;
-        Ok(AgentMessageSent {
-            message_id,
-            seq: logged.first().map_or(0, |e| e.seq),
-        })
+        let (seq, at) = logged.first().map_or((0, Utc::now()), |e| (e.seq, e.at));
+        inner
+            .record(TranscriptEntry::new(
+                session.clone(),
+                customer,
+                message_id.clone(),
+                Speaker::Agent(agent_ref(agent)),
+                content,
+                seq,
+                at,
+            ))
+            .await;
+        Ok(AgentMessageSent { message_id, seq })
     }
 
     /// Holds (renews) an agent socket's presence lease.
@@ -270,9 +280,9 @@ impl ChatService {
         self.inner().handoffs.changes()
     }
 
-    async fn require_session(&self, session: &SessionId) -> Result<(), HandoffRefusal> {
+    async fn require_session(&self, session: &SessionId) -> Result<Session, HandoffRefusal> {
         match self.inner().sessions.get(session).await {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(s)) => Ok(s),
             Ok(None) => Err(HandoffRefusal::SessionGone),
             Err(e) => Err(ChatError::from(e).into()),
         }
@@ -285,7 +295,7 @@ impl ChatService {
 
     /// Stops the session's running generation, if any, and waits (bounded)
     /// until its `stream-end` is written, so what follows is logged after it.
-    async fn stop_and_wait(&self, session: &SessionId) {
+    pub(super) async fn stop_and_wait(&self, session: &SessionId) {
         if self.stop(session).await.is_err() {
             return;
         }
@@ -372,6 +382,20 @@ impl Inner {
     /// store) is "no", so a store hiccup never lets the bot talk over an agent.
     pub(super) async fn muted(&self, session: &SessionId) -> Result<Option<Handoff>, ChatError> {
         Ok(self.handoffs.get(session).await?)
+    }
+
+    /// Forgets the conversation's handoff (an erased conversation waits for
+    /// nobody); every instance hears it is the bot's again.
+    pub(super) async fn forget_handoff(&self, session: &SessionId) -> Result<(), ChatError> {
+        change(self, session, |current| {
+            Ok(current.map(|_| Transition {
+                next: None,
+                events: Vec::new(),
+            }))
+        })
+        .await
+        .map(drop)
+        .map_err(refusal_to_chat)
     }
 
     /// Records the customer's chat in the queue item, best effort.

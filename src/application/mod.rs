@@ -10,6 +10,7 @@ pub mod handoff;
 pub mod health;
 pub mod limits;
 pub mod ports;
+pub mod transcripts;
 
 pub use access::{AccessPorts, AccessSettings, Authorized, IssuedTicket};
 pub use attachment::{Attachment, Feed, ResumeNotice};
@@ -20,3 +21,6 @@ pub use chat::{
 };
 pub use handoff::{AgentMessageSent, HandoffRefusal, HandoffSettings};
 pub use limits::{LimitSettings, Limited, Limits, Rule};
+pub use transcripts::{
+    RetentionSweeper, TranscriptRefusal, TRANSCRIPT_PAGE_DEFAULT, TRANSCRIPT_PAGE_MAX,
+};

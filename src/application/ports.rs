@@ -537,7 +537,8 @@ pub trait Stats: Send + Sync {
     fn rate_limited(&self, limit: &'static str) {
         let _ = limit;
     }
-    /// A store failed (`users`, `sessions`, `conversations`, `access`, `limiter`).
+    /// A store failed (`users`, `sessions`, `conversations`, `transcripts`,
+    /// `access`, `limiter`).
     fn store_error(&self, store: &'static str) {
         let _ = store;
     }
@@ -663,6 +664,10 @@ pub trait EventLog: Send + Sync {
         session: &SessionId,
         id: &ClientMessageId,
     ) -> Result<Option<AcceptedClientMessage>, ConversationStoreError>;
+    /// Forgets the session's log (its owner erased the conversation), its
+    /// client message ids and its head: an erased session reads like one
+    /// that never existed. Erasing an unknown session is not an error.
+    async fn erase(&self, session: &SessionId) -> Result<(), ConversationStoreError>;
 }
 
 /// What a live subscription yields: the session's next event, or word that
@@ -1122,4 +1127,97 @@ pub trait AgentPresence: Send + Sync {
     ) -> Result<Option<DateTime<Utc>>, ConversationStoreError>;
     /// How many agents are online.
     async fn online_count(&self) -> Result<u64, ConversationStoreError>;
+}
+
+// ------------------------------------------------------------ transcripts
+
+/// Failures of a [`TranscriptStore`]: the store did not answer or answered
+/// with something unusable. For logs only; clients see a stable code.
+#[derive(Debug, Error)]
+#[error("transcript store unavailable: {context}")]
+pub struct TranscriptStoreError {
+    /// What was being done, in the adapter's words.
+    pub context: String,
+    #[source]
+    pub source: Option<Cause>,
+}
+
+impl TranscriptStoreError {
+    pub fn new(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A failure with no underlying error (a malformed row, a timeout).
+    pub fn bare(context: impl Into<String>) -> Self {
+        Self {
+            context: context.into(),
+            source: None,
+        }
+    }
+}
+
+/// One page of a transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptPage {
+    /// The newest entries before the requested position, oldest first.
+    pub entries: Vec<crate::domain::transcript::TranscriptEntry>,
+    /// The position of the oldest entry of this page when older entries
+    /// exist: pass it as `before` for the page before this one.
+    pub next: Option<crate::domain::transcript::TranscriptCursor>,
+}
+
+/// Every message of every conversation (the embedded SQLite file beside the
+/// users, or MongoDB's `messages` collection), kept until erased or expired.
+/// Entries are ordered by their [`TranscriptCursor`] position: time in
+/// milliseconds, then seq.
+///
+/// [`TranscriptCursor`]: crate::domain::transcript::TranscriptCursor
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait TranscriptStore: Send + Sync {
+    /// Keeps `entry`.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails. Appending an entry whose
+    /// `message_id` is already kept is not an error and changes nothing.
+    async fn append(
+        &self,
+        entry: &crate::domain::transcript::TranscriptEntry,
+    ) -> Result<(), TranscriptStoreError>;
+
+    /// The newest `limit` entries of `session` strictly before `before`
+    /// (before the end when `None`), oldest first, and where the page before
+    /// them starts. An unknown session is an empty page.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails or holds an entry that
+    /// does not parse.
+    async fn page(
+        &self,
+        session: &SessionId,
+        before: Option<crate::domain::transcript::TranscriptCursor>,
+        limit: usize,
+    ) -> Result<TranscriptPage, TranscriptStoreError>;
+
+    /// The customer whose conversation `session` is, if any entry of it is kept.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails.
+    async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError>;
+
+    /// Forgets every entry of `session`; returns how many there were.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails.
+    async fn erase(&self, session: &SessionId) -> Result<u64, TranscriptStoreError>;
+
+    /// Forgets every entry said before `older_than`, of every session;
+    /// returns how many.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails.
+    async fn expire(&self, older_than: DateTime<Utc>) -> Result<u64, TranscriptStoreError>;
 }

@@ -220,6 +220,17 @@ impl StreamStatus {
             StreamStatus::Cancelled => "cancelled",
         }
     }
+
+    /// Reads a status a store wrote with [`StreamStatus::as_str`].
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            StreamStatus::Completed,
+            StreamStatus::Failed,
+            StreamStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod handoff;
 pub mod id;
 pub mod time;
 pub mod trace;
+pub mod transcript;
 pub mod user;
 
 #[cfg(test)]

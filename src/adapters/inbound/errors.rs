@@ -287,7 +287,7 @@ impl From<&ChatError> for ErrorCode {
             ChatError::Ai(AiError::Timeout(_)) => Self::AiTimeout,
             ChatError::Ai(AiError::Protocol(_)) => Self::AiStreamError,
             ChatError::SessionGone => Self::SessionExpired,
-            ChatError::SessionStore(_) | ChatError::Conversation(_) => {
+            ChatError::SessionStore(_) | ChatError::Conversation(_) | ChatError::Transcripts(_) => {
                 Self::SessionStoreUnavailable
             }
         }

@@ -18,6 +18,7 @@ use super::errors::{ErrorBody, ErrorCode};
 use super::rest::{liveness, readiness, Api};
 use super::rest_agent::AgentApi;
 use super::rest_tokens::TokenApi;
+use super::rest_transcripts::TranscriptApi;
 use super::ws::agent::agent_ws_endpoint;
 use super::ws::ws_endpoint;
 use super::{resolve_client_ip, AppContext, RequestContext};
@@ -30,9 +31,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The OpenAPI service; its doc comments and response enums are the spec.
-pub fn api_service() -> OpenApiService<(Api, TokenApi, AgentApi), ()> {
+pub fn api_service() -> OpenApiService<(Api, TokenApi, AgentApi, TranscriptApi), ()> {
     OpenApiService::new(
-        (Api, TokenApi, AgentApi),
+        (Api, TokenApi, AgentApi, TranscriptApi),
         "chatbot-server",
         env!("CARGO_PKG_VERSION"),
     )
@@ -154,7 +155,7 @@ struct AllowedMethods(Vec<(String, String)>);
 impl AllowedMethods {
     fn of_routes() -> Self {
         let mut routes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for api in <(Api, TokenApi) as poem_openapi::OpenApi>::meta() {
+        for api in <(Api, TokenApi, AgentApi, TranscriptApi) as poem_openapi::OpenApi>::meta() {
             for path in api.paths {
                 let methods = routes.entry(path.path).or_default();
                 methods.extend(path.operations.iter().map(|op| op.method.to_string()));
@@ -221,7 +222,7 @@ async fn add_allow_header<E: Endpoint>(
 
 fn cors(origins: Option<Vec<String>>) -> Cors {
     let cors = Cors::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
     match origins {
         Some(origins) => cors.allow_origins(origins),

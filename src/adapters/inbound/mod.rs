@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod rest;
 pub mod rest_agent;
 pub mod rest_tokens;
+pub mod rest_transcripts;
 pub mod server;
 pub mod ws;
 

@@ -1351,6 +1351,7 @@ mod tests {
                 registry: Arc::new(InMemoryGenerationRegistry::default()),
                 handoffs: Arc::new(MemoryHandoffs::default()),
                 presence: Arc::new(MemoryPresence::default()),
+                transcripts: Arc::new(crate::application::ports::MockTranscriptStore::new()),
             },
             limiter: Arc::new(InMemoryRateLimiter::default()),
         };

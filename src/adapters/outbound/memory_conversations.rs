@@ -236,6 +236,11 @@ impl EventLog for InMemoryEventLog {
                     .map(|(_, accepted)| accepted.clone())
             }))
     }
+
+    async fn erase(&self, session: &SessionId) -> Result<(), ConversationStoreError> {
+        self.state.of(session).sessions.remove(session);
+        Ok(())
+    }
 }
 
 // ----------------------------------------------------------------- live

@@ -73,6 +73,12 @@ impl MongoUserRepository {
         Self::from_options(options, database).await
     }
 
+    /// The database the users live in, for the stores kept beside them
+    /// (transcripts) on the same client.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
     async fn from_options(options: ClientOptions, database: &str) -> Result<Self, UserStoreError> {
         let client = Client::with_options(options)
             .map_err(|e| UserStoreError::unavailable("cannot create the MongoDB client", e))?;

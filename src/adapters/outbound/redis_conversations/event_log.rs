@@ -279,6 +279,17 @@ impl EventLog for RedisEventLog {
         }
         Ok(None)
     }
+
+    async fn erase(&self, session: &SessionId) -> Result<(), ConversationStoreError> {
+        // One command over keys sharing the session's hash tag: all go at once.
+        redis::cmd("DEL")
+            .arg(self.keys.log(session))
+            .arg(self.keys.head(session))
+            .arg(self.keys.client_ids(session))
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|e| ConversationStoreError::new("erasing the event log", e))
+    }
 }
 
 #[cfg(test)]

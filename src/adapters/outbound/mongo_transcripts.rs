@@ -1,0 +1,289 @@
+//! MongoDB-backed [`TranscriptStore`]: the `messages` collection, in the
+//! database of the users, on the user store's client.
+//!
+//! Documents: `{_id: messageId, sessionId, userId, role, content, agent?:
+//! {id, username}, ending?, seq, at: Date}`. The message id as `_id` makes a
+//! second recording of one message a duplicate key, which is ignored.
+//! Retention is the sweeper's (`TRANSCRIPT_RETENTION`), not a TTL index: an
+//! operator changing the setting would otherwise meet an index that refuses
+//! its new options.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::{Collection, Database, IndexModel};
+
+use crate::application::ports::{TranscriptPage, TranscriptStore, TranscriptStoreError};
+use crate::domain::handoff::AgentRef;
+use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry, TranscriptRole};
+use crate::domain::{MessageId, SessionId, StreamStatus, UserId, Username};
+
+const COLLECTION: &str = "messages";
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Transcripts in a MongoDB collection.
+#[derive(Clone, Debug)]
+pub struct MongoTranscriptStore {
+    messages: Collection<Document>,
+}
+
+impl MongoTranscriptStore {
+    /// The `messages` collection of `database`, with its indexes ensured.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] if the indexes cannot be created.
+    pub async fn open(database: &Database) -> Result<Self, TranscriptStoreError> {
+        let messages = database.collection::<Document>(COLLECTION);
+        let indexes = [
+            IndexModel::builder()
+                .keys(doc! { "sessionId": 1, "at": 1, "seq": 1 })
+                .build(),
+            IndexModel::builder().keys(doc! { "at": 1 }).build(),
+        ];
+        messages.create_indexes(indexes).await.map_err(|e| {
+            TranscriptStoreError::new(
+                format!("cannot ensure indexes on {}.{COLLECTION}", database.name()),
+                e,
+            )
+        })?;
+        Ok(Self { messages })
+    }
+}
+
+fn failed(e: mongodb::error::Error) -> TranscriptStoreError {
+    TranscriptStoreError::new("mongodb request failed", e)
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY)
+}
+
+fn to_i64(n: u64) -> Result<i64, TranscriptStoreError> {
+    i64::try_from(n).map_err(|_| TranscriptStoreError::bare(format!("{n} does not fit BSON")))
+}
+
+fn bson_date(at: DateTime<Utc>) -> mongodb::bson::DateTime {
+    mongodb::bson::DateTime::from_millis(at.timestamp_millis())
+}
+
+fn entry_document(e: &TranscriptEntry) -> Result<Document, TranscriptStoreError> {
+    let mut d = doc! {
+        "_id": e.message_id.as_str(),
+        "sessionId": e.session.as_str(),
+        "userId": e.owner.as_str(),
+        "role": e.speaker.role().as_str(),
+        "content": e.content.as_str(),
+        "seq": to_i64(e.seq)?,
+        "at": bson_date(e.at),
+    };
+    match &e.speaker {
+        Speaker::User => {}
+        Speaker::Assistant { ending } => {
+            d.insert("ending", ending.as_str());
+        }
+        Speaker::Agent(a) => {
+            d.insert(
+                "agent",
+                doc! { "id": a.id.as_str(), "username": a.username.as_str() },
+            );
+        }
+    }
+    Ok(d)
+}
+
+/// A document this adapter did not write is a store failure rather than a guess.
+fn document_entry(d: &Document) -> Result<TranscriptEntry, TranscriptStoreError> {
+    let id = d.get_str("_id").unwrap_or("?").to_owned();
+    let bad = |field: &str| {
+        TranscriptStoreError::bare(format!(
+            "transcript document {id:?} in mongodb has an invalid {field}"
+        ))
+    };
+    let text = |field: &str| d.get_str(field).map_err(|_| bad(field));
+    let role = TranscriptRole::parse(text("role")?).map_err(|_| bad("role"))?;
+    let speaker = match role {
+        TranscriptRole::User => Speaker::User,
+        TranscriptRole::Assistant => Speaker::Assistant {
+            ending: StreamStatus::parse(text("ending")?).ok_or_else(|| bad("ending"))?,
+        },
+        TranscriptRole::Agent => {
+            let agent = d.get_document("agent").map_err(|_| bad("agent"))?;
+            Speaker::Agent(AgentRef {
+                id: agent
+                    .get_str("id")
+                    .ok()
+                    .and_then(|a| UserId::parse(a).ok())
+                    .ok_or_else(|| bad("agent.id"))?,
+                username: agent
+                    .get_str("username")
+                    .ok()
+                    .and_then(|a| Username::parse(a).ok())
+                    .ok_or_else(|| bad("agent.username"))?,
+            })
+        }
+    };
+    let seq = match d.get("seq") {
+        Some(Bson::Int64(n)) => u64::try_from(*n).ok(),
+        Some(Bson::Int32(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| bad("seq"))?;
+    let at = d
+        .get_datetime("at")
+        .ok()
+        .and_then(|t| DateTime::from_timestamp_millis(t.timestamp_millis()))
+        .ok_or_else(|| bad("at"))?;
+    Ok(TranscriptEntry::new(
+        SessionId::parse(text("sessionId")?).map_err(|_| bad("sessionId"))?,
+        UserId::parse(text("userId")?).map_err(|_| bad("userId"))?,
+        MessageId::parse(&id).map_err(|_| bad("_id"))?,
+        speaker,
+        text("content")?.to_owned(),
+        seq,
+        at,
+    ))
+}
+
+#[async_trait]
+impl TranscriptStore for MongoTranscriptStore {
+    async fn append(&self, entry: &TranscriptEntry) -> Result<(), TranscriptStoreError> {
+        match self.messages.insert_one(entry_document(entry)?).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    async fn page(
+        &self,
+        session: &SessionId,
+        before: Option<TranscriptCursor>,
+        limit: usize,
+    ) -> Result<TranscriptPage, TranscriptStoreError> {
+        let mut filter = doc! { "sessionId": session.as_str() };
+        if let Some(c) = before {
+            let at = mongodb::bson::DateTime::from_millis(c.at_ms);
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "at": { "$lt": at } },
+                    doc! { "at": at, "seq": { "$lt": to_i64(c.seq)? } },
+                ],
+            );
+        }
+        // One more than asked says whether an older page exists.
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let documents: Vec<Document> = self
+            .messages
+            .find(filter)
+            .sort(doc! { "at": -1, "seq": -1 })
+            .limit(fetch)
+            .await
+            .map_err(failed)?
+            .try_collect()
+            .await
+            .map_err(failed)?;
+        let mut entries = documents
+            .iter()
+            .map(document_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        entries.reverse();
+        let next = if more {
+            entries.first().map(TranscriptEntry::position)
+        } else {
+            None
+        };
+        Ok(TranscriptPage { entries, next })
+    }
+
+    async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
+        let found = self
+            .messages
+            .find_one(doc! { "sessionId": session.as_str() })
+            .projection(doc! { "userId": 1 })
+            .await
+            .map_err(failed)?;
+        found
+            .map(|d| {
+                d.get_str("userId")
+                    .ok()
+                    .and_then(|u| UserId::parse(u).ok())
+                    .ok_or_else(|| {
+                        TranscriptStoreError::bare("a transcript document has an invalid userId")
+                    })
+            })
+            .transpose()
+    }
+
+    async fn erase(&self, session: &SessionId) -> Result<u64, TranscriptStoreError> {
+        self.messages
+            .delete_many(doc! { "sessionId": session.as_str() })
+            .await
+            .map(|r| r.deleted_count)
+            .map_err(failed)
+    }
+
+    async fn expire(&self, older_than: DateTime<Utc>) -> Result<u64, TranscriptStoreError> {
+        self.messages
+            .delete_many(doc! { "at": { "$lt": bson_date(older_than) } })
+            .await
+            .map(|r| r.deleted_count)
+            .map_err(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(speaker: Speaker) -> TranscriptEntry {
+        TranscriptEntry::new(
+            SessionId::parse("sess_a").unwrap(),
+            UserId::parse("65a1b2c3d4e5f6a7b8c9d0e1").unwrap(),
+            MessageId::generate(),
+            speaker,
+            "héllo".into(),
+            3,
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn every_speaker_round_trips_through_its_document() {
+        for speaker in [
+            Speaker::User,
+            Speaker::Assistant {
+                ending: StreamStatus::Failed,
+            },
+            Speaker::Agent(AgentRef {
+                id: UserId::parse("65a1b2c3d4e5f6a7b8c9d0e2").unwrap(),
+                username: Username::parse("agent_bob").unwrap(),
+            }),
+        ] {
+            let e = entry(speaker);
+            let d = entry_document(&e).unwrap();
+            assert!(matches!(d.get("at"), Some(Bson::DateTime(_))));
+            assert_eq!(document_entry(&d).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn a_foreign_document_is_a_failure_not_a_panic() {
+        let mut d = entry_document(&entry(Speaker::User)).unwrap();
+        d.insert("role", "robot");
+        assert!(document_entry(&d).is_err());
+        let mut d = entry_document(&entry(Speaker::User)).unwrap();
+        d.insert("seq", "three");
+        assert!(document_entry(&d).is_err());
+        let mut d = entry_document(&entry(Speaker::User)).unwrap();
+        d.insert("role", "agent");
+        assert!(
+            document_entry(&d).is_err(),
+            "an agent entry names its agent"
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! SQLite-backed [`TranscriptStore`]: a `messages` table in the same file as
+//! the users (`SQLITE_PATH`), on a connection of its own so transcript
+//! writes never queue behind logins on the user store's connection; WAL and
+//! the busy timeout let the two connections share the file.
+//!
+//! The table keeps its own shape, apart from the users' schema version
+//! (`PRAGMA user_version`), so neither store's migrations wait on the other's.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::application::ports::{TranscriptPage, TranscriptStore, TranscriptStoreError};
+use crate::domain::handoff::AgentRef;
+use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry, TranscriptRole};
+use crate::domain::{MessageId, SessionId, StreamStatus, UserId, Username};
+
+/// As the user store: a backup or an admin shell may hold the lock briefly.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `IF NOT EXISTS` throughout: every start-up runs it, on a new file or an old one.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id     TEXT NOT NULL UNIQUE,
+    session_id     TEXT NOT NULL,
+    user_id        TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    content        TEXT NOT NULL,
+    agent_id       TEXT NULL,
+    agent_username TEXT NULL,
+    ending         TEXT NULL,
+    seq            INTEGER NOT NULL,
+    at             INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_session_order ON messages (session_id, at, seq);
+CREATE INDEX IF NOT EXISTS messages_at ON messages (at);
+";
+
+const COLUMNS: &str =
+    "message_id, session_id, user_id, role, content, agent_id, agent_username, ending, seq, at";
+
+/// Transcripts in the SQLite file.
+#[derive(Clone)]
+pub struct SqliteTranscriptStore {
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for SqliteTranscriptStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTranscriptStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteTranscriptStore {
+    /// Opens (creating if needed) the database file at `path` and makes sure
+    /// the `messages` table and its indexes exist.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] if the file cannot be created or opened, or
+    /// is not a SQLite database.
+    pub async fn open(path: &Path) -> Result<Self, TranscriptStoreError> {
+        let owned = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || open_blocking(&owned))
+            .await
+            .map_err(|e| TranscriptStoreError::new("sqlite open task failed", e))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_path_buf()),
+        })
+    }
+
+    /// Runs `work` on the blocking pool with the connection locked.
+    async fn with_conn<T, F>(&self, work: F) -> Result<T, TranscriptStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, TranscriptStoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // Statements are atomic, so a panic under the lock leaves nothing
+            // half-written: a poisoned mutex is still safe to use.
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut guard)
+        })
+        .await
+        .map_err(|e| TranscriptStoreError::new("sqlite task failed", e))?
+    }
+}
+
+fn open_blocking(path: &Path) -> Result<Connection, TranscriptStoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            TranscriptStoreError::new(
+                format!(
+                    "cannot create directory {} for transcripts",
+                    parent.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    let conn = Connection::open(path).map_err(|e| {
+        TranscriptStoreError::new(format!("cannot open database {}", path.display()), e)
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+        row.get::<_, String>(0)
+    })
+    .map_err(|e| {
+        TranscriptStoreError::new(
+            format!("{} is not a usable SQLite database", path.display()),
+            e,
+        )
+    })?;
+    conn.execute_batch(SCHEMA).map_err(|e| {
+        TranscriptStoreError::new("cannot create the messages table and its indexes", e)
+    })?;
+    Ok(conn)
+}
+
+fn failed(e: rusqlite::Error) -> TranscriptStoreError {
+    TranscriptStoreError::new("sqlite statement failed", e)
+}
+
+/// Seqs and counts are `u64` in the domain and `INTEGER` (i64) in SQLite.
+fn to_i64(n: u64) -> Result<i64, TranscriptStoreError> {
+    i64::try_from(n).map_err(|_| TranscriptStoreError::bare(format!("{n} does not fit SQLite")))
+}
+
+/// The raw column values, before any domain validation.
+struct RawRow {
+    message_id: String,
+    session_id: String,
+    user_id: String,
+    role: String,
+    content: String,
+    agent_id: Option<String>,
+    agent_username: Option<String>,
+    ending: Option<String>,
+    seq: i64,
+    at: i64,
+}
+
+fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        message_id: row.get(0)?,
+        session_id: row.get(1)?,
+        user_id: row.get(2)?,
+        role: row.get(3)?,
+        content: row.get(4)?,
+        agent_id: row.get(5)?,
+        agent_username: row.get(6)?,
+        ending: row.get(7)?,
+        seq: row.get(8)?,
+        at: row.get(9)?,
+    })
+}
+
+/// A row this adapter did not write (a hand edit) is a store failure rather
+/// than a guess.
+fn parse_row(raw: RawRow) -> Result<TranscriptEntry, TranscriptStoreError> {
+    let bad = |field: &str| {
+        TranscriptStoreError::bare(format!(
+            "transcript row {:?} in sqlite has an invalid {field}",
+            raw.message_id
+        ))
+    };
+    let speaker = match TranscriptRole::parse(&raw.role).map_err(|_| bad("role"))? {
+        TranscriptRole::User => Speaker::User,
+        TranscriptRole::Assistant => Speaker::Assistant {
+            ending: raw
+                .ending
+                .as_deref()
+                .and_then(StreamStatus::parse)
+                .ok_or_else(|| bad("ending"))?,
+        },
+        TranscriptRole::Agent => Speaker::Agent(AgentRef {
+            id: raw
+                .agent_id
+                .as_deref()
+                .and_then(|a| UserId::parse(a).ok())
+                .ok_or_else(|| bad("agent_id"))?,
+            username: raw
+                .agent_username
+                .as_deref()
+                .and_then(|a| Username::parse(a).ok())
+                .ok_or_else(|| bad("agent_username"))?,
+        }),
+    };
+    Ok(TranscriptEntry::new(
+        SessionId::parse(&raw.session_id).map_err(|_| bad("session_id"))?,
+        UserId::parse(&raw.user_id).map_err(|_| bad("user_id"))?,
+        MessageId::parse(&raw.message_id).map_err(|_| bad("message_id"))?,
+        speaker,
+        raw.content,
+        u64::try_from(raw.seq).map_err(|_| bad("seq"))?,
+        DateTime::from_timestamp_millis(raw.at).ok_or_else(|| bad("at"))?,
+    ))
+}
+
+#[async_trait]
+impl TranscriptStore for SqliteTranscriptStore {
+    async fn append(&self, entry: &TranscriptEntry) -> Result<(), TranscriptStoreError> {
+        let e = entry.clone();
+        let seq = to_i64(e.seq)?;
+        self.with_conn(move |conn| {
+            let (agent_id, agent_username, ending) = match &e.speaker {
+                Speaker::User => (None, None, None),
+                Speaker::Assistant { ending } => (None, None, Some(ending.as_str())),
+                Speaker::Agent(a) => (Some(a.id.as_str()), Some(a.username.as_str()), None),
+            };
+            // The unique message id makes a second recording of one message a no-op.
+            conn.execute(
+                "INSERT OR IGNORE INTO messages
+                   (message_id, session_id, user_id, role, content,
+                    agent_id, agent_username, ending, seq, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    e.message_id.as_str(),
+                    e.session.as_str(),
+                    e.owner.as_str(),
+                    e.speaker.role().as_str(),
+                    e.content,
+                    agent_id,
+                    agent_username,
+                    ending,
+                    seq,
+                    e.at.timestamp_millis(),
+                ],
+            )
+            .map(drop)
+            .map_err(failed)
+        })
+        .await
+    }
+
+    async fn page(
+        &self,
+        session: &SessionId,
+        before: Option<TranscriptCursor>,
+        limit: usize,
+    ) -> Result<TranscriptPage, TranscriptStoreError> {
+        let session = session.as_str().to_owned();
+        let (at, seq) = match before {
+            Some(c) => (c.at_ms, to_i64(c.seq)?),
+            None => (i64::MAX, i64::MAX),
+        };
+        // One more than asked says whether an older page exists.
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = self
+            .with_conn(move |conn| {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM messages
+                      WHERE session_id = ?1 AND (at < ?2 OR (at = ?2 AND seq < ?3))
+                      ORDER BY at DESC, seq DESC LIMIT ?4"
+                );
+                let mut stmt = conn.prepare_cached(&sql).map_err(failed)?;
+                let rows = stmt
+                    .query_map(params![session, at, seq, fetch], read_row)
+                    .map_err(failed)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(failed)?;
+                Ok(rows)
+            })
+            .await?;
+        let mut entries = rows
+            .into_iter()
+            .map(parse_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        entries.reverse();
+        let next = if more {
+            entries.first().map(TranscriptEntry::position)
+        } else {
+            None
+        };
+        Ok(TranscriptPage { entries, next })
+    }
+
+    async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
+        let session = session.as_str().to_owned();
+        let owner: Option<String> = self
+            .with_conn(move |conn| {
+                conn.query_row(
+                    "SELECT user_id FROM messages WHERE session_id = ?1 LIMIT 1",
+                    params![session],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(failed)
+            })
+            .await?;
+        owner
+            .map(|o| {
+                UserId::parse(&o).map_err(|_| {
+                    TranscriptStoreError::bare("a transcript row has an invalid user_id")
+                })
+            })
+            .transpose()
+    }
+
+    async fn erase(&self, session: &SessionId) -> Result<u64, TranscriptStoreError> {
+        let session = session.as_str().to_owned();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "DELETE FROM messages WHERE session_id = ?1",
+                params![session],
+            )
+            .map(|n| n as u64)
+            .map_err(failed)
+        })
+        .await
+    }
+
+    async fn expire(&self, older_than: DateTime<Utc>) -> Result<u64, TranscriptStoreError> {
+        let cutoff = older_than.timestamp_millis();
+        self.with_conn(move |conn| {
+            conn.execute("DELETE FROM messages WHERE at < ?1", params![cutoff])
+                .map(|n| n as u64)
+                .map_err(failed)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hand_edited_row_is_a_failure_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteTranscriptStore::open(&dir.path().join("t.db"))
+            .await
+            .unwrap();
+        store
+            .with_conn(|conn| {
+                conn.execute(
+                    "INSERT INTO messages (message_id, session_id, user_id, role, content, seq, at)
+                     VALUES ('msg_x', 'sess_x', 'u1', 'robot', 'hi', 1, 0)",
+                    [],
+                )
+                .map_err(failed)
+            })
+            .await
+            .unwrap();
+        let err = store
+            .page(&SessionId::parse("sess_x").unwrap(), None, 10)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unavailable"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_table_lives_beside_the_users_without_touching_their_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatbot.db");
+        let users = crate::adapters::outbound::sqlite_users::SqliteUserRepository::open(&path)
+            .await
+            .unwrap();
+        let version = |p: &Path| -> i64 {
+            Connection::open(p)
+                .unwrap()
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = version(&path);
+        let _store = SqliteTranscriptStore::open(&path).await.unwrap();
+        assert_eq!(version(&path), before);
+        drop(users);
+        // And opening again (a restart) is a no-op.
+        let _again = SqliteTranscriptStore::open(&path).await.unwrap();
+    }
+}
