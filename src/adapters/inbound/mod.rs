@@ -8,6 +8,7 @@ pub mod rest;
 pub mod rest_agent;
 pub mod rest_tokens;
 pub mod server;
+pub mod web;
 pub mod ws;
 
 use std::time::{Duration, Instant};
