@@ -280,7 +280,7 @@ function renderQueue() {
     const wait = el("span", "wait");
     wait.dataset.since = item.waitingSince;
     li.append(wait);
-    li.append(el("span", "preview", item.lastMessage || "No message yet"));
+    li.append(el("span", "preview", item.lastMessage || "Asked for a human"));
     return li;
   }));
   tick();

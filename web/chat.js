@@ -50,6 +50,7 @@ function setRegistering(on) {
   ui.password.autocomplete = on ? "new-password" : "current-password";
   ui.authSubmit.textContent = on ? "Create account" : "Log in";
   ui.authTitle.textContent = on ? "Create your account" : "Welcome back";
+  $("username-label").textContent = on ? "Username" : "Username or email";
   ui.authError.hidden = true;
 }
 
