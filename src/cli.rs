@@ -250,6 +250,26 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "3s")]
         timeout: String,
     },
+    /// Manage the accounts in the configured user store (SQLite or MongoDB).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `chatbot-server users …`: operator actions on accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum UsersCommand {
+    /// Make USERNAME an agent (who claims queued conversations on /agent) or
+    /// a plain user again. Exit 0 when done, 1 for an unknown user or a store
+    /// that fails, 2 for bad configuration. Takes effect at once, also for
+    /// sockets and requests already open.
+    #[command(after_help = AFTER_HELP)]
+    SetRole {
+        /// The exact username, as used to log in.
+        username: String,
+        /// `agent` or `user`.
+        #[arg(value_parser = ["user", "agent"])]
+        role: String,
+    },
 }
 
 /// The parsed command line.
@@ -315,6 +335,39 @@ impl Invocation {
 
 /// What `check-config` prints: where the server would listen and which
 /// stores and AI it would use, with every credential masked.
+/// Why `users set-role` did not change a role.
+#[derive(Debug, thiserror::Error)]
+pub enum SetRoleError {
+    #[error("no user named {0:?}")]
+    UnknownUser(String),
+    #[error("{0}")]
+    Store(#[from] crate::startup::StartupError),
+    #[error("the user store failed")]
+    Failed(#[source] crate::application::ports::UserStoreError),
+}
+
+/// `users set-role`: opens the store the server would use and sets the role.
+///
+/// # Errors
+/// [`SetRoleError::UnknownUser`] when no account has that exact username;
+/// the other variants when the store cannot be opened or fails.
+pub async fn set_role(
+    config: &Config,
+    username: &str,
+    role: crate::domain::UserRole,
+) -> Result<crate::domain::User, SetRoleError> {
+    use crate::application::ports::UserStoreError;
+    // A name that cannot be parsed can never have been registered.
+    let name = crate::domain::Username::parse(username)
+        .map_err(|_| SetRoleError::UnknownUser(username.to_owned()))?;
+    let users = crate::startup::open_user_store(&config.storage).await?;
+    match users.set_role(&name, role).await {
+        Ok(user) => Ok(user),
+        Err(UserStoreError::NotFound) => Err(SetRoleError::UnknownUser(username.to_owned())),
+        Err(e) => Err(SetRoleError::Failed(e)),
+    }
+}
+
 pub fn summary(config: &Config) -> String {
     let listen = if config.server.all_interfaces() {
         format!(

@@ -1,6 +1,7 @@
 //! The binary: reads the command line, `.env` and the environment, then
 //! serves the [`Application`] the library builds from them until SIGTERM or
-//! Ctrl-C, or runs one of the other subcommands (`check-config`, `healthcheck`).
+//! Ctrl-C, or runs one of the other subcommands (`check-config`, `healthcheck`,
+//! `users set-role`).
 
 use std::process::ExitCode;
 
@@ -59,12 +60,44 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Users(cli::UsersCommand::SetRole { username, role }) => {
+            set_role(&config, &username, &role)
+        }
         Command::Serve => {
             if let Some(filter) = invocation.flag("RUST_LOG") {
                 // Still one thread: nothing else reads the environment yet.
                 std::env::set_var("RUST_LOG", filter);
             }
             serve(config)
+        }
+    }
+}
+
+/// `users set-role`: one line on stdout when done, one on stderr otherwise.
+fn set_role(config: &Config, username: &str, role: &str) -> ExitCode {
+    let Ok(role) = chatbot_server::domain::UserRole::parse(role) else {
+        // clap accepts only the two names; this is a usage error all the same.
+        eprintln!("chatbot-server: role must be `user` or `agent`");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chatbot-server: could not start the async runtime: {e}");
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
+    match runtime.block_on(cli::set_role(config, username, role)) {
+        Ok(user) => {
+            println!("chatbot-server: {} is now {}", user.username, user.role);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chatbot-server: {}", ErrorChain(&e));
+            ExitCode::from(EXIT_STARTUP_FAILED)
         }
     }
 }

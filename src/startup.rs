@@ -273,6 +273,17 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
     })
 }
 
+/// The user store alone, as the server would open it: for operator
+/// commands (`users set-role`) that must act on the same accounts.
+///
+/// # Errors
+/// The [`StartupError`] the server itself would fail to start with.
+pub async fn open_user_store(
+    storage: &StorageConfig,
+) -> Result<Arc<dyn UserRepository>, StartupError> {
+    Ok(user_store(storage).await?.0)
+}
+
 /// The user store, which also keeps the refresh tokens.
 async fn user_store(
     storage: &StorageConfig,

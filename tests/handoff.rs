@@ -37,12 +37,18 @@ impl Cluster {
 /// Registers `name` and makes it an agent with the operator's command.
 async fn agent(app: &TestApp, name: &str) -> String {
     let token = app.register(name).await;
+    set_role(app, name, "agent").await;
+    token
+}
+
+/// `chatbot-server users set-role NAME ROLE` on `app`'s user store.
+async fn set_role(app: &TestApp, name: &str, role: &str) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("JWT_SECRET", TEST_SECRET)
         .env("SQLITE_PATH", &app.sqlite_path)
-        .args(["users", "set-role", name, "agent"])
+        .args(["users", "set-role", name, role])
         .output()
         .await
         .unwrap();
@@ -51,7 +57,6 @@ async fn agent(app: &TestApp, name: &str) -> String {
         "set-role failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    token
 }
 
 async fn agent_socket(app: &TestApp, token: &str) -> (WsClient, Value) {
@@ -363,6 +368,22 @@ async fn only_agents_reach_the_agent_socket_and_routes() {
             "{method} {path}"
         );
     }
+
+    // A demoted agent loses access at once, even on a socket already open.
+    let dave = agent(a, "dave").await;
+    let (mut console, _) = agent_socket(a, &dave).await;
+    let (status, _) = agent_rest(a, &dave, "GET", "/api/agent/queue", None).await;
+    assert_eq!(status, 200);
+    set_role(a, "dave", "user").await;
+    let (status, body) = agent_rest(a, &dave, "GET", "/api/agent/queue", None).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("agent_only")));
+    console
+        .send_json(json!({"type": "claim", "sessionId": "sess_x"}))
+        .await;
+    let (refused, _) = until(&mut console, of_type("error")).await;
+    assert_eq!(refused["code"], "agent_only", "{refused}");
+    let url = format!("ws://{}/agent/ws?token={dave}", a.addr);
+    assert_eq!(a.connect_refused_status(url).await, 403);
 }
 
 #[tokio::test]

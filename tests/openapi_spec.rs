@@ -209,6 +209,37 @@ fn every_operation_has_its_operation_id_and_bearer_routes_declare_the_scheme() {
             "sessionEvents",
             Some(true),
         ),
+        ("/api/agent/queue", "get", "agentQueue", Some(true)),
+        (
+            "/api/agent/conversations",
+            "get",
+            "agentConversations",
+            Some(true),
+        ),
+        (
+            "/api/agent/conversations/{id}/claim",
+            "post",
+            "claimConversation",
+            Some(true),
+        ),
+        (
+            "/api/agent/conversations/{id}/release",
+            "post",
+            "releaseConversation",
+            Some(true),
+        ),
+        (
+            "/api/agent/conversations/{id}/resolve",
+            "post",
+            "resolveConversation",
+            Some(true),
+        ),
+        (
+            "/api/agent/conversations/{id}/messages",
+            "post",
+            "sendAgentMessage",
+            Some(true),
+        ),
     ];
     assert_eq!(
         operations(&spec).len(),
@@ -269,6 +300,27 @@ fn every_error_response_lists_its_codes_from_the_catalogue() {
         ),
         ("sessionEvents", "404", &["session_not_found"]),
         ("sessionEvents", "400", &["invalid_request"]),
+        ("agentQueue", "403", &["agent_only"]),
+        ("agentQueue", "401", &bearer),
+        (
+            "claimConversation",
+            "409",
+            &["already_claimed", "not_queued"],
+        ),
+        ("claimConversation", "404", &["session_not_found"]),
+        ("releaseConversation", "409", &["not_assigned"]),
+        ("resolveConversation", "409", &["not_assigned"]),
+        (
+            "sendAgentMessage",
+            "400",
+            &["invalid_request", "invalid_content", "content_too_long"],
+        ),
+        ("sendAgentMessage", "409", &["not_assigned"]),
+        (
+            "agentConversations",
+            "503",
+            &["service_unavailable", "session_store_unavailable"],
+        ),
     ];
     let mut checked = 0;
     for (path, method, op) in operations(&spec) {

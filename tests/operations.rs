@@ -333,3 +333,88 @@ async fn an_unreachable_store_is_reported_as_unreachable_within_the_timeout() {
     }
     drop(silent);
 }
+
+/// `users set-role` acts on the store the server would open (SQLITE_PATH
+/// here), says what it did in one line, and keeps its exit codes apart:
+/// 1 for an unknown user, 2 for a bad command line or configuration.
+#[tokio::test]
+async fn users_set_role_promotes_and_demotes_in_the_configured_store() {
+    use chatbot_server::adapters::outbound::sqlite_users::SqliteUserRepository;
+    use chatbot_server::application::ports::UserRepository;
+    use chatbot_server::domain::{EmailAddress, NewUser, PasswordHash, Username};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("users.db");
+    let repo = SqliteUserRepository::open(&db).await.unwrap();
+    let name = Username::parse("carol_agent").unwrap();
+    repo.create(NewUser {
+        username: name.clone(),
+        email: EmailAddress::parse("carol@example.com").unwrap(),
+        password_hash: PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$x$y"),
+        created_at: chrono::Utc::now(),
+    })
+    .await
+    .unwrap();
+    let db_path = db.to_str().unwrap().to_owned();
+    let env = [
+        ("JWT_SECRET", TEST_SECRET),
+        ("SQLITE_PATH", db_path.as_str()),
+    ];
+    let role_of = |repo: SqliteUserRepository| {
+        let name = name.clone();
+        async move { repo.find_by_username(&name).await.unwrap().unwrap().role }
+    };
+
+    let out = run(
+        dir.path(),
+        &["users", "set-role", "carol_agent", "agent"],
+        &env,
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "chatbot-server: carol_agent is now agent");
+    assert_eq!(role_of(repo.clone()).await.as_str(), "agent");
+
+    let out = run(
+        dir.path(),
+        &["users", "set-role", "carol_agent", "user"],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert_eq!(role_of(repo.clone()).await.as_str(), "user");
+
+    for ghost in ["nobody_here", "not a name"] {
+        let out = run(dir.path(), &["users", "set-role", ghost, "agent"], &env).await;
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("no user named"), "{stderr}");
+    }
+
+    let out = run(
+        dir.path(),
+        &["users", "set-role", "carol_agent", "admin"],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    let out = run(
+        dir.path(),
+        &["users", "set-role", "carol_agent", "agent"],
+        &[("SQLITE_PATH", db_path.as_str()), ("PORT", "nope")],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "bad configuration: {:?}",
+        text(&out)
+    );
+    assert_eq!(
+        role_of(repo).await.as_str(),
+        "user",
+        "nothing changed on failures"
+    );
+}

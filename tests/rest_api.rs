@@ -366,7 +366,14 @@ async fn health_stats_and_websocket_info() {
         .collect();
     assert_eq!(
         client_types,
-        ["chat", "stop", "human-escalation", "ping", "auth"]
+        [
+            "chat",
+            "stop",
+            "human-escalation",
+            "handoff-cancel",
+            "ping",
+            "auth"
+        ]
     );
     let authentication = info["authentication"].to_string();
     for way in [

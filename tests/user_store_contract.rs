@@ -20,7 +20,8 @@ use chatbot_server::application::ports::{
     RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
 };
 use chatbot_server::domain::{
-    EmailAddress, FamilyId, NewUser, PasswordHash, RefreshToken, TokenDigest, UserId, Username,
+    EmailAddress, FamilyId, NewUser, PasswordHash, RefreshToken, TokenDigest, UserId, UserRole,
+    Username,
 };
 
 /// A user store is both ports: users, and their refresh tokens.
@@ -97,6 +98,42 @@ mod contract {
             let id = UserId::parse(raw).unwrap();
             assert_eq!(repo.find_by_id(&id).await.unwrap(), None, "{raw}");
         }
+    }
+
+    /// New users are customers; `set_role` promotes and demotes by exact
+    /// username, and every later read sees it.
+    pub async fn roles_default_to_user_and_set_role_sticks(repo: Repo) {
+        let created = repo.create(new_user(&unique("role"))).await.unwrap();
+        assert_eq!(created.role, UserRole::User);
+        assert!(!created.is_agent());
+        let promoted = repo
+            .set_role(&created.username, UserRole::Agent)
+            .await
+            .unwrap();
+        assert_eq!(promoted.id, created.id);
+        assert!(promoted.is_agent());
+        let read = repo.find_by_id(&created.id).await.unwrap().unwrap();
+        assert_eq!(read.role, UserRole::Agent, "read back from the store");
+        // Idempotent, then back.
+        repo.set_role(&created.username, UserRole::Agent)
+            .await
+            .unwrap();
+        let demoted = repo
+            .set_role(&created.username, UserRole::User)
+            .await
+            .unwrap();
+        assert_eq!(demoted.role, UserRole::User);
+        let by_name = repo.find_by_username(&created.username).await.unwrap();
+        assert_eq!(by_name.map(|u| u.role), Some(UserRole::User));
+    }
+
+    pub async fn set_role_of_an_unknown_user_is_not_found(repo: Repo) {
+        let ghost = new_user(&unique("ghostrole"));
+        let err = repo
+            .set_role(&ghost.username, UserRole::Agent)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UserStoreError::NotFound), "{err:?}");
     }
 
     pub async fn duplicate_username_is_username_taken(repo: Repo) {
@@ -413,6 +450,8 @@ contract_rules!(
     finds_round_trip,
     unknown_users_are_none,
     ids_the_store_never_issues_are_none,
+    roles_default_to_user_and_set_role_sticks,
+    set_role_of_an_unknown_user_is_not_found,
     duplicate_username_is_username_taken,
     duplicate_email_is_email_taken,
     record_login_sets_last_login_and_rehashes,
@@ -429,7 +468,7 @@ contract_rules!(
 );
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 // ------------------------------------------------------------------ SQLite
 
@@ -547,6 +586,11 @@ async fn sqlite_keeps_rows_of_a_users_table_that_lacks_the_version_stamp() {
         .unwrap();
     assert_eq!(user.id.as_str(), "65f1c0ffee0123456789abcd");
     assert!(user.is_active);
+    assert_eq!(
+        user.role,
+        UserRole::User,
+        "rows from before roles are customers"
+    );
     assert_eq!(user.created_at.timestamp_millis(), 1_704_164_645_678);
 }
 

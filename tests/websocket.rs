@@ -334,8 +334,18 @@ async fn human_escalation_is_answered_and_counted() {
     let reply = client.recv().await;
     assert_eq!(reply["type"], "human-escalation-response");
     assert_eq!(reply["message"], "A human agent will contact you soon.");
+    let queued = client.recv().await;
+    assert_eq!(queued["type"], "handoff-queued");
+    assert_eq!(queued["seq"], reply["seq"].as_u64().unwrap() + 1);
+    // Asking again while waiting reassures, and queues nothing new.
     client.send_json(json!({"type": "human-escalation"})).await;
     assert_eq!(client.recv().await["type"], "human-escalation-response");
+    client.send_json(json!({"type": "ping"})).await;
+    assert_eq!(
+        client.recv().await["type"],
+        "pong",
+        "no second handoff-queued"
+    );
     let (_, stats) = app.get("/api/stats").await;
     assert_eq!(
         stats["escalatedSessions"], 1,

@@ -486,6 +486,45 @@ mod tests {
         .unwrap()
     }
 
+    /// The role is read from the store on every call, so a demotion counts
+    /// at once; only active agents pass.
+    #[tokio::test]
+    async fn only_active_agents_pass_the_agent_check() {
+        use crate::domain::UserRole;
+        let mut users = MockUserRepository::new();
+        users.expect_find_by_id().returning(|id| {
+            let base = fixtures::user(id.as_str(), "h");
+            Ok(match id.as_str() {
+                "agent1" => Some(User {
+                    role: UserRole::Agent,
+                    ..base
+                }),
+                "retired" => Some(User {
+                    role: UserRole::Agent,
+                    is_active: false,
+                    ..base
+                }),
+                "customer" => Some(base),
+                _ => None,
+            })
+        });
+        let auth = service(users, hasher()).await;
+        let id = |s: &str| UserId::parse(s).unwrap();
+        assert!(auth.agent(&id("agent1")).await.unwrap().is_agent());
+        assert!(matches!(
+            auth.agent(&id("customer")).await,
+            Err(AuthError::AgentOnly)
+        ));
+        assert!(matches!(
+            auth.agent(&id("retired")).await,
+            Err(AuthError::TokenInvalid)
+        ));
+        assert!(matches!(
+            auth.agent(&id("gone")).await,
+            Err(AuthError::TokenInvalid)
+        ));
+    }
+
     #[tokio::test]
     async fn closed_registration_creates_nobody() {
         let mut users = MockUserRepository::new();

@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
 use crate::domain::{
     ChatMessage, EmailAddress, FamilyId, MessageId, NewUser, Password, PasswordHash, Session,
-    SessionId, TokenDigest, TokenLifetime, User, UserId, Username,
+    SessionId, TokenDigest, TokenLifetime, User, UserId, UserRole, Username,
 };
 
 /// The underlying cause of a port failure, kept for the logs: the driver's own
@@ -72,6 +72,9 @@ impl UserStoreError {
 /// - `find_*` return `Ok(None)` for a user that does not exist, including an id
 ///   the store could never have issued; only failures are `Unavailable`.
 /// - `record_login` MUST return [`UserStoreError::NotFound`] for an unknown id.
+/// - `set_role` MUST return [`UserStoreError::NotFound`] for an unknown
+///   username (matched exactly, as at login) and otherwise the user as stored
+///   after the change; setting the role a user already has is not an error.
 /// - `ping` returns `Unavailable` when the store cannot serve requests.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
@@ -88,6 +91,9 @@ pub trait UserRepository: Send + Sync {
         at: DateTime<Utc>,
         rehashed: Option<PasswordHash>,
     ) -> Result<(), UserStoreError>;
+    /// Makes `username` an agent or a plain user again. Takes effect at once:
+    /// agent routes read the role from the store on every request.
+    async fn set_role(&self, username: &Username, role: UserRole) -> Result<User, UserStoreError>;
     async fn ping(&self) -> Result<(), UserStoreError>;
 }
 

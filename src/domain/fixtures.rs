@@ -14,6 +14,7 @@ pub fn user(id: &str, hash: &str) -> User {
         created_at: Utc::now(),
         last_login: None,
         is_active: true,
+        role: super::UserRole::User,
     }
 }
 

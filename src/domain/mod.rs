@@ -23,5 +23,5 @@ pub use time::{TokenLifetime, TokenLifetimeError};
 pub use trace::{RequestId, RequestIdError, TraceContext, TraceParentError};
 pub use user::{
     EmailAddress, EmailAddressError, LoginName, NewUser, Password, PasswordError, PasswordHash,
-    User, UserId, UserIdError, Username, UsernameError,
+    RoleError, User, UserId, UserIdError, UserRole, Username, UsernameError,
 };

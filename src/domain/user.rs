@@ -262,6 +262,54 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     pub last_login: Option<DateTime<Utc>>,
     pub is_active: bool,
+    pub role: UserRole,
+}
+
+impl User {
+    /// Whether this user may take conversations over from the bot.
+    pub fn is_agent(&self) -> bool {
+        self.role == UserRole::Agent
+    }
+}
+
+/// Why a raw role name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("role must be `user` or `agent`")]
+pub struct RoleError;
+
+/// What a user may do beyond chatting. Stores without the field (documents
+/// written by the Node.js server) mean [`UserRole::User`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum UserRole {
+    /// A customer: chats with the bot and, on request, with an agent.
+    #[default]
+    User,
+    /// A human who claims queued conversations and answers in the bot's place.
+    Agent,
+}
+
+impl UserRole {
+    /// Parses the stored or typed name, exactly (`user` or `agent`).
+    pub fn parse(raw: &str) -> Result<Self, RoleError> {
+        match raw {
+            "user" => Ok(Self::User),
+            "agent" => Ok(Self::Agent),
+            _ => Err(RoleError),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+impl fmt::Display for UserRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A user about to be stored; the store assigns the id.
@@ -276,6 +324,16 @@ pub struct NewUser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_parse_exactly_and_read_back() {
+        for role in [UserRole::User, UserRole::Agent] {
+            assert_eq!(UserRole::parse(role.as_str()), Ok(role));
+        }
+        assert_eq!(UserRole::parse("Agent"), Err(RoleError));
+        assert_eq!(UserRole::parse(""), Err(RoleError));
+        assert_eq!(UserRole::default(), UserRole::User, "absent means user");
+    }
 
     #[test]
     fn username_accepts_the_documented_alphabet_and_bounds() {
@@ -466,12 +524,5 @@ mod proptests {
                 Err(UserIdError) => prop_assert!(!super::super::id::is_valid_id(&raw)),
             }
         }
-    }
-}
-
-// TEMP-SHIM: replaced by h-stores' role.
-impl User {
-    pub fn is_agent(&self) -> bool {
-        self.username.as_str().starts_with("agent")
     }
 }

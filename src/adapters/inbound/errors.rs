@@ -140,8 +140,9 @@ error_catalogue! {
     RegistrationClosed = "registration_closed", status: Some(StatusCode::FORBIDDEN), websocket: false,
         "Registration is closed on this server";
     /// The route or socket is for human agents; the role is read from the
-    /// user store on every request, so a demoted agent is refused at once.
-    AgentOnly = "agent_only", status: Some(StatusCode::FORBIDDEN), websocket: false,
+    /// user store on every request, so a demoted agent is refused at once
+    /// (on an open agent socket, as the `error` answering its next action).
+    AgentOnly = "agent_only", status: Some(StatusCode::FORBIDDEN), websocket: true,
         "This requires an agent account";
 
     // --- the WebSocket upgrade

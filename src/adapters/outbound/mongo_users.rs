@@ -16,7 +16,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use crate::application::ports::{
     RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
 };
-use crate::domain::{EmailAddress, NewUser, PasswordHash, TokenDigest, User, UserId, Username};
+use crate::domain::{
+    EmailAddress, NewUser, PasswordHash, TokenDigest, User, UserId, UserRole, Username,
+};
 
 const DEFAULT_DATABASE: &str = "chatbot";
 const COLLECTION: &str = "users";
@@ -24,6 +26,8 @@ const COLLECTION: &str = "users";
 const REFRESH_COLLECTION: &str = "refresh_tokens";
 /// The folded username this server adds to the documents it writes.
 const FOLDED_FIELD: &str = "usernameLower";
+/// The role (`user` or `agent`); absent on documents the Node server wrote.
+const ROLE_FIELD: &str = "role";
 const DUPLICATE_KEY: i32 = 11000;
 
 /// Users in a MongoDB collection.
@@ -361,6 +365,14 @@ fn document_to_user(doc: &Document) -> Result<User, UserStoreError> {
         None | Some(Bson::Null) => true,
         Some(other) => return Err(bad("isActive", format!("{:?}", other.element_type()))),
     };
+    let role = match doc.get(ROLE_FIELD) {
+        Some(Bson::String(raw)) => {
+            UserRole::parse(raw).map_err(|e| bad(ROLE_FIELD, e.to_string()))?
+        }
+        // Node documents have no role: their users are customers.
+        None | Some(Bson::Null) => UserRole::User,
+        Some(other) => return Err(bad(ROLE_FIELD, format!("{:?}", other.element_type()))),
+    };
     Ok(User {
         id,
         username,
@@ -369,6 +381,7 @@ fn document_to_user(doc: &Document) -> Result<User, UserStoreError> {
         created_at,
         last_login,
         is_active,
+        role,
     })
 }
 
@@ -412,6 +425,7 @@ impl UserRepository for MongoUserRepository {
             created_at,
             last_login: None,
             is_active: true,
+            role: UserRole::User,
         })
     }
 
@@ -469,6 +483,24 @@ impl UserRepository for MongoUserRepository {
         } else {
             Ok(())
         }
+    }
+
+    async fn set_role(&self, username: &Username, role: UserRole) -> Result<User, UserStoreError> {
+        // Additive to the Node shape, like the folded name: Node ignores it.
+        let result = self
+            .users
+            .update_one(
+                doc! { "username": username.as_str() },
+                doc! { "$set": { ROLE_FIELD: role.as_str() } },
+            )
+            .await
+            .map_err(unavailable)?;
+        if result.matched_count == 0 {
+            return Err(UserStoreError::NotFound);
+        }
+        self.find_by_username(username)
+            .await?
+            .ok_or(UserStoreError::NotFound)
     }
 
     async fn ping(&self) -> Result<(), UserStoreError> {
@@ -709,6 +741,19 @@ mod tests {
             Some(1_700_000_500_456)
         );
         assert!(user.password_hash.is_legacy_bcrypt());
+        assert_eq!(user.role, UserRole::User, "Node documents have no role");
+
+        let mut agent = legacy.clone();
+        agent.insert(ROLE_FIELD, "agent");
+        assert!(document_to_user(&agent).unwrap().is_agent());
+        for bad in [Bson::from("admin"), Bson::from(1)] {
+            let mut odd = legacy.clone();
+            odd.insert(ROLE_FIELD, bad);
+            assert!(matches!(
+                document_to_user(&odd),
+                Err(UserStoreError::Unavailable { .. })
+            ));
+        }
 
         let mut never_logged_in = legacy.clone();
         never_logged_in.insert("lastLogin", Bson::Null);

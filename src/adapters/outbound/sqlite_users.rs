@@ -16,10 +16,12 @@ use crate::application::ports::{
     RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
 };
 use crate::domain::time::{iso_millis, parse_iso};
-use crate::domain::{EmailAddress, NewUser, PasswordHash, TokenDigest, User, UserId, Username};
+use crate::domain::{
+    EmailAddress, NewUser, PasswordHash, TokenDigest, User, UserId, UserRole, Username,
+};
 
 /// The schema version this build writes and understands (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Another process (a backup, an admin shell) may hold the write lock briefly;
 /// waiting a little beats failing a registration with "database is locked".
@@ -59,9 +61,12 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
      CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);",
+    // 2 -> 3. Roles: every existing user stays a plain user until an
+    // operator runs `chatbot-server users set-role NAME agent`.
+    "ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'user';",
 ];
 
-const USER_COLUMNS: &str = "id, username, email, password, created_at, last_login, is_active";
+const USER_COLUMNS: &str = "id, username, email, password, created_at, last_login, is_active, role";
 
 /// Users in one SQLite file.
 #[derive(Clone)]
@@ -199,6 +204,7 @@ struct RawRow {
     created_at: String,
     last_login: Option<String>,
     is_active: i64,
+    role: String,
 }
 
 fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
@@ -210,6 +216,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         created_at: row.get(4)?,
         last_login: row.get(5)?,
         is_active: row.get(6)?,
+        role: row.get(7)?,
     })
 }
 
@@ -233,6 +240,7 @@ fn parse_row(raw: RawRow) -> Result<User, UserStoreError> {
         .map(parse_time)
         .transpose()
         .map_err(|e| bad("last_login", e))?;
+    let role = UserRole::parse(&raw.role).map_err(|e| bad("role", e.to_string()))?;
     Ok(User {
         id,
         username,
@@ -241,6 +249,7 @@ fn parse_row(raw: RawRow) -> Result<User, UserStoreError> {
         created_at,
         last_login,
         is_active: raw.is_active != 0,
+        role,
     })
 }
 
@@ -298,6 +307,7 @@ impl UserRepository for SqliteUserRepository {
             created_at: user.created_at.trunc_subsecs(3),
             last_login: None,
             is_active: true,
+            role: UserRole::User,
         };
         let row = stored.clone();
         self.with_conn(move |conn| {
@@ -358,6 +368,25 @@ impl UserRepository for SqliteUserRepository {
         } else {
             Ok(())
         }
+    }
+
+    async fn set_role(&self, username: &Username, role: UserRole) -> Result<User, UserStoreError> {
+        let name = username.as_str().to_owned();
+        let changed = self
+            .with_conn(move |conn| {
+                conn.execute(
+                    "UPDATE users SET role = ?2 WHERE username = ?1",
+                    params![name, role.as_str()],
+                )
+                .map_err(unavailable)
+            })
+            .await?;
+        if changed == 0 {
+            return Err(UserStoreError::NotFound);
+        }
+        self.find_by_username(username)
+            .await?
+            .ok_or(UserStoreError::NotFound)
     }
 
     async fn ping(&self) -> Result<(), UserStoreError> {
