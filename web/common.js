@@ -345,6 +345,11 @@ export class Transcript {
   }
 
   render(m) {
+    this.show(m);
+    this.previous = m.type;
+  }
+
+  show(m) {
     const agentName = (a) => (a && a.username) || "An agent";
     const customer = this.viewer === "customer";
     switch (m.type) {
@@ -392,6 +397,8 @@ export class Transcript {
       }
       case "handoff-queued":
         this.running = null;
+        // After `agent-left` (a release), the notice just shown says it all.
+        if (this.previous === "agent-left") break;
         this.notice(customer
           ? (m.agentsOnline > 0
             ? `You asked for a human. An agent will be with you shortly (${m.agentsOnline} online).`
