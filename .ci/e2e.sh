@@ -61,19 +61,10 @@ curl -fsS "$base/health" >/dev/null
 
 # The agent: an ordinary registration, then the operator's command.
 agent_user=Ann
-# TEMP-SHIM until `users set-role` lands on main: the shim in src/domain/user.rs
-# makes every username starting with "agent" an agent.
-set_role=yes
-if ! "$BIN" users set-role --help >/dev/null 2>&1; then
-  agent_user=agent_ann
-  set_role=""
-fi
 agent_password="agent-password-e2e"
 curl -fsS -o /dev/null -X POST "$base/api/auth/register" -H 'content-type: application/json' \
   -d "{\"username\":\"$agent_user\",\"email\":\"ann@example.com\",\"password\":\"$agent_password\"}"
-if [ -n "$set_role" ]; then
-  (cd "$work" && env -i "${config[@]}" "$BIN" users set-role "$agent_user" agent)
-fi
+(cd "$work" && env -i "${config[@]}" "$BIN" users set-role "$agent_user" agent)
 
 rm -rf "$ARTIFACTS"
 status=0

@@ -233,6 +233,24 @@ async function scenario(browser) {
     assert.equal((await answers(carol)).length, 1, "the bot answered while an agent held the conversation");
     mkdirSync(SCREENSHOTS, { recursive: true });
     await agent.screenshot({ path: join(SCREENSHOTS, "agent.png") });
+    await carol.screenshot({ path: join(SCREENSHOTS, "customer.png") });
+  });
+
+  await step("the agent releases the conversation to the queue and claims it again", async () => {
+    await agent.click("#release");
+    await visible(agent, "#placeholder");
+    for (const page of [carol, tab2]) {
+      await notice(page, "agent-left");
+      await visible(page, "#banner.queued");
+    }
+    const item = agent.locator("#queue li", { hasText: "carol" });
+    await item.locator("button").click();
+    await visible(agent, "#transcripts ol:not([hidden]) li.msg.user", "Thank you, that was quick!");
+    for (const page of [carol, tab2]) {
+      await until("a second agent-joined", async () =>
+        (await page.locator('li.notice[data-type="agent-joined"]').count()) === 2);
+      await visible(page, "#banner.assigned");
+    }
   });
 
   const after = "Great. When do you open tomorrow?";
@@ -246,7 +264,6 @@ async function scenario(browser) {
     await say(carol, after);
     await answerTo(carol, after);
     await answerTo(tab2, after);
-    await carol.screenshot({ path: join(SCREENSHOTS, "customer.png") });
   });
 
   const long = "Please tell me everything about returns, refunds, exchanges, store credit, shipping labels, "
