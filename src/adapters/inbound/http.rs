@@ -9,6 +9,7 @@ use poem::middleware::{Cors, CorsEndpoint};
 use poem::web::Data;
 use poem::{
     get, handler, Endpoint, EndpointExt, IntoResponse, Middleware, Request, Response, Route,
+    RouteMethod,
 };
 use poem_openapi::OpenApiService;
 use tokio::net::TcpListener;
@@ -19,6 +20,7 @@ use super::rest::{liveness, readiness, Api};
 use super::rest_agent::AgentApi;
 use super::rest_tokens::TokenApi;
 use super::rest_transcripts::TranscriptApi;
+use super::web;
 use super::ws::agent::agent_ws_endpoint;
 use super::ws::ws_endpoint;
 use super::{resolve_client_ip, AppContext, RequestContext};
@@ -72,13 +74,17 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
     let mut routes = Route::new()
         .at("/ws", get(ws_endpoint))
         .at("/agent/ws", get(agent_ws_endpoint))
+        .at("/agent", get(web::agent_page))
+        .at("/assets/:name", get(web::asset_file))
         .at("/openapi.json", spec)
         .nest("/docs", docs);
     if ctx.metrics_on_main_port {
         routes = routes.at("/metrics", get(metrics_endpoint));
     }
+    let root = Arc::new(get(web::customer_page));
     routes
         .nest("/", api)
+        .around(move |ep, req| serve_root(ep, req, root.clone()))
         .before(move |req| limit_body(req, body_timeout))
         .with(SameOriginOr(cors(cors_origins)))
         .catch_all_error(|err: poem::Error| async move {
@@ -87,6 +93,20 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
         .data(ctx)
         .around(move |ep, req| add_allow_header(ep, req, allowed.clone()))
         .around(move |ep, req| observe(ep, req, observing.clone()))
+}
+
+/// `/` itself, the customer page: the API nested at `/` would take it in the
+/// route tree.
+async fn serve_root<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    root: Arc<RouteMethod>,
+) -> poem::Result<Response> {
+    if req.uri().path() == "/" {
+        root.call(req).await.map(IntoResponse::into_response)
+    } else {
+        ep.call(req).await.map(IntoResponse::into_response)
+    }
 }
 
 /// `GET /metrics`: every series in the Prometheus text format.
@@ -162,7 +182,8 @@ impl AllowedMethods {
             }
         }
         // `/openapi.json` answers any method.
-        for path in ["/ws", "/agent/ws", "/docs", "/docs/*"] {
+        let beside = ["/ws", "/agent/ws", "/", "/agent", "/assets/{name}"];
+        for path in beside.into_iter().chain(["/docs", "/docs/*"]) {
             routes
                 .entry(path.to_owned())
                 .or_default()
@@ -417,6 +438,8 @@ fn method_label(method: &Method) -> &'static str {
 /// cannot add series.
 fn route_label(path: &str) -> &'static str {
     const ROUTES: &[&str] = &[
+        "/",
+        "/agent",
         "/ws",
         "/agent/ws",
         "/api/agent/queue",
@@ -442,6 +465,12 @@ fn route_label(path: &str) -> &'static str {
     }
     if path == "/docs" || path.starts_with("/docs/") {
         return "/docs";
+    }
+    if path
+        .strip_prefix("/assets/")
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+    {
+        return "/assets/{name}";
     }
     let events = path
         .strip_prefix("/api/sessions/")
@@ -496,6 +525,11 @@ mod tests {
         );
         assert_eq!(route_label("/api/agent/conversations//claim"), "unmatched");
         assert_eq!(route_label("/wsx"), "unmatched");
+        assert_eq!(route_label("/"), "/");
+        assert_eq!(route_label("/agent"), "/agent");
+        assert_eq!(route_label("/assets/chat.js"), "/assets/{name}");
+        assert_eq!(route_label("/assets/"), "unmatched");
+        assert_eq!(route_label("/assets/a/b"), "unmatched");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod rest_agent;
 pub mod rest_tokens;
 pub mod rest_transcripts;
 pub mod server;
+pub mod web;
 pub mod ws;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,315 @@
+// The customer chat (/) and the agent console (/agent) end to end, in
+// Debian's headless Chromium driven by playwright-core. .ci/e2e.sh starts the
+// server and makes the agent account, then runs this with:
+//   BASE_URL        the server, e.g. http://127.0.0.1:40123
+//   AGENT_USER      an agent's username, AGENT_PASSWORD its password
+//   CHROMIUM        the browser binary (default /usr/bin/chromium)
+//   ARTIFACTS       where failures leave screenshots (default e2e/artifacts)
+//   SCREENSHOTS     where success leaves the README's (default docs/screenshots)
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.BASE_URL;
+const AGENT_USER = process.env.AGENT_USER;
+const AGENT_PASSWORD = process.env.AGENT_PASSWORD;
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ARTIFACTS = process.env.ARTIFACTS || "e2e/artifacts";
+const SCREENSHOTS = process.env.SCREENSHOTS || "docs/screenshots";
+const WAIT = 15000;
+
+/** Every page opened, by label, for the failure screenshots. */
+const pages = new Map();
+/** What the pages logged as errors (CSP refusals, exceptions). */
+const problems = [];
+
+async function open(context, label, path) {
+  const page = await context.newPage();
+  pages.set(label, page);
+  page.on("pageerror", (e) => problems.push(`${label}: exception: ${e.message}`));
+  page.on("console", (msg) => {
+    // A refused REST call is logged by the browser as a failed load; the
+    // pages show those themselves (the agent_only step expects one).
+    if (msg.type() === "error" && !msg.text().startsWith("Failed to load resource")) {
+      problems.push(`${label}: console: ${msg.text()}`);
+    }
+  });
+  await page.goto(BASE + path);
+  return page;
+}
+
+let stepNo = 0;
+async function step(name, fn) {
+  stepNo += 1;
+  const started = Date.now();
+  try {
+    await fn();
+  } catch (e) {
+    e.message = `step ${stepNo} (${name}): ${e.message}`;
+    throw e;
+  }
+  console.log(`  ok ${stepNo} ${name} (${Date.now() - started} ms)`);
+}
+
+/** Polls `fn` until it returns a truthy value. */
+async function until(what, fn, timeout = WAIT) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const visible = (page, selector, hasText) =>
+  page.locator(selector, hasText ? { hasText } : {}).first().waitFor({ state: "visible", timeout: WAIT });
+
+async function registerCustomer(page, name) {
+  await visible(page, "#auth");
+  await page.click("#tab-register");
+  await page.fill("#auth-username", name);
+  await page.fill("#auth-email", `${name}@example.com`);
+  await page.fill("#auth-password", "correct horse battery");
+  await page.click("#auth-submit");
+  await visible(page, "#status.online");
+}
+
+async function say(page, text) {
+  await page.locator("#send:not([disabled])").waitFor({ timeout: WAIT });
+  await page.fill("#input", text);
+  await page.press("#input", "Enter");
+}
+
+/** The bot answers on a page: `[{id, text, status}]`, in order. */
+const answers = (page) =>
+  page.$$eval("#messages li.msg.bot", (lis) => lis.map((li) => ({
+    id: li.dataset.messageId,
+    text: li.querySelector(".text").textContent,
+    status: li.dataset.status || "streaming",
+  })));
+
+async function answerTo(page, question, status = "completed") {
+  const expected = `You said: ${question}`;
+  return until(`the answer "${expected}" (${status})`, async () => {
+    const done = (await answers(page)).filter((a) => a.text === expected && a.status === status);
+    return done.length ? done : null;
+  });
+}
+
+async function notice(page, type) {
+  await visible(page, `#messages li.notice[data-type="${type}"]`);
+}
+
+async function failureArtifacts() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  for (const [label, page] of pages) {
+    try {
+      await page.screenshot({ path: join(ARTIFACTS, `${label}.png`), fullPage: true });
+      writeFileSync(join(ARTIFACTS, `${label}.html`), await page.content());
+    } catch (e) {
+      console.error(`could not capture ${label}: ${e.message}`);
+    }
+  }
+  writeFileSync(join(ARTIFACTS, "console.txt"), problems.join("\n"));
+  console.error(`e2e: screenshots and page HTML are in ${ARTIFACTS}/`);
+}
+
+test("a customer asks for a human, an agent answers, the bot takes over again", { timeout: 240000 }, async () => {
+  assert.ok(BASE && AGENT_USER && AGENT_PASSWORD, "BASE_URL, AGENT_USER and AGENT_PASSWORD are required");
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Root in CI: Chromium's sandbox needs user namespaces it may not get.
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+  });
+  try {
+    await scenario(browser);
+    assert.deepEqual(problems, [], "the pages logged errors");
+  } catch (e) {
+    await failureArtifacts();
+    throw e;
+  } finally {
+    await browser.close();
+  }
+});
+
+async function scenario(browser) {
+  const customer = await browser.newContext({ viewport: { width: 900, height: 820 } });
+  const agentSide = await browser.newContext({ viewport: { width: 1280, height: 820 } });
+  const other = await browser.newContext({ viewport: { width: 900, height: 820 } });
+  const carol = await open(customer, "customer", "/");
+  let tab2;
+  let agent;
+
+  const hello = "Hello there, can you track my order?";
+  await step("a customer registers and the bot streams an answer token by token", async () => {
+    await registerCustomer(carol, "carol");
+    await say(carol, hello);
+    // Part of the answer is on screen while the rest is still coming.
+    await until("a partly streamed answer", async () => {
+      const a = (await answers(carol))[0];
+      return a && a.status === "streaming" && a.text.length > 0 && a.text !== `You said: ${hello}`;
+    });
+    await answerTo(carol, hello);
+  });
+
+  await step("a second tab resumes the same conversation", async () => {
+    tab2 = await open(customer, "customer-tab2", "/");
+    await visible(tab2, "#status.online");
+    await answerTo(tab2, hello);
+    assert.equal((await answers(tab2)).length, 1);
+  });
+
+  await step("another customer waits in the queue", async () => {
+    const bob = await open(other, "other-customer", "/");
+    await registerCustomer(bob, "bob");
+    await say(bob, "My parcel never arrived");
+    await answerTo(bob, "My parcel never arrived");
+    await bob.click("#human");
+    await notice(bob, "handoff-queued");
+  });
+
+  await step("the customer asks for a human, cancels, asks again; both tabs follow", async () => {
+    await carol.click("#human");
+    await notice(carol, "handoff-queued");
+    await visible(carol, "#banner.queued");
+    await carol.click("#cancel-handoff");
+    await notice(carol, "handoff-cancelled");
+    await notice(tab2, "handoff-cancelled");
+    await carol.locator("#human").waitFor({ state: "visible", timeout: WAIT });
+    await carol.click("#human");
+    await until("two handoff-queued notices in the second tab", async () =>
+      (await tab2.locator('li.notice[data-type="handoff-queued"]').count()) === 2);
+    await visible(tab2, "#banner.queued");
+  });
+
+  await step("an agent logs in, sees the queue with waiting times and claims", async () => {
+    agent = await open(agentSide, "agent", "/agent");
+    await visible(agent, "#auth");
+    await agent.fill("#auth-username", AGENT_USER);
+    await agent.fill("#auth-password", AGENT_PASSWORD);
+    await agent.click("#auth-submit");
+    await visible(agent, "#status.online");
+    const item = agent.locator("#queue li", { hasText: "carol" });
+    await item.waitFor({ timeout: WAIT });
+    await until("a live waiting time", async () => /waiting \d+(s|m)/.test(await item.locator(".wait").textContent()));
+    assert.equal(await agent.locator("#queue li").count(), 2, "carol and bob wait");
+    await item.locator("button").click();
+    await visible(agent, "#conversation");
+    assert.equal(await agent.textContent("#conv-user"), "carol");
+    // The transcript is replayed: what carol said to the bot before.
+    await visible(agent, "#transcripts ol:not([hidden]) li.msg.user", hello);
+    await visible(agent, "#transcripts ol:not([hidden]) li.msg.bot", `You said: ${hello}`);
+    await until("carol out of the queue", async () => (await agent.locator("#queue li").count()) === 1);
+    for (const page of [carol, tab2]) {
+      await notice(page, "agent-joined");
+      await visible(page, "#banner.assigned", AGENT_USER);
+    }
+  });
+
+  const complaint = "I was charged twice for the same order.";
+  const apology = "Sorry about that! I have refunded the second charge just now.";
+  await step("they exchange messages both ways and the bot stays quiet", async () => {
+    await say(carol, complaint);
+    await visible(agent, "#transcripts ol:not([hidden]) li.msg.user", complaint);
+    await agent.fill("#reply-input", apology);
+    await agent.press("#reply-input", "Enter");
+    for (const page of [carol, tab2]) {
+      await visible(page, "li.msg.agent", apology);
+    }
+    await visible(agent, "#transcripts ol:not([hidden]) li.msg.agent.mine", apology);
+    await say(carol, "Thank you, that was quick!");
+    await visible(agent, "#transcripts ol:not([hidden]) li.msg.user", "Thank you, that was quick!");
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal((await answers(carol)).length, 1, "the bot answered while an agent held the conversation");
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    await agent.screenshot({ path: join(SCREENSHOTS, "agent.png") });
+    await carol.screenshot({ path: join(SCREENSHOTS, "customer.png") });
+  });
+
+  await step("the agent releases the conversation to the queue and claims it again", async () => {
+    await agent.click("#release");
+    await visible(agent, "#placeholder");
+    for (const page of [carol, tab2]) {
+      await notice(page, "agent-left");
+      await visible(page, "#banner.queued");
+    }
+    const item = agent.locator("#queue li", { hasText: "carol" });
+    await item.locator("button").click();
+    await visible(agent, "#transcripts ol:not([hidden]) li.msg.user", "Thank you, that was quick!");
+    for (const page of [carol, tab2]) {
+      await until("a second agent-joined", async () =>
+        (await page.locator('li.notice[data-type="agent-joined"]').count()) === 2);
+      await visible(page, "#banner.assigned");
+    }
+  });
+
+  const after = "Great. When do you open tomorrow?";
+  await step("the agent resolves and the bot answers the next message", async () => {
+    await agent.click("#resolve");
+    await visible(agent, "#placeholder");
+    for (const page of [carol, tab2]) {
+      await notice(page, "handoff-resolved");
+      await page.locator("#banner").waitFor({ state: "hidden", timeout: WAIT });
+    }
+    await say(carol, after);
+    await answerTo(carol, after);
+    await answerTo(tab2, after);
+  });
+
+  const long = "Please tell me everything about returns, refunds, exchanges, store credit, shipping labels, "
+    + "pickup windows, damaged parcels, missing items, warranty claims and how long each of them usually takes";
+  await step("a reload mid-answer shows the whole answer exactly once, in both tabs", async () => {
+    await say(carol, long);
+    await until("the long answer half streamed", async () => {
+      const a = (await answers(carol)).at(-1);
+      return a && a.status === "streaming" && a.text.length > 40;
+    });
+    await carol.reload();
+    await visible(carol, "#status.online");
+    const [done] = await answerTo(carol, long);
+    for (const page of [carol, tab2]) {
+      await answerTo(page, long);
+      const all = await answers(page);
+      assert.equal(all.filter((a) => a.id === done.id).length, 1, "the answer is shown once");
+      assert.equal(all.length, 3, "hello, after and the long answer");
+      const text = await page.locator("#messages").textContent();
+      assert.equal(text.split(`You said: ${long}`).length, 2, "the answer's text appears once");
+    }
+    // The whole conversation came back with the reload, handoff included.
+    await notice(carol, "handoff-resolved");
+    await visible(carol, "li.msg.agent", apology);
+  });
+
+  await step("stop cancels a running answer, in every tab", async () => {
+    await say(tab2, long);
+    await until("a new answer streaming", async () => (await answers(carol)).length === 4);
+    await carol.locator("#stop").waitFor({ state: "visible", timeout: WAIT });
+    await carol.click("#stop");
+    for (const page of [carol, tab2]) {
+      const [stopped] = await until("a stopped answer", async () => {
+        const cancelled = (await answers(page)).filter((a) => a.status === "cancelled");
+        return cancelled.length ? cancelled : null;
+      });
+      assert.ok(`You said: ${long}`.startsWith(stopped.text), `a prefix: ${stopped.text}`);
+      await page.locator("#stop").waitFor({ state: "hidden", timeout: WAIT });
+    }
+  });
+
+  await step("a customer account is refused by the agent console with agent_only", async () => {
+    const page = await open(other, "not-an-agent", "/agent");
+    await page.fill("#auth-username", "bob");
+    await page.fill("#auth-password", "correct horse battery");
+    await page.click("#auth-submit");
+    await visible(page, "#denied", "agent_only");
+  });
+}

@@ -1,0 +1,351 @@
+// The agent console: the queue with live waiting times, the conversations
+// this agent holds (each replayed with `watch` from the last seq shown, so a
+// reconnect misses nothing and shows nothing twice), replies, release and
+// resolve, over /agent/ws.
+
+import {
+  AuthStore, ApiError, Socket, Transcript, api, clockTime, duration, el, login, logout, newId,
+} from "./common.js";
+
+const store = new AuthStore("chatbot.agent");
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  who: $("who"), status: $("status"), username: $("username"), logout: $("logout"),
+  auth: $("auth"), form: $("auth-form"), name: $("auth-username"), password: $("auth-password"),
+  authError: $("auth-error"), authSubmit: $("auth-submit"),
+  denied: $("denied"), deniedText: $("denied-text"), deniedLogout: $("denied-logout"),
+  console: $("console"), queue: $("queue"), queueCount: $("queue-count"), queueEmpty: $("queue-empty"),
+  mine: $("mine"), mineCount: $("mine-count"), mineEmpty: $("mine-empty"),
+  placeholder: $("placeholder"), conversation: $("conversation"), convUser: $("conv-user"),
+  convMeta: $("conv-meta"), release: $("release"), resolve: $("resolve"),
+  transcripts: $("transcripts"), reply: $("reply"), replyInput: $("reply-input"), replySend: $("reply-send"),
+  toast: $("toast"), toastText: $("toast-text"), toastClose: $("toast-close"),
+};
+
+let socket = null;
+let me = null;
+let queue = [];
+/** Held conversations by session id. */
+const convs = new Map();
+/** Queue items being claimed, by session id: what the new conversation shows. */
+const claiming = new Map();
+let selected = null;
+/** Server clock minus this browser's, from the messages' timestamps. */
+let skew = 0;
+let toastTimer = null;
+
+function show(section) {
+  for (const s of [ui.auth, ui.denied, ui.console]) s.hidden = s !== section;
+  ui.who.hidden = section !== ui.console;
+}
+
+function showAuth(message) {
+  stopSocket();
+  show(ui.auth);
+  ui.authError.hidden = !message;
+  ui.authError.textContent = message || "";
+  ui.name.focus();
+}
+
+function stopSocket() {
+  if (socket) socket.stop();
+  socket = null;
+}
+
+function explain(e) {
+  if (!(e instanceof ApiError)) return String(e);
+  return e.code === "network_error" ? e.message : `${e.message} (${e.code})`;
+}
+
+async function submitAuth(ev) {
+  ev.preventDefault();
+  ui.authSubmit.disabled = true;
+  ui.authError.hidden = true;
+  try {
+    store.save(await login(ui.name.value.trim(), ui.password.value));
+    ui.password.value = "";
+    await start();
+  } catch (e) {
+    ui.authError.textContent = explain(e);
+    ui.authError.hidden = false;
+  } finally {
+    ui.authSubmit.disabled = false;
+  }
+}
+
+/** Checks the role over REST first: a refused socket upgrade tells a browser
+ * nothing, while `GET /api/agent/queue` says `agent_only`. */
+async function start() {
+  const saved = store.get();
+  if (!saved) return showAuth();
+  try {
+    const { items } = await api(store, "/api/agent/queue");
+    queue = items;
+  } catch (e) {
+    if (e instanceof ApiError && e.code === "agent_only") {
+      ui.deniedText.textContent = `${saved.user.username} cannot use the agent console: ${e.message} (${e.code}).`;
+      return show(ui.denied);
+    }
+    if (e instanceof ApiError && e.status === 401) {
+      store.clear();
+      return showAuth(`Please log in again (${e.code}).`);
+    }
+    return showAuth(explain(e));
+  }
+  show(ui.console);
+  ui.username.textContent = saved.user.username;
+  renderQueue();
+  renderMine();
+  socket = new Socket(store, {
+    url: (ticket) => `/agent/ws?${new URLSearchParams({ ticket })}`,
+    onMessage,
+    onState: (state) => {
+      ui.status.textContent = state === "open" ? "Online" : "Reconnecting…";
+      ui.status.className = `pill ${state === "open" ? "online" : "offline"}`;
+      refreshControls();
+    },
+    onAuthLost: (e) => {
+      store.clear();
+      showAuth(`Your session ended: ${e.message}`);
+    },
+  });
+  socket.start();
+}
+
+function send(message) {
+  const requestId = newId();
+  if (!socket || !socket.send({ ...message, requestId })) {
+    toast("Not connected; try again in a moment.");
+    return null;
+  }
+  return requestId;
+}
+
+function onMessage(m) {
+  if (m.timestamp) skew = Date.parse(m.timestamp) - Date.now();
+  switch (m.type) {
+    case "connected":
+      return onConnected(m);
+    case "queue":
+      queue = m.items;
+      return renderQueue();
+    case "conversation-assigned":
+      return follow(m.conversation);
+    case "conversation-removed":
+      return drop(m.sessionId, m.mode === "bot"
+        ? "is back with the assistant"
+        : "went back to the queue");
+    case "ack":
+      return onAck(m);
+    case "error":
+      return onError(m);
+    case "history-lost": {
+      const conv = convs.get(m.sessionId);
+      if (conv) conv.transcript.skipTo(m.oldestSeq);
+      return undefined;
+    }
+    case "pong":
+    case "authenticated":
+      return undefined;
+    default:
+      return onEvent(m);
+  }
+}
+
+/** (Re)connected: follow what the server says this agent holds, each from
+ * the last seq already on screen; forget what it no longer holds. */
+function onConnected(m) {
+  me = m.agent;
+  const held = new Set(m.conversations.map((c) => c.sessionId));
+  for (const sid of [...convs.keys()]) if (!held.has(sid)) drop(sid, "is no longer yours");
+  for (const c of m.conversations) follow(c);
+}
+
+function follow(c) {
+  let conv = convs.get(c.sessionId);
+  if (!conv) {
+    const list = el("ol", "messages");
+    list.hidden = true;
+    ui.transcripts.append(list);
+    conv = {
+      sessionId: c.sessionId,
+      user: c.user || { username: "Customer" },
+      since: c.assignedAt || new Date(Date.now() + skew).toISOString(),
+      preview: c.lastMessage || "",
+      unread: false,
+      list,
+      transcript: new Transcript(list, "agent", { customer: (c.user || {}).username, selfId: me && me.id }),
+    };
+    convs.set(c.sessionId, conv);
+  }
+  conv.transcript.names.selfId = me && me.id;
+  send({ type: "watch", sessionId: c.sessionId, lastSeq: conv.transcript.lastSeq });
+  if (!selected) select(c.sessionId);
+  renderMine();
+}
+
+function drop(sessionId, why) {
+  const conv = convs.get(sessionId);
+  if (!conv) return;
+  convs.delete(sessionId);
+  conv.list.remove();
+  if (why) toast(`The conversation with ${conv.user.username} ${why}.`);
+  if (selected === sessionId) {
+    selected = null;
+    const next = convs.keys().next();
+    if (!next.done) select(next.value);
+    else showConversation(null);
+  }
+  renderMine();
+}
+
+function onAck(m) {
+  if (m.action === "claim") {
+    const item = claiming.get(m.sessionId) || queue.find((q) => q.sessionId === m.sessionId) || {};
+    claiming.delete(m.sessionId);
+    follow({ sessionId: m.sessionId, user: item.user, lastMessage: item.lastMessage });
+    select(m.sessionId);
+    ui.replyInput.focus();
+  } else if (m.action === "release") {
+    drop(m.sessionId);
+  } else if (m.action === "resolve") {
+    drop(m.sessionId);
+  }
+}
+
+function onError(m) {
+  if (m.sessionId && claiming.delete(m.sessionId)) renderQueue();
+  toast(m.message, m.code);
+  // A conversation another agent or instance took from under this console.
+  if (m.code === "not_assigned" && m.sessionId && convs.has(m.sessionId)) {
+    drop(m.sessionId, "is no longer assigned to you");
+  }
+}
+
+function onEvent(m) {
+  const conv = convs.get(m.sessionId);
+  if (!conv) return;
+  const shown = conv.transcript.accept(m);
+  for (const e of shown) {
+    if (e.type === "user-message") conv.preview = e.content;
+    else if (e.type === "agent-message") conv.preview = `You: ${e.content}`;
+    if (e.type === "user-message" && m.sessionId !== selected) conv.unread = true;
+  }
+  if (shown.length) renderMine();
+}
+
+function select(sessionId) {
+  selected = sessionId;
+  const conv = convs.get(sessionId);
+  showConversation(conv);
+  renderMine();
+}
+
+function showConversation(conv) {
+  ui.placeholder.hidden = Boolean(conv);
+  ui.conversation.hidden = !conv;
+  for (const c of convs.values()) c.list.hidden = c !== conv;
+  if (!conv) return;
+  conv.unread = false;
+  ui.convUser.textContent = conv.user.username;
+  ui.convMeta.textContent = `Yours since ${clockTime(conv.since)} · ${conv.sessionId}`;
+  conv.list.scrollTop = conv.list.scrollHeight;
+  refreshControls();
+}
+
+function refreshControls() {
+  const open = Boolean(socket && socket.open);
+  for (const b of [ui.release, ui.resolve, ui.replySend]) b.disabled = !open || !selected;
+}
+
+function renderQueue() {
+  ui.queueCount.textContent = String(queue.length);
+  ui.queueCount.classList.toggle("zero", queue.length === 0);
+  ui.queueEmpty.hidden = queue.length > 0;
+  ui.queue.replaceChildren(...queue.map((item) => {
+    const li = el("li", "item");
+    li.dataset.sessionId = item.sessionId;
+    li.append(el("span", "name", item.user.username));
+    const claim = el("button", "primary small", claiming.has(item.sessionId) ? "Claiming…" : "Claim");
+    claim.type = "button";
+    claim.disabled = claiming.has(item.sessionId);
+    claim.addEventListener("click", () => {
+      if (send({ type: "claim", sessionId: item.sessionId })) {
+        claiming.set(item.sessionId, item);
+        renderQueue();
+      }
+    });
+    li.append(claim);
+    const wait = el("span", "wait");
+    wait.dataset.since = item.waitingSince;
+    li.append(wait);
+    li.append(el("span", "preview", item.lastMessage || "Asked for a human"));
+    return li;
+  }));
+  tick();
+}
+
+function renderMine() {
+  const all = [...convs.values()];
+  ui.mineCount.textContent = String(all.length);
+  ui.mineCount.classList.toggle("zero", all.length === 0);
+  ui.mineEmpty.hidden = all.length > 0;
+  ui.mine.replaceChildren(...all.map((conv) => {
+    const li = el("li", `item conv${conv.sessionId === selected ? " selected" : ""}`);
+    li.dataset.sessionId = conv.sessionId;
+    li.append(el("span", "name", conv.user.username));
+    li.append(conv.unread ? el("span", "dot") : el("span", "muted small", clockTime(conv.since)));
+    li.append(el("span", "preview", conv.preview || "—"));
+    li.addEventListener("click", () => select(conv.sessionId));
+    return li;
+  }));
+}
+
+/** Waiting times, once a second, on the server's clock. */
+function tick() {
+  const now = Date.now() + skew;
+  for (const span of ui.queue.querySelectorAll(".wait")) {
+    span.textContent = `waiting ${duration(now - Date.parse(span.dataset.since))}`;
+  }
+}
+
+function toast(text, code) {
+  ui.toastText.replaceChildren(document.createTextNode(text));
+  if (code) ui.toastText.append(" ", el("code", "", code));
+  ui.toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { ui.toast.hidden = true; }, 8000);
+}
+
+function sendReply(ev) {
+  ev.preventDefault();
+  const content = ui.replyInput.value.trim();
+  if (!content || !selected) return;
+  if (send({ type: "agent-message", sessionId: selected, content, clientMessageId: newId() })) {
+    ui.replyInput.value = "";
+  }
+}
+
+ui.form.addEventListener("submit", submitAuth);
+ui.reply.addEventListener("submit", sendReply);
+ui.replyInput.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) sendReply(ev);
+});
+ui.release.addEventListener("click", () => selected && send({ type: "release", sessionId: selected }));
+ui.resolve.addEventListener("click", () => selected && send({ type: "resolve", sessionId: selected }));
+ui.toastClose.addEventListener("click", () => { ui.toast.hidden = true; });
+const signOut = async () => {
+  await logout(store);
+  for (const sid of [...convs.keys()]) drop(sid);
+  showAuth();
+};
+ui.logout.addEventListener("click", signOut);
+ui.deniedLogout.addEventListener("click", signOut);
+window.addEventListener("storage", (ev) => {
+  if (ev.key === store.key && !ev.newValue && socket) showAuth("You logged out in another tab.");
+});
+setInterval(tick, 1000);
+
+if (store.get()) start();
+else showAuth();

@@ -1,0 +1,220 @@
+// The customer chat page: log in or register, chat with the assistant over
+// /ws, ask for a human and talk to them. The session id is kept in
+// localStorage, so a reload or a second tab resumes the same conversation,
+// replayed from the server's log.
+
+import {
+  AuthStore, ApiError, Socket, Transcript, login, logout, modeAfter, newId, register,
+} from "./common.js";
+
+const store = new AuthStore("chatbot.customer");
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  who: $("who"), status: $("status"), username: $("username"), logout: $("logout"),
+  auth: $("auth"), authTitle: $("auth-title"), tabLogin: $("tab-login"), tabRegister: $("tab-register"),
+  form: $("auth-form"), name: $("auth-username"), email: $("auth-email"), emailField: $("email-field"),
+  password: $("auth-password"), authError: $("auth-error"), authSubmit: $("auth-submit"),
+  chat: $("chat"), banner: $("banner"), bannerText: $("banner-text"), cancel: $("cancel-handoff"),
+  messages: $("messages"), error: $("chat-error"), composer: $("composer"), input: $("input"),
+  stop: $("stop"), send: $("send"), human: $("human"),
+};
+
+let registering = false;
+let socket = null;
+let transcript = new Transcript(ui.messages, "customer");
+let who = { mode: "bot", agent: null };
+/** Chats sent and not yet acknowledged, resent after a reconnect. */
+const unacked = new Map();
+let errorTimer = null;
+
+const sessionKey = () => `chatbot.customer.session.${(store.get() || {}).user?.id}`;
+
+function showAuth(message) {
+  if (socket) socket.stop();
+  socket = null;
+  ui.chat.hidden = true;
+  ui.who.hidden = true;
+  ui.auth.hidden = false;
+  ui.authError.hidden = !message;
+  ui.authError.textContent = message || "";
+  ui.name.focus();
+}
+
+function setRegistering(on) {
+  registering = on;
+  ui.tabLogin.classList.toggle("active", !on);
+  ui.tabRegister.classList.toggle("active", on);
+  ui.emailField.hidden = !on;
+  ui.email.required = on;
+  ui.password.autocomplete = on ? "new-password" : "current-password";
+  ui.authSubmit.textContent = on ? "Create account" : "Log in";
+  ui.authTitle.textContent = on ? "Create your account" : "Welcome back";
+  $("username-label").textContent = on ? "Username" : "Username or email";
+  ui.authError.hidden = true;
+}
+
+async function submitAuth(ev) {
+  ev.preventDefault();
+  ui.authSubmit.disabled = true;
+  ui.authError.hidden = true;
+  try {
+    const body = registering
+      ? await register(ui.name.value.trim(), ui.email.value.trim(), ui.password.value)
+      : await login(ui.name.value.trim(), ui.password.value);
+    store.save(body);
+    ui.password.value = "";
+    showChat();
+  } catch (e) {
+    ui.authError.textContent = explain(e);
+    ui.authError.hidden = false;
+  } finally {
+    ui.authSubmit.disabled = false;
+  }
+}
+
+/** A refusal as a person should read it, with its code for support. */
+function explain(e) {
+  if (!(e instanceof ApiError)) return String(e);
+  return e.code === "network_error" ? e.message : `${e.message} (${e.code})`;
+}
+
+function showChat() {
+  const saved = store.get();
+  if (!saved) return showAuth();
+  ui.auth.hidden = true;
+  ui.chat.hidden = false;
+  ui.who.hidden = false;
+  ui.username.textContent = saved.user.username;
+  transcript = new Transcript(ui.messages, "customer");
+  who = { mode: "bot", agent: null };
+  socket = new Socket(store, {
+    url: (ticket) => {
+      const q = new URLSearchParams({ ticket });
+      const session = localStorage.getItem(sessionKey());
+      if (session) {
+        q.set("sessionId", session);
+        q.set("lastSeq", String(transcript.lastSeq));
+      }
+      return `/ws?${q}`;
+    },
+    onMessage,
+    onState: (state) => {
+      ui.status.textContent = state === "open" ? "Online" : "Reconnecting…";
+      ui.status.className = `pill ${state === "open" ? "online" : "offline"}`;
+      refreshControls();
+    },
+    onAuthLost: (e) => {
+      store.clear();
+      showAuth(`Your session ended: ${e.message}`);
+    },
+  });
+  socket.start();
+  refreshControls();
+  ui.input.focus();
+}
+
+function onMessage(m) {
+  switch (m.type) {
+    case "connected":
+      if (!m.resumed) transcript.reset(0);
+      localStorage.setItem(sessionKey(), m.sessionId);
+      who = { mode: m.mode || "bot", agent: m.agent || null };
+      for (const chat of unacked.values()) socket.send(chat);
+      break;
+    case "ack":
+      unacked.delete(m.clientMessageId);
+      break;
+    case "history-lost":
+      transcript.skipTo(m.oldestSeq);
+      break;
+    case "session-lost":
+      localStorage.removeItem(sessionKey());
+      transcript.reset(0);
+      break;
+    case "error":
+      if (typeof m.seq === "number") transcript.accept(m);
+      else showError(m);
+      break;
+    case "pong":
+    case "authenticated":
+      break;
+    default:
+      for (const e of transcript.accept(m)) who = modeAfter(e, who);
+  }
+  refreshControls();
+}
+
+function showError(m) {
+  const wait = m.retryAfterMs ? ` Try again in ${Math.ceil(m.retryAfterMs / 1000)} s.` : "";
+  ui.error.textContent = `${m.message}${wait} (${m.code})`;
+  ui.error.hidden = false;
+  clearTimeout(errorTimer);
+  errorTimer = setTimeout(() => { ui.error.hidden = true; }, 8000);
+}
+
+function refreshControls() {
+  const open = Boolean(socket && socket.open);
+  const bot = who.mode === "bot";
+  const answering = bot && transcript.running !== null;
+  ui.stop.hidden = !answering;
+  ui.send.disabled = !open || answering;
+  ui.human.hidden = !bot;
+  ui.human.disabled = !open;
+  ui.cancel.hidden = who.mode !== "queued";
+  ui.banner.hidden = bot;
+  ui.banner.className = `banner ${who.mode}`;
+  if (who.mode === "queued") {
+    ui.bannerText.textContent = "Waiting for a human agent… You can keep writing; they will see it.";
+    ui.input.placeholder = "Write to the agent who picks this up…";
+  } else if (who.mode === "assigned") {
+    const name = (who.agent && who.agent.username) || "an agent";
+    ui.bannerText.textContent = `You are chatting with ${name}, a support agent.`;
+    ui.input.placeholder = `Message ${name}…`;
+  } else {
+    ui.input.placeholder = "Ask the assistant…";
+  }
+}
+
+function sendChat(ev) {
+  ev.preventDefault();
+  const content = ui.input.value.trim();
+  if (!content || ui.send.disabled) return;
+  const chat = { type: "chat", content, clientMessageId: newId() };
+  unacked.set(chat.clientMessageId, chat);
+  socket.send(chat);
+  ui.input.value = "";
+  grow();
+}
+
+function grow() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight + 2, 160)}px`;
+}
+
+ui.tabLogin.addEventListener("click", () => setRegistering(false));
+ui.tabRegister.addEventListener("click", () => setRegistering(true));
+ui.form.addEventListener("submit", submitAuth);
+ui.composer.addEventListener("submit", sendChat);
+ui.input.addEventListener("input", grow);
+ui.input.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) sendChat(ev);
+});
+ui.stop.addEventListener("click", () => socket && socket.send({ type: "stop" }));
+ui.human.addEventListener("click", () => socket && socket.send({ type: "human-escalation" }));
+ui.cancel.addEventListener("click", () => socket && socket.send({ type: "handoff-cancel" }));
+ui.logout.addEventListener("click", async () => {
+  const key = sessionKey();
+  await logout(store);
+  localStorage.removeItem(key);
+  showAuth();
+});
+// Another tab logged in or out.
+window.addEventListener("storage", (ev) => {
+  if (ev.key !== store.key) return;
+  if (!ev.newValue && socket) showAuth("You logged out in another tab.");
+  else if (ev.newValue && !socket) showChat();
+});
+
+if (store.get()) showChat();
+else showAuth();

@@ -1,0 +1,429 @@
+// What the customer chat and the agent console share: the REST calls with
+// their tokens, a self-healing socket, and a transcript that renders the
+// conversation's events exactly once and in seq order.
+
+/** Tokens of one page kind (customer or agent), in localStorage so every tab
+ * of that kind shares them and a reload keeps the user logged in. */
+export class AuthStore {
+  constructor(key) {
+    this.key = key;
+  }
+  get() {
+    try {
+      return JSON.parse(localStorage.getItem(this.key)) || null;
+    } catch {
+      return null;
+    }
+  }
+  save(body) {
+    const { token, refreshToken, user } = body;
+    localStorage.setItem(this.key, JSON.stringify({ token, refreshToken, user }));
+  }
+  clear() {
+    localStorage.removeItem(this.key);
+  }
+}
+
+/** An API failure, with the server's stable code and its message. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code || `HTTP ${status}`);
+    this.status = status;
+    this.code = code || "network_error";
+  }
+}
+
+async function request(path, { method = "GET", body, token } = {}) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, "network_error", "The server cannot be reached. Check your connection.");
+  }
+  const text = await resp.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  if (!resp.ok) {
+    throw new ApiError(resp.status, json && json.error, json && json.message);
+  }
+  return json;
+}
+
+export function login(username, password) {
+  return request("/api/auth/login", { method: "POST", body: { username, password } });
+}
+
+export function register(username, email, password) {
+  return request("/api/auth/register", { method: "POST", body: { username, email, password } });
+}
+
+/** Whether a refused call may succeed with a refreshed access token. */
+function tokenLapsed(e) {
+  return e instanceof ApiError && e.status === 401 &&
+    ["token_expired", "invalid_token", "missing_token"].includes(e.code);
+}
+
+/** Trades the refresh token for a new pair; false when the user must log in. */
+export async function refresh(store) {
+  const saved = store.get();
+  if (!saved || !saved.refreshToken) return false;
+  try {
+    store.save(await request("/api/auth/refresh", {
+      method: "POST",
+      body: { refreshToken: saved.refreshToken },
+    }));
+    return true;
+  } catch (e) {
+    // Another tab may have rotated it a moment ago and saved the successor.
+    const now = store.get();
+    return Boolean(now && now.refreshToken !== saved.refreshToken);
+  }
+}
+
+/** An authenticated call; refreshes the token once when it has lapsed. */
+export async function api(store, path, options = {}) {
+  const call = () => request(path, { ...options, token: (store.get() || {}).token });
+  try {
+    return await call();
+  } catch (e) {
+    if (tokenLapsed(e) && (await refresh(store))) return call();
+    throw e;
+  }
+}
+
+export async function logout(store) {
+  const saved = store.get();
+  store.clear();
+  if (!saved) return;
+  try {
+    await request("/api/auth/logout", {
+      method: "POST",
+      token: saved.token,
+      body: { refreshToken: saved.refreshToken },
+    });
+  } catch {
+    // The tokens are forgotten here either way.
+  }
+}
+
+/**
+ * A WebSocket that reconnects with backoff. `url(ticket)` builds the address
+ * for each attempt (so it can carry the latest sessionId and lastSeq); every
+ * attempt buys a fresh single-use ticket, so the token never sits in a URL.
+ */
+export class Socket {
+  constructor(store, { url, onMessage, onState, onAuthLost }) {
+    this.store = store;
+    this.url = url;
+    this.onMessage = onMessage;
+    this.onState = onState || (() => {});
+    this.onAuthLost = onAuthLost || (() => {});
+    this.ws = null;
+    this.delay = 500;
+    this.stopped = false;
+    this.timer = null;
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close(1000);
+    this.ws = null;
+  }
+
+  send(message) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  get open() {
+    return Boolean(this.ws && this.ws.readyState === WebSocket.OPEN);
+  }
+
+  async connect() {
+    if (this.stopped) return;
+    this.onState("connecting");
+    let ticket;
+    try {
+      ({ ticket } = await api(this.store, "/api/auth/ws-ticket", { method: "POST" }));
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return this.onAuthLost(e);
+      return this.retry();
+    }
+    if (this.stopped) return;
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}${this.url(ticket)}`, ["chatbot.v1"]);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.delay = 500;
+      this.onState("open");
+    };
+    ws.onmessage = (ev) => {
+      let m;
+      try {
+        m = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      this.onMessage(m);
+    };
+    ws.onclose = (ev) => this.closed(ws, ev);
+  }
+
+  async closed(ws, ev) {
+    if (ws !== this.ws) return;
+    this.ws = null;
+    if (this.stopped) return;
+    this.onState("closed", ev.code);
+    // 4001: the token expired or was revoked; a refresh decides which.
+    if (ev.code === 4001 && !(await refresh(this.store))) {
+      return this.onAuthLost(new ApiError(401, ev.reason || "token_expired", "Please log in again."));
+    }
+    this.retry();
+  }
+
+  retry() {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.connect(), this.delay);
+    this.delay = Math.min(this.delay * 2, 15000);
+  }
+}
+
+/** `document.createElement` with a class and text. */
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+export function clockTime(iso) {
+  const d = iso ? new Date(iso) : new Date();
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** "45s", "3m 05s", "1h 02m". */
+export function duration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+
+export function newId() {
+  if (crypto.randomUUID) return `c-${crypto.randomUUID()}`;
+  return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/** Who answers after `m`, given who answered before: `{mode, agent}`. */
+export function modeAfter(m, current) {
+  switch (m.type) {
+    case "handoff-queued":
+    case "agent-left":
+      return { mode: "queued", agent: null };
+    case "agent-joined":
+      return { mode: "assigned", agent: m.agent };
+    case "handoff-resolved":
+    case "handoff-timeout":
+    case "handoff-cancelled":
+      return { mode: "bot", agent: null };
+    default:
+      return current;
+  }
+}
+
+/** Most events held back while waiting for a missing one. */
+const MAX_PENDING = 2000;
+
+/**
+ * One conversation on screen. Events are rendered exactly once and in seq
+ * order: a duplicate (an overlap between a replay and the live feed) is
+ * dropped, and an event that comes before the ones it follows waits for them.
+ *
+ * `viewer` is "customer" or "agent": it decides which side each message sits
+ * on. `names.customer` labels the customer's messages for an agent;
+ * `names.selfId` is the agent's own id.
+ */
+export class Transcript {
+  constructor(list, viewer, names = {}) {
+    this.list = list;
+    this.viewer = viewer;
+    this.names = names;
+    this.reset(0);
+  }
+
+  /** Forget what is shown; the next event expected is `after + 1`. */
+  reset(after) {
+    this.list.replaceChildren();
+    this.lastSeq = after;
+    this.pending = new Map();
+    this.answers = new Map();
+    this.running = null;
+  }
+
+  /** The log no longer holds what came before `oldestSeq`. */
+  skipTo(oldestSeq) {
+    if (oldestSeq - 1 > this.lastSeq) {
+      this.lastSeq = oldestSeq - 1;
+      this.notice("Earlier messages are no longer available.", "warn");
+      this.drain();
+    }
+  }
+
+  /** Takes one event (anything with a `seq`); returns the events rendered. */
+  accept(m) {
+    if (typeof m.seq !== "number" || m.seq <= this.lastSeq) return [];
+    if (m.seq > this.lastSeq + 1) {
+      this.pending.set(m.seq, m);
+      if (this.pending.size > MAX_PENDING) this.skipTo(Math.min(...this.pending.keys()));
+      return [];
+    }
+    this.render(m);
+    this.lastSeq = m.seq;
+    return [m, ...this.drain()];
+  }
+
+  drain() {
+    const done = [];
+    for (let next = this.pending.get(this.lastSeq + 1); next; next = this.pending.get(this.lastSeq + 1)) {
+      this.pending.delete(next.seq);
+      this.render(next);
+      this.lastSeq = next.seq;
+      done.push(next);
+    }
+    for (const seq of this.pending.keys()) if (seq <= this.lastSeq) this.pending.delete(seq);
+    return done;
+  }
+
+  nearBottom() {
+    const l = this.list;
+    return l.scrollHeight - l.scrollTop - l.clientHeight < 80;
+  }
+
+  append(node) {
+    const stick = this.nearBottom();
+    this.list.append(node);
+    if (stick) this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  message(kind, mine, label, text, m) {
+    const li = el("li", `msg ${kind} ${mine ? "mine" : "theirs"}`);
+    if (m.messageId) li.dataset.messageId = m.messageId;
+    li.dataset.seq = m.seq;
+    if (label) li.append(el("span", "who-line", `${label} · ${clockTime(m.timestamp)}`));
+    const bubble = el("div", "bubble");
+    const body = el("span", "text", text);
+    bubble.append(body);
+    li.append(bubble);
+    this.append(li);
+    return li;
+  }
+
+  notice(text, tone = "", m = {}) {
+    const li = el("li", `notice ${tone}`.trim(), text);
+    if (m.type) li.dataset.type = m.type;
+    this.append(li);
+  }
+
+  render(m) {
+    this.show(m);
+    this.previous = m.type;
+  }
+
+  show(m) {
+    const agentName = (a) => (a && a.username) || "An agent";
+    const customer = this.viewer === "customer";
+    switch (m.type) {
+      case "user-message":
+        this.message("user", customer, customer ? "You" : this.names.customer || "Customer", m.content, m);
+        break;
+      case "stream-start": {
+        const li = this.message("bot", false, "Assistant", "", m);
+        li.classList.add("streaming");
+        this.answers.set(m.messageId, li);
+        this.running = m.messageId;
+        break;
+      }
+      case "stream-token": {
+        const li = this.answers.get(m.messageId);
+        if (li) {
+          const stick = this.nearBottom();
+          li.querySelector(".text").textContent += m.token;
+          if (stick) this.list.scrollTop = this.list.scrollHeight;
+        }
+        break;
+      }
+      case "error": {
+        const li = this.answers.get(m.messageId);
+        const why = `${m.message}${m.retryable ? " You can send your message again." : ""}`;
+        if (li) li.append(el("span", "tag bad", why));
+        else this.notice(why, "warn", m);
+        break;
+      }
+      case "stream-end": {
+        const li = this.answers.get(m.messageId);
+        if (li) {
+          li.classList.remove("streaming");
+          li.dataset.status = m.status;
+          if (m.status === "cancelled") li.append(el("span", "tag", "Stopped"));
+          if (!li.querySelector(".text").textContent) li.querySelector(".text").textContent = "…";
+        }
+        if (this.running === m.messageId) this.running = null;
+        break;
+      }
+      case "agent-message": {
+        const mine = !customer && m.agent && m.agent.id === this.names.selfId;
+        this.message("agent", mine, `${agentName(m.agent)} · agent`, m.content, m);
+        break;
+      }
+      case "handoff-queued":
+        this.running = null;
+        // After `agent-left` (a release), the notice just shown says it all.
+        if (this.previous === "agent-left") break;
+        this.notice(customer
+          ? (m.agentsOnline > 0
+            ? `You asked for a human. An agent will be with you shortly (${m.agentsOnline} online).`
+            : "You asked for a human. No agent is online right now; you stay in the queue.")
+          : "The customer asked for a human.", "warn", m);
+        break;
+      case "agent-joined":
+        this.notice(`${agentName(m.agent)} joined the conversation.`, "good", m);
+        break;
+      case "agent-left":
+        this.notice(`${agentName(m.agent)} left. ${customer ? "Waiting for another agent…" : "Back in the queue."}`, "warn", m);
+        break;
+      case "handoff-resolved":
+        this.notice(`${agentName(m.agent)} marked the conversation resolved. The assistant is back.`, "good", m);
+        break;
+      case "handoff-timeout":
+        this.notice("No agent was free in time. The assistant is back.", "warn", m);
+        break;
+      case "handoff-cancelled":
+        this.notice(customer ? "You no longer wait for a human. The assistant is back." : "The customer cancelled the request.", "", m);
+        break;
+      default:
+        // `human-escalation-response` is the old clients' canned line; the
+        // handoff events that follow it say more.
+        break;
+    }
+  }
+}
