@@ -150,6 +150,7 @@ async fn an_agent_on_another_instance_takes_over_and_the_bot_steps_aside_until_r
     let entry = &item["items"].as_array().unwrap()[0];
     assert_eq!(entry["user"]["username"], "carol");
     assert!(entry["waitingSince"].is_string());
+    assert_eq!(entry["lastMessage"], "hello", "what the customer last said");
 
     // Bob claims on B; Dave's claim on C loses.
     on_b.send_json(json!({"type": "claim", "sessionId": session, "requestId": "r1"}))

@@ -98,22 +98,31 @@ impl ChatService {
     /// answered again.
     pub async fn escalate(&self, session: &SessionId) -> Result<(), ChatError> {
         let inner = self.inner();
-        let owner = inner
+        let stored = inner
             .sessions
             .get(session)
             .await?
-            .ok_or(ChatError::SessionGone)?
-            .user;
+            .ok_or(ChatError::SessionGone)?;
+        // The queue shows what the customer last said, so an agent sees why
+        // they asked before claiming.
+        let said = stored
+            .history
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.clone());
+        let owner = stored.user;
         let online = inner.presence.online_count().await.unwrap_or(0);
         let now = Utc::now();
         let transition = change(inner, session, |current| {
-            Ok(Handoff::escalate(
-                current,
-                session.clone(),
-                owner.clone(),
-                online,
-                now,
-            ))
+            let t = Handoff::escalate(current, session.clone(), owner.clone(), online, now);
+            Ok(t.map(|t| Transition {
+                next: match (t.next, &said) {
+                    (Some(h), Some(said)) => Some(h.with_last_message(said)),
+                    (next, _) => next,
+                },
+                events: t.events,
+            }))
         })
         .await
         .map_err(refusal_to_chat)?;
