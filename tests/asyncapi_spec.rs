@@ -17,7 +17,7 @@ use chatbot_server::adapters::inbound::ws::agent_protocol::{
     AGENT_CLIENT_MESSAGE_TYPES, AGENT_SERVER_MESSAGE_TYPES,
 };
 use chatbot_server::adapters::inbound::ws::protocol::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES};
-use common::{spawn_app, TestApp, WsClient, TEST_SECRET};
+use common::{spawn_app, TestApp, WsClient};
 use serde_json::{json, Value};
 
 const DOC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/asyncapi/asyncapi.yaml");
@@ -533,31 +533,6 @@ impl Checked<'_> {
     }
 }
 
-/// Registers `name` and makes it an agent with the operator's command.
-async fn agent(app: &TestApp, name: &str) -> String {
-    let token = app.register(name).await;
-    set_role(app, name, "agent").await;
-    token
-}
-
-/// `chatbot-server users set-role NAME ROLE` on the server's user store.
-async fn set_role(app: &TestApp, name: &str, role: &str) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("JWT_SECRET", TEST_SECRET)
-        .env("SQLITE_PATH", &app.sqlite_path)
-        .args(["users", "set-role", name, role])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "set-role failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A spawned server, and the document its frames are checked against.
 struct Scene<'a> {
     spec: &'a Spec,
@@ -635,7 +610,7 @@ async fn a_whole_handoff_conversation_fits_the_document_frame_by_frame() {
 /// resolves; both sides then replay the whole conversation.
 async fn main_conversation(scene: &Scene<'_>) {
     let carol = scene.app.register("carol").await;
-    let ann = agent(&scene.app, "agentann").await;
+    let ann = scene.app.register_agent("agentann").await;
     let session = customer_asks_for_a_human(scene, &carol).await;
     agent_claims(scene, &ann, &session).await;
 
@@ -753,7 +728,7 @@ async fn both_sides_replay(scene: &Scene<'_>, customer: &str, agent: &str, sessi
 /// demoted.
 async fn queue_timeout(scene: &Scene<'_>) {
     let dan = scene.app.register("dan").await;
-    let bea = agent(&scene.app, "agentbea").await;
+    let bea = scene.app.register_agent("agentbea").await;
     let (mut tab, hello) = scene.open(CUSTOMER, &format!("token={dan}")).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
     tab.send(json!({"type": "human-escalation"})).await;
@@ -777,7 +752,7 @@ async fn queue_timeout(scene: &Scene<'_>) {
         .await;
     console.until("handoff-timeout").await;
     // Demoted, the agent's next action is refused on the open socket.
-    set_role(&scene.app, "agentbea", "user").await;
+    scene.app.set_role("agentbea", "user").await;
     console
         .send(json!({"type": "resolve", "sessionId": session}))
         .await;
@@ -787,7 +762,7 @@ async fn queue_timeout(scene: &Scene<'_>) {
 /// Resuming further back than the log holds: `history-lost` on both sockets.
 async fn trimmed_history(scene: &Scene<'_>) {
     let eve = scene.app.register("eve").await;
-    let cal = agent(&scene.app, "agentcal").await;
+    let cal = scene.app.register_agent("agentcal").await;
     let (mut tab, hello) = scene.open(CUSTOMER, &format!("token={eve}")).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
     for _ in 0..3 {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, Upstream, WsClient, TEST_SECRET};
+use common::{TestApp, Upstream, WsClient};
 use serde_json::{json, Value};
 
 /// Instances on one Redis prefix and the AI stub they share.
@@ -32,31 +32,6 @@ impl Cluster {
     fn node(&self, i: usize) -> &TestApp {
         &self.instances.nodes[i]
     }
-}
-
-/// Registers `name` and makes it an agent with the operator's command.
-async fn agent(app: &TestApp, name: &str) -> String {
-    let token = app.register(name).await;
-    set_role(app, name, "agent").await;
-    token
-}
-
-/// `chatbot-server users set-role NAME ROLE` on `app`'s user store.
-async fn set_role(app: &TestApp, name: &str, role: &str) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("JWT_SECRET", TEST_SECRET)
-        .env("SQLITE_PATH", &app.sqlite_path)
-        .args(["users", "set-role", name, role])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "set-role failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn agent_socket(app: &TestApp, token: &str) -> (WsClient, Value) {
@@ -96,27 +71,6 @@ fn queue_with(session: &str) -> impl Fn(&Value) -> bool + '_ {
     }
 }
 
-async fn agent_rest(
-    app: &TestApp,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut req = match method {
-        "GET" => client.get(app.url(path)),
-        _ => client.post(app.url(path)),
-    }
-    .bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn an_agent_on_another_instance_takes_over_and_the_bot_steps_aside_until_resolved() {
     let Some(cluster) = Cluster::start(3, &[]).await else {
@@ -124,8 +78,8 @@ async fn an_agent_on_another_instance_takes_over_and_the_bot_steps_aside_until_r
     };
     let (a, b, c) = (cluster.node(0), cluster.node(1), cluster.node(2));
     let customer = a.register("carol").await;
-    let bob = agent(a, "bob").await;
-    let dave = agent(a, "dave").await;
+    let bob = a.register_agent("bob").await;
+    let dave = a.register_agent("dave").await;
     let (mut on_b, hello) = agent_socket(b, &bob).await;
     assert_eq!(hello["agent"]["username"], "bob");
     until(&mut on_b, of_type("queue")).await;
@@ -277,7 +231,7 @@ async fn an_agent_away_past_the_grace_loses_the_conversation_to_the_queue() {
     };
     let (a, b) = (cluster.node(0), cluster.node(1));
     let customer = a.register("carol").await;
-    let bob = agent(a, "bob").await;
+    let bob = a.register_agent("bob").await;
     let (mut tab, hello) = a.connect(&customer).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
     tab.send_json(json!({"type": "human-escalation"})).await;
@@ -292,7 +246,7 @@ async fn an_agent_away_past_the_grace_loses_the_conversation_to_the_queue() {
     assert_eq!(left["agent"]["username"], "bob");
     let requeued = tab.recv().await;
     assert_eq!(requeued["type"], "handoff-queued", "{requeued}");
-    let (status, queue) = agent_rest(a, &bob, "GET", "/api/agent/queue", None).await;
+    let (status, queue) = a.call(&bob, "GET", "/api/agent/queue", None).await;
     assert_eq!(status, 200, "{queue}");
     assert!(queue_with(&session)(
         &json!({"type": "queue", "items": queue["items"]})
@@ -306,7 +260,7 @@ async fn an_agents_watch_replays_exactly_what_it_missed() {
     };
     let (a, b) = (cluster.node(0), cluster.node(1));
     let customer = a.register("carol").await;
-    let bob = agent(a, "bob").await;
+    let bob = a.register_agent("bob").await;
     let (mut tab, hello) = a.connect(&customer).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
     tab.send_json(json!({"type": "human-escalation"})).await;
@@ -362,7 +316,7 @@ async fn only_agents_reach_the_agent_socket_and_routes() {
         ("GET", "/api/agent/conversations"),
         ("POST", "/api/agent/conversations/sess_x/claim"),
     ] {
-        let (status, body) = agent_rest(a, &customer, method, path, None).await;
+        let (status, body) = a.call(&customer, method, path, None).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (403, Some("agent_only")),
@@ -371,12 +325,12 @@ async fn only_agents_reach_the_agent_socket_and_routes() {
     }
 
     // A demoted agent loses access at once, even on a socket already open.
-    let dave = agent(a, "dave").await;
+    let dave = a.register_agent("dave").await;
     let (mut console, _) = agent_socket(a, &dave).await;
-    let (status, _) = agent_rest(a, &dave, "GET", "/api/agent/queue", None).await;
+    let (status, _) = a.call(&dave, "GET", "/api/agent/queue", None).await;
     assert_eq!(status, 200);
-    set_role(a, "dave", "user").await;
-    let (status, body) = agent_rest(a, &dave, "GET", "/api/agent/queue", None).await;
+    a.set_role("dave", "user").await;
+    let (status, body) = a.call(&dave, "GET", "/api/agent/queue", None).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("agent_only")));
     console
         .send_json(json!({"type": "claim", "sessionId": "sess_x"}))
@@ -394,62 +348,57 @@ async fn the_rest_mirrors_claim_reply_and_release() {
     };
     let (a, b) = (cluster.node(0), cluster.node(1));
     let customer = a.register("carol").await;
-    let bob = agent(a, "bob").await;
-    let dave = agent(a, "dave").await;
+    let bob = a.register_agent("bob").await;
+    let dave = a.register_agent("dave").await;
     let (mut tab, hello) = a.connect(&customer).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
     tab.send_json(json!({"type": "human-escalation"})).await;
     until(&mut tab, of_type("handoff-queued")).await;
 
     let claim = format!("/api/agent/conversations/{session}/claim");
-    let (status, body) = agent_rest(b, &bob, "POST", &claim, None).await;
+    let (status, body) = b.call(&bob, "POST", &claim, None).await;
     assert_eq!(
         (status, body["mode"].as_str()),
         (200, Some("assigned")),
         "{body}"
     );
-    let (status, body) = agent_rest(a, &dave, "POST", &claim, None).await;
+    let (status, body) = a.call(&dave, "POST", &claim, None).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (409, Some("already_claimed"))
     );
-    let (status, mine) = agent_rest(a, &bob, "GET", "/api/agent/conversations", None).await;
+    let (status, mine) = a.call(&bob, "GET", "/api/agent/conversations", None).await;
     assert_eq!(status, 200);
     assert_eq!(mine["items"][0]["sessionId"], session.as_str());
 
     let messages = format!("/api/agent/conversations/{session}/messages");
-    let (status, sent) = agent_rest(
-        b,
-        &bob,
-        "POST",
-        &messages,
-        Some(json!({"content": "Hi, Bob here."})),
-    )
-    .await;
+    let (status, sent) = b
+        .call(
+            &bob,
+            "POST",
+            &messages,
+            Some(json!({"content": "Hi, Bob here."})),
+        )
+        .await;
     assert_eq!(status, 201, "{sent}");
     let (said, _) = until(&mut tab, of_type("agent-message")).await;
     assert_eq!(said["seq"], sent["seq"]);
-    let (status, body) = agent_rest(
-        a,
-        &dave,
-        "POST",
-        &messages,
-        Some(json!({"content": "me too"})),
-    )
-    .await;
+    let (status, body) = a
+        .call(&dave, "POST", &messages, Some(json!({"content": "me too"})))
+        .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (409, Some("not_assigned"))
     );
 
     let release = format!("/api/agent/conversations/{session}/release");
-    let (status, body) = agent_rest(b, &bob, "POST", &release, None).await;
+    let (status, body) = b.call(&bob, "POST", &release, None).await;
     assert_eq!(
         (status, body["mode"].as_str()),
         (200, Some("queued")),
         "{body}"
     );
     until(&mut tab, of_type("agent-left")).await;
-    let (status, _) = agent_rest(a, &dave, "POST", &claim, None).await;
+    let (status, _) = a.call(&dave, "POST", &claim, None).await;
     assert_eq!(status, 200, "released conversations can be claimed again");
 }

@@ -7,60 +7,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, TEST_SECRET};
+use common::TestApp;
 use serde_json::{json, Value};
 
-async fn send(
-    app: &TestApp,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut req = match method {
-        "GET" => client.get(app.url(path)),
-        "DELETE" => client.delete(app.url(path)),
-        _ => client.post(app.url(path)),
-    }
-    .bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 async fn messages(app: &TestApp, token: &str, session: &str, query: &str) -> (u16, Value) {
-    send(
-        app,
+    app.call(
         token,
         "GET",
         &format!("/api/sessions/{session}/messages{query}"),
         None,
     )
     .await
-}
-
-/// Registers `name` and makes it an agent with the operator's command.
-async fn agent(app: &TestApp, name: &str) -> String {
-    let token = app.register(name).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("JWT_SECRET", TEST_SECRET)
-        .env("SQLITE_PATH", &app.sqlite_path)
-        .args(["users", "set-role", name, "agent"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "set-role failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    token
 }
 
 /// `(role, content)` of each message of a transcript body.
@@ -158,7 +115,7 @@ async fn transcripts_survive_a_restart_and_only_the_owner_and_agents_read_them()
 
     // An agent reads it; another customer is told it does not exist, exactly
     // as for a session that never did.
-    let zed = agent(&second, "zed").await;
+    let zed = second.register_agent("zed").await;
     let (status, as_agent) = messages(&second, &zed, &session, "").await;
     assert_eq!(status, 200, "{as_agent}");
     assert_eq!(said(&as_agent).len(), 4);
@@ -174,17 +131,17 @@ async fn transcripts_survive_a_restart_and_only_the_owner_and_agents_read_them()
     // Only the owner erases it, and then nobody reads it.
     let erase = format!("/api/sessions/{session}");
     for outsider in [&mallory, &zed] {
-        let (status, body) = send(&second, outsider, "DELETE", &erase, None).await;
+        let (status, body) = second.call(outsider, "DELETE", &erase, None).await;
         assert_not_found(status, &body);
     }
     assert_eq!(messages(&second, &carol, &session, "").await.0, 200);
-    let (status, body) = send(&second, &carol, "DELETE", &erase, None).await;
+    let (status, body) = second.call(&carol, "DELETE", &erase, None).await;
     assert_eq!(status, 204, "{body}");
     for reader in [&carol, &zed] {
         let (status, body) = messages(&second, reader, &session, "").await;
         assert_not_found(status, &body);
     }
-    let (status, body) = send(&second, &carol, "DELETE", &erase, None).await;
+    let (status, body) = second.call(&carol, "DELETE", &erase, None).await;
     assert_not_found(status, &body);
 }
 
@@ -192,23 +149,25 @@ async fn transcripts_survive_a_restart_and_only_the_owner_and_agents_read_them()
 async fn agent_messages_join_the_transcript_after_a_handoff() {
     let app = common::spawn_app(&[]).await;
     let dana = app.register("dana").await;
-    let amy = agent(&app, "amy").await;
+    let amy = app.register_agent("amy").await;
     let (mut ws, hello) = app.connect(&dana).await;
     let session = hello["sessionId"].as_str().unwrap().to_owned();
     let bot = ws.chat("I need help").await;
     ws.send_json(json!({"type": "human-escalation"})).await;
     while ws.recv().await["type"] != "handoff-queued" {}
     let conversation = format!("/api/agent/conversations/{session}");
-    let (status, body) = send(&app, &amy, "POST", &format!("{conversation}/claim"), None).await;
+    let (status, body) = app
+        .call(&amy, "POST", &format!("{conversation}/claim"), None)
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (status, sent) = send(
-        &app,
-        &amy,
-        "POST",
-        &format!("{conversation}/messages"),
-        Some(json!({"content": "Hi, I am Amy"})),
-    )
-    .await;
+    let (status, sent) = app
+        .call(
+            &amy,
+            "POST",
+            &format!("{conversation}/messages"),
+            Some(json!({"content": "Hi, I am Amy"})),
+        )
+        .await;
     assert_eq!(status, 201, "{sent}");
     // While Amy holds it, the bot is muted: the chat is kept all the same.
     ws.send_json(json!({"type": "chat", "content": "thanks Amy"}))
@@ -219,7 +178,9 @@ async fn agent_messages_join_the_transcript_after_a_handoff() {
             break;
         }
     }
-    let (status, body) = send(&app, &amy, "POST", &format!("{conversation}/resolve"), None).await;
+    let (status, body) = app
+        .call(&amy, "POST", &format!("{conversation}/resolve"), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     while ws.recv().await["type"] != "handoff-resolved" {}
     let after = ws.chat("back to the bot").await;

@@ -374,6 +374,52 @@ impl TestApp {
         body["token"].as_str().unwrap().to_owned()
     }
 
+    /// `method path` with `token` as bearer and an optional JSON body:
+    /// the status and the JSON answer (`Null` when there is none).
+    pub async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = client.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers `name` and makes it an agent with the operator's command.
+    pub async fn register_agent(&self, name: &str) -> String {
+        let token = self.register(name).await;
+        self.set_role(name, "agent").await;
+        token
+    }
+
+    /// `chatbot-server users set-role NAME ROLE` on this server's user store,
+    /// as an operator runs it (a separate process, the same SQLite file).
+    pub async fn set_role(&self, name: &str, role: &str) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("JWT_SECRET", TEST_SECRET)
+            .env("SQLITE_PATH", &self.sqlite_path)
+            .args(["users", "set-role", name, role])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "set-role failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Opens a WebSocket with `?token=` and reads the `connected` message.
     pub async fn connect(&self, token: &str) -> (WsClient, Value) {
         self.connect_query(&format!("?token={token}")).await
