@@ -4,7 +4,8 @@
 // resolve, over /agent/ws.
 
 import {
-  AuthStore, ApiError, Socket, Transcript, api, clockTime, duration, el, login, logout, newId,
+  AuthStore, ApiError, Socket, Transcript, api, clockTime, duration, el, loadEarlier, login, logout,
+  newId,
 } from "./common.js";
 
 const store = new AuthStore("chatbot.agent");
@@ -142,8 +143,9 @@ function onMessage(m) {
       return onError(m);
     case "history-lost": {
       const conv = convs.get(m.sessionId);
-      if (conv) conv.transcript.skipTo(m.oldestSeq);
-      return undefined;
+      if (!conv) return undefined;
+      conv.transcript.skipTo(m.oldestSeq);
+      return loadEarlier(store, conv.transcript, m.sessionId, m.oldestSeq);
     }
     case "pong":
     case "authenticated":

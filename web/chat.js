@@ -4,7 +4,7 @@
 // replayed from the server's log.
 
 import {
-  AuthStore, ApiError, Socket, Transcript, login, logout, modeAfter, newId, register,
+  AuthStore, ApiError, Socket, Transcript, loadEarlier, login, logout, modeAfter, newId, register,
 } from "./common.js";
 
 const store = new AuthStore("chatbot.customer");
@@ -125,9 +125,12 @@ function onMessage(m) {
     case "ack":
       unacked.delete(m.clientMessageId);
       break;
-    case "history-lost":
+    case "history-lost": {
       transcript.skipTo(m.oldestSeq);
+      const session = localStorage.getItem(sessionKey());
+      if (session) loadEarlier(store, transcript, session, m.oldestSeq);
       break;
+    }
     case "session-lost":
       localStorage.removeItem(sessionKey());
       transcript.reset(0);

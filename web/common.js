@@ -263,6 +263,18 @@ const MAX_PENDING = 2000;
  * on. `names.customer` labels the customer's messages for an agent;
  * `names.selfId` is the agent's own id.
  */
+/** Fills in, from the transcript store, what a conversation's event log no
+ * longer held (`history-lost`): the messages before `oldestSeq`. Best effort:
+ * without them the page still says that earlier messages are gone. */
+export async function loadEarlier(store, transcript, sessionId, oldestSeq) {
+  try {
+    const page = await api(store, `/api/sessions/${encodeURIComponent(sessionId)}/messages?limit=200`);
+    transcript.prependEarlier(page.messages.filter((e) => typeof e.seq === "number" && e.seq < oldestSeq));
+  } catch (e) {
+    console.warn("could not load the earlier messages", e);
+  }
+}
+
 export class Transcript {
   constructor(list, viewer, names = {}) {
     this.list = list;
@@ -278,15 +290,36 @@ export class Transcript {
     this.pending = new Map();
     this.answers = new Map();
     this.running = null;
+    this.gap = null;
   }
 
   /** The log no longer holds what came before `oldestSeq`. */
   skipTo(oldestSeq) {
     if (oldestSeq - 1 > this.lastSeq) {
       this.lastSeq = oldestSeq - 1;
-      this.notice("Earlier messages are no longer available.", "warn");
+      this.gap = this.notice("Earlier messages are no longer available.", "warn");
       this.drain();
     }
+  }
+
+  /** Shows transcript entries (`GET /api/sessions/{id}/messages`, oldest
+   * first) that the log no longer held, above everything else. */
+  prependEarlier(entries) {
+    const customer = this.viewer === "customer";
+    const nodes = entries.map((e) => {
+      if (e.role === "user") {
+        return this.bubble("user", customer, customer ? "You" : this.names.customer || "Customer", e.content, e);
+      }
+      if (e.role === "agent") {
+        const mine = !customer && e.agent && e.agent.id === this.names.selfId;
+        return this.bubble("agent", mine, `${(e.agent && e.agent.username) || "An agent"} · agent`, e.content, e);
+      }
+      return this.bubble("bot", false, "Assistant", e.content, e);
+    });
+    if (!nodes.length) return;
+    this.list.prepend(...nodes);
+    if (this.gap) this.gap.remove();
+    this.gap = null;
   }
 
   /** Takes one event (anything with a `seq`); returns the events rendered. */
@@ -326,6 +359,12 @@ export class Transcript {
   }
 
   message(kind, mine, label, text, m) {
+    const li = this.bubble(kind, mine, label, text, m);
+    this.append(li);
+    return li;
+  }
+
+  bubble(kind, mine, label, text, m) {
     const li = el("li", `msg ${kind} ${mine ? "mine" : "theirs"}`);
     if (m.messageId) li.dataset.messageId = m.messageId;
     li.dataset.seq = m.seq;
@@ -334,7 +373,6 @@ export class Transcript {
     const body = el("span", "text", text);
     bubble.append(body);
     li.append(bubble);
-    this.append(li);
     return li;
   }
 
@@ -342,6 +380,7 @@ export class Transcript {
     const li = el("li", `notice ${tone}`.trim(), text);
     if (m.type) li.dataset.type = m.type;
     this.append(li);
+    return li;
   }
 
   render(m) {
