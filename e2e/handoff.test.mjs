@@ -305,6 +305,27 @@ async function scenario(browser) {
     }
   });
 
+  await step("a reloaded console shows the conversation it showed before, of two held", async () => {
+    await carol.locator("#human").waitFor({ state: "visible", timeout: WAIT });
+    await carol.click("#human");
+    for (const name of ["bob", "carol"]) {
+      const item = agent.locator("#queue li", { hasText: name });
+      await item.locator("button").click();
+      await until(`${name} held`, async () => (await agent.textContent("#conv-user")) === name);
+    }
+    assert.equal(await agent.locator("#mine li").count(), 2);
+    // Whichever one the console would open by itself, each choice survives.
+    for (const name of ["bob", "carol"]) {
+      await agent.locator("#mine li", { hasText: name }).click();
+      await agent.reload();
+      await visible(agent, "#status.online");
+      await until(`${name}'s conversation shown after the reload`, async () =>
+        (await agent.locator("#mine li").count()) === 2
+        && (await agent.textContent("#conv-user")) === name);
+      await visible(agent, "#transcripts ol:not([hidden]) li.msg.user", name === "bob" ? "My parcel never arrived" : long);
+    }
+  });
+
   await step("a customer account is refused by the agent console with agent_only", async () => {
     const page = await open(other, "not-an-agent", "/agent");
     await page.fill("#auth-username", "bob");

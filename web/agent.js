@@ -32,6 +32,9 @@ const convs = new Map();
 /** Queue items being claimed, by session id: what the new conversation shows. */
 const claiming = new Map();
 let selected = null;
+/** The conversation on screen survives a reload of this tab (not shared by
+ * other tabs, each of which may show another one). */
+const SELECTED_KEY = "chatbot.agent.selected";
 /** Server clock minus this browser's, from the messages' timestamps. */
 let skew = 0;
 let toastTimer = null;
@@ -161,7 +164,10 @@ function onConnected(m) {
   me = m.agent;
   const held = new Set(m.conversations.map((c) => c.sessionId));
   for (const sid of [...convs.keys()]) if (!held.has(sid)) drop(sid, "is no longer yours");
+  // Read before following: following the first one selects it.
+  const last = sessionStorage.getItem(SELECTED_KEY);
   for (const c of m.conversations) follow(c);
+  if (last && convs.has(last) && selected !== last) select(last);
 }
 
 function follow(c) {
@@ -239,6 +245,7 @@ function onEvent(m) {
 
 function select(sessionId) {
   selected = sessionId;
+  sessionStorage.setItem(SELECTED_KEY, sessionId);
   const conv = convs.get(sessionId);
   showConversation(conv);
   renderMine();
