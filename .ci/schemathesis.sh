@@ -15,12 +15,31 @@ CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,respo
 
 [ -x "$BIN" ] || { echo "schemathesis: $BIN is missing; run cargo test first" >&2; exit 1; }
 
-# A virtualenv per pinned version, kept between runs.
-venv="${XDG_CACHE_HOME:-$HOME/.cache}/chatbot-server-ci/schemathesis-$VERSION"
+# The newest Python found, 3.12 or later when there is one: CPython 3.11.7
+# fails inside hypothesis's lambda-source parsing ("SystemError: AST
+# constructor recursion depth mismatch"), a runtime error schemathesis then
+# reports against whichever operation it was testing. SCHEMATHESIS_PYTHON wins.
+pick_python() {
+  local candidates=("${SCHEMATHESIS_PYTHON:-}" python3.13 python3.12)
+  if command -v pyenv >/dev/null 2>&1; then
+    candidates+=("$(pyenv root)"/versions/3.1[3-9]*/bin/python3 "$(pyenv root)"/versions/3.12*/bin/python3)
+  fi
+  candidates+=(python3)
+  for py in "${candidates[@]}"; do
+    [ -n "$py" ] && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null && { echo "$py"; return; }
+  done
+  echo "schemathesis: no Python 3.9 or later found" >&2
+  exit 1
+}
+python="$(pick_python)"
+py_version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+
+# A virtualenv per pinned version and Python, kept between runs.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/chatbot-server-ci/schemathesis-$VERSION-py$py_version"
 if [ ! -x "$venv/bin/schemathesis" ]; then
-  echo "schemathesis: installing schemathesis==$VERSION into $venv"
+  echo "schemathesis: installing schemathesis==$VERSION into $venv ($python)"
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION"
 fi
 
