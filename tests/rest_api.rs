@@ -389,6 +389,31 @@ async fn health_stats_and_websocket_info() {
         closes.contains("4001") && closes.contains("token_revoked"),
         "{closes}"
     );
+
+    let agent = &info["agentSocket"];
+    assert_eq!(agent["endpoint"], "/agent/ws");
+    assert_eq!(agent["role"], "agent");
+    assert_eq!(
+        agent["messageTypes"]["client"],
+        json!([
+            "claim",
+            "agent-message",
+            "release",
+            "resolve",
+            "watch",
+            "ping",
+            "auth"
+        ])
+    );
+    let agent_server = agent["messageTypes"]["server"].to_string();
+    for kind in [
+        "queue",
+        "conversation-assigned",
+        "agent-message",
+        "handoff-resolved",
+    ] {
+        assert!(agent_server.contains(kind), "{kind} in {agent_server}");
+    }
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use super::openapi::{
     BearerToken, DateTimeRule, Documented, EmailRule, IdRule, Json, OptionalBearerToken,
     PasswordRule, UsernameRule,
 };
+use super::ws::agent_protocol::{AGENT_CLIENT_MESSAGE_TYPES, AGENT_SERVER_MESSAGE_TYPES};
 use super::ws::protocol::event_value;
 use super::ws::transport::CloseReason;
 use super::ws::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES, UPGRADE_REFUSALS, WS_AUTHENTICATION};
@@ -400,6 +401,23 @@ struct WsInfoBody {
     /// Close codes the server uses, besides the standard ones.
     close_codes: Vec<WsCloseCode>,
     active_connections: u64,
+    agent_socket: AgentSocketInfo,
+}
+
+/// The human agents' socket. Its authentication, limits, keep-alive, error
+/// codes and close codes are those of the customers' socket above.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct AgentSocketInfo {
+    /// The path of the agent socket.
+    endpoint: String,
+    /// The role the user store must hold for the account; anyone else is
+    /// refused before the upgrade with 403 `agent_only`.
+    role: String,
+    /// How a console resumes one conversation: a `watch` message with the
+    /// conversation's `sessionId` and the last `lastSeq` it has shown.
+    resume: Vec<String>,
+    message_types: WsMessageTypes,
 }
 
 #[derive(Debug, Object)]
@@ -1075,7 +1093,8 @@ impl Api {
         }))
     }
 
-    /// How to connect to and talk over the WebSocket endpoint.
+    /// How to connect to and talk over the WebSocket endpoints: `/ws` for
+    /// customers, and `/agent/ws` for human agents (`agentSocket`).
     #[oai(
         path = "/api/websocket/info",
         method = "get",
@@ -1211,6 +1230,15 @@ fn ws_info(settings: &WebSocketConfig, limits: &LimitSettings, active: u64) -> W
             })
             .collect(),
         active_connections: active,
+        agent_socket: AgentSocketInfo {
+            endpoint: "/agent/ws".into(),
+            role: "agent".into(),
+            resume: strings(&["message:watch.sessionId", "message:watch.lastSeq"]),
+            message_types: WsMessageTypes {
+                client: strings(AGENT_CLIENT_MESSAGE_TYPES),
+                server: strings(AGENT_SERVER_MESSAGE_TYPES),
+            },
+        },
     }
 }
 
