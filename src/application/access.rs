@@ -4,54 +4,13 @@
 //!
 //! These are more [`AuthService`] use cases, kept in their own module.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 
 use super::auth::{AuthError, AuthService, Authenticated};
-use super::ports::{
-    RefreshRecord, RefreshTokenStore, Revocation, RevocationStore, Rotation, TicketStore,
-    TokenClaims, TokenError,
-};
+use super::ports::{RefreshRecord, Revocation, Rotation, TokenClaims, TokenError};
 use crate::domain::{FamilyId, RefreshToken, User, WsTicket};
-
-/// The stores behind the access use cases.
-#[derive(Clone)]
-pub struct AccessPorts {
-    pub refresh: Arc<dyn RefreshTokenStore>,
-    pub tickets: Arc<dyn TicketStore>,
-    pub revocations: Arc<dyn RevocationStore>,
-}
-
-/// The access policy, from configuration.
-#[derive(Clone)]
-pub struct AccessSettings {
-    /// `ALLOW_REGISTRATION`.
-    pub allow_registration: bool,
-    /// `REFRESH_TOKEN_TTL`: how long a refresh token stays usable.
-    pub refresh_ttl: Duration,
-    /// `REFRESH_REUSE_GRACE`: how long a rotated token still yields its successor.
-    pub reuse_grace: Duration,
-    /// `WS_TICKET_TTL`.
-    pub ticket_ttl: Duration,
-    /// The access token lifetime: how long a logout-all must be remembered.
-    pub token_lifetime: Duration,
-    /// Derives each refresh token's successor (see [`RefreshToken::successor`]);
-    /// the same on every instance.
-    pub successor_key: Vec<u8>,
-}
-
-impl std::fmt::Debug for AccessSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessSettings")
-            .field("allow_registration", &self.allow_registration)
-            .field("refresh_ttl", &self.refresh_ttl)
-            .field("reuse_grace", &self.reuse_grace)
-            .field("ticket_ttl", &self.ticket_ttl)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A verified, unrevoked bearer token and its active user.
 #[derive(Debug, Clone)]
@@ -287,11 +246,13 @@ impl AuthService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::application::auth::{AccessPorts, AccessSettings};
     use crate::application::ports::{
         AccessStoreError, IssuedToken, MockPasswordHasher, MockRefreshTokenStore,
         MockRevocationStore, MockTicketStore, MockTokenService, MockUserRepository,
     };
     use crate::domain::{fixtures, PasswordHash, TokenLifetime, UserId, Username};
+    use std::sync::Arc;
 
     fn claims() -> TokenClaims {
         TokenClaims {

@@ -1,21 +1,58 @@
 //! Registration, login and token verification, written against ports only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use thiserror::Error;
 
-use super::access::{AccessPorts, AccessSettings};
 use super::limits::{Limited, Limits};
 use super::ports::{
-    IssuedToken, PasswordCheck, PasswordHashError, PasswordHasher, Stats, TokenService,
-    UserRepository, UserStoreError,
+    IssuedToken, PasswordCheck, PasswordHashError, PasswordHasher, RefreshTokenStore,
+    RevocationStore, Stats, TicketStore, TokenService, UserRepository, UserStoreError,
 };
 use crate::domain::{
     ClientIp, EmailAddress, LoginName, NewUser, Password, PasswordHash, RefreshToken, User, UserId,
     Username,
 };
 use crate::telemetry::ErrorChain;
+
+/// The stores behind the access use cases.
+#[derive(Clone)]
+pub struct AccessPorts {
+    pub refresh: Arc<dyn RefreshTokenStore>,
+    pub tickets: Arc<dyn TicketStore>,
+    pub revocations: Arc<dyn RevocationStore>,
+}
+
+/// The access policy, from configuration.
+#[derive(Clone)]
+pub struct AccessSettings {
+    /// `ALLOW_REGISTRATION`.
+    pub allow_registration: bool,
+    /// `REFRESH_TOKEN_TTL`: how long a refresh token stays usable.
+    pub refresh_ttl: Duration,
+    /// `REFRESH_REUSE_GRACE`: how long a rotated token still yields its successor.
+    pub reuse_grace: Duration,
+    /// `WS_TICKET_TTL`.
+    pub ticket_ttl: Duration,
+    /// The access token lifetime: how long a logout-all must be remembered.
+    pub token_lifetime: Duration,
+    /// Derives each refresh token's successor (see [`RefreshToken::successor`]);
+    /// the same on every instance.
+    pub successor_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for AccessSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessSettings")
+            .field("allow_registration", &self.allow_registration)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .field("reuse_grace", &self.reuse_grace)
+            .field("ticket_ttl", &self.ticket_ttl)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A registration whose fields have already been parsed into domain types.
 #[derive(Debug, Clone)]
@@ -78,7 +115,7 @@ pub struct AuthService {
     pub(super) users: Arc<dyn UserRepository>,
     hasher: Arc<dyn PasswordHasher>,
     pub(super) tokens: Arc<dyn TokenService>,
-    /// Refresh tokens, tickets and revocations (see [`super::access`]).
+    /// Refresh tokens, tickets and revocations (the `access` module's use cases).
     pub(super) access: AccessPorts,
     pub(super) settings: AccessSettings,
     /// A real hash of a random password, verified against when the user does not
@@ -413,7 +450,6 @@ pub(super) fn internal(what: &str, e: &(dyn std::error::Error + 'static)) -> Aut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::application::access::{AccessPorts, AccessSettings};
     use crate::application::ports::{
         MockPasswordHasher, MockRefreshTokenStore, MockRevocationStore, MockTicketStore,
         MockTokenService, MockUserRepository, TokenClaims, TokenError,

@@ -13,8 +13,9 @@ pub mod limits;
 pub mod ports;
 pub mod transcripts;
 
-pub use access::{AccessPorts, AccessSettings, Authorized, IssuedTicket};
+pub use access::{Authorized, IssuedTicket};
 pub use attachment::{Attachment, Feed, ResumeNotice};
+pub use auth::{AccessPorts, AccessSettings};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
 pub use chat::{
     Accepted, ChatError, ChatPorts, ChatRefusal, ChatRequest, ChatService, ConnectionGuard,

@@ -11,8 +11,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
+use super::agent::AgentRef;
 use super::chat::{MessageId, StreamStatus};
-use super::handoff::{AgentRef, Unavailability};
 use super::id::is_valid_id;
 
 /// Position of an event in its session's log, starting at 1. `0` means
@@ -84,6 +84,22 @@ impl GenerationFailure {
             | GenerationFailure::SessionExpired
             | GenerationFailure::SessionStoreUnavailable
             | GenerationFailure::Interrupted => None,
+        }
+    }
+}
+
+/// Why a request for a human did not reach the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailability {
+    /// Agents exist, but none had an agent socket open.
+    NoAgentOnline,
+}
+
+impl Unavailability {
+    /// The wire name (`handoff-unavailable`'s `reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoAgentOnline => "no_agent_online",
         }
     }
 }

@@ -13,14 +13,10 @@ use thiserror::Error;
 
 use super::chat::{SessionId, SessionUser};
 use super::conversation::ConversationEvent;
-use super::user::{UserId, Username};
+use super::user::UserId;
 
-/// An agent as conversations and events name them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentRef {
-    pub id: UserId,
-    pub username: Username,
-}
+pub use super::agent::AgentRef;
+pub use super::conversation::Unavailability;
 
 /// Who answers the user's chats.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,22 +287,6 @@ impl WhenNoAgentOnline {
     }
 }
 
-/// Why a request for a human did not reach the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unavailability {
-    /// Agents exist, but none had an agent socket open.
-    NoAgentOnline,
-}
-
-impl Unavailability {
-    /// The wire name (`handoff-unavailable`'s `reason`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoAgentOnline => "no_agent_online",
-        }
-    }
-}
-
 /// What a request for a human from a conversation in bot mode leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EscalationRoute {
@@ -372,6 +352,7 @@ fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>, span: Duration) -> bool {
 mod tests {
     use super::*;
     use crate::domain::fixtures;
+    use crate::domain::Username;
 
     #[test]
     fn a_request_for_a_human_goes_where_a_person_can_take_it() {

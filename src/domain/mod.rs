@@ -1,6 +1,7 @@
 //! The domain: pure types and rules, free of frameworks, drivers and wire formats.
 
 pub mod access;
+pub mod agent;
 pub mod chat;
 pub mod client_ip;
 pub mod conversation;

@@ -27,7 +27,7 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// Everything the inbound adapters share: the use cases, the WebSocket
 /// settings, and the shutdown signal with the tracker that owns every
-/// connection task. Built once, by [`crate::startup::Application`].
+/// connection task. Built once, by the composition root (`startup`).
 pub struct AppContext {
     pub auth: AuthService,
     pub chat: ChatService,
