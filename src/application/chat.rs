@@ -705,6 +705,12 @@ impl ChatService {
         self.counted(counts.map_err(ChatError::from))
     }
 
+    /// Whether the session store answers now (a failure is counted). For
+    /// telling a client which outage refused it.
+    pub async fn session_store_answers(&self) -> bool {
+        self.session_counts().await.is_ok()
+    }
+
     /// What the AI side looks like to `/health`.
     pub async fn ai_health(&self) -> AiHealth {
         self.inner.ai.health().await
