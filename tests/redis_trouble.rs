@@ -371,6 +371,10 @@ async fn after_redis_returns_with_its_data_a_resuming_socket_gets_the_answers_en
     let (seen, code) = until_closed(&mut client, TOLD_WITHIN).await;
     assert_told_store_unavailable(&seen, code);
     let seq = last_seq(&seen, seq);
+    // The answer failed (it let go of the upstream); Redis stays away past
+    // the driver's own reconnect retry, so its end could not be logged then.
+    assert_eq!(upstream.wait_aborted(1).await, 1, "the answer ended");
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     redis.restart();
     let query = format!("?token={token}&sessionId={session}&lastSeq={seq}");
