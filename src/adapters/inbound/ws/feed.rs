@@ -45,7 +45,9 @@ impl FrameFeed for ConversationFeed {
                 FeedFrame::Close(CloseReason::FellBehind)
             }
             Ok(Feed::StoreUnavailable) => {
-                tracing::warn!("live delivery was cut; closing so the client resumes");
+                // The store's adapter warned once; every socket saying so
+                // again would only flood the log.
+                tracing::info!("live delivery was cut; closing so the client resumes");
                 self.store_unavailable()
             }
             Err(e) => {
