@@ -144,6 +144,7 @@ impl Adapters {
         for upstream in ai.upstreams() {
             metrics.circuit_changed(upstream.role, upstream.circuit);
         }
+        let chat_users = users.clone();
         Ok(Self {
             users,
             hasher: Arc::new(Argon2Hasher::new(Argon2Params::OWASP)),
@@ -163,6 +164,7 @@ impl Adapters {
                 handoffs: conversations.handoffs,
                 presence: conversations.presence,
                 transcripts,
+                users: chat_users,
             },
             limiter: rate_limiter(&config.sessions).await?,
         })
@@ -570,6 +572,9 @@ impl Application {
                 lease: config.sessions.generation_lease,
                 unattended_timeout: config.sessions.unattended_generation_timeout,
                 handoff: HandoffSettings {
+                    switch: config.sessions.handoff,
+                    when_no_agent_online: config.sessions.handoff_when_no_agent_online,
+                    offline_message: config.sessions.handoff_offline_message.clone(),
                     queue_timeout: config.sessions.handoff_queue_timeout,
                     away_grace: config.sessions.agent_away_grace,
                 },

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::agent_accounts::AgentAccounts;
 use super::attachment::Attachment;
 use super::generation::{self, Job};
 use super::handoff::HandoffSettings;
@@ -24,9 +25,10 @@ use super::ports::{
     AgentPresence, AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog,
     GenerationRegistry, HandoffStore, LiveDelivery, LogSlice, SessionCounts, SessionStore,
     SessionStoreError, SharedEvent, StartOutcome, Stats, StatsSnapshot, TranscriptStore,
-    TranscriptStoreError, UpstreamState,
+    TranscriptStoreError, UpstreamState, UserRepository,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
+use crate::domain::handoff::Handoff;
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{
     ChatContent, ChatMessage, ClientIp, MessageId, Role, Session, SessionId, SessionUser,
@@ -163,6 +165,9 @@ pub struct ChatPorts {
     pub presence: Arc<dyn AgentPresence>,
     /// Every message of every conversation, kept beyond the history and the log.
     pub transcripts: Arc<dyn TranscriptStore>,
+    /// The user store, read only to know whether agent accounts exist
+    /// (`HANDOFF=auto`).
+    pub users: Arc<dyn UserRepository>,
 }
 
 /// A generation this instance runs.
@@ -182,6 +187,7 @@ pub(super) struct Inner {
     pub(super) handoffs: Arc<dyn HandoffStore>,
     pub(super) presence: Arc<dyn AgentPresence>,
     pub(super) transcripts: Arc<dyn TranscriptStore>,
+    pub(super) agent_accounts: AgentAccounts,
     pub(super) settings: ConversationSettings,
     pub(super) limits: Limits,
     local: Mutex<HashMap<SessionId, Local>>,
@@ -242,6 +248,7 @@ impl ChatService {
             handoffs: ports.handoffs,
             presence: ports.presence,
             transcripts: ports.transcripts,
+            agent_accounts: AgentAccounts::new(ports.users),
             settings,
             limits,
             local: Mutex::new(HashMap::new()),
@@ -445,8 +452,8 @@ impl ChatService {
         let started = match self.already_accepted(session, &chat).await {
             Ok(None) => match inner.muted(session).await {
                 Ok(None) => self.start(session, chat, answer.clone(), permit).await,
-                Ok(Some(_)) => {
-                    let logged = self.log_muted(session, user, chat, permit).await;
+                Ok(Some(handoff)) => {
+                    let logged = self.log_muted(&handoff, user, chat, permit).await;
                     // No answer follows: the slot taken above is not a generation.
                     let _ = inner.registry.finish(session, &answer).await;
                     logged
@@ -549,15 +556,18 @@ impl ChatService {
     }
 
     /// Stores and logs a chat while a human holds (or is awaited by) the
-    /// conversation: the agent sees it, the bot stays silent.
+    /// conversation: the agent sees it, the bot stays silent. While nobody
+    /// has claimed it yet, `handoff-waiting` follows at once, so the customer
+    /// is never met with silence.
     async fn log_muted(
         &self,
-        session_id: &SessionId,
+        handoff: &Handoff,
         owner: &UserId,
         chat: ChatRequest,
         permit: &mut ChatPermit,
     ) -> Result<Accepted, ChatRefusal> {
         let inner = &self.inner;
+        let session_id = &handoff.session;
         inner.limits.release(permit.slot.take()).await;
         let query = chat.content.into_string();
         let now = Utc::now();
@@ -574,7 +584,11 @@ impl ChatService {
             client_message_id: chat.client_message_id,
             content: query.clone(),
         };
-        let logged = inner.log.append(session_id, vec![(now, asked)]).await?;
+        let mut events = vec![(now, asked)];
+        if let Some(waiting) = inner.waiting(handoff).await {
+            events.push((now, waiting));
+        }
+        let logged = inner.log.append(session_id, events).await?;
         inner
             .record(TranscriptEntry::new(
                 session_id.clone(),
@@ -908,7 +922,7 @@ mod tests {
     use crate::application::ports::{
         AcceptedClientMessage, MockAgentPresence, MockAiModel, MockEventLog,
         MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
-        MockTranscriptStore, TokenStream, TranscriptStoreError,
+        MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
     };
     use crate::domain::conversation::GenerationFailure;
     use crate::domain::fixtures;
@@ -986,6 +1000,7 @@ mod tests {
                     presence: Arc::new(MockAgentPresence::new()),
                     registry: Arc::new(self.registry),
                     transcripts: Arc::new(self.transcripts),
+                    users: Arc::new(MockUserRepository::new()),
                 },
                 ConversationSettings {
                     session_ttl: Duration::from_secs(3600),
@@ -1124,6 +1139,7 @@ mod tests {
                 handoffs: Arc::new(bot_only()),
                 presence: Arc::new(MockAgentPresence::new()),
                 transcripts: Arc::new(transcripts),
+                users: Arc::new(MockUserRepository::new()),
             },
             ConversationSettings {
                 session_ttl: Duration::from_secs(3600),

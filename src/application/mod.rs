@@ -2,6 +2,7 @@
 //! driver or wire type is imported here.
 
 pub mod access;
+pub mod agent_accounts;
 pub mod attachment;
 pub mod auth;
 pub mod chat;
