@@ -389,6 +389,10 @@ async fn health_stats_and_websocket_info() {
         closes.contains("4001") && closes.contains("token_revoked"),
         "{closes}"
     );
+    assert!(
+        closes.contains("4503") && closes.contains("session store unavailable"),
+        "{closes}"
+    );
 
     let agent = &info["agentSocket"];
     assert_eq!(agent["endpoint"], "/agent/ws");

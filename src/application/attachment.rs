@@ -38,8 +38,12 @@ pub enum Feed {
     Event(Arc<LoggedEvent>),
     /// This connection fell further behind than its buffer allows.
     FellBehind,
-    /// The live subscription ended (the transport closed).
-    Ended,
+    /// The conversation store stopped delivering to this connection: its
+    /// live subscription was cut (the store's transport failed), so events
+    /// may be missing from here on, and an answer whose store died can never
+    /// log its end. The connection must resume from the log once the store
+    /// is back, rather than wait in silence.
+    StoreUnavailable,
 }
 
 /// A connection attached to a session.
@@ -137,7 +141,7 @@ impl Attachment {
     /// because a live event is parked before the log is read to fill a gap.
     ///
     /// # Errors
-    /// When the log cannot be read to fill a gap.
+    /// When the log cannot be read to fill a gap: the store failed too.
     pub async fn next(&mut self) -> Result<Feed, ConversationStoreError> {
         loop {
             if let Some(event) = self.parked.clone() {
@@ -155,7 +159,7 @@ impl Attachment {
                 return Ok(Feed::Event(event));
             }
             match self.live.next().await {
-                None => return Ok(Feed::Ended),
+                None => return Ok(Feed::StoreUnavailable),
                 Some(LiveItem::Lagged { .. }) => return Ok(Feed::FellBehind),
                 Some(LiveItem::Event(event)) if event.seq > self.delivered => {
                     self.parked = Some(event);

@@ -719,6 +719,12 @@ impl ChatService {
         self.counted(counts.map_err(ChatError::from))
     }
 
+    /// Whether the session store answers now (a failure is counted). For
+    /// telling a client which outage refused it.
+    pub async fn session_store_answers(&self) -> bool {
+        self.session_counts().await.is_ok()
+    }
+
     /// What the AI side looks like to `/health`.
     pub async fn ai_health(&self) -> AiHealth {
         self.inner.ai.health().await
@@ -918,6 +924,7 @@ mod tests {
         MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
         MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
     };
+    use crate::domain::conversation::GenerationFailure;
     use crate::domain::fixtures;
     use crate::domain::StreamStatus;
     use std::sync::Mutex as StdMutex;
@@ -1249,6 +1256,111 @@ mod tests {
             *failures.lock().unwrap(),
             vec!["transcripts", "transcripts"],
             "the chat's entry and the answer's, each counted"
+        );
+    }
+
+    /// A log that takes the chat, then refuses everything while `down`,
+    /// keeping what it took.
+    fn log_going_down(
+        down: Arc<std::sync::atomic::AtomicBool>,
+        kept: Arc<StdMutex<Vec<ConversationEvent>>>,
+    ) -> MockEventLog {
+        use std::sync::atomic::Ordering;
+        let mut log = MockEventLog::new();
+        log.expect_append().returning(move |_, events| {
+            let mut all = kept.lock().unwrap();
+            if !all.is_empty() && down.load(Ordering::SeqCst) {
+                return Err(ConversationStoreError::bare("connection refused"));
+            }
+            let first = all.len() as Seq + 1;
+            Ok(events
+                .into_iter()
+                .enumerate()
+                .map(|(i, (at, event))| {
+                    all.push(event.clone());
+                    Arc::new(crate::domain::conversation::LoggedEvent {
+                        seq: first + i as Seq,
+                        at,
+                        event,
+                    })
+                })
+                .collect())
+        });
+        log
+    }
+
+    #[tokio::test]
+    async fn an_end_the_store_refused_is_logged_once_it_is_back() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (mut m, session) = answering(&["lost"]);
+        let down = Arc::new(AtomicBool::new(true));
+        let kept = Arc::new(StdMutex::new(Vec::new()));
+        m.log = log_going_down(down.clone(), kept.clone());
+        m.registry = registry();
+        m.registry
+            .expect_try_start()
+            .returning(|_, _, _| Ok(StartOutcome::Started));
+        m.registry.expect_finish().times(1).returning(|_, _| Ok(()));
+        // The store answers again, and the lease is still this answer's.
+        m.registry.expect_renew().returning(move |_, _, _| {
+            down.store(false, Ordering::SeqCst);
+            Ok(true)
+        });
+        let service = m.service();
+        service
+            .submit(&session.id, &user(), chat(None))
+            .await
+            .unwrap();
+        service.drain(Duration::from_secs(5)).await;
+        let kept = kept.lock().unwrap().clone();
+        assert!(
+            matches!(
+                &kept[2..],
+                [
+                    ConversationEvent::GenerationFailed {
+                        failure: GenerationFailure::SessionStoreUnavailable,
+                        ..
+                    },
+                    ConversationEvent::StreamEnd {
+                        status: StreamStatus::Failed,
+                        ..
+                    }
+                ]
+            ),
+            "the chat, its start, then the end the tabs were told of: {kept:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_end_is_left_alone_once_the_lease_is_no_longer_its_own() {
+        use std::sync::atomic::AtomicBool;
+        let (mut m, session) = answering(&["lost"]);
+        let kept = Arc::new(StdMutex::new(Vec::new()));
+        m.log = log_going_down(Arc::new(AtomicBool::new(true)), kept.clone());
+        m.registry = registry();
+        m.registry
+            .expect_try_start()
+            .returning(|_, _, _| Ok(StartOutcome::Started));
+        m.registry.expect_finish().times(1).returning(|_, _| Ok(()));
+        // The store came back empty, or another instance ended it.
+        let renewals = Arc::new(StdMutex::new(0));
+        let counted = renewals.clone();
+        m.registry.expect_renew().returning(move |_, _, _| {
+            *counted.lock().unwrap() += 1;
+            Ok(false)
+        });
+        let service = m.service();
+        service
+            .submit(&session.id, &user(), chat(None))
+            .await
+            .unwrap();
+        // Drain waits for the answer to end: at once, or only when cut short.
+        service.drain(Duration::from_secs(5)).await;
+        assert_eq!(kept.lock().unwrap().len(), 2, "nothing after the chat");
+        assert_eq!(
+            *renewals.lock().unwrap(),
+            1,
+            "no try after the lease was lost"
         );
     }
 

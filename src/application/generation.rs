@@ -21,6 +21,11 @@ use crate::telemetry::ErrorChain;
 
 /// How often a running generation checks whether anyone still watches it.
 const WATCH_CHECK: Duration = Duration::from_secs(1);
+/// The pauses between tries at logging an answer's end the store refused,
+/// doubling from the first to the longest, and how long it is tried.
+const END_RETRY_FIRST: Duration = Duration::from_millis(250);
+const END_RETRY_MAX: Duration = Duration::from_secs(2);
+const END_RETRY_FOR: Duration = Duration::from_secs(120);
 
 /// How a generation's stream loop ended.
 enum Ending {
@@ -171,7 +176,7 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
     let end = generation.end(outcome);
     // The lease goes before the stream-end is published, so a chat sent in
     // reply to that stream-end is never refused as "in progress".
-    let logged = inner.append(&session, end).await;
+    let logged = log_end(&inner, &session, &message_id, end, &cancel).await;
     if let Err(e) = inner.registry.finish(&session, &message_id).await {
         tracing::warn!(error = %ErrorChain(&e), "could not release the generation lease");
     }
@@ -180,6 +185,55 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
         inner.publish(&session, &logged).await;
     }
     progress.report(&inner, &session, &message_id, outcome_label(&outcome));
+}
+
+/// Logs the answer's end. A store that refuses it (it went away) is asked
+/// again until it is back, so the log ends the answer as its tabs were told
+/// (their subscriptions were cut, and they resume from the log): each try
+/// first renews the lease, and gives up when the lease is no longer this
+/// generation's (another instance ended it, or the store came back empty).
+/// Gives up too on a stop, on shutdown, or after [`END_RETRY_FOR`].
+async fn log_end(
+    inner: &Inner,
+    session: &SessionId,
+    message_id: &MessageId,
+    end: Vec<ConversationEvent>,
+    cancel: &CancellationToken,
+) -> Option<Vec<super::ports::SharedEvent>> {
+    if let Some(logged) = inner.append(session, end.clone()).await {
+        return Some(logged);
+    }
+    tracing::warn!(%message_id, "the answer's end is not logged; retrying until the store is back");
+    let deadline = Instant::now() + END_RETRY_FOR;
+    let mut pause = END_RETRY_FIRST;
+    while Instant::now() < deadline {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = inner.stop_background.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(END_RETRY_MAX);
+        match inner
+            .registry
+            .renew(session, message_id, inner.settings.lease)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%message_id, "the store is back without this answer's lease; its end is not logged here");
+                return None;
+            }
+            Err(_) => continue,
+        }
+        let at = Utc::now();
+        let stamped = end.iter().cloned().map(|e| (at, e)).collect();
+        if let Ok(logged) = inner.log.append(session, stamped).await {
+            tracing::info!(%message_id, "logged the answer's end after the store came back");
+            return Some(logged);
+        }
+    }
+    tracing::error!(%message_id, "gave up logging the answer's end; a reaper ends it when its lease lapses");
+    None
 }
 
 /// Streams tokens until the answer ends, is stopped, loses its audience or

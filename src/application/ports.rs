@@ -694,7 +694,9 @@ pub type LiveStream = Pin<Box<dyn Stream<Item = LiveItem> + Send>>;
 ///
 /// # Errors
 /// - `subscribe` and `publish` return [`ConversationStoreError`] when the
-///   transport fails. A subscription that is cut later simply ends.
+///   transport fails. A subscription that is cut later (its transport
+///   lost, so events published meanwhile cannot reach it) MUST end, after
+///   what it already holds, rather than wait for events that cannot come.
 /// - Delivery is at most once and in publish order per publisher; subscribers
 ///   detect gaps by `seq` and fill them from the [`EventLog`].
 /// - A slow subscriber MUST NOT slow the publisher or other subscribers: it

@@ -75,14 +75,14 @@ pub enum GenerationFailure {
 
 impl GenerationFailure {
     /// The `retryable` hint of the failures that carry one (`ai_unavailable`,
-    /// `ai_timeout`); `None` for the rest.
+    /// `ai_timeout`, `session_store_unavailable`: a store outage passes);
+    /// `None` for the rest.
     pub fn retryable(self) -> Option<bool> {
         match self {
             GenerationFailure::AiUnavailable { retryable } => Some(retryable),
-            GenerationFailure::AiTimeout => Some(true),
+            GenerationFailure::AiTimeout | GenerationFailure::SessionStoreUnavailable => Some(true),
             GenerationFailure::AiStreamError
             | GenerationFailure::SessionExpired
-            | GenerationFailure::SessionStoreUnavailable
             | GenerationFailure::Interrupted => None,
         }
     }

@@ -871,9 +871,15 @@ pub(super) async fn bearer_authorized<U: CodeSet>(
             connection_authenticated(req);
             Ok(authorized)
         }
-        Err(AuthError::Internal) => Err(Refused::Unavailable(ErrorBody::new(
-            ErrorCode::ServiceUnavailable,
-        ))),
+        Err(AuthError::Internal) => {
+            // Which store failed, where the operation can say so.
+            let code = if U::CODES.contains(&ErrorCode::SessionStoreUnavailable) {
+                super::ws::unavailable_code(ctx).await
+            } else {
+                ErrorCode::ServiceUnavailable
+            };
+            Err(Refused::Unavailable(ErrorBody::new(code)))
+        }
         Err(e) => Err(Refused::Unauthorized(ErrorBody::new(ErrorCode::from(&e)))),
     }
 }

@@ -14,6 +14,7 @@ use super::rest::{
     auth_body, bad_request, bearer_authorized, rate_limited, rejects_body, ApiTags, AuthBody,
     BearerTokenError, InternalServerError, InvalidRefreshTokenError, InvalidRequestError,
     PayloadTooLargeError, RateLimitedError, Refused, RejectsBody, ServiceUnavailableError,
+    SessionsUnavailableError,
 };
 use super::{client_ip, connection_authenticated, AppContext};
 use crate::application::AuthError;
@@ -154,9 +155,11 @@ enum TicketResponse {
         Json<ErrorBody<RateLimitedError>>,
         #[oai(header = "Retry-After")] u64,
     ),
-    /// A store does not answer (`service_unavailable`).
+    /// A store does not answer: `session_store_unavailable` while the
+    /// session store (with Redis, where tickets live too) is down, else
+    /// `service_unavailable`.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody<ServiceUnavailableError>>),
+    Unavailable(Json<ErrorBody<SessionsUnavailableError>>),
 }
 
 rejects_body!(
@@ -166,6 +169,12 @@ rejects_body!(
 
 fn unavailable() -> Json<ErrorBody<ServiceUnavailableError>> {
     ErrorBody::new(ErrorCode::ServiceUnavailable)
+}
+
+/// A ticket that could not be had: the same 503 code the upgrade would get.
+async fn ticket_unavailable(ctx: &AppContext) -> TicketResponse {
+    let code = super::ws::unavailable_code(ctx).await;
+    TicketResponse::Unavailable(ErrorBody::new(code))
 }
 
 /// Token refresh, logout and WebSocket tickets.
@@ -267,7 +276,7 @@ impl TokenApi {
         req: &Request,
         bearer: BearerToken,
     ) -> TicketResponse {
-        let who = match bearer_authorized(&ctx, req, bearer).await {
+        let who = match bearer_authorized::<SessionsUnavailableError>(&ctx, req, bearer).await {
             Ok(who) => who,
             Err(Refused::Unauthorized(b)) => return TicketResponse::Unauthorized(b),
             Err(Refused::Unavailable(b)) => return TicketResponse::Unavailable(b),
@@ -278,7 +287,7 @@ impl TokenApi {
         let allowed = match ctx.auth.ws_ticket_allowed(&user).await {
             Ok(()) => ctx.chat.connection_room(&user, client_ip(req)).await,
             Err(AuthError::RateLimited(limited)) => Err(limited),
-            Err(_) => return TicketResponse::Unavailable(unavailable()),
+            Err(_) => return ticket_unavailable(&ctx).await,
         };
         if let Err(limited) = allowed {
             let (body, secs) = rate_limited(limited);
@@ -289,7 +298,7 @@ impl TokenApi {
                 ticket: issued.ticket.expose().to_owned(),
                 expires_in_seconds: issued.ttl.as_secs(),
             })),
-            Err(_) => TicketResponse::Unavailable(unavailable()),
+            Err(_) => ticket_unavailable(&ctx).await,
         }
     }
 }

@@ -173,7 +173,7 @@ impl Connection {
         let (sink, stream) = socket.split();
         let (out, out_rx) = queue::bounded(OUTBOUND_QUEUE);
         self.greet(&out, hello, attachment.head, attachment.notice.as_ref());
-        let feed = ConversationFeed(attachment);
+        let feed = ConversationFeed::new(attachment);
         let writer = Writer {
             handle: tokio::spawn(write_loop(sink, out_rx, feed)),
             ended: None,

@@ -107,8 +107,21 @@ pub(super) async fn authenticate(
             Ok(authorized)
         }
         // A failing store is a passing outage, not a bad token: 503, try again.
-        Err(AuthError::Internal) => Err(ErrorBody::response(ErrorCode::ServiceUnavailable)),
+        Err(AuthError::Internal) => Err(ErrorBody::response(unavailable_code(ctx).await)),
         Err(e) => Err(ErrorBody::response(ErrorCode::from(&e))),
+    }
+}
+
+/// The 503 code for a token that could not be checked. With Redis the
+/// revocations and tickets live beside the sessions: when the session store
+/// does not answer either, that outage is the one to wait out, and the
+/// client hears `session_store_unavailable` as from any other Redis-backed
+/// request; otherwise the user store failed (`service_unavailable`).
+pub(super) async fn unavailable_code(ctx: &AppContext) -> ErrorCode {
+    if ctx.chat.session_store_answers().await {
+        ErrorCode::ServiceUnavailable
+    } else {
+        ErrorCode::SessionStoreUnavailable
     }
 }
 

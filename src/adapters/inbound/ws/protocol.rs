@@ -212,6 +212,10 @@ pub enum Reply {
         /// With `rate_limited`: how long to wait before sending again.
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// With `session_store_unavailable` before a 4503 close: reconnecting
+        /// later may help.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retryable: Option<bool>,
         timestamp: String,
     },
     /// The session vanished from the store under this open socket; the
@@ -253,6 +257,7 @@ impl Reply {
             message: message.into(),
             message_id: message_id.map(|m| m.as_str().to_owned()),
             retry_after_ms: None,
+            retryable: None,
             timestamp: now(),
         }
     }
@@ -265,6 +270,21 @@ impl Reply {
             message: code.message().to_owned(),
             message_id: None,
             retry_after_ms: Some(retry_after_ms(retry_after)),
+            retryable: None,
+            timestamp: now(),
+        }
+    }
+
+    /// Said before the 4503 close: the conversation store stopped delivering
+    /// to this socket, and resuming once it is back may help.
+    pub fn store_unavailable() -> Self {
+        let code = ErrorCode::SessionStoreUnavailable;
+        Reply::Error {
+            code,
+            message: code.message().to_owned(),
+            message_id: None,
+            retry_after_ms: None,
+            retryable: Some(true),
             timestamp: now(),
         }
     }
@@ -716,6 +736,9 @@ mod tests {
         assert_eq!(v["retryable"], true);
         let v = event_value(&failed(GenerationFailure::AiStreamError));
         assert!(v.get("retryable").is_none(), "{v}");
+        let v = event_value(&failed(GenerationFailure::SessionStoreUnavailable));
+        assert_eq!(v["code"], ErrorCode::SessionStoreUnavailable.as_str());
+        assert_eq!(v["retryable"], true, "a store outage passes");
     }
 }
 

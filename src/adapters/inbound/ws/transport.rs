@@ -64,6 +64,10 @@ pub enum CloseReason {
     /// 4004: the session no longer exists in the store (expired, or the store
     /// lost its data); reconnect without `sessionId` for a fresh one.
     SessionLost,
+    /// 4503: the conversation store stopped delivering this session's events
+    /// (Redis went away); reconnect with `sessionId` and `lastSeq`, backing
+    /// off while the upgrade answers 503.
+    StoreUnavailable,
     /// 4001 `token_expired`: the token the socket was opened with expired and
     /// no `auth` message brought a fresh one; refresh, then reconnect.
     TokenExpired,
@@ -82,6 +86,7 @@ impl CloseReason {
         CloseReason::ProtocolViolation,
         CloseReason::FellBehind,
         CloseReason::SessionLost,
+        CloseReason::StoreUnavailable,
         CloseReason::TokenExpired,
         CloseReason::TokenRevoked,
     ];
@@ -94,6 +99,7 @@ impl CloseReason {
             CloseReason::ProtocolViolation => CloseCode::Protocol,
             CloseReason::FellBehind => CloseCode::Reserved(4008),
             CloseReason::SessionLost => CloseCode::Reserved(4004),
+            CloseReason::StoreUnavailable => CloseCode::Reserved(4503),
             CloseReason::TokenExpired | CloseReason::TokenRevoked => CloseCode::Reserved(4001),
         }
     }
@@ -108,6 +114,7 @@ impl CloseReason {
             CloseReason::ProtocolViolation => "protocol_violation",
             CloseReason::FellBehind => "fell_behind",
             CloseReason::SessionLost => "session_lost",
+            CloseReason::StoreUnavailable => ErrorCode::SessionStoreUnavailable.as_str(),
             CloseReason::TokenExpired => ErrorCode::TokenExpired.as_str(),
             CloseReason::TokenRevoked => ErrorCode::TokenRevoked.as_str(),
         }
@@ -122,6 +129,9 @@ impl CloseReason {
             CloseReason::ProtocolViolation => "protocol violation",
             CloseReason::FellBehind => "fell behind; reconnect with lastSeq",
             CloseReason::SessionLost => "session lost; reconnect for a new session",
+            CloseReason::StoreUnavailable => {
+                "session store unavailable; reconnect with lastSeq shortly"
+            }
             // The close reason is the error code, so clients can switch on it.
             CloseReason::TokenExpired => ErrorCode::TokenExpired.as_str(),
             CloseReason::TokenRevoked => ErrorCode::TokenRevoked.as_str(),

@@ -7,9 +7,10 @@
 //! they want (a broadcast receiver, a mark in `dirty`) and wake the task, which
 //! reconciles Redis with that wish in order; so a subscribe racing the last
 //! unsubscribe of a session can never leave the channel unsubscribed, and a
-//! dropped stream (which cannot await) costs one map update. After a lost
-//! connection the task reconnects with backoff and resubscribes everything;
-//! events published meanwhile are missed (subscribers fill gaps from the log).
+//! dropped stream (which cannot await) costs one map update. A lost
+//! connection ends every local subscription (events published meanwhile
+//! cannot reach them; their connections resume from the log), and the task
+//! reconnects with backoff for the subscriptions made after.
 //!
 //! The driver queues incoming messages for the task without bound, so the
 //! task never waits on a subscriber: it decodes each message once and hands
@@ -495,12 +496,20 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// The link is gone: waiting subscribers are refused, and every local
+    /// subscription ends (after what it already holds), as the port promises
+    /// of a cut subscription. Kept open, they would wait in silence for events
+    /// that cannot come: whatever is published meanwhile never reaches this
+    /// instance, and an answer whose store died never logs its end.
     fn lose_link(&self) {
-        let waiters = {
+        let (waiters, cut) = {
             let mut st = lock(&self.live);
             st.connected = false;
-            std::mem::take(&mut st.waiters)
+            let cut: Vec<(SessionId, Events)> = st.sessions.drain().collect();
+            (std::mem::take(&mut st.waiters), cut)
         };
+        // Dropped outside the lock: the receivers' guards take it.
+        drop(cut);
         let e = Arc::new(ConversationStoreError::bare(
             "Redis pub/sub connection lost",
         ));
