@@ -884,12 +884,7 @@ async fn reap_abandoned(inner: Arc<Inner>) {
         };
         for gone in abandoned {
             tracing::warn!(session_id = %gone.session, message_id = %gone.message_id, "generation's owner vanished; ending it");
-            if let Some(logged) = inner
-                .append(&gone.session, generation::interrupted(&gone.message_id))
-                .await
-            {
-                inner.publish(&gone.session, &logged).await;
-            }
+            generation::end_abandoned(&inner, &gone).await;
         }
     }
 }
