@@ -145,7 +145,7 @@ impl Adapters {
             metrics.circuit_changed(upstream.role, upstream.circuit);
         }
         Ok(Self {
-            users,
+            users: users.clone(),
             hasher: Arc::new(Argon2Hasher::new(Argon2Params::OWASP)),
             tokens: token_service(&config.auth),
             access: AccessPorts {
@@ -163,6 +163,7 @@ impl Adapters {
                 handoffs: conversations.handoffs,
                 presence: conversations.presence,
                 transcripts,
+                users,
             },
             limiter: rate_limiter(&config.sessions).await?,
         })

@@ -24,7 +24,7 @@ use super::ports::{
     AgentPresence, AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog,
     GenerationRegistry, HandoffStore, LiveDelivery, LogSlice, SessionCounts, SessionStore,
     SessionStoreError, SharedEvent, StartOutcome, Stats, StatsSnapshot, TranscriptStore,
-    TranscriptStoreError, UpstreamState,
+    TranscriptStoreError, UpstreamState, UserRepository,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::transcript::{Speaker, TranscriptEntry};
@@ -163,6 +163,9 @@ pub struct ChatPorts {
     pub presence: Arc<dyn AgentPresence>,
     /// Every message of every conversation, kept beyond the history and the log.
     pub transcripts: Arc<dyn TranscriptStore>,
+    /// Who is an agent now: conversations held by someone who no longer is
+    /// go back to the queue.
+    pub users: Arc<dyn UserRepository>,
 }
 
 /// A generation this instance runs.
@@ -182,6 +185,7 @@ pub(super) struct Inner {
     pub(super) handoffs: Arc<dyn HandoffStore>,
     pub(super) presence: Arc<dyn AgentPresence>,
     pub(super) transcripts: Arc<dyn TranscriptStore>,
+    pub(super) users: Arc<dyn UserRepository>,
     pub(super) settings: ConversationSettings,
     pub(super) limits: Limits,
     local: Mutex<HashMap<SessionId, Local>>,
@@ -242,6 +246,7 @@ impl ChatService {
             handoffs: ports.handoffs,
             presence: ports.presence,
             transcripts: ports.transcripts,
+            users: ports.users,
             settings,
             limits,
             local: Mutex::new(HashMap::new()),
@@ -897,7 +902,7 @@ mod tests {
     use crate::application::ports::{
         AcceptedClientMessage, MockAgentPresence, MockAiModel, MockEventLog,
         MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
-        MockTranscriptStore, TokenStream, TranscriptStoreError,
+        MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
     };
     use crate::domain::fixtures;
     use crate::domain::StreamStatus;
@@ -974,6 +979,7 @@ mod tests {
                     presence: Arc::new(MockAgentPresence::new()),
                     registry: Arc::new(self.registry),
                     transcripts: Arc::new(self.transcripts),
+                    users: Arc::new(MockUserRepository::new()),
                 },
                 ConversationSettings {
                     session_ttl: Duration::from_secs(3600),
@@ -1112,6 +1118,7 @@ mod tests {
                 handoffs: Arc::new(bot_only()),
                 presence: Arc::new(MockAgentPresence::new()),
                 transcripts: Arc::new(transcripts),
+                users: Arc::new(MockUserRepository::new()),
             },
             ConversationSettings {
                 session_ttl: Duration::from_secs(3600),

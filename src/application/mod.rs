@@ -2,6 +2,7 @@
 //! driver or wire type is imported here.
 
 pub mod access;
+mod agent_standing;
 pub mod attachment;
 pub mod auth;
 pub mod chat;
@@ -13,6 +14,7 @@ pub mod ports;
 pub mod transcripts;
 
 pub use access::{AccessPorts, AccessSettings, Authorized, IssuedTicket};
+pub use agent_standing::STANDING_CHECK;
 pub use attachment::{Attachment, Feed, ResumeNotice};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
 pub use chat::{

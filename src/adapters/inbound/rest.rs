@@ -1360,8 +1360,9 @@ mod tests {
             .returning(|_| Ok(PasswordHash::new("$argon2id$mock")));
         let vars = HashMap::from([("HOST", "127.0.0.1"), ("PORT", "0")]);
         let config = Config::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
+        let users: Arc<dyn crate::application::ports::UserRepository> = Arc::new(users);
         let adapters = Adapters {
-            users: Arc::new(users),
+            users: users.clone(),
             hasher: Arc::new(hasher),
             tokens: Arc::new(MockTokenService::new()),
             access: AccessPorts {
@@ -1380,6 +1381,7 @@ mod tests {
                 handoffs: Arc::new(MemoryHandoffs::default()),
                 presence: Arc::new(MemoryPresence::default()),
                 transcripts: Arc::new(crate::application::ports::MockTranscriptStore::new()),
+                users,
             },
             limiter: Arc::new(InMemoryRateLimiter::default()),
         };

@@ -70,6 +70,12 @@ pub enum CloseReason {
     /// 4001 `token_revoked`: the socket's token was revoked (logout,
     /// logout-all); log in again.
     TokenRevoked,
+    /// 4001 `invalid_token`: the account was deactivated or deleted while
+    /// the agent socket was open.
+    TokenInvalid,
+    /// 4003 `agent_only`: the agent socket's user is no longer an agent
+    /// (demoted while connected); their conversations went back to the queue.
+    NotAnAgent,
 }
 
 impl CloseReason {
@@ -84,6 +90,8 @@ impl CloseReason {
         CloseReason::SessionLost,
         CloseReason::TokenExpired,
         CloseReason::TokenRevoked,
+        CloseReason::TokenInvalid,
+        CloseReason::NotAnAgent,
     ];
 
     pub fn code(self) -> CloseCode {
@@ -94,7 +102,10 @@ impl CloseReason {
             CloseReason::ProtocolViolation => CloseCode::Protocol,
             CloseReason::FellBehind => CloseCode::Reserved(4008),
             CloseReason::SessionLost => CloseCode::Reserved(4004),
-            CloseReason::TokenExpired | CloseReason::TokenRevoked => CloseCode::Reserved(4001),
+            CloseReason::TokenExpired | CloseReason::TokenRevoked | CloseReason::TokenInvalid => {
+                CloseCode::Reserved(4001)
+            }
+            CloseReason::NotAnAgent => CloseCode::Reserved(4003),
         }
     }
 
@@ -110,6 +121,8 @@ impl CloseReason {
             CloseReason::SessionLost => "session_lost",
             CloseReason::TokenExpired => ErrorCode::TokenExpired.as_str(),
             CloseReason::TokenRevoked => ErrorCode::TokenRevoked.as_str(),
+            CloseReason::TokenInvalid => ErrorCode::InvalidToken.as_str(),
+            CloseReason::NotAnAgent => ErrorCode::AgentOnly.as_str(),
         }
     }
 
@@ -125,6 +138,8 @@ impl CloseReason {
             // The close reason is the error code, so clients can switch on it.
             CloseReason::TokenExpired => ErrorCode::TokenExpired.as_str(),
             CloseReason::TokenRevoked => ErrorCode::TokenRevoked.as_str(),
+            CloseReason::TokenInvalid => ErrorCode::InvalidToken.as_str(),
+            CloseReason::NotAnAgent => ErrorCode::AgentOnly.as_str(),
         }
     }
 }
