@@ -169,13 +169,36 @@ async function scenario(browser) {
     assert.equal((await answers(tab2)).length, 1);
   });
 
-  await step("another customer waits in the queue", async () => {
-    const bob = await open(other, "other-customer", "/");
+  let bob;
+  await step("with no agent online, asking for a human says so and the assistant keeps answering", async () => {
+    bob = await open(other, "other-customer", "/");
     await registerCustomer(bob, "bob");
     await say(bob, "My parcel never arrived");
     await answerTo(bob, "My parcel never arrived");
     await bob.click("#human");
+    await visible(bob, 'li.notice[data-type="human-escalation-response"]', "No agent is available right now");
+    assert.ok(await bob.locator("#banner").isHidden(), "no waiting banner");
+    await say(bob, "Where is it then?");
+    await answerTo(bob, "Where is it then?");
+  });
+
+  await step("an agent opens the console", async () => {
+    agent = await open(agentSide, "agent", "/agent");
+    await visible(agent, "#auth");
+    await agent.fill("#auth-username", AGENT_USER);
+    await agent.fill("#auth-password", AGENT_PASSWORD);
+    await agent.click("#auth-submit");
+    await visible(agent, "#status.online");
+  });
+
+  await step("another customer waits in the queue and is told where they stand", async () => {
+    await bob.locator("#human").waitFor({ state: "visible", timeout: WAIT });
+    await bob.click("#human");
     await notice(bob, "handoff-queued");
+    await visible(bob, "#banner.queued");
+    await say(bob, "Anyone there?");
+    await visible(bob, "#banner.queued", "You are next in line.");
+    assert.equal((await answers(bob)).length, 2, "the bot stays quiet in the queue");
   });
 
   await step("the customer asks for a human, cancels, asks again; both tabs follow", async () => {
@@ -190,15 +213,12 @@ async function scenario(browser) {
     await until("two handoff-queued notices in the second tab", async () =>
       (await tab2.locator('li.notice[data-type="handoff-queued"]').count()) === 2);
     await visible(tab2, "#banner.queued");
+    // Bob asked first: both of carol's tabs learn she is second.
+    await say(carol, "I am still here");
+    for (const page of [carol, tab2]) await visible(page, "#banner.queued", "You are number 2 in line.");
   });
 
-  await step("an agent logs in, sees the queue with waiting times and claims", async () => {
-    agent = await open(agentSide, "agent", "/agent");
-    await visible(agent, "#auth");
-    await agent.fill("#auth-username", AGENT_USER);
-    await agent.fill("#auth-password", AGENT_PASSWORD);
-    await agent.click("#auth-submit");
-    await visible(agent, "#status.online");
+  await step("the agent sees the queue with waiting times and claims", async () => {
     const item = agent.locator("#queue li", { hasText: "carol" });
     await item.waitFor({ timeout: WAIT });
     await until("a live waiting time", async () => /waiting \d+(s|m)/.test(await item.locator(".wait").textContent()));

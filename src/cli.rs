@@ -121,6 +121,12 @@ settings! {
         handoff_queue_timeout = "HANDOFF_QUEUE_TIMEOUT", default "10m";
         /// An agent with no socket open this long loses its conversations to the queue.
         agent_away_grace = "AGENT_AWAY_GRACE", default "2m";
+        /// Human handoff: auto (in use once an agent account exists), on or off (a request for a human is only answered).
+        handoff = "HANDOFF", default "auto";
+        /// When agents exist but none is online: bot (say so; the bot keeps answering) or queue (wait anyway).
+        handoff_when_no_agent_online = "HANDOFF_WHEN_NO_AGENT_ONLINE", default "bot";
+        /// What the customer is told when no agent is online [default: No agent is available right now. The assistant will keep helping you.].
+        handoff_offline_message = "HANDOFF_OFFLINE_MESSAGE";
         /// Transcript entries older than this are deleted (e.g. 30d) [default: kept for good].
         transcript_retention = "TRANSCRIPT_RETENTION";
     }

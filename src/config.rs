@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::domain::handoff::{HandoffSwitch, WhenNoAgentOnline, DEFAULT_OFFLINE_MESSAGE};
 use crate::domain::time::{parse_duration, MAX_DURATION, MAX_DURATION_TEXT};
 use crate::domain::{TokenLifetime, TrustedProxies};
 
@@ -250,6 +251,12 @@ pub struct SessionConfig {
     pub handoff_queue_timeout: Duration,
     /// An agent with no socket open this long loses its conversations to the queue.
     pub agent_away_grace: Duration,
+    /// Whether a request for a human can reach the queue (`HANDOFF`).
+    pub handoff: HandoffSwitch,
+    /// What a request does when agents exist but none is online.
+    pub handoff_when_no_agent_online: WhenNoAgentOnline,
+    /// What the customer is told then.
+    pub handoff_offline_message: String,
 }
 
 /// One AI upstream and the contract it speaks.
@@ -541,6 +548,21 @@ impl Vars<'_> {
         Ok((!d.is_zero()).then_some(d))
     }
 
+    /// One of a setting's words, read by the domain's own `parse`.
+    fn choice<T, E: fmt::Display>(
+        &self,
+        name: &str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(text) => {
+                parse(&text).map_err(|e| ConfigError::invalid(name, &text, &e.to_string()))
+            }
+        }
+    }
+
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case).
     fn boolean(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         let Some(text) = self.get(name) else {
@@ -738,6 +760,15 @@ impl SessionConfig {
             unattended_generation_timeout: vars.duration("UNATTENDED_GENERATION_TIMEOUT", "60s")?,
             handoff_queue_timeout: vars.duration("HANDOFF_QUEUE_TIMEOUT", "10m")?,
             agent_away_grace: vars.duration("AGENT_AWAY_GRACE", "2m")?,
+            handoff: vars.choice("HANDOFF", HandoffSwitch::Auto, HandoffSwitch::parse)?,
+            handoff_when_no_agent_online: vars.choice(
+                "HANDOFF_WHEN_NO_AGENT_ONLINE",
+                WhenNoAgentOnline::Bot,
+                WhenNoAgentOnline::parse,
+            )?,
+            handoff_offline_message: vars
+                .get("HANDOFF_OFFLINE_MESSAGE")
+                .unwrap_or_else(|| DEFAULT_OFFLINE_MESSAGE.to_owned()),
         })
     }
 }

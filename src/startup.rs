@@ -144,8 +144,9 @@ impl Adapters {
         for upstream in ai.upstreams() {
             metrics.circuit_changed(upstream.role, upstream.circuit);
         }
+        let chat_users = users.clone();
         Ok(Self {
-            users: users.clone(),
+            users,
             hasher: Arc::new(Argon2Hasher::new(Argon2Params::OWASP)),
             tokens: token_service(&config.auth),
             access: AccessPorts {
@@ -163,7 +164,7 @@ impl Adapters {
                 handoffs: conversations.handoffs,
                 presence: conversations.presence,
                 transcripts,
-                users,
+                users: chat_users,
             },
             limiter: rate_limiter(&config.sessions).await?,
         })
@@ -571,6 +572,9 @@ impl Application {
                 lease: config.sessions.generation_lease,
                 unattended_timeout: config.sessions.unattended_generation_timeout,
                 handoff: HandoffSettings {
+                    switch: config.sessions.handoff,
+                    when_no_agent_online: config.sessions.handoff_when_no_agent_online,
+                    offline_message: config.sessions.handoff_offline_message.clone(),
                     queue_timeout: config.sessions.handoff_queue_timeout,
                     away_grace: config.sessions.agent_away_grace,
                 },

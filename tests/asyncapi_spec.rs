@@ -582,9 +582,14 @@ impl<'a> Scene<'a> {
 async fn a_whole_handoff_conversation_fits_the_document_frame_by_frame() {
     let spec = Spec::load();
     let seen = Seen::default();
-    main_conversation(&Scene::start(&spec, &seen, &[]).await).await;
-    queue_timeout(&Scene::start(&spec, &seen, &[("HANDOFF_QUEUE_TIMEOUT", "2s")]).await).await;
-    trimmed_history(&Scene::start(&spec, &seen, &[("EVENT_LOG_LIMIT", "2")]).await).await;
+    // The conversations wait in the queue even while no console is open.
+    let queue = [("HANDOFF", "on"), ("HANDOFF_WHEN_NO_AGENT_ONLINE", "queue")];
+    main_conversation(&Scene::start(&spec, &seen, &queue).await).await;
+    let timeout = [("HANDOFF_QUEUE_TIMEOUT", "2s"), queue[0], queue[1]];
+    queue_timeout(&Scene::start(&spec, &seen, &timeout).await).await;
+    let short = [("EVENT_LOG_LIMIT", "2"), queue[0], queue[1]];
+    trimmed_history(&Scene::start(&spec, &seen, &short).await).await;
+    nobody_online(&Scene::start(&spec, &seen, &[]).await).await;
     let seen = seen.into_inner();
 
     // What the conversations here cannot bring about.
@@ -644,6 +649,9 @@ async fn customer_asks_for_a_human(scene: &Scene<'_>, token: &str) -> String {
     tab.send(json!({"type": "human-escalation", "message": "a human, please"}))
         .await;
     tab.until("handoff-queued").await;
+    tab.send(json!({"type": "chat", "content": "is anyone there?"}))
+        .await;
+    assert_eq!(tab.until("handoff-waiting").await["position"], 1);
     tab.send(json!({"type": "handoff-cancel"})).await;
     tab.until("handoff-cancelled").await;
     tab.send(json!({"type": "human-escalation"})).await;
@@ -757,6 +765,32 @@ async fn queue_timeout(scene: &Scene<'_>) {
         .send(json!({"type": "resolve", "sessionId": session}))
         .await;
     assert_eq!(console.until("error").await["code"], "agent_only");
+}
+
+/// Agents exist but none is online (the defaults): `handoff-unavailable`;
+/// once a console is open the request reaches the queue, and the agent's
+/// `watch` replays the earlier answer too.
+async fn nobody_online(scene: &Scene<'_>) {
+    let fay = scene.app.register("fay").await;
+    let dee = scene.app.register_agent("agentdee").await;
+    let (mut tab, hello) = scene.open(CUSTOMER, &format!("token={fay}")).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    tab.send(json!({"type": "human-escalation"})).await;
+    assert_eq!(
+        tab.until("handoff-unavailable").await["reason"],
+        "no_agent_online"
+    );
+    let (mut console, _) = scene.open(AGENT, &format!("token={dee}")).await;
+    tab.send(json!({"type": "human-escalation"})).await;
+    tab.until("handoff-queued").await;
+    console
+        .send(json!({"type": "claim", "sessionId": session}))
+        .await;
+    console.until("ack").await;
+    console
+        .send(json!({"type": "watch", "sessionId": session, "lastSeq": 0}))
+        .await;
+    console.until("handoff-unavailable").await;
 }
 
 /// Resuming further back than the log holds: `history-lost` on both sockets.

@@ -175,7 +175,7 @@ async fn an_agent_on_another_instance_takes_over_and_the_bot_steps_aside_until_r
 
 #[tokio::test]
 async fn escalating_mid_answer_ends_the_answer_first_and_a_cancel_gives_the_bot_back() {
-    let Some(cluster) = Cluster::start(1, &[]).await else {
+    let Some(cluster) = Cluster::start(1, &QUEUE_ALWAYS).await else {
         return;
     };
     let a = cluster.node(0);
@@ -203,7 +203,16 @@ async fn escalating_mid_answer_ends_the_answer_first_and_a_cancel_gives_the_bot_
 
 #[tokio::test]
 async fn an_unclaimed_conversation_times_out_back_to_the_bot() {
-    let Some(cluster) = Cluster::start(2, &[("HANDOFF_QUEUE_TIMEOUT", "1s")]).await else {
+    let Some(cluster) = Cluster::start(
+        2,
+        &[
+            ("HANDOFF_QUEUE_TIMEOUT", "1s"),
+            QUEUE_ALWAYS[0],
+            QUEUE_ALWAYS[1],
+        ],
+    )
+    .await
+    else {
         return;
     };
     let token = cluster.node(0).register("carol").await;
@@ -226,7 +235,12 @@ async fn an_unclaimed_conversation_times_out_back_to_the_bot() {
 
 #[tokio::test]
 async fn an_agent_away_past_the_grace_loses_the_conversation_to_the_queue() {
-    let Some(cluster) = Cluster::start(2, &[("AGENT_AWAY_GRACE", "1s")]).await else {
+    let Some(cluster) = Cluster::start(
+        2,
+        &[("AGENT_AWAY_GRACE", "1s"), QUEUE_ALWAYS[0], QUEUE_ALWAYS[1]],
+    )
+    .await
+    else {
         return;
     };
     let (a, b) = (cluster.node(0), cluster.node(1));
@@ -255,7 +269,7 @@ async fn an_agent_away_past_the_grace_loses_the_conversation_to_the_queue() {
 
 #[tokio::test]
 async fn an_agents_watch_replays_exactly_what_it_missed() {
-    let Some(cluster) = Cluster::start(2, &[]).await else {
+    let Some(cluster) = Cluster::start(2, &QUEUE_ALWAYS).await else {
         return;
     };
     let (a, b) = (cluster.node(0), cluster.node(1));
@@ -343,7 +357,7 @@ async fn only_agents_reach_the_agent_socket_and_routes() {
 
 #[tokio::test]
 async fn the_rest_mirrors_claim_reply_and_release() {
-    let Some(cluster) = Cluster::start(2, &[]).await else {
+    let Some(cluster) = Cluster::start(2, &QUEUE_ALWAYS).await else {
         return;
     };
     let (a, b) = (cluster.node(0), cluster.node(1));
@@ -524,4 +538,247 @@ async fn a_deactivated_agent_is_closed_out_and_their_conversation_goes_back_to_t
         ("invalid_token".to_owned(), Some(4001))
     );
     given_back(&mut tab, "bob").await;
+}
+
+// ------------------------------------------------ nobody left in silence
+
+/// The handoff settings under which a conversation waits in the queue even
+/// with nobody online: what the tests of the queue's own mechanics need.
+const QUEUE_ALWAYS: [(&str, &str); 2] =
+    [("HANDOFF", "on"), ("HANDOFF_WHEN_NO_AGENT_ONLINE", "queue")];
+
+/// Asks for a human and returns every message up to the
+/// `human-escalation-response`, then whatever else arrives within `quiet`.
+async fn escalate(tab: &mut WsClient, quiet: Duration) -> Vec<Value> {
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    let (response, mut seen) = until(tab, of_type("human-escalation-response")).await;
+    seen.push(response);
+    seen.extend(drain(tab, quiet).await);
+    seen
+}
+
+/// Whatever the socket receives within `quiet`.
+async fn drain(tab: &mut WsClient, quiet: Duration) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while let Ok(m) = tokio::time::timeout(quiet, tab.recv()).await {
+        seen.push(m);
+    }
+    seen
+}
+
+fn types(messages: &[Value]) -> Vec<&str> {
+    messages.iter().filter_map(|m| m["type"].as_str()).collect()
+}
+
+/// The seed's flow on a fresh install (no agent account): chat, ask for a
+/// human, chat again. The Node.js server answered the request and kept
+/// answering; so must we, with nothing a Node-era client does not know.
+#[tokio::test]
+async fn without_an_agent_account_a_request_for_a_human_is_answered_and_the_bot_keeps_answering() {
+    let (app, upstream) = common::app_with_upstream(&[]).await;
+    let token = app.register("carol").await;
+    let (mut tab, hello) = app.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    assert_eq!(tab.chat("hello").await.status, "completed");
+
+    let seen = escalate(&mut tab, Duration::from_millis(300)).await;
+    assert_eq!(types(&seen), ["human-escalation-response"], "{seen:?}");
+    assert_eq!(seen[0]["message"], "A human agent will contact you soon.");
+
+    let asked = upstream.request_count();
+    let again = tab.chat("still there?").await;
+    assert_eq!(again.status, "completed");
+    assert_eq!(again.text(), common::stub_reply("still there?"));
+    assert_eq!(upstream.request_count(), asked + 1, "the AI answered");
+
+    drop(tab);
+    let (_, hello) = app.tab(&token, &session, None).await;
+    assert_eq!(hello["mode"], "bot", "{hello}");
+}
+
+/// `HANDOFF=off` is the seed's behaviour even with agents online.
+#[tokio::test]
+async fn handoff_off_answers_like_the_node_server_even_with_agents_online() {
+    let (app, _upstream) = common::app_with_upstream(&[("HANDOFF", "off")]).await;
+    let customer = app.register("carol").await;
+    let bob = app.register_agent("bob").await;
+    let (_console, _) = agent_socket(&app, &bob).await;
+    let (mut tab, _) = app.connect(&customer).await;
+    let seen = escalate(&mut tab, Duration::from_millis(300)).await;
+    assert_eq!(types(&seen), ["human-escalation-response"], "{seen:?}");
+    assert_eq!(tab.chat("and now?").await.status, "completed");
+}
+
+/// With handoff in use but no agent online, the customer is told so and the
+/// bot keeps answering (`bot`, the default), or the conversation waits
+/// anyway (`queue`); a running answer is not cancelled by the former.
+#[tokio::test]
+async fn with_nobody_online_the_customer_is_told_or_waits_as_configured() {
+    let (app, _upstream) = common::app_with_upstream(&[
+        ("HANDOFF", "on"),
+        (
+            "HANDOFF_OFFLINE_MESSAGE",
+            "Nobody is in. The assistant stays with you.",
+        ),
+    ])
+    .await;
+    let token = app.register("carol").await;
+    let (mut tab, _) = app.connect(&token).await;
+    tab.send_json(json!({"type": "chat", "content": "a long question"}))
+        .await;
+    until(&mut tab, of_type("stream-start")).await;
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    let mut seen = until_stream_end_and(&mut tab, "handoff-unavailable").await;
+    let end = seen.iter().find(|m| m["type"] == "stream-end").unwrap();
+    assert_eq!(end["status"], "completed", "the answer ran to its end");
+    seen.retain(|m| m["type"] != "stream-token" && m["type"] != "stream-end");
+    assert_eq!(
+        types(&seen),
+        ["human-escalation-response", "handoff-unavailable"],
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[0]["message"],
+        "Nobody is in. The assistant stays with you."
+    );
+    assert_eq!(seen[1]["reason"], "no_agent_online");
+    assert_eq!(
+        seen[1]["seq"].as_u64(),
+        seen[0]["seq"].as_u64().map(|s| s + 1)
+    );
+    assert_eq!(tab.chat("ok, you then").await.status, "completed");
+
+    let (app, _upstream) = common::app_with_upstream(&QUEUE_ALWAYS).await;
+    let token = app.register("dan").await;
+    let (mut tab, _) = app.connect(&token).await;
+    let seen = escalate(&mut tab, Duration::from_millis(300)).await;
+    assert_eq!(
+        types(&seen),
+        ["human-escalation-response", "handoff-queued"],
+        "{seen:?}"
+    );
+    assert_eq!(seen[1]["agentsOnline"], 0);
+}
+
+/// Reads until both a `stream-end` and a message of `kind` have arrived.
+async fn until_stream_end_and(tab: &mut WsClient, kind: &str) -> Vec<Value> {
+    let mut seen: Vec<Value> = Vec::new();
+    while !(seen.iter().any(|m| m["type"] == "stream-end")
+        && seen.iter().any(|m| m["type"] == kind))
+    {
+        seen.push(tab.recv().await);
+    }
+    seen
+}
+
+/// Agents exist but none is online: `auto` with the defaults tells the
+/// customer, and an agent made by `users set-role` while two instances run
+/// turns `auto` on for both within 10 s, without a restart.
+#[tokio::test]
+async fn an_agent_made_while_running_turns_handoff_on_across_instances() {
+    let Some(cluster) = Cluster::start(2, &[("HANDOFF_WHEN_NO_AGENT_ONLINE", "queue")]).await
+    else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let carol = a.register("carol").await;
+    let (mut on_a, _) = a.connect(&carol).await;
+    let (mut on_b, _) = b.connect(&carol).await;
+    // Both instances have read "no agent account" (and cached it).
+    for tab in [&mut on_a, &mut on_b] {
+        let seen = escalate(tab, Duration::from_millis(300)).await;
+        assert_eq!(types(&seen), ["human-escalation-response"], "{seen:?}");
+    }
+
+    a.register("bob").await;
+    a.set_role("bob", "agent").await;
+    let made = Instant::now();
+    for (name, tab) in [("A", &mut on_a), ("B", &mut on_b)] {
+        loop {
+            let seen = escalate(tab, Duration::from_millis(300)).await;
+            if types(&seen).contains(&"handoff-queued") {
+                break;
+            }
+            assert!(
+                made.elapsed() < Duration::from_secs(10),
+                "{name} still answers without a queue: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Agents exist and none is online: the default (`bot`) says so.
+#[tokio::test]
+async fn with_agents_but_none_online_the_default_keeps_the_bot() {
+    let (app, _upstream) = common::app_with_upstream(&[]).await;
+    let customer = app.register("carol").await;
+    let bob = app.register_agent("bob").await;
+    let (mut tab, _) = app.connect(&customer).await;
+    let seen = escalate(&mut tab, Duration::from_millis(300)).await;
+    assert_eq!(
+        types(&seen),
+        ["human-escalation-response", "handoff-unavailable"],
+        "{seen:?}"
+    );
+    assert!(seen[0]["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("No agent is available right now")));
+    assert_eq!(tab.chat("fine").await.status, "completed");
+
+    // Once Bob's console is open, the same request reaches the queue.
+    let (_console, _) = agent_socket(&app, &bob).await;
+    let seen = escalate(&mut tab, Duration::from_millis(300)).await;
+    assert_eq!(
+        types(&seen),
+        ["human-escalation-response", "handoff-queued"],
+        "{seen:?}"
+    );
+    assert_eq!(seen[1]["agentsOnline"], 1);
+}
+
+/// Three customers wait; each chat of a queued customer is answered at once
+/// by `handoff-waiting` with where they stand, on any instance.
+#[tokio::test]
+async fn a_waiting_customers_chat_is_answered_with_their_place_in_line() {
+    let Some(cluster) = Cluster::start(2, &QUEUE_ALWAYS).await else {
+        return;
+    };
+    let mut tabs = Vec::new();
+    for (i, name) in ["ann", "ben", "cat"].into_iter().enumerate() {
+        let node = cluster.node(i % 2);
+        let token = node.register(name).await;
+        let (mut tab, _) = node.connect(&token).await;
+        tab.send_json(json!({"type": "human-escalation"})).await;
+        until(&mut tab, of_type("handoff-queued")).await;
+        tabs.push(tab);
+        // Distinct waiting times, so the order is the order of asking.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = cluster.upstream.request_count();
+    for (i, tab) in tabs.iter_mut().enumerate().rev() {
+        tab.send_json(json!({"type": "chat", "content": "anyone?"}))
+            .await;
+        let said = tab.recv().await;
+        assert_eq!(said["type"], "user-message", "{said}");
+        let waiting = tab.recv().await;
+        assert_eq!(waiting["type"], "handoff-waiting", "{waiting}");
+        assert_eq!(waiting["position"], i as u64 + 1, "{waiting}");
+        assert_eq!(waiting["agentsOnline"], 0);
+        assert_eq!(waiting["seq"].as_u64(), said["seq"].as_u64().map(|s| s + 1));
+    }
+    assert_eq!(
+        cluster.upstream.request_count(),
+        asked,
+        "the bot stayed muted"
+    );
+
+    // The first in line gives up: the others move up.
+    tabs[0].send_json(json!({"type": "handoff-cancel"})).await;
+    until(&mut tabs[0], of_type("handoff-cancelled")).await;
+    tabs[2]
+        .send_json(json!({"type": "chat", "content": "and now?"}))
+        .await;
+    let (waiting, _) = until(&mut tabs[2], of_type("handoff-waiting")).await;
+    assert_eq!(waiting["position"], 2, "{waiting}");
 }

@@ -147,7 +147,8 @@ async fn transcripts_survive_a_restart_and_only_the_owner_and_agents_read_them()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_messages_join_the_transcript_after_a_handoff() {
-    let app = common::spawn_app(&[]).await;
+    // Amy claims over REST without a console open: the queue must take it.
+    let app = common::spawn_app(&[("HANDOFF_WHEN_NO_AGENT_ONLINE", "queue")]).await;
     let dana = app.register("dana").await;
     let amy = app.register_agent("amy").await;
     let (mut ws, hello) = app.connect(&dana).await;

@@ -4,6 +4,8 @@
 //! `MONGODB_URI` when set, otherwise in a throwaway `mongo:7` container when a
 //! Docker engine answers; with neither it is reported as SKIPPED on stderr,
 //! never faked, because a mock would prove nothing about the real driver.
+//! Under `CI` it fails instead: `.ci/run` starts SecantusDB, a MongoDB-wire
+//! server, and sets `MONGODB_URI`.
 
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
@@ -125,6 +127,25 @@ mod contract {
         assert_eq!(demoted.role, UserRole::User);
         let by_name = repo.find_by_username(&created.username).await.unwrap();
         assert_eq!(by_name.map(|u| u.role), Some(UserRole::User));
+    }
+
+    /// Agent accounts are counted as soon as a role changes, so `HANDOFF=auto`
+    /// can tell whether anyone could take a conversation. The store may be
+    /// shared with other tests, so the count is compared, not fixed.
+    pub async fn agent_accounts_are_counted(repo: Repo) {
+        let created = repo.create(new_user(&unique("counted"))).await.unwrap();
+        let before = repo.agent_count().await.unwrap();
+        repo.set_role(&created.username, UserRole::Agent)
+            .await
+            .unwrap();
+        let promoted = repo.agent_count().await.unwrap();
+        assert!(promoted >= 1, "an agent exists now: {promoted}");
+        repo.set_role(&created.username, UserRole::User)
+            .await
+            .unwrap();
+        if before == 0 {
+            assert_eq!(repo.agent_count().await.unwrap(), 0, "demoted again");
+        }
     }
 
     pub async fn set_role_of_an_unknown_user_is_not_found(repo: Repo) {
@@ -452,6 +473,7 @@ contract_rules!(
     ids_the_store_never_issues_are_none,
     roles_default_to_user_and_set_role_sticks,
     set_role_of_an_unknown_user_is_not_found,
+    agent_accounts_are_counted,
     duplicate_username_is_username_taken,
     duplicate_email_is_email_taken,
     record_login_sets_last_login_and_rehashes,
@@ -776,6 +798,10 @@ async fn mongo_user_store_satisfies_the_contract() {
     let target = match mongo_target().await {
         Ok(target) => target,
         Err(reason) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "a MongoDB-wire server is required in CI (.ci/run starts SecantusDB): {reason}"
+            );
             let _ = writeln!(
                 std::io::stderr(),
                 "SKIPPED mongo user-store contract: MONGODB_URI is not set and no Docker engine \

@@ -325,7 +325,9 @@ async fn a_frame_over_64_kib_closes_that_connection_with_1009_only() {
 
 #[tokio::test]
 async fn human_escalation_is_answered_and_counted() {
-    let app = spawn_app(&[]).await;
+    // Waits in the queue with nobody online (the defaults would answer
+    // `handoff-unavailable` instead; tests/handoff.rs covers both).
+    let app = spawn_app(&[("HANDOFF", "on"), ("HANDOFF_WHEN_NO_AGENT_ONLINE", "queue")]).await;
     let token = app.register("alice").await;
     let (mut client, _) = app.connect(&token).await;
     client

@@ -168,7 +168,7 @@ function refreshControls() {
   ui.banner.hidden = bot;
   ui.banner.className = `banner ${who.mode}`;
   if (who.mode === "queued") {
-    ui.bannerText.textContent = "Waiting for a human agent… You can keep writing; they will see it.";
+    ui.bannerText.textContent = `Waiting for a human agent…${placeInLine(who)} You can keep writing; they will see it.`;
     ui.input.placeholder = "Write to the agent who picks this up…";
   } else if (who.mode === "assigned") {
     const name = (who.agent && who.agent.username) || "an agent";
@@ -177,6 +177,14 @@ function refreshControls() {
   } else {
     ui.input.placeholder = "Ask the assistant…";
   }
+}
+
+/** " You are next in line." once the server said where the customer stands. */
+function placeInLine(w) {
+  if (!w.position) return "";
+  const place = w.position === 1 ? "next" : `number ${w.position}`;
+  const online = w.agentsOnline === 0 ? " No agent is online yet." : "";
+  return ` You are ${place} in line.${online}`;
 }
 
 function sendChat(ev) {

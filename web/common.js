@@ -234,12 +234,17 @@ export function newId() {
   return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
-/** Who answers after `m`, given who answered before: `{mode, agent}`. */
+/**
+ * Who answers after `m`, given who answered before: `{mode, agent}`, and
+ * while queued the customer's `position` in line once the server said it.
+ */
 export function modeAfter(m, current) {
   switch (m.type) {
     case "handoff-queued":
     case "agent-left":
       return { mode: "queued", agent: null };
+    case "handoff-waiting":
+      return { mode: "queued", agent: null, position: m.position, agentsOnline: m.agentsOnline };
     case "agent-joined":
       return { mode: "assigned", agent: m.agent };
     case "handoff-resolved":
@@ -438,6 +443,10 @@ export class Transcript {
         this.running = null;
         // After `agent-left` (a release), the notice just shown says it all.
         if (this.previous === "agent-left") break;
+        // The reply just shown is the old clients' line; this one says more.
+        if (this.previous === "human-escalation-response" && this.escalationReply) {
+          this.escalationReply.remove();
+        }
         this.notice(customer
           ? (m.agentsOnline > 0
             ? `You asked for a human. An agent will be with you shortly (${m.agentsOnline} online).`
@@ -459,9 +468,18 @@ export class Transcript {
       case "handoff-cancelled":
         this.notice(customer ? "You no longer wait for a human. The assistant is back." : "The customer cancelled the request.", "", m);
         break;
+      case "human-escalation-response":
+        // The server's own words: where handoff is not in use they are all
+        // there is, and with nobody online they are HANDOFF_OFFLINE_MESSAGE.
+        // In the queue, the `handoff-queued` notice right after says more.
+        if (customer) this.escalationReply = this.notice(m.message, "", m);
+        break;
+      case "handoff-unavailable":
+        if (!customer) this.notice("The customer asked for a human; no agent was online.", "warn", m);
+        break;
       default:
-        // `human-escalation-response` is the old clients' canned line; the
-        // handoff events that follow it say more.
+        // `handoff-waiting` changes the banner only: one notice per chat
+        // would bury the conversation.
         break;
     }
   }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::agent_accounts::AgentAccounts;
 use super::attachment::Attachment;
 use super::generation::{self, Job};
 use super::handoff::HandoffSettings;
@@ -27,6 +28,7 @@ use super::ports::{
     TranscriptStoreError, UpstreamState, UserRepository,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
+use crate::domain::handoff::Handoff;
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{
     ChatContent, ChatMessage, ClientIp, MessageId, Role, Session, SessionId, SessionUser,
@@ -163,8 +165,9 @@ pub struct ChatPorts {
     pub presence: Arc<dyn AgentPresence>,
     /// Every message of every conversation, kept beyond the history and the log.
     pub transcripts: Arc<dyn TranscriptStore>,
-    /// Who is an agent now: conversations held by someone who no longer is
-    /// go back to the queue.
+    /// The user store: whether agent accounts exist (`HANDOFF=auto`), and
+    /// whether who holds a conversation still is an active agent (one who no
+    /// longer is gives it back to the queue).
     pub users: Arc<dyn UserRepository>,
 }
 
@@ -186,6 +189,7 @@ pub(super) struct Inner {
     pub(super) presence: Arc<dyn AgentPresence>,
     pub(super) transcripts: Arc<dyn TranscriptStore>,
     pub(super) users: Arc<dyn UserRepository>,
+    pub(super) agent_accounts: AgentAccounts,
     pub(super) settings: ConversationSettings,
     pub(super) limits: Limits,
     local: Mutex<HashMap<SessionId, Local>>,
@@ -246,7 +250,8 @@ impl ChatService {
             handoffs: ports.handoffs,
             presence: ports.presence,
             transcripts: ports.transcripts,
-            users: ports.users,
+            users: ports.users.clone(),
+            agent_accounts: AgentAccounts::new(ports.users),
             settings,
             limits,
             local: Mutex::new(HashMap::new()),
@@ -450,8 +455,8 @@ impl ChatService {
         let started = match self.already_accepted(session, &chat).await {
             Ok(None) => match inner.muted(session).await {
                 Ok(None) => self.start(session, chat, answer.clone(), permit).await,
-                Ok(Some(_)) => {
-                    let logged = self.log_muted(session, user, chat, permit).await;
+                Ok(Some(handoff)) => {
+                    let logged = self.log_muted(&handoff, user, chat, permit).await;
                     // No answer follows: the slot taken above is not a generation.
                     let _ = inner.registry.finish(session, &answer).await;
                     logged
@@ -554,15 +559,18 @@ impl ChatService {
     }
 
     /// Stores and logs a chat while a human holds (or is awaited by) the
-    /// conversation: the agent sees it, the bot stays silent.
+    /// conversation: the agent sees it, the bot stays silent. While nobody
+    /// has claimed it yet, `handoff-waiting` follows at once, so the customer
+    /// is never met with silence.
     async fn log_muted(
         &self,
-        session_id: &SessionId,
+        handoff: &Handoff,
         owner: &UserId,
         chat: ChatRequest,
         permit: &mut ChatPermit,
     ) -> Result<Accepted, ChatRefusal> {
         let inner = &self.inner;
+        let session_id = &handoff.session;
         inner.limits.release(permit.slot.take()).await;
         let query = chat.content.into_string();
         let now = Utc::now();
@@ -579,7 +587,11 @@ impl ChatService {
             client_message_id: chat.client_message_id,
             content: query.clone(),
         };
-        let logged = inner.log.append(session_id, vec![(now, asked)]).await?;
+        let mut events = vec![(now, asked)];
+        if let Some(waiting) = inner.waiting(handoff).await {
+            events.push((now, waiting));
+        }
+        let logged = inner.log.append(session_id, events).await?;
         inner
             .record(TranscriptEntry::new(
                 session_id.clone(),

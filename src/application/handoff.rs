@@ -13,7 +13,10 @@ use thiserror::Error;
 use super::chat::{ChatError, ChatService, Inner, ESCALATION_REPLY};
 use super::ports::{ConversationStoreError, SharedEvent, Swap};
 use crate::domain::conversation::{ConversationEvent, Seq};
-use crate::domain::handoff::{self, AgentRef, Handoff, HandoffError, Mode, Transition};
+use crate::domain::handoff::{
+    self, AgentRef, EscalationRoute, Handoff, HandoffError, HandoffSwitch, Mode, Transition,
+    WhenNoAgentOnline, DEFAULT_OFFLINE_MESSAGE,
+};
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatContent, ChatMessage, MessageId, Role, Session, SessionId, User, UserId};
 use crate::telemetry::ErrorChain;
@@ -33,9 +36,15 @@ const TIMER_TICK: Duration = Duration::from_secs(1);
 /// conflict means someone else's change landed, so a few always suffice.
 const SWAP_ATTEMPTS: usize = 8;
 
-/// The handoff timings.
+/// Whether handoff is in use, and its timings.
 #[derive(Debug, Clone)]
 pub struct HandoffSettings {
+    /// Whether a request for a human can reach the queue (`HANDOFF`).
+    pub switch: HandoffSwitch,
+    /// What a request does when agents exist but none is online.
+    pub when_no_agent_online: WhenNoAgentOnline,
+    /// The `human-escalation-response` then.
+    pub offline_message: String,
     /// A queued conversation nobody claims goes back to the bot after this.
     pub queue_timeout: Duration,
     /// An assigned conversation whose agent has had no socket open this
@@ -46,6 +55,9 @@ pub struct HandoffSettings {
 impl Default for HandoffSettings {
     fn default() -> Self {
         Self {
+            switch: HandoffSwitch::Auto,
+            when_no_agent_online: WhenNoAgentOnline::Bot,
+            offline_message: DEFAULT_OFFLINE_MESSAGE.to_owned(),
             queue_timeout: Duration::from_secs(600),
             away_grace: Duration::from_secs(120),
         }
@@ -92,10 +104,13 @@ impl ChatService {
         Ok(self.inner().handoffs.get(session).await?)
     }
 
-    /// The user asks for a human: a running answer is cancelled, then every
-    /// tab gets the `human-escalation-response` (for old clients) and, the
-    /// first time, `handoff-queued`. Asking again changes nothing but is
-    /// answered again.
+    /// The user asks for a human. Where handoff is in use and a person can
+    /// take the conversation, a running answer is cancelled, then every tab
+    /// gets the `human-escalation-response` (for old clients) and, the first
+    /// time, `handoff-queued`; asking again changes nothing but is answered
+    /// again. Where nobody could take it, the request is only answered (and
+    /// `handoff-unavailable` says why, when handoff is in use): the bot keeps
+    /// answering, as on the Node.js server.
     pub async fn escalate(&self, session: &SessionId) -> Result<(), ChatError> {
         let inner = self.inner();
         let stored = inner
@@ -103,6 +118,54 @@ impl ChatService {
             .get(session)
             .await?
             .ok_or(ChatError::SessionGone)?;
+        if inner.sessions.mark_escalated(session).await? {
+            tracing::info!(session_id = %session, "session escalated to a human");
+        }
+        let online = inner.presence.online_count().await.unwrap_or(0);
+        if inner.handoffs.get(session).await?.is_none() {
+            match self.escalation_route(online).await {
+                EscalationRoute::Queue => {}
+                EscalationRoute::Answer => {
+                    inner.stats.handoff("not_offered");
+                    let reply = ConversationEvent::EscalationResponse {
+                        message: ESCALATION_REPLY.to_owned(),
+                    };
+                    inner.log_and_publish(session, vec![reply]).await?;
+                    return Ok(());
+                }
+                EscalationRoute::Unavailable(reason) => {
+                    inner.stats.handoff("unavailable");
+                    let reply = ConversationEvent::EscalationResponse {
+                        message: inner.settings.handoff.offline_message.clone(),
+                    };
+                    let why = ConversationEvent::HandoffUnavailable { reason };
+                    inner.log_and_publish(session, vec![reply, why]).await?;
+                    return Ok(());
+                }
+            }
+        }
+        self.enqueue(stored, online).await
+    }
+
+    /// Where a request for a human from bot mode goes now.
+    async fn escalation_route(&self, agents_online: u64) -> EscalationRoute {
+        let settings = &self.inner().settings.handoff;
+        // The user store is read only when its answer matters.
+        let accounts =
+            settings.switch == HandoffSwitch::Auto && self.inner().agent_accounts.exist().await;
+        handoff::route_escalation(
+            settings.switch,
+            accounts,
+            agents_online,
+            settings.when_no_agent_online,
+        )
+    }
+
+    /// Puts the conversation in the queue (or answers again when it is
+    /// already queued or assigned).
+    async fn enqueue(&self, stored: Session, online: u64) -> Result<(), ChatError> {
+        let inner = self.inner();
+        let session = &stored.id;
         // The queue shows what the customer last said, so an agent sees why
         // they asked before claiming.
         let said = stored
@@ -112,7 +175,6 @@ impl ChatService {
             .find(|m| m.role == Role::User)
             .map(|m| m.content.clone());
         let owner = stored.user;
-        let online = inner.presence.online_count().await.unwrap_or(0);
         let now = Utc::now();
         let transition = change(inner, session, |current| {
             let t = Handoff::escalate(current, session.clone(), owner.clone(), online, now);
@@ -132,9 +194,6 @@ impl ChatService {
         if let Some(t) = transition {
             // Muted from the swap on; what was already running ends first.
             self.stop_and_wait(session).await;
-            if inner.sessions.mark_escalated(session).await? {
-                tracing::info!(session_id = %session, "session escalated to a human");
-            }
             inner.stats.handoff("queued");
             events.extend(t.events);
         }
@@ -391,6 +450,29 @@ impl Inner {
     /// store) is "no", so a store hiccup never lets the bot talk over an agent.
     pub(super) async fn muted(&self, session: &SessionId) -> Result<Option<Handoff>, ChatError> {
         Ok(self.handoffs.get(session).await?)
+    }
+
+    /// Where a queued customer stands, as the `handoff-waiting` that answers
+    /// their chat (`None` unless queued). A store that cannot say is logged
+    /// and the chat goes on without it.
+    pub(super) async fn waiting(&self, handoff: &Handoff) -> Option<ConversationEvent> {
+        if handoff.mode != Mode::Queued {
+            return None;
+        }
+        let position = match self.handoffs.position(&handoff.session).await {
+            Ok(Some(p)) => p,
+            // Claimed or given back meanwhile: the next events say so.
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(session_id = %handoff.session, error = %ErrorChain(&e), "could not read a place in the queue");
+                return None;
+            }
+        };
+        let agents_online = self.presence.online_count().await.unwrap_or(0);
+        Some(ConversationEvent::HandoffWaiting {
+            position,
+            agents_online,
+        })
     }
 
     /// Forgets the conversation's handoff (an erased conversation waits for

@@ -2,6 +2,7 @@
 //! driver or wire type is imported here.
 
 pub mod access;
+pub mod agent_accounts;
 mod agent_standing;
 pub mod attachment;
 pub mod auth;

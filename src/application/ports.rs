@@ -75,6 +75,8 @@ impl UserStoreError {
 /// - `set_role` MUST return [`UserStoreError::NotFound`] for an unknown
 ///   username (matched exactly, as at login) and otherwise the user as stored
 ///   after the change; setting the role a user already has is not an error.
+/// - `agent_count` counts the active accounts whose role is agent (`Ok(0)`
+///   for none); only failures are `Unavailable`.
 /// - `ping` returns `Unavailable` when the store cannot serve requests.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
@@ -94,6 +96,8 @@ pub trait UserRepository: Send + Sync {
     /// Makes `username` an agent or a plain user again. Takes effect at once:
     /// agent routes read the role from the store on every request.
     async fn set_role(&self, username: &Username, role: UserRole) -> Result<User, UserStoreError>;
+    /// How many active agent accounts exist (whether handoff can be in use).
+    async fn agent_count(&self) -> Result<u64, UserStoreError>;
     async fn ping(&self) -> Result<(), UserStoreError>;
 }
 
@@ -548,7 +552,8 @@ pub trait Stats: Send + Sync {
         None
     }
     /// A handoff reached `outcome` (`queued`, `claimed`, `released`,
-    /// `resolved`, `cancelled`, `timeout`, `agent_away`).
+    /// `resolved`, `cancelled`, `timeout`, `agent_away`; `unavailable` when
+    /// nobody was online to take it, `not_offered` when handoff is not in use).
     fn handoff(&self, outcome: &'static str) {
         let _ = outcome;
     }
@@ -1065,6 +1070,8 @@ pub enum Swap {
 ///   every instance's `changes()`. Of two swaps from the same version, exactly
 ///   one is `Done`. `next.version` is set by the store to `expected + 1`.
 /// - `queue` lists the queued conversations, longest waiting first, at most `limit`.
+/// - `position` is the session's place in that order (1 = next in line), or
+///   `None` when it is not queued.
 /// - `held_by` lists the conversations assigned to `agent`, at most `limit`.
 /// - `active` lists every queued or assigned conversation, at most `limit`
 ///   (for the timers).
@@ -1085,6 +1092,7 @@ pub trait HandoffStore: Send + Sync {
         &self,
         limit: usize,
     ) -> Result<Vec<crate::domain::handoff::Handoff>, ConversationStoreError>;
+    async fn position(&self, session: &SessionId) -> Result<Option<u64>, ConversationStoreError>;
     async fn held_by(
         &self,
         agent: &UserId,

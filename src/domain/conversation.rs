@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use super::chat::{MessageId, StreamStatus};
-use super::handoff::AgentRef;
+use super::handoff::{AgentRef, Unavailability};
 use super::id::is_valid_id;
 
 /// Position of an event in its session's log, starting at 1. `0` means
@@ -135,6 +135,12 @@ pub enum ConversationEvent {
     HandoffTimeout,
     /// The user stopped waiting: the bot answers again.
     HandoffCancelled,
+    /// The user asked for a human but nobody can take the conversation now;
+    /// the bot keeps answering.
+    HandoffUnavailable { reason: Unavailability },
+    /// The user chatted while waiting for an agent: where they stand (1 =
+    /// next in line), so a client can say why no answer streams.
+    HandoffWaiting { position: u64, agents_online: u64 },
 }
 
 /// An event as the log holds it: with its `seq` and when it happened.

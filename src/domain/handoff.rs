@@ -211,6 +211,138 @@ impl Handoff {
     }
 }
 
+/// What the customer is told when agents exist but none is online, unless
+/// `HANDOFF_OFFLINE_MESSAGE` says otherwise.
+pub const DEFAULT_OFFLINE_MESSAGE: &str =
+    "No agent is available right now. The assistant will keep helping you.";
+
+/// Whether human handoff is in use (`HANDOFF`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandoffSwitch {
+    /// In use once the user store holds an agent account; until then a
+    /// request for a human is answered as the Node.js server did.
+    #[default]
+    Auto,
+    On,
+    /// Never: a request for a human is only answered, the bot keeps answering.
+    Off,
+}
+
+/// What a request for a human does when agents exist but none has an agent
+/// socket open (`HANDOFF_WHEN_NO_AGENT_ONLINE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenNoAgentOnline {
+    /// The customer is told no agent is available; the bot keeps answering.
+    #[default]
+    Bot,
+    /// The conversation waits in the queue anyway (muted until claimed or
+    /// timed out).
+    Queue,
+}
+
+/// A setting's value is not one of its words.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("must be one of {allowed}")]
+pub struct HandoffSettingError {
+    pub allowed: &'static str,
+}
+
+impl HandoffSwitch {
+    pub const ALLOWED: &'static str = "auto, on, off";
+
+    pub fn parse(raw: &str) -> Result<Self, HandoffSettingError> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err(HandoffSettingError {
+                allowed: Self::ALLOWED,
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl WhenNoAgentOnline {
+    pub const ALLOWED: &'static str = "bot, queue";
+
+    pub fn parse(raw: &str) -> Result<Self, HandoffSettingError> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "bot" => Ok(Self::Bot),
+            "queue" => Ok(Self::Queue),
+            _ => Err(HandoffSettingError {
+                allowed: Self::ALLOWED,
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bot => "bot",
+            Self::Queue => "queue",
+        }
+    }
+}
+
+/// Why a request for a human did not reach the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailability {
+    /// Agents exist, but none had an agent socket open.
+    NoAgentOnline,
+}
+
+impl Unavailability {
+    /// The wire name (`handoff-unavailable`'s `reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoAgentOnline => "no_agent_online",
+        }
+    }
+}
+
+/// What a request for a human from a conversation in bot mode leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscalationRoute {
+    /// Handoff is not in use: the request is answered and nothing changes,
+    /// as on the Node.js server.
+    Answer,
+    /// Handoff is in use but nobody can take the conversation now: the
+    /// customer is told why and the bot keeps answering.
+    Unavailable(Unavailability),
+    /// The conversation goes to the queue.
+    Queue,
+}
+
+/// Decides where a request for a human goes. `agent_accounts` says whether
+/// the user store holds an agent account (read only for [`HandoffSwitch::Auto`]).
+/// A conversation must never wait in a queue that no person can see.
+pub fn route_escalation(
+    switch: HandoffSwitch,
+    agent_accounts: bool,
+    agents_online: u64,
+    when_none_online: WhenNoAgentOnline,
+) -> EscalationRoute {
+    let in_use = match switch {
+        HandoffSwitch::Off => false,
+        HandoffSwitch::On => true,
+        HandoffSwitch::Auto => agent_accounts,
+    };
+    if !in_use {
+        return EscalationRoute::Answer;
+    }
+    match (agents_online, when_none_online) {
+        (0, WhenNoAgentOnline::Bot) => EscalationRoute::Unavailable(Unavailability::NoAgentOnline),
+        _ => EscalationRoute::Queue,
+    }
+}
+
 /// Whether the agent holding a conversation has been away past `grace`:
 /// `last_seen` is when its last agent socket closed or lapsed (`None`: it
 /// never had one open since it claimed, which counts from the claim).
@@ -240,6 +372,46 @@ fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>, span: Duration) -> bool {
 mod tests {
     use super::*;
     use crate::domain::fixtures;
+
+    #[test]
+    fn a_request_for_a_human_goes_where_a_person_can_take_it() {
+        use EscalationRoute::{Answer, Queue, Unavailable};
+        use HandoffSwitch::{Auto, Off, On};
+        use WhenNoAgentOnline::{Bot, Queue as Wait};
+        let nobody = Unavailable(Unavailability::NoAgentOnline);
+        // (switch, agent accounts, agents online, when none online) -> route
+        let cases = [
+            (Auto, false, 0, Bot, Answer),
+            (Auto, false, 3, Wait, Answer),
+            (Auto, true, 0, Bot, nobody),
+            (Auto, true, 0, Wait, Queue),
+            (Auto, true, 1, Bot, Queue),
+            (On, false, 0, Bot, nobody),
+            (On, false, 0, Wait, Queue),
+            (On, true, 2, Bot, Queue),
+            (Off, true, 5, Bot, Answer),
+            (Off, true, 5, Wait, Answer),
+        ];
+        for (switch, accounts, online, when, want) in cases {
+            assert_eq!(
+                route_escalation(switch, accounts, online, when),
+                want,
+                "{switch:?} accounts={accounts} online={online} {when:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_parse_their_words_only() {
+        assert_eq!(HandoffSwitch::parse(" Auto "), Ok(HandoffSwitch::Auto));
+        assert_eq!(HandoffSwitch::parse("off"), Ok(HandoffSwitch::Off));
+        assert!(HandoffSwitch::parse("yes").is_err());
+        assert_eq!(
+            WhenNoAgentOnline::parse("QUEUE"),
+            Ok(WhenNoAgentOnline::Queue)
+        );
+        assert!(WhenNoAgentOnline::parse("").is_err());
+    }
 
     fn agent(name: &str) -> AgentRef {
         AgentRef {

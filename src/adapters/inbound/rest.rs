@@ -1381,7 +1381,7 @@ mod tests {
                 handoffs: Arc::new(MemoryHandoffs::default()),
                 presence: Arc::new(MemoryPresence::default()),
                 transcripts: Arc::new(crate::application::ports::MockTranscriptStore::new()),
-                users,
+                users: users.clone(),
             },
             limiter: Arc::new(InMemoryRateLimiter::default()),
         };

@@ -96,6 +96,20 @@ impl HandoffStore for MemoryHandoffs {
         Ok(self.select(limit, |h| h.mode == Mode::Queued))
     }
 
+    async fn position(&self, session: &SessionId) -> Result<Option<u64>, ConversationStoreError> {
+        let records = lock(&self.records);
+        let Some(me) = records.get(session).filter(|h| h.mode == Mode::Queued) else {
+            return Ok(None);
+        };
+        // The queue's order: by waiting time, ties by session id.
+        let key = |h: &Handoff| (h.waiting_since, h.session.as_str().to_owned());
+        let ahead = records
+            .values()
+            .filter(|h| h.mode == Mode::Queued && key(h) < key(me))
+            .count();
+        Ok(Some(ahead as u64 + 1))
+    }
+
     async fn held_by(
         &self,
         agent: &UserId,

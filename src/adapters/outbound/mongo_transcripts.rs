@@ -146,6 +146,9 @@ fn document_entry(d: &Document) -> Result<TranscriptEntry, TranscriptStoreError>
     ))
 }
 
+/// 9999-12-31T23:59:59.999Z in Unix milliseconds.
+const LAST_MS_OF_9999: i64 = 253_402_300_799_999;
+
 #[async_trait]
 impl TranscriptStore for MongoTranscriptStore {
     async fn append(&self, entry: &TranscriptEntry) -> Result<(), TranscriptStoreError> {
@@ -164,7 +167,10 @@ impl TranscriptStore for MongoTranscriptStore {
     ) -> Result<TranscriptPage, TranscriptStoreError> {
         let mut filter = doc! { "sessionId": session.as_str() };
         if let Some(c) = before {
-            let at = mongodb::bson::DateTime::from_millis(c.at_ms);
+            // A cursor may name any millisecond a client wrote; no entry is
+            // later than the year 9999, and MongoDB-wire servers written in
+            // languages whose dates end there refuse a BSON date beyond it.
+            let at = mongodb::bson::DateTime::from_millis(c.at_ms.min(LAST_MS_OF_9999));
             filter.insert(
                 "$or",
                 vec![

@@ -509,6 +509,17 @@ impl UserRepository for MongoUserRepository {
             .ok_or(UserStoreError::NotFound)
     }
 
+    async fn agent_count(&self) -> Result<u64, UserStoreError> {
+        // A document without `isActive` is active (see `user_from`).
+        self.users
+            .count_documents(doc! {
+                ROLE_FIELD: UserRole::Agent.as_str(),
+                "isActive": { "$ne": false },
+            })
+            .await
+            .map_err(unavailable)
+    }
+
     async fn ping(&self) -> Result<(), UserStoreError> {
         self.database
             .run_command(doc! { "ping": 1 })

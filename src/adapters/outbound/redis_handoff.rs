@@ -384,6 +384,20 @@ impl HandoffStore for RedisHandoffs {
         self.ranked(self.queue_key(), limit).await
     }
 
+    async fn position(&self, session: &SessionId) -> Result<Option<u64>, ConversationStoreError> {
+        // The queue is a sorted set by waiting time (ties by member, as the
+        // memory store orders them); a record that expired unindexed would
+        // count ahead until the next listing drops it, at worst one place.
+        let mut conn = self.conn.clone();
+        let rank: Option<u64> = redis::cmd("ZRANK")
+            .arg(self.queue_key())
+            .arg(session.as_str())
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("could not read a place in the handoff queue"))?;
+        Ok(rank.map(|r| r + 1))
+    }
+
     async fn held_by(
         &self,
         agent: &UserId,

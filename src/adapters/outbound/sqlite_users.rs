@@ -389,6 +389,20 @@ impl UserRepository for SqliteUserRepository {
             .ok_or(UserStoreError::NotFound)
     }
 
+    async fn agent_count(&self) -> Result<u64, UserStoreError> {
+        let count = self
+            .with_conn(|conn| {
+                conn.query_row(
+                    "SELECT COUNT(*) FROM users WHERE role = ?1 AND is_active != 0",
+                    params![UserRole::Agent.as_str()],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map_err(unavailable)
+            })
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn ping(&self) -> Result<(), UserStoreError> {
         self.with_conn(|conn| {
             conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))

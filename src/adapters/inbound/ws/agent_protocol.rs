@@ -47,6 +47,8 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     "handoff-resolved",
     "handoff-timeout",
     "handoff-cancelled",
+    "handoff-unavailable",
+    "handoff-waiting",
 ];
 
 /// What an agent asks for.

@@ -41,6 +41,8 @@ pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "handoff-resolved",
     "handoff-timeout",
     "handoff-cancelled",
+    "handoff-unavailable",
+    "handoff-waiting",
     "pong",
     "authenticated",
 ];
@@ -378,6 +380,20 @@ enum EventMessage<'a> {
         seq: Seq,
         timestamp: String,
     },
+    /// Nobody can take the conversation now; the bot keeps answering.
+    HandoffUnavailable {
+        seq: Seq,
+        reason: &'static str,
+        timestamp: String,
+    },
+    /// The customer chatted while queued: where they stand (1 = next).
+    #[serde(rename_all = "camelCase")]
+    HandoffWaiting {
+        seq: Seq,
+        position: u64,
+        agents_online: u64,
+        timestamp: String,
+    },
 }
 
 /// An agent as handoff messages name it: `{id, username}`.
@@ -503,6 +519,20 @@ fn handoff_message(seq: Seq, event: &ConversationEvent, timestamp: String) -> Ev
             timestamp,
         },
         ConversationEvent::HandoffTimeout => EventMessage::HandoffTimeout { seq, timestamp },
+        ConversationEvent::HandoffUnavailable { reason } => EventMessage::HandoffUnavailable {
+            seq,
+            reason: reason.as_str(),
+            timestamp,
+        },
+        ConversationEvent::HandoffWaiting {
+            position,
+            agents_online,
+        } => EventMessage::HandoffWaiting {
+            seq,
+            position: *position,
+            agents_online: *agents_online,
+            timestamp,
+        },
         // The chat events are all matched in `event_message`.
         _ => EventMessage::HandoffCancelled { seq, timestamp },
     }
@@ -628,6 +658,37 @@ mod tests {
         assert_eq!(event_value(&end)["status"], "completed");
         let err = Reply::error(ErrorCode::InvalidJson, None).to_json();
         assert!(!err.contains("messageId"), "{err}");
+    }
+
+    #[test]
+    fn handoff_unavailable_and_waiting_say_why_the_bot_is_or_is_not_answering() {
+        use crate::domain::handoff::Unavailability;
+        let at = chrono::Utc
+            .with_ymd_and_hms(2025, 9, 12, 10, 30, 0)
+            .unwrap();
+        let unavailable = LoggedEvent {
+            seq: 4,
+            at,
+            event: ConversationEvent::HandoffUnavailable {
+                reason: Unavailability::NoAgentOnline,
+            },
+        };
+        assert_eq!(
+            event_value(&unavailable),
+            serde_json::json!({"type": "handoff-unavailable", "seq": 4, "reason": "no_agent_online", "timestamp": "2025-09-12T10:30:00.000Z"})
+        );
+        let waiting = LoggedEvent {
+            seq: 9,
+            at,
+            event: ConversationEvent::HandoffWaiting {
+                position: 2,
+                agents_online: 0,
+            },
+        };
+        assert_eq!(
+            event_value(&waiting),
+            serde_json::json!({"type": "handoff-waiting", "seq": 9, "position": 2, "agentsOnline": 0, "timestamp": "2025-09-12T10:30:00.000Z"})
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::application::ports::ConversationStoreError;
 use crate::domain::conversation::{
     ClientMessageId, ConversationEvent, GenerationFailure, LoggedEvent, Seq,
 };
-use crate::domain::handoff::AgentRef;
+use crate::domain::handoff::{AgentRef, Unavailability};
 use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{MessageId, StreamStatus, UserId, Username};
 
@@ -80,6 +80,36 @@ enum StoredKind {
     },
     HandoffTimeout,
     HandoffCancelled,
+    HandoffUnavailable {
+        reason: StoredUnavailability,
+    },
+    HandoffWaiting {
+        position: u64,
+        agents_online: u64,
+    },
+}
+
+/// Why a handoff was not offered, as stored.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredUnavailability {
+    NoAgentOnline,
+}
+
+impl From<Unavailability> for StoredUnavailability {
+    fn from(u: Unavailability) -> Self {
+        match u {
+            Unavailability::NoAgentOnline => Self::NoAgentOnline,
+        }
+    }
+}
+
+impl From<StoredUnavailability> for Unavailability {
+    fn from(u: StoredUnavailability) -> Self {
+        match u {
+            StoredUnavailability::NoAgentOnline => Self::NoAgentOnline,
+        }
+    }
 }
 
 /// An agent as handoff events name it.
@@ -246,6 +276,16 @@ fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
         },
         ConversationEvent::HandoffTimeout => StoredKind::HandoffTimeout,
         ConversationEvent::HandoffCancelled => StoredKind::HandoffCancelled,
+        ConversationEvent::HandoffUnavailable { reason } => StoredKind::HandoffUnavailable {
+            reason: (*reason).into(),
+        },
+        ConversationEvent::HandoffWaiting {
+            position,
+            agents_online,
+        } => StoredKind::HandoffWaiting {
+            position: *position,
+            agents_online: *agents_online,
+        },
     };
     StoredEvent {
         at: iso_millis(at),
@@ -330,6 +370,16 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
         },
         StoredKind::HandoffTimeout => ConversationEvent::HandoffTimeout,
         StoredKind::HandoffCancelled => ConversationEvent::HandoffCancelled,
+        StoredKind::HandoffUnavailable { reason } => ConversationEvent::HandoffUnavailable {
+            reason: reason.into(),
+        },
+        StoredKind::HandoffWaiting {
+            position,
+            agents_online,
+        } => ConversationEvent::HandoffWaiting {
+            position,
+            agents_online,
+        },
     })
 }
 
@@ -439,6 +489,13 @@ mod tests {
             ConversationEvent::HandoffResolved { agent: agent() },
             ConversationEvent::HandoffTimeout,
             ConversationEvent::HandoffCancelled,
+            ConversationEvent::HandoffUnavailable {
+                reason: Unavailability::NoAgentOnline,
+            },
+            ConversationEvent::HandoffWaiting {
+                position: 3,
+                agents_online: 1,
+            },
         ]
     }
 
