@@ -413,6 +413,29 @@ async fn tokens_not_yet_valid_or_issued_in_the_future_are_refused() {
 }
 
 #[tokio::test]
+async fn signed_tokens_living_longer_than_configured_are_refused_on_rest_and_ws() {
+    let app = spawn_app(&[("JWT_EXPIRES_IN", "1h")]).await;
+    let body = register(&app, "judy").await;
+    let id = text(&body["user"], "id");
+    let node_style =
+        signed(&json!({"userId": id, "username": "judy", "iat": now(), "exp": now() + 3600}));
+    assert_eq!(app.verify_bearer(&node_style).await.0, 200);
+    for exp in [now() + 7200, 1_000_000_000_000_000_000, i64::MAX] {
+        let token = signed(&json!({"sub": id, "username": "judy", "iat": now(), "exp": exp}));
+        let (status, body) = app.verify_bearer(&token).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_token")),
+            "exp {exp}"
+        );
+        let status = app
+            .connect_refused_status(app.ws_url(&format!("?token={token}")))
+            .await;
+        assert_eq!(status, 401, "exp {exp} on the upgrade");
+    }
+}
+
+#[tokio::test]
 async fn a_username_is_taken_in_every_capitalisation_and_login_stays_exact() {
     let app = spawn_app(&[]).await;
     register(&app, "alice").await;

@@ -417,6 +417,129 @@ async fn the_rest_mirrors_claim_reply_and_release() {
     assert_eq!(status, 200, "released conversations can be claimed again");
 }
 
+/// Escalates the customer's conversation and has the agent on `console` claim it.
+async fn held_by(tab: &mut WsClient, console: &mut WsClient, session: &str) {
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    until(tab, of_type("handoff-queued")).await;
+    console
+        .send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    until(console, of_type("ack")).await;
+    until(tab, of_type("agent-joined")).await;
+}
+
+/// The customer sees the agent leave and the conversation queued again,
+/// in that order, with nothing in between.
+async fn given_back(tab: &mut WsClient, agent: &str) {
+    let (left, _) = until(tab, of_type("agent-left")).await;
+    assert_eq!(left["agent"]["username"], agent, "{left}");
+    let requeued = tab.recv().await;
+    assert_eq!(requeued["type"], "handoff-queued", "{requeued}");
+    assert_eq!(
+        requeued["seq"].as_u64(),
+        left["seq"].as_u64().map(|s| s + 1)
+    );
+}
+
+/// The next error, then the close code of a socket the server closes.
+async fn refused_then_closed(console: &mut WsClient) -> (String, Option<u16>) {
+    let (error, _) = until(console, of_type("error")).await;
+    let code = console.closed(Duration::from_secs(10)).await;
+    (error["code"].as_str().unwrap_or_default().to_owned(), code)
+}
+
+#[tokio::test]
+async fn a_demoted_agent_is_closed_out_and_their_conversation_goes_back_to_the_queue() {
+    // The default grace (2 min) is far off: only the demotion can explain it.
+    let Some(cluster) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let customer = a.register("carol").await;
+    let bob = a.register_agent("bob").await;
+    let (mut tab, hello) = a.connect(&customer).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut on_b, _) = agent_socket(b, &bob).await;
+    held_by(&mut tab, &mut on_b, &session).await;
+
+    // The operator's command, another process, demotes Bob while B holds his socket.
+    a.set_role("bob", "user").await;
+    assert_eq!(
+        refused_then_closed(&mut on_b).await,
+        ("agent_only".to_owned(), Some(4003))
+    );
+    given_back(&mut tab, "bob").await;
+    let dave = a.register_agent("dave").await;
+    let (status, queue) = b.call(&dave, "GET", "/api/agent/queue", None).await;
+    assert_eq!(status, 200, "{queue}");
+    assert_eq!(queue["items"][0]["sessionId"], session.as_str(), "{queue}");
+}
+
+#[tokio::test]
+async fn a_demoted_agent_without_a_socket_loses_what_they_held() {
+    let Some(cluster) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let customer = a.register("carol").await;
+    let bob = a.register_agent("bob").await;
+    let (mut tab, hello) = a.connect(&customer).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut on_b, _) = agent_socket(b, &bob).await;
+    held_by(&mut tab, &mut on_b, &session).await;
+    drop(on_b);
+
+    b.set_role("bob", "user").await;
+    given_back(&mut tab, "bob").await;
+}
+
+#[tokio::test]
+async fn an_agent_logging_out_everywhere_is_closed_and_gives_back_at_once() {
+    let Some(cluster) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let customer = a.register("carol").await;
+    let bob = a.register_agent("bob").await;
+    let (mut tab, hello) = a.connect(&customer).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut on_b, _) = agent_socket(b, &bob).await;
+    held_by(&mut tab, &mut on_b, &session).await;
+
+    let (status, body) = a.call(&bob, "POST", "/api/auth/logout-all", None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        refused_then_closed(&mut on_b).await,
+        ("token_revoked".to_owned(), Some(4001))
+    );
+    given_back(&mut tab, "bob").await;
+}
+
+#[tokio::test]
+async fn a_deactivated_agent_is_closed_out_and_their_conversation_goes_back_to_the_queue() {
+    let Some(cluster) = Cluster::start(2, &[]).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let customer = a.register("carol").await;
+    let bob = a.register_agent("bob").await;
+    let (mut tab, hello) = a.connect(&customer).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut on_b, _) = agent_socket(b, &bob).await;
+    held_by(&mut tab, &mut on_b, &session).await;
+
+    // Deactivated directly in the shared store, as an operator's tool would.
+    let db = rusqlite::Connection::open(&a.sqlite_path).unwrap();
+    db.execute("UPDATE users SET is_active = 0 WHERE username = 'bob'", [])
+        .unwrap();
+    drop(db);
+    assert_eq!(
+        refused_then_closed(&mut on_b).await,
+        ("invalid_token".to_owned(), Some(4001))
+    );
+    given_back(&mut tab, "bob").await;
+}
+
 // ------------------------------------------------ nobody left in silence
 
 /// The handoff settings under which a conversation waits in the queue even

@@ -209,6 +209,61 @@ async fn killing_the_instance_that_runs_an_answer_ends_it_elsewhere() {
     assert_eq!(next.status, "completed");
 }
 
+/// The instance that ends an answer whose instance died keeps what was
+/// delivered in the transcript, as a failed answer, at its stream-start.
+#[tokio::test]
+async fn an_answer_cut_by_a_killed_instance_keeps_what_was_delivered_in_the_transcript() {
+    let Some(mut cluster) = Cluster::start(&[("GENERATION_LEASE", "1s")]).await else {
+        return;
+    };
+    let token = cluster.nodes[0].register("alice").await;
+    let (mut on_a, hello) = cluster.nodes[0].connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut on_b, _) = cluster.nodes[1].tab(&token, &session, None).await;
+    on_a.send_json(json!({"type": "chat", "content": "endless"}))
+        .await;
+    let mut seen = Vec::new();
+    while seen
+        .iter()
+        .filter(|m: &&Value| m["type"] == "stream-token")
+        .count()
+        < 5
+    {
+        seen.push(on_b.recv().await);
+    }
+    cluster.nodes[0].child.kill().await.unwrap();
+    seen.extend(on_b.until_stream_end().await);
+    assert_eq!(seen.last().unwrap()["status"], "failed");
+    let start = seen.iter().find(|m| m["type"] == "stream-start").unwrap();
+    let delivered: String = seen
+        .iter()
+        .filter(|m| m["type"] == "stream-token")
+        .map(|m| m["token"].as_str().unwrap())
+        .collect();
+
+    let (status, body) = cluster.nodes[1]
+        .call(
+            &token,
+            "GET",
+            &format!("/api/sessions/{session}/messages"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let said = body["messages"].as_array().unwrap();
+    assert_eq!(
+        said.len(),
+        2,
+        "the chat and what was said of its answer: {body}"
+    );
+    assert_eq!(said[0]["content"], "endless");
+    let answer = &said[1];
+    assert_eq!(answer["role"], "assistant", "{body}");
+    assert_eq!(answer["status"], "failed", "{body}");
+    assert_eq!(answer["content"], delivered.as_str(), "{body}");
+    assert_eq!(answer["seq"], start["seq"], "{body}");
+}
+
 #[tokio::test]
 async fn an_answer_with_every_tab_closed_completes_and_is_replayed_elsewhere() {
     let Some(cluster) = Cluster::start(&[("EVENT_LOG_LIMIT", "10")]).await else {

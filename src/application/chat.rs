@@ -165,8 +165,9 @@ pub struct ChatPorts {
     pub presence: Arc<dyn AgentPresence>,
     /// Every message of every conversation, kept beyond the history and the log.
     pub transcripts: Arc<dyn TranscriptStore>,
-    /// The user store, read only to know whether agent accounts exist
-    /// (`HANDOFF=auto`).
+    /// The user store: whether agent accounts exist (`HANDOFF=auto`), and
+    /// whether who holds a conversation still is an active agent (one who no
+    /// longer is gives it back to the queue).
     pub users: Arc<dyn UserRepository>,
 }
 
@@ -187,6 +188,7 @@ pub(super) struct Inner {
     pub(super) handoffs: Arc<dyn HandoffStore>,
     pub(super) presence: Arc<dyn AgentPresence>,
     pub(super) transcripts: Arc<dyn TranscriptStore>,
+    pub(super) users: Arc<dyn UserRepository>,
     pub(super) agent_accounts: AgentAccounts,
     pub(super) settings: ConversationSettings,
     pub(super) limits: Limits,
@@ -248,6 +250,7 @@ impl ChatService {
             handoffs: ports.handoffs,
             presence: ports.presence,
             transcripts: ports.transcripts,
+            users: ports.users.clone(),
             agent_accounts: AgentAccounts::new(ports.users),
             settings,
             limits,
@@ -904,12 +907,7 @@ async fn reap_abandoned(inner: Arc<Inner>) {
         };
         for gone in abandoned {
             tracing::warn!(session_id = %gone.session, message_id = %gone.message_id, "generation's owner vanished; ending it");
-            if let Some(logged) = inner
-                .append(&gone.session, generation::interrupted(&gone.message_id))
-                .await
-            {
-                inner.publish(&gone.session, &logged).await;
-            }
+            generation::end_abandoned(&inner, &gone).await;
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chat::{ChatError, Inner};
 use super::limits::Slot;
-use super::ports::{AiError, AiRequest, GenerationReport, TokenStream};
+use super::ports::{AbandonedGeneration, AiError, AiRequest, GenerationReport, TokenStream};
 use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure, Seq};
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatMessage, MessageId, Role, SessionId, StreamStatus};
@@ -414,6 +414,78 @@ pub(super) fn failure_of(e: &ChatError) -> GenerationFailure {
         ChatError::SessionGone => GenerationFailure::SessionExpired,
         ChatError::SessionStore(_) | ChatError::Conversation(_) | ChatError::Transcripts(_) => {
             GenerationFailure::SessionStoreUnavailable
+        }
+    }
+}
+
+/// Ends, on behalf of its vanished owner, a generation whose lease expired:
+/// what the log holds of its answer goes into the transcript first (as a
+/// failed answer keeps what was delivered), then the log records its end.
+pub(super) async fn end_abandoned(inner: &Inner, gone: &AbandonedGeneration) {
+    let (session, message_id) = (&gone.session, &gone.message_id);
+    if let Some((seq, reply)) = delivered(inner, session, message_id).await {
+        match inner.owner_of(session).await {
+            Ok(Some(owner)) => {
+                let said = Said { owner, seq, reply };
+                record_answer(inner, session, message_id, said, StreamStatus::Failed).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                inner.count_failure(&e);
+                tracing::warn!(session_id = %session, %message_id, error = %ErrorChain(&e), "could not tell whose abandoned answer this is");
+            }
+        }
+    }
+    if let Some(logged) = inner.append(session, interrupted(message_id)).await {
+        inner.publish(session, &logged).await;
+    }
+}
+
+/// Events read from the log at a time while looking for an answer's tokens.
+const LOG_PAGE: usize = 500;
+
+/// The seq of the answer's `stream-start` and its tokens, as the log holds
+/// them; `None` when the log no longer holds its start (trimmed, or erased),
+/// already holds its end, or cannot be read. The log is bounded by
+/// `EVENT_LOG_LIMIT`, so this reads at most that many events twice over.
+async fn delivered(
+    inner: &Inner,
+    session: &SessionId,
+    message_id: &MessageId,
+) -> Option<(Seq, String)> {
+    let mut after: Seq = 0;
+    let mut start = None;
+    let mut reply = String::new();
+    loop {
+        let slice = match inner.log.read_after(session, after, LOG_PAGE).await {
+            Ok(slice) => slice,
+            Err(e) => {
+                let e = ChatError::from(e);
+                inner.count_failure(&e);
+                tracing::warn!(session_id = %session, %message_id, error = %ErrorChain(&e), "could not read the abandoned answer back from the log");
+                return None;
+            }
+        };
+        for logged in &slice.events {
+            match &logged.event {
+                ConversationEvent::StreamStart { message_id: m, .. } if m == message_id => {
+                    start = Some(logged.seq);
+                }
+                ConversationEvent::StreamToken {
+                    message_id: m,
+                    token,
+                } if m == message_id => {
+                    reply.push_str(token);
+                }
+                ConversationEvent::StreamEnd { message_id: m, .. } if m == message_id => {
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        match slice.events.last() {
+            Some(last) if last.seq < slice.head => after = last.seq,
+            _ => return start.map(|seq| (seq, reply)),
         }
     }
 }

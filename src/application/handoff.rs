@@ -392,7 +392,7 @@ fn refusal_to_chat(e: HandoffRefusal) -> ChatError {
 /// Reads the conversation's handoff, applies `step`, and stores the result
 /// with a compare-and-set, again on conflict. `Ok(None)` when `step` changed
 /// nothing.
-async fn change<F>(
+pub(super) async fn change<F>(
     inner: &Inner,
     session: &SessionId,
     mut step: F,
@@ -505,10 +505,12 @@ impl Inner {
 }
 
 /// Gives unclaimed conversations back to the bot after the queue timeout, and
-/// conversations whose agent is away past the grace back to the queue.
+/// conversations whose agent is away past the grace (or no longer an active
+/// agent at all) back to the queue.
 pub(super) async fn run_timers(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(TIMER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut standing = super::agent_standing::StandingCheck::new();
     loop {
         tokio::select! {
             _ = inner.stop_background.cancelled() => return,
@@ -518,6 +520,8 @@ pub(super) async fn run_timers(inner: Arc<Inner>) {
             Ok(active) => {
                 let queued = active.iter().filter(|h| h.mode == Mode::Queued).count();
                 inner.stats.handoff_queue_length(queued as u64);
+                super::agent_standing::reclaim_from_former_agents(&inner, &active, &mut standing)
+                    .await;
                 for h in active {
                     expire(&inner, h).await;
                 }

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod agent_accounts;
+mod agent_standing;
 pub mod attachment;
 pub mod auth;
 pub mod chat;
@@ -14,6 +15,7 @@ pub mod ports;
 pub mod transcripts;
 
 pub use access::{Authorized, IssuedTicket};
+pub use agent_standing::STANDING_CHECK;
 pub use attachment::{Attachment, Feed, ResumeNotice};
 pub use auth::{AccessPorts, AccessSettings};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};

@@ -61,7 +61,7 @@ impl Inner {
 
     /// Whose conversation `session` is: its live session's user, or, once the
     /// session has expired, the owner its transcript remembers.
-    async fn owner_of(&self, session: &SessionId) -> Result<Option<UserId>, ChatError> {
+    pub(super) async fn owner_of(&self, session: &SessionId) -> Result<Option<UserId>, ChatError> {
         if let Some(live) = self.sessions.get(session).await? {
             return Ok(Some(live.user.id));
         }

@@ -270,6 +270,12 @@ impl User {
     pub fn is_agent(&self) -> bool {
         self.role == UserRole::Agent
     }
+
+    /// Whether this user may hold a conversation now: an active agent. One
+    /// who no longer may (demoted, deactivated) gives back what they hold.
+    pub fn may_hold_conversations(&self) -> bool {
+        self.is_active && self.is_agent()
+    }
 }
 
 /// Why a raw role name was refused.

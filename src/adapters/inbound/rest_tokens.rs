@@ -257,7 +257,16 @@ impl TokenApi {
             Err(Refused::Unavailable(b)) => return LogoutAllResponse::Unavailable(b),
         };
         match ctx.auth.logout_all(&who).await {
-            Ok(()) => LogoutAllResponse::NoContent,
+            Ok(()) => {
+                if who.user.is_agent() {
+                    // An agent who left everywhere answers nobody: what they
+                    // held goes back to the queue now, not after the grace.
+                    if let Err(e) = ctx.chat.give_back_held(&who.user.id).await {
+                        tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "could not give back the conversations of an agent who logged out everywhere");
+                    }
+                }
+                LogoutAllResponse::NoContent
+            }
             Err(_) => LogoutAllResponse::Unavailable(unavailable()),
         }
     }

@@ -20,8 +20,10 @@ struct Claims {
     #[serde(default, rename = "userId", skip_serializing_if = "Option::is_none")]
     legacy_user_id: Option<String>,
     username: String,
-    #[serde(default)]
-    iat: i64,
+    /// Required: both servers always wrote it, and without it a token's
+    /// lifetime cannot be bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
     exp: i64,
     /// Not before: checked when present (the Node server never set it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,8 +37,14 @@ struct Claims {
     iat_ms: Option<i64>,
 }
 
-/// How far ahead of our clock a token's `iat` may be before it is refused.
-const MAX_IAT_AHEAD_SECS: i64 = 60;
+/// How far clocks may disagree: how far ahead of ours a token's `iat` may be,
+/// and how much longer than `JWT_EXPIRES_IN` its lifetime may be.
+const CLOCK_LEEWAY_SECS: i64 = 60;
+const MAX_IAT_AHEAD_SECS: i64 = CLOCK_LEEWAY_SECS;
+
+/// 9999-12-31T23:59:59Z: a time claim past it is no time anyone means, and
+/// every consumer of the claims may count on times that fit a calendar.
+const LAST_TIME: i64 = 253_402_300_799;
 
 /// Signs and verifies HS256 tokens with one shared secret.
 pub struct JwtTokenService {
@@ -76,7 +84,7 @@ impl TokenService for JwtTokenService {
             sub: Some(user.id.as_str().to_owned()),
             legacy_user_id: Some(user.id.as_str().to_owned()),
             username: user.username.as_str().to_owned(),
-            iat: now,
+            iat: Some(now),
             exp: now.saturating_add(ttl),
             nbf: None,
             jti: Some(uuid::Uuid::new_v4().simple().to_string()),
@@ -96,18 +104,19 @@ impl TokenService for JwtTokenService {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
             })?;
-        let claims = data.claims;
-        if claims.iat > chrono::Utc::now().timestamp() + MAX_IAT_AHEAD_SECS {
+        // RFC 7515 4.1.11: `crit` names extensions the recipient must
+        // understand or refuse the token; this server understands none.
+        if data.header.crit.is_some() {
             return Err(TokenError::Invalid);
         }
+        let claims = data.claims;
+        let issued_at = self.issued_at(&claims)?;
         // A millisecond claim must agree with its `iat` second, so it cannot
         // move a token out of a `logout-all` by more than that second.
         let issued_at_ms = match claims.iat_ms {
-            Some(ms) if ms.div_euclid(1000) == claims.iat => ms,
+            Some(ms) if ms.div_euclid(1000) == issued_at => ms,
             Some(_) => return Err(TokenError::Invalid),
-            // An `iat` too far from now to be counted in milliseconds is no
-            // time a token was issued at.
-            None => claims.iat.checked_mul(1000).ok_or(TokenError::Invalid)?,
+            None => issued_at.checked_mul(1000).ok_or(TokenError::Invalid)?,
         };
         let token_id = match claims.jti {
             Some(jti) if crate::domain::id::is_valid_id(&jti) => jti,
@@ -121,11 +130,33 @@ impl TokenService for JwtTokenService {
         Ok(TokenClaims {
             user_id: UserId::parse(&id).map_err(|_| TokenError::Invalid)?,
             username: Username::parse(&claims.username).map_err(|_| TokenError::Invalid)?,
-            issued_at: claims.iat,
+            issued_at,
             expires_at: claims.exp,
             token_id,
             issued_at_ms,
         })
+    }
+}
+
+impl JwtTokenService {
+    /// The token's `iat`, once its times are ones this server could have
+    /// signed: issued (within the leeway) no later than now, before the end
+    /// of year 9999, and living no longer than `JWT_EXPIRES_IN`. A correctly
+    /// signed token with `exp` a billion years away is a leaked secret or a
+    /// forged lifetime, and would survive every `JWT_EXPIRES_IN` change.
+    fn issued_at(&self, claims: &Claims) -> Result<i64, TokenError> {
+        let iat = claims.iat.ok_or(TokenError::Invalid)?;
+        let now = chrono::Utc::now().timestamp();
+        if iat > now + MAX_IAT_AHEAD_SECS || iat > LAST_TIME || claims.exp > LAST_TIME {
+            return Err(TokenError::Invalid);
+        }
+        let longest = i64::try_from(self.lifetime.seconds())
+            .unwrap_or(i64::MAX)
+            .saturating_add(CLOCK_LEEWAY_SECS);
+        match claims.exp.checked_sub(iat) {
+            Some(lived) if (0..=longest).contains(&lived) => Ok(iat),
+            _ => Err(TokenError::Invalid),
+        }
     }
 }
 
@@ -259,7 +290,7 @@ mod tests {
 
     #[test]
     fn future_nbf_and_iat_far_ahead_are_invalid() {
-        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let svc = JwtTokenService::new(SECRET, lifetime(7200));
         let now = chrono::Utc::now().timestamp();
         let base = |extra: serde_json::Value| {
             let mut c = serde_json::json!({"sub": "u1", "username": "alice", "iat": now, "exp": now + 7200});
@@ -287,17 +318,80 @@ mod tests {
     }
 
     #[test]
-    fn an_exp_at_the_end_of_time_is_read_as_signed() {
-        // What consumers of `expires_at` must survive (the socket's deadline).
-        let svc = JwtTokenService::new(SECRET, lifetime(60));
+    fn a_lifetime_longer_than_configured_is_invalid() {
+        let svc = JwtTokenService::new(SECRET, lifetime(3600));
         let now = chrono::Utc::now().timestamp();
-        let token = signed(
-            &serde_json::json!({"sub": "u1", "username": "alice", "iat": now, "exp": i64::MAX}),
-        );
-        assert_eq!(
-            svc.verify(&token).map(|c| c.expires_at).ok(),
-            Some(i64::MAX)
-        );
+        let token = |iat: i64, exp: i64| {
+            signed(&serde_json::json!({"sub": "u1", "username": "alice", "iat": iat, "exp": exp}))
+        };
+        let longest = 3600 + CLOCK_LEEWAY_SECS;
+        assert!(svc.verify(&token(now, now + longest)).is_ok(), "leeway");
+        for (iat, exp) in [
+            (now, now + longest + 1),
+            (now - 10, 1_000_000_000_000_000_000),
+            (now, i64::MAX),
+            (0, now + 10),
+            (i64::MIN / 1000, now + 10),
+            (i64::MIN, now + 10),
+            // `exp` before `iat`: no lifetime at all.
+            (now + 30, now + 10),
+        ] {
+            assert!(
+                matches!(svc.verify(&token(iat, exp)), Err(TokenError::Invalid)),
+                "iat {iat}, exp {exp}"
+            );
+        }
+    }
+
+    /// Already implied by the other rules (`iat` at most a minute ahead, a
+    /// lifetime of at most `36500d`); this keeps it so should they change.
+    #[test]
+    fn times_past_the_year_9999_are_invalid() {
+        let svc = JwtTokenService::new(SECRET, lifetime(36500 * 86400));
+        let now = chrono::Utc::now().timestamp();
+        let token = |iat: i64, exp: i64| {
+            signed(&serde_json::json!({"sub": "u1", "username": "alice", "iat": iat, "exp": exp}))
+        };
+        assert!(svc.verify(&token(now, now + 36500 * 86400)).is_ok());
+        assert!(matches!(
+            svc.verify(&token(LAST_TIME - 10, LAST_TIME + 1)),
+            Err(TokenError::Invalid)
+        ));
+        assert!(matches!(
+            svc.verify(&token(LAST_TIME + 1, LAST_TIME + 2)),
+            Err(TokenError::Invalid)
+        ));
+    }
+
+    #[test]
+    fn a_token_without_iat_is_invalid() {
+        let svc = JwtTokenService::new(SECRET, lifetime(3600));
+        let exp = chrono::Utc::now().timestamp() + 60;
+        let token = signed(&serde_json::json!({"userId": "u1", "username": "alice", "exp": exp}));
+        assert!(matches!(svc.verify(&token), Err(TokenError::Invalid)));
+    }
+
+    #[test]
+    fn a_crit_header_is_invalid() {
+        let svc = JwtTokenService::new(SECRET, lifetime(3600));
+        let now = chrono::Utc::now().timestamp();
+        let claims =
+            serde_json::json!({"sub": "u1", "username": "alice", "iat": now, "exp": now + 60});
+        let with_crit = |crit: Vec<String>| {
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = Some(crit);
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+        };
+        for crit in [vec!["b64".to_owned()], vec!["exp".to_owned()], vec![]] {
+            assert!(
+                matches!(
+                    svc.verify(&with_crit(crit.clone())),
+                    Err(TokenError::Invalid)
+                ),
+                "{crit:?}"
+            );
+        }
+        assert!(svc.verify(&signed(&claims)).is_ok());
     }
 
     #[test]
@@ -315,11 +409,6 @@ mod tests {
                 "{iat}"
             );
         }
-        let oldest = i64::MIN / 1000;
-        let token = signed(
-            &serde_json::json!({"sub": "u1", "username": "alice", "iat": oldest, "exp": exp}),
-        );
-        assert_eq!(svc.verify(&token).unwrap().issued_at_ms, oldest * 1000);
     }
 
     #[test]
@@ -475,6 +564,13 @@ mod proptests {
         let now = chrono::Utc::now().timestamp();
         prop_assert!(claims.expires_at >= now, "expired token accepted");
         prop_assert!(claims.issued_at <= now + MAX_IAT_AHEAD_SECS);
+        prop_assert!(claims.expires_at <= LAST_TIME);
+        let lived = claims.expires_at - claims.issued_at;
+        prop_assert!(
+            (0..=3600 + CLOCK_LEEWAY_SECS).contains(&lived),
+            "lifetime {}",
+            lived
+        );
         prop_assert_eq!(claims.issued_at_ms.div_euclid(1000), claims.issued_at);
         prop_assert!(crate::domain::id::is_valid_id(&claims.token_id));
         prop_assert!(UserId::parse(claims.user_id.as_str()).is_ok());

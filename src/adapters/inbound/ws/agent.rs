@@ -35,7 +35,9 @@ use super::{authenticate, WsQuery, SUBPROTOCOL};
 use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
 use crate::application::ports::{HandoffChange, Revocation, TokenClaims};
-use crate::application::{AuthError, Authorized, ChatService, Feed, HandoffRefusal, ResumeNotice};
+use crate::application::{
+    AuthError, Authorized, ChatService, Feed, HandoffRefusal, ResumeNotice, STANDING_CHECK,
+};
 use crate::domain::conversation::Seq;
 use crate::domain::handoff::Mode;
 use crate::domain::{SessionId, User};
@@ -225,11 +227,47 @@ fn notice_json(session: &SessionId, notice: &ResumeNotice) -> String {
     .to_json()
 }
 
+/// When the agent loop next has something to do besides frames.
+struct Timers {
+    ping_interval: Duration,
+    /// When the socket's token expires.
+    deadline: Instant,
+    next_ping: Instant,
+    next_presence: Instant,
+    next_standing: Instant,
+    /// The client's last frame.
+    last_seen: Instant,
+}
+
+impl Timers {
+    fn new(ping_interval: Duration, deadline: Instant) -> Self {
+        let now = Instant::now();
+        Self {
+            ping_interval,
+            deadline,
+            next_ping: now + ping_interval,
+            next_presence: now + PRESENCE_RENEW,
+            next_standing: now + STANDING_CHECK,
+            last_seen: now,
+        }
+    }
+
+    fn wake(&self) -> Instant {
+        self.next_ping
+            .min(self.next_presence)
+            .min(self.next_standing)
+            .min(self.deadline)
+    }
+}
+
 /// Why the agent loop ended.
 enum End {
     ClientClosed,
     WriterGone,
     Close(CloseReason),
+    /// Close, and give back every conversation the agent holds: they may no
+    /// longer hold any (demoted, deactivated, logged out everywhere).
+    Withdrawn(CloseReason),
 }
 
 impl AgentConnection {
@@ -276,7 +314,7 @@ impl AgentConnection {
                 &permit,
             )
             .await;
-        if let End::Close(reason) = end {
+        if let End::Close(reason) | End::Withdrawn(reason) = end {
             let _ = out.push(Outbound::Close(reason)).await;
         }
         out.close();
@@ -298,8 +336,41 @@ impl AgentConnection {
             .chat
             .agent_gone(&self.agent.id, &self.socket_id)
             .await;
+        if matches!(end, End::Withdrawn(_)) {
+            self.give_back_held().await;
+        }
         self.ctx.chat.release_connection(permit).await;
         tracing::info!("agent websocket disconnected");
+    }
+
+    /// After the socket closed because its agent may no longer hold
+    /// conversations: they go back to the queue now, not after the grace.
+    async fn give_back_held(&self) {
+        match self.ctx.chat.give_back_held(&self.agent.id).await {
+            Ok(given) => tracing::info!(given, "gave back the conversations of a withdrawn agent"),
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "could not give back a withdrawn agent's conversations");
+            }
+        }
+    }
+
+    /// Whether the socket's user still is an agent, read from the store now
+    /// (a demotion may come from another process, the operator's command):
+    /// if not, the socket is told why and withdrawn. A store that fails
+    /// withdraws nobody.
+    async fn standing(&self, out: &queue::Sender<Outbound>) -> Option<End> {
+        let (code, reason) = match self.ctx.auth.agent(&self.agent.id).await {
+            Ok(_) | Err(AuthError::Internal) => return None,
+            Err(AuthError::AgentOnly) => (ErrorCode::AgentOnly, CloseReason::NotAnAgent),
+            Err(e) => (ErrorCode::from(&e), CloseReason::TokenInvalid),
+        };
+        tracing::info!(
+            reason = reason.text(),
+            "closing: the agent may no longer hold conversations"
+        );
+        let refusal = AgentReply::error(code, code.message(), None, None);
+        let _ = out.push(Outbound::Message(refusal.to_json())).await;
+        Some(End::Withdrawn(reason))
     }
 
     /// `connected` with the conversations the agent holds (followed live from
@@ -349,56 +420,100 @@ impl AgentConnection {
         mut revocations: tokio::sync::broadcast::Receiver<Revocation>,
         permit: &ConnectionPermit,
     ) -> End {
-        let ping_interval = self.ctx.websocket.ping_interval;
         let mut claims = self.claims.clone();
-        let mut deadline = deadline_of(&claims);
-        let mut next_ping = Instant::now() + ping_interval;
-        let mut next_presence = Instant::now() + PRESENCE_RENEW;
-        let mut last_seen = Instant::now();
+        let mut timers = Timers::new(self.ctx.websocket.ping_interval, deadline_of(&claims));
         loop {
-            let wake = next_ping.min(next_presence).min(deadline);
             tokio::select! {
                 biased;
                 _ = &mut *writer => return End::WriterGone,
                 _ = self.ctx.chat.drained() => return End::Close(CloseReason::ShuttingDown),
                 notice = revocations.recv() => {
-                    if self.revoked(notice, &claims).await {
-                        let _ = out.push(Outbound::Message(AgentReply::error(ErrorCode::TokenRevoked, ErrorCode::TokenRevoked.message(), None, None).to_json())).await;
-                        return End::Close(CloseReason::TokenRevoked);
+                    if let Some(end) = self.on_revocation(notice, &claims, out).await {
+                        return end;
                     }
                 }
                 change = changes.recv() => self.on_change(change, out, follows).await,
-                () = tokio::time::sleep_until(wake) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        let _ = out.push(Outbound::Message(AgentReply::error(ErrorCode::TokenExpired, ErrorCode::TokenExpired.message(), None, None).to_json())).await;
-                        return End::Close(CloseReason::TokenExpired);
-                    }
-                    if now >= next_presence {
-                        next_presence = now + PRESENCE_RENEW;
-                        self.ctx.chat.agent_present(&self.agent.id, &self.socket_id).await;
-                        follows.reap();
-                    }
-                    if now >= next_ping {
-                        next_ping = now + ping_interval;
-                        if last_seen.elapsed() >= self.ctx.websocket.pong_timeout {
-                            return End::Close(CloseReason::PingTimeout);
-                        }
-                        if out.push(Outbound::Ping).await.is_err() {
-                            return End::WriterGone;
-                        }
-                        self.ctx.chat.renew_connection(permit).await;
+                () = tokio::time::sleep_until(timers.wake()) => {
+                    if let Some(end) = self.on_timer(&mut timers, out, follows, permit).await {
+                        return end;
                     }
                 }
                 frame = stream.next() => {
-                    last_seen = Instant::now();
+                    timers.last_seen = Instant::now();
                     match self.on_frame(frame, out, follows, &mut claims).await {
-                        Ok(()) => deadline = deadline_of(&claims),
+                        Ok(()) => timers.deadline = deadline_of(&claims),
                         Err(end) => return end,
                     }
                 }
             }
         }
+    }
+
+    /// The socket's token lapsed (`token_revoked`, then 4001), if `notice`
+    /// covers it. Logged out everywhere, the agent has no socket left to
+    /// answer from: what they hold goes back. One token's logout leaves the
+    /// others.
+    async fn on_revocation(
+        &self,
+        notice: Result<Revocation, RecvError>,
+        claims: &TokenClaims,
+        out: &queue::Sender<Outbound>,
+    ) -> Option<End> {
+        let everywhere = matches!(&notice, Ok(Revocation::User { .. }));
+        if !self.revoked(notice, claims).await {
+            return None;
+        }
+        let code = ErrorCode::TokenRevoked;
+        let refusal = AgentReply::error(code, code.message(), None, None);
+        let _ = out.push(Outbound::Message(refusal.to_json())).await;
+        Some(if everywhere {
+            End::Withdrawn(CloseReason::TokenRevoked)
+        } else {
+            End::Close(CloseReason::TokenRevoked)
+        })
+    }
+
+    /// Whatever is due: the token's end, the agent's standing, presence,
+    /// the ping.
+    async fn on_timer(
+        &self,
+        t: &mut Timers,
+        out: &queue::Sender<Outbound>,
+        follows: &mut Follows,
+        permit: &ConnectionPermit,
+    ) -> Option<End> {
+        let now = Instant::now();
+        if now >= t.deadline {
+            let code = ErrorCode::TokenExpired;
+            let refusal = AgentReply::error(code, code.message(), None, None);
+            let _ = out.push(Outbound::Message(refusal.to_json())).await;
+            return Some(End::Close(CloseReason::TokenExpired));
+        }
+        if now >= t.next_standing {
+            t.next_standing = now + STANDING_CHECK;
+            if let Some(end) = self.standing(out).await {
+                return Some(end);
+            }
+        }
+        if now >= t.next_presence {
+            t.next_presence = now + PRESENCE_RENEW;
+            self.ctx
+                .chat
+                .agent_present(&self.agent.id, &self.socket_id)
+                .await;
+            follows.reap();
+        }
+        if now >= t.next_ping {
+            t.next_ping = now + t.ping_interval;
+            if t.last_seen.elapsed() >= self.ctx.websocket.pong_timeout {
+                return Some(End::Close(CloseReason::PingTimeout));
+            }
+            if out.push(Outbound::Ping).await.is_err() {
+                return Some(End::WriterGone);
+            }
+            self.ctx.chat.renew_connection(permit).await;
+        }
+        None
     }
 
     async fn revoked(&self, notice: Result<Revocation, RecvError>, claims: &TokenClaims) -> bool {

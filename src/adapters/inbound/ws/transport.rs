@@ -74,6 +74,12 @@ pub enum CloseReason {
     /// 4001 `token_revoked`: the socket's token was revoked (logout,
     /// logout-all); log in again.
     TokenRevoked,
+    /// 4001 `invalid_token`: the account was deactivated or deleted while
+    /// the agent socket was open.
+    TokenInvalid,
+    /// 4003 `agent_only`: the agent socket's user is no longer an agent
+    /// (demoted while connected); their conversations went back to the queue.
+    NotAnAgent,
 }
 
 impl CloseReason {
@@ -89,6 +95,8 @@ impl CloseReason {
         CloseReason::StoreUnavailable,
         CloseReason::TokenExpired,
         CloseReason::TokenRevoked,
+        CloseReason::TokenInvalid,
+        CloseReason::NotAnAgent,
     ];
 
     pub fn code(self) -> CloseCode {
@@ -100,7 +108,10 @@ impl CloseReason {
             CloseReason::FellBehind => CloseCode::Reserved(4008),
             CloseReason::SessionLost => CloseCode::Reserved(4004),
             CloseReason::StoreUnavailable => CloseCode::Reserved(4503),
-            CloseReason::TokenExpired | CloseReason::TokenRevoked => CloseCode::Reserved(4001),
+            CloseReason::TokenExpired | CloseReason::TokenRevoked | CloseReason::TokenInvalid => {
+                CloseCode::Reserved(4001)
+            }
+            CloseReason::NotAnAgent => CloseCode::Reserved(4003),
         }
     }
 
@@ -117,6 +128,8 @@ impl CloseReason {
             CloseReason::StoreUnavailable => ErrorCode::SessionStoreUnavailable.as_str(),
             CloseReason::TokenExpired => ErrorCode::TokenExpired.as_str(),
             CloseReason::TokenRevoked => ErrorCode::TokenRevoked.as_str(),
+            CloseReason::TokenInvalid => ErrorCode::InvalidToken.as_str(),
+            CloseReason::NotAnAgent => ErrorCode::AgentOnly.as_str(),
         }
     }
 
@@ -135,6 +148,8 @@ impl CloseReason {
             // The close reason is the error code, so clients can switch on it.
             CloseReason::TokenExpired => ErrorCode::TokenExpired.as_str(),
             CloseReason::TokenRevoked => ErrorCode::TokenRevoked.as_str(),
+            CloseReason::TokenInvalid => ErrorCode::InvalidToken.as_str(),
+            CloseReason::NotAnAgent => ErrorCode::AgentOnly.as_str(),
         }
     }
 }
