@@ -15,7 +15,7 @@ use poem::{Endpoint, EndpointExt};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
-use crate::adapters::inbound::{http, server, AppContext};
+use crate::adapters::inbound::{http, server, AppContext, UseCases};
 use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
 use crate::adapters::outbound::echo_ai::EchoAi;
 use crate::adapters::outbound::fallback_ai::FallbackAi;
@@ -50,8 +50,9 @@ use crate::application::ports::{
     TranscriptStore, TranscriptStoreError, UpstreamObserver, UserRepository, UserStoreError,
 };
 use crate::application::{
-    AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationSettings,
-    HandoffSettings, LimitSettings, Limits, RetentionSweeper, Rule,
+    AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationCore,
+    ConversationLoops, ConversationSettings, HandoffService, HandoffSettings, LimitSettings,
+    Limits, RetentionSweeper, Rule, TranscriptService,
 };
 use crate::config::{
     AiConfig, AuthConfig, Config, LimitsConfig, SessionConfig, StorageConfig, UpstreamConfig,
@@ -498,6 +499,22 @@ fn token_service(auth: &AuthConfig) -> Arc<dyn TokenService> {
     ))
 }
 
+/// The conversation rules from configuration.
+fn conversation_settings(sessions: &SessionConfig) -> ConversationSettings {
+    ConversationSettings {
+        session_ttl: sessions.ttl,
+        lease: sessions.generation_lease,
+        unattended_timeout: sessions.unattended_generation_timeout,
+        handoff: HandoffSettings {
+            switch: sessions.handoff,
+            when_no_agent_online: sessions.handoff_when_no_agent_online,
+            offline_message: sessions.handoff_offline_message.clone(),
+            queue_timeout: sessions.handoff_queue_timeout,
+            away_grace: sessions.agent_away_grace,
+        },
+    }
+}
+
 /// A bound, wired server that has not started serving yet.
 pub struct Application {
     listener: TcpListener,
@@ -508,6 +525,9 @@ pub struct Application {
     metrics: Option<(TcpListener, SocketAddr)>,
     /// Expires transcripts past `TRANSCRIPT_RETENTION`, when one is set.
     sweeper: Option<RetentionSweeper>,
+    /// The conversations' background loops (stops from other instances,
+    /// the reaper, the handoff timers).
+    loops: ConversationLoops,
 }
 
 /// Binds `METRICS_ADDR`.
@@ -564,27 +584,26 @@ impl Application {
         .await
         .map_err(StartupError::Hasher)?
         .with_limits(limits.clone())
-        .with_stats(stats);
-        let chat = ChatService::with_limits(
+        .with_stats(stats.clone());
+        let ai = adapters.chat.ai.clone();
+        let core = Arc::new(ConversationCore::new(
             adapters.chat,
-            ConversationSettings {
-                session_ttl: config.sessions.ttl,
-                lease: config.sessions.generation_lease,
-                unattended_timeout: config.sessions.unattended_generation_timeout,
-                handoff: HandoffSettings {
-                    switch: config.sessions.handoff,
-                    when_no_agent_online: config.sessions.handoff_when_no_agent_online,
-                    offline_message: config.sessions.handoff_offline_message.clone(),
-                    queue_timeout: config.sessions.handoff_queue_timeout,
-                    away_grace: config.sessions.agent_away_grace,
-                },
-            },
+            conversation_settings(&config.sessions),
+            limits.clone(),
+        ));
+        let loops = ConversationLoops::start(&core);
+        let use_cases = UseCases {
+            auth,
+            chat: ChatService::new(core.clone()),
+            handoff: HandoffService::new(core.clone()),
+            transcripts: TranscriptService::new(core),
             limits,
-        );
+            metrics: stats,
+            ai,
+        };
         let ctx = Arc::new(
             AppContext::new(
-                auth,
-                chat,
+                use_cases,
                 config.websocket,
                 config.server.shutdown_timeout,
                 config.connections,
@@ -622,6 +641,7 @@ impl Application {
             cors_origins: config.server.cors_origins,
             metrics,
             sweeper,
+            loops,
         })
     }
 
@@ -669,6 +689,8 @@ impl Application {
         });
         let mut server = tokio::spawn(server::serve(self.listener, ctx.clone(), endpoint));
         let drained = Self::serve_until(ctx.clone(), &mut server, shutdown).await;
+        // The loops end with the drain (or with a server that failed).
+        self.loops.stop().await;
         let result = match drained {
             Some(ended) => ended,
             None => flatten(server.await),

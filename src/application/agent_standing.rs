@@ -9,8 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 
-use super::chat::{ChatError, ChatService, Inner};
-use super::handoff::{change, HandoffRefusal, HANDOFF_LISTED};
+use super::conversation::{ChatError, ConversationCore, HandoffRefusal, HANDOFF_LISTED};
 use crate::domain::handoff::{Handoff, HandoffError};
 use crate::domain::{SessionId, UserId};
 use crate::telemetry::ErrorChain;
@@ -23,25 +22,12 @@ pub const STANDING_CHECK: Duration = Duration::from_secs(5);
 /// The metric outcome of a conversation given back this way.
 const OUTCOME: &str = "agent_revoked";
 
-impl ChatService {
-    /// Gives every conversation `agent` holds back to the queue now
-    /// (`agent-left`, then `handoff-queued`), whatever their presence: for
-    /// an agent who was demoted, deactivated or logged out everywhere.
-    /// Returns how many went back; one another change got to first is not
-    /// counted.
-    ///
-    /// # Errors
-    /// [`ChatError`] when the conversations held cannot be listed.
-    pub async fn give_back_held(&self, agent: &UserId) -> Result<usize, ChatError> {
-        give_back(self.inner(), agent).await
-    }
-}
-
-async fn give_back(inner: &Inner, agent: &UserId) -> Result<usize, ChatError> {
-    let held = inner.handoffs.held_by(agent, HANDOFF_LISTED).await?;
+/// Gives every conversation `agent` holds back to the queue; how many went.
+pub(super) async fn give_back(core: &ConversationCore, agent: &UserId) -> Result<usize, ChatError> {
+    let held = core.handoffs.held_by(agent, HANDOFF_LISTED).await?;
     let mut given = 0;
     for h in held {
-        if give_back_one(inner, &h.session, agent).await {
+        if give_back_one(core, &h.session, agent).await {
             given += 1;
         }
     }
@@ -49,14 +35,15 @@ async fn give_back(inner: &Inner, agent: &UserId) -> Result<usize, ChatError> {
 }
 
 /// One conversation back to the queue, if `agent` still holds it.
-async fn give_back_one(inner: &Inner, session: &SessionId, agent: &UserId) -> bool {
-    let online = inner.presence.online_count().await.unwrap_or(0);
+async fn give_back_one(core: &ConversationCore, session: &SessionId, agent: &UserId) -> bool {
+    let online = core.presence.online_count().await.unwrap_or(0);
     let now = Utc::now();
-    let released = change(inner, session, |current| {
-        let h = current.ok_or(HandoffError::NotAssigned)?;
-        h.release(agent, online, now).map(Some)
-    })
-    .await;
+    let released = core
+        .change(session, |current| {
+            let h = current.ok_or(HandoffError::NotAssigned)?;
+            h.release(agent, online, now).map(Some)
+        })
+        .await;
     let t = match released {
         Ok(Some(t)) => t,
         // Released, resolved or taken back meanwhile: nothing left to give.
@@ -66,9 +53,9 @@ async fn give_back_one(inner: &Inner, session: &SessionId, agent: &UserId) -> bo
             return false;
         }
     };
-    inner.stats.handoff(OUTCOME);
+    core.stats.handoff(OUTCOME);
     tracing::info!(session_id = %session, agent_id = %agent, "conversation given back: its agent may no longer hold it");
-    if let Err(e) = inner.log_and_publish(session, t.events).await {
+    if let Err(e) = core.log_and_publish(session, t.events).await {
         tracing::error!(session_id = %session, error = %ErrorChain(&e), "could not log a conversation given back");
     }
     true
@@ -91,7 +78,7 @@ impl StandingCheck {
 /// user store no longer knows as active agents, whether or not they have a
 /// socket open anywhere. A store that fails takes nothing away.
 pub(super) async fn reclaim_from_former_agents(
-    inner: &Inner,
+    core: &ConversationCore,
     active: &[Handoff],
     check: &mut StandingCheck,
 ) {
@@ -105,15 +92,15 @@ pub(super) async fn reclaim_from_former_agents(
         .filter_map(|h| h.mode.agent().map(|a| &a.id))
         .collect();
     for agent in holders {
-        match inner.users.find_by_id(agent).await {
+        match core.users.find_by_id(agent).await {
             Ok(Some(user)) if user.may_hold_conversations() => {}
             Ok(_) => {
-                if let Err(e) = give_back(inner, agent).await {
+                if let Err(e) = give_back(core, agent).await {
                     tracing::warn!(agent_id = %agent, error = %ErrorChain(&e), "could not give back a former agent's conversations");
                 }
             }
             Err(e) => {
-                inner.stats.store_error("users");
+                core.stats.store_error("users");
                 tracing::warn!(error = %ErrorChain(&e), "could not check an agent's role");
             }
         }

@@ -1,73 +1,35 @@
 //! The chat use cases: open or resume a session, attach a connection to its
-//! conversation, accept a chat and run its generation, stop it from anywhere,
-//! escalate, and drain on shutdown.
+//! conversation, accept a chat and run its generation (or, while a human
+//! holds the conversation, only keep it), stop it from anywhere, and drain on
+//! shutdown.
 //!
 //! The conversation, not the socket, owns a generation: it runs to its end
 //! when the tabs that asked for it close, and every tab of the session (on any
 //! instance) sees the same events in the same order through the event log.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::agent_accounts::AgentAccounts;
 use super::attachment::Attachment;
+use super::conversation::{ChatError, ConversationCore};
 use super::generation::{self, Job};
-use super::handoff::HandoffSettings;
-use super::limits::{ChatPermit, ConnectionPermit, Limited, Limits, Slot};
+use super::limits::{ChatPermit, Limited, Slot};
 use super::ports::{
-    AgentPresence, AiError, AiHealth, AiModel, AiRequest, ConversationStoreError, EventLog,
-    GenerationRegistry, HandoffStore, LiveDelivery, LogSlice, SessionCounts, SessionStore,
-    SessionStoreError, SharedEvent, StartOutcome, Stats, StatsSnapshot, TranscriptStore,
-    TranscriptStoreError, UpstreamState, UserRepository,
+    AiRequest, ConversationStoreError, LogSlice, SessionCounts, SessionStoreError, SharedEvent,
+    StartOutcome, Stats,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::handoff::Handoff;
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{
-    ChatContent, ChatMessage, ClientIp, MessageId, Role, Session, SessionId, SessionUser,
-    TraceContext, User, UserId,
+    ChatContent, ChatMessage, MessageId, Role, Session, SessionId, SessionUser, TraceContext, User,
+    UserId,
 };
-use crate::telemetry::ErrorChain;
-
-/// What the human-escalation request is answered with.
-pub const ESCALATION_REPLY: &str = "A human agent will contact you soon.";
-
-/// Why a chat use case failed. Whoever handles it logs it (with
-/// [`crate::telemetry::ErrorChain`] for the store's own cause).
-#[derive(Debug, Error)]
-pub enum ChatError {
-    #[error(transparent)]
-    Ai(#[from] AiError),
-    /// The session expired or vanished from the store mid-conversation.
-    #[error("session not found")]
-    SessionGone,
-    /// The session store failed.
-    #[error("session store failed")]
-    SessionStore(#[source] SessionStoreError),
-    /// The event log, live delivery or generation registry failed.
-    #[error("conversation store failed")]
-    Conversation(#[from] ConversationStoreError),
-    /// The transcript store failed (reading or erasing; a failed recording
-    /// is only logged).
-    #[error("transcript store failed")]
-    Transcripts(#[from] TranscriptStoreError),
-}
-
-impl From<SessionStoreError> for ChatError {
-    fn from(e: SessionStoreError) -> Self {
-        match e {
-            SessionStoreError::NotFound => ChatError::SessionGone,
-            other => ChatError::SessionStore(other),
-        }
-    }
-}
 
 /// Why a chat was not accepted.
 #[derive(Debug, Error)]
@@ -137,76 +99,10 @@ pub struct SessionSummary {
     pub seq: Seq,
 }
 
-/// Timings of the conversation rules.
-#[derive(Debug, Clone)]
-pub struct ConversationSettings {
-    /// How long an untouched session lives in the store.
-    pub session_ttl: Duration,
-    /// How long a generation's owner holds it without renewing; another
-    /// instance ends it within twice this after the owner dies.
-    pub lease: Duration,
-    /// A generation nobody has watched for this long is cancelled.
-    pub unattended_timeout: Duration,
-    /// Human handoff timings.
-    pub handoff: HandoffSettings,
-}
-
-/// The ports the chat use cases run on.
-pub struct ChatPorts {
-    pub sessions: Arc<dyn SessionStore>,
-    pub ai: Arc<dyn AiModel>,
-    pub stats: Arc<dyn Stats>,
-    pub log: Arc<dyn EventLog>,
-    pub live: Arc<dyn LiveDelivery>,
-    pub registry: Arc<dyn GenerationRegistry>,
-    /// Queued and assigned conversations (human handoff).
-    pub handoffs: Arc<dyn HandoffStore>,
-    /// Which agents have a socket open.
-    pub presence: Arc<dyn AgentPresence>,
-    /// Every message of every conversation, kept beyond the history and the log.
-    pub transcripts: Arc<dyn TranscriptStore>,
-    /// The user store: whether agent accounts exist (`HANDOFF=auto`), and
-    /// whether who holds a conversation still is an active agent (one who no
-    /// longer is gives it back to the queue).
-    pub users: Arc<dyn UserRepository>,
-}
-
-/// A generation this instance runs.
-struct Local {
-    message_id: MessageId,
-    cancel: CancellationToken,
-}
-
-/// The state shared by the service and its generation tasks.
-pub(super) struct Inner {
-    pub(super) sessions: Arc<dyn SessionStore>,
-    pub(super) ai: Arc<dyn AiModel>,
-    pub(super) stats: Arc<dyn Stats>,
-    pub(super) log: Arc<dyn EventLog>,
-    live: Arc<dyn LiveDelivery>,
-    pub(super) registry: Arc<dyn GenerationRegistry>,
-    pub(super) handoffs: Arc<dyn HandoffStore>,
-    pub(super) presence: Arc<dyn AgentPresence>,
-    pub(super) transcripts: Arc<dyn TranscriptStore>,
-    pub(super) users: Arc<dyn UserRepository>,
-    pub(super) agent_accounts: AgentAccounts,
-    pub(super) settings: ConversationSettings,
-    pub(super) limits: Limits,
-    local: Mutex<HashMap<SessionId, Local>>,
-    /// Owns every generation task and background loop.
-    tasks: TaskTracker,
-    /// Set when shutdown begins: no new chats.
-    draining: CancellationToken,
-    /// Set when every local generation has ended after shutdown began.
-    drained: CancellationToken,
-    /// Ends the background loops.
-    pub(super) stop_background: CancellationToken,
-}
-
 /// The chat use cases, shared by every connection.
 #[derive(Clone)]
 pub struct ChatService {
-    inner: Arc<Inner>,
+    core: Arc<ConversationCore>,
 }
 
 /// Keeps one connection counted as open while it lives, so a connection task
@@ -232,115 +128,24 @@ impl Drop for ConnectionGuard {
 }
 
 impl ChatService {
-    /// Builds the service without limits; see [`ChatService::with_limits`].
-    pub fn new(ports: ChatPorts, settings: ConversationSettings) -> Self {
-        Self::with_limits(ports, settings, Limits::off())
-    }
-
-    /// Builds the service and starts its background loops (stop requests from
-    /// other instances, and ending generations whose owner died).
-    pub fn with_limits(ports: ChatPorts, settings: ConversationSettings, limits: Limits) -> Self {
-        let inner = Arc::new(Inner {
-            sessions: ports.sessions,
-            ai: ports.ai,
-            stats: ports.stats,
-            log: ports.log,
-            live: ports.live,
-            registry: ports.registry,
-            handoffs: ports.handoffs,
-            presence: ports.presence,
-            transcripts: ports.transcripts,
-            users: ports.users.clone(),
-            agent_accounts: AgentAccounts::new(ports.users),
-            settings,
-            limits,
-            local: Mutex::new(HashMap::new()),
-            tasks: TaskTracker::new(),
-            draining: CancellationToken::new(),
-            drained: CancellationToken::new(),
-            stop_background: CancellationToken::new(),
-        });
-        inner.tasks.spawn(listen_for_stops(inner.clone()));
-        inner.tasks.spawn(reap_abandoned(inner.clone()));
-        inner.tasks.spawn(super::handoff::run_timers(inner.clone()));
-        Self { inner }
-    }
-
-    /// The shared state, for the use cases kept in sibling modules.
-    pub(super) fn inner(&self) -> &Inner {
-        &self.inner
+    pub fn new(core: Arc<ConversationCore>) -> Self {
+        Self { core }
     }
 
     /// Counts a client connection for as long as the returned guard lives.
     pub fn connection_opened(&self) -> ConnectionGuard {
-        self.inner.stats.connection_opened();
+        self.core.stats.connection_opened();
         ConnectionGuard {
-            stats: self.inner.stats.clone(),
+            stats: self.core.stats.clone(),
             reason: "aborted",
         }
-    }
-
-    /// Where this service counts, for the adapters to count through the same
-    /// port (HTTP requests) and to render `/metrics`.
-    pub fn metrics(&self) -> &Arc<dyn Stats> {
-        &self.inner.stats
-    }
-
-    /// Counts the store failure behind `result`, if any, and passes it on.
-    fn counted<T>(&self, result: Result<T, ChatError>) -> Result<T, ChatError> {
-        if let Err(e) = &result {
-            self.inner.count_failure(e);
-        }
-        result
-    }
-
-    /// Admits one more WebSocket connection of `user` from `client`, under
-    /// the per-user and per-address caps, across instances.
-    ///
-    /// # Errors
-    /// [`Limited`] when either cap is reached.
-    pub async fn admit_connection(
-        &self,
-        user: &UserId,
-        client: ClientIp,
-    ) -> Result<ConnectionPermit, Limited> {
-        self.inner.limits.connection(user, client).await
-    }
-
-    /// The limits this service applies (for `/api/websocket/info`).
-    pub fn limit_settings(&self) -> &super::limits::LimitSettings {
-        self.inner.limits.settings()
-    }
-
-    /// Whether `user` could open one more connection from `client` now,
-    /// without taking a place (for the WebSocket ticket endpoint).
-    ///
-    /// # Errors
-    /// [`Limited`] when either connection cap is reached.
-    pub async fn connection_room(&self, user: &UserId, client: ClientIp) -> Result<(), Limited> {
-        self.inner.limits.connection_room(user, client).await
-    }
-
-    /// Keeps an open connection counted (call it more often than its lease).
-    pub async fn renew_connection(&self, permit: &ConnectionPermit) {
-        self.inner.limits.renew_connection(permit).await;
-    }
-
-    /// The connection closed: it no longer counts.
-    pub async fn release_connection(&self, permit: ConnectionPermit) {
-        self.inner.limits.release_connection(permit).await;
-    }
-
-    /// The counters behind `/api/stats`.
-    pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
     }
 
     /// How often an open connection should [`touch`](Self::touch) its session:
     /// a quarter of the TTL gives several chances before expiry with few store
     /// writes, and never more than once a second.
     pub fn keep_alive_interval(&self) -> Duration {
-        (self.inner.settings.session_ttl / 4).max(Duration::from_secs(1))
+        (self.core.settings.session_ttl / 4).max(Duration::from_secs(1))
     }
 
     /// Resumes `resume` when it names a live session of this user, otherwise
@@ -351,7 +156,7 @@ impl ChatService {
         user: &User,
         resume: Option<&SessionId>,
     ) -> Result<Session, ChatError> {
-        self.counted(self.open_or_create(user, resume).await)
+        self.core.counted(self.open_or_create(user, resume).await)
     }
 
     async fn open_or_create(
@@ -359,7 +164,7 @@ impl ChatService {
         user: &User,
         resume: Option<&SessionId>,
     ) -> Result<Session, ChatError> {
-        let sessions = &self.inner.sessions;
+        let sessions = &self.core.sessions;
         let now = Utc::now();
         if let Some(id) = resume {
             if let Some(session) = sessions.get(id).await? {
@@ -388,11 +193,11 @@ impl ChatService {
         session: &SessionId,
         last_seq: Option<Seq>,
     ) -> Result<Attachment, ChatError> {
-        self.counted(
+        self.core.counted(
             async {
-                let live = self.inner.live.subscribe(session).await?;
+                let live = self.core.live.subscribe(session).await?;
                 Ok(
-                    Attachment::open(session.clone(), self.inner.log.clone(), live, last_seq)
+                    Attachment::open(session.clone(), self.core.log.clone(), live, last_seq)
                         .await?,
                 )
             }
@@ -411,24 +216,24 @@ impl ChatService {
         user: &UserId,
         chat: ChatRequest,
     ) -> Result<Accepted, ChatRefusal> {
-        let inner = &self.inner;
-        if inner.draining.is_cancelled() {
+        let core = &self.core;
+        if core.draining.is_cancelled() {
             return Err(ChatRefusal::ShuttingDown);
         }
         if let Some(seen) = self.already_accepted(session, &chat).await? {
             return Ok(seen);
         }
-        let mut permit = inner
+        let mut permit = core
             .limits
-            .chat(user, inner.settings.lease)
+            .chat(user, core.settings.lease)
             .await
             .map_err(ChatRefusal::RateLimited)?;
         let started = self.start_once(session, user, chat, &mut permit).await;
         if let Err(ChatRefusal::Failed(e)) = &started {
-            inner.count_failure(e);
+            core.count_failure(e);
         }
         if !matches!(&started, Ok(a) if !a.duplicate) {
-            inner.limits.chat_not_accepted(permit).await;
+            core.limits.chat_not_accepted(permit).await;
         }
         started
     }
@@ -442,23 +247,23 @@ impl ChatService {
         chat: ChatRequest,
         permit: &mut ChatPermit,
     ) -> Result<Accepted, ChatRefusal> {
-        let inner = &self.inner;
+        let core = &self.core;
         let answer = MessageId::generate();
-        let lease = inner.settings.lease;
+        let lease = core.settings.lease;
         if let StartOutcome::Busy { running } =
-            inner.registry.try_start(session, &answer, lease).await?
+            core.registry.try_start(session, &answer, lease).await?
         {
             return Err(ChatRefusal::InProgress { running });
         }
         // Holding the session's one generation slot, nobody else can accept a
         // chat now; check again so two copies sent at once start one answer.
         let started = match self.already_accepted(session, &chat).await {
-            Ok(None) => match inner.muted(session).await {
+            Ok(None) => match core.muted(session).await {
                 Ok(None) => self.start(session, chat, answer.clone(), permit).await,
                 Ok(Some(handoff)) => {
                     let logged = self.log_muted(&handoff, user, chat, permit).await;
                     // No answer follows: the slot taken above is not a generation.
-                    let _ = inner.registry.finish(session, &answer).await;
+                    let _ = core.registry.finish(session, &answer).await;
                     logged
                 }
                 Err(e) => Err(e.into()),
@@ -467,7 +272,7 @@ impl ChatService {
             Err(e) => Err(e),
         };
         if started.as_ref().map_or(true, |a| a.duplicate) {
-            let _ = inner.registry.finish(session, &answer).await;
+            let _ = core.registry.finish(session, &answer).await;
         }
         started
     }
@@ -480,7 +285,7 @@ impl ChatService {
         let Some(id) = &chat.client_message_id else {
             return Ok(None);
         };
-        let seen = self.inner.log.accepted_client_message(session, id).await?;
+        let seen = self.core.log.accepted_client_message(session, id).await?;
         Ok(seen.map(|seen| Accepted {
             message_id: seen.message_id,
             seq: seen.seq,
@@ -488,7 +293,7 @@ impl ChatService {
         }))
     }
 
-    /// Stores and logs the chat, then spawns its generation.
+    /// Keeps the user's chat, then spawns its generation.
     async fn start(
         &self,
         session_id: &SessionId,
@@ -496,46 +301,23 @@ impl ChatService {
         answer: MessageId,
         permit: &mut ChatPermit,
     ) -> Result<Accepted, ChatRefusal> {
-        let inner = &self.inner;
-        let session = inner
+        let session = self
+            .core
             .sessions
             .get(session_id)
             .await?
             .ok_or(ChatError::SessionGone)?;
         let query = chat.content.into_string();
-        let now = Utc::now();
-        let stored = ChatMessage {
-            role: Role::User,
-            content: query.clone(),
-            timestamp: now,
-        };
-        inner.sessions.append(session_id, stored).await?;
-        inner.stats.message_received();
-
         let user_message = MessageId::generate();
-        let (generation, start) = Generation::start(answer.clone(), user_message.clone());
-        let asked = ConversationEvent::UserMessage {
-            message_id: user_message.clone(),
+        let (generation, start) = Generation::start(answer, user_message.clone());
+        let said = UserChat {
+            session: session_id,
+            owner: &session.user.id,
+            message_id: &user_message,
             client_message_id: chat.client_message_id,
-            content: query.clone(),
+            content: &query,
         };
-        let logged = inner
-            .log
-            .append(session_id, vec![(now, asked), (now, start)])
-            .await?;
-        // Recorded before anyone sees the chat, so a transcript read after
-        // its `user-message` arrived always holds it.
-        inner
-            .record(TranscriptEntry::new(
-                session_id.clone(),
-                session.user.id.clone(),
-                user_message.clone(),
-                Speaker::User,
-                query.clone(),
-                logged[0].seq,
-                now,
-            ))
-            .await;
+        let logged = self.keep_chat(said, vec![start]).await?;
         let accepted = Accepted {
             message_id: user_message,
             seq: logged[0].seq,
@@ -554,14 +336,14 @@ impl ChatService {
         // tokens be published before these two events, watchers fill the gap
         // from the log.
         self.spawn_generation(generation, answer_seq, request, permit.slot.take());
-        inner.publish(session_id, &logged).await;
+        self.core.publish(session_id, &logged).await;
         Ok(accepted)
     }
 
-    /// Stores and logs a chat while a human holds (or is awaited by) the
-    /// conversation: the agent sees it, the bot stays silent. While nobody
-    /// has claimed it yet, `handoff-waiting` follows at once, so the customer
-    /// is never met with silence.
+    /// Keeps a chat while a human holds (or is awaited by) the conversation:
+    /// the agent sees it, the bot stays silent. While nobody has claimed it
+    /// yet, `handoff-waiting` follows at once, so the customer is never met
+    /// with silence.
     async fn log_muted(
         &self,
         handoff: &Handoff,
@@ -569,42 +351,22 @@ impl ChatService {
         chat: ChatRequest,
         permit: &mut ChatPermit,
     ) -> Result<Accepted, ChatRefusal> {
-        let inner = &self.inner;
+        let core = &self.core;
         let session_id = &handoff.session;
-        inner.limits.release(permit.slot.take()).await;
+        core.limits.release(permit.slot.take()).await;
         let query = chat.content.into_string();
-        let now = Utc::now();
-        let stored = ChatMessage {
-            role: Role::User,
-            content: query.clone(),
-            timestamp: now,
-        };
-        inner.sessions.append(session_id, stored).await?;
-        inner.stats.message_received();
         let message_id = MessageId::generate();
-        let asked = ConversationEvent::UserMessage {
-            message_id: message_id.clone(),
+        let waiting = core.waiting(handoff).await;
+        let said = UserChat {
+            session: session_id,
+            owner,
+            message_id: &message_id,
             client_message_id: chat.client_message_id,
-            content: query.clone(),
+            content: &query,
         };
-        let mut events = vec![(now, asked)];
-        if let Some(waiting) = inner.waiting(handoff).await {
-            events.push((now, waiting));
-        }
-        let logged = inner.log.append(session_id, events).await?;
-        inner
-            .record(TranscriptEntry::new(
-                session_id.clone(),
-                owner.clone(),
-                message_id.clone(),
-                Speaker::User,
-                query.clone(),
-                logged[0].seq,
-                now,
-            ))
-            .await;
-        inner.publish(session_id, &logged).await;
-        inner.note_last_message(session_id, &query).await;
+        let logged = self.keep_chat(said, waiting.into_iter().collect()).await?;
+        core.publish(session_id, &logged).await;
+        core.note_last_message(session_id, &query).await;
         Ok(Accepted {
             message_id,
             seq: logged[0].seq,
@@ -612,7 +374,45 @@ impl ChatService {
         })
     }
 
-    /// Runs the generation as a task this service owns, stoppable locally.
+    /// Keeps what the user said: in the session's history (what the AI sees
+    /// next), counted, logged as its `user-message` followed by `then`, and
+    /// in the transcript. Recorded before anyone sees the chat, so a
+    /// transcript read after its `user-message` arrived always holds it.
+    async fn keep_chat(
+        &self,
+        chat: UserChat<'_>,
+        then: Vec<ConversationEvent>,
+    ) -> Result<Vec<SharedEvent>, ChatRefusal> {
+        let core = &self.core;
+        let now = Utc::now();
+        let stored = ChatMessage {
+            role: Role::User,
+            content: chat.content.to_owned(),
+            timestamp: now,
+        };
+        core.sessions.append(chat.session, stored).await?;
+        core.stats.message_received();
+        let asked = ConversationEvent::UserMessage {
+            message_id: chat.message_id.clone(),
+            client_message_id: chat.client_message_id,
+            content: chat.content.to_owned(),
+        };
+        let events = std::iter::once(asked).chain(then).map(|e| (now, e));
+        let logged = core.log.append(chat.session, events.collect()).await?;
+        core.record(TranscriptEntry::new(
+            chat.session.clone(),
+            chat.owner.clone(),
+            chat.message_id.clone(),
+            Speaker::User,
+            chat.content.to_owned(),
+            logged[0].seq,
+            now,
+        ))
+        .await;
+        Ok(logged)
+    }
+
+    /// Runs the generation as a task the core owns, stoppable locally.
     fn spawn_generation(
         &self,
         generation: Generation,
@@ -620,14 +420,11 @@ impl ChatService {
         request: AiRequest,
         slot: Option<Slot>,
     ) {
-        let inner = &self.inner;
+        let core = &self.core;
         let session = request.session_id.clone();
         let cancel = CancellationToken::new();
-        let local = Local {
-            message_id: generation.message_id().clone(),
-            cancel: cancel.clone(),
-        };
-        lock(&inner.local).insert(session.clone(), local);
+        let message_id = generation.message_id().clone();
+        core.track_local(session.clone(), message_id, cancel.clone());
         // Inside the span of whatever accepted the chat (the connection's,
         // with its request id), so the generation's log lines carry it too.
         let span = tracing::info_span!(
@@ -643,8 +440,8 @@ impl ChatService {
             cancel,
             slot,
         };
-        inner.tasks.spawn(tracing::Instrument::instrument(
-            generation::run(inner.clone(), job),
+        core.tasks.spawn(tracing::Instrument::instrument(
+            generation::run(core.clone(), job),
             span,
         ));
     }
@@ -652,16 +449,16 @@ impl ChatService {
     /// The user's live sessions, most recently active first, each with its
     /// latest seq.
     pub async fn sessions_of(&self, user: &User) -> Result<Vec<SessionSummary>, ChatError> {
-        self.counted(
+        self.core.counted(
             async {
                 let sessions = self
-                    .inner
+                    .core
                     .sessions
                     .list_for_user(&user.id, SESSIONS_LISTED)
                     .await?;
                 let mut out = Vec::with_capacity(sessions.len());
                 for session in sessions {
-                    let seq = self.inner.log.head(&session.id).await?;
+                    let seq = self.core.log.head(&session.id).await?;
                     out.push(SessionSummary { session, seq });
                 }
                 Ok(out)
@@ -680,13 +477,13 @@ impl ChatService {
         after: Seq,
         limit: usize,
     ) -> Result<LogSlice, ChatError> {
-        self.counted(
+        self.core.counted(
             async {
-                match self.inner.sessions.get(session).await? {
+                match self.core.sessions.get(session).await? {
                     Some(s) if s.user.id == user.id => {}
                     _ => return Err(ChatError::SessionGone),
                 }
-                Ok(self.inner.log.read_after(session, after, limit).await?)
+                Ok(self.core.log.read_after(session, after, limit).await?)
             }
             .await,
         )
@@ -695,31 +492,23 @@ impl ChatService {
     /// Stops the session's running generation, wherever it runs; every tab
     /// sees it end as `cancelled`.
     pub async fn stop(&self, session: &SessionId) -> Result<(), StopRefusal> {
-        if let Some(local) = lock(&self.inner.local).get(session) {
-            local.cancel.cancel();
-            return Ok(());
-        }
-        match self.inner.registry.request_stop(session).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(StopRefusal::NothingRunning),
-            Err(e) => {
-                let e = ChatError::from(e);
-                self.inner.count_failure(&e);
-                Err(e.into())
-            }
+        match self.core.stop(session).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StopRefusal::NothingRunning),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Records activity so an open but quiet connection keeps its session alive.
     pub async fn touch(&self, session: &SessionId) -> Result<(), ChatError> {
-        let touched = self.inner.sessions.touch(session, Utc::now()).await;
-        self.counted(touched.map_err(ChatError::from))
+        let touched = self.core.sessions.touch(session, Utc::now()).await;
+        self.core.counted(touched.map_err(ChatError::from))
     }
 
     /// How many sessions exist and how many are escalated.
     pub async fn session_counts(&self) -> Result<SessionCounts, ChatError> {
-        let counts = self.inner.sessions.counts().await;
-        self.counted(counts.map_err(ChatError::from))
+        let counts = self.core.sessions.counts().await;
+        self.core.counted(counts.map_err(ChatError::from))
     }
 
     /// Whether the session store answers now (a failure is counted). For
@@ -728,188 +517,51 @@ impl ChatService {
         self.session_counts().await.is_ok()
     }
 
-    /// What the AI side looks like to `/health`.
-    pub async fn ai_health(&self) -> AiHealth {
-        self.inner.ai.health().await
-    }
-
-    /// The AI upstreams and their circuit breakers, without waiting on any.
-    pub fn ai_upstreams(&self) -> Vec<UpstreamState> {
-        self.inner.ai.upstreams()
-    }
-
     /// True once shutdown began: chats are refused, running answers finish.
     pub fn is_draining(&self) -> bool {
-        self.inner.draining.is_cancelled()
+        self.core.draining.is_cancelled()
     }
 
     /// Resolves when every generation of this instance has ended after
     /// shutdown began, so connections can close with nothing left to say.
     pub async fn drained(&self) {
-        self.inner.drained.cancelled().await;
+        self.core.drained.cancelled().await;
     }
 
     /// Refuses new chats, lets running generations finish for up to `grace`,
-    /// cancels the rest (each still writes its `stream-end`), and stops the
-    /// background loops.
+    /// and cancels the rest (each still writes its `stream-end`). The
+    /// background loops have an owner of their own, which stops them.
     pub async fn drain(&self, grace: Duration) {
-        let inner = &self.inner;
-        inner.draining.cancel();
+        let core = &self.core;
+        core.draining.cancel();
         let deadline = Instant::now() + grace;
-        while !lock(&inner.local).is_empty() && Instant::now() < deadline {
+        while !core.local_is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for local in lock(&inner.local).values() {
-            local.cancel.cancel();
-        }
-        inner.stop_background.cancel();
-        inner.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(2), inner.tasks.wait())
+        core.cancel_all_local();
+        core.shut_down.cancel();
+        core.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(2), core.tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!(
-                remaining = inner.tasks.len(),
+                remaining = core.tasks.len(),
                 "some generations did not end in time"
             );
         }
-        inner.drained.cancel();
+        core.drained.cancel();
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Inner {
-    /// Appends to the log; a failure is logged here and reported as `None`.
-    pub(super) async fn append(
-        &self,
-        session: &SessionId,
-        events: Vec<ConversationEvent>,
-    ) -> Option<Vec<SharedEvent>> {
-        if events.is_empty() {
-            return Some(Vec::new());
-        }
-        let at: DateTime<Utc> = Utc::now();
-        let stamped = events.into_iter().map(|e| (at, e)).collect();
-        match self.log.append(session, stamped).await {
-            Ok(logged) => Some(logged),
-            Err(e) => {
-                self.stats.store_error("conversations");
-                tracing::error!(session_id = %session, error = %ErrorChain(&e), "could not append to the event log");
-                None
-            }
-        }
-    }
-
-    /// Publishes; a failure only delays delivery (watchers catch up from the log).
-    pub(super) async fn publish(&self, session: &SessionId, events: &[SharedEvent]) {
-        if let Err(e) = self.live.publish(session, events).await {
-            self.stats.store_error("conversations");
-            tracing::warn!(session_id = %session, error = %ErrorChain(&e), "could not publish events");
-        }
-    }
-
-    /// Renews the lease; `false` when it is no longer ours. A store that does
-    /// not answer is not proof of a lost lease: keep going and retry.
-    pub(super) async fn renew(&self, session: &SessionId, message_id: &MessageId) -> bool {
-        match self
-            .registry
-            .renew(session, message_id, self.settings.lease)
-            .await
-        {
-            Ok(held) => held,
-            Err(e) => {
-                self.stats.store_error("conversations");
-                tracing::warn!(error = %ErrorChain(&e), "could not renew the generation lease");
-                true
-            }
-        }
-    }
-
-    /// True once the session has had no watcher for the unattended timeout.
-    pub(super) async fn unattended_for_too_long(
-        &self,
-        session: &SessionId,
-        since: &mut Option<Instant>,
-    ) -> bool {
-        let watched = match self.live.watchers(session).await {
-            Ok(n) => n > 0,
-            // Unknown counts as watched: never cancel on a store hiccup.
-            Err(_) => true,
-        };
-        if watched {
-            *since = None;
-            return false;
-        }
-        let since = since.get_or_insert_with(Instant::now);
-        since.elapsed() >= self.settings.unattended_timeout
-    }
-
-    /// Counts a failed store behind `e` (a vanished session is no failure).
-    pub(super) fn count_failure(&self, e: &ChatError) {
-        match e {
-            ChatError::SessionStore(_) => self.stats.store_error("sessions"),
-            ChatError::Conversation(_) => self.stats.store_error("conversations"),
-            ChatError::Transcripts(_) => self.stats.store_error("transcripts"),
-            ChatError::Ai(_) | ChatError::SessionGone => {}
-        }
-    }
-
-    pub(super) fn forget_local(&self, session: &SessionId, message_id: &MessageId) {
-        let mut local = lock(&self.local);
-        if local
-            .get(session)
-            .is_some_and(|l| l.message_id == *message_id)
-        {
-            local.remove(session);
-        }
-    }
-}
-
-/// Cancels local generations that another instance was asked to stop.
-async fn listen_for_stops(inner: Arc<Inner>) {
-    use futures_util::StreamExt;
-    let mut stops = inner.registry.stop_requests();
-    loop {
-        let request = tokio::select! {
-            _ = inner.stop_background.cancelled() => return,
-            request = stops.next() => request,
-        };
-        let Some((session, message_id)) = request else {
-            return;
-        };
-        if let Some(local) = lock(&inner.local).get(&session) {
-            if local.message_id == message_id {
-                local.cancel.cancel();
-            }
-        }
-    }
-}
-
-/// Ends, on behalf of a vanished owner, every generation whose lease expired.
-async fn reap_abandoned(inner: Arc<Inner>) {
-    let mut tick =
-        tokio::time::interval((inner.settings.lease / 2).max(Duration::from_millis(100)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = inner.stop_background.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let abandoned = match inner.registry.reap_expired().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %ErrorChain(&e), "could not look for abandoned generations");
-                continue;
-            }
-        };
-        for gone in abandoned {
-            tracing::warn!(session_id = %gone.session, message_id = %gone.message_id, "generation's owner vanished; ending it");
-            generation::end_abandoned(&inner, &gone).await;
-        }
-    }
+/// A user's chat as [`ChatService::keep_chat`] keeps it.
+struct UserChat<'a> {
+    session: &'a SessionId,
+    /// Whose conversation it is, for the transcript.
+    owner: &'a UserId,
+    message_id: &'a MessageId,
+    client_message_id: Option<ClientMessageId>,
+    content: &'a str,
 }
 
 #[cfg(test)]
@@ -917,8 +569,10 @@ mod tests {
     //! The policy of the chat use cases, against mocked ports.
 
     use super::*;
+    use crate::application::conversation::{ChatPorts, ConversationSettings, HandoffSettings};
+    use crate::application::limits::Limits;
     use crate::application::ports::{
-        AcceptedClientMessage, MockAgentPresence, MockAiModel, MockEventLog,
+        AcceptedClientMessage, AiError, MockAgentPresence, MockAiModel, MockEventLog,
         MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
         MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
     };
@@ -987,26 +641,29 @@ mod tests {
         }
 
         fn service(self) -> ChatService {
-            ChatService::new(
-                ChatPorts {
-                    sessions: Arc::new(self.sessions),
-                    ai: Arc::new(self.ai),
-                    stats: Arc::new(self.stats),
-                    log: Arc::new(self.log),
-                    live: Arc::new(self.live),
-                    handoffs: Arc::new(bot_only()),
-                    presence: Arc::new(MockAgentPresence::new()),
-                    registry: Arc::new(self.registry),
-                    transcripts: Arc::new(self.transcripts),
-                    users: Arc::new(MockUserRepository::new()),
-                },
-                ConversationSettings {
-                    session_ttl: Duration::from_secs(3600),
-                    lease: Duration::from_secs(10),
-                    unattended_timeout: Duration::from_secs(60),
-                    handoff: HandoffSettings::default(),
-                },
-            )
+            self.service_with(Limits::off())
+        }
+
+        fn service_with(self, limits: Limits) -> ChatService {
+            let ports = ChatPorts {
+                sessions: Arc::new(self.sessions),
+                ai: Arc::new(self.ai),
+                stats: Arc::new(self.stats),
+                log: Arc::new(self.log),
+                live: Arc::new(self.live),
+                handoffs: Arc::new(bot_only()),
+                presence: Arc::new(MockAgentPresence::new()),
+                registry: Arc::new(self.registry),
+                transcripts: Arc::new(self.transcripts),
+                users: Arc::new(MockUserRepository::new()),
+            };
+            let settings = ConversationSettings {
+                session_ttl: Duration::from_secs(3600),
+                lease: Duration::from_secs(10),
+                unattended_timeout: Duration::from_secs(60),
+                handoff: HandoffSettings::default(),
+            };
+            ChatService::new(Arc::new(ConversationCore::new(ports, settings, limits)))
         }
     }
 
@@ -1117,36 +774,7 @@ mod tests {
                 ..LimitSettings::default()
             },
         );
-        let Mocks {
-            sessions,
-            ai,
-            stats,
-            log,
-            live,
-            registry,
-            transcripts,
-        } = m;
-        let service = ChatService::with_limits(
-            ChatPorts {
-                sessions: Arc::new(sessions),
-                ai: Arc::new(ai),
-                stats: Arc::new(stats),
-                log: Arc::new(log),
-                live: Arc::new(live),
-                registry: Arc::new(registry),
-                handoffs: Arc::new(bot_only()),
-                presence: Arc::new(MockAgentPresence::new()),
-                transcripts: Arc::new(transcripts),
-                users: Arc::new(MockUserRepository::new()),
-            },
-            ConversationSettings {
-                session_ttl: Duration::from_secs(3600),
-                lease: Duration::from_secs(10),
-                unattended_timeout: Duration::from_secs(60),
-                handoff: HandoffSettings::default(),
-            },
-            limits,
-        );
+        let service = m.service_with(limits);
         let refused = service
             .submit(&SessionId::generate(), &user(), chat(None))
             .await;

@@ -1,7 +1,9 @@
 //! One running generation: streams the AI's answer into the session's event
 //! log, keeps its lease alive, notices when nobody has watched it for too long,
 //! and always ends with exactly one `stream-end` (unless another instance
-//! already ended it after this one lost its lease).
+//! already ended it after this one lost its lease). Also the two loops that
+//! end generations from elsewhere: a stop asked on another instance, and the
+//! reaper of those whose owner vanished.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::chat::{ChatError, Inner};
+use super::conversation::{ChatError, ConversationCore};
 use super::limits::Slot;
 use super::ports::{AbandonedGeneration, AiError, AiRequest, GenerationReport, TokenStream};
 use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure, Seq};
@@ -97,7 +99,7 @@ impl Progress {
     /// Counts the generation and writes its one closing line (never its text).
     fn report(
         &self,
-        inner: &Inner,
+        inner: &ConversationCore,
         session: &SessionId,
         message_id: &MessageId,
         outcome: &'static str,
@@ -133,7 +135,7 @@ fn outcome_label(outcome: &Result<StreamStatus, GenerationFailure>) -> &'static 
 }
 
 /// Runs the generation to its end and releases everything it held.
-pub(super) async fn run(inner: Arc<Inner>, job: Job) {
+pub(super) async fn run(inner: Arc<ConversationCore>, job: Job) {
     let Job {
         session,
         mut generation,
@@ -194,7 +196,7 @@ pub(super) async fn run(inner: Arc<Inner>, job: Job) {
 /// generation's (another instance ended it, or the store came back empty).
 /// Gives up too on a stop, on shutdown, or after [`END_RETRY_FOR`].
 async fn log_end(
-    inner: &Inner,
+    inner: &ConversationCore,
     session: &SessionId,
     message_id: &MessageId,
     end: Vec<ConversationEvent>,
@@ -209,7 +211,7 @@ async fn log_end(
     while Instant::now() < deadline {
         tokio::select! {
             () = cancel.cancelled() => break,
-            () = inner.stop_background.cancelled() => break,
+            () = inner.shut_down.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(END_RETRY_MAX);
@@ -239,7 +241,7 @@ async fn log_end(
 /// Streams tokens until the answer ends, is stopped, loses its audience or
 /// its lease.
 async fn stream_answer(
-    inner: &Arc<Inner>,
+    inner: &Arc<ConversationCore>,
     session: &SessionId,
     generation: &Generation,
     request: AiRequest,
@@ -325,7 +327,7 @@ async fn stream_answer(
 /// whoever sees the end can read it back): the transcript always, the
 /// session's history (what the AI sees next) only when it completed.
 async fn keep_answer(
-    inner: &Inner,
+    inner: &ConversationCore,
     session: &SessionId,
     message_id: &MessageId,
     said: Said,
@@ -356,7 +358,7 @@ struct Said {
 /// stopped or failed one with what had been delivered (nothing at all when
 /// nothing had been).
 async fn record_answer(
-    inner: &Inner,
+    inner: &ConversationCore,
     session: &SessionId,
     message_id: &MessageId,
     said: Said,
@@ -379,7 +381,7 @@ async fn record_answer(
 }
 
 /// Only a completed answer joins the history the AI sees next time.
-async fn store_reply(inner: &Inner, session: &SessionId, reply: String) {
+async fn store_reply(inner: &ConversationCore, session: &SessionId, reply: String) {
     let message = ChatMessage {
         role: Role::Assistant,
         content: reply,
@@ -421,7 +423,7 @@ pub(super) fn failure_of(e: &ChatError) -> GenerationFailure {
 /// Ends, on behalf of its vanished owner, a generation whose lease expired:
 /// what the log holds of its answer goes into the transcript first (as a
 /// failed answer keeps what was delivered), then the log records its end.
-pub(super) async fn end_abandoned(inner: &Inner, gone: &AbandonedGeneration) {
+pub(super) async fn end_abandoned(inner: &ConversationCore, gone: &AbandonedGeneration) {
     let (session, message_id) = (&gone.session, &gone.message_id);
     if let Some((seq, reply)) = delivered(inner, session, message_id).await {
         match inner.owner_of(session).await {
@@ -449,7 +451,7 @@ const LOG_PAGE: usize = 500;
 /// already holds its end, or cannot be read. The log is bounded by
 /// `EVENT_LOG_LIMIT`, so this reads at most that many events twice over.
 async fn delivered(
-    inner: &Inner,
+    inner: &ConversationCore,
     session: &SessionId,
     message_id: &MessageId,
 ) -> Option<(Seq, String)> {
@@ -502,4 +504,44 @@ pub(super) fn interrupted(message_id: &crate::domain::MessageId) -> Vec<Conversa
             status: StreamStatus::Failed,
         },
     ]
+}
+
+/// Cancels local generations that another instance was asked to stop, until
+/// `stop`.
+pub(super) async fn listen_for_stops(core: Arc<ConversationCore>, stop: CancellationToken) {
+    let mut stops = core.registry.stop_requests();
+    loop {
+        let request = tokio::select! {
+            () = stop.cancelled() => return,
+            request = stops.next() => request,
+        };
+        let Some((session, message_id)) = request else {
+            return;
+        };
+        core.cancel_local(&session, Some(&message_id));
+    }
+}
+
+/// Ends, on behalf of a vanished owner, every generation whose lease
+/// expired, until `stop`.
+pub(super) async fn reap_abandoned(core: Arc<ConversationCore>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval((core.settings.lease / 2).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let abandoned = match core.registry.reap_expired().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "could not look for abandoned generations");
+                continue;
+            }
+        };
+        for gone in abandoned {
+            tracing::warn!(session_id = %gone.session, message_id = %gone.message_id, "generation's owner vanished; ending it");
+            end_abandoned(&core, &gone).await;
+        }
+    }
 }

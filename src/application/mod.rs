@@ -7,10 +7,12 @@ mod agent_standing;
 pub mod attachment;
 pub mod auth;
 pub mod chat;
+pub mod conversation;
 mod generation;
 pub mod handoff;
 pub mod health;
 pub mod limits;
+pub mod loops;
 pub mod ports;
 pub mod transcripts;
 
@@ -20,11 +22,16 @@ pub use attachment::{Attachment, Feed, ResumeNotice};
 pub use auth::{AccessPorts, AccessSettings};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
 pub use chat::{
-    Accepted, ChatError, ChatPorts, ChatRefusal, ChatRequest, ChatService, ConnectionGuard,
-    ConversationSettings, SessionSummary, StopRefusal, ESCALATION_REPLY, SESSIONS_LISTED,
+    Accepted, ChatRefusal, ChatRequest, ChatService, ConnectionGuard, SessionSummary, StopRefusal,
+    SESSIONS_LISTED,
 };
-pub use handoff::{AgentMessageSent, HandoffRefusal, HandoffSettings};
+pub use conversation::{
+    ChatError, ChatPorts, ConversationCore, ConversationSettings, HandoffRefusal, HandoffSettings,
+};
+pub use handoff::{AgentMessageSent, HandoffService, ESCALATION_REPLY};
 pub use limits::{LimitSettings, Limited, Limits, Rule};
+pub use loops::ConversationLoops;
 pub use transcripts::{
-    RetentionSweeper, TranscriptRefusal, TRANSCRIPT_PAGE_DEFAULT, TRANSCRIPT_PAGE_MAX,
+    RetentionSweeper, TranscriptRefusal, TranscriptService, TRANSCRIPT_PAGE_DEFAULT,
+    TRANSCRIPT_PAGE_MAX,
 };

@@ -11,10 +11,10 @@ use thiserror::Error;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::chat::{ChatError, ChatService, Inner};
+use super::conversation::{ChatError, ConversationCore};
 use super::ports::{Stats, TranscriptPage, TranscriptStore};
-use crate::domain::transcript::{TranscriptCursor, TranscriptEntry};
-use crate::domain::{SessionId, User, UserId};
+use crate::domain::transcript::TranscriptCursor;
+use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
 
 /// Entries a page holds when the reader does not say.
@@ -22,10 +22,6 @@ pub const TRANSCRIPT_PAGE_DEFAULT: usize = 50;
 
 /// Most entries one page holds.
 pub const TRANSCRIPT_PAGE_MAX: usize = 200;
-
-/// How long a recording may take before the chat goes on without it: a
-/// store that hangs must not hold up the answers.
-const RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a transcript was not shown or erased.
 #[derive(Debug, Error)]
@@ -38,38 +34,17 @@ pub enum TranscriptRefusal {
     Failed(#[from] ChatError),
 }
 
-impl Inner {
-    /// Keeps `entry` in the transcript. A failure (or no answer within
-    /// [`RECORD_TIMEOUT`]) is counted and logged without the content, and
-    /// the conversation goes on.
-    pub(super) async fn record(&self, entry: TranscriptEntry) {
-        let written = tokio::time::timeout(RECORD_TIMEOUT, self.transcripts.append(&entry)).await;
-        let error = match written {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => ErrorChain(&e).to_string(),
-            Err(_) => format!("no answer within {RECORD_TIMEOUT:?}"),
-        };
-        self.stats.store_error("transcripts");
-        tracing::warn!(
-            session_id = %entry.session,
-            message_id = %entry.message_id,
-            role = entry.speaker.role().as_str(),
-            %error,
-            "could not record a message in the transcript"
-        );
-    }
-
-    /// Whose conversation `session` is: its live session's user, or, once the
-    /// session has expired, the owner its transcript remembers.
-    pub(super) async fn owner_of(&self, session: &SessionId) -> Result<Option<UserId>, ChatError> {
-        if let Some(live) = self.sessions.get(session).await? {
-            return Ok(Some(live.user.id));
-        }
-        Ok(self.transcripts.owner(session).await?)
-    }
+/// Reading and erasing transcripts.
+#[derive(Clone)]
+pub struct TranscriptService {
+    core: Arc<ConversationCore>,
 }
 
-impl ChatService {
+impl TranscriptService {
+    pub fn new(core: Arc<ConversationCore>) -> Self {
+        Self { core }
+    }
+
     /// A page of the conversation's transcript: the newest `limit` entries
     /// before `before` (the newest of all without it), oldest first. Its
     /// owner and every agent may read it; anyone else is told it does not exist.
@@ -80,20 +55,20 @@ impl ChatService {
         before: Option<TranscriptCursor>,
         limit: usize,
     ) -> Result<TranscriptPage, TranscriptRefusal> {
-        let inner = self.inner();
+        let core = &self.core;
         let read = async {
-            match inner.owner_of(session).await? {
+            match core.owner_of(session).await? {
                 Some(owner) if owner == reader.id || reader.is_agent() => {}
                 _ => return Ok(None),
             }
-            let page = inner.transcripts.page(session, before, limit).await?;
+            let page = core.transcripts.page(session, before, limit).await?;
             Ok::<_, ChatError>(Some(page))
         };
         match read.await {
             Ok(Some(page)) => Ok(page),
             Ok(None) => Err(TranscriptRefusal::SessionGone),
             Err(e) => {
-                inner.count_failure(&e);
+                core.count_failure(&e);
                 Err(e.into())
             }
         }
@@ -107,19 +82,19 @@ impl ChatService {
         owner: &User,
         session: &SessionId,
     ) -> Result<(), TranscriptRefusal> {
-        let inner = self.inner();
+        let core = &self.core;
         let erased = async {
-            match inner.owner_of(session).await? {
+            match core.owner_of(session).await? {
                 Some(o) if o == owner.id => {}
                 _ => return Ok(false),
             }
-            inner.sessions.remove(session).await?;
+            core.sessions.remove(session).await?;
             // Its partial answer is recorded before it ends, so the transcript
             // erased below holds it too.
-            self.stop_and_wait(session).await;
-            inner.forget_handoff(session).await?;
-            inner.log.erase(session).await?;
-            let entries = inner.transcripts.erase(session).await?;
+            core.stop_and_wait(session).await;
+            core.forget_handoff(session).await?;
+            core.log.erase(session).await?;
+            let entries = core.transcripts.erase(session).await?;
             tracing::info!(session_id = %session, entries, "conversation erased by its owner");
             Ok::<_, ChatError>(true)
         };
@@ -127,7 +102,7 @@ impl ChatService {
             Ok(true) => Ok(()),
             Ok(false) => Err(TranscriptRefusal::SessionGone),
             Err(e) => {
-                inner.count_failure(&e);
+                core.count_failure(&e);
                 Err(e.into())
             }
         }

@@ -112,7 +112,7 @@ async fn serve_root<E: Endpoint>(
 /// `GET /metrics`: every series in the Prometheus text format.
 #[handler]
 fn metrics_endpoint(ctx: Data<&Arc<AppContext>>) -> Response {
-    match ctx.chat.metrics().exposition() {
+    match ctx.metrics.exposition() {
         Some(text) => Response::builder()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(text),
@@ -401,8 +401,7 @@ async fn observe<E: Endpoint>(
         Err(err) => err.status(),
     };
     let elapsed = started.elapsed();
-    ctx.chat
-        .metrics()
+    ctx.metrics
         .http_request(method, route, status.as_u16(), elapsed);
     span.in_scope(|| {
         tracing::info!(

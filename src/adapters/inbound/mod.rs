@@ -12,18 +12,36 @@ pub mod server;
 pub mod web;
 pub mod ws;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::application::health::{HealthMonitor, HealthReport, Probe};
-use crate::application::{AuthService, ChatService};
+use crate::application::ports::{AiModel, Stats};
+use crate::application::{AuthService, ChatService, HandoffService, Limits, TranscriptService};
 use crate::config::{ConnectionConfig, WebSocketConfig};
 use crate::domain::{ClientIp, RequestId, TraceContext, TrustedProxies};
 
 /// Largest WebSocket frame or message a client may send; larger closes with 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// The use cases, and the few ports the adapters read directly, as the
+/// composition root (`startup`) wired them.
+pub struct UseCases {
+    pub auth: AuthService,
+    pub chat: ChatService,
+    pub handoff: HandoffService,
+    pub transcripts: TranscriptService,
+    /// The abuse limits: WebSocket connections take and give back their
+    /// place here, and `/api/websocket/info` shows them.
+    pub limits: Limits,
+    /// Where everything is counted: HTTP requests, `/metrics`, `/api/stats`.
+    pub metrics: Arc<dyn Stats>,
+    /// The AI service, for the state of its upstreams in the health answers.
+    pub ai: Arc<dyn AiModel>,
+}
 
 /// Everything the inbound adapters share: the use cases, the WebSocket
 /// settings, and the shutdown signal with the tracker that owns every
@@ -31,6 +49,11 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 pub struct AppContext {
     pub auth: AuthService,
     pub chat: ChatService,
+    pub handoff: HandoffService,
+    pub transcripts: TranscriptService,
+    pub limits: Limits,
+    pub metrics: Arc<dyn Stats>,
+    pub ai: Arc<dyn AiModel>,
     pub websocket: WebSocketConfig,
     /// How long running streams may continue once shutdown begins.
     pub shutdown_timeout: Duration,
@@ -51,15 +74,28 @@ pub struct AppContext {
 
 impl AppContext {
     pub fn new(
-        auth: AuthService,
-        chat: ChatService,
+        use_cases: UseCases,
         websocket: WebSocketConfig,
         shutdown_timeout: Duration,
         http_limits: ConnectionConfig,
     ) -> Self {
+        let UseCases {
+            auth,
+            chat,
+            handoff,
+            transcripts,
+            limits,
+            metrics,
+            ai,
+        } = use_cases;
         Self {
             auth,
             chat,
+            handoff,
+            transcripts,
+            limits,
+            metrics,
+            ai,
             websocket,
             shutdown_timeout,
             started_at: Instant::now(),

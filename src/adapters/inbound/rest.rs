@@ -657,8 +657,8 @@ fn ai_text(ai: Option<AiHealth>) -> &'static str {
 }
 
 fn upstreams(ctx: &AppContext) -> Vec<UpstreamHealth> {
-    ctx.chat
-        .ai_upstreams()
+    ctx.ai
+        .upstreams()
         .into_iter()
         .map(|u| UpstreamHealth {
             role: u.role.to_owned(),
@@ -1088,7 +1088,7 @@ impl Api {
                 return StatsResponse::Unavailable(ErrorBody::new(ErrorCode::from(&e)));
             }
         };
-        let s = ctx.chat.stats();
+        let s = ctx.metrics.snapshot();
         StatsResponse::Ok(Json(StatsBody {
             active_connections: s.active_connections,
             active_sessions: counts.active,
@@ -1108,12 +1108,8 @@ impl Api {
         operation_id = "websocketInfo"
     )]
     async fn websocket_info(&self, ctx: Data<&Arc<AppContext>>) -> WsInfoResponse {
-        let active = ctx.chat.stats().active_connections;
-        WsInfoResponse::Ok(Json(ws_info(
-            &ctx.websocket,
-            ctx.chat.limit_settings(),
-            active,
-        )))
+        let active = ctx.metrics.snapshot().active_connections;
+        WsInfoResponse::Ok(Json(ws_info(&ctx.websocket, ctx.limits.settings(), active)))
     }
 
     /// The caller's live sessions, with the latest seq of each.

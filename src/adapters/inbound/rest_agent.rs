@@ -398,7 +398,7 @@ impl AgentApi {
         if let Err(gate) = agent_of(&ctx, req, bearer).await {
             return gated!(QueueResponse, gate);
         }
-        match ctx.chat.handoff_queue().await {
+        match ctx.handoff.handoff_queue().await {
             Ok(queue) => QueueResponse::Ok(Json(QueueBody {
                 items: queue.iter().map(queue_item).collect(),
             })),
@@ -423,7 +423,7 @@ impl AgentApi {
             Ok(agent) => agent,
             Err(gate) => return gated!(ConversationsResponse, gate),
         };
-        match ctx.chat.held_by(&agent.id).await {
+        match ctx.handoff.held_by(&agent.id).await {
             Ok(held) => ConversationsResponse::Ok(Json(ConversationsBody {
                 items: held.iter().map(conversation).collect(),
             })),
@@ -453,7 +453,7 @@ impl AgentApi {
         let Ok(session) = SessionId::parse(&id.0) else {
             return ClaimResponse::NotFound(ErrorBody::new(ErrorCode::SessionNotFound));
         };
-        match ctx.chat.claim(&agent, &session).await {
+        match ctx.handoff.claim(&agent, &session).await {
             Ok(_) => ClaimResponse::Ok(mode_body(&session, "assigned")),
             Err(e) => match refused(&e) {
                 Outcome::NotFound(b) => ClaimResponse::NotFound(b),
@@ -542,7 +542,7 @@ impl AgentApi {
                 ))
             }
         };
-        match ctx.chat.agent_message(&agent, &session, content).await {
+        match ctx.handoff.agent_message(&agent, &session, content).await {
             Ok(sent) => SendResponse::Created(Json(AgentMessageBody {
                 message_id: sent.message_id.as_str().to_owned(),
                 seq: sent.seq,
@@ -573,9 +573,9 @@ async fn held_action(
         return HeldResponse::NotFound(ErrorBody::new(ErrorCode::SessionNotFound));
     };
     let (done, mode) = if resolve {
-        (ctx.chat.resolve(&agent, &session).await, "bot")
+        (ctx.handoff.resolve(&agent, &session).await, "bot")
     } else {
-        (ctx.chat.release(&agent, &session).await, "queued")
+        (ctx.handoff.release(&agent, &session).await, "queued")
     };
     match done {
         Ok(()) => HeldResponse::Ok(mode_body(&session, mode)),

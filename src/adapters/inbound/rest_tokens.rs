@@ -261,7 +261,7 @@ impl TokenApi {
                 if who.user.is_agent() {
                     // An agent who left everywhere answers nobody: what they
                     // held goes back to the queue now, not after the grace.
-                    if let Err(e) = ctx.chat.give_back_held(&who.user.id).await {
+                    if let Err(e) = ctx.handoff.give_back_held(&who.user.id).await {
                         tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "could not give back the conversations of an agent who logged out everywhere");
                     }
                 }
@@ -294,7 +294,7 @@ impl TokenApi {
         // upgrade later.
         let user = who.user.id.clone();
         let allowed = match ctx.auth.ws_ticket_allowed(&user).await {
-            Ok(()) => ctx.chat.connection_room(&user, client_ip(req)).await,
+            Ok(()) => ctx.limits.connection_room(&user, client_ip(req)).await,
             Err(AuthError::RateLimited(limited)) => Err(limited),
             Err(_) => return ticket_unavailable(&ctx).await,
         };

@@ -293,7 +293,11 @@ impl TranscriptApi {
         let Ok(session) = SessionId::parse(&id.0) else {
             return MessagesResponse::NotFound(ErrorBody::new(ErrorCode::SessionNotFound));
         };
-        match ctx.chat.transcript(&user, &session, before, limit).await {
+        match ctx
+            .transcripts
+            .transcript(&user, &session, before, limit)
+            .await
+        {
             Ok(page) => MessagesResponse::Ok(Json(body(&session, &page))),
             Err(e) => match refusal(&e) {
                 Refusal::NotFound(b) => MessagesResponse::NotFound(b),
@@ -325,7 +329,7 @@ impl TranscriptApi {
         let Ok(session) = SessionId::parse(&id.0) else {
             return EraseResponse::NotFound(ErrorBody::new(ErrorCode::SessionNotFound));
         };
-        match ctx.chat.erase_conversation(&user, &session).await {
+        match ctx.transcripts.erase_conversation(&user, &session).await {
             Ok(()) => EraseResponse::NoContent,
             Err(e) => match refusal(&e) {
                 Refusal::NotFound(b) => EraseResponse::NotFound(b),

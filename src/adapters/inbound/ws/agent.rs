@@ -89,7 +89,7 @@ pub async fn agent_ws_endpoint(
     let Ok(ws) = ws else {
         return ErrorBody::response(ErrorCode::WebsocketUpgradeRequired);
     };
-    let permit = match ctx.chat.admit_connection(&agent.id, client_ip(req)).await {
+    let permit = match ctx.limits.connection(&agent.id, client_ip(req)).await {
         Ok(permit) => permit,
         Err(limited) => return ErrorBody::rate_limited(limited.retry_after),
     };
@@ -297,9 +297,9 @@ impl AgentConnection {
             tasks: tokio::task::JoinSet::new(),
             by_session: HashMap::new(),
         };
-        let changes = self.ctx.chat.handoff_changes();
+        let changes = self.ctx.handoff.handoff_changes();
         self.ctx
-            .chat
+            .handoff
             .agent_present(&self.agent.id, &self.socket_id)
             .await;
         self.greet(&out, &mut follows).await;
@@ -333,20 +333,20 @@ impl AgentConnection {
         counted.closing(closed.map_or("client_closed", CloseReason::label));
         drop(counted);
         self.ctx
-            .chat
+            .handoff
             .agent_gone(&self.agent.id, &self.socket_id)
             .await;
         if matches!(end, End::Withdrawn(_)) {
             self.give_back_held().await;
         }
-        self.ctx.chat.release_connection(permit).await;
+        self.ctx.limits.release_connection(permit).await;
         tracing::info!("agent websocket disconnected");
     }
 
     /// After the socket closed because its agent may no longer hold
     /// conversations: they go back to the queue now, not after the grace.
     async fn give_back_held(&self) {
-        match self.ctx.chat.give_back_held(&self.agent.id).await {
+        match self.ctx.handoff.give_back_held(&self.agent.id).await {
             Ok(given) => tracing::info!(given, "gave back the conversations of a withdrawn agent"),
             Err(e) => {
                 tracing::warn!(error = %ErrorChain(&e), "could not give back a withdrawn agent's conversations");
@@ -378,7 +378,7 @@ impl AgentConnection {
     async fn greet(&self, out: &queue::Sender<Outbound>, follows: &mut Follows) {
         let held = self
             .ctx
-            .chat
+            .handoff
             .held_by(&self.agent.id)
             .await
             .unwrap_or_else(|e| {
@@ -398,7 +398,7 @@ impl AgentConnection {
     }
 
     async fn send_queue(&self, out: &queue::Sender<Outbound>) {
-        match self.ctx.chat.handoff_queue().await {
+        match self.ctx.handoff.handoff_queue().await {
             Ok(queue) => {
                 let _ = out
                     .push(Outbound::Message(AgentReply::queue(&queue).to_json()))
@@ -498,7 +498,7 @@ impl AgentConnection {
         if now >= t.next_presence {
             t.next_presence = now + PRESENCE_RENEW;
             self.ctx
-                .chat
+                .handoff
                 .agent_present(&self.agent.id, &self.socket_id)
                 .await;
             follows.reap();
@@ -511,7 +511,7 @@ impl AgentConnection {
             if out.push(Outbound::Ping).await.is_err() {
                 return Some(End::WriterGone);
             }
-            self.ctx.chat.renew_connection(permit).await;
+            self.ctx.limits.renew_connection(permit).await;
         }
         None
     }
@@ -564,7 +564,7 @@ impl AgentConnection {
         out: &queue::Sender<Outbound>,
         follows: &mut Follows,
     ) {
-        let Ok(Some(h)) = self.ctx.chat.handoff(session).await else {
+        let Ok(Some(h)) = self.ctx.handoff.handoff(session).await else {
             return;
         };
         if follows.follow(session, None) {
@@ -578,7 +578,7 @@ impl AgentConnection {
 
     /// After missed changes: follow exactly what the agent holds now.
     async fn resync(&self, out: &queue::Sender<Outbound>, follows: &mut Follows) {
-        if let Ok(held) = self.ctx.chat.held_by(&self.agent.id).await {
+        if let Ok(held) = self.ctx.handoff.held_by(&self.agent.id).await {
             let keep: Vec<SessionId> = held.iter().map(|h| h.session.clone()).collect();
             let gone: Vec<SessionId> = follows
                 .by_session
@@ -716,10 +716,10 @@ impl AgentConnection {
         action: AgentAction,
         follows: &mut Follows,
     ) -> Result<Acked, HandoffRefusal> {
-        let chat = &self.ctx.chat;
+        let handoff = &self.ctx.handoff;
         match action {
             AgentAction::Claim => {
-                let seq = chat.claim(agent, session).await?;
+                let seq = handoff.claim(agent, session).await?;
                 // From just before `agent-joined`, so this socket sees it too.
                 follows.follow(session, Some(seq.saturating_sub(1)));
                 Ok(Acked::seq(seq))
@@ -728,7 +728,7 @@ impl AgentConnection {
                 content,
                 client_message_id,
             } => {
-                let sent = chat.agent_message(agent, session, content).await?;
+                let sent = handoff.agent_message(agent, session, content).await?;
                 Ok(Acked {
                     message_id: Some(sent.message_id.as_str().to_owned()),
                     client_message_id: client_message_id.map(|c| c.as_str().to_owned()),
@@ -736,17 +736,17 @@ impl AgentConnection {
                 })
             }
             AgentAction::Release => {
-                chat.release(agent, session).await?;
+                handoff.release(agent, session).await?;
                 follows.unfollow(session);
                 Ok(Acked::default())
             }
             AgentAction::Resolve => {
-                chat.resolve(agent, session).await?;
+                handoff.resolve(agent, session).await?;
                 follows.unfollow(session);
                 Ok(Acked::default())
             }
             AgentAction::Watch { last_seq } => {
-                let held = chat
+                let held = handoff
                     .handoff(session)
                     .await
                     .map_err(HandoffRefusal::Failed)?;

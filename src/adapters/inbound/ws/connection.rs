@@ -211,7 +211,7 @@ impl Connection {
         self.span()
             .in_scope(|| tracing::info!(reason, "websocket disconnected"));
         // Boxed: awaited once, at the end, and not worth room in every idle socket.
-        Box::pin(self.ctx.chat.release_connection(self.permit)).await;
+        Box::pin(self.ctx.limits.release_connection(self.permit)).await;
     }
 
     /// The context of this connection's log lines. Made for each piece of
@@ -410,7 +410,7 @@ impl Connection {
         if out.push(Outbound::Ping).await.is_err() {
             return Some(Exit::WriterGone);
         }
-        self.ctx.chat.renew_connection(&self.permit).await;
+        self.ctx.limits.renew_connection(&self.permit).await;
         if alive.last_touch.elapsed() >= self.ctx.chat.keep_alive_interval() {
             alive.last_touch = Instant::now();
             match self.ctx.chat.touch(&self.session_id).await {
@@ -489,7 +489,7 @@ impl Connection {
                 }
             },
             ClientMessage::HumanEscalation => {
-                match self.ctx.chat.escalate(&self.session_id).await {
+                match self.ctx.handoff.escalate(&self.session_id).await {
                     Ok(()) => None,
                     Err(ChatError::SessionGone) => return Err(Stop::SessionGone),
                     Err(e) => {
@@ -499,7 +499,7 @@ impl Connection {
                 }
             }
             ClientMessage::HandoffCancel => {
-                match self.ctx.chat.cancel_handoff(&self.session_id).await {
+                match self.ctx.handoff.cancel_handoff(&self.session_id).await {
                     Ok(()) => None,
                     Err(HandoffRefusal::SessionGone) => return Err(Stop::SessionGone),
                     Err(e) => {

@@ -182,7 +182,7 @@ pub async fn ws_endpoint(
         return ErrorBody::response(ErrorCode::WebsocketUpgradeRequired);
     };
     // Before a session is opened, so a refused connection leaves nothing behind.
-    let permit = match ctx.chat.admit_connection(&user.id, client_ip(req)).await {
+    let permit = match ctx.limits.connection(&user.id, client_ip(req)).await {
         Ok(permit) => permit,
         Err(limited) => return ErrorBody::rate_limited(limited.retry_after),
     };
@@ -193,7 +193,7 @@ pub async fn ws_endpoint(
     let opened = async {
         let (session_id, resumed, attachment) = open(&ctx, &user, resume, last_seq).await?;
         let mode = ctx
-            .chat
+            .handoff
             .handoff(&session_id)
             .await?
             .map_or(Mode::Bot, |h| h.mode);
@@ -203,7 +203,7 @@ pub async fn ws_endpoint(
         Ok(opened) => opened,
         Err(e) => {
             tracing::warn!(error = %ErrorChain(&e), "could not open a session");
-            ctx.chat.release_connection(permit).await;
+            ctx.limits.release_connection(permit).await;
             return ErrorBody::response(ErrorCode::SessionStoreUnavailable);
         }
     };
@@ -295,7 +295,7 @@ impl Drop for PendingUpgrade {
         tracing::debug!("an accepted upgrade never completed; releasing its connection slots");
         let ctx = self.ctx.clone();
         self.ctx.connections.spawn(async move {
-            ctx.chat.release_connection(opened.permit).await;
+            ctx.limits.release_connection(opened.permit).await;
         });
     }
 }
