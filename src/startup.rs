@@ -515,6 +515,31 @@ fn conversation_settings(sessions: &SessionConfig) -> ConversationSettings {
     }
 }
 
+/// The use cases the adapters call, the conversation services sharing one
+/// core, and the owner of that core's background loops (started here).
+fn use_cases(
+    auth: AuthService,
+    ports: ChatPorts,
+    sessions: &SessionConfig,
+    limits: Limits,
+) -> (UseCases, ConversationLoops) {
+    let metrics = ports.stats.clone();
+    let ai = ports.ai.clone();
+    let settings = conversation_settings(sessions);
+    let core = Arc::new(ConversationCore::new(ports, settings, limits.clone()));
+    let loops = ConversationLoops::start(&core);
+    let use_cases = UseCases {
+        auth,
+        chat: ChatService::new(core.clone()),
+        handoff: HandoffService::new(core.clone()),
+        transcripts: TranscriptService::new(core),
+        limits,
+        metrics,
+        ai,
+    };
+    (use_cases, loops)
+}
+
 /// A bound, wired server that has not started serving yet.
 pub struct Application {
     listener: TcpListener,
@@ -584,23 +609,8 @@ impl Application {
         .await
         .map_err(StartupError::Hasher)?
         .with_limits(limits.clone())
-        .with_stats(stats.clone());
-        let ai = adapters.chat.ai.clone();
-        let core = Arc::new(ConversationCore::new(
-            adapters.chat,
-            conversation_settings(&config.sessions),
-            limits.clone(),
-        ));
-        let loops = ConversationLoops::start(&core);
-        let use_cases = UseCases {
-            auth,
-            chat: ChatService::new(core.clone()),
-            handoff: HandoffService::new(core.clone()),
-            transcripts: TranscriptService::new(core),
-            limits,
-            metrics: stats,
-            ai,
-        };
+        .with_stats(stats);
+        let (use_cases, loops) = use_cases(auth, adapters.chat, &config.sessions, limits);
         let ctx = Arc::new(
             AppContext::new(
                 use_cases,

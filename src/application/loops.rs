@@ -51,3 +51,70 @@ impl Drop for ConversationLoops {
         self.stop.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::application::conversation::{ChatPorts, ConversationSettings, HandoffSettings};
+    use crate::application::limits::Limits;
+    use crate::application::ports::{
+        MockAgentPresence, MockAiModel, MockEventLog, MockGenerationRegistry, MockHandoffStore,
+        MockLiveDelivery, MockSessionStore, MockStats, MockTranscriptStore, MockUserRepository,
+    };
+
+    /// A core whose loops find nothing to do.
+    fn idle_core() -> Arc<ConversationCore> {
+        let mut registry = MockGenerationRegistry::new();
+        registry
+            .expect_stop_requests()
+            .returning(|| Box::pin(futures_util::stream::pending()));
+        registry.expect_reap_expired().returning(|| Ok(Vec::new()));
+        let mut handoffs = MockHandoffStore::new();
+        handoffs.expect_active().returning(|_| Ok(Vec::new()));
+        let mut stats = MockStats::new();
+        stats.expect_handoff_queue_length().returning(|_| ());
+        let ports = ChatPorts {
+            sessions: Arc::new(MockSessionStore::new()),
+            ai: Arc::new(MockAiModel::new()),
+            stats: Arc::new(stats),
+            log: Arc::new(MockEventLog::new()),
+            live: Arc::new(MockLiveDelivery::new()),
+            registry: Arc::new(registry),
+            handoffs: Arc::new(handoffs),
+            presence: Arc::new(MockAgentPresence::new()),
+            transcripts: Arc::new(MockTranscriptStore::new()),
+            users: Arc::new(MockUserRepository::new()),
+        };
+        let settings = ConversationSettings {
+            session_ttl: Duration::from_secs(3600),
+            lease: Duration::from_secs(10),
+            unattended_timeout: Duration::from_secs(60),
+            handoff: HandoffSettings::default(),
+        };
+        Arc::new(ConversationCore::new(ports, settings, Limits::off()))
+    }
+
+    #[tokio::test]
+    async fn stop_ends_every_loop_and_waits_for_it() {
+        let core = idle_core();
+        let loops = ConversationLoops::start(&core);
+        assert_eq!(Arc::strong_count(&core), 4, "each loop holds the core");
+        loops.stop().await;
+        assert_eq!(Arc::strong_count(&core), 1, "no loop is left running");
+    }
+
+    #[tokio::test]
+    async fn an_owner_dropped_without_stop_still_ends_the_loops() {
+        let core = idle_core();
+        drop(ConversationLoops::start(&core));
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while Arc::strong_count(&core) > 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the loops outlived their owner");
+    }
+}
