@@ -22,6 +22,7 @@ use crate::application::ports::AiError;
 use crate::application::{AuthError, ChatError, HandoffRefusal};
 use crate::domain::conversation::GenerationFailure;
 use crate::domain::handoff::HandoffError;
+use crate::domain::ContentError;
 
 /// Declares [`ErrorCode`] and its table from one list, so a code cannot exist
 /// without its wire name, status, channel and message.
@@ -318,6 +319,22 @@ impl From<GenerationFailure> for ErrorCode {
             GenerationFailure::SessionStoreUnavailable => Self::SessionStoreUnavailable,
             GenerationFailure::Interrupted => Self::GenerationInterrupted,
         }
+    }
+}
+
+/// What a client is told about chat content the domain refused: the code and
+/// the rule it broke. The customers' socket, the agents' socket and the
+/// agents' REST reply all say the same.
+pub fn content_refusal(e: &ContentError) -> (ErrorCode, String) {
+    match e {
+        ContentError::Blank => (
+            ErrorCode::InvalidContent,
+            "'content' must not be blank".to_owned(),
+        ),
+        ContentError::TooLong { max } => (
+            ErrorCode::ContentTooLong,
+            format!("'content' must be at most {max} characters"),
+        ),
     }
 }
 
