@@ -589,6 +589,24 @@ mod tests {
     }
 
     #[test]
+    fn refused_content_names_the_rule_it_broke() {
+        assert_eq!(
+            content_refusal(&ContentError::Blank),
+            (
+                ErrorCode::InvalidContent,
+                "'content' must not be blank".to_owned()
+            )
+        );
+        assert_eq!(
+            content_refusal(&ContentError::TooLong { max: 20 }),
+            (
+                ErrorCode::ContentTooLong,
+                "'content' must be at most 20 characters".to_owned()
+            )
+        );
+    }
+
+    #[test]
     fn catch_all_statuses_have_their_codes() {
         for code in [
             ErrorCode::NotFound,

@@ -52,7 +52,6 @@ mod tests {
     use poem::test::TestClient;
     use serde_json::json;
 
-    use super::*;
     use crate::adapters::inbound::errors::ErrorCode;
     use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemoryTicketStore};
     use crate::adapters::outbound::memory_conversations::{

@@ -552,7 +552,7 @@ fn handoff_message(seq: Seq, event: &ConversationEvent, timestamp: String) -> Ev
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ContentError, StreamStatus};
+    use crate::domain::StreamStatus;
     use chrono::TimeZone;
 
     fn code(text: &str) -> ErrorCode {
@@ -737,6 +737,7 @@ mod tests {
 #[cfg(test)]
 mod proptests {
     use super::*;
+    use crate::domain::ContentError;
     use proptest::prelude::*;
 
     /// The codes a refused frame may get; anything else is a bug.
