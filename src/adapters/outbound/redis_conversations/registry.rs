@@ -17,6 +17,7 @@ use redis::Script;
 
 use super::pubsub::Hub;
 use super::{millis, Keys, MAX_TTL_MS};
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{
     AbandonedGeneration, ConversationStoreError, GenerationRegistry, StartOutcome, StopStream,
 };
@@ -145,8 +146,9 @@ fn parse_member(member: &str) -> Option<(SessionId, MessageId)> {
 }
 
 fn stored_message_id(raw: &str) -> Result<MessageId, ConversationStoreError> {
-    MessageId::parse(raw)
-        .map_err(|e| ConversationStoreError::new(format!("lease holds {raw:?}"), e))
+    MessageId::parse(raw).map_err(|e| {
+        ConversationStoreError::from(StoreFailure::new(format!("lease holds {raw:?}"), e))
+    })
 }
 
 impl RedisGenerationRegistry {
@@ -189,7 +191,9 @@ impl RedisGenerationRegistry {
             .arg(message_id.as_str())
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("reaping a lapsed lease", e))
+            .map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("reaping a lapsed lease", e))
+            })
     }
 
     /// A member no generation can be made of is removed so it cannot block
@@ -225,7 +229,10 @@ impl GenerationRegistry for RedisGenerationRegistry {
             Ok(holder) => holder,
             Err(e) => {
                 stops.disown(session, message_id);
-                return Err(ConversationStoreError::new("starting a generation", e));
+                return Err(ConversationStoreError::from(StoreFailure::new(
+                    "starting a generation",
+                    e,
+                )));
             }
         };
         match holder {
@@ -248,7 +255,9 @@ impl GenerationRegistry for RedisGenerationRegistry {
         let renewed: bool = self
             .lease_script(&RENEW, session, message_id, lease)
             .await
-            .map_err(|e| ConversationStoreError::new("renewing a generation lease", e))?;
+            .map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("renewing a generation lease", e))
+            })?;
         let stops = &self.hub.shared.stops;
         if renewed {
             stops.own(session, message_id, lease)?;
@@ -271,7 +280,9 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(member(session, message_id))
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("finishing a generation", e))?;
+            .map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("finishing a generation", e))
+            })?;
         self.hub.shared.stops.disown(session, message_id);
         Ok(())
     }
@@ -284,7 +295,9 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(self.keys.lease(session))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("reading a generation lease", e))?;
+            .map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("reading a generation lease", e))
+            })?;
         holder.as_deref().map(stored_message_id).transpose()
     }
 
@@ -300,7 +313,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(millis(STOP_FLAG_TTL))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("requesting a stop", e))?;
+            .map_err(|e| ConversationStoreError::from(StoreFailure::new("requesting a stop", e)))?;
         holder.as_deref().map(stored_message_id).transpose()
     }
 
@@ -314,7 +327,9 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(REAP_BATCH)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("listing lapsed leases", e))?;
+            .map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("listing lapsed leases", e))
+            })?;
         let mut reaped = Vec::new();
         for raw in members {
             let Some((session, message_id)) = parse_member(&raw) else {
