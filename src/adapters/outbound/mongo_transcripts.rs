@@ -44,10 +44,10 @@ impl MongoTranscriptStore {
             IndexModel::builder().keys(doc! { "at": 1 }).build(),
         ];
         messages.create_indexes(indexes).await.map_err(|e| {
-            TranscriptStoreError::from(StoreFailure::new(
+            StoreFailure::new(
                 format!("cannot ensure indexes on {}.{COLLECTION}", database.name()),
                 e,
-            ))
+            )
         })?;
         Ok(Self { messages })
     }

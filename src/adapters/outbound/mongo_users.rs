@@ -81,9 +81,8 @@ impl MongoUserRepository {
     }
 
     async fn from_options(options: ClientOptions, database: &str) -> Result<Self, UserStoreError> {
-        let client = Client::with_options(options).map_err(|e| {
-            UserStoreError::from(StoreFailure::new("cannot create the MongoDB client", e))
-        })?;
+        let client = Client::with_options(options)
+            .map_err(|e| StoreFailure::new("cannot create the MongoDB client", e))?;
         let database = client.database(database);
         let users = database.collection::<Document>(COLLECTION);
         let refresh = database.collection::<Document>(REFRESH_COLLECTION);
@@ -179,9 +178,10 @@ impl MongoUserRepository {
                 )
                 .build(),
         ];
-        self.refresh.create_indexes(indexes).await.map_err(|e| {
-            UserStoreError::from(StoreFailure::new("cannot ensure refresh token indexes", e))
-        })?;
+        self.refresh
+            .create_indexes(indexes)
+            .await
+            .map_err(|e| StoreFailure::new("cannot ensure refresh token indexes", e))?;
         Ok(())
     }
 
@@ -237,7 +237,7 @@ fn case_insensitive() -> Collation {
 async fn parse_options(uri: &str) -> Result<ClientOptions, UserStoreError> {
     let mut options = ClientOptions::parse(uri)
         .await
-        .map_err(|e| UserStoreError::from(StoreFailure::new("invalid MongoDB URI", e)))?;
+        .map_err(|e| StoreFailure::new("invalid MongoDB URI", e))?;
     if options.app_name.is_none() {
         options.app_name = Some("chatbot-server".to_owned());
     }
@@ -426,7 +426,7 @@ impl UserRepository for MongoUserRepository {
             .map_err(map_insert_error)?;
         Ok(User {
             id: UserId::parse(&oid.to_hex())
-                .map_err(|e| UserStoreError::from(StoreFailure::new("generated id rejected", e)))?,
+                .map_err(|e| StoreFailure::new("generated id rejected", e))?,
             username: user.username,
             email: user.email,
             password_hash: user.password_hash,

@@ -130,8 +130,7 @@ async fn connect_manager(
     url: &str,
 ) -> Result<(redis::Client, ConnectionManager), AccessStoreError> {
     // The URL may carry a password, so it is deliberately left out of errors.
-    let client = redis::Client::open(url)
-        .map_err(|e| AccessStoreError::from(StoreFailure::new("invalid Redis URL", e)))?;
+    let client = redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
     let attempt = async {
         let mut conn = ConnectionManager::new_with_config(client.clone(), manager_config()).await?;
         redis::cmd("PING").query_async::<()>(&mut conn).await?;

@@ -169,9 +169,8 @@ fn decode(raw: &str, version: u64) -> Result<Handoff, ConversationStoreError> {
     let corrupt = || {
         ConversationStoreError::from(StoreFailure::bare("a stored handoff record is unreadable"))
     };
-    let s: StoredHandoff = serde_json::from_str(raw).map_err(|e| {
-        ConversationStoreError::from(StoreFailure::new("a stored handoff record is not JSON", e))
-    })?;
+    let s: StoredHandoff = serde_json::from_str(raw)
+        .map_err(|e| StoreFailure::new("a stored handoff record is not JSON", e))?;
     Ok(Handoff {
         session: SessionId::parse(&s.session).map_err(|_| corrupt())?,
         user: SessionUser {

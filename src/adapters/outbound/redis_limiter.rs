@@ -129,8 +129,8 @@ impl RedisRateLimiter {
             ))));
         }
         // The URL may carry a password, so it is deliberately left out of errors.
-        let client = redis::Client::open(url)
-            .map_err(|e| RateLimitError::from(StoreFailure::new("invalid Redis URL", e)))?;
+        let client =
+            redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
         let attempt = async {
             let mut conn = ConnectionManager::new_with_config(client, manager_config()).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;

@@ -299,8 +299,8 @@ impl RedisSessionStore {
         key_prefix: &str,
     ) -> Result<Self, SessionStoreError> {
         // The URL may carry a password, so it is deliberately left out of errors.
-        let client = redis::Client::open(url)
-            .map_err(|e| SessionStoreError::from(StoreFailure::new("invalid Redis URL", e)))?;
+        let client =
+            redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
         let config = manager_config();
         let attempt = async {
             let mut conn = ConnectionManager::new_with_config(client, config).await?;

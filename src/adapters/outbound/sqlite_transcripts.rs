@@ -71,9 +71,7 @@ impl SqliteTranscriptStore {
         let owned = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || open_blocking(&owned))
             .await
-            .map_err(|e| {
-                TranscriptStoreError::from(StoreFailure::new("sqlite open task failed", e))
-            })??;
+            .map_err(|e| StoreFailure::new("sqlite open task failed", e))??;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path.to_path_buf()),
@@ -94,44 +92,36 @@ impl SqliteTranscriptStore {
             work(&mut guard)
         })
         .await
-        .map_err(|e| TranscriptStoreError::from(StoreFailure::new("sqlite task failed", e)))?
+        .map_err(|e| StoreFailure::new("sqlite task failed", e))?
     }
 }
 
 fn open_blocking(path: &Path) -> Result<Connection, TranscriptStoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
-            TranscriptStoreError::from(StoreFailure::new(
+            StoreFailure::new(
                 format!(
                     "cannot create directory {} for transcripts",
                     parent.display()
                 ),
                 e,
-            ))
+            )
         })?;
     }
-    let conn = Connection::open(path).map_err(|e| {
-        TranscriptStoreError::from(StoreFailure::new(
-            format!("cannot open database {}", path.display()),
-            e,
-        ))
-    })?;
+    let conn = Connection::open(path)
+        .map_err(|e| StoreFailure::new(format!("cannot open database {}", path.display()), e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
         row.get::<_, String>(0)
     })
     .map_err(|e| {
-        TranscriptStoreError::from(StoreFailure::new(
+        StoreFailure::new(
             format!("{} is not a usable SQLite database", path.display()),
             e,
-        ))
+        )
     })?;
-    conn.execute_batch(SCHEMA).map_err(|e| {
-        TranscriptStoreError::from(StoreFailure::new(
-            "cannot create the messages table and its indexes",
-            e,
-        ))
-    })?;
+    conn.execute_batch(SCHEMA)
+        .map_err(|e| StoreFailure::new("cannot create the messages table and its indexes", e))?;
     Ok(conn)
 }
 

@@ -96,7 +96,7 @@ impl SqliteUserRepository {
         let owned = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || open_blocking(&owned))
             .await
-            .map_err(|e| UserStoreError::from(StoreFailure::new("sqlite open task failed", e)))??;
+            .map_err(|e| StoreFailure::new("sqlite open task failed", e))??;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path.to_path_buf()),
@@ -118,7 +118,7 @@ impl SqliteUserRepository {
             work(&mut guard)
         })
         .await
-        .map_err(|e| UserStoreError::from(StoreFailure::new("sqlite task failed", e)))?
+        .map_err(|e| StoreFailure::new("sqlite task failed", e))?
     }
 
     async fn find_one(
@@ -141,30 +141,27 @@ impl SqliteUserRepository {
 fn open_blocking(path: &Path) -> Result<Connection, UserStoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
-            UserStoreError::from(StoreFailure::new(
+            StoreFailure::new(
                 format!(
                     "cannot create directory {} for the user database",
                     parent.display()
                 ),
                 e,
-            ))
+            )
         })?;
     }
     let mut conn = Connection::open(path).map_err(|e| {
-        UserStoreError::from(StoreFailure::new(
-            format!("cannot open user database {}", path.display()),
-            e,
-        ))
+        StoreFailure::new(format!("cannot open user database {}", path.display()), e)
     })?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
     // WAL lets health checks and logins read while a registration writes.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(|e| {
-            UserStoreError::from(StoreFailure::new(
+            StoreFailure::new(
                 format!("{} is not a usable SQLite database", path.display()),
                 e,
-            ))
+            )
         })?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), %mode, "sqlite refused WAL journal mode");
@@ -304,7 +301,7 @@ impl UserRepository for SqliteUserRepository {
             // Same id shape as MongoDB so ids in tokens and logs do not reveal
             // (or depend on) which store is configured.
             id: UserId::parse(&mongodb::bson::oid::ObjectId::new().to_hex())
-                .map_err(|e| UserStoreError::from(StoreFailure::new("generated id rejected", e)))?,
+                .map_err(|e| StoreFailure::new("generated id rejected", e))?,
             username: user.username,
             email: user.email,
             password_hash: user.password_hash,

@@ -130,15 +130,10 @@ impl From<&AgentRef> for StoredAgent {
 }
 
 fn agent_ref(a: StoredAgent) -> Result<AgentRef, ConversationStoreError> {
-    let id = UserId::parse(&a.id).map_err(|e| {
-        ConversationStoreError::from(StoreFailure::new(format!("stored agent id {:?}", a.id), e))
-    })?;
-    let username = Username::parse(&a.username).map_err(|e| {
-        ConversationStoreError::from(StoreFailure::new(
-            format!("stored agent name {:?}", a.username),
-            e,
-        ))
-    })?;
+    let id = UserId::parse(&a.id)
+        .map_err(|e| StoreFailure::new(format!("stored agent id {:?}", a.id), e))?;
+    let username = Username::parse(&a.username)
+        .map_err(|e| StoreFailure::new(format!("stored agent name {:?}", a.username), e))?;
     Ok(AgentRef { id, username })
 }
 
@@ -417,10 +412,7 @@ pub(super) fn encode_entry(
 /// Reads a log entry back as the event with the given seq.
 pub(super) fn decode_entry(raw: &[u8], seq: Seq) -> Result<LoggedEvent, ConversationStoreError> {
     let stored: StoredEvent = serde_json::from_slice(raw).map_err(|e| {
-        ConversationStoreError::from(StoreFailure::new(
-            format!("event log entry for seq {seq} is undecodable"),
-            e,
-        ))
+        StoreFailure::new(format!("event log entry for seq {seq} is undecodable"), e)
     })?;
     let (at, event) = from_stored(stored)?;
     Ok(LoggedEvent { seq, at, event })
@@ -441,9 +433,8 @@ pub(super) fn encode_batch(events: &[SharedEvent]) -> Result<String, Conversatio
 }
 
 pub(super) fn decode_batch(raw: &[u8]) -> Result<Vec<LoggedEvent>, ConversationStoreError> {
-    let batch: Vec<LiveEvent> = serde_json::from_slice(raw).map_err(|e| {
-        ConversationStoreError::from(StoreFailure::new("live message is undecodable", e))
-    })?;
+    let batch: Vec<LiveEvent> = serde_json::from_slice(raw)
+        .map_err(|e| StoreFailure::new("live message is undecodable", e))?;
     batch
         .into_iter()
         .map(|live| {

@@ -222,9 +222,7 @@ impl EventLog for RedisEventLog {
         let first: Seq = invocation
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| {
-                ConversationStoreError::from(StoreFailure::new("appending to the event log", e))
-            })?;
+            .map_err(|e| StoreFailure::new("appending to the event log", e))?;
         Ok(events
             .into_iter()
             .zip(first..)
@@ -245,9 +243,7 @@ impl EventLog for RedisEventLog {
             .arg(self.ttl_ms)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| {
-                ConversationStoreError::from(StoreFailure::new("reading the event log", e))
-            })?;
+            .map_err(|e| StoreFailure::new("reading the event log", e))?;
         slice(&self.keys.log(session), reply)
     }
 
@@ -256,9 +252,7 @@ impl EventLog for RedisEventLog {
             .arg(self.keys.head(session))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(|e| {
-                ConversationStoreError::from(StoreFailure::new("reading the event log head", e))
-            })?;
+            .map_err(|e| StoreFailure::new("reading the event log head", e))?;
         Ok(head.unwrap_or(0))
     }
 
@@ -274,12 +268,7 @@ impl EventLog for RedisEventLog {
             .arg(CLIENT_MESSAGE_IDS_KEPT - 1)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(|e| {
-                ConversationStoreError::from(StoreFailure::new(
-                    "reading accepted client message ids",
-                    e,
-                ))
-            })?;
+            .map_err(|e| StoreFailure::new("reading accepted client message ids", e))?;
         // Newest first, so a reused client id finds its latest message.
         for record in &records {
             let (client_id, accepted) = parse_accepted(record).ok_or_else(|| {

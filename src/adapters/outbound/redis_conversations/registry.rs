@@ -22,6 +22,7 @@ use crate::application::ports::{
     AbandonedGeneration, ConversationStoreError, GenerationRegistry, StartOutcome, StopStream,
 };
 use crate::domain::{MessageId, SessionId};
+use crate::error_chain::ErrorChain;
 
 /// How much longer than its lease a lease key lives; see the module docs.
 const LEASE_KEY_GRACE: Duration = Duration::from_secs(600);
@@ -255,9 +256,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
         let renewed: bool = self
             .lease_script(&RENEW, session, message_id, lease)
             .await
-            .map_err(|e| {
-                ConversationStoreError::from(StoreFailure::new("renewing a generation lease", e))
-            })?;
+            .map_err(|e| StoreFailure::new("renewing a generation lease", e))?;
         let stops = &self.hub.shared.stops;
         if renewed {
             stops.own(session, message_id, lease)?;
@@ -280,9 +279,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(member(session, message_id))
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
-            .map_err(|e| {
-                ConversationStoreError::from(StoreFailure::new("finishing a generation", e))
-            })?;
+            .map_err(|e| StoreFailure::new("finishing a generation", e))?;
         self.hub.shared.stops.disown(session, message_id);
         Ok(())
     }
@@ -295,9 +292,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(self.keys.lease(session))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(|e| {
-                ConversationStoreError::from(StoreFailure::new("reading a generation lease", e))
-            })?;
+            .map_err(|e| StoreFailure::new("reading a generation lease", e))?;
         holder.as_deref().map(stored_message_id).transpose()
     }
 
@@ -313,7 +308,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(millis(STOP_FLAG_TTL))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::from(StoreFailure::new("requesting a stop", e)))?;
+            .map_err(|e| StoreFailure::new("requesting a stop", e))?;
         holder.as_deref().map(stored_message_id).transpose()
     }
 
@@ -327,9 +322,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(REAP_BATCH)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| {
-                ConversationStoreError::from(StoreFailure::new("listing lapsed leases", e))
-            })?;
+            .map_err(|e| StoreFailure::new("listing lapsed leases", e))?;
         let mut reaped = Vec::new();
         for raw in members {
             let Some((session, message_id)) = parse_member(&raw) else {
@@ -347,7 +340,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
                 Ok(false) => {}
                 // Those already popped must reach this caller; the rest wait.
                 Err(e) if !reaped.is_empty() => {
-                    tracing::warn!(error = %e, "reaping stopped early");
+                    tracing::warn!(error = %ErrorChain(&e), "reaping stopped early");
                     break;
                 }
                 Err(e) => return Err(e),
