@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Validates asyncapi/asyncapi.yaml with the official AsyncAPI parser
 # (@asyncapi/parser, pinned in asyncapi/package-lock.json): any diagnostic of
-# severity error fails. tests/asyncapi_spec.rs checks the same document
+# severity error fails. tests/api/asyncapi_spec.rs checks the same document
 # against the server's message types and real frames. Called by .ci/run;
 # needs node and npm.
 set -euo pipefail

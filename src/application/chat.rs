@@ -934,6 +934,7 @@ mod tests {
         let mut stats = MockStats::new();
         stats.expect_generation_ended().returning(|_| ());
         stats.expect_store_error().returning(|_| ());
+        stats.expect_handoff_queue_length().returning(|_| ());
         stats
     }
 
@@ -987,13 +988,19 @@ mod tests {
             }
         }
 
-        fn service(self) -> ChatService {
+        fn service(mut self) -> ChatService {
+            let log = std::mem::take(&mut self.log);
+            self.service_with_log(Arc::new(log))
+        }
+
+        /// The service on these mocks, with a log of the test's own.
+        fn service_with_log(self, log: Arc<dyn EventLog>) -> ChatService {
             ChatService::new(
                 ChatPorts {
                     sessions: Arc::new(self.sessions),
                     ai: Arc::new(self.ai),
                     stats: Arc::new(self.stats),
-                    log: Arc::new(self.log),
+                    log,
                     live: Arc::new(self.live),
                     handoffs: Arc::new(bot_only()),
                     presence: Arc::new(MockAgentPresence::new()),
@@ -1225,6 +1232,93 @@ mod tests {
             Ok(stream)
         });
         (m, session)
+    }
+
+    /// An event log that takes a while to answer, as Redis does under load,
+    /// and remembers how many events each append carried.
+    struct SlowLog {
+        log: crate::adapters::outbound::memory_conversations::InMemoryEventLog,
+        batches: Arc<StdMutex<Vec<Vec<ConversationEvent>>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl EventLog for SlowLog {
+        async fn append(
+            &self,
+            session: &SessionId,
+            events: Vec<(DateTime<Utc>, ConversationEvent)>,
+        ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let batch = events.iter().map(|(_, e)| e.clone()).collect();
+            self.batches.lock().unwrap().push(batch);
+            self.log.append(session, events).await
+        }
+        async fn read_after(
+            &self,
+            session: &SessionId,
+            after: Seq,
+            limit: usize,
+        ) -> Result<LogSlice, ConversationStoreError> {
+            self.log.read_after(session, after, limit).await
+        }
+        async fn head(&self, session: &SessionId) -> Result<Seq, ConversationStoreError> {
+            self.log.head(session).await
+        }
+        async fn accepted_client_message(
+            &self,
+            session: &SessionId,
+            id: &ClientMessageId,
+        ) -> Result<Option<crate::application::ports::AcceptedClientMessage>, ConversationStoreError>
+        {
+            self.log.accepted_client_message(session, id).await
+        }
+        async fn erase(&self, session: &SessionId) -> Result<(), ConversationStoreError> {
+            self.log.erase(session).await
+        }
+    }
+
+    /// Tokens that arrive while a batch is on its way to a slow store leave
+    /// together when it lands: one round trip per batch, not per token,
+    /// each token logged once and in order; the first leaves at once.
+    #[tokio::test(start_paused = true)]
+    async fn tokens_ready_together_go_to_the_log_in_one_append() {
+        const WORDS: &[&str] = &["one ", "two ", "three ", "four ", "five ", "six ", "seven "];
+        let (m, session) = answering(WORDS);
+        let batches = Arc::new(StdMutex::new(Vec::new()));
+        let slow = SlowLog {
+            log: crate::adapters::outbound::memory_conversations::InMemoryEventLog::new(
+                1000,
+                Duration::from_secs(600),
+            ),
+            batches: batches.clone(),
+        };
+        let service = m.service_with_log(Arc::new(slow));
+        service
+            .submit(&session.id, &user(), chat(None))
+            .await
+            .unwrap();
+        service.drain(Duration::from_secs(5)).await;
+        let batches = batches.lock().unwrap().clone();
+        let token_batches: Vec<Vec<String>> = batches
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .filter_map(|e| match e {
+                        ConversationEvent::StreamToken { token, .. } => Some(token.clone()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .filter(|b| !b.is_empty())
+            .collect();
+        assert_eq!(
+            token_batches,
+            vec![
+                vec!["one ".to_owned()],
+                WORDS[1..].iter().map(|w| (*w).to_owned()).collect()
+            ],
+            "the first token at once, the rest together: {batches:?}"
+        );
     }
 
     #[tokio::test]

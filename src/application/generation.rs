@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -270,15 +271,23 @@ async fn stream_answer(
     let stopped = cancel.cancelled();
     tokio::pin!(stopped);
     let mut unwatched_since: Option<Instant> = None;
-    loop {
+    // Tokens go to the log (and live watchers) one batch at a time: while a
+    // batch is on its way, the next deltas gather here and leave together
+    // when it lands, so a store slower than the upstream costs one round
+    // trip per batch, not one per token; a quiet answer's token leaves at once.
+    let mut batch = Batch::default();
+    let in_flight = nothing_like(|| deliver(inner, session, Vec::new()));
+    tokio::pin!(in_flight);
+    let mut finished: Option<Result<StreamStatus, GenerationFailure>> = None;
+    let ending = loop {
         tokio::select! {
             biased;
-            () = &mut stopped => return Ending::Done(Ok(StreamStatus::Cancelled)),
+            () = &mut stopped => break Ending::Done(Ok(StreamStatus::Cancelled)),
             () = &mut housekeeping => {
                 let now = Instant::now();
                 if now >= next_renew {
                     if !inner.renew(session, message_id).await {
-                        return Ending::LostLease;
+                        break Ending::LostLease;
                     }
                     if let Some(slot) = slot {
                         inner.limits.renew(slot).await;
@@ -288,36 +297,117 @@ async fn stream_answer(
                 if now >= next_watch {
                     if inner.unattended_for_too_long(session, &mut unwatched_since).await {
                         tracing::info!(session_id = %session, %message_id, "nobody watched the answer; cancelling it");
-                        return Ending::Done(Ok(StreamStatus::Cancelled));
+                        break Ending::Done(Ok(StreamStatus::Cancelled));
                     }
                     next_watch = now + WATCH_CHECK;
                 }
                 housekeeping.as_mut().reset(next_renew.min(next_watch));
             }
-            item = stream.next() => match item {
-                Some(Ok(delta)) => {
-                    progress.token(&delta);
-                    let events = generation.tokens(&delta);
-                    if let Some(logged) = inner.append(session, events).await {
-                        inner.publish(session, &logged).await;
-                        // Publishing never waits, so nothing else would make
-                        // this task yield between buffered deltas: take part
-                        // in tokio's cooperative budget, as a channel send did,
-                        // so the writers that carry these tokens get their turn.
-                        tokio::task::consume_budget().await;
-                    } else {
-                        // Never delivered: not part of what the answer said.
-                        progress.reply.truncate(progress.reply.len() - delta.len());
-                        return Ending::Done(Err(GenerationFailure::SessionStoreUnavailable));
+            delivered = &mut in_flight, if !in_flight.is_terminated() => {
+                if !delivered {
+                    break Ending::Done(Err(GenerationFailure::SessionStoreUnavailable));
+                }
+                batch.landed();
+                // Publishing never waits, so nothing else would make this task
+                // yield between buffered deltas: take part in tokio's
+                // cooperative budget, so the writers that carry these tokens
+                // get their turn.
+                tokio::task::consume_budget().await;
+                if let Some(events) = batch.take(progress.reply.len()) {
+                    in_flight.set(deliver(inner, session, events).fuse());
+                } else if let Some(outcome) = finished.take() {
+                    break Ending::Done(outcome);
+                }
+            }
+            item = stream.next(), if finished.is_none() && batch.has_room() => {
+                match item {
+                    Some(Ok(delta)) => {
+                        progress.token(&delta);
+                        batch.add(generation.tokens(&delta));
+                    }
+                    Some(Err(e)) => {
+                        progress.upstream_failed(&e);
+                        finished = Some(Err(failed(e, message_id)));
+                    }
+                    None => finished = Some(Ok(StreamStatus::Completed)),
+                }
+                if in_flight.is_terminated() {
+                    match batch.take(progress.reply.len()) {
+                        Some(events) => in_flight.set(deliver(inner, session, events).fuse()),
+                        None => if let Some(outcome) = finished.take() {
+                            break Ending::Done(outcome);
+                        },
                     }
                 }
-                Some(Err(e)) => {
-                    progress.upstream_failed(&e);
-                    return Ending::Done(Err(failed(e, message_id)));
-                }
-                None => return Ending::Done(Ok(StreamStatus::Completed)),
-            },
+            }
         }
+    };
+    // What is still on its way settles first, so the reply holds exactly
+    // what was delivered; what never left is not part of the answer.
+    if !in_flight.is_terminated() && in_flight.as_mut().await {
+        batch.landed();
+    }
+    progress.reply.truncate(batch.delivered);
+    ending
+}
+
+/// Most token events gathered while a batch is on its way; beyond this the
+/// upstream is not read until the batch lands (memory stays bounded).
+const MAX_BATCH_EVENTS: usize = 256;
+
+/// The tokens gathered for the next trip to the log, and how much of the
+/// reply text has been delivered.
+#[derive(Default)]
+struct Batch {
+    events: Vec<ConversationEvent>,
+    /// The reply's length once the batch on its way lands.
+    sending: usize,
+    /// The reply's length that the log holds.
+    delivered: usize,
+}
+
+impl Batch {
+    fn has_room(&self) -> bool {
+        self.events.len() < MAX_BATCH_EVENTS
+    }
+
+    fn add(&mut self, events: Vec<ConversationEvent>) {
+        if self.events.is_empty() {
+            self.events = events;
+        } else {
+            self.events.extend(events);
+        }
+    }
+
+    /// The events to send now, if any; `reply_len` is the reply's length
+    /// once they land.
+    fn take(&mut self, reply_len: usize) -> Option<Vec<ConversationEvent>> {
+        if self.events.is_empty() {
+            return None;
+        }
+        self.sending = reply_len;
+        Some(std::mem::take(&mut self.events))
+    }
+
+    fn landed(&mut self) {
+        self.delivered = self.sending;
+    }
+}
+
+/// A finished future of the type `make` would return (never called): the
+/// slot a batch on its way is kept in, with no allocation per batch.
+fn nothing_like<F: std::future::Future>(_make: impl FnOnce() -> F) -> Fuse<F> {
+    Fuse::terminated()
+}
+
+/// Logs a batch of tokens and publishes it; false when the log refused it.
+async fn deliver(inner: &Inner, session: &SessionId, events: Vec<ConversationEvent>) -> bool {
+    match inner.append(session, events).await {
+        Some(logged) => {
+            inner.publish(session, &logged).await;
+            true
+        }
+        None => false,
     }
 }
 

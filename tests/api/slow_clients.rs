@@ -3,7 +3,7 @@
 //! connections, and shedding when descriptors run out. Timeouts are set short
 //! for each server; every bound asserted is several times the configured one.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

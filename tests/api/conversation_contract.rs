@@ -6,7 +6,7 @@
 //! in its own key prefix that is deleted afterwards. Without a reachable Redis
 //! the Redis tests print SKIPPED and pass, unless `CI` is set: then they fail.
 
-mod common;
+use crate::common;
 
 use common::redis::{cleaning_up, redis_url, skip_without_redis};
 use std::collections::HashSet;

@@ -3,7 +3,7 @@
 //! shows it, the `retryable` hint on the socket and in the event log, an
 //! OpenAI-compatible provider and a fallback, against loopback stubs.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The REST contract, driven over real HTTP against the real server binary.
 
-mod common;
+use crate::common;
 
 use common::{is_iso_millis, spawn_app, TEST_SECRET};
 use serde_json::{json, Value};
@@ -536,7 +536,8 @@ async fn docs_and_spec_are_served() {
     let (status, spec) = app.get("/openapi.json").await;
     assert_eq!(status, 200);
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
-    let committed: Value = serde_json::from_str(include_str!("../openapi/openapi.json")).unwrap();
+    let committed: Value =
+        serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
     assert_eq!(
         spec, committed,
         "served spec differs from openapi/openapi.json"

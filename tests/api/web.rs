@@ -2,7 +2,7 @@
 //! content type, security headers and cache validators. (What the pages do
 //! in a browser is `.ci/e2e.sh`'s part.)
 
-mod common;
+use crate::common;
 
 use common::spawn_app;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! production), driven by real WebSocket clients. No sticky sessions: a client
 //! chats on A, watches from B, reconnects to C mid-answer and stops from C.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

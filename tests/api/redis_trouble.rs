@@ -7,7 +7,7 @@
 //! empty, a fresh session. Runs a private `redis-server` per test that it
 //! kills (SIGKILL) and restarts.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

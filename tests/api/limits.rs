@@ -3,7 +3,7 @@
 //! window has passed; and, with two instances of the binary sharing the local
 //! Redis, one instance's count is the other's.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

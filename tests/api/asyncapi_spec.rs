@@ -7,7 +7,7 @@
 //!
 //! After adding a message type or a field: describe it in the document.
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,7 +3,7 @@
 //! `/agent/ws`. The bot must never answer while a human holds the
 //! conversation, exactly one claim wins, and nothing is lost or repeated.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The WebSocket contract, driven by a real WebSocket client against the real
 //! server, which streams from a real HTTP upstream stub speaking SSE.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! and all of it survives a restart. Without `MONGODB_URI` it says SKIPPED,
 //! and fails under `CI`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

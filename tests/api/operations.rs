@@ -3,7 +3,7 @@
 //! listens (IPv4 and IPv6 by default), and start-up errors that say a store
 //! is unreachable within STORE_CONNECT_TIMEOUT.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Metrics, health probes, request ids, trace context and logs, against the
 //! real server (in-process, or the binary where only its output shows).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

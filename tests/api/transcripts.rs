@@ -3,7 +3,7 @@
 //! handoff; only the owner and agents read them, only the owner erases them,
 //! and `TRANSCRIPT_RETENTION` expires them.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

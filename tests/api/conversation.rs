@@ -2,7 +2,7 @@
 //! with `lastSeq`, acknowledgements and safe resend, stop from any tab,
 //! answers that finish with no tab open, and what the log forgets.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Start, stop and restart: configuration errors, graceful shutdown on SIGTERM,
 //! and what survives a restart (users in SQLite, sessions in Redis).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

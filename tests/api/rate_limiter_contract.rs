@@ -3,7 +3,7 @@
 //! `REDIS_URL`. Redis cases run in their own key prefix, deleted afterwards;
 //! without Redis they print SKIPPED (and fail when `CI` is set).
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::sync::Arc;

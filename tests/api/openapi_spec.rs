@@ -1,7 +1,7 @@
 //! The committed OpenAPI spec must be exactly what the code generates, must be
 //! valid OpenAPI 3, and must list every response each operation can give.
 //!
-//! After changing a REST type or route: `UPDATE_OPENAPI=1 cargo test --test openapi_spec`.
+//! After changing a REST type or route: `UPDATE_OPENAPI=1 cargo test --test api openapi_spec`.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -22,7 +22,7 @@ fn committed_spec_matches_the_code() {
     assert!(
         committed.trim_end() == generated.trim_end(),
         "openapi/openapi.json is out of date; regenerate it with \
-         `UPDATE_OPENAPI=1 cargo test --test openapi_spec` and commit it"
+         `UPDATE_OPENAPI=1 cargo test --test api openapi_spec` and commit it"
     );
 }
 

@@ -4,7 +4,7 @@
 //! token, token time claims, case-insensitive usernames and closed
 //! registration. The last tests run two binaries on the local Redis.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

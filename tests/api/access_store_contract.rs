@@ -5,7 +5,7 @@
 //! case in its own key prefix, deleted afterwards. Without a reachable Redis
 //! the Redis cases print SKIPPED and pass, unless `CI` is set.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::sync::Arc;
