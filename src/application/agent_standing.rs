@@ -13,7 +13,7 @@ use super::chat::{ChatError, ChatService, Inner};
 use super::handoff::{change, HandoffRefusal, HANDOFF_LISTED};
 use crate::domain::handoff::{Handoff, HandoffError};
 use crate::domain::{SessionId, UserId};
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// How often the timers check the holders of assigned conversations against
 /// the user store: a demotion made by another process (the operator's

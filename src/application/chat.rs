@@ -34,13 +34,13 @@ use crate::domain::{
     ChatContent, ChatMessage, ClientIp, MessageId, Role, Session, SessionId, SessionUser,
     TraceContext, User, UserId,
 };
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// What the human-escalation request is answered with.
 pub const ESCALATION_REPLY: &str = "A human agent will contact you soon.";
 
 /// Why a chat use case failed. Whoever handles it logs it (with
-/// [`crate::telemetry::ErrorChain`] for the store's own cause).
+/// [`crate::error_chain::ErrorChain`] for the store's own cause).
 #[derive(Debug, Error)]
 pub enum ChatError {
     #[error(transparent)]
@@ -917,6 +917,7 @@ mod tests {
     //! The policy of the chat use cases, against mocked ports.
 
     use super::*;
+    use crate::application::ports::StoreFailure;
     use crate::application::ports::{
         AcceptedClientMessage, MockAgentPresence, MockAiModel, MockEventLog,
         MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
@@ -1327,7 +1328,7 @@ mod tests {
         transcripts
             .expect_append()
             .times(2)
-            .returning(|_| Err(TranscriptStoreError::bare("disk full")));
+            .returning(|_| Err(TranscriptStoreError::from(StoreFailure::bare("disk full"))));
         m.transcripts = transcripts;
         let failures = Arc::new(StdMutex::new(Vec::new()));
         let counted = failures.clone();
@@ -1362,7 +1363,9 @@ mod tests {
         log.expect_append().returning(move |_, events| {
             let mut all = kept.lock().unwrap();
             if !all.is_empty() && down.load(Ordering::SeqCst) {
-                return Err(ConversationStoreError::bare("connection refused"));
+                return Err(ConversationStoreError::from(StoreFailure::bare(
+                    "connection refused",
+                )));
             }
             let first = all.len() as Seq + 1;
             Ok(events

@@ -11,7 +11,7 @@ use chrono::Utc;
 use thiserror::Error;
 
 use super::chat::{ChatError, ChatService, Inner, ESCALATION_REPLY};
-use super::ports::{ConversationStoreError, SharedEvent, Swap};
+use super::ports::{ConversationStoreError, SharedEvent, StoreFailure, Swap};
 use crate::domain::conversation::{ConversationEvent, Seq};
 use crate::domain::handoff::{
     self, AgentRef, EscalationRoute, Handoff, HandoffError, HandoffSwitch, Mode, Transition,
@@ -19,7 +19,7 @@ use crate::domain::handoff::{
 };
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatContent, ChatMessage, MessageId, Role, Session, SessionId, User, UserId};
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// How long an agent socket's presence lease lasts without renewal: an
 /// instance that dies takes its agents offline within this.
@@ -383,9 +383,9 @@ fn refusal_to_chat(e: HandoffRefusal) -> ChatError {
         HandoffRefusal::Failed(e) => e,
         HandoffRefusal::SessionGone => ChatError::SessionGone,
         // Escalating has no refusals of its own; a conflict storm is a store fault.
-        HandoffRefusal::Rule(e) => ChatError::Conversation(ConversationStoreError::bare(format!(
-            "handoff change refused: {e}"
-        ))),
+        HandoffRefusal::Rule(e) => ChatError::Conversation(ConversationStoreError::from(
+            StoreFailure::bare(format!("handoff change refused: {e}")),
+        )),
     }
 }
 
@@ -415,7 +415,10 @@ where
             return Ok(Some(t));
         }
     }
-    Err(ConversationStoreError::bare("handoff kept changing under a compare-and-set").into())
+    Err(ConversationStoreError::from(StoreFailure::bare(
+        "handoff kept changing under a compare-and-set",
+    ))
+    .into())
 }
 
 /// [`change`]'s result for the transitions that always produce one (or fail).
@@ -425,7 +428,9 @@ trait Required {
 
 impl Required for Result<Option<Transition>, HandoffRefusal> {
     fn required(self) -> Result<Transition, HandoffRefusal> {
-        self?.ok_or_else(|| ConversationStoreError::bare("no handoff change").into())
+        self?.ok_or_else(|| {
+            ConversationStoreError::from(StoreFailure::bare("no handoff change")).into()
+        })
     }
 }
 

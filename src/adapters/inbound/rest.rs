@@ -62,6 +62,7 @@ mod tests {
     use crate::adapters::outbound::memory_stats::AtomicStats;
     use crate::application::ports::AiHealth;
     use crate::application::ports::MockRefreshTokenStore;
+    use crate::application::ports::StoreFailure;
     use crate::application::ports::{
         CircuitState, MockAiModel, MockPasswordHasher, MockSessionStore, MockTokenService,
         MockUserRepository, SessionStoreError, UpstreamState, UserStoreError,
@@ -119,10 +120,10 @@ mod tests {
         let mut users = MockUserRepository::new();
         users
             .expect_ping()
-            .returning(|| Err(UserStoreError::unavailable("ping", refused())));
+            .returning(|| Err(UserStoreError::from(StoreFailure::new("ping", refused()))));
         users
             .expect_create()
-            .returning(|_| Err(UserStoreError::unavailable("insert", refused())));
+            .returning(|_| Err(UserStoreError::from(StoreFailure::new("insert", refused()))));
         users
     }
 
@@ -241,9 +242,12 @@ mod tests {
     #[tokio::test]
     async fn stats_are_503_when_the_session_store_does_not_answer() {
         let mut sessions = MockSessionStore::new();
-        sessions
-            .expect_counts()
-            .returning(|| Err(SessionStoreError::unavailable("counts", refused())));
+        sessions.expect_counts().returning(|| {
+            Err(SessionStoreError::from(StoreFailure::new(
+                "counts",
+                refused(),
+            )))
+        });
         let app = app(MockUserRepository::new(), sessions, MockAiModel::new()).await;
         let cli = TestClient::new(app.endpoint());
         let resp = cli.get("/api/stats").send().await;
