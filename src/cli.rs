@@ -1,14 +1,15 @@
 //! The command line: subcommands, and a flag for every setting that is not a
 //! secret, overlaid on the environment before [`Config::from_lookup`] parses it.
 //!
-//! [`Config::from_lookup`] stays the one parser of settings: every flag here is
-//! a plain string that clap only gathers, so validation and the real defaults
-//! live in `config.rs` alone. The `[default: …]` clap prints is for the reader;
-//! values clap fills in from a default are never passed on, and a unit test
-//! checks that each one means what `config.rs` does when the setting is unset.
-//! Secrets (the JWT secret, API keys, URIs that carry credentials) are read
-//! from the environment only: a flag would show them to anyone who can list
-//! processes.
+//! The flags come from the settings table ([`crate::config::settings`]),
+//! flattened into [`Cli`]; [`Config::from_lookup`] stays the one parser of
+//! settings: every flag is a plain string that clap only gathers. The
+//! `[default: …]` clap prints comes from the same table the parsers read their
+//! defaults from; values clap fills in from a default are never passed on, and
+//! a unit test checks that each one means what the parsers do when the setting
+//! is unset. Secrets (the JWT secret, API keys, URIs that carry credentials)
+//! are read from the environment only: a flag would show them to anyone who
+//! can list processes.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -19,15 +20,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, ServerConfig};
-
-/// Settings read from the environment only, never flags.
-pub const SECRET_SETTINGS: &[&str] = &[
-    "JWT_SECRET",
-    "MONGODB_URI",
-    "REDIS_URL",
-    "OPENAI_API_KEY",
-    "AI_FALLBACK_OPENAI_API_KEY",
-];
+/// The settings that may be flags, and those that may not, as the
+/// settings table declares them.
+pub use crate::config::{Settings, SECRET_SETTINGS};
 
 const AFTER_HELP: &str = "\
 Every option is also read from the environment variable shown, and from a .env
@@ -37,192 +32,6 @@ environment (or .env) only, never from flags:
 
 Exit codes: 0 success, 1 start-up failure (a store unreachable, the port
 taken), 2 configuration error (one line saying which setting).";
-
-/// Declares [`Settings`]: one optional string per setting, with its flag
-/// (`--port`), its environment variable and, when it has one, the default
-/// shown in `--help`.
-macro_rules! settings {
-    ($( $heading:literal {
-        $( $(#[doc = $doc:literal])* $field:ident = $env:literal $(, default $default:literal)? ; )*
-    } )*) => {
-        /// The settings that may be given as flags (see the module docs).
-        #[derive(Debug, Clone, Default, clap::Args)]
-        pub struct Settings {
-            $( $(
-                $(#[doc = $doc])*
-                #[arg(
-                    long,
-                    env = $env,
-                    hide_env_values = true,
-                    global = true,
-                    value_name = "VALUE",
-                    help_heading = $heading
-                    $(, default_value = $default)?
-                )]
-                pub $field: Option<String>,
-            )* )*
-        }
-    };
-}
-
-settings! {
-    "Server" {
-        /// Port to listen on (0 picks a free one).
-        port = "PORT", default "3001";
-        /// IP address to listen on; unset, 0.0.0.0 or :: listen on every interface, IPv4 and IPv6.
-        host = "HOST";
-        /// development or production (wins over NODE_ENV).
-        app_env = "APP_ENV";
-        /// Node.js-style environment: development, test, local or dev mean development, anything else production.
-        node_env = "NODE_ENV";
-        /// How long running answers may finish after SIGTERM or Ctrl-C.
-        shutdown_timeout = "SHUTDOWN_TIMEOUT", default "10s";
-        /// Allowed browser origins, comma-separated, each with its scheme; unset or * allows any.
-        cors_origin = "CORS_ORIGIN";
-        /// Log filter (tracing EnvFilter syntax) [default: info].
-        rust_log = "RUST_LOG";
-        /// true lets chat text reach the logs at debug/trace level (debugging only).
-        log_chat_content = "LOG_CHAT_CONTENT", default "false";
-    }
-    "Observability" {
-        /// Serve /metrics, /health/live and /health/ready on this address instead of the main port.
-        metrics_addr = "METRICS_ADDR";
-        /// How often the stores and the AI are probed in the background for the health endpoints.
-        health_probe_interval = "HEALTH_PROBE_INTERVAL", default "5s";
-    }
-    "Authentication and access" {
-        /// Token lifetime, echoed to clients as expiresIn.
-        jwt_expires_in = "JWT_EXPIRES_IN", default "24h";
-        /// false answers registrations with 403.
-        allow_registration = "ALLOW_REGISTRATION", default "true";
-        /// How long a refresh token can be used.
-        refresh_token_ttl = "REFRESH_TOKEN_TTL", default "30d";
-        /// A refresh token reused within this of its rotation gets the same successor (0: off).
-        refresh_reuse_grace = "REFRESH_REUSE_GRACE", default "10s";
-        /// How long a WebSocket ticket can be redeemed.
-        ws_ticket_ttl = "WS_TICKET_TTL", default "30s";
-    }
-    "Stores" {
-        /// The embedded SQLite user store, used when MONGODB_URI is unset.
-        sqlite_path = "SQLITE_PATH", default "./data/chatbot.db";
-        /// How long start-up waits for MongoDB or Redis before saying it is unreachable.
-        store_connect_timeout = "STORE_CONNECT_TIMEOUT", default "5s";
-        /// Prefix of every Redis key.
-        redis_key_prefix = "REDIS_KEY_PREFIX", default "chatbot";
-        /// A session is forgotten after this long without activity.
-        session_ttl = "SESSION_TTL", default "24h";
-        /// Events of a conversation kept for replay.
-        event_log_limit = "EVENT_LOG_LIMIT", default "2000";
-        /// A running answer's lease; an answer whose instance died ends within twice this.
-        generation_lease = "GENERATION_LEASE", default "10s";
-        /// An answer with no open tab for this long is cancelled.
-        unattended_generation_timeout = "UNATTENDED_GENERATION_TIMEOUT", default "60s";
-        /// A conversation waiting for a human goes back to the bot after this.
-        handoff_queue_timeout = "HANDOFF_QUEUE_TIMEOUT", default "10m";
-        /// An agent with no socket open this long loses its conversations to the queue.
-        agent_away_grace = "AGENT_AWAY_GRACE", default "2m";
-        /// Human handoff: auto (in use once an agent account exists), on or off (a request for a human is only answered).
-        handoff = "HANDOFF", default "auto";
-        /// When agents exist but none is online: bot (say so; the bot keeps answering) or queue (wait anyway).
-        handoff_when_no_agent_online = "HANDOFF_WHEN_NO_AGENT_ONLINE", default "bot";
-        /// What the customer is told when no agent is online [default: No agent is available right now. The assistant will keep helping you.].
-        handoff_offline_message = "HANDOFF_OFFLINE_MESSAGE";
-        /// Transcript entries older than this are deleted (e.g. 30d) [default: kept for good].
-        transcript_retention = "TRANSCRIPT_RETENTION";
-    }
-    "AI service" {
-        /// fastapi or openai [default: fastapi when FASTAPI_URL is set; unset: the echo model].
-        ai_provider = "AI_PROVIDER";
-        /// Base URL of a FastAPI upstream.
-        fastapi_url = "FASTAPI_URL";
-        /// Base URL of an OpenAI-compatible upstream, with its API version [default: https://api.openai.com/v1].
-        openai_base_url = "OPENAI_BASE_URL";
-        /// Model name of an OpenAI-compatible upstream.
-        openai_model = "OPENAI_MODEL";
-        /// System message sent first to an OpenAI-compatible upstream.
-        ai_system_prompt = "AI_SYSTEM_PROMPT";
-        /// Provider of the fallback upstream.
-        ai_fallback_provider = "AI_FALLBACK_PROVIDER";
-        /// Base URL of a FastAPI fallback.
-        ai_fallback_fastapi_url = "AI_FALLBACK_FASTAPI_URL";
-        /// Base URL of an OpenAI-compatible fallback.
-        ai_fallback_openai_base_url = "AI_FALLBACK_OPENAI_BASE_URL";
-        /// Model name of an OpenAI-compatible fallback.
-        ai_fallback_openai_model = "AI_FALLBACK_OPENAI_MODEL";
-        /// System message of an OpenAI-compatible fallback.
-        ai_fallback_system_prompt = "AI_FALLBACK_SYSTEM_PROMPT";
-        /// Connect and receive response headers, per attempt.
-        ai_connect_timeout = "AI_CONNECT_TIMEOUT", default "5s";
-        /// From response headers to the first token.
-        ai_first_token_timeout = "AI_FIRST_TOKEN_TIMEOUT", default "30s";
-        /// Longest gap between events after the first token.
-        ai_idle_timeout = "AI_IDLE_TIMEOUT", default "30s";
-        /// Retries of a chat before its first token (0: off).
-        ai_max_retries = "AI_MAX_RETRIES", default "2";
-        /// Wait before the first retry, doubling after each.
-        ai_retry_backoff = "AI_RETRY_BACKOFF", default "200ms";
-        /// Consecutive failed chats that open an upstream's circuit breaker (0: off).
-        ai_breaker_failures = "AI_BREAKER_FAILURES", default "5";
-        /// How long an open breaker skips its upstream.
-        ai_breaker_cooldown = "AI_BREAKER_COOLDOWN", default "30s";
-        /// Delay between words of the built-in echo model.
-        echo_token_delay = "ECHO_TOKEN_DELAY", default "40ms";
-    }
-    "WebSocket" {
-        /// Longest chat message, in characters.
-        max_message_chars = "MAX_MESSAGE_CHARS", default "10000";
-        /// Server ping interval.
-        ws_ping_interval = "WS_PING_INTERVAL", default "20s";
-        /// A connection silent for this long is closed.
-        ws_pong_timeout = "WS_PONG_TIMEOUT", default "60s";
-    }
-    "Abuse limits (0 turns a count off)" {
-        /// Failed logins per (account, client IP) in LOGIN_FAILURE_WINDOW.
-        login_max_failures_per_account = "LOGIN_MAX_FAILURES_PER_ACCOUNT", default "5";
-        /// Failed logins per client IP in LOGIN_FAILURE_WINDOW.
-        login_max_failures_per_ip = "LOGIN_MAX_FAILURES_PER_IP", default "20";
-        login_failure_window = "LOGIN_FAILURE_WINDOW", default "15m";
-        /// Failed logins per account over all addresses in LOGIN_ACCOUNT_WINDOW.
-        login_max_failures_per_account_hourly = "LOGIN_MAX_FAILURES_PER_ACCOUNT_HOURLY", default "100";
-        login_account_window = "LOGIN_ACCOUNT_WINDOW", default "1h";
-        /// Registrations per client IP in REGISTER_WINDOW.
-        register_per_ip_per_hour = "REGISTER_PER_IP_PER_HOUR", default "20";
-        register_window = "REGISTER_WINDOW", default "1h";
-        /// Token verifications per client IP in VERIFY_WINDOW.
-        verify_per_ip_per_minute = "VERIFY_PER_IP_PER_MINUTE", default "120";
-        verify_window = "VERIFY_WINDOW", default "1m";
-        /// WebSocket tickets per user in WS_TICKETS_WINDOW.
-        ws_tickets_per_user_per_minute = "WS_TICKETS_PER_USER_PER_MINUTE", default "30";
-        ws_tickets_window = "WS_TICKETS_WINDOW", default "1m";
-        /// Chats per user in CHAT_MESSAGES_WINDOW.
-        chat_messages_per_minute = "CHAT_MESSAGES_PER_MINUTE", default "20";
-        chat_messages_window = "CHAT_MESSAGES_WINDOW", default "1m";
-        /// Answers one user may have running at once.
-        chat_max_concurrent_per_user = "CHAT_MAX_CONCURRENT_PER_USER", default "3";
-        /// Open WebSockets per user.
-        ws_max_connections_per_user = "WS_MAX_CONNECTIONS_PER_USER", default "20";
-        /// Open WebSockets per client IP.
-        ws_max_connections_per_ip = "WS_MAX_CONNECTIONS_PER_IP", default "100";
-        /// Live sessions per user; one more evicts the least recently active.
-        sessions_max_per_user = "SESSIONS_MAX_PER_USER", default "50";
-        /// IPs or CIDR blocks of reverse proxies whose X-Forwarded-For names the client.
-        trusted_proxies = "TRUSTED_PROXIES";
-    }
-    "Slow and silent clients (0 turns each off)" {
-        /// Request headers must be complete this long after connecting.
-        http_header_timeout = "HTTP_HEADER_TIMEOUT", default "10s";
-        /// A request body must arrive this long after its headers.
-        http_body_timeout = "HTTP_BODY_TIMEOUT", default "30s";
-        /// A kept-alive connection waiting for its next request is closed after this.
-        http_keepalive_timeout = "HTTP_KEEPALIVE_TIMEOUT", default "75s";
-        /// Kept-alive connections waiting for a next request, over all clients.
-        http_max_idle_connections = "HTTP_MAX_IDLE_CONNECTIONS", default "1000";
-        /// Connections per peer address that have not authenticated yet.
-        unauth_connections_per_ip = "UNAUTH_CONNECTIONS_PER_IP", default "1024";
-        /// Descriptors kept free for the server's own use.
-        fd_headroom = "FD_HEADROOM", default "256";
-    }
-}
 
 /// `chatbot-server [OPTIONS] [COMMAND]`.
 #[derive(Debug, Parser)]
@@ -622,5 +431,14 @@ mod tests {
         );
         assert!(help.contains("JWT_SECRET"), "secrets are named in the help");
         assert!(!help.contains("[env: PORT="), "{help}");
+    }
+
+    /// The help's closing text lists the secrets by hand: it must name each
+    /// one the settings table declares.
+    #[test]
+    fn the_help_names_every_secret() {
+        for secret in SECRET_SETTINGS {
+            assert!(AFTER_HELP.contains(secret), "{secret} is not in the help");
+        }
     }
 }

@@ -12,5 +12,6 @@ pub mod application;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod error_chain;
 pub mod startup;
 pub mod telemetry;

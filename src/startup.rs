@@ -37,7 +37,7 @@ use crate::adapters::outbound::redis_handoff::RedisHandoffs;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::resilient_ai::{
-    BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel,
+    BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel, UpstreamObserver,
 };
 use crate::adapters::outbound::sqlite_transcripts::SqliteTranscriptStore;
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
@@ -47,7 +47,7 @@ use crate::application::ports::{
     AccessStoreError, AgentPresence, AiModel, ConversationStoreError, EventLog, GenerationRegistry,
     HandoffStore, LiveDelivery, PasswordHashError, PasswordHasher, RateLimitError, RateLimiter,
     RefreshTokenStore, RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService,
-    TranscriptStore, TranscriptStoreError, UpstreamObserver, UserRepository, UserStoreError,
+    TranscriptStore, TranscriptStoreError, UserRepository, UserStoreError,
 };
 use crate::application::{
     AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationCore,

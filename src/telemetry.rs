@@ -23,6 +23,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::config::AppEnv;
+/// Where it lived before; kept so existing imports still resolve.
+pub use crate::error_chain::ErrorChain;
 
 /// What the logs may contain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -151,26 +153,9 @@ impl Visit for JsonVisitor<'_> {
     }
 }
 
-/// Shows an error with every cause behind it (`a: b: c`), so a log line keeps
-/// the driver's own words that a port error carries as its source.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::application::ports::UserStoreError;
 
     #[test]
     fn library_traces_of_messages_and_commands_are_content() {
@@ -208,15 +193,5 @@ mod tests {
         assert!(!carries_content(&meta("mongodb::connection", Level::DEBUG)));
         assert!(!carries_content(&meta("tungstenitex", Level::TRACE)));
         assert!(!carries_content(&meta("chatbot_server", Level::TRACE)));
-    }
-
-    #[test]
-    fn the_chain_keeps_the_drivers_words() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by peer");
-        let e = UserStoreError::unavailable("sqlite statement failed", io);
-        assert_eq!(
-            ErrorChain(&e).to_string(),
-            "user store unavailable: sqlite statement failed: refused by peer"
-        );
     }
 }

@@ -247,6 +247,7 @@ impl AuthService {
 mod tests {
     use super::*;
     use crate::application::auth::{AccessPorts, AccessSettings};
+    use crate::application::ports::StoreFailure;
     use crate::application::ports::{
         AccessStoreError, IssuedToken, MockPasswordHasher, MockRefreshTokenStore,
         MockRevocationStore, MockTicketStore, MockTokenService, MockUserRepository,
@@ -391,7 +392,7 @@ mod tests {
         ));
         let mut down = MockRevocationStore::new();
         down.expect_is_revoked()
-            .returning(|_| Err(AccessStoreError::corrupt("down")));
+            .returning(|_| Err(AccessStoreError::from(StoreFailure::bare("down"))));
         let auth = service(MockRefreshTokenStore::new(), MockTicketStore::new(), down).await;
         assert!(matches!(
             auth.authorize("t").await,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ports::UserRepository;
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// How long one reading of the store is trusted. An agent made with
 /// `users set-role` is noticed within this (the issue asks for 10 s).
@@ -58,6 +58,7 @@ impl AgentAccounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::application::ports::StoreFailure;
     use crate::application::ports::{MockUserRepository, UserStoreError};
 
     fn counting(counts: Vec<Result<u64, ()>>) -> AgentAccounts {
@@ -67,7 +68,7 @@ mod tests {
             counts
                 .next()
                 .expect("read once per freshness window")
-                .map_err(|()| UserStoreError::corrupt("down"))
+                .map_err(|()| UserStoreError::from(StoreFailure::bare("down")))
         });
         AgentAccounts::new(Arc::new(users))
     }

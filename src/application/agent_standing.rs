@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::conversation::{ChatError, ConversationCore, HandoffRefusal, HANDOFF_LISTED};
 use crate::domain::handoff::{Handoff, HandoffError};
 use crate::domain::{SessionId, UserId};
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// How often the timers check the holders of assigned conversations against
 /// the user store: a demotion made by another process (the operator's

@@ -15,7 +15,7 @@ use crate::domain::{
     ClientIp, EmailAddress, LoginName, NewUser, Password, PasswordHash, RefreshToken, User, UserId,
     Username,
 };
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// The stores behind the access use cases.
 #[derive(Clone)]
@@ -450,6 +450,7 @@ pub(super) fn internal(what: &str, e: &(dyn std::error::Error + 'static)) -> Aut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::application::ports::StoreFailure;
     use crate::application::ports::{
         MockPasswordHasher, MockRefreshTokenStore, MockRevocationStore, MockTicketStore,
         MockTokenService, MockUserRepository, TokenClaims, TokenError,
@@ -618,7 +619,7 @@ mod tests {
         for (store_err, expected) in [
             (UserStoreError::UsernameTaken, "UsernameTaken"),
             (UserStoreError::EmailTaken, "EmailTaken"),
-            (UserStoreError::corrupt("down"), "Internal"),
+            (UserStoreError::from(StoreFailure::bare("down")), "Internal"),
         ] {
             let mut users = MockUserRepository::new();
             let err = std::sync::Mutex::new(Some(store_err));

@@ -571,6 +571,7 @@ mod tests {
     use super::*;
     use crate::application::conversation::{ChatPorts, ConversationSettings, HandoffSettings};
     use crate::application::limits::Limits;
+    use crate::application::ports::StoreFailure;
     use crate::application::ports::{
         AcceptedClientMessage, AiError, EventLog, MockAgentPresence, MockAiModel, MockEventLog,
         MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
@@ -960,7 +961,7 @@ mod tests {
         transcripts
             .expect_append()
             .times(2)
-            .returning(|_| Err(TranscriptStoreError::bare("disk full")));
+            .returning(|_| Err(TranscriptStoreError::from(StoreFailure::bare("disk full"))));
         m.transcripts = transcripts;
         let failures = Arc::new(StdMutex::new(Vec::new()));
         let counted = failures.clone();
@@ -995,7 +996,9 @@ mod tests {
         log.expect_append().returning(move |_, events| {
             let mut all = kept.lock().unwrap();
             if !all.is_empty() && down.load(Ordering::SeqCst) {
-                return Err(ConversationStoreError::bare("connection refused"));
+                return Err(ConversationStoreError::from(StoreFailure::bare(
+                    "connection refused",
+                )));
             }
             let first = all.len() as Seq + 1;
             Ok(events

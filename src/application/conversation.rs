@@ -17,8 +17,8 @@ use super::agent_accounts::AgentAccounts;
 use super::limits::Limits;
 use super::ports::{
     AgentPresence, AiError, AiModel, ConversationStoreError, EventLog, GenerationRegistry,
-    HandoffStore, LiveDelivery, SessionStore, SessionStoreError, SharedEvent, Stats, Swap,
-    TranscriptStore, TranscriptStoreError, UserRepository,
+    HandoffStore, LiveDelivery, SessionStore, SessionStoreError, SharedEvent, Stats, StoreFailure,
+    Swap, TranscriptStore, TranscriptStoreError, UserRepository,
 };
 use crate::domain::conversation::ConversationEvent;
 use crate::domain::handoff::{
@@ -27,7 +27,7 @@ use crate::domain::handoff::{
 };
 use crate::domain::transcript::TranscriptEntry;
 use crate::domain::{MessageId, SessionId, UserId};
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// Most conversations the queue, an agent's list or a timer pass looks at.
 pub const HANDOFF_LISTED: usize = 500;
@@ -41,7 +41,7 @@ const RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 const SWAP_ATTEMPTS: usize = 8;
 
 /// Why a conversation use case failed. Whoever handles it logs it (with
-/// `ErrorChain` for the store's own cause).
+/// [`crate::error_chain::ErrorChain`] for the store's own cause).
 #[derive(Debug, Error)]
 pub enum ChatError {
     #[error(transparent)]
@@ -96,8 +96,8 @@ impl HandoffRefusal {
         match self {
             HandoffRefusal::Failed(e) => e,
             HandoffRefusal::SessionGone => ChatError::SessionGone,
-            HandoffRefusal::Rule(e) => ChatError::Conversation(ConversationStoreError::bare(
-                format!("handoff change refused: {e}"),
+            HandoffRefusal::Rule(e) => ChatError::Conversation(ConversationStoreError::from(
+                StoreFailure::bare(format!("handoff change refused: {e}")),
             )),
         }
     }
@@ -469,7 +469,10 @@ impl ConversationCore {
                 return Ok(Some(t));
             }
         }
-        Err(ConversationStoreError::bare("handoff kept changing under a compare-and-set").into())
+        Err(ConversationStoreError::from(StoreFailure::bare(
+            "handoff kept changing under a compare-and-set",
+        ))
+        .into())
     }
 
     /// Whether the bot may answer now: only in bot mode. Unknown (a failing

@@ -20,7 +20,7 @@ use super::ports::{AbandonedGeneration, AiError, AiRequest, GenerationReport, To
 use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure, Seq};
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatMessage, MessageId, Role, SessionId, StreamStatus};
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// How often a running generation checks whether anyone still watches it.
 const WATCH_CHECK: Duration = Duration::from_secs(1);

@@ -11,14 +11,14 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation::{ChatError, ConversationCore};
-use super::ports::{ConversationStoreError, HandoffChange, Swap};
+use super::ports::{ConversationStoreError, HandoffChange, StoreFailure, Swap};
 use crate::domain::conversation::{ConversationEvent, Seq};
 use crate::domain::handoff::{
     self, AgentRef, EscalationRoute, Handoff, HandoffError, HandoffSwitch, Mode, Transition,
 };
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatContent, ChatMessage, MessageId, Role, Session, SessionId, User, UserId};
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 pub use super::conversation::{HandoffRefusal, HandoffSettings, HANDOFF_LISTED};
 
@@ -347,7 +347,9 @@ trait Required {
 
 impl Required for Result<Option<Transition>, HandoffRefusal> {
     fn required(self) -> Result<Transition, HandoffRefusal> {
-        self?.ok_or_else(|| ConversationStoreError::bare("no handoff change").into())
+        self?.ok_or_else(|| {
+            ConversationStoreError::from(StoreFailure::bare("no handoff change")).into()
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::ports::{AiHealth, AiModel, SessionStore, UserRepository};
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// The longest one probe may take before it counts as failed.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -183,6 +183,7 @@ fn probe(ok: bool) -> Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::application::ports::StoreFailure;
     use crate::application::ports::{
         MockAiModel, MockSessionStore, MockUserRepository, SessionCounts, UserStoreError,
     };
@@ -193,7 +194,7 @@ mod tests {
             if users_ok {
                 Ok(())
             } else {
-                Err(UserStoreError::corrupt("down"))
+                Err(UserStoreError::from(StoreFailure::bare("down")))
             }
         });
         let mut sessions = MockSessionStore::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::ports::{Admission, EventId, Quota, RateLimiter, SlotId, Stats};
 use crate::domain::{ClientIp, UserId};
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// A refused request and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,6 +392,7 @@ fn quotas_of<const N: usize>(rules: [(Option<Rule>, String); N]) -> Vec<Quota> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::application::ports::StoreFailure;
     use crate::application::ports::{MockRateLimiter, RateLimitError};
 
     fn ip() -> ClientIp {
@@ -442,10 +443,10 @@ mod tests {
         let mut limiter = MockRateLimiter::new();
         limiter
             .expect_admit()
-            .returning(|_| Err(RateLimitError::bare("down")));
+            .returning(|_| Err(RateLimitError::from(StoreFailure::bare("down"))));
         limiter
             .expect_acquire()
-            .returning(|_, _, _| Err(RateLimitError::bare("down")));
+            .returning(|_, _, _| Err(RateLimitError::from(StoreFailure::bare("down"))));
         let limits = Limits::new(
             Arc::new(limiter),
             LimitSettings {

@@ -15,7 +15,7 @@ use super::conversation::{ChatError, ConversationCore};
 use super::ports::{Stats, TranscriptPage, TranscriptStore};
 use crate::domain::transcript::TranscriptCursor;
 use crate::domain::{SessionId, User};
-use crate::telemetry::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// Entries a page holds when the reader does not say.
 pub const TRANSCRIPT_PAGE_DEFAULT: usize = 50;
@@ -196,6 +196,7 @@ async fn sweep_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::application::ports::StoreFailure;
     use crate::application::ports::{MockStats, MockTranscriptStore, TranscriptStoreError};
     use std::sync::Mutex;
 
@@ -217,7 +218,7 @@ mod tests {
             seen.push(cutoff);
             // One failing sweep does not end the sweeper.
             if seen.len() == 2 {
-                Err(TranscriptStoreError::bare("down"))
+                Err(TranscriptStoreError::from(StoreFailure::bare("down")))
             } else {
                 Ok(3)
             }

@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use chatbot_server::adapters::outbound::fallback_ai::FallbackAi;
 use chatbot_server::adapters::outbound::resilient_ai::{
-    BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel,
+    AttemptOutcome, BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel, UpstreamObserver,
 };
 use chatbot_server::adapters::outbound::upstream_ai::{
     OpenAiSettings, UpstreamAi, UpstreamTimeouts,
 };
 use chatbot_server::application::ports::{
-    AiError, AiHealth, AiModel, AiRequest, AttemptOutcome, CircuitState, TokenStream,
-    UpstreamObserver,
+    AiError, AiHealth, AiModel, AiRequest, CircuitState, TokenStream,
 };
 use chatbot_server::domain::{ChatMessage, Role, SessionId, UserId};
 use chrono::Utc;

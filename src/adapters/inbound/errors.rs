@@ -22,6 +22,7 @@ use crate::application::ports::AiError;
 use crate::application::{AuthError, ChatError, HandoffRefusal};
 use crate::domain::conversation::GenerationFailure;
 use crate::domain::handoff::HandoffError;
+use crate::domain::ContentError;
 
 /// Declares [`ErrorCode`] and its table from one list, so a code cannot exist
 /// without its wire name, status, channel and message.
@@ -321,6 +322,22 @@ impl From<GenerationFailure> for ErrorCode {
     }
 }
 
+/// What a client is told about chat content the domain refused: the code and
+/// the rule it broke. The customers' socket, the agents' socket and the
+/// agents' REST reply all say the same.
+pub fn content_refusal(e: &ContentError) -> (ErrorCode, String) {
+    match e {
+        ContentError::Blank => (
+            ErrorCode::InvalidContent,
+            "'content' must not be blank".to_owned(),
+        ),
+        ContentError::TooLong { max } => (
+            ErrorCode::ContentTooLong,
+            format!("'content' must be at most {max} characters"),
+        ),
+    }
+}
+
 /// The codes one response can carry. The spec documents that response's body
 /// as its own schema whose `error` enum lists exactly these, and (in debug
 /// builds, so every test checks it) a body with any other code panics.
@@ -569,6 +586,24 @@ mod tests {
                 out.push((path.display().to_string(), text));
             }
         }
+    }
+
+    #[test]
+    fn refused_content_names_the_rule_it_broke() {
+        assert_eq!(
+            content_refusal(&ContentError::Blank),
+            (
+                ErrorCode::InvalidContent,
+                "'content' must not be blank".to_owned()
+            )
+        );
+        assert_eq!(
+            content_refusal(&ContentError::TooLong { max: 20 }),
+            (
+                ErrorCode::ContentTooLong,
+                "'content' must be at most 20 characters".to_owned()
+            )
+        );
     }
 
     #[test]

@@ -16,10 +16,8 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use super::errors::{ErrorBody, ErrorCode};
-use super::rest::{liveness, readiness, Api};
-use super::rest_agent::AgentApi;
-use super::rest_tokens::TokenApi;
-use super::rest_transcripts::TranscriptApi;
+use super::rest::{Api, API};
+use super::rest_health::{liveness, readiness};
 use super::web;
 use super::ws::agent::agent_ws_endpoint;
 use super::ws::ws_endpoint;
@@ -33,13 +31,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The OpenAPI service; its doc comments and response enums are the spec.
-pub fn api_service() -> OpenApiService<(Api, TokenApi, AgentApi, TranscriptApi), ()> {
-    OpenApiService::new(
-        (Api, TokenApi, AgentApi, TranscriptApi),
-        "chatbot-server",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description(
+pub fn api_service() -> OpenApiService<Api, ()> {
+    OpenApiService::new(API, "chatbot-server", env!("CARGO_PKG_VERSION")).description(
         "REST API of chatbot-server: register and log in for a JWT and a refresh token, buy a \
          single-use ticket with the JWT (`POST /api/auth/ws-ticket`), then open the WebSocket \
          at `/ws?ticket=<ticket>` to chat (non-browser clients may also send the JWT as \
@@ -175,7 +168,7 @@ struct AllowedMethods(Vec<(String, String)>);
 impl AllowedMethods {
     fn of_routes() -> Self {
         let mut routes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for api in <(Api, TokenApi, AgentApi, TranscriptApi) as poem_openapi::OpenApi>::meta() {
+        for api in <Api as poem_openapi::OpenApi>::meta() {
             for path in api.paths {
                 let methods = routes.entry(path.path).or_default();
                 methods.extend(path.operations.iter().map(|op| op.method.to_string()));

@@ -1,11 +1,16 @@
 //! Inbound adapters: how clients reach the use cases (REST and WebSocket), and
 //! the HTTP server that hosts both.
 
+pub mod api_common;
 pub mod errors;
 pub mod http;
 pub mod openapi;
 pub mod rest;
 pub mod rest_agent;
+pub mod rest_auth;
+pub mod rest_health;
+pub mod rest_sessions;
+pub mod rest_stats;
 pub mod rest_tokens;
 pub mod rest_transcripts;
 pub mod server;

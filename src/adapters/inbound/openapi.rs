@@ -143,8 +143,22 @@ impl<'a, const OPTIONAL: bool> ApiExtractor<'a> for BearerToken<OPTIONAL> {
         _body: &mut RequestBody,
         _param_opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        Ok(Self(super::rest::bearer_token(request)))
+        Ok(Self(bearer_token(request)))
     }
+}
+
+/// The token from `Authorization: Bearer <token>`, if that header is present.
+pub fn bearer_token(req: &Request) -> Option<String> {
+    let value = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
 }
 
 /// A rule the domain enforces on a string, as the spec states it.

@@ -10,15 +10,15 @@ use poem_openapi::param::Path;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::errors::{code_sets, ErrorBody, ErrorCode};
+use super::api_common::{bad_request, bearer_authorized, ApiTags, Refused, RejectsBody};
+use super::api_common::{BearerTokenError, PayloadTooLargeError, SessionNotFoundError};
+use super::errors::{code_sets, content_refusal, ErrorBody, ErrorCode};
 use super::openapi::{BearerToken, Json};
-use super::rest::{bad_request, bearer_authorized, ApiTags, Refused, RejectsBody};
-use super::rest::{BearerTokenError, PayloadTooLargeError, SessionNotFoundError};
 use super::AppContext;
 use crate::application::{AuthError, ChatError, HandoffRefusal};
 use crate::domain::handoff::{Handoff, Mode};
 use crate::domain::time::iso_millis;
-use crate::domain::{ChatContent, ContentError, SessionId, User};
+use crate::domain::{ChatContent, SessionId, User};
 use crate::telemetry::ErrorChain;
 
 code_sets! {
@@ -532,14 +532,9 @@ impl AgentApi {
         };
         let content = match ChatContent::parse(&body.0.content, ctx.websocket.max_message_chars) {
             Ok(c) => c,
-            Err(ContentError::Blank) => {
-                return SendResponse::BadRequest(ErrorBody::new(ErrorCode::InvalidContent))
-            }
-            Err(ContentError::TooLong { max }) => {
-                return SendResponse::BadRequest(ErrorBody::with_message(
-                    ErrorCode::ContentTooLong,
-                    format!("'content' must be at most {max} characters"),
-                ))
+            Err(e) => {
+                let (code, message) = content_refusal(&e);
+                return SendResponse::BadRequest(ErrorBody::with_message(code, message));
             }
         };
         match ctx.handoff.agent_message(&agent, &session, content).await {

@@ -8,16 +8,20 @@ use poem::Request;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::errors::{ErrorBody, ErrorCode};
-use super::openapi::{BearerToken, Json};
-use super::rest::{
-    auth_body, bad_request, bearer_authorized, rate_limited, rejects_body, ApiTags, AuthBody,
-    BearerTokenError, InternalServerError, InvalidRefreshTokenError, InvalidRequestError,
-    PayloadTooLargeError, RateLimitedError, Refused, RejectsBody, ServiceUnavailableError,
-    SessionsUnavailableError,
+use super::api_common::{
+    bad_request, bearer_authorized, rate_limited, rejects_body, unavailable_code, ApiTags,
+    BearerTokenError, InternalServerError, InvalidRequestError, PayloadTooLargeError,
+    RateLimitedError, Refused, RejectsBody, ServiceUnavailableError, SessionsUnavailableError,
 };
+use super::errors::{code_sets, ErrorBody, ErrorCode};
+use super::openapi::{BearerToken, Json};
+use super::rest_auth::{auth_body, AuthBody};
 use super::{client_ip, connection_authenticated, AppContext};
 use crate::application::AuthError;
+
+code_sets! {
+    InvalidRefreshTokenError = [InvalidRefreshToken];
+}
 
 /// A refresh request.
 #[derive(Debug, Object)]
@@ -173,7 +177,7 @@ fn unavailable() -> Json<ErrorBody<ServiceUnavailableError>> {
 
 /// A ticket that could not be had: the same 503 code the upgrade would get.
 async fn ticket_unavailable(ctx: &AppContext) -> TicketResponse {
-    let code = super::ws::unavailable_code(ctx).await;
+    let code = unavailable_code(ctx).await;
     TicketResponse::Unavailable(ErrorBody::new(code))
 }
 

@@ -11,11 +11,11 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
+use super::api_common::SessionsUnavailableError;
+use super::api_common::{bearer_authorized, ApiTags, Refused};
+use super::api_common::{BearerTokenError, InvalidRequestError, SessionNotFoundError};
 use super::errors::{ErrorBody, ErrorCode};
 use super::openapi::{BearerToken, DateTimeRule, Documented, IdRule, Json};
-use super::rest::SessionsUnavailableError;
-use super::rest::{bearer_authorized, ApiTags, Refused};
-use super::rest::{BearerTokenError, InvalidRequestError, SessionNotFoundError};
 use super::AppContext;
 use crate::application::ports::TranscriptPage;
 use crate::application::{TranscriptRefusal, TRANSCRIPT_PAGE_DEFAULT, TRANSCRIPT_PAGE_MAX};

@@ -15,6 +15,7 @@ use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::{Collection, Database, IndexModel};
 
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{TranscriptPage, TranscriptStore, TranscriptStoreError};
 use crate::domain::handoff::AgentRef;
 use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry, TranscriptRole};
@@ -43,7 +44,7 @@ impl MongoTranscriptStore {
             IndexModel::builder().keys(doc! { "at": 1 }).build(),
         ];
         messages.create_indexes(indexes).await.map_err(|e| {
-            TranscriptStoreError::new(
+            StoreFailure::new(
                 format!("cannot ensure indexes on {}.{COLLECTION}", database.name()),
                 e,
             )
@@ -53,7 +54,7 @@ impl MongoTranscriptStore {
 }
 
 fn failed(e: mongodb::error::Error) -> TranscriptStoreError {
-    TranscriptStoreError::new("mongodb request failed", e)
+    TranscriptStoreError::from(StoreFailure::new("mongodb request failed", e))
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
@@ -61,7 +62,9 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 fn to_i64(n: u64) -> Result<i64, TranscriptStoreError> {
-    i64::try_from(n).map_err(|_| TranscriptStoreError::bare(format!("{n} does not fit BSON")))
+    i64::try_from(n).map_err(|_| {
+        TranscriptStoreError::from(StoreFailure::bare(format!("{n} does not fit BSON")))
+    })
 }
 
 fn bson_date(at: DateTime<Utc>) -> mongodb::bson::DateTime {
@@ -97,9 +100,9 @@ fn entry_document(e: &TranscriptEntry) -> Result<Document, TranscriptStoreError>
 fn document_entry(d: &Document) -> Result<TranscriptEntry, TranscriptStoreError> {
     let id = d.get_str("_id").unwrap_or("?").to_owned();
     let bad = |field: &str| {
-        TranscriptStoreError::bare(format!(
+        TranscriptStoreError::from(StoreFailure::bare(format!(
             "transcript document {id:?} in mongodb has an invalid {field}"
-        ))
+        )))
     };
     let text = |field: &str| d.get_str(field).map_err(|_| bad(field));
     let role = TranscriptRole::parse(text("role")?).map_err(|_| bad("role"))?;
@@ -179,8 +182,7 @@ impl TranscriptStore for MongoTranscriptStore {
                 ],
             );
         }
-        // One more than asked says whether an older page exists.
-        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let fetch = TranscriptPage::entries_to_read(limit);
         let documents: Vec<Document> = self
             .messages
             .find(filter)
@@ -191,19 +193,11 @@ impl TranscriptStore for MongoTranscriptStore {
             .try_collect()
             .await
             .map_err(failed)?;
-        let mut entries = documents
+        let entries = documents
             .iter()
             .map(document_entry)
             .collect::<Result<Vec<_>, _>>()?;
-        let more = entries.len() > limit;
-        entries.truncate(limit);
-        entries.reverse();
-        let next = if more {
-            entries.first().map(TranscriptEntry::position)
-        } else {
-            None
-        };
-        Ok(TranscriptPage { entries, next })
+        Ok(TranscriptPage::from_newest_first(entries, limit))
     }
 
     async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
@@ -219,7 +213,9 @@ impl TranscriptStore for MongoTranscriptStore {
                     .ok()
                     .and_then(|u| UserId::parse(u).ok())
                     .ok_or_else(|| {
-                        TranscriptStoreError::bare("a transcript document has an invalid userId")
+                        TranscriptStoreError::from(StoreFailure::bare(
+                            "a transcript document has an invalid userId",
+                        ))
                     })
             })
             .transpose()

@@ -13,6 +13,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, Collation, CollationStrength, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{
     RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
 };
@@ -81,7 +82,7 @@ impl MongoUserRepository {
 
     async fn from_options(options: ClientOptions, database: &str) -> Result<Self, UserStoreError> {
         let client = Client::with_options(options)
-            .map_err(|e| UserStoreError::unavailable("cannot create the MongoDB client", e))?;
+            .map_err(|e| StoreFailure::new("cannot create the MongoDB client", e))?;
         let database = client.database(database);
         let users = database.collection::<Document>(COLLECTION);
         let refresh = database.collection::<Document>(REFRESH_COLLECTION);
@@ -158,7 +159,7 @@ impl MongoUserRepository {
             } else {
                 what
             };
-            UserStoreError::unavailable(context, e)
+            UserStoreError::from(StoreFailure::new(context, e))
         })?;
         Ok(())
     }
@@ -180,7 +181,7 @@ impl MongoUserRepository {
         self.refresh
             .create_indexes(indexes)
             .await
-            .map_err(|e| UserStoreError::unavailable("cannot ensure refresh token indexes", e))?;
+            .map_err(|e| StoreFailure::new("cannot ensure refresh token indexes", e))?;
         Ok(())
     }
 
@@ -236,7 +237,7 @@ fn case_insensitive() -> Collation {
 async fn parse_options(uri: &str) -> Result<ClientOptions, UserStoreError> {
     let mut options = ClientOptions::parse(uri)
         .await
-        .map_err(|e| UserStoreError::unavailable("invalid MongoDB URI", e))?;
+        .map_err(|e| StoreFailure::new("invalid MongoDB URI", e))?;
     if options.app_name.is_none() {
         options.app_name = Some("chatbot-server".to_owned());
     }
@@ -250,7 +251,7 @@ fn blocks_an_index(e: &mongodb::error::Error) -> bool {
 }
 
 fn unavailable(e: mongodb::error::Error) -> UserStoreError {
-    UserStoreError::unavailable("mongodb request failed", e)
+    UserStoreError::from(StoreFailure::new("mongodb request failed", e))
 }
 
 /// Both fields have a unique index, so a duplicate-key error must say which
@@ -270,9 +271,10 @@ fn map_insert_error(e: mongodb::error::Error) -> UserStoreError {
     };
     match duplicate.map(classify_duplicate_key) {
         Some(Some(taken)) => taken,
-        Some(None) => {
-            UserStoreError::unavailable("duplicate key on an unexpected index of users", e)
-        }
+        Some(None) => UserStoreError::from(StoreFailure::new(
+            "duplicate key on an unexpected index of users",
+            e,
+        )),
         None => unavailable(e),
     }
 }
@@ -335,9 +337,9 @@ fn document_to_user(doc: &Document) -> Result<User, UserStoreError> {
     let oid = doc.get_object_id("_id").ok();
     let bad = |field: &str, detail: String| {
         let id = oid.map_or_else(|| format!("{:?}", doc.get("_id")), |o| o.to_hex());
-        UserStoreError::corrupt(format!(
+        UserStoreError::from(StoreFailure::bare(format!(
             "user document {id} in mongodb has an invalid {field}: {detail}"
-        ))
+        )))
     };
     let oid = oid.ok_or_else(|| bad("_id", "not an ObjectId".to_owned()))?;
     let id = UserId::parse(&oid.to_hex()).map_err(|e| bad("_id", e.to_string()))?;
@@ -424,7 +426,7 @@ impl UserRepository for MongoUserRepository {
             .map_err(map_insert_error)?;
         Ok(User {
             id: UserId::parse(&oid.to_hex())
-                .map_err(|e| UserStoreError::unavailable("generated id rejected", e))?,
+                .map_err(|e| StoreFailure::new("generated id rejected", e))?,
             username: user.username,
             email: user.email,
             password_hash: user.password_hash,
@@ -674,7 +676,9 @@ impl MongoUserRepository {
 }
 
 fn corrupt_refresh() -> UserStoreError {
-    UserStoreError::corrupt("a refresh token document in mongodb is malformed")
+    UserStoreError::from(StoreFailure::bare(
+        "a refresh token document in mongodb is malformed",
+    ))
 }
 
 fn refresh_user(doc: &Document) -> Result<UserId, UserStoreError> {

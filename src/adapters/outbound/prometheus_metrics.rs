@@ -10,9 +10,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::application::ports::{
-    AttemptOutcome, CircuitState, GenerationReport, Stats, StatsSnapshot, UpstreamObserver,
-};
+use crate::adapters::outbound::resilient_ai::{AttemptOutcome, UpstreamObserver};
+use crate::application::ports::{CircuitState, GenerationReport, Stats, StatsSnapshot};
 
 /// Every series is named `chatbot_<name>`.
 pub const PREFIX: &str = "chatbot";

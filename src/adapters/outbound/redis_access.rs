@@ -26,6 +26,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::memory_access::REVOCATION_BUFFER;
 use super::redis_manager::{manager_config, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{
     AccessStoreError, Revocation, RevocationStore, TicketStore, TokenClaims,
 };
@@ -84,7 +85,9 @@ fn encode_claims(c: &TokenClaims) -> String {
 }
 
 fn decode_claims(raw: &str) -> Result<TokenClaims, AccessStoreError> {
-    let corrupt = |what: &str| AccessStoreError::corrupt(format!("stored ticket has {what}"));
+    let corrupt = |what: &str| {
+        AccessStoreError::from(StoreFailure::bare(format!("stored ticket has {what}")))
+    };
     let s: StoredClaims = serde_json::from_str(raw).map_err(|_| corrupt("no claims"))?;
     Ok(TokenClaims {
         user_id: UserId::parse(&s.sub).map_err(|_| corrupt("a bad user id"))?,
@@ -115,7 +118,7 @@ fn decode_announcement(payload: &[u8]) -> Option<Revocation> {
 }
 
 fn failed(context: &'static str) -> impl Fn(RedisError) -> AccessStoreError {
-    move |e| AccessStoreError::unavailable(context, e)
+    move |e| AccessStoreError::from(StoreFailure::new(context, e))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -127,8 +130,7 @@ async fn connect_manager(
     url: &str,
 ) -> Result<(redis::Client, ConnectionManager), AccessStoreError> {
     // The URL may carry a password, so it is deliberately left out of errors.
-    let client = redis::Client::open(url)
-        .map_err(|e| AccessStoreError::unavailable("invalid Redis URL", e))?;
+    let client = redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
     let attempt = async {
         let mut conn = ConnectionManager::new_with_config(client.clone(), manager_config()).await?;
         redis::cmd("PING").query_async::<()>(&mut conn).await?;
@@ -136,14 +138,14 @@ async fn connect_manager(
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(conn)) => Ok((client, conn)),
-        Ok(Err(e)) => Err(AccessStoreError::unavailable(
+        Ok(Err(e)) => Err(AccessStoreError::from(StoreFailure::new(
             "Redis did not answer PING",
             e,
-        )),
-        Err(e) => Err(AccessStoreError::unavailable(
+        ))),
+        Err(e) => Err(AccessStoreError::from(StoreFailure::new(
             "Redis did not answer PING in time",
             e,
-        )),
+        ))),
     }
 }
 
@@ -324,14 +326,14 @@ async fn open_link(client: &redis::Client, channel: &str) -> Result<Link, Access
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(link)) => Ok(link),
-        Ok(Err(e)) => Err(AccessStoreError::unavailable(
+        Ok(Err(e)) => Err(AccessStoreError::from(StoreFailure::new(
             "Redis pub/sub connection failed",
             e,
-        )),
-        Err(e) => Err(AccessStoreError::unavailable(
+        ))),
+        Err(e) => Err(AccessStoreError::from(StoreFailure::new(
             "Redis pub/sub did not answer in time",
             e,
-        )),
+        ))),
     }
 }
 

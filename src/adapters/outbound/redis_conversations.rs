@@ -48,6 +48,7 @@ pub use registry::RedisGenerationRegistry;
 
 use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
 use crate::application::ports::ConversationStoreError;
+use crate::application::ports::StoreFailure;
 #[cfg(doc)]
 use crate::application::ports::{
     EventLog, GenerationRegistry, LiveDelivery, CLIENT_MESSAGE_IDS_KEPT,
@@ -83,9 +84,9 @@ impl Keys {
     /// of the session, so they are refused.
     fn new(prefix: &str) -> Result<Self, ConversationStoreError> {
         if prefix.contains(['{', '}']) {
-            return Err(ConversationStoreError::bare(format!(
+            return Err(ConversationStoreError::from(StoreFailure::bare(format!(
                 "Redis key prefix {prefix:?} must not contain braces"
-            )));
+            ))));
         }
         Ok(Self {
             base: format!("{prefix}:v1:").into(),
@@ -151,20 +152,24 @@ pub(super) async fn connect_manager(
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(ConversationStoreError::new("Redis did not answer PING", e)),
-        Err(elapsed) => Err(ConversationStoreError::new(
+        Ok(Err(e)) => Err(ConversationStoreError::from(StoreFailure::new(
+            "Redis did not answer PING",
+            e,
+        ))),
+        Err(elapsed) => Err(ConversationStoreError::from(StoreFailure::new(
             format!(
                 "Redis did not answer PING within {} s",
                 CONNECT_TIMEOUT.as_secs()
             ),
             elapsed,
-        )),
+        ))),
     }
 }
 
 /// The URL may carry a password, so it is deliberately left out of errors.
 pub(super) fn open_client(url: &str) -> Result<redis::Client, ConversationStoreError> {
-    redis::Client::open(url).map_err(|e| ConversationStoreError::new("invalid Redis URL", e))
+    redis::Client::open(url)
+        .map_err(|e| ConversationStoreError::from(StoreFailure::new("invalid Redis URL", e)))
 }
 
 /// The three conversation adapters of one instance, sharing one command
@@ -206,6 +211,7 @@ impl RedisConversations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_chain::ErrorChain;
 
     #[test]
     fn every_key_of_a_session_shares_its_hash_tag() {
@@ -253,13 +259,15 @@ mod tests {
                 .err()
                 .expect("nothing listens on port 1");
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(err.to_string().contains("PING"), "{err}");
-        assert!(err.source.is_some(), "the driver's error is kept");
+        let chain = ErrorChain(&err).to_string();
+        assert!(chain.contains("PING"), "{chain}");
+        assert!(err.0.source.is_some(), "the driver's error is kept");
         let err = RedisEventLog::connect("redis://127.0.0.1:1", "t", 50, Duration::from_secs(60))
             .await
             .err()
             .expect("nothing listens on port 1");
-        assert!(err.to_string().contains("PING"), "{err}");
+        let chain = ErrorChain(&err).to_string();
+        assert!(chain.contains("PING"), "{chain}");
         for (url, prefix) in [("not a url", "t"), ("redis://127.0.0.1:1", "a{b}")] {
             assert!(
                 RedisConversations::connect(url, prefix, 50, Duration::from_secs(60))

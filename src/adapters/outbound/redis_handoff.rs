@@ -30,6 +30,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::memory_handoff::CHANGES_BUFFER;
 use super::redis_conversations::{connect_manager, open_client};
 use super::redis_manager::CONNECT_TIMEOUT;
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{
     AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
 };
@@ -165,9 +166,11 @@ fn encode(h: &Handoff) -> String {
 }
 
 fn decode(raw: &str, version: u64) -> Result<Handoff, ConversationStoreError> {
-    let corrupt = || ConversationStoreError::bare("a stored handoff record is unreadable");
+    let corrupt = || {
+        ConversationStoreError::from(StoreFailure::bare("a stored handoff record is unreadable"))
+    };
     let s: StoredHandoff = serde_json::from_str(raw)
-        .map_err(|e| ConversationStoreError::new("a stored handoff record is not JSON", e))?;
+        .map_err(|e| StoreFailure::new("a stored handoff record is not JSON", e))?;
     Ok(Handoff {
         session: SessionId::parse(&s.session).map_err(|_| corrupt())?,
         user: SessionUser {
@@ -182,7 +185,7 @@ fn decode(raw: &str, version: u64) -> Result<Handoff, ConversationStoreError> {
 }
 
 fn failed(context: &'static str) -> impl Fn(RedisError) -> ConversationStoreError {
-    move |e| ConversationStoreError::new(context, e)
+    move |e| ConversationStoreError::from(StoreFailure::new(context, e))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -552,14 +555,14 @@ async fn subscribe(
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(ConversationStoreError::new(
+        Ok(Err(e)) => Err(ConversationStoreError::from(StoreFailure::new(
             "Redis pub/sub connection failed",
             e,
-        )),
-        Err(e) => Err(ConversationStoreError::new(
+        ))),
+        Err(e) => Err(ConversationStoreError::from(StoreFailure::new(
             "Redis pub/sub did not answer in time",
             e,
-        )),
+        ))),
     }
 }
 

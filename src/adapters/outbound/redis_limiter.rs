@@ -20,6 +20,7 @@ use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
 use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{Admission, EventId, Quota, RateLimitError, RateLimiter, SlotId};
 
 /// About a century, as the other adapters bound their TTLs.
@@ -98,7 +99,7 @@ return 1
 });
 
 fn unavailable(e: RedisError) -> RateLimitError {
-    RateLimitError::new("redis command failed", e)
+    RateLimitError::from(StoreFailure::new("redis command failed", e))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -123,13 +124,13 @@ impl RedisRateLimiter {
     /// would become the hash tag), or Redis does not answer.
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, RateLimitError> {
         if key_prefix.contains(['{', '}']) {
-            return Err(RateLimitError::bare(format!(
+            return Err(RateLimitError::from(StoreFailure::bare(format!(
                 "Redis key prefix {key_prefix:?} must not contain braces"
-            )));
+            ))));
         }
         // The URL may carry a password, so it is deliberately left out of errors.
         let client =
-            redis::Client::open(url).map_err(|e| RateLimitError::new("invalid Redis URL", e))?;
+            redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
         let attempt = async {
             let mut conn = ConnectionManager::new_with_config(client, manager_config()).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
@@ -137,8 +138,18 @@ impl RedisRateLimiter {
         };
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(RateLimitError::new("Redis did not answer PING", e)),
-            Err(e) => return Err(RateLimitError::new("Redis did not answer PING in time", e)),
+            Ok(Err(e)) => {
+                return Err(RateLimitError::from(StoreFailure::new(
+                    "Redis did not answer PING",
+                    e,
+                )))
+            }
+            Err(e) => {
+                return Err(RateLimitError::from(StoreFailure::new(
+                    "Redis did not answer PING in time",
+                    e,
+                )))
+            }
         };
         Ok(Self {
             conn,

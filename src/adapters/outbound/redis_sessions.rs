@@ -32,6 +32,7 @@ use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 
 use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{SessionCounts, SessionStore, SessionStoreError};
 use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{
@@ -202,7 +203,7 @@ fn encode_message(message: &ChatMessage) -> Result<String, SessionStoreError> {
         content: message.content.clone(),
         timestamp: iso_millis(message.timestamp),
     })
-    .map_err(|e| SessionStoreError::unavailable("cannot encode message", e))
+    .map_err(|e| SessionStoreError::from(StoreFailure::new("cannot encode message", e)))
 }
 
 /// Why stored data could not be read back as a session.
@@ -270,7 +271,7 @@ fn decode_session(
 }
 
 fn unavailable(e: RedisError) -> SessionStoreError {
-    SessionStoreError::unavailable("redis command failed", e)
+    SessionStoreError::from(StoreFailure::new("redis command failed", e))
 }
 
 /// A [`SessionStore`] in Redis; see the module docs for the key layout.
@@ -298,8 +299,8 @@ impl RedisSessionStore {
         key_prefix: &str,
     ) -> Result<Self, SessionStoreError> {
         // The URL may carry a password, so it is deliberately left out of errors.
-        let client = redis::Client::open(url)
-            .map_err(|e| SessionStoreError::unavailable("invalid Redis URL", e))?;
+        let client =
+            redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
         let config = manager_config();
         let attempt = async {
             let mut conn = ConnectionManager::new_with_config(client, config).await?;
@@ -309,19 +310,19 @@ impl RedisSessionStore {
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                return Err(SessionStoreError::unavailable(
+                return Err(SessionStoreError::from(StoreFailure::new(
                     "Redis did not answer PING",
                     e,
-                ))
+                )))
             }
             Err(elapsed) => {
-                return Err(SessionStoreError::unavailable(
+                return Err(SessionStoreError::from(StoreFailure::new(
                     format!(
                         "Redis did not answer PING within {} s",
                         CONNECT_TIMEOUT.as_secs()
                     ),
                     elapsed,
-                ))
+                )))
             }
         };
         let ttl_ms = u64::try_from(ttl.as_millis())
@@ -402,7 +403,9 @@ impl RedisSessionStore {
 }
 
 fn unexpected_reply(reply: i64) -> SessionStoreError {
-    SessionStoreError::corrupt(format!("unexpected script reply {reply}"))
+    SessionStoreError::from(StoreFailure::bare(format!(
+        "unexpected script reply {reply}"
+    )))
 }
 
 #[async_trait]
@@ -437,7 +440,9 @@ impl SessionStore for RedisSessionStore {
             .await
             .map_err(unavailable)?;
         decode_session(id, fields, history).map_err(|Corrupt(problem)| {
-            SessionStoreError::corrupt(format!("corrupt session {key} in Redis: {problem}"))
+            SessionStoreError::from(StoreFailure::bare(format!(
+                "corrupt session {key} in Redis: {problem}"
+            )))
         })
     }
 
@@ -517,6 +522,7 @@ impl SessionStore for RedisSessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_chain::ErrorChain;
 
     fn id() -> SessionId {
         SessionId::parse("sess_1").unwrap()
@@ -629,7 +635,8 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         match err {
             e @ SessionStoreError::Unavailable { .. } => {
-                assert!(e.to_string().contains("PING"), "{e}")
+                let chain = ErrorChain(&e).to_string();
+                assert!(chain.contains("PING"), "{chain}")
             }
             other => panic!("expected Unavailable, got {other:?}"),
         }

@@ -14,6 +14,7 @@
 //! meanwhile, and dropping it abandons them at once.
 
 mod breaker;
+mod observer;
 mod retry;
 
 use std::future::Future;
@@ -24,11 +25,11 @@ use futures_util::{stream, StreamExt};
 use tokio::time::Instant;
 
 pub use breaker::{Admission, Breaker, BreakerSettings};
+pub use observer::{AttemptOutcome, NoObserver, UpstreamObserver};
 pub use retry::{Failed, RetryPolicy};
 
 use crate::application::ports::{
-    AiError, AiHealth, AiModel, AiRequest, AttemptOutcome, CircuitState, TokenStream,
-    UpstreamObserver, UpstreamState,
+    AiError, AiHealth, AiModel, AiRequest, CircuitState, TokenStream, UpstreamState,
 };
 
 /// Which upstream a decorator guards, as `/health` and the observer name it.

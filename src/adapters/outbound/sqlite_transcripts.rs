@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{TranscriptPage, TranscriptStore, TranscriptStoreError};
 use crate::domain::handoff::AgentRef;
 use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry, TranscriptRole};
@@ -70,7 +71,7 @@ impl SqliteTranscriptStore {
         let owned = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || open_blocking(&owned))
             .await
-            .map_err(|e| TranscriptStoreError::new("sqlite open task failed", e))??;
+            .map_err(|e| StoreFailure::new("sqlite open task failed", e))??;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path.to_path_buf()),
@@ -91,14 +92,14 @@ impl SqliteTranscriptStore {
             work(&mut guard)
         })
         .await
-        .map_err(|e| TranscriptStoreError::new("sqlite task failed", e))?
+        .map_err(|e| StoreFailure::new("sqlite task failed", e))?
     }
 }
 
 fn open_blocking(path: &Path) -> Result<Connection, TranscriptStoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
-            TranscriptStoreError::new(
+            StoreFailure::new(
                 format!(
                     "cannot create directory {} for transcripts",
                     parent.display()
@@ -107,32 +108,32 @@ fn open_blocking(path: &Path) -> Result<Connection, TranscriptStoreError> {
             )
         })?;
     }
-    let conn = Connection::open(path).map_err(|e| {
-        TranscriptStoreError::new(format!("cannot open database {}", path.display()), e)
-    })?;
+    let conn = Connection::open(path)
+        .map_err(|e| StoreFailure::new(format!("cannot open database {}", path.display()), e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
         row.get::<_, String>(0)
     })
     .map_err(|e| {
-        TranscriptStoreError::new(
+        StoreFailure::new(
             format!("{} is not a usable SQLite database", path.display()),
             e,
         )
     })?;
-    conn.execute_batch(SCHEMA).map_err(|e| {
-        TranscriptStoreError::new("cannot create the messages table and its indexes", e)
-    })?;
+    conn.execute_batch(SCHEMA)
+        .map_err(|e| StoreFailure::new("cannot create the messages table and its indexes", e))?;
     Ok(conn)
 }
 
 fn failed(e: rusqlite::Error) -> TranscriptStoreError {
-    TranscriptStoreError::new("sqlite statement failed", e)
+    TranscriptStoreError::from(StoreFailure::new("sqlite statement failed", e))
 }
 
 /// Seqs and counts are `u64` in the domain and `INTEGER` (i64) in SQLite.
 fn to_i64(n: u64) -> Result<i64, TranscriptStoreError> {
-    i64::try_from(n).map_err(|_| TranscriptStoreError::bare(format!("{n} does not fit SQLite")))
+    i64::try_from(n).map_err(|_| {
+        TranscriptStoreError::from(StoreFailure::bare(format!("{n} does not fit SQLite")))
+    })
 }
 
 /// The raw column values, before any domain validation.
@@ -168,10 +169,10 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
 /// than a guess.
 fn parse_row(raw: RawRow) -> Result<TranscriptEntry, TranscriptStoreError> {
     let bad = |field: &str| {
-        TranscriptStoreError::bare(format!(
+        TranscriptStoreError::from(StoreFailure::bare(format!(
             "transcript row {:?} in sqlite has an invalid {field}",
             raw.message_id
-        ))
+        )))
     };
     let speaker = match TranscriptRole::parse(&raw.role).map_err(|_| bad("role"))? {
         TranscriptRole::User => Speaker::User,
@@ -253,8 +254,7 @@ impl TranscriptStore for SqliteTranscriptStore {
             Some(c) => (c.at_ms, to_i64(c.seq)?),
             None => (i64::MAX, i64::MAX),
         };
-        // One more than asked says whether an older page exists.
-        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let fetch = TranscriptPage::entries_to_read(limit);
         let rows = self
             .with_conn(move |conn| {
                 let sql = format!(
@@ -271,19 +271,11 @@ impl TranscriptStore for SqliteTranscriptStore {
                 Ok(rows)
             })
             .await?;
-        let mut entries = rows
+        let entries = rows
             .into_iter()
             .map(parse_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let more = entries.len() > limit;
-        entries.truncate(limit);
-        entries.reverse();
-        let next = if more {
-            entries.first().map(TranscriptEntry::position)
-        } else {
-            None
-        };
-        Ok(TranscriptPage { entries, next })
+        Ok(TranscriptPage::from_newest_first(entries, limit))
     }
 
     async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
@@ -302,7 +294,9 @@ impl TranscriptStore for SqliteTranscriptStore {
         owner
             .map(|o| {
                 UserId::parse(&o).map_err(|_| {
-                    TranscriptStoreError::bare("a transcript row has an invalid user_id")
+                    TranscriptStoreError::from(StoreFailure::bare(
+                        "a transcript row has an invalid user_id",
+                    ))
                 })
             })
             .transpose()

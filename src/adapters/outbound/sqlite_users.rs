@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{
     RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
 };
@@ -95,7 +96,7 @@ impl SqliteUserRepository {
         let owned = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || open_blocking(&owned))
             .await
-            .map_err(|e| UserStoreError::unavailable("sqlite open task failed", e))??;
+            .map_err(|e| StoreFailure::new("sqlite open task failed", e))??;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path.to_path_buf()),
@@ -117,7 +118,7 @@ impl SqliteUserRepository {
             work(&mut guard)
         })
         .await
-        .map_err(|e| UserStoreError::unavailable("sqlite task failed", e))?
+        .map_err(|e| StoreFailure::new("sqlite task failed", e))?
     }
 
     async fn find_one(
@@ -140,7 +141,7 @@ impl SqliteUserRepository {
 fn open_blocking(path: &Path) -> Result<Connection, UserStoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
-            UserStoreError::unavailable(
+            StoreFailure::new(
                 format!(
                     "cannot create directory {} for the user database",
                     parent.display()
@@ -150,14 +151,14 @@ fn open_blocking(path: &Path) -> Result<Connection, UserStoreError> {
         })?;
     }
     let mut conn = Connection::open(path).map_err(|e| {
-        UserStoreError::unavailable(format!("cannot open user database {}", path.display()), e)
+        StoreFailure::new(format!("cannot open user database {}", path.display()), e)
     })?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
     // WAL lets health checks and logins read while a registration writes.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(|e| {
-            UserStoreError::unavailable(
+            StoreFailure::new(
                 format!("{} is not a usable SQLite database", path.display()),
                 e,
             )
@@ -179,10 +180,10 @@ fn migrate(conn: &mut Connection) -> Result<(), UserStoreError> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(unavailable)?;
     if version > SCHEMA_VERSION {
-        return Err(UserStoreError::corrupt(format!(
+        return Err(UserStoreError::from(StoreFailure::bare(format!(
             "user database schema version {version} is newer than this server understands \
              ({SCHEMA_VERSION}); refusing to touch it"
-        )));
+        ))));
     }
     let start = usize::try_from(version.max(0)).unwrap_or(0);
     for (from, step) in MIGRATIONS.iter().enumerate().skip(start) {
@@ -225,10 +226,10 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
 /// so the store is reported unusable for that user rather than trusted.
 fn parse_row(raw: RawRow) -> Result<User, UserStoreError> {
     let bad = |field: &str, detail: String| {
-        UserStoreError::corrupt(format!(
+        UserStoreError::from(StoreFailure::bare(format!(
             "user row {} in sqlite has an invalid {field}: {detail}",
             raw.id
-        ))
+        )))
     };
     let id = UserId::parse(&raw.id).map_err(|e| bad("id", e.to_string()))?;
     let username = Username::parse(&raw.username).map_err(|e| bad("username", e.to_string()))?;
@@ -264,7 +265,7 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 fn unavailable(e: rusqlite::Error) -> UserStoreError {
-    UserStoreError::unavailable("sqlite statement failed", e)
+    UserStoreError::from(StoreFailure::new("sqlite statement failed", e))
 }
 
 /// The constraint is enforced by SQLite inside the INSERT, so this is the
@@ -300,7 +301,7 @@ impl UserRepository for SqliteUserRepository {
             // Same id shape as MongoDB so ids in tokens and logs do not reveal
             // (or depend on) which store is configured.
             id: UserId::parse(&mongodb::bson::oid::ObjectId::new().to_hex())
-                .map_err(|e| UserStoreError::unavailable("generated id rejected", e))?,
+                .map_err(|e| StoreFailure::new("generated id rejected", e))?,
             username: user.username,
             email: user.email,
             password_hash: user.password_hash,
@@ -526,8 +527,11 @@ fn rotate_in(
     if revoked != 0 || expires_at <= now {
         return Ok(Rotation::Invalid);
     }
-    let user_id = UserId::parse(&user)
-        .map_err(|_| UserStoreError::corrupt(format!("refresh token of bad user id {user:?}")))?;
+    let user_id = UserId::parse(&user).map_err(|_| {
+        UserStoreError::from(StoreFailure::bare(format!(
+            "refresh token of bad user id {user:?}"
+        )))
+    })?;
     match rotated_at {
         None => {
             tx.execute(
@@ -558,6 +562,7 @@ fn rotate_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_chain::ErrorChain;
 
     #[test]
     fn unique_violations_name_the_taken_field() {
@@ -619,7 +624,8 @@ mod tests {
             conn.execute_batch("PRAGMA user_version = 99").unwrap();
         }
         let err = SqliteUserRepository::open(&path).await.unwrap_err();
-        assert!(err.to_string().contains("99"), "{err}");
+        let chain = ErrorChain(&err).to_string();
+        assert!(chain.contains("99"), "{chain}");
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

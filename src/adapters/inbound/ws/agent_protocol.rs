@@ -5,12 +5,12 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::super::errors::ErrorCode;
+use super::super::errors::{content_refusal, ErrorCode};
 use super::protocol::{event_value, now, AgentView, Refusal};
 use crate::domain::conversation::{ClientMessageId, LoggedEvent, Seq};
 use crate::domain::handoff::Handoff;
 use crate::domain::time::iso_millis;
-use crate::domain::{ChatContent, ContentError, SessionId};
+use crate::domain::{ChatContent, SessionId};
 
 /// The `type`s an agent may send, as `/api/websocket/info` lists them.
 pub const AGENT_CLIENT_MESSAGE_TYPES: &[&str] = &[
@@ -221,16 +221,7 @@ fn content_of(content: Option<&Value>, max_chars: usize) -> Result<ChatContent, 
             "An agent message needs a string 'content'".to_owned(),
         ));
     };
-    ChatContent::parse(raw, max_chars).map_err(|e| match e {
-        ContentError::Blank => (
-            ErrorCode::InvalidContent,
-            "'content' must not be blank".to_owned(),
-        ),
-        ContentError::TooLong { max } => (
-            ErrorCode::ContentTooLong,
-            format!("'content' must be at most {max} characters"),
-        ),
-    })
+    ChatContent::parse(raw, max_chars).map_err(|e| content_refusal(&e))
 }
 
 /// A customer as the queue and conversations show them.

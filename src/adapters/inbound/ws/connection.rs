@@ -16,8 +16,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::super::api_common::UserView;
 use super::super::errors::ErrorCode;
-use super::super::rest::UserView;
 use super::super::{AppContext, RequestContext};
 use super::feed::ConversationFeed;
 use super::protocol::{now, parse_client_message, AgentView, ClientMessage, Reply};

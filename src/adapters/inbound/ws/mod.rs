@@ -6,12 +6,14 @@
 //! - [`transport`]: frames, the writer task, pings, close codes;
 //! - [`protocol`]: the JSON messages in both directions;
 //! - [`feed`]: a session's conversation as frames for one socket's writer;
-//! - [`connection`]: one client's read loop, turning messages into commands.
+//! - [`connection`]: one client's read loop, turning messages into commands;
+//! - [`info`]: `/api/websocket/info`, both sockets described for clients.
 
 pub mod agent;
 pub mod agent_protocol;
 mod connection;
 mod feed;
+pub mod info;
 pub mod protocol;
 pub mod transport;
 
@@ -22,8 +24,9 @@ use poem::web::Data;
 use poem::{handler, IntoResponse, Request, Response};
 use serde::Deserialize;
 
+use super::api_common::{unavailable_code, UserView};
 use super::errors::{ErrorBody, ErrorCode};
-use super::rest::{bearer_token, UserView};
+use super::openapi::bearer_token;
 use super::{client_ip, connection_authenticated, request_context, AppContext, RequestContext};
 use crate::application::limits::ConnectionPermit;
 use crate::application::{Attachment, AuthError, Authorized, ChatError};
@@ -109,19 +112,6 @@ pub(super) async fn authenticate(
         // A failing store is a passing outage, not a bad token: 503, try again.
         Err(AuthError::Internal) => Err(ErrorBody::response(unavailable_code(ctx).await)),
         Err(e) => Err(ErrorBody::response(ErrorCode::from(&e))),
-    }
-}
-
-/// The 503 code for a token that could not be checked. With Redis the
-/// revocations and tickets live beside the sessions: when the session store
-/// does not answer either, that outage is the one to wait out, and the
-/// client hears `session_store_unavailable` as from any other Redis-backed
-/// request; otherwise the user store failed (`service_unavailable`).
-pub(super) async fn unavailable_code(ctx: &AppContext) -> ErrorCode {
-    if ctx.chat.session_store_answers().await {
-        ErrorCode::ServiceUnavailable
-    } else {
-        ErrorCode::SessionStoreUnavailable
     }
 }
 

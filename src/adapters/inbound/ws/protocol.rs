@@ -5,13 +5,13 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::super::errors::{retry_after_ms, ErrorCode};
-use super::super::rest::UserView;
+use super::super::api_common::UserView;
+use super::super::errors::{content_refusal, retry_after_ms, ErrorCode};
 use crate::application::ResumeNotice;
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
 use crate::domain::handoff::AgentRef;
 use crate::domain::time::iso_millis;
-use crate::domain::{ChatContent, ContentError, MessageId};
+use crate::domain::{ChatContent, MessageId};
 
 /// The `type`s a client may send, as `/api/websocket/info` lists them.
 pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
@@ -137,16 +137,7 @@ fn parse_content(content: Option<&Value>, max_chars: usize) -> Result<ChatConten
             ))
         }
     };
-    ChatContent::parse(raw, max_chars).map_err(|e| match e {
-        ContentError::Blank => (
-            ErrorCode::InvalidContent,
-            "'content' must not be blank".to_owned(),
-        ),
-        ContentError::TooLong { max } => (
-            ErrorCode::ContentTooLong,
-            format!("'content' must be at most {max} characters"),
-        ),
-    })
+    ChatContent::parse(raw, max_chars).map_err(|e| content_refusal(&e))
 }
 
 /// Absent or `null` means the client does not use acknowledgements.
@@ -746,6 +737,7 @@ mod tests {
 #[cfg(test)]
 mod proptests {
     use super::*;
+    use crate::domain::ContentError;
     use proptest::prelude::*;
 
     /// The codes a refused frame may get; anything else is a bug.

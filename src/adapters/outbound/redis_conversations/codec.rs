@@ -3,6 +3,7 @@
 //! purpose (with the key layout's version).
 
 use crate::application::ports::SharedEvent;
+use crate::application::ports::StoreFailure;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -130,10 +131,9 @@ impl From<&AgentRef> for StoredAgent {
 
 fn agent_ref(a: StoredAgent) -> Result<AgentRef, ConversationStoreError> {
     let id = UserId::parse(&a.id)
-        .map_err(|e| ConversationStoreError::new(format!("stored agent id {:?}", a.id), e))?;
-    let username = Username::parse(&a.username).map_err(|e| {
-        ConversationStoreError::new(format!("stored agent name {:?}", a.username), e)
-    })?;
+        .map_err(|e| StoreFailure::new(format!("stored agent id {:?}", a.id), e))?;
+    let username = Username::parse(&a.username)
+        .map_err(|e| StoreFailure::new(format!("stored agent name {:?}", a.username), e))?;
     Ok(AgentRef { id, username })
 }
 
@@ -294,8 +294,9 @@ fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
 }
 
 fn message_id(raw: &str) -> Result<MessageId, ConversationStoreError> {
-    MessageId::parse(raw)
-        .map_err(|e| ConversationStoreError::new(format!("stored message id {raw:?}"), e))
+    MessageId::parse(raw).map_err(|e| {
+        ConversationStoreError::from(StoreFailure::new(format!("stored message id {raw:?}"), e))
+    })
 }
 
 fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStoreError> {
@@ -309,7 +310,10 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
             client_message_id: client_message_id
                 .map(|c| {
                     ClientMessageId::parse(&c).map_err(|e| {
-                        ConversationStoreError::new(format!("stored client message id {c:?}"), e)
+                        ConversationStoreError::from(StoreFailure::new(
+                            format!("stored client message id {c:?}"),
+                            e,
+                        ))
                     })
                 })
                 .transpose()?,
@@ -387,7 +391,10 @@ fn from_stored(
     stored: StoredEvent,
 ) -> Result<(DateTime<Utc>, ConversationEvent), ConversationStoreError> {
     let at = parse_iso(&stored.at).ok_or_else(|| {
-        ConversationStoreError::bare(format!("stored event time {:?} is not a time", stored.at))
+        ConversationStoreError::from(StoreFailure::bare(format!(
+            "stored event time {:?} is not a time",
+            stored.at
+        )))
     })?;
     Ok((at, domain_event(stored.event)?))
 }
@@ -397,14 +404,15 @@ pub(super) fn encode_entry(
     at: DateTime<Utc>,
     event: &ConversationEvent,
 ) -> Result<String, ConversationStoreError> {
-    serde_json::to_string(&stored(at, event))
-        .map_err(|e| ConversationStoreError::new("cannot encode a conversation event", e))
+    serde_json::to_string(&stored(at, event)).map_err(|e| {
+        ConversationStoreError::from(StoreFailure::new("cannot encode a conversation event", e))
+    })
 }
 
 /// Reads a log entry back as the event with the given seq.
 pub(super) fn decode_entry(raw: &[u8], seq: Seq) -> Result<LoggedEvent, ConversationStoreError> {
     let stored: StoredEvent = serde_json::from_slice(raw).map_err(|e| {
-        ConversationStoreError::new(format!("event log entry for seq {seq} is undecodable"), e)
+        StoreFailure::new(format!("event log entry for seq {seq} is undecodable"), e)
     })?;
     let (at, event) = from_stored(stored)?;
     Ok(LoggedEvent { seq, at, event })
@@ -419,13 +427,14 @@ pub(super) fn encode_batch(events: &[SharedEvent]) -> Result<String, Conversatio
             stored: stored(e.at, &e.event),
         })
         .collect();
-    serde_json::to_string(&batch)
-        .map_err(|e| ConversationStoreError::new("cannot encode a live batch", e))
+    serde_json::to_string(&batch).map_err(|e| {
+        ConversationStoreError::from(StoreFailure::new("cannot encode a live batch", e))
+    })
 }
 
 pub(super) fn decode_batch(raw: &[u8]) -> Result<Vec<LoggedEvent>, ConversationStoreError> {
     let batch: Vec<LiveEvent> = serde_json::from_slice(raw)
-        .map_err(|e| ConversationStoreError::new("live message is undecodable", e))?;
+        .map_err(|e| StoreFailure::new("live message is undecodable", e))?;
     batch
         .into_iter()
         .map(|live| {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::application::ports::SharedEvent;
+use crate::application::ports::StoreFailure;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -173,9 +174,9 @@ fn slice(
     (head, oldest, first, entries): (i64, i64, i64, Vec<Vec<u8>>),
 ) -> Result<LogSlice, ConversationStoreError> {
     let corrupt = || {
-        ConversationStoreError::bare(format!(
+        ConversationStoreError::from(StoreFailure::bare(format!(
             "event log {key} is inconsistent: head {head}, oldest {oldest}, first {first}"
-        ))
+        )))
     };
     let head = Seq::try_from(head).map_err(|_| corrupt())?;
     let oldest = Seq::try_from(oldest).map_err(|_| corrupt())?;
@@ -221,7 +222,7 @@ impl EventLog for RedisEventLog {
         let first: Seq = invocation
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("appending to the event log", e))?;
+            .map_err(|e| StoreFailure::new("appending to the event log", e))?;
         Ok(events
             .into_iter()
             .zip(first..)
@@ -242,7 +243,7 @@ impl EventLog for RedisEventLog {
             .arg(self.ttl_ms)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("reading the event log", e))?;
+            .map_err(|e| StoreFailure::new("reading the event log", e))?;
         slice(&self.keys.log(session), reply)
     }
 
@@ -251,7 +252,7 @@ impl EventLog for RedisEventLog {
             .arg(self.keys.head(session))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("reading the event log head", e))?;
+            .map_err(|e| StoreFailure::new("reading the event log head", e))?;
         Ok(head.unwrap_or(0))
     }
 
@@ -267,11 +268,13 @@ impl EventLog for RedisEventLog {
             .arg(CLIENT_MESSAGE_IDS_KEPT - 1)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("reading accepted client message ids", e))?;
+            .map_err(|e| StoreFailure::new("reading accepted client message ids", e))?;
         // Newest first, so a reused client id finds its latest message.
         for record in &records {
             let (client_id, accepted) = parse_accepted(record).ok_or_else(|| {
-                ConversationStoreError::bare(format!("{key} holds a malformed record {record:?}"))
+                ConversationStoreError::from(StoreFailure::bare(format!(
+                    "{key} holds a malformed record {record:?}"
+                )))
             })?;
             if client_id == id.as_str() {
                 return Ok(Some(accepted));
@@ -288,7 +291,9 @@ impl EventLog for RedisEventLog {
             .arg(self.keys.client_ids(session))
             .query_async::<()>(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("erasing the event log", e))
+            .map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("erasing the event log", e))
+            })
     }
 }
 

@@ -3,6 +3,7 @@
 //! session so a slow subscriber only ever lags itself.
 
 use crate::application::ports::SharedEvent;
+use crate::application::ports::StoreFailure;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
@@ -87,7 +88,9 @@ impl LiveDelivery for RedisLiveDelivery {
             .arg(encode_batch(events)?)
             .exec_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("publishing live events", e))
+            .map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("publishing live events", e))
+            })
     }
 
     async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError> {
@@ -95,6 +98,8 @@ impl LiveDelivery for RedisLiveDelivery {
             .key(self.keys.watchers(session))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("counting live watchers", e))
+            .map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("counting live watchers", e))
+            })
     }
 }

@@ -30,6 +30,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::super::redis_manager::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use super::codec::decode_batch;
 use super::{lock, millis, Keys};
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{ConversationStoreError, StopStream};
 use crate::domain::conversation::LoggedEvent;
 use crate::domain::{MessageId, SessionId};
@@ -142,17 +143,17 @@ async fn open_link(client: &redis::Client, control: &str) -> Result<Link, Conver
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(link)) => Ok(link),
-        Ok(Err(e)) => Err(ConversationStoreError::new(
+        Ok(Err(e)) => Err(ConversationStoreError::from(StoreFailure::new(
             "Redis pub/sub connection failed",
             e,
-        )),
-        Err(elapsed) => Err(ConversationStoreError::new(
+        ))),
+        Err(elapsed) => Err(ConversationStoreError::from(StoreFailure::new(
             format!(
                 "Redis pub/sub did not answer within {} s",
                 CONNECT_TIMEOUT.as_secs()
             ),
             elapsed,
-        )),
+        ))),
     }
 }
 
@@ -233,7 +234,7 @@ async fn serve(
                     shared.route(&msg);
                     Ok(())
                 }
-                None => Err(ConversationStoreError::bare("Redis closed the pub/sub connection")),
+                None => Err(ConversationStoreError::from(StoreFailure::bare("Redis closed the pub/sub connection"))),
             },
             () = shared.wake.notified() => reconcile(shared, conn, &mut sink, &mut subscribed).await,
             _ = heartbeat.tick() => beat(shared, conn, &mut sink).await,
@@ -270,7 +271,10 @@ async fn reconcile(
         for waiter in waiters {
             let _ = waiter.send(Err(e.clone()));
         }
-        return Err(ConversationStoreError::new("updating subscriptions", e));
+        return Err(ConversationStoreError::from(StoreFailure::new(
+            "updating subscriptions",
+            e,
+        )));
     }
     for (session, n) in &changes {
         if *n > 0 {
@@ -302,13 +306,13 @@ async fn update_subscriptions(
         Ok::<_, RedisError>(())
     };
     match tokio::time::timeout(RESPONSE_TIMEOUT, work).await {
-        Ok(result) => {
-            result.map_err(|e| ConversationStoreError::new("Redis refused a (un)subscribe", e))
-        }
-        Err(elapsed) => Err(ConversationStoreError::new(
+        Ok(result) => result.map_err(|e| {
+            ConversationStoreError::from(StoreFailure::new("Redis refused a (un)subscribe", e))
+        }),
+        Err(elapsed) => Err(ConversationStoreError::from(StoreFailure::new(
             "Redis did not confirm a (un)subscribe in time",
             elapsed,
-        )),
+        ))),
     }
 }
 
@@ -320,12 +324,17 @@ async fn beat(
 ) -> Result<(), ConversationStoreError> {
     match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(ConversationStoreError::new("pub/sub PING failed", e)),
+        Ok(Err(e)) => {
+            return Err(ConversationStoreError::from(StoreFailure::new(
+                "pub/sub PING failed",
+                e,
+            )))
+        }
         Err(elapsed) => {
-            return Err(ConversationStoreError::new(
+            return Err(ConversationStoreError::from(StoreFailure::new(
                 "pub/sub PING unanswered",
                 elapsed,
-            ))
+            )))
         }
     }
     let counts = shared.counts();
@@ -411,14 +420,14 @@ impl Shared {
         let (rx, confirmed) = {
             let mut st = lock(&self.live);
             if st.closed || !st.connected {
-                return Err(ConversationStoreError::bare(
+                return Err(ConversationStoreError::from(StoreFailure::bare(
                     "Redis pub/sub connection is down",
-                ));
+                )));
             }
             if st.sessions.len() >= MAX_WATCHED_SESSIONS && !st.sessions.contains_key(session) {
-                return Err(ConversationStoreError::bare(format!(
+                return Err(ConversationStoreError::from(StoreFailure::bare(format!(
                     "this instance already watches {MAX_WATCHED_SESSIONS} sessions"
-                )));
+                ))));
             }
             let rx = st
                 .sessions
@@ -442,14 +451,17 @@ impl Shared {
         self.wake.notify_one();
         match tokio::time::timeout(SUBSCRIBE_TIMEOUT, confirmed).await {
             Ok(Ok(Ok(()))) => Ok(subscription),
-            Ok(Ok(Err(e))) => Err(ConversationStoreError::new("subscribing to live events", e)),
-            Ok(Err(_)) => Err(ConversationStoreError::bare(
+            Ok(Ok(Err(e))) => Err(ConversationStoreError::from(StoreFailure::new(
+                "subscribing to live events",
+                e,
+            ))),
+            Ok(Err(_)) => Err(ConversationStoreError::from(StoreFailure::bare(
                 "the pub/sub reader stopped before confirming",
-            )),
-            Err(elapsed) => Err(ConversationStoreError::new(
+            ))),
+            Err(elapsed) => Err(ConversationStoreError::from(StoreFailure::new(
                 "Redis did not confirm the live subscription in time",
                 elapsed,
-            )),
+            ))),
         }
     }
 
@@ -510,9 +522,9 @@ impl Shared {
         };
         // Dropped outside the lock: the receivers' guards take it.
         drop(cut);
-        let e = Arc::new(ConversationStoreError::bare(
+        let e = Arc::new(ConversationStoreError::from(StoreFailure::bare(
             "Redis pub/sub connection lost",
-        ));
+        )));
         for waiter in waiters {
             let _ = waiter.send(Err(e.clone()));
         }
@@ -608,9 +620,9 @@ impl StopRouter {
         }
         let key = (session.clone(), message_id.clone());
         if owned.leases.len() >= MAX_OWNED && !owned.leases.contains_key(&key) {
-            return Err(ConversationStoreError::bare(format!(
+            return Err(ConversationStoreError::from(StoreFailure::bare(format!(
                 "this instance already runs {MAX_OWNED} generations"
-            )));
+            ))));
         }
         owned.leases.insert(key, now + lease);
         Ok(())
@@ -744,7 +756,10 @@ mod tests {
 
     #[test]
     fn error_chains_name_every_cause() {
-        let e = ConversationStoreError::new("outer", std::io::Error::other("inner"));
+        let e = ConversationStoreError::from(StoreFailure::new(
+            "outer",
+            std::io::Error::other("inner"),
+        ));
         assert_eq!(
             error_chain(&e),
             "conversation store unavailable: outer: inner"

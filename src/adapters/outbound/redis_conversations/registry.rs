@@ -17,10 +17,12 @@ use redis::Script;
 
 use super::pubsub::Hub;
 use super::{millis, Keys, MAX_TTL_MS};
+use crate::application::ports::StoreFailure;
 use crate::application::ports::{
     AbandonedGeneration, ConversationStoreError, GenerationRegistry, StartOutcome, StopStream,
 };
 use crate::domain::{MessageId, SessionId};
+use crate::error_chain::ErrorChain;
 
 /// How much longer than its lease a lease key lives; see the module docs.
 const LEASE_KEY_GRACE: Duration = Duration::from_secs(600);
@@ -145,8 +147,9 @@ fn parse_member(member: &str) -> Option<(SessionId, MessageId)> {
 }
 
 fn stored_message_id(raw: &str) -> Result<MessageId, ConversationStoreError> {
-    MessageId::parse(raw)
-        .map_err(|e| ConversationStoreError::new(format!("lease holds {raw:?}"), e))
+    MessageId::parse(raw).map_err(|e| {
+        ConversationStoreError::from(StoreFailure::new(format!("lease holds {raw:?}"), e))
+    })
 }
 
 impl RedisGenerationRegistry {
@@ -189,7 +192,9 @@ impl RedisGenerationRegistry {
             .arg(message_id.as_str())
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("reaping a lapsed lease", e))
+            .map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("reaping a lapsed lease", e))
+            })
     }
 
     /// A member no generation can be made of is removed so it cannot block
@@ -225,7 +230,10 @@ impl GenerationRegistry for RedisGenerationRegistry {
             Ok(holder) => holder,
             Err(e) => {
                 stops.disown(session, message_id);
-                return Err(ConversationStoreError::new("starting a generation", e));
+                return Err(ConversationStoreError::from(StoreFailure::new(
+                    "starting a generation",
+                    e,
+                )));
             }
         };
         match holder {
@@ -248,7 +256,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
         let renewed: bool = self
             .lease_script(&RENEW, session, message_id, lease)
             .await
-            .map_err(|e| ConversationStoreError::new("renewing a generation lease", e))?;
+            .map_err(|e| StoreFailure::new("renewing a generation lease", e))?;
         let stops = &self.hub.shared.stops;
         if renewed {
             stops.own(session, message_id, lease)?;
@@ -271,7 +279,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(member(session, message_id))
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("finishing a generation", e))?;
+            .map_err(|e| StoreFailure::new("finishing a generation", e))?;
         self.hub.shared.stops.disown(session, message_id);
         Ok(())
     }
@@ -284,7 +292,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(self.keys.lease(session))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("reading a generation lease", e))?;
+            .map_err(|e| StoreFailure::new("reading a generation lease", e))?;
         holder.as_deref().map(stored_message_id).transpose()
     }
 
@@ -300,7 +308,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(millis(STOP_FLAG_TTL))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("requesting a stop", e))?;
+            .map_err(|e| StoreFailure::new("requesting a stop", e))?;
         holder.as_deref().map(stored_message_id).transpose()
     }
 
@@ -314,7 +322,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
             .arg(REAP_BATCH)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| ConversationStoreError::new("listing lapsed leases", e))?;
+            .map_err(|e| StoreFailure::new("listing lapsed leases", e))?;
         let mut reaped = Vec::new();
         for raw in members {
             let Some((session, message_id)) = parse_member(&raw) else {
@@ -332,7 +340,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
                 Ok(false) => {}
                 // Those already popped must reach this caller; the rest wait.
                 Err(e) if !reaped.is_empty() => {
-                    tracing::warn!(error = %e, "reaping stopped early");
+                    tracing::warn!(error = %ErrorChain(&e), "reaping stopped early");
                     break;
                 }
                 Err(e) => return Err(e),

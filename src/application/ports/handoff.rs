@@ -1,0 +1,104 @@
+//! The handoff ports: the conversations that are not the bot's alone
+//! (queued or assigned to an agent), and which agents are online.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::ConversationStoreError;
+use crate::domain::{SessionId, UserId};
+
+/// A handoff change, as every instance hears of it: which conversation, and
+/// its mode afterwards (with the agent holding it, if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffChange {
+    pub session: SessionId,
+    pub mode: crate::domain::handoff::Mode,
+}
+
+/// What a compare-and-set found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap {
+    /// The change is stored (its version is the expected one + 1).
+    Done,
+    /// Someone changed the conversation since it was read: read it again.
+    Conflict,
+}
+
+/// The conversations that are not the bot's alone (queued or assigned), shared
+/// by every instance. A session with no record is in bot mode.
+///
+/// # Errors
+/// Every method returns [`ConversationStoreError`] when the store fails, and
+/// nothing else.
+/// - `swap` MUST be atomic across instances: it stores `next` (or deletes the
+///   record when `next` is `None`) only if the stored version is still
+///   `expected` (0: no record), and then announces a [`HandoffChange`] to
+///   every instance's `changes()`. Of two swaps from the same version, exactly
+///   one is `Done`. `next.version` is set by the store to `expected + 1`.
+/// - `queue` lists the queued conversations, longest waiting first, at most `limit`.
+/// - `position` is the session's place in that order (1 = next in line), or
+///   `None` when it is not queued.
+/// - `held_by` lists the conversations assigned to `agent`, at most `limit`.
+/// - `active` lists every queued or assigned conversation, at most `limit`
+///   (for the timers).
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait HandoffStore: Send + Sync {
+    async fn get(
+        &self,
+        session: &SessionId,
+    ) -> Result<Option<crate::domain::handoff::Handoff>, ConversationStoreError>;
+    async fn swap(
+        &self,
+        session: &SessionId,
+        expected: u64,
+        next: Option<crate::domain::handoff::Handoff>,
+    ) -> Result<Swap, ConversationStoreError>;
+    async fn queue(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::domain::handoff::Handoff>, ConversationStoreError>;
+    async fn position(&self, session: &SessionId) -> Result<Option<u64>, ConversationStoreError>;
+    async fn held_by(
+        &self,
+        agent: &UserId,
+        limit: usize,
+    ) -> Result<Vec<crate::domain::handoff::Handoff>, ConversationStoreError>;
+    async fn active(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::domain::handoff::Handoff>, ConversationStoreError>;
+    /// Changes from now on, from every instance. A lagging receiver should
+    /// re-read what it shows.
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<HandoffChange>;
+}
+
+/// Which agents have an agent socket open, on any instance. Each socket holds
+/// a lease it renews; a socket whose instance died lapses with its lease.
+///
+/// # Errors
+/// Every method returns [`ConversationStoreError`] when the store fails.
+/// - `online` MUST count an agent with at least one unexpired socket lease.
+/// - `last_seen` is when the agent's last socket lease ended (closed or
+///   lapsed), `None` when it never had one (or the record expired); it is
+///   meaningless while the agent is online.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait AgentPresence: Send + Sync {
+    /// Holds (or renews) `socket`'s lease of `agent` for `lease`.
+    async fn renew(
+        &self,
+        agent: &UserId,
+        socket: &str,
+        lease: std::time::Duration,
+    ) -> Result<(), ConversationStoreError>;
+    /// The socket closed: its lease ends now.
+    async fn leave(&self, agent: &UserId, socket: &str) -> Result<(), ConversationStoreError>;
+    async fn online(&self, agent: &UserId) -> Result<bool, ConversationStoreError>;
+    async fn last_seen(
+        &self,
+        agent: &UserId,
+    ) -> Result<Option<DateTime<Utc>>, ConversationStoreError>;
+    /// How many agents are online.
+    async fn online_count(&self) -> Result<u64, ConversationStoreError>;
+}

@@ -1,0 +1,89 @@
+//! The stores section: where users and transcripts live, and where chat
+//! sessions and their conversations live and for how long (with the
+//! handoff settings that go with them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::settings::{
+    AGENT_AWAY_GRACE, EVENT_LOG_LIMIT, GENERATION_LEASE, HANDOFF, HANDOFF_OFFLINE_MESSAGE,
+    HANDOFF_QUEUE_TIMEOUT, HANDOFF_WHEN_NO_AGENT_ONLINE, MONGODB_URI, REDIS_KEY_PREFIX, REDIS_URL,
+    SESSION_TTL, SQLITE_PATH, STORE_CONNECT_TIMEOUT, TRANSCRIPT_RETENTION,
+    UNATTENDED_GENERATION_TIMEOUT,
+};
+use super::{ConfigError, SecretUrl, Vars, MAX_COUNT};
+use crate::domain::handoff::{HandoffSwitch, WhenNoAgentOnline, DEFAULT_OFFLINE_MESSAGE};
+
+/// Where users live.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// MongoDB when set; otherwise the embedded SQLite file.
+    pub mongodb_uri: Option<SecretUrl>,
+    pub sqlite_path: PathBuf,
+    /// `STORE_CONNECT_TIMEOUT`: how long start-up waits for MongoDB or Redis
+    /// to answer before reporting it unreachable.
+    pub connect_timeout: Duration,
+    /// `TRANSCRIPT_RETENTION`: transcript entries older than this are
+    /// expired; `None` (unset) keeps them for good.
+    pub transcript_retention: Option<Duration>,
+}
+
+/// Where chat sessions and their conversations live, and for how long.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Redis when set (shared by instances, survives restarts); otherwise memory.
+    pub redis_url: Option<SecretUrl>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_key_prefix: String,
+    /// Idle time after which a session is forgotten.
+    pub ttl: Duration,
+    /// Events of a session's log kept for replay: at least this, at most twice.
+    pub event_log_limit: usize,
+    /// How long a generation's owner holds it between renewals; a generation
+    /// whose instance died is ended within twice this.
+    pub generation_lease: Duration,
+    /// A generation nobody has watched for this long is cancelled.
+    pub unattended_generation_timeout: Duration,
+    /// A conversation waiting for a human goes back to the bot after this.
+    pub handoff_queue_timeout: Duration,
+    /// An agent with no socket open this long loses its conversations to the queue.
+    pub agent_away_grace: Duration,
+    /// Whether a request for a human can reach the queue (`HANDOFF`).
+    pub handoff: HandoffSwitch,
+    /// What a request does when agents exist but none is online.
+    pub handoff_when_no_agent_online: WhenNoAgentOnline,
+    /// What the customer is told then.
+    pub handoff_offline_message: String,
+}
+
+impl StorageConfig {
+    pub(super) fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            mongodb_uri: vars.secret_url(MONGODB_URI, &["mongodb://", "mongodb+srv://"])?,
+            sqlite_path: PathBuf::from(vars.get(SQLITE_PATH).unwrap_or_default()),
+            connect_timeout: vars.duration(STORE_CONNECT_TIMEOUT)?,
+            transcript_retention: vars.optional_duration(TRANSCRIPT_RETENTION)?,
+        })
+    }
+}
+
+impl SessionConfig {
+    pub(super) fn parse(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            redis_url: vars.secret_url(REDIS_URL, &["redis://", "rediss://"])?,
+            redis_key_prefix: vars.get(REDIS_KEY_PREFIX).unwrap_or_default(),
+            ttl: vars.duration(SESSION_TTL)?,
+            event_log_limit: vars.positive(EVENT_LOG_LIMIT, MAX_COUNT as usize)?,
+            generation_lease: vars.duration(GENERATION_LEASE)?,
+            unattended_generation_timeout: vars.duration(UNATTENDED_GENERATION_TIMEOUT)?,
+            handoff_queue_timeout: vars.duration(HANDOFF_QUEUE_TIMEOUT)?,
+            agent_away_grace: vars.duration(AGENT_AWAY_GRACE)?,
+            handoff: vars.choice(HANDOFF, HandoffSwitch::parse)?,
+            handoff_when_no_agent_online: vars
+                .choice(HANDOFF_WHEN_NO_AGENT_ONLINE, WhenNoAgentOnline::parse)?,
+            handoff_offline_message: vars
+                .get(HANDOFF_OFFLINE_MESSAGE)
+                .unwrap_or_else(|| DEFAULT_OFFLINE_MESSAGE.to_owned()),
+        })
+    }
+}
