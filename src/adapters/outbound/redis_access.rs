@@ -406,7 +406,7 @@ impl Watcher {
                     return Some(link);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::telemetry::ErrorChain(&e), "revocation channel reconnect failed")
+                    tracing::warn!(error = %crate::error_chain::ErrorChain(&e), "revocation channel reconnect failed")
                 }
             }
             delay = (delay * 2).min(MAX_BACKOFF);

@@ -10,7 +10,7 @@ use crate::domain::{
     EmailAddress, NewUser, Password, PasswordHash, TokenLifetime, User, UserId, UserRole, Username,
 };
 
-/// Failures of a [`UserRepository`] (and of the [`RefreshTokenStore`] kept
+/// Failures of a [`UserRepository`] (and of the [`RefreshTokenStore`](super::RefreshTokenStore) kept
 /// beside it).
 #[derive(Debug, Error)]
 pub enum UserStoreError {
