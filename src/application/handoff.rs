@@ -83,28 +83,36 @@ impl HandoffService {
         }
         let online = core.presence.online_count().await.unwrap_or(0);
         if core.handoffs.get(session).await?.is_none() {
-            match self.escalation_route(online).await {
-                EscalationRoute::Queue => {}
-                EscalationRoute::Answer => {
-                    core.stats.handoff("not_offered");
-                    let reply = ConversationEvent::EscalationResponse {
-                        message: ESCALATION_REPLY.to_owned(),
-                    };
-                    core.log_and_publish(session, vec![reply]).await?;
-                    return Ok(());
-                }
-                EscalationRoute::Unavailable(reason) => {
-                    core.stats.handoff("unavailable");
-                    let reply = ConversationEvent::EscalationResponse {
-                        message: core.settings.handoff.offline_message.clone(),
-                    };
-                    let why = ConversationEvent::HandoffUnavailable { reason };
-                    core.log_and_publish(session, vec![reply, why]).await?;
-                    return Ok(());
-                }
+            let route = self.escalation_route(online).await;
+            if let Some((outcome, events)) = self.answer_only(route) {
+                core.stats.handoff(outcome);
+                core.log_and_publish(session, events).await?;
+                return Ok(());
             }
         }
         self.enqueue(stored, online).await
+    }
+
+    /// The metric outcome and the events of a request that stays with the
+    /// bot; `None` when it goes to the queue.
+    fn answer_only(
+        &self,
+        route: EscalationRoute,
+    ) -> Option<(&'static str, Vec<ConversationEvent>)> {
+        let reply = |message: &str| ConversationEvent::EscalationResponse {
+            message: message.to_owned(),
+        };
+        match route {
+            EscalationRoute::Queue => None,
+            EscalationRoute::Answer => Some(("not_offered", vec![reply(ESCALATION_REPLY)])),
+            EscalationRoute::Unavailable(reason) => Some((
+                "unavailable",
+                vec![
+                    reply(&self.core.settings.handoff.offline_message),
+                    ConversationEvent::HandoffUnavailable { reason },
+                ],
+            )),
+        }
     }
 
     /// Where a request for a human from bot mode goes now.
