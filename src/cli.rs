@@ -198,8 +198,8 @@ pub fn summary(config: &Config) -> String {
         Some(uri) => format!("MongoDB {uri}"),
         None => format!("SQLite {}", config.storage.sqlite_path.display()),
     };
-    let sessions = match &config.sessions.redis_url {
-        Some(url) => format!("Redis {url}"),
+    let sessions = match config.sessions.redis() {
+        Some(redis) => redis.to_string(),
         None => "in memory".to_owned(),
     };
     let ai = match &config.ai.primary {

@@ -35,6 +35,7 @@ use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketS
 use crate::adapters::outbound::redis_conversations::RedisConversations;
 use crate::adapters::outbound::redis_handoff::RedisHandoffs;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
+use crate::adapters::outbound::redis_manager::RedisTarget;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::resilient_ai::{
     BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel, UpstreamObserver,
@@ -55,7 +56,8 @@ use crate::application::{
     Limits, RetentionSweeper, Rule, TranscriptService,
 };
 use crate::config::{
-    AiConfig, AuthConfig, Config, LimitsConfig, SessionConfig, StorageConfig, UpstreamConfig,
+    AiConfig, AuthConfig, Config, LimitsConfig, RedisUrls, SessionConfig, StorageConfig,
+    UpstreamConfig,
     WindowLimit,
 };
 
@@ -87,13 +89,13 @@ pub enum StartupError {
         #[source]
         source: TranscriptStoreError,
     },
-    #[error("could not connect to Redis (REDIS_URL)")]
+    #[error("could not connect to Redis (REDIS_URL or REDIS_CLUSTER_URLS)")]
     Redis(#[source] SessionStoreError),
-    #[error("could not connect to Redis (REDIS_URL)")]
+    #[error("could not connect to Redis (REDIS_URL or REDIS_CLUSTER_URLS)")]
     RedisConversations(#[source] ConversationStoreError),
-    #[error("could not connect to Redis (REDIS_URL)")]
+    #[error("could not connect to Redis (REDIS_URL or REDIS_CLUSTER_URLS)")]
     RedisAccess(#[source] AccessStoreError),
-    #[error("could not connect to Redis (REDIS_URL)")]
+    #[error("could not connect to Redis (REDIS_URL or REDIS_CLUSTER_URLS)")]
     RedisLimiter(#[source] RateLimitError),
     #[error("invalid AI upstream ({role}, {provider}): {message}")]
     AiUpstream {
@@ -191,8 +193,8 @@ async fn probe_stores(config: &Config) -> Result<(), StartupError> {
         }
     };
     let redis = async {
-        match &config.sessions.redis_url {
-            Some(url) => reachability::redis(url.expose(), timeout)
+        match config.sessions.redis() {
+            Some(RedisUrls::Single(url)) => reachability::redis(url.expose(), timeout)
                 .await
                 .map_err(|source| StartupError::Store {
                     store: "Redis",
@@ -200,6 +202,24 @@ async fn probe_stores(config: &Config) -> Result<(), StartupError> {
                     url: url.redacted(),
                     source,
                 }),
+            // A cluster needs only one seed to answer; its client finds the rest.
+            Some(RedisUrls::Cluster(urls)) => {
+                let mut last = Ok(());
+                for url in urls {
+                    last = reachability::redis(url.expose(), timeout)
+                        .await
+                        .map_err(|source| StartupError::Store {
+                            store: "Redis Cluster",
+                            setting: "REDIS_CLUSTER_URLS",
+                            url: url.redacted(),
+                            source,
+                        });
+                    if last.is_ok() {
+                        break;
+                    }
+                }
+                last
+            }
             None => Ok(()),
         }
     };
@@ -207,14 +227,24 @@ async fn probe_stores(config: &Config) -> Result<(), StartupError> {
     mongo.and(redis)
 }
 
+/// The shared Redis as the adapters take it, if one is configured.
+fn redis_target(sessions: &SessionConfig) -> Option<RedisTarget> {
+    match sessions.redis()? {
+        RedisUrls::Single(url) => Some(RedisTarget::Single(url.expose().to_owned())),
+        RedisUrls::Cluster(urls) => Some(RedisTarget::Cluster(
+            urls.iter().map(|u| u.expose().to_owned()).collect(),
+        )),
+    }
+}
+
 /// Limits counted in this process, or in Redis so every instance shares them.
 async fn rate_limiter(sessions: &SessionConfig) -> Result<Arc<dyn RateLimiter>, StartupError> {
-    let Some(url) = &sessions.redis_url else {
+    let Some(url) = redis_target(sessions) else {
         tracing::info!("rate limits: in process (single instance)");
         return Ok(Arc::new(InMemoryRateLimiter::default()));
     };
     tracing::info!("rate limits: shared in Redis");
-    let limiter = RedisRateLimiter::connect(url.expose(), &sessions.redis_key_prefix)
+    let limiter = RedisRateLimiter::connect(url, &sessions.redis_key_prefix)
         .await
         .map_err(StartupError::RedisLimiter)?;
     Ok(Arc::new(limiter))
@@ -258,7 +288,7 @@ struct ConversationStores {
 /// any instance serve any client).
 async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationStores, StartupError> {
     let limit = sessions.event_log_limit;
-    let Some(url) = &sessions.redis_url else {
+    let Some(url) = redis_target(sessions) else {
         tracing::info!("conversations: in memory (single instance)");
         return Ok(ConversationStores {
             log: Arc::new(InMemoryEventLog::new(limit, sessions.ttl)),
@@ -270,7 +300,7 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
     };
     tracing::info!("conversations: Redis backplane");
     let redis = RedisConversations::connect(
-        url.expose(),
+        url.clone(),
         &sessions.redis_key_prefix,
         limit,
         sessions.ttl,
@@ -278,7 +308,7 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
     .await
     .map_err(StartupError::RedisConversations)?;
     let (handoffs, presence) =
-        RedisHandoffs::connect(url.expose(), &sessions.redis_key_prefix, sessions.ttl)
+        RedisHandoffs::connect(url, &sessions.redis_key_prefix, sessions.ttl)
             .await
             .map_err(StartupError::RedisConversations)?;
     Ok(ConversationStores {
@@ -358,7 +388,7 @@ async fn user_store(storage: &StorageConfig) -> Result<UserStores, StartupError>
 async fn access_stores(
     sessions: &SessionConfig,
 ) -> Result<(Arc<dyn TicketStore>, Arc<dyn RevocationStore>), StartupError> {
-    let Some(url) = &sessions.redis_url else {
+    let Some(url) = redis_target(sessions) else {
         tracing::info!("tickets and revocations: in memory (single instance)");
         return Ok((
             Arc::new(InMemoryTicketStore::default()),
@@ -366,10 +396,10 @@ async fn access_stores(
         ));
     };
     let prefix = &sessions.redis_key_prefix;
-    let tickets = RedisTicketStore::connect(url.expose(), prefix)
+    let tickets = RedisTicketStore::connect(url.clone(), prefix)
         .await
         .map_err(StartupError::RedisAccess)?;
-    let revocations = RedisRevocationStore::connect(url.expose(), prefix)
+    let revocations = RedisRevocationStore::connect(url, prefix)
         .await
         .map_err(StartupError::RedisAccess)?;
     Ok((Arc::new(tickets), Arc::new(revocations)))
@@ -397,13 +427,13 @@ async fn session_store(
     sessions: &SessionConfig,
     per_user: Option<u32>,
 ) -> Result<Arc<dyn SessionStore>, StartupError> {
-    let Some(url) = &sessions.redis_url else {
+    let (Some(url), Some(shown)) = (redis_target(sessions), sessions.redis()) else {
         tracing::info!("session store: in memory");
         let store = InMemorySessionStore::new(sessions.ttl).with_max_per_user(per_user);
         return Ok(Arc::new(store));
     };
-    tracing::info!(url = %url, "session store: Redis");
-    let store = RedisSessionStore::connect(url.expose(), sessions.ttl, &sessions.redis_key_prefix)
+    tracing::info!(url = %shown, "session store: Redis");
+    let store = RedisSessionStore::connect(url, sessions.ttl, &sessions.redis_key_prefix)
         .await
         .map_err(StartupError::Redis)?
         .with_max_per_user(per_user);

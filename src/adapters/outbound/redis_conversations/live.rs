@@ -7,10 +7,10 @@ use crate::application::ports::StoreFailure;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::broadcast;
 
+use super::super::redis_manager::RedisConn;
 use super::codec::encode_batch;
 use super::pubsub::{Hub, Subscription};
 use super::Keys;
@@ -42,13 +42,13 @@ return total
 /// A [`LiveDelivery`] over Redis pub/sub; made by
 /// [`super::RedisConversations::connect`], whose pub/sub connection it shares.
 pub struct RedisLiveDelivery {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     hub: Arc<Hub>,
 }
 
 impl RedisLiveDelivery {
-    pub(super) fn new(conn: ConnectionManager, keys: Keys, hub: Arc<Hub>) -> Self {
+    pub(super) fn new(conn: RedisConn, keys: Keys, hub: Arc<Hub>) -> Self {
         Self { conn, keys, hub }
     }
 }
@@ -83,7 +83,13 @@ impl LiveDelivery for RedisLiveDelivery {
         if events.is_empty() {
             return Ok(());
         }
-        redis::cmd("PUBLISH")
+        // Sharded on a cluster: delivered by the session's own node only.
+        let publish = if self.conn.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        redis::cmd(publish)
             .arg(self.keys.live(session))
             .arg(encode_batch(events)?)
             .exec_async(&mut self.conn.clone())
