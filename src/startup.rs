@@ -57,8 +57,7 @@ use crate::application::{
 };
 use crate::config::{
     AiConfig, AuthConfig, Config, LimitsConfig, RedisUrls, SessionConfig, StorageConfig,
-    UpstreamConfig,
-    WindowLimit,
+    UpstreamConfig, WindowLimit,
 };
 
 /// Why the server could not start. Each says which setting to look at.
@@ -299,14 +298,10 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
         });
     };
     tracing::info!("conversations: Redis backplane");
-    let redis = RedisConversations::connect(
-        url.clone(),
-        &sessions.redis_key_prefix,
-        limit,
-        sessions.ttl,
-    )
-    .await
-    .map_err(StartupError::RedisConversations)?;
+    let redis =
+        RedisConversations::connect(url.clone(), &sessions.redis_key_prefix, limit, sessions.ttl)
+            .await
+            .map_err(StartupError::RedisConversations)?;
     let (handoffs, presence) =
         RedisHandoffs::connect(url, &sessions.redis_key_prefix, sessions.ttl)
             .await

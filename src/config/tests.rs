@@ -613,7 +613,10 @@ fn redis_cluster_urls_are_a_list_of_redis_urls_and_exclude_redis_url() {
     assert_eq!(c.sessions.redis_cluster_urls.len(), 2);
     assert!(c.sessions.redis_url.is_none());
     let shown = c.sessions.redis().unwrap().to_string();
-    assert!(shown.starts_with("Redis Cluster redis://:***@a:7000,"), "{shown}");
+    assert!(
+        shown.starts_with("Redis Cluster redis://:***@a:7000,"),
+        "{shown}"
+    );
     assert!(!format!("{c:?}").contains("s3cret"));
     for bad in ["", " , ", "http://a:7000", "redis://a:7000,a:7001"] {
         let c = cfg(&[("REDIS_CLUSTER_URLS", bad)]);
@@ -634,7 +637,10 @@ fn redis_cluster_urls_are_a_list_of_redis_urls_and_exclude_redis_url() {
         "{both}"
     );
     let single = cfg(&[("REDIS_URL", "redis://a:6379")]).unwrap();
-    assert!(matches!(single.sessions.redis(), Some(RedisUrls::Single(_))));
+    assert!(matches!(
+        single.sessions.redis(),
+        Some(RedisUrls::Single(_))
+    ));
 }
 
 #[test]

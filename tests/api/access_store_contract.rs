@@ -46,12 +46,18 @@ impl Backend {
             }
             Backend::Redis { url, prefix } => {
                 let ticket = || async {
-                    Arc::new(RedisTicketStore::connect(url.clone(), prefix).await.unwrap())
-                        as Arc<dyn TicketStore>
+                    Arc::new(
+                        RedisTicketStore::connect(url.clone(), prefix)
+                            .await
+                            .unwrap(),
+                    ) as Arc<dyn TicketStore>
                 };
                 let revocation = || async {
-                    Arc::new(RedisRevocationStore::connect(url.clone(), prefix).await.unwrap())
-                        as Arc<dyn RevocationStore>
+                    Arc::new(
+                        RedisRevocationStore::connect(url.clone(), prefix)
+                            .await
+                            .unwrap(),
+                    ) as Arc<dyn RevocationStore>
                 };
                 Stores {
                     tickets: [ticket().await, ticket().await],

@@ -89,9 +89,11 @@ impl Backend {
     async fn registry(&self) -> Arc<dyn GenerationRegistry> {
         match self {
             Backend::Memory { registry, .. } => registry.clone(),
-            Backend::Redis { url, prefix, limit } => {
-                Arc::new(Self::redis_instance(url.clone(), prefix, *limit).await.registry)
-            }
+            Backend::Redis { url, prefix, limit } => Arc::new(
+                Self::redis_instance(url.clone(), prefix, *limit)
+                    .await
+                    .registry,
+            ),
         }
     }
 }

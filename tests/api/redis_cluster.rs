@@ -26,8 +26,7 @@ impl Instances {
         let upstream = Upstream::start().await;
         let mut env = vec![("FASTAPI_URL", upstream.url.as_str())];
         env.extend_from_slice(extra);
-        let instances =
-            common::cluster::Cluster::start_on_redis_cluster(3, "rc", &env).await?;
+        let instances = common::cluster::Cluster::start_on_redis_cluster(3, "rc", &env).await?;
         Some(Self {
             instances,
             upstream,
@@ -234,7 +233,10 @@ async fn fail_over(port: u16) {
         if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
             return;
         }
-        assert!(Instant::now() < deadline, "the replica on {port} was not promoted");
+        assert!(
+            Instant::now() < deadline,
+            "the replica on {port} was not promoted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -319,7 +321,10 @@ async fn a_failover_of_every_primary_mid_answer_loses_and_repeats_nothing() {
             .filter(|m| m["type"] == "stream-token")
             .map(|m| m["token"].as_str().unwrap())
             .collect();
-        let status = events.last().unwrap()["status"].as_str().unwrap().to_owned();
+        let status = events.last().unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         match status.as_str() {
             "completed" => assert_eq!(tokens.len(), 300, "every token once"),
             "failed" => {
@@ -333,7 +338,9 @@ async fn a_failover_of_every_primary_mid_answer_loses_and_repeats_nothing() {
     }
     // Every tab saw the same answer, however it ended.
     assert!(
-        outcomes.windows(2).all(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1),
+        outcomes
+            .windows(2)
+            .all(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1),
         "{outcomes:?}"
     );
     let _ = std::io::Write::write_all(

@@ -296,7 +296,11 @@ impl RevocationStore for RedisRevocationStore {
             .each(vec![by_id, before])
             .await
             .map_err(failed("could not check a revocation"))?;
-        let before = got.get(1).cloned().flatten().and_then(|b| b.parse::<i64>().ok());
+        let before = got
+            .get(1)
+            .cloned()
+            .flatten()
+            .and_then(|b| b.parse::<i64>().ok());
         Ok(got.first().is_some_and(Option::is_some)
             || before.is_some_and(|b| claims.issued_at_ms < b))
     }

@@ -89,6 +89,19 @@ return 1
     )
 });
 
+/// KEYS: agent's sockets. ARGV: socket, lease end ms, now ms, lease ms.
+/// Lapsed sockets of a dead instance go when the agent comes back.
+static RENEW_SOCKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+",
+    )
+});
+
 /// KEYS: agent's sockets. ARGV: socket, now ms. The socket's lease ends now;
 /// returns 1 if it was the agent's last open socket, else 0.
 static LEAVE: LazyLock<Script> = LazyLock::new(|| {
@@ -301,7 +314,11 @@ impl RedisHandoffs {
     }
 
     fn agent_key(&self, agent: &str) -> String {
-        format!("{}:handoff:agent:{}", self.prefix, tagged(&self.conn, agent))
+        format!(
+            "{}:handoff:agent:{}",
+            self.prefix,
+            tagged(&self.conn, agent)
+        )
     }
 
     /// Step 2 of a change: the indexes follow the new record.
@@ -325,13 +342,16 @@ impl RedisHandoffs {
             sadd.arg(self.agent_key(agent)).arg(session.as_str());
             cmds.push(sadd);
         }
-        let sets = INDEX
-            .key(self.queue_key())
-            .key(self.active_key())
-            .arg(session.as_str())
-            .arg(mode)
-            .arg(waiting)
-            .invoke_async::<i64>(&mut self.conn.clone());
+        let sets = async {
+            INDEX
+                .key(self.queue_key())
+                .key(self.active_key())
+                .arg(session.as_str())
+                .arg(mode)
+                .arg(waiting)
+                .invoke_async::<i64>(&mut self.conn.clone())
+                .await
+        };
         let (sets, agents) = tokio::join!(sets, self.conn.each::<i64>(cmds));
         sets.and(agents)
             .map(drop)
@@ -540,24 +560,15 @@ impl AgentPresence for RedisPresence {
             Utc::now().timestamp_millis() + i64::try_from(millis(lease)).unwrap_or(i64::MAX / 2);
         let sockets = self.sockets_key(agent);
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("ZADD")
-            .arg(&sockets)
-            .arg(until)
+        // A script, not MULTI: a cluster retries a redirected script, not an
+        // aborted transaction.
+        RENEW_SOCKET
+            .key(&sockets)
             .arg(socket)
-            .ignore()
-            // Lapsed sockets of a dead instance go when the agent comes back.
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&sockets)
-            .arg("-inf")
+            .arg(until)
             .arg(Utc::now().timestamp_millis())
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&sockets)
             .arg(millis(lease))
-            .ignore()
-            .query_async::<()>(&mut conn)
+            .invoke_async::<i64>(&mut conn)
             .await
             .map_err(failed("could not renew an agent's presence"))?;
         // The online set has its own slot on a cluster: a second step.

@@ -168,7 +168,11 @@ impl RedisRateLimiter {
     }
 
     /// Several quotas on a cluster, one slot at a time (see the module docs).
-    async fn admit_in_steps(&self, quotas: &[Quota], event: String) -> Result<Admission, RateLimitError> {
+    async fn admit_in_steps(
+        &self,
+        quotas: &[Quota],
+        event: String,
+    ) -> Result<Admission, RateLimitError> {
         for (i, quota) in quotas.iter().enumerate() {
             let wait = self.admit_one(quota, &event).await?;
             if wait > 0 {

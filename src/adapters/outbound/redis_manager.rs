@@ -148,7 +148,9 @@ fn cluster_client(
         .max_retry_wait(800);
     if let Some(push) = push {
         // Pushes (pub/sub messages, and word of a node's lost link) need RESP3.
-        builder = builder.use_protocol(ProtocolVersion::RESP3).push_sender(push);
+        builder = builder
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(push);
     }
     builder.build()
 }
@@ -168,7 +170,9 @@ pub async fn connect(target: &RedisTarget) -> Result<RedisConn, StoreFailure> {
         let mut conn = match target {
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str())?;
-                RedisConn::Single(ConnectionManager::new_with_config(client, manager_config()).await?)
+                RedisConn::Single(
+                    ConnectionManager::new_with_config(client, manager_config()).await?,
+                )
             }
             RedisTarget::Cluster(urls) => {
                 RedisConn::Cluster(cluster_client(urls, None)?.get_async_connection().await?)
@@ -220,14 +224,18 @@ impl Subscriber {
         let attempt = async {
             match target {
                 RedisTarget::Single(url) => {
-                    let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
+                    let mut pubsub = redis::Client::open(url.as_str())?
+                        .get_async_pubsub()
+                        .await?;
                     pubsub.subscribe(channel).await?;
                     let (sink, stream) = pubsub.split();
                     Ok::<_, RedisError>(Self::Single(sink, stream))
                 }
                 RedisTarget::Cluster(urls) => {
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let mut conn = cluster_client(urls, Some(tx))?.get_async_connection().await?;
+                    let mut conn = cluster_client(urls, Some(tx))?
+                        .get_async_connection()
+                        .await?;
                     conn.subscribe(channel).await?;
                     Ok(Self::Cluster(conn, rx))
                 }
@@ -289,6 +297,23 @@ impl Subscriber {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreFailure::new("pub/sub PING failed", e)),
             Err(elapsed) => Err(StoreFailure::new("pub/sub PING unanswered", elapsed)),
+        }
+    }
+
+    /// On a cluster, brings the slot map of `channels` up to date before
+    /// subscribing to them again after a failover: a replica accepts a
+    /// SSUBSCRIBE without redirecting it, so a stale map would subscribe on
+    /// the demoted primary. A keyed read on the channel's name is redirected
+    /// (MOVED), which makes the driver refresh its map. Best effort.
+    pub async fn locate(&mut self, channels: &[String]) {
+        let Self::Cluster(conn, _) = self else {
+            return;
+        };
+        for channel in channels {
+            let _ = redis::cmd("EXISTS")
+                .arg(channel)
+                .query_async::<i64>(&mut *conn)
+                .await;
         }
     }
 

@@ -182,6 +182,26 @@ return evicted
     )
 });
 
+/// KEYS: session hash, history list. The hash (flat) and the history.
+static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+return { redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1) }
+",
+    )
+});
+
+/// KEYS: sessions zset, escalated zset. ARGV: id.
+static UNCOUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+",
+    )
+});
+
 /// KEYS: sessions zset, escalated zset. A key is alive while `TIME <= expiry`,
 /// so only strictly earlier scores are dropped.
 static COUNTS: LazyLock<Script> = LazyLock::new(|| {
@@ -430,13 +450,16 @@ impl RedisSessionStore {
 
     /// Step two of a write: the count sets and the user's index, at once.
     async fn index(&self, id: &SessionId, indexed: &Indexed) -> Result<(), SessionStoreError> {
-        let counts = INDEX_COUNTS
-            .key(self.sessions_key())
-            .key(self.escalated_key())
-            .arg(id.as_str())
-            .arg(indexed.expiry)
-            .arg(if indexed.escalated { "1" } else { "0" })
-            .invoke_async::<i64>(&mut self.conn.clone());
+        let counts = async {
+            INDEX_COUNTS
+                .key(self.sessions_key())
+                .key(self.escalated_key())
+                .arg(id.as_str())
+                .arg(indexed.expiry)
+                .arg(if indexed.escalated { "1" } else { "0" })
+                .invoke_async::<i64>(&mut self.conn.clone())
+                .await
+        };
         let user = async {
             match &indexed.user {
                 Some(user) => {
@@ -513,12 +536,12 @@ impl SessionStore for RedisSessionStore {
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionStoreError> {
         let key = self.session_key(id);
-        // Both keys share the session's slot, so this stays one transaction.
-        let (fields, history): (HashMap<String, Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
-            .atomic()
-            .hgetall(&key)
-            .lrange(self.history_key(id), 0, -1)
-            .query_async(&mut self.conn.clone())
+        // One script over keys of one slot: read together, and retried by a
+        // cluster when redirected (an aborted MULTI would not be).
+        let (fields, history): (HashMap<String, Vec<u8>>, Vec<Vec<u8>>) = READ
+            .key(&key)
+            .key(self.history_key(id))
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         decode_session(id, fields, history).map_err(|Corrupt(problem)| {
@@ -565,12 +588,13 @@ impl SessionStore for RedisSessionStore {
             .exec_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        redis::pipe()
-            .atomic()
-            .zrem(self.sessions_key(), id.as_str())
-            .zrem(self.escalated_key(), id.as_str())
-            .exec_async(&mut self.conn.clone())
+        UNCOUNT
+            .key(self.sessions_key())
+            .key(self.escalated_key())
+            .arg(id.as_str())
+            .invoke_async::<i64>(&mut self.conn.clone())
             .await
+            .map(drop)
             .map_err(unavailable)
     }
 

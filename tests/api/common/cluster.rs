@@ -6,6 +6,7 @@ use super::redis::{
     cluster_target, delete_prefix_on, redis_answers, redis_url, skip_without_redis, RedisTarget,
 };
 use super::{spawn_process_at, TestProcess};
+use std::io::Write as _;
 
 /// Running instances. Dropping it stops them and deletes the prefix's keys,
 /// whether the test passed or a failed assertion is unwinding through it.
@@ -31,7 +32,11 @@ impl Cluster {
 
     /// `n` instances on the Redis Cluster at `REDIS_CLUSTER_URLS`; `None`
     /// (after saying SKIPPED) without one outside CI.
-    pub async fn start_on_redis_cluster(n: usize, name: &str, env: &[(&str, &str)]) -> Option<Self> {
+    pub async fn start_on_redis_cluster(
+        n: usize,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Option<Self> {
         let target = cluster_target().await?;
         Some(Self::start_on(target, n, name, env).await)
     }
@@ -44,7 +49,10 @@ impl Cluster {
             RedisTarget::Single(url) => ("REDIS_URL", url.clone()),
             RedisTarget::Cluster(urls) => ("REDIS_CLUSTER_URLS", urls.join(",")),
         };
-        let mut all = vec![(setting, value.as_str()), ("REDIS_KEY_PREFIX", prefix.as_str())];
+        let mut all = vec![
+            (setting, value.as_str()),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ];
         all.extend_from_slice(env);
         let mut nodes = Vec::new();
         for _ in 0..n {
@@ -61,6 +69,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // What each instance said, for a failing test (TEST_INSTANCE_LOGS=1).
+        if std::thread::panicking() && std::env::var_os("TEST_INSTANCE_LOGS").is_some() {
+            for (i, node) in self.nodes.iter().enumerate() {
+                let _ = writeln!(std::io::stderr(), "=== instance {i}\n{}", node.log_text());
+            }
+        }
         for node in &mut self.nodes {
             let _ = node.child.start_kill();
         }

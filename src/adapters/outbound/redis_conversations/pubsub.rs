@@ -64,6 +64,8 @@ const MAX_OWNED: usize = 100_000;
 /// How long after its lease lapsed an owned generation is still listened for
 /// (its owner may be slow to renew rather than gone).
 const OWNED_GRACE: Duration = Duration::from_secs(60);
+/// How long after its channel moved a session is refilled at each heartbeat.
+const MOVED_REFILL: Duration = Duration::from_secs(10);
 /// Tries at checking for stops missed while reconnecting, and the pause between.
 const RESYNC_ATTEMPTS: u32 = 4;
 const RESYNC_PAUSE: Duration = Duration::from_millis(250);
@@ -86,7 +88,7 @@ return 1
     )
 });
 
-pub(super) type Events = broadcast::Sender<Arc<LoggedEvent>>;
+type Events = broadcast::Sender<Arc<LoggedEvent>>;
 /// How the task answers a subscriber waiting for its channel.
 type Waiter = oneshot::Sender<Result<(), Arc<ConversationStoreError>>>;
 type Link = Subscriber;
@@ -99,6 +101,8 @@ struct LiveState {
     /// Sessions whose channel Redis dropped (a cluster failover): once
     /// subscribed again, their subscribers get the latest logged event.
     refill: HashSet<SessionId>,
+    /// When each session's channel last moved, for the heartbeat's refills.
+    moved: HashMap<SessionId, Instant>,
     connected: bool,
     closed: bool,
 }
@@ -265,6 +269,11 @@ async fn reconcile(
             .collect()
     };
     let (to_subscribe, to_unsubscribe) = (channels(true), channels(false));
+    if !refills.is_empty() {
+        // So the subscriptions go to the slots' new primaries.
+        let moved: Vec<String> = refills.iter().map(|s| shared.keys.live(s)).collect();
+        link.locate(&moved).await;
+    }
     let result = update_subscriptions(link, &to_subscribe, &to_unsubscribe).await;
     if let Err(e) = result {
         // Looked at again after the reconnect, so a count of 0 is still recorded.
@@ -291,14 +300,7 @@ async fn reconcile(
         let _ = waiter.send(Ok(()));
     }
     if !refills.is_empty() {
-        let wanted: Vec<(SessionId, Events)> = {
-            let st = lock(&shared.live);
-            refills
-                .into_iter()
-                .filter_map(|s| st.sessions.get(&s).cloned().map(|tx| (s, tx)))
-                .collect()
-        };
-        refill(conn, &shared.keys, wanted).await;
+        refill(conn, &shared.keys, shared.watched(refills)).await;
     }
     Ok(())
 }
@@ -336,6 +338,12 @@ async fn beat(
     link: &mut Link,
 ) -> Result<(), ConversationStoreError> {
     link.ping().await?;
+    // A resubscription that raced a failover may have missed an answer's
+    // last events; handing the latest again costs little and ends that wait.
+    let moved = shared.recently_moved();
+    if !moved.is_empty() {
+        refill(conn, &shared.keys, shared.watched(moved)).await;
+    }
     let counts = shared.counts();
     write_counts(shared, conn, counts).await;
     Ok(())
@@ -395,6 +403,7 @@ impl Shared {
                 dirty: HashSet::new(),
                 waiters: Vec::new(),
                 refill: HashSet::new(),
+                moved: HashMap::new(),
                 // `Hub::start` opens the link before anyone can subscribe.
                 connected: true,
                 closed: false,
@@ -508,6 +517,7 @@ impl Shared {
         }
         tracing::info!(%session, "Redis moved a session's channel; subscribing again");
         st.refill.insert(session.clone());
+        st.moved.insert(session.clone(), Instant::now());
         st.dirty.insert(session);
         drop(st);
         self.wake.notify_one();
@@ -521,9 +531,27 @@ impl Shared {
         let mut st = lock(&self.live);
         let all: Vec<SessionId> = st.sessions.keys().cloned().collect();
         st.refill.extend(all.iter().cloned());
+        let now = Instant::now();
+        st.moved.extend(all.iter().map(|s| (s.clone(), now)));
         st.dirty.extend(all);
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// The broadcast rings of those of `sessions` still watched here.
+    fn watched(&self, sessions: Vec<SessionId>) -> Vec<(SessionId, Events)> {
+        let st = lock(&self.live);
+        sessions
+            .into_iter()
+            .filter_map(|s| st.sessions.get(&s).cloned().map(|tx| (s, tx)))
+            .collect()
+    }
+
+    /// Sessions whose channel moved within [`MOVED_REFILL`].
+    fn recently_moved(&self) -> Vec<SessionId> {
+        let mut st = lock(&self.live);
+        st.moved.retain(|_, at| at.elapsed() < MOVED_REFILL);
+        st.moved.keys().cloned().collect()
     }
 
     fn mark_refill(&self, sessions: Vec<SessionId>) {

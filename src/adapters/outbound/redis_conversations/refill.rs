@@ -11,13 +11,16 @@ use std::sync::{Arc, LazyLock};
 
 use futures_util::StreamExt;
 use redis::Script;
+use tokio::sync::broadcast;
 
 use super::super::redis_manager::RedisConn;
 use super::codec::decode_entry;
-use super::pubsub::Events;
 use super::Keys;
-use crate::domain::conversation::Seq;
+use crate::domain::conversation::{LoggedEvent, Seq};
 use crate::domain::SessionId;
+
+/// A locally watched session's broadcast ring.
+type Events = broadcast::Sender<Arc<LoggedEvent>>;
 
 /// Sessions refilled at once.
 const CONCURRENCY: usize = 32;
