@@ -28,7 +28,8 @@ const AFTER_HELP: &str = "\
 Every option is also read from the environment variable shown, and from a .env
 file in the working directory; a flag wins over both. Secrets are read from the
 environment (or .env) only, never from flags:
-  JWT_SECRET, MONGODB_URI, REDIS_URL, OPENAI_API_KEY, AI_FALLBACK_OPENAI_API_KEY
+  JWT_SECRET, MONGODB_URI, REDIS_URL, REDIS_CLUSTER_URLS, OPENAI_API_KEY,
+  AI_FALLBACK_OPENAI_API_KEY
 
 Exit codes: 0 success, 1 start-up failure (a store unreachable, the port
 taken), 2 configuration error (one line saying which setting).";
