@@ -569,13 +569,14 @@ mod tests {
     //! The policy of the chat use cases, against mocked ports.
 
     use super::*;
+    use crate::adapters::outbound::log_then_publish::LogThenPublish;
     use crate::application::conversation::{ChatPorts, ConversationSettings, HandoffSettings};
     use crate::application::limits::Limits;
     use crate::application::ports::StoreFailure;
     use crate::application::ports::{
-        AcceptedClientMessage, AiError, EventLog, MockAgentPresence, MockAiModel, MockEventLog,
-        MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
-        MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
+        AcceptedClientMessage, AiError, EventLog, LiveDelivery, MockAgentPresence, MockAiModel,
+        MockEventLog, MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore,
+        MockStats, MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
     };
     use crate::domain::conversation::GenerationFailure;
     use crate::domain::fixtures;
@@ -658,12 +659,14 @@ mod tests {
         }
 
         fn build(self, log: Arc<dyn EventLog>, limits: Limits) -> ChatService {
+            let live: Arc<dyn LiveDelivery> = Arc::new(self.live);
             let ports = ChatPorts {
                 sessions: Arc::new(self.sessions),
                 ai: Arc::new(self.ai),
                 stats: Arc::new(self.stats),
+                backplane: Arc::new(LogThenPublish::new(log.clone(), live.clone())),
                 log,
-                live: Arc::new(self.live),
+                live,
                 handoffs: Arc::new(bot_only()),
                 presence: Arc::new(MockAgentPresence::new()),
                 registry: Arc::new(self.registry),

@@ -12,8 +12,10 @@
 //! - `P:v1:{S}:head`: the session's latest seq (an integer string);
 //! - `P:v1:{S}:cmids`: list of the last [`CLIENT_MESSAGE_IDS_KEPT`] accepted
 //!   client message ids, newest first, as `client-id seq message-id`;
-//! - `P:v1:{S}:live`: pub/sub channel of the session's events, one JSON array
-//!   per published batch;
+//! - `P:v1:{S}:live`: pub/sub channel of the session's events, one message
+//!   per published batch: the publishing instance's id, a space, and the
+//!   batch as a JSON array (the instance skips its own messages: it handed
+//!   the events to its own subscribers when it wrote them);
 //! - `P:v1:{S}:watchers`: hash of instance id to `count expiry-ms`: how many
 //!   live subscriptions each instance holds, refreshed while it holds them;
 //! - `P:v1:{S}:lease`: the id of the session's running generation;
@@ -47,7 +49,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use event_log::RedisEventLog;
-pub use live::RedisLiveDelivery;
+pub use live::{RedisBackplane, RedisLiveDelivery};
 pub use registry::RedisGenerationRegistry;
 
 use super::redis_manager::{connect, RedisConn, RedisTarget};
@@ -154,6 +156,16 @@ impl Keys {
         format!("{}stops", self.base)
     }
 
+    /// How live events are published: sharded on a cluster (delivered by
+    /// the session's own node only), classic on a single Redis.
+    fn publish_command(&self) -> &'static str {
+        if self.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
     /// The session whose live channel this is, if it is one of ours.
     fn live_session(&self, channel: &str) -> Option<SessionId> {
         let tagged = channel.strip_prefix(&*self.base)?.strip_prefix('{')?;
@@ -172,6 +184,8 @@ async fn connect_conn(target: &RedisTarget) -> Result<RedisConn, ConversationSto
 pub struct RedisConversations {
     pub log: RedisEventLog,
     pub live: RedisLiveDelivery,
+    /// The log and live delivery written by one script per batch.
+    pub backplane: RedisBackplane,
     pub registry: RedisGenerationRegistry,
 }
 
@@ -179,7 +193,8 @@ impl RedisConversations {
     /// Connects and checks that Redis answers, so a misconfigured URL fails at
     /// start-up. Keys are namespaced by `key_prefix`; the log keeps at least
     /// `limit` (at least 1) and at most `2 × limit` events per session and
-    /// forgets a session idle for `ttl`. Must be called inside a Tokio runtime.
+    /// forgets a session idle for `ttl` (or up to a tenth longer, at most a
+    /// minute: see the append script). Must be called inside a Tokio runtime.
     ///
     /// # Errors
     /// [`ConversationStoreError`] if the URL is invalid, the prefix holds braces,
@@ -194,8 +209,10 @@ impl RedisConversations {
         let keys = Keys::new(key_prefix, matches!(target, RedisTarget::Cluster(_)))?;
         let conn = connect_conn(&target).await?;
         let hub = Arc::new(pubsub::Hub::start(target, conn.clone(), keys.clone()).await?);
+        let log = RedisEventLog::new(conn.clone(), keys.clone(), limit, ttl);
         Ok(Self {
-            log: RedisEventLog::new(conn.clone(), keys.clone(), limit, ttl),
+            backplane: RedisBackplane::new(log.clone(), keys.clone(), hub.clone()),
+            log,
             live: RedisLiveDelivery::new(conn.clone(), keys.clone(), hub.clone()),
             registry: RedisGenerationRegistry::new(conn, keys, hub),
         })
