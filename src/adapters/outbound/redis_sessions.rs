@@ -5,7 +5,7 @@
 //! - `P:session:{id}`: hash of `user_id`, `username`, `created_at`,
 //!   `last_activity` (RFC 3339, millisecond precision) and `escalated` (`0`/`1`);
 //! - `P:session:{id}:history`: list of the last messages as JSON
-//!   `{role, content, timestamp}`, oldest first;
+//!   `{role, content, timestamp, message_id?}`, oldest first;
 //! - `P:sessions` and `P:escalated`: sorted sets of session ids scored by expiry
 //!   (Unix milliseconds), so `counts` never has to scan the keyspace;
 //! - `P:user:{user_id}:sessions`: the same for one user's sessions, so
@@ -36,7 +36,7 @@ use crate::application::ports::StoreFailure;
 use crate::application::ports::{SessionCounts, SessionStore, SessionStoreError};
 use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{
-    ChatMessage, Role, Session, SessionId, SessionUser, UserId, Username, HISTORY_LIMIT,
+    ChatMessage, MessageId, Role, Session, SessionId, SessionUser, UserId, Username, HISTORY_LIMIT,
 };
 
 /// About a century: far beyond any sensible idle timeout, and small enough that
@@ -136,6 +136,27 @@ return 1
     )
 });
 
+/// ARGV: id, ttl, message id. Keeps the history up to the newest entry with
+/// that `message_id`. Returns 0 if the session is absent, 1 when it forgot,
+/// 2 when no entry has the id.
+static FORGET_AFTER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local entries = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = #entries, 1, -1 do
+  local ok, entry = pcall(cjson.decode, entries[i])
+  if ok and type(entry) == 'table' and entry['message_id'] == ARGV[3] then
+    redis.call('LTRIM', KEYS[2], 0, i - 1)
+    refresh(redis.call('HGET', KEYS[1], 'escalated') == '1')
+    return 1
+  end
+end
+return 2
+",
+    )
+});
+
 /// ARGV: id, ttl, timestamp. Returns 0 if absent.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -195,6 +216,9 @@ struct StoredMessage {
     role: String,
     content: String,
     timestamp: String,
+    /// Absent from entries stored before ids were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
 }
 
 fn encode_message(message: &ChatMessage) -> Result<String, SessionStoreError> {
@@ -202,6 +226,7 @@ fn encode_message(message: &ChatMessage) -> Result<String, SessionStoreError> {
         role: message.role.as_str().to_owned(),
         content: message.content.clone(),
         timestamp: iso_millis(message.timestamp),
+        message_id: message.message_id.as_ref().map(|m| m.as_str().to_owned()),
     })
     .map_err(|e| SessionStoreError::from(StoreFailure::new("cannot encode message", e)))
 }
@@ -218,6 +243,10 @@ fn decode_message(raw: &[u8]) -> Result<ChatMessage, Corrupt> {
             .ok_or_else(|| Corrupt(format!("unknown role {:?}", stored.role)))?,
         timestamp: parse_iso(&stored.timestamp)
             .ok_or_else(|| Corrupt(format!("bad message timestamp {:?}", stored.timestamp)))?,
+        message_id: stored
+            .message_id
+            .map(|m| MessageId::parse(&m).map_err(|_| Corrupt(format!("bad message id {m:?}"))))
+            .transpose()?,
         content: stored.content,
     })
 }
@@ -455,6 +484,22 @@ impl SessionStore for RedisSessionStore {
         self.run_existing(&APPEND, id, &args).await
     }
 
+    async fn forget_after(
+        &self,
+        id: &SessionId,
+        message: &MessageId,
+    ) -> Result<bool, SessionStoreError> {
+        match self
+            .run_write(&FORGET_AFTER, id, &[message.as_str().to_owned()])
+            .await?
+        {
+            0 => Err(SessionStoreError::NotFound),
+            1 => Ok(true),
+            2 => Ok(false),
+            other => Err(unexpected_reply(other)),
+        }
+    }
+
     async fn mark_escalated(&self, id: &SessionId) -> Result<bool, SessionStoreError> {
         match self.run_write(&MARK_ESCALATED, id, &[]).await? {
             0 => Err(SessionStoreError::NotFound),
@@ -554,11 +599,13 @@ mod tests {
             role: Role::Assistant,
             content: "héllo \"world\"\n".into(),
             timestamp: at,
+            message_id: Some(MessageId::parse("msg_a").unwrap()),
         };
         let encoded = encode_message(&message).unwrap();
         assert!(encoded.contains(r#""timestamp":"2024-05-01T10:00:00.123Z""#));
         let decoded = decode_message(encoded.as_bytes()).unwrap();
         assert_eq!(decoded.role, Role::Assistant);
+        assert_eq!(decoded.message_id, message.message_id);
         assert_eq!(decoded.content, message.content);
         assert_eq!(decoded.timestamp.timestamp_millis(), at.timestamp_millis());
     }
@@ -575,6 +622,10 @@ mod tests {
         assert!(session.escalated);
         assert_eq!(session.history.len(), 1);
         assert_eq!(session.history[0].role, Role::User);
+        assert_eq!(
+            session.history[0].message_id, None,
+            "stored before ids were kept"
+        );
         assert_eq!(iso_millis(session.created_at), "2024-05-01T10:00:00.123Z");
     }
 
