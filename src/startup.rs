@@ -20,6 +20,7 @@ use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
 use crate::adapters::outbound::echo_ai::EchoAi;
 use crate::adapters::outbound::fallback_ai::FallbackAi;
 use crate::adapters::outbound::jwt::JwtTokenService;
+use crate::adapters::outbound::log_then_publish::LogThenPublish;
 use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemoryTicketStore};
 use crate::adapters::outbound::memory_conversations::{
     InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
@@ -44,10 +45,11 @@ use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
 use crate::adapters::outbound::upstream_ai::{OpenAiSettings, UpstreamAi, UpstreamTimeouts};
 use crate::application::health::{HealthMonitor, HealthTargets};
 use crate::application::ports::{
-    AccessStoreError, AgentPresence, AiModel, ConversationStoreError, EventLog, GenerationRegistry,
-    HandoffStore, LiveDelivery, PasswordHashError, PasswordHasher, RateLimitError, RateLimiter,
-    RefreshTokenStore, RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService,
-    TranscriptStore, TranscriptStoreError, UserRepository, UserStoreError,
+    AccessStoreError, AgentPresence, AiModel, Backplane, ConversationStoreError, EventLog,
+    GenerationRegistry, HandoffStore, LiveDelivery, PasswordHashError, PasswordHasher,
+    RateLimitError, RateLimiter, RefreshTokenStore, RevocationStore, SessionStore,
+    SessionStoreError, TicketStore, TokenService, TranscriptStore, TranscriptStoreError,
+    UserRepository, UserStoreError,
 };
 use crate::application::{
     AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationCore,
@@ -161,6 +163,7 @@ impl Adapters {
                 stats: metrics,
                 log: conversations.log,
                 live: conversations.live,
+                backplane: conversations.backplane,
                 registry: conversations.registry,
                 handoffs: conversations.handoffs,
                 presence: conversations.presence,
@@ -248,6 +251,7 @@ fn limit_settings(limits: &LimitsConfig, ping_interval: std::time::Duration) -> 
 struct ConversationStores {
     log: Arc<dyn EventLog>,
     live: Arc<dyn LiveDelivery>,
+    backplane: Arc<dyn Backplane>,
     registry: Arc<dyn GenerationRegistry>,
     handoffs: Arc<dyn HandoffStore>,
     presence: Arc<dyn AgentPresence>,
@@ -260,9 +264,12 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
     let limit = sessions.event_log_limit;
     let Some(url) = &sessions.redis_url else {
         tracing::info!("conversations: in memory (single instance)");
+        let log: Arc<dyn EventLog> = Arc::new(InMemoryEventLog::new(limit, sessions.ttl));
+        let live: Arc<dyn LiveDelivery> = Arc::new(InMemoryLiveDelivery::default());
         return Ok(ConversationStores {
-            log: Arc::new(InMemoryEventLog::new(limit, sessions.ttl)),
-            live: Arc::new(InMemoryLiveDelivery::default()),
+            backplane: Arc::new(LogThenPublish::new(log.clone(), live.clone())),
+            log,
+            live,
             registry: Arc::new(InMemoryGenerationRegistry::default()),
             handoffs: Arc::new(MemoryHandoffs::default()),
             presence: Arc::new(MemoryPresence::default()),
@@ -284,6 +291,7 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
     Ok(ConversationStores {
         log: Arc::new(redis.log),
         live: Arc::new(redis.live),
+        backplane: Arc::new(redis.backplane),
         registry: Arc::new(redis.registry),
         handoffs: Arc::new(handoffs),
         presence: Arc::new(presence),

@@ -610,7 +610,9 @@ impl ChatService {
         {
             return Err(ChatRefusal::InProgress { running }.into());
         }
-        let started = self.answer_again(session, answer.clone(), trace, permit).await;
+        let started = self
+            .answer_again(session, answer.clone(), trace, permit)
+            .await;
         if started.is_err() {
             let _ = core.registry.finish(session, &answer).await;
         }
@@ -643,7 +645,10 @@ impl ChatService {
             .await?;
         core.supersede(session_id, &question.message_id).await;
         let (generation, start) = Generation::start(answer.clone(), question.message_id.clone());
-        let logged = core.log.append(session_id, vec![(Utc::now(), start)]).await?;
+        let logged = core
+            .log
+            .append(session_id, vec![(Utc::now(), start)])
+            .await?;
         let seq = logged.first().map_or(0, |e| e.seq);
         let request = AiRequest {
             query: question.query,
@@ -761,13 +766,14 @@ mod tests {
     //! The policy of the chat use cases, against mocked ports.
 
     use super::*;
+    use crate::adapters::outbound::log_then_publish::LogThenPublish;
     use crate::application::conversation::{ChatPorts, ConversationSettings, HandoffSettings};
     use crate::application::limits::Limits;
     use crate::application::ports::StoreFailure;
     use crate::application::ports::{
-        AcceptedClientMessage, AiError, EventLog, MockAgentPresence, MockAiModel, MockEventLog,
-        MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
-        MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
+        AcceptedClientMessage, AiError, EventLog, LiveDelivery, MockAgentPresence, MockAiModel,
+        MockEventLog, MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore,
+        MockStats, MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
     };
     use crate::domain::conversation::GenerationFailure;
     use crate::domain::fixtures;
@@ -852,12 +858,14 @@ mod tests {
         }
 
         fn build(self, log: Arc<dyn EventLog>, limits: Limits) -> ChatService {
+            let live: Arc<dyn LiveDelivery> = Arc::new(self.live);
             let ports = ChatPorts {
                 sessions: Arc::new(self.sessions),
                 ai: Arc::new(self.ai),
                 stats: Arc::new(self.stats),
+                backplane: Arc::new(LogThenPublish::new(log.clone(), live.clone())),
                 log,
-                live: Arc::new(self.live),
+                live,
                 handoffs: Arc::new(self.handoffs),
                 presence: Arc::new(MockAgentPresence::new()),
                 registry: Arc::new(self.registry),
@@ -1500,8 +1508,16 @@ mod tests {
         assert_eq!(again.seq, 1, "its stream-start is the only new event");
         let asked = asked.lock().unwrap().clone();
         assert_eq!(asked[0].query, "q2");
-        let context: Vec<_> = asked[0].history.iter().map(|m| m.content.as_str()).collect();
-        assert_eq!(context, ["q1", "a1"], "the superseded answer left the context");
+        let context: Vec<_> = asked[0]
+            .history
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        assert_eq!(
+            context,
+            ["q1", "a1"],
+            "the superseded answer left the context"
+        );
     }
 
     #[tokio::test]
@@ -1599,7 +1615,9 @@ mod tests {
         let logged = Arc::new(StdMutex::new(Vec::new()));
         let kept = logged.clone();
         m.log.expect_append().times(1).returning(move |_, events| {
-            kept.lock().unwrap().extend(events.iter().map(|(_, e)| e.clone()));
+            kept.lock()
+                .unwrap()
+                .extend(events.iter().map(|(_, e)| e.clone()));
             Ok(events
                 .into_iter()
                 .map(|(at, event)| {
@@ -1652,7 +1670,12 @@ mod tests {
         let someone_else = UserId::parse("u2").unwrap();
         let refused = m
             .service()
-            .feedback(&SessionId::generate(), &someone_else, &MessageId::generate(), down())
+            .feedback(
+                &SessionId::generate(),
+                &someone_else,
+                &MessageId::generate(),
+                down(),
+            )
             .await;
         assert!(
             matches!(refused, Err(FeedbackRefusal::NotYourSession)),

@@ -23,8 +23,7 @@ pub use auth::{AccessPorts, AccessSettings};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
 pub use chat::{
     Accepted, ChatRefusal, ChatRequest, ChatService, ConnectionGuard, FeedbackRefusal,
-    RegenerateRefusal, Regenerated, SessionSummary, StopRefusal,
-    SESSIONS_LISTED,
+    RegenerateRefusal, Regenerated, SessionSummary, StopRefusal, SESSIONS_LISTED,
 };
 pub use conversation::{
     ChatError, ChatPorts, ConversationCore, ConversationSettings, HandoffRefusal, HandoffSettings,

@@ -645,8 +645,10 @@ async fn customer_asks_for_a_human(scene: &Scene<'_>, token: &str) -> String {
         .await;
     let answered = tab.until("stream-end").await;
     let answer = answered["messageId"].as_str().unwrap().to_owned();
-    tab.send(json!({"type": "feedback", "messageId": answer, "rating": "down", "comment": "too vague"}))
-        .await;
+    tab.send(
+        json!({"type": "feedback", "messageId": answer, "rating": "down", "comment": "too vague"}),
+    )
+    .await;
     tab.until_each(&["ack", "feedback"]).await;
     tab.send_invalid(json!({"type": "feedback", "messageId": answer, "rating": "meh"}))
         .await;

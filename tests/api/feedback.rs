@@ -57,7 +57,10 @@ async fn refusal(ws: &mut WsClient, frame: Value) -> Value {
     ws.send_json(frame).await;
     let reply = ws.recv().await;
     assert_eq!(reply["type"], "error", "{reply}");
-    assert!(reply.get("seq").is_none(), "a refusal takes no seq: {reply}");
+    assert!(
+        reply.get("seq").is_none(),
+        "a refusal takes no seq: {reply}"
+    );
     reply
 }
 
@@ -111,9 +114,7 @@ async fn a_rating_reaches_every_tab_replaces_the_last_one_and_stays_with_the_ans
     );
 
     // Changing one's mind replaces the rating, comment and all.
-    first
-        .send_json(rate(&answer.message_id, "up", None))
-        .await;
+    first.send_json(rate(&answer.message_id, "up", None)).await;
     let (ack, event) = ack_and_event(&mut first).await;
     assert_eq!(event["rating"], "up", "{event}");
     assert!(event.get("comment").is_none(), "{event}");
@@ -129,8 +130,14 @@ async fn a_rating_reaches_every_tab_replaces_the_last_one_and_stays_with_the_ans
 
     // Both ratings were counted.
     let text = scrape(&app).await;
-    assert_eq!(metric(&text, "chatbot_feedback_total{rating=\"up\"}"), Some(1.0));
-    assert_eq!(metric(&text, "chatbot_feedback_total{rating=\"down\"}"), Some(1.0));
+    assert_eq!(
+        metric(&text, "chatbot_feedback_total{rating=\"up\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "chatbot_feedback_total{rating=\"down\"}"),
+        Some(1.0)
+    );
 
     // A tab that comes back replays both, in order.
     let (mut late, _) = app.tab(&alice, &session, Some(0)).await;
@@ -158,9 +165,15 @@ async fn bad_ratings_are_refused_with_their_codes_and_change_nothing() {
 
     let long = "x".repeat(1001);
     let cases = [
-        (rate(&answer.message_id, "up", Some(&long)), "comment_too_long"),
+        (
+            rate(&answer.message_id, "up", Some(&long)),
+            "comment_too_long",
+        ),
         (rate(&answer.message_id, "meh", None), "invalid_feedback"),
-        (json!({"type": "feedback", "rating": "up"}), "invalid_feedback"),
+        (
+            json!({"type": "feedback", "rating": "up"}),
+            "invalid_feedback",
+        ),
         (rate("msg_nope", "up", None), "message_not_found"),
         (rate(&bobs.message_id, "down", None), "message_not_found"),
         (rate(&asked, "up", None), "not_an_answer"),
@@ -185,7 +198,11 @@ async fn bad_ratings_are_refused_with_their_codes_and_change_nothing() {
 async fn regenerated(ws: &mut WsClient, asked: &str) -> Exchange {
     ws.send_json(json!({"type": "regenerate"})).await;
     let again = ws.collect_stream().await;
-    assert_eq!(again.messages[0]["replyTo"], asked, "{:?}", again.messages[0]);
+    assert_eq!(
+        again.messages[0]["replyTo"], asked,
+        "{:?}",
+        again.messages[0]
+    );
     again
 }
 
@@ -241,7 +258,10 @@ async fn regenerate_answers_the_last_message_again_without_the_old_answer() {
         last_asked(&upstream),
         (
             "second question".to_owned(),
-            vec![turn("user", "first question"), turn("assistant", &first_reply)]
+            vec![
+                turn("user", "first question"),
+                turn("assistant", &first_reply)
+            ]
         ),
         "asked again with the context the first answer had"
     );
@@ -262,10 +282,22 @@ async fn regenerate_answers_the_last_message_again_without_the_old_answer() {
     );
 
     let messages = transcript(&app, &alice, &session).await;
-    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
     assert_eq!(
         roles,
-        ["user", "assistant", "user", "assistant", "assistant", "assistant", "user", "assistant"],
+        [
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "assistant",
+            "assistant",
+            "user",
+            "assistant"
+        ],
         "the superseded answers stay in the transcript"
     );
     let superseded = |id: &str| entry(&messages, id).get("superseded").cloned();
@@ -322,7 +354,11 @@ async fn regenerate_is_refused_before_any_chat_while_an_answer_runs_and_in_hando
         }
     };
     assert_eq!(reply["code"], "generation_in_progress", "{reply}");
-    assert_eq!(reply["messageId"], running.as_str(), "names the running one");
+    assert_eq!(
+        reply["messageId"],
+        running.as_str(),
+        "names the running one"
+    );
     ws.send_json(json!({"type": "stop"})).await;
     ws.until_stream_end().await;
 

@@ -249,7 +249,11 @@ async fn forget_after_keeps_the_message_and_what_came_before(backend: Backend) {
     assert!(store.forget_after(&session.id, &q2).await.unwrap());
     let got = get(&store, &session.id).await;
     assert_eq!(contents(&got), ["from before ids", "q1", "a1", "q2"]);
-    assert_eq!(got.history[3].message_id.as_ref(), Some(&q2), "ids read back");
+    assert_eq!(
+        got.history[3].message_id.as_ref(),
+        Some(&q2),
+        "ids read back"
+    );
     assert_eq!(got.history[0].message_id, None);
     // Appending after it goes on from there.
     store

@@ -98,7 +98,11 @@ mod contract {
         let up = Feedback::parse("up", None).unwrap();
         store.rate(&s, &answered.message_id, &up).await.unwrap();
         let page = store.page(&s, None, 10).await.unwrap();
-        assert_eq!(page.entries[1].feedback, Some(up.clone()), "replaced, comment and all");
+        assert_eq!(
+            page.entries[1].feedback,
+            Some(up.clone()),
+            "replaced, comment and all"
+        );
 
         assert_eq!(
             store.rate(&s, &asked.message_id, &up).await.unwrap(),
@@ -160,7 +164,10 @@ mod contract {
         );
         assert!(!store.page(&other, None, 10).await.unwrap().entries[0].superseded);
         assert_eq!(
-            store.supersede_after(&s, &MessageId::generate()).await.unwrap(),
+            store
+                .supersede_after(&s, &MessageId::generate())
+                .await
+                .unwrap(),
             0,
             "an unknown question marks nothing"
         );

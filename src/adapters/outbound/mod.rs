@@ -4,6 +4,7 @@ pub mod argon2_hasher;
 pub mod echo_ai;
 pub mod fallback_ai;
 pub mod jwt;
+pub mod log_then_publish;
 pub mod memory_access;
 pub mod memory_conversations;
 pub mod memory_handoff;
