@@ -325,6 +325,30 @@ async function scenario(browser) {
     }
   });
 
+  await step("thumbs rate an answer in every tab, and regenerate replaces the last answer", async () => {
+    const rated = carol.locator("#messages li.msg.bot", { hasText: `You said: ${after}` });
+    await rated.locator(".thumb.down").click();
+    for (const page of [carol, tab2]) {
+      const li = page.locator("#messages li.msg.bot", { hasText: `You said: ${after}` });
+      await li.locator(".thumb.down.pressed").waitFor({ timeout: WAIT });
+    }
+    await rated.locator("button.comment").click();
+    await rated.locator(".comment-form input").fill("Which store, though?");
+    await rated.locator(".comment-form input").press("Enter");
+    await visible(tab2, "#messages li.msg.bot .tag.feedback", "Which store, though?");
+
+    // The stopped answer is the last one: regenerate answers its question again.
+    await carol.locator("#regenerate").waitFor({ state: "visible", timeout: WAIT });
+    await carol.click("#regenerate");
+    for (const page of [carol, tab2]) {
+      await until("the regenerated answer", async () => {
+        const done = (await answers(page)).filter((a) => a.text === `You said: ${long}` && a.status === "completed");
+        return done.length === 2 ? done : null;
+      });
+      assert.equal(await page.locator("#messages li.msg.bot.superseded").count(), 1, "the stopped answer is replaced");
+    }
+  });
+
   await step("a reloaded console shows the conversation it showed before, of two held", async () => {
     await carol.locator("#human").waitFor({ state: "visible", timeout: WAIT });
     await carol.click("#human");
@@ -344,6 +368,8 @@ async function scenario(browser) {
         && (await agent.textContent("#conv-user")) === name);
       await visible(agent, "#transcripts ol:not([hidden]) li.msg.user", name === "bob" ? "My parcel never arrived" : long);
     }
+    // The customer's rating shows beside the answer it rates.
+    await visible(agent, "#transcripts ol:not([hidden]) li.msg.bot .tag.feedback", "Which store, though?");
   });
 
   await step("a customer account is refused by the agent console with agent_only", async () => {

@@ -17,12 +17,22 @@ const ui = {
   password: $("auth-password"), authError: $("auth-error"), authSubmit: $("auth-submit"),
   chat: $("chat"), banner: $("banner"), bannerText: $("banner-text"), cancel: $("cancel-handoff"),
   messages: $("messages"), error: $("chat-error"), composer: $("composer"), input: $("input"),
-  stop: $("stop"), send: $("send"), human: $("human"),
+  stop: $("stop"), send: $("send"), human: $("human"), regenerate: $("regenerate"),
+};
+
+/** What the answers' thumbs do. */
+const actions = {
+  rate(messageId, rating, comment = null) {
+    if (!socket) return;
+    const feedback = { type: "feedback", messageId, rating };
+    if (comment) feedback.comment = comment;
+    socket.send(feedback);
+  },
 };
 
 let registering = false;
 let socket = null;
-let transcript = new Transcript(ui.messages, "customer");
+let transcript = new Transcript(ui.messages, "customer", {}, actions);
 let who = { mode: "bot", agent: null };
 /** Chats sent and not yet acknowledged, resent after a reconnect. */
 const unacked = new Map();
@@ -86,7 +96,7 @@ function showChat() {
   ui.chat.hidden = false;
   ui.who.hidden = false;
   ui.username.textContent = saved.user.username;
-  transcript = new Transcript(ui.messages, "customer");
+  transcript = new Transcript(ui.messages, "customer", {}, actions);
   who = { mode: "bot", agent: null };
   socket = new Socket(store, {
     url: (ticket) => {
@@ -123,7 +133,8 @@ function onMessage(m) {
       for (const chat of unacked.values()) socket.send(chat);
       break;
     case "ack":
-      unacked.delete(m.clientMessageId);
+      // A feedback's ack has no clientMessageId; its `feedback` event shows it.
+      if (m.clientMessageId) unacked.delete(m.clientMessageId);
       break;
     case "history-lost": {
       transcript.skipTo(m.oldestSeq);
@@ -164,6 +175,8 @@ function refreshControls() {
   ui.send.disabled = !open || answering;
   ui.human.hidden = !bot;
   ui.human.disabled = !open;
+  ui.regenerate.hidden = !bot || answering || transcript.lastAnswer === null;
+  ui.regenerate.disabled = !open;
   ui.cancel.hidden = who.mode !== "queued";
   ui.banner.hidden = bot;
   ui.banner.className = `banner ${who.mode}`;
@@ -213,6 +226,7 @@ ui.input.addEventListener("keydown", (ev) => {
 });
 ui.stop.addEventListener("click", () => socket && socket.send({ type: "stop" }));
 ui.human.addEventListener("click", () => socket && socket.send({ type: "human-escalation" }));
+ui.regenerate.addEventListener("click", () => socket && socket.send({ type: "regenerate" }));
 ui.cancel.addEventListener("click", () => socket && socket.send({ type: "handoff-cancel" }));
 ui.logout.addEventListener("click", async () => {
   const key = sessionKey();

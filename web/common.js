@@ -281,10 +281,15 @@ export async function loadEarlier(store, transcript, sessionId, oldestSeq) {
 }
 
 export class Transcript {
-  constructor(list, viewer, names = {}) {
+  /**
+   * `actions` (the customer's page only) lets the answers' thumbs send a
+   * rating: `actions.rate(messageId, rating, comment)`.
+   */
+  constructor(list, viewer, names = {}, actions = null) {
     this.list = list;
     this.viewer = viewer;
     this.names = names;
+    this.actions = actions;
     this.reset(0);
   }
 
@@ -294,6 +299,10 @@ export class Transcript {
     this.lastSeq = after;
     this.pending = new Map();
     this.answers = new Map();
+    /** The latest answer to each user message, by the user message's id. */
+    this.replies = new Map();
+    /** The latest answer that ended, which `regenerate` would replace. */
+    this.lastAnswer = null;
     this.running = null;
     this.gap = null;
   }
@@ -319,7 +328,11 @@ export class Transcript {
         const mine = !customer && e.agent && e.agent.id === this.names.selfId;
         return this.bubble("agent", mine, `${(e.agent && e.agent.username) || "An agent"} · agent`, e.content, e);
       }
-      return this.bubble("bot", false, "Assistant", e.content, e);
+      const li = this.bubble("bot", false, "Assistant", e.content, e);
+      if (e.superseded) this.supersede(li);
+      if (e.feedback) this.showRating(li, e.feedback);
+      this.rateable(li, e.messageId);
+      return li;
     });
     if (!nodes.length) return;
     this.list.prepend(...nodes);
@@ -381,6 +394,72 @@ export class Transcript {
     return li;
   }
 
+  /** Marks an answer replaced by a regenerated one. */
+  supersede(li) {
+    if (li.classList.contains("superseded")) return;
+    li.classList.add("superseded");
+    li.append(el("span", "tag", "Replaced by a new answer"));
+  }
+
+  /** Gives an ended answer its thumbs (on the customer's page). */
+  rateable(li, messageId) {
+    if (!this.actions || li.querySelector(".rating")) return;
+    const row = el("div", "rating");
+    const thumb = (rating, glyph, label) => {
+      const b = el("button", `thumb ${rating}`, glyph);
+      b.type = "button";
+      b.title = label;
+      b.setAttribute("aria-label", label);
+      b.dataset.rating = rating;
+      b.addEventListener("click", () => this.actions.rate(messageId, rating));
+      return b;
+    };
+    const note = el("button", "link small comment", "Add a comment");
+    note.type = "button";
+    note.hidden = true;
+    note.addEventListener("click", () => this.commentForm(li, messageId));
+    row.append(thumb("up", "👍", "Good answer"), thumb("down", "👎", "Bad answer"), note);
+    li.append(row);
+  }
+
+  /** An inline form that sends the answer's rating again with a comment. */
+  commentForm(li, messageId) {
+    if (li.querySelector("form.comment-form")) return;
+    const form = el("form", "comment-form");
+    const input = el("input");
+    input.maxLength = 1000;
+    input.placeholder = "What was good or wrong about it?";
+    input.setAttribute("aria-label", "Comment on the answer");
+    const save = el("button", "secondary small", "Send");
+    save.type = "submit";
+    form.append(input, save);
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      this.actions.rate(messageId, li.dataset.rating || "up", input.value.trim() || null);
+      form.remove();
+    });
+    li.append(form);
+    input.focus();
+  }
+
+  /** Shows an answer's latest rating: the pressed thumb, or (for an agent) a tag. */
+  showRating(li, feedback) {
+    li.dataset.rating = feedback.rating;
+    for (const b of li.querySelectorAll(".thumb")) {
+      b.classList.toggle("pressed", b.dataset.rating === feedback.rating);
+    }
+    const note = li.querySelector(".comment");
+    if (note) note.hidden = false;
+    let tag = li.querySelector(".tag.feedback");
+    if (!tag) {
+      tag = el("span", "tag feedback");
+      li.append(tag);
+    }
+    const glyph = feedback.rating === "up" ? "👍" : "👎";
+    const who = this.viewer === "customer" ? "You rated it" : "Rated";
+    tag.textContent = `${who} ${glyph}${feedback.comment ? `: “${feedback.comment}”` : ""}`;
+  }
+
   notice(text, tone = "", m = {}) {
     const li = el("li", `notice ${tone}`.trim(), text);
     if (m.type) li.dataset.type = m.type;
@@ -401,9 +480,13 @@ export class Transcript {
         this.message("user", customer, customer ? "You" : this.names.customer || "Customer", m.content, m);
         break;
       case "stream-start": {
+        // A regenerated answer replies to the same message as the one it replaces.
+        const earlier = this.replies.get(m.replyTo);
+        if (earlier) this.supersede(earlier);
         const li = this.message("bot", false, "Assistant", "", m);
         li.classList.add("streaming");
         this.answers.set(m.messageId, li);
+        this.replies.set(m.replyTo, li);
         this.running = m.messageId;
         break;
       }
@@ -430,8 +513,15 @@ export class Transcript {
           li.dataset.status = m.status;
           if (m.status === "cancelled") li.append(el("span", "tag", "Stopped"));
           if (!li.querySelector(".text").textContent) li.querySelector(".text").textContent = "…";
+          this.rateable(li, m.messageId);
+          this.lastAnswer = m.messageId;
         }
         if (this.running === m.messageId) this.running = null;
+        break;
+      }
+      case "feedback": {
+        const li = this.answers.get(m.messageId) || this.list.querySelector(`[data-message-id="${CSS.escape(m.messageId)}"]`);
+        if (li) this.showRating(li, m);
         break;
       }
       case "agent-message": {

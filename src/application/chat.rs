@@ -20,10 +20,11 @@ use super::conversation::{ChatError, ConversationCore};
 use super::generation::{self, Job};
 use super::limits::{ChatPermit, Limited, Slot};
 use super::ports::{
-    AiRequest, ConversationStoreError, LogSlice, SessionCounts, SessionStoreError, SharedEvent,
-    StartOutcome, Stats,
+    AiRequest, ConversationStoreError, LogSlice, Rated, SessionCounts, SessionStoreError,
+    SharedEvent, StartOutcome, Stats,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
+use crate::domain::feedback::Feedback;
 use crate::domain::handoff::Handoff;
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{
@@ -84,6 +85,67 @@ pub struct Accepted {
 pub enum StopRefusal {
     #[error("no generation is running")]
     NothingRunning,
+    #[error(transparent)]
+    Failed(#[from] ChatError),
+}
+
+/// Why an answer was not asked for again.
+#[derive(Debug, Error)]
+pub enum RegenerateRefusal {
+    /// A human holds (or is awaited by) the conversation: the bot does not
+    /// answer now.
+    #[error("the conversation is not the bot's to answer now")]
+    NotBotMode,
+    /// The session's history holds no user message to answer again.
+    #[error("the session has no user message to answer again")]
+    NothingToRegenerate,
+    /// Refused as a chat would be: an answer runs, the server drains, a
+    /// limit, or a failing store.
+    #[error(transparent)]
+    Chat(#[from] ChatRefusal),
+}
+
+impl From<ChatError> for RegenerateRefusal {
+    fn from(e: ChatError) -> Self {
+        RegenerateRefusal::Chat(ChatRefusal::Failed(e))
+    }
+}
+
+impl From<ConversationStoreError> for RegenerateRefusal {
+    fn from(e: ConversationStoreError) -> Self {
+        ChatError::from(e).into()
+    }
+}
+
+impl From<SessionStoreError> for RegenerateRefusal {
+    fn from(e: SessionStoreError) -> Self {
+        ChatError::from(e).into()
+    }
+}
+
+/// A new answer to the session's last user message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regenerated {
+    /// The new answer's id (its `stream-start`'s `messageId`).
+    pub message_id: MessageId,
+    /// The user message it answers, as the superseded answer did.
+    pub reply_to: MessageId,
+    /// The seq of its `stream-start`.
+    pub seq: Seq,
+}
+
+/// Why feedback was not kept.
+#[derive(Debug, Error)]
+pub enum FeedbackRefusal {
+    /// No message of this session has that id (another session's included).
+    #[error("no message of this session has that id")]
+    UnknownMessage,
+    /// The message is the user's or an agent's, not the AI's answer.
+    #[error("only the AI's answers take feedback")]
+    NotAnAnswer,
+    /// The session is not the caller's (or does not exist).
+    #[error("session not found")]
+    NotYourSession,
     #[error(transparent)]
     Failed(#[from] ChatError),
 }
@@ -389,6 +451,7 @@ impl ChatService {
             role: Role::User,
             content: chat.content.to_owned(),
             timestamp: now,
+            message_id: Some(chat.message_id.clone()),
         };
         core.sessions.append(chat.session, stored).await?;
         core.stats.message_received();
@@ -497,6 +560,140 @@ impl ChatService {
             Ok(false) => Err(StopRefusal::NothingRunning),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Asks the AI again for the session's last user message. The answers it
+    /// had stay in the log and the transcript (marked superseded there) and
+    /// leave the AI's context; the new one is a new `stream-start` replying
+    /// to the same message. Refused while an answer runs, while a human holds
+    /// or is awaited by the conversation, and before any user message. It
+    /// costs an upstream request, so it counts against the user's chat limits.
+    pub async fn regenerate(
+        &self,
+        session: &SessionId,
+        user: &UserId,
+        trace: Option<TraceContext>,
+    ) -> Result<Regenerated, RegenerateRefusal> {
+        let core = &self.core;
+        if core.draining.is_cancelled() {
+            return Err(ChatRefusal::ShuttingDown.into());
+        }
+        let mut permit = core
+            .limits
+            .chat(user, core.settings.lease)
+            .await
+            .map_err(ChatRefusal::RateLimited)?;
+        let started = self.regenerate_once(session, trace, &mut permit).await;
+        if let Err(RegenerateRefusal::Chat(ChatRefusal::Failed(e))) = &started {
+            core.count_failure(e);
+        }
+        if started.is_err() {
+            core.limits.chat_not_accepted(permit).await;
+        }
+        started
+    }
+
+    /// Takes the session's generation slot and answers again, releasing the
+    /// slot when nothing started.
+    async fn regenerate_once(
+        &self,
+        session: &SessionId,
+        trace: Option<TraceContext>,
+        permit: &mut ChatPermit,
+    ) -> Result<Regenerated, RegenerateRefusal> {
+        let core = &self.core;
+        let answer = MessageId::generate();
+        if let StartOutcome::Busy { running } = core
+            .registry
+            .try_start(session, &answer, core.settings.lease)
+            .await?
+        {
+            return Err(ChatRefusal::InProgress { running }.into());
+        }
+        let started = self
+            .answer_again(session, answer.clone(), trace, permit)
+            .await;
+        if started.is_err() {
+            let _ = core.registry.finish(session, &answer).await;
+        }
+        started
+    }
+
+    /// Holding the generation slot: checks the bot may answer, forgets the
+    /// last answers from the AI's context, and starts the new one.
+    async fn answer_again(
+        &self,
+        session_id: &SessionId,
+        answer: MessageId,
+        trace: Option<TraceContext>,
+        permit: &mut ChatPermit,
+    ) -> Result<Regenerated, RegenerateRefusal> {
+        let core = &self.core;
+        if core.muted(session_id).await?.is_some() {
+            return Err(RegenerateRefusal::NotBotMode);
+        }
+        let session = core
+            .sessions
+            .get(session_id)
+            .await?
+            .ok_or(ChatError::SessionGone)?;
+        let question = session
+            .last_question()
+            .ok_or(RegenerateRefusal::NothingToRegenerate)?;
+        core.sessions
+            .forget_after(session_id, &question.message_id)
+            .await?;
+        core.supersede(session_id, &question.message_id).await;
+        let (generation, start) = Generation::start(answer.clone(), question.message_id.clone());
+        let logged = core
+            .log
+            .append(session_id, vec![(Utc::now(), start)])
+            .await?;
+        let seq = logged.first().map_or(0, |e| e.seq);
+        let request = AiRequest {
+            query: question.query,
+            user_id: session.user.id,
+            session_id: session.id,
+            history: question.context,
+            trace,
+        };
+        self.spawn_generation(generation, seq, request, permit.slot.take());
+        core.publish(session_id, &logged).await;
+        Ok(Regenerated {
+            message_id: answer,
+            reply_to: question.message_id,
+            seq,
+        })
+    }
+
+    /// Keeps `user`'s rating of the answer `message` of their session with
+    /// its transcript entry (replacing an earlier one), tells every tab with
+    /// a `feedback` event, and counts it. Returns that event's seq.
+    pub async fn feedback(
+        &self,
+        session: &SessionId,
+        user: &UserId,
+        message: &MessageId,
+        feedback: Feedback,
+    ) -> Result<Seq, FeedbackRefusal> {
+        let core = &self.core;
+        match core.counted(core.owner_of(session).await)? {
+            Some(owner) if owner == *user => {}
+            _ => return Err(FeedbackRefusal::NotYourSession),
+        }
+        let rated = core.transcripts.rate(session, message, &feedback).await;
+        match core.counted(rated.map_err(ChatError::from))? {
+            Rated::Done => {}
+            Rated::NotFound => return Err(FeedbackRefusal::UnknownMessage),
+            Rated::NotAnAnswer => return Err(FeedbackRefusal::NotAnAnswer),
+        }
+        core.stats.feedback(feedback.rating.as_str());
+        let said = ConversationEvent::Feedback {
+            message_id: message.clone(),
+            feedback,
+        };
+        let logged = core.counted(core.log_and_publish(session, vec![said]).await)?;
+        Ok(logged.first().map_or(0, |e| e.seq))
     }
 
     /// Records activity so an open but quiet connection keeps its session alive.
@@ -611,6 +808,7 @@ mod tests {
         live: MockLiveDelivery,
         registry: MockGenerationRegistry,
         transcripts: MockTranscriptStore,
+        handoffs: MockHandoffStore,
     }
 
     /// A transcript store that keeps whatever it is given.
@@ -641,6 +839,7 @@ mod tests {
                 live: MockLiveDelivery::new(),
                 registry: registry(),
                 transcripts: keeping(Arc::default()),
+                handoffs: bot_only(),
             }
         }
 
@@ -667,7 +866,7 @@ mod tests {
                 backplane: Arc::new(LogThenPublish::new(log.clone(), live.clone())),
                 log,
                 live,
-                handoffs: Arc::new(bot_only()),
+                handoffs: Arc::new(self.handoffs),
                 presence: Arc::new(MockAgentPresence::new()),
                 registry: Arc::new(self.registry),
                 transcripts: Arc::new(self.transcripts),
@@ -1245,5 +1444,242 @@ mod tests {
         assert_eq!(reports[0].tokens, 2);
         assert!(reports[0].first_token.is_some());
         assert!(reports[0].first_token.unwrap() <= reports[0].duration);
+    }
+
+    fn said(role: Role, content: &str, id: &str) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: content.into(),
+            timestamp: Utc::now(),
+            message_id: Some(MessageId::parse(id).unwrap()),
+        }
+    }
+
+    /// A session whose history holds two questions and their answers.
+    fn asked_twice() -> Session {
+        let mut session = fixtures::session(&SessionId::generate());
+        session.history = vec![
+            said(Role::User, "q1", "msg_q1"),
+            said(Role::Assistant, "a1", "msg_a1"),
+            said(Role::User, "q2", "msg_q2"),
+            said(Role::Assistant, "a2", "msg_a2"),
+        ];
+        session
+    }
+
+    #[tokio::test]
+    async fn regenerate_asks_the_last_question_again_without_its_old_answer() {
+        let (mut m, _) = answering(&["again"]);
+        let session = asked_twice();
+        let stored = session.clone();
+        m.sessions.checkpoint();
+        m.sessions
+            .expect_get()
+            .returning(move |_| Ok(Some(stored.clone())));
+        m.sessions.expect_append().returning(|_, _| Ok(()));
+        m.sessions
+            .expect_forget_after()
+            .withf(|_, asked| asked.as_str() == "msg_q2")
+            .times(1)
+            .returning(|_, _| Ok(true));
+        let mut transcripts = keeping(Arc::default());
+        transcripts
+            .expect_supersede_after()
+            .withf(|_, asked| asked.as_str() == "msg_q2")
+            .times(1)
+            .returning(|_, _| Ok(1));
+        m.transcripts = transcripts;
+        let asked = Arc::new(StdMutex::new(Vec::new()));
+        let seen = asked.clone();
+        m.ai.checkpoint();
+        m.ai.expect_stream().times(1).returning(move |request| {
+            seen.lock().unwrap().push(request);
+            let stream: TokenStream =
+                Box::pin(futures_util::stream::iter(vec![Ok("again".to_owned())]));
+            Ok(stream)
+        });
+        let service = m.service();
+        let again = service
+            .regenerate(&session.id, &user(), None)
+            .await
+            .unwrap();
+        service.drain(Duration::from_secs(2)).await;
+        assert_eq!(again.reply_to.as_str(), "msg_q2");
+        assert_eq!(again.seq, 1, "its stream-start is the only new event");
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked[0].query, "q2");
+        let context: Vec<_> = asked[0]
+            .history
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        assert_eq!(
+            context,
+            ["q1", "a1"],
+            "the superseded answer left the context"
+        );
+    }
+
+    #[tokio::test]
+    async fn regenerate_in_handoff_is_refused_before_anything_changes() {
+        let mut m = Mocks::new();
+        m.registry
+            .expect_try_start()
+            .returning(|_, _, _| Ok(StartOutcome::Started));
+        m.registry.expect_finish().times(1).returning(|_, _| Ok(()));
+        let session = asked_twice();
+        let customer = session.user.clone();
+        let id = session.id.clone();
+        m.handoffs = MockHandoffStore::new();
+        m.handoffs.expect_get().returning(move |_| {
+            let queued = Handoff::escalate(None, id.clone(), customer.clone(), 0, Utc::now());
+            Ok(queued.and_then(|t| t.next))
+        });
+        m.sessions.expect_forget_after().never();
+        m.log.expect_append().never();
+        m.ai.expect_stream().never();
+        let refused = m.service().regenerate(&session.id, &user(), None).await;
+        assert!(
+            matches!(refused, Err(RegenerateRefusal::NotBotMode)),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn regenerate_before_any_question_or_while_one_runs_is_refused() {
+        let mut m = Mocks::new();
+        m.registry
+            .expect_try_start()
+            .returning(|_, _, _| Ok(StartOutcome::Started));
+        m.registry.expect_finish().times(1).returning(|_, _| Ok(()));
+        m.sessions
+            .expect_get()
+            .returning(|id| Ok(Some(fixtures::session(id))));
+        m.sessions.expect_forget_after().never();
+        m.log.expect_append().never();
+        let refused = m
+            .service()
+            .regenerate(&SessionId::generate(), &user(), None)
+            .await;
+        assert!(
+            matches!(refused, Err(RegenerateRefusal::NothingToRegenerate)),
+            "{refused:?}"
+        );
+
+        let mut m = Mocks::new();
+        let running = MessageId::generate();
+        let busy = running.clone();
+        m.registry.expect_try_start().returning(move |_, _, _| {
+            Ok(StartOutcome::Busy {
+                running: busy.clone(),
+            })
+        });
+        m.sessions.expect_get().never();
+        let refused = m
+            .service()
+            .regenerate(&SessionId::generate(), &user(), None)
+            .await;
+        assert!(
+            matches!(&refused, Err(RegenerateRefusal::Chat(ChatRefusal::InProgress { running: r })) if *r == running),
+            "{refused:?}"
+        );
+    }
+
+    /// Mocks for feedback on `session`, whose rating comes to `rated`.
+    fn rating(rated: Rated) -> (Mocks, Session) {
+        let mut m = Mocks::new();
+        let session = fixtures::session(&SessionId::generate());
+        let stored = session.clone();
+        m.sessions
+            .expect_get()
+            .returning(move |_| Ok(Some(stored.clone())));
+        m.transcripts
+            .expect_rate()
+            .times(1)
+            .returning(move |_, _, _| Ok(rated));
+        (m, session)
+    }
+
+    fn down() -> Feedback {
+        Feedback::parse("down", Some("wrong")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn feedback_is_kept_logged_for_every_tab_and_counted() {
+        let (mut m, session) = rating(Rated::Done);
+        m.stats
+            .expect_feedback()
+            .withf(|r| r == "down")
+            .times(1)
+            .returning(|_| ());
+        let logged = Arc::new(StdMutex::new(Vec::new()));
+        let kept = logged.clone();
+        m.log.expect_append().times(1).returning(move |_, events| {
+            kept.lock()
+                .unwrap()
+                .extend(events.iter().map(|(_, e)| e.clone()));
+            Ok(events
+                .into_iter()
+                .map(|(at, event)| {
+                    Arc::new(crate::domain::conversation::LoggedEvent { seq: 9, at, event })
+                })
+                .collect())
+        });
+        m.live.expect_publish().times(1).returning(|_, _| Ok(()));
+        let answer = MessageId::generate();
+        let seq = m
+            .service()
+            .feedback(&session.id, &user(), &answer, down())
+            .await
+            .unwrap();
+        assert_eq!(seq, 9);
+        assert_eq!(
+            *logged.lock().unwrap(),
+            vec![ConversationEvent::Feedback {
+                message_id: answer,
+                feedback: down()
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn feedback_on_what_is_not_an_answer_of_ones_own_session_is_refused() {
+        for (rated, want) in [
+            (Rated::NotFound, "unknown"),
+            (Rated::NotAnAnswer, "not an answer"),
+        ] {
+            let (mut m, session) = rating(rated);
+            m.log.expect_append().never();
+            m.stats.expect_feedback().never();
+            let refused = m
+                .service()
+                .feedback(&session.id, &user(), &MessageId::generate(), down())
+                .await;
+            let got = match refused {
+                Err(FeedbackRefusal::UnknownMessage) => "unknown",
+                Err(FeedbackRefusal::NotAnAnswer) => "not an answer",
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got, want);
+        }
+        let mut m = Mocks::new();
+        m.sessions
+            .expect_get()
+            .returning(|id| Ok(Some(fixtures::session(id))));
+        m.transcripts.expect_rate().never();
+        let someone_else = UserId::parse("u2").unwrap();
+        let refused = m
+            .service()
+            .feedback(
+                &SessionId::generate(),
+                &someone_else,
+                &MessageId::generate(),
+                down(),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(FeedbackRefusal::NotYourSession)),
+            "{refused:?}"
+        );
     }
 }

@@ -440,6 +440,24 @@ impl ConversationCore {
         );
     }
 
+    /// Marks superseded the answers to `asked` in the transcript (it is being
+    /// asked again). Best effort, as recording is: a failure is counted and
+    /// logged, and the new answer goes ahead.
+    pub(super) async fn supersede(&self, session: &SessionId, asked: &MessageId) {
+        let marked = tokio::time::timeout(
+            RECORD_TIMEOUT,
+            self.transcripts.supersede_after(session, asked),
+        )
+        .await;
+        let error = match marked {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => ErrorChain(&e).to_string(),
+            Err(_) => format!("no answer within {RECORD_TIMEOUT:?}"),
+        };
+        self.stats.store_error("transcripts");
+        tracing::warn!(session_id = %session, message_id = %asked, %error, "could not mark superseded answers in the transcript");
+    }
+
     /// Whose conversation `session` is: its live session's user, or, once the
     /// session has expired, the owner its transcript remembers.
     pub(super) async fn owner_of(&self, session: &SessionId) -> Result<Option<UserId>, ChatError> {

@@ -439,7 +439,7 @@ async fn keep_answer(
             // A complete but empty answer.
             progress.upstream = "ok";
         }
-        store_reply(inner, session, reply).await;
+        store_reply(inner, session, message_id, reply).await;
     }
 }
 
@@ -477,11 +477,17 @@ async fn record_answer(
 }
 
 /// Only a completed answer joins the history the AI sees next time.
-async fn store_reply(inner: &ConversationCore, session: &SessionId, reply: String) {
+async fn store_reply(
+    inner: &ConversationCore,
+    session: &SessionId,
+    message_id: &MessageId,
+    reply: String,
+) {
     let message = ChatMessage {
         role: Role::Assistant,
         content: reply,
         timestamp: Utc::now(),
+        message_id: Some(message_id.clone()),
     };
     if let Err(e) = inner.sessions.append(session, message).await {
         inner.stats.store_error("sessions");

@@ -266,16 +266,17 @@ impl HandoffService {
             _ => return Err(HandoffError::NotAssigned.into()),
         }
         let content = content.into_string();
+        let message_id = MessageId::generate();
         let turn = ChatMessage {
             role: Role::Assistant,
             content: content.clone(),
             timestamp: Utc::now(),
+            message_id: Some(message_id.clone()),
         };
         core.sessions
             .append(session, turn)
             .await
             .map_err(ChatError::from)?;
-        let message_id = MessageId::generate();
         let said = ConversationEvent::AgentMessage {
             message_id: message_id.clone(),
             content: content.clone(),

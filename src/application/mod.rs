@@ -22,8 +22,8 @@ pub use attachment::{Attachment, Feed, ResumeNotice};
 pub use auth::{AccessPorts, AccessSettings};
 pub use auth::{AuthError, AuthService, Authenticated, Registration};
 pub use chat::{
-    Accepted, ChatRefusal, ChatRequest, ChatService, ConnectionGuard, SessionSummary, StopRefusal,
-    SESSIONS_LISTED,
+    Accepted, ChatRefusal, ChatRequest, ChatService, ConnectionGuard, FeedbackRefusal,
+    RegenerateRefusal, Regenerated, SessionSummary, StopRefusal, SESSIONS_LISTED,
 };
 pub use conversation::{
     ChatError, ChatPorts, ConversationCore, ConversationSettings, HandoffRefusal, HandoffSettings,

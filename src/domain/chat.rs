@@ -161,6 +161,20 @@ pub struct ChatMessage {
     pub role: Role,
     pub content: String,
     pub timestamp: DateTime<Utc>,
+    /// The id of the event that said it (`user-message`, the answer's
+    /// stream, `agent-message`); `None` in histories stored before ids were
+    /// kept.
+    pub message_id: Option<MessageId>,
+}
+
+/// The last question of a session, as answering it again needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastQuestion {
+    /// The user's message: what the new answer replies to.
+    pub message_id: MessageId,
+    pub query: String,
+    /// The history before it: the context its first answer had.
+    pub context: Vec<ChatMessage>,
 }
 
 /// The part of a user a session needs: enough to address the AI and to greet.
@@ -201,6 +215,36 @@ impl Session {
         self.history.push(message);
         let excess = self.history.len().saturating_sub(HISTORY_LIMIT);
         self.history.drain(..excess);
+    }
+
+    /// The last user message of the history (one with an id) and what came
+    /// before it; `None` when the history holds none.
+    pub fn last_question(&self) -> Option<LastQuestion> {
+        let at = self
+            .history
+            .iter()
+            .rposition(|m| m.role == Role::User && m.message_id.is_some())?;
+        let asked = &self.history[at];
+        Some(LastQuestion {
+            message_id: asked.message_id.clone()?,
+            query: asked.content.clone(),
+            context: self.history[..at].to_vec(),
+        })
+    }
+
+    /// Forgets every message after `message_id` (the answers to it, when it
+    /// is asked again); false, changing nothing, when the history does not
+    /// hold it. Stores call this so every adapter forgets the same way.
+    pub fn forget_after(&mut self, message_id: &MessageId) -> bool {
+        let Some(at) = self
+            .history
+            .iter()
+            .rposition(|m| m.message_id.as_ref() == Some(message_id))
+        else {
+            return false;
+        };
+        self.history.truncate(at + 1);
+        true
     }
 }
 
@@ -257,12 +301,60 @@ mod tests {
                 },
                 content: format!("m{i}"),
                 timestamp: now,
+                message_id: Some(MessageId::generate()),
             });
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);
         let contents: Vec<_> = s.history.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(contents.first(), Some(&"m15"));
         assert_eq!(contents.last(), Some(&"m24"));
+    }
+
+    fn said(role: Role, content: &str, id: Option<&str>) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: content.into(),
+            timestamp: Utc::now(),
+            message_id: id.map(|i| MessageId::parse(i).unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_last_question_is_the_last_user_message_with_an_id() {
+        let mut s = Session::new(SessionId::generate(), user(), Utc::now());
+        assert_eq!(s.last_question(), None, "nothing asked yet");
+        s.history = vec![
+            said(Role::User, "old", None),
+            said(Role::Assistant, "old answer", None),
+        ];
+        assert_eq!(s.last_question(), None, "ids were not kept then");
+        s.history.extend([
+            said(Role::User, "q1", Some("msg_q1")),
+            said(Role::Assistant, "a1", Some("msg_a1")),
+            said(Role::User, "q2", Some("msg_q2")),
+            said(Role::Assistant, "a2", Some("msg_a2")),
+            said(Role::Assistant, "agent", Some("msg_g")),
+        ]);
+        let last = s.last_question().unwrap();
+        assert_eq!(last.message_id.as_str(), "msg_q2");
+        assert_eq!(last.query, "q2");
+        let context: Vec<_> = last.context.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(context, ["old", "old answer", "q1", "a1"]);
+    }
+
+    #[test]
+    fn forgetting_after_a_message_keeps_it_and_what_came_before() {
+        let mut s = Session::new(SessionId::generate(), user(), Utc::now());
+        s.history = vec![
+            said(Role::User, "q1", Some("msg_q1")),
+            said(Role::Assistant, "a1", Some("msg_a1")),
+            said(Role::Assistant, "a1 again", None),
+        ];
+        assert!(!s.forget_after(&MessageId::parse("msg_nope").unwrap()));
+        assert_eq!(s.history.len(), 3);
+        assert!(s.forget_after(&MessageId::parse("msg_q1").unwrap()));
+        let left: Vec<_> = s.history.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(left, ["q1"]);
     }
 
     #[test]

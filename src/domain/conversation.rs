@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::agent::AgentRef;
 use super::chat::{MessageId, StreamStatus};
+use super::feedback::Feedback;
 use super::id::is_valid_id;
 
 /// Position of an event in its session's log, starting at 1. `0` means
@@ -157,6 +158,12 @@ pub enum ConversationEvent {
     /// The user chatted while waiting for an agent: where they stand (1 =
     /// next in line), so a client can say why no answer streams.
     HandoffWaiting { position: u64, agents_online: u64 },
+    /// The user rated the answer `message_id` (again: this rating replaces
+    /// the earlier one).
+    Feedback {
+        message_id: MessageId,
+        feedback: Feedback,
+    },
 }
 
 /// An event as the log holds it: with its `seq` and when it happened.

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod chat;
 pub mod client_ip;
 pub mod conversation;
+pub mod feedback;
 pub mod handoff;
 pub mod id;
 pub mod time;
@@ -17,8 +18,8 @@ pub mod fixtures;
 
 pub use access::{FamilyId, OpaqueTokenError, RefreshToken, TokenDigest, WsTicket};
 pub use chat::{
-    ChatContent, ChatMessage, ContentError, IdError, MessageId, Role, Session, SessionId,
-    SessionUser, StreamStatus, HISTORY_LIMIT,
+    ChatContent, ChatMessage, ContentError, IdError, LastQuestion, MessageId, Role, Session,
+    SessionId, SessionUser, StreamStatus, HISTORY_LIMIT,
 };
 pub use client_ip::{ClientIp, TrustedProxies, TrustedProxyError};
 pub use time::{TokenLifetime, TokenLifetimeError};

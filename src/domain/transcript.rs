@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::chat::{MessageId, SessionId, StreamStatus};
 use super::conversation::Seq;
+use super::feedback::Feedback;
 use super::handoff::AgentRef;
 use super::user::UserId;
 
@@ -88,6 +89,12 @@ pub struct TranscriptEntry {
     pub seq: Seq,
     /// When it was said, to the millisecond every store keeps.
     pub at: DateTime<Utc>,
+    /// The user's rating of an answer (assistant entries only), the latest
+    /// one given.
+    pub feedback: Option<Feedback>,
+    /// An answer the user asked to regenerate: it stays in the transcript
+    /// but no longer in the AI's context.
+    pub superseded: bool,
 }
 
 impl TranscriptEntry {
@@ -109,6 +116,8 @@ impl TranscriptEntry {
             content,
             seq,
             at: at.trunc_subsecs(3),
+            feedback: None,
+            superseded: false,
         }
     }
 

@@ -643,6 +643,17 @@ async fn customer_asks_for_a_human(scene: &Scene<'_>, token: &str) -> String {
     assert_eq!(tab.until("error").await["code"], "unknown_type");
     tab.send(json!({"type": "chat", "content": "hello there", "clientMessageId": "c-1"}))
         .await;
+    let answered = tab.until("stream-end").await;
+    let answer = answered["messageId"].as_str().unwrap().to_owned();
+    tab.send(
+        json!({"type": "feedback", "messageId": answer, "rating": "down", "comment": "too vague"}),
+    )
+    .await;
+    tab.until_each(&["ack", "feedback"]).await;
+    tab.send_invalid(json!({"type": "feedback", "messageId": answer, "rating": "meh"}))
+        .await;
+    assert_eq!(tab.until("error").await["code"], "invalid_feedback");
+    tab.send(json!({"type": "regenerate"})).await;
     tab.until("stream-end").await;
     tab.send(json!({"type": "stop"})).await;
     assert_eq!(tab.until("error").await["code"], "no_active_generation");

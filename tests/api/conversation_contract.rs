@@ -334,6 +334,38 @@ async fn every_subscriber_gets_every_event_in_order(backend: Backend) {
     wait_for_watchers(&live, &s, 0).await;
 }
 
+/// A rating travels through the log and the live delivery as it was given,
+/// with its comment or without one.
+async fn feedback_events_read_back_and_reach_subscribers_as_given(backend: Backend) {
+    let live = backend.live().await;
+    let log = backend.log().await;
+    let s = SessionId::generate();
+    let mut watching = live.subscribe(&s).await.unwrap();
+    wait_for_watchers(&live, &s, 1).await;
+    let rated = |rating, comment| {
+        (
+            Utc::now(),
+            ConversationEvent::Feedback {
+                message_id: MessageId::parse("msg_a").unwrap(),
+                feedback: feedback::Feedback::parse(rating, comment).unwrap(),
+            },
+        )
+    };
+    let logged = log
+        .append(
+            &s,
+            vec![rated("down", Some("wrong \"hours\" é")), rated("up", None)],
+        )
+        .await
+        .unwrap();
+    live.publish(&s, &logged).await.unwrap();
+    let read = log.read_after(&s, 0, 10).await.unwrap();
+    assert_eq!(read.events, logged, "read back exactly as appended");
+    for want in &logged {
+        assert_eq!(&next_event(&mut watching).await, want, "delivered as given");
+    }
+}
+
 /// A backplane write is logged and reaches every subscriber, on the writing
 /// instance and on others, once each and in seq order.
 async fn a_write_reaches_every_instance_once_in_order(backend: Backend) {
@@ -663,6 +695,7 @@ contract!(
     concurrent_appends_get_unique_consecutive_seqs,
     client_message_ids_are_remembered_for_the_last_hundred,
     every_subscriber_gets_every_event_in_order,
+    feedback_events_read_back_and_reach_subscribers_as_given,
     a_write_reaches_every_instance_once_in_order,
     a_stalled_subscriber_slows_nobody,
     one_generation_per_session,

@@ -13,6 +13,7 @@ mod ai_resilience;
 mod asyncapi_spec;
 mod conversation;
 mod conversation_contract;
+mod feedback;
 mod handoff;
 mod lifecycle;
 mod limits;

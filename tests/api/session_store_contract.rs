@@ -82,6 +82,7 @@ fn message(role: Role, content: impl Into<String>, timestamp: DateTime<Utc>) -> 
         role,
         content: content.into(),
         timestamp,
+        message_id: None,
     }
 }
 
@@ -125,6 +126,10 @@ async fn assert_absent(store: &Arc<dyn SessionStore>, id: &SessionId) {
     );
     assert_not_found(store.touch(id, Utc::now()).await, "touch");
     assert_not_found(store.mark_escalated(id).await, "mark_escalated");
+    assert_not_found(
+        store.forget_after(id, &MessageId::generate()).await,
+        "forget_after",
+    );
 }
 
 // --------------------------------------------------------------- cases
@@ -203,6 +208,62 @@ async fn writes_to_an_unknown_session_are_not_found(backend: Backend) {
         "failed writes must not create the session"
     );
     assert_eq!(counts(&store).await, (0, 0));
+}
+
+/// A message with an id, as the chat use cases store them.
+fn said(role: Role, content: &str, id: &MessageId) -> ChatMessage {
+    ChatMessage {
+        message_id: Some(id.clone()),
+        ..message(role, content, Utc::now())
+    }
+}
+
+async fn forget_after_keeps_the_message_and_what_came_before(backend: Backend) {
+    let store = backend.store(LONG_TTL).await;
+    let session = new_session();
+    store.create(&session).await.unwrap();
+    let (q1, a1, q2, a2) = (
+        MessageId::generate(),
+        MessageId::generate(),
+        MessageId::generate(),
+        MessageId::generate(),
+    );
+    for m in [
+        message(Role::User, "from before ids", Utc::now()),
+        said(Role::User, "q1", &q1),
+        said(Role::Assistant, "a1", &a1),
+        said(Role::User, "q2", &q2),
+        said(Role::Assistant, "a2", &a2),
+        message(Role::Assistant, "no id", Utc::now()),
+    ] {
+        store.append(&session.id, m).await.unwrap();
+    }
+    assert!(
+        !store
+            .forget_after(&session.id, &MessageId::generate())
+            .await
+            .unwrap(),
+        "an id the history does not hold changes nothing"
+    );
+    assert_eq!(get(&store, &session.id).await.history.len(), 6);
+    assert!(store.forget_after(&session.id, &q2).await.unwrap());
+    let got = get(&store, &session.id).await;
+    assert_eq!(contents(&got), ["from before ids", "q1", "a1", "q2"]);
+    assert_eq!(
+        got.history[3].message_id.as_ref(),
+        Some(&q2),
+        "ids read back"
+    );
+    assert_eq!(got.history[0].message_id, None);
+    // Appending after it goes on from there.
+    store
+        .append(&session.id, said(Role::Assistant, "a2 again", &a2))
+        .await
+        .unwrap();
+    assert_eq!(
+        contents(&get(&store, &session.id).await),
+        ["from before ids", "q1", "a1", "q2", "a2 again"]
+    );
 }
 
 async fn mark_escalated_reports_only_the_first_time(backend: Backend) {
@@ -591,6 +652,7 @@ contract!(
     append_keeps_order_and_trims_to_the_limit,
     writes_to_an_unknown_session_are_not_found,
     mark_escalated_reports_only_the_first_time,
+    forget_after_keeps_the_message_and_what_came_before,
     remove_makes_a_session_absent,
     counts_track_active_and_escalated_sessions,
     create_replaces_a_session_with_the_same_id,

@@ -15,7 +15,8 @@ use futures_util::FutureExt;
 
 use chatbot_server::adapters::outbound::mongo_transcripts::MongoTranscriptStore;
 use chatbot_server::adapters::outbound::sqlite_transcripts::SqliteTranscriptStore;
-use chatbot_server::application::ports::TranscriptStore;
+use chatbot_server::application::ports::{Rated, TranscriptStore};
+use chatbot_server::domain::feedback::Feedback;
 use chatbot_server::domain::handoff::AgentRef;
 use chatbot_server::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry};
 use chatbot_server::domain::{MessageId, SessionId, StreamStatus, UserId, Username};
@@ -66,6 +67,116 @@ fn contents(entries: &[TranscriptEntry]) -> Vec<&str> {
 
 mod contract {
     use super::*;
+
+    fn answer(session: &SessionId, content: &str, seq: u64, ms: i64) -> TranscriptEntry {
+        entry(
+            session,
+            Speaker::Assistant {
+                ending: StreamStatus::Completed,
+            },
+            content,
+            seq,
+            ms,
+        )
+    }
+
+    pub async fn a_rating_is_kept_with_its_answer_and_replaced_by_the_next(store: Store) {
+        let s = SessionId::generate();
+        let asked = said(&s, 1, 0);
+        let answered = answer(&s, "an answer", 2, 5);
+        let agent_said = entry(&s, Speaker::Agent(agent()), "I am here", 4, 9);
+        for e in [&asked, &answered, &agent_said] {
+            store.append(e).await.unwrap();
+        }
+        let down = Feedback::parse("down", Some("wrong \"hours\" é")).unwrap();
+        let rated = store.rate(&s, &answered.message_id, &down).await.unwrap();
+        assert_eq!(rated, Rated::Done);
+        let page = store.page(&s, None, 10).await.unwrap();
+        assert_eq!(page.entries[1].feedback, Some(down));
+        assert_eq!(page.entries[0].feedback, None);
+
+        let up = Feedback::parse("up", None).unwrap();
+        store.rate(&s, &answered.message_id, &up).await.unwrap();
+        let page = store.page(&s, None, 10).await.unwrap();
+        assert_eq!(
+            page.entries[1].feedback,
+            Some(up.clone()),
+            "replaced, comment and all"
+        );
+
+        assert_eq!(
+            store.rate(&s, &asked.message_id, &up).await.unwrap(),
+            Rated::NotAnAnswer
+        );
+        assert_eq!(
+            store.rate(&s, &agent_said.message_id, &up).await.unwrap(),
+            Rated::NotAnAnswer
+        );
+        assert_eq!(
+            store.rate(&s, &MessageId::generate(), &up).await.unwrap(),
+            Rated::NotFound
+        );
+        // Another session's answer is not found from this one.
+        let other = SessionId::generate();
+        assert_eq!(
+            store.rate(&other, &answered.message_id, &up).await.unwrap(),
+            Rated::NotFound
+        );
+        let page = store.page(&s, None, 10).await.unwrap();
+        assert_eq!(page.entries[0].feedback, None, "refusals change nothing");
+        assert_eq!(page.entries[2].feedback, None);
+    }
+
+    pub async fn answers_after_a_question_asked_again_are_superseded(store: Store) {
+        let s = SessionId::generate();
+        let q1 = said(&s, 1, 0);
+        let a1 = answer(&s, "a1", 2, 5);
+        let q2 = said(&s, 6, 10);
+        let a2 = answer(&s, "a2", 7, 15);
+        let agent_said = entry(&s, Speaker::Agent(agent()), "agent", 9, 16);
+        // Another answer at the very millisecond of the question, later in the log.
+        let same_ms = answer(&s, "same ms", 8, 10);
+        for e in [&q1, &a1, &q2, &a2, &agent_said, &same_ms] {
+            store.append(e).await.unwrap();
+        }
+        let other = SessionId::generate();
+        let elsewhere = answer(&other, "elsewhere", 9, 20);
+        store.append(&elsewhere).await.unwrap();
+
+        let marked = store.supersede_after(&s, &q2.message_id).await.unwrap();
+        assert_eq!(marked, 2);
+        let page = store.page(&s, None, 10).await.unwrap();
+        let superseded: Vec<(&str, bool)> = page
+            .entries
+            .iter()
+            .map(|e| (e.content.as_str(), e.superseded))
+            .collect();
+        assert_eq!(
+            superseded,
+            [
+                ("m1", false),
+                ("a1", false),
+                ("m6", false),
+                ("same ms", true),
+                ("a2", true),
+                ("agent", false),
+            ]
+        );
+        assert!(!store.page(&other, None, 10).await.unwrap().entries[0].superseded);
+        assert_eq!(
+            store
+                .supersede_after(&s, &MessageId::generate())
+                .await
+                .unwrap(),
+            0,
+            "an unknown question marks nothing"
+        );
+        assert_eq!(
+            store.supersede_after(&other, &q1.message_id).await.unwrap(),
+            0,
+            "nor one of another session"
+        );
+    }
 
     pub async fn entries_read_back_exactly_oldest_first(store: Store) {
         let s = SessionId::generate();
@@ -284,6 +395,8 @@ rules!(
     sessions_are_apart_and_know_their_owner,
     erase_forgets_one_session_only,
     expire_forgets_what_is_older_than_the_cutoff,
+    a_rating_is_kept_with_its_answer_and_replaced_by_the_next,
+    answers_after_a_question_asked_again_are_superseded,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

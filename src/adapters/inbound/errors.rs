@@ -19,8 +19,9 @@ use poem_openapi::Enum;
 use super::openapi::Json;
 
 use crate::application::ports::AiError;
-use crate::application::{AuthError, ChatError, HandoffRefusal};
+use crate::application::{AuthError, ChatError, FeedbackRefusal, HandoffRefusal};
 use crate::domain::conversation::GenerationFailure;
+use crate::domain::feedback::FeedbackError;
 use crate::domain::handoff::HandoffError;
 use crate::domain::ContentError;
 
@@ -182,6 +183,28 @@ error_catalogue! {
     LastSeqAhead = "last_seq_ahead", status: WS_ONLY, websocket: true,
         "lastSeq is ahead of this session's latest event; nothing was replayed";
 
+    // --- feedback and regenerate
+    /// A `feedback` message without a string `messageId`, with a `rating`
+    /// other than `up` or `down`, or a `comment` that is not a string.
+    InvalidFeedback = "invalid_feedback", status: WS_ONLY, websocket: true,
+        "A feedback message needs a string 'messageId', a 'rating' of 'up' or 'down', and optionally a string 'comment'";
+    CommentTooLong = "comment_too_long", status: WS_ONLY, websocket: true,
+        "'comment' must be at most 1000 characters";
+    /// Feedback on an id no message of this session has (another session's
+    /// messages included, so ids reveal nothing), or on an answer whose
+    /// transcript entry is not written yet (it is, by its `stream-end`).
+    MessageNotFound = "message_not_found", status: WS_ONLY, websocket: true,
+        "This session has no answer with that id";
+    /// Feedback on the user's own message or an agent's.
+    NotAnAnswer = "not_an_answer", status: WS_ONLY, websocket: true,
+        "Only the AI's answers take feedback";
+    /// A `regenerate` while a human agent holds or is awaited by the conversation.
+    HandoffActive = "handoff_active", status: WS_ONLY, websocket: true,
+        "A human agent holds or is awaited by this conversation; the bot does not answer now";
+    /// A `regenerate` before the session has a user message to answer again.
+    NothingToRegenerate = "nothing_to_regenerate", status: WS_ONLY, websocket: true,
+        "There is no message of yours to answer again yet";
+
     // --- human handoff
     /// A claim of a conversation another agent already holds (exactly one
     /// claim wins across all instances).
@@ -304,6 +327,28 @@ impl From<&HandoffRefusal> for ErrorCode {
             HandoffRefusal::Rule(HandoffError::NotAssigned) => Self::NotAssigned,
             HandoffRefusal::SessionGone => Self::SessionNotFound,
             HandoffRefusal::Failed(e) => Self::from(e),
+        }
+    }
+}
+
+/// What a client is told about feedback that was not kept.
+impl From<&FeedbackRefusal> for ErrorCode {
+    fn from(e: &FeedbackRefusal) -> Self {
+        match e {
+            FeedbackRefusal::UnknownMessage => Self::MessageNotFound,
+            FeedbackRefusal::NotAnAnswer => Self::NotAnAnswer,
+            FeedbackRefusal::NotYourSession => Self::SessionNotFound,
+            FeedbackRefusal::Failed(e) => Self::from(e),
+        }
+    }
+}
+
+/// What a client is told about feedback the domain refused.
+impl From<&FeedbackError> for ErrorCode {
+    fn from(e: &FeedbackError) -> Self {
+        match e {
+            FeedbackError::Rating => Self::InvalidFeedback,
+            FeedbackError::CommentTooLong { .. } => Self::CommentTooLong,
         }
     }
 }

@@ -19,6 +19,7 @@ use super::openapi::{BearerToken, DateTimeRule, Documented, IdRule, Json};
 use super::AppContext;
 use crate::application::ports::TranscriptPage;
 use crate::application::{TranscriptRefusal, TRANSCRIPT_PAGE_DEFAULT, TRANSCRIPT_PAGE_MAX};
+use crate::domain::feedback::{Feedback, Rating};
 use crate::domain::time::iso_millis;
 use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry};
 use crate::domain::{SessionId, StreamStatus, User};
@@ -53,6 +54,35 @@ pub struct MessageAgent {
     pub username: String,
 }
 
+/// Thumbs up or down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum FeedbackRating {
+    Up,
+    Down,
+}
+
+/// The user's latest rating of an answer.
+#[derive(Debug, Object)]
+pub struct MessageFeedback {
+    pub rating: FeedbackRating,
+    /// What the user said about the answer, when they said something.
+    #[oai(skip_serializing_if_is_none)]
+    pub comment: Option<String>,
+}
+
+impl From<&Feedback> for MessageFeedback {
+    fn from(f: &Feedback) -> Self {
+        Self {
+            rating: match f.rating {
+                Rating::Up => FeedbackRating::Up,
+                Rating::Down => FeedbackRating::Down,
+            },
+            comment: f.comment().map(str::to_owned),
+        }
+    }
+}
+
 /// One message of the transcript.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
@@ -72,6 +102,14 @@ pub struct TranscriptMessage {
     /// Assistant messages only.
     #[oai(skip_serializing_if_is_none)]
     pub status: Option<AnswerStatus>,
+    /// Assistant messages the user rated: the latest rating.
+    #[oai(skip_serializing_if_is_none)]
+    pub feedback: Option<MessageFeedback>,
+    /// Assistant messages only, `true` once the user asked for another
+    /// answer to the same message (`regenerate`): kept here, but no longer
+    /// in the AI's context. Absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
+    pub superseded: Option<bool>,
 }
 
 /// A page of a conversation's transcript: every message of the
@@ -102,6 +140,8 @@ impl Example for TranscriptBody {
                     timestamp: at("03:19.292"),
                     agent: None,
                     status: None,
+                    feedback: None,
+                    superseded: None,
                 },
                 TranscriptMessage {
                     message_id: Documented::new("msg_c732374bc98d446684b4d9772e045fd5"),
@@ -111,6 +151,11 @@ impl Example for TranscriptBody {
                     timestamp: at("03:21.007"),
                     agent: None,
                     status: Some(AnswerStatus::Completed),
+                    feedback: Some(MessageFeedback {
+                        rating: FeedbackRating::Up,
+                        comment: Some("Quick and clear".into()),
+                    }),
+                    superseded: None,
                 },
                 TranscriptMessage {
                     message_id: Documented::new("msg_8f2a0c51d7e94f0b9a3c2e61b4d7a915"),
@@ -123,6 +168,8 @@ impl Example for TranscriptBody {
                         username: "agent_bob".into(),
                     }),
                     status: None,
+                    feedback: None,
+                    superseded: None,
                 },
             ],
             next: Some("1795572199292-41".into()),
@@ -159,6 +206,8 @@ fn message(e: &TranscriptEntry) -> TranscriptMessage {
         timestamp: Documented::new(iso_millis(e.at)),
         agent,
         status,
+        feedback: e.feedback.as_ref().map(MessageFeedback::from),
+        superseded: e.superseded.then_some(true),
     }
 }
 

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::application::ports::{SessionCounts, SessionStore, SessionStoreError};
-use crate::domain::{ChatMessage, Session, SessionId, UserId, HISTORY_LIMIT};
+use crate::domain::{ChatMessage, MessageId, Session, SessionId, UserId, HISTORY_LIMIT};
 
 struct Entry {
     session: Session,
@@ -160,6 +160,14 @@ impl SessionStore for InMemorySessionStore {
         self.with_live(id, |session| session.push_message(message))
     }
 
+    async fn forget_after(
+        &self,
+        id: &SessionId,
+        message: &MessageId,
+    ) -> Result<bool, SessionStoreError> {
+        self.with_live(id, |session| session.forget_after(message))
+    }
+
     async fn mark_escalated(&self, id: &SessionId) -> Result<bool, SessionStoreError> {
         self.with_live(id, |session| {
             !std::mem::replace(&mut session.escalated, true)
@@ -273,6 +281,7 @@ mod tests {
                 role: Role::User,
                 content: format!("m{i}"),
                 timestamp: now,
+                message_id: None,
             })
             .collect();
         store.create(&s).await.unwrap();

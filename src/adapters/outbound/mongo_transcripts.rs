@@ -2,7 +2,8 @@
 //! database of the users, on the user store's client.
 //!
 //! Documents: `{_id: messageId, sessionId, userId, role, content, agent?:
-//! {id, username}, ending?, seq, at: Date}`. The message id as `_id` makes a
+//! {id, username}, ending?, seq, at: Date, feedback?: {rating, comment?},
+//! superseded?: true}`. The message id as `_id` makes a
 //! second recording of one message a duplicate key, which is ignored.
 //! Retention is the sweeper's (`TRANSCRIPT_RETENTION`), not a TTL index: an
 //! operator changing the setting would otherwise meet an index that refuses
@@ -16,7 +17,8 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::{Collection, Database, IndexModel};
 
 use crate::application::ports::StoreFailure;
-use crate::application::ports::{TranscriptPage, TranscriptStore, TranscriptStoreError};
+use crate::application::ports::{Rated, TranscriptPage, TranscriptStore, TranscriptStoreError};
+use crate::domain::feedback::Feedback;
 use crate::domain::handoff::AgentRef;
 use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry, TranscriptRole};
 use crate::domain::{MessageId, SessionId, StreamStatus, UserId, Username};
@@ -81,6 +83,12 @@ fn entry_document(e: &TranscriptEntry) -> Result<Document, TranscriptStoreError>
         "seq": to_i64(e.seq)?,
         "at": bson_date(e.at),
     };
+    if let Some(f) = &e.feedback {
+        d.insert("feedback", feedback_document(f));
+    }
+    if e.superseded {
+        d.insert("superseded", true);
+    }
     match &e.speaker {
         Speaker::User => {}
         Speaker::Assistant { ending } => {
@@ -94,6 +102,31 @@ fn entry_document(e: &TranscriptEntry) -> Result<Document, TranscriptStoreError>
         }
     }
     Ok(d)
+}
+
+fn feedback_document(f: &Feedback) -> Document {
+    let mut d = doc! { "rating": f.rating.as_str() };
+    if let Some(comment) = f.comment() {
+        d.insert("comment", comment);
+    }
+    d
+}
+
+/// The feedback a document holds, if any; `Err` for one this adapter did not write.
+fn document_feedback(d: &Document) -> Result<Option<Feedback>, ()> {
+    let Some(f) = d.get("feedback") else {
+        return Ok(None);
+    };
+    let Bson::Document(f) = f else {
+        return Err(());
+    };
+    let rating = f.get_str("rating").map_err(drop)?;
+    let comment = match f.get("comment") {
+        None | Some(Bson::Null) => None,
+        Some(Bson::String(c)) => Some(c.as_str()),
+        Some(_) => return Err(()),
+    };
+    Feedback::parse(rating, comment).map(Some).map_err(drop)
 }
 
 /// A document this adapter did not write is a store failure rather than a guess.
@@ -138,7 +171,7 @@ fn document_entry(d: &Document) -> Result<TranscriptEntry, TranscriptStoreError>
         .ok()
         .and_then(|t| DateTime::from_timestamp_millis(t.timestamp_millis()))
         .ok_or_else(|| bad("at"))?;
-    Ok(TranscriptEntry::new(
+    let mut entry = TranscriptEntry::new(
         SessionId::parse(text("sessionId")?).map_err(|_| bad("sessionId"))?,
         UserId::parse(text("userId")?).map_err(|_| bad("userId"))?,
         MessageId::parse(&id).map_err(|_| bad("_id"))?,
@@ -146,7 +179,10 @@ fn document_entry(d: &Document) -> Result<TranscriptEntry, TranscriptStoreError>
         text("content")?.to_owned(),
         seq,
         at,
-    ))
+    );
+    entry.feedback = document_feedback(d).map_err(|()| bad("feedback"))?;
+    entry.superseded = d.get_bool("superseded").unwrap_or(false);
+    Ok(entry)
 }
 
 /// 9999-12-31T23:59:59.999Z in Unix milliseconds.
@@ -198,6 +234,67 @@ impl TranscriptStore for MongoTranscriptStore {
             .map(document_entry)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TranscriptPage::from_newest_first(entries, limit))
+    }
+
+    async fn rate(
+        &self,
+        session: &SessionId,
+        message: &MessageId,
+        feedback: &Feedback,
+    ) -> Result<Rated, TranscriptStoreError> {
+        let filter = doc! { "_id": message.as_str(), "sessionId": session.as_str() };
+        let found = self
+            .messages
+            .find_one(filter.clone())
+            .projection(doc! { "role": 1 })
+            .await
+            .map_err(failed)?;
+        let Some(found) = found else {
+            return Ok(Rated::NotFound);
+        };
+        if found.get_str("role").ok() != Some(TranscriptRole::Assistant.as_str()) {
+            return Ok(Rated::NotAnAnswer);
+        }
+        self.messages
+            .update_one(
+                filter,
+                doc! { "$set": { "feedback": feedback_document(feedback) } },
+            )
+            .await
+            .map_err(failed)?;
+        Ok(Rated::Done)
+    }
+
+    async fn supersede_after(
+        &self,
+        session: &SessionId,
+        asked: &MessageId,
+    ) -> Result<u64, TranscriptStoreError> {
+        let found = self
+            .messages
+            .find_one(doc! { "_id": asked.as_str(), "sessionId": session.as_str() })
+            .await
+            .map_err(failed)?;
+        let Some(found) = found else {
+            return Ok(0);
+        };
+        let (Ok(at), Some(seq)) = (found.get_datetime("at"), found.get("seq").cloned()) else {
+            return Err(StoreFailure::bare("the asked entry has no position").into());
+        };
+        let at = *at;
+        let filter = doc! {
+            "sessionId": session.as_str(),
+            "role": TranscriptRole::Assistant.as_str(),
+            "$or": [
+                { "at": { "$gt": at } },
+                { "at": at, "seq": { "$gt": seq } },
+            ],
+        };
+        self.messages
+            .update_many(filter, doc! { "$set": { "superseded": true } })
+            .await
+            .map(|r| r.matched_count)
+            .map_err(failed)
     }
 
     async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
@@ -266,7 +363,12 @@ mod tests {
                 username: Username::parse("agent_bob").unwrap(),
             }),
         ] {
-            let e = entry(speaker);
+            let mut e = entry(speaker);
+            let d = entry_document(&e).unwrap();
+            assert!(matches!(d.get("at"), Some(Bson::DateTime(_))));
+            assert_eq!(document_entry(&d).unwrap(), e);
+            e.feedback = Some(Feedback::parse("down", Some("too long")).unwrap());
+            e.superseded = true;
             let d = entry_document(&e).unwrap();
             assert!(matches!(d.get("at"), Some(Bson::DateTime(_))));
             assert_eq!(document_entry(&d).unwrap(), e);
@@ -287,5 +389,8 @@ mod tests {
             document_entry(&d).is_err(),
             "an agent entry names its agent"
         );
+        let mut d = entry_document(&entry(Speaker::User)).unwrap();
+        d.insert("feedback", doc! { "rating": "meh" });
+        assert!(document_entry(&d).is_err());
     }
 }

@@ -12,6 +12,7 @@ use prometheus::{
 
 use crate::adapters::outbound::resilient_ai::{AttemptOutcome, UpstreamObserver};
 use crate::application::ports::{CircuitState, GenerationReport, Stats, StatsSnapshot};
+use crate::domain::feedback::Rating;
 
 /// Every series is named `chatbot_<name>`.
 pub const PREFIX: &str = "chatbot";
@@ -67,6 +68,7 @@ pub struct PrometheusMetrics {
     handoffs: IntCounterVec,
     handoff_wait: Histogram,
     handoff_queue: IntGauge,
+    feedback: IntCounterVec,
 }
 
 impl std::fmt::Debug for PrometheusMetrics {
@@ -236,8 +238,17 @@ impl PrometheusMetrics {
                 )
                 .expect("valid metric name"),
             ),
+            feedback: counter_vec(
+                &r,
+                "feedback_total",
+                "Ratings users gave answers, by rating (up, down); a changed rating counts again.",
+                &["rating"],
+            ),
             registry: r,
         };
+        for rating in [Rating::Up, Rating::Down] {
+            metrics.feedback.with_label_values(&[rating.as_str()]);
+        }
         for outcome in HANDOFF_OUTCOMES {
             metrics.handoffs.with_label_values(&[outcome]);
         }
@@ -324,6 +335,10 @@ impl Stats for PrometheusMetrics {
         self.handoff_wait.observe(waited.as_secs_f64());
     }
 
+    fn feedback(&self, rating: &'static str) {
+        self.feedback.with_label_values(&[rating]).inc();
+    }
+
     fn handoff_queue_length(&self, queued: u64) {
         self.handoff_queue
             .set(i64::try_from(queued).unwrap_or(i64::MAX));
@@ -393,6 +408,7 @@ mod tests {
         m.handoff("claimed");
         m.handoff_wait(Duration::from_secs(3));
         m.handoff_queue_length(4);
+        m.feedback("down");
         let text = m.exposition().unwrap();
         for (series, value) in [
             ("chatbot_websocket_connections_active", 1.0),
@@ -427,6 +443,8 @@ mod tests {
             ("chatbot_handoffs_total{outcome=\"timeout\"}", 0.0),
             ("chatbot_handoff_wait_seconds_count", 1.0),
             ("chatbot_handoff_queue_length", 4.0),
+            ("chatbot_feedback_total{rating=\"down\"}", 1.0),
+            ("chatbot_feedback_total{rating=\"up\"}", 0.0),
         ] {
             assert_eq!(line_value(&text, series), Some(value), "{series} in\n{text}");
         }

@@ -6,7 +6,7 @@
 //! - `P:session:{id}`: hash of `user_id`, `username`, `created_at`,
 //!   `last_activity` (RFC 3339, millisecond precision) and `escalated` (`0`/`1`);
 //! - `P:session:{id}:history`: list of the last messages as JSON
-//!   `{role, content, timestamp}`, oldest first;
+//!   `{role, content, timestamp, message_id?}`, oldest first;
 //! - `P:sessions` and `P:escalated` (cluster: `P:{P:counts}:sessions` and
 //!   `P:{P:counts}:escalated`, one fixed slot): sorted sets of session ids
 //!   scored by expiry (Unix milliseconds), so `counts` never scans the keyspace;
@@ -40,7 +40,7 @@ use crate::application::ports::StoreFailure;
 use crate::application::ports::{SessionCounts, SessionStore, SessionStoreError};
 use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{
-    ChatMessage, Role, Session, SessionId, SessionUser, UserId, Username, HISTORY_LIMIT,
+    ChatMessage, MessageId, Role, Session, SessionId, SessionUser, UserId, Username, HISTORY_LIMIT,
 };
 
 /// About a century: far beyond any sensible idle timeout, and small enough that
@@ -101,6 +101,30 @@ redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
 bump_activity(ARGV[4])
 return refresh()
+",
+    )
+});
+
+/// ARGV: id, ttl, message id. Keeps the history up to the newest entry with
+/// that `message_id`. Nil if the session is absent; else the refresh reply
+/// with a fourth element, 1 when it forgot, 0 when no entry has the id.
+static FORGET_AFTER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local entries = redis.call('LRANGE', KEYS[2], 0, -1)
+local found = 0
+for i = #entries, 1, -1 do
+  local ok, entry = pcall(cjson.decode, entries[i])
+  if ok and type(entry) == 'table' and entry['message_id'] == ARGV[3] then
+    redis.call('LTRIM', KEYS[2], 0, i - 1)
+    found = 1
+    break
+  end
+end
+local out = refresh()
+out[4] = found
+return out
 ",
     )
 });
@@ -235,6 +259,9 @@ struct StoredMessage {
     role: String,
     content: String,
     timestamp: String,
+    /// Absent from entries stored before ids were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
 }
 
 fn encode_message(message: &ChatMessage) -> Result<String, SessionStoreError> {
@@ -242,6 +269,7 @@ fn encode_message(message: &ChatMessage) -> Result<String, SessionStoreError> {
         role: message.role.as_str().to_owned(),
         content: message.content.clone(),
         timestamp: iso_millis(message.timestamp),
+        message_id: message.message_id.as_ref().map(|m| m.as_str().to_owned()),
     })
     .map_err(|e| SessionStoreError::from(StoreFailure::new("cannot encode message", e)))
 }
@@ -258,6 +286,10 @@ fn decode_message(raw: &[u8]) -> Result<ChatMessage, Corrupt> {
             .ok_or_else(|| Corrupt(format!("unknown role {:?}", stored.role)))?,
         timestamp: parse_iso(&stored.timestamp)
             .ok_or_else(|| Corrupt(format!("bad message timestamp {:?}", stored.timestamp)))?,
+        message_id: stored
+            .message_id
+            .map(|m| MessageId::parse(&m).map_err(|_| Corrupt(format!("bad message id {m:?}"))))
+            .transpose()?,
         content: stored.content,
     })
 }
@@ -560,6 +592,26 @@ impl SessionStore for RedisSessionStore {
         self.write_existing(&APPEND, id, &args).await.map(drop)
     }
 
+    async fn forget_after(
+        &self,
+        id: &SessionId,
+        message: &MessageId,
+    ) -> Result<bool, SessionStoreError> {
+        let reply = self
+            .write_existing(&FORGET_AFTER, id, &[message.as_str().to_owned()])
+            .await?;
+        match reply
+            .get(3)
+            .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok())
+        {
+            Some(1) => Ok(true),
+            Some(0) => Ok(false),
+            other => Err(SessionStoreError::from(StoreFailure::bare(format!(
+                "unexpected script reply {other:?}"
+            )))),
+        }
+    }
+
     async fn mark_escalated(&self, id: &SessionId) -> Result<bool, SessionStoreError> {
         let reply = self.write_existing(&MARK_ESCALATED, id, &[]).await?;
         let was = reply
@@ -673,11 +725,13 @@ mod tests {
             role: Role::Assistant,
             content: "héllo \"world\"\n".into(),
             timestamp: at,
+            message_id: Some(MessageId::parse("msg_a").unwrap()),
         };
         let encoded = encode_message(&message).unwrap();
         assert!(encoded.contains(r#""timestamp":"2024-05-01T10:00:00.123Z""#));
         let decoded = decode_message(encoded.as_bytes()).unwrap();
         assert_eq!(decoded.role, Role::Assistant);
+        assert_eq!(decoded.message_id, message.message_id);
         assert_eq!(decoded.content, message.content);
         assert_eq!(decoded.timestamp.timestamp_millis(), at.timestamp_millis());
     }
@@ -694,6 +748,10 @@ mod tests {
         assert!(session.escalated);
         assert_eq!(session.history.len(), 1);
         assert_eq!(session.history[0].role, Role::User);
+        assert_eq!(
+            session.history[0].message_id, None,
+            "stored before ids were kept"
+        );
         assert_eq!(iso_millis(session.created_at), "2024-05-01T10:00:00.123Z");
     }
 

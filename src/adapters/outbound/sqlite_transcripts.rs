@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::application::ports::StoreFailure;
-use crate::application::ports::{TranscriptPage, TranscriptStore, TranscriptStoreError};
+use crate::application::ports::{Rated, TranscriptPage, TranscriptStore, TranscriptStoreError};
+use crate::domain::feedback::Feedback;
 use crate::domain::handoff::AgentRef;
 use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry, TranscriptRole};
 use crate::domain::{MessageId, SessionId, StreamStatus, UserId, Username};
@@ -36,14 +37,25 @@ CREATE TABLE IF NOT EXISTS messages (
     agent_username TEXT NULL,
     ending         TEXT NULL,
     seq            INTEGER NOT NULL,
-    at             INTEGER NOT NULL
+    at             INTEGER NOT NULL,
+    rating         TEXT NULL,
+    comment        TEXT NULL,
+    superseded     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_session_order ON messages (session_id, at, seq);
 CREATE INDEX IF NOT EXISTS messages_at ON messages (at);
 ";
 
-const COLUMNS: &str =
-    "message_id, session_id, user_id, role, content, agent_id, agent_username, ending, seq, at";
+/// Columns added after the table first shipped: a file from before them
+/// gets them at start-up.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("rating", "TEXT NULL"),
+    ("comment", "TEXT NULL"),
+    ("superseded", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+const COLUMNS: &str = "message_id, session_id, user_id, role, content, agent_id, agent_username, \
+     ending, seq, at, rating, comment, superseded";
 
 /// Transcripts in the SQLite file.
 #[derive(Clone)]
@@ -122,7 +134,27 @@ fn open_blocking(path: &Path) -> Result<Connection, TranscriptStoreError> {
     })?;
     conn.execute_batch(SCHEMA)
         .map_err(|e| StoreFailure::new("cannot create the messages table and its indexes", e))?;
+    add_missing_columns(&conn)?;
     Ok(conn)
+}
+
+/// Adds the [`ADDED_COLUMNS`] a table created before them lacks.
+fn add_missing_columns(conn: &Connection) -> Result<(), TranscriptStoreError> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('messages')")
+        .map_err(failed)?;
+    let present = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(failed)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    for (name, shape) in ADDED_COLUMNS {
+        if !present.iter().any(|p| p == name) {
+            conn.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {name} {shape}"))
+                .map_err(|e| StoreFailure::new(format!("cannot add column {name}"), e))?;
+        }
+    }
+    Ok(())
 }
 
 fn failed(e: rusqlite::Error) -> TranscriptStoreError {
@@ -148,6 +180,9 @@ struct RawRow {
     ending: Option<String>,
     seq: i64,
     at: i64,
+    rating: Option<String>,
+    comment: Option<String>,
+    superseded: bool,
 }
 
 fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
@@ -162,6 +197,9 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         ending: row.get(7)?,
         seq: row.get(8)?,
         at: row.get(9)?,
+        rating: row.get(10)?,
+        comment: row.get(11)?,
+        superseded: row.get(12)?,
     })
 }
 
@@ -196,7 +234,13 @@ fn parse_row(raw: RawRow) -> Result<TranscriptEntry, TranscriptStoreError> {
                 .ok_or_else(|| bad("agent_username"))?,
         }),
     };
-    Ok(TranscriptEntry::new(
+    let feedback = raw
+        .rating
+        .as_deref()
+        .map(|r| Feedback::parse(r, raw.comment.as_deref()))
+        .transpose()
+        .map_err(|_| bad("rating"))?;
+    let mut entry = TranscriptEntry::new(
         SessionId::parse(&raw.session_id).map_err(|_| bad("session_id"))?,
         UserId::parse(&raw.user_id).map_err(|_| bad("user_id"))?,
         MessageId::parse(&raw.message_id).map_err(|_| bad("message_id"))?,
@@ -204,7 +248,64 @@ fn parse_row(raw: RawRow) -> Result<TranscriptEntry, TranscriptStoreError> {
         raw.content,
         u64::try_from(raw.seq).map_err(|_| bad("seq"))?,
         DateTime::from_timestamp_millis(raw.at).ok_or_else(|| bad("at"))?,
-    ))
+    );
+    entry.feedback = feedback;
+    entry.superseded = raw.superseded;
+    Ok(entry)
+}
+
+/// Rates the entry `message` of `session`, inside one locked connection.
+fn rate_blocking(
+    conn: &Connection,
+    session: &str,
+    message: &str,
+    feedback: &Feedback,
+) -> Result<Rated, TranscriptStoreError> {
+    let role: Option<String> = conn
+        .query_row(
+            "SELECT role FROM messages WHERE message_id = ?1 AND session_id = ?2",
+            params![message, session],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(failed)?;
+    match role.as_deref().map(TranscriptRole::parse) {
+        None => return Ok(Rated::NotFound),
+        Some(Ok(TranscriptRole::Assistant)) => {}
+        Some(_) => return Ok(Rated::NotAnAnswer),
+    }
+    conn.execute(
+        "UPDATE messages SET rating = ?2, comment = ?3 WHERE message_id = ?1",
+        params![message, feedback.rating.as_str(), feedback.comment()],
+    )
+    .map_err(failed)?;
+    Ok(Rated::Done)
+}
+
+/// Marks the answers after the entry `asked` of `session` superseded.
+fn supersede_blocking(
+    conn: &Connection,
+    session: &str,
+    asked: &str,
+) -> Result<u64, TranscriptStoreError> {
+    let position: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT at, seq FROM messages WHERE message_id = ?1 AND session_id = ?2",
+            params![asked, session],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(failed)?;
+    let Some((at, seq)) = position else {
+        return Ok(0);
+    };
+    conn.execute(
+        "UPDATE messages SET superseded = 1
+          WHERE session_id = ?1 AND role = ?2 AND (at > ?3 OR (at = ?3 AND seq > ?4))",
+        params![session, TranscriptRole::Assistant.as_str(), at, seq],
+    )
+    .map(|n| n as u64)
+    .map_err(failed)
 }
 
 #[async_trait]
@@ -276,6 +377,28 @@ impl TranscriptStore for SqliteTranscriptStore {
             .map(parse_row)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TranscriptPage::from_newest_first(entries, limit))
+    }
+
+    async fn rate(
+        &self,
+        session: &SessionId,
+        message: &MessageId,
+        feedback: &Feedback,
+    ) -> Result<Rated, TranscriptStoreError> {
+        let (session, message) = (session.as_str().to_owned(), message.as_str().to_owned());
+        let feedback = feedback.clone();
+        self.with_conn(move |conn| rate_blocking(conn, &session, &message, &feedback))
+            .await
+    }
+
+    async fn supersede_after(
+        &self,
+        session: &SessionId,
+        asked: &MessageId,
+    ) -> Result<u64, TranscriptStoreError> {
+        let (session, asked) = (session.as_str().to_owned(), asked.as_str().to_owned());
+        self.with_conn(move |conn| supersede_blocking(conn, &session, &asked))
+            .await
     }
 
     async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
@@ -373,5 +496,35 @@ mod tests {
         drop(users);
         // And opening again (a restart) is a no-op.
         let _again = SqliteTranscriptStore::open(&path).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_table_from_before_feedback_gets_its_columns_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE,
+                    session_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
+                    content TEXT NOT NULL, agent_id TEXT NULL, agent_username TEXT NULL,
+                    ending TEXT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL);
+                 INSERT INTO messages (message_id, session_id, user_id, role, content, ending, seq, at)
+                 VALUES ('msg_a', 'sess_x', 'u1', 'assistant', 'hi', 'completed', 2, 0);",
+            )
+            .unwrap();
+        }
+        let store = SqliteTranscriptStore::open(&path).await.unwrap();
+        let session = SessionId::parse("sess_x").unwrap();
+        let up = Feedback::parse("up", Some("thanks")).unwrap();
+        let rated = store
+            .rate(&session, &MessageId::parse("msg_a").unwrap(), &up)
+            .await
+            .unwrap();
+        assert_eq!(rated, Rated::Done);
+        let entries = store.page(&session, None, 10).await.unwrap().entries;
+        assert_eq!(entries[0].feedback, Some(up));
+        assert!(!entries[0].superseded);
     }
 }

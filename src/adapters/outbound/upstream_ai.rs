@@ -720,11 +720,13 @@ mod tests {
                     role: Role::User,
                     content: "hi".into(),
                     timestamp: chrono::Utc::now(),
+                    message_id: None,
                 },
                 ChatMessage {
                     role: Role::Assistant,
                     content: "hello".into(),
                     timestamp: chrono::Utc::now(),
+                    message_id: None,
                 },
             ],
             trace: None,

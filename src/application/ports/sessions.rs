@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use super::StoreFailure;
-use crate::domain::{ChatMessage, Session, SessionId, UserId};
+use crate::domain::{ChatMessage, MessageId, Session, SessionId, UserId};
 
 /// Failures of a [`SessionStore`].
 #[derive(Debug, Error)]
@@ -31,9 +31,12 @@ pub struct SessionCounts {
 ///
 /// # Errors
 /// - `get` returns `Ok(None)` for an unknown or expired session.
-/// - `append`, `mark_escalated` and `touch` MUST return
+/// - `append`, `forget_after`, `mark_escalated` and `touch` MUST return
 ///   [`SessionStoreError::NotFound`] for an unknown or expired session.
 /// - `append` trims history to the limit as [`Session::push_message`] does.
+/// - `forget_after` forgets as [`Session::forget_after`] does, atomically, and
+///   returns `Ok(false)` (changing nothing) when the history does not hold
+///   the message.
 /// - A store built with a per-user bound (`SESSIONS_MAX_PER_USER`) MUST, in
 ///   `create`, remove that user's least recently active live sessions beyond
 ///   the bound (never the one created), atomically with the creation.
@@ -45,6 +48,12 @@ pub trait SessionStore: Send + Sync {
     async fn create(&self, session: &Session) -> Result<(), SessionStoreError>;
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionStoreError>;
     async fn append(&self, id: &SessionId, message: ChatMessage) -> Result<(), SessionStoreError>;
+    /// Forgets the history after `message` (its answers, when it is asked again).
+    async fn forget_after(
+        &self,
+        id: &SessionId,
+        message: &MessageId,
+    ) -> Result<bool, SessionStoreError>;
     /// Marks the session escalated; returns `true` if it was not escalated before.
     async fn mark_escalated(&self, id: &SessionId) -> Result<bool, SessionStoreError>;
     /// Records activity, pushing the session's expiry back.

@@ -85,6 +85,10 @@ pub trait Stats: Send + Sync {
     fn handoff_wait(&self, waited: std::time::Duration) {
         let _ = waited;
     }
+    /// A user rated an answer (`up` or `down`); a changed rating counts again.
+    fn feedback(&self, rating: &'static str) {
+        let _ = rating;
+    }
     /// How many conversations wait in the queue now.
     fn handoff_queue_length(&self, queued: u64) {
         let _ = queued;

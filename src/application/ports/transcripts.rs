@@ -6,14 +6,26 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use super::StoreFailure;
+use crate::domain::feedback::Feedback;
 use crate::domain::transcript::TranscriptEntry;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{MessageId, SessionId, UserId};
 
 /// Failures of a [`TranscriptStore`]: the store did not answer or answered
 /// with something unusable. For logs only; clients see a stable code.
 #[derive(Debug, Error)]
 #[error("transcript store unavailable")]
 pub struct TranscriptStoreError(#[from] pub StoreFailure);
+
+/// What rating an entry came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rated {
+    /// The answer's feedback is now the one given.
+    Done,
+    /// No entry of the session has that id.
+    NotFound,
+    /// The entry is not an assistant's answer (a user's or an agent's message).
+    NotAnAnswer,
+}
 
 /// One page of a transcript.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +93,33 @@ pub trait TranscriptStore: Send + Sync {
         limit: usize,
     ) -> Result<TranscriptPage, TranscriptStoreError>;
 
+    /// Keeps `feedback` with the entry `message` of `session`, replacing any
+    /// earlier feedback on it.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails. An entry of another
+    /// session, or none, MUST be [`Rated::NotFound`], and one that is not an
+    /// assistant's answer [`Rated::NotAnAnswer`], each changing nothing.
+    async fn rate(
+        &self,
+        session: &SessionId,
+        message: &MessageId,
+        feedback: &Feedback,
+    ) -> Result<Rated, TranscriptStoreError>;
+
+    /// Marks superseded every assistant entry of `session` that stands after
+    /// the entry `asked` (in transcript order): the answers to a question
+    /// asked again. Returns how many entries it marked (again or not).
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails. Without an entry
+    /// `asked` in `session` it MUST mark nothing and return `Ok(0)`.
+    async fn supersede_after(
+        &self,
+        session: &SessionId,
+        asked: &MessageId,
+    ) -> Result<u64, TranscriptStoreError>;
+
     /// The customer whose conversation `session` is, if any entry of it is kept.
     ///
     /// # Errors
@@ -105,7 +144,6 @@ pub trait TranscriptStore: Send + Sync {
 mod tests {
     use super::*;
     use crate::domain::transcript::Speaker;
-    use crate::domain::MessageId;
 
     fn newest_first(seqs: std::ops::RangeInclusive<u64>) -> Vec<TranscriptEntry> {
         let start = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();

@@ -49,6 +49,7 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     "handoff-cancelled",
     "handoff-unavailable",
     "handoff-waiting",
+    "feedback",
 ];
 
 /// What an agent asks for.

@@ -26,12 +26,13 @@ use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
 use crate::application::ports::{Revocation, TokenClaims};
 use crate::application::{
-    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, HandoffRefusal,
-    ResumeNotice, StopRefusal,
+    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, FeedbackRefusal,
+    HandoffRefusal, RegenerateRefusal, ResumeNotice, StopRefusal,
 };
 use crate::domain::conversation::Seq;
+use crate::domain::feedback::Feedback;
 use crate::domain::time::MAX_DURATION;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{MessageId, SessionId, UserId};
 use crate::telemetry::ErrorChain;
 
 /// What `connected` tells the client besides the session: who it is, and who
@@ -512,8 +513,62 @@ impl Connection {
             }
             ClientMessage::Ping => Some(Reply::Pong { timestamp: now() }),
             ClientMessage::Auth { token } => Some(self.reauthorize(&token, authority).await),
+            ClientMessage::Feedback {
+                message_id,
+                feedback,
+            } => return self.feedback(message_id, feedback).await,
+            ClientMessage::Regenerate => return self.regenerate().await,
         };
         Ok(reply)
+    }
+
+    /// Rates an answer; the sender gets the `ack` (the `feedback` event
+    /// reaches every tab through the feed).
+    async fn feedback(
+        &self,
+        message_id: MessageId,
+        feedback: Feedback,
+    ) -> Result<Option<Reply>, Stop> {
+        let rated = self
+            .ctx
+            .chat
+            .feedback(&self.session_id, &self.user_id, &message_id, feedback);
+        let reply = match rated.await {
+            Ok(seq) => Reply::Ack {
+                client_message_id: None,
+                message_id: message_id.as_str().to_owned(),
+                seq,
+                duplicate: false,
+                timestamp: now(),
+            },
+            Err(FeedbackRefusal::Failed(ChatError::SessionGone)) => return Err(Stop::SessionGone),
+            Err(e) => {
+                if let FeedbackRefusal::Failed(e) = &e {
+                    tracing::warn!(error = %ErrorChain(e), "could not keep feedback");
+                }
+                Reply::error(ErrorCode::from(&e), Some(&message_id))
+            }
+        };
+        Ok(Some(reply))
+    }
+
+    /// Asks for another answer to the last message; the new `stream-start`
+    /// reaches every tab through the feed, so only a refusal is answered here.
+    async fn regenerate(&self) -> Result<Option<Reply>, Stop> {
+        let asked = self
+            .ctx
+            .chat
+            .regenerate(&self.session_id, &self.user_id, self.request.trace);
+        match asked.await {
+            Ok(_) => Ok(None),
+            Err(RegenerateRefusal::NotBotMode) => {
+                Ok(Some(Reply::error(ErrorCode::HandoffActive, None)))
+            }
+            Err(RegenerateRefusal::NothingToRegenerate) => {
+                Ok(Some(Reply::error(ErrorCode::NothingToRegenerate, None)))
+            }
+            Err(RegenerateRefusal::Chat(refusal)) => refused(refusal, "answer again"),
+        }
     }
 
     /// Submits a chat; the sender alone gets the `ack` when it asked for one.
@@ -523,32 +578,35 @@ impl Connection {
             .ctx
             .chat
             .submit(&self.session_id, &self.user_id, request);
-        let reply = match submitted.await {
-            Ok(accepted) => client_id.map(|id| Reply::Ack {
-                client_message_id: id.as_str().to_owned(),
+        match submitted.await {
+            Ok(accepted) => Ok(client_id.map(|id| Reply::Ack {
+                client_message_id: Some(id.as_str().to_owned()),
                 message_id: accepted.message_id.as_str().to_owned(),
                 seq: accepted.seq,
                 duplicate: accepted.duplicate,
                 timestamp: now(),
-            }),
-            Err(ChatRefusal::InProgress { running }) => Some(Reply::error(
-                ErrorCode::GenerationInProgress,
-                Some(&running),
-            )),
-            Err(ChatRefusal::ShuttingDown) => {
-                Some(Reply::error(ErrorCode::ServerShuttingDown, None))
-            }
-            Err(ChatRefusal::RateLimited(limited)) => {
-                Some(Reply::rate_limited(limited.retry_after))
-            }
-            Err(ChatRefusal::Failed(ChatError::SessionGone)) => return Err(Stop::SessionGone),
-            Err(ChatRefusal::Failed(e)) => {
-                tracing::warn!(error = %ErrorChain(&e), "could not accept the chat");
-                Some(Reply::error(ErrorCode::from(&e), None))
-            }
-        };
-        Ok(reply)
+            })),
+            Err(refusal) => refused(refusal, "accept the chat"),
+        }
     }
+}
+
+/// The reply to a chat (or a regenerate) that did not start; `doing` names
+/// it in the warning a failing store logs.
+fn refused(refusal: ChatRefusal, doing: &'static str) -> Result<Option<Reply>, Stop> {
+    let reply = match refusal {
+        ChatRefusal::InProgress { running } => {
+            Reply::error(ErrorCode::GenerationInProgress, Some(&running))
+        }
+        ChatRefusal::ShuttingDown => Reply::error(ErrorCode::ServerShuttingDown, None),
+        ChatRefusal::RateLimited(limited) => Reply::rate_limited(limited.retry_after),
+        ChatRefusal::Failed(ChatError::SessionGone) => return Err(Stop::SessionGone),
+        ChatRefusal::Failed(e) => {
+            tracing::warn!(error = %ErrorChain(&e), "could not {doing}");
+            Reply::error(ErrorCode::from(&e), None)
+        }
+    };
+    Ok(Some(reply))
 }
 
 /// The socket's token expired or was revoked: say so, then close with 4001.

@@ -18,6 +18,7 @@ use super::transport::CloseReason;
 use super::{UPGRADE_REFUSALS, WS_AUTHENTICATION};
 use crate::application::limits::{LimitSettings, Rule};
 use crate::config::WebSocketConfig;
+use crate::domain::feedback::COMMENT_MAX_CHARS;
 
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
@@ -33,6 +34,9 @@ struct WsMessageTypes {
 struct WsLimits {
     /// Maximum characters of a chat message's `content`.
     max_message_chars: u64,
+    /// Maximum characters of a `feedback` message's `comment`; longer is
+    /// refused with `comment_too_long`.
+    max_feedback_comment_chars: u64,
     /// Maximum bytes of one frame or message; larger closes the connection with 1009.
     max_frame_bytes: u64,
     /// Seconds between the server's WebSocket pings.
@@ -145,6 +149,7 @@ fn ws_info(settings: &WebSocketConfig, limits: &LimitSettings, active: u64) -> W
         },
         limits: WsLimits {
             max_message_chars: settings.max_message_chars as u64,
+            max_feedback_comment_chars: COMMENT_MAX_CHARS as u64,
             max_frame_bytes: MAX_FRAME_BYTES as u64,
             ping_interval_seconds: settings.ping_interval.as_secs(),
             pong_timeout_seconds: settings.pong_timeout.as_secs(),

@@ -9,6 +9,7 @@ use super::super::api_common::UserView;
 use super::super::errors::{content_refusal, retry_after_ms, ErrorCode};
 use crate::application::ResumeNotice;
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
+use crate::domain::feedback::Feedback;
 use crate::domain::handoff::AgentRef;
 use crate::domain::time::iso_millis;
 use crate::domain::{ChatContent, MessageId};
@@ -21,6 +22,8 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "handoff-cancel",
     "ping",
     "auth",
+    "feedback",
+    "regenerate",
 ];
 /// The `type`s the server sends.
 pub const SERVER_MESSAGE_TYPES: &[&str] = &[
@@ -45,6 +48,7 @@ pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "handoff-waiting",
     "pong",
     "authenticated",
+    "feedback",
 ];
 
 /// A client message that passed validation.
@@ -63,6 +67,13 @@ pub enum ClientMessage {
     Auth {
         token: String,
     },
+    /// The user rates one of the AI's answers.
+    Feedback {
+        message_id: MessageId,
+        feedback: Feedback,
+    },
+    /// The user asks for another answer to their last message.
+    Regenerate,
 }
 
 /// Why a client frame was refused: the `error` code and a message that says
@@ -99,6 +110,8 @@ pub fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessag
         "human-escalation" => Ok(ClientMessage::HumanEscalation),
         "handoff-cancel" => Ok(ClientMessage::HandoffCancel),
         "ping" => Ok(ClientMessage::Ping),
+        "feedback" => parse_feedback(&fields),
+        "regenerate" => Ok(ClientMessage::Regenerate),
         "auth" => match fields.get("token") {
             Some(Value::String(token)) if !token.trim().is_empty() => Ok(ClientMessage::Auth {
                 token: token.trim().to_owned(),
@@ -119,6 +132,32 @@ pub fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessag
             ))
         }
     }
+}
+
+/// `{messageId, rating, comment?}`; a `null` comment is no comment.
+fn parse_feedback(fields: &serde_json::Map<String, Value>) -> Result<ClientMessage, Refusal> {
+    let invalid = || {
+        let code = ErrorCode::InvalidFeedback;
+        (code, code.message().to_owned())
+    };
+    let Some(Value::String(id)) = fields.get("messageId") else {
+        return Err(invalid());
+    };
+    let message_id = MessageId::parse(id).map_err(|_| invalid())?;
+    let Some(Value::String(rating)) = fields.get("rating") else {
+        return Err(invalid());
+    };
+    let comment = match fields.get("comment") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.as_str()),
+        Some(_) => return Err(invalid()),
+    };
+    let feedback =
+        Feedback::parse(rating, comment).map_err(|e| (ErrorCode::from(&e), e.to_string()))?;
+    Ok(ClientMessage::Feedback {
+        message_id,
+        feedback,
+    })
 }
 
 fn parse_content(content: Option<&Value>, max_chars: usize) -> Result<ChatContent, Refusal> {
@@ -177,11 +216,14 @@ pub enum Reply {
         agent: Option<AgentView>,
         timestamp: String,
     },
+    /// A chat's (with the `clientMessageId` it was sent with) or a
+    /// `feedback`'s (without one: `messageId` is the rated answer).
     #[serde(rename_all = "camelCase")]
     Ack {
-        client_message_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_message_id: Option<String>,
         message_id: String,
-        /// The seq of the acknowledged `user-message`.
+        /// The seq of the acknowledged `user-message` or `feedback` event.
         seq: Seq,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         duplicate: bool,
@@ -405,6 +447,16 @@ enum EventMessage<'a> {
         agents_online: u64,
         timestamp: String,
     },
+    /// The user rated an answer (this rating replaces any earlier one).
+    #[serde(rename_all = "camelCase")]
+    Feedback {
+        seq: Seq,
+        message_id: &'a str,
+        rating: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        comment: Option<&'a str>,
+        timestamp: String,
+    },
 }
 
 /// An agent as handoff messages name it: `{id, username}`.
@@ -491,6 +543,16 @@ fn event_message(logged: &LoggedEvent) -> EventMessage<'_> {
                 timestamp,
             }
         }
+        ConversationEvent::Feedback {
+            message_id,
+            feedback,
+        } => EventMessage::Feedback {
+            seq,
+            message_id: message_id.as_str(),
+            rating: feedback.rating.as_str(),
+            comment: feedback.comment(),
+            timestamp,
+        },
         other => handoff_message(seq, other, timestamp),
     }
 }
@@ -630,6 +692,70 @@ mod tests {
     }
 
     #[test]
+    fn feedback_and_regenerate_parse_and_bad_feedback_says_why() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"regenerate"}"#, 10).unwrap(),
+            ClientMessage::Regenerate
+        );
+        assert_eq!(
+            parse_client_message(
+                r#"{"type":"feedback","messageId":"msg_1","rating":"down","comment":"wrong"}"#,
+                10
+            )
+            .unwrap(),
+            ClientMessage::Feedback {
+                message_id: MessageId::parse("msg_1").unwrap(),
+                feedback: Feedback::parse("down", Some("wrong")).unwrap(),
+            }
+        );
+        assert_eq!(
+            parse_client_message(
+                r#"{"type":"feedback","messageId":"msg_1","rating":"up","comment":null}"#,
+                10
+            )
+            .unwrap(),
+            ClientMessage::Feedback {
+                message_id: MessageId::parse("msg_1").unwrap(),
+                feedback: Feedback::parse("up", None).unwrap(),
+            }
+        );
+        for bad in [
+            r#"{"type":"feedback","rating":"up"}"#,
+            r#"{"type":"feedback","messageId":"a b","rating":"up"}"#,
+            r#"{"type":"feedback","messageId":"msg_1"}"#,
+            r#"{"type":"feedback","messageId":"msg_1","rating":"meh"}"#,
+            r#"{"type":"feedback","messageId":"msg_1","rating":"up","comment":5}"#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::InvalidFeedback, "{bad}");
+        }
+        let long = serde_json::json!({"type": "feedback", "messageId": "msg_1", "rating": "up",
+            "comment": "x".repeat(crate::domain::feedback::COMMENT_MAX_CHARS + 1)});
+        let (code, message) = parse_client_message(&long.to_string(), 10).unwrap_err();
+        assert_eq!(code, ErrorCode::CommentTooLong);
+        assert!(message.contains("1000"), "{message}");
+    }
+
+    #[test]
+    fn feedback_events_carry_the_rating_and_the_comment_when_there_is_one() {
+        let at = chrono::Utc
+            .with_ymd_and_hms(2025, 9, 12, 10, 30, 0)
+            .unwrap();
+        let rated = |comment| LoggedEvent {
+            seq: 5,
+            at,
+            event: ConversationEvent::Feedback {
+                message_id: MessageId::parse("msg_1").unwrap(),
+                feedback: Feedback::parse("down", comment).unwrap(),
+            },
+        };
+        assert_eq!(
+            event_value(&rated(Some("too vague"))),
+            serde_json::json!({"type": "feedback", "seq": 5, "messageId": "msg_1", "rating": "down", "comment": "too vague", "timestamp": "2025-09-12T10:30:00.000Z"})
+        );
+        assert!(event_value(&rated(None)).get("comment").is_none());
+    }
+
+    #[test]
     fn an_auth_message_needs_a_token() {
         for bad in [
             r#"{"type":"auth"}"#,
@@ -747,6 +873,8 @@ mod proptests {
         ErrorCode::UnknownType,
         ErrorCode::InvalidContent,
         ErrorCode::ContentTooLong,
+        ErrorCode::InvalidFeedback,
+        ErrorCode::CommentTooLong,
     ];
 
     /// Any JSON value, nested a few levels, with the protocol's own words
@@ -755,7 +883,8 @@ mod proptests {
         let word = prop_oneof![
             3 => prop::sample::select(vec![
                 "type", "content", "clientMessageId", "token", "chat", "stop",
-                "human-escalation", "ping", "auth", "",
+                "human-escalation", "ping", "auth", "feedback", "regenerate",
+                "messageId", "rating", "comment", "up", "down", "",
             ])
             .prop_map(str::to_owned),
             1 => any::<String>(),

@@ -11,6 +11,7 @@ use crate::application::ports::ConversationStoreError;
 use crate::domain::conversation::{
     ClientMessageId, ConversationEvent, GenerationFailure, LoggedEvent, Seq,
 };
+use crate::domain::feedback::Feedback;
 use crate::domain::handoff::{AgentRef, Unavailability};
 use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{MessageId, StreamStatus, UserId, Username};
@@ -87,6 +88,12 @@ enum StoredKind {
     HandoffWaiting {
         position: u64,
         agents_online: u64,
+    },
+    Feedback {
+        message_id: String,
+        rating: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
     },
 }
 
@@ -286,6 +293,14 @@ fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
             position: *position,
             agents_online: *agents_online,
         },
+        ConversationEvent::Feedback {
+            message_id,
+            feedback,
+        } => StoredKind::Feedback {
+            message_id: id(message_id),
+            rating: feedback.rating.as_str().to_owned(),
+            comment: feedback.comment().map(str::to_owned),
+        },
     };
     StoredEvent {
         at: iso_millis(at),
@@ -383,6 +398,19 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
         } => ConversationEvent::HandoffWaiting {
             position,
             agents_online,
+        },
+        StoredKind::Feedback {
+            message_id: m,
+            rating,
+            comment,
+        } => ConversationEvent::Feedback {
+            message_id: message_id(&m)?,
+            feedback: Feedback::parse(&rating, comment.as_deref()).map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new(
+                    format!("stored feedback {rating:?}"),
+                    e,
+                ))
+            })?,
         },
     })
 }
@@ -521,6 +549,14 @@ mod tests {
             ConversationEvent::HandoffWaiting {
                 position: 3,
                 agents_online: 1,
+            },
+            ConversationEvent::Feedback {
+                message_id: mid("msg_a"),
+                feedback: Feedback::parse("down", Some("wrong \"date\"")).unwrap(),
+            },
+            ConversationEvent::Feedback {
+                message_id: mid("msg_a"),
+                feedback: Feedback::parse("up", None).unwrap(),
             },
         ]
     }
@@ -685,6 +721,7 @@ mod tests {
             r#"{"at":"2025-09-12T10:30:00.123Z","event":{"type":"stream_token","message_id":"../x","token":"x"}}"#,
             r#"{"at":"2025-09-12T10:30:00.123Z","event":{"type":"stream_end","message_id":"msg_a","status":"maybe"}}"#,
             r#"{"at":"2025-09-12T10:30:00.123Z","event":{"type":"user_message","message_id":"msg_a","client_message_id":"a b","content":"x"}}"#,
+            r#"{"at":"2025-09-12T10:30:00.123Z","event":{"type":"feedback","message_id":"msg_a","rating":"meh"}}"#,
         ] {
             assert!(decode_entry(bad.as_bytes(), 1).is_err(), "accepted {bad}");
         }
