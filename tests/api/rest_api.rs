@@ -372,7 +372,9 @@ async fn health_stats_and_websocket_info() {
             "human-escalation",
             "handoff-cancel",
             "ping",
-            "auth"
+            "auth",
+            "feedback",
+            "regenerate"
         ]
     );
     let authentication = info["authentication"].to_string();
