@@ -23,6 +23,7 @@ use super::ports::{
     AiRequest, ConversationStoreError, LogSlice, SessionCounts, SessionStoreError, SharedEvent,
     StartOutcome, Stats,
 };
+use crate::domain::budget::{BudgetWindow, Quota};
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::handoff::Handoff;
 use crate::domain::transcript::{Speaker, TranscriptEntry};
@@ -44,6 +45,12 @@ pub enum ChatRefusal {
     /// nothing was stored or logged.
     #[error("too many chats")]
     RateLimited(Limited),
+    /// The user's token budget is used up until `resets_at`; nothing was
+    /// stored or logged, and the AI was not asked.
+    #[error("token budget used up")]
+    BudgetExhausted {
+        resets_at: chrono::DateTime<Utc>,
+    },
     #[error(transparent)]
     Failed(#[from] ChatError),
 }
@@ -293,7 +300,8 @@ impl ChatService {
         }))
     }
 
-    /// Keeps the user's chat, then spawns its generation.
+    /// Keeps the user's chat, then spawns its generation, unless the user's
+    /// token budget is used up.
     async fn start(
         &self,
         session_id: &SessionId,
@@ -307,6 +315,11 @@ impl ChatService {
             .get(session_id)
             .await?
             .ok_or(ChatError::SessionGone)?;
+        if let Err(over) = self.core.metering.admit(&session.user.id).await {
+            return Err(ChatRefusal::BudgetExhausted {
+                resets_at: over.resets_at,
+            });
+        }
         let query = chat.content.into_string();
         let user_message = MessageId::generate();
         let (generation, start) = Generation::start(answer, user_message.clone());
@@ -410,6 +423,28 @@ impl ChatService {
         ))
         .await;
         Ok(logged)
+    }
+
+    /// Where `user` stands in the current budget window; `None` when the
+    /// usage store cannot say (logged).
+    pub async fn quota(&self, user: &UserId) -> Option<Quota> {
+        match self.core.metering.quota(user).await {
+            Ok(quota) => Some(quota),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain::ErrorChain(&e), "could not read a user's token usage");
+                None
+            }
+        }
+    }
+
+    /// What answers show beside their text, and the token budget.
+    pub fn answer_settings(&self) -> crate::application::AnswerSettings {
+        self.core.settings.answers
+    }
+
+    /// The length of the budget window usage is counted in.
+    pub fn usage_window(&self) -> BudgetWindow {
+        self.core.metering.window()
     }
 
     /// Runs the generation as a task the core owns, stoppable locally.
@@ -669,12 +704,15 @@ mod tests {
                 registry: Arc::new(self.registry),
                 transcripts: Arc::new(self.transcripts),
                 users: Arc::new(MockUserRepository::new()),
+                usage: Arc::new(crate::adapters::outbound::memory_usage::InMemoryUsageStore::default()),
+                token_counter: Arc::new(crate::adapters::outbound::tiktoken_counter::TiktokenCounter),
             };
             let settings = ConversationSettings {
                 session_ttl: Duration::from_secs(3600),
                 lease: Duration::from_secs(10),
                 unattended_timeout: Duration::from_secs(60),
                 handoff: HandoffSettings::default(),
+                answers: crate::application::AnswerSettings::default(),
             };
             ChatService::new(Arc::new(ConversationCore::new(ports, settings, limits)))
         }

@@ -10,6 +10,7 @@ mod common;
 mod access;
 mod access_store_contract;
 mod ai_resilience;
+mod answer_parts;
 mod asyncapi_spec;
 mod conversation;
 mod conversation_contract;

@@ -20,7 +20,7 @@ use super::super::api_common::UserView;
 use super::super::errors::ErrorCode;
 use super::super::{AppContext, RequestContext};
 use super::feed::ConversationFeed;
-use super::protocol::{now, parse_client_message, AgentView, ClientMessage, Reply};
+use super::protocol::{now, parse_client_message, AgentView, ClientMessage, QuotaView, Reply};
 use super::transport::{close_for_read_error, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
@@ -40,6 +40,8 @@ pub(super) struct Hello {
     pub user: UserView,
     pub mode: &'static str,
     pub agent: Option<AgentView>,
+    /// The user's token usage in the budget window, when known.
+    pub quota: Option<QuotaView>,
 }
 
 /// Why the read loop stopped.
@@ -244,6 +246,7 @@ impl Connection {
             seq: head,
             mode: hello.mode,
             agent: hello.agent,
+            quota: hello.quota,
             timestamp: now(),
         };
         let _ = out.try_push(Outbound::Message(hello.to_json()));
@@ -540,6 +543,9 @@ impl Connection {
             }
             Err(ChatRefusal::RateLimited(limited)) => {
                 Some(Reply::rate_limited(limited.retry_after))
+            }
+            Err(ChatRefusal::BudgetExhausted { resets_at }) => {
+                Some(Reply::budget_exhausted(resets_at))
             }
             Err(ChatRefusal::Failed(ChatError::SessionGone)) => return Err(Stop::SessionGone),
             Err(ChatRefusal::Failed(e)) => {
