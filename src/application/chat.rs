@@ -604,6 +604,7 @@ mod tests {
     //! The policy of the chat use cases, against mocked ports.
 
     use super::*;
+    use crate::domain::answer::AnswerDelta;
     use crate::application::conversation::{ChatPorts, ConversationSettings, HandoffSettings};
     use crate::application::limits::Limits;
     use crate::application::ports::StoreFailure;
@@ -623,6 +624,7 @@ mod tests {
     fn quiet_stats() -> MockStats {
         let mut stats = MockStats::new();
         stats.expect_generation_ended().returning(|_| ());
+        stats.expect_tokens().returning(|_, _, _| ());
         stats.expect_store_error().returning(|_| ());
         stats.expect_handoff_queue_length().returning(|_| ());
         stats
@@ -897,7 +899,7 @@ mod tests {
         m.ai.expect_stream().returning(move |_| {
             let items = tokens
                 .iter()
-                .map(|t| Ok((*t).to_owned()))
+                .map(|t| Ok(AnswerDelta::Text((*t).to_owned())))
                 .collect::<Vec<_>>();
             let stream: TokenStream = Box::pin(futures_util::stream::iter(items));
             Ok(stream)
@@ -1006,6 +1008,7 @@ mod tests {
         m.stats = MockStats::new();
         m.stats.expect_message_received().returning(|| ());
         m.stats.expect_generation_ended().returning(|_| ());
+        m.stats.expect_tokens().returning(|_, _, _| ());
         m.stats
             .expect_store_error()
             .returning(move |s| counted.lock().unwrap().push(s));
@@ -1135,8 +1138,8 @@ mod tests {
         let (mut m, session) = answering(&[]);
         m.ai.checkpoint();
         m.ai.expect_stream().returning(|_| {
-            let items: Vec<Result<String, AiError>> = vec![
-                Ok("half an ".into()),
+            let items: Vec<Result<AnswerDelta, AiError>> = vec![
+                Ok(AnswerDelta::Text("half an ".into())),
                 Err(AiError::Unavailable("reset".into())),
             ];
             let stream: TokenStream = Box::pin(futures_util::stream::iter(items));
@@ -1183,6 +1186,7 @@ mod tests {
         m.stats
             .expect_generation_ended()
             .returning(move |r| reported.lock().unwrap().push(*r));
+        m.stats.expect_tokens().returning(|_, _, _| ());
         m.registry
             .expect_try_start()
             .returning(|_, _, _| Ok(StartOutcome::Started));
@@ -1216,8 +1220,8 @@ mod tests {
         });
         m.ai.expect_stream().times(1).returning(|_| {
             let tokens: TokenStream = Box::pin(futures_util::stream::iter(vec![
-                Ok("fine".into()),
-                Ok(", thanks".into()),
+                Ok(AnswerDelta::Text("fine".into())),
+                Ok(AnswerDelta::Text(", thanks".into())),
             ]));
             Ok(tokens)
         });
