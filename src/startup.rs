@@ -20,6 +20,7 @@ use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
 use crate::adapters::outbound::echo_ai::EchoAi;
 use crate::adapters::outbound::fallback_ai::FallbackAi;
 use crate::adapters::outbound::jwt::JwtTokenService;
+use crate::adapters::outbound::log_then_publish::LogThenPublish;
 use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemoryTicketStore};
 use crate::adapters::outbound::memory_conversations::{
     InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
@@ -37,26 +38,26 @@ use crate::adapters::outbound::redis_handoff::RedisHandoffs;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::redis_usage::RedisUsageStore;
-use crate::adapters::outbound::sqlite_usage::SqliteUsageStore;
-use crate::adapters::outbound::tiktoken_counter::TiktokenCounter;
 use crate::adapters::outbound::resilient_ai::{
     BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel, UpstreamObserver,
 };
 use crate::adapters::outbound::sqlite_transcripts::SqliteTranscriptStore;
+use crate::adapters::outbound::sqlite_usage::SqliteUsageStore;
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
+use crate::adapters::outbound::tiktoken_counter::TiktokenCounter;
 use crate::adapters::outbound::upstream_ai::{OpenAiSettings, UpstreamAi, UpstreamTimeouts};
 use crate::application::health::{HealthMonitor, HealthTargets};
 use crate::application::ports::{
-    AccessStoreError, AgentPresence, AiModel, ConversationStoreError, EventLog, GenerationRegistry,
-    HandoffStore, LiveDelivery, PasswordHashError, PasswordHasher, RateLimitError, RateLimiter,
-    RefreshTokenStore, RevocationStore, SessionStore, SessionStoreError, TicketStore, TokenService,
-    TranscriptStore, TranscriptStoreError, UsageStore, UsageStoreError, UserRepository,
-    UserStoreError,
+    AccessStoreError, AgentPresence, AiModel, Backplane, ConversationStoreError, EventLog,
+    GenerationRegistry, HandoffStore, LiveDelivery, PasswordHashError, PasswordHasher,
+    RateLimitError, RateLimiter, RefreshTokenStore, RevocationStore, SessionStore,
+    SessionStoreError, TicketStore, TokenService, TranscriptStore, TranscriptStoreError,
+    UsageStore, UsageStoreError, UserRepository, UserStoreError,
 };
 use crate::application::{
-    AccessPorts, AccessSettings, AnswerSettings, AuthService, ChatPorts, ChatService, ConversationCore,
-    ConversationLoops, ConversationSettings, HandoffService, HandoffSettings, LimitSettings,
-    Limits, RetentionSweeper, Rule, TranscriptService,
+    AccessPorts, AccessSettings, AnswerSettings, AuthService, ChatPorts, ChatService,
+    ConversationCore, ConversationLoops, ConversationSettings, HandoffService, HandoffSettings,
+    LimitSettings, Limits, RetentionSweeper, Rule, TranscriptService,
 };
 use crate::config::{
     AiConfig, AuthConfig, Config, LimitsConfig, SessionConfig, StorageConfig, UpstreamConfig,
@@ -172,6 +173,7 @@ impl Adapters {
                 stats: metrics,
                 log: conversations.log,
                 live: conversations.live,
+                backplane: conversations.backplane,
                 registry: conversations.registry,
                 handoffs: conversations.handoffs,
                 presence: conversations.presence,
@@ -286,6 +288,7 @@ fn limit_settings(limits: &LimitsConfig, ping_interval: std::time::Duration) -> 
 struct ConversationStores {
     log: Arc<dyn EventLog>,
     live: Arc<dyn LiveDelivery>,
+    backplane: Arc<dyn Backplane>,
     registry: Arc<dyn GenerationRegistry>,
     handoffs: Arc<dyn HandoffStore>,
     presence: Arc<dyn AgentPresence>,
@@ -298,9 +301,12 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
     let limit = sessions.event_log_limit;
     let Some(url) = &sessions.redis_url else {
         tracing::info!("conversations: in memory (single instance)");
+        let log: Arc<dyn EventLog> = Arc::new(InMemoryEventLog::new(limit, sessions.ttl));
+        let live: Arc<dyn LiveDelivery> = Arc::new(InMemoryLiveDelivery::default());
         return Ok(ConversationStores {
-            log: Arc::new(InMemoryEventLog::new(limit, sessions.ttl)),
-            live: Arc::new(InMemoryLiveDelivery::default()),
+            backplane: Arc::new(LogThenPublish::new(log.clone(), live.clone())),
+            log,
+            live,
             registry: Arc::new(InMemoryGenerationRegistry::default()),
             handoffs: Arc::new(MemoryHandoffs::default()),
             presence: Arc::new(MemoryPresence::default()),
@@ -322,6 +328,7 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
     Ok(ConversationStores {
         log: Arc::new(redis.log),
         live: Arc::new(redis.live),
+        backplane: Arc::new(redis.backplane),
         registry: Arc::new(redis.registry),
         handoffs: Arc::new(handoffs),
         presence: Arc::new(presence),

@@ -48,9 +48,7 @@ pub enum ChatRefusal {
     /// The user's token budget is used up until `resets_at`; nothing was
     /// stored or logged, and the AI was not asked.
     #[error("token budget used up")]
-    BudgetExhausted {
-        resets_at: chrono::DateTime<Utc>,
-    },
+    BudgetExhausted { resets_at: chrono::DateTime<Utc> },
     #[error(transparent)]
     Failed(#[from] ChatError),
 }
@@ -604,15 +602,16 @@ mod tests {
     //! The policy of the chat use cases, against mocked ports.
 
     use super::*;
-    use crate::domain::answer::AnswerDelta;
+    use crate::adapters::outbound::log_then_publish::LogThenPublish;
     use crate::application::conversation::{ChatPorts, ConversationSettings, HandoffSettings};
     use crate::application::limits::Limits;
     use crate::application::ports::StoreFailure;
     use crate::application::ports::{
-        AcceptedClientMessage, AiError, EventLog, MockAgentPresence, MockAiModel, MockEventLog,
-        MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats,
-        MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
+        AcceptedClientMessage, AiError, EventLog, LiveDelivery, MockAgentPresence, MockAiModel,
+        MockEventLog, MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore,
+        MockStats, MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
     };
+    use crate::domain::answer::AnswerDelta;
     use crate::domain::conversation::GenerationFailure;
     use crate::domain::fixtures;
     use crate::domain::StreamStatus;
@@ -695,19 +694,25 @@ mod tests {
         }
 
         fn build(self, log: Arc<dyn EventLog>, limits: Limits) -> ChatService {
+            let live: Arc<dyn LiveDelivery> = Arc::new(self.live);
             let ports = ChatPorts {
                 sessions: Arc::new(self.sessions),
                 ai: Arc::new(self.ai),
                 stats: Arc::new(self.stats),
+                backplane: Arc::new(LogThenPublish::new(log.clone(), live.clone())),
                 log,
-                live: Arc::new(self.live),
+                live,
                 handoffs: Arc::new(bot_only()),
                 presence: Arc::new(MockAgentPresence::new()),
                 registry: Arc::new(self.registry),
                 transcripts: Arc::new(self.transcripts),
                 users: Arc::new(MockUserRepository::new()),
-                usage: Arc::new(crate::adapters::outbound::memory_usage::InMemoryUsageStore::default()),
-                token_counter: Arc::new(crate::adapters::outbound::tiktoken_counter::TiktokenCounter),
+                usage: Arc::new(
+                    crate::adapters::outbound::memory_usage::InMemoryUsageStore::default(),
+                ),
+                token_counter: Arc::new(
+                    crate::adapters::outbound::tiktoken_counter::TiktokenCounter,
+                ),
             };
             let settings = ConversationSettings {
                 session_ttl: Duration::from_secs(3600),

@@ -17,9 +17,10 @@ use super::agent_accounts::AgentAccounts;
 use super::limits::Limits;
 use super::metering::{AnswerSettings, Metering};
 use super::ports::{
-    AgentPresence, AiError, AiModel, ConversationStoreError, EventLog, GenerationRegistry,
-    HandoffStore, LiveDelivery, SessionStore, SessionStoreError, SharedEvent, Stats, StoreFailure,
-    Swap, TokenCounter, TranscriptStore, TranscriptStoreError, UsageStore, UserRepository,
+    AgentPresence, AiError, AiModel, Backplane, ConversationStoreError, EventLog,
+    GenerationRegistry, HandoffStore, LiveDelivery, SessionStore, SessionStoreError, SharedEvent,
+    Stats, StoreFailure, Swap, TokenCounter, TranscriptStore, TranscriptStoreError, UsageStore,
+    UserRepository,
 };
 use crate::domain::conversation::ConversationEvent;
 use crate::domain::handoff::{
@@ -155,6 +156,9 @@ pub struct ChatPorts {
     pub stats: Arc<dyn Stats>,
     pub log: Arc<dyn EventLog>,
     pub live: Arc<dyn LiveDelivery>,
+    /// The log and live delivery written as one step (an answer's tokens,
+    /// handoff events): one round trip per batch where the store allows.
+    pub backplane: Arc<dyn Backplane>,
     pub registry: Arc<dyn GenerationRegistry>,
     /// Queued and assigned conversations (human handoff).
     pub handoffs: Arc<dyn HandoffStore>,
@@ -186,6 +190,7 @@ pub struct ConversationCore {
     pub(super) stats: Arc<dyn Stats>,
     pub(super) log: Arc<dyn EventLog>,
     pub(super) live: Arc<dyn LiveDelivery>,
+    pub(super) backplane: Arc<dyn Backplane>,
     pub(super) registry: Arc<dyn GenerationRegistry>,
     pub(super) handoffs: Arc<dyn HandoffStore>,
     pub(super) presence: Arc<dyn AgentPresence>,
@@ -218,6 +223,7 @@ impl ConversationCore {
             stats: ports.stats.clone(),
             log: ports.log,
             live: ports.live,
+            backplane: ports.backplane,
             registry: ports.registry,
             handoffs: ports.handoffs,
             presence: ports.presence,
@@ -389,7 +395,8 @@ impl ConversationCore {
         }
     }
 
-    /// Appends to the log and publishes; a failure is the caller's to report.
+    /// Appends to the log and publishes; a failure to append is the
+    /// caller's to report (one to publish only delays delivery).
     pub(super) async fn log_and_publish(
         &self,
         session: &SessionId,
@@ -400,9 +407,12 @@ impl ConversationCore {
         }
         let now = Utc::now();
         let stamped = events.into_iter().map(|e| (now, e)).collect();
-        let logged = self.log.append(session, stamped).await?;
-        self.publish(session, &logged).await;
-        Ok(logged)
+        let written = self.backplane.write(session, stamped).await?;
+        if let Some(e) = written.unpublished {
+            self.stats.store_error("conversations");
+            tracing::warn!(session_id = %session, error = %ErrorChain(&e), "could not publish events");
+        }
+        Ok(written.events)
     }
 
     /// Counts a failed store behind `e` (a vanished session is no failure).

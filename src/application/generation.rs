@@ -496,18 +496,20 @@ fn nothing_like<F: std::future::Future>(_make: impl FnOnce() -> F) -> Fuse<F> {
     Fuse::terminated()
 }
 
-/// Logs a batch of tokens and publishes it; false when the log refused it.
+/// Logs a batch of tokens and publishes it (one trip to the store where it
+/// is also the live transport); false when the log refused it.
 async fn deliver(
     inner: &ConversationCore,
     session: &SessionId,
     events: Vec<ConversationEvent>,
 ) -> bool {
-    match inner.append(session, events).await {
-        Some(logged) => {
-            inner.publish(session, &logged).await;
-            true
+    match inner.log_and_publish(session, events).await {
+        Ok(_) => true,
+        Err(e) => {
+            inner.count_failure(&e);
+            tracing::error!(session_id = %session, error = %ErrorChain(&e), "could not append to the event log");
+            false
         }
-        None => false,
     }
 }
 

@@ -60,8 +60,9 @@ mod tests {
     use crate::application::conversation::{ChatPorts, ConversationSettings, HandoffSettings};
     use crate::application::limits::Limits;
     use crate::application::ports::{
-        MockAgentPresence, MockAiModel, MockEventLog, MockGenerationRegistry, MockHandoffStore,
-        MockLiveDelivery, MockSessionStore, MockStats, MockTranscriptStore, MockUserRepository,
+        MockAgentPresence, MockAiModel, MockBackplane, MockEventLog, MockGenerationRegistry,
+        MockHandoffStore, MockLiveDelivery, MockSessionStore, MockStats, MockTranscriptStore,
+        MockUserRepository,
     };
 
     /// A core whose loops find nothing to do.
@@ -81,6 +82,7 @@ mod tests {
             stats: Arc::new(stats),
             log: Arc::new(MockEventLog::new()),
             live: Arc::new(MockLiveDelivery::new()),
+            backplane: Arc::new(MockBackplane::new()),
             registry: Arc::new(registry),
             handoffs: Arc::new(handoffs),
             presence: Arc::new(MockAgentPresence::new()),

@@ -166,8 +166,10 @@ impl Metering {
 
     fn count(&self, u: &TokenUsage) {
         self.stats.tokens("prompt", u.estimated, u.prompt_tokens);
-        self.stats.tokens("completion", u.estimated, u.completion_tokens);
-        self.stats.tokens("reasoning", u.estimated, u.reasoning_tokens);
+        self.stats
+            .tokens("completion", u.estimated, u.completion_tokens);
+        self.stats
+            .tokens("reasoning", u.estimated, u.reasoning_tokens);
     }
 }
 

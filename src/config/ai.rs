@@ -10,8 +10,8 @@ use super::settings::{
     AI_MAX_RETRIES, AI_PROVIDER, AI_RETRY_BACKOFF, AI_SYSTEM_PROMPT, ECHO_TOKEN_DELAY, FASTAPI_URL,
     OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL, RELAY_REASONING, RELAY_TOOL_ARGUMENTS,
 };
-use crate::domain::answer::Relay;
 use super::{ApiKey, ConfigError, Vars};
+use crate::domain::answer::Relay;
 
 /// One AI upstream and the contract it speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,7 +78,9 @@ impl WindowSpan {
 
     pub fn ends_at(self) -> DateTime<Utc> {
         let end = i64::try_from(self.end()).unwrap_or(i64::MAX);
-        Utc.timestamp_opt(end, 0).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+        Utc.timestamp_opt(end, 0)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 
@@ -121,7 +123,9 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -141,8 +145,16 @@ mod tests {
         assert!(BudgetWindow::parse(Duration::from_secs(367 * 86_400)).is_err());
         let w = BudgetWindow::parse(Duration::from_secs(5400)).unwrap();
         assert_eq!(w.label(), "90m");
-        assert_eq!(BudgetWindow::parse(Duration::from_secs(7)).unwrap().label(), "7s");
-        assert_eq!(BudgetWindow::parse(Duration::from_secs(7200)).unwrap().label(), "2h");
+        assert_eq!(
+            BudgetWindow::parse(Duration::from_secs(7)).unwrap().label(),
+            "7s"
+        );
+        assert_eq!(
+            BudgetWindow::parse(Duration::from_secs(7200))
+                .unwrap()
+                .label(),
+            "2h"
+        );
     }
 
     #[test]

@@ -34,7 +34,10 @@ fn end(ex: &Exchange) -> &Value {
 async fn quota_after(client: &mut WsClient) -> Value {
     let mut m = client.recv_any().await;
     assert_eq!(m["type"], "quota", "{m}");
-    assert!(m.get("seq").is_none(), "quota is no conversation event: {m}");
+    assert!(
+        m.get("seq").is_none(),
+        "quota is no conversation event: {m}"
+    );
     let stamp = m.as_object_mut().unwrap().remove("timestamp");
     assert!(stamp.is_some(), "{m}");
     m
@@ -202,7 +205,10 @@ async fn a_used_up_budget_refuses_before_asking_the_ai() {
     let (app, upstream) = openai_app(&[("USER_TOKEN_BUDGET", "20")]).await;
     let token = app.register("spender").await;
     let (mut ws, hello) = app.connect(&token).await;
-    assert_eq!(shape(hello["quota"].clone()), json!({"used": 0, "limit": 20, "resetsAt": "<set>"}));
+    assert_eq!(
+        shape(hello["quota"].clone()),
+        json!({"used": 0, "limit": 20, "resetsAt": "<set>"})
+    );
 
     // 33 tokens: the answer crosses the budget of 20 mid-stream and finishes.
     let ex = ws.chat("think-and-call").await;
@@ -210,15 +216,22 @@ async fn a_used_up_budget_refuses_before_asking_the_ai() {
     let q = quota_after(&mut ws).await;
     assert_eq!(shape(q.clone()), quota(33, Some(20), true));
     let resets_at = q["resetsAt"].as_str().unwrap().to_owned();
-    assert!(resets_at.ends_with("T00:00:00.000Z"), "a 1d window ends at UTC midnight: {resets_at}");
+    assert!(
+        resets_at.ends_with("T00:00:00.000Z"),
+        "a 1d window ends at UTC midnight: {resets_at}"
+    );
 
     let asked = upstream.request_count();
-    ws.send_json(json!({"type": "chat", "content": "one more?"})).await;
+    ws.send_json(json!({"type": "chat", "content": "one more?"}))
+        .await;
     let refused = ws.recv().await;
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "budget_exhausted");
     assert_eq!(refused["resetsAt"], resets_at.as_str());
-    assert!(refused.get("seq").is_none(), "nothing was logged: {refused}");
+    assert!(
+        refused.get("seq").is_none(),
+        "nothing was logged: {refused}"
+    );
     assert_eq!(upstream.request_count(), asked, "the AI was not asked");
 
     let (_, usage) = app.call(&token, "GET", "/api/usage", None).await;
@@ -228,7 +241,10 @@ async fn a_used_up_budget_refuses_before_asking_the_ai() {
     let (_, again) = app.connect(&token).await;
     assert_eq!(again["quota"]["used"], 33);
     let (_, metrics) = reqwest_text(&app, "/metrics").await;
-    assert!(metrics.contains("chatbot_budget_exhausted_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("chatbot_budget_exhausted_total 1"),
+        "{metrics}"
+    );
 
     // An agent reads anyone's usage; a customer may not.
     let agent = app.register_agent("auditor").await;
@@ -264,8 +280,7 @@ async fn a_budget_used_up_on_one_instance_is_refused_on_another() {
 
     let (mut on_b, hello) = b.connect(&token).await;
     assert_eq!(hello["quota"]["used"], 33, "{hello}");
-    on_b
-        .send_json(json!({"type": "chat", "content": "from elsewhere"}))
+    on_b.send_json(json!({"type": "chat", "content": "from elsewhere"}))
         .await;
     let refused = on_b.recv().await;
     assert_eq!(refused["code"], "budget_exhausted", "{refused}");

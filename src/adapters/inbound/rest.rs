@@ -56,6 +56,7 @@ mod tests {
     use serde_json::json;
 
     use crate::adapters::inbound::errors::ErrorCode;
+    use crate::adapters::outbound::log_then_publish::LogThenPublish;
     use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemoryTicketStore};
     use crate::adapters::outbound::memory_conversations::{
         InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
@@ -88,6 +89,10 @@ mod tests {
         let vars = HashMap::from([("HOST", "127.0.0.1"), ("PORT", "0")]);
         let config = Config::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned())).unwrap();
         let users: Arc<dyn crate::application::ports::UserRepository> = Arc::new(users);
+        let log: Arc<dyn crate::application::ports::EventLog> =
+            Arc::new(InMemoryEventLog::new(10, Duration::from_secs(60)));
+        let live: Arc<dyn crate::application::ports::LiveDelivery> =
+            Arc::new(InMemoryLiveDelivery::default());
         let adapters = Adapters {
             users: users.clone(),
             hasher: Arc::new(hasher),
@@ -102,8 +107,9 @@ mod tests {
                 ai: Arc::new(ai),
                 stats: Arc::new(AtomicStats::default()),
                 // Not what these tests are about: the real in-memory ones.
-                log: Arc::new(InMemoryEventLog::new(10, Duration::from_secs(60))),
-                live: Arc::new(InMemoryLiveDelivery::default()),
+                log: log.clone(),
+                live: live.clone(),
+                backplane: Arc::new(LogThenPublish::new(log, live)),
                 registry: Arc::new(InMemoryGenerationRegistry::default()),
                 handoffs: Arc::new(MemoryHandoffs::default()),
                 presence: Arc::new(MemoryPresence::default()),

@@ -12,8 +12,10 @@
 //! - `P:v1:{S}:head`: the session's latest seq (an integer string);
 //! - `P:v1:{S}:cmids`: list of the last [`CLIENT_MESSAGE_IDS_KEPT`] accepted
 //!   client message ids, newest first, as `client-id seq message-id`;
-//! - `P:v1:{S}:live`: pub/sub channel of the session's events, one JSON array
-//!   per published batch;
+//! - `P:v1:{S}:live`: pub/sub channel of the session's events, one message
+//!   per published batch: the publishing instance's id, a space, and the
+//!   batch as a JSON array (the instance skips its own messages: it handed
+//!   the events to its own subscribers when it wrote them);
 //! - `P:v1:{S}:watchers`: hash of instance id to `count expiry-ms`: how many
 //!   live subscriptions each instance holds, refreshed while it holds them;
 //! - `P:v1:{S}:lease`: the id of the session's running generation;
@@ -43,7 +45,7 @@ use redis::aio::ConnectionManager;
 use redis::RedisError;
 
 pub use event_log::RedisEventLog;
-pub use live::RedisLiveDelivery;
+pub use live::{RedisBackplane, RedisLiveDelivery};
 pub use registry::RedisGenerationRegistry;
 
 use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
@@ -178,6 +180,8 @@ pub(super) fn open_client(url: &str) -> Result<redis::Client, ConversationStoreE
 pub struct RedisConversations {
     pub log: RedisEventLog,
     pub live: RedisLiveDelivery,
+    /// The log and live delivery written by one script per batch.
+    pub backplane: RedisBackplane,
     pub registry: RedisGenerationRegistry,
 }
 
@@ -185,7 +189,8 @@ impl RedisConversations {
     /// Connects and checks that Redis answers, so a misconfigured URL fails at
     /// start-up. Keys are namespaced by `key_prefix`; the log keeps at least
     /// `limit` (at least 1) and at most `2 × limit` events per session and
-    /// forgets a session idle for `ttl`. Must be called inside a Tokio runtime.
+    /// forgets a session idle for `ttl` (or up to a tenth longer, at most a
+    /// minute: see the append script). Must be called inside a Tokio runtime.
     ///
     /// # Errors
     /// [`ConversationStoreError`] if the URL is invalid, the prefix holds braces,
@@ -200,8 +205,10 @@ impl RedisConversations {
         let client = open_client(url)?;
         let conn = connect_manager(client.clone()).await?;
         let hub = Arc::new(pubsub::Hub::start(client, conn.clone(), keys.clone()).await?);
+        let log = RedisEventLog::new(conn.clone(), keys.clone(), limit, ttl);
         Ok(Self {
-            log: RedisEventLog::new(conn.clone(), keys.clone(), limit, ttl),
+            backplane: RedisBackplane::new(log.clone(), keys.clone(), hub.clone()),
+            log,
             live: RedisLiveDelivery::new(conn.clone(), keys.clone(), hub.clone()),
             registry: RedisGenerationRegistry::new(conn, keys, hub),
         })

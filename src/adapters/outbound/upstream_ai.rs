@@ -24,9 +24,9 @@ use crate::domain::TraceContext;
 
 mod chunk;
 
-use chunk::{deltas_of, parse_data, Parsed, ToolCalls};
 #[cfg(test)]
 use chunk::MAX_UPSTREAM_ERROR_CHARS;
+use chunk::{deltas_of, parse_data, Parsed, ToolCalls};
 
 /// The W3C trace context header.
 const TRACEPARENT: &str = "traceparent";
@@ -44,7 +44,6 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The probe is a liveness check, not a load test: give up quickly.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-
 
 /// How long to wait at each stage of a streamed answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -762,7 +761,13 @@ mod proptests {
     }
 
     impl Expected {
-        fn call(&self, id: &str, name: &str, state: ToolState, args: Option<String>) -> AnswerDelta {
+        fn call(
+            &self,
+            id: &str,
+            name: &str,
+            state: ToolState,
+            args: Option<String>,
+        ) -> AnswerDelta {
             AnswerDelta::Tool(ToolActivity {
                 call_id: ToolCallId::parse(id).unwrap(),
                 name: ToolName::parse(name).unwrap(),
@@ -807,7 +812,11 @@ mod proptests {
                 if !t.is_empty() {
                     expected.deltas.push(AnswerDelta::Reasoning(t.clone()));
                 }
-                let field = if *short { "reasoning" } else { "reasoning_content" };
+                let field = if *short {
+                    "reasoning"
+                } else {
+                    "reasoning_content"
+                };
                 vec![chunk(serde_json::json!({ field: t, "content": null }))]
             }
             Piece::Tool(name, id, fragments) => {
@@ -834,17 +843,24 @@ mod proptests {
                     total_tokens: prompt + completion,
                     estimated: false,
                 }));
-                vec![serde_json::json!({"choices": [], "usage": {"prompt_tokens": prompt,
+                vec![
+                    serde_json::json!({"choices": [], "usage": {"prompt_tokens": prompt,
                     "completion_tokens": completion, "total_tokens": prompt + completion,
                     "completion_tokens_details": {"reasoning_tokens": reasoning}}})
-                .to_string()]
+                    .to_string(),
+                ]
             }
             Piece::Role => {
-                vec![r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#.into()]
+                vec![
+                    r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#.into(),
+                ]
             }
             Piece::Finish => {
                 expected.finish();
-                vec![r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#.into()]
+                vec![
+                    r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#
+                        .into(),
+                ]
             }
             Piece::Comment(_) | Piece::Blank => Vec::new(),
         }
@@ -902,7 +918,11 @@ mod proptests {
             Piece::Role,
             Piece::Reasoning("Let me ".into(), false),
             Piece::Reasoning("think.".into(), true),
-            Piece::Tool("lookup".into(), "call_1".into(), vec!["{\"q\":".into(), "1}".into()]),
+            Piece::Tool(
+                "lookup".into(),
+                "call_1".into(),
+                vec!["{\"q\":".into(), "1}".into()],
+            ),
             Piece::Tool("add".into(), "call_2".into(), vec!["{}".into()]),
             Piece::Finish,
             Piece::OpenAi("Done.".into()),
@@ -923,7 +943,16 @@ mod proptests {
             .collect();
         assert_eq!(
             kinds,
-            ["reasoning", "reasoning", "started", "started", "finished", "finished", "text", "usage"]
+            [
+                "reasoning",
+                "reasoning",
+                "started",
+                "started",
+                "finished",
+                "finished",
+                "text",
+                "usage"
+            ]
         );
     }
 

@@ -138,6 +138,39 @@ pub trait LiveDelivery: Send + Sync {
     async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError>;
 }
 
+/// What [`Backplane::write`] did: the events as the log stored them, and
+/// whether live delivery failed after they were logged.
+#[derive(Debug)]
+pub struct Written {
+    pub events: Vec<SharedEvent>,
+    /// The events are logged but were not published: watchers learn of them
+    /// only at their next event or resume (they fill the gap from the log).
+    pub unpublished: Option<ConversationStoreError>,
+}
+
+/// Appends a session's new events to its [`EventLog`] and publishes them to
+/// its [`LiveDelivery`] as one step, so a store that is also the live
+/// transport (Redis) needs one round trip per batch instead of two awaited
+/// one after the other.
+///
+/// # Errors
+/// - `write` MUST return [`ConversationStoreError`] when the append failed,
+///   and then MUST NOT have published anything.
+/// - `write` MUST keep [`EventLog::append`]'s contract (consecutive seqs,
+///   atomic per session across instances, client message ids remembered) and
+///   publish exactly the events it logged, in seq order, once.
+/// - A publish that fails after a successful append is not an error: it is
+///   reported in [`Written::unpublished`].
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait Backplane: Send + Sync {
+    async fn write(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Written, ConversationStoreError>;
+}
+
 /// Whether a generation could be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartOutcome {

@@ -594,8 +594,12 @@ pub(super) fn decode_entry(raw: &[u8], seq: Seq) -> Result<LoggedEvent, Conversa
     Ok(LoggedEvent { seq, at, event })
 }
 
-/// One live message: the batch as a JSON array.
-pub(super) fn encode_batch(events: &[SharedEvent]) -> Result<String, ConversationStoreError> {
+/// One live message: the publishing instance's id, a space, and the batch as
+/// a JSON array (the append script builds the same form from log entries).
+pub(super) fn encode_batch(
+    origin: &str,
+    events: &[SharedEvent],
+) -> Result<String, ConversationStoreError> {
     let batch: Vec<LiveEvent> = events
         .iter()
         .map(|e| LiveEvent {
@@ -603,9 +607,22 @@ pub(super) fn encode_batch(events: &[SharedEvent]) -> Result<String, Conversatio
             stored: stored(e.at, &e.event),
         })
         .collect();
-    serde_json::to_string(&batch).map_err(|e| {
+    let json = serde_json::to_string(&batch).map_err(|e| {
         ConversationStoreError::from(StoreFailure::new("cannot encode a live batch", e))
-    })
+    })?;
+    Ok(format!("{origin} {json}"))
+}
+
+/// The instance that published a live message, and its batch. A bare array
+/// (what versions before the origin was added publish) has no origin.
+pub(super) fn split_origin(raw: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    if raw.first() == Some(&b'[') {
+        return (None, raw);
+    }
+    match raw.iter().position(|&b| b == b' ') {
+        Some(at) => (Some(&raw[..at]), &raw[at + 1..]),
+        None => (None, raw),
+    }
 }
 
 pub(super) fn decode_batch(raw: &[u8]) -> Result<Vec<LoggedEvent>, ConversationStoreError> {
@@ -792,8 +809,44 @@ mod tests {
             })
             .collect();
         let shared: Vec<SharedEvent> = events.iter().cloned().map(std::sync::Arc::new).collect();
-        let raw = encode_batch(&shared).unwrap();
-        assert_eq!(decode_batch(raw.as_bytes()).unwrap(), events);
+        let raw = encode_batch("inst1", &shared).unwrap();
+        let (origin, batch) = split_origin(raw.as_bytes());
+        assert_eq!(origin, Some(&b"inst1"[..]));
+        assert_eq!(decode_batch(batch).unwrap(), events);
+    }
+
+    /// The append script splices `"seq":N,` into each stored entry; that
+    /// form must read back as the live form does.
+    #[test]
+    fn entries_with_a_spliced_seq_read_as_live_events() {
+        let events = every_kind();
+        let parts: Vec<String> = events
+            .iter()
+            .zip(7..)
+            .map(|(event, seq)| {
+                let entry = encode_entry(at(), event).unwrap();
+                format!("{{\"seq\":{seq},{}", &entry[1..])
+            })
+            .collect();
+        let raw = format!("[{}]", parts.join(","));
+        let decoded = decode_batch(raw.as_bytes()).unwrap();
+        let expected: Vec<LoggedEvent> = events
+            .into_iter()
+            .zip(7..)
+            .map(|(event, seq)| LoggedEvent {
+                seq,
+                at: at(),
+                event,
+            })
+            .collect();
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn origins_are_split_off_and_bare_arrays_have_none() {
+        assert_eq!(split_origin(b"[1]"), (None, &b"[1]"[..]));
+        assert_eq!(split_origin(b"ab [1]"), (Some(&b"ab"[..]), &b"[1]"[..]));
+        assert_eq!(split_origin(b"junk"), (None, &b"junk"[..]));
     }
 
     #[test]

@@ -25,35 +25,77 @@ use crate::domain::{MessageId, SessionId};
 /// small enough that Lua prints `start + count` as an integer, not `1e+15`.
 const MAX_PAGE: usize = 1 << 30;
 
-/// KEYS: log, head, client ids. ARGV: ttl ms, limit, ids kept, then three per
-/// event: entry, client message id (`''` if none), message id.
-/// Returns the seq of the first event.
+/// KEYS: log, head, client ids, and the live channel when publishing
+/// (declared so a cluster checks it hashes to the session's slot). ARGV: ttl
+/// ms, limit, ids kept, the publish command (`''` for none) and the origin
+/// the live message starts with, then three per event: entry, client message
+/// id (`''` if none), message id. Returns the seq of the first event.
+///
+/// Expiry: the keys live `ttl` plus a slack (a tenth of it, at most a
+/// minute) after the last append or read; an append only pushes them back
+/// once less than `ttl` is left, so a streaming answer does not re-expire
+/// three keys per batch.
+///
+/// Publishing from the script makes a batch one round trip, and the live
+/// message can never disagree with the log: it is the stored entries with
+/// their seqs spliced in (`{"seq":N,` + the entry without its `{`), which
+/// is the form `codec::decode_batch` reads.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"
-local n = (#ARGV - 3) / 3
+        r#"
+local function slack(ttl) return math.min(math.floor(ttl / 10), 60000) end
+local n = (#ARGV - 5) / 3
+local ttl = tonumber(ARGV[1])
 local head = redis.call('INCRBY', KEYS[2], n)
 local first = head - n + 1
+local publish = ARGV[4] ~= ''
+local entries, live, ids = {}, {}, 0
 for i = 0, n - 1 do
-  local at = 4 + 3 * i
-  redis.call('RPUSH', KEYS[1], ARGV[at])
+  local at = 6 + 3 * i
+  local seq = string.format('%d', first + i)
+  entries[i + 1] = ARGV[at]
   if ARGV[at + 1] ~= '' then
-    local seq = string.format('%d', first + i)
     redis.call('LPUSH', KEYS[3], ARGV[at + 1] .. ' ' .. seq .. ' ' .. ARGV[at + 2])
+    ids = ids + 1
+  end
+  if publish then
+    live[i + 1] = '{"seq":' .. seq .. ',' .. string.sub(ARGV[at], 2)
   end
 end
-redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+local len = 0
+-- One push per thousand entries (Lua's unpack has a limit of a few thousand).
+for from = 1, n, 1000 do
+  len = redis.call('RPUSH', KEYS[1], unpack(entries, from, math.min(n, from + 999)))
+end
 local limit = tonumber(ARGV[2])
-if redis.call('LLEN', KEYS[1]) > 2 * limit then
+if len > 2 * limit then
   redis.call('LTRIM', KEYS[1], -limit, -1)
 end
-for _, key in ipairs(KEYS) do
-  redis.call('PEXPIRE', key, ARGV[1])
+if ids > 0 then
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+  redis.call('PEXPIRE', KEYS[3], ttl + slack(ttl))
+end
+if redis.call('PTTL', KEYS[2]) < ttl then
+  for k = 1, 3 do
+    redis.call('PEXPIRE', KEYS[k], ttl + slack(ttl))
+  end
+end
+if publish then
+  redis.call(ARGV[4], KEYS[4], ARGV[5] .. ' [' .. table.concat(live, ',') .. ']')
 end
 return first
-",
+"#,
     )
 });
+
+/// Where [`RedisEventLog::append_and_publish`] publishes: the command
+/// (`PUBLISH`), the session's live channel and the origin the live message
+/// starts with (the publishing instance, which skips its own messages).
+pub(super) struct LiveTarget<'a> {
+    pub(super) command: &'a str,
+    pub(super) channel: String,
+    pub(super) origin: &'a str,
+}
 
 /// KEYS: log, head, client ids. ARGV: after, count, ttl ms.
 /// Returns `{head, oldest, seq of the first entry returned, entries}`; a read
@@ -72,8 +114,9 @@ if count > 0 and start < len then
   entries = redis.call('LRANGE', KEYS[1], start, start + count - 1)
 end
 if head > 0 then
+  local ttl = tonumber(ARGV[3])
   for _, key in ipairs(KEYS) do
-    redis.call('PEXPIRE', key, ARGV[3])
+    redis.call('PEXPIRE', key, ttl + math.min(math.floor(ttl / 10), 60000))
   end
 end
 return { head, oldest, oldest + start, entries }
@@ -196,12 +239,14 @@ fn slice(
     })
 }
 
-#[async_trait]
-impl EventLog for RedisEventLog {
-    async fn append(
+impl RedisEventLog {
+    /// Appends `events` and, with a `live` target, publishes them from the
+    /// same script.
+    pub(super) async fn append_and_publish(
         &self,
         session: &SessionId,
         events: Vec<(DateTime<Utc>, ConversationEvent)>,
+        live: Option<LiveTarget<'_>>,
     ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -211,6 +256,13 @@ impl EventLog for RedisEventLog {
             .arg(self.ttl_ms)
             .arg(self.limit)
             .arg(CLIENT_MESSAGE_IDS_KEPT);
+        match live {
+            Some(live) => invocation
+                .key(live.channel)
+                .arg(live.command)
+                .arg(live.origin),
+            None => invocation.arg("").arg(""),
+        };
         // Returned as stored: the log keeps milliseconds.
         let events: Vec<_> = events
             .into_iter()
@@ -228,6 +280,17 @@ impl EventLog for RedisEventLog {
             .zip(first..)
             .map(|((at, event), seq)| Arc::new(LoggedEvent { seq, at, event }))
             .collect())
+    }
+}
+
+#[async_trait]
+impl EventLog for RedisEventLog {
+    async fn append(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
+        self.append_and_publish(session, events, None).await
     }
 
     async fn read_after(

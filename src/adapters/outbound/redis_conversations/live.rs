@@ -11,11 +11,20 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::broadcast;
 
+use chrono::{DateTime, Utc};
+
 use super::codec::encode_batch;
+use super::event_log::{LiveTarget, RedisEventLog};
 use super::pubsub::{Hub, Subscription};
 use super::Keys;
-use crate::application::ports::{ConversationStoreError, LiveDelivery, LiveItem, LiveStream};
+use crate::application::ports::{
+    Backplane, ConversationStoreError, LiveDelivery, LiveItem, LiveStream, Written,
+};
+use crate::domain::conversation::ConversationEvent;
 use crate::domain::SessionId;
+
+/// How live messages are published on a single Redis.
+const PUBLISH: &str = "PUBLISH";
 
 /// KEYS: watchers hash. Sums the counts whose expiry has not passed and drops
 /// the others (instances that stopped refreshing).
@@ -83,14 +92,17 @@ impl LiveDelivery for RedisLiveDelivery {
         if events.is_empty() {
             return Ok(());
         }
-        redis::cmd("PUBLISH")
+        let shared = &self.hub.shared;
+        redis::cmd(PUBLISH)
             .arg(self.keys.live(session))
-            .arg(encode_batch(events)?)
+            .arg(encode_batch(shared.instance(), events)?)
             .exec_async(&mut self.conn.clone())
             .await
             .map_err(|e| {
                 ConversationStoreError::from(StoreFailure::new("publishing live events", e))
-            })
+            })?;
+        shared.deliver_local(session, events);
+        Ok(())
     }
 
     async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError> {
@@ -101,5 +113,45 @@ impl LiveDelivery for RedisLiveDelivery {
             .map_err(|e| {
                 ConversationStoreError::from(StoreFailure::new("counting live watchers", e))
             })
+    }
+}
+
+/// The [`Backplane`] on Redis: the append script publishes the batch itself,
+/// so a batch costs one round trip, and this instance's own subscribers get
+/// the events as the log returned them, without decoding them again.
+pub struct RedisBackplane {
+    log: RedisEventLog,
+    keys: Keys,
+    hub: Arc<Hub>,
+}
+
+impl RedisBackplane {
+    pub(super) fn new(log: RedisEventLog, keys: Keys, hub: Arc<Hub>) -> Self {
+        Self { log, keys, hub }
+    }
+}
+
+#[async_trait]
+impl Backplane for RedisBackplane {
+    async fn write(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Written, ConversationStoreError> {
+        let shared = &self.hub.shared;
+        let live = LiveTarget {
+            command: PUBLISH,
+            channel: self.keys.live(session),
+            origin: shared.instance(),
+        };
+        let events = self
+            .log
+            .append_and_publish(session, events, Some(live))
+            .await?;
+        shared.deliver_local(session, &events);
+        Ok(Written {
+            events,
+            unpublished: None,
+        })
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::super::redis_manager::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
-use super::codec::decode_batch;
+use super::codec::{decode_batch, split_origin};
 use super::{lock, millis, Keys};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{ConversationStoreError, StopStream};
@@ -465,11 +465,33 @@ impl Shared {
         }
     }
 
+    /// This instance's id, which starts every live message it publishes.
+    pub(super) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Hands events this instance just logged and published to its own
+    /// subscribers of `session`, which skip the copy Redis sends back: the
+    /// writer already holds them decoded.
+    pub(super) fn deliver_local(&self, session: &SessionId, events: &[Arc<LoggedEvent>]) {
+        let Some(tx) = lock(&self.live).sessions.get(session).cloned() else {
+            return;
+        };
+        for event in events {
+            // No receivers left is fine: the last one just went away.
+            let _ = tx.send(event.clone());
+        }
+    }
+
     /// Hands a message to the local subscribers or the stop router.
     fn route(&self, msg: &Msg) {
         let channel = msg.get_channel_name();
         if channel == self.stops_channel {
             self.stops.route(msg.get_payload_bytes());
+            return;
+        }
+        let (origin, batch) = split_origin(msg.get_payload_bytes());
+        if origin == Some(self.instance.as_bytes()) {
             return;
         }
         let Some(session) = self.keys.live_session(channel) else {
@@ -478,7 +500,7 @@ impl Shared {
         let Some(tx) = lock(&self.live).sessions.get(&session).cloned() else {
             return;
         };
-        match decode_batch(msg.get_payload_bytes()) {
+        match decode_batch(batch) {
             Ok(events) => {
                 for event in events {
                     // No receivers left is fine: the last one just went away.

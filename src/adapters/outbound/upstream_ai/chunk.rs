@@ -10,8 +10,7 @@ use serde::Deserialize;
 
 use crate::application::ports::AiError;
 use crate::domain::answer::{
-    AnswerDelta, TokenUsage, ToolActivity, ToolCallId, ToolName, ToolState,
-    MAX_TOOL_ARGUMENT_BYTES,
+    AnswerDelta, TokenUsage, ToolActivity, ToolCallId, ToolName, ToolState, MAX_TOOL_ARGUMENT_BYTES,
 };
 
 /// Upstream error texts can be long; logs only need the gist.
@@ -113,10 +112,7 @@ struct OpenCall {
 impl OpenCall {
     fn activity(&self, state: ToolState) -> ToolActivity {
         ToolActivity {
-            call_id: self
-                .id
-                .clone()
-                .unwrap_or_else(|| fallback_id(self.index)),
+            call_id: self.id.clone().unwrap_or_else(|| fallback_id(self.index)),
             name: self
                 .name
                 .clone()
@@ -473,8 +469,7 @@ mod tests {
         );
         assert!(out.is_empty());
         calls.finish(&mut out);
-        let [AnswerDelta::Tool(started), AnswerDelta::Tool(finished)] =
-            out.make_contiguous()
+        let [AnswerDelta::Tool(started), AnswerDelta::Tool(finished)] = out.make_contiguous()
         else {
             panic!("{out:?}");
         };
