@@ -275,7 +275,7 @@ async fn a_budget_used_up_on_one_instance_is_refused_on_another() {
     let (mut on_a, _) = a.connect(&token).await;
     let ex = on_a.chat("think-and-call").await;
     assert_eq!(ex.status, "completed");
-    assert_eq!(end(&ex)["usage"]["totalTokens"], 33);
+    assert_eq!(end(&ex)["usage"]["totalTokens"], 33, "{:?}", ex.messages);
     let asked = upstream.request_count();
 
     let (mut on_b, hello) = b.connect(&token).await;

@@ -69,6 +69,13 @@ fn test_vars(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Vec<(Stri
     vars
 }
 
+/// The server binary the process tests run: `CHATBOT_BIN` when set (a copy
+/// of this tree's build, where a shared target directory may hold another
+/// tree's), else the one cargo built beside these tests.
+pub fn server_binary() -> String {
+    std::env::var("CHATBOT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_chatbot-server").to_owned())
+}
+
 /// A running server and where to reach it. In-process servers stop when this
 /// is dropped; see [`TestProcess`] for the binary.
 pub struct TestApp {
@@ -193,7 +200,7 @@ async fn spawn_process_with(
 }
 
 fn command(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatbot-server"));
+    let mut cmd = Command::new(server_binary());
     // Start from a clean slate so the developer's own environment (a REDIS_URL,
     // a FASTAPI_URL, a .env) cannot change what a test means.
     cmd.env_clear()
@@ -404,7 +411,7 @@ impl TestApp {
     /// `chatbot-server users set-role NAME ROLE` on this server's user store,
     /// as an operator runs it (a separate process, the same SQLite file).
     pub async fn set_role(&self, name: &str, role: &str) {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
+        let out = tokio::process::Command::new(server_binary())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("JWT_SECRET", TEST_SECRET)
