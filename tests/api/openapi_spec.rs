@@ -246,6 +246,12 @@ fn every_operation_has_its_operation_id_and_bearer_routes_declare_the_scheme() {
             "post",
             "sendAgentMessage",
             Some(true),
+        ),        ("/api/usage", "get", "usage", Some(true)),
+        (
+            "/api/agent/users/{id}/usage",
+            "get",
+            "userUsage",
+            Some(true),
         ),
     ];
     assert_eq!(
