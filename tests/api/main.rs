@@ -30,6 +30,7 @@ mod slow_clients;
 mod transcript_store_contract;
 mod transcripts;
 mod upstream_ai;
+mod usage_store_contract;
 mod user_store_contract;
 mod web;
 mod websocket;

@@ -246,7 +246,8 @@ fn every_operation_has_its_operation_id_and_bearer_routes_declare_the_scheme() {
             "post",
             "sendAgentMessage",
             Some(true),
-        ),        ("/api/usage", "get", "usage", Some(true)),
+        ),
+        ("/api/usage", "get", "usage", Some(true)),
         (
             "/api/agent/users/{id}/usage",
             "get",

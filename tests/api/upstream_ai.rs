@@ -273,7 +273,11 @@ async fn within<T>(limit_ms: u64, fut: impl Future<Output = T>) -> T {
 /// The stream's items, its text deltas as their text (these answers carry
 /// nothing else).
 async fn drain(stream: TokenStream) -> Vec<Result<String, AiError>> {
-    within(10_000, stream.map(|item| item.map(text)).collect::<Vec<_>>()).await
+    within(
+        10_000,
+        stream.map(|item| item.map(text)).collect::<Vec<_>>(),
+    )
+    .await
 }
 
 fn text(delta: AnswerDelta) -> String {
@@ -969,6 +973,7 @@ async fn openai_posts_chat_completions_with_the_bearer_key() {
         json!({
             "model": "gpt-test",
             "stream": true,
+            "stream_options": {"include_usage": true},
             "messages": [
                 {"role": "system", "content": "You are terse."},
                 {"role": "user", "content": "first question"},

@@ -107,7 +107,9 @@ impl UsageStore for SqliteUsageStore {
     ) -> Result<u64, UsageStoreError> {
         let user = user.as_str().to_owned();
         self.with_conn(move |conn| {
-            let tx = conn.transaction().map_err(failed)?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(failed)?;
             let (length, start) = (to_i64(window.length), to_i64(window.start));
             // Windows that ended a whole window ago are never read again.
             tx.execute(
