@@ -38,11 +38,14 @@ impl BudgetWindow {
     /// number of (`1d`, `12h`, `90m`, `45s`).
     pub fn label(self) -> String {
         let s = self.secs;
-        match () {
-            () if s % 86_400 == 0 => format!("{}d", s / 86_400),
-            () if s % 3600 == 0 => format!("{}h", s / 3600),
-            () if s % 60 == 0 => format!("{}m", s / 60),
-            () => format!("{s}s"),
+        if s.is_multiple_of(86_400) {
+            format!("{}d", s / 86_400)
+        } else if s.is_multiple_of(3600) {
+            format!("{}h", s / 3600)
+        } else if s.is_multiple_of(60) {
+            format!("{}m", s / 60)
+        } else {
+            format!("{s}s")
         }
     }
 
