@@ -167,7 +167,7 @@ function showQuota(q) {
 
 function showError(m) {
   const wait = m.retryAfterMs ? ` Try again in ${Math.ceil(m.retryAfterMs / 1000)} s.` : "";
-  const resets = m.resetsAt ? ` It resets at ${new Date(m.resetsAt).toLocaleString()}.` : "";
+  const resets = m.resetsAt ? ` (resets ${new Date(m.resetsAt).toLocaleString()})` : "";
   ui.error.textContent = `${m.message}${wait}${resets} (${m.code})`;
   ui.error.hidden = false;
   clearTimeout(errorTimer);

@@ -60,6 +60,11 @@ fn open_blocking(path: &Path) -> Result<Connection, UsageStoreError> {
         row.get::<_, String>(0)
     })
     .map_err(|e| StoreFailure::new("not a usable SQLite database", e))?;
+    // One write per answer: under WAL, NORMAL syncs at checkpoints rather
+    // than at every commit (a power cut may lose the last counts, never
+    // corrupt the file).
+    conn.execute_batch("PRAGMA synchronous = NORMAL")
+        .map_err(failed)?;
     conn.execute_batch(SCHEMA)
         .map_err(|e| StoreFailure::new("cannot create the token_usage table", e))?;
     Ok(conn)
