@@ -28,7 +28,8 @@ const AFTER_HELP: &str = "\
 Every option is also read from the environment variable shown, and from a .env
 file in the working directory; a flag wins over both. Secrets are read from the
 environment (or .env) only, never from flags:
-  JWT_SECRET, MONGODB_URI, REDIS_URL, OPENAI_API_KEY, AI_FALLBACK_OPENAI_API_KEY
+  JWT_SECRET, MONGODB_URI, REDIS_URL, REDIS_CLUSTER_URLS, OPENAI_API_KEY,
+  AI_FALLBACK_OPENAI_API_KEY
 
 Exit codes: 0 success, 1 start-up failure (a store unreachable, the port
 taken), 2 configuration error (one line saying which setting).";
@@ -198,8 +199,8 @@ pub fn summary(config: &Config) -> String {
         Some(uri) => format!("MongoDB {uri}"),
         None => format!("SQLite {}", config.storage.sqlite_path.display()),
     };
-    let sessions = match &config.sessions.redis_url {
-        Some(url) => format!("Redis {url}"),
+    let sessions = match config.sessions.redis() {
+        Some(redis) => redis.to_string(),
         None => "in memory".to_owned(),
     };
     let ai = match &config.ai.primary {

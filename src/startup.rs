@@ -36,6 +36,7 @@ use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketS
 use crate::adapters::outbound::redis_conversations::RedisConversations;
 use crate::adapters::outbound::redis_handoff::RedisHandoffs;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
+use crate::adapters::outbound::redis_manager::RedisTarget;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
 use crate::adapters::outbound::redis_usage::RedisUsageStore;
 use crate::adapters::outbound::resilient_ai::{
@@ -60,8 +61,8 @@ use crate::application::{
     LimitSettings, Limits, RetentionSweeper, Rule, TranscriptService,
 };
 use crate::config::{
-    AiConfig, AuthConfig, Config, LimitsConfig, SessionConfig, StorageConfig, UpstreamConfig,
-    WindowLimit,
+    AiConfig, AuthConfig, Config, LimitsConfig, RedisUrls, SessionConfig, StorageConfig,
+    UpstreamConfig, WindowLimit,
 };
 
 /// Why the server could not start. Each says which setting to look at.
@@ -92,13 +93,13 @@ pub enum StartupError {
         #[source]
         source: TranscriptStoreError,
     },
-    #[error("could not connect to Redis (REDIS_URL)")]
+    #[error("could not connect to Redis (REDIS_URL or REDIS_CLUSTER_URLS)")]
     Redis(#[source] SessionStoreError),
-    #[error("could not connect to Redis (REDIS_URL)")]
+    #[error("could not connect to Redis (REDIS_URL or REDIS_CLUSTER_URLS)")]
     RedisConversations(#[source] ConversationStoreError),
-    #[error("could not connect to Redis (REDIS_URL)")]
+    #[error("could not connect to Redis (REDIS_URL or REDIS_CLUSTER_URLS)")]
     RedisAccess(#[source] AccessStoreError),
-    #[error("could not connect to Redis (REDIS_URL)")]
+    #[error("could not connect to Redis (REDIS_URL or REDIS_CLUSTER_URLS)")]
     RedisLimiter(#[source] RateLimitError),
     /// Where token usage is counted (Redis, or the SQLite file) could not be opened.
     #[error("could not open the token usage store ({setting})")]
@@ -206,8 +207,8 @@ async fn probe_stores(config: &Config) -> Result<(), StartupError> {
         }
     };
     let redis = async {
-        match &config.sessions.redis_url {
-            Some(url) => reachability::redis(url.expose(), timeout)
+        match config.sessions.redis() {
+            Some(RedisUrls::Single(url)) => reachability::redis(url.expose(), timeout)
                 .await
                 .map_err(|source| StartupError::Store {
                     store: "Redis",
@@ -215,6 +216,24 @@ async fn probe_stores(config: &Config) -> Result<(), StartupError> {
                     url: url.redacted(),
                     source,
                 }),
+            // A cluster needs only one seed to answer; its client finds the rest.
+            Some(RedisUrls::Cluster(urls)) => {
+                let mut last = Ok(());
+                for url in urls {
+                    last = reachability::redis(url.expose(), timeout)
+                        .await
+                        .map_err(|source| StartupError::Store {
+                            store: "Redis Cluster",
+                            setting: "REDIS_CLUSTER_URLS",
+                            url: url.redacted(),
+                            source,
+                        });
+                    if last.is_ok() {
+                        break;
+                    }
+                }
+                last
+            }
             None => Ok(()),
         }
     };
@@ -222,16 +241,26 @@ async fn probe_stores(config: &Config) -> Result<(), StartupError> {
     mongo.and(redis)
 }
 
+/// The shared Redis as the adapters take it, if one is configured.
+fn redis_target(sessions: &SessionConfig) -> Option<RedisTarget> {
+    match sessions.redis()? {
+        RedisUrls::Single(url) => Some(RedisTarget::Single(url.expose().to_owned())),
+        RedisUrls::Cluster(urls) => Some(RedisTarget::Cluster(
+            urls.iter().map(|u| u.expose().to_owned()).collect(),
+        )),
+    }
+}
+
 /// Token usage counted in Redis, so every instance shares the budgets, or
 /// else in the embedded SQLite file (beside the users), so it survives a
 /// restart.
 async fn usage_store(config: &Config) -> Result<Arc<dyn UsageStore>, StartupError> {
-    if let Some(url) = &config.sessions.redis_url {
+    if let Some(target) = redis_target(&config.sessions) {
         tracing::info!("token usage: shared in Redis");
-        let store = RedisUsageStore::connect(url.expose(), &config.sessions.redis_key_prefix)
+        let store = RedisUsageStore::connect(target, &config.sessions.redis_key_prefix)
             .await
             .map_err(|source| StartupError::Usage {
-                setting: "REDIS_URL",
+                setting: "REDIS_URL or REDIS_CLUSTER_URLS",
                 source,
             })?;
         return Ok(Arc::new(store));
@@ -249,12 +278,12 @@ async fn usage_store(config: &Config) -> Result<Arc<dyn UsageStore>, StartupErro
 
 /// Limits counted in this process, or in Redis so every instance shares them.
 async fn rate_limiter(sessions: &SessionConfig) -> Result<Arc<dyn RateLimiter>, StartupError> {
-    let Some(url) = &sessions.redis_url else {
+    let Some(url) = redis_target(sessions) else {
         tracing::info!("rate limits: in process (single instance)");
         return Ok(Arc::new(InMemoryRateLimiter::default()));
     };
     tracing::info!("rate limits: shared in Redis");
-    let limiter = RedisRateLimiter::connect(url.expose(), &sessions.redis_key_prefix)
+    let limiter = RedisRateLimiter::connect(url, &sessions.redis_key_prefix)
         .await
         .map_err(StartupError::RedisLimiter)?;
     Ok(Arc::new(limiter))
@@ -299,7 +328,7 @@ struct ConversationStores {
 /// any instance serve any client).
 async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationStores, StartupError> {
     let limit = sessions.event_log_limit;
-    let Some(url) = &sessions.redis_url else {
+    let Some(url) = redis_target(sessions) else {
         tracing::info!("conversations: in memory (single instance)");
         let log: Arc<dyn EventLog> = Arc::new(InMemoryEventLog::new(limit, sessions.ttl));
         let live: Arc<dyn LiveDelivery> = Arc::new(InMemoryLiveDelivery::default());
@@ -313,16 +342,12 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
         });
     };
     tracing::info!("conversations: Redis backplane");
-    let redis = RedisConversations::connect(
-        url.expose(),
-        &sessions.redis_key_prefix,
-        limit,
-        sessions.ttl,
-    )
-    .await
-    .map_err(StartupError::RedisConversations)?;
+    let redis =
+        RedisConversations::connect(url.clone(), &sessions.redis_key_prefix, limit, sessions.ttl)
+            .await
+            .map_err(StartupError::RedisConversations)?;
     let (handoffs, presence) =
-        RedisHandoffs::connect(url.expose(), &sessions.redis_key_prefix, sessions.ttl)
+        RedisHandoffs::connect(url, &sessions.redis_key_prefix, sessions.ttl)
             .await
             .map_err(StartupError::RedisConversations)?;
     Ok(ConversationStores {
@@ -403,7 +428,7 @@ async fn user_store(storage: &StorageConfig) -> Result<UserStores, StartupError>
 async fn access_stores(
     sessions: &SessionConfig,
 ) -> Result<(Arc<dyn TicketStore>, Arc<dyn RevocationStore>), StartupError> {
-    let Some(url) = &sessions.redis_url else {
+    let Some(url) = redis_target(sessions) else {
         tracing::info!("tickets and revocations: in memory (single instance)");
         return Ok((
             Arc::new(InMemoryTicketStore::default()),
@@ -411,10 +436,10 @@ async fn access_stores(
         ));
     };
     let prefix = &sessions.redis_key_prefix;
-    let tickets = RedisTicketStore::connect(url.expose(), prefix)
+    let tickets = RedisTicketStore::connect(url.clone(), prefix)
         .await
         .map_err(StartupError::RedisAccess)?;
-    let revocations = RedisRevocationStore::connect(url.expose(), prefix)
+    let revocations = RedisRevocationStore::connect(url, prefix)
         .await
         .map_err(StartupError::RedisAccess)?;
     Ok((Arc::new(tickets), Arc::new(revocations)))
@@ -442,13 +467,13 @@ async fn session_store(
     sessions: &SessionConfig,
     per_user: Option<u32>,
 ) -> Result<Arc<dyn SessionStore>, StartupError> {
-    let Some(url) = &sessions.redis_url else {
+    let (Some(url), Some(shown)) = (redis_target(sessions), sessions.redis()) else {
         tracing::info!("session store: in memory");
         let store = InMemorySessionStore::new(sessions.ttl).with_max_per_user(per_user);
         return Ok(Arc::new(store));
     };
-    tracing::info!(url = %url, "session store: Redis");
-    let store = RedisSessionStore::connect(url.expose(), sessions.ttl, &sessions.redis_key_prefix)
+    tracing::info!(url = %shown, "session store: Redis");
+    let store = RedisSessionStore::connect(url, sessions.ttl, &sessions.redis_key_prefix)
         .await
         .map_err(StartupError::Redis)?
         .with_max_per_user(per_user);

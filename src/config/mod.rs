@@ -35,7 +35,7 @@ pub use limits::{LimitsConfig, WindowLimit};
 pub use secrets::{ApiKey, JwtSecret, SecretUrl, MIN_SECRET_BYTES};
 pub use server::{AppEnv, ConnectionConfig, ObservabilityConfig, ServerConfig, WebSocketConfig};
 pub use settings::{Setting, Settings, SECRET_SETTINGS};
-pub use stores::{SessionConfig, StorageConfig};
+pub use stores::{RedisUrls, SessionConfig, StorageConfig};
 use vars::Vars;
 
 /// A configuration problem, phrased for the person who wrote the `.env`.

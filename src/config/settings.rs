@@ -246,6 +246,8 @@ settings! {
         MONGODB_URI;
         /// Redis for the sessions, conversations and limits (credentials in the URL).
         REDIS_URL;
+        /// Redis Cluster seed nodes instead (comma-separated redis:// or rediss:// URLs; not with REDIS_URL).
+        REDIS_CLUSTER_URLS;
         /// API key of an OpenAI-compatible upstream.
         OPENAI_API_KEY;
         /// API key of an OpenAI-compatible fallback.

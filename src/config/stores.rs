@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::settings::{
     AGENT_AWAY_GRACE, EVENT_LOG_LIMIT, GENERATION_LEASE, HANDOFF, HANDOFF_OFFLINE_MESSAGE,
-    HANDOFF_QUEUE_TIMEOUT, HANDOFF_WHEN_NO_AGENT_ONLINE, MONGODB_URI, REDIS_KEY_PREFIX, REDIS_URL,
-    SESSION_TTL, SQLITE_PATH, STORE_CONNECT_TIMEOUT, TRANSCRIPT_RETENTION,
-    UNATTENDED_GENERATION_TIMEOUT,
+    HANDOFF_QUEUE_TIMEOUT, HANDOFF_WHEN_NO_AGENT_ONLINE, MONGODB_URI, REDIS_CLUSTER_URLS,
+    REDIS_KEY_PREFIX, REDIS_URL, SESSION_TTL, SQLITE_PATH, STORE_CONNECT_TIMEOUT,
+    TRANSCRIPT_RETENTION, UNATTENDED_GENERATION_TIMEOUT,
 };
 use super::{ConfigError, SecretUrl, Vars, MAX_COUNT};
 use crate::domain::handoff::{HandoffSwitch, WhenNoAgentOnline, DEFAULT_OFFLINE_MESSAGE};
@@ -33,6 +33,9 @@ pub struct StorageConfig {
 pub struct SessionConfig {
     /// Redis when set (shared by instances, survives restarts); otherwise memory.
     pub redis_url: Option<SecretUrl>,
+    /// `REDIS_CLUSTER_URLS`: a Redis Cluster's seed nodes instead of
+    /// `redis_url` (never both); empty when unset.
+    pub redis_cluster_urls: Vec<SecretUrl>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub redis_key_prefix: String,
     /// Idle time after which a session is forgotten.
@@ -67,10 +70,70 @@ impl StorageConfig {
     }
 }
 
+/// Where the shared Redis is, when there is one.
+#[derive(Debug, Clone, Copy)]
+pub enum RedisUrls<'a> {
+    Single(&'a SecretUrl),
+    Cluster(&'a [SecretUrl]),
+}
+
+impl std::fmt::Display for RedisUrls<'_> {
+    /// Redacted, as [`SecretUrl`] shows itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single(url) => write!(f, "Redis {url}"),
+            Self::Cluster(urls) => {
+                let shown: Vec<String> = urls.iter().map(SecretUrl::redacted).collect();
+                write!(f, "Redis Cluster {}", shown.join(","))
+            }
+        }
+    }
+}
+
+/// `REDIS_CLUSTER_URLS`: comma-separated `redis://` or `rediss://` URLs, and
+/// never together with `REDIS_URL`.
+fn cluster_urls(vars: &Vars) -> Result<Vec<SecretUrl>, ConfigError> {
+    let Some(raw) = vars.get(REDIS_CLUSTER_URLS) else {
+        return Ok(Vec::new());
+    };
+    if vars.get(REDIS_URL).is_some() {
+        return Err(ConfigError(format!(
+            "{} and {} are exclusive: set one",
+            REDIS_URL.name, REDIS_CLUSTER_URLS.name
+        )));
+    }
+    let urls: Vec<SecretUrl> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| SecretUrl(u.to_owned()))
+        .collect();
+    let schemes_ok = urls
+        .iter()
+        .all(|u| u.0.starts_with("redis://") || u.0.starts_with("rediss://"));
+    if urls.is_empty() || !schemes_ok {
+        return Err(ConfigError::invalid_secret(
+            REDIS_CLUSTER_URLS.name,
+            "comma-separated URLs starting with redis:// or rediss://",
+        ));
+    }
+    Ok(urls)
+}
+
 impl SessionConfig {
+    /// The shared Redis, single or cluster, if any.
+    pub fn redis(&self) -> Option<RedisUrls<'_>> {
+        match (&self.redis_url, self.redis_cluster_urls.as_slice()) {
+            (Some(url), _) => Some(RedisUrls::Single(url)),
+            (None, []) => None,
+            (None, urls) => Some(RedisUrls::Cluster(urls)),
+        }
+    }
+
     pub(super) fn parse(vars: &Vars) -> Result<Self, ConfigError> {
         Ok(Self {
             redis_url: vars.secret_url(REDIS_URL, &["redis://", "rediss://"])?,
+            redis_cluster_urls: cluster_urls(vars)?,
             redis_key_prefix: vars.get(REDIS_KEY_PREFIX).unwrap_or_default(),
             ttl: vars.duration(SESSION_TTL)?,
             event_log_limit: vars.positive(EVENT_LOG_LIMIT, MAX_COUNT as usize)?,

@@ -604,6 +604,46 @@ fn bad_values_are_reported_by_name() {
 }
 
 #[test]
+fn redis_cluster_urls_are_a_list_of_redis_urls_and_exclude_redis_url() {
+    let c = cfg(&[(
+        "REDIS_CLUSTER_URLS",
+        "redis://:s3cret@a:7000, rediss://b:7001,",
+    )])
+    .unwrap();
+    assert_eq!(c.sessions.redis_cluster_urls.len(), 2);
+    assert!(c.sessions.redis_url.is_none());
+    let shown = c.sessions.redis().unwrap().to_string();
+    assert!(
+        shown.starts_with("Redis Cluster redis://:***@a:7000,"),
+        "{shown}"
+    );
+    assert!(!format!("{c:?}").contains("s3cret"));
+    for bad in ["", " , ", "http://a:7000", "redis://a:7000,a:7001"] {
+        let c = cfg(&[("REDIS_CLUSTER_URLS", bad)]);
+        match c {
+            Ok(c) if bad.trim().is_empty() => assert!(c.sessions.redis().is_none()),
+            Ok(_) => panic!("accepted {bad:?}"),
+            Err(e) => assert!(e.to_string().contains("REDIS_CLUSTER_URLS"), "{e}"),
+        }
+    }
+    let both = cfg(&[
+        ("REDIS_URL", "redis://a:6379"),
+        ("REDIS_CLUSTER_URLS", "redis://b:7000"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        both.contains("REDIS_URL") && both.contains("REDIS_CLUSTER_URLS") && !both.contains('\n'),
+        "{both}"
+    );
+    let single = cfg(&[("REDIS_URL", "redis://a:6379")]).unwrap();
+    assert!(matches!(
+        single.sessions.redis(),
+        Some(RedisUrls::Single(_))
+    ));
+}
+
+#[test]
 fn empty_values_count_as_unset_and_cors_lists_split() {
     let c = cfg(&[
         ("MONGODB_URI", ""),

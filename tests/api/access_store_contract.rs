@@ -3,7 +3,8 @@
 //!
 //! Redis is taken from `REDIS_URL` (default `redis://127.0.0.1:6379`), each
 //! case in its own key prefix, deleted afterwards. Without a reachable Redis
-//! the Redis cases print SKIPPED and pass, unless `CI` is set.
+//! the Redis cases print SKIPPED and pass, unless `CI` is set. The Redis
+//! cases run again on the Redis Cluster at `REDIS_CLUSTER_URLS`.
 
 use crate::common;
 
@@ -17,7 +18,7 @@ use chatbot_server::adapters::outbound::memory_access::{
 use chatbot_server::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketStore};
 use chatbot_server::application::ports::{Revocation, RevocationStore, TicketStore, TokenClaims};
 use chatbot_server::domain::{UserId, Username, WsTicket};
-use common::redis::on_fresh_prefix;
+use common::redis::{on_fresh_cluster_prefix, on_fresh_prefix, RedisTarget};
 
 /// Two handles on one store, as two instances would hold it: for memory,
 /// the same store twice; for Redis, two connections on one key prefix.
@@ -29,7 +30,7 @@ struct Stores {
 #[derive(Clone)]
 enum Backend {
     Memory,
-    Redis { url: String, prefix: String },
+    Redis { url: RedisTarget, prefix: String },
 }
 
 impl Backend {
@@ -45,12 +46,18 @@ impl Backend {
             }
             Backend::Redis { url, prefix } => {
                 let ticket = || async {
-                    Arc::new(RedisTicketStore::connect(url, prefix).await.unwrap())
-                        as Arc<dyn TicketStore>
+                    Arc::new(
+                        RedisTicketStore::connect(url.clone(), prefix)
+                            .await
+                            .unwrap(),
+                    ) as Arc<dyn TicketStore>
                 };
                 let revocation = || async {
-                    Arc::new(RedisRevocationStore::connect(url, prefix).await.unwrap())
-                        as Arc<dyn RevocationStore>
+                    Arc::new(
+                        RedisRevocationStore::connect(url.clone(), prefix)
+                            .await
+                            .unwrap(),
+                    ) as Arc<dyn RevocationStore>
                 };
                 Stores {
                     tickets: [ticket().await, ticket().await],
@@ -193,7 +200,21 @@ where
     F: FnOnce(Backend) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    on_fresh_prefix("access", |url, prefix| case(Backend::Redis { url, prefix })).await;
+    on_fresh_prefix("access", |url, prefix| {
+        case(Backend::Redis {
+            url: RedisTarget::Single(url),
+            prefix,
+        })
+    })
+    .await;
+}
+
+async fn on_redis_cluster<F, Fut>(case: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_fresh_cluster_prefix("access", |url, prefix| case(Backend::Redis { url, prefix })).await;
 }
 
 macro_rules! contract {
@@ -212,6 +233,15 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::on_redis(super::$case).await;
+                }
+            )*
+        }
+
+        mod redis_cluster_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::on_redis_cluster(super::$case).await;
                 }
             )*
         }

@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use common::redis::{cleaning_up, redis_url, skip_without_redis};
+use common::redis::{cleaning_up_on, cluster_target, redis_url, skip_without_redis, RedisTarget};
 use std::collections::HashSet;
 use std::future::Future;
 use std::io::Write as _;
@@ -41,7 +41,7 @@ enum Backend {
     /// Every adapter a Redis backend hands out is a separate instance (its own
     /// connections) on one shared key prefix.
     Redis {
-        url: String,
+        url: RedisTarget,
         prefix: String,
         limit: usize,
     },
@@ -57,7 +57,11 @@ impl Backend {
     }
 
     /// A new instance's adapters on this Redis backend.
-    async fn redis_instance(url: &str, prefix: &str, limit: usize) -> RedisConversations {
+    async fn redis_instance(
+        url: impl Into<RedisTarget>,
+        prefix: &str,
+        limit: usize,
+    ) -> RedisConversations {
         RedisConversations::connect(url, prefix, limit, TTL)
             .await
             .expect("Redis answered a moment ago")
@@ -67,7 +71,7 @@ impl Backend {
         match self {
             Backend::Memory { log, .. } => log.clone(),
             Backend::Redis { url, prefix, limit } => Arc::new(
-                RedisEventLog::connect(url, prefix, *limit, TTL)
+                RedisEventLog::connect(url.clone(), prefix, *limit, TTL)
                     .await
                     .expect("Redis answered a moment ago"),
             ),
@@ -78,7 +82,7 @@ impl Backend {
         match self {
             Backend::Memory { live, .. } => live.clone(),
             Backend::Redis { url, prefix, limit } => {
-                Arc::new(Self::redis_instance(url, prefix, *limit).await.live)
+                Arc::new(Self::redis_instance(url.clone(), prefix, *limit).await.live)
             }
         }
     }
@@ -107,9 +111,11 @@ impl Backend {
     async fn registry(&self) -> Arc<dyn GenerationRegistry> {
         match self {
             Backend::Memory { registry, .. } => registry.clone(),
-            Backend::Redis { url, prefix, limit } => {
-                Arc::new(Self::redis_instance(url, prefix, *limit).await.registry)
-            }
+            Backend::Redis { url, prefix, limit } => Arc::new(
+                Self::redis_instance(url.clone(), prefix, *limit)
+                    .await
+                    .registry,
+            ),
         }
     }
 }
@@ -574,7 +580,7 @@ async fn redis_backend() -> Option<Backend> {
         .await;
     match probe {
         Ok(()) => Some(Backend::Redis {
-            url,
+            url: RedisTarget::Single(url),
             prefix: format!("chatbot-test-{}", uuid::Uuid::new_v4().simple()),
             limit: 50,
         }),
@@ -598,7 +604,25 @@ where
         Backend::Redis { url, prefix, .. } => (url.clone(), prefix.clone()),
         _ => unreachable!("redis_backend makes Redis backends"),
     };
-    cleaning_up(&url, &prefix, case(backend)).await;
+    cleaning_up_on(&url, &prefix, case(backend)).await;
+}
+
+/// Runs a case on the Redis Cluster and deletes its keys afterwards.
+async fn on_redis_cluster<F, Fut>(case: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(url) = cluster_target().await else {
+        return;
+    };
+    let prefix = format!("chatbot-test-{}", uuid::Uuid::new_v4().simple());
+    let backend = Backend::Redis {
+        url: url.clone(),
+        prefix: prefix.clone(),
+        limit: 50,
+    };
+    cleaning_up_on(&url, &prefix, case(backend)).await;
 }
 
 macro_rules! contract {
@@ -617,6 +641,15 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     super::on_redis(super::$case).await;
+                }
+            )*
+        }
+
+        mod redis_cluster_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::on_redis_cluster(super::$case).await;
                 }
             )*
         }
@@ -642,8 +675,12 @@ contract!(
 
 fn redis_parts(backend: &Backend) -> (String, String) {
     match backend {
-        Backend::Redis { url, prefix, .. } => (url.clone(), prefix.clone()),
-        Backend::Memory { .. } => unreachable!("a Redis case"),
+        Backend::Redis {
+            url: RedisTarget::Single(url),
+            prefix,
+            ..
+        } => (url.clone(), prefix.clone()),
+        _ => unreachable!("a single-Redis case"),
     }
 }
 

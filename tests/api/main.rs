@@ -23,6 +23,7 @@ mod observability;
 mod openapi_spec;
 mod operations;
 mod rate_limiter_contract;
+mod redis_cluster;
 mod redis_trouble;
 mod rest_api;
 mod session_store_contract;

@@ -1,7 +1,8 @@
 //! The `RateLimiter` contract: one set of cases run against the in-process
 //! and the Redis limiter, so a limit means the same with or without
 //! `REDIS_URL`. Redis cases run in their own key prefix, deleted afterwards;
-//! without Redis they print SKIPPED (and fail when `CI` is set).
+//! without Redis they print SKIPPED (and fail when `CI` is set). They run
+//! again on the Redis Cluster at `REDIS_CLUSTER_URLS`.
 
 use crate::common;
 
@@ -12,14 +13,14 @@ use std::time::Duration;
 use chatbot_server::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use chatbot_server::adapters::outbound::redis_limiter::RedisRateLimiter;
 use chatbot_server::application::ports::{Admission, Quota, RateLimiter};
-use common::redis::on_fresh_prefix;
+use common::redis::{on_fresh_cluster_prefix, on_fresh_prefix, RedisTarget};
 
 #[derive(Clone)]
 enum Backend {
     /// One limiter shared by every "instance" of the case.
     Memory(Arc<InMemoryRateLimiter>),
     Redis {
-        url: String,
+        url: RedisTarget,
         prefix: String,
     },
 }
@@ -30,7 +31,7 @@ impl Backend {
         match self {
             Backend::Memory(shared) => shared.clone(),
             Backend::Redis { url, prefix } => Arc::new(
-                RedisRateLimiter::connect(url, prefix)
+                RedisRateLimiter::connect(url.clone(), prefix)
                     .await
                     .expect("Redis answered a moment ago"),
             ),
@@ -202,6 +203,20 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     on_fresh_prefix("rl-test", |url, prefix| {
+        case(Backend::Redis {
+            url: RedisTarget::Single(url),
+            prefix,
+        })
+    })
+    .await;
+}
+
+async fn on_redis_cluster<F, Fut>(case: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_fresh_cluster_prefix("rl-test", |url, prefix| {
         case(Backend::Redis { url, prefix })
     })
     .await;
@@ -226,6 +241,15 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     super::on_redis(super::$case).await;
+                }
+            )*
+        }
+
+        mod redis_cluster_limiter {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::on_redis_cluster(super::$case).await;
                 }
             )*
         }

@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use common::redis::{cleaning_up, redis_url, skip_without_redis};
+use common::redis::{cleaning_up_on, cluster_target, redis_url, skip_without_redis, RedisTarget};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ const LONG_TTL: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 enum Backend {
     Memory,
-    Redis { url: String, prefix: String },
+    Redis { url: RedisTarget, prefix: String },
 }
 
 impl Backend {
@@ -36,7 +36,7 @@ impl Backend {
         match self {
             Backend::Memory => Arc::new(InMemorySessionStore::new(ttl)),
             Backend::Redis { url, prefix } => Arc::new(
-                RedisSessionStore::connect(url, ttl, prefix)
+                RedisSessionStore::connect(url.clone(), ttl, prefix)
                     .await
                     .expect("Redis answered a moment ago"),
             ),
@@ -50,7 +50,7 @@ impl Backend {
                 Arc::new(InMemorySessionStore::new(LONG_TTL).with_max_per_user(Some(max)))
             }
             Backend::Redis { url, prefix } => Arc::new(
-                RedisSessionStore::connect(url, LONG_TTL, prefix)
+                RedisSessionStore::connect(url.clone(), LONG_TTL, prefix)
                     .await
                     .expect("Redis answered a moment ago")
                     .with_max_per_user(Some(max)),
@@ -511,7 +511,7 @@ async fn redis_backend() -> Option<Backend> {
         .await;
     match probe {
         Ok(()) => Some(Backend::Redis {
-            url,
+            url: RedisTarget::Single(url),
             prefix: format!("chatbot-test-{}", uuid::Uuid::new_v4().simple()),
         }),
         Err(e) => {
@@ -534,7 +534,24 @@ where
         Backend::Redis { url, prefix } => (url.clone(), prefix.clone()),
         _ => unreachable!("redis_backend makes Redis backends"),
     };
-    cleaning_up(&url, &prefix, case(backend)).await;
+    cleaning_up_on(&url, &prefix, case(backend)).await;
+}
+
+/// Runs a case on the Redis Cluster and deletes its keys afterwards.
+async fn on_redis_cluster<F, Fut>(case: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(url) = cluster_target().await else {
+        return;
+    };
+    let prefix = format!("chatbot-test-{}", uuid::Uuid::new_v4().simple());
+    let backend = Backend::Redis {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    cleaning_up_on(&url, &prefix, case(backend)).await;
 }
 
 macro_rules! contract {
@@ -553,6 +570,15 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     super::on_redis(super::$case).await;
+                }
+            )*
+        }
+
+        mod redis_cluster_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::on_redis_cluster(super::$case).await;
                 }
             )*
         }
@@ -583,7 +609,11 @@ contract!(
 #[tokio::test]
 async fn redis_corrupt_session_is_unavailable() {
     on_redis(|backend| async move {
-        let Backend::Redis { url, prefix } = &backend else {
+        let Backend::Redis {
+            url: RedisTarget::Single(url),
+            prefix,
+        } = &backend
+        else {
             unreachable!()
         };
         let store = backend.store(LONG_TTL).await;
@@ -616,7 +646,11 @@ async fn redis_corrupt_session_is_unavailable() {
 #[tokio::test]
 async fn redis_session_keys_carry_the_ttl() {
     on_redis(|backend| async move {
-        let Backend::Redis { url, prefix } = &backend else {
+        let Backend::Redis {
+            url: RedisTarget::Single(url),
+            prefix,
+        } = &backend
+        else {
             unreachable!()
         };
         let store = backend.store(LONG_TTL).await;

@@ -12,20 +12,22 @@
 //!   instance. One pub/sub connection per instance reads it; its task
 //!   reconnects with backoff and tells subscribers to re-check what they may
 //!   have missed meanwhile.
+//!
+//! Every command touches one key, so all of it works on a Redis Cluster as
+//! is; the channel is a classic one, which a cluster forwards to every node
+//! (revocations are rare).
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::memory_access::REVOCATION_BUFFER;
-use super::redis_manager::{manager_config, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use super::redis_manager::{connect, Incoming, RedisConn, RedisTarget, Subscriber};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{
     AccessStoreError, Revocation, RevocationStore, TicketStore, TokenClaims,
@@ -125,42 +127,21 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Connects a manager and checks Redis answers.
-async fn connect_manager(
-    url: &str,
-) -> Result<(redis::Client, ConnectionManager), AccessStoreError> {
-    // The URL may carry a password, so it is deliberately left out of errors.
-    let client = redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
-    let attempt = async {
-        let mut conn = ConnectionManager::new_with_config(client.clone(), manager_config()).await?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        Ok::<_, RedisError>(conn)
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(conn)) => Ok((client, conn)),
-        Ok(Err(e)) => Err(AccessStoreError::from(StoreFailure::new(
-            "Redis did not answer PING",
-            e,
-        ))),
-        Err(e) => Err(AccessStoreError::from(StoreFailure::new(
-            "Redis did not answer PING in time",
-            e,
-        ))),
-    }
-}
-
 /// Tickets in Redis.
 #[derive(Clone)]
 pub struct RedisTicketStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
 impl RedisTicketStore {
     /// # Errors
     /// `Unavailable` when Redis does not answer.
-    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, AccessStoreError> {
-        let (_, conn) = connect_manager(url).await?;
+    pub async fn connect(
+        target: impl Into<RedisTarget>,
+        key_prefix: &str,
+    ) -> Result<Self, AccessStoreError> {
+        let conn = connect(&target.into()).await?;
         Ok(Self {
             conn,
             prefix: key_prefix.to_owned(),
@@ -204,7 +185,7 @@ impl TicketStore for RedisTicketStore {
 
 /// Revocations in Redis, announced on a channel every instance reads.
 pub struct RedisRevocationStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     announce: broadcast::Sender<Revocation>,
     /// Stops the watcher task when the store is dropped.
@@ -217,14 +198,18 @@ impl RedisRevocationStore {
     ///
     /// # Errors
     /// `Unavailable` when Redis does not answer.
-    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, AccessStoreError> {
-        let (client, conn) = connect_manager(url).await?;
+    pub async fn connect(
+        target: impl Into<RedisTarget>,
+        key_prefix: &str,
+    ) -> Result<Self, AccessStoreError> {
+        let target = target.into();
+        let conn = connect(&target).await?;
         let channel = format!("{key_prefix}:revocations");
-        let link = open_link(&client, &channel).await?;
+        let link = Subscriber::open(&target, &channel).await?;
         let announce = broadcast::channel(REVOCATION_BUFFER).0;
         let cancel = CancellationToken::new();
         let watcher = Watcher {
-            client,
+            target,
             channel,
             announce: announce.clone(),
         };
@@ -301,14 +286,23 @@ impl RevocationStore for RedisRevocationStore {
     }
 
     async fn is_revoked(&self, claims: &TokenClaims) -> Result<bool, AccessStoreError> {
-        let mut conn = self.conn.clone();
-        let (by_id, before): (Option<String>, Option<i64>) = redis::cmd("MGET")
-            .arg(self.token_key(&claims.token_id))
-            .arg(self.user_key(&claims.user_id))
-            .query_async(&mut conn)
+        // Two keys in two slots on a cluster: two commands, sent at once.
+        let mut by_id = redis::cmd("GET");
+        by_id.arg(self.token_key(&claims.token_id));
+        let mut before = redis::cmd("GET");
+        before.arg(self.user_key(&claims.user_id));
+        let got: Vec<Option<String>> = self
+            .conn
+            .each(vec![by_id, before])
             .await
             .map_err(failed("could not check a revocation"))?;
-        Ok(by_id.is_some() || before.is_some_and(|b| claims.issued_at_ms < b))
+        let before = got
+            .get(1)
+            .cloned()
+            .flatten()
+            .and_then(|b| b.parse::<i64>().ok());
+        Ok(got.first().is_some_and(Option::is_some)
+            || before.is_some_and(|b| claims.issued_at_ms < b))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Revocation> {
@@ -316,46 +310,25 @@ impl RevocationStore for RedisRevocationStore {
     }
 }
 
-type Link = (PubSubSink, PubSubStream);
-
-async fn open_link(client: &redis::Client, channel: &str) -> Result<Link, AccessStoreError> {
-    let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok::<_, RedisError>(pubsub.split())
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(link)) => Ok(link),
-        Ok(Err(e)) => Err(AccessStoreError::from(StoreFailure::new(
-            "Redis pub/sub connection failed",
-            e,
-        ))),
-        Err(e) => Err(AccessStoreError::from(StoreFailure::new(
-            "Redis pub/sub did not answer in time",
-            e,
-        ))),
-    }
-}
-
 /// The task that reads the revocation channel for this instance.
 struct Watcher {
-    client: redis::Client,
+    target: RedisTarget,
     channel: String,
     announce: broadcast::Sender<Revocation>,
 }
 
 impl Watcher {
-    async fn run(self, first: Link, cancel: CancellationToken) {
+    async fn run(self, first: Subscriber, cancel: CancellationToken) {
         let mut link = Some(first);
         loop {
-            let (sink, stream) = match link.take() {
+            let link = match link.take() {
                 Some(link) => link,
                 None => match self.reconnect(&cancel).await {
                     Some(link) => link,
                     None => return,
                 },
             };
-            if self.serve(sink, stream, &cancel).await {
+            if self.serve(link, &cancel).await {
                 return;
             }
             tracing::warn!("revocation channel lost; reconnecting");
@@ -363,27 +336,24 @@ impl Watcher {
     }
 
     /// Reads one connection; `true` when cancelled, `false` when it failed.
-    async fn serve(
-        &self,
-        mut sink: PubSubSink,
-        mut stream: PubSubStream,
-        cancel: &CancellationToken,
-    ) -> bool {
+    async fn serve(&self, mut link: Subscriber, cancel: &CancellationToken) -> bool {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return true,
-                msg = stream.next() => match msg {
-                    Some(msg) => match decode_announcement(msg.get_payload_bytes()) {
+                msg = link.next() => match msg {
+                    Some(Incoming::Message(msg)) => match decode_announcement(msg.get_payload_bytes()) {
                         Some(revocation) => { let _ = self.announce.send(revocation); }
                         None => tracing::warn!("ignoring a malformed revocation announcement"),
                     },
+                    // A cluster node's link broke: announcements may be lost.
+                    Some(Incoming::NodeLost) => { let _ = self.announce.send(Revocation::Resync); }
+                    Some(Incoming::ShardLost(_)) => {}
                     None => return false,
                 },
                 _ = heartbeat.tick() => {
-                    let ping = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await;
-                    if !matches!(ping, Ok(Ok(_))) {
+                    if link.ping().await.is_err() {
                         return false;
                     }
                 }
@@ -391,14 +361,14 @@ impl Watcher {
         }
     }
 
-    async fn reconnect(&self, cancel: &CancellationToken) -> Option<Link> {
+    async fn reconnect(&self, cancel: &CancellationToken) -> Option<Subscriber> {
         let mut delay = Duration::from_millis(100);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return None,
                 () = tokio::time::sleep(delay) => {}
             }
-            match open_link(&self.client, &self.channel).await {
+            match Subscriber::open(&self.target, &self.channel).await {
                 Ok(link) => {
                     tracing::info!("revocation channel reconnected");
                     // Whatever was announced meanwhile was missed: re-check.

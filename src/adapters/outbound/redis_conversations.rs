@@ -21,34 +21,38 @@
 //! - `P:v1:{S}:lease`: the id of the session's running generation;
 //! - `P:v1:{S}:stop`: the generation a stop was last requested for, so an owner
 //!   whose pub/sub link was down can still find it;
-//! - `P:v1:leases`: sorted set of `S message-id` scored by lease expiry, which
-//!   is what the reaper scans;
-//! - `P:v1:stops`: pub/sub channel of stop requests, `S message-id`.
+//! - `P:v1:{S}:ended` (cluster only): the generation that last finished or was
+//!   reaped, so a crash between the registry's steps reports nothing twice;
+//! - `P:v1:leases` (on a Redis Cluster `P:v1:{P:leases}`, one fixed slot):
+//!   sorted set of `S message-id` scored by lease expiry, which is what the
+//!   reaper scans;
+//! - `P:v1:stops`: pub/sub channel of stop requests, `S message-id` (a classic
+//!   channel: on a cluster Redis forwards it to every node; stops are rare).
 //!
 //! Every write that must be atomic is one Lua script over declared keys, with
 //! times taken from Redis's own clock (`TIME`), so instances' clocks never have
-//! to agree. The event log and live delivery are Redis Cluster friendly (one
-//! slot per session); the registry's scripts touch `P:v1:leases` together with
-//! a session's lease, so, like the session store, the registry needs a single
-//! primary. Needs Redis 5 or newer.
+//! to agree. On a Redis Cluster every script touches one slot: the event log
+//! and live delivery only ever touch one session's keys (its live channel is
+//! sharded: SPUBLISH/SSUBSCRIBE), and the registry changes a session's lease
+//! and the lease set in ordered steps (see `registry`). Needs Redis 5 or newer
+//! (7 for a cluster: sharded pub/sub).
 
 mod codec;
 mod event_log;
 mod live;
 mod pubsub;
+mod refill;
 mod registry;
+mod steps;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-
-use redis::aio::ConnectionManager;
-use redis::RedisError;
 
 pub use event_log::RedisEventLog;
 pub use live::{RedisBackplane, RedisLiveDelivery};
 pub use registry::RedisGenerationRegistry;
 
-use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
+use super::redis_manager::{connect, RedisConn, RedisTarget};
 use crate::application::ports::ConversationStoreError;
 use crate::application::ports::StoreFailure;
 #[cfg(doc)]
@@ -79,12 +83,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Keys {
     /// `P:v1:`, the start of every name.
     base: Arc<str>,
+    /// `P`, for the lease set's fixed hash tag on a cluster.
+    prefix: Arc<str>,
+    cluster: bool,
 }
 
 impl Keys {
     /// Braces in the prefix would make Redis Cluster hash on the prefix instead
     /// of the session, so they are refused.
-    fn new(prefix: &str) -> Result<Self, ConversationStoreError> {
+    fn new(prefix: &str, cluster: bool) -> Result<Self, ConversationStoreError> {
         if prefix.contains(['{', '}']) {
             return Err(ConversationStoreError::from(StoreFailure::bare(format!(
                 "Redis key prefix {prefix:?} must not contain braces"
@@ -92,6 +99,8 @@ impl Keys {
         }
         Ok(Self {
             base: format!("{prefix}:v1:").into(),
+            prefix: prefix.into(),
+            cluster,
         })
     }
 
@@ -127,12 +136,34 @@ impl Keys {
         self.session(s, "stop")
     }
 
+    /// The last generation that finished or was reaped (cluster only).
+    fn ended(&self, s: &SessionId) -> String {
+        self.session(s, "ended")
+    }
+
+    /// On a cluster the lease set lives under one fixed hash tag, and only
+    /// scripts that touch nothing else use it; a single Redis keeps the name
+    /// it always had.
     fn leases(&self) -> String {
-        format!("{}leases", self.base)
+        if self.cluster {
+            format!("{}{{{}:leases}}", self.base, self.prefix)
+        } else {
+            format!("{}leases", self.base)
+        }
     }
 
     fn stops_channel(&self) -> String {
         format!("{}stops", self.base)
+    }
+
+    /// How live events are published: sharded on a cluster (delivered by
+    /// the session's own node only), classic on a single Redis.
+    fn publish_command(&self) -> &'static str {
+        if self.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     /// The session whose live channel this is, if it is one of ours.
@@ -142,36 +173,9 @@ impl Keys {
     }
 }
 
-/// Opens a connection manager and checks that Redis answers a PING.
-pub(super) async fn connect_manager(
-    client: redis::Client,
-) -> Result<ConnectionManager, ConversationStoreError> {
-    let config = manager_config();
-    let attempt = async {
-        let mut conn = ConnectionManager::new_with_config(client, config).await?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        Ok::<_, RedisError>(conn)
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(ConversationStoreError::from(StoreFailure::new(
-            "Redis did not answer PING",
-            e,
-        ))),
-        Err(elapsed) => Err(ConversationStoreError::from(StoreFailure::new(
-            format!(
-                "Redis did not answer PING within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            ),
-            elapsed,
-        ))),
-    }
-}
-
-/// The URL may carry a password, so it is deliberately left out of errors.
-pub(super) fn open_client(url: &str) -> Result<redis::Client, ConversationStoreError> {
-    redis::Client::open(url)
-        .map_err(|e| ConversationStoreError::from(StoreFailure::new("invalid Redis URL", e)))
+/// Opens a command connection and checks that Redis answers a PING.
+async fn connect_conn(target: &RedisTarget) -> Result<RedisConn, ConversationStoreError> {
+    Ok(connect(target).await?)
 }
 
 /// The three conversation adapters of one instance, sharing one command
@@ -196,15 +200,15 @@ impl RedisConversations {
     /// [`ConversationStoreError`] if the URL is invalid, the prefix holds braces,
     /// or Redis does not answer within 3 seconds (PING, then the pub/sub link).
     pub async fn connect(
-        url: &str,
+        target: impl Into<RedisTarget>,
         key_prefix: &str,
         limit: usize,
         ttl: Duration,
     ) -> Result<Self, ConversationStoreError> {
-        let keys = Keys::new(key_prefix)?;
-        let client = open_client(url)?;
-        let conn = connect_manager(client.clone()).await?;
-        let hub = Arc::new(pubsub::Hub::start(client, conn.clone(), keys.clone()).await?);
+        let target = target.into();
+        let keys = Keys::new(key_prefix, matches!(target, RedisTarget::Cluster(_)))?;
+        let conn = connect_conn(&target).await?;
+        let hub = Arc::new(pubsub::Hub::start(target, conn.clone(), keys.clone()).await?);
         let log = RedisEventLog::new(conn.clone(), keys.clone(), limit, ttl);
         Ok(Self {
             backplane: RedisBackplane::new(log.clone(), keys.clone(), hub.clone()),
@@ -222,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_key_of_a_session_shares_its_hash_tag() {
-        let keys = Keys::new("chat").unwrap();
+        let keys = Keys::new("chat", false).unwrap();
         let s = SessionId::parse("sess_abc").unwrap();
         for key in [
             keys.log(&s),
@@ -232,16 +236,20 @@ mod tests {
             keys.watchers(&s),
             keys.lease(&s),
             keys.stop(&s),
+            keys.ended(&s),
         ] {
             assert!(key.starts_with("chat:v1:{sess_abc}:"), "{key}");
         }
         assert_eq!(keys.leases(), "chat:v1:leases");
         assert_eq!(keys.stops_channel(), "chat:v1:stops");
+        let cluster = Keys::new("chat", true).unwrap();
+        assert_eq!(cluster.leases(), "chat:v1:{chat:leases}");
+        assert_eq!(cluster.log(&s), keys.log(&s));
     }
 
     #[test]
     fn live_channels_name_their_session() {
-        let keys = Keys::new("chat").unwrap();
+        let keys = Keys::new("chat", false).unwrap();
         let s = SessionId::parse("sess_abc").unwrap();
         assert_eq!(keys.live_session(&keys.live(&s)), Some(s.clone()));
         assert_eq!(keys.live_session(&keys.stops_channel()), None);
@@ -252,8 +260,8 @@ mod tests {
 
     #[test]
     fn prefixes_with_braces_are_refused() {
-        assert!(Keys::new("a{b}").is_err());
-        assert!(Keys::new("chatbot").is_ok());
+        assert!(Keys::new("a{b}", false).is_err());
+        assert!(Keys::new("chatbot", true).is_ok());
     }
 
     #[tokio::test]

@@ -2,34 +2,46 @@
 //! mode of a conversation changes by one compare-and-set script, so exactly
 //! one of two concurrent claims wins wherever they arrive.
 //!
-//! Layout under the key prefix `P`:
+//! Layout under the key prefix `P` (on a Redis Cluster the names carry the
+//! hash tags in braces, so every script and command touches one slot; a
+//! single Redis keeps the names without them):
 //! - `P:handoff:{session}`: a hash `v` (version), `data` (the record as JSON),
 //!   `agent` (the holding agent's id, or empty); it expires with the session;
-//! - `P:handoff:queue`: queued sessions scored by when they began waiting;
-//! - `P:handoff:active`: every queued or assigned session (for the timers);
+//! - `P:handoff:queue` (cluster: `P:{P:handoff}:queue`): queued sessions scored
+//!   by when they began waiting;
+//! - `P:handoff:active` (cluster: `P:{P:handoff}:active`, the queue's slot):
+//!   every queued or assigned session (for the timers);
 //! - `P:handoff:agent:{agent}`: the sessions an agent holds;
-//! - channel `P:handoff:changes`: each change, for every instance's agent sockets;
+//! - channel `P:handoff:changes`: each change, for every instance's agent
+//!   sockets (a classic channel, which a cluster forwards to every node);
 //! - `P:agents:{agent}:sockets`: the agent's open sockets scored by lease end;
-//! - `P:agents:online`: agents scored by their latest lease end (lowered to
-//!   "now" when the last socket closes), which is also when they were last seen.
+//! - `P:agents:online` (cluster: `P:{P:agents}:online`): agents scored by their
+//!   latest lease end (lowered to "now" when the last socket closes), which is
+//!   also when they were last seen.
 //!
-//! Index entries whose record expired are dropped when a read finds them.
+//! The record is the truth; the sets are indexes of it. A change is ordered
+//! steps: 1. the compare-and-set of the record (one script: exactly one of
+//! two concurrent claims wins), 2. the queue and active sets and the agents'
+//! sets, brought in line with the new record, 3. the announcement. Readers
+//! take an index entry only when its record agrees (a queued entry whose
+//! record is assigned is skipped, one whose record expired is dropped), so
+//! concurrent changes finishing their index steps out of order cost nothing.
+//! A crash after step 1 leaves the indexes one change behind until the
+//! session's next change (a queued conversation not listed, or a stale entry
+//! that readers skip), and the change unannounced.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::memory_handoff::CHANGES_BUFFER;
-use super::redis_conversations::{connect_manager, open_client};
-use super::redis_manager::CONNECT_TIMEOUT;
+use super::redis_manager::{connect, Incoming, RedisConn, RedisTarget, Subscriber};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{
     AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
@@ -39,43 +51,67 @@ use crate::domain::{SessionId, SessionUser, UserId, Username};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// KEYS: record, queue, active. ARGV: expected version, data ('' deletes),
-/// session, mode, agent id, waiting-since ms, agent index prefix, ttl ms,
-/// channel, announcement. Returns 1 when stored, 0 on a version conflict.
+/// KEYS: record. ARGV: expected version, data ('' deletes), agent id, ttl ms.
+/// Returns `{1, previous agent}` when stored, `{0, ''}` on a version conflict.
 static SWAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if cur ~= tonumber(ARGV[1]) then return 0 end
-local old_agent = redis.call('HGET', KEYS[1], 'agent')
-if old_agent and old_agent ~= '' then redis.call('SREM', ARGV[7] .. old_agent, ARGV[3]) end
-redis.call('ZREM', KEYS[2], ARGV[3])
+if cur ~= tonumber(ARGV[1]) then return { 0, '' } end
+local old_agent = redis.call('HGET', KEYS[1], 'agent') or ''
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[3], ARGV[3])
 else
-  redis.call('HSET', KEYS[1], 'v', cur + 1, 'data', ARGV[2], 'agent', ARGV[5])
-  redis.call('PEXPIRE', KEYS[1], ARGV[8])
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
-  if ARGV[4] == 'queued' then redis.call('ZADD', KEYS[2], ARGV[6], ARGV[3]) end
-  if ARGV[5] ~= '' then redis.call('SADD', ARGV[7] .. ARGV[5], ARGV[3]) end
+  redis.call('HSET', KEYS[1], 'v', cur + 1, 'data', ARGV[2], 'agent', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
-redis.call('PUBLISH', ARGV[9], ARGV[10])
+return { 1, old_agent }
+",
+    )
+});
+
+/// KEYS: queue, active. ARGV: session, mode ('' when deleted), waiting-since ms.
+static INDEX: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[2] == 'queued' then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+if ARGV[2] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
 return 1
 ",
     )
 });
 
-/// KEYS: agent's sockets, online set. ARGV: socket, now ms, agent id.
-/// The socket's lease ends now; if it was the last, the agent was last seen now.
+/// KEYS: agent's sockets. ARGV: socket, lease end ms, now ms, lease ms.
+/// Lapsed sockets of a dead instance go when the agent comes back.
+static RENEW_SOCKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+",
+    )
+});
+
+/// KEYS: agent's sockets. ARGV: socket, now ms. The socket's lease ends now;
+/// returns 1 if it was the agent's last open socket, else 0.
 static LEAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 if removed == 1 and redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[2], '+inf') == 0 then
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  return 1
 end
-return removed
+return 0
 ",
     )
 });
@@ -194,7 +230,7 @@ fn millis(d: Duration) -> u64 {
 
 /// The handoff store of one instance.
 pub struct RedisHandoffs {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     ttl: Duration,
     changes: broadcast::Sender<HandoffChange>,
@@ -204,8 +240,27 @@ pub struct RedisHandoffs {
 
 /// Agent presence in Redis.
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
+}
+
+/// `name` as a hash tag on a cluster, as it always was on a single Redis.
+fn tagged(conn: &RedisConn, name: &str) -> String {
+    if conn.is_cluster() {
+        format!("{{{name}}}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// A global set under `P:what`, or in a fixed slot `P:{P:group}:what` on a
+/// cluster (the sets a script uses together share a group).
+fn global(conn: &RedisConn, prefix: &str, group: &str, what: &str) -> String {
+    if conn.is_cluster() {
+        format!("{prefix}:{{{prefix}:{group}}}:{what}")
+    } else {
+        format!("{prefix}:{group}:{what}")
+    }
 }
 
 impl RedisHandoffs {
@@ -216,18 +271,18 @@ impl RedisHandoffs {
     /// # Errors
     /// [`ConversationStoreError`] when Redis does not answer.
     pub async fn connect(
-        url: &str,
+        target: impl Into<RedisTarget>,
         key_prefix: &str,
         ttl: Duration,
     ) -> Result<(Self, RedisPresence), ConversationStoreError> {
-        let client = open_client(url)?;
-        let conn = connect_manager(client.clone()).await?;
+        let target = target.into();
+        let conn = connect(&target).await?;
         let channel = format!("{key_prefix}:handoff:changes");
-        let stream = subscribe(&client, &channel).await?;
+        let stream = Subscriber::open(&target, &channel).await?;
         let changes = broadcast::channel(CHANGES_BUFFER).0;
         let cancel = CancellationToken::new();
         let reader = Reader {
-            client,
+            target,
             channel,
             changes: changes.clone(),
         };
@@ -247,19 +302,60 @@ impl RedisHandoffs {
     }
 
     fn record_key(&self, session: &str) -> String {
-        format!("{}:handoff:{session}", self.prefix)
+        format!("{}:handoff:{}", self.prefix, tagged(&self.conn, session))
     }
 
     fn queue_key(&self) -> String {
-        format!("{}:handoff:queue", self.prefix)
+        global(&self.conn, &self.prefix, "handoff", "queue")
     }
 
     fn active_key(&self) -> String {
-        format!("{}:handoff:active", self.prefix)
+        global(&self.conn, &self.prefix, "handoff", "active")
     }
 
-    fn agent_prefix(&self) -> String {
-        format!("{}:handoff:agent:", self.prefix)
+    fn agent_key(&self, agent: &str) -> String {
+        format!(
+            "{}:handoff:agent:{}",
+            self.prefix,
+            tagged(&self.conn, agent)
+        )
+    }
+
+    /// Step 2 of a change: the indexes follow the new record.
+    async fn reindex(
+        &self,
+        session: &SessionId,
+        next: Option<&Handoff>,
+        old_agent: &str,
+    ) -> Result<(), ConversationStoreError> {
+        let mode = next.map_or("", |h| h.mode.as_str());
+        let waiting = next.map_or(0, |h| h.waiting_since.timestamp_millis());
+        let new_agent = next.and_then(|h| h.mode.agent()).map(|a| a.id.as_str());
+        let mut cmds = Vec::new();
+        if !old_agent.is_empty() && Some(old_agent) != new_agent {
+            let mut srem = redis::cmd("SREM");
+            srem.arg(self.agent_key(old_agent)).arg(session.as_str());
+            cmds.push(srem);
+        }
+        if let Some(agent) = new_agent {
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(self.agent_key(agent)).arg(session.as_str());
+            cmds.push(sadd);
+        }
+        let sets = async {
+            INDEX
+                .key(self.queue_key())
+                .key(self.active_key())
+                .arg(session.as_str())
+                .arg(mode)
+                .arg(waiting)
+                .invoke_async::<i64>(&mut self.conn.clone())
+                .await
+        };
+        let (sets, agents) = tokio::join!(sets, self.conn.each::<i64>(cmds));
+        sets.and(agents)
+            .map(drop)
+            .map_err(failed("could not index a handoff change"))
     }
 
     /// Reads the records of `sessions` in one round trip, dropping (and
@@ -272,16 +368,19 @@ impl RedisHandoffs {
         if sessions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for s in &sessions {
-            pipe.cmd("HMGET")
-                .arg(self.record_key(s))
-                .arg("v")
-                .arg("data");
-        }
+        // One command per record: on a cluster each has its own slot.
+        let cmds = sessions
+            .iter()
+            .map(|s| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(self.record_key(s)).arg("v").arg("data");
+                cmd
+            })
+            .collect();
         let mut conn = self.conn.clone();
-        let rows: Vec<(Option<u64>, Option<String>)> = pipe
-            .query_async(&mut conn)
+        let rows: Vec<(Option<u64>, Option<String>)> = self
+            .conn
+            .each(cmds)
             .await
             .map_err(failed("could not read handoff records"))?;
         let mut out = Vec::with_capacity(rows.len());
@@ -300,10 +399,12 @@ impl RedisHandoffs {
         Ok(out)
     }
 
+    /// The records an index ranks first, those that agree with it (`keep`).
     async fn ranked(
         &self,
         key: String,
         limit: usize,
+        keep: fn(&Handoff) -> bool,
     ) -> Result<Vec<Handoff>, ConversationStoreError> {
         let mut conn = self.conn.clone();
         let sessions: Vec<String> = redis::cmd("ZRANGE")
@@ -313,7 +414,9 @@ impl RedisHandoffs {
             .query_async(&mut conn)
             .await
             .map_err(failed("could not read the handoff queue"))?;
-        self.records(sessions, &key).await
+        let mut records = self.records(sessions, &key).await?;
+        records.retain(keep);
+        Ok(records)
     }
 }
 
@@ -346,9 +449,20 @@ impl HandoffStore for RedisHandoffs {
             .agent()
             .map(|a| a.id.as_str().to_owned())
             .unwrap_or_default();
-        let waiting = next
-            .as_ref()
-            .map_or(0, |h| h.waiting_since.timestamp_millis());
+        let reply: (i64, Option<String>) = SWAP
+            .key(self.record_key(session.as_str()))
+            .arg(expected)
+            .arg(data)
+            .arg(agent)
+            .arg(millis(self.ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not change a handoff"))?;
+        let (1, old_agent) = reply else {
+            return Ok(Swap::Conflict);
+        };
+        self.reindex(session, next.as_ref(), old_agent.as_deref().unwrap_or(""))
+            .await?;
         let announcement = Announcement {
             session: session.as_str().to_owned(),
             mode: mode.as_str().to_owned(),
@@ -358,33 +472,18 @@ impl HandoffStore for RedisHandoffs {
                 Mode::Bot | Mode::Queued => None,
             },
         };
-        let mut conn = self.conn.clone();
-        let done: i64 = SWAP
-            .key(self.record_key(session.as_str()))
-            .key(self.queue_key())
-            .key(self.active_key())
-            .arg(expected)
-            .arg(data)
-            .arg(session.as_str())
-            .arg(mode.as_str())
-            .arg(agent)
-            .arg(waiting)
-            .arg(self.agent_prefix())
-            .arg(millis(self.ttl))
+        redis::cmd("PUBLISH")
             .arg(format!("{}:handoff:changes", self.prefix))
             .arg(serde_json::to_string(&announcement).unwrap_or_default())
-            .invoke_async(&mut conn)
+            .exec_async(&mut self.conn.clone())
             .await
-            .map_err(failed("could not change a handoff"))?;
-        Ok(if done == 1 {
-            Swap::Done
-        } else {
-            Swap::Conflict
-        })
+            .map_err(failed("could not announce a handoff change"))?;
+        Ok(Swap::Done)
     }
 
     async fn queue(&self, limit: usize) -> Result<Vec<Handoff>, ConversationStoreError> {
-        self.ranked(self.queue_key(), limit).await
+        self.ranked(self.queue_key(), limit, |h| h.mode == Mode::Queued)
+            .await
     }
 
     async fn position(&self, session: &SessionId) -> Result<Option<u64>, ConversationStoreError> {
@@ -406,7 +505,7 @@ impl HandoffStore for RedisHandoffs {
         agent: &UserId,
         limit: usize,
     ) -> Result<Vec<Handoff>, ConversationStoreError> {
-        let key = format!("{}{}", self.agent_prefix(), agent.as_str());
+        let key = self.agent_key(agent.as_str());
         let mut conn = self.conn.clone();
         let sessions: Vec<String> = redis::cmd("SRANDMEMBER")
             .arg(&key)
@@ -426,7 +525,8 @@ impl HandoffStore for RedisHandoffs {
     }
 
     async fn active(&self, limit: usize) -> Result<Vec<Handoff>, ConversationStoreError> {
-        self.ranked(self.active_key(), limit).await
+        self.ranked(self.active_key(), limit, |h| h.mode != Mode::Bot)
+            .await
     }
 
     fn changes(&self) -> broadcast::Receiver<HandoffChange> {
@@ -436,11 +536,15 @@ impl HandoffStore for RedisHandoffs {
 
 impl RedisPresence {
     fn sockets_key(&self, agent: &UserId) -> String {
-        format!("{}:agents:{}:sockets", self.prefix, agent.as_str())
+        format!(
+            "{}:agents:{}:sockets",
+            self.prefix,
+            tagged(&self.conn, agent.as_str())
+        )
     }
 
     fn online_key(&self) -> String {
-        format!("{}:agents:online", self.prefix)
+        global(&self.conn, &self.prefix, "agents", "online")
     }
 }
 
@@ -456,45 +560,49 @@ impl AgentPresence for RedisPresence {
             Utc::now().timestamp_millis() + i64::try_from(millis(lease)).unwrap_or(i64::MAX / 2);
         let sockets = self.sockets_key(agent);
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("ZADD")
-            .arg(&sockets)
-            .arg(until)
+        // A script, not MULTI: a cluster retries a redirected script, not an
+        // aborted transaction.
+        RENEW_SOCKET
+            .key(&sockets)
             .arg(socket)
-            .ignore()
-            // Lapsed sockets of a dead instance go when the agent comes back.
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&sockets)
-            .arg("-inf")
+            .arg(until)
             .arg(Utc::now().timestamp_millis())
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&sockets)
             .arg(millis(lease))
-            .ignore()
-            .cmd("ZADD")
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(failed("could not renew an agent's presence"))?;
+        // The online set has its own slot on a cluster: a second step.
+        redis::cmd("ZADD")
             .arg(self.online_key())
             .arg("GT")
             .arg(until)
             .arg(agent.as_str())
-            .ignore()
-            .query_async::<()>(&mut conn)
+            .exec_async(&mut conn)
             .await
             .map_err(failed("could not renew an agent's presence"))
     }
 
     async fn leave(&self, agent: &UserId, socket: &str) -> Result<(), ConversationStoreError> {
         let mut conn = self.conn.clone();
-        LEAVE
+        let now = Utc::now().timestamp_millis();
+        let last: i64 = LEAVE
             .key(self.sockets_key(agent))
-            .key(self.online_key())
             .arg(socket)
-            .arg(Utc::now().timestamp_millis())
-            .arg(agent.as_str())
-            .invoke_async::<i64>(&mut conn)
+            .arg(now)
+            .invoke_async(&mut conn)
             .await
-            .map(|_| ())
+            .map_err(failed("could not record an agent leaving"))?;
+        if last == 0 {
+            return Ok(());
+        }
+        // The last socket closed: the agent was last seen now (the online
+        // set's own slot; a crash before this leaves the lease end instead).
+        redis::cmd("ZADD")
+            .arg(self.online_key())
+            .arg(now)
+            .arg(agent.as_str())
+            .exec_async(&mut conn)
+            .await
             .map_err(failed("could not record an agent leaving"))
     }
 
@@ -541,31 +649,6 @@ impl AgentPresence for RedisPresence {
     }
 }
 
-/// The pub/sub link: its sink is kept so the subscription stays open.
-type Messages = (redis::aio::PubSubSink, redis::aio::PubSubStream);
-
-async fn subscribe(
-    client: &redis::Client,
-    channel: &str,
-) -> Result<Messages, ConversationStoreError> {
-    let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok::<_, RedisError>(pubsub.split())
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(ConversationStoreError::from(StoreFailure::new(
-            "Redis pub/sub connection failed",
-            e,
-        ))),
-        Err(e) => Err(ConversationStoreError::from(StoreFailure::new(
-            "Redis pub/sub did not answer in time",
-            e,
-        ))),
-    }
-}
-
 fn decode_announcement(payload: &[u8]) -> Option<HandoffChange> {
     let a: Announcement = serde_json::from_slice(payload).ok()?;
     Some(HandoffChange {
@@ -576,16 +659,16 @@ fn decode_announcement(payload: &[u8]) -> Option<HandoffChange> {
 
 /// Reads the change channel for this instance, reconnecting with backoff.
 struct Reader {
-    client: redis::Client,
+    target: RedisTarget,
     channel: String,
     changes: broadcast::Sender<HandoffChange>,
 }
 
 impl Reader {
-    async fn run(self, first: Messages, cancel: CancellationToken) {
+    async fn run(self, first: Subscriber, cancel: CancellationToken) {
         let mut stream = Some(first);
         loop {
-            let (_sink, mut messages) = match stream.take() {
+            let mut messages = match stream.take() {
                 Some(s) => s,
                 None => match self.reconnect(&cancel).await {
                     Some(s) => s,
@@ -596,11 +679,12 @@ impl Reader {
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     msg = messages.next() => match msg {
-                        Some(msg) => {
+                        Some(Incoming::Message(msg)) => {
                             if let Some(change) = decode_announcement(msg.get_payload_bytes()) {
                                 let _ = self.changes.send(change);
                             }
                         }
+                        Some(Incoming::ShardLost(_) | Incoming::NodeLost) => {}
                         None => break,
                     },
                 }
@@ -609,14 +693,14 @@ impl Reader {
         }
     }
 
-    async fn reconnect(&self, cancel: &CancellationToken) -> Option<Messages> {
+    async fn reconnect(&self, cancel: &CancellationToken) -> Option<Subscriber> {
         let mut delay = Duration::from_millis(100);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return None,
                 () = tokio::time::sleep(delay) => {}
             }
-            if let Ok(stream) = subscribe(&self.client, &self.channel).await {
+            if let Ok(stream) = Subscriber::open(&self.target, &self.channel).await {
                 tracing::info!("handoff change channel reconnected");
                 return Some(stream);
             }

@@ -8,18 +8,23 @@
 //!   window log: it holds at most `max` members, expires with its window.
 //! - `P:v1:slots:{K}`: sorted set of held slots scored by lease expiry (ms).
 //!
-//! Each operation is one Lua script on Redis's own clock (`TIME`). `admit`
-//! over several quotas touches several keys in one script, so (like the
-//! generation registry) it needs a single primary, not Cluster.
+//! Each operation is one Lua script on Redis's own clock (`TIME`). On a single
+//! Redis, `admit` over several quotas is one script over their keys, so a
+//! request is counted under all of them or none. On a Redis Cluster those keys
+//! live in different slots, so it counts quota by quota and, at the first one
+//! that is full, withdraws the event from those already counted: meanwhile
+//! another request may see those counts one higher than they end up, and a
+//! crash midway leaves the event counted in some windows until they slide on;
+//! both err on the side of refusing. Its retry-after then names the first full
+//! quota's wait.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
-use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
+use super::redis_manager::{connect, RedisConn, RedisTarget};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{Admission, EventId, Quota, RateLimitError, RateLimiter, SlotId};
 
@@ -111,7 +116,7 @@ fn millis(d: Duration) -> u64 {
 /// A [`RateLimiter`] in Redis; see the module docs for the key layout.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// `P:v1:`, the start of every key.
     base: String,
 }
@@ -122,35 +127,16 @@ impl RedisRateLimiter {
     /// # Errors
     /// [`RateLimitError`] if the URL is invalid, the prefix holds braces (they
     /// would become the hash tag), or Redis does not answer.
-    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, RateLimitError> {
+    pub async fn connect(
+        target: impl Into<RedisTarget>,
+        key_prefix: &str,
+    ) -> Result<Self, RateLimitError> {
         if key_prefix.contains(['{', '}']) {
             return Err(RateLimitError::from(StoreFailure::bare(format!(
                 "Redis key prefix {key_prefix:?} must not contain braces"
             ))));
         }
-        // The URL may carry a password, so it is deliberately left out of errors.
-        let client =
-            redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
-        let attempt = async {
-            let mut conn = ConnectionManager::new_with_config(client, manager_config()).await?;
-            redis::cmd("PING").query_async::<()>(&mut conn).await?;
-            Ok::<_, RedisError>(conn)
-        };
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                return Err(RateLimitError::from(StoreFailure::new(
-                    "Redis did not answer PING",
-                    e,
-                )))
-            }
-            Err(e) => {
-                return Err(RateLimitError::from(StoreFailure::new(
-                    "Redis did not answer PING in time",
-                    e,
-                )))
-            }
-        };
+        let conn = connect(&target.into()).await?;
         Ok(Self {
             conn,
             base: format!("{key_prefix}:v1:"),
@@ -168,6 +154,39 @@ impl RedisRateLimiter {
     }
 }
 
+impl RedisRateLimiter {
+    /// One quota's admission: 0 when counted, else the ms until it has room.
+    async fn admit_one(&self, quota: &Quota, event: &str) -> Result<u64, RateLimitError> {
+        ADMIT
+            .key(self.window_key(&quota.key))
+            .arg(event)
+            .arg(quota.max)
+            .arg(millis(quota.window))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Several quotas on a cluster, one slot at a time (see the module docs).
+    async fn admit_in_steps(
+        &self,
+        quotas: &[Quota],
+        event: String,
+    ) -> Result<Admission, RateLimitError> {
+        for (i, quota) in quotas.iter().enumerate() {
+            let wait = self.admit_one(quota, &event).await?;
+            if wait > 0 {
+                let counted: Vec<String> = quotas[..i].iter().map(|q| q.key.clone()).collect();
+                self.withdraw(&counted, &EventId(event)).await?;
+                return Ok(Admission::Refused {
+                    retry_after: Duration::from_millis(wait),
+                });
+            }
+        }
+        Ok(Admission::Admitted(EventId(event)))
+    }
+}
+
 fn tag(key: &str) -> String {
     key.replace(['{', '}'], "_")
 }
@@ -179,6 +198,9 @@ impl RateLimiter for RedisRateLimiter {
             return Ok(Admission::Admitted(EventId(String::new())));
         }
         let event = uuid::Uuid::new_v4().simple().to_string();
+        if self.conn.is_cluster() && quotas.len() > 1 {
+            return self.admit_in_steps(quotas, event).await;
+        }
         let mut invocation = ADMIT.prepare_invoke();
         invocation.arg(&event);
         for q in quotas {
@@ -200,12 +222,19 @@ impl RateLimiter for RedisRateLimiter {
     }
 
     async fn withdraw(&self, keys: &[String], event: &EventId) -> Result<(), RateLimitError> {
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.zrem(self.window_key(key), &event.0);
-        }
-        pipe.exec_async(&mut self.conn.clone())
+        // One command per key: on a cluster each window has its own slot.
+        let cmds = keys
+            .iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(self.window_key(key)).arg(&event.0);
+                cmd
+            })
+            .collect();
+        self.conn
+            .each::<i64>(cmds)
             .await
+            .map(drop)
             .map_err(unavailable)
     }
 

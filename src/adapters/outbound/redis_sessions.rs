@@ -1,25 +1,30 @@
 //! Redis-backed [`SessionStore`], so sessions survive restarts and are shared
-//! by every instance behind a load balancer.
+//! by every instance behind a load balancer, on one Redis or a Redis Cluster.
 //!
-//! Layout, all under the configured key prefix `P`:
+//! Layout, all under the configured key prefix `P` (on a cluster, the names
+//! carry the hash tags shown in braces, so that every script touches one slot):
 //! - `P:session:{id}`: hash of `user_id`, `username`, `created_at`,
 //!   `last_activity` (RFC 3339, millisecond precision) and `escalated` (`0`/`1`);
 //! - `P:session:{id}:history`: list of the last messages as JSON
 //!   `{role, content, timestamp}`, oldest first;
-//! - `P:sessions` and `P:escalated`: sorted sets of session ids scored by expiry
-//!   (Unix milliseconds), so `counts` never has to scan the keyspace;
+//! - `P:sessions` and `P:escalated` (cluster: `P:{P:counts}:sessions` and
+//!   `P:{P:counts}:escalated`, one fixed slot): sorted sets of session ids
+//!   scored by expiry (Unix milliseconds), so `counts` never scans the keyspace;
 //! - `P:user:{user_id}:sessions`: the same for one user's sessions, so
 //!   `list_for_user` reads only that user's, and `create` can evict the least
-//!   recently active beyond the per-user bound (the scripts derive this key
-//!   and the evicted sessions' keys from the session's `user_id`, which is one
-//!   more reason this is not for Cluster).
+//!   recently active beyond the per-user bound.
 //!
-//! Every write is one Lua script, so existence checks, trimming and expiry
-//! refreshes are atomic with the change itself. Expiry uses Redis's own clock
-//! (`PEXPIRE` and `TIME`), which keeps the key TTLs and the sorted-set scores in
-//! agreement whatever the application servers' clocks say. Needs Redis 5 or
-//! newer (scripts that write after `TIME`); not for Redis Cluster, since a
-//! session's keys and the sorted sets live in different slots.
+//! A write is ordered steps, each one script or command in one slot: first
+//! the session itself (existence checks, trimming and expiry refresh atomic
+//! with the change), then the indexes, with the expiry the first step read
+//! from Redis's clock (`TIME`), which keeps key TTLs and index scores in
+//! agreement whatever the application servers' clocks say. An index is only
+//! ever a hint: `list_for_user` skips members whose session is gone or not
+//! the user's, and an index entry lapses at the expiry it was given. A crash
+//! between steps leaves an index one change behind: a new session not yet
+//! counted or listed (until its next write), or, in `create`'s eviction, a
+//! session dropped from its user's list but not yet deleted (it expires as
+//! usual). Needs Redis 5 or newer.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -27,11 +32,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 
-use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
+use super::redis_manager::{connect, RedisConn, RedisTarget};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{SessionCounts, SessionStore, SessionStoreError};
 use crate::domain::time::{iso_millis, parse_iso};
@@ -43,31 +47,20 @@ use crate::domain::{
 /// `TIME + ttl` stays exact in Lua's doubles and inside Redis's expiry range.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
 
-/// Helpers shared by the write scripts. Their KEYS are always
-/// `[session hash, history list, sessions zset, escalated zset, user index
-/// prefix]` and ARGV starts with `[session id, ttl in ms]`.
+/// Helpers shared by the session scripts. Their KEYS are always
+/// `[session hash, history list]` and ARGV starts with `[session id, ttl in ms]`.
+/// Each returns what the index step needs: `{user id, escalated, expiry}`.
 const LUA_PRELUDE: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function refresh(escalated)
-  local expiry = now_ms() + tonumber(ARGV[2])
+local function refresh()
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  redis.call('ZADD', KEYS[3], expiry, ARGV[1])
-  local user = redis.call('HGET', KEYS[1], 'user_id')
-  if user then
-    local index = KEYS[5] .. user .. ':sessions'
-    redis.call('ZADD', index, expiry, ARGV[1])
-    redis.call('PEXPIRE', index, ARGV[2])
-  end
-  if escalated then
-    redis.call('ZADD', KEYS[4], expiry, ARGV[1])
-  else
-    redis.call('ZREM', KEYS[4], ARGV[1])
-  end
+  local fields = redis.call('HMGET', KEYS[1], 'user_id', 'escalated')
+  return { fields[1], fields[2], now_ms() + tonumber(ARGV[2]) }
 end
 
 -- Timestamps share one fixed-width UTC format, so string order is time order.
@@ -84,79 +77,126 @@ fn script(body: &str) -> Script {
 }
 
 /// ARGV: id, ttl, user_id, username, created_at, last_activity, escalated,
-/// sessions per user (0: no bound), session key prefix, messages...
-/// Beyond the bound, the user's sessions with the earliest expiry (the least
-/// recently active) are deleted.
+/// messages...
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'user_id', ARGV[3], 'username', ARGV[4],
   'created_at', ARGV[5], 'last_activity', ARGV[6], 'escalated', ARGV[7])
-if #ARGV > 9 then
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, 10))
+if #ARGV > 7 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 8))
 end
-refresh(ARGV[7] == '1')
-local max = tonumber(ARGV[8])
-if max > 0 then
-  local index = KEYS[5] .. ARGV[3] .. ':sessions'
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. now_ms())
-  local n = redis.call('ZCARD', index)
-  -- One candidate more than the excess: the new session may tie with the
-  -- oldest on the millisecond and sort among them, and it is never evicted.
-  local excess = n - max
-  if excess > 0 then
-    for _, old in ipairs(redis.call('ZRANGE', index, 0, excess)) do
-      if excess > 0 and old ~= ARGV[1] then
-        redis.call('DEL', ARGV[9] .. old, ARGV[9] .. old .. ':history')
-        redis.call('ZREM', KEYS[3], old)
-        redis.call('ZREM', KEYS[4], old)
-        redis.call('ZREM', index, old)
-        excess = excess - 1
-      end
-    end
-  end
-end
-return 1
+return refresh()
 ",
     )
 });
 
-/// ARGV: id, ttl, message JSON, message timestamp, history limit. Returns 0 if absent.
+/// ARGV: id, ttl, message JSON, message timestamp, history limit. Nil if absent.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
 bump_activity(ARGV[4])
-refresh(redis.call('HGET', KEYS[1], 'escalated') == '1')
-return 1
+return refresh()
 ",
     )
 });
 
-/// ARGV: id, ttl, timestamp. Returns 0 if absent.
+/// ARGV: id, ttl, timestamp. Nil if absent.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 bump_activity(ARGV[3])
-refresh(redis.call('HGET', KEYS[1], 'escalated') == '1')
+return refresh()
+",
+    )
+});
+
+/// ARGV: id, ttl. Nil if absent; else what `refresh` returns, plus whether it
+/// already was escalated.
+static MARK_ESCALATED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local was = redis.call('HGET', KEYS[1], 'escalated') == '1'
+redis.call('HSET', KEYS[1], 'escalated', '1')
+local out = refresh()
+out[4] = was and 1 or 0
+return out
+",
+    )
+});
+
+/// KEYS: sessions zset, escalated zset. ARGV: id, expiry ms, escalated.
+static INDEX_COUNTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+else
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
 return 1
 ",
     )
 });
 
-/// ARGV: id, ttl. Returns 0 if absent, 1 if newly escalated, 2 if it already was.
-static MARK_ESCALATED: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: a user's session index. ARGV: id, expiry ms, ttl ms.
+static INDEX_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+",
+    )
+});
+
+/// KEYS: a user's session index. ARGV: the new session's id, sessions per
+/// user. Drops expired members, then removes and returns those beyond the
+/// bound with the earliest expiry (the least recently active).
+static EVICT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local was = redis.call('HGET', KEYS[1], 'escalated') == '1'
-redis.call('HSET', KEYS[1], 'escalated', '1')
-refresh(true)
-if was then return 2 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now_ms())
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+local evicted = {}
+if excess > 0 then
+  -- One candidate more than the excess: the new session may tie with the
+  -- oldest on the millisecond and sort among them, and it is never evicted.
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[1], 0, excess)) do
+    if excess > 0 and old ~= ARGV[1] then
+      redis.call('ZREM', KEYS[1], old)
+      evicted[#evicted + 1] = old
+      excess = excess - 1
+    end
+  end
+end
+return evicted
+",
+    )
+});
+
+/// KEYS: session hash, history list. The hash (flat) and the history.
+static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+return { redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1) }
+",
+    )
+});
+
+/// KEYS: sessions zset, escalated zset. ARGV: id.
+static UNCOUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 ",
     )
@@ -274,10 +314,40 @@ fn unavailable(e: RedisError) -> SessionStoreError {
     SessionStoreError::from(StoreFailure::new("redis command failed", e))
 }
 
+/// What a session script answers for the index step: the session's user,
+/// whether it is escalated, and when it expires (Redis's clock, ms).
+struct Indexed {
+    user: Option<String>,
+    escalated: bool,
+    expiry: i64,
+}
+
+impl Indexed {
+    fn from_reply(reply: &[redis::Value]) -> Result<Self, SessionStoreError> {
+        let text = |i: usize| -> Option<String> {
+            reply
+                .get(i)
+                .and_then(|v| redis::from_redis_value_ref::<Option<String>>(v).ok())
+                .flatten()
+        };
+        let expiry = reply
+            .get(2)
+            .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok())
+            .ok_or_else(|| {
+                SessionStoreError::from(StoreFailure::bare("session script gave no expiry"))
+            })?;
+        Ok(Self {
+            user: text(0),
+            escalated: text(1).as_deref() == Some("1"),
+            expiry,
+        })
+    }
+}
+
 /// A [`SessionStore`] in Redis; see the module docs for the key layout.
 #[derive(Clone)]
 pub struct RedisSessionStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     ttl_ms: u64,
     prefix: String,
     /// Live sessions one user may have; 0 for no bound.
@@ -294,37 +364,11 @@ impl RedisSessionStore {
     /// [`SessionStoreError::Unavailable`] if the URL is invalid or Redis does
     /// not answer a PING within 3 seconds.
     pub async fn connect(
-        url: &str,
+        target: impl Into<RedisTarget>,
         ttl: Duration,
         key_prefix: &str,
     ) -> Result<Self, SessionStoreError> {
-        // The URL may carry a password, so it is deliberately left out of errors.
-        let client =
-            redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
-        let config = manager_config();
-        let attempt = async {
-            let mut conn = ConnectionManager::new_with_config(client, config).await?;
-            redis::cmd("PING").query_async::<()>(&mut conn).await?;
-            Ok::<_, RedisError>(conn)
-        };
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                return Err(SessionStoreError::from(StoreFailure::new(
-                    "Redis did not answer PING",
-                    e,
-                )))
-            }
-            Err(elapsed) => {
-                return Err(SessionStoreError::from(StoreFailure::new(
-                    format!(
-                        "Redis did not answer PING within {} s",
-                        CONNECT_TIMEOUT.as_secs()
-                    ),
-                    elapsed,
-                )))
-            }
-        };
+        let conn = connect(&target.into()).await?;
         let ttl_ms = u64::try_from(ttl.as_millis())
             .unwrap_or(u64::MAX)
             .clamp(1, MAX_TTL_MS);
@@ -343,39 +387,56 @@ impl RedisSessionStore {
         self
     }
 
+    /// `name` as a hash tag on a cluster (so keys sharing it share a slot),
+    /// as it always was on a single Redis.
+    fn tagged(&self, name: &str) -> String {
+        if self.conn.is_cluster() {
+            format!("{{{name}}}")
+        } else {
+            name.to_owned()
+        }
+    }
+
     fn session_key(&self, id: &SessionId) -> String {
-        format!("{}:session:{}", self.prefix, id)
+        format!("{}:session:{}", self.prefix, self.tagged(id.as_str()))
     }
 
     fn history_key(&self, id: &SessionId) -> String {
-        format!("{}:session:{}:history", self.prefix, id)
+        format!("{}:history", self.session_key(id))
     }
 
     fn sessions_key(&self) -> String {
-        format!("{}:sessions", self.prefix)
+        self.counts_key("sessions")
     }
 
     fn escalated_key(&self) -> String {
-        format!("{}:escalated", self.prefix)
+        self.counts_key("escalated")
     }
 
-    fn user_index_prefix(&self) -> String {
-        format!("{}:user:", self.prefix)
+    /// The two count sets share one fixed slot on a cluster.
+    fn counts_key(&self, what: &str) -> String {
+        if self.conn.is_cluster() {
+            format!("{0}:{{{0}:counts}}:{what}", self.prefix)
+        } else {
+            format!("{}:{what}", self.prefix)
+        }
     }
 
-    /// Runs one of the write scripts with the standard KEYS and leading ARGV.
-    async fn run_write(
+    fn user_index(&self, user: &str) -> String {
+        format!("{}:user:{}:sessions", self.prefix, self.tagged(user))
+    }
+
+    /// Runs a session script (step one of a write); `None` when the session
+    /// does not exist.
+    async fn run_session(
         &self,
         script: &Script,
         id: &SessionId,
         extra_args: &[String],
-    ) -> Result<i64, SessionStoreError> {
+    ) -> Result<Option<Vec<redis::Value>>, SessionStoreError> {
         let mut invocation = script.key(self.session_key(id));
         invocation
             .key(self.history_key(id))
-            .key(self.sessions_key())
-            .key(self.escalated_key())
-            .key(self.user_index_prefix())
             .arg(id.as_str())
             .arg(self.ttl_ms);
         for arg in extra_args {
@@ -387,25 +448,69 @@ impl RedisSessionStore {
             .map_err(unavailable)
     }
 
-    /// For scripts that answer 0 when the session is absent and 1 otherwise.
-    async fn run_existing(
+    /// Step two of a write: the count sets and the user's index, at once.
+    async fn index(&self, id: &SessionId, indexed: &Indexed) -> Result<(), SessionStoreError> {
+        let counts = async {
+            INDEX_COUNTS
+                .key(self.sessions_key())
+                .key(self.escalated_key())
+                .arg(id.as_str())
+                .arg(indexed.expiry)
+                .arg(if indexed.escalated { "1" } else { "0" })
+                .invoke_async::<i64>(&mut self.conn.clone())
+                .await
+        };
+        let user = async {
+            match &indexed.user {
+                Some(user) => {
+                    INDEX_USER
+                        .key(self.user_index(user))
+                        .arg(id.as_str())
+                        .arg(indexed.expiry)
+                        .arg(self.ttl_ms)
+                        .invoke_async::<i64>(&mut self.conn.clone())
+                        .await
+                }
+                None => Ok(0),
+            }
+        };
+        let (counts, user) = tokio::join!(counts, user);
+        counts.and(user).map(drop).map_err(unavailable)
+    }
+
+    /// A write to an existing session: the session, then its indexes.
+    async fn write_existing(
         &self,
         script: &Script,
         id: &SessionId,
         extra_args: &[String],
-    ) -> Result<(), SessionStoreError> {
-        match self.run_write(script, id, extra_args).await? {
-            0 => Err(SessionStoreError::NotFound),
-            1 => Ok(()),
-            other => Err(unexpected_reply(other)),
-        }
+    ) -> Result<Vec<redis::Value>, SessionStoreError> {
+        let reply = self
+            .run_session(script, id, extra_args)
+            .await?
+            .ok_or(SessionStoreError::NotFound)?;
+        self.index(id, &Indexed::from_reply(&reply)?).await?;
+        Ok(reply)
     }
-}
 
-fn unexpected_reply(reply: i64) -> SessionStoreError {
-    SessionStoreError::from(StoreFailure::bare(format!(
-        "unexpected script reply {reply}"
-    )))
+    /// Beyond the per-user bound, the user's least recently active sessions
+    /// go: out of the index first, then deleted and uncounted.
+    async fn evict(&self, id: &SessionId, user: &UserId) -> Result<(), SessionStoreError> {
+        let evicted: Vec<String> = EVICT
+            .key(self.user_index(user.as_str()))
+            .arg(id.as_str())
+            .arg(self.max_per_user)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        for raw in evicted {
+            // Members are ids this store wrote; anything else is skipped.
+            if let Ok(old) = SessionId::parse(&raw) {
+                self.remove(&old).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -418,25 +523,25 @@ impl SessionStore for RedisSessionStore {
             iso_millis(session.created_at),
             iso_millis(session.last_activity),
             if session.escalated { "1" } else { "0" }.to_owned(),
-            self.max_per_user.to_string(),
-            format!("{}:session:", self.prefix),
         ];
         for message in &session.history[excess..] {
             args.push(encode_message(message)?);
         }
-        match self.run_write(&CREATE, &session.id, &args).await? {
-            1 => Ok(()),
-            other => Err(unexpected_reply(other)),
+        self.write_existing(&CREATE, &session.id, &args).await?;
+        if self.max_per_user > 0 {
+            self.evict(&session.id, &session.user.id).await?;
         }
+        Ok(())
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionStoreError> {
         let key = self.session_key(id);
-        let (fields, history): (HashMap<String, Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
-            .atomic()
-            .hgetall(&key)
-            .lrange(self.history_key(id), 0, -1)
-            .query_async(&mut self.conn.clone())
+        // One script over keys of one slot: read together, and retried by a
+        // cluster when redirected (an aborted MULTI would not be).
+        let (fields, history): (HashMap<String, Vec<u8>>, Vec<Vec<u8>>) = READ
+            .key(&key)
+            .key(self.history_key(id))
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         decode_session(id, fields, history).map_err(|Corrupt(problem)| {
@@ -452,30 +557,44 @@ impl SessionStore for RedisSessionStore {
             iso_millis(message.timestamp),
             HISTORY_LIMIT.to_string(),
         ];
-        self.run_existing(&APPEND, id, &args).await
+        self.write_existing(&APPEND, id, &args).await.map(drop)
     }
 
     async fn mark_escalated(&self, id: &SessionId) -> Result<bool, SessionStoreError> {
-        match self.run_write(&MARK_ESCALATED, id, &[]).await? {
-            0 => Err(SessionStoreError::NotFound),
-            1 => Ok(true),
-            2 => Ok(false),
-            other => Err(unexpected_reply(other)),
+        let reply = self.write_existing(&MARK_ESCALATED, id, &[]).await?;
+        let was = reply
+            .get(3)
+            .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok());
+        match was {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            other => Err(SessionStoreError::from(StoreFailure::bare(format!(
+                "unexpected script reply {other:?}"
+            )))),
         }
     }
 
     async fn touch(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), SessionStoreError> {
-        self.run_existing(&TOUCH, id, &[iso_millis(at)]).await
+        self.write_existing(&TOUCH, id, &[iso_millis(at)])
+            .await
+            .map(drop)
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), SessionStoreError> {
-        redis::pipe()
-            .atomic()
-            .del(&[self.session_key(id), self.history_key(id)])
-            .zrem(self.sessions_key(), id.as_str())
-            .zrem(self.escalated_key(), id.as_str())
+        // The session first (its slot), then the counts (theirs).
+        redis::cmd("DEL")
+            .arg(self.session_key(id))
+            .arg(self.history_key(id))
             .exec_async(&mut self.conn.clone())
             .await
+            .map_err(unavailable)?;
+        UNCOUNT
+            .key(self.sessions_key())
+            .key(self.escalated_key())
+            .arg(id.as_str())
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
             .map_err(unavailable)
     }
 
@@ -484,7 +603,7 @@ impl SessionStore for RedisSessionStore {
         user: &UserId,
         limit: usize,
     ) -> Result<Vec<Session>, SessionStoreError> {
-        let index = format!("{}{}:sessions", self.user_index_prefix(), user);
+        let index = self.user_index(user.as_str());
         // Newest expiry first: the most recently active sessions.
         let ids: Vec<String> = LIVE_MEMBERS
             .key(&index)

@@ -7,10 +7,9 @@
 //! window after it ended, so at most the current and the last are kept.
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::RedisError;
 
-use super::redis_manager::{manager_config, CONNECT_TIMEOUT};
+use super::redis_manager::{connect, RedisConn, RedisTarget};
 use crate::application::ports::{StoreFailure, UsageStore, UsageStoreError};
 use crate::domain::budget::WindowSpan;
 use crate::domain::UserId;
@@ -18,7 +17,7 @@ use crate::domain::UserId;
 /// Token counts in Redis; see the module docs for the key layout.
 #[derive(Clone)]
 pub struct RedisUsageStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// `P:v1:usage:`, the start of every key.
     base: String,
 }
@@ -28,29 +27,22 @@ fn failed(context: &'static str) -> impl FnOnce(RedisError) -> UsageStoreError {
 }
 
 impl RedisUsageStore {
-    /// Connects and checks that Redis answers a PING in time.
+    /// Connects (one Redis, or a cluster: a user's count is one key) and
+    /// checks that Redis answers a PING in time.
     ///
     /// # Errors
     /// [`UsageStoreError`] if the URL is invalid, the prefix holds braces, or
     /// Redis does not answer.
-    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, UsageStoreError> {
+    pub async fn connect(
+        target: impl Into<RedisTarget>,
+        key_prefix: &str,
+    ) -> Result<Self, UsageStoreError> {
         if key_prefix.contains(['{', '}']) {
             return Err(UsageStoreError::from(StoreFailure::bare(format!(
                 "Redis key prefix {key_prefix:?} must not contain braces"
             ))));
         }
-        // The URL may carry a password, so it is deliberately left out of errors.
-        let client =
-            redis::Client::open(url).map_err(|e| StoreFailure::new("invalid Redis URL", e))?;
-        let attempt = async {
-            let mut conn = ConnectionManager::new_with_config(client, manager_config()).await?;
-            redis::cmd("PING").query_async::<()>(&mut conn).await?;
-            Ok::<_, RedisError>(conn)
-        };
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
-            .await
-            .map_err(|e| StoreFailure::new("Redis did not answer PING in time", e))?
-            .map_err(failed("Redis did not answer PING"))?;
+        let conn = connect(&target.into()).await?;
         Ok(Self {
             conn,
             base: format!("{key_prefix}:v1:usage:"),

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use redis::aio::ConnectionManager;
 use redis::Script;
 
+use super::super::redis_manager::{RedisConn, RedisTarget};
 use super::codec::{decode_entry, encode_entry};
-use super::{connect_manager, millis, open_client, Keys};
+use super::{connect_conn, millis, Keys};
 use crate::application::ports::{
     AcceptedClientMessage, ConversationStoreError, EventLog, LogSlice, CLIENT_MESSAGE_IDS_KEPT,
 };
@@ -127,14 +127,14 @@ return { head, oldest, oldest + start, entries }
 /// An [`EventLog`] in Redis; see the parent module for the key layout.
 #[derive(Clone)]
 pub struct RedisEventLog {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     limit: usize,
     ttl_ms: u64,
 }
 
 impl RedisEventLog {
-    pub(super) fn new(conn: ConnectionManager, keys: Keys, limit: usize, ttl: Duration) -> Self {
+    pub(super) fn new(conn: RedisConn, keys: Keys, limit: usize, ttl: Duration) -> Self {
         Self {
             conn,
             keys,
@@ -152,13 +152,14 @@ impl RedisEventLog {
     /// [`ConversationStoreError`] if the URL is invalid, the prefix holds
     /// braces, or Redis does not answer a PING within 3 seconds.
     pub async fn connect(
-        url: &str,
+        target: impl Into<RedisTarget>,
         key_prefix: &str,
         limit: usize,
         ttl: Duration,
     ) -> Result<Self, ConversationStoreError> {
-        let keys = Keys::new(key_prefix)?;
-        let conn = connect_manager(open_client(url)?).await?;
+        let target = target.into();
+        let keys = Keys::new(key_prefix, matches!(target, RedisTarget::Cluster(_)))?;
+        let conn = connect_conn(&target).await?;
         Ok(Self::new(conn, keys, limit, ttl))
     }
 

@@ -7,10 +7,10 @@ use crate::application::ports::StoreFailure;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::broadcast;
 
+use super::super::redis_manager::RedisConn;
 use chrono::{DateTime, Utc};
 
 use super::codec::encode_batch;
@@ -22,9 +22,6 @@ use crate::application::ports::{
 };
 use crate::domain::conversation::ConversationEvent;
 use crate::domain::SessionId;
-
-/// How live messages are published on a single Redis.
-const PUBLISH: &str = "PUBLISH";
 
 /// KEYS: watchers hash. Sums the counts whose expiry has not passed and drops
 /// the others (instances that stopped refreshing).
@@ -51,13 +48,13 @@ return total
 /// A [`LiveDelivery`] over Redis pub/sub; made by
 /// [`super::RedisConversations::connect`], whose pub/sub connection it shares.
 pub struct RedisLiveDelivery {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     hub: Arc<Hub>,
 }
 
 impl RedisLiveDelivery {
-    pub(super) fn new(conn: ConnectionManager, keys: Keys, hub: Arc<Hub>) -> Self {
+    pub(super) fn new(conn: RedisConn, keys: Keys, hub: Arc<Hub>) -> Self {
         Self { conn, keys, hub }
     }
 }
@@ -93,7 +90,7 @@ impl LiveDelivery for RedisLiveDelivery {
             return Ok(());
         }
         let shared = &self.hub.shared;
-        redis::cmd(PUBLISH)
+        redis::cmd(self.keys.publish_command())
             .arg(self.keys.live(session))
             .arg(encode_batch(shared.instance(), events)?)
             .exec_async(&mut self.conn.clone())
@@ -140,7 +137,7 @@ impl Backplane for RedisBackplane {
     ) -> Result<Written, ConversationStoreError> {
         let shared = &self.hub.shared;
         let live = LiveTarget {
-            command: PUBLISH,
+            command: self.keys.publish_command(),
             channel: self.keys.live(session),
             origin: shared.instance(),
         };

@@ -12,6 +12,13 @@
 //! cannot reach them; their connections resume from the log), and the task
 //! reconnects with backoff for the subscriptions made after.
 //!
+//! On a Redis Cluster the session channels are sharded (SSUBSCRIBE, each on
+//! the node that holds the session's slot). When a failover moves a slot, its
+//! old node drops the subscription itself (a `sunsubscribe` push) and a lost
+//! node's messages are gone: the task subscribes again and hands each local
+//! subscriber the session's latest logged event, from which it fills any gap
+//! from the log (see `refill`), so tabs stay open through a failover.
+//!
 //! The driver queues incoming messages for the task without bound, so the
 //! task never waits on a subscriber: it decodes each message once and hands
 //! it to a bounded broadcast ring; its only awaits are Redis round trips, each
@@ -22,13 +29,13 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::{Msg, RedisError, Script};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::super::redis_manager::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+use super::super::redis_manager::{Incoming, RedisConn, RedisTarget, Subscriber, RESPONSE_TIMEOUT};
 use super::codec::{decode_batch, split_origin};
+use super::refill::refill;
 use super::{lock, millis, Keys};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{ConversationStoreError, StopStream};
@@ -57,6 +64,8 @@ const MAX_OWNED: usize = 100_000;
 /// How long after its lease lapsed an owned generation is still listened for
 /// (its owner may be slow to renew rather than gone).
 const OWNED_GRACE: Duration = Duration::from_secs(60);
+/// How long after its channel moved a session is refilled at each heartbeat.
+const MOVED_REFILL: Duration = Duration::from_secs(10);
 /// Tries at checking for stops missed while reconnecting, and the pause between.
 const RESYNC_ATTEMPTS: u32 = 4;
 const RESYNC_PAUSE: Duration = Duration::from_millis(250);
@@ -82,13 +91,18 @@ return 1
 type Events = broadcast::Sender<Arc<LoggedEvent>>;
 /// How the task answers a subscriber waiting for its channel.
 type Waiter = oneshot::Sender<Result<(), Arc<ConversationStoreError>>>;
-type Link = (PubSubSink, PubSubStream);
+type Link = Subscriber;
 
 struct LiveState {
     sessions: HashMap<SessionId, Events>,
     /// Sessions whose local subscriber count changed since the task last looked.
     dirty: HashSet<SessionId>,
     waiters: Vec<Waiter>,
+    /// Sessions whose channel Redis dropped (a cluster failover): once
+    /// subscribed again, their subscribers get the latest logged event.
+    refill: HashSet<SessionId>,
+    /// When each session's channel last moved, for the heartbeat's refills.
+    moved: HashMap<SessionId, Instant>,
     connected: bool,
     closed: bool,
 }
@@ -120,14 +134,14 @@ impl Hub {
     /// Opens the pub/sub connection, subscribes to stop requests (before
     /// returning, so none published afterwards is missed) and starts the task.
     pub(super) async fn start(
-        client: redis::Client,
-        conn: ConnectionManager,
+        target: RedisTarget,
+        conn: RedisConn,
         keys: Keys,
     ) -> Result<Self, ConversationStoreError> {
         let shared = Arc::new(Shared::new(keys));
-        let link = open_link(&client, &shared.stops_channel).await?;
+        let link = open_link(&target, &shared.stops_channel).await?;
         let cancel = CancellationToken::new();
-        tokio::spawn(run(shared.clone(), client, conn, link, cancel.clone()));
+        tokio::spawn(run(shared.clone(), target, conn, link, cancel.clone()));
         Ok(Self {
             shared,
             _task: cancel.drop_guard(),
@@ -135,26 +149,10 @@ impl Hub {
     }
 }
 
-async fn open_link(client: &redis::Client, control: &str) -> Result<Link, ConversationStoreError> {
-    let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(control).await?;
-        Ok::<_, RedisError>(pubsub.split())
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(link)) => Ok(link),
-        Ok(Err(e)) => Err(ConversationStoreError::from(StoreFailure::new(
-            "Redis pub/sub connection failed",
-            e,
-        ))),
-        Err(elapsed) => Err(ConversationStoreError::from(StoreFailure::new(
-            format!(
-                "Redis pub/sub did not answer within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            ),
-            elapsed,
-        ))),
-    }
+/// Stop requests are rare and cluster-wide, so they use a classic channel
+/// (on a cluster, Redis forwards it to every node).
+async fn open_link(target: &RedisTarget, control: &str) -> Result<Link, ConversationStoreError> {
+    Ok(Subscriber::open(target, control).await?)
 }
 
 // --------------------------------------------------------------- task
@@ -166,21 +164,21 @@ enum Ended {
 
 async fn run(
     shared: Arc<Shared>,
-    client: redis::Client,
-    conn: ConnectionManager,
+    target: RedisTarget,
+    conn: RedisConn,
     first: Link,
     cancel: CancellationToken,
 ) {
     let mut link = Some(first);
     loop {
-        let (sink, stream) = match link.take() {
+        let link = match link.take() {
             Some(link) => link,
-            None => match reconnect(&client, &shared.stops_channel, &cancel).await {
+            None => match reconnect(&target, &shared.stops_channel, &cancel).await {
                 Some(link) => link,
                 None => break,
             },
         };
-        match serve(&shared, &conn, sink, stream, &cancel).await {
+        match serve(&shared, &conn, link, &cancel).await {
             Ended::Cancelled => break,
             Ended::Lost => shared.lose_link(),
         }
@@ -192,7 +190,7 @@ async fn run(
 }
 
 async fn reconnect(
-    client: &redis::Client,
+    target: &RedisTarget,
     control: &str,
     cancel: &CancellationToken,
 ) -> Option<Link> {
@@ -202,7 +200,7 @@ async fn reconnect(
             () = cancel.cancelled() => return None,
             () = tokio::time::sleep(delay) => {}
         }
-        match open_link(client, control).await {
+        match open_link(target, control).await {
             Ok(link) => {
                 tracing::info!("Redis pub/sub reconnected");
                 return Some(link);
@@ -216,9 +214,8 @@ async fn reconnect(
 /// Reads one connection until it fails or the hub is dropped.
 async fn serve(
     shared: &Shared,
-    conn: &ConnectionManager,
-    mut sink: PubSubSink,
-    mut stream: PubSubStream,
+    conn: &RedisConn,
+    mut link: Link,
     cancel: &CancellationToken,
 ) -> Ended {
     shared.begin_link();
@@ -229,15 +226,24 @@ async fn serve(
     loop {
         let outcome = tokio::select! {
             () = cancel.cancelled() => return Ended::Cancelled,
-            msg = stream.next() => match msg {
-                Some(msg) => {
+            msg = link.next() => match msg {
+                Some(Incoming::Message(msg)) => {
                     shared.route(&msg);
+                    Ok(())
+                }
+                Some(Incoming::ShardLost(channel)) => {
+                    shared.shard_lost(&channel, &mut subscribed);
+                    Ok(())
+                }
+                Some(Incoming::NodeLost) => {
+                    shared.node_lost(&mut subscribed);
+                    shared.stops.resync(conn, &shared.keys).await;
                     Ok(())
                 }
                 None => Err(ConversationStoreError::from(StoreFailure::bare("Redis closed the pub/sub connection"))),
             },
-            () = shared.wake.notified() => reconcile(shared, conn, &mut sink, &mut subscribed).await,
-            _ = heartbeat.tick() => beat(shared, conn, &mut sink).await,
+            () = shared.wake.notified() => reconcile(shared, conn, &mut link, &mut subscribed).await,
+            _ = heartbeat.tick() => beat(shared, conn, &mut link).await,
         };
         if let Err(e) = outcome {
             tracing::warn!(error = %error_chain(&e), "Redis pub/sub connection lost; reconnecting");
@@ -250,11 +256,11 @@ async fn serve(
 /// the new counts, then answers the subscribers waiting for that.
 async fn reconcile(
     shared: &Shared,
-    conn: &ConnectionManager,
-    sink: &mut PubSubSink,
+    conn: &RedisConn,
+    link: &mut Link,
     subscribed: &mut HashSet<SessionId>,
 ) -> Result<(), ConversationStoreError> {
-    let (changes, waiters) = shared.take_changes();
+    let (changes, waiters, refills) = shared.take_changes();
     let channels = |want: bool| -> Vec<String> {
         changes
             .iter()
@@ -263,10 +269,16 @@ async fn reconcile(
             .collect()
     };
     let (to_subscribe, to_unsubscribe) = (channels(true), channels(false));
-    let result = update_subscriptions(sink, &to_subscribe, &to_unsubscribe).await;
+    if !refills.is_empty() {
+        // So the subscriptions go to the slots' new primaries.
+        let moved: Vec<String> = refills.iter().map(|s| shared.keys.live(s)).collect();
+        link.locate(&moved).await;
+    }
+    let result = update_subscriptions(link, &to_subscribe, &to_unsubscribe).await;
     if let Err(e) = result {
         // Looked at again after the reconnect, so a count of 0 is still recorded.
         shared.mark_dirty(changes.into_iter().map(|(s, _)| s));
+        shared.mark_refill(refills);
         let e = Arc::new(e);
         for waiter in waiters {
             let _ = waiter.send(Err(e.clone()));
@@ -287,21 +299,24 @@ async fn reconcile(
     for waiter in waiters {
         let _ = waiter.send(Ok(()));
     }
+    if !refills.is_empty() {
+        refill(conn, &shared.keys, shared.watched(refills)).await;
+    }
     Ok(())
 }
 
 async fn update_subscriptions(
-    sink: &mut PubSubSink,
+    link: &mut Link,
     to_subscribe: &[String],
     to_unsubscribe: &[String],
 ) -> Result<(), ConversationStoreError> {
     let work = async {
         for chunk in to_subscribe.chunks(SUBSCRIBE_CHUNK) {
-            sink.subscribe(chunk).await?;
+            link.subscribe_sessions(chunk).await?;
         }
         // Never an empty UNSUBSCRIBE: that would drop the stop channel too.
         for chunk in to_unsubscribe.chunks(SUBSCRIBE_CHUNK) {
-            sink.unsubscribe(chunk).await?;
+            link.unsubscribe_sessions(chunk).await?;
         }
         Ok::<_, RedisError>(())
     };
@@ -319,23 +334,15 @@ async fn update_subscriptions(
 /// Checks the connection is alive and refreshes this instance's counts.
 async fn beat(
     shared: &Shared,
-    conn: &ConnectionManager,
-    sink: &mut PubSubSink,
+    conn: &RedisConn,
+    link: &mut Link,
 ) -> Result<(), ConversationStoreError> {
-    match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            return Err(ConversationStoreError::from(StoreFailure::new(
-                "pub/sub PING failed",
-                e,
-            )))
-        }
-        Err(elapsed) => {
-            return Err(ConversationStoreError::from(StoreFailure::new(
-                "pub/sub PING unanswered",
-                elapsed,
-            )))
-        }
+    link.ping().await?;
+    // A resubscription that raced a failover may have missed an answer's
+    // last events; handing the latest again costs little and ends that wait.
+    let moved = shared.recently_moved();
+    if !moved.is_empty() {
+        refill(conn, &shared.keys, shared.watched(moved)).await;
     }
     let counts = shared.counts();
     write_counts(shared, conn, counts).await;
@@ -344,7 +351,7 @@ async fn beat(
 
 /// Records this instance's subscriber count of each session. Failures are
 /// logged only: the counts are refreshed on the next heartbeat anyway.
-async fn write_counts(shared: &Shared, conn: &ConnectionManager, counts: Vec<(SessionId, usize)>) {
+async fn write_counts(shared: &Shared, conn: &RedisConn, counts: Vec<(SessionId, usize)>) {
     let ttl_ms = millis(WATCH_TTL);
     let failures = futures_util::stream::iter(counts)
         .map(|(session, n)| {
@@ -395,6 +402,8 @@ impl Shared {
                 sessions: HashMap::new(),
                 dirty: HashSet::new(),
                 waiters: Vec::new(),
+                refill: HashSet::new(),
+                moved: HashMap::new(),
                 // `Hub::start` opens the link before anyone can subscribe.
                 connected: true,
                 closed: false,
@@ -513,6 +522,67 @@ impl Shared {
         }
     }
 
+    /// Redis dropped `channel` (its slot moved in a failover): subscribe it
+    /// again, then hand its subscribers the latest event so they fill the gap.
+    fn shard_lost(&self, channel: &str, subscribed: &mut HashSet<SessionId>) {
+        let Some(session) = self.keys.live_session(channel) else {
+            return;
+        };
+        // Also the confirmation of our own SUNSUBSCRIBE: then nobody wants it.
+        if !subscribed.remove(&session) {
+            return;
+        }
+        let mut st = lock(&self.live);
+        if st.closed || !st.sessions.contains_key(&session) {
+            st.dirty.insert(session);
+            return;
+        }
+        tracing::info!(%session, "Redis moved a session's channel; subscribing again");
+        st.refill.insert(session.clone());
+        st.moved.insert(session.clone(), Instant::now());
+        st.dirty.insert(session);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// A cluster node's link broke: whatever it was to push meanwhile is
+    /// lost, so every watched session is subscribed again and refilled.
+    fn node_lost(&self, subscribed: &mut HashSet<SessionId>) {
+        tracing::warn!("a Redis Cluster node's link broke; subscribing again");
+        subscribed.clear();
+        let mut st = lock(&self.live);
+        let all: Vec<SessionId> = st.sessions.keys().cloned().collect();
+        st.refill.extend(all.iter().cloned());
+        let now = Instant::now();
+        st.moved.extend(all.iter().map(|s| (s.clone(), now)));
+        st.dirty.extend(all);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// The broadcast rings of those of `sessions` still watched here.
+    fn watched(&self, sessions: Vec<SessionId>) -> Vec<(SessionId, Events)> {
+        let st = lock(&self.live);
+        sessions
+            .into_iter()
+            .filter_map(|s| st.sessions.get(&s).cloned().map(|tx| (s, tx)))
+            .collect()
+    }
+
+    /// Sessions whose channel moved within [`MOVED_REFILL`].
+    fn recently_moved(&self) -> Vec<SessionId> {
+        let mut st = lock(&self.live);
+        st.moved.retain(|_, at| at.elapsed() < MOVED_REFILL);
+        st.moved.keys().cloned().collect()
+    }
+
+    fn mark_refill(&self, sessions: Vec<SessionId>) {
+        let mut st = lock(&self.live);
+        if !st.closed {
+            st.refill.extend(sessions);
+        }
+    }
+
     fn mark_dirty(&self, sessions: impl IntoIterator<Item = SessionId>) {
         let mut st = lock(&self.live);
         if !st.closed {
@@ -562,8 +632,10 @@ impl Shared {
         st.sessions.drain().map(|(s, _)| s).collect()
     }
 
-    /// The dirty sessions with their current local counts, and the waiters.
-    fn take_changes(&self) -> (Vec<(SessionId, usize)>, Vec<Waiter>) {
+    /// The dirty sessions with their current local counts, the waiters, and
+    /// the sessions to refill once subscribed.
+    #[allow(clippy::type_complexity)]
+    fn take_changes(&self) -> (Vec<(SessionId, usize)>, Vec<Waiter>, Vec<SessionId>) {
         let mut st = lock(&self.live);
         let dirty = std::mem::take(&mut st.dirty);
         let changes = dirty
@@ -573,7 +645,8 @@ impl Shared {
                 (s, n)
             })
             .collect();
-        (changes, std::mem::take(&mut st.waiters))
+        let refills = std::mem::take(&mut st.refill).into_iter().collect();
+        (changes, std::mem::take(&mut st.waiters), refills)
     }
 
     fn counts(&self) -> Vec<(SessionId, usize)> {
@@ -697,7 +770,7 @@ impl StopRouter {
     /// Delivers the stops requested while the pub/sub link was down. The
     /// command connection usually went down with it and reconnects on its
     /// first failure, so failed checks are retried a few times.
-    async fn resync(&self, conn: &ConnectionManager, keys: &Keys) {
+    async fn resync(&self, conn: &RedisConn, keys: &Keys) {
         let mut pending: Vec<(SessionId, MessageId)> =
             lock(&self.owned).leases.keys().cloned().collect();
         for attempt in 1..=RESYNC_ATTEMPTS {
@@ -727,7 +800,7 @@ impl StopRouter {
 
 /// The stop flag of each generation's session.
 async fn check_stops(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     keys: &Keys,
     generations: Vec<(SessionId, MessageId)>,
 ) -> Vec<(SessionId, MessageId, Result<Option<String>, RedisError>)> {
@@ -750,7 +823,7 @@ mod tests {
     use super::*;
 
     fn router() -> StopRouter {
-        Shared::new(Keys::new("t").unwrap()).stops
+        Shared::new(Keys::new("t", false).unwrap()).stops
     }
 
     #[tokio::test]

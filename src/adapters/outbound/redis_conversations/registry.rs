@@ -7,15 +7,20 @@
 //! interrupted generation first), exactly as in memory. Should every instance
 //! be gone for longer than that grace, the key lapses; the sorted set still
 //! names the generation, and the next reaper still reports it.
+//!
+//! On a single Redis each operation is one script over the lease and the set;
+//! on a Redis Cluster they are in different slots, and each operation is
+//! ordered steps instead (see `steps`).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::Script;
 
+use super::super::redis_manager::RedisConn;
 use super::pubsub::Hub;
+use super::steps::Steps;
 use super::{millis, Keys, MAX_TTL_MS};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{
@@ -128,7 +133,7 @@ return 0
 /// [`super::RedisConversations::connect`]. Stop requests reach it over the
 /// shared pub/sub connection, for the generations this value started.
 pub struct RedisGenerationRegistry {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     hub: Arc<Hub>,
 }
@@ -153,8 +158,28 @@ fn stored_message_id(raw: &str) -> Result<MessageId, ConversationStoreError> {
 }
 
 impl RedisGenerationRegistry {
-    pub(super) fn new(conn: ConnectionManager, keys: Keys, hub: Arc<Hub>) -> Self {
+    pub(super) fn new(conn: RedisConn, keys: Keys, hub: Arc<Hub>) -> Self {
         Self { conn, keys, hub }
+    }
+
+    /// The cluster's stepwise operations on one generation, or `None` on a
+    /// single Redis.
+    fn steps<'a>(
+        &'a self,
+        session: &'a SessionId,
+        message_id: &'a MessageId,
+        lease: Duration,
+    ) -> Option<Steps<'a>> {
+        let lease_ms = millis(lease);
+        self.conn.is_cluster().then(|| Steps {
+            conn: &self.conn,
+            keys: &self.keys,
+            session,
+            message_id,
+            member: member(session, message_id),
+            lease_ms,
+            key_ms: (lease_ms + millis(LEASE_KEY_GRACE)).min(MAX_TTL_MS),
+        })
     }
 
     /// Runs the start or renew script, which share their keys and arguments.
@@ -178,12 +203,47 @@ impl RedisGenerationRegistry {
             .await
     }
 
+    /// Takes the lease: `None` when started, else the running generation.
+    async fn start_lease(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+        lease: Duration,
+    ) -> Result<Option<String>, redis::RedisError> {
+        match self.steps(session, message_id, lease) {
+            Some(steps) => steps.start().await,
+            None => {
+                self.lease_script(&TRY_START, session, message_id, lease)
+                    .await
+            }
+        }
+    }
+
+    /// Extends the lease: whether it is still this generation's.
+    async fn renew_lease(
+        &self,
+        session: &SessionId,
+        message_id: &MessageId,
+        lease: Duration,
+    ) -> Result<bool, redis::RedisError> {
+        match self.steps(session, message_id, lease) {
+            Some(steps) => steps.renew().await,
+            None => self.lease_script(&RENEW, session, message_id, lease).await,
+        }
+    }
+
     /// Pops one lapsed lease if no other reaper got it first.
     async fn reap_one(
         &self,
         session: &SessionId,
         message_id: &MessageId,
     ) -> Result<bool, ConversationStoreError> {
+        // The lease length does not matter to reaping.
+        if let Some(steps) = self.steps(session, message_id, LEASE_KEY_GRACE) {
+            return steps.reap().await.map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new("reaping a lapsed lease", e))
+            });
+        }
         REAP_ONE
             .key(self.keys.leases())
             .key(self.keys.lease(session))
@@ -223,10 +283,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
         // Owned before the lease exists, so a stop sent the moment it does is not missed.
         let stops = &self.hub.shared.stops;
         stops.own(session, message_id, lease)?;
-        let holder: Option<String> = match self
-            .lease_script(&TRY_START, session, message_id, lease)
-            .await
-        {
+        let holder: Option<String> = match self.start_lease(session, message_id, lease).await {
             Ok(holder) => holder,
             Err(e) => {
                 stops.disown(session, message_id);
@@ -254,7 +311,7 @@ impl GenerationRegistry for RedisGenerationRegistry {
         lease: Duration,
     ) -> Result<bool, ConversationStoreError> {
         let renewed: bool = self
-            .lease_script(&RENEW, session, message_id, lease)
+            .renew_lease(session, message_id, lease)
             .await
             .map_err(|e| StoreFailure::new("renewing a generation lease", e))?;
         let stops = &self.hub.shared.stops;
@@ -271,6 +328,14 @@ impl GenerationRegistry for RedisGenerationRegistry {
         session: &SessionId,
         message_id: &MessageId,
     ) -> Result<(), ConversationStoreError> {
+        if let Some(steps) = self.steps(session, message_id, LEASE_KEY_GRACE) {
+            steps
+                .finish()
+                .await
+                .map_err(|e| StoreFailure::new("finishing a generation", e))?;
+            self.hub.shared.stops.disown(session, message_id);
+            return Ok(());
+        }
         FINISH
             .key(self.keys.lease(session))
             .key(self.keys.leases())
