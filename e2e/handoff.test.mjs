@@ -162,6 +162,16 @@ async function scenario(browser) {
     await answerTo(carol, hello);
   });
 
+  await step("the answer says what it cost, and the page shows the tokens used", async () => {
+    // The echo model sends no usage: the server counts it, and says so.
+    const usage = await until("the answer's usage line", async () =>
+      carol.$eval("#messages li.msg.bot .usage", (n) => n.textContent).catch(() => null));
+    assert.match(usage, /^\d+ tokens \(estimated\)$/);
+    const quota = await until("the token count under the composer", async () =>
+      carol.$eval("#quota:not([hidden])", (n) => n.textContent).catch(() => null));
+    assert.match(quota, /^Tokens used: \d+/);
+  });
+
   await step("a second tab resumes the same conversation", async () => {
     tab2 = await open(customer, "customer-tab2", "/");
     await visible(tab2, "#status.online");

@@ -38,11 +38,14 @@ use crate::adapters::outbound::redis_handoff::RedisHandoffs;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
 use crate::adapters::outbound::redis_manager::RedisTarget;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
+use crate::adapters::outbound::redis_usage::RedisUsageStore;
 use crate::adapters::outbound::resilient_ai::{
     BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel, UpstreamObserver,
 };
 use crate::adapters::outbound::sqlite_transcripts::SqliteTranscriptStore;
+use crate::adapters::outbound::sqlite_usage::SqliteUsageStore;
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
+use crate::adapters::outbound::tiktoken_counter::TiktokenCounter;
 use crate::adapters::outbound::upstream_ai::{OpenAiSettings, UpstreamAi, UpstreamTimeouts};
 use crate::application::health::{HealthMonitor, HealthTargets};
 use crate::application::ports::{
@@ -50,12 +53,12 @@ use crate::application::ports::{
     GenerationRegistry, HandoffStore, LiveDelivery, PasswordHashError, PasswordHasher,
     RateLimitError, RateLimiter, RefreshTokenStore, RevocationStore, SessionStore,
     SessionStoreError, TicketStore, TokenService, TranscriptStore, TranscriptStoreError,
-    UserRepository, UserStoreError,
+    UsageStore, UsageStoreError, UserRepository, UserStoreError,
 };
 use crate::application::{
-    AccessPorts, AccessSettings, AuthService, ChatPorts, ChatService, ConversationCore,
-    ConversationLoops, ConversationSettings, HandoffService, HandoffSettings, LimitSettings,
-    Limits, RetentionSweeper, Rule, TranscriptService,
+    AccessPorts, AccessSettings, AnswerSettings, AuthService, ChatPorts, ChatService,
+    ConversationCore, ConversationLoops, ConversationSettings, HandoffService, HandoffSettings,
+    LimitSettings, Limits, RetentionSweeper, Rule, TranscriptService,
 };
 use crate::config::{
     AiConfig, AuthConfig, Config, LimitsConfig, RedisUrls, SessionConfig, StorageConfig,
@@ -98,6 +101,13 @@ pub enum StartupError {
     RedisAccess(#[source] AccessStoreError),
     #[error("could not connect to Redis (REDIS_URL or REDIS_CLUSTER_URLS)")]
     RedisLimiter(#[source] RateLimitError),
+    /// Where token usage is counted (Redis, or the SQLite file) could not be opened.
+    #[error("could not open the token usage store ({setting})")]
+    Usage {
+        setting: &'static str,
+        #[source]
+        source: UsageStoreError,
+    },
     #[error("invalid AI upstream ({role}, {provider}): {message}")]
     AiUpstream {
         role: &'static str,
@@ -170,6 +180,8 @@ impl Adapters {
                 presence: conversations.presence,
                 transcripts,
                 users: chat_users,
+                usage: usage_store(config).await?,
+                token_counter: Arc::new(TiktokenCounter::warmed().await),
             },
             limiter: rate_limiter(&config.sessions).await?,
         })
@@ -237,6 +249,31 @@ fn redis_target(sessions: &SessionConfig) -> Option<RedisTarget> {
             urls.iter().map(|u| u.expose().to_owned()).collect(),
         )),
     }
+}
+
+/// Token usage counted in Redis, so every instance shares the budgets, or
+/// else in the embedded SQLite file (beside the users), so it survives a
+/// restart.
+async fn usage_store(config: &Config) -> Result<Arc<dyn UsageStore>, StartupError> {
+    if let Some(target) = redis_target(&config.sessions) {
+        tracing::info!("token usage: shared in Redis");
+        let store = RedisUsageStore::connect(target, &config.sessions.redis_key_prefix)
+            .await
+            .map_err(|source| StartupError::Usage {
+                setting: "REDIS_URL or REDIS_CLUSTER_URLS",
+                source,
+            })?;
+        return Ok(Arc::new(store));
+    }
+    let path = &config.storage.sqlite_path;
+    tracing::info!(path = %path.display(), "token usage: embedded SQLite");
+    let store = SqliteUsageStore::open(path)
+        .await
+        .map_err(|source| StartupError::Usage {
+            setting: "SQLITE_PATH",
+            source,
+        })?;
+    Ok(Arc::new(store))
 }
 
 /// Limits counted in this process, or in Redis so every instance shares them.
@@ -533,8 +570,13 @@ fn token_service(auth: &AuthConfig) -> Arc<dyn TokenService> {
 }
 
 /// The conversation rules from configuration.
-fn conversation_settings(sessions: &SessionConfig) -> ConversationSettings {
+fn conversation_settings(config: &Config) -> ConversationSettings {
+    let sessions = &config.sessions;
     ConversationSettings {
+        answers: AnswerSettings {
+            relay: config.ai.relay,
+            budget: config.limits.token_budget,
+        },
         session_ttl: sessions.ttl,
         lease: sessions.generation_lease,
         unattended_timeout: sessions.unattended_generation_timeout,
@@ -553,12 +595,12 @@ fn conversation_settings(sessions: &SessionConfig) -> ConversationSettings {
 fn use_cases(
     auth: AuthService,
     ports: ChatPorts,
-    sessions: &SessionConfig,
+    config: &Config,
     limits: Limits,
 ) -> (UseCases, ConversationLoops) {
     let metrics = ports.stats.clone();
     let ai = ports.ai.clone();
-    let settings = conversation_settings(sessions);
+    let settings = conversation_settings(config);
     let core = Arc::new(ConversationCore::new(ports, settings, limits.clone()));
     let loops = ConversationLoops::start(&core);
     let use_cases = UseCases {
@@ -643,7 +685,7 @@ impl Application {
         .map_err(StartupError::Hasher)?
         .with_limits(limits.clone())
         .with_stats(stats);
-        let (use_cases, loops) = use_cases(auth, adapters.chat, &config.sessions, limits);
+        let (use_cases, loops) = use_cases(auth, adapters.chat, &config, limits);
         let ctx = Arc::new(
             AppContext::new(
                 use_cases,

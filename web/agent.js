@@ -5,7 +5,7 @@
 
 import {
   AuthStore, ApiError, Socket, Transcript, api, clockTime, duration, el, loadEarlier, login, logout,
-  newId,
+  newId, quotaText,
 } from "./common.js";
 
 const store = new AuthStore("chatbot.agent");
@@ -261,6 +261,22 @@ function showConversation(conv) {
   ui.convMeta.textContent = `Yours since ${clockTime(conv.since)} · ${conv.sessionId}`;
   conv.list.scrollTop = conv.list.scrollHeight;
   refreshControls();
+  showBudget(conv);
+}
+
+/** The customer's token budget beside the conversation's title, read when
+ * the conversation is shown (an agent may read any user's usage). */
+async function showBudget(conv) {
+  const id = conv.user && conv.user.id;
+  if (!id) return;
+  try {
+    const q = await api(store, `/api/agent/users/${encodeURIComponent(id)}/usage`);
+    if (selected === conv.sessionId) {
+      ui.convMeta.textContent = `Yours since ${clockTime(conv.since)} · ${conv.sessionId} · ${quotaText(q)}`;
+    }
+  } catch {
+    // The budget line is a nicety; the conversation goes on without it.
+  }
 }
 
 function refreshControls() {

@@ -4,7 +4,8 @@
 // replayed from the server's log.
 
 import {
-  AuthStore, ApiError, Socket, Transcript, loadEarlier, login, logout, modeAfter, newId, register,
+  AuthStore, ApiError, Socket, Transcript, loadEarlier, login, logout, modeAfter, newId, quotaText,
+  register,
 } from "./common.js";
 
 const store = new AuthStore("chatbot.customer");
@@ -18,6 +19,7 @@ const ui = {
   chat: $("chat"), banner: $("banner"), bannerText: $("banner-text"), cancel: $("cancel-handoff"),
   messages: $("messages"), error: $("chat-error"), composer: $("composer"), input: $("input"),
   stop: $("stop"), send: $("send"), human: $("human"), regenerate: $("regenerate"),
+  quota: $("quota"),
 };
 
 /** What the answers' thumbs do. */
@@ -130,7 +132,11 @@ function onMessage(m) {
       if (!m.resumed) transcript.reset(0);
       localStorage.setItem(sessionKey(), m.sessionId);
       who = { mode: m.mode || "bot", agent: m.agent || null };
+      showQuota(m.quota);
       for (const chat of unacked.values()) socket.send(chat);
+      break;
+    case "quota":
+      showQuota(m);
       break;
     case "ack":
       // A feedback's ack has no clientMessageId; its `feedback` event shows it.
@@ -159,9 +165,22 @@ function onMessage(m) {
   refreshControls();
 }
 
+/** The budget line under the composer; a replayed or late one older than
+ * what is shown (an earlier window) is ignored. */
+let shownQuota = null;
+function showQuota(q) {
+  if (!q) return;
+  if (shownQuota && shownQuota.resetsAt && q.resetsAt && q.resetsAt < shownQuota.resetsAt) return;
+  shownQuota = q;
+  ui.quota.textContent = quotaText(q);
+  ui.quota.hidden = false;
+  ui.quota.classList.toggle("bad", q.limit !== null && q.limit !== undefined && q.used >= q.limit);
+}
+
 function showError(m) {
   const wait = m.retryAfterMs ? ` Try again in ${Math.ceil(m.retryAfterMs / 1000)} s.` : "";
-  ui.error.textContent = `${m.message}${wait} (${m.code})`;
+  const resets = m.resetsAt ? ` (resets ${new Date(m.resetsAt).toLocaleString()})` : "";
+  ui.error.textContent = `${m.message}${wait}${resets} (${m.code})`;
   ui.error.hidden = false;
   clearTimeout(errorTimer);
   errorTimer = setTimeout(() => { ui.error.hidden = true; }, 8000);

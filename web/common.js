@@ -280,6 +280,17 @@ export async function loadEarlier(store, transcript, sessionId, oldestSeq) {
   }
 }
 
+/** A user's token budget as a short line: "Tokens: 1,834 of 50,000 · resets
+ * 00:00", or only the count without a budget. */
+export function quotaText(q) {
+  if (!q) return "";
+  const n = (v) => Number(v).toLocaleString();
+  if (q.limit === null || q.limit === undefined) return `Tokens used: ${n(q.used)}`;
+  const left = Math.max(0, q.limit - q.used);
+  const resets = q.resetsAt ? ` · resets ${clockTime(q.resetsAt)}` : "";
+  return `Tokens: ${n(q.used)} of ${n(q.limit)} (${n(left)} left)${resets}`;
+}
+
 export class Transcript {
   /**
    * `actions` (the customer's page only) lets the answers' thumbs send a
@@ -472,6 +483,55 @@ export class Transcript {
     this.previous = m.type;
   }
 
+  /** An answer's part beside its text: "Thinking…" while the model
+   * reasons (its reasoning, when the server relays it, folded away), and a
+   * line per tool call. */
+  answerPart(li, m) {
+    if (!li) return;
+    const stick = this.nearBottom();
+    if (m.type === "stream-status" && m.status === "thinking" && !li.querySelector(".text").textContent) {
+      if (!li.querySelector(".thinking")) li.querySelector(".bubble").prepend(el("span", "thinking", "Thinking…"));
+    } else if (m.type === "stream-reasoning") {
+      let box = li.querySelector("details.reasoning");
+      if (!box) {
+        box = el("details", "reasoning");
+        box.append(el("summary", "", "Reasoning"), el("span", "reasoning-text", ""));
+        li.querySelector(".bubble").prepend(box);
+      }
+      box.querySelector(".reasoning-text").textContent += m.token;
+    } else if (m.type === "tool-activity") {
+      let tools = li.querySelector(".tools");
+      if (!tools) {
+        tools = el("ul", "tools");
+        li.querySelector(".bubble").before(tools);
+      }
+      const id = CSS.escape(m.toolCallId);
+      let line = tools.querySelector(`[data-call="${id}"]`);
+      if (!line) {
+        line = el("li", "tool");
+        line.dataset.call = m.toolCallId;
+        tools.append(line);
+      }
+      line.dataset.state = m.state;
+      const done = m.state === "finished";
+      line.textContent = `${done ? "✓" : "⚙"} ${m.name}${done ? "" : " …"}`;
+      if (m.arguments) line.title = m.arguments;
+    }
+    if (stick) this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  /** What the answer cost, under it: "31 tokens (estimated)". */
+  answerEnded(li, m) {
+    if (!li) return;
+    li.querySelector(".thinking")?.remove();
+    const u = m.usage;
+    if (!u) return;
+    const reasoning = u.reasoningTokens ? `, ${u.reasoningTokens} reasoning` : "";
+    const line = el("span", "usage", `${u.totalTokens} tokens${reasoning}${u.estimated ? " (estimated)" : ""}`);
+    line.title = `prompt ${u.promptTokens} · completion ${u.completionTokens}`;
+    li.append(line);
+  }
+
   show(m) {
     const agentName = (a) => (a && a.username) || "An agent";
     const customer = this.viewer === "customer";
@@ -493,6 +553,7 @@ export class Transcript {
       case "stream-token": {
         const li = this.answers.get(m.messageId);
         if (li) {
+          li.querySelector(".thinking")?.remove();
           const stick = this.nearBottom();
           li.querySelector(".text").textContent += m.token;
           if (stick) this.list.scrollTop = this.list.scrollHeight;
@@ -516,6 +577,7 @@ export class Transcript {
           this.rateable(li, m.messageId);
           this.lastAnswer = m.messageId;
         }
+        this.answerEnded(li, m);
         if (this.running === m.messageId) this.running = null;
         break;
       }
@@ -524,6 +586,11 @@ export class Transcript {
         if (li) this.showRating(li, m);
         break;
       }
+      case "stream-status":
+      case "stream-reasoning":
+      case "tool-activity":
+        this.answerPart(this.answers.get(m.messageId), m);
+        break;
       case "agent-message": {
         const mine = !customer && m.agent && m.agent.id === this.names.selfId;
         this.message("agent", mine, `${agentName(m.agent)} · agent`, m.content, m);

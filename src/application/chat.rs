@@ -23,6 +23,7 @@ use super::ports::{
     AiRequest, ConversationStoreError, LogSlice, Rated, SessionCounts, SessionStoreError,
     SharedEvent, StartOutcome, Stats,
 };
+use crate::domain::budget::{BudgetWindow, Quota};
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::Handoff;
@@ -45,6 +46,10 @@ pub enum ChatRefusal {
     /// nothing was stored or logged.
     #[error("too many chats")]
     RateLimited(Limited),
+    /// The user's token budget is used up until `resets_at`; nothing was
+    /// stored or logged, and the AI was not asked.
+    #[error("token budget used up")]
+    BudgetExhausted { resets_at: chrono::DateTime<Utc> },
     #[error(transparent)]
     Failed(#[from] ChatError),
 }
@@ -355,7 +360,8 @@ impl ChatService {
         }))
     }
 
-    /// Keeps the user's chat, then spawns its generation.
+    /// Keeps the user's chat, then spawns its generation, unless the user's
+    /// token budget is used up.
     async fn start(
         &self,
         session_id: &SessionId,
@@ -369,6 +375,11 @@ impl ChatService {
             .get(session_id)
             .await?
             .ok_or(ChatError::SessionGone)?;
+        if let Err(over) = self.core.metering.admit(&session.user.id).await {
+            return Err(ChatRefusal::BudgetExhausted {
+                resets_at: over.resets_at,
+            });
+        }
         let query = chat.content.into_string();
         let user_message = MessageId::generate();
         let (generation, start) = Generation::start(answer, user_message.clone());
@@ -473,6 +484,28 @@ impl ChatService {
         ))
         .await;
         Ok(logged)
+    }
+
+    /// Where `user` stands in the current budget window; `None` when the
+    /// usage store cannot say (logged).
+    pub async fn quota(&self, user: &UserId) -> Option<Quota> {
+        match self.core.metering.quota(user).await {
+            Ok(quota) => Some(quota),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain::ErrorChain(&e), "could not read a user's token usage");
+                None
+            }
+        }
+    }
+
+    /// What answers show beside their text, and the token budget.
+    pub fn answer_settings(&self) -> crate::application::AnswerSettings {
+        self.core.settings.answers
+    }
+
+    /// The length of the budget window usage is counted in.
+    pub fn usage_window(&self) -> BudgetWindow {
+        self.core.metering.window()
     }
 
     /// Runs the generation as a task the core owns, stoppable locally.
@@ -775,6 +808,7 @@ mod tests {
         MockEventLog, MockGenerationRegistry, MockHandoffStore, MockLiveDelivery, MockSessionStore,
         MockStats, MockTranscriptStore, MockUserRepository, TokenStream, TranscriptStoreError,
     };
+    use crate::domain::answer::AnswerDelta;
     use crate::domain::conversation::GenerationFailure;
     use crate::domain::fixtures;
     use crate::domain::StreamStatus;
@@ -786,6 +820,7 @@ mod tests {
     fn quiet_stats() -> MockStats {
         let mut stats = MockStats::new();
         stats.expect_generation_ended().returning(|_| ());
+        stats.expect_tokens().returning(|_, _, _| ());
         stats.expect_store_error().returning(|_| ());
         stats.expect_handoff_queue_length().returning(|_| ());
         stats
@@ -871,12 +906,19 @@ mod tests {
                 registry: Arc::new(self.registry),
                 transcripts: Arc::new(self.transcripts),
                 users: Arc::new(MockUserRepository::new()),
+                usage: Arc::new(
+                    crate::adapters::outbound::memory_usage::InMemoryUsageStore::default(),
+                ),
+                token_counter: Arc::new(
+                    crate::adapters::outbound::tiktoken_counter::TiktokenCounter,
+                ),
             };
             let settings = ConversationSettings {
                 session_ttl: Duration::from_secs(3600),
                 lease: Duration::from_secs(10),
                 unattended_timeout: Duration::from_secs(60),
                 handoff: HandoffSettings::default(),
+                answers: crate::application::AnswerSettings::default(),
             };
             ChatService::new(Arc::new(ConversationCore::new(ports, settings, limits)))
         }
@@ -1061,7 +1103,7 @@ mod tests {
         m.ai.expect_stream().returning(move |_| {
             let items = tokens
                 .iter()
-                .map(|t| Ok((*t).to_owned()))
+                .map(|t| Ok(AnswerDelta::Text((*t).to_owned())))
                 .collect::<Vec<_>>();
             let stream: TokenStream = Box::pin(futures_util::stream::iter(items));
             Ok(stream)
@@ -1170,6 +1212,7 @@ mod tests {
         m.stats = MockStats::new();
         m.stats.expect_message_received().returning(|| ());
         m.stats.expect_generation_ended().returning(|_| ());
+        m.stats.expect_tokens().returning(|_, _, _| ());
         m.stats
             .expect_store_error()
             .returning(move |s| counted.lock().unwrap().push(s));
@@ -1299,8 +1342,8 @@ mod tests {
         let (mut m, session) = answering(&[]);
         m.ai.checkpoint();
         m.ai.expect_stream().returning(|_| {
-            let items: Vec<Result<String, AiError>> = vec![
-                Ok("half an ".into()),
+            let items: Vec<Result<AnswerDelta, AiError>> = vec![
+                Ok(AnswerDelta::Text("half an ".into())),
                 Err(AiError::Unavailable("reset".into())),
             ];
             let stream: TokenStream = Box::pin(futures_util::stream::iter(items));
@@ -1347,6 +1390,7 @@ mod tests {
         m.stats
             .expect_generation_ended()
             .returning(move |r| reported.lock().unwrap().push(*r));
+        m.stats.expect_tokens().returning(|_, _, _| ());
         m.registry
             .expect_try_start()
             .returning(|_, _, _| Ok(StartOutcome::Started));
@@ -1380,8 +1424,8 @@ mod tests {
         });
         m.ai.expect_stream().times(1).returning(|_| {
             let tokens: TokenStream = Box::pin(futures_util::stream::iter(vec![
-                Ok("fine".into()),
-                Ok(", thanks".into()),
+                Ok(AnswerDelta::Text("fine".into())),
+                Ok(AnswerDelta::Text(", thanks".into())),
             ]));
             Ok(tokens)
         });

@@ -15,10 +15,12 @@ use tokio_util::task::TaskTracker;
 
 use super::agent_accounts::AgentAccounts;
 use super::limits::Limits;
+use super::metering::{AnswerSettings, Metering};
 use super::ports::{
     AgentPresence, AiError, AiModel, Backplane, ConversationStoreError, EventLog,
     GenerationRegistry, HandoffStore, LiveDelivery, SessionStore, SessionStoreError, SharedEvent,
-    Stats, StoreFailure, Swap, TranscriptStore, TranscriptStoreError, UserRepository,
+    Stats, StoreFailure, Swap, TokenCounter, TranscriptStore, TranscriptStoreError, UsageStore,
+    UserRepository,
 };
 use crate::domain::conversation::ConversationEvent;
 use crate::domain::handoff::{
@@ -143,6 +145,8 @@ pub struct ConversationSettings {
     pub unattended_timeout: Duration,
     /// Human handoff timings.
     pub handoff: HandoffSettings,
+    /// What answers show of reasoning and tools, and the token budget.
+    pub answers: AnswerSettings,
 }
 
 /// The ports the conversation use cases run on.
@@ -166,6 +170,10 @@ pub struct ChatPorts {
     /// whether who holds a conversation still is an active agent (one who no
     /// longer is gives it back to the queue).
     pub users: Arc<dyn UserRepository>,
+    /// Each user's token count per budget window.
+    pub usage: Arc<dyn UsageStore>,
+    /// Counts the tokens of answers whose upstream did not say.
+    pub token_counter: Arc<dyn TokenCounter>,
 }
 
 /// A generation this instance runs.
@@ -189,6 +197,8 @@ pub struct ConversationCore {
     pub(super) transcripts: Arc<dyn TranscriptStore>,
     pub(super) users: Arc<dyn UserRepository>,
     pub(super) agent_accounts: AgentAccounts,
+    /// Answers' token usage and the budgets.
+    pub(super) metering: Metering,
     pub(super) settings: ConversationSettings,
     pub(super) limits: Limits,
     local: Mutex<HashMap<SessionId, Local>>,
@@ -210,7 +220,7 @@ impl ConversationCore {
         Self {
             sessions: ports.sessions,
             ai: ports.ai,
-            stats: ports.stats,
+            stats: ports.stats.clone(),
             log: ports.log,
             live: ports.live,
             backplane: ports.backplane,
@@ -220,6 +230,12 @@ impl ConversationCore {
             transcripts: ports.transcripts,
             users: ports.users.clone(),
             agent_accounts: AgentAccounts::new(ports.users),
+            metering: Metering::new(
+                ports.usage,
+                ports.token_counter,
+                ports.stats.clone(),
+                settings.answers.budget,
+            ),
             settings,
             limits,
             local: Mutex::new(HashMap::new()),

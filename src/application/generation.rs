@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::conversation::{ChatError, ConversationCore};
 use super::limits::Slot;
+use super::metering::AnswerTally;
 use super::ports::{AbandonedGeneration, AiError, AiRequest, GenerationReport, TokenStream};
+use crate::domain::answer::{AnswerDelta, Relay, ToolActivity};
 use crate::domain::conversation::{ConversationEvent, Generation, GenerationFailure, Seq};
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatMessage, MessageId, Role, SessionId, StreamStatus};
@@ -60,6 +62,19 @@ struct Progress {
     upstream: &'static str,
     /// The upstream's HTTP status, when it failed with one.
     upstream_status: Option<u16>,
+    /// What the answer said beside its text, for counting its cost.
+    beside: Beside,
+}
+
+/// What an answer said beside its text: kept as it came, and counted once
+/// at its end (tokenizing per delta would cost the hot path).
+#[derive(Default)]
+struct Beside {
+    /// Any delta came: the answer reached the AI and costs tokens.
+    reached: bool,
+    reasoning: String,
+    tools: String,
+    usage: Option<crate::domain::answer::TokenUsage>,
 }
 
 impl Progress {
@@ -71,7 +86,71 @@ impl Progress {
             tokens: 0,
             upstream: "none",
             upstream_status: None,
+            beside: Beside::default(),
         }
+    }
+
+    /// The events of one delta of the answer, noting what it says.
+    fn delta(
+        &mut self,
+        delta: AnswerDelta,
+        generation: &mut Generation,
+        relay: Relay,
+    ) -> Vec<ConversationEvent> {
+        self.beside.reached = true;
+        match delta {
+            AnswerDelta::Text(text) => {
+                self.token(&text);
+                generation.tokens(&text)
+            }
+            AnswerDelta::Reasoning(text) => {
+                self.heard();
+                self.beside.reasoning.push_str(&text);
+                generation.reasoning(&text, relay)
+            }
+            AnswerDelta::Tool(activity) => {
+                self.heard();
+                self.tool(&activity);
+                generation.tool(activity, relay)
+            }
+            AnswerDelta::Usage(usage) => {
+                self.beside.usage = Some(usage);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The upstream answered, with something other than text so far.
+    fn heard(&mut self) {
+        if self.upstream == "none" {
+            self.upstream = "ok";
+        }
+    }
+
+    fn tool(&mut self, activity: &ToolActivity) {
+        let tools = &mut self.beside.tools;
+        if let Some(arguments) = &activity.arguments {
+            tools.push_str(activity.name.as_str());
+            tools.push(' ');
+            tools.push_str(arguments);
+            tools.push('\n');
+        }
+    }
+
+    /// What the answer said, for counting it; `None` when it never reached
+    /// the AI (nothing came, and it did not complete).
+    fn tally(&mut self, prompt: Vec<String>, text: &str, completed: bool) -> Option<AnswerTally> {
+        if !self.beside.reached && !completed {
+            return None;
+        }
+        let beside = std::mem::take(&mut self.beside);
+        Some(AnswerTally {
+            prompt,
+            text: text.to_owned(),
+            reasoning: beside.reasoning,
+            tools: beside.tools,
+            usage: beside.usage,
+        })
     }
 
     fn token(&mut self, delta: &str) {
@@ -146,11 +225,12 @@ pub(super) async fn run(inner: Arc<ConversationCore>, job: Job) {
         slot,
     } = job;
     let owner = request.user_id.clone();
+    let prompt = prompt_of(&request);
     let mut progress = Progress::new();
     let ending = stream_answer(
         &inner,
         &session,
-        &generation,
+        &mut generation,
         request,
         &cancel,
         slot.as_ref(),
@@ -164,9 +244,13 @@ pub(super) async fn run(inner: Arc<ConversationCore>, job: Job) {
         seq: start_seq,
         reply: std::mem::take(&mut progress.reply),
     };
+    let completed = matches!(ending, Ending::Done(Ok(StreamStatus::Completed)));
+    let tally = progress.tally(prompt, &said.reply, completed);
     let outcome = match ending {
         Ending::LostLease => {
             tracing::warn!(session_id = %session, %message_id, "lost the generation lease; another instance ended it");
+            // It cost what it cost, whoever logs its end.
+            inner.metering.settle(&said.owner, tally).await;
             // What was streamed was delivered; another instance ended it as failed.
             record_answer(&inner, &session, &message_id, said, StreamStatus::Failed).await;
             inner.forget_local(&session, &message_id);
@@ -175,8 +259,9 @@ pub(super) async fn run(inner: Arc<ConversationCore>, job: Job) {
         }
         Ending::Done(outcome) => outcome,
     };
+    let cost = inner.metering.settle(&said.owner, tally).await;
     keep_answer(&inner, &session, &message_id, said, outcome, &mut progress).await;
-    let end = generation.end(outcome);
+    let end = generation.end_with(outcome, Some(cost));
     // The lease goes before the stream-end is published, so a chat sent in
     // reply to that stream-end is never refused as "in progress".
     let logged = log_end(&inner, &session, &message_id, end, &cancel).await;
@@ -188,6 +273,17 @@ pub(super) async fn run(inner: Arc<ConversationCore>, job: Job) {
         inner.publish(&session, &logged).await;
     }
     progress.report(&inner, &session, &message_id, outcome_label(&outcome));
+}
+
+/// The texts the AI is sent for `request` (history, then the query), kept
+/// for counting the answer should its upstream not say what it cost.
+fn prompt_of(request: &AiRequest) -> Vec<String> {
+    request
+        .history
+        .iter()
+        .map(|m| m.content.clone())
+        .chain(std::iter::once(request.query.clone()))
+        .collect()
 }
 
 /// Logs the answer's end. A store that refuses it (it went away) is asked
@@ -244,13 +340,14 @@ async fn log_end(
 async fn stream_answer(
     inner: &Arc<ConversationCore>,
     session: &SessionId,
-    generation: &Generation,
+    generation: &mut Generation,
     request: AiRequest,
     cancel: &CancellationToken,
     slot: Option<&Slot>,
     progress: &mut Progress,
 ) -> Ending {
-    let message_id = generation.message_id();
+    let message_id = &generation.message_id().clone();
+    let relay = inner.settings.answers.relay;
     let mut stream: TokenStream = tokio::select! {
         biased;
         _ = cancel.cancelled() => return Ending::Done(Ok(StreamStatus::Cancelled)),
@@ -323,10 +420,7 @@ async fn stream_answer(
             }
             item = stream.next(), if finished.is_none() && batch.has_room() => {
                 match item {
-                    Some(Ok(delta)) => {
-                        progress.token(&delta);
-                        batch.add(generation.tokens(&delta));
-                    }
+                    Some(Ok(delta)) => batch.add(progress.delta(delta, generation, relay)),
                     Some(Err(e)) => {
                         progress.upstream_failed(&e);
                         finished = Some(Err(failed(e, message_id)));
@@ -604,6 +698,7 @@ pub(super) fn interrupted(message_id: &crate::domain::MessageId) -> Vec<Conversa
         ConversationEvent::StreamEnd {
             message_id: message_id.clone(),
             status: StreamStatus::Failed,
+            cost: None,
         },
     ]
 }

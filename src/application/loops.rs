@@ -88,12 +88,15 @@ mod tests {
             presence: Arc::new(MockAgentPresence::new()),
             transcripts: Arc::new(MockTranscriptStore::new()),
             users: Arc::new(MockUserRepository::new()),
+            usage: Arc::new(crate::adapters::outbound::memory_usage::InMemoryUsageStore::default()),
+            token_counter: Arc::new(crate::adapters::outbound::tiktoken_counter::TiktokenCounter),
         };
         let settings = ConversationSettings {
             session_ttl: Duration::from_secs(3600),
             lease: Duration::from_secs(10),
             unattended_timeout: Duration::from_secs(60),
             handoff: HandoffSettings::default(),
+            answers: crate::application::AnswerSettings::default(),
         };
         Arc::new(ConversationCore::new(ports, settings, Limits::off()))
     }

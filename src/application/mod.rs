@@ -13,6 +13,7 @@ pub mod handoff;
 pub mod health;
 pub mod limits;
 pub mod loops;
+pub mod metering;
 pub mod ports;
 pub mod transcripts;
 
@@ -31,6 +32,7 @@ pub use conversation::{
 pub use handoff::{AgentMessageSent, HandoffService, ESCALATION_REPLY};
 pub use limits::{LimitSettings, Limited, Limits, Rule};
 pub use loops::ConversationLoops;
+pub use metering::{AnswerSettings, BudgetExhausted, Metering};
 pub use transcripts::{
     RetentionSweeper, TranscriptRefusal, TranscriptService, TRANSCRIPT_PAGE_DEFAULT,
     TRANSCRIPT_PAGE_MAX,

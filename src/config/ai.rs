@@ -8,9 +8,10 @@ use super::settings::{
     AI_FALLBACK_OPENAI_API_KEY, AI_FALLBACK_OPENAI_BASE_URL, AI_FALLBACK_OPENAI_MODEL,
     AI_FALLBACK_PROVIDER, AI_FALLBACK_SYSTEM_PROMPT, AI_FIRST_TOKEN_TIMEOUT, AI_IDLE_TIMEOUT,
     AI_MAX_RETRIES, AI_PROVIDER, AI_RETRY_BACKOFF, AI_SYSTEM_PROMPT, ECHO_TOKEN_DELAY, FASTAPI_URL,
-    OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL,
+    OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL, RELAY_REASONING, RELAY_TOOL_ARGUMENTS,
 };
 use super::{ApiKey, ConfigError, Vars};
+use crate::domain::answer::Relay;
 
 /// One AI upstream and the contract it speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,9 @@ pub struct AiConfig {
     pub breaker_failures: Option<u32>,
     /// `AI_BREAKER_COOLDOWN`: how long an open breaker skips its upstream.
     pub breaker_cooldown: Duration,
+    /// `RELAY_REASONING` and `RELAY_TOOL_ARGUMENTS`: what clients see of an
+    /// answer's reasoning and tool calls.
+    pub relay: Relay,
 }
 
 /// The names of one upstream's variables: the primary's, or the fallback's
@@ -137,6 +141,10 @@ impl AiConfig {
             retry_backoff: vars.duration(AI_RETRY_BACKOFF)?,
             breaker_failures: vars.limit(AI_BREAKER_FAILURES)?,
             breaker_cooldown: vars.duration(AI_BREAKER_COOLDOWN)?,
+            relay: Relay {
+                reasoning: vars.boolean(RELAY_REASONING)?,
+                tool_arguments: vars.boolean(RELAY_TOOL_ARGUMENTS)?,
+            },
         })
     }
 }

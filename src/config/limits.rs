@@ -8,11 +8,12 @@ use super::settings::{
     CHAT_MAX_CONCURRENT_PER_USER, CHAT_MESSAGES_PER_MINUTE, CHAT_MESSAGES_WINDOW,
     LOGIN_ACCOUNT_WINDOW, LOGIN_FAILURE_WINDOW, LOGIN_MAX_FAILURES_PER_ACCOUNT,
     LOGIN_MAX_FAILURES_PER_ACCOUNT_HOURLY, LOGIN_MAX_FAILURES_PER_IP, REGISTER_PER_IP_PER_HOUR,
-    REGISTER_WINDOW, SESSIONS_MAX_PER_USER, TRUSTED_PROXIES, VERIFY_PER_IP_PER_MINUTE,
-    VERIFY_WINDOW, WS_MAX_CONNECTIONS_PER_IP, WS_MAX_CONNECTIONS_PER_USER,
-    WS_TICKETS_PER_USER_PER_MINUTE, WS_TICKETS_WINDOW,
+    REGISTER_WINDOW, SESSIONS_MAX_PER_USER, TRUSTED_PROXIES, USER_TOKEN_BUDGET,
+    USER_TOKEN_BUDGET_WINDOW, VERIFY_PER_IP_PER_MINUTE, VERIFY_WINDOW, WS_MAX_CONNECTIONS_PER_IP,
+    WS_MAX_CONNECTIONS_PER_USER, WS_TICKETS_PER_USER_PER_MINUTE, WS_TICKETS_WINDOW,
 };
 use super::{ConfigError, Vars};
+use crate::domain::budget::{BudgetWindow, TokenBudget};
 use crate::domain::TrustedProxies;
 
 /// At most `max` events in any `window`; `None` when the limit is off (`0`).
@@ -43,6 +44,8 @@ pub struct LimitsConfig {
     pub sessions_per_user: Option<u32>,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// `USER_TOKEN_BUDGET` per `USER_TOKEN_BUDGET_WINDOW`; no limit at `0`.
+    pub token_budget: TokenBudget,
 }
 
 impl LimitsConfig {
@@ -75,6 +78,24 @@ impl LimitsConfig {
             ws_connections_per_ip: vars.limit(WS_MAX_CONNECTIONS_PER_IP)?,
             sessions_per_user: vars.limit(SESSIONS_MAX_PER_USER)?,
             trusted_proxies,
+            token_budget: token_budget(vars)?,
         })
     }
+}
+
+/// `USER_TOKEN_BUDGET` (tokens, `0` = off) over `USER_TOKEN_BUDGET_WINDOW`.
+fn token_budget(vars: &Vars) -> Result<TokenBudget, ConfigError> {
+    let limit: u64 = vars.required(
+        USER_TOKEN_BUDGET,
+        "a whole number of tokens (0 turns the budget off)",
+    )?;
+    let length = vars.duration(USER_TOKEN_BUDGET_WINDOW)?;
+    let window = BudgetWindow::parse(length).map_err(|e| {
+        let text = vars.get(USER_TOKEN_BUDGET_WINDOW).unwrap_or_default();
+        ConfigError::invalid(USER_TOKEN_BUDGET_WINDOW.name, &text, &e.to_string())
+    })?;
+    Ok(TokenBudget {
+        limit: (limit > 0).then_some(limit),
+        window,
+    })
 }

@@ -176,6 +176,10 @@ settings! {
         ai_breaker_cooldown: AI_BREAKER_COOLDOWN = "30s";
         /// Delay between words of the built-in echo model.
         echo_token_delay: ECHO_TOKEN_DELAY = "40ms";
+        /// true shows clients the model's reasoning text (stream-reasoning); otherwise it is only counted.
+        relay_reasoning: RELAY_REASONING = "false";
+        /// true shows clients a finished tool call's arguments (they can hold internal data).
+        relay_tool_arguments: RELAY_TOOL_ARGUMENTS = "false";
     }
     "WebSocket" {
         /// Longest chat message, in characters.
@@ -214,6 +218,10 @@ settings! {
         ws_max_connections_per_ip: WS_MAX_CONNECTIONS_PER_IP = "100";
         /// Live sessions per user; one more evicts the least recently active.
         sessions_max_per_user: SESSIONS_MAX_PER_USER = "50";
+        /// Tokens (prompt, completion and reasoning) a user's answers may cost per USER_TOKEN_BUDGET_WINDOW.
+        user_token_budget: USER_TOKEN_BUDGET = "0";
+        /// The budget's window, fixed from the Unix epoch (1d turns over at UTC midnight).
+        user_token_budget_window: USER_TOKEN_BUDGET_WINDOW = "1d";
         /// IPs or CIDR blocks of reverse proxies whose X-Forwarded-For names the client.
         trusted_proxies: TRUSTED_PROXIES;
     }

@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use super::agent::AgentRef;
+use super::answer::{AnswerPhase, Relay, TokenUsage, ToolActivity};
+use super::budget::Quota;
 use super::chat::{MessageId, StreamStatus};
 use super::feedback::Feedback;
 use super::id::is_valid_id;
@@ -131,6 +133,24 @@ pub enum ConversationEvent {
     StreamEnd {
         message_id: MessageId,
         status: StreamStatus,
+        /// What the answer cost and where its user stands (boxed: most
+        /// events are tokens, and an event is as large as its largest kind).
+        cost: Option<Box<AnswerCost>>,
+    },
+    /// Reasoning text of an answer (only when reasoning is relayed).
+    StreamReasoning {
+        message_id: MessageId,
+        token: String,
+    },
+    /// An answer entered a phase a page may show (once per phase).
+    StreamStatus {
+        message_id: MessageId,
+        phase: AnswerPhase,
+    },
+    /// A tool call of an answer began or completed.
+    ToolActivity {
+        message_id: MessageId,
+        activity: Box<ToolActivity>,
     },
     /// The reply to a human-escalation request.
     EscalationResponse { message: String },
@@ -166,6 +186,15 @@ pub enum ConversationEvent {
     },
 }
 
+/// What an answer cost, carried by its `stream-end`: its usage when it
+/// reached the AI, and its user's standing in the budget window afterwards
+/// (sent to the user's tabs as a `quota` message of its own).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnswerCost {
+    pub usage: Option<TokenUsage>,
+    pub quota: Option<Quota>,
+}
+
 /// An event as the log holds it: with its `seq` and when it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedEvent {
@@ -199,6 +228,8 @@ pub fn token_pieces(delta: &str) -> impl Iterator<Item = &str> {
 pub struct Generation {
     message_id: MessageId,
     ended: bool,
+    /// Whether its `stream-status: thinking` was said.
+    thinking: bool,
 }
 
 impl Generation {
@@ -212,6 +243,7 @@ impl Generation {
             Self {
                 message_id,
                 ended: false,
+                thinking: false,
             },
             start,
         )
@@ -239,6 +271,45 @@ impl Generation {
             .collect()
     }
 
+    /// The events for a piece of reasoning: `stream-status: thinking` the
+    /// first time, then the reasoning itself when `relay` says so.
+    pub fn reasoning(&mut self, delta: &str, relay: Relay) -> Vec<ConversationEvent> {
+        if self.ended || delta.is_empty() {
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        if !std::mem::replace(&mut self.thinking, true) {
+            events.push(ConversationEvent::StreamStatus {
+                message_id: self.message_id.clone(),
+                phase: AnswerPhase::Thinking,
+            });
+        }
+        if relay.reasoning {
+            events.extend(
+                token_pieces(delta).map(|piece| ConversationEvent::StreamReasoning {
+                    message_id: self.message_id.clone(),
+                    token: piece.to_owned(),
+                }),
+            );
+        }
+        events
+    }
+
+    /// The event for a tool call's progress; its arguments only when
+    /// `relay` says so.
+    pub fn tool(&self, mut activity: ToolActivity, relay: Relay) -> Vec<ConversationEvent> {
+        if self.ended {
+            return Vec::new();
+        }
+        if !relay.tool_arguments {
+            activity.arguments = None;
+        }
+        vec![ConversationEvent::ToolActivity {
+            message_id: self.message_id.clone(),
+            activity: Box::new(activity),
+        }]
+    }
+
     /// Ends the generation: a failure adds its `GenerationFailed` before the
     /// `stream-end`. Ending twice adds nothing, so a stop that races a
     /// completion cannot produce a second `stream-end`.
@@ -246,6 +317,16 @@ impl Generation {
         &mut self,
         outcome: Result<StreamStatus, GenerationFailure>,
     ) -> Vec<ConversationEvent> {
+        self.end_with(outcome, None)
+    }
+
+    /// [`Generation::end`] with what the answer cost.
+    pub fn end_with(
+        &mut self,
+        outcome: Result<StreamStatus, GenerationFailure>,
+        cost: Option<AnswerCost>,
+    ) -> Vec<ConversationEvent> {
+        let cost = cost.map(Box::new);
         if std::mem::replace(&mut self.ended, true) {
             return Vec::new();
         }
@@ -254,6 +335,7 @@ impl Generation {
             Ok(status) => vec![ConversationEvent::StreamEnd {
                 message_id: id,
                 status,
+                cost,
             }],
             Err(failure) => vec![
                 ConversationEvent::GenerationFailed {
@@ -263,6 +345,7 @@ impl Generation {
                 ConversationEvent::StreamEnd {
                     message_id: id,
                     status: StreamStatus::Failed,
+                    cost,
                 },
             ],
         }
@@ -312,5 +395,56 @@ mod tests {
         ));
         assert!(g.end(Ok(StreamStatus::Cancelled)).is_empty());
         assert!(g.tokens("late").is_empty());
+    }
+
+    #[test]
+    fn thinking_is_said_once_and_reasoning_only_when_relayed() {
+        let (mut g, _) = Generation::start(MessageId::generate(), MessageId::generate());
+        let quiet = Relay::default();
+        let first = g.reasoning("hmm", quiet);
+        assert!(matches!(
+            first.as_slice(),
+            [ConversationEvent::StreamStatus {
+                phase: AnswerPhase::Thinking,
+                ..
+            }]
+        ));
+        assert!(g.reasoning("more", quiet).is_empty());
+        let loud = Relay {
+            reasoning: true,
+            tool_arguments: false,
+        };
+        assert!(matches!(
+            g.reasoning("aloud", loud).as_slice(),
+            [ConversationEvent::StreamReasoning { token, .. }] if token == "aloud"
+        ));
+    }
+
+    #[test]
+    fn tool_arguments_only_when_relayed() {
+        use super::super::answer::{ToolCallId, ToolName, ToolState};
+        let (g, _) = Generation::start(MessageId::generate(), MessageId::generate());
+        let call = ToolActivity {
+            call_id: ToolCallId::parse("c1").unwrap(),
+            name: ToolName::parse("lookup").unwrap(),
+            state: ToolState::Finished,
+            arguments: Some("{\"secret\":1}".into()),
+        };
+        let hidden = g.tool(call.clone(), Relay::default());
+        assert!(matches!(
+            hidden.as_slice(),
+            [ConversationEvent::ToolActivity { activity, .. }] if activity.arguments.is_none()
+        ));
+        let shown = g.tool(
+            call,
+            Relay {
+                reasoning: false,
+                tool_arguments: true,
+            },
+        );
+        assert!(matches!(
+            shown.as_slice(),
+            [ConversationEvent::ToolActivity { activity, .. }] if activity.arguments.is_some()
+        ));
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod access;
 pub mod agent;
+pub mod answer;
+pub mod budget;
 pub mod chat;
 pub mod client_ip;
 pub mod conversation;

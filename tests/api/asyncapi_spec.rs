@@ -17,7 +17,7 @@ use chatbot_server::adapters::inbound::ws::agent_protocol::{
     AGENT_CLIENT_MESSAGE_TYPES, AGENT_SERVER_MESSAGE_TYPES,
 };
 use chatbot_server::adapters::inbound::ws::protocol::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES};
-use common::{spawn_app, TestApp, WsClient};
+use common::{spawn_app, TestApp, Upstream, WsClient};
 use serde_json::{json, Value};
 
 const DOC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/asyncapi/asyncapi.yaml");
@@ -496,7 +496,7 @@ impl Checked<'_> {
     }
 
     async fn recv(&mut self) -> Value {
-        let frame = self.ws.recv().await;
+        let frame = self.ws.recv_any().await;
         self.spec.check(self.socket, Direction::FromServer, &frame);
         let kind = frame["type"].as_str().unwrap_or_default().to_owned();
         self.seen.borrow_mut().insert((self.socket, kind));
@@ -590,6 +590,15 @@ async fn a_whole_handoff_conversation_fits_the_document_frame_by_frame() {
     let short = [("EVENT_LOG_LIMIT", "2"), queue[0], queue[1]];
     trimmed_history(&Scene::start(&spec, &seen, &short).await).await;
     nobody_online(&Scene::start(&spec, &seen, &[]).await).await;
+    let upstream = Upstream::start().await;
+    let thinking = [
+        ("FASTAPI_URL", upstream.url.as_str()),
+        ("RELAY_REASONING", "true"),
+        ("RELAY_TOOL_ARGUMENTS", "true"),
+        queue[0],
+        queue[1],
+    ];
+    answer_parts(&Scene::start(&spec, &seen, &thinking).await).await;
     let seen = seen.into_inner();
 
     // What the conversations here cannot bring about.
@@ -740,6 +749,35 @@ async fn both_sides_replay(scene: &Scene<'_>, customer: &str, agent: &str, sessi
         .until_fits(|m| m["type"] == "handoff-resolved" && m["sessionId"] == session)
         .await;
     console.until("agent-joined").await;
+}
+
+/// An answer with reasoning (relayed), two tool calls and usage, then the
+/// customer's `quota`; an agent who claims the conversation later is
+/// replayed its parts.
+async fn answer_parts(scene: &Scene<'_>) {
+    let erin = scene.app.register("erin").await;
+    let cal = scene.app.register_agent("agentcal").await;
+    let (mut tab, hello) = scene.open(CUSTOMER, &format!("token={erin}")).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    tab.send(json!({"type": "chat", "content": "think-and-call"}))
+        .await;
+    tab.until_each(&["stream-status", "stream-reasoning", "tool-activity"])
+        .await;
+    assert!(tab.until("stream-end").await["usage"].is_object());
+    tab.until("quota").await;
+    tab.send(json!({"type": "human-escalation"})).await;
+    tab.until("handoff-queued").await;
+    let (mut console, _) = scene.open(AGENT, &format!("token={cal}")).await;
+    console
+        .send(json!({"type": "claim", "sessionId": session, "requestId": "r3"}))
+        .await;
+    console.until("ack").await;
+    console
+        .send(json!({"type": "watch", "sessionId": session, "lastSeq": 0}))
+        .await;
+    console
+        .until_each(&["stream-status", "stream-reasoning", "tool-activity"])
+        .await;
 }
 
 /// Nobody claims within `HANDOFF_QUEUE_TIMEOUT`: `handoff-timeout`, on both

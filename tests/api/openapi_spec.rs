@@ -247,6 +247,13 @@ fn every_operation_has_its_operation_id_and_bearer_routes_declare_the_scheme() {
             "sendAgentMessage",
             Some(true),
         ),
+        ("/api/usage", "get", "usage", Some(true)),
+        (
+            "/api/agent/users/{id}/usage",
+            "get",
+            "userUsage",
+            Some(true),
+        ),
     ];
     assert_eq!(
         operations(&spec).len(),

@@ -17,6 +17,7 @@ use chatbot_server::adapters::outbound::upstream_ai::{
 use chatbot_server::application::ports::{
     AiError, AiHealth, AiModel, AiRequest, CircuitState, TokenStream,
 };
+use chatbot_server::domain::answer::AnswerDelta;
 use chatbot_server::domain::{ChatMessage, Role, SessionId, UserId};
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -272,8 +273,21 @@ async fn within<T>(limit_ms: u64, fut: impl Future<Output = T>) -> T {
         .expect("test step took too long")
 }
 
+/// The stream's items, its text deltas as their text (these answers carry
+/// nothing else).
 async fn drain(stream: TokenStream) -> Vec<Result<String, AiError>> {
-    within(10_000, stream.collect::<Vec<_>>()).await
+    within(
+        10_000,
+        stream.map(|item| item.map(text)).collect::<Vec<_>>(),
+    )
+    .await
+}
+
+fn text(delta: AnswerDelta) -> String {
+    match delta {
+        AnswerDelta::Text(t) => t,
+        other => panic!("only text was sent: {other:?}"),
+    }
 }
 
 fn assert_no_prompt(err: &AiError) {
@@ -321,7 +335,7 @@ async fn posts_the_request_and_streams_tokens_until_done() {
     let started = Instant::now();
     let stream = within(5_000, ai.stream(request())).await.unwrap();
     let items = within(2_000, stream.collect::<Vec<_>>()).await;
-    let tokens: Vec<String> = items.into_iter().map(Result::unwrap).collect();
+    let tokens: Vec<String> = items.into_iter().map(|i| text(i.unwrap())).collect();
     assert_eq!(tokens, ["Hel", "lo", ", world"]);
     assert!(started.elapsed() < Duration::from_secs(2));
 
@@ -532,7 +546,7 @@ async fn dropping_the_stream_closes_the_connection() {
     let mut stub = Stub::start(vec![sse_head(), delta("a"), Act::AwaitDisconnect]).await;
     let mut stream = upstream(&stub.url()).stream(request()).await.unwrap();
     let first = within(5_000, stream.next()).await;
-    assert_eq!(first, Some(Ok("a".to_owned())));
+    assert_eq!(first, Some(Ok(AnswerDelta::Text("a".to_owned()))));
 
     drop(stream);
     let seen = tokio::time::timeout(Duration::from_secs(1), stub.disconnects.recv()).await;
@@ -962,6 +976,7 @@ async fn openai_posts_chat_completions_with_the_bearer_key() {
         json!({
             "model": "gpt-test",
             "stream": true,
+            "stream_options": {"include_usage": true},
             "messages": [
                 {"role": "system", "content": "You are terse."},
                 {"role": "user", "content": "first question"},

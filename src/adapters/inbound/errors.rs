@@ -224,6 +224,16 @@ error_catalogue! {
     RateLimited = "rate_limited", status: Some(StatusCode::TOO_MANY_REQUESTS), websocket: true,
         "Too many requests; wait before trying again";
 
+    // --- token budgets
+    /// A chat refused before any answer began: the user's token budget for
+    /// the current window is used up. The WebSocket `error` carries
+    /// `resetsAt`, when the window turns over.
+    BudgetExhausted = "budget_exhausted", status: WS_ONLY, websocket: true,
+        "Your token budget is used up until it resets";
+    /// The store that counts token usage does not answer.
+    UsageUnavailable = "usage_unavailable", status: UNAVAILABLE, websocket: false,
+        "Token usage is unavailable right now; try again shortly";
+
     // --- dependencies
     AiUnavailable = "ai_unavailable", status: WS_ONLY, websocket: true,
         "The AI service is unavailable right now; please try again";

@@ -13,6 +13,7 @@ pub mod rest_sessions;
 pub mod rest_stats;
 pub mod rest_tokens;
 pub mod rest_transcripts;
+pub mod rest_usage;
 pub mod server;
 pub mod web;
 pub mod ws;

@@ -11,6 +11,7 @@ use super::rest_sessions::SessionsApi;
 use super::rest_stats::StatsApi;
 use super::rest_tokens::TokenApi;
 use super::rest_transcripts::TranscriptApi;
+use super::rest_usage::UsageApi;
 use super::ws::info::WsInfoApi;
 
 /// The REST operations. Stateless: the shared [`super::AppContext`] arrives
@@ -25,6 +26,7 @@ pub type Api = (
     TokenApi,
     AgentApi,
     TranscriptApi,
+    UsageApi,
 );
 
 /// The one value of [`Api`].
@@ -37,6 +39,7 @@ pub const API: Api = (
     TokenApi,
     AgentApi,
     TranscriptApi,
+    UsageApi,
 );
 
 #[cfg(test)]
@@ -112,6 +115,12 @@ mod tests {
                 presence: Arc::new(MemoryPresence::default()),
                 transcripts: Arc::new(crate::application::ports::MockTranscriptStore::new()),
                 users: users.clone(),
+                usage: Arc::new(
+                    crate::adapters::outbound::memory_usage::InMemoryUsageStore::default(),
+                ),
+                token_counter: Arc::new(
+                    crate::adapters::outbound::tiktoken_counter::TiktokenCounter,
+                ),
             },
             limiter: Arc::new(InMemoryRateLimiter::default()),
         };

@@ -314,7 +314,7 @@ impl RejectsBody for SendResponse {
 }
 
 /// Why a request did not get as far as its operation.
-enum Gate {
+pub(super) enum Gate {
     Unauthorized(Json<ErrorBody<BearerTokenError>>),
     Forbidden(Json<ErrorBody<AgentOnlyError>>),
     Unavailable(Json<ErrorBody<AgentUnavailableError>>),
@@ -332,7 +332,11 @@ macro_rules! gated {
 }
 
 /// The caller, if its token is good and the store says it is an agent now.
-async fn agent_of(ctx: &AppContext, req: &Request, bearer: BearerToken) -> Result<User, Gate> {
+pub(super) async fn agent_of(
+    ctx: &AppContext,
+    req: &Request,
+    bearer: BearerToken,
+) -> Result<User, Gate> {
     let user = match bearer_authorized::<AgentUnavailableError>(ctx, req, bearer).await {
         Ok(authorized) => authorized.user,
         Err(Refused::Unauthorized(b)) => return Err(Gate::Unauthorized(b)),

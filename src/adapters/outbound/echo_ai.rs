@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::application::ports::{
     AiError, AiHealth, AiModel, AiRequest, TokenStream, UpstreamState,
 };
+use crate::domain::answer::AnswerDelta;
 
 /// Repeats the query back, one word at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +62,7 @@ impl AiModel for EchoAi {
                 if !first {
                     tokio::time::sleep(delay).await;
                 }
-                Some((Ok(token), (tokens, false)))
+                Some((Ok(AnswerDelta::Text(token)), (tokens, false)))
             });
         Ok(Box::pin(stream))
     }
@@ -97,7 +98,10 @@ mod tests {
         ai.stream(request(query))
             .await
             .unwrap()
-            .map(|item| item.unwrap())
+            .map(|item| match item.unwrap() {
+                AnswerDelta::Text(t) => t,
+                other => panic!("the echo model only says text: {other:?}"),
+            })
             .collect()
             .await
     }

@@ -69,6 +69,8 @@ pub struct PrometheusMetrics {
     handoff_wait: Histogram,
     handoff_queue: IntGauge,
     feedback: IntCounterVec,
+    answer_tokens: IntCounterVec,
+    budget_exhausted: IntCounter,
 }
 
 impl std::fmt::Debug for PrometheusMetrics {
@@ -244,10 +246,27 @@ impl PrometheusMetrics {
                 "Ratings users gave answers, by rating (up, down); a changed rating counts again.",
                 &["rating"],
             ),
+            answer_tokens: counter_vec(
+                &r,
+                "tokens_total",
+                "Tokens answers cost, by kind (prompt, completion, reasoning; completion \
+                 includes reasoning) and whether they were estimated here.",
+                &["kind", "estimated"],
+            ),
+            budget_exhausted: counter(
+                &r,
+                "budget_exhausted_total",
+                "Chats refused because their user's token budget was used up.",
+            ),
             registry: r,
         };
         for rating in [Rating::Up, Rating::Down] {
             metrics.feedback.with_label_values(&[rating.as_str()]);
+        }
+        for kind in ["prompt", "completion", "reasoning"] {
+            for estimated in ["true", "false"] {
+                metrics.answer_tokens.with_label_values(&[kind, estimated]);
+            }
         }
         for outcome in HANDOFF_OUTCOMES {
             metrics.handoffs.with_label_values(&[outcome]);
@@ -342,6 +361,17 @@ impl Stats for PrometheusMetrics {
     fn handoff_queue_length(&self, queued: u64) {
         self.handoff_queue
             .set(i64::try_from(queued).unwrap_or(i64::MAX));
+    }
+
+    fn tokens(&self, kind: &'static str, estimated: bool, count: u64) {
+        let estimated = if estimated { "true" } else { "false" };
+        self.answer_tokens
+            .with_label_values(&[kind, estimated])
+            .inc_by(count);
+    }
+
+    fn budget_exhausted(&self) {
+        self.budget_exhausted.inc();
     }
 
     fn exposition(&self) -> Option<String> {

@@ -4,6 +4,7 @@
 //! vLLM, Ollama, LiteLLM and llama.cpp's server speak too). One `stream` call
 //! is one request; retries belong to the decorator around it.
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::time::Duration;
 
@@ -12,13 +13,20 @@ use futures_util::{Stream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Client, RequestBuilder, Url};
 use reqwest_eventsource::{Error as EsError, Event, EventSource};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::application::ports::{
     AiError, AiHealth, AiModel, AiRequest, TokenStream, UpstreamState,
 };
+use crate::domain::answer::AnswerDelta;
 use crate::domain::TraceContext;
+
+mod chunk;
+
+#[cfg(test)]
+use chunk::MAX_UPSTREAM_ERROR_CHARS;
+use chunk::{deltas_of, parse_data, Parsed, ToolCalls};
 
 /// The W3C trace context header.
 const TRACEPARENT: &str = "traceparent";
@@ -36,9 +44,6 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The probe is a liveness check, not a load test: give up quickly.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Upstream error texts can be long; logs only need the gist.
-const MAX_UPSTREAM_ERROR_CHARS: usize = 200;
 
 /// How long to wait at each stage of a streamed answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,8 +284,8 @@ impl AiModel for UpstreamAi {
     }
 }
 
-/// The answer's text deltas, read from an opened event stream until
-/// `[DONE]`, the first failure or a timeout.
+/// The answer's deltas, read from an opened event stream until `[DONE]`,
+/// the first failure or a timeout.
 fn tokens<S>(source: S, timeouts: UpstreamTimeouts) -> TokenStream
 where
     S: Stream<Item = Result<Event, EsError>> + Unpin + Send + 'static,
@@ -290,11 +295,14 @@ where
         deadline: Instant::now() + timeouts.first_token,
         got_first_token: false,
         timeouts,
+        ready: VecDeque::new(),
+        calls: ToolCalls::default(),
+        done: false,
     };
     let tokens = futures_util::stream::unfold(Some(state), |state| async move {
         let mut state = state?;
         match state.next_item().await {
-            Step::Token(token) => Some((Ok(token), Some(state))),
+            Step::Delta(delta) => Some((Ok(delta), Some(state))),
             // Dropping the event source here closes the connection at
             // once instead of leaving it to the consumer to drop us.
             Step::Fail(err) => Some((Err(err), None)),
@@ -306,7 +314,7 @@ where
 
 /// What one poll of an open answer stream produced.
 enum Step {
-    Token(String),
+    Delta(AnswerDelta),
     Fail(AiError),
     Done,
 }
@@ -315,16 +323,33 @@ enum Step {
 /// over bytes in memory) and the clock its timeouts run on.
 struct Reading<S> {
     source: S,
-    /// Until the first token this is fixed (role-only chunks do not count as
+    /// Until the first delta this is fixed (role-only chunks do not count as
     /// progress); afterwards every event pushes it back by the idle timeout.
     deadline: Instant,
     got_first_token: bool,
     timeouts: UpstreamTimeouts,
+    /// Deltas of chunks already read, not yet handed on (one chunk may
+    /// carry several parts).
+    ready: VecDeque<AnswerDelta>,
+    /// Tool calls whose fragments are still arriving.
+    calls: ToolCalls,
+    /// `[DONE]` came: hand on what is ready, then end.
+    done: bool,
 }
 
 impl<S: Stream<Item = Result<Event, EsError>> + Unpin> Reading<S> {
     async fn next_item(&mut self) -> Step {
         loop {
+            if let Some(delta) = self.ready.pop_front() {
+                if !self.got_first_token {
+                    self.got_first_token = true;
+                    self.deadline = Instant::now() + self.timeouts.idle;
+                }
+                return Step::Delta(delta);
+            }
+            if self.done {
+                return Step::Done;
+            }
             let event = match tokio::time::timeout_at(self.deadline, self.source.next()).await {
                 Ok(event) => event,
                 Err(_) => return Step::Fail(self.timeout_error()),
@@ -340,15 +365,13 @@ impl<S: Stream<Item = Result<Event, EsError>> + Unpin> Reading<S> {
                 self.deadline = Instant::now() + self.timeouts.idle;
             }
             match parse_data(&message.data) {
-                Ok(Parsed::Done) => return Step::Done,
-                Ok(Parsed::Skip) => continue,
-                Ok(Parsed::Token(token)) => {
-                    if !self.got_first_token {
-                        self.got_first_token = true;
-                        self.deadline = Instant::now() + self.timeouts.idle;
-                    }
-                    return Step::Token(token);
+                Ok(Parsed::Done) => {
+                    // Calls still open when the stream ends are complete.
+                    self.calls.finish(&mut self.ready);
+                    self.done = true;
                 }
+                Ok(Parsed::Skip) => {}
+                Ok(Parsed::Chunk(parts)) => deltas_of(parts, &mut self.calls, &mut self.ready),
                 Err(err) => return Step::Fail(err),
             }
         }
@@ -366,79 +389,6 @@ impl<S: Stream<Item = Result<Event, EsError>> + Unpin> Reading<S> {
                 self.timeouts.first_token
             ))
         }
-    }
-}
-
-/// What one `data:` payload means.
-#[derive(Debug, PartialEq)]
-enum Parsed {
-    Token(String),
-    /// A chunk carrying no text: a role announcement, a finish reason, a keep-alive.
-    Skip,
-    Done,
-}
-
-fn parse_data(data: &str) -> Result<Parsed, AiError> {
-    let data = data.trim();
-    if data == "[DONE]" {
-        return Ok(Parsed::Done);
-    }
-    if data.is_empty() {
-        return Ok(Parsed::Skip);
-    }
-    let chunk: Chunk = serde_json::from_str(data).map_err(|e| chunk_error(&e))?;
-    if let Some(error) = chunk.error {
-        return Err(AiError::Unavailable(format!(
-            "AI service reported an error: {}",
-            upstream_error_text(&error)
-        )));
-    }
-    let content = chunk
-        .choices
-        .into_iter()
-        .next()
-        .and_then(|choice| choice.delta)
-        .and_then(|delta| delta.content)
-        .unwrap_or_default();
-    if content.is_empty() {
-        Ok(Parsed::Skip)
-    } else {
-        Ok(Parsed::Token(content))
-    }
-}
-
-/// Why `data` is no chunk, by kind and position only: serde's own message
-/// quotes the offending value (`invalid type: string "..."`), and the payload
-/// may echo the prompt, which must never reach a log.
-fn chunk_error(e: &serde_json::Error) -> AiError {
-    use serde_json::error::Category;
-    let kind = match e.classify() {
-        Category::Syntax => "malformed JSON",
-        Category::Eof => "truncated JSON",
-        Category::Data => "JSON of an unexpected shape",
-        Category::Io => "unreadable data",
-    };
-    AiError::Protocol(format!(
-        "event data is not a valid chunk: {kind} at line {} column {}",
-        e.line(),
-        e.column()
-    ))
-}
-
-fn upstream_error_text(error: &serde_json::Value) -> String {
-    let text = match error {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Object(map) => match map.get("message") {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            _ => error.to_string(),
-        },
-        other => other.to_string(),
-    };
-    if text.chars().count() > MAX_UPSTREAM_ERROR_CHARS {
-        let cut: String = text.chars().take(MAX_UPSTREAM_ERROR_CHARS).collect();
-        format!("{cut}...")
-    } else {
-        text
     }
 }
 
@@ -562,7 +512,14 @@ impl<'a> From<&'a AiRequest> for UpstreamRequest<'a> {
 struct CompletionRequest<'a> {
     model: &'a str,
     stream: bool,
+    /// Asks for the final chunk that says what the answer cost.
+    stream_options: StreamOptions,
     messages: Vec<UpstreamMessage<'a>>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 impl<'a> CompletionRequest<'a> {
@@ -582,6 +539,9 @@ impl<'a> CompletionRequest<'a> {
         Self {
             model,
             stream: true,
+            stream_options: StreamOptions {
+                include_usage: true,
+            },
             messages: system
                 .into_iter()
                 .chain(history)
@@ -591,81 +551,9 @@ impl<'a> CompletionRequest<'a> {
     }
 }
 
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<Choice>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    #[serde(default)]
-    delta: Option<Delta>,
-}
-
-#[derive(Deserialize)]
-struct Delta {
-    #[serde(default)]
-    content: Option<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_deltas_done_and_skips() {
-        assert_eq!(
-            parse_data(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#),
-            Ok(Parsed::Token("Hi".to_owned()))
-        );
-        assert_eq!(
-            parse_data(r#"{"choices":[{"delta":{"role":"assistant"}}]}"#),
-            Ok(Parsed::Skip)
-        );
-        assert_eq!(
-            parse_data(r#"{"choices":[{"delta":{"content":null},"finish_reason":"stop"}]}"#),
-            Ok(Parsed::Skip)
-        );
-        assert_eq!(parse_data("[DONE]"), Ok(Parsed::Done));
-        assert_eq!(parse_data(" [DONE] "), Ok(Parsed::Done));
-    }
-
-    #[test]
-    fn a_wrongly_shaped_chunk_is_refused_without_quoting_it() {
-        // serde's message for a string where a list belongs quotes the string.
-        let err = parse_data(r#"{"choices":"SECRET-PROMPT of the user"}"#).unwrap_err();
-        let AiError::Protocol(text) = err else {
-            panic!("expected Protocol, got {err:?}");
-        };
-        assert!(!text.contains("SECRET"), "{text}");
-        assert!(text.contains("unexpected shape"), "{text}");
-    }
-
-    #[test]
-    fn malformed_data_is_protocol_error_without_the_payload() {
-        let err = parse_data(r#"{"choices": secret prompt"#).unwrap_err();
-        let AiError::Protocol(text) = err else {
-            panic!("expected Protocol, got {err:?}");
-        };
-        assert!(!text.contains("secret"), "{text}");
-    }
-
-    #[test]
-    fn upstream_error_event_is_unavailable() {
-        assert_eq!(
-            parse_data(r#"{"error":"model overloaded"}"#),
-            Err(AiError::Unavailable(
-                "AI service reported an error: model overloaded".to_owned()
-            ))
-        );
-        assert!(matches!(
-            parse_data(r#"{"error":{"message":"quota"}}"#),
-            Err(AiError::Unavailable(t)) if t.ends_with("quota")
-        ));
-    }
 
     #[test]
     fn url_validation() {
@@ -735,7 +623,8 @@ mod tests {
             serde_json::to_value(CompletionRequest::new("m1", Some("be brief"), &request)).unwrap();
         assert_eq!(
             body,
-            serde_json::json!({"model": "m1", "stream": true, "messages": [
+            serde_json::json!({"model": "m1", "stream": true,
+                "stream_options": {"include_usage": true}, "messages": [
                 {"role": "system", "content": "be brief"},
                 {"role": "user", "content": "hi"},
                 {"role": "assistant", "content": "hello"},
@@ -772,19 +661,20 @@ mod tests {
 /// The stream reader against hostile and oddly cut input: whatever the
 /// upstream sends, and however the network splits it, reading never panics,
 /// fails only with a typed [`AiError`], and a valid stream gives the same
-/// tokens whole or in pieces.
+/// parts (text, reasoning, tool calls, usage) whole or in pieces.
 #[cfg(test)]
 mod proptests {
     use super::*;
+    use crate::domain::answer::{TokenUsage, ToolActivity, ToolCallId, ToolName, ToolState};
     use eventsource_stream::Eventsource as _;
     use proptest::prelude::*;
 
     /// Reads `body` cut into pieces at `cuts` through the parser the real
-    /// event source uses, and returns the tokens and how the stream ended
+    /// event source uses, and returns the deltas and how the stream ended
     /// (`None`: `[DONE]`).
     // The large error is reqwest-eventsource's own, what `EventSource` yields.
     #[allow(clippy::result_large_err)]
-    fn read(body: &[u8], cuts: &[usize]) -> (Vec<String>, Option<AiError>) {
+    fn read(body: &[u8], cuts: &[usize]) -> (Vec<AnswerDelta>, Option<AiError>) {
         let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
         points.extend([0, body.len()]);
         points.sort_unstable();
@@ -805,7 +695,7 @@ mod proptests {
             let mut got = Vec::new();
             while let Some(item) = stream.next().await {
                 match item {
-                    Ok(token) => got.push(token),
+                    Ok(delta) => got.push(delta),
                     Err(e) => {
                         assert!(stream.next().await.is_none(), "nothing after a failure");
                         return (got, Some(e));
@@ -816,12 +706,33 @@ mod proptests {
         })
     }
 
+    fn text(t: &str) -> AnswerDelta {
+        AnswerDelta::Text(t.to_owned())
+    }
+
+    /// The text deltas of `deltas`.
+    fn texts(deltas: &[AnswerDelta]) -> Vec<String> {
+        deltas
+            .iter()
+            .filter_map(|d| match d {
+                AnswerDelta::Text(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// One event as an upstream may write it: a token in the minimal FastAPI
-    /// chunk or OpenAI's full one, or something that carries no text.
+    /// chunk or OpenAI's full one, reasoning in either spelling, a tool call
+    /// in fragments, the usage chunk, or something that carries nothing.
     #[derive(Debug, Clone)]
     enum Piece {
         FastApi(String),
         OpenAi(String),
+        /// The text, and whether it is spelled `reasoning` (else `reasoning_content`).
+        Reasoning(String, bool),
+        /// Name, id and argument fragments of one call.
+        Tool(String, String, Vec<String>),
+        Usage(u32, u32, u32),
         Role,
         Finish,
         Comment(String),
@@ -832,6 +743,10 @@ mod proptests {
         prop_oneof![
             4 => any::<String>().prop_map(Piece::FastApi),
             4 => any::<String>().prop_map(Piece::OpenAi),
+            2 => (any::<String>(), any::<bool>()).prop_map(|(t, b)| Piece::Reasoning(t, b)),
+            2 => ("[a-z_]{1,12}", "call_[a-z0-9]{1,8}", prop::collection::vec(any::<String>(), 0..3))
+                .prop_map(|(n, i, a)| Piece::Tool(n, i, a)),
+            1 => (any::<u32>(), any::<u32>(), 0u32..100).prop_map(|(p, c, r)| Piece::Usage(p, c, r)),
             1 => Just(Piece::Role),
             1 => Just(Piece::Finish),
             1 => "[^\r\n]{0,20}".prop_map(Piece::Comment),
@@ -839,48 +754,142 @@ mod proptests {
         ]
     }
 
-    /// The wire text of `pieces` then `[DONE]`, with `eol` as line ending,
-    /// and the tokens a reader must produce from it.
-    fn stream_of(pieces: &[Piece], eol: &str) -> (String, Vec<String>) {
-        let mut body = String::new();
-        let mut expected = Vec::new();
-        let event = |data: String| format!("data: {data}{eol}{eol}");
-        for p in pieces {
-            let text = match p {
-                Piece::FastApi(t) => {
-                    event(serde_json::json!({"choices": [{"delta": {"content": t}}]}).to_string())
+    /// What a reader must produce: the deltas so far, and the calls it is
+    /// still assembling (complete at a finish reason or `[DONE]`).
+    #[derive(Default)]
+    struct Expected {
+        deltas: Vec<AnswerDelta>,
+        open: Vec<(String, String, String)>,
+    }
+
+    impl Expected {
+        fn call(
+            &self,
+            id: &str,
+            name: &str,
+            state: ToolState,
+            args: Option<String>,
+        ) -> AnswerDelta {
+            AnswerDelta::Tool(ToolActivity {
+                call_id: ToolCallId::parse(id).unwrap(),
+                name: ToolName::parse(name).unwrap(),
+                state,
+                arguments: args,
+            })
+        }
+
+        fn finish(&mut self) {
+            for (id, name, args) in std::mem::take(&mut self.open) {
+                let done = self.call(&id, &name, ToolState::Finished, Some(args));
+                self.deltas.push(done);
+            }
+        }
+    }
+
+    /// The `data:` payloads of one piece, and what it adds to `expected`.
+    fn payloads(p: &Piece, index: usize, expected: &mut Expected) -> Vec<String> {
+        let chunk = |delta: serde_json::Value| {
+            serde_json::json!({"choices": [{"index": 0, "delta": delta}]}).to_string()
+        };
+        match p {
+            Piece::FastApi(t) => {
+                if !t.is_empty() {
+                    expected.deltas.push(text(t));
                 }
-                Piece::OpenAi(t) => event(
-                    serde_json::json!({
-                        "id": "chatcmpl-1", "object": "chat.completion.chunk",
-                        "created": 1, "model": "m",
-                        "choices": [{"index": 0, "delta": {"content": t},
-                                     "logprobs": null, "finish_reason": null}]
-                    })
+                vec![serde_json::json!({"choices": [{"delta": {"content": t}}]}).to_string()]
+            }
+            Piece::OpenAi(t) => {
+                if !t.is_empty() {
+                    expected.deltas.push(text(t));
+                }
+                vec![serde_json::json!({
+                    "id": "chatcmpl-1", "object": "chat.completion.chunk",
+                    "created": 1, "model": "m",
+                    "choices": [{"index": 0, "delta": {"content": t},
+                                 "logprobs": null, "finish_reason": null}]
+                })
+                .to_string()]
+            }
+            Piece::Reasoning(t, short) => {
+                if !t.is_empty() {
+                    expected.deltas.push(AnswerDelta::Reasoning(t.clone()));
+                }
+                let field = if *short {
+                    "reasoning"
+                } else {
+                    "reasoning_content"
+                };
+                vec![chunk(serde_json::json!({ field: t, "content": null }))]
+            }
+            Piece::Tool(name, id, fragments) => {
+                let started = expected.call(id, name, ToolState::Started, None);
+                expected.deltas.push(started);
+                expected
+                    .open
+                    .push((id.clone(), name.clone(), fragments.concat()));
+                let first = chunk(serde_json::json!({"tool_calls": [{"index": index, "id": id,
+                    "type": "function", "function": {"name": name, "arguments": ""}}]}));
+                std::iter::once(first)
+                    .chain(fragments.iter().map(|f| {
+                        chunk(serde_json::json!({"tool_calls": [{"index": index,
+                            "function": {"arguments": f}}]}))
+                    }))
+                    .collect()
+            }
+            Piece::Usage(prompt, completion, reasoning) => {
+                let (prompt, completion) = (u64::from(*prompt), u64::from(*completion));
+                expected.deltas.push(AnswerDelta::Usage(TokenUsage {
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                    reasoning_tokens: u64::from(*reasoning),
+                    total_tokens: prompt + completion,
+                    estimated: false,
+                }));
+                vec![
+                    serde_json::json!({"choices": [], "usage": {"prompt_tokens": prompt,
+                    "completion_tokens": completion, "total_tokens": prompt + completion,
+                    "completion_tokens_details": {"reasoning_tokens": reasoning}}})
                     .to_string(),
-                ),
-                Piece::Role => event(
+                ]
+            }
+            Piece::Role => {
+                vec![
                     r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#.into(),
-                ),
-                Piece::Finish => event(
+                ]
+            }
+            Piece::Finish => {
+                expected.finish();
+                vec![
                     r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#
                         .into(),
-                ),
-                Piece::Comment(c) => format!(":{c}{eol}"),
-                Piece::Blank => eol.to_owned(),
-            };
-            body.push_str(&text);
-            if let Piece::FastApi(t) | Piece::OpenAi(t) = p {
-                if !t.is_empty() {
-                    expected.push(t.clone());
+                ]
+            }
+            Piece::Comment(_) | Piece::Blank => Vec::new(),
+        }
+    }
+
+    /// The wire text of `pieces` then `[DONE]`, with `eol` as line ending,
+    /// and the deltas a reader must produce from it.
+    fn stream_of(pieces: &[Piece], eol: &str) -> (String, Vec<AnswerDelta>) {
+        let mut body = String::new();
+        let mut expected = Expected::default();
+        for (index, p) in pieces.iter().enumerate() {
+            match p {
+                Piece::Comment(c) => body.push_str(&format!(":{c}{eol}")),
+                Piece::Blank => body.push_str(eol),
+                _ => {
+                    for data in payloads(p, index, &mut expected) {
+                        body.push_str(&format!("data: {data}{eol}{eol}"));
+                    }
                 }
             }
         }
+        expected.finish();
         // A lone CR as the very last line ending is never read as one: the
         // parser waits for a LF that may follow (see the test below).
         let last = if eol == "\r" { "\r\n" } else { eol };
         body.push_str(&format!("data: [DONE]{eol}{last}"));
-        (body, expected)
+        (body, expected.deltas)
     }
 
     /// A known limit of `eventsource-stream`, pinned so a fix (or a change)
@@ -893,21 +902,67 @@ mod proptests {
     #[test]
     fn a_lone_cr_as_the_last_line_ending_is_not_read() {
         let body = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\r\rdata: [DONE]\r\r";
-        let (tokens, end) = read(body.as_bytes(), &[]);
-        assert_eq!(tokens, ["hi"]);
+        let (deltas, end) = read(body.as_bytes(), &[]);
+        assert_eq!(deltas, [text("hi")]);
         assert_eq!(
             end,
             Some(AiError::Protocol("stream ended before [DONE]".into()))
         );
-        let (tokens, end) = read(format!("{body}\n").as_bytes(), &[7, 30]);
-        assert_eq!((tokens, end), (vec!["hi".to_owned()], None));
+        let (deltas, end) = read(format!("{body}\n").as_bytes(), &[7, 30]);
+        assert_eq!((deltas, end), (vec![text("hi")], None));
+    }
+
+    /// A reasoning model's whole answer, as one upstream writes it: the
+    /// reasoning, two tool calls, the text, then the usage chunk.
+    #[test]
+    fn a_reasoning_answer_with_two_tool_calls_and_usage() {
+        let pieces = [
+            Piece::Role,
+            Piece::Reasoning("Let me ".into(), false),
+            Piece::Reasoning("think.".into(), true),
+            Piece::Tool(
+                "lookup".into(),
+                "call_1".into(),
+                vec!["{\"q\":".into(), "1}".into()],
+            ),
+            Piece::Tool("add".into(), "call_2".into(), vec!["{}".into()]),
+            Piece::Finish,
+            Piece::OpenAi("Done.".into()),
+            Piece::Usage(10, 20, 5),
+        ];
+        let (body, expected) = stream_of(&pieces, "\n");
+        let (deltas, end) = read(body.as_bytes(), &[]);
+        assert_eq!(end, None);
+        assert_eq!(deltas, expected);
+        let kinds: Vec<&str> = deltas
+            .iter()
+            .map(|d| match d {
+                AnswerDelta::Text(_) => "text",
+                AnswerDelta::Reasoning(_) => "reasoning",
+                AnswerDelta::Tool(a) => a.state.as_str(),
+                AnswerDelta::Usage(_) => "usage",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "reasoning",
+                "reasoning",
+                "started",
+                "started",
+                "finished",
+                "finished",
+                "text",
+                "usage"
+            ]
+        );
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
 
         #[test]
-        fn a_valid_stream_gives_its_tokens_however_it_is_cut(
+        fn a_valid_stream_gives_its_parts_however_it_is_cut(
             pieces in prop::collection::vec(piece(), 0..12),
             eol in prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
             cuts in prop::collection::vec(any::<usize>(), 0..24),
@@ -920,12 +975,12 @@ mod proptests {
         }
 
         #[test]
-        fn arbitrary_bytes_end_in_tokens_or_a_typed_error(
+        fn arbitrary_bytes_end_in_deltas_or_a_typed_error(
             body in prop::collection::vec(any::<u8>(), 0..400),
             cuts in prop::collection::vec(any::<usize>(), 0..8),
         ) {
-            let (tokens, end) = read(&body, &cuts);
-            prop_assert!(tokens.iter().all(|t| !t.is_empty()));
+            let (deltas, end) = read(&body, &cuts);
+            prop_assert!(texts(&deltas).iter().all(|t| !t.is_empty()));
             // Without `[DONE]` the stream cannot end well.
             let done = body.windows(6).any(|w| w == b"[DONE]");
             prop_assert!(done || end.is_some(), "{:?}", end);
@@ -940,7 +995,10 @@ mod proptests {
         #[test]
         fn arbitrary_event_data_never_panics_nor_leaks_it(data in any::<String>()) {
             match parse_data(&data) {
-                Ok(Parsed::Token(t)) => prop_assert!(!t.is_empty()),
+                Ok(Parsed::Chunk(parts)) => {
+                    prop_assert!(parts.text.is_none_or(|t| !t.is_empty()));
+                    prop_assert!(parts.reasoning.is_none_or(|t| !t.is_empty()));
+                }
                 Ok(Parsed::Skip | Parsed::Done) => {}
                 Err(AiError::Protocol(text)) => {
                     // Kind and position only, never the payload.

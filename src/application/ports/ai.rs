@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use futures_util::Stream;
 use thiserror::Error;
 
+use crate::domain::answer::AnswerDelta;
 use crate::domain::{ChatMessage, SessionId, UserId};
 
 /// Failures of an [`AiModel`], before or during a stream.
@@ -76,10 +77,11 @@ pub struct AiRequest {
     pub trace: Option<crate::domain::TraceContext>,
 }
 
-/// The answer as it arrives: one item per text delta. The stream ends after
+/// The answer as it arrives: one item per delta (text, reasoning, tool
+/// activity, usage), never an empty text or reasoning. The stream ends after
 /// the last delta; an `Err` item ends it early. Dropping the stream MUST abort
 /// the underlying request.
-pub type TokenStream = Pin<Box<dyn Stream<Item = Result<String, AiError>> + Send>>;
+pub type TokenStream = Pin<Box<dyn Stream<Item = Result<AnswerDelta, AiError>> + Send>>;
 
 /// What `/health` says about the AI side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,4 +145,16 @@ pub trait AiModel: Send + Sync {
     async fn stream(&self, request: AiRequest) -> Result<TokenStream, AiError>;
     async fn health(&self) -> AiHealth;
     fn upstreams(&self) -> Vec<UpstreamState>;
+}
+
+/// Counts tokens the way a model's tokenizer would, for answers whose
+/// upstream did not say what they cost.
+///
+/// # Errors
+/// None: counting cannot fail. `count` MUST NOT block the runtime (a long
+/// text takes milliseconds); it returns one count per text, in order.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait TokenCounter: Send + Sync {
+    async fn count(&self, texts: Vec<String>) -> Vec<u64>;
 }

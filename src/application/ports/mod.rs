@@ -15,6 +15,7 @@ mod limiter;
 mod sessions;
 mod stats;
 mod transcripts;
+mod usage;
 mod users;
 
 pub use access::*;
@@ -26,4 +27,5 @@ pub use limiter::*;
 pub use sessions::*;
 pub use stats::*;
 pub use transcripts::*;
+pub use usage::*;
 pub use users::*;

@@ -93,4 +93,11 @@ pub trait Stats: Send + Sync {
     fn handoff_queue_length(&self, queued: u64) {
         let _ = queued;
     }
+    /// An answer cost `count` tokens of `kind` (`prompt`, `completion`,
+    /// `reasoning`), as the upstream said or `estimated` here.
+    fn tokens(&self, kind: &'static str, estimated: bool, count: u64) {
+        let _ = (kind, estimated, count);
+    }
+    /// A chat was refused because its user's token budget is used up.
+    fn budget_exhausted(&self) {}
 }

@@ -69,6 +69,13 @@ fn test_vars(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Vec<(Stri
     vars
 }
 
+/// The server binary the process tests run: `CHATBOT_BIN` when set (a copy
+/// of this tree's build, where a shared target directory may hold another
+/// tree's), else the one cargo built beside these tests.
+pub fn server_binary() -> String {
+    std::env::var("CHATBOT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_chatbot-server").to_owned())
+}
+
 /// A running server and where to reach it. In-process servers stop when this
 /// is dropped; see [`TestProcess`] for the binary.
 pub struct TestApp {
@@ -193,7 +200,7 @@ async fn spawn_process_with(
 }
 
 fn command(sqlite_path: &std::path::Path, extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatbot-server"));
+    let mut cmd = Command::new(server_binary());
     // Start from a clean slate so the developer's own environment (a REDIS_URL,
     // a FASTAPI_URL, a .env) cannot change what a test means.
     cmd.env_clear()
@@ -404,7 +411,7 @@ impl TestApp {
     /// `chatbot-server users set-role NAME ROLE` on this server's user store,
     /// as an operator runs it (a separate process, the same SQLite file).
     pub async fn set_role(&self, name: &str, role: &str) {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatbot-server"))
+        let out = tokio::process::Command::new(server_binary())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("JWT_SECRET", TEST_SECRET)
@@ -476,8 +483,20 @@ impl WsClient {
         self.ws.send(Message::text(text.to_owned())).await.unwrap();
     }
 
-    /// The next JSON message (skipping pings), failing after 10 s.
+    /// The next JSON message (skipping pings and `quota`, as a client that
+    /// knows only the older types would), failing after 10 s.
     pub async fn recv(&mut self) -> Value {
+        loop {
+            let m = self.recv_any().await;
+            if m["type"] != "quota" {
+                return m;
+            }
+        }
+    }
+
+    /// The next JSON message whatever its type (skipping pings), failing
+    /// after 10 s.
+    pub async fn recv_any(&mut self) -> Value {
         loop {
             let frame = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
                 .await
@@ -536,6 +555,8 @@ impl WsClient {
             assert_eq!(m["seq"].as_u64(), Some(seq), "seq increases by one: {m}");
             match m["type"].as_str().unwrap() {
                 "stream-token" => ex.tokens.push(m["token"].as_str().unwrap().to_owned()),
+                // The answer's other parts: `messages` keeps them.
+                "stream-reasoning" | "stream-status" | "tool-activity" => {}
                 "error" => ex.errors.push(m),
                 "stream-end" => {
                     ex.status = m["status"].as_str().unwrap().to_owned();
@@ -633,7 +654,11 @@ pub fn is_iso_millis(s: &str) -> bool {
 /// - `big:N`: one delta of N bytes (`x` repeated), then `[DONE]`;
 /// - `endless`: a token every 50 ms until the client goes away;
 /// - `slow:N`: N tokens 50 ms apart, then `[DONE]`; `fast:N`: 5 ms apart;
-/// - anything else: `Reply to: <query>` word by word, then `[DONE]`.
+/// - `think-and-call`: a reasoning model's answer ([`THINK_AND_CALL`]):
+///   reasoning in both spellings, two tool calls in fragments, the text
+///   `Here it is.`, then the usage chunk;
+/// - anything else: `Reply to: <query>` word by word, then `[DONE]`, with
+///   no usage (the gateway estimates it).
 ///
 /// [`Upstream::set_down`] answers every request with that status instead.
 pub struct Upstream {
@@ -840,6 +865,13 @@ fn answer(query: &str, state: &StubState) -> Response {
             .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
             .body("boom");
     }
+    if query == "think-and-call" {
+        let events = THINK_AND_CALL
+            .iter()
+            .map(|data| Ok(format!("data: {data}\n\n")))
+            .collect::<Vec<_>>();
+        return sse(futures_util::stream::iter(events).boxed());
+    }
     if query == "fail-during" {
         let events = vec![Ok(delta("partial ")), Ok(delta("answer"))];
         return sse(futures_util::stream::iter(events).boxed());
@@ -897,6 +929,23 @@ fn answer(query: &str, state: &StubState) -> Response {
     events.push(Ok("data: [DONE]\n\n".into()));
     sse(futures_util::stream::iter(events).boxed())
 }
+
+/// The `data:` payloads of the stub's `think-and-call` answer, as a
+/// reasoning model behind an OpenAI-compatible server streams them.
+pub const THINK_AND_CALL: &[&str] = &[
+    r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+    r#"{"choices":[{"index":0,"delta":{"reasoning_content":"Let me think. "}}]}"#,
+    r#"{"choices":[{"index":0,"delta":{"reasoning":"Checking tools."}}]}"#,
+    r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"lookup","arguments":""}}]}}]}"#,
+    r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"q\":"}}]}}]}"#,
+    r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"x\"}"}}]}}]}"#,
+    r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"add","arguments":"{}"}}]}}]}"#,
+    r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+    r#"{"choices":[{"index":0,"delta":{"content":"Here it is."}}]}"#,
+    r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+    r#"{"choices":[],"usage":{"prompt_tokens":11,"completion_tokens":22,"total_tokens":33,"completion_tokens_details":{"reasoning_tokens":7}}}"#,
+    "[DONE]",
+];
 
 /// The expected reply of the stub's default scenario.
 pub fn stub_reply(query: &str) -> String {

@@ -50,6 +50,10 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     "handoff-unavailable",
     "handoff-waiting",
     "feedback",
+    // The answer's parts beside its text (the customer's `quota` is theirs alone).
+    "stream-reasoning",
+    "stream-status",
+    "tool-activity",
 ];
 
 /// What an agent asks for.

@@ -20,7 +20,7 @@ use super::super::api_common::UserView;
 use super::super::errors::ErrorCode;
 use super::super::{AppContext, RequestContext};
 use super::feed::ConversationFeed;
-use super::protocol::{now, parse_client_message, AgentView, ClientMessage, Reply};
+use super::protocol::{now, parse_client_message, AgentView, ClientMessage, QuotaView, Reply};
 use super::transport::{close_for_read_error, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
@@ -41,6 +41,8 @@ pub(super) struct Hello {
     pub user: UserView,
     pub mode: &'static str,
     pub agent: Option<AgentView>,
+    /// The user's token usage in the budget window, when known.
+    pub quota: Option<QuotaView>,
 }
 
 /// Why the read loop stopped.
@@ -245,6 +247,7 @@ impl Connection {
             seq: head,
             mode: hello.mode,
             agent: hello.agent,
+            quota: hello.quota,
             timestamp: now(),
         };
         let _ = out.try_push(Outbound::Message(hello.to_json()));
@@ -600,6 +603,7 @@ fn refused(refusal: ChatRefusal, doing: &'static str) -> Result<Option<Reply>, S
         }
         ChatRefusal::ShuttingDown => Reply::error(ErrorCode::ServerShuttingDown, None),
         ChatRefusal::RateLimited(limited) => Reply::rate_limited(limited.retry_after),
+        ChatRefusal::BudgetExhausted { resets_at } => Reply::budget_exhausted(resets_at),
         ChatRefusal::Failed(ChatError::SessionGone) => return Err(Stop::SessionGone),
         ChatRefusal::Failed(e) => {
             tracing::warn!(error = %ErrorChain(&e), "could not {doing}");

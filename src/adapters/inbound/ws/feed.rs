@@ -1,7 +1,7 @@
 //! Feeds a session's conversation to one socket: the replay first, then every
 //! live event, each once and in `seq` order, as text frames for the writer.
 
-use super::protocol::{event_json, Reply};
+use super::protocol::{event_json, quota_after, Reply};
 use super::transport::{CloseReason, FeedFrame, FrameFeed};
 use crate::application::{Attachment, Feed};
 use crate::telemetry::ErrorChain;
@@ -12,6 +12,8 @@ pub struct ConversationFeed {
     /// Once the feed must close, every later call says so again without
     /// asking the attachment, whose live stream may have ended for good.
     ending: Option<CloseReason>,
+    /// The `quota` message due right after the `stream-end` just sent.
+    quota: Option<String>,
 }
 
 impl ConversationFeed {
@@ -19,6 +21,7 @@ impl ConversationFeed {
         Self {
             attachment,
             ending: None,
+            quota: None,
         }
     }
 
@@ -37,8 +40,14 @@ impl FrameFeed for ConversationFeed {
         if let Some(reason) = self.ending {
             return FeedFrame::Close(reason);
         }
+        if let Some(quota) = self.quota.take() {
+            return FeedFrame::Text(quota);
+        }
         match self.attachment.next().await {
-            Ok(Feed::Event(event)) => FeedFrame::Text(event_json(&event)),
+            Ok(Feed::Event(event)) => {
+                self.quota = quota_after(&event);
+                FeedFrame::Text(event_json(&event))
+            }
             Ok(Feed::FellBehind) => {
                 tracing::info!("connection fell behind its conversation; closing it");
                 self.ending = Some(CloseReason::FellBehind);

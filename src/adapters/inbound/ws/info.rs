@@ -17,6 +17,7 @@ use super::protocol::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES};
 use super::transport::CloseReason;
 use super::{UPGRADE_REFUSALS, WS_AUTHENTICATION};
 use crate::application::limits::{LimitSettings, Rule};
+use crate::application::AnswerSettings;
 use crate::config::WebSocketConfig;
 use crate::domain::feedback::COMMENT_MAX_CHARS;
 
@@ -87,6 +88,24 @@ struct WsInfoBody {
     close_codes: Vec<WsCloseCode>,
     active_connections: u64,
     agent_socket: AgentSocketInfo,
+    answers: AnswerInfo,
+}
+
+/// What answers show beside their text, and the token budget.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct AnswerInfo {
+    /// `RELAY_REASONING`: `stream-reasoning` carries the model's reasoning;
+    /// otherwise only `stream-status: thinking` says it reasons.
+    relay_reasoning: bool,
+    /// `RELAY_TOOL_ARGUMENTS`: a finished `tool-activity` carries its arguments.
+    relay_tool_arguments: bool,
+    /// `USER_TOKEN_BUDGET`: tokens a user's answers may cost per window (0:
+    /// no budget). Past it a chat gets an `error` with code
+    /// `budget_exhausted` and `resetsAt`.
+    token_budget: u64,
+    /// `USER_TOKEN_BUDGET_WINDOW`, fixed from the Unix epoch (`1d`, `12h`, ...).
+    token_budget_window: String,
 }
 
 /// The human agents' socket. Its authentication, limits, keep-alive, error
@@ -132,12 +151,23 @@ impl WsInfoApi {
     )]
     async fn websocket_info(&self, ctx: Data<&Arc<AppContext>>) -> WsInfoResponse {
         let active = ctx.metrics.snapshot().active_connections;
-        WsInfoResponse::Ok(Json(ws_info(&ctx.websocket, ctx.limits.settings(), active)))
+        let answers = ctx.chat.answer_settings();
+        WsInfoResponse::Ok(Json(ws_info(
+            &ctx.websocket,
+            ctx.limits.settings(),
+            &answers,
+            active,
+        )))
     }
 }
 
 /// `/api/websocket/info` for these settings.
-fn ws_info(settings: &WebSocketConfig, limits: &LimitSettings, active: u64) -> WsInfoBody {
+fn ws_info(
+    settings: &WebSocketConfig,
+    limits: &LimitSettings,
+    answers: &AnswerSettings,
+    active: u64,
+) -> WsInfoBody {
     let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     WsInfoBody {
         endpoint: "/ws".into(),
@@ -181,6 +211,12 @@ fn ws_info(settings: &WebSocketConfig, limits: &LimitSettings, active: u64) -> W
                 server: strings(AGENT_SERVER_MESSAGE_TYPES),
             },
         },
+        answers: AnswerInfo {
+            relay_reasoning: answers.relay.reasoning,
+            relay_tool_arguments: answers.relay.tool_arguments,
+            token_budget: answers.budget.limit.unwrap_or(0),
+            token_budget_window: answers.budget.window.label(),
+        },
     }
 }
 
@@ -202,6 +238,6 @@ impl Example for WsInfoBody {
             ws_connections_per_ip: Some(100),
             ..LimitSettings::default()
         };
-        ws_info(&settings, &limits, 12)
+        ws_info(&settings, &limits, &AnswerSettings::default(), 12)
     }
 }

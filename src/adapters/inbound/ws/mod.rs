@@ -30,12 +30,13 @@ use super::openapi::bearer_token;
 use super::{client_ip, connection_authenticated, request_context, AppContext, RequestContext};
 use crate::application::limits::ConnectionPermit;
 use crate::application::{Attachment, AuthError, Authorized, ChatError};
+use crate::domain::budget::Quota;
 use crate::domain::conversation::Seq;
 use crate::domain::handoff::Mode;
 use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
 use connection::{Connection, Hello};
-use protocol::AgentView;
+use protocol::{AgentView, QuotaView};
 
 pub use protocol::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES};
 
@@ -197,10 +198,12 @@ pub async fn ws_endpoint(
             return ErrorBody::response(ErrorCode::SessionStoreUnavailable);
         }
     };
+    let quota = ctx.chat.quota(&user.id).await;
     let opened = Opened {
         session_id,
         resumed,
         attachment,
+        quota,
         user,
         authority: connection::Authority::new(claims, revocations),
         permit,
@@ -222,6 +225,8 @@ struct Opened {
     request: RequestContext,
     /// Who answered the conversation when the socket opened.
     mode: Mode,
+    /// The user's token usage in the budget window, when known.
+    quota: Option<Quota>,
 }
 
 /// Answers the upgrade and hands the socket to a tracked [`Connection`].
@@ -253,6 +258,7 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
                 user: UserView::from(&opened.user),
                 mode: opened.mode.as_str(),
                 agent: opened.mode.agent().map(AgentView::from),
+                quota: opened.quota.as_ref().map(QuotaView::from),
             };
             tracker.track_future(connection.start(
                 socket,

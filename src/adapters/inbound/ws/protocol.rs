@@ -8,6 +8,8 @@ use serde_json::Value;
 use super::super::api_common::UserView;
 use super::super::errors::{content_refusal, retry_after_ms, ErrorCode};
 use crate::application::ResumeNotice;
+use crate::domain::answer::{TokenUsage, ToolActivity};
+use crate::domain::budget::Quota;
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::AgentRef;
@@ -49,6 +51,11 @@ pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "pong",
     "authenticated",
     "feedback",
+    // The answer's parts beside its text, and what it cost.
+    "stream-reasoning",
+    "stream-status",
+    "tool-activity",
+    "quota",
 ];
 
 /// A client message that passed validation.
@@ -214,6 +221,10 @@ pub enum Reply {
         mode: &'static str,
         /// The agent holding the conversation, when `assigned`.
         agent: Option<AgentView>,
+        /// The user's token usage in the current budget window (absent when
+        /// the usage store could not say).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quota: Option<QuotaView>,
         timestamp: String,
     },
     /// A chat's (with the `clientMessageId` it was sent with) or a
@@ -249,6 +260,17 @@ pub enum Reply {
         /// later may help.
         #[serde(skip_serializing_if = "Option::is_none")]
         retryable: Option<bool>,
+        /// With `budget_exhausted`: when the budget window turns over.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resets_at: Option<String>,
+        timestamp: String,
+    },
+    /// Where the user stands in the budget window, right after each
+    /// answer's `stream-end`.
+    #[serde(rename_all = "camelCase")]
+    Quota {
+        #[serde(flatten)]
+        quota: QuotaView,
         timestamp: String,
     },
     /// The session vanished from the store under this open socket; the
@@ -291,6 +313,7 @@ impl Reply {
             message_id: message_id.map(|m| m.as_str().to_owned()),
             retry_after_ms: None,
             retryable: None,
+            resets_at: None,
             timestamp: now(),
         }
     }
@@ -304,6 +327,7 @@ impl Reply {
             message_id: None,
             retry_after_ms: Some(retry_after_ms(retry_after)),
             retryable: None,
+            resets_at: None,
             timestamp: now(),
         }
     }
@@ -318,6 +342,29 @@ impl Reply {
             message_id: None,
             retry_after_ms: None,
             retryable: Some(true),
+            resets_at: None,
+            timestamp: now(),
+        }
+    }
+
+    /// The `budget_exhausted` error, saying when the budget turns over.
+    pub fn budget_exhausted(resets_at: chrono::DateTime<chrono::Utc>) -> Self {
+        let code = ErrorCode::BudgetExhausted;
+        Reply::Error {
+            code,
+            message: code.message().to_owned(),
+            message_id: None,
+            retry_after_ms: None,
+            retryable: None,
+            resets_at: Some(iso_millis(resets_at)),
+            timestamp: now(),
+        }
+    }
+
+    /// The `quota` message.
+    pub fn quota(quota: &Quota) -> Self {
+        Reply::Quota {
+            quota: quota.into(),
             timestamp: now(),
         }
     }
@@ -389,6 +436,34 @@ enum EventMessage<'a> {
         seq: Seq,
         message_id: &'a str,
         status: &'a str,
+        /// What the answer cost, when it reached the AI.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        usage: Option<UsageView>,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    StreamReasoning {
+        seq: Seq,
+        message_id: &'a str,
+        token: &'a str,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    StreamStatus {
+        seq: Seq,
+        message_id: &'a str,
+        status: &'static str,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    ToolActivity {
+        seq: Seq,
+        message_id: &'a str,
+        tool_call_id: &'a str,
+        name: &'a str,
+        state: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        arguments: Option<&'a str>,
         timestamp: String,
     },
     HumanEscalationResponse {
@@ -457,6 +532,60 @@ enum EventMessage<'a> {
         comment: Option<&'a str>,
         timestamp: String,
     },
+}
+
+/// An answer's usage on the wire.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageView {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub total_tokens: u64,
+    pub estimated: bool,
+}
+
+impl From<&TokenUsage> for UsageView {
+    fn from(u: &TokenUsage) -> Self {
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            total_tokens: u.total_tokens,
+            estimated: u.estimated,
+        }
+    }
+}
+
+/// A user's standing in the budget window on the wire: `limit` and
+/// `resetsAt` are `null` without a budget.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaView {
+    pub used: u64,
+    pub limit: Option<u64>,
+    pub resets_at: Option<String>,
+}
+
+impl From<&Quota> for QuotaView {
+    fn from(q: &Quota) -> Self {
+        Self {
+            used: q.used,
+            limit: q.limit,
+            resets_at: q.resets_at.map(iso_millis),
+        }
+    }
+}
+
+/// The `quota` message that follows this event on a user's socket: the
+/// standing a `stream-end` carries.
+pub fn quota_after(logged: &LoggedEvent) -> Option<String> {
+    match &logged.event {
+        ConversationEvent::StreamEnd {
+            cost: Some(cost), ..
+        } => cost.quota.as_ref().map(|q| Reply::quota(q).to_json()),
+        _ => None,
+    }
 }
 
 /// An agent as handoff messages name it: `{id, username}`.
@@ -530,12 +659,36 @@ fn event_message(logged: &LoggedEvent) -> EventMessage<'_> {
                 timestamp,
             }
         }
-        ConversationEvent::StreamEnd { message_id, status } => EventMessage::StreamEnd {
+        ConversationEvent::StreamEnd {
+            message_id,
+            status,
+            cost,
+        } => EventMessage::StreamEnd {
             seq,
             message_id: message_id.as_str(),
             status: status.as_str(),
+            usage: cost
+                .as_ref()
+                .and_then(|c| c.usage.as_ref())
+                .map(UsageView::from),
             timestamp,
         },
+        ConversationEvent::StreamReasoning { message_id, token } => EventMessage::StreamReasoning {
+            seq,
+            message_id: message_id.as_str(),
+            token,
+            timestamp,
+        },
+        ConversationEvent::StreamStatus { message_id, phase } => EventMessage::StreamStatus {
+            seq,
+            message_id: message_id.as_str(),
+            status: phase.as_str(),
+            timestamp,
+        },
+        ConversationEvent::ToolActivity {
+            message_id,
+            activity,
+        } => tool_message(seq, message_id, activity, timestamp),
         ConversationEvent::EscalationResponse { message } => {
             EventMessage::HumanEscalationResponse {
                 seq,
@@ -554,6 +707,23 @@ fn event_message(logged: &LoggedEvent) -> EventMessage<'_> {
             timestamp,
         },
         other => handoff_message(seq, other, timestamp),
+    }
+}
+
+fn tool_message<'a>(
+    seq: Seq,
+    message_id: &'a MessageId,
+    activity: &'a ToolActivity,
+    timestamp: String,
+) -> EventMessage<'a> {
+    EventMessage::ToolActivity {
+        seq,
+        message_id: message_id.as_str(),
+        tool_call_id: activity.call_id.as_str(),
+        name: activity.name.as_str(),
+        state: activity.state.as_str(),
+        arguments: activity.arguments.as_deref(),
+        timestamp,
     }
 }
 
@@ -790,9 +960,11 @@ mod tests {
             event: ConversationEvent::StreamEnd {
                 message_id: MessageId::parse("msg_1").unwrap(),
                 status: StreamStatus::Completed,
+                cost: None,
             },
         };
         assert_eq!(event_value(&end)["status"], "completed");
+        assert!(event_value(&end).get("usage").is_none(), "additive only");
         let err = Reply::error(ErrorCode::InvalidJson, None).to_json();
         assert!(!err.contains("messageId"), "{err}");
     }
@@ -826,6 +998,98 @@ mod tests {
             event_value(&waiting),
             serde_json::json!({"type": "handoff-waiting", "seq": 9, "position": 2, "agentsOnline": 0, "timestamp": "2025-09-12T10:30:00.000Z"})
         );
+    }
+
+    #[test]
+    fn the_answers_parts_and_cost_on_the_wire() {
+        use crate::domain::answer::{AnswerPhase, ToolCallId, ToolName, ToolState};
+        use crate::domain::conversation::AnswerCost;
+        let at = chrono::Utc
+            .with_ymd_and_hms(2025, 9, 12, 10, 30, 0)
+            .unwrap();
+        let m = || MessageId::parse("msg_1").unwrap();
+        let logged = |seq, event| LoggedEvent { seq, at, event };
+        let ts = "2025-09-12T10:30:00.000Z";
+        assert_eq!(
+            event_value(&logged(
+                3,
+                ConversationEvent::StreamStatus {
+                    message_id: m(),
+                    phase: AnswerPhase::Thinking
+                }
+            )),
+            serde_json::json!({"type": "stream-status", "seq": 3, "messageId": "msg_1", "status": "thinking", "timestamp": ts})
+        );
+        assert_eq!(
+            event_value(&logged(
+                4,
+                ConversationEvent::StreamReasoning {
+                    message_id: m(),
+                    token: "hmm".into()
+                }
+            )),
+            serde_json::json!({"type": "stream-reasoning", "seq": 4, "messageId": "msg_1", "token": "hmm", "timestamp": ts})
+        );
+        let tool = |arguments: Option<&str>| {
+            event_value(&logged(
+                5,
+                ConversationEvent::ToolActivity {
+                    message_id: m(),
+                    activity: Box::new(ToolActivity {
+                        call_id: ToolCallId::parse("call_1").unwrap(),
+                        name: ToolName::parse("lookup").unwrap(),
+                        state: ToolState::Finished,
+                        arguments: arguments.map(str::to_owned),
+                    }),
+                },
+            ))
+        };
+        assert_eq!(
+            tool(None),
+            serde_json::json!({"type": "tool-activity", "seq": 5, "messageId": "msg_1", "toolCallId": "call_1", "name": "lookup", "state": "finished", "timestamp": ts})
+        );
+        assert_eq!(tool(Some("{}"))["arguments"], "{}");
+        let quota = Quota {
+            used: 42,
+            limit: Some(100),
+            resets_at: Some(chrono::Utc.with_ymd_and_hms(2025, 9, 13, 0, 0, 0).unwrap()),
+        };
+        let end = logged(
+            6,
+            ConversationEvent::StreamEnd {
+                message_id: m(),
+                status: StreamStatus::Completed,
+                cost: Some(Box::new(AnswerCost {
+                    usage: Some(TokenUsage {
+                        prompt_tokens: 10,
+                        completion_tokens: 30,
+                        reasoning_tokens: 2,
+                        total_tokens: 40,
+                        estimated: true,
+                    }),
+                    quota: Some(quota),
+                })),
+            },
+        );
+        assert_eq!(
+            event_value(&end)["usage"],
+            serde_json::json!({"promptTokens": 10, "completionTokens": 30, "reasoningTokens": 2, "totalTokens": 40, "estimated": true})
+        );
+        let after: Value = serde_json::from_str(&quota_after(&end).unwrap()).unwrap();
+        assert_eq!(after["type"], "quota");
+        assert_eq!(after["used"], 42);
+        assert_eq!(after["limit"], 100);
+        assert_eq!(after["resetsAt"], "2025-09-13T00:00:00.000Z");
+        let unlimited: Value = serde_json::from_str(
+            &Reply::quota(&Quota {
+                used: 1,
+                limit: None,
+                resets_at: None,
+            })
+            .to_json(),
+        )
+        .unwrap();
+        assert!(unlimited["limit"].is_null() && unlimited["resetsAt"].is_null());
     }
 
     #[test]

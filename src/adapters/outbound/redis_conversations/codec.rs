@@ -8,8 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::application::ports::ConversationStoreError;
+use crate::domain::answer::{
+    AnswerPhase, TokenUsage, ToolActivity, ToolCallId, ToolName, ToolState,
+};
+use crate::domain::budget::Quota;
 use crate::domain::conversation::{
-    ClientMessageId, ConversationEvent, GenerationFailure, LoggedEvent, Seq,
+    AnswerCost, ClientMessageId, ConversationEvent, GenerationFailure, LoggedEvent, Seq,
 };
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::{AgentRef, Unavailability};
@@ -59,6 +63,27 @@ enum StoredKind {
     StreamEnd {
         message_id: String,
         status: StoredStatus,
+        /// Absent from records written before answers had a cost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<StoredUsage>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quota: Option<StoredQuota>,
+    },
+    StreamReasoning {
+        message_id: String,
+        token: String,
+    },
+    StreamStatus {
+        message_id: String,
+        status: String,
+    },
+    ToolActivity {
+        message_id: String,
+        tool_call_id: String,
+        name: String,
+        state: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments: Option<String>,
     },
     EscalationResponse {
         message: String,
@@ -95,6 +120,110 @@ enum StoredKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
+}
+
+/// An answer's usage, as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredUsage {
+    prompt: u64,
+    completion: u64,
+    reasoning: u64,
+    total: u64,
+    estimated: bool,
+}
+
+impl From<&TokenUsage> for StoredUsage {
+    fn from(u: &TokenUsage) -> Self {
+        Self {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            reasoning: u.reasoning_tokens,
+            total: u.total_tokens,
+            estimated: u.estimated,
+        }
+    }
+}
+
+impl From<StoredUsage> for TokenUsage {
+    fn from(u: StoredUsage) -> Self {
+        Self {
+            prompt_tokens: u.prompt,
+            completion_tokens: u.completion,
+            reasoning_tokens: u.reasoning,
+            total_tokens: u.total,
+            estimated: u.estimated,
+        }
+    }
+}
+
+/// A user's standing after an answer, as stored (`resets_at` in Unix seconds).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredQuota {
+    used: u64,
+    limit: Option<u64>,
+    resets_at: Option<i64>,
+}
+
+impl From<&Quota> for StoredQuota {
+    fn from(q: &Quota) -> Self {
+        Self {
+            used: q.used,
+            limit: q.limit,
+            resets_at: q.resets_at.map(|t| t.timestamp()),
+        }
+    }
+}
+
+impl From<StoredQuota> for Quota {
+    fn from(q: StoredQuota) -> Self {
+        Self {
+            used: q.used,
+            limit: q.limit,
+            resets_at: q
+                .resets_at
+                .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)),
+        }
+    }
+}
+
+fn stored_end(
+    message_id: &MessageId,
+    status: StreamStatus,
+    cost: Option<&AnswerCost>,
+) -> StoredKind {
+    StoredKind::StreamEnd {
+        message_id: message_id.as_str().to_owned(),
+        status: status.into(),
+        usage: cost.and_then(|c| c.usage.as_ref()).map(StoredUsage::from),
+        quota: cost.and_then(|c| c.quota.as_ref()).map(StoredQuota::from),
+    }
+}
+
+fn stored_tool(message_id: &MessageId, a: &ToolActivity) -> StoredKind {
+    StoredKind::ToolActivity {
+        message_id: message_id.as_str().to_owned(),
+        tool_call_id: a.call_id.as_str().to_owned(),
+        name: a.name.as_str().to_owned(),
+        state: a.state.as_str().to_owned(),
+        arguments: a.arguments.clone(),
+    }
+}
+
+fn domain_tool(
+    tool_call_id: &str,
+    name: &str,
+    state: &str,
+    arguments: Option<String>,
+) -> Result<ToolActivity, ConversationStoreError> {
+    let bad = |what: &str| {
+        ConversationStoreError::from(StoreFailure::bare(format!("stored tool {what} is invalid")))
+    };
+    Ok(ToolActivity {
+        call_id: ToolCallId::parse(tool_call_id).map_err(|_| bad("call id"))?,
+        name: ToolName::parse(name).map_err(|_| bad("name"))?,
+        state: ToolState::parse(state).ok_or_else(|| bad("state"))?,
+        arguments,
+    })
 }
 
 /// Why a handoff was not offered, as stored.
@@ -253,10 +382,23 @@ fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
                 _ => None,
             },
         },
-        ConversationEvent::StreamEnd { message_id, status } => StoredKind::StreamEnd {
+        ConversationEvent::StreamEnd {
+            message_id,
+            status,
+            cost,
+        } => stored_end(message_id, *status, cost.as_deref()),
+        ConversationEvent::StreamReasoning { message_id, token } => StoredKind::StreamReasoning {
             message_id: id(message_id),
-            status: (*status).into(),
+            token: token.clone(),
         },
+        ConversationEvent::StreamStatus { message_id, phase } => StoredKind::StreamStatus {
+            message_id: id(message_id),
+            status: phase.as_str().to_owned(),
+        },
+        ConversationEvent::ToolActivity {
+            message_id,
+            activity,
+        } => stored_tool(message_id, activity),
         ConversationEvent::EscalationResponse { message } => StoredKind::EscalationResponse {
             message: message.clone(),
         },
@@ -359,9 +501,43 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
         StoredKind::StreamEnd {
             message_id: m,
             status,
+            usage,
+            quota,
         } => ConversationEvent::StreamEnd {
             message_id: message_id(&m)?,
             status: status.into(),
+            cost: (usage.is_some() || quota.is_some()).then(|| {
+                Box::new(AnswerCost {
+                    usage: usage.map(Into::into),
+                    quota: quota.map(Into::into),
+                })
+            }),
+        },
+        StoredKind::StreamReasoning {
+            message_id: m,
+            token,
+        } => ConversationEvent::StreamReasoning {
+            message_id: message_id(&m)?,
+            token,
+        },
+        StoredKind::StreamStatus {
+            message_id: m,
+            status,
+        } => ConversationEvent::StreamStatus {
+            message_id: message_id(&m)?,
+            phase: AnswerPhase::parse(&status).ok_or_else(|| {
+                ConversationStoreError::from(StoreFailure::bare("stored stream status is invalid"))
+            })?,
+        },
+        StoredKind::ToolActivity {
+            message_id: m,
+            tool_call_id,
+            name,
+            state,
+            arguments,
+        } => ConversationEvent::ToolActivity {
+            message_id: message_id(&m)?,
+            activity: Box::new(domain_tool(&tool_call_id, &name, &state, arguments)?),
         },
         StoredKind::EscalationResponse { message } => {
             ConversationEvent::EscalationResponse { message }
@@ -528,6 +704,63 @@ mod tests {
             ConversationEvent::StreamEnd {
                 message_id: mid("msg_a"),
                 status: StreamStatus::Cancelled,
+                cost: None,
+            },
+            ConversationEvent::StreamEnd {
+                message_id: mid("msg_b"),
+                status: StreamStatus::Completed,
+                cost: Some(Box::new(AnswerCost {
+                    usage: Some(TokenUsage {
+                        prompt_tokens: 12,
+                        completion_tokens: 30,
+                        reasoning_tokens: 20,
+                        total_tokens: 42,
+                        estimated: true,
+                    }),
+                    quota: Some(Quota {
+                        used: 900,
+                        limit: Some(1000),
+                        resets_at: Some(parse_iso("2025-09-13T00:00:00Z").unwrap()),
+                    }),
+                })),
+            },
+            ConversationEvent::StreamEnd {
+                message_id: mid("msg_c"),
+                status: StreamStatus::Failed,
+                cost: Some(Box::new(AnswerCost {
+                    usage: None,
+                    quota: Some(Quota {
+                        used: 3,
+                        limit: None,
+                        resets_at: None,
+                    }),
+                })),
+            },
+            ConversationEvent::StreamReasoning {
+                message_id: mid("msg_b"),
+                token: "let me think".into(),
+            },
+            ConversationEvent::StreamStatus {
+                message_id: mid("msg_b"),
+                phase: AnswerPhase::Thinking,
+            },
+            ConversationEvent::ToolActivity {
+                message_id: mid("msg_b"),
+                activity: Box::new(ToolActivity {
+                    call_id: ToolCallId::parse("call_1").unwrap(),
+                    name: ToolName::parse("lookup").unwrap(),
+                    state: ToolState::Finished,
+                    arguments: Some("{\"q\":1}".into()),
+                }),
+            },
+            ConversationEvent::ToolActivity {
+                message_id: mid("msg_b"),
+                activity: Box::new(ToolActivity {
+                    call_id: ToolCallId::parse("call_2").unwrap(),
+                    name: ToolName::parse("add").unwrap(),
+                    state: ToolState::Started,
+                    arguments: None,
+                }),
             },
             ConversationEvent::EscalationResponse {
                 message: "a human will answer".into(),
