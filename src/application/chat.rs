@@ -1538,8 +1538,9 @@ mod tests {
         m.ai.checkpoint();
         m.ai.expect_stream().times(1).returning(move |request| {
             seen.lock().unwrap().push(request);
-            let stream: TokenStream =
-                Box::pin(futures_util::stream::iter(vec![Ok("again".to_owned())]));
+            let stream: TokenStream = Box::pin(futures_util::stream::iter(vec![Ok(
+                AnswerDelta::Text("again".to_owned()),
+            )]));
             Ok(stream)
         });
         let service = m.service();
