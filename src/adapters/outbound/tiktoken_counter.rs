@@ -11,6 +11,11 @@ use crate::application::ports::TokenCounter;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TiktokenCounter;
 
+/// Estimates run one at a time: many answers ending together (500 chats
+/// started at once end within the same second) would otherwise take every
+/// core from the streams still running, and estimates can wait.
+static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 impl TiktokenCounter {
     /// Builds the encoder (its vocabulary is parsed once, a fraction of a
     /// second) so the first answer does not wait for it.
@@ -24,6 +29,9 @@ impl TiktokenCounter {
 impl TokenCounter for TiktokenCounter {
     async fn count(&self, texts: Vec<String>) -> Vec<u64> {
         let fallback = texts.len();
+        let Ok(_turn) = ONE_AT_A_TIME.acquire().await else {
+            return vec![0; fallback];
+        };
         tokio::task::spawn_blocking(move || {
             let bpe = tiktoken_rs::o200k_base_singleton();
             texts
