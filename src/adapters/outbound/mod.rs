@@ -24,6 +24,7 @@ pub mod redis_manager;
 pub mod redis_sessions;
 pub mod redis_usage;
 pub mod resilient_ai;
+mod sqlite_blocking;
 pub mod sqlite_transcripts;
 pub mod sqlite_usage;
 pub mod sqlite_users;

@@ -96,15 +96,7 @@ impl SqliteTranscriptStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, TranscriptStoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // Statements are atomic, so a panic under the lock leaves nothing
-            // half-written: a poisoned mutex is still safe to use.
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreFailure::new("sqlite task failed", e))?
+        super::sqlite_blocking::with_conn(&self.conn, work).await
     }
 }
 

@@ -91,14 +91,7 @@ impl SqliteUsageStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, UsageStoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // Statements are atomic: a poisoned lock is still safe to use.
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            work(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreFailure::new("sqlite task failed", e))?
+        super::sqlite_blocking::with_conn(&self.conn, work).await
     }
 }
 

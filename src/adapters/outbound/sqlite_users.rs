@@ -109,16 +109,7 @@ impl SqliteUserRepository {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, UserStoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite itself
-            // inconsistent (statements are atomic), so a poisoned mutex is
-            // still safe to use.
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreFailure::new("sqlite task failed", e))?
+        super::sqlite_blocking::with_conn(&self.conn, work).await
     }
 
     async fn find_one(

@@ -77,13 +77,7 @@ pub async fn cleaning_up<Fut>(url: &str, prefix: &str, case: Fut)
 where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let outcome = tokio::spawn(case).await;
-    if let Err(e) = delete_prefix(url, prefix).await {
-        let _ = writeln!(std::io::stderr(), "could not delete {prefix}:*: {e}");
-    }
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    cleaning_up_on(&RedisTarget::Single(url.to_owned()), prefix, case).await;
 }
 
 /// Runs `case` with the Redis URL and a fresh key prefix named after `name`,
