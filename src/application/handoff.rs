@@ -11,6 +11,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation::{ChatError, ConversationCore};
+use super::handoff_queue;
 use super::ports::{ConversationStoreError, HandoffChange, StoreFailure, Swap};
 use crate::domain::conversation::{ConversationEvent, Seq};
 use crate::domain::handoff::{
@@ -144,14 +145,18 @@ impl HandoffService {
             .map(|m| m.content.clone());
         let owner = stored.user;
         let now = Utc::now();
+        let entering = handoff_queue::entering_place(core).await;
         let transition = core
             .change(session, |current| {
                 let t = Handoff::escalate(current, session.clone(), owner.clone(), online, now);
                 Ok(t.map(|t| Transition {
-                    next: match (t.next, &said) {
-                        (Some(h), Some(said)) => Some(h.with_last_message(said)),
-                        (next, _) => next,
-                    },
+                    next: t.next.map(|h| {
+                        let h = h.entering_at(entering);
+                        match &said {
+                            Some(said) => h.with_last_message(said),
+                            None => h,
+                        }
+                    }),
                     events: t.events,
                 }))
             })
@@ -164,7 +169,7 @@ impl HandoffService {
             // Muted from the swap on; what was already running ends first.
             core.stop_and_wait(session).await;
             core.stats.handoff("queued");
-            events.extend(t.events);
+            events.extend(handoff_queue::placed(core, session, t).await.events);
         }
         core.log_and_publish(session, events).await?;
         Ok(())
@@ -181,7 +186,9 @@ impl HandoffService {
             .await
             .required()?;
         core.stats.handoff("cancelled");
-        self.apply(session, t).await
+        self.apply(session, t).await?;
+        handoff_queue::announce_moves(core).await;
+        Ok(())
     }
 
     /// The queue, longest waiting first.
@@ -201,20 +208,23 @@ impl HandoffService {
         self.require_session(session).await?;
         let now = Utc::now();
         let who = agent_ref(agent);
-        let mut waited = None;
+        let mut taken = None;
         let t = core
             .change(session, |current| {
                 let h = current.ok_or(HandoffError::NotQueued)?;
-                waited = (now - h.waiting_since).to_std().ok();
+                taken = Some(h.clone());
                 h.claim(who.clone(), now).map(Some)
             })
             .await
             .required()?;
         core.stats.handoff("claimed");
-        if let Some(waited) = waited {
-            core.stats.handoff_wait(waited);
-        }
         let logged = core.log_and_publish(session, t.events).await?;
+        if let Some(h) = taken {
+            let waited = (now - h.waiting_since).to_std().unwrap_or_default();
+            core.stats.handoff_wait(waited);
+            handoff_queue::record_wait(core, &h, waited).await;
+        }
+        handoff_queue::announce_moves(core).await;
         Ok(logged.first().map_or(0, |e| e.seq))
     }
 
@@ -223,15 +233,19 @@ impl HandoffService {
         self.require_session(session).await?;
         let online = self.core.presence.online_count().await.unwrap_or(0);
         let now = Utc::now();
+        let entering = handoff_queue::entering_place(&self.core).await;
         let t = self
             .core
             .change(session, |current| {
                 let h = current.ok_or(HandoffError::NotAssigned)?;
-                h.release(&agent.id, online, now).map(Some)
+                h.release(&agent.id, online, now)
+                    .map(|t| t.entering_at(entering))
+                    .map(Some)
             })
             .await
             .required()?;
         self.core.stats.handoff("released");
+        let t = handoff_queue::placed(&self.core, session, t).await;
         self.apply(session, t).await
     }
 
@@ -378,6 +392,9 @@ pub(super) async fn run_timers(core: Arc<ConversationCore>, stop: CancellationTo
             Ok(active) => {
                 let queued = active.iter().filter(|h| h.mode == Mode::Queued).count();
                 core.stats.handoff_queue_length(queued as u64);
+                // Moves another instance noticed but could not tell (it
+                // stopped, or its store call failed) are told here.
+                handoff_queue::announce(&core, &active).await;
                 super::agent_standing::reclaim_from_former_agents(&core, &active, &mut standing)
                     .await;
                 for h in active {
@@ -411,19 +428,33 @@ async fn expire(core: &ConversationCore, h: Handoff) {
                 return;
             }
             let agents_online = core.presence.online_count().await.unwrap_or(0);
+            let entering = handoff_queue::entering_place(core).await;
             match h.release(&agent.id, agents_online, now) {
-                Ok(t) => (t, "agent_away"),
+                Ok(t) => (t.entering_at(entering), "agent_away"),
                 Err(_) => return,
             }
         }
         Mode::Bot => return,
     };
-    match core.handoffs.swap(&h.session, h.version, t.next).await {
+    match core
+        .handoffs
+        .swap(&h.session, h.version, t.next.clone())
+        .await
+    {
         Ok(Swap::Done) => {
             core.stats.handoff(outcome);
             tracing::info!(session_id = %h.session, outcome, "handoff timer fired");
+            let requeued = t.next.is_some();
+            let t = if requeued {
+                handoff_queue::placed(core, &h.session, t).await
+            } else {
+                t
+            };
             if let Err(e) = core.log_and_publish(&h.session, t.events).await {
                 tracing::error!(session_id = %h.session, error = %ErrorChain(&e), "could not log a handoff timer's events");
+            }
+            if !requeued {
+                handoff_queue::announce_moves(core).await;
             }
         }
         Ok(Swap::Conflict) => {}

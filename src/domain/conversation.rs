@@ -17,6 +17,7 @@ use super::budget::Quota;
 use super::chat::{MessageId, StreamStatus};
 use super::feedback::Feedback;
 use super::id::is_valid_id;
+use super::queue::QueuePlace;
 
 /// Position of an event in its session's log, starting at 1. `0` means
 /// "before the first event", the natural `lastSeq` of a client that saw nothing.
@@ -155,7 +156,13 @@ pub enum ConversationEvent {
     /// The reply to a human-escalation request.
     EscalationResponse { message: String },
     /// The conversation waits for an agent; `agents_online` were connected.
-    HandoffQueued { agents_online: u64 },
+    HandoffQueued {
+        agents_online: u64,
+        place: QueuePlace,
+    },
+    /// A queued customer moved up the line (someone ahead was taken, left or
+    /// timed out): at most one per change of their position.
+    QueuePosition { place: QueuePlace },
     /// An agent claimed the conversation: the bot is muted while it holds it.
     AgentJoined { agent: AgentRef },
     /// An agent's reply to the user.

@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::chat::{SessionId, SessionUser};
 use super::conversation::ConversationEvent;
+use super::queue::QueuePlace;
 use super::user::UserId;
 
 pub use super::agent::AgentRef;
@@ -63,6 +64,9 @@ pub struct Handoff {
     pub waiting_since: DateTime<Utc>,
     /// The customer's latest chat, for the queue (at most [`LAST_MESSAGE_CHARS`]).
     pub last_message: Option<String>,
+    /// The place in line it entered the queue at (0: unknown), so its wait
+    /// can be counted per place when it is taken.
+    pub entered_at: u64,
     /// Bumped by every stored change; the compare-and-set compares it.
     pub version: u64,
 }
@@ -92,6 +96,36 @@ pub struct Transition {
     pub events: Vec<ConversationEvent>,
 }
 
+impl Transition {
+    /// The transition with the place the conversation took in the queue in
+    /// its `handoff-queued`, known only once it is stored.
+    #[must_use]
+    pub fn placed(mut self, at: QueuePlace) -> Self {
+        for event in &mut self.events {
+            if let ConversationEvent::HandoffQueued { place, .. } = event {
+                *place = at;
+            }
+        }
+        self
+    }
+
+    /// The transition with the conversation it queues remembering the place
+    /// it entered the line at.
+    #[must_use]
+    pub fn entering_at(mut self, place: u64) -> Self {
+        self.next = self.next.map(|h| h.entering_at(place));
+        self
+    }
+}
+
+/// A `handoff-queued` whose place the application fills in.
+fn queued_event(agents_online: u64) -> ConversationEvent {
+    ConversationEvent::HandoffQueued {
+        agents_online,
+        place: QueuePlace::PENDING,
+    }
+}
+
 impl Handoff {
     /// The state after the user asked for a human, from the bot. Asking again
     /// while queued or assigned changes nothing (`None`).
@@ -111,11 +145,12 @@ impl Handoff {
             mode: Mode::Queued,
             waiting_since: now,
             last_message: None,
+            entered_at: 0,
             version: 0,
         };
         Some(Transition {
             next: Some(next),
-            events: vec![ConversationEvent::HandoffQueued { agents_online }],
+            events: vec![queued_event(agents_online)],
         })
     }
 
@@ -152,11 +187,12 @@ impl Handoff {
         let mut next = self.clone();
         next.mode = Mode::Queued;
         next.waiting_since = now;
+        next.entered_at = 0;
         Ok(Transition {
             next: Some(next),
             events: vec![
                 ConversationEvent::AgentLeft { agent: held_by },
-                ConversationEvent::HandoffQueued { agents_online },
+                queued_event(agents_online),
             ],
         })
     }
@@ -190,6 +226,13 @@ impl Handoff {
             next: None,
             events: vec![ConversationEvent::HandoffTimeout],
         })
+    }
+
+    /// The record remembering the place it entered the line at.
+    #[must_use]
+    pub fn entering_at(mut self, place: u64) -> Handoff {
+        self.entered_at = place;
+        self
     }
 
     /// The queue item's text after the customer chatted while muted.
@@ -417,10 +460,7 @@ mod tests {
     fn escalating_queues_once_and_says_how_many_agents_are_online() {
         let now = Utc::now();
         let t = Handoff::escalate(None, SessionId::generate(), customer(), 3, now).unwrap();
-        assert_eq!(
-            t.events,
-            vec![ConversationEvent::HandoffQueued { agents_online: 3 }]
-        );
+        assert_eq!(t.events, vec![queued_event(3)]);
         let h = t.next.unwrap();
         assert_eq!(h.mode, Mode::Queued);
         assert!(Handoff::escalate(Some(&h), h.session.clone(), h.user.clone(), 3, now).is_none());
@@ -461,7 +501,7 @@ mod tests {
                 ConversationEvent::AgentLeft {
                     agent: agent("alice")
                 },
-                ConversationEvent::HandoffQueued { agents_online: 1 }
+                queued_event(1)
             ]
         );
         let back = back.next.unwrap();
@@ -540,6 +580,38 @@ mod tests {
             grace,
             at(1000)
         ));
+    }
+
+    #[test]
+    fn the_place_taken_is_filled_into_handoff_queued_only() {
+        let now = Utc::now();
+        let t = Handoff::escalate(None, SessionId::generate(), customer(), 1, now)
+            .unwrap()
+            .entering_at(4);
+        assert_eq!(t.next.as_ref().unwrap().entered_at, 4);
+        let at = QueuePlace {
+            position: 3,
+            estimated_wait: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            t.placed(at).events,
+            vec![ConversationEvent::HandoffQueued {
+                agents_online: 1,
+                place: at
+            }]
+        );
+        let held = queued(now).claim(agent("alice"), now).unwrap();
+        assert_eq!(held.clone().placed(at).events, held.events);
+        let back = held
+            .next
+            .unwrap()
+            .release(&agent("alice").id, 1, now)
+            .unwrap();
+        assert_eq!(
+            back.next.as_ref().unwrap().entered_at,
+            0,
+            "a new wait, a new place"
+        );
     }
 
     #[test]

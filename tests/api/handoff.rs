@@ -782,3 +782,83 @@ async fn a_waiting_customers_chat_is_answered_with_their_place_in_line() {
     let (waiting, _) = until(&mut tabs[2], of_type("handoff-waiting")).await;
     assert_eq!(waiting["position"], 2, "{waiting}");
 }
+
+// ------------------------------------------------ where the customer stands
+
+/// Asks for a human on `tab` and returns its `handoff-queued`.
+async fn queue_up(tab: &mut WsClient) -> Value {
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    until(tab, of_type("handoff-queued")).await.0
+}
+
+/// The `queue-position`s among `messages`.
+fn moves(messages: &[Value]) -> Vec<&Value> {
+    messages
+        .iter()
+        .filter(|m| m["type"] == "queue-position")
+        .collect()
+}
+
+/// Three customers wait on two instances; each move up the line reaches
+/// every tab of the customer who moved, once, on whatever instance it is,
+/// and the estimate appears once a conversation has been taken.
+#[tokio::test]
+async fn waiting_customers_are_told_each_move_once_on_every_tab() {
+    let Some(cluster) = Cluster::start(2, &QUEUE_ALWAYS).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let mut tabs = Vec::new();
+    let mut sessions = Vec::new();
+    for (i, name) in ["ann", "ben", "cat"].into_iter().enumerate() {
+        let token = cluster.node(i % 2).register(name).await;
+        let (mut tab, hello) = cluster.node(i % 2).connect(&token).await;
+        let queued = queue_up(&mut tab).await;
+        assert_eq!(queued["position"], i as u64 + 1, "{queued}");
+        assert!(queued["estimatedWaitSeconds"].is_null(), "{queued}");
+        let session = hello["sessionId"].as_str().unwrap().to_owned();
+        if name == "ben" {
+            // Ben has a second tab, on the other instance.
+            let (other, _) = a.tab(&token, &session, None).await;
+            tabs.push(other);
+        }
+        tabs.push(tab);
+        sessions.push(session);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let [ann, ben_on_a, ben_on_b, cat] = &mut tabs[..] else {
+        unreachable!()
+    };
+    let bob = b.register_agent("bob").await;
+    let (mut console, _) = agent_socket(b, &bob).await;
+    let (queue, _) = until(&mut console, queue_with(&sessions[2])).await;
+    let positions: Vec<u64> = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [1, 2, 3], "{queue}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    console
+        .send_json(json!({"type": "claim", "sessionId": sessions[0]}))
+        .await;
+    until(ann, of_type("agent-joined")).await;
+    for (tab, want) in [(ben_on_a, 1), (ben_on_b, 1), (&mut *cat, 2)] {
+        let (moved, _) = until(tab, of_type("queue-position")).await;
+        assert_eq!(moved["position"], want, "{moved}");
+        let estimate = moved["estimatedWaitSeconds"].as_u64();
+        assert!(estimate.is_some_and(|s| s >= 1), "{moved}");
+        // The timers of both instances look again every second: nothing more.
+        let later = drain(tab, Duration::from_millis(2500)).await;
+        assert!(moves(&later).is_empty(), "told twice: {later:?}");
+    }
+
+    // Ben gives up: Cat is next, told once.
+    tabs[1].send_json(json!({"type": "handoff-cancel"})).await;
+    let (moved, _) = until(&mut tabs[3], of_type("queue-position")).await;
+    assert_eq!(moved["position"], 1, "{moved}");
+    let later = drain(&mut tabs[3], Duration::from_millis(1500)).await;
+    assert!(moves(&later).is_empty(), "told twice: {later:?}");
+}

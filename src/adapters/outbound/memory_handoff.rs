@@ -2,7 +2,7 @@
 //! instance (`SESSION_STORE=memory`): the same contract as the Redis
 //! adapters, with a mutex standing in for the store's atomicity.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use crate::application::ports::{
     AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
 };
 use crate::domain::handoff::{Handoff, Mode};
+use crate::domain::queue::WAIT_WINDOW;
 use crate::domain::{SessionId, UserId};
 
 /// How many changes a slow listener may fall behind before it is told it lagged.
@@ -26,6 +27,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Queued and assigned conversations, keyed by session.
 pub struct MemoryHandoffs {
     records: Mutex<HashMap<SessionId, Handoff>>,
+    /// The position each queued customer was last told (only queued ones:
+    /// a swap out of the queue forgets it).
+    told: Mutex<HashMap<SessionId, u64>>,
+    /// Recent waits per place, newest first, at most [`WAIT_WINDOW`].
+    waits: Mutex<VecDeque<Duration>>,
     changes: broadcast::Sender<HandoffChange>,
 }
 
@@ -33,6 +39,8 @@ impl Default for MemoryHandoffs {
     fn default() -> Self {
         Self {
             records: Mutex::new(HashMap::new()),
+            told: Mutex::new(HashMap::new()),
+            waits: Mutex::new(VecDeque::new()),
             changes: broadcast::channel(CHANGES_BUFFER).0,
         }
     }
@@ -84,6 +92,9 @@ impl HandoffStore for MemoryHandoffs {
                 }
             }
         };
+        if mode != Mode::Queued {
+            lock(&self.told).remove(session);
+        }
         // Nobody listening is fine: there is no agent socket on this instance.
         let _ = self.changes.send(HandoffChange {
             session: session.clone(),
@@ -120,6 +131,54 @@ impl HandoffStore for MemoryHandoffs {
 
     async fn active(&self, limit: usize) -> Result<Vec<Handoff>, ConversationStoreError> {
         Ok(self.select(limit, |_| true))
+    }
+
+    async fn queue_length(&self) -> Result<u64, ConversationStoreError> {
+        let records = lock(&self.records);
+        Ok(records.values().filter(|h| h.mode == Mode::Queued).count() as u64)
+    }
+
+    async fn note_entry(
+        &self,
+        session: &SessionId,
+        position: u64,
+    ) -> Result<(), ConversationStoreError> {
+        let records = lock(&self.records);
+        if records.get(session).is_some_and(|h| h.mode == Mode::Queued) {
+            lock(&self.told).insert(session.clone(), position);
+        }
+        Ok(())
+    }
+
+    async fn note_moves(
+        &self,
+        places: &[(SessionId, u64)],
+    ) -> Result<Vec<SessionId>, ConversationStoreError> {
+        let records = lock(&self.records);
+        let mut told = lock(&self.told);
+        let mut moved = Vec::new();
+        for (session, position) in places {
+            let queued = records.get(session).is_some_and(|h| h.mode == Mode::Queued);
+            match told.get_mut(session) {
+                Some(was) if queued && *position < *was => {
+                    *was = *position;
+                    moved.push(session.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn record_wait(&self, per_place: Duration) -> Result<(), ConversationStoreError> {
+        let mut waits = lock(&self.waits);
+        waits.push_front(per_place);
+        waits.truncate(WAIT_WINDOW);
+        Ok(())
+    }
+
+    async fn recent_waits(&self) -> Result<Vec<Duration>, ConversationStoreError> {
+        Ok(lock(&self.waits).iter().copied().collect())
     }
 
     fn changes(&self) -> broadcast::Receiver<HandoffChange> {

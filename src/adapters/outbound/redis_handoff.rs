@@ -12,6 +12,10 @@
 //! - `P:handoff:active` (cluster: `P:{P:handoff}:active`, the queue's slot):
 //!   every queued or assigned session (for the timers);
 //! - `P:handoff:agent:{agent}`: the sessions an agent holds;
+//! - `P:handoff:told` (cluster: `P:{P:handoff}:told`, the queue's slot): the
+//!   position each queued customer was last told, dropped as it leaves;
+//! - `P:handoff:waits` (cluster: `P:{P:handoff}:waits`): recent waits per
+//!   place in line (milliseconds), newest first, capped;
 //! - channel `P:handoff:changes`: each change, for every instance's agent
 //!   sockets (a classic channel, which a cluster forwards to every node);
 //! - `P:agents:{agent}:sockets`: the agent's open sockets scored by lease end;
@@ -70,7 +74,7 @@ return { 1, old_agent }
     )
 });
 
-/// KEYS: queue, active. ARGV: session, mode ('' when deleted), waiting-since ms.
+/// KEYS: queue, active, told. ARGV: session, mode ('' when deleted), waiting-since ms.
 static INDEX: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -78,12 +82,57 @@ if ARGV[2] == 'queued' then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 else
   redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
 end
 if ARGV[2] == '' then
   redis.call('ZREM', KEYS[2], ARGV[1])
 else
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 end
+return 1
+",
+    )
+});
+
+/// KEYS: queue, told. ARGV: session, position. Only a queued session is noted.
+static NOTE_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// KEYS: queue, told. ARGV: session, position, session, position, ...
+/// Lowers the told positions of queued sessions that have one; returns the
+/// sessions lowered.
+static NOTE_MOVES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local moved = {}
+for i = 1, #ARGV, 2 do
+  local told = redis.call('HGET', KEYS[2], ARGV[i])
+  if told and tonumber(ARGV[i + 1]) < tonumber(told)
+     and redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    moved[#moved + 1] = ARGV[i]
+  end
+end
+return moved
+",
+    )
+});
+
+/// KEYS: waits. ARGV: wait per place ms, how many to keep.
+static RECORD_WAIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
 ",
     )
@@ -136,6 +185,8 @@ struct StoredHandoff {
     waiting_since: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_message: Option<String>,
+    #[serde(default)]
+    entered_at: u64,
 }
 
 /// A change as announced on the channel.
@@ -197,6 +248,7 @@ fn encode(h: &Handoff) -> String {
         assigned_at,
         waiting_since: h.waiting_since.timestamp_millis(),
         last_message: h.last_message.clone(),
+        entered_at: h.entered_at,
     };
     serde_json::to_string(&stored).unwrap_or_default()
 }
@@ -216,6 +268,7 @@ fn decode(raw: &str, version: u64) -> Result<Handoff, ConversationStoreError> {
         mode: mode_back(&s.mode, s.agent, s.assigned_at).ok_or_else(corrupt)?,
         waiting_since: time_back(s.waiting_since).ok_or_else(corrupt)?,
         last_message: s.last_message,
+        entered_at: s.entered_at,
         version,
     })
 }
@@ -313,6 +366,14 @@ impl RedisHandoffs {
         global(&self.conn, &self.prefix, "handoff", "active")
     }
 
+    fn told_key(&self) -> String {
+        global(&self.conn, &self.prefix, "handoff", "told")
+    }
+
+    fn waits_key(&self) -> String {
+        global(&self.conn, &self.prefix, "handoff", "waits")
+    }
+
     fn agent_key(&self, agent: &str) -> String {
         format!(
             "{}:handoff:agent:{}",
@@ -346,6 +407,7 @@ impl RedisHandoffs {
             INDEX
                 .key(self.queue_key())
                 .key(self.active_key())
+                .key(self.told_key())
                 .arg(session.as_str())
                 .arg(mode)
                 .arg(waiting)
@@ -527,6 +589,74 @@ impl HandoffStore for RedisHandoffs {
     async fn active(&self, limit: usize) -> Result<Vec<Handoff>, ConversationStoreError> {
         self.ranked(self.active_key(), limit, |h| h.mode != Mode::Bot)
             .await
+    }
+
+    async fn queue_length(&self) -> Result<u64, ConversationStoreError> {
+        redis::cmd("ZCARD")
+            .arg(self.queue_key())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not count the handoff queue"))
+    }
+
+    async fn note_entry(
+        &self,
+        session: &SessionId,
+        position: u64,
+    ) -> Result<(), ConversationStoreError> {
+        NOTE_ENTRY
+            .key(self.queue_key())
+            .key(self.told_key())
+            .arg(session.as_str())
+            .arg(position)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(failed("could not note a place in the handoff queue"))
+    }
+
+    async fn note_moves(
+        &self,
+        places: &[(SessionId, u64)],
+    ) -> Result<Vec<SessionId>, ConversationStoreError> {
+        if places.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut script = NOTE_MOVES.key(self.queue_key());
+        script.key(self.told_key());
+        for (session, position) in places {
+            script.arg(session.as_str()).arg(*position);
+        }
+        let moved: Vec<String> = script
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not note moves in the handoff queue"))?;
+        Ok(moved
+            .iter()
+            .filter_map(|s| SessionId::parse(s).ok())
+            .collect())
+    }
+
+    async fn record_wait(&self, per_place: Duration) -> Result<(), ConversationStoreError> {
+        RECORD_WAIT
+            .key(self.waits_key())
+            .arg(u64::try_from(per_place.as_millis()).unwrap_or(u64::MAX))
+            .arg(crate::domain::queue::WAIT_WINDOW)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(failed("could not record a handoff wait"))
+    }
+
+    async fn recent_waits(&self) -> Result<Vec<Duration>, ConversationStoreError> {
+        let waits: Vec<u64> = redis::cmd("LRANGE")
+            .arg(self.waits_key())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not read recent handoff waits"))?;
+        Ok(waits.into_iter().map(Duration::from_millis).collect())
     }
 
     fn changes(&self) -> broadcast::Receiver<HandoffChange> {

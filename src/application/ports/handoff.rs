@@ -41,6 +41,18 @@ pub enum Swap {
 /// - `held_by` lists the conversations assigned to `agent`, at most `limit`.
 /// - `active` lists every queued or assigned conversation, at most `limit`
 ///   (for the timers).
+/// - `queue_length` counts the queued conversations.
+/// - `note_entry` remembers `position` as the one the queued `session` was
+///   last told (its `handoff-queued`); nothing when it is not queued.
+///   Leaving the queue forgets it.
+/// - `note_moves` lowers the remembered positions of those of `places` that
+///   have one and are still queued, and returns those it lowered: atomic
+///   across instances, so of two instances noting the same move exactly one
+///   gets the session back (one `queue-position` per change), and a
+///   position read before a later move never overwrites that move's.
+/// - `record_wait` keeps one claimed conversation's wait per place in line
+///   among the last [`crate::domain::queue::WAIT_WINDOW`] (older ones go);
+///   `recent_waits` returns them, over all instances.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait HandoffStore: Send + Sync {
@@ -68,6 +80,21 @@ pub trait HandoffStore: Send + Sync {
         &self,
         limit: usize,
     ) -> Result<Vec<crate::domain::handoff::Handoff>, ConversationStoreError>;
+    async fn queue_length(&self) -> Result<u64, ConversationStoreError>;
+    async fn note_entry(
+        &self,
+        session: &SessionId,
+        position: u64,
+    ) -> Result<(), ConversationStoreError>;
+    async fn note_moves(
+        &self,
+        places: &[(SessionId, u64)],
+    ) -> Result<Vec<SessionId>, ConversationStoreError>;
+    async fn record_wait(
+        &self,
+        per_place: std::time::Duration,
+    ) -> Result<(), ConversationStoreError>;
+    async fn recent_waits(&self) -> Result<Vec<std::time::Duration>, ConversationStoreError>;
     /// Changes from now on, from every instance. A lagging receiver should
     /// re-read what it shows.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<HandoffChange>;

@@ -49,6 +49,7 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     "handoff-cancelled",
     "handoff-unavailable",
     "handoff-waiting",
+    "queue-position",
     "feedback",
     // The answer's parts beside its text (the customer's `quota` is theirs alone).
     "stream-reasoning",
@@ -236,12 +237,13 @@ pub struct CustomerView {
     pub username: String,
 }
 
-/// A conversation in the queue.
+/// A conversation in the queue; `position` 1 is next, as its customer is told.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueItem {
     pub session_id: String,
     pub user: CustomerView,
+    pub position: u64,
     pub waiting_since: String,
     pub last_message: Option<String>,
 }
@@ -264,14 +266,21 @@ fn customer(h: &Handoff) -> CustomerView {
     }
 }
 
-impl From<&Handoff> for QueueItem {
-    fn from(h: &Handoff) -> Self {
+impl QueueItem {
+    /// The queue's item at `position` (the queue lists longest waiting first).
+    pub fn at(position: u64, h: &Handoff) -> Self {
         Self {
             session_id: h.session.as_str().to_owned(),
             user: customer(h),
+            position,
             waiting_since: iso_millis(h.waiting_since),
             last_message: h.last_message.clone(),
         }
+    }
+
+    /// Every item of a queue listed longest waiting first.
+    pub fn all(queue: &[Handoff]) -> Vec<Self> {
+        (1..).zip(queue).map(|(p, h)| Self::at(p, h)).collect()
     }
 }
 
@@ -376,7 +385,7 @@ impl AgentReply {
 
     pub fn queue(queue: &[Handoff]) -> Self {
         AgentReply::Queue {
-            items: queue.iter().map(QueueItem::from).collect(),
+            items: QueueItem::all(queue),
             timestamp: now(),
         }
     }

@@ -17,6 +17,7 @@ use crate::domain::conversation::{
 };
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::{AgentRef, Unavailability};
+use crate::domain::queue::QueuePlace;
 use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{MessageId, StreamStatus, UserId, Username};
 
@@ -90,6 +91,15 @@ enum StoredKind {
     },
     HandoffQueued {
         agents_online: u64,
+        #[serde(default)]
+        position: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
+    },
+    QueuePosition {
+        position: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     AgentJoined {
         agent: StoredAgent,
@@ -224,6 +234,19 @@ fn domain_tool(
         state: ToolState::parse(state).ok_or_else(|| bad("state"))?,
         arguments,
     })
+}
+
+fn wait_ms(place: &QueuePlace) -> Option<u64> {
+    place
+        .estimated_wait
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn place_back(position: u64, wait_ms: Option<u64>) -> QueuePlace {
+    QueuePlace {
+        position,
+        estimated_wait: wait_ms.map(std::time::Duration::from_millis),
+    }
 }
 
 /// Why a handoff was not offered, as stored.
@@ -402,8 +425,17 @@ fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
         ConversationEvent::EscalationResponse { message } => StoredKind::EscalationResponse {
             message: message.clone(),
         },
-        ConversationEvent::HandoffQueued { agents_online } => StoredKind::HandoffQueued {
+        ConversationEvent::HandoffQueued {
+            agents_online,
+            place,
+        } => StoredKind::HandoffQueued {
             agents_online: *agents_online,
+            position: place.position,
+            wait_ms: wait_ms(place),
+        },
+        ConversationEvent::QueuePosition { place } => StoredKind::QueuePosition {
+            position: place.position,
+            wait_ms: wait_ms(place),
         },
         ConversationEvent::AgentJoined { agent } => StoredKind::AgentJoined {
             agent: agent.into(),
@@ -542,9 +574,17 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
         StoredKind::EscalationResponse { message } => {
             ConversationEvent::EscalationResponse { message }
         }
-        StoredKind::HandoffQueued { agents_online } => {
-            ConversationEvent::HandoffQueued { agents_online }
-        }
+        StoredKind::HandoffQueued {
+            agents_online,
+            position,
+            wait_ms,
+        } => ConversationEvent::HandoffQueued {
+            agents_online,
+            place: place_back(position, wait_ms),
+        },
+        StoredKind::QueuePosition { position, wait_ms } => ConversationEvent::QueuePosition {
+            place: place_back(position, wait_ms),
+        },
         StoredKind::AgentJoined { agent } => ConversationEvent::AgentJoined {
             agent: agent_ref(agent)?,
         },
@@ -765,7 +805,19 @@ mod tests {
             ConversationEvent::EscalationResponse {
                 message: "a human will answer".into(),
             },
-            ConversationEvent::HandoffQueued { agents_online: 2 },
+            ConversationEvent::HandoffQueued {
+                agents_online: 2,
+                place: QueuePlace {
+                    position: 3,
+                    estimated_wait: Some(std::time::Duration::from_secs(90)),
+                },
+            },
+            ConversationEvent::QueuePosition {
+                place: QueuePlace {
+                    position: 1,
+                    estimated_wait: None,
+                },
+            },
             ConversationEvent::AgentJoined { agent: agent() },
             ConversationEvent::AgentMessage {
                 message_id: mid("msg_g"),
