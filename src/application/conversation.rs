@@ -24,7 +24,7 @@ use super::ports::{
 };
 use crate::domain::conversation::ConversationEvent;
 use crate::domain::handoff::{
-    Handoff, HandoffError, HandoffSwitch, Mode, Transition, WhenNoAgentOnline,
+    AssignMode, Handoff, HandoffError, HandoffSwitch, Mode, Transition, WhenNoAgentOnline,
     DEFAULT_OFFLINE_MESSAGE,
 };
 use crate::domain::transcript::TranscriptEntry;
@@ -119,6 +119,10 @@ pub struct HandoffSettings {
     /// An assigned conversation whose agent has had no socket open this
     /// long goes back to the queue.
     pub away_grace: Duration,
+    /// Conversations one agent may hold at once (`AGENT_MAX_CONVERSATIONS`).
+    pub max_conversations: usize,
+    /// Whether agents claim or the server assigns (`HANDOFF_ASSIGN`).
+    pub assign: AssignMode,
 }
 
 impl Default for HandoffSettings {
@@ -129,6 +133,8 @@ impl Default for HandoffSettings {
             offline_message: DEFAULT_OFFLINE_MESSAGE.to_owned(),
             queue_timeout: Duration::from_secs(600),
             away_grace: Duration::from_secs(120),
+            max_conversations: 5,
+            assign: AssignMode::Manual,
         }
     }
 }

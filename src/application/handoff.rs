@@ -11,6 +11,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation::{ChatError, ConversationCore};
+use super::handoff_assign::{take_conversation, Taking};
 use super::handoff_queue;
 use super::ports::{ConversationStoreError, HandoffChange, StoreFailure, Swap};
 use crate::domain::conversation::{ConversationEvent, Seq};
@@ -203,29 +204,11 @@ impl HandoffService {
 
     /// `agent` takes a queued conversation; exactly one claim wins over all
     /// instances, the others are [`HandoffError::AlreadyClaimed`].
+    /// Goes through [`take_conversation`], as auto-assignment does. An agent
+    /// holding `AGENT_MAX_CONVERSATIONS` is refused.
     pub async fn claim(&self, agent: &User, session: &SessionId) -> Result<Seq, HandoffRefusal> {
-        let core = &self.core;
         self.require_session(session).await?;
-        let now = Utc::now();
-        let who = agent_ref(agent);
-        let mut taken = None;
-        let t = core
-            .change(session, |current| {
-                let h = current.ok_or(HandoffError::NotQueued)?;
-                taken = Some(h.clone());
-                h.claim(who.clone(), now).map(Some)
-            })
-            .await
-            .required()?;
-        core.stats.handoff("claimed");
-        let logged = core.log_and_publish(session, t.events).await?;
-        if let Some(h) = taken {
-            let waited = (now - h.waiting_since).to_std().unwrap_or_default();
-            core.stats.handoff_wait(waited);
-            handoff_queue::record_wait(core, &h, waited).await;
-        }
-        handoff_queue::announce_moves(core).await;
-        Ok(logged.first().map_or(0, |e| e.seq))
+        take_conversation(&self.core, &agent_ref(agent), session, Taking::Claim).await
     }
 
     /// The holding agent gives the conversation back to the queue.

@@ -136,6 +136,10 @@ settings! {
         handoff_when_no_agent_online: HANDOFF_WHEN_NO_AGENT_ONLINE = "bot";
         /// What the customer is told when no agent is online [default: No agent is available right now. The assistant will keep helping you.].
         handoff_offline_message: HANDOFF_OFFLINE_MESSAGE;
+        /// Conversations one agent may hold at once; a claim beyond it gets agent_at_capacity.
+        agent_max_conversations: AGENT_MAX_CONVERSATIONS = "5";
+        /// manual (agents claim from the queue) or auto (the longest waiting goes to the available agent with the fewest conversations).
+        handoff_assign: HANDOFF_ASSIGN = "manual";
         /// Transcript entries older than this are deleted (e.g. 30d) [default: kept for good].
         transcript_retention: TRANSCRIPT_RETENTION;
     }

@@ -593,6 +593,9 @@ fn bad_values_are_reported_by_name() {
         ("GENERATION_LEASE", "forever"),
         ("REDIS_URL", "http://x"),
         ("STORE_CONNECT_TIMEOUT", "0"),
+        ("AGENT_MAX_CONVERSATIONS", "0"),
+        ("AGENT_MAX_CONVERSATIONS", "201"),
+        ("HANDOFF_ASSIGN", "round-robin"),
     ] {
         let err = cfg(&[(k, v)]).unwrap_err().to_string();
         assert!(err.contains(k), "{err}");

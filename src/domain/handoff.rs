@@ -86,6 +86,15 @@ pub enum HandoffError {
     /// The agent does not hold the conversation.
     #[error("the conversation is not assigned to this agent")]
     NotAssigned,
+    /// The agent already holds as many conversations as one may.
+    #[error("the agent holds as many conversations as one may")]
+    AgentAtCapacity,
+}
+
+/// Whether an agent holding `held` conversations may take one more, under
+/// `AGENT_MAX_CONVERSATIONS` = `max`.
+pub fn has_room(held: usize, max: usize) -> bool {
+    held < max
 }
 
 /// The result of a transition: the new state (`None`: back to the bot) and
@@ -305,6 +314,38 @@ impl HandoffSwitch {
             Self::Auto => "auto",
             Self::On => "on",
             Self::Off => "off",
+        }
+    }
+}
+
+/// Who gives queued conversations to agents (`HANDOFF_ASSIGN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AssignMode {
+    /// Agents claim from the queue.
+    #[default]
+    Manual,
+    /// The longest waiting goes to the available agent with the fewest
+    /// conversations, as soon as one has room.
+    Auto,
+}
+
+impl AssignMode {
+    pub const ALLOWED: &'static str = "manual, auto";
+
+    pub fn parse(raw: &str) -> Result<Self, HandoffSettingError> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "manual" => Ok(Self::Manual),
+            "auto" => Ok(Self::Auto),
+            _ => Err(HandoffSettingError {
+                allowed: Self::ALLOWED,
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Auto => "auto",
         }
     }
 }

@@ -862,3 +862,65 @@ async fn waiting_customers_are_told_each_move_once_on_every_tab() {
     let later = drain(&mut tabs[3], Duration::from_millis(1500)).await;
     assert!(moves(&later).is_empty(), "told twice: {later:?}");
 }
+
+// ------------------------------------------------ capacity
+
+/// An agent holding `AGENT_MAX_CONVERSATIONS` is refused another claim, on
+/// the socket and over REST, until one is resolved.
+#[tokio::test]
+async fn an_agent_at_capacity_is_refused_until_one_is_resolved() {
+    let extra = [
+        QUEUE_ALWAYS[0],
+        QUEUE_ALWAYS[1],
+        ("AGENT_MAX_CONVERSATIONS", "2"),
+    ];
+    let Some(cluster) = Cluster::start(2, &extra).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let mut sessions = Vec::new();
+    let mut tabs = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        let token = a.register(name).await;
+        let (mut tab, hello) = a.connect(&token).await;
+        queue_up(&mut tab).await;
+        sessions.push(hello["sessionId"].as_str().unwrap().to_owned());
+        tabs.push(tab);
+    }
+    let bob = b.register_agent("bob").await;
+    let (mut console, _) = agent_socket(b, &bob).await;
+    for session in &sessions[..2] {
+        console
+            .send_json(json!({"type": "claim", "sessionId": session}))
+            .await;
+        let (ack, _) = until(&mut console, of_type("ack")).await;
+        assert_eq!(ack["action"], "claim");
+    }
+    console
+        .send_json(json!({"type": "claim", "sessionId": sessions[2], "requestId": "r3"}))
+        .await;
+    let (refused, _) = until(&mut console, of_type("error")).await;
+    assert_eq!(refused["code"], "agent_at_capacity", "{refused}");
+    assert_eq!(refused["requestId"], "r3");
+    let rest = reqwest::Client::new()
+        .post(a.url(&format!("/api/agent/conversations/{}/claim", sessions[2])))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status().as_u16(), 409);
+    let body: Value = rest.json().await.unwrap();
+    assert_eq!(body["error"], "agent_at_capacity", "{body}");
+
+    // The third customer still waits; once Bob resolves one, he may take it.
+    console
+        .send_json(json!({"type": "resolve", "sessionId": sessions[0]}))
+        .await;
+    until(&mut console, of_type("ack")).await;
+    console
+        .send_json(json!({"type": "claim", "sessionId": sessions[2]}))
+        .await;
+    let (ack, _) = until(&mut console, of_type("ack")).await;
+    assert_eq!(ack["action"], "claim", "{ack}");
+    until(&mut tabs[2], of_type("agent-joined")).await;
+}

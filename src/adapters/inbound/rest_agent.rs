@@ -27,7 +27,7 @@ code_sets! {
     /// The user store (checking the token or the role) or the session store does not answer.
     AgentUnavailableError = [ServiceUnavailable, SessionStoreUnavailable];
     /// A claim that lost, or of a conversation not waiting for an agent.
-    ClaimConflictError = [AlreadyClaimed, NotQueued];
+    ClaimConflictError = [AlreadyClaimed, NotQueued, AgentAtCapacity];
     /// The conversation is not assigned to the caller.
     NotAssignedError = [NotAssigned];
     /// An agent message that is not JSON, or whose content breaks its rule.
@@ -245,7 +245,8 @@ enum ClaimResponse {
     /// No such session (`session_not_found`).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody<SessionNotFoundError>>),
-    /// Another agent won (`already_claimed`), or nobody waits (`not_queued`).
+    /// Another agent won (`already_claimed`), nobody waits (`not_queued`),
+    /// or the caller holds `AGENT_MAX_CONVERSATIONS` (`agent_at_capacity`).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody<ClaimConflictError>>),
     /// A store does not answer.

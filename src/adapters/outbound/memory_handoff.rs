@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use crate::application::ports::{
-    AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
+    AgentOnline, AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
 };
 use crate::domain::handoff::{Handoff, Mode};
 use crate::domain::queue::WAIT_WINDOW;
@@ -191,6 +191,8 @@ impl HandoffStore for MemoryHandoffs {
 struct Agent {
     sockets: HashMap<String, DateTime<Utc>>,
     last_seen: Option<DateTime<Utc>>,
+    away: bool,
+    last_assigned: Option<DateTime<Utc>>,
 }
 
 impl Agent {
@@ -266,6 +268,44 @@ impl AgentPresence for MemoryPresence {
         for agent in agents.values_mut() {
             agent.expire(now);
             online += u64::from(!agent.sockets.is_empty());
+        }
+        Ok(online)
+    }
+
+    async fn set_away(&self, agent: &UserId, away: bool) -> Result<(), ConversationStoreError> {
+        lock(&self.agents).entry(agent.clone()).or_default().away = away;
+        Ok(())
+    }
+
+    async fn away(&self, agent: &UserId) -> Result<bool, ConversationStoreError> {
+        Ok(lock(&self.agents).get(agent).is_some_and(|a| a.away))
+    }
+
+    async fn note_assigned(
+        &self,
+        agent: &UserId,
+        at: DateTime<Utc>,
+    ) -> Result<(), ConversationStoreError> {
+        lock(&self.agents)
+            .entry(agent.clone())
+            .or_default()
+            .last_assigned = Some(at);
+        Ok(())
+    }
+
+    async fn roster(&self, limit: usize) -> Result<Vec<AgentOnline>, ConversationStoreError> {
+        let now = Utc::now();
+        let mut agents = lock(&self.agents);
+        let mut online = Vec::new();
+        for (id, agent) in agents.iter_mut() {
+            agent.expire(now);
+            if !agent.sockets.is_empty() && online.len() < limit {
+                online.push(AgentOnline {
+                    id: id.clone(),
+                    away: agent.away,
+                    last_assigned: agent.last_assigned,
+                });
+            }
         }
         Ok(online)
     }

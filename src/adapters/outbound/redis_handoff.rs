@@ -21,7 +21,10 @@
 //! - `P:agents:{agent}:sockets`: the agent's open sockets scored by lease end;
 //! - `P:agents:online` (cluster: `P:{P:agents}:online`): agents scored by their
 //!   latest lease end (lowered to "now" when the last socket closes), which is
-//!   also when they were last seen.
+//!   also when they were last seen;
+//! - `P:agents:away` and `P:agents:assigned` (cluster: in the online set's
+//!   slot): the agents who said they are away, and when each last took a
+//!   conversation (milliseconds).
 //!
 //! The record is the truth; the sets are indexes of it. A change is ordered
 //! steps: 1. the compare-and-set of the record (one script: exactly one of
@@ -48,7 +51,7 @@ use super::memory_handoff::CHANGES_BUFFER;
 use super::redis_manager::{connect, Incoming, RedisConn, RedisTarget, Subscriber};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{
-    AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
+    AgentOnline, AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
 };
 use crate::domain::handoff::{AgentRef, Handoff, Mode};
 use crate::domain::{SessionId, SessionUser, UserId, Username};
@@ -134,6 +137,23 @@ static RECORD_WAIT: LazyLock<Script> = LazyLock::new(|| {
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return 1
+",
+    )
+});
+
+/// KEYS: online, away, assigned. ARGV: now ms, limit. The agents online, each
+/// as `id, away ('1' or ''), last assigned ms ('' when never)`.
+static ROSTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
+  out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
+end
+return out
 ",
     )
 });
@@ -676,6 +696,26 @@ impl RedisPresence {
     fn online_key(&self) -> String {
         global(&self.conn, &self.prefix, "agents", "online")
     }
+
+    fn away_key(&self) -> String {
+        global(&self.conn, &self.prefix, "agents", "away")
+    }
+
+    fn assigned_key(&self) -> String {
+        global(&self.conn, &self.prefix, "agents", "assigned")
+    }
+}
+
+fn roster_back(flat: &[String]) -> Vec<AgentOnline> {
+    flat.chunks_exact(3)
+        .filter_map(|row| {
+            Some(AgentOnline {
+                id: UserId::parse(&row[0]).ok()?,
+                away: !row[1].is_empty(),
+                last_assigned: row[2].parse::<i64>().ok().and_then(time_back),
+            })
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -776,6 +816,57 @@ impl AgentPresence for RedisPresence {
             .query_async(&mut conn)
             .await
             .map_err(failed("could not count agents online"))
+    }
+
+    async fn set_away(&self, agent: &UserId, away: bool) -> Result<(), ConversationStoreError> {
+        let cmd = if away {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(self.away_key()).arg(agent.as_str()).arg(1);
+            cmd
+        } else {
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(self.away_key()).arg(agent.as_str());
+            cmd
+        };
+        cmd.exec_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not keep an agent's status"))
+    }
+
+    async fn away(&self, agent: &UserId) -> Result<bool, ConversationStoreError> {
+        redis::cmd("HEXISTS")
+            .arg(self.away_key())
+            .arg(agent.as_str())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not read an agent's status"))
+    }
+
+    async fn note_assigned(
+        &self,
+        agent: &UserId,
+        at: DateTime<Utc>,
+    ) -> Result<(), ConversationStoreError> {
+        redis::cmd("HSET")
+            .arg(self.assigned_key())
+            .arg(agent.as_str())
+            .arg(at.timestamp_millis())
+            .exec_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not note an agent's latest conversation"))
+    }
+
+    async fn roster(&self, limit: usize) -> Result<Vec<AgentOnline>, ConversationStoreError> {
+        let flat: Vec<String> = ROSTER
+            .key(self.online_key())
+            .key(self.away_key())
+            .key(self.assigned_key())
+            .arg(Utc::now().timestamp_millis())
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not list the agents online"))?;
+        Ok(roster_back(&flat))
     }
 }
 

@@ -100,6 +100,16 @@ pub trait HandoffStore: Send + Sync {
     fn changes(&self) -> tokio::sync::broadcast::Receiver<HandoffChange>;
 }
 
+/// An online agent as auto-assignment weighs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentOnline {
+    pub id: UserId,
+    /// The agent said they are away: nothing is assigned to them.
+    pub away: bool,
+    /// When they last took a conversation (`None`: not since the store knows).
+    pub last_assigned: Option<DateTime<Utc>>,
+}
+
 /// Which agents have an agent socket open, on any instance. Each socket holds
 /// a lease it renews; a socket whose instance died lapses with its lease.
 ///
@@ -109,6 +119,11 @@ pub trait HandoffStore: Send + Sync {
 /// - `last_seen` is when the agent's last socket lease ended (closed or
 ///   lapsed), `None` when it never had one (or the record expired); it is
 ///   meaningless while the agent is online.
+/// - `set_away` / `away`: the status the agent chose (`away` or not), kept
+///   across their sockets and instances until they change it.
+/// - `note_assigned` remembers when the agent last took a conversation.
+/// - `roster` lists the agents online now (at most `limit`) with their
+///   status and last taking, over all instances.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait AgentPresence: Send + Sync {
@@ -128,4 +143,12 @@ pub trait AgentPresence: Send + Sync {
     ) -> Result<Option<DateTime<Utc>>, ConversationStoreError>;
     /// How many agents are online.
     async fn online_count(&self) -> Result<u64, ConversationStoreError>;
+    async fn set_away(&self, agent: &UserId, away: bool) -> Result<(), ConversationStoreError>;
+    async fn away(&self, agent: &UserId) -> Result<bool, ConversationStoreError>;
+    async fn note_assigned(
+        &self,
+        agent: &UserId,
+        at: DateTime<Utc>,
+    ) -> Result<(), ConversationStoreError>;
+    async fn roster(&self, limit: usize) -> Result<Vec<AgentOnline>, ConversationStoreError>;
 }
