@@ -240,11 +240,17 @@ export function newId() {
  */
 export function modeAfter(m, current) {
   switch (m.type) {
-    case "handoff-queued":
     case "agent-left":
       return { mode: "queued", agent: null };
+    case "handoff-queued":
+      return {
+        mode: "queued", agent: null, position: m.position,
+        agentsOnline: m.agentsOnline, estimatedWaitSeconds: m.estimatedWaitSeconds,
+      };
     case "handoff-waiting":
-      return { mode: "queued", agent: null, position: m.position, agentsOnline: m.agentsOnline };
+      return { ...current, mode: "queued", agent: null, position: m.position, agentsOnline: m.agentsOnline };
+    case "queue-position":
+      return { ...current, mode: "queued", position: m.position, estimatedWaitSeconds: m.estimatedWaitSeconds };
     case "agent-joined":
       return { mode: "assigned", agent: m.agent };
     case "handoff-resolved":
@@ -635,8 +641,8 @@ export class Transcript {
         if (!customer) this.notice("The customer asked for a human; no agent was online.", "warn", m);
         break;
       default:
-        // `handoff-waiting` changes the banner only: one notice per chat
-        // would bury the conversation.
+        // `handoff-waiting` and `queue-position` change the banner only: a
+        // notice each would bury the conversation.
         break;
     }
   }

@@ -11,7 +11,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation::{ChatError, ConversationCore};
-use super::handoff_assign::{take_conversation, Taking};
+use super::handoff_assign::{assign_waiting, take_conversation, Taking};
 use super::handoff_queue;
 use super::ports::{ConversationStoreError, HandoffChange, StoreFailure, Swap};
 use crate::domain::conversation::{ConversationEvent, Seq};
@@ -173,20 +173,29 @@ impl HandoffService {
             events.extend(handoff_queue::placed(core, session, t).await.events);
         }
         core.log_and_publish(session, events).await?;
+        assign_waiting(core).await;
         Ok(())
     }
 
     /// The user stops waiting for a human: the bot answers again.
     pub async fn cancel_handoff(&self, session: &SessionId) -> Result<(), HandoffRefusal> {
         let core = &self.core;
+        let mut since = None;
         let t = core
             .change(session, |current| match current {
-                Some(h) => h.cancel().map(Some),
+                Some(h) => {
+                    since = Some(h.waiting_since);
+                    h.cancel().map(Some)
+                }
                 None => Err(HandoffError::NotQueued),
             })
             .await
             .required()?;
         core.stats.handoff("cancelled");
+        if let Some(since) = since {
+            let waited = (Utc::now() - since).to_std().unwrap_or_default();
+            core.stats.handoff_wait("cancelled", waited);
+        }
         self.apply(session, t).await?;
         handoff_queue::announce_moves(core).await;
         Ok(())
@@ -229,7 +238,9 @@ impl HandoffService {
             .required()?;
         self.core.stats.handoff("released");
         let t = handoff_queue::placed(&self.core, session, t).await;
-        self.apply(session, t).await
+        self.apply(session, t).await?;
+        assign_waiting(&self.core).await;
+        Ok(())
     }
 
     /// The holding agent is done: the user's next chat goes to the AI.
@@ -244,7 +255,41 @@ impl HandoffService {
             .await
             .required()?;
         self.core.stats.handoff("resolved");
-        self.apply(session, t).await
+        self.apply(session, t).await?;
+        // The agent has room again.
+        assign_waiting(&self.core).await;
+        Ok(())
+    }
+
+    /// An agent says they are `away` (nothing is auto-assigned to them) or
+    /// available again (which may assign them what waits now).
+    ///
+    /// # Errors
+    /// [`ChatError`] when the store cannot keep it.
+    pub async fn set_away(&self, agent: &UserId, away: bool) -> Result<(), ChatError> {
+        self.core.presence.set_away(agent, away).await?;
+        tracing::info!(agent_id = %agent, away, "agent status changed");
+        if !away {
+            assign_waiting(&self.core).await;
+        }
+        Ok(())
+    }
+
+    /// Whether the agent said they are away (a store that cannot say: no).
+    pub async fn is_away(&self, agent: &UserId) -> bool {
+        self.core.presence.away(agent).await.unwrap_or(false)
+    }
+
+    /// With `HANDOFF_ASSIGN=auto`, gives what waits to available agents
+    /// with room (an agent who just came online, say).
+    pub async fn assign_waiting(&self) {
+        assign_waiting(&self.core).await;
+    }
+
+    /// How agents get conversations (`HANDOFF_ASSIGN`) and how many one may hold.
+    pub fn assignment(&self) -> (crate::domain::handoff::AssignMode, usize) {
+        let settings = &self.core.settings.handoff;
+        (settings.assign, settings.max_conversations)
     }
 
     /// The holding agent answers the user. The answer joins the session's
@@ -383,6 +428,9 @@ pub(super) async fn run_timers(core: Arc<ConversationCore>, stop: CancellationTo
                 for h in active {
                     expire(&core, h).await;
                 }
+                // Room that opened on any instance, agents who came online
+                // or back: what waits is assigned within a tick.
+                assign_waiting(&core).await;
             }
             Err(e) => {
                 tracing::warn!(error = %ErrorChain(&e), "could not read the handoff queue");
@@ -426,6 +474,10 @@ async fn expire(core: &ConversationCore, h: Handoff) {
     {
         Ok(Swap::Done) => {
             core.stats.handoff(outcome);
+            if h.mode == Mode::Queued {
+                let waited = (now - h.waiting_since).to_std().unwrap_or_default();
+                core.stats.handoff_wait(outcome, waited);
+            }
             tracing::info!(session_id = %h.session, outcome, "handoff timer fired");
             let requeued = t.next.is_some();
             let t = if requeued {

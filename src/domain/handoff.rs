@@ -97,6 +97,31 @@ pub fn has_room(held: usize, max: usize) -> bool {
     held < max
 }
 
+/// An available agent as auto-assignment weighs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: UserId,
+    /// Conversations they hold now.
+    pub held: usize,
+    /// When they last took one (`None`: not that anyone knows).
+    pub last_assigned: Option<DateTime<Utc>>,
+}
+
+/// Who gets the longest-waiting conversation: of the agents with room, the
+/// one holding the fewest; ties go to the one idle longest (who took a
+/// conversation longest ago, never first), then by id so every instance
+/// agrees. `None` when nobody has room.
+pub fn pick_agent(candidates: &[Candidate], max: usize) -> Option<usize> {
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| has_room(c.held, max))
+        .min_by(|(_, a), (_, b)| {
+            (a.held, a.last_assigned, a.id.as_str()).cmp(&(b.held, b.last_assigned, b.id.as_str()))
+        })
+        .map(|(i, _)| i)
+}
+
 /// The result of a transition: the new state (`None`: back to the bot) and
 /// the events that say so, in log order.
 #[derive(Debug, Clone, PartialEq)]
@@ -653,6 +678,45 @@ mod tests {
             0,
             "a new wait, a new place"
         );
+    }
+
+    #[test]
+    fn auto_assignment_picks_the_least_loaded_then_the_longest_idle() {
+        let now = Utc::now();
+        let ago = |s: i64| Some(now - chrono::Duration::seconds(s));
+        let c = |name: &str, held, last| Candidate {
+            id: agent(name).id,
+            held,
+            last_assigned: last,
+        };
+        let max = 2;
+        assert_eq!(pick_agent(&[], max), None);
+        let two = [c("ann", 1, ago(5)), c("bob", 0, ago(1))];
+        assert_eq!(pick_agent(&two, max), Some(1), "fewest conversations");
+        let tied = [c("ann", 1, ago(5)), c("bob", 1, ago(60))];
+        assert_eq!(pick_agent(&tied, max), Some(1), "idle longest");
+        let fresh = [c("ann", 0, ago(60)), c("bob", 0, None)];
+        assert_eq!(
+            pick_agent(&fresh, max),
+            Some(1),
+            "never assigned is idle longest"
+        );
+        let same = [c("bob", 0, None), c("ann", 0, None)];
+        assert_eq!(
+            pick_agent(&same, max),
+            Some(1),
+            "then by id, the same everywhere"
+        );
+        let full = [c("ann", 2, None), c("bob", 3, ago(9))];
+        assert_eq!(pick_agent(&full, max), None, "nobody has room");
+        assert!(has_room(1, 2) && !has_room(2, 2));
+    }
+
+    #[test]
+    fn assign_mode_parses_its_words_only() {
+        assert_eq!(AssignMode::parse(" AUTO "), Ok(AssignMode::Auto));
+        assert_eq!(AssignMode::parse("manual"), Ok(AssignMode::Manual));
+        assert!(AssignMode::parse("round-robin").is_err());
     }
 
     #[test]

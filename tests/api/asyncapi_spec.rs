@@ -694,6 +694,12 @@ async fn agent_claims(scene: &Scene<'_>, token: &str, session: &str) {
     console.until("pong").await;
     console.send(json!({"type": "auth", "token": token})).await;
     console.until("authenticated").await;
+    for status in ["away", "available"] {
+        console
+            .send(json!({"type": "status", "status": status}))
+            .await;
+        assert_eq!(console.until("status").await["status"], status);
+    }
     console
         .send_invalid(json!({"type": "claim", "requestId": "r0"}))
         .await;

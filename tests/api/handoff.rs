@@ -924,3 +924,142 @@ async fn an_agent_at_capacity_is_refused_until_one_is_resolved() {
     assert_eq!(ack["action"], "claim", "{ack}");
     until(&mut tabs[2], of_type("agent-joined")).await;
 }
+
+// ------------------------------------------------ auto-assignment
+
+const AUTO: [(&str, &str); 4] = [
+    QUEUE_ALWAYS[0],
+    QUEUE_ALWAYS[1],
+    ("HANDOFF_ASSIGN", "auto"),
+    ("AGENT_MAX_CONVERSATIONS", "2"),
+];
+
+/// The `conversation-assigned` session ids an agent console gets within `quiet`.
+async fn assigned_to(console: &mut WsClient, quiet: Duration) -> Vec<String> {
+    drain(console, quiet)
+        .await
+        .iter()
+        .filter(|m| m["type"] == "conversation-assigned")
+        .map(|m| m["conversation"]["sessionId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// With `HANDOFF_ASSIGN=auto` on two instances, each waiting conversation
+/// goes to exactly one agent, by load: two agents with room for two get two
+/// each; a fifth waits until one of them resolves, then goes to that one.
+#[tokio::test]
+async fn auto_assignment_gives_each_conversation_once_to_the_least_loaded_agent() {
+    let Some(cluster) = Cluster::start(2, &AUTO).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let bob = a.register_agent("bob").await;
+    let dave = b.register_agent("dave").await;
+    let (mut bob_console, hello) = agent_socket(a, &bob).await;
+    assert_eq!(
+        (hello["assign"].as_str(), hello["status"].as_str()),
+        (Some("auto"), Some("available"))
+    );
+    let (mut dave_console, _) = agent_socket(b, &dave).await;
+    let mut tabs = Vec::new();
+    for (i, name) in ["ann", "ben", "cat", "dan", "eve"].into_iter().enumerate() {
+        let node = cluster.node(i % 2);
+        let token = node.register(name).await;
+        let (mut tab, hello) = node.connect(&token).await;
+        queue_up(&mut tab).await;
+        tabs.push((tab, hello["sessionId"].as_str().unwrap().to_owned()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let quiet = Duration::from_millis(2500);
+    let (to_bob, to_dave) = tokio::join!(
+        assigned_to(&mut bob_console, quiet),
+        assigned_to(&mut dave_console, quiet)
+    );
+    assert_eq!(
+        (to_bob.len(), to_dave.len()),
+        (2, 2),
+        "{to_bob:?} {to_dave:?}"
+    );
+    let mut all: Vec<&String> = to_bob.iter().chain(&to_dave).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "four different conversations");
+    let (fifth_tab, fifth) = tabs.pop().unwrap();
+    assert!(
+        !all.contains(&&fifth),
+        "the last to ask waits: both are full"
+    );
+    // The first four customers were each joined exactly once.
+    for (tab, session) in &mut tabs {
+        let seen = drain(tab, Duration::from_millis(200)).await;
+        let joined = seen.iter().filter(|m| m["type"] == "agent-joined").count();
+        assert_eq!(joined, 1, "{session}: {seen:?}");
+    }
+
+    // Dave resolves one: the fifth goes to him, once.
+    let done = to_dave[0].clone();
+    dave_console
+        .send_json(json!({"type": "resolve", "sessionId": done}))
+        .await;
+    let later = assigned_to(&mut dave_console, quiet).await;
+    assert_eq!(later, [fifth], "to the agent with room");
+    assert!(assigned_to(&mut bob_console, Duration::from_millis(300))
+        .await
+        .is_empty());
+    let mut fifth_tab = fifth_tab;
+    let seen = drain(&mut fifth_tab, Duration::from_millis(300)).await;
+    let joined: Vec<&Value> = seen
+        .iter()
+        .filter(|m| m["type"] == "agent-joined")
+        .collect();
+    assert_eq!(joined.len(), 1, "{seen:?}");
+    assert_eq!(joined[0]["agent"]["username"], "dave");
+    let metrics = reqwest::get(a.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("chatbot_handoff_wait_seconds_count{outcome=\"auto\"}"),
+        "{metrics}"
+    );
+}
+
+/// An agent who says they are away gets nothing assigned until they are
+/// available again; then what waits goes to them at once.
+#[tokio::test]
+async fn an_away_agent_is_given_nothing_until_available() {
+    let Some(cluster) = Cluster::start(2, &AUTO).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let bob = a.register_agent("bob").await;
+    let (mut console, _) = agent_socket(a, &bob).await;
+    console
+        .send_json(json!({"type": "status", "status": "away"}))
+        .await;
+    let (status, _) = until(&mut console, of_type("status")).await;
+    assert_eq!(status["status"], "away");
+    let token = b.register("carol").await;
+    let (mut tab, hello) = b.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    queue_up(&mut tab).await;
+    assert!(
+        assigned_to(&mut console, Duration::from_millis(2500))
+            .await
+            .is_empty(),
+        "nothing while away"
+    );
+    // A second console of Bob's, on the other instance, is told he is away.
+    let (_, hello) = agent_socket(b, &bob).await;
+    assert_eq!(hello["status"], "away");
+
+    console
+        .send_json(json!({"type": "status", "status": "available"}))
+        .await;
+    let (assigned, _) = until(&mut console, of_type("conversation-assigned")).await;
+    assert_eq!(assigned["conversation"]["sessionId"], session);
+    let (joined, _) = until(&mut tab, of_type("agent-joined")).await;
+    assert_eq!(joined["agent"]["username"], "bob");
+}

@@ -32,6 +32,8 @@ pub struct MemoryHandoffs {
     told: Mutex<HashMap<SessionId, u64>>,
     /// Recent waits per place, newest first, at most [`WAIT_WINDOW`].
     waits: Mutex<VecDeque<Duration>>,
+    /// Who runs auto-assignment now, and until when.
+    assigner: Mutex<Option<(String, tokio::time::Instant)>>,
     changes: broadcast::Sender<HandoffChange>,
 }
 
@@ -41,6 +43,7 @@ impl Default for MemoryHandoffs {
             records: Mutex::new(HashMap::new()),
             told: Mutex::new(HashMap::new()),
             waits: Mutex::new(VecDeque::new()),
+            assigner: Mutex::new(None),
             changes: broadcast::channel(CHANGES_BUFFER).0,
         }
     }
@@ -179,6 +182,30 @@ impl HandoffStore for MemoryHandoffs {
 
     async fn recent_waits(&self) -> Result<Vec<Duration>, ConversationStoreError> {
         Ok(lock(&self.waits).iter().copied().collect())
+    }
+
+    async fn lead_assignment(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, ConversationStoreError> {
+        let now = tokio::time::Instant::now();
+        let mut assigner = lock(&self.assigner);
+        match &*assigner {
+            Some((other, until)) if other != holder && *until > now => Ok(false),
+            _ => {
+                *assigner = Some((holder.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn end_assignment(&self, holder: &str) -> Result<(), ConversationStoreError> {
+        let mut assigner = lock(&self.assigner);
+        if assigner.as_ref().is_some_and(|(h, _)| h == holder) {
+            *assigner = None;
+        }
+        Ok(())
     }
 
     fn changes(&self) -> broadcast::Receiver<HandoffChange> {

@@ -16,6 +16,8 @@
 //!   position each queued customer was last told, dropped as it leaves;
 //! - `P:handoff:waits` (cluster: `P:{P:handoff}:waits`): recent waits per
 //!   place in line (milliseconds), newest first, capped;
+//! - `P:handoff:assigner` (cluster: `P:{P:handoff}:assigner`): who runs
+//!   auto-assignment now, expiring with its lease;
 //! - channel `P:handoff:changes`: each change, for every instance's agent
 //!   sockets (a classic channel, which a cluster forwards to every node);
 //! - `P:agents:{agent}:sockets`: the agent's open sockets scored by lease end;
@@ -126,6 +128,28 @@ for i = 1, #ARGV, 2 do
   end
 end
 return moved
+",
+    )
+});
+
+/// KEYS: assigner. ARGV: holder, ttl ms. 1 when `holder` holds the lease.
+static LEAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// KEYS: assigner. ARGV: holder. Gives the lease up if `holder` has it.
+static STEP_DOWN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
 ",
     )
 });
@@ -392,6 +416,10 @@ impl RedisHandoffs {
 
     fn waits_key(&self) -> String {
         global(&self.conn, &self.prefix, "handoff", "waits")
+    }
+
+    fn assigner_key(&self) -> String {
+        global(&self.conn, &self.prefix, "handoff", "assigner")
     }
 
     fn agent_key(&self, agent: &str) -> String {
@@ -677,6 +705,31 @@ impl HandoffStore for RedisHandoffs {
             .await
             .map_err(failed("could not read recent handoff waits"))?;
         Ok(waits.into_iter().map(Duration::from_millis).collect())
+    }
+
+    async fn lead_assignment(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, ConversationStoreError> {
+        let held: i64 = LEAD
+            .key(self.assigner_key())
+            .arg(holder)
+            .arg(millis(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not take the auto-assignment lease"))?;
+        Ok(held == 1)
+    }
+
+    async fn end_assignment(&self, holder: &str) -> Result<(), ConversationStoreError> {
+        STEP_DOWN
+            .key(self.assigner_key())
+            .arg(holder)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(failed("could not end the auto-assignment lease"))
     }
 
     fn changes(&self) -> broadcast::Receiver<HandoffChange> {

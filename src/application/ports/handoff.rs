@@ -50,6 +50,9 @@ pub enum Swap {
 ///   across instances, so of two instances noting the same move exactly one
 ///   gets the session back (one `queue-position` per change), and a
 ///   position read before a later move never overwrites that move's.
+/// - `lead_assignment` takes (or, when `holder` has it, extends) the one
+///   lease of auto-assignment over all instances for `ttl`: `true` when
+///   `holder` holds it; `end_assignment` gives it up if `holder` holds it.
 /// - `record_wait` keeps one claimed conversation's wait per place in line
 ///   among the last [`crate::domain::queue::WAIT_WINDOW`] (older ones go);
 ///   `recent_waits` returns them, over all instances.
@@ -95,6 +98,12 @@ pub trait HandoffStore: Send + Sync {
         per_place: std::time::Duration,
     ) -> Result<(), ConversationStoreError>;
     async fn recent_waits(&self) -> Result<Vec<std::time::Duration>, ConversationStoreError>;
+    async fn lead_assignment(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, ConversationStoreError>;
+    async fn end_assignment(&self, holder: &str) -> Result<(), ConversationStoreError>;
     /// Changes from now on, from every instance. A lagging receiver should
     /// re-read what it shows.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<HandoffChange>;
