@@ -588,6 +588,8 @@ fn conversation_settings(config: &Config) -> ConversationSettings {
             away_grace: sessions.agent_away_grace,
             max_conversations: sessions.agent_max_conversations,
             assign: sessions.handoff_assign,
+            hours: sessions.handoff_hours.clone(),
+            closed_message: sessions.handoff_closed_message.clone(),
         },
     }
 }

@@ -17,6 +17,7 @@ use super::ports::{ConversationStoreError, HandoffChange, StoreFailure, Swap};
 use crate::domain::conversation::{ConversationEvent, Seq};
 use crate::domain::handoff::{
     self, AgentRef, EscalationRoute, Handoff, HandoffError, HandoffSwitch, Mode, Transition,
+    Unavailability,
 };
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatContent, ChatMessage, MessageId, Role, Session, SessionId, User, UserId};
@@ -107,13 +108,20 @@ impl HandoffService {
         match route {
             EscalationRoute::Queue => None,
             EscalationRoute::Answer => Some(("not_offered", vec![reply(ESCALATION_REPLY)])),
-            EscalationRoute::Unavailable(reason) => Some((
-                "unavailable",
-                vec![
-                    reply(&self.core.settings.handoff.offline_message),
-                    ConversationEvent::HandoffUnavailable { reason },
-                ],
-            )),
+            EscalationRoute::Unavailable(reason) => {
+                let settings = &self.core.settings.handoff;
+                let (outcome, message) = match reason {
+                    Unavailability::Closed { .. } => ("closed", &settings.closed_message),
+                    Unavailability::NoAgentOnline => ("unavailable", &settings.offline_message),
+                };
+                Some((
+                    outcome,
+                    vec![
+                        reply(message),
+                        ConversationEvent::HandoffUnavailable { reason },
+                    ],
+                ))
+            }
         }
     }
 
@@ -128,6 +136,7 @@ impl HandoffService {
             accounts,
             agents_online,
             settings.when_no_agent_online,
+            settings.closed_until(Utc::now()),
         )
     }
 
@@ -445,7 +454,13 @@ pub(super) async fn run_timers(core: Arc<ConversationCore>, stop: CancellationTo
 async fn expire(core: &ConversationCore, h: Handoff) {
     let now = Utc::now();
     let settings = &core.settings.handoff;
+    let closed = settings.closed_until(now).is_some();
     let (t, outcome) = match &h.mode {
+        // Still waiting at closing time: back to the bot.
+        Mode::Queued if closed => match h.close_out() {
+            Some(t) => (t, "closed"),
+            None => return,
+        },
         Mode::Queued => match h.time_out(settings.queue_timeout, now) {
             Some(t) => (t, "timeout"),
             None => return,

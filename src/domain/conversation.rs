@@ -97,6 +97,9 @@ impl GenerationFailure {
 pub enum Unavailability {
     /// Agents exist, but none had an agent socket open.
     NoAgentOnline,
+    /// Outside the office hours (`HANDOFF_HOURS`); people answer again from
+    /// `opens_at`.
+    Closed { opens_at: DateTime<Utc> },
 }
 
 impl Unavailability {
@@ -104,6 +107,15 @@ impl Unavailability {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NoAgentOnline => "no_agent_online",
+            Self::Closed { .. } => "closed",
+        }
+    }
+
+    /// When people answer again, if that is why.
+    pub fn opens_at(self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::NoAgentOnline => None,
+            Self::Closed { opens_at } => Some(opens_at),
         }
     }
 }

@@ -251,6 +251,15 @@ impl Handoff {
         }
     }
 
+    /// The office closed with the conversation still waiting: back to the
+    /// bot, as after a timeout.
+    pub fn close_out(&self) -> Option<Transition> {
+        (self.mode == Mode::Queued).then(|| Transition {
+            next: None,
+            events: vec![ConversationEvent::HandoffTimeout],
+        })
+    }
+
     /// Nobody claimed the conversation within `timeout`: back to the bot.
     pub fn time_out(&self, timeout: Duration, now: DateTime<Utc>) -> Option<Transition> {
         if self.mode != Mode::Queued || !elapsed(self.waiting_since, now, timeout) {
@@ -288,6 +297,11 @@ impl Handoff {
 /// `HANDOFF_OFFLINE_MESSAGE` says otherwise.
 pub const DEFAULT_OFFLINE_MESSAGE: &str =
     "No agent is available right now. The assistant will keep helping you.";
+
+/// What the customer is told outside office hours, unless
+/// `HANDOFF_CLOSED_MESSAGE` says otherwise.
+pub const DEFAULT_CLOSED_MESSAGE: &str =
+    "Our agents are away outside office hours. The assistant will keep helping you until they are back.";
 
 /// Whether human handoff is in use (`HANDOFF`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -412,11 +426,14 @@ pub enum EscalationRoute {
 /// Decides where a request for a human goes. `agent_accounts` says whether
 /// the user store holds an agent account (read only for [`HandoffSwitch::Auto`]).
 /// A conversation must never wait in a queue that no person can see.
+/// Outside office hours (`closed_until` is when they open again) nobody is
+/// queued, whoever is online.
 pub fn route_escalation(
     switch: HandoffSwitch,
     agent_accounts: bool,
     agents_online: u64,
     when_none_online: WhenNoAgentOnline,
+    closed_until: Option<DateTime<Utc>>,
 ) -> EscalationRoute {
     let in_use = match switch {
         HandoffSwitch::Off => false,
@@ -425,6 +442,9 @@ pub fn route_escalation(
     };
     if !in_use {
         return EscalationRoute::Answer;
+    }
+    if let Some(opens_at) = closed_until {
+        return EscalationRoute::Unavailable(Unavailability::Closed { opens_at });
     }
     match (agents_online, when_none_online) {
         (0, WhenNoAgentOnline::Bot) => EscalationRoute::Unavailable(Unavailability::NoAgentOnline),
@@ -484,11 +504,39 @@ mod tests {
         ];
         for (switch, accounts, online, when, want) in cases {
             assert_eq!(
-                route_escalation(switch, accounts, online, when),
+                route_escalation(switch, accounts, online, when, None),
                 want,
                 "{switch:?} accounts={accounts} online={online} {when:?}"
             );
         }
+        // Closed: nobody is queued, whoever is online; unless handoff is not
+        // in use at all, which answers as ever.
+        let opens_at = Utc::now();
+        let closed = Unavailable(Unavailability::Closed { opens_at });
+        for (switch, accounts, online, when, want) in [
+            (On, true, 3, Wait, closed),
+            (Auto, true, 0, Bot, closed),
+            (Auto, false, 3, Bot, Answer),
+            (Off, true, 3, Wait, Answer),
+        ] {
+            assert_eq!(
+                route_escalation(switch, accounts, online, when, Some(opens_at)),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn closing_sends_only_a_waiting_conversation_back() {
+        let now = Utc::now();
+        let h = queued(now);
+        let t = h.close_out().unwrap();
+        assert_eq!(
+            (t.next, t.events),
+            (None, vec![ConversationEvent::HandoffTimeout])
+        );
+        let held = h.claim(agent("alice"), now).unwrap().next.unwrap();
+        assert!(held.close_out().is_none());
     }
 
     #[test]

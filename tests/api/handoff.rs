@@ -1063,3 +1063,110 @@ async fn an_away_agent_is_given_nothing_until_available() {
     let (joined, _) = until(&mut tab, of_type("agent-joined")).await;
     assert_eq!(joined["agent"]["username"], "bob");
 }
+
+// ------------------------------------------------ office hours
+
+/// `HH:MM` of `t`, or `24:00` for a midnight that closes.
+fn hhmm(t: chrono::DateTime<chrono::Utc>, closing: bool) -> String {
+    let s = t.format("%H:%M").to_string();
+    if closing && s == "00:00" {
+        "24:00".to_owned()
+    } else {
+        s
+    }
+}
+
+/// Outside the office hours a request for a human stays with the bot, told
+/// `HANDOFF_CLOSED_MESSAGE` and when the desk opens, even with agents online.
+#[tokio::test]
+async fn outside_office_hours_the_bot_stays_and_says_when_people_are_back() {
+    use chrono::{Duration as Span, Timelike, Utc};
+    // Open for one minute, two hours from now, every day: closed now.
+    let start = (Utc::now() + Span::hours(2))
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    let hours = format!(
+        "Mon-Sun {}-{}",
+        hhmm(start, false),
+        hhmm(start + Span::minutes(1), true)
+    );
+    let extra = [
+        ("HANDOFF", "on"),
+        ("HANDOFF_HOURS", hours.as_str()),
+        ("HANDOFF_CLOSED_MESSAGE", "We are closed; back soon."),
+    ];
+    let Some(cluster) = Cluster::start(1, &extra).await else {
+        return;
+    };
+    let a = cluster.node(0);
+    let bob = a.register_agent("bob").await;
+    let (_console, _) = agent_socket(a, &bob).await;
+    let token = a.register("carol").await;
+    let (mut tab, hello) = a.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let seen = escalate(&mut tab, Duration::from_millis(300)).await;
+    assert_eq!(
+        types(&seen),
+        ["human-escalation-response", "handoff-unavailable"],
+        "{seen:?}"
+    );
+    assert_eq!(seen[0]["message"], "We are closed; back soon.");
+    assert_eq!(seen[1]["reason"], "closed");
+    let opens_at: chrono::DateTime<Utc> = seen[1]["opensAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(opens_at, start, "{seen:?}");
+    assert_eq!(
+        tab.chat("still there?").await.status,
+        "completed",
+        "the bot answers"
+    );
+    drop(tab);
+    let (_, hello) = a.tab(&token, &session, None).await;
+    assert_eq!(hello["mode"], "bot");
+}
+
+/// A conversation still waiting when the desk closes goes back to the bot
+/// with `handoff-timeout`, within the timers' second.
+#[tokio::test]
+async fn a_conversation_still_waiting_at_closing_time_goes_back_to_the_bot() {
+    use chrono::{Duration as Span, Timelike, Utc};
+    let mut now = Utc::now();
+    if now.second() >= 50 {
+        // Too close to the minute's end to queue before it: the next one.
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - now.second()))).await;
+        now = Utc::now();
+    }
+    let minute = now.with_second(0).unwrap().with_nanosecond(0).unwrap();
+    let closes = minute + Span::minutes(1);
+    let hours = format!("Mon-Sun {}-{}", hhmm(minute, false), hhmm(closes, true));
+    let extra = [
+        QUEUE_ALWAYS[0],
+        QUEUE_ALWAYS[1],
+        ("HANDOFF_HOURS", hours.as_str()),
+        // The tab reads nothing until closing time, pongs included.
+        ("WS_PONG_TIMEOUT", "5m"),
+    ];
+    let Some(cluster) = Cluster::start(1, &extra).await else {
+        return;
+    };
+    let a = cluster.node(0);
+    let token = a.register("carol").await;
+    let (mut tab, _) = a.connect(&token).await;
+    let queued = queue_up(&mut tab).await;
+    assert_eq!(queued["position"], 1, "open now: {queued}");
+    let left = (closes - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left).await;
+    let (timeout, _) = until(&mut tab, of_type("handoff-timeout")).await;
+    let at: chrono::DateTime<Utc> = timeout["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!(at >= closes, "not before closing: {timeout}");
+    assert!(
+        at < closes + Span::seconds(3),
+        "within the timers' tick: {timeout}"
+    );
+    assert_eq!(
+        tab.chat("hello?").await.status,
+        "completed",
+        "the bot is back"
+    );
+}

@@ -522,9 +522,13 @@ enum EventMessage<'a> {
         timestamp: String,
     },
     /// Nobody can take the conversation now; the bot keeps answering.
+    #[serde(rename_all = "camelCase")]
     HandoffUnavailable {
         seq: Seq,
         reason: &'static str,
+        /// With `reason: closed`: when people answer again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        opens_at: Option<String>,
         timestamp: String,
     },
     /// The customer chatted while queued: where they stand (1 = next).
@@ -789,6 +793,7 @@ fn handoff_message(seq: Seq, event: &ConversationEvent, timestamp: String) -> Ev
         ConversationEvent::HandoffUnavailable { reason } => EventMessage::HandoffUnavailable {
             seq,
             reason: reason.as_str(),
+            opens_at: reason.opens_at().map(iso_millis),
             timestamp,
         },
         ConversationEvent::HandoffWaiting {

@@ -254,12 +254,19 @@ fn place_back(position: u64, wait_ms: Option<u64>) -> QueuePlace {
 #[serde(rename_all = "snake_case")]
 enum StoredUnavailability {
     NoAgentOnline,
+    /// `opens_at` in milliseconds.
+    Closed {
+        opens_at: i64,
+    },
 }
 
 impl From<Unavailability> for StoredUnavailability {
     fn from(u: Unavailability) -> Self {
         match u {
             Unavailability::NoAgentOnline => Self::NoAgentOnline,
+            Unavailability::Closed { opens_at } => Self::Closed {
+                opens_at: opens_at.timestamp_millis(),
+            },
         }
     }
 }
@@ -268,6 +275,9 @@ impl From<StoredUnavailability> for Unavailability {
     fn from(u: StoredUnavailability) -> Self {
         match u {
             StoredUnavailability::NoAgentOnline => Self::NoAgentOnline,
+            StoredUnavailability::Closed { opens_at } => Self::Closed {
+                opens_at: chrono::DateTime::from_timestamp_millis(opens_at).unwrap_or_default(),
+            },
         }
     }
 }
@@ -830,6 +840,11 @@ mod tests {
             ConversationEvent::HandoffCancelled,
             ConversationEvent::HandoffUnavailable {
                 reason: Unavailability::NoAgentOnline,
+            },
+            ConversationEvent::HandoffUnavailable {
+                reason: Unavailability::Closed {
+                    opens_at: parse_iso("2025-09-15T07:00:00Z").unwrap(),
+                },
             },
             ConversationEvent::HandoffWaiting {
                 position: 3,
