@@ -586,6 +586,10 @@ fn conversation_settings(config: &Config) -> ConversationSettings {
             offline_message: sessions.handoff_offline_message.clone(),
             queue_timeout: sessions.handoff_queue_timeout,
             away_grace: sessions.agent_away_grace,
+            max_conversations: sessions.agent_max_conversations,
+            assign: sessions.handoff_assign,
+            hours: sessions.handoff_hours.clone(),
+            closed_message: sessions.handoff_closed_message.clone(),
         },
     }
 }

@@ -13,6 +13,7 @@ const $ = (id) => document.getElementById(id);
 
 const ui = {
   who: $("who"), status: $("status"), username: $("username"), logout: $("logout"),
+  presence: $("presence"), assignMode: $("assign-mode"),
   auth: $("auth"), form: $("auth-form"), name: $("auth-username"), password: $("auth-password"),
   authError: $("auth-error"), authSubmit: $("auth-submit"),
   denied: $("denied"), deniedText: $("denied-text"), deniedLogout: $("denied-logout"),
@@ -150,6 +151,8 @@ function onMessage(m) {
       conv.transcript.skipTo(m.oldestSeq);
       return loadEarlier(store, conv.transcript, m.sessionId, m.oldestSeq);
     }
+    case "status":
+      return showPresence(m.status);
     case "pong":
     case "authenticated":
       return undefined;
@@ -162,12 +165,21 @@ function onMessage(m) {
  * the last seq already on screen; forget what it no longer holds. */
 function onConnected(m) {
   me = m.agent;
+  showPresence(m.status);
+  ui.assignMode.hidden = m.assign !== "auto";
+  ui.assignMode.textContent = `Conversations are assigned to you automatically while you are available (at most ${m.maxConversations} at once).`;
   const held = new Set(m.conversations.map((c) => c.sessionId));
   for (const sid of [...convs.keys()]) if (!held.has(sid)) drop(sid, "is no longer yours");
   // Read before following: following the first one selects it.
   const last = sessionStorage.getItem(SELECTED_KEY);
   for (const c of m.conversations) follow(c);
   if (last && convs.has(last) && selected !== last) select(last);
+}
+
+/** The agent's presence as the server keeps it: `available` or `away`. */
+function showPresence(status) {
+  ui.presence.value = status === "away" ? "away" : "available";
+  ui.presence.classList.toggle("away", status === "away");
 }
 
 function follow(c) {
@@ -291,7 +303,7 @@ function renderQueue() {
   ui.queue.replaceChildren(...queue.map((item) => {
     const li = el("li", "item");
     li.dataset.sessionId = item.sessionId;
-    li.append(el("span", "name", item.user.username));
+    li.append(el("span", "name", `${item.position ? `#${item.position} ` : ""}${item.user.username}`));
     const claim = el("button", "primary small", claiming.has(item.sessionId) ? "Claiming…" : "Claim");
     claim.type = "button";
     claim.disabled = claiming.has(item.sessionId);
@@ -360,6 +372,12 @@ ui.replyInput.addEventListener("keydown", (ev) => {
 ui.release.addEventListener("click", () => selected && send({ type: "release", sessionId: selected }));
 ui.resolve.addEventListener("click", () => selected && send({ type: "resolve", sessionId: selected }));
 ui.toastClose.addEventListener("click", () => { ui.toast.hidden = true; });
+ui.presence.addEventListener("change", () => {
+  // The server's `status` answer sets the selector; a refusal puts it back.
+  if (!send({ type: "status", status: ui.presence.value })) {
+    showPresence(ui.presence.value === "away" ? "available" : "away");
+  }
+});
 const signOut = async () => {
   await logout(store);
   for (const sid of [...convs.keys()]) drop(sid);

@@ -211,12 +211,22 @@ function refreshControls() {
   }
 }
 
-/** " You are next in line." once the server said where the customer stands. */
+/** " You are next in line." once the server said where the customer stands,
+ * with the estimated wait once there is one. */
 function placeInLine(w) {
   if (!w.position) return "";
   const place = w.position === 1 ? "next" : `number ${w.position}`;
   const online = w.agentsOnline === 0 ? " No agent is online yet." : "";
-  return ` You are ${place} in line.${online}`;
+  const wait = typeof w.estimatedWaitSeconds === "number"
+    ? ` Estimated wait: ${waitText(w.estimatedWaitSeconds)}.`
+    : "";
+  return ` You are ${place} in line.${wait}${online}`;
+}
+
+function waitText(seconds) {
+  if (seconds < 60) return "under a minute";
+  const minutes = Math.round(seconds / 60);
+  return minutes === 1 ? "about a minute" : `about ${minutes} minutes`;
 }
 
 function sendChat(ev) {

@@ -229,6 +229,19 @@ export function duration(ms) {
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
 }
 
+/** "today at 09:00", "tomorrow at 09:00" or "on Mon 14 Dec at 09:00", in
+ * this browser's time zone. */
+export function openingText(iso) {
+  const at = new Date(iso);
+  const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const day = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  const days = Math.round((day(at) - day(new Date())) / 86400000);
+  if (days === 0) return `today at ${time}`;
+  if (days === 1) return `tomorrow at ${time}`;
+  const date = at.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" });
+  return `on ${date} at ${time}`;
+}
+
 export function newId() {
   if (crypto.randomUUID) return `c-${crypto.randomUUID()}`;
   return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
@@ -240,11 +253,17 @@ export function newId() {
  */
 export function modeAfter(m, current) {
   switch (m.type) {
-    case "handoff-queued":
     case "agent-left":
       return { mode: "queued", agent: null };
+    case "handoff-queued":
+      return {
+        mode: "queued", agent: null, position: m.position,
+        agentsOnline: m.agentsOnline, estimatedWaitSeconds: m.estimatedWaitSeconds,
+      };
     case "handoff-waiting":
-      return { mode: "queued", agent: null, position: m.position, agentsOnline: m.agentsOnline };
+      return { ...current, mode: "queued", agent: null, position: m.position, agentsOnline: m.agentsOnline };
+    case "queue-position":
+      return { ...current, mode: "queued", position: m.position, estimatedWaitSeconds: m.estimatedWaitSeconds };
     case "agent-joined":
       return { mode: "assigned", agent: m.agent };
     case "handoff-resolved":
@@ -632,11 +651,17 @@ export class Transcript {
         if (customer) this.escalationReply = this.notice(m.message, "", m);
         break;
       case "handoff-unavailable":
-        if (!customer) this.notice("The customer asked for a human; no agent was online.", "warn", m);
+        if (customer && m.reason === "closed" && m.opensAt) {
+          this.notice(`Agents are back ${openingText(m.opensAt)}.`, "", m);
+        } else if (!customer) {
+          this.notice(m.reason === "closed"
+            ? "The customer asked for a human outside office hours."
+            : "The customer asked for a human; no agent was online.", "warn", m);
+        }
         break;
       default:
-        // `handoff-waiting` changes the banner only: one notice per chat
-        // would bury the conversation.
+        // `handoff-waiting` and `queue-position` change the banner only: a
+        // notice each would bury the conversation.
         break;
     }
   }

@@ -38,10 +38,12 @@ pub(super) async fn give_back(core: &ConversationCore, agent: &UserId) -> Result
 async fn give_back_one(core: &ConversationCore, session: &SessionId, agent: &UserId) -> bool {
     let online = core.presence.online_count().await.unwrap_or(0);
     let now = Utc::now();
+    let entering = super::handoff_queue::entering_place(core).await;
     let released = core
         .change(session, |current| {
             let h = current.ok_or(HandoffError::NotAssigned)?;
-            h.release(agent, online, now).map(Some)
+            h.release(agent, online, now)
+                .map(|t| Some(t.entering_at(entering)))
         })
         .await;
     let t = match released {
@@ -55,6 +57,7 @@ async fn give_back_one(core: &ConversationCore, session: &SessionId, agent: &Use
     };
     core.stats.handoff(OUTCOME);
     tracing::info!(session_id = %session, agent_id = %agent, "conversation given back: its agent may no longer hold it");
+    let t = super::handoff_queue::placed(core, session, t).await;
     if let Err(e) = core.log_and_publish(session, t.events).await {
         tracing::error!(session_id = %session, error = %ErrorChain(&e), "could not log a conversation given back");
     }

@@ -24,9 +24,10 @@ use super::ports::{
 };
 use crate::domain::conversation::ConversationEvent;
 use crate::domain::handoff::{
-    Handoff, HandoffError, HandoffSwitch, Mode, Transition, WhenNoAgentOnline,
-    DEFAULT_OFFLINE_MESSAGE,
+    AssignMode, Handoff, HandoffError, HandoffSwitch, Mode, Transition, WhenNoAgentOnline,
+    DEFAULT_CLOSED_MESSAGE, DEFAULT_OFFLINE_MESSAGE,
 };
+use crate::domain::office_hours::OfficeHours;
 use crate::domain::transcript::TranscriptEntry;
 use crate::domain::{MessageId, SessionId, UserId};
 use crate::error_chain::ErrorChain;
@@ -119,6 +120,25 @@ pub struct HandoffSettings {
     /// An assigned conversation whose agent has had no socket open this
     /// long goes back to the queue.
     pub away_grace: Duration,
+    /// Conversations one agent may hold at once (`AGENT_MAX_CONVERSATIONS`).
+    pub max_conversations: usize,
+    /// Whether agents claim or the server assigns (`HANDOFF_ASSIGN`).
+    pub assign: AssignMode,
+    /// When people answer (`HANDOFF_HOURS`); `None`: always.
+    pub hours: Option<OfficeHours>,
+    /// The `human-escalation-response` outside those hours.
+    pub closed_message: String,
+}
+
+impl HandoffSettings {
+    /// When the desk opens again, if it is closed at `now`.
+    pub fn closed_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let hours = self.hours.as_ref()?;
+        if hours.is_open(now) {
+            return None;
+        }
+        hours.next_opening(now)
+    }
 }
 
 impl Default for HandoffSettings {
@@ -129,6 +149,10 @@ impl Default for HandoffSettings {
             offline_message: DEFAULT_OFFLINE_MESSAGE.to_owned(),
             queue_timeout: Duration::from_secs(600),
             away_grace: Duration::from_secs(120),
+            max_conversations: 5,
+            assign: AssignMode::Manual,
+            hours: None,
+            closed_message: DEFAULT_CLOSED_MESSAGE.to_owned(),
         }
     }
 }

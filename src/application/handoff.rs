@@ -11,10 +11,13 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation::{ChatError, ConversationCore};
+use super::handoff_assign::{assign_waiting, take_conversation, Taking};
+use super::handoff_queue;
 use super::ports::{ConversationStoreError, HandoffChange, StoreFailure, Swap};
 use crate::domain::conversation::{ConversationEvent, Seq};
 use crate::domain::handoff::{
     self, AgentRef, EscalationRoute, Handoff, HandoffError, HandoffSwitch, Mode, Transition,
+    Unavailability,
 };
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{ChatContent, ChatMessage, MessageId, Role, Session, SessionId, User, UserId};
@@ -105,13 +108,20 @@ impl HandoffService {
         match route {
             EscalationRoute::Queue => None,
             EscalationRoute::Answer => Some(("not_offered", vec![reply(ESCALATION_REPLY)])),
-            EscalationRoute::Unavailable(reason) => Some((
-                "unavailable",
-                vec![
-                    reply(&self.core.settings.handoff.offline_message),
-                    ConversationEvent::HandoffUnavailable { reason },
-                ],
-            )),
+            EscalationRoute::Unavailable(reason) => {
+                let settings = &self.core.settings.handoff;
+                let (outcome, message) = match reason {
+                    Unavailability::Closed { .. } => ("closed", &settings.closed_message),
+                    Unavailability::NoAgentOnline => ("unavailable", &settings.offline_message),
+                };
+                Some((
+                    outcome,
+                    vec![
+                        reply(message),
+                        ConversationEvent::HandoffUnavailable { reason },
+                    ],
+                ))
+            }
         }
     }
 
@@ -126,6 +136,7 @@ impl HandoffService {
             accounts,
             agents_online,
             settings.when_no_agent_online,
+            settings.closed_until(Utc::now()),
         )
     }
 
@@ -144,14 +155,18 @@ impl HandoffService {
             .map(|m| m.content.clone());
         let owner = stored.user;
         let now = Utc::now();
+        let entering = handoff_queue::entering_place(core).await;
         let transition = core
             .change(session, |current| {
                 let t = Handoff::escalate(current, session.clone(), owner.clone(), online, now);
                 Ok(t.map(|t| Transition {
-                    next: match (t.next, &said) {
-                        (Some(h), Some(said)) => Some(h.with_last_message(said)),
-                        (next, _) => next,
-                    },
+                    next: t.next.map(|h| {
+                        let h = h.entering_at(entering);
+                        match &said {
+                            Some(said) => h.with_last_message(said),
+                            None => h,
+                        }
+                    }),
                     events: t.events,
                 }))
             })
@@ -164,24 +179,35 @@ impl HandoffService {
             // Muted from the swap on; what was already running ends first.
             core.stop_and_wait(session).await;
             core.stats.handoff("queued");
-            events.extend(t.events);
+            events.extend(handoff_queue::placed(core, session, t).await.events);
         }
         core.log_and_publish(session, events).await?;
+        assign_waiting(core).await;
         Ok(())
     }
 
     /// The user stops waiting for a human: the bot answers again.
     pub async fn cancel_handoff(&self, session: &SessionId) -> Result<(), HandoffRefusal> {
         let core = &self.core;
+        let mut since = None;
         let t = core
             .change(session, |current| match current {
-                Some(h) => h.cancel().map(Some),
+                Some(h) => {
+                    since = Some(h.waiting_since);
+                    h.cancel().map(Some)
+                }
                 None => Err(HandoffError::NotQueued),
             })
             .await
             .required()?;
         core.stats.handoff("cancelled");
-        self.apply(session, t).await
+        if let Some(since) = since {
+            let waited = (Utc::now() - since).to_std().unwrap_or_default();
+            core.stats.handoff_wait("cancelled", waited);
+        }
+        self.apply(session, t).await?;
+        handoff_queue::announce_moves(core).await;
+        Ok(())
     }
 
     /// The queue, longest waiting first.
@@ -196,26 +222,11 @@ impl HandoffService {
 
     /// `agent` takes a queued conversation; exactly one claim wins over all
     /// instances, the others are [`HandoffError::AlreadyClaimed`].
+    /// Goes through [`take_conversation`], as auto-assignment does. An agent
+    /// holding `AGENT_MAX_CONVERSATIONS` is refused.
     pub async fn claim(&self, agent: &User, session: &SessionId) -> Result<Seq, HandoffRefusal> {
-        let core = &self.core;
         self.require_session(session).await?;
-        let now = Utc::now();
-        let who = agent_ref(agent);
-        let mut waited = None;
-        let t = core
-            .change(session, |current| {
-                let h = current.ok_or(HandoffError::NotQueued)?;
-                waited = (now - h.waiting_since).to_std().ok();
-                h.claim(who.clone(), now).map(Some)
-            })
-            .await
-            .required()?;
-        core.stats.handoff("claimed");
-        if let Some(waited) = waited {
-            core.stats.handoff_wait(waited);
-        }
-        let logged = core.log_and_publish(session, t.events).await?;
-        Ok(logged.first().map_or(0, |e| e.seq))
+        take_conversation(&self.core, &agent_ref(agent), session, Taking::Claim).await
     }
 
     /// The holding agent gives the conversation back to the queue.
@@ -223,16 +234,22 @@ impl HandoffService {
         self.require_session(session).await?;
         let online = self.core.presence.online_count().await.unwrap_or(0);
         let now = Utc::now();
+        let entering = handoff_queue::entering_place(&self.core).await;
         let t = self
             .core
             .change(session, |current| {
                 let h = current.ok_or(HandoffError::NotAssigned)?;
-                h.release(&agent.id, online, now).map(Some)
+                h.release(&agent.id, online, now)
+                    .map(|t| t.entering_at(entering))
+                    .map(Some)
             })
             .await
             .required()?;
         self.core.stats.handoff("released");
-        self.apply(session, t).await
+        let t = handoff_queue::placed(&self.core, session, t).await;
+        self.apply(session, t).await?;
+        assign_waiting(&self.core).await;
+        Ok(())
     }
 
     /// The holding agent is done: the user's next chat goes to the AI.
@@ -247,7 +264,41 @@ impl HandoffService {
             .await
             .required()?;
         self.core.stats.handoff("resolved");
-        self.apply(session, t).await
+        self.apply(session, t).await?;
+        // The agent has room again.
+        assign_waiting(&self.core).await;
+        Ok(())
+    }
+
+    /// An agent says they are `away` (nothing is auto-assigned to them) or
+    /// available again (which may assign them what waits now).
+    ///
+    /// # Errors
+    /// [`ChatError`] when the store cannot keep it.
+    pub async fn set_away(&self, agent: &UserId, away: bool) -> Result<(), ChatError> {
+        self.core.presence.set_away(agent, away).await?;
+        tracing::info!(agent_id = %agent, away, "agent status changed");
+        if !away {
+            assign_waiting(&self.core).await;
+        }
+        Ok(())
+    }
+
+    /// Whether the agent said they are away (a store that cannot say: no).
+    pub async fn is_away(&self, agent: &UserId) -> bool {
+        self.core.presence.away(agent).await.unwrap_or(false)
+    }
+
+    /// With `HANDOFF_ASSIGN=auto`, gives what waits to available agents
+    /// with room (an agent who just came online, say).
+    pub async fn assign_waiting(&self) {
+        assign_waiting(&self.core).await;
+    }
+
+    /// How agents get conversations (`HANDOFF_ASSIGN`) and how many one may hold.
+    pub fn assignment(&self) -> (crate::domain::handoff::AssignMode, usize) {
+        let settings = &self.core.settings.handoff;
+        (settings.assign, settings.max_conversations)
     }
 
     /// The holding agent answers the user. The answer joins the session's
@@ -378,11 +429,17 @@ pub(super) async fn run_timers(core: Arc<ConversationCore>, stop: CancellationTo
             Ok(active) => {
                 let queued = active.iter().filter(|h| h.mode == Mode::Queued).count();
                 core.stats.handoff_queue_length(queued as u64);
+                // Moves another instance noticed but could not tell (it
+                // stopped, or its store call failed) are told here.
+                handoff_queue::announce(&core, &active).await;
                 super::agent_standing::reclaim_from_former_agents(&core, &active, &mut standing)
                     .await;
                 for h in active {
                     expire(&core, h).await;
                 }
+                // Room that opened on any instance, agents who came online
+                // or back: what waits is assigned within a tick.
+                assign_waiting(&core).await;
             }
             Err(e) => {
                 tracing::warn!(error = %ErrorChain(&e), "could not read the handoff queue");
@@ -397,7 +454,13 @@ pub(super) async fn run_timers(core: Arc<ConversationCore>, stop: CancellationTo
 async fn expire(core: &ConversationCore, h: Handoff) {
     let now = Utc::now();
     let settings = &core.settings.handoff;
+    let closed = settings.closed_until(now).is_some();
     let (t, outcome) = match &h.mode {
+        // Still waiting at closing time: back to the bot.
+        Mode::Queued if closed => match h.close_out() {
+            Some(t) => (t, "closed"),
+            None => return,
+        },
         Mode::Queued => match h.time_out(settings.queue_timeout, now) {
             Some(t) => (t, "timeout"),
             None => return,
@@ -411,19 +474,37 @@ async fn expire(core: &ConversationCore, h: Handoff) {
                 return;
             }
             let agents_online = core.presence.online_count().await.unwrap_or(0);
+            let entering = handoff_queue::entering_place(core).await;
             match h.release(&agent.id, agents_online, now) {
-                Ok(t) => (t, "agent_away"),
+                Ok(t) => (t.entering_at(entering), "agent_away"),
                 Err(_) => return,
             }
         }
         Mode::Bot => return,
     };
-    match core.handoffs.swap(&h.session, h.version, t.next).await {
+    match core
+        .handoffs
+        .swap(&h.session, h.version, t.next.clone())
+        .await
+    {
         Ok(Swap::Done) => {
             core.stats.handoff(outcome);
+            if h.mode == Mode::Queued {
+                let waited = (now - h.waiting_since).to_std().unwrap_or_default();
+                core.stats.handoff_wait(outcome, waited);
+            }
             tracing::info!(session_id = %h.session, outcome, "handoff timer fired");
+            let requeued = t.next.is_some();
+            let t = if requeued {
+                handoff_queue::placed(core, &h.session, t).await
+            } else {
+                t
+            };
             if let Err(e) = core.log_and_publish(&h.session, t.events).await {
                 tracing::error!(session_id = %h.session, error = %ErrorChain(&e), "could not log a handoff timer's events");
+            }
+            if !requeued {
+                handoff_queue::announce_moves(core).await;
             }
         }
         Ok(Swap::Conflict) => {}

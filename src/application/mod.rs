@@ -10,6 +10,8 @@ pub mod chat;
 pub mod conversation;
 mod generation;
 pub mod handoff;
+mod handoff_assign;
+mod handoff_queue;
 pub mod health;
 pub mod limits;
 pub mod loops;

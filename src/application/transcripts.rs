@@ -93,6 +93,7 @@ impl TranscriptService {
             // erased below holds it too.
             core.stop_and_wait(session).await;
             core.forget_handoff(session).await?;
+            super::handoff_queue::announce_moves(core).await;
             core.log.erase(session).await?;
             let entries = core.transcripts.erase(session).await?;
             tracing::info!(session_id = %session, entries, "conversation erased by its owner");

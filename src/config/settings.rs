@@ -136,6 +136,16 @@ settings! {
         handoff_when_no_agent_online: HANDOFF_WHEN_NO_AGENT_ONLINE = "bot";
         /// What the customer is told when no agent is online [default: No agent is available right now. The assistant will keep helping you.].
         handoff_offline_message: HANDOFF_OFFLINE_MESSAGE;
+        /// Conversations one agent may hold at once; a claim beyond it gets agent_at_capacity.
+        agent_max_conversations: AGENT_MAX_CONVERSATIONS = "5";
+        /// manual (agents claim from the queue) or auto (the longest waiting goes to the available agent with the fewest conversations).
+        handoff_assign: HANDOFF_ASSIGN = "manual";
+        /// When people answer, e.g. "Mon-Fri 09:00-17:30, Sat 10:00-14:00"; outside them a request for a human stays with the bot [default: always].
+        handoff_hours: HANDOFF_HOURS;
+        /// The IANA time zone of HANDOFF_HOURS, e.g. Europe/Berlin.
+        handoff_timezone: HANDOFF_TIMEZONE = "UTC";
+        /// What the customer is told outside office hours [default: Our agents are away outside office hours. The assistant will keep helping you until they are back.].
+        handoff_closed_message: HANDOFF_CLOSED_MESSAGE;
         /// Transcript entries older than this are deleted (e.g. 30d) [default: kept for good].
         transcript_retention: TRANSCRIPT_RETENTION;
     }

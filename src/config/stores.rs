@@ -6,13 +6,21 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::settings::{
-    AGENT_AWAY_GRACE, EVENT_LOG_LIMIT, GENERATION_LEASE, HANDOFF, HANDOFF_OFFLINE_MESSAGE,
-    HANDOFF_QUEUE_TIMEOUT, HANDOFF_WHEN_NO_AGENT_ONLINE, MONGODB_URI, REDIS_CLUSTER_URLS,
-    REDIS_KEY_PREFIX, REDIS_URL, SESSION_TTL, SQLITE_PATH, STORE_CONNECT_TIMEOUT,
-    TRANSCRIPT_RETENTION, UNATTENDED_GENERATION_TIMEOUT,
+    AGENT_AWAY_GRACE, AGENT_MAX_CONVERSATIONS, EVENT_LOG_LIMIT, GENERATION_LEASE, HANDOFF,
+    HANDOFF_ASSIGN, HANDOFF_CLOSED_MESSAGE, HANDOFF_HOURS, HANDOFF_OFFLINE_MESSAGE,
+    HANDOFF_QUEUE_TIMEOUT, HANDOFF_TIMEZONE, HANDOFF_WHEN_NO_AGENT_ONLINE, MONGODB_URI,
+    REDIS_CLUSTER_URLS, REDIS_KEY_PREFIX, REDIS_URL, SESSION_TTL, SQLITE_PATH,
+    STORE_CONNECT_TIMEOUT, TRANSCRIPT_RETENTION, UNATTENDED_GENERATION_TIMEOUT,
 };
 use super::{ConfigError, SecretUrl, Vars, MAX_COUNT};
-use crate::domain::handoff::{HandoffSwitch, WhenNoAgentOnline, DEFAULT_OFFLINE_MESSAGE};
+use crate::domain::handoff::{
+    AssignMode, HandoffSwitch, WhenNoAgentOnline, DEFAULT_CLOSED_MESSAGE, DEFAULT_OFFLINE_MESSAGE,
+};
+use crate::domain::office_hours::{self, OfficeHours};
+
+/// Most conversations `AGENT_MAX_CONVERSATIONS` may allow one agent: what
+/// one agent's list and socket follow.
+const MAX_HELD: usize = 200;
 
 /// Where users live.
 #[derive(Debug, Clone)]
@@ -57,6 +65,28 @@ pub struct SessionConfig {
     pub handoff_when_no_agent_online: WhenNoAgentOnline,
     /// What the customer is told then.
     pub handoff_offline_message: String,
+    /// `AGENT_MAX_CONVERSATIONS`: conversations one agent may hold at once.
+    pub agent_max_conversations: usize,
+    /// `HANDOFF_ASSIGN`: agents claim, or the server assigns.
+    pub handoff_assign: AssignMode,
+    /// `HANDOFF_HOURS` in `HANDOFF_TIMEZONE`; `None`: people answer at any hour.
+    pub handoff_hours: Option<OfficeHours>,
+    /// `HANDOFF_CLOSED_MESSAGE`.
+    pub handoff_closed_message: String,
+}
+
+/// `HANDOFF_HOURS` read in `HANDOFF_TIMEZONE` (checked even without hours,
+/// so a typo is found before the hours are set).
+fn office_hours(vars: &Vars) -> Result<Option<OfficeHours>, ConfigError> {
+    let zone = vars.get(HANDOFF_TIMEZONE).unwrap_or_default();
+    office_hours::parse_zone(&zone)
+        .map_err(|e| ConfigError::invalid(HANDOFF_TIMEZONE.name, &zone, &e.to_string()))?;
+    let Some(hours) = vars.get(HANDOFF_HOURS).filter(|h| !h.trim().is_empty()) else {
+        return Ok(None);
+    };
+    OfficeHours::parse(&hours, &zone)
+        .map(Some)
+        .map_err(|e| ConfigError::invalid(HANDOFF_HOURS.name, &hours, &e.to_string()))
 }
 
 impl StorageConfig {
@@ -147,6 +177,12 @@ impl SessionConfig {
             handoff_offline_message: vars
                 .get(HANDOFF_OFFLINE_MESSAGE)
                 .unwrap_or_else(|| DEFAULT_OFFLINE_MESSAGE.to_owned()),
+            agent_max_conversations: vars.positive(AGENT_MAX_CONVERSATIONS, MAX_HELD)?,
+            handoff_assign: vars.choice(HANDOFF_ASSIGN, AssignMode::parse)?,
+            handoff_hours: office_hours(vars)?,
+            handoff_closed_message: vars
+                .get(HANDOFF_CLOSED_MESSAGE)
+                .unwrap_or_else(|| DEFAULT_CLOSED_MESSAGE.to_owned()),
         })
     }
 }

@@ -593,6 +593,12 @@ fn bad_values_are_reported_by_name() {
         ("GENERATION_LEASE", "forever"),
         ("REDIS_URL", "http://x"),
         ("STORE_CONNECT_TIMEOUT", "0"),
+        ("AGENT_MAX_CONVERSATIONS", "0"),
+        ("AGENT_MAX_CONVERSATIONS", "201"),
+        ("HANDOFF_ASSIGN", "round-robin"),
+        ("HANDOFF_HOURS", "Mon-Fri 9-17"),
+        ("HANDOFF_HOURS", "weekdays 09:00-17:00"),
+        ("HANDOFF_TIMEZONE", "Mars/Olympus"),
     ] {
         let err = cfg(&[(k, v)]).unwrap_err().to_string();
         assert!(err.contains(k), "{err}");
@@ -601,6 +607,30 @@ fn bad_values_are_reported_by_name() {
     assert!(!err.to_string().contains("hunter2"));
     let err = cfg(&[("REDIS_URL", "http://:hunter2@x")]).unwrap_err();
     assert!(!err.to_string().contains("hunter2"));
+}
+
+#[test]
+fn office_hours_are_read_in_their_time_zone() {
+    let c = cfg(&[]).unwrap();
+    assert!(c.sessions.handoff_hours.is_none(), "always open by default");
+    let c = cfg(&[
+        ("HANDOFF_HOURS", "Mon-Fri 09:00-17:30, Sat 10:00-14:00"),
+        ("HANDOFF_TIMEZONE", "Europe/Berlin"),
+    ])
+    .unwrap();
+    let hours = c.sessions.handoff_hours.unwrap();
+    assert_eq!(hours.zone_name(), "Europe/Berlin");
+    let err = cfg(&[
+        ("HANDOFF_HOURS", "Mon-Fri 09:00-17:30"),
+        ("HANDOFF_TIMEZONE", "CEST+2"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("invalid HANDOFF_TIMEZONE=\"CEST+2\""),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "one line: {err}");
 }
 
 #[test]

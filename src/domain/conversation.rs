@@ -17,6 +17,7 @@ use super::budget::Quota;
 use super::chat::{MessageId, StreamStatus};
 use super::feedback::Feedback;
 use super::id::is_valid_id;
+use super::queue::QueuePlace;
 
 /// Position of an event in its session's log, starting at 1. `0` means
 /// "before the first event", the natural `lastSeq` of a client that saw nothing.
@@ -96,6 +97,9 @@ impl GenerationFailure {
 pub enum Unavailability {
     /// Agents exist, but none had an agent socket open.
     NoAgentOnline,
+    /// Outside the office hours (`HANDOFF_HOURS`); people answer again from
+    /// `opens_at`.
+    Closed { opens_at: DateTime<Utc> },
 }
 
 impl Unavailability {
@@ -103,6 +107,15 @@ impl Unavailability {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::NoAgentOnline => "no_agent_online",
+            Self::Closed { .. } => "closed",
+        }
+    }
+
+    /// When people answer again, if that is why.
+    pub fn opens_at(self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::NoAgentOnline => None,
+            Self::Closed { opens_at } => Some(opens_at),
         }
     }
 }
@@ -155,7 +168,13 @@ pub enum ConversationEvent {
     /// The reply to a human-escalation request.
     EscalationResponse { message: String },
     /// The conversation waits for an agent; `agents_online` were connected.
-    HandoffQueued { agents_online: u64 },
+    HandoffQueued {
+        agents_online: u64,
+        place: QueuePlace,
+    },
+    /// A queued customer moved up the line (someone ahead was taken, left or
+    /// timed out): at most one per change of their position.
+    QueuePosition { place: QueuePlace },
     /// An agent claimed the conversation: the bot is muted while it holds it.
     AgentJoined { agent: AgentRef },
     /// An agent's reply to the user.

@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::chat::{SessionId, SessionUser};
 use super::conversation::ConversationEvent;
+use super::queue::QueuePlace;
 use super::user::UserId;
 
 pub use super::agent::AgentRef;
@@ -63,6 +64,9 @@ pub struct Handoff {
     pub waiting_since: DateTime<Utc>,
     /// The customer's latest chat, for the queue (at most [`LAST_MESSAGE_CHARS`]).
     pub last_message: Option<String>,
+    /// The place in line it entered the queue at (0: unknown), so its wait
+    /// can be counted per place when it is taken.
+    pub entered_at: u64,
     /// Bumped by every stored change; the compare-and-set compares it.
     pub version: u64,
 }
@@ -82,6 +86,40 @@ pub enum HandoffError {
     /// The agent does not hold the conversation.
     #[error("the conversation is not assigned to this agent")]
     NotAssigned,
+    /// The agent already holds as many conversations as one may.
+    #[error("the agent holds as many conversations as one may")]
+    AgentAtCapacity,
+}
+
+/// Whether an agent holding `held` conversations may take one more, under
+/// `AGENT_MAX_CONVERSATIONS` = `max`.
+pub fn has_room(held: usize, max: usize) -> bool {
+    held < max
+}
+
+/// An available agent as auto-assignment weighs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: UserId,
+    /// Conversations they hold now.
+    pub held: usize,
+    /// When they last took one (`None`: not that anyone knows).
+    pub last_assigned: Option<DateTime<Utc>>,
+}
+
+/// Who gets the longest-waiting conversation: of the agents with room, the
+/// one holding the fewest; ties go to the one idle longest (who took a
+/// conversation longest ago, never first), then by id so every instance
+/// agrees. `None` when nobody has room.
+pub fn pick_agent(candidates: &[Candidate], max: usize) -> Option<usize> {
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| has_room(c.held, max))
+        .min_by(|(_, a), (_, b)| {
+            (a.held, a.last_assigned, a.id.as_str()).cmp(&(b.held, b.last_assigned, b.id.as_str()))
+        })
+        .map(|(i, _)| i)
 }
 
 /// The result of a transition: the new state (`None`: back to the bot) and
@@ -90,6 +128,36 @@ pub enum HandoffError {
 pub struct Transition {
     pub next: Option<Handoff>,
     pub events: Vec<ConversationEvent>,
+}
+
+impl Transition {
+    /// The transition with the place the conversation took in the queue in
+    /// its `handoff-queued`, known only once it is stored.
+    #[must_use]
+    pub fn placed(mut self, at: QueuePlace) -> Self {
+        for event in &mut self.events {
+            if let ConversationEvent::HandoffQueued { place, .. } = event {
+                *place = at;
+            }
+        }
+        self
+    }
+
+    /// The transition with the conversation it queues remembering the place
+    /// it entered the line at.
+    #[must_use]
+    pub fn entering_at(mut self, place: u64) -> Self {
+        self.next = self.next.map(|h| h.entering_at(place));
+        self
+    }
+}
+
+/// A `handoff-queued` whose place the application fills in.
+fn queued_event(agents_online: u64) -> ConversationEvent {
+    ConversationEvent::HandoffQueued {
+        agents_online,
+        place: QueuePlace::PENDING,
+    }
 }
 
 impl Handoff {
@@ -111,11 +179,12 @@ impl Handoff {
             mode: Mode::Queued,
             waiting_since: now,
             last_message: None,
+            entered_at: 0,
             version: 0,
         };
         Some(Transition {
             next: Some(next),
-            events: vec![ConversationEvent::HandoffQueued { agents_online }],
+            events: vec![queued_event(agents_online)],
         })
     }
 
@@ -152,11 +221,12 @@ impl Handoff {
         let mut next = self.clone();
         next.mode = Mode::Queued;
         next.waiting_since = now;
+        next.entered_at = 0;
         Ok(Transition {
             next: Some(next),
             events: vec![
                 ConversationEvent::AgentLeft { agent: held_by },
-                ConversationEvent::HandoffQueued { agents_online },
+                queued_event(agents_online),
             ],
         })
     }
@@ -181,6 +251,15 @@ impl Handoff {
         }
     }
 
+    /// The office closed with the conversation still waiting: back to the
+    /// bot, as after a timeout.
+    pub fn close_out(&self) -> Option<Transition> {
+        (self.mode == Mode::Queued).then(|| Transition {
+            next: None,
+            events: vec![ConversationEvent::HandoffTimeout],
+        })
+    }
+
     /// Nobody claimed the conversation within `timeout`: back to the bot.
     pub fn time_out(&self, timeout: Duration, now: DateTime<Utc>) -> Option<Transition> {
         if self.mode != Mode::Queued || !elapsed(self.waiting_since, now, timeout) {
@@ -190,6 +269,13 @@ impl Handoff {
             next: None,
             events: vec![ConversationEvent::HandoffTimeout],
         })
+    }
+
+    /// The record remembering the place it entered the line at.
+    #[must_use]
+    pub fn entering_at(mut self, place: u64) -> Handoff {
+        self.entered_at = place;
+        self
     }
 
     /// The queue item's text after the customer chatted while muted.
@@ -211,6 +297,11 @@ impl Handoff {
 /// `HANDOFF_OFFLINE_MESSAGE` says otherwise.
 pub const DEFAULT_OFFLINE_MESSAGE: &str =
     "No agent is available right now. The assistant will keep helping you.";
+
+/// What the customer is told outside office hours, unless
+/// `HANDOFF_CLOSED_MESSAGE` says otherwise.
+pub const DEFAULT_CLOSED_MESSAGE: &str =
+    "Our agents are away outside office hours. The assistant will keep helping you until they are back.";
 
 /// Whether human handoff is in use (`HANDOFF`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -266,6 +357,38 @@ impl HandoffSwitch {
     }
 }
 
+/// Who gives queued conversations to agents (`HANDOFF_ASSIGN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AssignMode {
+    /// Agents claim from the queue.
+    #[default]
+    Manual,
+    /// The longest waiting goes to the available agent with the fewest
+    /// conversations, as soon as one has room.
+    Auto,
+}
+
+impl AssignMode {
+    pub const ALLOWED: &'static str = "manual, auto";
+
+    pub fn parse(raw: &str) -> Result<Self, HandoffSettingError> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "manual" => Ok(Self::Manual),
+            "auto" => Ok(Self::Auto),
+            _ => Err(HandoffSettingError {
+                allowed: Self::ALLOWED,
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Auto => "auto",
+        }
+    }
+}
+
 impl WhenNoAgentOnline {
     pub const ALLOWED: &'static str = "bot, queue";
 
@@ -303,11 +426,14 @@ pub enum EscalationRoute {
 /// Decides where a request for a human goes. `agent_accounts` says whether
 /// the user store holds an agent account (read only for [`HandoffSwitch::Auto`]).
 /// A conversation must never wait in a queue that no person can see.
+/// Outside office hours (`closed_until` is when they open again) nobody is
+/// queued, whoever is online.
 pub fn route_escalation(
     switch: HandoffSwitch,
     agent_accounts: bool,
     agents_online: u64,
     when_none_online: WhenNoAgentOnline,
+    closed_until: Option<DateTime<Utc>>,
 ) -> EscalationRoute {
     let in_use = match switch {
         HandoffSwitch::Off => false,
@@ -316,6 +442,9 @@ pub fn route_escalation(
     };
     if !in_use {
         return EscalationRoute::Answer;
+    }
+    if let Some(opens_at) = closed_until {
+        return EscalationRoute::Unavailable(Unavailability::Closed { opens_at });
     }
     match (agents_online, when_none_online) {
         (0, WhenNoAgentOnline::Bot) => EscalationRoute::Unavailable(Unavailability::NoAgentOnline),
@@ -375,11 +504,39 @@ mod tests {
         ];
         for (switch, accounts, online, when, want) in cases {
             assert_eq!(
-                route_escalation(switch, accounts, online, when),
+                route_escalation(switch, accounts, online, when, None),
                 want,
                 "{switch:?} accounts={accounts} online={online} {when:?}"
             );
         }
+        // Closed: nobody is queued, whoever is online; unless handoff is not
+        // in use at all, which answers as ever.
+        let opens_at = Utc::now();
+        let closed = Unavailable(Unavailability::Closed { opens_at });
+        for (switch, accounts, online, when, want) in [
+            (On, true, 3, Wait, closed),
+            (Auto, true, 0, Bot, closed),
+            (Auto, false, 3, Bot, Answer),
+            (Off, true, 3, Wait, Answer),
+        ] {
+            assert_eq!(
+                route_escalation(switch, accounts, online, when, Some(opens_at)),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn closing_sends_only_a_waiting_conversation_back() {
+        let now = Utc::now();
+        let h = queued(now);
+        let t = h.close_out().unwrap();
+        assert_eq!(
+            (t.next, t.events),
+            (None, vec![ConversationEvent::HandoffTimeout])
+        );
+        let held = h.claim(agent("alice"), now).unwrap().next.unwrap();
+        assert!(held.close_out().is_none());
     }
 
     #[test]
@@ -417,10 +574,7 @@ mod tests {
     fn escalating_queues_once_and_says_how_many_agents_are_online() {
         let now = Utc::now();
         let t = Handoff::escalate(None, SessionId::generate(), customer(), 3, now).unwrap();
-        assert_eq!(
-            t.events,
-            vec![ConversationEvent::HandoffQueued { agents_online: 3 }]
-        );
+        assert_eq!(t.events, vec![queued_event(3)]);
         let h = t.next.unwrap();
         assert_eq!(h.mode, Mode::Queued);
         assert!(Handoff::escalate(Some(&h), h.session.clone(), h.user.clone(), 3, now).is_none());
@@ -461,7 +615,7 @@ mod tests {
                 ConversationEvent::AgentLeft {
                     agent: agent("alice")
                 },
-                ConversationEvent::HandoffQueued { agents_online: 1 }
+                queued_event(1)
             ]
         );
         let back = back.next.unwrap();
@@ -540,6 +694,77 @@ mod tests {
             grace,
             at(1000)
         ));
+    }
+
+    #[test]
+    fn the_place_taken_is_filled_into_handoff_queued_only() {
+        let now = Utc::now();
+        let t = Handoff::escalate(None, SessionId::generate(), customer(), 1, now)
+            .unwrap()
+            .entering_at(4);
+        assert_eq!(t.next.as_ref().unwrap().entered_at, 4);
+        let at = QueuePlace {
+            position: 3,
+            estimated_wait: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            t.placed(at).events,
+            vec![ConversationEvent::HandoffQueued {
+                agents_online: 1,
+                place: at
+            }]
+        );
+        let held = queued(now).claim(agent("alice"), now).unwrap();
+        assert_eq!(held.clone().placed(at).events, held.events);
+        let back = held
+            .next
+            .unwrap()
+            .release(&agent("alice").id, 1, now)
+            .unwrap();
+        assert_eq!(
+            back.next.as_ref().unwrap().entered_at,
+            0,
+            "a new wait, a new place"
+        );
+    }
+
+    #[test]
+    fn auto_assignment_picks_the_least_loaded_then_the_longest_idle() {
+        let now = Utc::now();
+        let ago = |s: i64| Some(now - chrono::Duration::seconds(s));
+        let c = |name: &str, held, last| Candidate {
+            id: agent(name).id,
+            held,
+            last_assigned: last,
+        };
+        let max = 2;
+        assert_eq!(pick_agent(&[], max), None);
+        let two = [c("ann", 1, ago(5)), c("bob", 0, ago(1))];
+        assert_eq!(pick_agent(&two, max), Some(1), "fewest conversations");
+        let tied = [c("ann", 1, ago(5)), c("bob", 1, ago(60))];
+        assert_eq!(pick_agent(&tied, max), Some(1), "idle longest");
+        let fresh = [c("ann", 0, ago(60)), c("bob", 0, None)];
+        assert_eq!(
+            pick_agent(&fresh, max),
+            Some(1),
+            "never assigned is idle longest"
+        );
+        let same = [c("bob", 0, None), c("ann", 0, None)];
+        assert_eq!(
+            pick_agent(&same, max),
+            Some(1),
+            "then by id, the same everywhere"
+        );
+        let full = [c("ann", 2, None), c("bob", 3, ago(9))];
+        assert_eq!(pick_agent(&full, max), None, "nobody has room");
+        assert!(has_room(1, 2) && !has_room(2, 2));
+    }
+
+    #[test]
+    fn assign_mode_parses_its_words_only() {
+        assert_eq!(AssignMode::parse(" AUTO "), Ok(AssignMode::Auto));
+        assert_eq!(AssignMode::parse("manual"), Ok(AssignMode::Manual));
+        assert!(AssignMode::parse("round-robin").is_err());
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod conversation;
 pub mod feedback;
 pub mod handoff;
 pub mod id;
+pub mod office_hours;
+pub mod queue;
 pub mod time;
 pub mod trace;
 pub mod transcript;

@@ -626,7 +626,15 @@ async fn main_conversation(scene: &Scene<'_>) {
     let carol = scene.app.register("carol").await;
     let ann = scene.app.register_agent("agentann").await;
     let session = customer_asks_for_a_human(scene, &carol).await;
+    // A second customer waits behind Carol and moves up when she is taken.
+    let zed = scene.app.register("zed").await;
+    let (mut behind, hello) = scene.open(CUSTOMER, &format!("token={zed}")).await;
+    behind.send(json!({"type": "human-escalation"})).await;
+    assert_eq!(behind.until("handoff-queued").await["position"], 2);
     agent_claims(scene, &ann, &session).await;
+    assert_eq!(behind.until("queue-position").await["position"], 1);
+    let second = hello["sessionId"].as_str().unwrap().to_owned();
+    agent_replays_a_wait(scene, &ann, &second).await;
 
     let (mut tab, hello) = scene
         .open(CUSTOMER, &format!("token={carol}&sessionId={session}"))
@@ -686,6 +694,12 @@ async fn agent_claims(scene: &Scene<'_>, token: &str, session: &str) {
     console.until("pong").await;
     console.send(json!({"type": "auth", "token": token})).await;
     console.until("authenticated").await;
+    for status in ["away", "available"] {
+        console
+            .send(json!({"type": "status", "status": status}))
+            .await;
+        assert_eq!(console.until("status").await["status"], status);
+    }
     console
         .send_invalid(json!({"type": "claim", "requestId": "r0"}))
         .await;
@@ -694,6 +708,26 @@ async fn agent_claims(scene: &Scene<'_>, token: &str, session: &str) {
         .send(json!({"type": "claim", "sessionId": session, "requestId": "r1"}))
         .await;
     console.until_each(&["ack", "agent-joined"]).await;
+}
+
+/// The agent takes a conversation that moved up the line, and its `watch`
+/// replays the move.
+async fn agent_replays_a_wait(scene: &Scene<'_>, token: &str, session: &str) {
+    let (mut console, _) = scene.open(AGENT, &format!("token={token}")).await;
+    console
+        .send(json!({"type": "claim", "sessionId": session}))
+        .await;
+    console.until("ack").await;
+    console
+        .send(json!({"type": "watch", "sessionId": session, "lastSeq": 0}))
+        .await;
+    console
+        .until_fits(|m| m["type"] == "queue-position" && m["sessionId"] == session)
+        .await;
+    console
+        .send(json!({"type": "resolve", "sessionId": session}))
+        .await;
+    console.until("ack").await;
 }
 
 async fn agent_talks_releases_and_resolves(scene: &Scene<'_>, token: &str, session: &str) {

@@ -782,3 +782,391 @@ async fn a_waiting_customers_chat_is_answered_with_their_place_in_line() {
     let (waiting, _) = until(&mut tabs[2], of_type("handoff-waiting")).await;
     assert_eq!(waiting["position"], 2, "{waiting}");
 }
+
+// ------------------------------------------------ where the customer stands
+
+/// Asks for a human on `tab` and returns its `handoff-queued`.
+async fn queue_up(tab: &mut WsClient) -> Value {
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    until(tab, of_type("handoff-queued")).await.0
+}
+
+/// The `queue-position`s among `messages`.
+fn moves(messages: &[Value]) -> Vec<&Value> {
+    messages
+        .iter()
+        .filter(|m| m["type"] == "queue-position")
+        .collect()
+}
+
+/// Three customers wait on two instances; each move up the line reaches
+/// every tab of the customer who moved, once, on whatever instance it is,
+/// and the estimate appears once a conversation has been taken.
+#[tokio::test]
+async fn waiting_customers_are_told_each_move_once_on_every_tab() {
+    let Some(cluster) = Cluster::start(2, &QUEUE_ALWAYS).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let mut tabs = Vec::new();
+    let mut sessions = Vec::new();
+    for (i, name) in ["ann", "ben", "cat"].into_iter().enumerate() {
+        let token = cluster.node(i % 2).register(name).await;
+        let (mut tab, hello) = cluster.node(i % 2).connect(&token).await;
+        let queued = queue_up(&mut tab).await;
+        assert_eq!(queued["position"], i as u64 + 1, "{queued}");
+        assert!(queued["estimatedWaitSeconds"].is_null(), "{queued}");
+        let session = hello["sessionId"].as_str().unwrap().to_owned();
+        if name == "ben" {
+            // Ben has a second tab, on the other instance.
+            let (other, _) = a.tab(&token, &session, None).await;
+            tabs.push(other);
+        }
+        tabs.push(tab);
+        sessions.push(session);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let [ann, ben_on_a, ben_on_b, cat] = &mut tabs[..] else {
+        unreachable!()
+    };
+    let bob = b.register_agent("bob").await;
+    let (mut console, _) = agent_socket(b, &bob).await;
+    let (queue, _) = until(&mut console, queue_with(&sessions[2])).await;
+    let positions: Vec<u64> = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [1, 2, 3], "{queue}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    console
+        .send_json(json!({"type": "claim", "sessionId": sessions[0]}))
+        .await;
+    until(ann, of_type("agent-joined")).await;
+    for (tab, want) in [(ben_on_a, 1), (ben_on_b, 1), (&mut *cat, 2)] {
+        let (moved, _) = until(tab, of_type("queue-position")).await;
+        assert_eq!(moved["position"], want, "{moved}");
+        let estimate = moved["estimatedWaitSeconds"].as_u64();
+        assert!(estimate.is_some_and(|s| s >= 1), "{moved}");
+        // The timers of both instances look again every second: nothing more.
+        let later = drain(tab, Duration::from_millis(2500)).await;
+        assert!(moves(&later).is_empty(), "told twice: {later:?}");
+    }
+
+    // Ben gives up: Cat is next, told once.
+    tabs[1].send_json(json!({"type": "handoff-cancel"})).await;
+    let (moved, _) = until(&mut tabs[3], of_type("queue-position")).await;
+    assert_eq!(moved["position"], 1, "{moved}");
+    let later = drain(&mut tabs[3], Duration::from_millis(1500)).await;
+    assert!(moves(&later).is_empty(), "told twice: {later:?}");
+}
+
+// ------------------------------------------------ capacity
+
+/// An agent holding `AGENT_MAX_CONVERSATIONS` is refused another claim, on
+/// the socket and over REST, until one is resolved.
+#[tokio::test]
+async fn an_agent_at_capacity_is_refused_until_one_is_resolved() {
+    let extra = [
+        QUEUE_ALWAYS[0],
+        QUEUE_ALWAYS[1],
+        ("AGENT_MAX_CONVERSATIONS", "2"),
+    ];
+    let Some(cluster) = Cluster::start(2, &extra).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let mut sessions = Vec::new();
+    let mut tabs = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        let token = a.register(name).await;
+        let (mut tab, hello) = a.connect(&token).await;
+        queue_up(&mut tab).await;
+        sessions.push(hello["sessionId"].as_str().unwrap().to_owned());
+        tabs.push(tab);
+    }
+    let bob = b.register_agent("bob").await;
+    let (mut console, _) = agent_socket(b, &bob).await;
+    for session in &sessions[..2] {
+        console
+            .send_json(json!({"type": "claim", "sessionId": session}))
+            .await;
+        let (ack, _) = until(&mut console, of_type("ack")).await;
+        assert_eq!(ack["action"], "claim");
+    }
+    console
+        .send_json(json!({"type": "claim", "sessionId": sessions[2], "requestId": "r3"}))
+        .await;
+    let (refused, _) = until(&mut console, of_type("error")).await;
+    assert_eq!(refused["code"], "agent_at_capacity", "{refused}");
+    assert_eq!(refused["requestId"], "r3");
+    let rest = reqwest::Client::new()
+        .post(a.url(&format!("/api/agent/conversations/{}/claim", sessions[2])))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status().as_u16(), 409);
+    let body: Value = rest.json().await.unwrap();
+    assert_eq!(body["error"], "agent_at_capacity", "{body}");
+
+    // The third customer still waits; once Bob resolves one, he may take it.
+    console
+        .send_json(json!({"type": "resolve", "sessionId": sessions[0]}))
+        .await;
+    until(&mut console, of_type("ack")).await;
+    console
+        .send_json(json!({"type": "claim", "sessionId": sessions[2]}))
+        .await;
+    let (ack, _) = until(&mut console, of_type("ack")).await;
+    assert_eq!(ack["action"], "claim", "{ack}");
+    until(&mut tabs[2], of_type("agent-joined")).await;
+}
+
+// ------------------------------------------------ auto-assignment
+
+const AUTO: [(&str, &str); 4] = [
+    QUEUE_ALWAYS[0],
+    QUEUE_ALWAYS[1],
+    ("HANDOFF_ASSIGN", "auto"),
+    ("AGENT_MAX_CONVERSATIONS", "2"),
+];
+
+/// The `conversation-assigned` session ids an agent console gets within `quiet`.
+async fn assigned_to(console: &mut WsClient, quiet: Duration) -> Vec<String> {
+    drain(console, quiet)
+        .await
+        .iter()
+        .filter(|m| m["type"] == "conversation-assigned")
+        .map(|m| m["conversation"]["sessionId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// With `HANDOFF_ASSIGN=auto` on two instances, each waiting conversation
+/// goes to exactly one agent, by load: two agents with room for two get two
+/// each; a fifth waits until one of them resolves, then goes to that one.
+#[tokio::test]
+async fn auto_assignment_gives_each_conversation_once_to_the_least_loaded_agent() {
+    let Some(cluster) = Cluster::start(2, &AUTO).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let bob = a.register_agent("bob").await;
+    let dave = b.register_agent("dave").await;
+    let (mut bob_console, hello) = agent_socket(a, &bob).await;
+    assert_eq!(
+        (hello["assign"].as_str(), hello["status"].as_str()),
+        (Some("auto"), Some("available"))
+    );
+    let (mut dave_console, _) = agent_socket(b, &dave).await;
+    let mut tabs = Vec::new();
+    for (i, name) in ["ann", "ben", "cat", "dan", "eve"].into_iter().enumerate() {
+        let node = cluster.node(i % 2);
+        let token = node.register(name).await;
+        let (mut tab, hello) = node.connect(&token).await;
+        queue_up(&mut tab).await;
+        tabs.push((tab, hello["sessionId"].as_str().unwrap().to_owned()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let quiet = Duration::from_millis(2500);
+    let (to_bob, to_dave) = tokio::join!(
+        assigned_to(&mut bob_console, quiet),
+        assigned_to(&mut dave_console, quiet)
+    );
+    assert_eq!(
+        (to_bob.len(), to_dave.len()),
+        (2, 2),
+        "{to_bob:?} {to_dave:?}"
+    );
+    let mut all: Vec<&String> = to_bob.iter().chain(&to_dave).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "four different conversations");
+    let (fifth_tab, fifth) = tabs.pop().unwrap();
+    assert!(
+        !all.contains(&&fifth),
+        "the last to ask waits: both are full"
+    );
+    // The first four customers were each joined exactly once.
+    for (tab, session) in &mut tabs {
+        let seen = drain(tab, Duration::from_millis(200)).await;
+        let joined = seen.iter().filter(|m| m["type"] == "agent-joined").count();
+        assert_eq!(joined, 1, "{session}: {seen:?}");
+    }
+
+    // Dave resolves one: the fifth goes to him, once.
+    let done = to_dave[0].clone();
+    dave_console
+        .send_json(json!({"type": "resolve", "sessionId": done}))
+        .await;
+    let later = assigned_to(&mut dave_console, quiet).await;
+    assert_eq!(later, [fifth], "to the agent with room");
+    assert!(assigned_to(&mut bob_console, Duration::from_millis(300))
+        .await
+        .is_empty());
+    let mut fifth_tab = fifth_tab;
+    let seen = drain(&mut fifth_tab, Duration::from_millis(300)).await;
+    let joined: Vec<&Value> = seen
+        .iter()
+        .filter(|m| m["type"] == "agent-joined")
+        .collect();
+    assert_eq!(joined.len(), 1, "{seen:?}");
+    assert_eq!(joined[0]["agent"]["username"], "dave");
+    let metrics = reqwest::get(a.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("chatbot_handoff_wait_seconds_count{outcome=\"auto\"}"),
+        "{metrics}"
+    );
+}
+
+/// An agent who says they are away gets nothing assigned until they are
+/// available again; then what waits goes to them at once.
+#[tokio::test]
+async fn an_away_agent_is_given_nothing_until_available() {
+    let Some(cluster) = Cluster::start(2, &AUTO).await else {
+        return;
+    };
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let bob = a.register_agent("bob").await;
+    let (mut console, _) = agent_socket(a, &bob).await;
+    console
+        .send_json(json!({"type": "status", "status": "away"}))
+        .await;
+    let (status, _) = until(&mut console, of_type("status")).await;
+    assert_eq!(status["status"], "away");
+    let token = b.register("carol").await;
+    let (mut tab, hello) = b.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    queue_up(&mut tab).await;
+    assert!(
+        assigned_to(&mut console, Duration::from_millis(2500))
+            .await
+            .is_empty(),
+        "nothing while away"
+    );
+    // A second console of Bob's, on the other instance, is told he is away.
+    let (_, hello) = agent_socket(b, &bob).await;
+    assert_eq!(hello["status"], "away");
+
+    console
+        .send_json(json!({"type": "status", "status": "available"}))
+        .await;
+    let (assigned, _) = until(&mut console, of_type("conversation-assigned")).await;
+    assert_eq!(assigned["conversation"]["sessionId"], session);
+    let (joined, _) = until(&mut tab, of_type("agent-joined")).await;
+    assert_eq!(joined["agent"]["username"], "bob");
+}
+
+// ------------------------------------------------ office hours
+
+/// `HH:MM` of `t`, or `24:00` for a midnight that closes.
+fn hhmm(t: chrono::DateTime<chrono::Utc>, closing: bool) -> String {
+    let s = t.format("%H:%M").to_string();
+    if closing && s == "00:00" {
+        "24:00".to_owned()
+    } else {
+        s
+    }
+}
+
+/// Outside the office hours a request for a human stays with the bot, told
+/// `HANDOFF_CLOSED_MESSAGE` and when the desk opens, even with agents online.
+#[tokio::test]
+async fn outside_office_hours_the_bot_stays_and_says_when_people_are_back() {
+    use chrono::{Duration as Span, Timelike, Utc};
+    // Open for one minute, two hours from now, every day: closed now.
+    let start = (Utc::now() + Span::hours(2))
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    let hours = format!(
+        "Mon-Sun {}-{}",
+        hhmm(start, false),
+        hhmm(start + Span::minutes(1), true)
+    );
+    let extra = [
+        ("HANDOFF", "on"),
+        ("HANDOFF_HOURS", hours.as_str()),
+        ("HANDOFF_CLOSED_MESSAGE", "We are closed; back soon."),
+    ];
+    let Some(cluster) = Cluster::start(1, &extra).await else {
+        return;
+    };
+    let a = cluster.node(0);
+    let bob = a.register_agent("bob").await;
+    let (_console, _) = agent_socket(a, &bob).await;
+    let token = a.register("carol").await;
+    let (mut tab, hello) = a.connect(&token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let seen = escalate(&mut tab, Duration::from_millis(300)).await;
+    assert_eq!(
+        types(&seen),
+        ["human-escalation-response", "handoff-unavailable"],
+        "{seen:?}"
+    );
+    assert_eq!(seen[0]["message"], "We are closed; back soon.");
+    assert_eq!(seen[1]["reason"], "closed");
+    let opens_at: chrono::DateTime<Utc> = seen[1]["opensAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(opens_at, start, "{seen:?}");
+    assert_eq!(
+        tab.chat("still there?").await.status,
+        "completed",
+        "the bot answers"
+    );
+    drop(tab);
+    let (_, hello) = a.tab(&token, &session, None).await;
+    assert_eq!(hello["mode"], "bot");
+}
+
+/// A conversation still waiting when the desk closes goes back to the bot
+/// with `handoff-timeout`, within the timers' second.
+#[tokio::test]
+async fn a_conversation_still_waiting_at_closing_time_goes_back_to_the_bot() {
+    use chrono::{Duration as Span, Timelike, Utc};
+    let mut now = Utc::now();
+    if now.second() >= 50 {
+        // Too close to the minute's end to queue before it: the next one.
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - now.second()))).await;
+        now = Utc::now();
+    }
+    let minute = now.with_second(0).unwrap().with_nanosecond(0).unwrap();
+    let closes = minute + Span::minutes(1);
+    let hours = format!("Mon-Sun {}-{}", hhmm(minute, false), hhmm(closes, true));
+    let extra = [
+        QUEUE_ALWAYS[0],
+        QUEUE_ALWAYS[1],
+        ("HANDOFF_HOURS", hours.as_str()),
+        // The tab reads nothing until closing time, pongs included.
+        ("WS_PONG_TIMEOUT", "5m"),
+    ];
+    let Some(cluster) = Cluster::start(1, &extra).await else {
+        return;
+    };
+    let a = cluster.node(0);
+    let token = a.register("carol").await;
+    let (mut tab, _) = a.connect(&token).await;
+    let queued = queue_up(&mut tab).await;
+    assert_eq!(queued["position"], 1, "open now: {queued}");
+    let left = (closes - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left).await;
+    let (timeout, _) = until(&mut tab, of_type("handoff-timeout")).await;
+    let at: chrono::DateTime<Utc> = timeout["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!(at >= closes, "not before closing: {timeout}");
+    assert!(
+        at < closes + Span::seconds(3),
+        "within the timers' tick: {timeout}"
+    );
+    assert_eq!(
+        tab.chat("hello?").await.status,
+        "completed",
+        "the bot is back"
+    );
+}

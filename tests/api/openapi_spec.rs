@@ -319,7 +319,7 @@ fn every_error_response_lists_its_codes_from_the_catalogue() {
         (
             "claimConversation",
             "409",
-            &["already_claimed", "not_queued"],
+            &["already_claimed", "not_queued", "agent_at_capacity"],
         ),
         ("claimConversation", "404", &["session_not_found"]),
         ("releaseConversation", "409", &["not_assigned"]),

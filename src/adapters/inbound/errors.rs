@@ -217,6 +217,9 @@ error_catalogue! {
     /// A reply, release or resolve of a conversation this agent does not hold.
     NotAssigned = "not_assigned", status: CONFLICT, websocket: true,
         "This conversation is not assigned to you";
+    /// A claim by an agent who already holds `AGENT_MAX_CONVERSATIONS`.
+    AgentAtCapacity = "agent_at_capacity", status: CONFLICT, websocket: true,
+        "You already hold as many conversations as one agent may; resolve or release one first";
 
     // --- abuse limits
     /// A rate or concurrency limit refused the request; nothing was done. HTTP
@@ -335,6 +338,7 @@ impl From<&HandoffRefusal> for ErrorCode {
             HandoffRefusal::Rule(HandoffError::AlreadyClaimed) => Self::AlreadyClaimed,
             HandoffRefusal::Rule(HandoffError::NotQueued) => Self::NotQueued,
             HandoffRefusal::Rule(HandoffError::NotAssigned) => Self::NotAssigned,
+            HandoffRefusal::Rule(HandoffError::AgentAtCapacity) => Self::AgentAtCapacity,
             HandoffRefusal::SessionGone => Self::SessionNotFound,
             HandoffRefusal::Failed(e) => Self::from(e),
         }

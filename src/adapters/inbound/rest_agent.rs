@@ -27,7 +27,7 @@ code_sets! {
     /// The user store (checking the token or the role) or the session store does not answer.
     AgentUnavailableError = [ServiceUnavailable, SessionStoreUnavailable];
     /// A claim that lost, or of a conversation not waiting for an agent.
-    ClaimConflictError = [AlreadyClaimed, NotQueued];
+    ClaimConflictError = [AlreadyClaimed, NotQueued, AgentAtCapacity];
     /// The conversation is not assigned to the caller.
     NotAssignedError = [NotAssigned];
     /// An agent message that is not JSON, or whose content breaks its rule.
@@ -47,6 +47,8 @@ pub struct CustomerBody {
 pub struct QueueItemBody {
     pub session_id: String,
     pub user: CustomerBody,
+    /// Its place in line, 1 = next (as its customer is told).
+    pub position: u64,
     /// ISO-8601 UTC, milliseconds: when it (last) entered the queue.
     pub waiting_since: String,
     /// The customer's latest chat while waiting (at most 200 characters).
@@ -69,6 +71,7 @@ impl Example for QueueBody {
                     id: "65a1b2c3d4e5f6a7b8c9d0e1".into(),
                     username: "carol".into(),
                 },
+                position: 1,
                 waiting_since: "2025-09-12T10:30:00.000Z".into(),
                 last_message: Some("My order has not arrived".into()),
             }],
@@ -172,10 +175,11 @@ fn customer(h: &Handoff) -> CustomerBody {
     }
 }
 
-fn queue_item(h: &Handoff) -> QueueItemBody {
+fn queue_item(position: u64, h: &Handoff) -> QueueItemBody {
     QueueItemBody {
         session_id: h.session.as_str().to_owned(),
         user: customer(h),
+        position,
         waiting_since: iso_millis(h.waiting_since),
         last_message: h.last_message.clone(),
     }
@@ -241,7 +245,8 @@ enum ClaimResponse {
     /// No such session (`session_not_found`).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody<SessionNotFoundError>>),
-    /// Another agent won (`already_claimed`), or nobody waits (`not_queued`).
+    /// Another agent won (`already_claimed`), nobody waits (`not_queued`),
+    /// or the caller holds `AGENT_MAX_CONVERSATIONS` (`agent_at_capacity`).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody<ClaimConflictError>>),
     /// A store does not answer.
@@ -404,7 +409,7 @@ impl AgentApi {
         }
         match ctx.handoff.handoff_queue().await {
             Ok(queue) => QueueResponse::Ok(Json(QueueBody {
-                items: queue.iter().map(queue_item).collect(),
+                items: (1..).zip(&queue).map(|(p, h)| queue_item(p, h)).collect(),
             })),
             Err(e) => QueueResponse::Unavailable(unavailable(&e)),
         }

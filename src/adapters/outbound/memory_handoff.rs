@@ -2,7 +2,7 @@
 //! instance (`SESSION_STORE=memory`): the same contract as the Redis
 //! adapters, with a mutex standing in for the store's atomicity.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use crate::application::ports::{
-    AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
+    AgentOnline, AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
 };
 use crate::domain::handoff::{Handoff, Mode};
+use crate::domain::queue::WAIT_WINDOW;
 use crate::domain::{SessionId, UserId};
 
 /// How many changes a slow listener may fall behind before it is told it lagged.
@@ -26,6 +27,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Queued and assigned conversations, keyed by session.
 pub struct MemoryHandoffs {
     records: Mutex<HashMap<SessionId, Handoff>>,
+    /// The position each queued customer was last told (only queued ones:
+    /// a swap out of the queue forgets it).
+    told: Mutex<HashMap<SessionId, u64>>,
+    /// Recent waits per place, newest first, at most [`WAIT_WINDOW`].
+    waits: Mutex<VecDeque<Duration>>,
+    /// Who runs auto-assignment now, and until when.
+    assigner: Mutex<Option<(String, tokio::time::Instant)>>,
     changes: broadcast::Sender<HandoffChange>,
 }
 
@@ -33,6 +41,9 @@ impl Default for MemoryHandoffs {
     fn default() -> Self {
         Self {
             records: Mutex::new(HashMap::new()),
+            told: Mutex::new(HashMap::new()),
+            waits: Mutex::new(VecDeque::new()),
+            assigner: Mutex::new(None),
             changes: broadcast::channel(CHANGES_BUFFER).0,
         }
     }
@@ -84,6 +95,9 @@ impl HandoffStore for MemoryHandoffs {
                 }
             }
         };
+        if mode != Mode::Queued {
+            lock(&self.told).remove(session);
+        }
         // Nobody listening is fine: there is no agent socket on this instance.
         let _ = self.changes.send(HandoffChange {
             session: session.clone(),
@@ -122,6 +136,78 @@ impl HandoffStore for MemoryHandoffs {
         Ok(self.select(limit, |_| true))
     }
 
+    async fn queue_length(&self) -> Result<u64, ConversationStoreError> {
+        let records = lock(&self.records);
+        Ok(records.values().filter(|h| h.mode == Mode::Queued).count() as u64)
+    }
+
+    async fn note_entry(
+        &self,
+        session: &SessionId,
+        position: u64,
+    ) -> Result<(), ConversationStoreError> {
+        let records = lock(&self.records);
+        if records.get(session).is_some_and(|h| h.mode == Mode::Queued) {
+            lock(&self.told).insert(session.clone(), position);
+        }
+        Ok(())
+    }
+
+    async fn note_moves(
+        &self,
+        places: &[(SessionId, u64)],
+    ) -> Result<Vec<SessionId>, ConversationStoreError> {
+        let records = lock(&self.records);
+        let mut told = lock(&self.told);
+        let mut moved = Vec::new();
+        for (session, position) in places {
+            let queued = records.get(session).is_some_and(|h| h.mode == Mode::Queued);
+            match told.get_mut(session) {
+                Some(was) if queued && *position < *was => {
+                    *was = *position;
+                    moved.push(session.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn record_wait(&self, per_place: Duration) -> Result<(), ConversationStoreError> {
+        let mut waits = lock(&self.waits);
+        waits.push_front(per_place);
+        waits.truncate(WAIT_WINDOW);
+        Ok(())
+    }
+
+    async fn recent_waits(&self) -> Result<Vec<Duration>, ConversationStoreError> {
+        Ok(lock(&self.waits).iter().copied().collect())
+    }
+
+    async fn lead_assignment(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, ConversationStoreError> {
+        let now = tokio::time::Instant::now();
+        let mut assigner = lock(&self.assigner);
+        match &*assigner {
+            Some((other, until)) if other != holder && *until > now => Ok(false),
+            _ => {
+                *assigner = Some((holder.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn end_assignment(&self, holder: &str) -> Result<(), ConversationStoreError> {
+        let mut assigner = lock(&self.assigner);
+        if assigner.as_ref().is_some_and(|(h, _)| h == holder) {
+            *assigner = None;
+        }
+        Ok(())
+    }
+
     fn changes(&self) -> broadcast::Receiver<HandoffChange> {
         self.changes.subscribe()
     }
@@ -132,6 +218,8 @@ impl HandoffStore for MemoryHandoffs {
 struct Agent {
     sockets: HashMap<String, DateTime<Utc>>,
     last_seen: Option<DateTime<Utc>>,
+    away: bool,
+    last_assigned: Option<DateTime<Utc>>,
 }
 
 impl Agent {
@@ -207,6 +295,44 @@ impl AgentPresence for MemoryPresence {
         for agent in agents.values_mut() {
             agent.expire(now);
             online += u64::from(!agent.sockets.is_empty());
+        }
+        Ok(online)
+    }
+
+    async fn set_away(&self, agent: &UserId, away: bool) -> Result<(), ConversationStoreError> {
+        lock(&self.agents).entry(agent.clone()).or_default().away = away;
+        Ok(())
+    }
+
+    async fn away(&self, agent: &UserId) -> Result<bool, ConversationStoreError> {
+        Ok(lock(&self.agents).get(agent).is_some_and(|a| a.away))
+    }
+
+    async fn note_assigned(
+        &self,
+        agent: &UserId,
+        at: DateTime<Utc>,
+    ) -> Result<(), ConversationStoreError> {
+        lock(&self.agents)
+            .entry(agent.clone())
+            .or_default()
+            .last_assigned = Some(at);
+        Ok(())
+    }
+
+    async fn roster(&self, limit: usize) -> Result<Vec<AgentOnline>, ConversationStoreError> {
+        let now = Utc::now();
+        let mut agents = lock(&self.agents);
+        let mut online = Vec::new();
+        for (id, agent) in agents.iter_mut() {
+            agent.expire(now);
+            if !agent.sockets.is_empty() && online.len() < limit {
+                online.push(AgentOnline {
+                    id: id.clone(),
+                    away: agent.away,
+                    last_assigned: agent.last_assigned,
+                });
+            }
         }
         Ok(online)
     }

@@ -31,6 +31,8 @@ const GENERATION_BUCKETS: &[f64] = &[
 /// Label values created at start-up, so a dashboard sees zeros, not gaps.
 const GENERATION_OUTCOMES: &[&str] = &["completed", "cancelled", "failed", "lost_lease"];
 const LOGIN_OUTCOMES: &[&str] = &["success", "bad_credentials", "throttled", "busy", "error"];
+/// How a wait in the queue ends, as `chatbot_handoff_wait_seconds` labels it.
+const HANDOFF_WAIT_OUTCOMES: &[&str] = &["claimed", "auto", "cancelled", "timeout", "closed"];
 const HANDOFF_OUTCOMES: &[&str] = &[
     "queued",
     "claimed",
@@ -39,6 +41,8 @@ const HANDOFF_OUTCOMES: &[&str] = &[
     "cancelled",
     "timeout",
     "agent_away",
+    "auto",
+    "closed",
 ];
 
 /// A customer waits for an agent from seconds to the queue timeout (10 min
@@ -66,7 +70,8 @@ pub struct PrometheusMetrics {
     logins: IntCounterVec,
     rate_limited: IntCounterVec,
     handoffs: IntCounterVec,
-    handoff_wait: Histogram,
+    handoff_wait: HistogramVec,
+    handoff_auto: IntCounter,
     handoff_queue: IntGauge,
     feedback: IntCounterVec,
     answer_tokens: IntCounterVec,
@@ -226,11 +231,26 @@ impl PrometheusMetrics {
                  resolved, cancelled, timeout, agent_away).",
                 &["outcome"],
             ),
-            handoff_wait: histogram(
+            handoff_wait: register(
                 &r,
-                "handoff_wait_seconds",
-                "How long a conversation waited in the queue before an agent claimed it.",
-                HANDOFF_WAIT_BUCKETS,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "handoff_wait_seconds",
+                        "How long a conversation waited in the queue before it left, by \
+                         outcome (claimed, auto, cancelled, timeout, closed).",
+                    )
+                    .buckets(HANDOFF_WAIT_BUCKETS.to_vec()),
+                    &["outcome"],
+                )
+                .expect("valid metric name"),
+            ),
+            handoff_auto: register(
+                &r,
+                IntCounter::new(
+                    "handoff_auto_assignments_total",
+                    "Conversations auto-assignment gave to an agent (HANDOFF_ASSIGN=auto).",
+                )
+                .expect("valid metric name"),
             ),
             handoff_queue: register(
                 &r,
@@ -270,6 +290,9 @@ impl PrometheusMetrics {
         }
         for outcome in HANDOFF_OUTCOMES {
             metrics.handoffs.with_label_values(&[outcome]);
+        }
+        for outcome in HANDOFF_WAIT_OUTCOMES {
+            metrics.handoff_wait.with_label_values(&[outcome]);
         }
         for outcome in GENERATION_OUTCOMES {
             metrics.generations.with_label_values(&[outcome]);
@@ -350,8 +373,14 @@ impl Stats for PrometheusMetrics {
         self.handoffs.with_label_values(&[outcome]).inc();
     }
 
-    fn handoff_wait(&self, waited: Duration) {
-        self.handoff_wait.observe(waited.as_secs_f64());
+    fn handoff_wait(&self, outcome: &'static str, waited: Duration) {
+        self.handoff_wait
+            .with_label_values(&[outcome])
+            .observe(waited.as_secs_f64());
+    }
+
+    fn handoff_auto_assigned(&self) {
+        self.handoff_auto.inc();
     }
 
     fn feedback(&self, rating: &'static str) {
@@ -436,7 +465,8 @@ mod tests {
         m.login("bad_credentials");
         m.rate_limited("login");
         m.handoff("claimed");
-        m.handoff_wait(Duration::from_secs(3));
+        m.handoff_wait("claimed", Duration::from_secs(3));
+        m.handoff_auto_assigned();
         m.handoff_queue_length(4);
         m.feedback("down");
         let text = m.exposition().unwrap();
@@ -471,7 +501,15 @@ mod tests {
             ("chatbot_rate_limited_total{limit=\"login\"}", 1.0),
             ("chatbot_handoffs_total{outcome=\"claimed\"}", 1.0),
             ("chatbot_handoffs_total{outcome=\"timeout\"}", 0.0),
-            ("chatbot_handoff_wait_seconds_count", 1.0),
+            (
+                "chatbot_handoff_wait_seconds_count{outcome=\"claimed\"}",
+                1.0,
+            ),
+            (
+                "chatbot_handoff_wait_seconds_count{outcome=\"closed\"}",
+                0.0,
+            ),
+            ("chatbot_handoff_auto_assignments_total", 1.0),
             ("chatbot_handoff_queue_length", 4.0),
             ("chatbot_feedback_total{rating=\"down\"}", 1.0),
             ("chatbot_feedback_total{rating=\"up\"}", 0.0),

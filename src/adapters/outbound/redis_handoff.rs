@@ -12,12 +12,21 @@
 //! - `P:handoff:active` (cluster: `P:{P:handoff}:active`, the queue's slot):
 //!   every queued or assigned session (for the timers);
 //! - `P:handoff:agent:{agent}`: the sessions an agent holds;
+//! - `P:handoff:told` (cluster: `P:{P:handoff}:told`, the queue's slot): the
+//!   position each queued customer was last told, dropped as it leaves;
+//! - `P:handoff:waits` (cluster: `P:{P:handoff}:waits`): recent waits per
+//!   place in line (milliseconds), newest first, capped;
+//! - `P:handoff:assigner` (cluster: `P:{P:handoff}:assigner`): who runs
+//!   auto-assignment now, expiring with its lease;
 //! - channel `P:handoff:changes`: each change, for every instance's agent
 //!   sockets (a classic channel, which a cluster forwards to every node);
 //! - `P:agents:{agent}:sockets`: the agent's open sockets scored by lease end;
 //! - `P:agents:online` (cluster: `P:{P:agents}:online`): agents scored by their
 //!   latest lease end (lowered to "now" when the last socket closes), which is
-//!   also when they were last seen.
+//!   also when they were last seen;
+//! - `P:agents:away` and `P:agents:assigned` (cluster: in the online set's
+//!   slot): the agents who said they are away, and when each last took a
+//!   conversation (milliseconds).
 //!
 //! The record is the truth; the sets are indexes of it. A change is ordered
 //! steps: 1. the compare-and-set of the record (one script: exactly one of
@@ -44,7 +53,7 @@ use super::memory_handoff::CHANGES_BUFFER;
 use super::redis_manager::{connect, Incoming, RedisConn, RedisTarget, Subscriber};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{
-    AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
+    AgentOnline, AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
 };
 use crate::domain::handoff::{AgentRef, Handoff, Mode};
 use crate::domain::{SessionId, SessionUser, UserId, Username};
@@ -70,7 +79,7 @@ return { 1, old_agent }
     )
 });
 
-/// KEYS: queue, active. ARGV: session, mode ('' when deleted), waiting-since ms.
+/// KEYS: queue, active, told. ARGV: session, mode ('' when deleted), waiting-since ms.
 static INDEX: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -78,6 +87,7 @@ if ARGV[2] == 'queued' then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 else
   redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
 end
 if ARGV[2] == '' then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -85,6 +95,89 @@ else
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 end
 return 1
+",
+    )
+});
+
+/// KEYS: queue, told. ARGV: session, position. Only a queued session is noted.
+static NOTE_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// KEYS: queue, told. ARGV: session, position, session, position, ...
+/// Lowers the told positions of queued sessions that have one; returns the
+/// sessions lowered.
+static NOTE_MOVES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local moved = {}
+for i = 1, #ARGV, 2 do
+  local told = redis.call('HGET', KEYS[2], ARGV[i])
+  if told and tonumber(ARGV[i + 1]) < tonumber(told)
+     and redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    moved[#moved + 1] = ARGV[i]
+  end
+end
+return moved
+",
+    )
+});
+
+/// KEYS: assigner. ARGV: holder, ttl ms. 1 when `holder` holds the lease.
+static LEAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// KEYS: assigner. ARGV: holder. Gives the lease up if `holder` has it.
+static STEP_DOWN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+",
+    )
+});
+
+/// KEYS: waits. ARGV: wait per place ms, how many to keep.
+static RECORD_WAIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+",
+    )
+});
+
+/// KEYS: online, away, assigned. ARGV: now ms, limit. The agents online, each
+/// as `id, away ('1' or ''), last assigned ms ('' when never)`.
+static ROSTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
+  out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
+end
+return out
 ",
     )
 });
@@ -136,6 +229,8 @@ struct StoredHandoff {
     waiting_since: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_message: Option<String>,
+    #[serde(default)]
+    entered_at: u64,
 }
 
 /// A change as announced on the channel.
@@ -197,6 +292,7 @@ fn encode(h: &Handoff) -> String {
         assigned_at,
         waiting_since: h.waiting_since.timestamp_millis(),
         last_message: h.last_message.clone(),
+        entered_at: h.entered_at,
     };
     serde_json::to_string(&stored).unwrap_or_default()
 }
@@ -216,6 +312,7 @@ fn decode(raw: &str, version: u64) -> Result<Handoff, ConversationStoreError> {
         mode: mode_back(&s.mode, s.agent, s.assigned_at).ok_or_else(corrupt)?,
         waiting_since: time_back(s.waiting_since).ok_or_else(corrupt)?,
         last_message: s.last_message,
+        entered_at: s.entered_at,
         version,
     })
 }
@@ -313,6 +410,18 @@ impl RedisHandoffs {
         global(&self.conn, &self.prefix, "handoff", "active")
     }
 
+    fn told_key(&self) -> String {
+        global(&self.conn, &self.prefix, "handoff", "told")
+    }
+
+    fn waits_key(&self) -> String {
+        global(&self.conn, &self.prefix, "handoff", "waits")
+    }
+
+    fn assigner_key(&self) -> String {
+        global(&self.conn, &self.prefix, "handoff", "assigner")
+    }
+
     fn agent_key(&self, agent: &str) -> String {
         format!(
             "{}:handoff:agent:{}",
@@ -346,6 +455,7 @@ impl RedisHandoffs {
             INDEX
                 .key(self.queue_key())
                 .key(self.active_key())
+                .key(self.told_key())
                 .arg(session.as_str())
                 .arg(mode)
                 .arg(waiting)
@@ -529,6 +639,99 @@ impl HandoffStore for RedisHandoffs {
             .await
     }
 
+    async fn queue_length(&self) -> Result<u64, ConversationStoreError> {
+        redis::cmd("ZCARD")
+            .arg(self.queue_key())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not count the handoff queue"))
+    }
+
+    async fn note_entry(
+        &self,
+        session: &SessionId,
+        position: u64,
+    ) -> Result<(), ConversationStoreError> {
+        NOTE_ENTRY
+            .key(self.queue_key())
+            .key(self.told_key())
+            .arg(session.as_str())
+            .arg(position)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(failed("could not note a place in the handoff queue"))
+    }
+
+    async fn note_moves(
+        &self,
+        places: &[(SessionId, u64)],
+    ) -> Result<Vec<SessionId>, ConversationStoreError> {
+        if places.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut script = NOTE_MOVES.key(self.queue_key());
+        script.key(self.told_key());
+        for (session, position) in places {
+            script.arg(session.as_str()).arg(*position);
+        }
+        let moved: Vec<String> = script
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not note moves in the handoff queue"))?;
+        Ok(moved
+            .iter()
+            .filter_map(|s| SessionId::parse(s).ok())
+            .collect())
+    }
+
+    async fn record_wait(&self, per_place: Duration) -> Result<(), ConversationStoreError> {
+        RECORD_WAIT
+            .key(self.waits_key())
+            .arg(u64::try_from(per_place.as_millis()).unwrap_or(u64::MAX))
+            .arg(crate::domain::queue::WAIT_WINDOW)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(failed("could not record a handoff wait"))
+    }
+
+    async fn recent_waits(&self) -> Result<Vec<Duration>, ConversationStoreError> {
+        let waits: Vec<u64> = redis::cmd("LRANGE")
+            .arg(self.waits_key())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not read recent handoff waits"))?;
+        Ok(waits.into_iter().map(Duration::from_millis).collect())
+    }
+
+    async fn lead_assignment(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, ConversationStoreError> {
+        let held: i64 = LEAD
+            .key(self.assigner_key())
+            .arg(holder)
+            .arg(millis(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not take the auto-assignment lease"))?;
+        Ok(held == 1)
+    }
+
+    async fn end_assignment(&self, holder: &str) -> Result<(), ConversationStoreError> {
+        STEP_DOWN
+            .key(self.assigner_key())
+            .arg(holder)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(failed("could not end the auto-assignment lease"))
+    }
+
     fn changes(&self) -> broadcast::Receiver<HandoffChange> {
         self.changes.subscribe()
     }
@@ -546,6 +749,26 @@ impl RedisPresence {
     fn online_key(&self) -> String {
         global(&self.conn, &self.prefix, "agents", "online")
     }
+
+    fn away_key(&self) -> String {
+        global(&self.conn, &self.prefix, "agents", "away")
+    }
+
+    fn assigned_key(&self) -> String {
+        global(&self.conn, &self.prefix, "agents", "assigned")
+    }
+}
+
+fn roster_back(flat: &[String]) -> Vec<AgentOnline> {
+    flat.chunks_exact(3)
+        .filter_map(|row| {
+            Some(AgentOnline {
+                id: UserId::parse(&row[0]).ok()?,
+                away: !row[1].is_empty(),
+                last_assigned: row[2].parse::<i64>().ok().and_then(time_back),
+            })
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -646,6 +869,57 @@ impl AgentPresence for RedisPresence {
             .query_async(&mut conn)
             .await
             .map_err(failed("could not count agents online"))
+    }
+
+    async fn set_away(&self, agent: &UserId, away: bool) -> Result<(), ConversationStoreError> {
+        let cmd = if away {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(self.away_key()).arg(agent.as_str()).arg(1);
+            cmd
+        } else {
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(self.away_key()).arg(agent.as_str());
+            cmd
+        };
+        cmd.exec_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not keep an agent's status"))
+    }
+
+    async fn away(&self, agent: &UserId) -> Result<bool, ConversationStoreError> {
+        redis::cmd("HEXISTS")
+            .arg(self.away_key())
+            .arg(agent.as_str())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not read an agent's status"))
+    }
+
+    async fn note_assigned(
+        &self,
+        agent: &UserId,
+        at: DateTime<Utc>,
+    ) -> Result<(), ConversationStoreError> {
+        redis::cmd("HSET")
+            .arg(self.assigned_key())
+            .arg(agent.as_str())
+            .arg(at.timestamp_millis())
+            .exec_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not note an agent's latest conversation"))
+    }
+
+    async fn roster(&self, limit: usize) -> Result<Vec<AgentOnline>, ConversationStoreError> {
+        let flat: Vec<String> = ROSTER
+            .key(self.online_key())
+            .key(self.away_key())
+            .key(self.assigned_key())
+            .arg(Utc::now().timestamp_millis())
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not list the agents online"))?;
+        Ok(roster_back(&flat))
     }
 }
 

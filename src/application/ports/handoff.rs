@@ -41,6 +41,21 @@ pub enum Swap {
 /// - `held_by` lists the conversations assigned to `agent`, at most `limit`.
 /// - `active` lists every queued or assigned conversation, at most `limit`
 ///   (for the timers).
+/// - `queue_length` counts the queued conversations.
+/// - `note_entry` remembers `position` as the one the queued `session` was
+///   last told (its `handoff-queued`); nothing when it is not queued.
+///   Leaving the queue forgets it.
+/// - `note_moves` lowers the remembered positions of those of `places` that
+///   have one and are still queued, and returns those it lowered: atomic
+///   across instances, so of two instances noting the same move exactly one
+///   gets the session back (one `queue-position` per change), and a
+///   position read before a later move never overwrites that move's.
+/// - `lead_assignment` takes (or, when `holder` has it, extends) the one
+///   lease of auto-assignment over all instances for `ttl`: `true` when
+///   `holder` holds it; `end_assignment` gives it up if `holder` holds it.
+/// - `record_wait` keeps one claimed conversation's wait per place in line
+///   among the last [`crate::domain::queue::WAIT_WINDOW`] (older ones go);
+///   `recent_waits` returns them, over all instances.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait HandoffStore: Send + Sync {
@@ -68,9 +83,40 @@ pub trait HandoffStore: Send + Sync {
         &self,
         limit: usize,
     ) -> Result<Vec<crate::domain::handoff::Handoff>, ConversationStoreError>;
+    async fn queue_length(&self) -> Result<u64, ConversationStoreError>;
+    async fn note_entry(
+        &self,
+        session: &SessionId,
+        position: u64,
+    ) -> Result<(), ConversationStoreError>;
+    async fn note_moves(
+        &self,
+        places: &[(SessionId, u64)],
+    ) -> Result<Vec<SessionId>, ConversationStoreError>;
+    async fn record_wait(
+        &self,
+        per_place: std::time::Duration,
+    ) -> Result<(), ConversationStoreError>;
+    async fn recent_waits(&self) -> Result<Vec<std::time::Duration>, ConversationStoreError>;
+    async fn lead_assignment(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, ConversationStoreError>;
+    async fn end_assignment(&self, holder: &str) -> Result<(), ConversationStoreError>;
     /// Changes from now on, from every instance. A lagging receiver should
     /// re-read what it shows.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<HandoffChange>;
+}
+
+/// An online agent as auto-assignment weighs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentOnline {
+    pub id: UserId,
+    /// The agent said they are away: nothing is assigned to them.
+    pub away: bool,
+    /// When they last took a conversation (`None`: not since the store knows).
+    pub last_assigned: Option<DateTime<Utc>>,
 }
 
 /// Which agents have an agent socket open, on any instance. Each socket holds
@@ -82,6 +128,11 @@ pub trait HandoffStore: Send + Sync {
 /// - `last_seen` is when the agent's last socket lease ended (closed or
 ///   lapsed), `None` when it never had one (or the record expired); it is
 ///   meaningless while the agent is online.
+/// - `set_away` / `away`: the status the agent chose (`away` or not), kept
+///   across their sockets and instances until they change it.
+/// - `note_assigned` remembers when the agent last took a conversation.
+/// - `roster` lists the agents online now (at most `limit`) with their
+///   status and last taking, over all instances.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait AgentPresence: Send + Sync {
@@ -101,4 +152,12 @@ pub trait AgentPresence: Send + Sync {
     ) -> Result<Option<DateTime<Utc>>, ConversationStoreError>;
     /// How many agents are online.
     async fn online_count(&self) -> Result<u64, ConversationStoreError>;
+    async fn set_away(&self, agent: &UserId, away: bool) -> Result<(), ConversationStoreError>;
+    async fn away(&self, agent: &UserId) -> Result<bool, ConversationStoreError>;
+    async fn note_assigned(
+        &self,
+        agent: &UserId,
+        at: DateTime<Utc>,
+    ) -> Result<(), ConversationStoreError>;
+    async fn roster(&self, limit: usize) -> Result<Vec<AgentOnline>, ConversationStoreError>;
 }

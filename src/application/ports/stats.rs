@@ -81,10 +81,13 @@ pub trait Stats: Send + Sync {
     fn handoff(&self, outcome: &'static str) {
         let _ = outcome;
     }
-    /// How long a conversation waited in the queue before an agent claimed it.
-    fn handoff_wait(&self, waited: std::time::Duration) {
-        let _ = waited;
+    /// How long a conversation waited in the queue before it left it, by
+    /// `outcome` (`claimed`, `auto`, `cancelled`, `timeout`, `closed`).
+    fn handoff_wait(&self, outcome: &'static str, waited: std::time::Duration) {
+        let _ = (outcome, waited);
     }
+    /// Auto-assignment gave a conversation to an agent.
+    fn handoff_auto_assigned(&self) {}
     /// A user rated an answer (`up` or `down`); a changed rating counts again.
     fn feedback(&self, rating: &'static str) {
         let _ = rating;

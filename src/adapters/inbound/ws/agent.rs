@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use super::super::errors::{ErrorBody, ErrorCode};
 use super::super::{client_ip, request_context, AppContext, RequestContext};
 use super::agent_protocol::{
-    agent_event_json, parse_agent_message, AgentAction, AgentCommand, AgentReply, HeldConversation,
+    agent_event_json, parse_agent_message, status_word, AgentAction, AgentCommand, AgentReply,
+    HeldConversation,
 };
 use super::protocol::{now, AgentView};
 use super::transport::{
@@ -389,13 +390,20 @@ impl AgentConnection {
         for h in &held {
             follows.follow(&h.session, None);
         }
+        let handoff = &self.ctx.handoff;
+        let (assign, max_conversations) = handoff.assignment();
         let hello = AgentReply::Connected {
             agent: AgentView::from(&crate::application::handoff::agent_ref(&self.agent)),
             conversations: held.iter().map(HeldConversation::from).collect(),
+            status: status_word(handoff.is_away(&self.agent.id).await),
+            assign: assign.as_str(),
+            max_conversations,
             timestamp: now(),
         };
         let _ = out.push(Outbound::Message(hello.to_json())).await;
         self.send_queue(out).await;
+        // An agent who came online may be given what waits.
+        handoff.assign_waiting().await;
     }
 
     async fn send_queue(&self, out: &queue::Sender<Outbound>) {
@@ -629,6 +637,7 @@ impl AgentConnection {
             }
             Ok(AgentCommand::Ping) => AgentReply::Pong { timestamp: now() },
             Ok(AgentCommand::Auth { token }) => self.reauthorize(&token, claims).await,
+            Ok(AgentCommand::Status { away }) => self.set_status(away).await,
             Ok(AgentCommand::Act {
                 session,
                 action,
@@ -636,6 +645,21 @@ impl AgentConnection {
             }) => self.act(session, action, request_id, follows).await,
         };
         push(out, reply).await
+    }
+
+    /// The agent says they are away or available again.
+    async fn set_status(&self, away: bool) -> AgentReply {
+        match self.ctx.handoff.set_away(&self.agent.id, away).await {
+            Ok(()) => AgentReply::Status {
+                status: status_word(away),
+                timestamp: now(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "could not keep an agent's status");
+                let code = ErrorCode::from(&e);
+                AgentReply::error(code, code.message(), None, None)
+            }
+        }
     }
 
     /// A fresh token of the same agent extends the socket's authority.

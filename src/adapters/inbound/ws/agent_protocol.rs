@@ -19,6 +19,7 @@ pub const AGENT_CLIENT_MESSAGE_TYPES: &[&str] = &[
     "release",
     "resolve",
     "watch",
+    "status",
     "ping",
     "auth",
 ];
@@ -30,6 +31,7 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     "queue",
     "conversation-assigned",
     "conversation-removed",
+    "status",
     "ack",
     "error",
     "history-lost",
@@ -49,6 +51,7 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     "handoff-cancelled",
     "handoff-unavailable",
     "handoff-waiting",
+    "queue-position",
     "feedback",
     // The answer's parts beside its text (the customer's `quota` is theirs alone).
     "stream-reasoning",
@@ -98,6 +101,19 @@ pub enum AgentCommand {
     Auth {
         token: String,
     },
+    /// The agent is `away` (nothing is auto-assigned to them) or available.
+    Status {
+        away: bool,
+    },
+}
+
+/// An agent's status on the wire.
+pub fn status_word(away: bool) -> &'static str {
+    if away {
+        "away"
+    } else {
+        "available"
+    }
 }
 
 /// A refused agent frame: the refusal and the `requestId` it carried, if any.
@@ -135,6 +151,14 @@ pub fn parse_agent_message(text: &str, max_chars: usize) -> Result<AgentCommand,
             }),
             _ => {
                 let why = "An auth message needs a non-empty string 'token'";
+                return Err((refuse(ErrorCode::InvalidMessage, why), request_id));
+            }
+        },
+        "status" => match fields.get("status").and_then(Value::as_str) {
+            Some("available") => Some(AgentCommand::Status { away: false }),
+            Some("away") => Some(AgentCommand::Status { away: true }),
+            _ => {
+                let why = "A status message needs a 'status' of 'available' or 'away'";
                 return Err((refuse(ErrorCode::InvalidMessage, why), request_id));
             }
         },
@@ -236,12 +260,13 @@ pub struct CustomerView {
     pub username: String,
 }
 
-/// A conversation in the queue.
+/// A conversation in the queue; `position` 1 is next, as its customer is told.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueItem {
     pub session_id: String,
     pub user: CustomerView,
+    pub position: u64,
     pub waiting_since: String,
     pub last_message: Option<String>,
 }
@@ -264,14 +289,21 @@ fn customer(h: &Handoff) -> CustomerView {
     }
 }
 
-impl From<&Handoff> for QueueItem {
-    fn from(h: &Handoff) -> Self {
+impl QueueItem {
+    /// The queue's item at `position` (the queue lists longest waiting first).
+    pub fn at(position: u64, h: &Handoff) -> Self {
         Self {
             session_id: h.session.as_str().to_owned(),
             user: customer(h),
+            position,
             waiting_since: iso_millis(h.waiting_since),
             last_message: h.last_message.clone(),
         }
+    }
+
+    /// Every item of a queue listed longest waiting first.
+    pub fn all(queue: &[Handoff]) -> Vec<Self> {
+        (1..).zip(queue).map(|(p, h)| Self::at(p, h)).collect()
     }
 }
 
@@ -295,9 +327,19 @@ impl From<&Handoff> for HeldConversation {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum AgentReply {
+    /// `status` is `available` or `away`; `assign` is `manual` or `auto`.
+    #[serde(rename_all = "camelCase")]
     Connected {
         agent: AgentView,
         conversations: Vec<HeldConversation>,
+        status: &'static str,
+        assign: &'static str,
+        max_conversations: usize,
+        timestamp: String,
+    },
+    /// The agent's status, as they last set it.
+    Status {
+        status: &'static str,
         timestamp: String,
     },
     Queue {
@@ -376,7 +418,7 @@ impl AgentReply {
 
     pub fn queue(queue: &[Handoff]) -> Self {
         AgentReply::Queue {
-            items: queue.iter().map(QueueItem::from).collect(),
+            items: QueueItem::all(queue),
             timestamp: now(),
         }
     }
@@ -438,6 +480,16 @@ mod tests {
             }
         ));
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), AgentCommand::Ping);
+        assert_eq!(
+            parse(r#"{"type":"status","status":"away"}"#).unwrap(),
+            AgentCommand::Status { away: true }
+        );
+        assert_eq!(
+            parse(r#"{"type":"status","status":"available"}"#).unwrap(),
+            AgentCommand::Status { away: false }
+        );
+        let (refusal, _) = parse(r#"{"type":"status","status":"busy"}"#).unwrap_err();
+        assert_eq!(refusal.0, ErrorCode::InvalidMessage);
     }
 
     #[test]

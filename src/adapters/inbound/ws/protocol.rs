@@ -48,6 +48,7 @@ pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "handoff-cancelled",
     "handoff-unavailable",
     "handoff-waiting",
+    "queue-position",
     "pong",
     "authenticated",
     "feedback",
@@ -471,10 +472,22 @@ enum EventMessage<'a> {
         message: &'a str,
         timestamp: String,
     },
+    /// `position` 1 is next; `estimatedWaitSeconds` is `null` until a
+    /// conversation has been claimed recently.
     #[serde(rename_all = "camelCase")]
     HandoffQueued {
         seq: Seq,
         agents_online: u64,
+        position: u64,
+        estimated_wait_seconds: Option<u64>,
+        timestamp: String,
+    },
+    /// The waiting customer moved up the line.
+    #[serde(rename_all = "camelCase")]
+    QueuePosition {
+        seq: Seq,
+        position: u64,
+        estimated_wait_seconds: Option<u64>,
         timestamp: String,
     },
     AgentJoined {
@@ -509,9 +522,13 @@ enum EventMessage<'a> {
         timestamp: String,
     },
     /// Nobody can take the conversation now; the bot keeps answering.
+    #[serde(rename_all = "camelCase")]
     HandoffUnavailable {
         seq: Seq,
         reason: &'static str,
+        /// With `reason: closed`: when people answer again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        opens_at: Option<String>,
         timestamp: String,
     },
     /// The customer chatted while queued: where they stand (1 = next).
@@ -730,9 +747,20 @@ fn tool_message<'a>(
 /// The handoff events' messages (the rest are [`event_message`]'s).
 fn handoff_message(seq: Seq, event: &ConversationEvent, timestamp: String) -> EventMessage<'_> {
     match event {
-        ConversationEvent::HandoffQueued { agents_online } => EventMessage::HandoffQueued {
+        ConversationEvent::HandoffQueued {
+            agents_online,
+            place,
+        } => EventMessage::HandoffQueued {
             seq,
             agents_online: *agents_online,
+            position: place.position,
+            estimated_wait_seconds: place.estimated_wait_seconds(),
+            timestamp,
+        },
+        ConversationEvent::QueuePosition { place } => EventMessage::QueuePosition {
+            seq,
+            position: place.position,
+            estimated_wait_seconds: place.estimated_wait_seconds(),
             timestamp,
         },
         ConversationEvent::AgentJoined { agent } => EventMessage::AgentJoined {
@@ -765,6 +793,7 @@ fn handoff_message(seq: Seq, event: &ConversationEvent, timestamp: String) -> Ev
         ConversationEvent::HandoffUnavailable { reason } => EventMessage::HandoffUnavailable {
             seq,
             reason: reason.as_str(),
+            opens_at: reason.opens_at().map(iso_millis),
             timestamp,
         },
         ConversationEvent::HandoffWaiting {

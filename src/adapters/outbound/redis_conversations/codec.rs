@@ -17,6 +17,7 @@ use crate::domain::conversation::{
 };
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::{AgentRef, Unavailability};
+use crate::domain::queue::QueuePlace;
 use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{MessageId, StreamStatus, UserId, Username};
 
@@ -90,6 +91,15 @@ enum StoredKind {
     },
     HandoffQueued {
         agents_online: u64,
+        #[serde(default)]
+        position: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
+    },
+    QueuePosition {
+        position: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     AgentJoined {
         agent: StoredAgent,
@@ -226,17 +236,37 @@ fn domain_tool(
     })
 }
 
+fn wait_ms(place: &QueuePlace) -> Option<u64> {
+    place
+        .estimated_wait
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn place_back(position: u64, wait_ms: Option<u64>) -> QueuePlace {
+    QueuePlace {
+        position,
+        estimated_wait: wait_ms.map(std::time::Duration::from_millis),
+    }
+}
+
 /// Why a handoff was not offered, as stored.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum StoredUnavailability {
     NoAgentOnline,
+    /// `opens_at` in milliseconds.
+    Closed {
+        opens_at: i64,
+    },
 }
 
 impl From<Unavailability> for StoredUnavailability {
     fn from(u: Unavailability) -> Self {
         match u {
             Unavailability::NoAgentOnline => Self::NoAgentOnline,
+            Unavailability::Closed { opens_at } => Self::Closed {
+                opens_at: opens_at.timestamp_millis(),
+            },
         }
     }
 }
@@ -245,6 +275,9 @@ impl From<StoredUnavailability> for Unavailability {
     fn from(u: StoredUnavailability) -> Self {
         match u {
             StoredUnavailability::NoAgentOnline => Self::NoAgentOnline,
+            StoredUnavailability::Closed { opens_at } => Self::Closed {
+                opens_at: chrono::DateTime::from_timestamp_millis(opens_at).unwrap_or_default(),
+            },
         }
     }
 }
@@ -402,8 +435,17 @@ fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
         ConversationEvent::EscalationResponse { message } => StoredKind::EscalationResponse {
             message: message.clone(),
         },
-        ConversationEvent::HandoffQueued { agents_online } => StoredKind::HandoffQueued {
+        ConversationEvent::HandoffQueued {
+            agents_online,
+            place,
+        } => StoredKind::HandoffQueued {
             agents_online: *agents_online,
+            position: place.position,
+            wait_ms: wait_ms(place),
+        },
+        ConversationEvent::QueuePosition { place } => StoredKind::QueuePosition {
+            position: place.position,
+            wait_ms: wait_ms(place),
         },
         ConversationEvent::AgentJoined { agent } => StoredKind::AgentJoined {
             agent: agent.into(),
@@ -542,9 +584,17 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
         StoredKind::EscalationResponse { message } => {
             ConversationEvent::EscalationResponse { message }
         }
-        StoredKind::HandoffQueued { agents_online } => {
-            ConversationEvent::HandoffQueued { agents_online }
-        }
+        StoredKind::HandoffQueued {
+            agents_online,
+            position,
+            wait_ms,
+        } => ConversationEvent::HandoffQueued {
+            agents_online,
+            place: place_back(position, wait_ms),
+        },
+        StoredKind::QueuePosition { position, wait_ms } => ConversationEvent::QueuePosition {
+            place: place_back(position, wait_ms),
+        },
         StoredKind::AgentJoined { agent } => ConversationEvent::AgentJoined {
             agent: agent_ref(agent)?,
         },
@@ -765,7 +815,19 @@ mod tests {
             ConversationEvent::EscalationResponse {
                 message: "a human will answer".into(),
             },
-            ConversationEvent::HandoffQueued { agents_online: 2 },
+            ConversationEvent::HandoffQueued {
+                agents_online: 2,
+                place: QueuePlace {
+                    position: 3,
+                    estimated_wait: Some(std::time::Duration::from_secs(90)),
+                },
+            },
+            ConversationEvent::QueuePosition {
+                place: QueuePlace {
+                    position: 1,
+                    estimated_wait: None,
+                },
+            },
             ConversationEvent::AgentJoined { agent: agent() },
             ConversationEvent::AgentMessage {
                 message_id: mid("msg_g"),
@@ -778,6 +840,11 @@ mod tests {
             ConversationEvent::HandoffCancelled,
             ConversationEvent::HandoffUnavailable {
                 reason: Unavailability::NoAgentOnline,
+            },
+            ConversationEvent::HandoffUnavailable {
+                reason: Unavailability::Closed {
+                    opens_at: parse_iso("2025-09-15T07:00:00Z").unwrap(),
+                },
             },
             ConversationEvent::HandoffWaiting {
                 position: 3,
