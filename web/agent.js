@@ -4,8 +4,8 @@
 // resolve, over /agent/ws.
 
 import {
-  AuthStore, ApiError, Socket, Transcript, api, clockTime, duration, el, loadEarlier, login, logout,
-  newId, quotaText,
+  AuthStore, ApiError, Socket, Transcript, TypingSender, api, clockTime, duration, el, loadEarlier,
+  login, logout, newId, quotaText,
 } from "./common.js";
 
 const store = new AuthStore("chatbot.agent");
@@ -21,7 +21,7 @@ const ui = {
   placeholder: $("placeholder"), conversation: $("conversation"), convUser: $("conv-user"),
   convMeta: $("conv-meta"), release: $("release"), resolve: $("resolve"),
   transcripts: $("transcripts"), reply: $("reply"), replyInput: $("reply-input"), replySend: $("reply-send"),
-  toast: $("toast"), toastText: $("toast-text"), toastClose: $("toast-close"),
+  toast: $("toast"), toastText: $("toast-text"), toastClose: $("toast-close"), typing: $("typing"),
 };
 
 let socket = null;
@@ -150,12 +150,33 @@ function onMessage(m) {
       conv.transcript.skipTo(m.oldestSeq);
       return loadEarlier(store, conv.transcript, m.sessionId, m.oldestSeq);
     }
+    case "typing":
+      return onTyping(m);
     case "pong":
     case "authenticated":
       return undefined;
     default:
       return onEvent(m);
   }
+}
+
+/** The customer of a held conversation started or stopped typing (the
+ * server says `false` after 5 s without news; the timer covers a socket
+ * that went quiet). */
+function onTyping(m) {
+  const conv = convs.get(m.sessionId);
+  if (!conv) return;
+  conv.typing = m.state;
+  clearTimeout(conv.typingTimer);
+  if (m.state) conv.typingTimer = setTimeout(() => { conv.typing = false; showTyping(); }, 7000);
+  showTyping();
+}
+
+function showTyping() {
+  const conv = selected && convs.get(selected);
+  const on = Boolean(conv && conv.typing);
+  ui.typing.textContent = on ? `${conv.user.username} is typing` : "";
+  ui.typing.hidden = !on;
 }
 
 /** (Re)connected: follow what the server says this agent holds, each from
@@ -184,6 +205,9 @@ function follow(c) {
       unread: false,
       list,
       transcript: new Transcript(list, "agent", { customer: (c.user || {}).username, selfId: me && me.id }),
+      typing: false,
+      typingTimer: null,
+      typist: new TypingSender((state) => Boolean(socket && socket.send({ type: "typing", sessionId: c.sessionId, state }))),
     };
     convs.set(c.sessionId, conv);
   }
@@ -197,6 +221,8 @@ function drop(sessionId, why) {
   const conv = convs.get(sessionId);
   if (!conv) return;
   convs.delete(sessionId);
+  clearTimeout(conv.typingTimer);
+  clearTimeout(conv.typist.timer);
   conv.list.remove();
   if (why) toast(`The conversation with ${conv.user.username} ${why}.`);
   if (selected === sessionId) {
@@ -239,11 +265,15 @@ function onEvent(m) {
     if (e.type === "user-message") conv.preview = e.content;
     else if (e.type === "agent-message") conv.preview = `You: ${e.content}`;
     if (e.type === "user-message" && m.sessionId !== selected) conv.unread = true;
+    if (e.type === "user-message") conv.typing = false;
   }
+  showTyping();
   if (shown.length) renderMine();
 }
 
 function select(sessionId) {
+  const before = selected && convs.get(selected);
+  if (before && selected !== sessionId) before.typist.stop();
   selected = sessionId;
   sessionStorage.setItem(SELECTED_KEY, sessionId);
   const conv = convs.get(sessionId);
@@ -261,6 +291,7 @@ function showConversation(conv) {
   ui.convMeta.textContent = `Yours since ${clockTime(conv.since)} · ${conv.sessionId}`;
   conv.list.scrollTop = conv.list.scrollHeight;
   refreshControls();
+  showTyping();
   showBudget(conv);
 }
 
@@ -349,6 +380,7 @@ function sendReply(ev) {
   if (!content || !selected) return;
   if (send({ type: "agent-message", sessionId: selected, content, clientMessageId: newId() })) {
     ui.replyInput.value = "";
+    convs.get(selected)?.typist.stop();
   }
 }
 
@@ -356,6 +388,10 @@ ui.form.addEventListener("submit", submitAuth);
 ui.reply.addEventListener("submit", sendReply);
 ui.replyInput.addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) sendReply(ev);
+});
+ui.replyInput.addEventListener("input", () => {
+  const conv = selected && convs.get(selected);
+  if (conv && ui.replyInput.value.trim()) conv.typist.typed();
 });
 ui.release.addEventListener("click", () => selected && send({ type: "release", sessionId: selected }));
 ui.resolve.addEventListener("click", () => selected && send({ type: "resolve", sessionId: selected }));

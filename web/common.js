@@ -229,6 +229,39 @@ export function duration(ms) {
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
 }
 
+/**
+ * Tells the other side while this user types: `send(true)` on the first
+ * keystroke and again every 2 s while typing goes on (the server passes at
+ * most one a second), `send(false)` 3 s after the last keystroke or when the
+ * message is sent. `send` returns whether it went out.
+ */
+export class TypingSender {
+  constructor(send) {
+    this.send = send;
+    this.on = false;
+    this.last = 0;
+    this.timer = null;
+  }
+
+  typed() {
+    const now = Date.now();
+    if ((!this.on || now - this.last > 2000) && this.send(true)) {
+      this.on = true;
+      this.last = now;
+    }
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.stop(), 3000);
+  }
+
+  stop() {
+    clearTimeout(this.timer);
+    if (this.on) {
+      this.on = false;
+      this.send(false);
+    }
+  }
+}
+
 export function newId() {
   if (crypto.randomUUID) return `c-${crypto.randomUUID()}`;
   return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;

@@ -19,8 +19,8 @@ use super::metering::{AnswerSettings, Metering};
 use super::ports::{
     AgentPresence, AiError, AiModel, Backplane, ConversationStoreError, EventLog,
     GenerationRegistry, HandoffStore, LiveDelivery, SessionStore, SessionStoreError, SharedEvent,
-    Stats, StoreFailure, Swap, TokenCounter, TranscriptStore, TranscriptStoreError, UsageStore,
-    UserRepository,
+    SignalBus, Stats, StoreFailure, Swap, TokenCounter, TranscriptStore, TranscriptStoreError,
+    UsageStore, UserRepository,
 };
 use crate::domain::conversation::ConversationEvent;
 use crate::domain::handoff::{
@@ -164,6 +164,8 @@ pub struct ChatPorts {
     pub handoffs: Arc<dyn HandoffStore>,
     /// Which agents have a socket open.
     pub presence: Arc<dyn AgentPresence>,
+    /// Live-only messages: typing, an agent's summary.
+    pub signals: Arc<dyn SignalBus>,
     /// Every message of every conversation, kept beyond the history and the log.
     pub transcripts: Arc<dyn TranscriptStore>,
     /// The user store: whether agent accounts exist (`HANDOFF=auto`), and
@@ -194,6 +196,7 @@ pub struct ConversationCore {
     pub(super) registry: Arc<dyn GenerationRegistry>,
     pub(super) handoffs: Arc<dyn HandoffStore>,
     pub(super) presence: Arc<dyn AgentPresence>,
+    pub(super) signals: Arc<dyn SignalBus>,
     pub(super) transcripts: Arc<dyn TranscriptStore>,
     pub(super) users: Arc<dyn UserRepository>,
     pub(super) agent_accounts: AgentAccounts,
@@ -227,6 +230,7 @@ impl ConversationCore {
             registry: ports.registry,
             handoffs: ports.handoffs,
             presence: ports.presence,
+            signals: ports.signals,
             transcripts: ports.transcripts,
             users: ports.users.clone(),
             agent_accounts: AgentAccounts::new(ports.users),

@@ -51,7 +51,7 @@ pub fn agent_ref(user: &User) -> AgentRef {
 /// The human handoff use cases, shared by every connection and agent.
 #[derive(Clone)]
 pub struct HandoffService {
-    core: Arc<ConversationCore>,
+    pub(super) core: Arc<ConversationCore>,
 }
 
 impl HandoffService {

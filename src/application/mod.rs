@@ -16,6 +16,7 @@ pub mod loops;
 pub mod metering;
 pub mod ports;
 pub mod transcripts;
+mod typing;
 
 pub use access::{Authorized, IssuedTicket};
 pub use agent_standing::STANDING_CHECK;

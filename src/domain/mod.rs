@@ -10,6 +10,7 @@ pub mod conversation;
 pub mod feedback;
 pub mod handoff;
 pub mod id;
+pub mod signal;
 pub mod time;
 pub mod trace;
 pub mod transcript;

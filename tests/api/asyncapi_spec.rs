@@ -627,6 +627,7 @@ async fn main_conversation(scene: &Scene<'_>) {
     let ann = scene.app.register_agent("agentann").await;
     let session = customer_asks_for_a_human(scene, &carol).await;
     agent_claims(scene, &ann, &session).await;
+    typing_both_ways(scene, &carol, &ann, &session).await;
 
     let (mut tab, hello) = scene
         .open(CUSTOMER, &format!("token={carol}&sessionId={session}"))
@@ -694,6 +695,25 @@ async fn agent_claims(scene: &Scene<'_>, token: &str, session: &str) {
         .send(json!({"type": "claim", "sessionId": session, "requestId": "r1"}))
         .await;
     console.until_each(&["ack", "agent-joined"]).await;
+}
+
+/// The customer types, the agent hears it; the agent types, the customer
+/// hears it (live only, so each side is attached before the other types).
+async fn typing_both_ways(scene: &Scene<'_>, customer: &str, agent: &str, session: &str) {
+    let (mut console, _) = scene.open(AGENT, &format!("token={agent}")).await;
+    console
+        .send(json!({"type": "watch", "sessionId": session, "lastSeq": 0}))
+        .await;
+    console.until("agent-joined").await;
+    let (mut tab, _) = scene
+        .open(CUSTOMER, &format!("token={customer}&sessionId={session}"))
+        .await;
+    tab.send(json!({"type": "typing", "state": true})).await;
+    console.until("typing").await;
+    console
+        .send(json!({"type": "typing", "sessionId": session, "state": true}))
+        .await;
+    tab.until("typing").await;
 }
 
 async fn agent_talks_releases_and_resolves(scene: &Scene<'_>, token: &str, session: &str) {

@@ -113,6 +113,9 @@ mod tests {
                 registry: Arc::new(InMemoryGenerationRegistry::default()),
                 handoffs: Arc::new(MemoryHandoffs::default()),
                 presence: Arc::new(MemoryPresence::default()),
+                signals: Arc::new(
+                    crate::adapters::outbound::local_signals::LocalSignals::default(),
+                ),
                 transcripts: Arc::new(crate::application::ports::MockTranscriptStore::new()),
                 users: users.clone(),
                 usage: Arc::new(

@@ -40,6 +40,7 @@ use crate::application::{
 };
 use crate::domain::conversation::Seq;
 use crate::domain::handoff::Mode;
+use crate::domain::signal::{Side, TypingThrottle};
 use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
 
@@ -138,6 +139,8 @@ struct Follows {
     tx: mpsc::Sender<String>,
     tasks: tokio::task::JoinSet<()>,
     by_session: HashMap<SessionId, AbortHandle>,
+    /// The agent's typing rate in each conversation followed.
+    typing: HashMap<SessionId, TypingThrottle>,
 }
 
 impl Follows {
@@ -160,7 +163,17 @@ impl Follows {
     }
 
     fn unfollow(&mut self, session: &SessionId) -> bool {
+        self.typing.remove(session);
         self.by_session.remove(session).map(|h| h.abort()).is_some()
+    }
+
+    /// The throttle of the agent's typing in `session`; only conversations
+    /// followed have one, so the map is as bounded as the follows.
+    fn throttle(&mut self, session: &SessionId) -> Option<&mut TypingThrottle> {
+        if !self.follows(session) {
+            return None;
+        }
+        Some(self.typing.entry(session.clone()).or_default())
     }
 
     /// Forgets finished tasks, so the set does not grow.
@@ -180,7 +193,7 @@ async fn forward(
 ) {
     let mut last = from;
     loop {
-        let mut attachment = match chat.attach(&session, last).await {
+        let mut attachment = match chat.attach(&session, last, Side::Agent).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %ErrorChain(&e), "agent socket could not attach to a conversation");
@@ -194,9 +207,21 @@ async fn forward(
             }
         }
         last = Some(last.unwrap_or(attachment.head));
-        while let Ok(Feed::Event(event)) = attachment.next().await {
-            last = Some(event.seq);
-            if tx.send(agent_event_json(&session, &event)).await.is_err() {
+        loop {
+            let json = match attachment.next().await {
+                Ok(Feed::Event(event)) => {
+                    last = Some(event.seq);
+                    agent_event_json(&session, &event)
+                }
+                Ok(Feed::Typing { state }) => AgentReply::Typing {
+                    session_id: session.as_str().to_owned(),
+                    state,
+                    timestamp: now(),
+                }
+                .to_json(),
+                _ => break,
+            };
+            if tx.send(json).await.is_err() {
                 return;
             }
         }
@@ -296,6 +321,7 @@ impl AgentConnection {
             tx,
             tasks: tokio::task::JoinSet::new(),
             by_session: HashMap::new(),
+            typing: HashMap::new(),
         };
         let changes = self.ctx.handoff.handoff_changes();
         self.ctx
@@ -628,6 +654,12 @@ impl AgentConnection {
             }
             Ok(AgentCommand::Ping) => AgentReply::Pong { timestamp: now() },
             Ok(AgentCommand::Auth { token }) => self.reauthorize(&token, claims).await,
+            Ok(AgentCommand::Typing { session, state }) => {
+                match self.typing(&session, state, follows).await {
+                    Some(refusal) => refusal,
+                    None => return Ok(()),
+                }
+            }
             Ok(AgentCommand::Act {
                 session,
                 action,
@@ -635,6 +667,33 @@ impl AgentConnection {
             }) => self.act(session, action, request_id, follows).await,
         };
         push(out, reply).await
+    }
+
+    /// The agent is (not) typing to the customer; answered only when refused.
+    async fn typing(
+        &self,
+        session: &SessionId,
+        state: bool,
+        follows: &mut Follows,
+    ) -> Option<AgentReply> {
+        let refused =
+            |code: ErrorCode| AgentReply::error(code, code.message(), Some(session), None);
+        let Some(throttle) = follows.throttle(session) else {
+            return Some(refused(ErrorCode::NotAssigned));
+        };
+        let said = self
+            .ctx
+            .handoff
+            .agent_typing(&self.agent, session, state, throttle);
+        match said.await {
+            Ok(()) => None,
+            Err(e) => {
+                if let HandoffRefusal::Failed(cause) = &e {
+                    tracing::warn!(error = %ErrorChain(cause), "could not pass on typing");
+                }
+                Some(refused(ErrorCode::from(&e)))
+            }
+        }
     }
 
     /// A fresh token of the same agent extends the socket's authority.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::super::errors::{content_refusal, ErrorCode};
-use super::protocol::{event_value, now, AgentView, Refusal};
+use super::protocol::{event_value, now, parse_typing, AgentView, Refusal};
 use crate::domain::conversation::{ClientMessageId, LoggedEvent, Seq};
 use crate::domain::handoff::Handoff;
 use crate::domain::time::iso_millis;
@@ -21,6 +21,7 @@ pub const AGENT_CLIENT_MESSAGE_TYPES: &[&str] = &[
     "watch",
     "ping",
     "auth",
+    "typing",
 ];
 
 /// The `type`s the agent socket sends: its own, then the conversation events
@@ -54,6 +55,8 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     "stream-reasoning",
     "stream-status",
     "tool-activity",
+    // Live only, never logged: the customer's typing.
+    "typing",
 ];
 
 /// What an agent asks for.
@@ -97,6 +100,11 @@ pub enum AgentCommand {
     Ping,
     Auth {
         token: String,
+    },
+    /// The agent started or stopped typing to the customer (no `ack`).
+    Typing {
+        session: SessionId,
+        state: bool,
     },
 }
 
@@ -142,6 +150,15 @@ pub fn parse_agent_message(text: &str, max_chars: usize) -> Result<AgentCommand,
     };
     if let Some(command) = simple {
         return Ok(command);
+    }
+    if kind == "typing" {
+        let typing = session_of(&fields).and_then(|session| {
+            Ok(AgentCommand::Typing {
+                session,
+                state: parse_typing(&fields)?,
+            })
+        });
+        return typing.map_err(|r| (r, request_id));
     }
     match action(kind, &fields, max_chars) {
         Ok(action) => Ok(AgentCommand::Act {
@@ -309,6 +326,14 @@ pub enum AgentReply {
         timestamp: String,
     },
     /// The agent no longer holds the conversation; `mode` says who answers now.
+    /// The customer started or stopped typing (live only: no `seq`);
+    /// `false` also when no refresh came for 5 s.
+    #[serde(rename_all = "camelCase")]
+    Typing {
+        session_id: String,
+        state: bool,
+        timestamp: String,
+    },
     #[serde(rename_all = "camelCase")]
     ConversationRemoved {
         session_id: String,

@@ -26,6 +26,7 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "auth",
     "feedback",
     "regenerate",
+    "typing",
 ];
 /// The `type`s the server sends.
 pub const SERVER_MESSAGE_TYPES: &[&str] = &[
@@ -56,6 +57,8 @@ pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "stream-status",
     "tool-activity",
     "quota",
+    // Live only, never logged: the agent's typing.
+    "typing",
 ];
 
 /// A client message that passed validation.
@@ -81,6 +84,10 @@ pub enum ClientMessage {
     },
     /// The user asks for another answer to their last message.
     Regenerate,
+    /// The user started (`true`) or stopped typing.
+    Typing {
+        state: bool,
+    },
 }
 
 /// Why a client frame was refused: the `error` code and a message that says
@@ -119,6 +126,7 @@ pub fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessag
         "ping" => Ok(ClientMessage::Ping),
         "feedback" => parse_feedback(&fields),
         "regenerate" => Ok(ClientMessage::Regenerate),
+        "typing" => parse_typing(&fields).map(|state| ClientMessage::Typing { state }),
         "auth" => match fields.get("token") {
             Some(Value::String(token)) if !token.trim().is_empty() => Ok(ClientMessage::Auth {
                 token: token.trim().to_owned(),
@@ -138,6 +146,17 @@ pub fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessag
                 ),
             ))
         }
+    }
+}
+
+/// A typing message's `state`: `true` (typing) or `false` (stopped).
+pub fn parse_typing(fields: &serde_json::Map<String, Value>) -> Result<bool, Refusal> {
+    match fields.get("state") {
+        Some(Value::Bool(state)) => Ok(*state),
+        _ => Err((
+            ErrorCode::InvalidMessage,
+            "A typing message needs a boolean 'state'".to_owned(),
+        )),
     }
 }
 
@@ -281,6 +300,12 @@ pub enum Reply {
         timestamp: String,
     },
     Pong {
+        timestamp: String,
+    },
+    /// The agent holding the conversation started or stopped typing (live
+    /// only: no `seq`); `false` also when no refresh came for 5 s.
+    Typing {
+        state: bool,
         timestamp: String,
     },
     /// The `auth` message's token now holds the socket, until `expiresAt`.

@@ -1,0 +1,153 @@
+//! The support desk around a handoff: typing both ways, the summary an agent
+//! gets on taking a conversation, the customer's satisfaction rating, and
+//! the agents' canned replies. Copies of the real binary on the local Redis
+//! (and so across instances) where it matters, or one in-process server.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestApp, Upstream, WsClient};
+use serde_json::{json, Value};
+
+async fn agent_socket(app: &TestApp, token: &str) -> (WsClient, Value) {
+    let url = format!("ws://{}/agent/ws?token={token}", app.addr);
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("agent socket connects");
+    let mut client = WsClient { ws };
+    let hello = client.recv().await;
+    assert_eq!(hello["type"], "connected", "{hello}");
+    (client, hello)
+}
+
+/// Reads until a message matching `pred` arrives, returning it and what came before.
+async fn until(client: &mut WsClient, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+    let mut before = Vec::new();
+    loop {
+        let m = client.recv().await;
+        if pred(&m) {
+            return (m, before);
+        }
+        before.push(m);
+    }
+}
+
+fn of_type(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |m: &Value| m["type"] == kind
+}
+
+/// What arrives within `quiet` (nothing more after it).
+async fn drain(client: &mut WsClient, quiet: Duration) -> Vec<Value> {
+    let mut got = Vec::new();
+    while let Ok(m) = tokio::time::timeout(quiet, client.recv()).await {
+        got.push(m);
+    }
+    got
+}
+
+fn typing_of(messages: &[Value]) -> Vec<bool> {
+    messages
+        .iter()
+        .filter(|m| m["type"] == "typing")
+        .map(|m| m["state"].as_bool().unwrap())
+        .collect()
+}
+
+/// Escalates the customer's conversation and has the agent on `console`
+/// claim it; returns once the console follows it.
+async fn held_by(tab: &mut WsClient, console: &mut WsClient, session: &str) {
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    until(tab, of_type("handoff-queued")).await;
+    console
+        .send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    until(console, of_type("ack")).await;
+    until(console, of_type("agent-joined")).await;
+    until(tab, of_type("agent-joined")).await;
+}
+
+#[tokio::test]
+async fn typing_reaches_the_other_side_across_instances_and_lapses_unrefreshed() {
+    let upstream = Upstream::start().await;
+    let env = [("FASTAPI_URL", upstream.url.as_str())];
+    let Some(cluster) = common::cluster::Cluster::start(2, "desk-typing", &env).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let carol = a.register("carol").await;
+    let bob = a.register_agent("bob").await;
+    let dave = a.register_agent("dave").await;
+    let (mut console, _) = agent_socket(b, &bob).await;
+    let (mut tab_a, hello) = a.connect(&carol).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut tab_b, _) = b.tab(&carol, &session, None).await;
+
+    // While the bot answers, nobody hears the customer type.
+    tab_a
+        .send_json(json!({"type": "typing", "state": true}))
+        .await;
+    held_by(&mut tab_a, &mut console, &session).await;
+    assert!(typing_of(&drain(&mut console, Duration::from_millis(300)).await).is_empty());
+    // A tab that had to wait out its throttle first.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The customer types on A: Bob, on B, hears it.
+    tab_a
+        .send_json(json!({"type": "typing", "state": true}))
+        .await;
+    let (heard, _) = until(&mut console, of_type("typing")).await;
+    assert_eq!(
+        (heard["sessionId"].as_str(), heard["state"].as_bool()),
+        (Some(session.as_str()), Some(true)),
+        "{heard}"
+    );
+    assert!(heard["seq"].is_null(), "live only: {heard}");
+
+    // Bob types: both of the customer's tabs hear it. A second "typing"
+    // within the second is dropped; the "stopped" right after passes.
+    for state in [true, true, false] {
+        console
+            .send_json(json!({"type": "typing", "sessionId": session, "state": state}))
+            .await;
+    }
+    for tab in [&mut tab_a, &mut tab_b] {
+        let seen = typing_of(&drain(tab, Duration::from_millis(500)).await);
+        assert_eq!(seen, [true, false], "one start, one stop");
+    }
+
+    // Carol starts typing and goes quiet: Bob is told she stopped after 5 s.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tab_b
+        .send_json(json!({"type": "typing", "state": true}))
+        .await;
+    let (heard, _) = until(&mut console, of_type("typing")).await;
+    assert_eq!(heard["state"], true);
+    let started = Instant::now();
+    let (lapsed, _) = until(&mut console, of_type("typing")).await;
+    assert_eq!(lapsed["state"], false, "{lapsed}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(7),
+        "{waited:?}"
+    );
+
+    // Someone who does not hold the conversation cannot type into it.
+    let (mut other, _) = agent_socket(a, &dave).await;
+    other
+        .send_json(json!({"type": "typing", "sessionId": session, "state": true}))
+        .await;
+    let (refused, _) = until(&mut other, of_type("error")).await;
+    assert_eq!(refused["code"], "not_assigned", "{refused}");
+    other
+        .send_json(json!({"type": "typing", "sessionId": session}))
+        .await;
+    let (refused, _) = until(&mut other, of_type("error")).await;
+    assert_eq!(refused["code"], "invalid_message", "{refused}");
+
+    // Nothing of it is in the log.
+    let (mut replay, _) = a.tab(&carol, &session, Some(0)).await;
+    let replayed = drain(&mut replay, Duration::from_millis(500)).await;
+    assert!(typing_of(&replayed).is_empty(), "{replayed:?}");
+    assert!(replayed.iter().any(|m| m["type"] == "agent-joined"));
+}
