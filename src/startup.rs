@@ -60,7 +60,7 @@ use crate::application::ports::{
 use crate::application::{
     AccessPorts, AccessSettings, AnswerSettings, AuthService, ChatPorts, ChatService,
     ConversationCore, ConversationLoops, ConversationSettings, HandoffService, HandoffSettings,
-    LimitSettings, Limits, RetentionSweeper, Rule, TranscriptService,
+    LimitSettings, Limits, RetentionSweeper, Rule, SummarySettings, TranscriptService,
 };
 use crate::config::{
     AiConfig, AuthConfig, Config, LimitsConfig, RedisUrls, SessionConfig, StorageConfig,
@@ -595,6 +595,15 @@ fn conversation_settings(config: &Config) -> ConversationSettings {
             offline_message: sessions.handoff_offline_message.clone(),
             queue_timeout: sessions.handoff_queue_timeout,
             away_grace: sessions.agent_away_grace,
+            summary: sessions
+                .handoff_summary_prompt
+                .clone()
+                .map(|prompt| SummarySettings {
+                    prompt,
+                    timeout: config.ai.connect_timeout
+                        + config.ai.first_token_timeout
+                        + config.ai.idle_timeout,
+                }),
         },
     }
 }

@@ -22,6 +22,7 @@ const ui = {
   convMeta: $("conv-meta"), release: $("release"), resolve: $("resolve"),
   transcripts: $("transcripts"), reply: $("reply"), replyInput: $("reply-input"), replySend: $("reply-send"),
   toast: $("toast"), toastText: $("toast-text"), toastClose: $("toast-close"), typing: $("typing"),
+  summary: $("summary"), summaryText: $("summary-text"),
 };
 
 let socket = null;
@@ -152,6 +153,9 @@ function onMessage(m) {
     }
     case "typing":
       return onTyping(m);
+    case "handoff-summary":
+      sessionStorage.setItem(summaryKey(m.sessionId), m.summary);
+      return showSummary();
     case "pong":
     case "authenticated":
       return undefined;
@@ -170,6 +174,16 @@ function onTyping(m) {
   clearTimeout(conv.typingTimer);
   if (m.state) conv.typingTimer = setTimeout(() => { conv.typing = false; showTyping(); }, 7000);
   showTyping();
+}
+
+/** The AI's summary of a conversation this agent took is live only: kept
+ * in this tab so a reload still shows it. */
+const summaryKey = (sessionId) => `chatbot.agent.summary.${sessionId}`;
+
+function showSummary() {
+  const text = selected ? sessionStorage.getItem(summaryKey(selected)) : null;
+  ui.summaryText.textContent = text || "";
+  ui.summary.hidden = !text;
 }
 
 function showTyping() {
@@ -221,6 +235,7 @@ function drop(sessionId, why) {
   const conv = convs.get(sessionId);
   if (!conv) return;
   convs.delete(sessionId);
+  sessionStorage.removeItem(summaryKey(sessionId));
   clearTimeout(conv.typingTimer);
   clearTimeout(conv.typist.timer);
   conv.list.remove();
@@ -292,6 +307,7 @@ function showConversation(conv) {
   conv.list.scrollTop = conv.list.scrollHeight;
   refreshControls();
   showTyping();
+  showSummary();
   showBudget(conv);
 }
 

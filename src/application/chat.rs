@@ -20,8 +20,8 @@ use super::conversation::{ChatError, ConversationCore};
 use super::generation::{self, Job};
 use super::limits::{ChatPermit, Limited, Slot};
 use super::ports::{
-    AiRequest, ConversationStoreError, LogSlice, Rated, SessionCounts, SessionStoreError,
-    SharedEvent, StartOutcome, Stats,
+    AiPurpose, AiRequest, ConversationStoreError, LogSlice, Rated, SessionCounts,
+    SessionStoreError, SharedEvent, StartOutcome, Stats,
 };
 use crate::domain::budget::{BudgetWindow, Quota};
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
@@ -411,6 +411,7 @@ impl ChatService {
             session_id: session.id,
             history: session.history,
             trace: chat.trace,
+            purpose: AiPurpose::Answer,
         };
         // Stoppable before anyone can see its stream-start; should its first
         // tokens be published before these two events, watchers fill the gap
@@ -696,6 +697,7 @@ impl ChatService {
             session_id: session.id,
             history: question.context,
             trace,
+            purpose: AiPurpose::Answer,
         };
         self.spawn_generation(generation, seq, request, permit.slot.take());
         core.publish(session_id, &logged).await;

@@ -119,6 +119,21 @@ pub struct HandoffSettings {
     /// An assigned conversation whose agent has had no socket open this
     /// long goes back to the queue.
     pub away_grace: Duration,
+    /// How the agent taking a conversation gets its summary; `None`: no
+    /// summary (`HANDOFF_SUMMARY=false`, and the default here, so a test
+    /// asks for one when it wants one).
+    pub summary: Option<SummarySettings>,
+}
+
+/// How an agent's summary is asked for (`HANDOFF_SUMMARY`,
+/// `HANDOFF_SUMMARY_PROMPT`).
+#[derive(Debug, Clone)]
+pub struct SummarySettings {
+    /// What the AI is asked after the conversation so far.
+    pub prompt: String,
+    /// The longest the whole request may take: the AI's own first-token
+    /// and idle timeouts end a stuck stream sooner.
+    pub timeout: Duration,
 }
 
 impl Default for HandoffSettings {
@@ -129,6 +144,7 @@ impl Default for HandoffSettings {
             offline_message: DEFAULT_OFFLINE_MESSAGE.to_owned(),
             queue_timeout: Duration::from_secs(600),
             away_grace: Duration::from_secs(120),
+            summary: None,
         }
     }
 }

@@ -215,6 +215,7 @@ impl HandoffService {
             core.stats.handoff_wait(waited);
         }
         let logged = core.log_and_publish(session, t.events).await?;
+        self.agent_took(&agent.id, session);
         Ok(logged.first().map_or(0, |e| e.seq))
     }
 

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod loops;
 pub mod metering;
 pub mod ports;
+mod summary;
 pub mod transcripts;
 mod typing;
 
@@ -29,6 +30,7 @@ pub use chat::{
 };
 pub use conversation::{
     ChatError, ChatPorts, ConversationCore, ConversationSettings, HandoffRefusal, HandoffSettings,
+    SummarySettings,
 };
 pub use handoff::{AgentMessageSent, HandoffService, ESCALATION_REPLY};
 pub use limits::{LimitSettings, Limited, Limits, Rule};

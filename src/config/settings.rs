@@ -136,6 +136,10 @@ settings! {
         handoff_when_no_agent_online: HANDOFF_WHEN_NO_AGENT_ONLINE = "bot";
         /// What the customer is told when no agent is online [default: No agent is available right now. The assistant will keep helping you.].
         handoff_offline_message: HANDOFF_OFFLINE_MESSAGE;
+        /// true: an agent taking a conversation gets the AI's summary of it (handoff-summary); false: none.
+        handoff_summary: HANDOFF_SUMMARY = "true";
+        /// What the AI is asked for that summary, after the conversation so far [default: a request for a few lines an agent reads at a glance].
+        handoff_summary_prompt: HANDOFF_SUMMARY_PROMPT;
         /// Transcript entries older than this are deleted (e.g. 30d) [default: kept for good].
         transcript_retention: TRANSCRIPT_RETENTION;
     }

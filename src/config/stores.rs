@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use super::settings::{
     AGENT_AWAY_GRACE, EVENT_LOG_LIMIT, GENERATION_LEASE, HANDOFF, HANDOFF_OFFLINE_MESSAGE,
-    HANDOFF_QUEUE_TIMEOUT, HANDOFF_WHEN_NO_AGENT_ONLINE, MONGODB_URI, REDIS_CLUSTER_URLS,
-    REDIS_KEY_PREFIX, REDIS_URL, SESSION_TTL, SQLITE_PATH, STORE_CONNECT_TIMEOUT,
-    TRANSCRIPT_RETENTION, UNATTENDED_GENERATION_TIMEOUT,
+    HANDOFF_QUEUE_TIMEOUT, HANDOFF_SUMMARY, HANDOFF_SUMMARY_PROMPT, HANDOFF_WHEN_NO_AGENT_ONLINE,
+    MONGODB_URI, REDIS_CLUSTER_URLS, REDIS_KEY_PREFIX, REDIS_URL, SESSION_TTL, SQLITE_PATH,
+    STORE_CONNECT_TIMEOUT, TRANSCRIPT_RETENTION, UNATTENDED_GENERATION_TIMEOUT,
 };
 use super::{ConfigError, SecretUrl, Vars, MAX_COUNT};
 use crate::domain::handoff::{HandoffSwitch, WhenNoAgentOnline, DEFAULT_OFFLINE_MESSAGE};
+use crate::domain::signal::DEFAULT_SUMMARY_PROMPT;
 
 /// Where users live.
 #[derive(Debug, Clone)]
@@ -57,6 +58,9 @@ pub struct SessionConfig {
     pub handoff_when_no_agent_online: WhenNoAgentOnline,
     /// What the customer is told then.
     pub handoff_offline_message: String,
+    /// What the AI is asked to summarise a conversation an agent takes
+    /// (`HANDOFF_SUMMARY_PROMPT`); `None` when `HANDOFF_SUMMARY=false`.
+    pub handoff_summary_prompt: Option<String>,
 }
 
 impl StorageConfig {
@@ -147,6 +151,11 @@ impl SessionConfig {
             handoff_offline_message: vars
                 .get(HANDOFF_OFFLINE_MESSAGE)
                 .unwrap_or_else(|| DEFAULT_OFFLINE_MESSAGE.to_owned()),
+            handoff_summary_prompt: vars.boolean(HANDOFF_SUMMARY)?.then(|| {
+                vars.get(HANDOFF_SUMMARY_PROMPT)
+                    .filter(|p| !p.trim().is_empty())
+                    .unwrap_or_else(|| DEFAULT_SUMMARY_PROMPT.to_owned())
+            }),
         })
     }
 }

@@ -52,6 +52,12 @@ pub enum SignalTopic {
     Agent(UserId),
 }
 
+/// What the AI is asked, after the conversation so far, when an agent takes
+/// it (unless `HANDOFF_SUMMARY_PROMPT` says otherwise).
+pub const DEFAULT_SUMMARY_PROMPT: &str = "A human support agent is taking over this conversation. \
+In at most three short sentences, summarise for them what the customer wants, what has been \
+tried or answered so far, and what is still open. Do not address the customer.";
+
 /// The longest summary passed on, in characters: an agent reads it at a glance.
 pub const SUMMARY_MAX_CHARS: usize = 2000;
 

@@ -694,7 +694,10 @@ async fn agent_claims(scene: &Scene<'_>, token: &str, session: &str) {
     console
         .send(json!({"type": "claim", "sessionId": session, "requestId": "r1"}))
         .await;
-    console.until_each(&["ack", "agent-joined"]).await;
+    // The customer said something first, so the echo model summarises it.
+    console
+        .until_each(&["ack", "agent-joined", "handoff-summary"])
+        .await;
 }
 
 /// The customer types, the agent hears it; the agent types, the customer

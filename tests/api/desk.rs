@@ -151,3 +151,137 @@ async fn typing_reaches_the_other_side_across_instances_and_lapses_unrefreshed()
     assert!(typing_of(&replayed).is_empty(), "{replayed:?}");
     assert!(replayed.iter().any(|m| m["type"] == "agent-joined"));
 }
+
+/// A customer's conversation with the bot, then a request for a human;
+/// returns the tab and the session.
+async fn asks_for_a_human(app: &TestApp, token: &str, said: &[&str]) -> (WsClient, String) {
+    let (mut tab, hello) = app.connect(token).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    for chat in said {
+        assert_eq!(tab.chat(chat).await.status, "completed");
+    }
+    tab.send_json(json!({"type": "human-escalation"})).await;
+    until(&mut tab, of_type("handoff-queued")).await;
+    (tab, session)
+}
+
+/// The summaries `console` gets within `within`, by session.
+async fn summaries(console: &mut WsClient, within: Duration) -> Vec<(String, String)> {
+    drain(console, within)
+        .await
+        .into_iter()
+        .filter(|m| m["type"] == "handoff-summary")
+        .map(|m| {
+            assert!(m["seq"].is_null(), "live only: {m}");
+            (
+                m["sessionId"].as_str().unwrap().to_owned(),
+                m["summary"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_agent_taking_a_conversation_gets_the_echo_models_summary_of_it() {
+    let app = common::spawn_app(&[]).await;
+    let carol = app.register("carol").await;
+    let erin = app.register("erin").await;
+    let bob = app.register_agent("bob").await;
+    let (mut console, _) = agent_socket(&app, &bob).await;
+    let (_tab, session) = asks_for_a_human(&app, &carol, &["hello", "my order is late"]).await;
+
+    // A claim on the socket: the ack does not wait for the summary.
+    console
+        .send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    until(&mut console, of_type("ack")).await;
+    let got = summaries(&mut console, Duration::from_millis(1500)).await;
+    assert_eq!(
+        got,
+        [(
+            session.clone(),
+            "Summary of the last 4 of 4 turns. customer: hello | assistant: You said: hello | \
+             customer: my order is late | assistant: You said: my order is late"
+                .to_owned()
+        )]
+    );
+
+    // A claim through the REST mirror takes the same path.
+    let (_tab, other) = asks_for_a_human(&app, &erin, &["where is my refund?"]).await;
+    let path = format!("/api/agent/conversations/{other}/claim");
+    let (status, _) = app.call(&bob, "POST", &path, None).await;
+    assert_eq!(status, 200);
+    let got = summaries(&mut console, Duration::from_millis(1500)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, other);
+    assert!(
+        got[0].1.contains("customer: where is my refund?"),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_summary_comes_from_one_upstream_request_and_a_failing_upstream_gives_none() {
+    let upstream = Upstream::start().await;
+    let prompt = "Summarise it for the agent, please.";
+    let app = common::spawn_process(&[
+        ("FASTAPI_URL", upstream.url.as_str()),
+        ("HANDOFF_SUMMARY_PROMPT", prompt),
+        ("AI_MAX_RETRIES", "0"),
+    ])
+    .await;
+    let app_view: &TestApp = &app;
+    let carol = app_view.register("carol").await;
+    let dora = app_view.register("dora").await;
+    let bob = app_view.register_agent("bob").await;
+    let (mut console, _) = agent_socket(app_view, &bob).await;
+    let (_tab, session) = asks_for_a_human(app_view, &carol, &["my parcel is lost"]).await;
+    let asked = upstream.request_count();
+    console
+        .send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    let got = summaries(&mut console, Duration::from_millis(1500)).await;
+    assert_eq!(got, [(session.clone(), common::stub_reply(prompt))]);
+    assert_eq!(upstream.request_count(), asked + 1, "exactly one request");
+    let request = upstream.last_request();
+    assert_eq!(request["query"], prompt, "{request}");
+    let history = request["context"]["history"].to_string();
+    assert!(history.contains("my parcel is lost"), "{history}");
+
+    // The upstream fails: the claim goes through, the agent gets no summary.
+    let (_tab, other) = asks_for_a_human(app_view, &dora, &["hi"]).await;
+    upstream.set_down(Some(500));
+    console
+        .send_json(json!({"type": "claim", "sessionId": other}))
+        .await;
+    let (ack, _) = until(&mut console, of_type("ack")).await;
+    assert_eq!(ack["sessionId"], other.as_str());
+    assert!(summaries(&mut console, Duration::from_millis(1500))
+        .await
+        .is_empty());
+    let log = app.log_text();
+    assert!(log.contains("no summary for the agent"), "{log}");
+    app.terminate();
+}
+
+#[tokio::test]
+async fn without_summaries_the_upstream_is_not_asked() {
+    let upstream = Upstream::start().await;
+    let app = common::spawn_app(&[
+        ("FASTAPI_URL", upstream.url.as_str()),
+        ("HANDOFF_SUMMARY", "false"),
+    ])
+    .await;
+    let carol = app.register("carol").await;
+    let bob = app.register_agent("bob").await;
+    let (mut console, _) = agent_socket(&app, &bob).await;
+    let (_tab, session) = asks_for_a_human(&app, &carol, &["hello"]).await;
+    let asked = upstream.request_count();
+    console
+        .send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    assert!(summaries(&mut console, Duration::from_millis(1000))
+        .await
+        .is_empty());
+    assert_eq!(upstream.request_count(), asked);
+}

@@ -34,13 +34,13 @@ use super::transport::{
 use super::{authenticate, WsQuery, SUBPROTOCOL};
 use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
-use crate::application::ports::{HandoffChange, Revocation, TokenClaims};
+use crate::application::ports::{HandoffChange, Revocation, SignalStream, TokenClaims};
 use crate::application::{
     AuthError, Authorized, ChatService, Feed, HandoffRefusal, ResumeNotice, STANDING_CHECK,
 };
 use crate::domain::conversation::Seq;
 use crate::domain::handoff::Mode;
-use crate::domain::signal::{Side, TypingThrottle};
+use crate::domain::signal::{Side, Signal, TypingThrottle};
 use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
 
@@ -229,6 +229,23 @@ async fn forward(
     }
 }
 
+/// Forwards what is said to this agent alone (a summary) to the writer.
+async fn say_signals(mut signals: SignalStream, tx: mpsc::Sender<String>) {
+    while let Some(signal) = signals.next().await {
+        let said = match signal {
+            Signal::HandoffSummary { session, summary } => AgentReply::HandoffSummary {
+                session_id: session.as_str().to_owned(),
+                summary,
+                timestamp: now(),
+            },
+            Signal::Typing { .. } => continue,
+        };
+        if tx.send(said.to_json()).await.is_err() {
+            return;
+        }
+    }
+}
+
 fn notice_json(session: &SessionId, notice: &ResumeNotice) -> String {
     match *notice {
         ResumeNotice::HistoryLost {
@@ -324,6 +341,11 @@ impl AgentConnection {
             typing: HashMap::new(),
         };
         let changes = self.ctx.handoff.handoff_changes();
+        // Before `connected`, so a summary of a claim made right after is heard.
+        let signals = self.ctx.handoff.agent_signals(&self.agent.id);
+        follows
+            .tasks
+            .spawn(say_signals(signals, follows.tx.clone()));
         self.ctx
             .handoff
             .agent_present(&self.agent.id, &self.socket_id)

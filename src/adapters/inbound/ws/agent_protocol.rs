@@ -55,8 +55,10 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     "stream-reasoning",
     "stream-status",
     "tool-activity",
-    // Live only, never logged: the customer's typing.
+    // Live only, never logged: the customer's typing, and the summary of a
+    // conversation the agent took.
     "typing",
+    "handoff-summary",
 ];
 
 /// What an agent asks for.
@@ -326,6 +328,14 @@ pub enum AgentReply {
         timestamp: String,
     },
     /// The agent no longer holds the conversation; `mode` says who answers now.
+    /// What the conversation the agent just took was about, from the AI
+    /// (live only: no `seq`, not replayed).
+    #[serde(rename_all = "camelCase")]
+    HandoffSummary {
+        session_id: String,
+        summary: String,
+        timestamp: String,
+    },
     /// The customer started or stopped typing (live only: no `seq`);
     /// `false` also when no refresh came for 5 s.
     #[serde(rename_all = "camelCase")]
