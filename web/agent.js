@@ -22,7 +22,8 @@ const ui = {
   convMeta: $("conv-meta"), release: $("release"), resolve: $("resolve"),
   transcripts: $("transcripts"), reply: $("reply"), replyInput: $("reply-input"), replySend: $("reply-send"),
   toast: $("toast"), toastText: $("toast-text"), toastClose: $("toast-close"), typing: $("typing"),
-  summary: $("summary"), summaryText: $("summary-text"),
+  summary: $("summary"), summaryText: $("summary-text"), ratings: $("ratings"),
+  ratingsCount: $("ratings-count"),
 };
 
 let socket = null;
@@ -153,6 +154,11 @@ function onMessage(m) {
     }
     case "typing":
       return onTyping(m);
+    case "csat":
+      // Live word of a conversation this agent resolved (a replayed one
+      // has a seq and shows in its transcript).
+      if (typeof m.seq !== "number") return showCsat(m);
+      return onEvent(m);
     case "handoff-summary":
       sessionStorage.setItem(summaryKey(m.sessionId), m.summary);
       return showSummary();
@@ -184,6 +190,28 @@ function showSummary() {
   const text = selected ? sessionStorage.getItem(summaryKey(selected)) : null;
   ui.summaryText.textContent = text || "";
   ui.summary.hidden = !text;
+}
+
+/** Who the customers of conversations this tab showed were, for the
+ * ratings that come after they left the list. */
+const customerNames = new Map();
+const ratings = [];
+
+function showCsat(m) {
+  const name = customerNames.get(m.sessionId) || "A customer";
+  const stars = `${"★".repeat(m.rating)}${"☆".repeat(5 - m.rating)}`;
+  ratings.unshift({ ...m, name, stars });
+  ratings.splice(20);
+  ui.ratingsCount.textContent = String(ratings.length);
+  ui.ratingsCount.classList.toggle("zero", ratings.length === 0);
+  ui.ratings.replaceChildren(...ratings.map((r) => {
+    const li = el("li", "item rating-item");
+    li.dataset.sessionId = r.sessionId;
+    li.append(el("span", "name", r.name), el("span", "stars", r.stars));
+    li.append(el("span", "preview", r.comment || "No comment"));
+    return li;
+  }));
+  toast(`${name} rated the conversation ${stars}${m.comment ? `: “${m.comment}”` : ""}`);
 }
 
 function showTyping() {
@@ -225,6 +253,7 @@ function follow(c) {
     };
     convs.set(c.sessionId, conv);
   }
+  if (c.user && c.user.username) customerNames.set(c.sessionId, c.user.username);
   conv.transcript.names.selfId = me && me.id;
   send({ type: "watch", sessionId: c.sessionId, lastSeq: conv.transcript.lastSeq });
   if (!selected) select(c.sessionId);

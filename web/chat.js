@@ -30,6 +30,12 @@ const actions = {
     if (comment) feedback.comment = comment;
     socket.send(feedback);
   },
+  csat(rating, comment = null) {
+    if (!socket) return;
+    const csat = { type: "csat", rating };
+    if (comment) csat.comment = comment;
+    socket.send(csat);
+  },
 };
 
 let registering = false;

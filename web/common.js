@@ -504,6 +504,30 @@ export class Transcript {
     tag.textContent = `${who} ${glyph}${feedback.comment ? `: “${feedback.comment}”` : ""}`;
   }
 
+  /** "How did it go?" with five stars and a comment, after a resolve. */
+  csatPrompt(m) {
+    const li = el("li", "notice csat");
+    li.dataset.type = m.type;
+    const name = (m.agent && m.agent.username) || "the agent";
+    li.append(el("span", "", `How was your conversation with ${name}? `));
+    const comment = el("input", "csat-comment");
+    comment.maxLength = 1000;
+    comment.placeholder = "Anything to add? (optional)";
+    comment.setAttribute("aria-label", "Comment on the conversation");
+    for (let rating = 1; rating <= 5; rating += 1) {
+      const b = el("button", "star", "★");
+      b.type = "button";
+      b.dataset.rating = String(rating);
+      b.title = `${rating} of 5`;
+      b.setAttribute("aria-label", `${rating} of 5`);
+      b.addEventListener("click", () => this.actions.csat(rating, comment.value.trim() || null));
+      li.append(b);
+    }
+    li.append(comment, el("span", "csat-said", ""));
+    this.csatBox = li;
+    this.append(li);
+  }
+
   notice(text, tone = "", m = {}) {
     const li = el("li", `notice ${tone}`.trim(), text);
     if (m.type) li.dataset.type = m.type;
@@ -664,6 +688,21 @@ export class Transcript {
         // In the queue, the `handoff-queued` notice right after says more.
         if (customer) this.escalationReply = this.notice(m.message, "", m);
         break;
+      case "csat-request":
+        if (customer && this.actions) this.csatPrompt(m);
+        else if (!customer) this.notice("The customer was asked how it went.", "", m);
+        break;
+      case "csat": {
+        const stars = `${"★".repeat(m.rating)}${"☆".repeat(5 - m.rating)}`;
+        const said = m.comment ? `: “${m.comment}”` : "";
+        if (customer && this.csatBox) {
+          this.csatBox.querySelector(".csat-said").textContent = `You rated it ${stars}${said}. Thank you!`;
+          for (const b of this.csatBox.querySelectorAll(".star")) b.classList.toggle("pressed", Number(b.dataset.rating) <= m.rating);
+        } else {
+          this.notice(`${customer ? "You rated" : "The customer rated"} the conversation ${stars}${said}`, "good", m);
+        }
+        break;
+      }
       case "handoff-unavailable":
         if (!customer) this.notice("The customer asked for a human; no agent was online.", "warn", m);
         break;

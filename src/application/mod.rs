@@ -8,6 +8,7 @@ pub mod attachment;
 pub mod auth;
 pub mod chat;
 pub mod conversation;
+pub mod csat;
 mod generation;
 pub mod handoff;
 pub mod health;
@@ -32,6 +33,7 @@ pub use conversation::{
     ChatError, ChatPorts, ConversationCore, ConversationSettings, HandoffRefusal, HandoffSettings,
     SummarySettings,
 };
+pub use csat::CsatRefusal;
 pub use handoff::{AgentMessageSent, HandoffService, ESCALATION_REPLY};
 pub use limits::{LimitSettings, Limited, Limits, Rule};
 pub use loops::ConversationLoops;

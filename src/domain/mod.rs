@@ -7,6 +7,7 @@ pub mod budget;
 pub mod chat;
 pub mod client_ip;
 pub mod conversation;
+pub mod csat;
 pub mod feedback;
 pub mod handoff;
 pub mod id;

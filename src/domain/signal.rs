@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::chat::SessionId;
+use super::csat::Csat;
 use super::user::UserId;
 
 /// Which side of a handoff conversation a signal comes from.
@@ -72,6 +73,8 @@ pub enum Signal {
     },
     /// What the conversation was about before the agent took it.
     HandoffSummary { session: SessionId, summary: String },
+    /// The customer said how a conversation this agent resolved went.
+    Csat { session: SessionId, csat: Csat },
 }
 
 impl Signal {

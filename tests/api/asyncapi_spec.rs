@@ -751,8 +751,18 @@ async fn agent_talks_releases_and_resolves(scene: &Scene<'_>, token: &str, sessi
 /// all too, each event with the `sessionId`.
 async fn both_sides_replay(scene: &Scene<'_>, customer: &str, agent: &str, session: &str) {
     let resume = format!("token={customer}&sessionId={session}");
+    // The agent who resolved it hears the customer's rating.
+    let (mut rated, _) = scene.open(AGENT, &format!("token={agent}")).await;
+    rated.until("queue").await;
     let (mut tab, _) = scene.open(CUSTOMER, &format!("{resume}&lastSeq=0")).await;
     tab.until("handoff-resolved").await;
+    tab.until("csat-request").await;
+    tab.send_invalid(json!({"type": "csat", "rating": 9})).await;
+    assert_eq!(tab.until("error").await["code"], "invalid_csat");
+    tab.send(json!({"type": "csat", "rating": 4, "comment": "quick"}))
+        .await;
+    tab.until_each(&["ack", "csat"]).await;
+    rated.until("csat").await;
     tab.send(json!({"type": "human-escalation"})).await;
     tab.until("handoff-queued").await;
     let (mut ahead, _) = scene

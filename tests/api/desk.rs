@@ -285,3 +285,108 @@ async fn without_summaries_the_upstream_is_not_asked() {
         .is_empty());
     assert_eq!(upstream.request_count(), asked);
 }
+
+#[tokio::test]
+async fn after_a_resolve_the_customer_rates_the_conversation_and_the_agent_hears_it() {
+    let app = common::spawn_app(&[]).await;
+    let carol = app.register("carol").await;
+    let erin = app.register("erin").await;
+    let bob = app.register_agent("bob").await;
+    let (mut console, _) = agent_socket(&app, &bob).await;
+    let (mut tab, session) = asks_for_a_human(&app, &carol, &[]).await;
+    console
+        .send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    until(&mut tab, of_type("agent-joined")).await;
+
+    // Nothing was asked yet.
+    tab.send_json(json!({"type": "csat", "rating": 5})).await;
+    let (refused, _) = until(&mut tab, of_type("error")).await;
+    assert_eq!(refused["code"], "csat_not_requested", "{refused}");
+
+    console
+        .send_json(json!({"type": "resolve", "sessionId": session}))
+        .await;
+    let (resolved, _) = until(&mut tab, of_type("handoff-resolved")).await;
+    let asked = tab.recv().await;
+    assert_eq!(asked["type"], "csat-request", "{asked}");
+    assert_eq!(asked["sessionId"], session.as_str());
+    assert_eq!(asked["agent"]["username"], "bob");
+    assert_eq!(
+        asked["seq"].as_u64(),
+        resolved["seq"].as_u64().map(|s| s + 1)
+    );
+
+    for (bad, code) in [
+        (json!({"type": "csat", "rating": 0}), "invalid_csat"),
+        (json!({"type": "csat", "rating": 6}), "invalid_csat"),
+        (json!({"type": "csat", "rating": 4.5}), "invalid_csat"),
+        (json!({"type": "csat", "rating": "4"}), "invalid_csat"),
+        (
+            json!({"type": "csat", "rating": 4, "comment": 7}),
+            "invalid_csat",
+        ),
+        (
+            json!({"type": "csat", "rating": 4, "comment": "x".repeat(1001)}),
+            "comment_too_long",
+        ),
+    ] {
+        tab.send_json(bad.clone()).await;
+        let (refused, _) = until(&mut tab, of_type("error")).await;
+        assert_eq!(refused["code"], code, "{bad} -> {refused}");
+    }
+
+    // An answer, then a second that replaces it: each acked, logged, heard by Bob.
+    for (rating, comment) in [(2, Some("slow")), (5, None)] {
+        let mut said = json!({"type": "csat", "rating": rating});
+        if let Some(c) = comment {
+            said["comment"] = json!(c);
+        }
+        tab.send_json(said).await;
+        let (ack, _) = until(&mut tab, of_type("ack")).await;
+        assert!(ack["messageId"].is_null(), "{ack}");
+        let (logged, _) = until(&mut tab, of_type("csat")).await;
+        assert_eq!(logged["seq"], ack["seq"]);
+        assert_eq!(logged["rating"], rating);
+        assert_eq!(logged["comment"].as_str(), comment);
+        let (heard, _) = until(&mut console, of_type("csat")).await;
+        assert_eq!(
+            (heard["sessionId"].as_str(), heard["rating"].as_u64()),
+            (Some(session.as_str()), Some(rating as u64)),
+            "{heard}"
+        );
+    }
+
+    // Kept with the transcript: the latest answer only.
+    let store =
+        chatbot_server::adapters::outbound::sqlite_transcripts::SqliteTranscriptStore::open(
+            &app.sqlite_path,
+        )
+        .await
+        .unwrap();
+    let sid = chatbot_server::domain::SessionId::parse(&session).unwrap();
+    let kept = chatbot_server::application::ports::TranscriptStore::csat(&store, &sid)
+        .await
+        .unwrap()
+        .expect("kept");
+    let (answer, _) = kept.answer.expect("answered");
+    assert_eq!(answer.rating.get(), 5);
+    assert_eq!(answer.comment, None);
+    assert_eq!(kept.agent.username.as_str(), "bob");
+
+    // Counted: both answers.
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("chatbot_csat_rating_count 2"), "{metrics}");
+    assert!(metrics.contains("chatbot_csat_rating_sum 7"), "{metrics}");
+
+    // Erin was never asked anything in her own conversation.
+    let (mut other, _) = app.connect(&erin).await;
+    other.send_json(json!({"type": "csat", "rating": 3})).await;
+    let (refused, _) = until(&mut other, of_type("error")).await;
+    assert_eq!(refused["code"], "csat_not_requested");
+}

@@ -67,6 +67,7 @@ pub struct PrometheusMetrics {
     rate_limited: IntCounterVec,
     handoffs: IntCounterVec,
     handoff_wait: Histogram,
+    csat: Histogram,
     handoff_queue: IntGauge,
     feedback: IntCounterVec,
     answer_tokens: IntCounterVec,
@@ -232,6 +233,12 @@ impl PrometheusMetrics {
                 "How long a conversation waited in the queue before an agent claimed it.",
                 HANDOFF_WAIT_BUCKETS,
             ),
+            csat: histogram(
+                &r,
+                "csat_rating",
+                "Customers' satisfaction after a handoff, 1 (very unhappy) to 5 (very happy).",
+                &[1.0, 2.0, 3.0, 4.0, 5.0],
+            ),
             handoff_queue: register(
                 &r,
                 IntGauge::new(
@@ -350,6 +357,10 @@ impl Stats for PrometheusMetrics {
         self.handoffs.with_label_values(&[outcome]).inc();
     }
 
+    fn csat(&self, rating: u8) {
+        self.csat.observe(f64::from(rating));
+    }
+
     fn handoff_wait(&self, waited: Duration) {
         self.handoff_wait.observe(waited.as_secs_f64());
     }
@@ -439,6 +450,7 @@ mod tests {
         m.handoff_wait(Duration::from_secs(3));
         m.handoff_queue_length(4);
         m.feedback("down");
+        m.csat(4);
         let text = m.exposition().unwrap();
         for (series, value) in [
             ("chatbot_websocket_connections_active", 1.0),
@@ -475,6 +487,9 @@ mod tests {
             ("chatbot_handoff_queue_length", 4.0),
             ("chatbot_feedback_total{rating=\"down\"}", 1.0),
             ("chatbot_feedback_total{rating=\"up\"}", 0.0),
+            ("chatbot_csat_rating_count", 1.0),
+            ("chatbot_csat_rating_bucket{le=\"3\"}", 0.0),
+            ("chatbot_csat_rating_bucket{le=\"4\"}", 1.0),
         ] {
             assert_eq!(line_value(&text, series), Some(value), "{series} in\n{text}");
         }

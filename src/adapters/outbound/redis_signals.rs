@@ -21,6 +21,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::local_signals::LocalSignals;
 use super::redis_manager::{connect, Incoming, RedisConn, RedisTarget, Subscriber};
 use crate::application::ports::{ConversationStoreError, SignalBus, SignalStream, StoreFailure};
+use crate::domain::csat::Csat;
 use crate::domain::signal::{Side, Signal, SignalTopic};
 use crate::domain::{SessionId, UserId};
 
@@ -30,8 +31,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "k", rename_all = "lowercase")]
 enum Wire {
-    Typing { s: String, from: String, on: bool },
-    Summary { s: String, text: String },
+    Typing {
+        s: String,
+        from: String,
+        on: bool,
+    },
+    Summary {
+        s: String,
+        text: String,
+    },
+    Csat {
+        s: String,
+        rating: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -60,6 +74,11 @@ fn encode(topic: &SignalTopic, signal: &Signal) -> String {
             s: session.as_str().to_owned(),
             text: summary.clone(),
         },
+        Signal::Csat { session, csat } => Wire::Csat {
+            s: session.as_str().to_owned(),
+            rating: i64::from(csat.rating.get()),
+            comment: csat.comment.as_ref().map(|c| c.as_str().to_owned()),
+        },
     };
     serde_json::to_string(&Envelope { to, signal }).unwrap_or_default()
 }
@@ -79,6 +98,10 @@ fn decode(raw: &[u8]) -> Option<(SignalTopic, Signal)> {
             state: on,
         },
         Wire::Summary { s, text } => Signal::summary(SessionId::parse(&s).ok()?, &text)?,
+        Wire::Csat { s, rating, comment } => Signal::Csat {
+            session: SessionId::parse(&s).ok()?,
+            csat: Csat::parse(rating, comment.as_deref()).ok()?,
+        },
     };
     Some((topic, signal))
 }
@@ -231,8 +254,15 @@ mod tests {
                 },
             ),
             (
+                SignalTopic::Agent(a.clone()),
+                Signal::summary(s.clone(), "They want a refund.").unwrap(),
+            ),
+            (
                 SignalTopic::Agent(a),
-                Signal::summary(s, "They want a refund.").unwrap(),
+                Signal::Csat {
+                    session: s,
+                    csat: Csat::parse(4, Some("thanks")).unwrap(),
+                },
             ),
         ];
         for (topic, signal) in cases {

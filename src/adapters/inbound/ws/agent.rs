@@ -238,6 +238,12 @@ async fn say_signals(mut signals: SignalStream, tx: mpsc::Sender<String>) {
                 summary,
                 timestamp: now(),
             },
+            Signal::Csat { session, csat } => AgentReply::CsatGiven {
+                session_id: session.as_str().to_owned(),
+                rating: csat.rating.get(),
+                comment: csat.comment.map(|c| c.as_str().to_owned()),
+                timestamp: now(),
+            },
             Signal::Typing { .. } => continue,
         };
         if tx.send(said.to_json()).await.is_err() {

@@ -59,6 +59,10 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     // conversation the agent took.
     "typing",
     "handoff-summary",
+    // Satisfaction: `csat-request` is in the log (replayed by `watch`);
+    // `csat` reaches the agent who resolved the conversation, live.
+    "csat-request",
+    "csat",
 ];
 
 /// What an agent asks for.
@@ -334,6 +338,16 @@ pub enum AgentReply {
     HandoffSummary {
         session_id: String,
         summary: String,
+        timestamp: String,
+    },
+    /// The customer of a conversation this agent resolved said how it went
+    /// (live only; the answer is kept with the transcript).
+    #[serde(rename = "csat", rename_all = "camelCase")]
+    CsatGiven {
+        session_id: String,
+        rating: u8,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
         timestamp: String,
     },
     /// The customer started or stopped typing (live only: no `seq`);

@@ -26,10 +26,11 @@ use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
 use crate::application::ports::{Revocation, TokenClaims};
 use crate::application::{
-    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, FeedbackRefusal,
-    HandoffRefusal, RegenerateRefusal, ResumeNotice, StopRefusal,
+    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, CsatRefusal,
+    FeedbackRefusal, HandoffRefusal, RegenerateRefusal, ResumeNotice, StopRefusal,
 };
 use crate::domain::conversation::Seq;
+use crate::domain::csat::Csat;
 use crate::domain::feedback::Feedback;
 use crate::domain::signal::TypingThrottle;
 use crate::domain::time::MAX_DURATION;
@@ -527,6 +528,7 @@ impl Connection {
             } => return self.feedback(message_id, feedback).await,
             ClientMessage::Regenerate => return self.regenerate().await,
             ClientMessage::Typing { state } => return Ok(self.typing(state, typing).await),
+            ClientMessage::Csat { csat } => return Ok(Some(self.csat(csat).await)),
         };
         Ok(reply)
     }
@@ -547,6 +549,27 @@ impl Connection {
         }
     }
 
+    /// Says how a resolved conversation went; the sender gets the `ack`
+    /// (the `csat` event reaches every tab through the feed).
+    async fn csat(&self, csat: Csat) -> Reply {
+        let kept = self.ctx.handoff.csat(&self.session_id, &self.user_id, csat);
+        match kept.await {
+            Ok(seq) => Reply::Ack {
+                client_message_id: None,
+                message_id: None,
+                seq,
+                duplicate: false,
+                timestamp: now(),
+            },
+            Err(e) => {
+                if let CsatRefusal::Failed(cause) = &e {
+                    tracing::warn!(error = %ErrorChain(cause), "could not keep a satisfaction answer");
+                }
+                Reply::error(ErrorCode::from(&e), None)
+            }
+        }
+    }
+
     /// Rates an answer; the sender gets the `ack` (the `feedback` event
     /// reaches every tab through the feed).
     async fn feedback(
@@ -561,7 +584,7 @@ impl Connection {
         let reply = match rated.await {
             Ok(seq) => Reply::Ack {
                 client_message_id: None,
-                message_id: message_id.as_str().to_owned(),
+                message_id: Some(message_id.as_str().to_owned()),
                 seq,
                 duplicate: false,
                 timestamp: now(),
@@ -606,7 +629,7 @@ impl Connection {
         match submitted.await {
             Ok(accepted) => Ok(client_id.map(|id| Reply::Ack {
                 client_message_id: Some(id.as_str().to_owned()),
-                message_id: accepted.message_id.as_str().to_owned(),
+                message_id: Some(accepted.message_id.as_str().to_owned()),
                 seq: accepted.seq,
                 duplicate: accepted.duplicate,
                 timestamp: now(),
