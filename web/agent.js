@@ -23,6 +23,9 @@ const ui = {
   transcripts: $("transcripts"), reply: $("reply"), replyInput: $("reply-input"), replySend: $("reply-send"),
   toast: $("toast"), toastText: $("toast-text"), toastClose: $("toast-close"), typing: $("typing"),
   summary: $("summary"), summaryText: $("summary-text"), ratings: $("ratings"),
+  replies: $("replies"), repliesCount: $("replies-count"), replyNew: $("reply-new"),
+  replyNewShortcut: $("reply-new-shortcut"), replyNewContent: $("reply-new-content"),
+  replyHint: $("reply-hint"),
   ratingsCount: $("ratings-count"),
 };
 
@@ -101,6 +104,7 @@ async function start() {
   }
   show(ui.console);
   ui.username.textContent = saved.user.username;
+  loadReplies();
   renderQueue();
   renderMine();
   socket = new Socket(store, {
@@ -190,6 +194,70 @@ function showSummary() {
   const text = selected ? sessionStorage.getItem(summaryKey(selected)) : null;
   ui.summaryText.textContent = text || "";
   ui.summary.hidden = !text;
+}
+
+/** The agent's canned replies, by shortcut (`GET /api/agent/replies`). */
+let replies = [];
+
+async function loadReplies() {
+  try {
+    replies = (await api(store, "/api/agent/replies")).replies;
+  } catch (e) {
+    toast(explain(e));
+  }
+  renderReplies();
+}
+
+function renderReplies() {
+  ui.repliesCount.textContent = String(replies.length);
+  ui.repliesCount.classList.toggle("zero", replies.length === 0);
+  ui.replies.replaceChildren(...replies.map((r) => {
+    const li = el("li", "item");
+    li.dataset.shortcut = r.shortcut;
+    li.append(el("span", "name", `/${r.shortcut}`));
+    const del = el("button", "link small", "Delete");
+    del.type = "button";
+    del.addEventListener("click", async () => {
+      try {
+        await api(store, `/api/agent/replies/${encodeURIComponent(r.shortcut)}`, { method: "DELETE" });
+      } catch (e) {
+        toast(explain(e));
+      }
+      loadReplies();
+    });
+    li.append(del, el("span", "preview", r.content));
+    return li;
+  }));
+}
+
+async function saveReply(ev) {
+  ev.preventDefault();
+  const body = { shortcut: ui.replyNewShortcut.value.trim(), content: ui.replyNewContent.value };
+  try {
+    await api(store, "/api/agent/replies", { method: "POST", body });
+    ui.replyNewShortcut.value = "";
+    ui.replyNewContent.value = "";
+  } catch (e) {
+    toast(e.message || String(e), e.code);
+  }
+  loadReplies();
+}
+
+/** `/shortcut` then a space or Tab puts that reply in the box; while the
+ * box holds `/…`, the matching shortcuts are shown above it. */
+function cannedReply(ev) {
+  const text = ui.replyInput.value;
+  const typed = /^\/([a-z0-9_-]*)(\s?)$/.exec(text);
+  const matches = typed ? replies.filter((r) => r.shortcut.startsWith(typed[1])) : [];
+  ui.replyHint.hidden = !typed || matches.length === 0;
+  ui.replyHint.textContent = matches.map((r) => `/${r.shortcut}`).join("  ");
+  if (!typed) return false;
+  const done = typed[2] !== "" || (ev && ev.key === "Tab");
+  const exact = replies.find((r) => r.shortcut === typed[1]);
+  if (!done || !exact) return false;
+  ui.replyInput.value = exact.content;
+  ui.replyHint.hidden = true;
+  return true;
 }
 
 /** Who the customers of conversations this tab showed were, for the
@@ -434,7 +502,12 @@ ui.reply.addEventListener("submit", sendReply);
 ui.replyInput.addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) sendReply(ev);
 });
+ui.replyNew.addEventListener("submit", saveReply);
+ui.replyInput.addEventListener("keydown", (ev) => {
+  if (ev.key === "Tab" && cannedReply(ev)) ev.preventDefault();
+});
 ui.replyInput.addEventListener("input", () => {
+  cannedReply(null);
   const conv = selected && convs.get(selected);
   if (conv && ui.replyInput.value.trim()) conv.typist.typed();
 });

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod loops;
 pub mod metering;
 pub mod ports;
+pub mod replies;
 mod summary;
 pub mod transcripts;
 mod typing;
@@ -38,6 +39,7 @@ pub use handoff::{AgentMessageSent, HandoffService, ESCALATION_REPLY};
 pub use limits::{LimitSettings, Limited, Limits, Rule};
 pub use loops::ConversationLoops;
 pub use metering::{AnswerSettings, BudgetExhausted, Metering};
+pub use replies::ReplyRefusal;
 pub use transcripts::{
     RetentionSweeper, TranscriptRefusal, TranscriptService, TRANSCRIPT_PAGE_DEFAULT,
     TRANSCRIPT_PAGE_MAX,

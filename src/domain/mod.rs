@@ -4,6 +4,7 @@ pub mod access;
 pub mod agent;
 pub mod answer;
 pub mod budget;
+pub mod canned;
 pub mod chat;
 pub mod client_ip;
 pub mod conversation;

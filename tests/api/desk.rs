@@ -390,3 +390,77 @@ async fn after_a_resolve_the_customer_rates_the_conversation_and_the_agent_hears
     let (refused, _) = until(&mut other, of_type("error")).await;
     assert_eq!(refused["code"], "csat_not_requested");
 }
+
+async fn list(app: &TestApp, token: &str) -> (u16, Value) {
+    app.call(token, "GET", "/api/agent/replies", None).await
+}
+
+async fn save(app: &TestApp, token: &str, shortcut: &str, content: &str) -> (u16, Value) {
+    let body = json!({"shortcut": shortcut, "content": content});
+    app.call(token, "POST", "/api/agent/replies", Some(body))
+        .await
+}
+
+#[tokio::test]
+async fn agents_keep_their_own_canned_replies_over_rest() {
+    let app = common::spawn_app(&[]).await;
+    let bob = app.register_agent("bob").await;
+    let ann = app.register_agent("ann").await;
+    let carol = app.register("carol").await;
+    let (status, body) = list(&app, &bob).await;
+    assert_eq!((status, body), (200, json!({"replies": []})));
+
+    let (status, body) = save(&app, &bob, "/thanks", "Thank you for waiting!").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body,
+        json!({"shortcut": "thanks", "content": "Thank you for waiting!"})
+    );
+    let (status, _) = save(&app, &bob, "thanks", "Thanks a lot!").await;
+    assert_eq!(status, 200, "replaced");
+    let (status, _) = save(&app, &ann, "thanks", "Cheers.").await;
+    assert_eq!(status, 201);
+    let (_, body) = list(&app, &bob).await;
+    assert_eq!(
+        body,
+        json!({"replies": [{"shortcut": "thanks", "content": "Thanks a lot!"}]})
+    );
+
+    let long = "x".repeat(2001);
+    for (shortcut, content) in [("Two Words", "x"), ("ok", "  "), ("ok", long.as_str())] {
+        let (status, body) = save(&app, &bob, shortcut, content).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_reply")),
+            "{body}"
+        );
+    }
+    for i in 1..100 {
+        let (status, _) = save(&app, &bob, &format!("r{i}"), "filler").await;
+        assert_eq!(status, 201, "{i}");
+    }
+    let (status, body) = save(&app, &bob, "one-too-many", "x").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("too_many_replies"))
+    );
+    let (status, _) = save(&app, &bob, "r7", "still replaceable").await;
+    assert_eq!(status, 200);
+
+    let (status, _) = app
+        .call(&bob, "DELETE", "/api/agent/replies/thanks", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = app
+        .call(&bob, "DELETE", "/api/agent/replies/thanks", None)
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("reply_not_found"))
+    );
+    let (_, body) = list(&app, &ann).await;
+    assert_eq!(body["replies"][0]["content"], "Cheers.", "ann's are apart");
+
+    let (status, body) = list(&app, &carol).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("agent_only")));
+}

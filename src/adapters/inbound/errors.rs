@@ -206,6 +206,17 @@ error_catalogue! {
     NothingToRegenerate = "nothing_to_regenerate", status: WS_ONLY, websocket: true,
         "There is no message of yours to answer again yet";
 
+    // --- agents' canned replies
+    /// A canned reply whose `shortcut` or `content` breaks its rule.
+    InvalidReply = "invalid_reply", status: BAD_REQUEST, websocket: false,
+        "A canned reply needs a 'shortcut' of 1-32 lowercase letters, digits, '_' or '-', and a 'content' of 1-2000 characters";
+    /// The agent already keeps the most canned replies allowed.
+    TooManyReplies = "too_many_replies", status: CONFLICT, websocket: false,
+        "You already keep 100 canned replies; delete one first";
+    /// No canned reply of the caller has that shortcut.
+    ReplyNotFound = "reply_not_found", status: Some(StatusCode::NOT_FOUND), websocket: false,
+        "You have no canned reply with that shortcut";
+
     // --- satisfaction after a handoff
     /// A `csat` message whose `rating` is not a whole number from 1 to 5, or
     /// whose `comment` is not a string.
