@@ -9,93 +9,16 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import {
+  WAIT, answers, inChromium, notice, open, registerCustomer, say, step, until, visible,
+} from "./lib.mjs";
 
 const BASE = process.env.BASE_URL;
 const AGENT_USER = process.env.AGENT_USER;
 const AGENT_PASSWORD = process.env.AGENT_PASSWORD;
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARTIFACTS = process.env.ARTIFACTS || "e2e/artifacts";
 const SCREENSHOTS = process.env.SCREENSHOTS || "docs/screenshots";
-const WAIT = 15000;
-
-/** Every page opened, by label, for the failure screenshots. */
-const pages = new Map();
-/** What the pages logged as errors (CSP refusals, exceptions). */
-const problems = [];
-
-async function open(context, label, path) {
-  const page = await context.newPage();
-  pages.set(label, page);
-  page.on("pageerror", (e) => problems.push(`${label}: exception: ${e.message}`));
-  page.on("console", (msg) => {
-    // A refused REST call is logged by the browser as a failed load; the
-    // pages show those themselves (the agent_only step expects one).
-    if (msg.type() === "error" && !msg.text().startsWith("Failed to load resource")) {
-      problems.push(`${label}: console: ${msg.text()}`);
-    }
-  });
-  await page.goto(BASE + path);
-  return page;
-}
-
-let stepNo = 0;
-async function step(name, fn) {
-  stepNo += 1;
-  const started = Date.now();
-  try {
-    await fn();
-  } catch (e) {
-    e.message = `step ${stepNo} (${name}): ${e.message}`;
-    throw e;
-  }
-  console.log(`  ok ${stepNo} ${name} (${Date.now() - started} ms)`);
-}
-
-/** Polls `fn` until it returns a truthy value. */
-async function until(what, fn, timeout = WAIT) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const visible = (page, selector, hasText) =>
-  page.locator(selector, hasText ? { hasText } : {}).first().waitFor({ state: "visible", timeout: WAIT });
-
-async function registerCustomer(page, name) {
-  await visible(page, "#auth");
-  await page.click("#tab-register");
-  await page.fill("#auth-username", name);
-  await page.fill("#auth-email", `${name}@example.com`);
-  await page.fill("#auth-password", "correct horse battery");
-  await page.click("#auth-submit");
-  await visible(page, "#status.online");
-}
-
-async function say(page, text) {
-  await page.locator("#send:not([disabled])").waitFor({ timeout: WAIT });
-  await page.fill("#input", text);
-  await page.press("#input", "Enter");
-}
-
-/** The bot answers on a page: `[{id, text, status}]`, in order. */
-const answers = (page) =>
-  page.$$eval("#messages li.msg.bot", (lis) => lis.map((li) => ({
-    id: li.dataset.messageId,
-    text: li.querySelector(".text").textContent,
-    status: li.dataset.status || "streaming",
-  })));
 
 async function answerTo(page, question, status = "completed") {
   const expected = `You said: ${question}`;
@@ -105,41 +28,9 @@ async function answerTo(page, question, status = "completed") {
   });
 }
 
-async function notice(page, type) {
-  await visible(page, `#messages li.notice[data-type="${type}"]`);
-}
-
-async function failureArtifacts() {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  for (const [label, page] of pages) {
-    try {
-      await page.screenshot({ path: join(ARTIFACTS, `${label}.png`), fullPage: true });
-      writeFileSync(join(ARTIFACTS, `${label}.html`), await page.content());
-    } catch (e) {
-      console.error(`could not capture ${label}: ${e.message}`);
-    }
-  }
-  writeFileSync(join(ARTIFACTS, "console.txt"), problems.join("\n"));
-  console.error(`e2e: screenshots and page HTML are in ${ARTIFACTS}/`);
-}
-
 test("a customer asks for a human, an agent answers, the bot takes over again", { timeout: 240000 }, async () => {
   assert.ok(BASE && AGENT_USER && AGENT_PASSWORD, "BASE_URL, AGENT_USER and AGENT_PASSWORD are required");
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // Root in CI: Chromium's sandbox needs user namespaces it may not get.
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
-  });
-  try {
-    await scenario(browser);
-    assert.deepEqual(problems, [], "the pages logged errors");
-  } catch (e) {
-    await failureArtifacts();
-    throw e;
-  } finally {
-    await browser.close();
-  }
+  await inChromium(scenario);
 });
 
 async function scenario(browser) {

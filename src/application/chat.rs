@@ -853,6 +853,8 @@ mod tests {
         registry: MockGenerationRegistry,
         transcripts: MockTranscriptStore,
         handoffs: MockHandoffStore,
+        usage: Option<crate::application::ports::MockUsageStore>,
+        answers: crate::application::AnswerSettings,
     }
 
     /// A transcript store that keeps whatever it is given.
@@ -884,6 +886,8 @@ mod tests {
                 registry: registry(),
                 transcripts: keeping(Arc::default()),
                 handoffs: bot_only(),
+                usage: None,
+                answers: crate::application::AnswerSettings::default(),
             }
         }
 
@@ -918,9 +922,12 @@ mod tests {
                 registry: Arc::new(self.registry),
                 transcripts: Arc::new(self.transcripts),
                 users: Arc::new(MockUserRepository::new()),
-                usage: Arc::new(
-                    crate::adapters::outbound::memory_usage::InMemoryUsageStore::default(),
-                ),
+                usage: match self.usage {
+                    Some(usage) => Arc::new(usage),
+                    None => Arc::new(
+                        crate::adapters::outbound::memory_usage::InMemoryUsageStore::default(),
+                    ),
+                },
                 token_counter: Arc::new(
                     crate::adapters::outbound::tiktoken_counter::TiktokenCounter,
                 ),
@@ -930,7 +937,7 @@ mod tests {
                 lease: Duration::from_secs(10),
                 unattended_timeout: Duration::from_secs(60),
                 handoff: HandoffSettings::default(),
-                answers: crate::application::AnswerSettings::default(),
+                answers: self.answers,
             };
             ChatService::new(Arc::new(ConversationCore::new(ports, settings, limits)))
         }
@@ -1050,6 +1057,42 @@ mod tests {
         assert!(
             matches!(refused, Err(ChatRefusal::RateLimited(l)) if l.retry_after.as_millis() == 1500),
             "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chat_over_the_token_budget_is_refused_before_the_ai_is_asked() {
+        use crate::domain::budget::{BudgetWindow, TokenBudget};
+        let mut m = Mocks::new();
+        m.registry
+            .expect_try_start()
+            .returning(|_, _, _| Ok(StartOutcome::Started));
+        m.registry.expect_finish().times(1).returning(|_, _| Ok(()));
+        m.sessions
+            .expect_get()
+            .returning(|id| Ok(Some(fixtures::session(id))));
+        m.ai.expect_stream().never();
+        m.log.expect_append().never();
+        m.stats.expect_budget_exhausted().times(1).return_const(());
+        let mut usage = crate::application::ports::MockUsageStore::new();
+        usage.expect_used().returning(|_, _| Ok(1_000));
+        usage.expect_add().never();
+        m.usage = Some(usage);
+        m.answers.budget = TokenBudget {
+            limit: Some(1_000),
+            window: BudgetWindow::parse(Duration::from_secs(86_400)).unwrap(),
+        };
+        let refused = m
+            .service()
+            .submit(&SessionId::generate(), &user(), chat(None))
+            .await;
+        let Err(ChatRefusal::BudgetExhausted { resets_at }) = refused else {
+            panic!("{refused:?}");
+        };
+        let now = Utc::now();
+        assert!(
+            resets_at > now && resets_at <= now + chrono::Duration::days(1),
+            "the window's end, within a day: {resets_at}"
         );
     }
 

@@ -91,7 +91,8 @@ pub async fn agent_ws_endpoint(
         return ErrorBody::response(ErrorCode::WebsocketUpgradeRequired);
     };
     let permit = match ctx.limits.connection(&agent.id, client_ip(req)).await {
-        Ok(permit) => permit,
+        // Given back if the upgrade never completes.
+        Ok(permit) => super::held_permit::HeldPermit::new(permit, &ctx.limits, &ctx.connections),
         Err(limited) => return ErrorBody::rate_limited(limited.retry_after),
     };
     let connection = AgentConnection {
@@ -111,7 +112,7 @@ pub async fn agent_ws_endpoint(
                 taken.expect("an upgrade starts its connection once");
             let span = connection.span();
             tracker.track_future(tracing::Instrument::instrument(
-                connection.serve(socket, permit, revocations),
+                connection.serve(socket, permit.take(), revocations),
                 span,
             ))
         })
