@@ -137,6 +137,29 @@ async function scenario(browser) {
     }
   });
 
+  await step("the agent sees the AI's summary of the conversation above the transcript", async () => {
+    // The echo model's summary quotes the last turns of the conversation.
+    await visible(agent, "#summary:not([hidden])");
+    await until("the summary text", async () => {
+      const text = await agent.textContent("#summary-text");
+      return text.startsWith("Summary of the last") && text.includes("customer: ");
+    });
+  });
+
+  await step("typing shows on the other side, both ways, and stops", async () => {
+    await carol.fill("#input", "I was charged");
+    await visible(agent, "#typing:not([hidden])", "carol is typing");
+    await agent.fill("#reply-input", "Let me check");
+    for (const page of [carol, tab2]) await visible(page, "#typing:not([hidden])", `${AGENT_USER} is typing`);
+    await agent.fill("#reply-input", "");
+    await carol.fill("#input", "");
+    // Unrefreshed, typing ends by itself (the server says so after 5 s).
+    await until("agent typing gone", async () => agent.locator("#typing").isHidden(), 12000);
+    for (const page of [carol, tab2]) {
+      await until("customer's typing line gone", async () => page.locator("#typing").isHidden(), 12000);
+    }
+  });
+
   const complaint = "I was charged twice for the same order.";
   const apology = "Sorry about that! I have refunded the second charge just now.";
   await step("they exchange messages both ways and the bot stays quiet", async () => {
@@ -185,6 +208,19 @@ async function scenario(browser) {
     await say(carol, after);
     await answerTo(carol, after);
     await answerTo(tab2, after);
+  });
+
+  await step("the customer rates the conversation and the agent sees the rating", async () => {
+    for (const page of [carol, tab2]) await visible(page, 'li.notice.csat[data-type="csat-request"]');
+    await carol.fill("li.notice.csat .csat-comment", "Quick and kind.");
+    await carol.click('li.notice.csat .star[data-rating="4"]');
+    for (const page of [carol, tab2]) {
+      await until("the rating shown", async () =>
+        (await page.textContent("li.notice.csat .csat-said")).includes("You rated it ★★★★☆"));
+    }
+    await visible(agent, "#ratings li", "carol");
+    assert.equal(await agent.textContent("#ratings li .stars"), "★★★★☆");
+    assert.equal(await agent.textContent("#ratings li .preview"), "Quick and kind.");
   });
 
   const long = "Please tell me everything about returns, refunds, exchanges, store credit, shipping labels, "

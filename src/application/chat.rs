@@ -20,13 +20,14 @@ use super::conversation::{ChatError, ConversationCore};
 use super::generation::{self, Job};
 use super::limits::{ChatPermit, Limited, Slot};
 use super::ports::{
-    AiRequest, ConversationStoreError, LogSlice, Rated, SessionCounts, SessionStoreError,
-    SharedEvent, StartOutcome, Stats,
+    AiPurpose, AiRequest, ConversationStoreError, LogSlice, Rated, SessionCounts,
+    SessionStoreError, SharedEvent, StartOutcome, Stats,
 };
 use crate::domain::budget::{BudgetWindow, Quota};
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::Handoff;
+use crate::domain::signal::{Side, SignalTopic};
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{
     ChatContent, ChatMessage, MessageId, Role, Session, SessionId, SessionUser, TraceContext, User,
@@ -254,19 +255,25 @@ impl ChatService {
     }
 
     /// Attaches a connection to the session's conversation; with `last_seq`,
-    /// what it missed after that seq is replayed first.
+    /// what it missed after that seq is replayed first. `side` says who
+    /// attaches: they hear the other side's typing.
     pub async fn attach(
         &self,
         session: &SessionId,
         last_seq: Option<Seq>,
+        side: Side,
     ) -> Result<Attachment, ChatError> {
         self.core.counted(
             async {
                 let live = self.core.live.subscribe(session).await?;
-                Ok(
+                let signals = self
+                    .core
+                    .signals
+                    .subscribe(&SignalTopic::Session(session.clone()));
+                let attachment =
                     Attachment::open(session.clone(), self.core.log.clone(), live, last_seq)
-                        .await?,
-                )
+                        .await?;
+                Ok(attachment.with_signals(signals, side))
             }
             .await,
         )
@@ -404,6 +411,7 @@ impl ChatService {
             session_id: session.id,
             history: session.history,
             trace: chat.trace,
+            purpose: AiPurpose::Answer,
         };
         // Stoppable before anyone can see its stream-start; should its first
         // tokens be published before these two events, watchers fill the gap
@@ -689,6 +697,7 @@ impl ChatService {
             session_id: session.id,
             history: question.context,
             trace,
+            purpose: AiPurpose::Answer,
         };
         self.spawn_generation(generation, seq, request, permit.slot.take());
         core.publish(session_id, &logged).await;
@@ -907,6 +916,9 @@ mod tests {
                 live,
                 handoffs: Arc::new(self.handoffs),
                 presence: Arc::new(MockAgentPresence::new()),
+                signals: Arc::new(
+                    crate::adapters::outbound::local_signals::LocalSignals::default(),
+                ),
                 registry: Arc::new(self.registry),
                 transcripts: Arc::new(self.transcripts),
                 users: Arc::new(MockUserRepository::new()),

@@ -33,6 +33,7 @@ use crate::application::{Attachment, AuthError, Authorized, ChatError};
 use crate::domain::budget::Quota;
 use crate::domain::conversation::Seq;
 use crate::domain::handoff::Mode;
+use crate::domain::signal::Side;
 use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
 use connection::{Connection, Hello};
@@ -128,7 +129,7 @@ async fn open(
     let session = ctx.chat.open_session(user, resume.as_ref()).await?;
     let resumed = resume.as_ref() == Some(&session.id);
     let from = if resumed { last_seq } else { None };
-    let attachment = ctx.chat.attach(&session.id, from).await?;
+    let attachment = ctx.chat.attach(&session.id, from, Side::Customer).await?;
     Ok((session.id, resumed, attachment))
 }
 
