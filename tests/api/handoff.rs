@@ -164,6 +164,7 @@ async fn an_agent_on_another_instance_takes_over_and_the_bot_steps_aside_until_r
         .await;
     until(&mut on_b, of_type("ack")).await;
     until(&mut tab_a, of_type("handoff-resolved")).await;
+    until(&mut tab_a, of_type("csat-request")).await;
     let answer = tab_a.chat("thanks, anything else?").await;
     assert_eq!(answer.status, "completed");
     let history = cluster.upstream.last_request()["context"]["history"].clone();

@@ -77,13 +77,14 @@ async fn contract(here: Arc<dyn SignalBus>, there: Arc<dyn SignalBus>) {
     silent(&mut local).await;
     silent(&mut elsewhere).await;
 
-    // A subscription made after a publish does not hear it; a dropped one
-    // does not hold the others up.
+    // A subscription made after a publish returned does not hear it (on
+    // the publishing instance: elsewhere it may still be on its way); a
+    // dropped one does not hold the others up.
     drop(remote);
     here.publish(&session_topic, typing(&s, Side::Customer, true))
         .await
         .unwrap();
-    let mut late = there.subscribe(&session_topic);
+    let mut late = here.subscribe(&session_topic);
     assert_eq!(next(&mut local).await, typing(&s, Side::Customer, true));
     silent(&mut late).await;
 }
