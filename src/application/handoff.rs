@@ -309,6 +309,11 @@ impl HandoffService {
         (settings.assign, settings.max_conversations)
     }
 
+    /// The handoff settings, as configured.
+    pub fn settings(&self) -> &HandoffSettings {
+        &self.core.settings.handoff
+    }
+
     /// The holding agent answers the user. The answer joins the session's
     /// history as an `assistant` turn, so the AI knows what was said once it
     /// answers again.

@@ -65,6 +65,8 @@ pub struct OfficeHours {
     openings: Vec<Opening>,
     zone: TimeZone,
     zone_name: String,
+    /// The hours as configured, to show.
+    spec: String,
 }
 
 impl fmt::Debug for OfficeHours {
@@ -118,7 +120,13 @@ impl OfficeHours {
             openings,
             zone: tz,
             zone_name: zone.trim().to_owned(),
+            spec: hours.trim().to_owned(),
         })
+    }
+
+    /// The hours as configured.
+    pub fn spec(&self) -> &str {
+        &self.spec
     }
 
     /// The zone's name, as configured.

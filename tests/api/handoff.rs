@@ -1018,6 +1018,22 @@ async fn auto_assignment_gives_each_conversation_once_to_the_least_loaded_agent(
         .collect();
     assert_eq!(joined.len(), 1, "{seen:?}");
     assert_eq!(joined[0]["agent"]["username"], "dave");
+    let info: Value = reqwest::get(b.url("/api/websocket/info"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let handoff = &info["agentSocket"]["handoff"];
+    assert_eq!(
+        (
+            handoff["assign"].as_str(),
+            handoff["maxConversations"].as_u64()
+        ),
+        (Some("auto"), Some(2)),
+        "{info}"
+    );
+    assert!(handoff["officeHours"].is_null(), "{info}");
     let metrics = reqwest::get(a.url("/metrics"))
         .await
         .unwrap()
@@ -1117,6 +1133,15 @@ async fn outside_office_hours_the_bot_stays_and_says_when_people_are_back() {
         "{seen:?}"
     );
     assert_eq!(seen[0]["message"], "We are closed; back soon.");
+    let info: Value = reqwest::get(a.url("/api/websocket/info"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let handoff = &info["agentSocket"]["handoff"];
+    assert_eq!(handoff["officeHours"], hours.as_str(), "{info}");
+    assert_eq!(handoff["timeZone"], "UTC", "{info}");
     assert_eq!(seen[1]["reason"], "closed");
     let opens_at: chrono::DateTime<Utc> = seen[1]["opensAt"].as_str().unwrap().parse().unwrap();
     assert_eq!(opens_at, start, "{seen:?}");

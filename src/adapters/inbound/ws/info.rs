@@ -17,7 +17,7 @@ use super::protocol::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES};
 use super::transport::CloseReason;
 use super::{UPGRADE_REFUSALS, WS_AUTHENTICATION};
 use crate::application::limits::{LimitSettings, Rule};
-use crate::application::AnswerSettings;
+use crate::application::{AnswerSettings, HandoffSettings};
 use crate::config::WebSocketConfig;
 use crate::domain::feedback::COMMENT_MAX_CHARS;
 
@@ -122,6 +122,22 @@ struct AgentSocketInfo {
     /// conversation's `sessionId` and the last `lastSeq` it has shown.
     resume: Vec<String>,
     message_types: WsMessageTypes,
+    handoff: HandoffInfo,
+}
+
+/// How conversations reach agents.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+struct HandoffInfo {
+    /// `HANDOFF_ASSIGN`: `manual` (agents claim) or `auto` (the longest
+    /// waiting goes to the available agent with the fewest conversations).
+    assign: String,
+    /// `AGENT_MAX_CONVERSATIONS`: past it a claim gets `agent_at_capacity`.
+    max_conversations: u64,
+    /// `HANDOFF_HOURS`, as configured; `null`: people answer at any hour.
+    office_hours: Option<String>,
+    /// `HANDOFF_TIMEZONE`, the IANA zone of `officeHours` (`UTC` without hours).
+    time_zone: String,
 }
 
 #[derive(Debug, Object)]
@@ -152,10 +168,12 @@ impl WsInfoApi {
     async fn websocket_info(&self, ctx: Data<&Arc<AppContext>>) -> WsInfoResponse {
         let active = ctx.metrics.snapshot().active_connections;
         let answers = ctx.chat.answer_settings();
+        let handoff = ctx.handoff.settings();
         WsInfoResponse::Ok(Json(ws_info(
             &ctx.websocket,
             ctx.limits.settings(),
             &answers,
+            handoff,
             active,
         )))
     }
@@ -166,6 +184,7 @@ fn ws_info(
     settings: &WebSocketConfig,
     limits: &LimitSettings,
     answers: &AnswerSettings,
+    handoff: &HandoffSettings,
     active: u64,
 ) -> WsInfoBody {
     let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
@@ -210,6 +229,16 @@ fn ws_info(
                 client: strings(AGENT_CLIENT_MESSAGE_TYPES),
                 server: strings(AGENT_SERVER_MESSAGE_TYPES),
             },
+            handoff: HandoffInfo {
+                assign: handoff.assign.as_str().to_owned(),
+                max_conversations: handoff.max_conversations as u64,
+                office_hours: handoff.hours.as_ref().map(|h| h.spec().to_owned()),
+                time_zone: handoff
+                    .hours
+                    .as_ref()
+                    .map_or("UTC", |h| h.zone_name())
+                    .to_owned(),
+            },
         },
         answers: AnswerInfo {
             relay_reasoning: answers.relay.reasoning,
@@ -238,6 +267,12 @@ impl Example for WsInfoBody {
             ws_connections_per_ip: Some(100),
             ..LimitSettings::default()
         };
-        ws_info(&settings, &limits, &AnswerSettings::default(), 12)
+        ws_info(
+            &settings,
+            &limits,
+            &AnswerSettings::default(),
+            &HandoffSettings::default(),
+            12,
+        )
     }
 }
