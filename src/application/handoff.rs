@@ -533,3 +533,13 @@ async fn presence_of(
     let seen = core.presence.last_seen(agent).await.ok()?;
     Some((online, seen))
 }
+
+impl HandoffService {
+    /// What is said to one agent alone, live, on any instance: the summary
+    /// of a conversation they took.
+    pub fn agent_signals(&self, agent: &UserId) -> super::ports::SignalStream {
+        self.core
+            .signals
+            .subscribe(&crate::domain::signal::SignalTopic::Agent(agent.clone()))
+    }
+}

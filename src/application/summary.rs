@@ -10,7 +10,6 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use super::conversation::{ConversationCore, SummarySettings};
-use super::handoff::HandoffService;
 use super::ports::{AiError, AiPurpose, AiRequest};
 use crate::domain::answer::AnswerDelta;
 use crate::domain::signal::{Signal, SignalTopic, SUMMARY_MAX_CHARS};
@@ -47,16 +46,6 @@ pub(super) fn start(core: &Arc<ConversationCore>, agent: &UserId, session: &Sess
             () = summarize(&task_core, &agent, &session, &settings) => {}
         }
     });
-}
-
-impl HandoffService {
-    /// What is said to one agent alone, live, on any instance: the summary
-    /// of a conversation they took.
-    pub fn agent_signals(&self, agent: &UserId) -> super::ports::SignalStream {
-        self.core
-            .signals
-            .subscribe(&SignalTopic::Agent(agent.clone()))
-    }
 }
 
 /// Asks for the summary and hands it to the agent's sockets, on any instance.
