@@ -409,6 +409,7 @@ async fn health_stats_and_websocket_info() {
             "release",
             "resolve",
             "watch",
+            "status",
             "ping",
             "auth",
             "typing"
