@@ -134,7 +134,8 @@ struct HandoffInfo {
     assign: String,
     /// `AGENT_MAX_CONVERSATIONS`: past it a claim gets `agent_at_capacity`.
     max_conversations: u64,
-    /// `HANDOFF_HOURS`, as configured; `null`: people answer at any hour.
+    /// `HANDOFF_HOURS`, as configured; absent: people answer at any hour.
+    #[oai(skip_serializing_if_is_none)]
     office_hours: Option<String>,
     /// `HANDOFF_TIMEZONE`, the IANA zone of `officeHours` (`UTC` without hours).
     time_zone: String,
