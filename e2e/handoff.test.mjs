@@ -6,103 +6,19 @@
 //   CHROMIUM        the browser binary (default /usr/bin/chromium)
 //   ARTIFACTS       where failures leave screenshots (default e2e/artifacts)
 //   SCREENSHOTS     where success leaves the README's (default docs/screenshots)
-//   AUTO_BASE_URL   a server with HANDOFF_ASSIGN=auto, AGENT_MAX_CONVERSATIONS=2
-//                   and the agents AUTO_AGENTS (two, comma-separated, with
-//                   AGENT_PASSWORD)
-//   CLOSED_BASE_URL a server whose HANDOFF_HOURS are closed now
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import {
+  WAIT, answers, inChromium, notice, open, registerCustomer, say, step, until, visible,
+} from "./lib.mjs";
 
 const BASE = process.env.BASE_URL;
 const AGENT_USER = process.env.AGENT_USER;
 const AGENT_PASSWORD = process.env.AGENT_PASSWORD;
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARTIFACTS = process.env.ARTIFACTS || "e2e/artifacts";
 const SCREENSHOTS = process.env.SCREENSHOTS || "docs/screenshots";
-const AUTO_BASE = process.env.AUTO_BASE_URL;
-const AUTO_AGENTS = (process.env.AUTO_AGENTS || "").split(",").filter(Boolean);
-const CLOSED_BASE = process.env.CLOSED_BASE_URL;
-const WAIT = 15000;
-
-/** Every page opened, by label, for the failure screenshots. */
-const pages = new Map();
-/** What the pages logged as errors (CSP refusals, exceptions). */
-const problems = [];
-
-async function open(context, label, path, base = BASE) {
-  const page = await context.newPage();
-  pages.set(label, page);
-  page.on("pageerror", (e) => problems.push(`${label}: exception: ${e.message}`));
-  page.on("console", (msg) => {
-    // A refused REST call is logged by the browser as a failed load; the
-    // pages show those themselves (the agent_only step expects one).
-    if (msg.type() === "error" && !msg.text().startsWith("Failed to load resource")) {
-      problems.push(`${label}: console: ${msg.text()}`);
-    }
-  });
-  await page.goto(base + path);
-  return page;
-}
-
-let stepNo = 0;
-async function step(name, fn) {
-  stepNo += 1;
-  const started = Date.now();
-  try {
-    await fn();
-  } catch (e) {
-    e.message = `step ${stepNo} (${name}): ${e.message}`;
-    throw e;
-  }
-  console.log(`  ok ${stepNo} ${name} (${Date.now() - started} ms)`);
-}
-
-/** Polls `fn` until it returns a truthy value. */
-async function until(what, fn, timeout = WAIT) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const visible = (page, selector, hasText) =>
-  page.locator(selector, hasText ? { hasText } : {}).first().waitFor({ state: "visible", timeout: WAIT });
-
-async function registerCustomer(page, name) {
-  await visible(page, "#auth");
-  await page.click("#tab-register");
-  await page.fill("#auth-username", name);
-  await page.fill("#auth-email", `${name}@example.com`);
-  await page.fill("#auth-password", "correct horse battery");
-  await page.click("#auth-submit");
-  await visible(page, "#status.online");
-}
-
-async function say(page, text) {
-  await page.locator("#send:not([disabled])").waitFor({ timeout: WAIT });
-  await page.fill("#input", text);
-  await page.press("#input", "Enter");
-}
-
-/** The bot answers on a page: `[{id, text, status}]`, in order. */
-const answers = (page) =>
-  page.$$eval("#messages li.msg.bot", (lis) => lis.map((li) => ({
-    id: li.dataset.messageId,
-    text: li.querySelector(".text").textContent,
-    status: li.dataset.status || "streaming",
-  })));
 
 async function answerTo(page, question, status = "completed") {
   const expected = `You said: ${question}`;
@@ -112,60 +28,9 @@ async function answerTo(page, question, status = "completed") {
   });
 }
 
-async function notice(page, type) {
-  await visible(page, `#messages li.notice[data-type="${type}"]`);
-}
-
-async function failureArtifacts() {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  for (const [label, page] of pages) {
-    try {
-      await page.screenshot({ path: join(ARTIFACTS, `${label}.png`), fullPage: true });
-      writeFileSync(join(ARTIFACTS, `${label}.html`), await page.content());
-    } catch (e) {
-      console.error(`could not capture ${label}: ${e.message}`);
-    }
-  }
-  writeFileSync(join(ARTIFACTS, "console.txt"), problems.join("\n"));
-  console.error(`e2e: screenshots and page HTML are in ${ARTIFACTS}/`);
-}
-
-/** Runs `fn` in a fresh headless browser; a failure leaves the artifacts. */
-async function inBrowser(fn) {
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // Root in CI: Chromium's sandbox needs user namespaces it may not get.
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
-  });
-  try {
-    await fn(browser);
-    assert.deepEqual(problems, [], "the pages logged errors");
-  } catch (e) {
-    await failureArtifacts();
-    throw e;
-  } finally {
-    await browser.close();
-  }
-}
-
 test("a customer asks for a human, an agent answers, the bot takes over again", { timeout: 240000 }, async () => {
   assert.ok(BASE && AGENT_USER && AGENT_PASSWORD, "BASE_URL, AGENT_USER and AGENT_PASSWORD are required");
-  await inBrowser(scenario);
-});
-
-test("three waiting customers see their place in line change as the agent takes the first", { timeout: 120000 }, async () => {
-  await inBrowser(threeInLine);
-});
-
-test("auto-assignment shares four customers between two agents by load", { timeout: 120000 }, async () => {
-  assert.ok(AUTO_BASE && AUTO_AGENTS.length === 2, "AUTO_BASE_URL and two AUTO_AGENTS are required");
-  await inBrowser(autoAssignment);
-});
-
-test("outside office hours the assistant stays and says when agents are back", { timeout: 60000 }, async () => {
-  assert.ok(CLOSED_BASE, "CLOSED_BASE_URL is required");
-  await inBrowser(officeClosed);
+  await inChromium(scenario);
 });
 
 async function scenario(browser) {
@@ -272,6 +137,29 @@ async function scenario(browser) {
     }
   });
 
+  await step("the agent sees the AI's summary of the conversation above the transcript", async () => {
+    // The echo model's summary quotes the last turns of the conversation.
+    await visible(agent, "#summary:not([hidden])");
+    await until("the summary text", async () => {
+      const text = await agent.textContent("#summary-text");
+      return text.startsWith("Summary of the last") && text.includes("customer: ");
+    });
+  });
+
+  await step("typing shows on the other side, both ways, and stops", async () => {
+    await carol.fill("#input", "I was charged");
+    await visible(agent, "#typing:not([hidden])", "carol is typing");
+    await agent.fill("#reply-input", "Let me check");
+    for (const page of [carol, tab2]) await visible(page, "#typing:not([hidden])", `${AGENT_USER} is typing`);
+    await agent.fill("#reply-input", "");
+    await carol.fill("#input", "");
+    // Unrefreshed, typing ends by itself (the server says so after 5 s).
+    await until("agent typing gone", async () => agent.locator("#typing").isHidden(), 12000);
+    for (const page of [carol, tab2]) {
+      await until("customer's typing line gone", async () => page.locator("#typing").isHidden(), 12000);
+    }
+  });
+
   const complaint = "I was charged twice for the same order.";
   const apology = "Sorry about that! I have refunded the second charge just now.";
   await step("they exchange messages both ways and the bot stays quiet", async () => {
@@ -320,6 +208,19 @@ async function scenario(browser) {
     await say(carol, after);
     await answerTo(carol, after);
     await answerTo(tab2, after);
+  });
+
+  await step("the customer rates the conversation and the agent sees the rating", async () => {
+    for (const page of [carol, tab2]) await visible(page, 'li.notice.csat[data-type="csat-request"]');
+    await carol.fill("li.notice.csat .csat-comment", "Quick and kind.");
+    await carol.click('li.notice.csat .star[data-rating="4"]');
+    for (const page of [carol, tab2]) {
+      await until("the rating shown", async () =>
+        (await page.textContent("li.notice.csat .csat-said")).includes("You rated it ★★★★☆"));
+    }
+    await visible(agent, "#ratings li", "carol");
+    assert.equal(await agent.textContent("#ratings li .stars"), "★★★★☆");
+    assert.equal(await agent.textContent("#ratings li .preview"), "Quick and kind.");
   });
 
   const long = "Please tell me everything about returns, refunds, exchanges, store credit, shipping labels, "
@@ -414,128 +315,5 @@ async function scenario(browser) {
     await page.fill("#auth-password", "correct horse battery");
     await page.click("#auth-submit");
     await visible(page, "#denied", "agent_only");
-  });
-}
-
-async function agentLogin(context, label, user, base = BASE) {
-  const page = await open(context, label, "/agent", base);
-  await visible(page, "#auth");
-  await page.fill("#auth-username", user);
-  await page.fill("#auth-password", AGENT_PASSWORD);
-  await page.click("#auth-submit");
-  await visible(page, "#status.online");
-  return page;
-}
-
-/** A customer in a browser of their own who asked for a human. */
-async function waitingCustomer(browser, name, base = BASE) {
-  const context = await browser.newContext({ viewport: { width: 900, height: 820 } });
-  const page = await open(context, name, "/", base);
-  await registerCustomer(page, name);
-  await page.locator("#human").waitFor({ state: "visible", timeout: WAIT });
-  await page.click("#human");
-  return page;
-}
-
-async function threeInLine(browser) {
-  const agentSide = await browser.newContext({ viewport: { width: 1280, height: 820 } });
-  let agent;
-  const line = [];
-  await step("three customers ask for a human and each is told their place", async () => {
-    agent = await agentLogin(agentSide, "agent-line", AGENT_USER);
-    for (const [i, name] of ["dora", "eli", "fay"].entries()) {
-      const page = await waitingCustomer(browser, name);
-      await notice(page, "handoff-queued");
-      const place = i === 0 ? "You are next in line." : `You are number ${i + 1} in line.`;
-      await visible(page, "#banner.queued", place);
-      line.push(page);
-    }
-    // The console numbers the queue the same way.
-    await visible(agent, "#queue li", "#3 fay");
-  });
-
-  await step("the agent takes the first; the others move up, live, with an estimate", async () => {
-    await agent.locator("#queue li", { hasText: "dora" }).locator("button").click();
-    await visible(line[0], "#banner.assigned", AGENT_USER);
-    await visible(line[1], "#banner.queued", "You are next in line.");
-    await visible(line[2], "#banner.queued", "You are number 2 in line.");
-    // Dora's wait is the first one taken: now there is an estimate.
-    await visible(line[2], "#banner.queued", "Estimated wait");
-    await visible(agent, "#queue li", "#1 eli");
-  });
-
-  await step("one who gives up moves the last one up again", async () => {
-    await line[1].click("#cancel-handoff");
-    await notice(line[1], "handoff-cancelled");
-    await visible(line[2], "#banner.queued", "You are next in line.");
-    await line[2].click("#cancel-handoff");
-    await agent.locator("#resolve").click();
-    await notice(line[0], "handoff-resolved");
-  });
-}
-
-async function autoAssignment(browser) {
-  const consoles = [];
-  await step("two agents open their consoles, available", async () => {
-    for (const name of AUTO_AGENTS) {
-      const context = await browser.newContext({ viewport: { width: 1280, height: 820 } });
-      const page = await agentLogin(context, `auto-${name}`, name, AUTO_BASE);
-      await visible(page, "#assign-mode", "assigned to you automatically");
-      assert.equal(await page.inputValue("#presence"), "available");
-      consoles.push(page);
-    }
-  });
-
-  const customers = [];
-  await step("four customers ask; each agent is given two, nobody claims", async () => {
-    for (const name of ["gus", "hal", "ida", "joy"]) {
-      customers.push(await waitingCustomer(browser, name, AUTO_BASE));
-    }
-    for (const page of customers) await visible(page, "#banner.assigned");
-    for (const page of consoles) {
-      await until("two conversations each", async () => (await page.locator("#mine li").count()) === 2);
-    }
-    const served = [];
-    for (const page of consoles) {
-      served.push(...await page.$$eval("#mine li .name", (ns) => ns.map((n) => n.textContent)));
-    }
-    assert.deepEqual(served.sort(), ["gus", "hal", "ida", "joy"], "each once, to one agent");
-  });
-
-  await step("an away agent with room gets nothing until available again", async () => {
-    const [, second] = consoles;
-    await second.selectOption("#presence", "away");
-    await until("away kept", async () => (await second.inputValue("#presence")) === "away");
-    // The status is the server's: a reload still says away.
-    await second.reload();
-    await visible(second, "#status.online");
-    await until("away after a reload", async () => (await second.inputValue("#presence")) === "away");
-    await until("two held after the reload", async () => (await second.locator("#mine li").count()) === 2);
-    await second.locator("#mine li").first().click();
-    await second.locator("#resolve").click();
-    await until("room again", async () => (await second.locator("#mine li").count()) === 1);
-    // The other agent is full and this one away: the next customer waits.
-    const kim = await waitingCustomer(browser, "kim", AUTO_BASE);
-    await visible(kim, "#banner.queued", "You are next in line.");
-    await kim.waitForTimeout(1500);
-    assert.equal(await second.locator("#mine li").count(), 1, "nothing while away");
-    await second.selectOption("#presence", "available");
-    await visible(kim, "#banner.assigned", AUTO_AGENTS[1]);
-    await until("kim to the agent back", async () => (await second.locator("#mine li").count()) === 2);
-  });
-}
-
-async function officeClosed(browser) {
-  await step("a customer asks outside office hours: told when agents are back, the bot answers", async () => {
-    const context = await browser.newContext({ viewport: { width: 900, height: 820 } });
-    const page = await open(context, "closed-customer", "/", CLOSED_BASE);
-    await registerCustomer(page, "lea");
-    await page.locator("#human").waitFor({ state: "visible", timeout: WAIT });
-    await page.click("#human");
-    await visible(page, 'li.notice[data-type="human-escalation-response"]', "Our team is away right now.");
-    await visible(page, 'li.notice[data-type="handoff-unavailable"]', "Agents are back");
-    assert.ok(await page.locator("#banner").isHidden(), "not waiting");
-    await say(page, "Then you help me");
-    await answerTo(page, "Then you help me");
   });
 }

@@ -20,6 +20,7 @@ use crate::adapters::outbound::argon2_hasher::{Argon2Hasher, Argon2Params};
 use crate::adapters::outbound::echo_ai::EchoAi;
 use crate::adapters::outbound::fallback_ai::FallbackAi;
 use crate::adapters::outbound::jwt::JwtTokenService;
+use crate::adapters::outbound::local_signals::LocalSignals;
 use crate::adapters::outbound::log_then_publish::LogThenPublish;
 use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemoryTicketStore};
 use crate::adapters::outbound::memory_conversations::{
@@ -38,6 +39,7 @@ use crate::adapters::outbound::redis_handoff::RedisHandoffs;
 use crate::adapters::outbound::redis_limiter::RedisRateLimiter;
 use crate::adapters::outbound::redis_manager::RedisTarget;
 use crate::adapters::outbound::redis_sessions::RedisSessionStore;
+use crate::adapters::outbound::redis_signals::RedisSignals;
 use crate::adapters::outbound::redis_usage::RedisUsageStore;
 use crate::adapters::outbound::resilient_ai::{
     BreakerSettings, ResilientAi, RetryPolicy, UpstreamLabel, UpstreamObserver,
@@ -52,13 +54,13 @@ use crate::application::ports::{
     AccessStoreError, AgentPresence, AiModel, Backplane, ConversationStoreError, EventLog,
     GenerationRegistry, HandoffStore, LiveDelivery, PasswordHashError, PasswordHasher,
     RateLimitError, RateLimiter, RefreshTokenStore, RevocationStore, SessionStore,
-    SessionStoreError, TicketStore, TokenService, TranscriptStore, TranscriptStoreError,
+    SessionStoreError, SignalBus, TicketStore, TokenService, TranscriptStore, TranscriptStoreError,
     UsageStore, UsageStoreError, UserRepository, UserStoreError,
 };
 use crate::application::{
     AccessPorts, AccessSettings, AnswerSettings, AuthService, ChatPorts, ChatService,
     ConversationCore, ConversationLoops, ConversationSettings, HandoffService, HandoffSettings,
-    LimitSettings, Limits, RetentionSweeper, Rule, TranscriptService,
+    LimitSettings, Limits, RetentionSweeper, Rule, SummarySettings, TranscriptService,
 };
 use crate::config::{
     AiConfig, AuthConfig, Config, LimitsConfig, RedisUrls, SessionConfig, StorageConfig,
@@ -178,6 +180,7 @@ impl Adapters {
                 registry: conversations.registry,
                 handoffs: conversations.handoffs,
                 presence: conversations.presence,
+                signals: conversations.signals,
                 transcripts,
                 users: chat_users,
                 usage: usage_store(config).await?,
@@ -321,6 +324,7 @@ struct ConversationStores {
     registry: Arc<dyn GenerationRegistry>,
     handoffs: Arc<dyn HandoffStore>,
     presence: Arc<dyn AgentPresence>,
+    signals: Arc<dyn SignalBus>,
 }
 
 /// The event log, live delivery, generation registry, handoff state and agent
@@ -339,6 +343,7 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
             registry: Arc::new(InMemoryGenerationRegistry::default()),
             handoffs: Arc::new(MemoryHandoffs::default()),
             presence: Arc::new(MemoryPresence::default()),
+            signals: Arc::new(LocalSignals::default()),
         });
     };
     tracing::info!("conversations: Redis backplane");
@@ -347,9 +352,12 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
             .await
             .map_err(StartupError::RedisConversations)?;
     let (handoffs, presence) =
-        RedisHandoffs::connect(url, &sessions.redis_key_prefix, sessions.ttl)
+        RedisHandoffs::connect(url.clone(), &sessions.redis_key_prefix, sessions.ttl)
             .await
             .map_err(StartupError::RedisConversations)?;
+    let signals = RedisSignals::connect(url, &sessions.redis_key_prefix)
+        .await
+        .map_err(StartupError::RedisConversations)?;
     Ok(ConversationStores {
         log: Arc::new(redis.log),
         live: Arc::new(redis.live),
@@ -357,6 +365,7 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
         registry: Arc::new(redis.registry),
         handoffs: Arc::new(handoffs),
         presence: Arc::new(presence),
+        signals: Arc::new(signals),
     })
 }
 
@@ -590,6 +599,15 @@ fn conversation_settings(config: &Config) -> ConversationSettings {
             assign: sessions.handoff_assign,
             hours: sessions.handoff_hours.clone(),
             closed_message: sessions.handoff_closed_message.clone(),
+            summary: sessions
+                .handoff_summary_prompt
+                .clone()
+                .map(|prompt| SummarySettings {
+                    prompt,
+                    timeout: config.ai.connect_timeout
+                        + config.ai.first_token_timeout
+                        + config.ai.idle_timeout,
+                }),
         },
     }
 }

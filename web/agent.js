@@ -4,8 +4,8 @@
 // resolve, over /agent/ws.
 
 import {
-  AuthStore, ApiError, Socket, Transcript, api, clockTime, duration, el, loadEarlier, login, logout,
-  newId, quotaText,
+  AuthStore, ApiError, Socket, Transcript, TypingSender, api, clockTime, duration, el, loadEarlier,
+  login, logout, newId, quotaText,
 } from "./common.js";
 
 const store = new AuthStore("chatbot.agent");
@@ -22,7 +22,12 @@ const ui = {
   placeholder: $("placeholder"), conversation: $("conversation"), convUser: $("conv-user"),
   convMeta: $("conv-meta"), release: $("release"), resolve: $("resolve"),
   transcripts: $("transcripts"), reply: $("reply"), replyInput: $("reply-input"), replySend: $("reply-send"),
-  toast: $("toast"), toastText: $("toast-text"), toastClose: $("toast-close"),
+  toast: $("toast"), toastText: $("toast-text"), toastClose: $("toast-close"), typing: $("typing"),
+  summary: $("summary"), summaryText: $("summary-text"), ratings: $("ratings"),
+  replies: $("replies"), repliesCount: $("replies-count"), replyNew: $("reply-new"),
+  replyNewShortcut: $("reply-new-shortcut"), replyNewContent: $("reply-new-content"),
+  replyHint: $("reply-hint"),
+  ratingsCount: $("ratings-count"),
 };
 
 let socket = null;
@@ -100,6 +105,7 @@ async function start() {
   }
   show(ui.console);
   ui.username.textContent = saved.user.username;
+  loadReplies();
   renderQueue();
   renderMine();
   socket = new Socket(store, {
@@ -153,12 +159,137 @@ function onMessage(m) {
     }
     case "status":
       return showPresence(m.status);
+    case "typing":
+      return onTyping(m);
+    case "csat":
+      // Live word of a conversation this agent resolved (a replayed one
+      // has a seq and shows in its transcript).
+      if (typeof m.seq !== "number") return showCsat(m);
+      return onEvent(m);
+    case "handoff-summary":
+      sessionStorage.setItem(summaryKey(m.sessionId), m.summary);
+      return showSummary();
     case "pong":
     case "authenticated":
       return undefined;
     default:
       return onEvent(m);
   }
+}
+
+/** The customer of a held conversation started or stopped typing (the
+ * server says `false` after 5 s without news; the timer covers a socket
+ * that went quiet). */
+function onTyping(m) {
+  const conv = convs.get(m.sessionId);
+  if (!conv) return;
+  conv.typing = m.state;
+  clearTimeout(conv.typingTimer);
+  if (m.state) conv.typingTimer = setTimeout(() => { conv.typing = false; showTyping(); }, 7000);
+  showTyping();
+}
+
+/** The AI's summary of a conversation this agent took is live only: kept
+ * in this tab so a reload still shows it. */
+const summaryKey = (sessionId) => `chatbot.agent.summary.${sessionId}`;
+
+function showSummary() {
+  const text = selected ? sessionStorage.getItem(summaryKey(selected)) : null;
+  ui.summaryText.textContent = text || "";
+  ui.summary.hidden = !text;
+}
+
+/** The agent's canned replies, by shortcut (`GET /api/agent/replies`). */
+let replies = [];
+
+async function loadReplies() {
+  try {
+    replies = (await api(store, "/api/agent/replies")).replies;
+  } catch (e) {
+    toast(explain(e));
+  }
+  renderReplies();
+}
+
+function renderReplies() {
+  ui.repliesCount.textContent = String(replies.length);
+  ui.repliesCount.classList.toggle("zero", replies.length === 0);
+  ui.replies.replaceChildren(...replies.map((r) => {
+    const li = el("li", "item");
+    li.dataset.shortcut = r.shortcut;
+    li.append(el("span", "name", `/${r.shortcut}`));
+    const del = el("button", "link small", "Delete");
+    del.type = "button";
+    del.addEventListener("click", async () => {
+      try {
+        await api(store, `/api/agent/replies/${encodeURIComponent(r.shortcut)}`, { method: "DELETE" });
+      } catch (e) {
+        toast(explain(e));
+      }
+      loadReplies();
+    });
+    li.append(del, el("span", "preview", r.content));
+    return li;
+  }));
+}
+
+async function saveReply(ev) {
+  ev.preventDefault();
+  const body = { shortcut: ui.replyNewShortcut.value.trim(), content: ui.replyNewContent.value };
+  try {
+    await api(store, "/api/agent/replies", { method: "POST", body });
+    ui.replyNewShortcut.value = "";
+    ui.replyNewContent.value = "";
+  } catch (e) {
+    toast(e.message || String(e), e.code);
+  }
+  loadReplies();
+}
+
+/** `/shortcut` then a space or Tab puts that reply in the box; while the
+ * box holds `/…`, the matching shortcuts are shown above it. */
+function cannedReply(ev) {
+  const text = ui.replyInput.value;
+  const typed = /^\/([a-z0-9_-]*)(\s?)$/.exec(text);
+  const matches = typed ? replies.filter((r) => r.shortcut.startsWith(typed[1])) : [];
+  ui.replyHint.hidden = !typed || matches.length === 0;
+  ui.replyHint.textContent = matches.map((r) => `/${r.shortcut}`).join("  ");
+  if (!typed) return false;
+  const done = typed[2] !== "" || (ev && ev.key === "Tab");
+  const exact = replies.find((r) => r.shortcut === typed[1]);
+  if (!done || !exact) return false;
+  ui.replyInput.value = exact.content;
+  ui.replyHint.hidden = true;
+  return true;
+}
+
+/** Who the customers of conversations this tab showed were, for the
+ * ratings that come after they left the list. */
+const customerNames = new Map();
+const ratings = [];
+
+function showCsat(m) {
+  const name = customerNames.get(m.sessionId) || "A customer";
+  const stars = `${"★".repeat(m.rating)}${"☆".repeat(5 - m.rating)}`;
+  ratings.unshift({ ...m, name, stars });
+  ratings.splice(20);
+  ui.ratingsCount.textContent = String(ratings.length);
+  ui.ratingsCount.classList.toggle("zero", ratings.length === 0);
+  ui.ratings.replaceChildren(...ratings.map((r) => {
+    const li = el("li", "item rating-item");
+    li.dataset.sessionId = r.sessionId;
+    li.append(el("span", "name", r.name), el("span", "stars", r.stars));
+    li.append(el("span", "preview", r.comment || "No comment"));
+    return li;
+  }));
+  toast(`${name} rated the conversation ${stars}${m.comment ? `: “${m.comment}”` : ""}`);
+}
+
+function showTyping() {
+  const conv = selected && convs.get(selected);
+  const on = Boolean(conv && conv.typing);
+  ui.typing.textContent = on ? `${conv.user.username} is typing` : "";
+  ui.typing.hidden = !on;
 }
 
 /** (Re)connected: follow what the server says this agent holds, each from
@@ -196,9 +327,13 @@ function follow(c) {
       unread: false,
       list,
       transcript: new Transcript(list, "agent", { customer: (c.user || {}).username, selfId: me && me.id }),
+      typing: false,
+      typingTimer: null,
+      typist: new TypingSender((state) => Boolean(socket && socket.send({ type: "typing", sessionId: c.sessionId, state }))),
     };
     convs.set(c.sessionId, conv);
   }
+  if (c.user && c.user.username) customerNames.set(c.sessionId, c.user.username);
   conv.transcript.names.selfId = me && me.id;
   send({ type: "watch", sessionId: c.sessionId, lastSeq: conv.transcript.lastSeq });
   if (!selected) select(c.sessionId);
@@ -209,6 +344,9 @@ function drop(sessionId, why) {
   const conv = convs.get(sessionId);
   if (!conv) return;
   convs.delete(sessionId);
+  sessionStorage.removeItem(summaryKey(sessionId));
+  clearTimeout(conv.typingTimer);
+  clearTimeout(conv.typist.timer);
   conv.list.remove();
   if (why) toast(`The conversation with ${conv.user.username} ${why}.`);
   if (selected === sessionId) {
@@ -251,11 +389,15 @@ function onEvent(m) {
     if (e.type === "user-message") conv.preview = e.content;
     else if (e.type === "agent-message") conv.preview = `You: ${e.content}`;
     if (e.type === "user-message" && m.sessionId !== selected) conv.unread = true;
+    if (e.type === "user-message") conv.typing = false;
   }
+  showTyping();
   if (shown.length) renderMine();
 }
 
 function select(sessionId) {
+  const before = selected && convs.get(selected);
+  if (before && selected !== sessionId) before.typist.stop();
   selected = sessionId;
   sessionStorage.setItem(SELECTED_KEY, sessionId);
   const conv = convs.get(sessionId);
@@ -273,6 +415,8 @@ function showConversation(conv) {
   ui.convMeta.textContent = `Yours since ${clockTime(conv.since)} · ${conv.sessionId}`;
   conv.list.scrollTop = conv.list.scrollHeight;
   refreshControls();
+  showTyping();
+  showSummary();
   showBudget(conv);
 }
 
@@ -361,6 +505,7 @@ function sendReply(ev) {
   if (!content || !selected) return;
   if (send({ type: "agent-message", sessionId: selected, content, clientMessageId: newId() })) {
     ui.replyInput.value = "";
+    convs.get(selected)?.typist.stop();
   }
 }
 
@@ -368,6 +513,15 @@ ui.form.addEventListener("submit", submitAuth);
 ui.reply.addEventListener("submit", sendReply);
 ui.replyInput.addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) sendReply(ev);
+});
+ui.replyNew.addEventListener("submit", saveReply);
+ui.replyInput.addEventListener("keydown", (ev) => {
+  if (ev.key === "Tab" && cannedReply(ev)) ev.preventDefault();
+});
+ui.replyInput.addEventListener("input", () => {
+  cannedReply(null);
+  const conv = selected && convs.get(selected);
+  if (conv && ui.replyInput.value.trim()) conv.typist.typed();
 });
 ui.release.addEventListener("click", () => selected && send({ type: "release", sessionId: selected }));
 ui.resolve.addEventListener("click", () => selected && send({ type: "resolve", sessionId: selected }));

@@ -4,8 +4,8 @@
 // replayed from the server's log.
 
 import {
-  AuthStore, ApiError, Socket, Transcript, loadEarlier, login, logout, modeAfter, newId, quotaText,
-  register,
+  AuthStore, ApiError, Socket, Transcript, TypingSender, loadEarlier, login, logout, modeAfter, newId,
+  quotaText, register,
 } from "./common.js";
 
 const store = new AuthStore("chatbot.customer");
@@ -19,7 +19,7 @@ const ui = {
   chat: $("chat"), banner: $("banner"), bannerText: $("banner-text"), cancel: $("cancel-handoff"),
   messages: $("messages"), error: $("chat-error"), composer: $("composer"), input: $("input"),
   stop: $("stop"), send: $("send"), human: $("human"), regenerate: $("regenerate"),
-  quota: $("quota"),
+  quota: $("quota"), typing: $("typing"),
 };
 
 /** What the answers' thumbs do. */
@@ -30,6 +30,12 @@ const actions = {
     if (comment) feedback.comment = comment;
     socket.send(feedback);
   },
+  csat(rating, comment = null) {
+    if (!socket) return;
+    const csat = { type: "csat", rating };
+    if (comment) csat.comment = comment;
+    socket.send(csat);
+  },
 };
 
 let registering = false;
@@ -39,6 +45,12 @@ let who = { mode: "bot", agent: null };
 /** Chats sent and not yet acknowledged, resent after a reconnect. */
 const unacked = new Map();
 let errorTimer = null;
+/** Whether the agent is typing, as last told (the server says `false` after
+ * 5 s without news; the timer covers a socket that went quiet). */
+let agentTyping = false;
+let agentTypingTimer = null;
+/** Tells the agent while the customer types (only to an agent holding it). */
+const typist = new TypingSender((state) => Boolean(socket && socket.send({ type: "typing", state })));
 
 const sessionKey = () => `chatbot.customer.session.${(store.get() || {}).user?.id}`;
 
@@ -156,13 +168,31 @@ function onMessage(m) {
       if (typeof m.seq === "number") transcript.accept(m);
       else showError(m);
       break;
+    case "typing":
+      agentTyping = m.state;
+      clearTimeout(agentTypingTimer);
+      if (m.state) agentTypingTimer = setTimeout(() => { agentTyping = false; refreshControls(); }, 7000);
+      break;
     case "pong":
     case "authenticated":
       break;
     default:
-      for (const e of transcript.accept(m)) who = modeAfter(e, who);
+      for (const e of transcript.accept(m)) {
+        who = modeAfter(e, who);
+        if (e.type === "agent-message" || e.type === "handoff-resolved" || e.type === "agent-left") agentTyping = false;
+      }
   }
   refreshControls();
+}
+
+/** Who is typing: the assistant while its answer streams (from the stream
+ * itself), or the agent holding the conversation while they type. */
+function showTyping() {
+  let text = "";
+  if (who.mode === "bot" && transcript.running !== null) text = "The assistant is typing";
+  else if (who.mode === "assigned" && agentTyping) text = `${(who.agent && who.agent.username) || "The agent"} is typing`;
+  ui.typing.textContent = text;
+  ui.typing.hidden = !text;
 }
 
 /** The budget line under the composer; a replayed or late one older than
@@ -197,6 +227,7 @@ function refreshControls() {
   ui.regenerate.hidden = !bot || answering || transcript.lastAnswer === null;
   ui.regenerate.disabled = !open;
   ui.cancel.hidden = who.mode !== "queued";
+  showTyping();
   ui.banner.hidden = bot;
   ui.banner.className = `banner ${who.mode}`;
   if (who.mode === "queued") {
@@ -236,6 +267,7 @@ function sendChat(ev) {
   const chat = { type: "chat", content, clientMessageId: newId() };
   unacked.set(chat.clientMessageId, chat);
   socket.send(chat);
+  typist.stop();
   ui.input.value = "";
   grow();
 }
@@ -249,7 +281,10 @@ ui.tabLogin.addEventListener("click", () => setRegistering(false));
 ui.tabRegister.addEventListener("click", () => setRegistering(true));
 ui.form.addEventListener("submit", submitAuth);
 ui.composer.addEventListener("submit", sendChat);
-ui.input.addEventListener("input", grow);
+ui.input.addEventListener("input", () => {
+  grow();
+  if (who.mode === "assigned" && ui.input.value.trim()) typist.typed();
+});
 ui.input.addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) sendChat(ev);
 });

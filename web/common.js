@@ -242,6 +242,39 @@ export function openingText(iso) {
   return `on ${date} at ${time}`;
 }
 
+/**
+ * Tells the other side while this user types: `send(true)` on the first
+ * keystroke and again every 2 s while typing goes on (the server passes at
+ * most one a second), `send(false)` 3 s after the last keystroke or when the
+ * message is sent. `send` returns whether it went out.
+ */
+export class TypingSender {
+  constructor(send) {
+    this.send = send;
+    this.on = false;
+    this.last = 0;
+    this.timer = null;
+  }
+
+  typed() {
+    const now = Date.now();
+    if ((!this.on || now - this.last > 2000) && this.send(true)) {
+      this.on = true;
+      this.last = now;
+    }
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.stop(), 3000);
+  }
+
+  stop() {
+    clearTimeout(this.timer);
+    if (this.on) {
+      this.on = false;
+      this.send(false);
+    }
+  }
+}
+
 export function newId() {
   if (crypto.randomUUID) return `c-${crypto.randomUUID()}`;
   return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
@@ -490,6 +523,30 @@ export class Transcript {
     tag.textContent = `${who} ${glyph}${feedback.comment ? `: “${feedback.comment}”` : ""}`;
   }
 
+  /** "How did it go?" with five stars and a comment, after a resolve. */
+  csatPrompt(m) {
+    const li = el("li", "notice csat");
+    li.dataset.type = m.type;
+    const name = (m.agent && m.agent.username) || "the agent";
+    li.append(el("span", "", `How was your conversation with ${name}? `));
+    const comment = el("input", "csat-comment");
+    comment.maxLength = 1000;
+    comment.placeholder = "Anything to add? (optional)";
+    comment.setAttribute("aria-label", "Comment on the conversation");
+    for (let rating = 1; rating <= 5; rating += 1) {
+      const b = el("button", "star", "★");
+      b.type = "button";
+      b.dataset.rating = String(rating);
+      b.title = `${rating} of 5`;
+      b.setAttribute("aria-label", `${rating} of 5`);
+      b.addEventListener("click", () => this.actions.csat(rating, comment.value.trim() || null));
+      li.append(b);
+    }
+    li.append(comment, el("span", "csat-said", ""));
+    this.csatBox = li;
+    this.append(li);
+  }
+
   notice(text, tone = "", m = {}) {
     const li = el("li", `notice ${tone}`.trim(), text);
     if (m.type) li.dataset.type = m.type;
@@ -650,6 +707,21 @@ export class Transcript {
         // In the queue, the `handoff-queued` notice right after says more.
         if (customer) this.escalationReply = this.notice(m.message, "", m);
         break;
+      case "csat-request":
+        if (customer && this.actions) this.csatPrompt(m);
+        else if (!customer) this.notice("The customer was asked how it went.", "", m);
+        break;
+      case "csat": {
+        const stars = `${"★".repeat(m.rating)}${"☆".repeat(5 - m.rating)}`;
+        const said = m.comment ? `: “${m.comment}”` : "";
+        if (customer && this.csatBox) {
+          this.csatBox.querySelector(".csat-said").textContent = `You rated it ${stars}${said}. Thank you!`;
+          for (const b of this.csatBox.querySelectorAll(".star")) b.classList.toggle("pressed", Number(b.dataset.rating) <= m.rating);
+        } else {
+          this.notice(`${customer ? "You rated" : "The customer rated"} the conversation ${stars}${said}`, "good", m);
+        }
+        break;
+      }
       case "handoff-unavailable":
         if (customer && m.reason === "closed" && m.opensAt) {
           this.notice(`Agents are back ${openingText(m.opensAt)}.`, "", m);

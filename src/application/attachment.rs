@@ -6,14 +6,21 @@
 //! other; merging by `seq` drops the duplicates. A jump in `seq` on the live
 //! side (a shared transport that dropped a message, or two publishers racing)
 //! is filled from the log before the later event is handed out.
+//!
+//! Beside the log, an attachment hears the session's live-only signals: the
+//! other side's typing, which it says has stopped once it went unrefreshed
+//! for [`TYPING_CLEAR`](crate::domain::signal::TYPING_CLEAR).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::ports::{ConversationStoreError, EventLog, LiveItem, LiveStream, SharedEvent};
+use super::ports::{
+    ConversationStoreError, EventLog, LiveItem, LiveStream, SharedEvent, SignalStream,
+};
 use crate::domain::conversation::{LoggedEvent, Seq};
+use crate::domain::signal::{Side, Signal, TypingShown};
 use crate::domain::SessionId;
 
 /// Events read from the log per round trip.
@@ -44,6 +51,10 @@ pub enum Feed {
     /// log its end. The connection must resume from the log once the store
     /// is back, rather than wait in silence.
     StoreUnavailable,
+    /// The other side started or stopped typing (live only, never logged).
+    Typing {
+        state: bool,
+    },
 }
 
 /// A connection attached to a session.
@@ -62,6 +73,11 @@ pub struct Attachment {
     parked: Option<Arc<LoggedEvent>>,
     /// The highest seq handed out (or deliberately skipped).
     delivered: Seq,
+    /// The session's signals, and who listens: `None` until
+    /// [`Self::with_signals`] (the log alone, as in tests).
+    signals: Option<(SignalStream, Side)>,
+    /// The other side's typing as told to this connection.
+    typing: TypingShown,
 }
 
 impl Attachment {
@@ -82,6 +98,8 @@ impl Attachment {
             pending: VecDeque::new(),
             parked: None,
             delivered: head,
+            signals: None,
+            typing: TypingShown::default(),
         };
         match last_seq {
             None => {}
@@ -91,6 +109,12 @@ impl Attachment {
             Some(n) => attachment.replay_from(n).await?,
         }
         Ok(attachment)
+    }
+
+    /// Also hands out the session's signals meant for `side`.
+    pub(super) fn with_signals(mut self, signals: SignalStream, side: Side) -> Self {
+        self.signals = Some((signals, side));
+        self
     }
 
     /// Queues everything after `after` that the log holds, up to its head now.
@@ -158,15 +182,66 @@ impl Attachment {
                 self.delivered = event.seq;
                 return Ok(Feed::Event(event));
             }
-            match self.live.next().await {
-                None => return Ok(Feed::StoreUnavailable),
-                Some(LiveItem::Lagged { .. }) => return Ok(Feed::FellBehind),
-                Some(LiveItem::Event(event)) if event.seq > self.delivered => {
+            let heard = tokio::select! {
+                item = self.live.next() => Heard::Live(item),
+                signal = next_signal(&mut self.signals) => Heard::Signal(signal),
+                () = lapse(self.typing.deadline()) => Heard::TypingLapsed,
+            };
+            match heard {
+                Heard::Live(None) => return Ok(Feed::StoreUnavailable),
+                Heard::Live(Some(LiveItem::Lagged { .. })) => return Ok(Feed::FellBehind),
+                Heard::Live(Some(LiveItem::Event(event))) if event.seq > self.delivered => {
                     self.parked = Some(event);
                 }
-                Some(LiveItem::Event(_)) => {}
+                Heard::Live(Some(LiveItem::Event(_))) => {}
+                Heard::Signal(state) => {
+                    if self
+                        .typing
+                        .heard(state, tokio::time::Instant::now().into_std())
+                    {
+                        return Ok(Feed::Typing { state });
+                    }
+                }
+                Heard::TypingLapsed => {
+                    if self.typing.lapsed(tokio::time::Instant::now().into_std()) {
+                        return Ok(Feed::Typing { state: false });
+                    }
+                }
             }
         }
+    }
+}
+
+/// What [`Attachment::next`] heard while it had nothing queued.
+enum Heard {
+    Live(Option<LiveItem>),
+    /// The other side's typing.
+    Signal(bool),
+    TypingLapsed,
+}
+
+/// The next typing of the other side; pending for ever without signals
+/// (or once they ended: a signal is a courtesy, the log is the truth).
+/// Cancel-safe: a stream's `next` is.
+async fn next_signal(signals: &mut Option<(SignalStream, Side)>) -> bool {
+    loop {
+        let Some((stream, side)) = signals else {
+            return std::future::pending().await;
+        };
+        match stream.next().await {
+            Some(Signal::Typing { from, state, .. }) if from == side.other() => return state,
+            Some(_) => {}
+            None => *signals = None,
+        }
+    }
+}
+
+/// Resolves at `deadline`; never without one. The timer is boxed: this
+/// future is part of every idle connection's, and most never show typing.
+async fn lapse(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at))).await,
+        None => std::future::pending().await,
     }
 }
 

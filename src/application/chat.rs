@@ -20,13 +20,14 @@ use super::conversation::{ChatError, ConversationCore};
 use super::generation::{self, Job};
 use super::limits::{ChatPermit, Limited, Slot};
 use super::ports::{
-    AiRequest, ConversationStoreError, LogSlice, Rated, SessionCounts, SessionStoreError,
-    SharedEvent, StartOutcome, Stats,
+    AiPurpose, AiRequest, ConversationStoreError, LogSlice, Rated, SessionCounts,
+    SessionStoreError, SharedEvent, StartOutcome, Stats,
 };
 use crate::domain::budget::{BudgetWindow, Quota};
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::Handoff;
+use crate::domain::signal::{Side, SignalTopic};
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{
     ChatContent, ChatMessage, MessageId, Role, Session, SessionId, SessionUser, TraceContext, User,
@@ -254,19 +255,25 @@ impl ChatService {
     }
 
     /// Attaches a connection to the session's conversation; with `last_seq`,
-    /// what it missed after that seq is replayed first.
+    /// what it missed after that seq is replayed first. `side` says who
+    /// attaches: they hear the other side's typing.
     pub async fn attach(
         &self,
         session: &SessionId,
         last_seq: Option<Seq>,
+        side: Side,
     ) -> Result<Attachment, ChatError> {
         self.core.counted(
             async {
                 let live = self.core.live.subscribe(session).await?;
-                Ok(
+                let signals = self
+                    .core
+                    .signals
+                    .subscribe(&SignalTopic::Session(session.clone()));
+                let attachment =
                     Attachment::open(session.clone(), self.core.log.clone(), live, last_seq)
-                        .await?,
-                )
+                        .await?;
+                Ok(attachment.with_signals(signals, side))
             }
             .await,
         )
@@ -404,6 +411,7 @@ impl ChatService {
             session_id: session.id,
             history: session.history,
             trace: chat.trace,
+            purpose: AiPurpose::Answer,
         };
         // Stoppable before anyone can see its stream-start; should its first
         // tokens be published before these two events, watchers fill the gap
@@ -689,6 +697,7 @@ impl ChatService {
             session_id: session.id,
             history: question.context,
             trace,
+            purpose: AiPurpose::Answer,
         };
         self.spawn_generation(generation, seq, request, permit.slot.take());
         core.publish(session_id, &logged).await;
@@ -844,6 +853,8 @@ mod tests {
         registry: MockGenerationRegistry,
         transcripts: MockTranscriptStore,
         handoffs: MockHandoffStore,
+        usage: Option<crate::application::ports::MockUsageStore>,
+        answers: crate::application::AnswerSettings,
     }
 
     /// A transcript store that keeps whatever it is given.
@@ -875,6 +886,8 @@ mod tests {
                 registry: registry(),
                 transcripts: keeping(Arc::default()),
                 handoffs: bot_only(),
+                usage: None,
+                answers: crate::application::AnswerSettings::default(),
             }
         }
 
@@ -903,12 +916,18 @@ mod tests {
                 live,
                 handoffs: Arc::new(self.handoffs),
                 presence: Arc::new(MockAgentPresence::new()),
+                signals: Arc::new(
+                    crate::adapters::outbound::local_signals::LocalSignals::default(),
+                ),
                 registry: Arc::new(self.registry),
                 transcripts: Arc::new(self.transcripts),
                 users: Arc::new(MockUserRepository::new()),
-                usage: Arc::new(
-                    crate::adapters::outbound::memory_usage::InMemoryUsageStore::default(),
-                ),
+                usage: match self.usage {
+                    Some(usage) => Arc::new(usage),
+                    None => Arc::new(
+                        crate::adapters::outbound::memory_usage::InMemoryUsageStore::default(),
+                    ),
+                },
                 token_counter: Arc::new(
                     crate::adapters::outbound::tiktoken_counter::TiktokenCounter,
                 ),
@@ -918,7 +937,7 @@ mod tests {
                 lease: Duration::from_secs(10),
                 unattended_timeout: Duration::from_secs(60),
                 handoff: HandoffSettings::default(),
-                answers: crate::application::AnswerSettings::default(),
+                answers: self.answers,
             };
             ChatService::new(Arc::new(ConversationCore::new(ports, settings, limits)))
         }
@@ -1038,6 +1057,42 @@ mod tests {
         assert!(
             matches!(refused, Err(ChatRefusal::RateLimited(l)) if l.retry_after.as_millis() == 1500),
             "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chat_over_the_token_budget_is_refused_before_the_ai_is_asked() {
+        use crate::domain::budget::{BudgetWindow, TokenBudget};
+        let mut m = Mocks::new();
+        m.registry
+            .expect_try_start()
+            .returning(|_, _, _| Ok(StartOutcome::Started));
+        m.registry.expect_finish().times(1).returning(|_, _| Ok(()));
+        m.sessions
+            .expect_get()
+            .returning(|id| Ok(Some(fixtures::session(id))));
+        m.ai.expect_stream().never();
+        m.log.expect_append().never();
+        m.stats.expect_budget_exhausted().times(1).return_const(());
+        let mut usage = crate::application::ports::MockUsageStore::new();
+        usage.expect_used().returning(|_, _| Ok(1_000));
+        usage.expect_add().never();
+        m.usage = Some(usage);
+        m.answers.budget = TokenBudget {
+            limit: Some(1_000),
+            window: BudgetWindow::parse(Duration::from_secs(86_400)).unwrap(),
+        };
+        let refused = m
+            .service()
+            .submit(&SessionId::generate(), &user(), chat(None))
+            .await;
+        let Err(ChatRefusal::BudgetExhausted { resets_at }) = refused else {
+            panic!("{refused:?}");
+        };
+        let now = Utc::now();
+        assert!(
+            resets_at > now && resets_at <= now + chrono::Duration::days(1),
+            "the window's end, within a day: {resets_at}"
         );
     }
 

@@ -19,8 +19,8 @@ use super::metering::{AnswerSettings, Metering};
 use super::ports::{
     AgentPresence, AiError, AiModel, Backplane, ConversationStoreError, EventLog,
     GenerationRegistry, HandoffStore, LiveDelivery, SessionStore, SessionStoreError, SharedEvent,
-    Stats, StoreFailure, Swap, TokenCounter, TranscriptStore, TranscriptStoreError, UsageStore,
-    UserRepository,
+    SignalBus, Stats, StoreFailure, Swap, TokenCounter, TranscriptStore, TranscriptStoreError,
+    UsageStore, UserRepository,
 };
 use crate::domain::conversation::ConversationEvent;
 use crate::domain::handoff::{
@@ -128,6 +128,10 @@ pub struct HandoffSettings {
     pub hours: Option<OfficeHours>,
     /// The `human-escalation-response` outside those hours.
     pub closed_message: String,
+    /// How the agent taking a conversation gets its summary; `None`: no
+    /// summary (`HANDOFF_SUMMARY=false`, and the default here, so a test
+    /// asks for one when it wants one).
+    pub summary: Option<SummarySettings>,
 }
 
 impl HandoffSettings {
@@ -139,6 +143,17 @@ impl HandoffSettings {
         }
         hours.next_opening(now)
     }
+}
+
+/// How an agent's summary is asked for (`HANDOFF_SUMMARY`,
+/// `HANDOFF_SUMMARY_PROMPT`).
+#[derive(Debug, Clone)]
+pub struct SummarySettings {
+    /// What the AI is asked after the conversation so far.
+    pub prompt: String,
+    /// The longest the whole request may take: the AI's own first-token
+    /// and idle timeouts end a stuck stream sooner.
+    pub timeout: Duration,
 }
 
 impl Default for HandoffSettings {
@@ -153,6 +168,7 @@ impl Default for HandoffSettings {
             assign: AssignMode::Manual,
             hours: None,
             closed_message: DEFAULT_CLOSED_MESSAGE.to_owned(),
+            summary: None,
         }
     }
 }
@@ -188,6 +204,8 @@ pub struct ChatPorts {
     pub handoffs: Arc<dyn HandoffStore>,
     /// Which agents have a socket open.
     pub presence: Arc<dyn AgentPresence>,
+    /// Live-only messages: typing, an agent's summary.
+    pub signals: Arc<dyn SignalBus>,
     /// Every message of every conversation, kept beyond the history and the log.
     pub transcripts: Arc<dyn TranscriptStore>,
     /// The user store: whether agent accounts exist (`HANDOFF=auto`), and
@@ -218,6 +236,7 @@ pub struct ConversationCore {
     pub(super) registry: Arc<dyn GenerationRegistry>,
     pub(super) handoffs: Arc<dyn HandoffStore>,
     pub(super) presence: Arc<dyn AgentPresence>,
+    pub(super) signals: Arc<dyn SignalBus>,
     pub(super) transcripts: Arc<dyn TranscriptStore>,
     pub(super) users: Arc<dyn UserRepository>,
     pub(super) agent_accounts: AgentAccounts,
@@ -251,6 +270,7 @@ impl ConversationCore {
             registry: ports.registry,
             handoffs: ports.handoffs,
             presence: ports.presence,
+            signals: ports.signals,
             transcripts: ports.transcripts,
             users: ports.users.clone(),
             agent_accounts: AgentAccounts::new(ports.users),

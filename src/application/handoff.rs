@@ -54,7 +54,7 @@ pub fn agent_ref(user: &User) -> AgentRef {
 /// The human handoff use cases, shared by every connection and agent.
 #[derive(Clone)]
 pub struct HandoffService {
-    core: Arc<ConversationCore>,
+    pub(super) core: Arc<ConversationCore>,
 }
 
 impl HandoffService {
@@ -253,9 +253,10 @@ impl HandoffService {
     }
 
     /// The holding agent is done: the user's next chat goes to the AI.
+    /// The customer is then asked how it went (`csat-request`).
     pub async fn resolve(&self, agent: &User, session: &SessionId) -> Result<(), HandoffRefusal> {
-        self.require_session(session).await?;
-        let t = self
+        let owner = self.require_session(session).await?.user.id;
+        let mut t = self
             .core
             .change(session, |current| {
                 let h = current.ok_or(HandoffError::NotAssigned)?;
@@ -264,6 +265,13 @@ impl HandoffService {
             .await
             .required()?;
         self.core.stats.handoff("resolved");
+        let who = agent_ref(agent);
+        self.ask_satisfaction(session, owner, who.clone(), Utc::now())
+            .await;
+        t.events.push(ConversationEvent::CsatRequest {
+            session: session.clone(),
+            agent: who,
+        });
         self.apply(session, t).await?;
         // The agent has room again.
         assign_waiting(&self.core).await;
@@ -524,4 +532,14 @@ async fn presence_of(
     let online = core.presence.online(agent).await.ok()?;
     let seen = core.presence.last_seen(agent).await.ok()?;
     Some((online, seen))
+}
+
+impl HandoffService {
+    /// What is said to one agent alone, live, on any instance: the summary
+    /// of a conversation they took.
+    pub fn agent_signals(&self, agent: &UserId) -> super::ports::SignalStream {
+        self.core
+            .signals
+            .subscribe(&crate::domain::signal::SignalTopic::Agent(agent.clone()))
+    }
 }

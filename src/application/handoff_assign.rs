@@ -2,8 +2,9 @@
 //! where that happens, whether the agent claimed it or the server assigned
 //! it (`HANDOFF_ASSIGN=auto`). Whatever must happen whenever an agent takes
 //! a conversation (the capacity check, the wait's metrics and estimate, the
-//! moves of those behind it) goes there and nowhere else.
+//! moves of those behind it, the agent's summary) goes there and nowhere else.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -51,7 +52,7 @@ impl Taking {
 /// # Errors
 /// [`HandoffRefusal`]: the rule that refused it, or a failing store.
 pub(super) async fn take_conversation(
-    core: &ConversationCore,
+    core: &Arc<ConversationCore>,
     agent: &AgentRef,
     session: &SessionId,
     taking: Taking,
@@ -82,6 +83,7 @@ pub(super) async fn take_conversation(
         tracing::warn!(error = %ErrorChain(&e), "could not note when an agent last took a conversation");
     }
     handoff_queue::announce_moves(core).await;
+    super::summary::start(core, &agent.id, session);
     Ok(logged.first().map_or(0, |e| e.seq))
 }
 
@@ -93,7 +95,7 @@ pub(super) async fn take_conversation(
 /// of any instance's timers, within a second, assigns what this one would
 /// have). Each assignment is [`take_conversation`], so a conversation a
 /// claim got to first is skipped, never assigned twice.
-pub(super) async fn assign_waiting(core: &ConversationCore) {
+pub(super) async fn assign_waiting(core: &Arc<ConversationCore>) {
     if core.settings.handoff.assign != AssignMode::Auto {
         return;
     }
@@ -114,7 +116,7 @@ pub(super) async fn assign_waiting(core: &ConversationCore) {
     }
 }
 
-async fn assign_round(core: &ConversationCore) -> Result<(), HandoffRefusal> {
+async fn assign_round(core: &Arc<ConversationCore>) -> Result<(), HandoffRefusal> {
     let queued = core.handoffs.queue(HANDOFF_LISTED).await?;
     if queued.is_empty() {
         return Ok(());

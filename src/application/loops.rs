@@ -86,6 +86,7 @@ mod tests {
             registry: Arc::new(registry),
             handoffs: Arc::new(handoffs),
             presence: Arc::new(MockAgentPresence::new()),
+            signals: Arc::new(crate::adapters::outbound::local_signals::LocalSignals::default()),
             transcripts: Arc::new(MockTranscriptStore::new()),
             users: Arc::new(MockUserRepository::new()),
             usage: Arc::new(crate::adapters::outbound::memory_usage::InMemoryUsageStore::default()),

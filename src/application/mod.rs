@@ -8,6 +8,7 @@ pub mod attachment;
 pub mod auth;
 pub mod chat;
 pub mod conversation;
+pub mod csat;
 mod generation;
 pub mod handoff;
 mod handoff_assign;
@@ -17,7 +18,10 @@ pub mod limits;
 pub mod loops;
 pub mod metering;
 pub mod ports;
+pub mod replies;
+mod summary;
 pub mod transcripts;
+mod typing;
 
 pub use access::{Authorized, IssuedTicket};
 pub use agent_standing::STANDING_CHECK;
@@ -30,11 +34,14 @@ pub use chat::{
 };
 pub use conversation::{
     ChatError, ChatPorts, ConversationCore, ConversationSettings, HandoffRefusal, HandoffSettings,
+    SummarySettings,
 };
+pub use csat::CsatRefusal;
 pub use handoff::{AgentMessageSent, HandoffService, ESCALATION_REPLY};
 pub use limits::{LimitSettings, Limited, Limits, Rule};
 pub use loops::ConversationLoops;
 pub use metering::{AnswerSettings, BudgetExhausted, Metering};
+pub use replies::ReplyRefusal;
 pub use transcripts::{
     RetentionSweeper, TranscriptRefusal, TranscriptService, TRANSCRIPT_PAGE_DEFAULT,
     TRANSCRIPT_PAGE_MAX,

@@ -146,6 +146,10 @@ settings! {
         handoff_timezone: HANDOFF_TIMEZONE = "UTC";
         /// What the customer is told outside office hours [default: Our agents are away outside office hours. The assistant will keep helping you until they are back.].
         handoff_closed_message: HANDOFF_CLOSED_MESSAGE;
+        /// true: an agent taking a conversation gets the AI's summary of it (handoff-summary); false: none.
+        handoff_summary: HANDOFF_SUMMARY = "true";
+        /// What the AI is asked for that summary, after the conversation so far [default: a request for a few lines an agent reads at a glance].
+        handoff_summary_prompt: HANDOFF_SUMMARY_PROMPT;
         /// Transcript entries older than this are deleted (e.g. 30d) [default: kept for good].
         transcript_retention: TRANSCRIPT_RETENTION;
     }

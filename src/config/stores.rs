@@ -8,9 +8,10 @@ use std::time::Duration;
 use super::settings::{
     AGENT_AWAY_GRACE, AGENT_MAX_CONVERSATIONS, EVENT_LOG_LIMIT, GENERATION_LEASE, HANDOFF,
     HANDOFF_ASSIGN, HANDOFF_CLOSED_MESSAGE, HANDOFF_HOURS, HANDOFF_OFFLINE_MESSAGE,
-    HANDOFF_QUEUE_TIMEOUT, HANDOFF_TIMEZONE, HANDOFF_WHEN_NO_AGENT_ONLINE, MONGODB_URI,
-    REDIS_CLUSTER_URLS, REDIS_KEY_PREFIX, REDIS_URL, SESSION_TTL, SQLITE_PATH,
-    STORE_CONNECT_TIMEOUT, TRANSCRIPT_RETENTION, UNATTENDED_GENERATION_TIMEOUT,
+    HANDOFF_QUEUE_TIMEOUT, HANDOFF_SUMMARY, HANDOFF_SUMMARY_PROMPT, HANDOFF_TIMEZONE,
+    HANDOFF_WHEN_NO_AGENT_ONLINE, MONGODB_URI, REDIS_CLUSTER_URLS, REDIS_KEY_PREFIX, REDIS_URL,
+    SESSION_TTL, SQLITE_PATH, STORE_CONNECT_TIMEOUT, TRANSCRIPT_RETENTION,
+    UNATTENDED_GENERATION_TIMEOUT,
 };
 use super::{ConfigError, SecretUrl, Vars, MAX_COUNT};
 use crate::domain::handoff::{
@@ -21,6 +22,7 @@ use crate::domain::office_hours::{self, OfficeHours};
 /// Most conversations `AGENT_MAX_CONVERSATIONS` may allow one agent: what
 /// one agent's list and socket follow.
 const MAX_HELD: usize = 200;
+use crate::domain::signal::DEFAULT_SUMMARY_PROMPT;
 
 /// Where users live.
 #[derive(Debug, Clone)]
@@ -73,6 +75,9 @@ pub struct SessionConfig {
     pub handoff_hours: Option<OfficeHours>,
     /// `HANDOFF_CLOSED_MESSAGE`.
     pub handoff_closed_message: String,
+    /// What the AI is asked to summarise a conversation an agent takes
+    /// (`HANDOFF_SUMMARY_PROMPT`); `None` when `HANDOFF_SUMMARY=false`.
+    pub handoff_summary_prompt: Option<String>,
 }
 
 /// `HANDOFF_HOURS` read in `HANDOFF_TIMEZONE` (checked even without hours,
@@ -183,6 +188,11 @@ impl SessionConfig {
             handoff_closed_message: vars
                 .get(HANDOFF_CLOSED_MESSAGE)
                 .unwrap_or_else(|| DEFAULT_CLOSED_MESSAGE.to_owned()),
+            handoff_summary_prompt: vars.boolean(HANDOFF_SUMMARY)?.then(|| {
+                vars.get(HANDOFF_SUMMARY_PROMPT)
+                    .filter(|p| !p.trim().is_empty())
+                    .unwrap_or_else(|| DEFAULT_SUMMARY_PROMPT.to_owned())
+            }),
         })
     }
 }

@@ -14,7 +14,8 @@ use thiserror::Error;
 use super::agent::AgentRef;
 use super::answer::{AnswerPhase, Relay, TokenUsage, ToolActivity};
 use super::budget::Quota;
-use super::chat::{MessageId, StreamStatus};
+use super::chat::{MessageId, SessionId, StreamStatus};
+use super::csat::Csat;
 use super::feedback::Feedback;
 use super::id::is_valid_id;
 use super::queue::QueuePlace;
@@ -203,6 +204,12 @@ pub enum ConversationEvent {
         message_id: MessageId,
         feedback: Feedback,
     },
+    /// The agent resolved the conversation: the customer is asked how it
+    /// went (right after `HandoffResolved`).
+    CsatRequest { session: SessionId, agent: AgentRef },
+    /// The customer said how it went (again: this answer replaces the
+    /// earlier one).
+    Csat { csat: Csat },
 }
 
 /// What an answer cost, carried by its `stream-end`: its usage when it

@@ -635,6 +635,7 @@ async fn main_conversation(scene: &Scene<'_>) {
     assert_eq!(behind.until("queue-position").await["position"], 1);
     let second = hello["sessionId"].as_str().unwrap().to_owned();
     agent_replays_a_wait(scene, &ann, &second).await;
+    typing_both_ways(scene, &carol, &ann, &session).await;
 
     let (mut tab, hello) = scene
         .open(CUSTOMER, &format!("token={carol}&sessionId={session}"))
@@ -707,7 +708,29 @@ async fn agent_claims(scene: &Scene<'_>, token: &str, session: &str) {
     console
         .send(json!({"type": "claim", "sessionId": session, "requestId": "r1"}))
         .await;
-    console.until_each(&["ack", "agent-joined"]).await;
+    // The customer said something first, so the echo model summarises it.
+    console
+        .until_each(&["ack", "agent-joined", "handoff-summary"])
+        .await;
+}
+
+/// The customer types, the agent hears it; the agent types, the customer
+/// hears it (live only, so each side is attached before the other types).
+async fn typing_both_ways(scene: &Scene<'_>, customer: &str, agent: &str, session: &str) {
+    let (mut console, _) = scene.open(AGENT, &format!("token={agent}")).await;
+    console
+        .send(json!({"type": "watch", "sessionId": session, "lastSeq": 0}))
+        .await;
+    console.until("agent-joined").await;
+    let (mut tab, _) = scene
+        .open(CUSTOMER, &format!("token={customer}&sessionId={session}"))
+        .await;
+    tab.send(json!({"type": "typing", "state": true})).await;
+    console.until("typing").await;
+    console
+        .send(json!({"type": "typing", "sessionId": session, "state": true}))
+        .await;
+    tab.until("typing").await;
 }
 
 /// The agent takes a conversation that moved up the line, and its `watch`
@@ -762,8 +785,18 @@ async fn agent_talks_releases_and_resolves(scene: &Scene<'_>, token: &str, sessi
 /// all too, each event with the `sessionId`.
 async fn both_sides_replay(scene: &Scene<'_>, customer: &str, agent: &str, session: &str) {
     let resume = format!("token={customer}&sessionId={session}");
+    // The agent who resolved it hears the customer's rating.
+    let (mut rated, _) = scene.open(AGENT, &format!("token={agent}")).await;
+    rated.until("queue").await;
     let (mut tab, _) = scene.open(CUSTOMER, &format!("{resume}&lastSeq=0")).await;
     tab.until("handoff-resolved").await;
+    tab.until("csat-request").await;
+    tab.send_invalid(json!({"type": "csat", "rating": 9})).await;
+    assert_eq!(tab.until("error").await["code"], "invalid_csat");
+    tab.send(json!({"type": "csat", "rating": 4, "comment": "quick"}))
+        .await;
+    tab.until_each(&["ack", "csat"]).await;
+    rated.until("csat").await;
     tab.send(json!({"type": "human-escalation"})).await;
     tab.until("handoff-queued").await;
     let (mut ahead, _) = scene

@@ -404,6 +404,44 @@ async fn a_write_reaches_every_instance_once_in_order(backend: Backend) {
     }
 }
 
+/// Many sessions written at once (on a single Redis, their batches share
+/// script calls): each session's log is its own writes, numbered from one,
+/// in the order written, and a watcher of one gets exactly its events.
+async fn concurrent_writes_of_many_sessions_keep_each_sessions_order(backend: Backend) {
+    let (log, live, backplane) = backend.writer().await;
+    let sessions: Vec<_> = (0..40).map(|_| SessionId::generate()).collect();
+    let mut watching = live.subscribe(&sessions[7]).await.unwrap();
+    wait_for_watchers(&live, &sessions[7], 1).await;
+    let tasks: Vec<_> = sessions
+        .iter()
+        .enumerate()
+        .map(|(n, s)| {
+            let (backplane, s) = (backplane.clone(), s.clone());
+            tokio::spawn(async move {
+                let mut written = Vec::new();
+                for i in 0..10 {
+                    let batch = vec![token(n * 1000 + 2 * i), token(n * 1000 + 2 * i + 1)];
+                    written.extend(backplane.write(&s, batch).await.unwrap().events);
+                }
+                written
+            })
+        })
+        .collect();
+    for (n, (s, task)) in sessions.iter().zip(tasks).enumerate() {
+        let written = task.await.unwrap();
+        assert_eq!(seqs(&written), (1..=20).collect::<Vec<_>>(), "session {n}");
+        let read = log.read_after(s, 0, 100).await.unwrap();
+        assert_eq!(read.events, written, "session {n}'s log is what it wrote");
+        if n == 7 {
+            for want in &written {
+                assert_eq!(&next_event(&mut watching).await, want);
+            }
+        }
+    }
+    let more = tokio::time::timeout(Duration::from_millis(300), watching.next()).await;
+    assert!(more.is_err(), "another session's event leaked: {more:?}");
+}
+
 async fn wait_for_watchers(live: &Arc<dyn LiveDelivery>, s: &SessionId, n: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -697,6 +735,7 @@ contract!(
     every_subscriber_gets_every_event_in_order,
     feedback_events_read_back_and_reach_subscribers_as_given,
     a_write_reaches_every_instance_once_in_order,
+    concurrent_writes_of_many_sessions_keep_each_sessions_order,
     a_stalled_subscriber_slows_nobody,
     one_generation_per_session,
     concurrent_starts_have_one_winner,
@@ -814,6 +853,36 @@ async fn redis_undecodable_log_data_is_an_error() {
         raw(&url, &["LPUSH", &session_key(&prefix, &s, "cmids"), "junk"]).await;
         let id = ClientMessageId::parse("c-1").unwrap();
         assert!(log.accepted_client_message(&s, &id).await.is_err());
+    })
+    .await;
+}
+
+/// A session whose append fails inside a script call shared with others
+/// fails alone: the others are written and published as if alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_one_failing_append_among_many_fails_alone() {
+    on_redis(|backend| async move {
+        let (url, prefix) = redis_parts(&backend);
+        let (log, _, backplane) = backend.writer().await;
+        let broken = SessionId::generate();
+        raw(&url, &["SET", &session_key(&prefix, &broken, "head"), "x"]).await;
+        let mut sessions: Vec<_> = (0..30).map(|_| SessionId::generate()).collect();
+        sessions.insert(15, broken.clone());
+        let writes = sessions.iter().map(|s| {
+            let (backplane, s) = (backplane.clone(), s.clone());
+            tokio::spawn(async move { backplane.write(&s, vec![token(1), token(2)]).await })
+        });
+        let results = futures_util::future::join_all(writes).await;
+        for (s, result) in sessions.iter().zip(results) {
+            let result = result.unwrap();
+            if *s == broken {
+                assert!(result.is_err(), "the broken session's append failed");
+                continue;
+            }
+            let written = result.expect("the others are written").events;
+            assert_eq!(seqs(&written), vec![1, 2]);
+            assert_eq!(log.read_after(s, 0, 10).await.unwrap().events, written);
+        }
     })
     .await;
 }

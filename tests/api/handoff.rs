@@ -121,6 +121,9 @@ async fn an_agent_on_another_instance_takes_over_and_the_bot_steps_aside_until_r
     assert_eq!(refused["code"], "already_claimed", "{refused}");
     let (joined, _) = until(&mut tab_c, of_type("agent-joined")).await;
     assert_eq!(joined["agent"]["username"], "bob");
+    // Bob's summary of the conversation is the one request the claim makes.
+    let (summary, _) = until(&mut on_b, of_type("handoff-summary")).await;
+    assert_eq!(summary["sessionId"], session.as_str());
 
     // The customer's chat reaches Bob, not the AI.
     let asked = cluster.upstream.request_count();
@@ -161,6 +164,7 @@ async fn an_agent_on_another_instance_takes_over_and_the_bot_steps_aside_until_r
         .await;
     until(&mut on_b, of_type("ack")).await;
     until(&mut tab_a, of_type("handoff-resolved")).await;
+    until(&mut tab_a, of_type("csat-request")).await;
     let answer = tab_a.chat("thanks, anything else?").await;
     assert_eq!(answer.status, "completed");
     let history = cluster.upstream.last_request()["context"]["history"].clone();

@@ -71,6 +71,12 @@ fn spec_is_openapi_3_and_documents_every_response() {
             "get",
             &["200", "400", "401", "404", "503"],
         ),
+        ("/api/agent/replies", "get", &["200", "401", "403", "503"]),
+        (
+            "/api/agent/replies",
+            "post",
+            &["200", "201", "400", "401", "403", "409", "413", "503"],
+        ),
     ];
     for (path, method, statuses) in expected {
         let item = spec
@@ -248,6 +254,14 @@ fn every_operation_has_its_operation_id_and_bearer_routes_declare_the_scheme() {
             Some(true),
         ),
         ("/api/usage", "get", "usage", Some(true)),
+        ("/api/agent/replies", "get", "listReplies", Some(true)),
+        ("/api/agent/replies", "post", "saveReply", Some(true)),
+        (
+            "/api/agent/replies/{shortcut}",
+            "delete",
+            "deleteReply",
+            Some(true),
+        ),
         (
             "/api/agent/users/{id}/usage",
             "get",
@@ -344,6 +358,10 @@ fn every_error_response_lists_its_codes_from_the_catalogue() {
         ),
         ("deleteSession", "404", &["session_not_found"]),
         ("deleteSession", "401", &bearer),
+        ("saveReply", "400", &["invalid_request", "invalid_reply"]),
+        ("saveReply", "409", &["too_many_replies"]),
+        ("deleteReply", "404", &["reply_not_found"]),
+        ("listReplies", "403", &["agent_only"]),
     ];
     let mut checked = 0;
     for (path, method, op) in operations(&spec) {

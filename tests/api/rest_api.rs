@@ -374,7 +374,9 @@ async fn health_stats_and_websocket_info() {
             "ping",
             "auth",
             "feedback",
-            "regenerate"
+            "regenerate",
+            "typing",
+            "csat"
         ]
     );
     let authentication = info["authentication"].to_string();
@@ -407,8 +409,10 @@ async fn health_stats_and_websocket_info() {
             "release",
             "resolve",
             "watch",
+            "status",
             "ping",
-            "auth"
+            "auth",
+            "typing"
         ])
     );
     // Whole names: "queue" must not pass on the strength of "handoff-queued".
@@ -423,6 +427,9 @@ async fn health_stats_and_websocket_info() {
         "conversation-assigned",
         "agent-message",
         "handoff-resolved",
+        "typing",
+        "handoff-summary",
+        "csat",
     ] {
         assert!(agent_server.contains(&kind), "{kind} in {agent_server:?}");
     }

@@ -16,6 +16,7 @@ use futures_util::FutureExt;
 use chatbot_server::adapters::outbound::mongo_transcripts::MongoTranscriptStore;
 use chatbot_server::adapters::outbound::sqlite_transcripts::SqliteTranscriptStore;
 use chatbot_server::application::ports::{Rated, TranscriptStore};
+use chatbot_server::domain::csat::{Csat, CsatRecord};
 use chatbot_server::domain::feedback::Feedback;
 use chatbot_server::domain::handoff::AgentRef;
 use chatbot_server::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry};
@@ -333,6 +334,69 @@ mod contract {
         );
     }
 
+    /// The satisfaction record: asked once per resolve, answered (again:
+    /// replaced) only while the request is recent enough, forgotten with
+    /// the conversation.
+    pub async fn satisfaction_is_asked_answered_replaced_and_erased(store: Store) {
+        let (s, other) = (SessionId::generate(), SessionId::generate());
+        let answer = |rating, comment| Csat::parse(rating, comment).unwrap();
+        assert_eq!(store.csat(&s).await.unwrap(), None);
+        assert_eq!(
+            store
+                .answer_csat(&s, &answer(5, None), at(10), at(0))
+                .await
+                .unwrap(),
+            None,
+            "nothing was asked"
+        );
+        let asked = CsatRecord {
+            session: s.clone(),
+            user: owner(),
+            agent: agent(),
+            requested_at: at(1_000),
+            answer: None,
+        };
+        store.request_csat(&asked).await.unwrap();
+        assert_eq!(store.csat(&s).await.unwrap(), Some(asked.clone()));
+        // Too late: the request is older than the window allows.
+        assert_eq!(
+            store
+                .answer_csat(&s, &answer(4, None), at(5_000), at(1_001))
+                .await
+                .unwrap(),
+            None
+        );
+        let first = store
+            .answer_csat(&s, &answer(2, Some("slow")), at(2_000), at(1_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.answer, Some((answer(2, Some("slow")), at(2_000))));
+        assert_eq!(first.agent, agent());
+        let second = store
+            .answer_csat(&s, &answer(5, None), at(3_000), at(0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            second.answer,
+            Some((answer(5, None), at(3_000))),
+            "replaced"
+        );
+        assert_eq!(store.csat(&s).await.unwrap(), Some(second));
+        assert_eq!(store.csat(&other).await.unwrap(), None);
+        // Asked again (a later resolve): the old answer goes.
+        let again = CsatRecord {
+            requested_at: at(9_000),
+            ..asked
+        };
+        store.request_csat(&again).await.unwrap();
+        assert_eq!(store.csat(&s).await.unwrap(), Some(again));
+        store.append(&said(&s, 1, 0)).await.unwrap();
+        store.erase(&s).await.unwrap();
+        assert_eq!(store.csat(&s).await.unwrap(), None);
+    }
+
     /// Retention: everything said before the cutoff goes, in every session;
     /// nothing after it.
     pub async fn expire_forgets_what_is_older_than_the_cutoff(store: Store) {
@@ -397,6 +461,7 @@ rules!(
     expire_forgets_what_is_older_than_the_cutoff,
     a_rating_is_kept_with_its_answer_and_replaced_by_the_next,
     answers_after_a_question_asked_again_are_superseded,
+    satisfaction_is_asked_answered_replaced_and_erased,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,6 +184,8 @@ async fn agent_messages_join_the_transcript_after_a_handoff() {
         .await;
     assert_eq!(status, 200, "{body}");
     while ws.recv().await["type"] != "handoff-resolved" {}
+    // The customer is asked how it went, right after.
+    assert_eq!(ws.recv().await["type"], "csat-request");
     let after = ws.chat("back to the bot").await;
     assert_eq!(after.status, "completed");
 

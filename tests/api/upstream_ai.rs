@@ -15,7 +15,7 @@ use chatbot_server::adapters::outbound::upstream_ai::{
     OpenAiSettings, UpstreamAi, UpstreamTimeouts,
 };
 use chatbot_server::application::ports::{
-    AiError, AiHealth, AiModel, AiRequest, CircuitState, TokenStream,
+    AiError, AiHealth, AiModel, AiPurpose, AiRequest, CircuitState, TokenStream,
 };
 use chatbot_server::domain::answer::AnswerDelta;
 use chatbot_server::domain::{ChatMessage, Role, SessionId, UserId};
@@ -251,6 +251,7 @@ fn request() -> AiRequest {
             },
         ],
         trace: None,
+        purpose: AiPurpose::Answer,
     }
 }
 

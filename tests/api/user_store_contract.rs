@@ -19,8 +19,9 @@ use futures_util::FutureExt;
 use chatbot_server::adapters::outbound::mongo_users::MongoUserRepository;
 use chatbot_server::adapters::outbound::sqlite_users::SqliteUserRepository;
 use chatbot_server::application::ports::{
-    RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
+    RefreshRecord, RefreshTokenStore, Rotation, SavedReply, UserRepository, UserStoreError,
 };
+use chatbot_server::domain::canned::{CannedReply, Shortcut};
 use chatbot_server::domain::{
     EmailAddress, FamilyId, NewUser, PasswordHash, RefreshToken, TokenDigest, UserId, UserRole,
     Username,
@@ -56,6 +57,62 @@ fn unknown_id() -> UserId {
 
 mod contract {
     use super::*;
+
+    pub async fn canned_replies_are_each_agents_own_bounded_and_replaced_by_shortcut(repo: Repo) {
+        let reply = |s: &str, c: &str| CannedReply::parse(s, c).unwrap();
+        let bob = UserId::parse(&unique("agentbob")).unwrap();
+        let ann = UserId::parse(&unique("agentann")).unwrap();
+        assert!(repo.replies(&bob).await.unwrap().is_empty());
+        let r = reply("thanks", "Thank you!");
+        let saved = repo.save_reply(&bob, &r, 3).await.unwrap();
+        assert_eq!(saved, SavedReply::Added);
+        let r = reply("hi", "Hello, I'm Bob.");
+        let saved = repo.save_reply(&bob, &r, 3).await.unwrap();
+        assert_eq!(saved, SavedReply::Added);
+        let r = reply("thanks", "Thanks a lot!");
+        let saved = repo.save_reply(&bob, &r, 3).await.unwrap();
+        assert_eq!(saved, SavedReply::Replaced);
+        assert_eq!(
+            repo.replies(&bob).await.unwrap(),
+            [
+                reply("hi", "Hello, I'm Bob."),
+                reply("thanks", "Thanks a lot!")
+            ],
+            "by shortcut, the latest content"
+        );
+        let r = reply("bye", "Goodbye.");
+        let saved = repo.save_reply(&bob, &r, 3).await.unwrap();
+        assert_eq!(saved, SavedReply::Added);
+        // Full: a new shortcut is refused, an existing one still replaced.
+        let r = reply("more", "One too many.");
+        let saved = repo.save_reply(&bob, &r, 3).await.unwrap();
+        assert_eq!(saved, SavedReply::Full);
+        let r = reply("bye", "Bye!");
+        let saved = repo.save_reply(&bob, &r, 3).await.unwrap();
+        assert_eq!(saved, SavedReply::Replaced);
+        assert_eq!(repo.replies(&bob).await.unwrap().len(), 3);
+        // Another agent's are apart.
+        assert!(repo.replies(&ann).await.unwrap().is_empty());
+        let r = reply("thanks", "Cheers.");
+        let saved = repo.save_reply(&ann, &r, 3).await.unwrap();
+        assert_eq!(saved, SavedReply::Added);
+        let hi = Shortcut::parse("hi").unwrap();
+        assert!(!repo.delete_reply(&ann, &hi).await.unwrap(), "not ann's");
+        assert!(repo.delete_reply(&bob, &hi).await.unwrap());
+        assert!(!repo.delete_reply(&bob, &hi).await.unwrap(), "gone");
+        let left: Vec<_> = repo
+            .replies(&bob)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.shortcut.as_str().to_owned())
+            .collect();
+        assert_eq!(left, ["bye", "thanks"]);
+        assert_eq!(
+            repo.replies(&ann).await.unwrap(),
+            [reply("thanks", "Cheers.")]
+        );
+    }
 
     pub async fn create_returns_the_user_with_an_id(repo: Repo) {
         let input = new_user(&unique("create"));
@@ -487,10 +544,11 @@ contract_rules!(
     concurrent_rotations_of_one_token_have_one_winner,
     revoking_a_family_needs_its_owner,
     revoking_a_user_ends_all_their_refresh_tokens,
+    canned_replies_are_each_agents_own_bounded_and_replaced_by_shortcut,
 );
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 // ------------------------------------------------------------------ SQLite
 

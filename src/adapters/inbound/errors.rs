@@ -19,8 +19,9 @@ use poem_openapi::Enum;
 use super::openapi::Json;
 
 use crate::application::ports::AiError;
-use crate::application::{AuthError, ChatError, FeedbackRefusal, HandoffRefusal};
+use crate::application::{AuthError, ChatError, CsatRefusal, FeedbackRefusal, HandoffRefusal};
 use crate::domain::conversation::GenerationFailure;
+use crate::domain::csat::CsatError;
 use crate::domain::feedback::FeedbackError;
 use crate::domain::handoff::HandoffError;
 use crate::domain::ContentError;
@@ -205,6 +206,27 @@ error_catalogue! {
     NothingToRegenerate = "nothing_to_regenerate", status: WS_ONLY, websocket: true,
         "There is no message of yours to answer again yet";
 
+    // --- agents' canned replies
+    /// A canned reply whose `shortcut` or `content` breaks its rule.
+    InvalidReply = "invalid_reply", status: BAD_REQUEST, websocket: false,
+        "A canned reply needs a 'shortcut' of 1-32 lowercase letters, digits, '_' or '-', and a 'content' of 1-2000 characters";
+    /// The agent already keeps the most canned replies allowed.
+    TooManyReplies = "too_many_replies", status: CONFLICT, websocket: false,
+        "You already keep 100 canned replies; delete one first";
+    /// No canned reply of the caller has that shortcut.
+    ReplyNotFound = "reply_not_found", status: Some(StatusCode::NOT_FOUND), websocket: false,
+        "You have no canned reply with that shortcut";
+
+    // --- satisfaction after a handoff
+    /// A `csat` message whose `rating` is not a whole number from 1 to 5, or
+    /// whose `comment` is not a string.
+    InvalidCsat = "invalid_csat", status: WS_ONLY, websocket: true,
+        "A csat message needs a 'rating' that is a whole number from 1 to 5, and optionally a string 'comment'";
+    /// A `csat` in a conversation whose customer was not asked (no agent
+    /// resolved it) in the last 24 hours.
+    CsatNotRequested = "csat_not_requested", status: WS_ONLY, websocket: true,
+        "No satisfaction rating was asked for in this conversation in the last 24 hours";
+
     // --- human handoff
     /// A claim of a conversation another agent already holds (exactly one
     /// claim wins across all instances).
@@ -363,6 +385,26 @@ impl From<&FeedbackError> for ErrorCode {
         match e {
             FeedbackError::Rating => Self::InvalidFeedback,
             FeedbackError::CommentTooLong { .. } => Self::CommentTooLong,
+        }
+    }
+}
+
+/// What a customer is told about a satisfaction answer the domain refused.
+impl From<&CsatError> for ErrorCode {
+    fn from(e: &CsatError) -> Self {
+        match e {
+            CsatError::Rating => Self::InvalidCsat,
+            CsatError::CommentTooLong { .. } => Self::CommentTooLong,
+        }
+    }
+}
+
+/// What a customer is told about a satisfaction answer that was not kept.
+impl From<&CsatRefusal> for ErrorCode {
+    fn from(e: &CsatRefusal) -> Self {
+        match e {
+            CsatRefusal::NotRequested => Self::CsatNotRequested,
+            CsatRefusal::Failed(e) => Self::from(e),
         }
     }
 }

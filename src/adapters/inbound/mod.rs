@@ -9,6 +9,7 @@ pub mod rest;
 pub mod rest_agent;
 pub mod rest_auth;
 pub mod rest_health;
+pub mod rest_replies;
 pub mod rest_sessions;
 pub mod rest_stats;
 pub mod rest_tokens;

@@ -7,6 +7,7 @@
 use super::rest_agent::AgentApi;
 use super::rest_auth::AuthApi;
 use super::rest_health::HealthApi;
+use super::rest_replies::RepliesApi;
 use super::rest_sessions::SessionsApi;
 use super::rest_stats::StatsApi;
 use super::rest_tokens::TokenApi;
@@ -25,6 +26,7 @@ pub type Api = (
     SessionsApi,
     TokenApi,
     AgentApi,
+    RepliesApi,
     TranscriptApi,
     UsageApi,
 );
@@ -38,6 +40,7 @@ pub const API: Api = (
     SessionsApi,
     TokenApi,
     AgentApi,
+    RepliesApi,
     TranscriptApi,
     UsageApi,
 );
@@ -113,6 +116,9 @@ mod tests {
                 registry: Arc::new(InMemoryGenerationRegistry::default()),
                 handoffs: Arc::new(MemoryHandoffs::default()),
                 presence: Arc::new(MemoryPresence::default()),
+                signals: Arc::new(
+                    crate::adapters::outbound::local_signals::LocalSignals::default(),
+                ),
                 transcripts: Arc::new(crate::application::ports::MockTranscriptStore::new()),
                 users: users.clone(),
                 usage: Arc::new(

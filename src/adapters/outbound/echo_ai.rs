@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::application::ports::{
-    AiError, AiHealth, AiModel, AiRequest, TokenStream, UpstreamState,
+    AiError, AiHealth, AiModel, AiPurpose, AiRequest, TokenStream, UpstreamState,
 };
 use crate::domain::answer::AnswerDelta;
+use crate::domain::{ChatMessage, Role};
 
 /// Repeats the query back, one word at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +52,45 @@ fn tokenize(text: &str) -> VecDeque<String> {
     tokens
 }
 
+/// Turns the echo model's summary covers.
+const SUMMARY_TURNS: usize = 4;
+/// Characters of each turn it quotes.
+const SUMMARY_QUOTE_CHARS: usize = 80;
+
+/// The echo model's summary of a conversation: its last turns, quoted
+/// short, so an agent (and a test) sees exactly what it was built from.
+fn summary_of(history: &[ChatMessage]) -> String {
+    let skip = history.len().saturating_sub(SUMMARY_TURNS);
+    let turns: Vec<String> = history[skip..]
+        .iter()
+        .map(|m| {
+            let who = match m.role {
+                Role::User => "customer",
+                Role::Assistant => "assistant",
+            };
+            let quoted: String = m.content.chars().take(SUMMARY_QUOTE_CHARS).collect();
+            format!(
+                "{who}: {}",
+                quoted.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })
+        .collect();
+    format!(
+        "Summary of the last {} of {} turns. {}",
+        turns.len(),
+        history.len(),
+        turns.join(" | ")
+    )
+}
+
 #[async_trait]
 impl AiModel for EchoAi {
     async fn stream(&self, request: AiRequest) -> Result<TokenStream, AiError> {
-        let tokens = tokenize(&format!("You said: {}", request.query));
+        let text = match request.purpose {
+            AiPurpose::Answer => format!("You said: {}", request.query),
+            AiPurpose::Summary => summary_of(&request.history),
+        };
+        let tokens = tokenize(&text);
         let delay = self.delay_per_token;
         let stream =
             futures_util::stream::unfold((tokens, true), move |(mut tokens, first)| async move {
@@ -91,6 +127,7 @@ mod tests {
             session_id: SessionId::generate(),
             history: Vec::new(),
             trace: None,
+            purpose: AiPurpose::Answer,
         }
     }
 
@@ -119,6 +156,40 @@ mod tests {
             assert_eq!(tokens.concat(), format!("You said: {query}"));
             assert!(tokens.iter().all(|t| !t.is_empty()));
         }
+    }
+
+    #[tokio::test]
+    async fn a_summary_quotes_the_last_turns() {
+        let turn = |role, content: &str| ChatMessage {
+            role,
+            content: content.to_owned(),
+            timestamp: chrono::Utc::now(),
+            message_id: None,
+        };
+        let mut asked = request("Summarise this for the agent.");
+        asked.purpose = AiPurpose::Summary;
+        asked.history = vec![
+            turn(Role::User, "hello"),
+            turn(Role::Assistant, "You said: hello"),
+            turn(Role::User, "my  order\nis late"),
+            turn(Role::Assistant, "You said: my order is late"),
+            turn(Role::User, "I want a human"),
+        ];
+        let text: String = EchoAi::new(Duration::ZERO)
+            .stream(asked)
+            .await
+            .unwrap()
+            .map(|item| match item.unwrap() {
+                AnswerDelta::Text(t) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+            .await;
+        assert_eq!(
+            text,
+            "Summary of the last 4 of 5 turns. assistant: You said: hello | customer: my order is late | \
+             assistant: You said: my order is late | customer: I want a human"
+        );
     }
 
     #[tokio::test]

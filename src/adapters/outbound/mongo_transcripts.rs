@@ -18,6 +18,7 @@ use mongodb::{Collection, Database, IndexModel};
 
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{Rated, TranscriptPage, TranscriptStore, TranscriptStoreError};
+use crate::domain::csat::{Csat, CsatRecord};
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::AgentRef;
 use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry, TranscriptRole};
@@ -30,6 +31,7 @@ const DUPLICATE_KEY: i32 = 11000;
 #[derive(Clone, Debug)]
 pub struct MongoTranscriptStore {
     messages: Collection<Document>,
+    csat: super::mongo_csat::CsatCollection,
 }
 
 impl MongoTranscriptStore {
@@ -51,7 +53,8 @@ impl MongoTranscriptStore {
                 e,
             )
         })?;
-        Ok(Self { messages })
+        let csat = super::mongo_csat::CsatCollection::open(database).await?;
+        Ok(Self { messages, csat })
     }
 }
 
@@ -297,6 +300,24 @@ impl TranscriptStore for MongoTranscriptStore {
             .map_err(failed)
     }
 
+    async fn request_csat(&self, record: &CsatRecord) -> Result<(), TranscriptStoreError> {
+        self.csat.request(record).await
+    }
+
+    async fn answer_csat(
+        &self,
+        session: &SessionId,
+        answer: &Csat,
+        at: DateTime<Utc>,
+        open_since: DateTime<Utc>,
+    ) -> Result<Option<CsatRecord>, TranscriptStoreError> {
+        self.csat.answer(session, answer, at, open_since).await
+    }
+
+    async fn csat(&self, session: &SessionId) -> Result<Option<CsatRecord>, TranscriptStoreError> {
+        self.csat.read(session).await
+    }
+
     async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
         let found = self
             .messages
@@ -319,6 +340,7 @@ impl TranscriptStore for MongoTranscriptStore {
     }
 
     async fn erase(&self, session: &SessionId) -> Result<u64, TranscriptStoreError> {
+        self.csat.erase(session).await?;
         self.messages
             .delete_many(doc! { "sessionId": session.as_str() })
             .await
@@ -327,6 +349,7 @@ impl TranscriptStore for MongoTranscriptStore {
     }
 
     async fn expire(&self, older_than: DateTime<Utc>) -> Result<u64, TranscriptStoreError> {
+        self.csat.expire(older_than).await?;
         self.messages
             .delete_many(doc! { "at": { "$lt": bson_date(older_than) } })
             .await

@@ -15,8 +15,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{
-    RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
+    RefreshRecord, RefreshTokenStore, Rotation, SavedReply, UserRepository, UserStoreError,
 };
+use crate::domain::canned::{CannedReply, Shortcut};
 use crate::domain::{
     EmailAddress, NewUser, PasswordHash, TokenDigest, User, UserId, UserRole, Username,
 };
@@ -520,6 +521,27 @@ impl UserRepository for MongoUserRepository {
             })
             .await
             .map_err(unavailable)
+    }
+
+    async fn replies(&self, agent: &UserId) -> Result<Vec<CannedReply>, UserStoreError> {
+        super::mongo_replies::list(&self.database, agent).await
+    }
+
+    async fn save_reply(
+        &self,
+        agent: &UserId,
+        reply: &CannedReply,
+        max: usize,
+    ) -> Result<SavedReply, UserStoreError> {
+        super::mongo_replies::save(&self.database, agent, reply, max).await
+    }
+
+    async fn delete_reply(
+        &self,
+        agent: &UserId,
+        shortcut: &Shortcut,
+    ) -> Result<bool, UserStoreError> {
+        super::mongo_replies::delete(&self.database, agent, shortcut).await
     }
 
     async fn ping(&self) -> Result<(), UserStoreError> {

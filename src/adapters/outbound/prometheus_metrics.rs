@@ -72,6 +72,7 @@ pub struct PrometheusMetrics {
     handoffs: IntCounterVec,
     handoff_wait: HistogramVec,
     handoff_auto: IntCounter,
+    csat: Histogram,
     handoff_queue: IntGauge,
     feedback: IntCounterVec,
     answer_tokens: IntCounterVec,
@@ -252,6 +253,12 @@ impl PrometheusMetrics {
                 )
                 .expect("valid metric name"),
             ),
+            csat: histogram(
+                &r,
+                "csat_rating",
+                "Customers' satisfaction after a handoff, 1 (very unhappy) to 5 (very happy).",
+                &[1.0, 2.0, 3.0, 4.0, 5.0],
+            ),
             handoff_queue: register(
                 &r,
                 IntGauge::new(
@@ -373,6 +380,10 @@ impl Stats for PrometheusMetrics {
         self.handoffs.with_label_values(&[outcome]).inc();
     }
 
+    fn csat(&self, rating: u8) {
+        self.csat.observe(f64::from(rating));
+    }
+
     fn handoff_wait(&self, outcome: &'static str, waited: Duration) {
         self.handoff_wait
             .with_label_values(&[outcome])
@@ -469,6 +480,7 @@ mod tests {
         m.handoff_auto_assigned();
         m.handoff_queue_length(4);
         m.feedback("down");
+        m.csat(4);
         let text = m.exposition().unwrap();
         for (series, value) in [
             ("chatbot_websocket_connections_active", 1.0),
@@ -513,6 +525,9 @@ mod tests {
             ("chatbot_handoff_queue_length", 4.0),
             ("chatbot_feedback_total{rating=\"down\"}", 1.0),
             ("chatbot_feedback_total{rating=\"up\"}", 0.0),
+            ("chatbot_csat_rating_count", 1.0),
+            ("chatbot_csat_rating_bucket{le=\"3\"}", 0.0),
+            ("chatbot_csat_rating_bucket{le=\"4\"}", 1.0),
         ] {
             assert_eq!(line_value(&text, series), Some(value), "{series} in\n{text}");
         }

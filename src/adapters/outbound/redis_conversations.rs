@@ -39,6 +39,7 @@
 
 mod codec;
 mod event_log;
+mod group_commit;
 mod live;
 mod pubsub;
 mod refill;
@@ -211,7 +212,7 @@ impl RedisConversations {
         let hub = Arc::new(pubsub::Hub::start(target, conn.clone(), keys.clone()).await?);
         let log = RedisEventLog::new(conn.clone(), keys.clone(), limit, ttl);
         Ok(Self {
-            backplane: RedisBackplane::new(log.clone(), keys.clone(), hub.clone()),
+            backplane: RedisBackplane::new(log.clone(), hub.clone(), !keys.cluster),
             log,
             live: RedisLiveDelivery::new(conn.clone(), keys.clone(), hub.clone()),
             registry: RedisGenerationRegistry::new(conn, keys, hub),

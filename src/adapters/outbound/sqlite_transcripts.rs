@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{Rated, TranscriptPage, TranscriptStore, TranscriptStoreError};
+use crate::domain::csat::{Csat, CsatRecord};
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::AgentRef;
 use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry, TranscriptRole};
@@ -126,6 +127,8 @@ fn open_blocking(path: &Path) -> Result<Connection, TranscriptStoreError> {
     })?;
     conn.execute_batch(SCHEMA)
         .map_err(|e| StoreFailure::new("cannot create the messages table and its indexes", e))?;
+    conn.execute_batch(super::sqlite_csat::SCHEMA)
+        .map_err(|e| StoreFailure::new("cannot create the csat table", e))?;
     add_missing_columns(&conn)?;
     Ok(conn)
 }
@@ -393,6 +396,32 @@ impl TranscriptStore for SqliteTranscriptStore {
             .await
     }
 
+    async fn request_csat(&self, record: &CsatRecord) -> Result<(), TranscriptStoreError> {
+        let record = record.clone();
+        self.with_conn(move |conn| super::sqlite_csat::request(conn, &record))
+            .await
+    }
+
+    async fn answer_csat(
+        &self,
+        session: &SessionId,
+        answer: &Csat,
+        at: DateTime<Utc>,
+        open_since: DateTime<Utc>,
+    ) -> Result<Option<CsatRecord>, TranscriptStoreError> {
+        let (session, answer) = (session.clone(), answer.clone());
+        self.with_conn(move |conn| {
+            super::sqlite_csat::answer(conn, &session, &answer, at, open_since)
+        })
+        .await
+    }
+
+    async fn csat(&self, session: &SessionId) -> Result<Option<CsatRecord>, TranscriptStoreError> {
+        let session = session.clone();
+        self.with_conn(move |conn| super::sqlite_csat::read(conn, &session))
+            .await
+    }
+
     async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
         let session = session.as_str().to_owned();
         let owner: Option<String> = self
@@ -420,6 +449,7 @@ impl TranscriptStore for SqliteTranscriptStore {
     async fn erase(&self, session: &SessionId) -> Result<u64, TranscriptStoreError> {
         let session = session.as_str().to_owned();
         self.with_conn(move |conn| {
+            super::sqlite_csat::erase(conn, &session)?;
             conn.execute(
                 "DELETE FROM messages WHERE session_id = ?1",
                 params![session],
@@ -433,6 +463,7 @@ impl TranscriptStore for SqliteTranscriptStore {
     async fn expire(&self, older_than: DateTime<Utc>) -> Result<u64, TranscriptStoreError> {
         let cutoff = older_than.timestamp_millis();
         self.with_conn(move |conn| {
+            super::sqlite_csat::expire(conn, cutoff)?;
             conn.execute("DELETE FROM messages WHERE at < ?1", params![cutoff])
                 .map(|n| n as u64)
                 .map_err(failed)

@@ -14,15 +14,16 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{
-    RefreshRecord, RefreshTokenStore, Rotation, UserRepository, UserStoreError,
+    RefreshRecord, RefreshTokenStore, Rotation, SavedReply, UserRepository, UserStoreError,
 };
+use crate::domain::canned::{CannedReply, Shortcut};
 use crate::domain::time::{iso_millis, parse_iso};
 use crate::domain::{
     EmailAddress, NewUser, PasswordHash, TokenDigest, User, UserId, UserRole, Username,
 };
 
 /// The schema version this build writes and understands (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Another process (a backup, an admin shell) may hold the write lock briefly;
 /// waiting a little beats failing a registration with "database is locked".
@@ -65,6 +66,8 @@ const MIGRATIONS: &[&str] = &[
     // 2 -> 3. Roles: every existing user stays a plain user until an
     // operator runs `chatbot-server users set-role NAME agent`.
     "ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'user';",
+    // 3 -> 4. The agents' canned replies.
+    super::sqlite_replies::MIGRATION,
 ];
 
 const USER_COLUMNS: &str = "id, username, email, password, created_at, last_login, is_active, role";
@@ -393,6 +396,33 @@ impl UserRepository for SqliteUserRepository {
             })
             .await?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn replies(&self, agent: &UserId) -> Result<Vec<CannedReply>, UserStoreError> {
+        let agent = agent.clone();
+        self.with_conn(move |conn| super::sqlite_replies::list(conn, &agent))
+            .await
+    }
+
+    async fn save_reply(
+        &self,
+        agent: &UserId,
+        reply: &CannedReply,
+        max: usize,
+    ) -> Result<SavedReply, UserStoreError> {
+        let (agent, reply) = (agent.clone(), reply.clone());
+        self.with_conn(move |conn| super::sqlite_replies::save(conn, &agent, &reply, max))
+            .await
+    }
+
+    async fn delete_reply(
+        &self,
+        agent: &UserId,
+        shortcut: &Shortcut,
+    ) -> Result<bool, UserStoreError> {
+        let (agent, shortcut) = (agent.clone(), shortcut.clone());
+        self.with_conn(move |conn| super::sqlite_replies::delete(conn, &agent, &shortcut))
+            .await
     }
 
     async fn ping(&self) -> Result<(), UserStoreError> {

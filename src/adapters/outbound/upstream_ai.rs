@@ -618,6 +618,7 @@ mod tests {
                 },
             ],
             trace: None,
+            purpose: crate::application::ports::AiPurpose::Answer,
         };
         let body =
             serde_json::to_value(CompletionRequest::new("m1", Some("be brief"), &request)).unwrap();

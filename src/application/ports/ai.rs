@@ -63,6 +63,18 @@ impl AiError {
     }
 }
 
+/// What a request to the AI is for. The upstream is asked the same way
+/// either way (its usual streaming endpoint, the prompt as the query); the
+/// echo model answers each in its own deterministic way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AiPurpose {
+    /// An answer to the customer's chat.
+    #[default]
+    Answer,
+    /// A summary of the conversation so far for the agent taking it.
+    Summary,
+}
+
 /// Everything the AI needs to answer one query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AiRequest {
@@ -75,6 +87,7 @@ pub struct AiRequest {
     /// WebSocket upgrade); each upstream request continues it in a span of
     /// its own, or starts a trace when there is none.
     pub trace: Option<crate::domain::TraceContext>,
+    pub purpose: AiPurpose,
 }
 
 /// The answer as it arrives: one item per delta (text, reasoning, tool

@@ -1,6 +1,6 @@
 //! The conversation ports: each session's replayable event log, the live
 //! delivery of its new events to every instance, and the registry that keeps
-//! one running generation per session.
+//! one running generation per session; and the signals that are live only.
 
 use std::pin::Pin;
 
@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use super::StoreFailure;
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
+use crate::domain::signal::{Signal, SignalTopic};
 use crate::domain::{MessageId, SessionId};
 
 /// Failures of the conversation ports ([`EventLog`], [`LiveDelivery`],
@@ -236,4 +237,31 @@ pub trait GenerationRegistry: Send + Sync {
     /// owner listens and cancels its own. Called once, at start-up.
     fn stop_requests(&self) -> StopStream;
     async fn reap_expired(&self) -> Result<Vec<AbandonedGeneration>, ConversationStoreError>;
+}
+
+/// A topic's signals, in publish order. Dropping it unsubscribes.
+pub type SignalStream = Pin<Box<dyn Stream<Item = Signal> + Send>>;
+
+/// Delivers live-only [`Signal`]s (typing, an agent's summary) to whoever
+/// listens to their topic now, on every instance; nothing is logged.
+///
+/// # Errors
+/// - `publish` returns [`ConversationStoreError`] when the transport fails.
+///   Delivery is at most once: a subscriber that falls behind, or whose
+///   instance lost the transport for a moment, misses signals rather than
+///   slowing anyone (a signal is only worth something now).
+/// - `subscribe` cannot fail: a subscription made while the transport is
+///   down starts hearing signals once it is back, and never ends while the
+///   adapter lives.
+/// - A subscriber hears every signal published to its topic after
+///   `subscribe` returned, from any instance, in publish order per publisher.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait SignalBus: Send + Sync {
+    async fn publish(
+        &self,
+        topic: &SignalTopic,
+        signal: Signal,
+    ) -> Result<(), ConversationStoreError>;
+    fn subscribe(&self, topic: &SignalTopic) -> SignalStream;
 }

@@ -92,6 +92,11 @@ pub trait Stats: Send + Sync {
     fn feedback(&self, rating: &'static str) {
         let _ = rating;
     }
+    /// A customer said how a resolved conversation went, 1 to 5; a changed
+    /// answer counts again.
+    fn csat(&self, rating: u8) {
+        let _ = rating;
+    }
     /// How many conversations wait in the queue now.
     fn handoff_queue_length(&self, queued: u64) {
         let _ = queued;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use super::StoreFailure;
+use crate::domain::csat::{Csat, CsatRecord};
 use crate::domain::feedback::Feedback;
 use crate::domain::transcript::TranscriptEntry;
 use crate::domain::{MessageId, SessionId, UserId};
@@ -120,6 +121,34 @@ pub trait TranscriptStore: Send + Sync {
         asked: &MessageId,
     ) -> Result<u64, TranscriptStoreError>;
 
+    /// Keeps that the customer of `record.session` was asked how it went
+    /// (`record.answer` is ignored): replaces any earlier request of the
+    /// session, and its answer.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails.
+    async fn request_csat(&self, record: &CsatRecord) -> Result<(), TranscriptStoreError>;
+    /// Keeps `answer`, given at `at`, with the session's request when that
+    /// request was made at `open_since` or later, replacing any earlier
+    /// answer; returns the record as it now is, or `None` (nothing changed)
+    /// when there is no such request.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails.
+    async fn answer_csat(
+        &self,
+        session: &SessionId,
+        answer: &Csat,
+        at: DateTime<Utc>,
+        open_since: DateTime<Utc>,
+    ) -> Result<Option<CsatRecord>, TranscriptStoreError>;
+    /// The session's satisfaction record, if it was ever asked for.
+    /// `erase` forgets it with the entries, `expire` once its request is
+    /// older than the entries expired.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails.
+    async fn csat(&self, session: &SessionId) -> Result<Option<CsatRecord>, TranscriptStoreError>;
     /// The customer whose conversation `session` is, if any entry of it is kept.
     ///
     /// # Errors

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use super::{Cause, StoreFailure};
+use crate::domain::canned::{CannedReply, Shortcut};
 use crate::domain::{
     EmailAddress, NewUser, Password, PasswordHash, TokenLifetime, User, UserId, UserRole, Username,
 };
@@ -41,6 +42,10 @@ pub enum UserStoreError {
 /// - `agent_count` counts the active accounts whose role is agent (`Ok(0)`
 ///   for none); only failures are `Unavailable`.
 /// - `ping` returns `Unavailable` when the store cannot serve requests.
+/// - `replies` lists `agent`'s canned replies by shortcut; `save_reply`
+///   replaces the reply with the same shortcut, or adds it unless the agent
+///   already has `max` ([`SavedReply::Full`], nothing changed); `delete_reply`
+///   says whether there was one. Replies are the agent's alone.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait UserRepository: Send + Sync {
@@ -62,6 +67,27 @@ pub trait UserRepository: Send + Sync {
     /// How many active agent accounts exist (whether handoff can be in use).
     async fn agent_count(&self) -> Result<u64, UserStoreError>;
     async fn ping(&self) -> Result<(), UserStoreError>;
+    async fn replies(&self, agent: &UserId) -> Result<Vec<CannedReply>, UserStoreError>;
+    async fn save_reply(
+        &self,
+        agent: &UserId,
+        reply: &CannedReply,
+        max: usize,
+    ) -> Result<SavedReply, UserStoreError>;
+    async fn delete_reply(
+        &self,
+        agent: &UserId,
+        shortcut: &Shortcut,
+    ) -> Result<bool, UserStoreError>;
+}
+
+/// What saving a canned reply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavedReply {
+    Added,
+    Replaced,
+    /// The agent already keeps the most replies allowed.
+    Full,
 }
 
 /// Failures of a [`PasswordHasher`].

@@ -35,12 +35,13 @@ use super::transport::{
 use super::{authenticate, WsQuery, SUBPROTOCOL};
 use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
-use crate::application::ports::{HandoffChange, Revocation, TokenClaims};
+use crate::application::ports::{HandoffChange, Revocation, SignalStream, TokenClaims};
 use crate::application::{
     AuthError, Authorized, ChatService, Feed, HandoffRefusal, ResumeNotice, STANDING_CHECK,
 };
 use crate::domain::conversation::Seq;
 use crate::domain::handoff::Mode;
+use crate::domain::signal::{Side, Signal, TypingThrottle};
 use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
 
@@ -91,7 +92,8 @@ pub async fn agent_ws_endpoint(
         return ErrorBody::response(ErrorCode::WebsocketUpgradeRequired);
     };
     let permit = match ctx.limits.connection(&agent.id, client_ip(req)).await {
-        Ok(permit) => permit,
+        // Given back if the upgrade never completes.
+        Ok(permit) => super::held_permit::HeldPermit::new(permit, &ctx.limits, &ctx.connections),
         Err(limited) => return ErrorBody::rate_limited(limited.retry_after),
     };
     let connection = AgentConnection {
@@ -111,7 +113,7 @@ pub async fn agent_ws_endpoint(
                 taken.expect("an upgrade starts its connection once");
             let span = connection.span();
             tracker.track_future(tracing::Instrument::instrument(
-                connection.serve(socket, permit, revocations),
+                connection.serve(socket, permit.take(), revocations),
                 span,
             ))
         })
@@ -139,6 +141,8 @@ struct Follows {
     tx: mpsc::Sender<String>,
     tasks: tokio::task::JoinSet<()>,
     by_session: HashMap<SessionId, AbortHandle>,
+    /// The agent's typing rate in each conversation followed.
+    typing: HashMap<SessionId, TypingThrottle>,
 }
 
 impl Follows {
@@ -161,7 +165,17 @@ impl Follows {
     }
 
     fn unfollow(&mut self, session: &SessionId) -> bool {
+        self.typing.remove(session);
         self.by_session.remove(session).map(|h| h.abort()).is_some()
+    }
+
+    /// The throttle of the agent's typing in `session`; only conversations
+    /// followed have one, so the map is as bounded as the follows.
+    fn throttle(&mut self, session: &SessionId) -> Option<&mut TypingThrottle> {
+        if !self.follows(session) {
+            return None;
+        }
+        Some(self.typing.entry(session.clone()).or_default())
     }
 
     /// Forgets finished tasks, so the set does not grow.
@@ -181,7 +195,7 @@ async fn forward(
 ) {
     let mut last = from;
     loop {
-        let mut attachment = match chat.attach(&session, last).await {
+        let mut attachment = match chat.attach(&session, last, Side::Agent).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %ErrorChain(&e), "agent socket could not attach to a conversation");
@@ -195,13 +209,48 @@ async fn forward(
             }
         }
         last = Some(last.unwrap_or(attachment.head));
-        while let Ok(Feed::Event(event)) = attachment.next().await {
-            last = Some(event.seq);
-            if tx.send(agent_event_json(&session, &event)).await.is_err() {
+        loop {
+            let json = match attachment.next().await {
+                Ok(Feed::Event(event)) => {
+                    last = Some(event.seq);
+                    agent_event_json(&session, &event)
+                }
+                Ok(Feed::Typing { state }) => AgentReply::Typing {
+                    session_id: session.as_str().to_owned(),
+                    state,
+                    timestamp: now(),
+                }
+                .to_json(),
+                _ => break,
+            };
+            if tx.send(json).await.is_err() {
                 return;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Forwards what is said to this agent alone (a summary) to the writer.
+async fn say_signals(mut signals: SignalStream, tx: mpsc::Sender<String>) {
+    while let Some(signal) = signals.next().await {
+        let said = match signal {
+            Signal::HandoffSummary { session, summary } => AgentReply::HandoffSummary {
+                session_id: session.as_str().to_owned(),
+                summary,
+                timestamp: now(),
+            },
+            Signal::Csat { session, csat } => AgentReply::CsatGiven {
+                session_id: session.as_str().to_owned(),
+                rating: csat.rating.get(),
+                comment: csat.comment.map(|c| c.as_str().to_owned()),
+                timestamp: now(),
+            },
+            Signal::Typing { .. } => continue,
+        };
+        if tx.send(said.to_json()).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -297,8 +346,14 @@ impl AgentConnection {
             tx,
             tasks: tokio::task::JoinSet::new(),
             by_session: HashMap::new(),
+            typing: HashMap::new(),
         };
         let changes = self.ctx.handoff.handoff_changes();
+        // Before `connected`, so a summary of a claim made right after is heard.
+        let signals = self.ctx.handoff.agent_signals(&self.agent.id);
+        follows
+            .tasks
+            .spawn(say_signals(signals, follows.tx.clone()));
         self.ctx
             .handoff
             .agent_present(&self.agent.id, &self.socket_id)
@@ -637,6 +692,12 @@ impl AgentConnection {
             Ok(AgentCommand::Ping) => AgentReply::Pong { timestamp: now() },
             Ok(AgentCommand::Auth { token }) => self.reauthorize(&token, claims).await,
             Ok(AgentCommand::Status { away }) => self.set_status(away).await,
+            Ok(AgentCommand::Typing { session, state }) => {
+                match self.typing(&session, state, follows).await {
+                    Some(refusal) => refusal,
+                    None => return Ok(()),
+                }
+            }
             Ok(AgentCommand::Act {
                 session,
                 action,
@@ -657,6 +718,33 @@ impl AgentConnection {
                 tracing::warn!(error = %ErrorChain(&e), "could not keep an agent's status");
                 let code = ErrorCode::from(&e);
                 AgentReply::error(code, code.message(), None, None)
+            }
+        }
+    }
+
+    /// The agent is (not) typing to the customer; answered only when refused.
+    async fn typing(
+        &self,
+        session: &SessionId,
+        state: bool,
+        follows: &mut Follows,
+    ) -> Option<AgentReply> {
+        let refused =
+            |code: ErrorCode| AgentReply::error(code, code.message(), Some(session), None);
+        let Some(throttle) = follows.throttle(session) else {
+            return Some(refused(ErrorCode::NotAssigned));
+        };
+        let said = self
+            .ctx
+            .handoff
+            .agent_typing(&self.agent, session, state, throttle);
+        match said.await {
+            Ok(()) => None,
+            Err(e) => {
+                if let HandoffRefusal::Failed(cause) = &e {
+                    tracing::warn!(error = %ErrorChain(cause), "could not pass on typing");
+                }
+                Some(refused(ErrorCode::from(&e)))
             }
         }
     }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::super::errors::{content_refusal, ErrorCode};
-use super::protocol::{event_value, now, AgentView, Refusal};
+use super::protocol::{event_value, now, parse_typing, AgentView, Refusal};
 use crate::domain::conversation::{ClientMessageId, LoggedEvent, Seq};
 use crate::domain::handoff::Handoff;
 use crate::domain::time::iso_millis;
@@ -22,6 +22,7 @@ pub const AGENT_CLIENT_MESSAGE_TYPES: &[&str] = &[
     "status",
     "ping",
     "auth",
+    "typing",
 ];
 
 /// The `type`s the agent socket sends: its own, then the conversation events
@@ -57,6 +58,14 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     "stream-reasoning",
     "stream-status",
     "tool-activity",
+    // Live only, never logged: the customer's typing, and the summary of a
+    // conversation the agent took.
+    "typing",
+    "handoff-summary",
+    // Satisfaction: `csat-request` is in the log (replayed by `watch`);
+    // `csat` reaches the agent who resolved the conversation, live.
+    "csat-request",
+    "csat",
 ];
 
 /// What an agent asks for.
@@ -104,6 +113,11 @@ pub enum AgentCommand {
     /// The agent is `away` (nothing is auto-assigned to them) or available.
     Status {
         away: bool,
+    },
+    /// The agent started or stopped typing to the customer (no `ack`).
+    Typing {
+        session: SessionId,
+        state: bool,
     },
 }
 
@@ -166,6 +180,15 @@ pub fn parse_agent_message(text: &str, max_chars: usize) -> Result<AgentCommand,
     };
     if let Some(command) = simple {
         return Ok(command);
+    }
+    if kind == "typing" {
+        let typing = session_of(&fields).and_then(|session| {
+            Ok(AgentCommand::Typing {
+                session,
+                state: parse_typing(&fields)?,
+            })
+        });
+        return typing.map_err(|r| (r, request_id));
     }
     match action(kind, &fields, max_chars) {
         Ok(action) => Ok(AgentCommand::Act {
@@ -351,6 +374,32 @@ pub enum AgentReply {
         timestamp: String,
     },
     /// The agent no longer holds the conversation; `mode` says who answers now.
+    /// What the conversation the agent just took was about, from the AI
+    /// (live only: no `seq`, not replayed).
+    #[serde(rename_all = "camelCase")]
+    HandoffSummary {
+        session_id: String,
+        summary: String,
+        timestamp: String,
+    },
+    /// The customer of a conversation this agent resolved said how it went
+    /// (live only; the answer is kept with the transcript).
+    #[serde(rename = "csat", rename_all = "camelCase")]
+    CsatGiven {
+        session_id: String,
+        rating: u8,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        timestamp: String,
+    },
+    /// The customer started or stopped typing (live only: no `seq`);
+    /// `false` also when no refresh came for 5 s.
+    #[serde(rename_all = "camelCase")]
+    Typing {
+        session_id: String,
+        state: bool,
+        timestamp: String,
+    },
     #[serde(rename_all = "camelCase")]
     ConversationRemoved {
         session_id: String,

@@ -26,11 +26,13 @@ use crate::adapters::queue;
 use crate::application::limits::ConnectionPermit;
 use crate::application::ports::{Revocation, TokenClaims};
 use crate::application::{
-    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, FeedbackRefusal,
-    HandoffRefusal, RegenerateRefusal, ResumeNotice, StopRefusal,
+    Attachment, AuthError, ChatError, ChatRefusal, ChatRequest, ConnectionGuard, CsatRefusal,
+    FeedbackRefusal, HandoffRefusal, RegenerateRefusal, ResumeNotice, StopRefusal,
 };
 use crate::domain::conversation::Seq;
+use crate::domain::csat::Csat;
 use crate::domain::feedback::Feedback;
+use crate::domain::signal::TypingThrottle;
 use crate::domain::time::MAX_DURATION;
 use crate::domain::{MessageId, SessionId, UserId};
 use crate::telemetry::ErrorChain;
@@ -267,6 +269,7 @@ impl Connection {
         authority: &mut Authority,
     ) -> Exit {
         let mut revocations = authority.revocations.take();
+        let mut typing = TypingThrottle::default();
         let interval = self.ctx.websocket.ping_interval;
         let mut next_ping = Instant::now() + interval;
         // One pinned sleep serves both the pings and the token's expiry: each
@@ -309,7 +312,7 @@ impl Connection {
                 }
                 frame = stream.next() => {
                     alive.last_seen = Instant::now();
-                    Box::pin(self.on_client_frame(frame, out, authority)).await
+                    Box::pin(self.on_client_frame(frame, out, authority, &mut typing)).await
                 }
             };
             if let Some(exit) = exit {
@@ -327,8 +330,9 @@ impl Connection {
         frame: Option<Result<Message, std::io::Error>>,
         out: &queue::Sender<Outbound>,
         authority: &mut Authority,
+        typing: &mut TypingThrottle,
     ) -> Option<Exit> {
-        let reply = match self.on_frame(frame, authority).await {
+        let reply = match self.on_frame(frame, authority, typing).await {
             Ok(reply) => reply?,
             Err(Stop::Exit(exit)) => return Some(exit),
             Err(Stop::SessionGone) => {
@@ -431,6 +435,7 @@ impl Connection {
         &self,
         frame: Option<Result<Message, std::io::Error>>,
         authority: &mut Authority,
+        typing: &mut TypingThrottle,
     ) -> Result<Option<Reply>, Stop> {
         match frame {
             None | Some(Ok(Message::Close(_))) => Err(Stop::Exit(Exit::ClientClosed)),
@@ -448,7 +453,7 @@ impl Connection {
                 }
             },
             Some(Ok(Message::Text(text))) => {
-                self.handle_text(&text, authority)
+                self.handle_text(&text, authority, typing)
                     .instrument(self.span())
                     .await
             }
@@ -465,6 +470,7 @@ impl Connection {
         &self,
         text: &str,
         authority: &mut Authority,
+        typing: &mut TypingThrottle,
     ) -> Result<Option<Reply>, Stop> {
         let message = match parse_client_message(text, self.ctx.websocket.max_message_chars) {
             Ok(m) => m,
@@ -521,8 +527,47 @@ impl Connection {
                 feedback,
             } => return self.feedback(message_id, feedback).await,
             ClientMessage::Regenerate => return self.regenerate().await,
+            ClientMessage::Typing { state } => return Ok(self.typing(state, typing).await),
+            ClientMessage::Csat { csat } => return Ok(Some(self.csat(csat).await)),
         };
         Ok(reply)
+    }
+
+    /// The customer is (not) typing: the agent holding the conversation
+    /// hears it; nothing is answered unless the store failed.
+    async fn typing(&self, state: bool, throttle: &mut TypingThrottle) -> Option<Reply> {
+        let said = self
+            .ctx
+            .handoff
+            .customer_typing(&self.session_id, state, throttle);
+        match said.await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "could not pass on typing");
+                Some(Reply::error(ErrorCode::from(&e), None))
+            }
+        }
+    }
+
+    /// Says how a resolved conversation went; the sender gets the `ack`
+    /// (the `csat` event reaches every tab through the feed).
+    async fn csat(&self, csat: Csat) -> Reply {
+        let kept = self.ctx.handoff.csat(&self.session_id, &self.user_id, csat);
+        match kept.await {
+            Ok(seq) => Reply::Ack {
+                client_message_id: None,
+                message_id: None,
+                seq,
+                duplicate: false,
+                timestamp: now(),
+            },
+            Err(e) => {
+                if let CsatRefusal::Failed(cause) = &e {
+                    tracing::warn!(error = %ErrorChain(cause), "could not keep a satisfaction answer");
+                }
+                Reply::error(ErrorCode::from(&e), None)
+            }
+        }
     }
 
     /// Rates an answer; the sender gets the `ack` (the `feedback` event
@@ -539,7 +584,7 @@ impl Connection {
         let reply = match rated.await {
             Ok(seq) => Reply::Ack {
                 client_message_id: None,
-                message_id: message_id.as_str().to_owned(),
+                message_id: Some(message_id.as_str().to_owned()),
                 seq,
                 duplicate: false,
                 timestamp: now(),
@@ -584,7 +629,7 @@ impl Connection {
         match submitted.await {
             Ok(accepted) => Ok(client_id.map(|id| Reply::Ack {
                 client_message_id: Some(id.as_str().to_owned()),
-                message_id: accepted.message_id.as_str().to_owned(),
+                message_id: Some(accepted.message_id.as_str().to_owned()),
                 seq: accepted.seq,
                 duplicate: accepted.duplicate,
                 timestamp: now(),

@@ -48,6 +48,13 @@ impl FrameFeed for ConversationFeed {
                 self.quota = quota_after(&event);
                 FeedFrame::Text(event_json(&event))
             }
+            Ok(Feed::Typing { state }) => FeedFrame::Text(
+                Reply::Typing {
+                    state,
+                    timestamp: super::protocol::now(),
+                }
+                .to_json(),
+            ),
             Ok(Feed::FellBehind) => {
                 tracing::info!("connection fell behind its conversation; closing it");
                 self.ending = Some(CloseReason::FellBehind);

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod agent_protocol;
 mod connection;
 mod feed;
+mod held_permit;
 pub mod info;
 pub mod protocol;
 pub mod transport;
@@ -28,14 +29,15 @@ use super::api_common::{unavailable_code, UserView};
 use super::errors::{ErrorBody, ErrorCode};
 use super::openapi::bearer_token;
 use super::{client_ip, connection_authenticated, request_context, AppContext, RequestContext};
-use crate::application::limits::ConnectionPermit;
 use crate::application::{Attachment, AuthError, Authorized, ChatError};
 use crate::domain::budget::Quota;
 use crate::domain::conversation::Seq;
 use crate::domain::handoff::Mode;
+use crate::domain::signal::Side;
 use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
 use connection::{Connection, Hello};
+use held_permit::HeldPermit;
 use protocol::{AgentView, QuotaView};
 
 pub use protocol::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES};
@@ -127,7 +129,7 @@ async fn open(
     let session = ctx.chat.open_session(user, resume.as_ref()).await?;
     let resumed = resume.as_ref() == Some(&session.id);
     let from = if resumed { last_seq } else { None };
-    let attachment = ctx.chat.attach(&session.id, from).await?;
+    let attachment = ctx.chat.attach(&session.id, from, Side::Customer).await?;
     Ok((session.id, resumed, attachment))
 }
 
@@ -174,7 +176,7 @@ pub async fn ws_endpoint(
     };
     // Before a session is opened, so a refused connection leaves nothing behind.
     let permit = match ctx.limits.connection(&user.id, client_ip(req)).await {
-        Ok(permit) => permit,
+        Ok(permit) => HeldPermit::new(permit, &ctx.limits, &ctx.connections),
         Err(limited) => return ErrorBody::rate_limited(limited.retry_after),
     };
     let resume = query
@@ -194,7 +196,7 @@ pub async fn ws_endpoint(
         Ok(opened) => opened,
         Err(e) => {
             tracing::warn!(error = %ErrorChain(&e), "could not open a session");
-            ctx.limits.release_connection(permit).await;
+            permit.release().await;
             return ErrorBody::response(ErrorCode::SessionStoreUnavailable);
         }
     };
@@ -220,8 +222,9 @@ struct Opened {
     attachment: Attachment,
     user: User,
     authority: connection::Authority,
-    /// This connection's place under the per-user and per-address caps.
-    permit: ConnectionPermit,
+    /// This connection's place under the per-user and per-address caps,
+    /// given back if the upgrade never completes.
+    permit: HeldPermit,
     request: RequestContext,
     /// Who answered the conversation when the socket opened.
     mode: Mode,
@@ -233,25 +236,23 @@ struct Opened {
 fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
     let tracker = ctx.connections.clone();
     // poem wants the upgrade callback to be `Sync`; a subscription is only
-    // `Send`, and a mutex makes the difference.
-    let pending = std::sync::Mutex::new(PendingUpgrade {
-        opened: Some(opened),
-        ctx: ctx.clone(),
-    });
+    // `Send`, and a mutex makes the difference. If the upgrade never completes
+    // (the client left, or its socket timed out or was shed), the callback is
+    // dropped with what it holds, and the permit gives its slots back.
+    let pending = std::sync::Mutex::new(Some(opened));
     ws.config(transport::socket_config())
         .protocols([SUBPROTOCOL])
         .on_upgrade(move |socket| {
-            let mut pending = pending.into_inner().unwrap_or_else(|p| p.into_inner());
             let opened = pending
-                .opened
-                .take()
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
                 .expect("an upgrade starts its connection once");
             let connection = Connection {
                 ctx,
                 session_id: opened.session_id,
                 user_id: opened.user.id.clone(),
                 resumed: opened.resumed,
-                permit: opened.permit,
+                permit: opened.permit.take(),
                 request: opened.request,
             };
             let hello = Hello {
@@ -268,32 +269,6 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
             ))
         })
         .into_response()
-}
-
-/// A connection settled but not started: the 101 is on its way. If the
-/// upgrade never completes (the client left, or its socket timed out or was
-/// shed), the connection slots are given back now rather than when their
-/// lease runs out.
-struct PendingUpgrade {
-    opened: Option<Opened>,
-    ctx: Arc<AppContext>,
-}
-
-impl Drop for PendingUpgrade {
-    fn drop(&mut self) {
-        let Some(opened) = self.opened.take() else {
-            return;
-        };
-        // No runtime: the process is ending and the leases lapse by themselves.
-        if tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        tracing::debug!("an accepted upgrade never completed; releasing its connection slots");
-        let ctx = self.ctx.clone();
-        self.ctx.connections.spawn(async move {
-            ctx.limits.release_connection(opened.permit).await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::application::ResumeNotice;
 use crate::domain::answer::{TokenUsage, ToolActivity};
 use crate::domain::budget::Quota;
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
+use crate::domain::csat::Csat;
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::AgentRef;
 use crate::domain::time::iso_millis;
@@ -26,6 +27,8 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "auth",
     "feedback",
     "regenerate",
+    "typing",
+    "csat",
 ];
 /// The `type`s the server sends.
 pub const SERVER_MESSAGE_TYPES: &[&str] = &[
@@ -57,6 +60,11 @@ pub const SERVER_MESSAGE_TYPES: &[&str] = &[
     "stream-status",
     "tool-activity",
     "quota",
+    // Live only, never logged: the agent's typing.
+    "typing",
+    // Satisfaction after a handoff.
+    "csat-request",
+    "csat",
 ];
 
 /// A client message that passed validation.
@@ -82,6 +90,14 @@ pub enum ClientMessage {
     },
     /// The user asks for another answer to their last message.
     Regenerate,
+    /// The user started (`true`) or stopped typing.
+    Typing {
+        state: bool,
+    },
+    /// The user says how the conversation an agent resolved went.
+    Csat {
+        csat: Csat,
+    },
 }
 
 /// Why a client frame was refused: the `error` code and a message that says
@@ -120,6 +136,8 @@ pub fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessag
         "ping" => Ok(ClientMessage::Ping),
         "feedback" => parse_feedback(&fields),
         "regenerate" => Ok(ClientMessage::Regenerate),
+        "typing" => parse_typing(&fields).map(|state| ClientMessage::Typing { state }),
+        "csat" => parse_csat(&fields),
         "auth" => match fields.get("token") {
             Some(Value::String(token)) if !token.trim().is_empty() => Ok(ClientMessage::Auth {
                 token: token.trim().to_owned(),
@@ -140,6 +158,36 @@ pub fn parse_client_message(text: &str, max_chars: usize) -> Result<ClientMessag
             ))
         }
     }
+}
+
+/// A typing message's `state`: `true` (typing) or `false` (stopped).
+pub fn parse_typing(fields: &serde_json::Map<String, Value>) -> Result<bool, Refusal> {
+    match fields.get("state") {
+        Some(Value::Bool(state)) => Ok(*state),
+        _ => Err((
+            ErrorCode::InvalidMessage,
+            "A typing message needs a boolean 'state'".to_owned(),
+        )),
+    }
+}
+
+/// `{rating: 1-5, comment?}`; a `null` comment is no comment.
+fn parse_csat(fields: &serde_json::Map<String, Value>) -> Result<ClientMessage, Refusal> {
+    let invalid = || {
+        let code = ErrorCode::InvalidCsat;
+        (code, code.message().to_owned())
+    };
+    let rating = match fields.get("rating") {
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(invalid)?,
+        _ => return Err(invalid()),
+    };
+    let comment = match fields.get("comment") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.as_str()),
+        Some(_) => return Err(invalid()),
+    };
+    let csat = Csat::parse(rating, comment).map_err(|e| (ErrorCode::from(&e), e.to_string()))?;
+    Ok(ClientMessage::Csat { csat })
 }
 
 /// `{messageId, rating, comment?}`; a `null` comment is no comment.
@@ -234,7 +282,9 @@ pub enum Reply {
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
         client_message_id: Option<String>,
-        message_id: String,
+        /// Absent from a `csat`'s ack (it answers no message).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
         /// The seq of the acknowledged `user-message` or `feedback` event.
         seq: Seq,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -282,6 +332,12 @@ pub enum Reply {
         timestamp: String,
     },
     Pong {
+        timestamp: String,
+    },
+    /// The agent holding the conversation started or stopped typing (live
+    /// only: no `seq`); `false` also when no refresh came for 5 s.
+    Typing {
+        state: bool,
         timestamp: String,
     },
     /// The `auth` message's token now holds the socket, until `expiresAt`.
@@ -537,6 +593,22 @@ enum EventMessage<'a> {
         seq: Seq,
         position: u64,
         agents_online: u64,
+        timestamp: String,
+    },
+    /// The customer is asked how the conversation an agent resolved went.
+    #[serde(rename_all = "camelCase")]
+    CsatRequest {
+        seq: Seq,
+        session_id: &'a str,
+        agent: AgentView,
+        timestamp: String,
+    },
+    /// The customer said how it went (this answer replaces any earlier one).
+    Csat {
+        seq: Seq,
+        rating: u8,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        comment: Option<&'a str>,
         timestamp: String,
     },
     /// The user rated an answer (this rating replaces any earlier one).
@@ -803,6 +875,18 @@ fn handoff_message(seq: Seq, event: &ConversationEvent, timestamp: String) -> Ev
             seq,
             position: *position,
             agents_online: *agents_online,
+            timestamp,
+        },
+        ConversationEvent::CsatRequest { session, agent } => EventMessage::CsatRequest {
+            seq,
+            session_id: session.as_str(),
+            agent: agent.into(),
+            timestamp,
+        },
+        ConversationEvent::Csat { csat } => EventMessage::Csat {
+            seq,
+            rating: csat.rating.get(),
+            comment: csat.comment.as_ref().map(|c| c.as_str()),
             timestamp,
         },
         // The chat events are all matched in `event_message`.

@@ -15,6 +15,7 @@ use crate::domain::budget::Quota;
 use crate::domain::conversation::{
     AnswerCost, ClientMessageId, ConversationEvent, GenerationFailure, LoggedEvent, Seq,
 };
+use crate::domain::csat::Csat;
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::{AgentRef, Unavailability};
 use crate::domain::queue::QueuePlace;
@@ -127,6 +128,15 @@ enum StoredKind {
     Feedback {
         message_id: String,
         rating: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    CsatRequest {
+        session: String,
+        agent: StoredAgent,
+    },
+    Csat {
+        rating: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
@@ -485,6 +495,14 @@ fn stored(at: DateTime<Utc>, event: &ConversationEvent) -> StoredEvent {
             rating: feedback.rating.as_str().to_owned(),
             comment: feedback.comment().map(str::to_owned),
         },
+        ConversationEvent::CsatRequest { session, agent } => StoredKind::CsatRequest {
+            session: session.as_str().to_owned(),
+            agent: agent.into(),
+        },
+        ConversationEvent::Csat { csat } => StoredKind::Csat {
+            rating: i64::from(csat.rating.get()),
+            comment: csat.comment.as_ref().map(|c| c.as_str().to_owned()),
+        },
     };
     StoredEvent {
         at: iso_millis(at),
@@ -636,6 +654,19 @@ fn domain_event(kind: StoredKind) -> Result<ConversationEvent, ConversationStore
                     format!("stored feedback {rating:?}"),
                     e,
                 ))
+            })?,
+        },
+        StoredKind::CsatRequest { session, agent } => ConversationEvent::CsatRequest {
+            session: crate::domain::SessionId::parse(&session).map_err(|_| {
+                ConversationStoreError::from(StoreFailure::bare(format!(
+                    "stored session id {session:?}"
+                )))
+            })?,
+            agent: agent_ref(agent)?,
+        },
+        StoredKind::Csat { rating, comment } => ConversationEvent::Csat {
+            csat: Csat::parse(rating, comment.as_deref()).map_err(|e| {
+                ConversationStoreError::from(StoreFailure::new(format!("stored csat {rating}"), e))
             })?,
         },
     })
@@ -857,6 +888,16 @@ mod tests {
             ConversationEvent::Feedback {
                 message_id: mid("msg_a"),
                 feedback: Feedback::parse("up", None).unwrap(),
+            },
+            ConversationEvent::CsatRequest {
+                session: crate::domain::SessionId::parse("sess_abc").unwrap(),
+                agent: agent(),
+            },
+            ConversationEvent::Csat {
+                csat: Csat::parse(4, Some("quick \"and\" kind")).unwrap(),
+            },
+            ConversationEvent::Csat {
+                csat: Csat::parse(1, None).unwrap(),
             },
         ]
     }

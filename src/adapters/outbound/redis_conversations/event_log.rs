@@ -25,11 +25,15 @@ use crate::domain::{MessageId, SessionId};
 /// small enough that Lua prints `start + count` as an integer, not `1e+15`.
 const MAX_PAGE: usize = 1 << 30;
 
-/// KEYS: log, head, client ids, and the live channel when publishing
-/// (declared so a cluster checks it hashes to the session's slot). ARGV: ttl
-/// ms, limit, ids kept, the publish command (`''` for none) and the origin
-/// the live message starts with, then three per event: entry, client message
-/// id (`''` if none), message id. Returns the seq of the first event.
+/// Appends to one or more sessions' logs in one call. KEYS: four per
+/// session: log, head, client ids and live channel (declared even when not
+/// publishing, so a cluster checks they hash to the session's slot). ARGV:
+/// ttl ms, limit, ids kept, the publish command (`''` for none) and the
+/// origin the live message starts with; then per session the event count
+/// and three per event: entry, client message id (`''` if none), message
+/// id. Returns per session the seq of its first event, or the error that
+/// stopped that session's append (the others are unaffected: a batch of
+/// many sessions is many independent appends sharing one call).
 ///
 /// Expiry: the keys live `ttl` plus a slack (a tenth of it, at most a
 /// minute) after the last append or read; an append only pushes them back
@@ -43,58 +47,126 @@ const MAX_PAGE: usize = 1 << 30;
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local function slack(ttl) return math.min(math.floor(ttl / 10), 60000) end
-local n = (#ARGV - 5) / 3
 local ttl = tonumber(ARGV[1])
-local head = redis.call('INCRBY', KEYS[2], n)
-local first = head - n + 1
-local publish = ARGV[4] ~= ''
-local entries, live, ids = {}, {}, 0
-for i = 0, n - 1 do
-  local at = 6 + 3 * i
-  local seq = string.format('%d', first + i)
-  entries[i + 1] = ARGV[at]
-  if ARGV[at + 1] ~= '' then
-    redis.call('LPUSH', KEYS[3], ARGV[at + 1] .. ' ' .. seq .. ' ' .. ARGV[at + 2])
-    ids = ids + 1
-  end
-  if publish then
-    live[i + 1] = '{"seq":' .. seq .. ',' .. string.sub(ARGV[at], 2)
-  end
-end
-local len = 0
--- One push per thousand entries (Lua's unpack has a limit of a few thousand).
-for from = 1, n, 1000 do
-  len = redis.call('RPUSH', KEYS[1], unpack(entries, from, math.min(n, from + 999)))
-end
 local limit = tonumber(ARGV[2])
-if len > 2 * limit then
-  redis.call('LTRIM', KEYS[1], -limit, -1)
-end
-if ids > 0 then
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
-  redis.call('PEXPIRE', KEYS[3], ttl + slack(ttl))
-end
-if redis.call('PTTL', KEYS[2]) < ttl then
-  for k = 1, 3 do
-    redis.call('PEXPIRE', KEYS[k], ttl + slack(ttl))
+local kept = tonumber(ARGV[3])
+local command = ARGV[4]
+local expiry = ttl + math.min(math.floor(ttl / 10), 60000)
+
+local function append(k, at, n)
+  local head = redis.call('INCRBY', KEYS[k + 2], n)
+  local first = head - n + 1
+  local entries, live, ids = {}, {}, 0
+  for i = 0, n - 1 do
+    local a = at + 3 * i
+    local seq = string.format('%d', first + i)
+    entries[i + 1] = ARGV[a]
+    if ARGV[a + 1] ~= '' then
+      redis.call('LPUSH', KEYS[k + 3], ARGV[a + 1] .. ' ' .. seq .. ' ' .. ARGV[a + 2])
+      ids = ids + 1
+    end
+    if command ~= '' then
+      live[i + 1] = '{"seq":' .. seq .. ',' .. string.sub(ARGV[a], 2)
+    end
   end
+  local len = 0
+  -- One push per thousand entries (Lua's unpack has a limit of a few thousand).
+  for from = 1, n, 1000 do
+    len = redis.call('RPUSH', KEYS[k + 1], unpack(entries, from, math.min(n, from + 999)))
+  end
+  if len > 2 * limit then
+    redis.call('LTRIM', KEYS[k + 1], -limit, -1)
+  end
+  if ids > 0 then
+    redis.call('LTRIM', KEYS[k + 3], 0, kept - 1)
+    redis.call('PEXPIRE', KEYS[k + 3], expiry)
+  end
+  if redis.call('PTTL', KEYS[k + 2]) < ttl then
+    for j = 1, 3 do
+      redis.call('PEXPIRE', KEYS[k + j], expiry)
+    end
+  end
+  if command ~= '' then
+    redis.call(command, KEYS[k + 4], ARGV[5] .. ' [' .. table.concat(live, ',') .. ']')
+  end
+  return first
 end
-if publish then
-  redis.call(ARGV[4], KEYS[4], ARGV[5] .. ' [' .. table.concat(live, ',') .. ']')
+
+local results, at = {}, 6
+for s = 0, #KEYS / 4 - 1 do
+  local n = tonumber(ARGV[at])
+  local ok, first = pcall(append, 4 * s, at + 1, n)
+  if ok then
+    results[s + 1] = first
+  elseif type(first) == 'table' then
+    results[s + 1] = tostring(first.err or 'error')
+  else
+    results[s + 1] = tostring(first)
+  end
+  at = at + 1 + 3 * n
 end
-return first
+return results
 "#,
     )
 });
 
-/// Where [`RedisEventLog::append_and_publish`] publishes: the command
-/// (`PUBLISH`), the session's live channel and the origin the live message
-/// starts with (the publishing instance, which skips its own messages).
-pub(super) struct LiveTarget<'a> {
-    pub(super) command: &'a str,
-    pub(super) channel: String,
-    pub(super) origin: &'a str,
+/// One session's share of an [`APPEND`] call: its events as the log keeps
+/// them (milliseconds) and their script arguments, encoded by the caller so
+/// the work is spread over the callers rather than done by whoever sends.
+pub(super) struct PreparedAppend {
+    pub(super) session: SessionId,
+    events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    args: Vec<String>,
+}
+
+impl PreparedAppend {
+    pub(super) fn new(
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Self, ConversationStoreError> {
+        let events: Vec<_> = events
+            .into_iter()
+            .map(|(at, event)| (at.trunc_subsecs(3), event))
+            .collect();
+        let mut args = Vec::with_capacity(3 * events.len());
+        for (at, event) in &events {
+            args.extend(event_args(*at, event)?);
+        }
+        Ok(Self {
+            session: session.clone(),
+            events,
+            args,
+        })
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The events as logged, once the log gave the first one `first`.
+    pub(super) fn logged(self, first: Seq) -> Vec<SharedEvent> {
+        self.events
+            .into_iter()
+            .zip(first..)
+            .map(|((at, event), seq)| Arc::new(LoggedEvent { seq, at, event }))
+            .collect()
+    }
+}
+
+/// Reads one session's answer in an [`APPEND`] reply: its first seq, or
+/// the error that stopped its append.
+fn appended(value: redis::Value) -> Result<Seq, StoreFailure> {
+    match value {
+        redis::Value::Int(first) => Seq::try_from(first)
+            .map_err(|_| StoreFailure::bare(format!("the event log gave a first seq of {first}"))),
+        redis::Value::BulkString(text) => Err(StoreFailure::bare(format!(
+            "appending to the event log: {}",
+            String::from_utf8_lossy(&text)
+        ))),
+        other => Err(StoreFailure::bare(format!(
+            "appending to the event log: unexpected reply {other:?}"
+        ))),
+    }
 }
 
 /// KEYS: log, head, client ids. ARGV: after, count, ttl ms.
@@ -241,46 +313,69 @@ fn slice(
 }
 
 impl RedisEventLog {
-    /// Appends `events` and, with a `live` target, publishes them from the
-    /// same script.
-    pub(super) async fn append_and_publish(
+    /// Appends each session's events in one script call and, given the
+    /// instance's `origin`, publishes each batch on its session's channel
+    /// from the same script. Each session gets its first seq or its own
+    /// failure; the outer error means the call itself failed (connection,
+    /// timeout), and then no one knows whether it ran.
+    pub(super) async fn append_many(
         &self,
-        session: &SessionId,
-        events: Vec<(DateTime<Utc>, ConversationEvent)>,
-        live: Option<LiveTarget<'_>>,
-    ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut invocation = self.invocation(&APPEND, session);
+        batch: &[PreparedAppend],
+        origin: Option<&str>,
+    ) -> Result<Vec<Result<Seq, StoreFailure>>, StoreFailure> {
+        let mut invocation = APPEND.prepare_invoke();
         invocation
             .arg(self.ttl_ms)
             .arg(self.limit)
             .arg(CLIENT_MESSAGE_IDS_KEPT);
-        match live {
-            Some(live) => invocation
-                .key(live.channel)
-                .arg(live.command)
-                .arg(live.origin),
+        match origin {
+            Some(origin) => invocation.arg(self.keys.publish_command()).arg(origin),
             None => invocation.arg("").arg(""),
         };
-        // Returned as stored: the log keeps milliseconds.
-        let events: Vec<_> = events
-            .into_iter()
-            .map(|(at, event)| (at.trunc_subsecs(3), event))
-            .collect();
-        for (at, event) in &events {
-            invocation.arg(&event_args(*at, event)?[..]);
+        for one in batch {
+            let session = &one.session;
+            invocation
+                .key(self.keys.log(session))
+                .key(self.keys.head(session))
+                .key(self.keys.client_ids(session))
+                .key(self.keys.live(session))
+                .arg(one.events.len())
+                .arg(&one.args[..]);
         }
-        let first: Seq = invocation
+        let replies: Vec<redis::Value> = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| StoreFailure::new("appending to the event log", e))?;
-        Ok(events
-            .into_iter()
-            .zip(first..)
-            .map(|((at, event), seq)| Arc::new(LoggedEvent { seq, at, event }))
-            .collect())
+        if replies.len() != batch.len() {
+            return Err(StoreFailure::bare(format!(
+                "the event log answered {} of {} appends",
+                replies.len(),
+                batch.len()
+            )));
+        }
+        Ok(replies.into_iter().map(appended).collect())
+    }
+
+    /// Appends one session's events (publishing them as `origin` when
+    /// given) in one script call.
+    pub(super) async fn append_and_publish(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+        origin: Option<&str>,
+    ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
+        let prepared = PreparedAppend::new(session, events)?;
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = [prepared];
+        let first = self
+            .append_many(&batch, origin)
+            .await?
+            .pop()
+            .expect("one reply per append, checked by append_many")?;
+        let [prepared] = batch;
+        Ok(prepared.logged(first))
     }
 }
 

@@ -14,7 +14,8 @@ use super::super::redis_manager::RedisConn;
 use chrono::{DateTime, Utc};
 
 use super::codec::encode_batch;
-use super::event_log::{LiveTarget, RedisEventLog};
+use super::event_log::{PreparedAppend, RedisEventLog};
+use super::group_commit::GroupCommit;
 use super::pubsub::{Hub, Subscription};
 use super::Keys;
 use crate::application::ports::{
@@ -115,16 +116,21 @@ impl LiveDelivery for RedisLiveDelivery {
 
 /// The [`Backplane`] on Redis: the append script publishes the batch itself,
 /// so a batch costs one round trip, and this instance's own subscribers get
-/// the events as the log returned them, without decoding them again.
+/// the events as the log returned them, without decoding them again. On a
+/// single Redis, writes of many sessions share a call ([`GroupCommit`]).
 pub struct RedisBackplane {
     log: RedisEventLog,
-    keys: Keys,
     hub: Arc<Hub>,
+    group: Option<GroupCommit>,
 }
 
 impl RedisBackplane {
-    pub(super) fn new(log: RedisEventLog, keys: Keys, hub: Arc<Hub>) -> Self {
-        Self { log, keys, hub }
+    /// `grouped`: whether writes of different sessions may share a call
+    /// (a single Redis; not a cluster, where sessions live on other slots).
+    pub(super) fn new(log: RedisEventLog, hub: Arc<Hub>, grouped: bool) -> Self {
+        let group =
+            grouped.then(|| GroupCommit::start(log.clone(), Arc::from(hub.shared.instance())));
+        Self { log, hub, group }
     }
 }
 
@@ -136,15 +142,21 @@ impl Backplane for RedisBackplane {
         events: Vec<(DateTime<Utc>, ConversationEvent)>,
     ) -> Result<Written, ConversationStoreError> {
         let shared = &self.hub.shared;
-        let live = LiveTarget {
-            command: self.keys.publish_command(),
-            channel: self.keys.live(session),
-            origin: shared.instance(),
+        let events = match &self.group {
+            Some(group) => {
+                let append = PreparedAppend::new(session, events)?;
+                if append.is_empty() {
+                    Vec::new()
+                } else {
+                    group.write(append).await?
+                }
+            }
+            None => {
+                self.log
+                    .append_and_publish(session, events, Some(shared.instance()))
+                    .await?
+            }
         };
-        let events = self
-            .log
-            .append_and_publish(session, events, Some(live))
-            .await?;
         shared.deliver_local(session, &events);
         Ok(Written {
             events,
