@@ -5,7 +5,9 @@
 # in-memory stores (Redis with E2E_REDIS_URL):
 # - e2e/handoff.test.mjs with the echo model;
 # - e2e/answer-parts.test.mjs on a second server whose AI is
-#   e2e/mock-openai.mjs (reasoning, tool calls, usage) under a token budget.
+#   e2e/mock-openai.mjs (reasoning, tool calls, usage) under a token budget;
+# - e2e/queue.test.mjs on the first (places in line) and on two more: one
+#   with HANDOFF_ASSIGN=auto and two agents, one whose office hours are closed.
 # Called by .ci/run; needs node >= 20 and npm.
 #
 # Failures leave screenshots, page HTML and the logs in e2e/artifacts/; success writes
@@ -110,19 +112,67 @@ if [ -n "${E2E_REDIS_URL:-}" ]; then
 fi
 start_server parts "${parts_config[@]}"
 
+# make_agents BASE CONFIG-NAME USER...: registrations, then the operator's command.
+make_agents() {
+  local base="$1" dir="$2"
+  shift 2
+  local -n cfg="$dir"
+  local user
+  for user in "$@"; do
+    curl -fsS -o /dev/null -X POST "$base/api/auth/register" -H 'content-type: application/json' \
+      -d "{\"username\":\"$user\",\"email\":\"$user@example.com\",\"password\":\"$agent_password\"}"
+    (cd "$work/$dir" && env -i "${cfg[@]}" "$BIN" users set-role "$user" agent >/dev/null)
+  done
+}
+
+# Two more servers for e2e/queue.test.mjs: one where conversations go to the
+# agents by themselves (two each at most), and one whose office hours
+# (one minute a day, twelve hours from now) are closed while this runs.
+auto_port="$(free_port)"
+auto_base="http://127.0.0.1:$auto_port"
+auto=(
+  PATH="$PATH" HOME="$work" HOST=127.0.0.1 PORT="$auto_port" RUST_LOG=warn
+  JWT_SECRET="e2e-ci-secret-0123456789abcdef0123456789"
+  SQLITE_PATH="$work/auto-users.db" ECHO_TOKEN_DELAY=150ms
+  HANDOFF=on HANDOFF_WHEN_NO_AGENT_ONLINE=queue HANDOFF_ASSIGN=auto AGENT_MAX_CONVERSATIONS=2
+)
+opens="$(date -u -d '+12 hours' +%H:%M)"
+closes="$(date -u -d '+12 hours 1 minute' +%H:%M)"
+[ "$closes" = "00:00" ] && closes="24:00"
+closed_port="$(free_port)"
+closed_base="http://127.0.0.1:$closed_port"
+closed=(
+  PATH="$PATH" HOME="$work" HOST=127.0.0.1 PORT="$closed_port" RUST_LOG=warn
+  JWT_SECRET="e2e-ci-secret-0123456789abcdef0123456789"
+  SQLITE_PATH="$work/closed-users.db" ECHO_TOKEN_DELAY=150ms
+  HANDOFF=on HANDOFF_HOURS="Mon-Sun $opens-$closes" HANDOFF_CLOSED_MESSAGE="Our team is away right now."
+)
+if [ -n "${E2E_REDIS_URL:-}" ]; then
+  # Their own keys on the shared Redis: their queues are not the first one's.
+  auto+=(REDIS_URL="$E2E_REDIS_URL" REDIS_KEY_PREFIX="e2e-auto-$$")
+  closed+=(REDIS_URL="$E2E_REDIS_URL" REDIS_KEY_PREFIX="e2e-closed-$$")
+fi
+start_server auto "${auto[@]}"
+make_agents "$auto_base" auto Ann Bea
+start_server closed "${closed[@]}"
+
 rm -rf "$ARTIFACTS"
 status=0
 BASE_URL="$base" AGENT_USER="$agent_user" AGENT_PASSWORD="$agent_password" \
   CHROMIUM="$CHROMIUM" ARTIFACTS="$ARTIFACTS" SCREENSHOTS="$PWD/docs/screenshots" \
   node --test --test-reporter=spec e2e/handoff.test.mjs || status=$?
+BASE_URL="$base" AGENT_USER="$agent_user" AGENT_PASSWORD="$agent_password" \
+  AUTO_BASE_URL="$auto_base" AUTO_AGENTS="Ann,Bea" CLOSED_BASE_URL="$closed_base" \
+  CHROMIUM="$CHROMIUM" ARTIFACTS="$ARTIFACTS/queue" \
+  node --test --test-reporter=spec e2e/queue.test.mjs || status=$?
 BASE_URL="$parts_base" MOCK_URL="$mock" TOKEN_BUDGET="$token_budget" \
   CHROMIUM="$CHROMIUM" ARTIFACTS="$ARTIFACTS/answer-parts" \
   node --test --test-reporter=spec e2e/answer-parts.test.mjs || status=$?
 
 if [ "$status" -ne 0 ]; then
   mkdir -p "$ARTIFACTS"
-  for log in echo parts mock; do cp "$work/$log.log" "$ARTIFACTS/$log.log"; done
-  echo "e2e: FAILED; screenshots, page HTML and the logs (echo.log, parts.log, mock.log) are in e2e/artifacts/" >&2
+  for log in echo parts mock auto closed; do cp "$work/$log.log" "$ARTIFACTS/$log.log"; done
+  echo "e2e: FAILED; screenshots, page HTML and the logs (echo.log, parts.log, mock.log, auto.log, closed.log) are in e2e/artifacts/" >&2
   for log in echo parts; do
     echo "e2e: the last lines of $log.log:" >&2
     tail -n 30 "$work/$log.log" >&2

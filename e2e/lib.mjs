@@ -19,7 +19,8 @@ const pages = new Map();
 /** What the pages logged as errors (CSP refusals, exceptions). */
 export const problems = [];
 
-export async function open(context, label, path) {
+/** Opens `path` of the server at `base` (BASE_URL unless said). */
+export async function open(context, label, path, base = process.env.BASE_URL) {
   const page = await context.newPage();
   pages.set(label, page);
   page.on("pageerror", (e) => problems.push(`${label}: exception: ${e.message}`));
@@ -30,7 +31,7 @@ export async function open(context, label, path) {
       problems.push(`${label}: console: ${msg.text()}`);
     }
   });
-  await page.goto(process.env.BASE_URL + path);
+  await page.goto(base + path);
   return page;
 }
 
