@@ -137,8 +137,10 @@ struct HandoffInfo {
     /// `HANDOFF_HOURS`, as configured; absent: people answer at any hour.
     #[oai(skip_serializing_if_is_none)]
     office_hours: Option<String>,
-    /// `HANDOFF_TIMEZONE`, the IANA zone of `officeHours` (`UTC` without hours).
-    time_zone: String,
+    /// `HANDOFF_TIMEZONE`, the IANA zone of `officeHours`; absent with it
+    /// (without hours the zone changes nothing).
+    #[oai(skip_serializing_if_is_none)]
+    time_zone: Option<String>,
 }
 
 #[derive(Debug, Object)]
@@ -234,11 +236,7 @@ fn ws_info(
                 assign: handoff.assign.as_str().to_owned(),
                 max_conversations: handoff.max_conversations as u64,
                 office_hours: handoff.hours.as_ref().map(|h| h.spec().to_owned()),
-                time_zone: handoff
-                    .hours
-                    .as_ref()
-                    .map_or("UTC", |h| h.zone_name())
-                    .to_owned(),
+                time_zone: handoff.hours.as_ref().map(|h| h.zone_name().to_owned()),
             },
         },
         answers: AnswerInfo {
