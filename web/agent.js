@@ -1,14 +1,13 @@
 // The agent console: the queue with live waiting times, the conversations
-// this agent holds (each replayed with `watch` from the last seq shown, so a
-// reconnect misses nothing and shows nothing twice), replies, release and
-// resolve, over /agent/ws.
+// this agent holds, replies, release and resolve, over /agent/ws through the
+// client SDK the server serves (its AgentClient follows each held
+// conversation with `watch` from the last seq it has, so a reconnect misses
+// nothing and shows nothing twice).
 
-import {
-  AuthStore, ApiError, Socket, Transcript, TypingSender, api, clockTime, duration, el, loadEarlier,
-  login, logout, newId, quotaText,
-} from "./common.js";
+import { AgentClient, ApiError, Auth, ClosedError, StorageTokenStore } from "/sdk/chatbot-server-client.js";
+import { Transcript, TypingSender, clockTime, duration, el, quotaText } from "./common.js";
 
-const store = new AuthStore("chatbot.agent");
+const store = new StorageTokenStore("chatbot.agent");
 const $ = (id) => document.getElementById(id);
 
 const ui = {
@@ -30,7 +29,8 @@ const ui = {
   ratingsCount: $("ratings-count"),
 };
 
-let socket = null;
+/** The SDK's client while logged in. */
+let agent = null;
 let me = null;
 let queue = [];
 /** Held conversations by session id. */
@@ -41,6 +41,8 @@ let selected = null;
 /** The conversation on screen survives a reload of this tab (not shared by
  * other tabs, each of which may show another one). */
 const SELECTED_KEY = "chatbot.agent.selected";
+/** The conversation to show again once a (re)connect follows it. */
+let restoring = null;
 /** Server clock minus this browser's, from the messages' timestamps. */
 let skew = 0;
 let toastTimer = null;
@@ -59,8 +61,8 @@ function showAuth(message) {
 }
 
 function stopSocket() {
-  if (socket) socket.stop();
-  socket = null;
+  if (agent) agent.close();
+  agent = null;
 }
 
 function explain(e) {
@@ -72,14 +74,17 @@ async function submitAuth(ev) {
   ev.preventDefault();
   ui.authSubmit.disabled = true;
   ui.authError.hidden = true;
+  const auth = new Auth({ tokens: store });
   try {
-    store.save(await login(ui.name.value.trim(), ui.password.value));
+    await auth.login(ui.name.value.trim(), ui.password.value);
+    auth.close();
     ui.password.value = "";
     await start();
   } catch (e) {
     ui.authError.textContent = explain(e);
     ui.authError.hidden = false;
   } finally {
+    auth.close();
     ui.authSubmit.disabled = false;
   }
 }
@@ -89,16 +94,18 @@ async function submitAuth(ev) {
 async function start() {
   const saved = store.get();
   if (!saved) return showAuth();
+  stopSocket();
+  agent = new AgentClient({ tokens: store });
   try {
-    const { items } = await api(store, "/api/agent/queue");
-    queue = items;
+    queue = (await agent.rest.queue()).items;
   } catch (e) {
+    stopSocket();
     if (e instanceof ApiError && e.code === "agent_only") {
       ui.deniedText.textContent = `${saved.user.username} cannot use the agent console: ${e.message} (${e.code}).`;
       return show(ui.denied);
     }
     if (e instanceof ApiError && e.status === 401) {
-      store.clear();
+      store.set(null);
       return showAuth(`Please log in again (${e.code}).`);
     }
     return showAuth(explain(e));
@@ -108,73 +115,61 @@ async function start() {
   loadReplies();
   renderQueue();
   renderMine();
-  socket = new Socket(store, {
-    url: (ticket) => `/agent/ws?${new URLSearchParams({ ticket })}`,
-    onMessage,
-    onState: (state) => {
-      ui.status.textContent = state === "open" ? "Online" : "Reconnecting…";
-      ui.status.className = `pill ${state === "open" ? "online" : "offline"}`;
-      refreshControls();
-    },
-    onAuthLost: (e) => {
-      store.clear();
-      showAuth(`Your session ended: ${e.message}`);
-    },
+  agent.on("state", ({ state }) => {
+    ui.status.textContent = state === "open" ? "Online" : "Reconnecting…";
+    ui.status.className = `pill ${state === "open" ? "online" : "offline"}`;
+    refreshControls();
   });
-  socket.start();
+  agent.on("auth-lost", (e) => {
+    store.set(null);
+    showAuth(`Your session ended: ${e.message}`);
+  });
+  agent.on("message", (m) => {
+    if (m.timestamp) skew = Date.parse(m.timestamp) - Date.now();
+  });
+  agent.on("connected", onConnected);
+  agent.on("queue", (items) => {
+    queue = items;
+    renderQueue();
+  });
+  agent.on("assigned", follow);
+  agent.on("removed", ({ sessionId, reason, mode }) => {
+    const why = {
+      removed: mode === "bot" ? "is back with the assistant" : "went back to the queue",
+      "not-held": "is no longer yours",
+      "not-assigned": "is no longer assigned to you",
+    }[reason];
+    drop(sessionId, why);
+  });
+  agent.on("ack", onAck);
+  agent.on("error", onError);
+  agent.on("history-lost", (m) => convs.get(m.sessionId)?.transcript.lost());
+  agent.on("earlier", ({ sessionId, messages }) => convs.get(sessionId)?.transcript.prependEarlier(messages));
+  agent.on("status", showPresence);
+  agent.on("typing", onTyping);
+  // Live word of a conversation this agent resolved (a replayed one has a
+  // seq and shows in its transcript).
+  agent.on("csat", showCsat);
+  agent.on("summary", (m) => {
+    sessionStorage.setItem(summaryKey(m.sessionId), m.summary);
+    showSummary();
+  });
+  agent.on("event", ({ sessionId, event }) => onEvent(sessionId, event));
+  agent.connect().catch(() => {
+    // auth-lost already showed the login form.
+  });
 }
 
-function send(message) {
-  const requestId = newId();
-  if (!socket || !socket.send({ ...message, requestId })) {
+/** Runs an agent command; a refusal arrives as an `error` (a toast). */
+function command(run) {
+  if (!agent || !agent.connected) {
     toast("Not connected; try again in a moment.");
-    return null;
+    return false;
   }
-  return requestId;
-}
-
-function onMessage(m) {
-  if (m.timestamp) skew = Date.parse(m.timestamp) - Date.now();
-  switch (m.type) {
-    case "connected":
-      return onConnected(m);
-    case "queue":
-      queue = m.items;
-      return renderQueue();
-    case "conversation-assigned":
-      return follow(m.conversation);
-    case "conversation-removed":
-      return drop(m.sessionId, m.mode === "bot"
-        ? "is back with the assistant"
-        : "went back to the queue");
-    case "ack":
-      return onAck(m);
-    case "error":
-      return onError(m);
-    case "history-lost": {
-      const conv = convs.get(m.sessionId);
-      if (!conv) return undefined;
-      conv.transcript.skipTo(m.oldestSeq);
-      return loadEarlier(store, conv.transcript, m.sessionId, m.oldestSeq);
-    }
-    case "status":
-      return showPresence(m.status);
-    case "typing":
-      return onTyping(m);
-    case "csat":
-      // Live word of a conversation this agent resolved (a replayed one
-      // has a seq and shows in its transcript).
-      if (typeof m.seq !== "number") return showCsat(m);
-      return onEvent(m);
-    case "handoff-summary":
-      sessionStorage.setItem(summaryKey(m.sessionId), m.summary);
-      return showSummary();
-    case "pong":
-    case "authenticated":
-      return undefined;
-    default:
-      return onEvent(m);
-  }
+  run(agent).catch((e) => {
+    if (e instanceof ClosedError) toast("Not connected; try again in a moment.");
+  });
+  return true;
 }
 
 /** The customer of a held conversation started or stopped typing (the
@@ -204,7 +199,7 @@ let replies = [];
 
 async function loadReplies() {
   try {
-    replies = (await api(store, "/api/agent/replies")).replies;
+    replies = (await agent.rest.replies()).replies;
   } catch (e) {
     toast(explain(e));
   }
@@ -222,7 +217,7 @@ function renderReplies() {
     del.type = "button";
     del.addEventListener("click", async () => {
       try {
-        await api(store, `/api/agent/replies/${encodeURIComponent(r.shortcut)}`, { method: "DELETE" });
+        await agent.rest.deleteReply(r.shortcut);
       } catch (e) {
         toast(explain(e));
       }
@@ -237,7 +232,7 @@ async function saveReply(ev) {
   ev.preventDefault();
   const body = { shortcut: ui.replyNewShortcut.value.trim(), content: ui.replyNewContent.value };
   try {
-    await api(store, "/api/agent/replies", { method: "POST", body });
+    await agent.rest.saveReply(body.shortcut, body.content);
     ui.replyNewShortcut.value = "";
     ui.replyNewContent.value = "";
   } catch (e) {
@@ -292,19 +287,17 @@ function showTyping() {
   ui.typing.hidden = !on;
 }
 
-/** (Re)connected: follow what the server says this agent holds, each from
- * the last seq already on screen; forget what it no longer holds. */
+/** (Re)connected: the SDK follows what the server says this agent holds
+ * (each from the last seq already on screen) and drops what it no longer
+ * holds; the conversation this tab showed is shown again. */
 function onConnected(m) {
   me = m.agent;
   showPresence(m.status);
   ui.assignMode.hidden = m.assign !== "auto";
   ui.assignMode.textContent = `Conversations are assigned to you automatically while you are available (at most ${m.maxConversations} at once).`;
-  const held = new Set(m.conversations.map((c) => c.sessionId));
-  for (const sid of [...convs.keys()]) if (!held.has(sid)) drop(sid, "is no longer yours");
-  // Read before following: following the first one selects it.
-  const last = sessionStorage.getItem(SELECTED_KEY);
-  for (const c of m.conversations) follow(c);
-  if (last && convs.has(last) && selected !== last) select(last);
+  restoring = sessionStorage.getItem(SELECTED_KEY);
+  for (const conv of convs.values()) conv.transcript.names.selfId = me && me.id;
+  if (restoring && convs.has(restoring) && selected !== restoring) select(restoring);
 }
 
 /** The agent's presence as the server keeps it: `available` or `away`. */
@@ -313,14 +306,17 @@ function showPresence(status) {
   ui.presence.classList.toggle("away", status === "away");
 }
 
-function follow(c) {
-  let conv = convs.get(c.sessionId);
+/** A conversation this agent now holds (the SDK follows its events). */
+function follow(held) {
+  const c = held.info || {};
+  const sessionId = held.sessionId;
+  let conv = convs.get(sessionId);
   if (!conv) {
     const list = el("ol", "messages");
     list.hidden = true;
     ui.transcripts.append(list);
     conv = {
-      sessionId: c.sessionId,
+      sessionId,
       user: c.user || { username: "Customer" },
       since: c.assignedAt || new Date(Date.now() + skew).toISOString(),
       preview: c.lastMessage || "",
@@ -329,14 +325,12 @@ function follow(c) {
       transcript: new Transcript(list, "agent", { customer: (c.user || {}).username, selfId: me && me.id }),
       typing: false,
       typingTimer: null,
-      typist: new TypingSender((state) => Boolean(socket && socket.send({ type: "typing", sessionId: c.sessionId, state }))),
+      typist: new TypingSender((state) => Boolean(agent && agent.typing(sessionId, state))),
     };
-    convs.set(c.sessionId, conv);
+    convs.set(sessionId, conv);
   }
-  if (c.user && c.user.username) customerNames.set(c.sessionId, c.user.username);
-  conv.transcript.names.selfId = me && me.id;
-  send({ type: "watch", sessionId: c.sessionId, lastSeq: conv.transcript.lastSeq });
-  if (!selected) select(c.sessionId);
+  if (c.user && c.user.username) customerNames.set(sessionId, c.user.username);
+  if (!selected || sessionId === restoring) select(sessionId);
   renderMine();
 }
 
@@ -360,39 +354,29 @@ function drop(sessionId, why) {
 
 function onAck(m) {
   if (m.action === "claim") {
-    const item = claiming.get(m.sessionId) || queue.find((q) => q.sessionId === m.sessionId) || {};
     claiming.delete(m.sessionId);
-    follow({ sessionId: m.sessionId, user: item.user, lastMessage: item.lastMessage });
-    select(m.sessionId);
+    if (convs.has(m.sessionId)) select(m.sessionId);
     ui.replyInput.focus();
-  } else if (m.action === "release") {
-    drop(m.sessionId);
-  } else if (m.action === "resolve") {
-    drop(m.sessionId);
   }
 }
 
 function onError(m) {
   if (m.sessionId && claiming.delete(m.sessionId)) renderQueue();
-  toast(m.message, m.code);
-  // A conversation another agent or instance took from under this console.
-  if (m.code === "not_assigned" && m.sessionId && convs.has(m.sessionId)) {
-    drop(m.sessionId, "is no longer assigned to you");
-  }
+  // A failed answer of a held conversation is drawn in its transcript.
+  if (typeof m.seq !== "number") toast(m.message, m.code);
 }
 
-function onEvent(m) {
-  const conv = convs.get(m.sessionId);
+/** One event of a held conversation, exactly once and in seq order. */
+function onEvent(sessionId, e) {
+  const conv = convs.get(sessionId);
   if (!conv) return;
-  const shown = conv.transcript.accept(m);
-  for (const e of shown) {
-    if (e.type === "user-message") conv.preview = e.content;
-    else if (e.type === "agent-message") conv.preview = `You: ${e.content}`;
-    if (e.type === "user-message" && m.sessionId !== selected) conv.unread = true;
-    if (e.type === "user-message") conv.typing = false;
-  }
+  conv.transcript.render(e);
+  if (e.type === "user-message") conv.preview = e.content;
+  else if (e.type === "agent-message") conv.preview = `You: ${e.content}`;
+  if (e.type === "user-message" && sessionId !== selected) conv.unread = true;
+  if (e.type === "user-message") conv.typing = false;
   showTyping();
-  if (shown.length) renderMine();
+  renderMine();
 }
 
 function select(sessionId) {
@@ -426,7 +410,7 @@ async function showBudget(conv) {
   const id = conv.user && conv.user.id;
   if (!id) return;
   try {
-    const q = await api(store, `/api/agent/users/${encodeURIComponent(id)}/usage`);
+    const q = await agent.rest.userUsage(id);
     if (selected === conv.sessionId) {
       ui.convMeta.textContent = `Yours since ${clockTime(conv.since)} · ${conv.sessionId} · ${quotaText(q)}`;
     }
@@ -436,7 +420,7 @@ async function showBudget(conv) {
 }
 
 function refreshControls() {
-  const open = Boolean(socket && socket.open);
+  const open = Boolean(agent && agent.connected);
   for (const b of [ui.release, ui.resolve, ui.replySend]) b.disabled = !open || !selected;
 }
 
@@ -452,7 +436,7 @@ function renderQueue() {
     claim.type = "button";
     claim.disabled = claiming.has(item.sessionId);
     claim.addEventListener("click", () => {
-      if (send({ type: "claim", sessionId: item.sessionId })) {
+      if (command((a) => a.claim(item.sessionId))) {
         claiming.set(item.sessionId, item);
         renderQueue();
       }
@@ -503,7 +487,8 @@ function sendReply(ev) {
   ev.preventDefault();
   const content = ui.replyInput.value.trim();
   if (!content || !selected) return;
-  if (send({ type: "agent-message", sessionId: selected, content, clientMessageId: newId() })) {
+  const sessionId = selected;
+  if (command((a) => a.reply(sessionId, content))) {
     ui.replyInput.value = "";
     convs.get(selected)?.typist.stop();
   }
@@ -523,24 +508,34 @@ ui.replyInput.addEventListener("input", () => {
   const conv = selected && convs.get(selected);
   if (conv && ui.replyInput.value.trim()) conv.typist.typed();
 });
-ui.release.addEventListener("click", () => selected && send({ type: "release", sessionId: selected }));
-ui.resolve.addEventListener("click", () => selected && send({ type: "resolve", sessionId: selected }));
+ui.release.addEventListener("click", () => {
+  const sessionId = selected;
+  if (sessionId) command((a) => a.release(sessionId));
+});
+ui.resolve.addEventListener("click", () => {
+  const sessionId = selected;
+  if (sessionId) command((a) => a.resolve(sessionId));
+});
 ui.toastClose.addEventListener("click", () => { ui.toast.hidden = true; });
 ui.presence.addEventListener("change", () => {
   // The server's `status` answer sets the selector; a refusal puts it back.
-  if (!send({ type: "status", status: ui.presence.value })) {
+  if (!agent || !agent.setStatus(ui.presence.value)) {
+    toast("Not connected; try again in a moment.");
     showPresence(ui.presence.value === "away" ? "available" : "away");
   }
 });
 const signOut = async () => {
-  await logout(store);
+  const leaving = agent;
+  agent = null;
+  if (leaving) await leaving.logout();
+  else store.set(null);
   for (const sid of [...convs.keys()]) drop(sid);
   showAuth();
 };
 ui.logout.addEventListener("click", signOut);
 ui.deniedLogout.addEventListener("click", signOut);
 window.addEventListener("storage", (ev) => {
-  if (ev.key === store.key && !ev.newValue && socket) showAuth("You logged out in another tab.");
+  if (ev.key === store.key && !ev.newValue && agent) showAuth("You logged out in another tab.");
 });
 setInterval(tick, 1000);
 

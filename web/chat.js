@@ -1,14 +1,13 @@
 // The customer chat page: log in or register, chat with the assistant over
-// /ws, ask for a human and talk to them. The session id is kept in
-// localStorage, so a reload or a second tab resumes the same conversation,
-// replayed from the server's log.
+// /ws, ask for a human and talk to them, through the client SDK the server
+// serves (its ChatClient resumes, resends and orders events by itself). The
+// tokens and the session id are kept in localStorage, so a reload or a
+// second tab resumes the same conversation, replayed from the server's log.
 
-import {
-  AuthStore, ApiError, Socket, Transcript, TypingSender, loadEarlier, login, logout, modeAfter, newId,
-  quotaText, register,
-} from "./common.js";
+import { ApiError, Auth, ChatClient, StorageTokenStore } from "/sdk/chatbot-server-client.js";
+import { Transcript, TypingSender, quotaText } from "./common.js";
 
-const store = new AuthStore("chatbot.customer");
+const store = new StorageTokenStore("chatbot.customer");
 const $ = (id) => document.getElementById(id);
 
 const ui = {
@@ -25,38 +24,36 @@ const ui = {
 /** What the answers' thumbs do. */
 const actions = {
   rate(messageId, rating, comment = null) {
-    if (!socket) return;
-    const feedback = { type: "feedback", messageId, rating };
-    if (comment) feedback.comment = comment;
-    socket.send(feedback);
+    if (client) client.feedback(messageId, rating, comment);
   },
   csat(rating, comment = null) {
-    if (!socket) return;
-    const csat = { type: "csat", rating };
-    if (comment) csat.comment = comment;
-    socket.send(csat);
+    if (client) client.csat(rating, comment);
   },
 };
 
 let registering = false;
-let socket = null;
+/** The SDK's client while logged in. */
+let client = null;
 let transcript = new Transcript(ui.messages, "customer", {}, actions);
 let who = { mode: "bot", agent: null };
-/** Chats sent and not yet acknowledged, resent after a reconnect. */
-const unacked = new Map();
 let errorTimer = null;
 /** Whether the agent is typing, as last told (the server says `false` after
  * 5 s without news; the timer covers a socket that went quiet). */
 let agentTyping = false;
 let agentTypingTimer = null;
 /** Tells the agent while the customer types (only to an agent holding it). */
-const typist = new TypingSender((state) => Boolean(socket && socket.send({ type: "typing", state })));
+const typist = new TypingSender((state) => Boolean(client && client.typing(state)));
 
 const sessionKey = () => `chatbot.customer.session.${(store.get() || {}).user?.id}`;
+/** The conversation's id, per user, for the SDK to resume. */
+const sessionStore = {
+  get: () => localStorage.getItem(sessionKey()),
+  set: (id) => (id ? localStorage.setItem(sessionKey(), id) : localStorage.removeItem(sessionKey())),
+};
 
 function showAuth(message) {
-  if (socket) socket.stop();
-  socket = null;
+  if (client) client.close();
+  client = null;
   ui.chat.hidden = true;
   ui.who.hidden = true;
   ui.auth.hidden = false;
@@ -82,17 +79,19 @@ async function submitAuth(ev) {
   ev.preventDefault();
   ui.authSubmit.disabled = true;
   ui.authError.hidden = true;
+  // A login of its own: the chat's client starts once it is done.
+  const auth = new Auth({ tokens: store });
   try {
-    const body = registering
-      ? await register(ui.name.value.trim(), ui.email.value.trim(), ui.password.value)
-      : await login(ui.name.value.trim(), ui.password.value);
-    store.save(body);
+    if (registering) await auth.register(ui.name.value.trim(), ui.email.value.trim(), ui.password.value);
+    else await auth.login(ui.name.value.trim(), ui.password.value);
+    auth.close();
     ui.password.value = "";
     showChat();
   } catch (e) {
     ui.authError.textContent = explain(e);
     ui.authError.hidden = false;
   } finally {
+    auth.close();
     ui.authSubmit.disabled = false;
   }
 }
@@ -112,84 +111,52 @@ function showChat() {
   ui.username.textContent = saved.user.username;
   transcript = new Transcript(ui.messages, "customer", {}, actions);
   who = { mode: "bot", agent: null };
-  socket = new Socket(store, {
-    url: (ticket) => {
-      const q = new URLSearchParams({ ticket });
-      const session = localStorage.getItem(sessionKey());
-      if (session) {
-        q.set("sessionId", session);
-        q.set("lastSeq", String(transcript.lastSeq));
-      }
-      return `/ws?${q}`;
-    },
-    onMessage,
-    onState: (state) => {
-      ui.status.textContent = state === "open" ? "Online" : "Reconnecting…";
-      ui.status.className = `pill ${state === "open" ? "online" : "offline"}`;
-      refreshControls();
-    },
-    onAuthLost: (e) => {
-      store.clear();
-      showAuth(`Your session ended: ${e.message}`);
-    },
+  client = new ChatClient({ tokens: store, sessionStore });
+  client.on("state", ({ state }) => {
+    ui.status.textContent = state === "open" ? "Online" : "Reconnecting…";
+    ui.status.className = `pill ${state === "open" ? "online" : "offline"}`;
+    refreshControls();
   });
-  socket.start();
+  client.on("auth-lost", (e) => {
+    store.set(null);
+    showAuth(`Your session ended: ${e.message}`);
+  });
+  client.on("reset", () => transcript.reset());
+  client.on("connected", () => refreshControls());
+  client.on("handoff", (h) => {
+    who = h;
+    refreshControls();
+  });
+  client.on("quota", showQuota);
+  client.on("history-lost", () => transcript.lost());
+  client.on("earlier", (entries) => transcript.prependEarlier(entries));
+  client.on("event", (e) => {
+    transcript.render(e);
+    if (e.type === "agent-message" || e.type === "handoff-resolved" || e.type === "agent-left") agentTyping = false;
+    refreshControls();
+  });
+  client.on("error", (m) => {
+    // An error that ended an answer is drawn with it (an event).
+    if (typeof m.seq !== "number") showError(m);
+  });
+  client.on("typing", (m) => {
+    agentTyping = m.state;
+    clearTimeout(agentTypingTimer);
+    if (m.state) agentTypingTimer = setTimeout(() => { agentTyping = false; refreshControls(); }, 7000);
+    refreshControls();
+  });
+  client.connect().catch(() => {
+    // auth-lost already showed the login form.
+  });
   refreshControls();
   ui.input.focus();
-}
-
-function onMessage(m) {
-  switch (m.type) {
-    case "connected":
-      if (!m.resumed) transcript.reset(0);
-      localStorage.setItem(sessionKey(), m.sessionId);
-      who = { mode: m.mode || "bot", agent: m.agent || null };
-      showQuota(m.quota);
-      for (const chat of unacked.values()) socket.send(chat);
-      break;
-    case "quota":
-      showQuota(m);
-      break;
-    case "ack":
-      // A feedback's ack has no clientMessageId; its `feedback` event shows it.
-      if (m.clientMessageId) unacked.delete(m.clientMessageId);
-      break;
-    case "history-lost": {
-      transcript.skipTo(m.oldestSeq);
-      const session = localStorage.getItem(sessionKey());
-      if (session) loadEarlier(store, transcript, session, m.oldestSeq);
-      break;
-    }
-    case "session-lost":
-      localStorage.removeItem(sessionKey());
-      transcript.reset(0);
-      break;
-    case "error":
-      if (typeof m.seq === "number") transcript.accept(m);
-      else showError(m);
-      break;
-    case "typing":
-      agentTyping = m.state;
-      clearTimeout(agentTypingTimer);
-      if (m.state) agentTypingTimer = setTimeout(() => { agentTyping = false; refreshControls(); }, 7000);
-      break;
-    case "pong":
-    case "authenticated":
-      break;
-    default:
-      for (const e of transcript.accept(m)) {
-        who = modeAfter(e, who);
-        if (e.type === "agent-message" || e.type === "handoff-resolved" || e.type === "agent-left") agentTyping = false;
-      }
-  }
-  refreshControls();
 }
 
 /** Who is typing: the assistant while its answer streams (from the stream
  * itself), or the agent holding the conversation while they type. */
 function showTyping() {
   let text = "";
-  if (who.mode === "bot" && transcript.running !== null) text = "The assistant is typing";
+  if (who.mode === "bot" && client && client.conversation.running !== null) text = "The assistant is typing";
   else if (who.mode === "assigned" && agentTyping) text = `${(who.agent && who.agent.username) || "The agent"} is typing`;
   ui.typing.textContent = text;
   ui.typing.hidden = !text;
@@ -217,14 +184,15 @@ function showError(m) {
 }
 
 function refreshControls() {
-  const open = Boolean(socket && socket.open);
+  const open = Boolean(client && client.connected);
+  const conversation = client ? client.conversation : null;
   const bot = who.mode === "bot";
-  const answering = bot && transcript.running !== null;
+  const answering = bot && conversation !== null && conversation.running !== null;
   ui.stop.hidden = !answering;
   ui.send.disabled = !open || answering;
   ui.human.hidden = !bot;
   ui.human.disabled = !open;
-  ui.regenerate.hidden = !bot || answering || transcript.lastAnswer === null;
+  ui.regenerate.hidden = !bot || answering || !conversation || conversation.lastAnswer === null;
   ui.regenerate.disabled = !open;
   ui.cancel.hidden = who.mode !== "queued";
   showTyping();
@@ -264,9 +232,9 @@ function sendChat(ev) {
   ev.preventDefault();
   const content = ui.input.value.trim();
   if (!content || ui.send.disabled) return;
-  const chat = { type: "chat", content, clientMessageId: newId() };
-  unacked.set(chat.clientMessageId, chat);
-  socket.send(chat);
+  // Resent after a reconnect until the server acknowledges it; a refusal
+  // comes as an `error` event.
+  client.send(content);
   typist.stop();
   ui.input.value = "";
   grow();
@@ -288,21 +256,23 @@ ui.input.addEventListener("input", () => {
 ui.input.addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) sendChat(ev);
 });
-ui.stop.addEventListener("click", () => socket && socket.send({ type: "stop" }));
-ui.human.addEventListener("click", () => socket && socket.send({ type: "human-escalation" }));
-ui.regenerate.addEventListener("click", () => socket && socket.send({ type: "regenerate" }));
-ui.cancel.addEventListener("click", () => socket && socket.send({ type: "handoff-cancel" }));
+ui.stop.addEventListener("click", () => client && client.stop());
+ui.human.addEventListener("click", () => client && client.escalate());
+ui.regenerate.addEventListener("click", () => client && client.regenerate());
+ui.cancel.addEventListener("click", () => client && client.cancelHandoff());
 ui.logout.addEventListener("click", async () => {
-  const key = sessionKey();
-  await logout(store);
-  localStorage.removeItem(key);
+  const leaving = client;
+  client = null;
+  // Closes the socket, forgets the session id and revokes the tokens.
+  if (leaving) await leaving.logout();
+  else store.set(null);
   showAuth();
 });
 // Another tab logged in or out.
 window.addEventListener("storage", (ev) => {
   if (ev.key !== store.key) return;
-  if (!ev.newValue && socket) showAuth("You logged out in another tab.");
-  else if (ev.newValue && !socket) showChat();
+  if (!ev.newValue && client) showAuth("You logged out in another tab.");
+  else if (ev.newValue && !client) showChat();
 });
 
 if (store.get()) showChat();

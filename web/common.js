@@ -1,211 +1,8 @@
-// What the customer chat and the agent console share: the REST calls with
-// their tokens, a self-healing socket, and a transcript that renders the
-// conversation's events exactly once and in seq order.
-
-/** Tokens of one page kind (customer or agent), in localStorage so every tab
- * of that kind shares them and a reload keeps the user logged in. */
-export class AuthStore {
-  constructor(key) {
-    this.key = key;
-  }
-  get() {
-    try {
-      return JSON.parse(localStorage.getItem(this.key)) || null;
-    } catch {
-      return null;
-    }
-  }
-  save(body) {
-    const { token, refreshToken, user } = body;
-    localStorage.setItem(this.key, JSON.stringify({ token, refreshToken, user }));
-  }
-  clear() {
-    localStorage.removeItem(this.key);
-  }
-}
-
-/** An API failure, with the server's stable code and its message. */
-export class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message || code || `HTTP ${status}`);
-    this.status = status;
-    this.code = code || "network_error";
-  }
-}
-
-async function request(path, { method = "GET", body, token } = {}) {
-  const headers = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (token) headers.Authorization = `Bearer ${token}`;
-  let resp;
-  try {
-    resp = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch {
-    throw new ApiError(0, "network_error", "The server cannot be reached. Check your connection.");
-  }
-  const text = await resp.text();
-  let json = null;
-  try {
-    json = text ? JSON.parse(text) : null;
-  } catch {
-    json = null;
-  }
-  if (!resp.ok) {
-    throw new ApiError(resp.status, json && json.error, json && json.message);
-  }
-  return json;
-}
-
-export function login(username, password) {
-  return request("/api/auth/login", { method: "POST", body: { username, password } });
-}
-
-export function register(username, email, password) {
-  return request("/api/auth/register", { method: "POST", body: { username, email, password } });
-}
-
-/** Whether a refused call may succeed with a refreshed access token. */
-function tokenLapsed(e) {
-  return e instanceof ApiError && e.status === 401 &&
-    ["token_expired", "invalid_token", "missing_token"].includes(e.code);
-}
-
-/** Trades the refresh token for a new pair; false when the user must log in. */
-export async function refresh(store) {
-  const saved = store.get();
-  if (!saved || !saved.refreshToken) return false;
-  try {
-    store.save(await request("/api/auth/refresh", {
-      method: "POST",
-      body: { refreshToken: saved.refreshToken },
-    }));
-    return true;
-  } catch (e) {
-    // Another tab may have rotated it a moment ago and saved the successor.
-    const now = store.get();
-    return Boolean(now && now.refreshToken !== saved.refreshToken);
-  }
-}
-
-/** An authenticated call; refreshes the token once when it has lapsed. */
-export async function api(store, path, options = {}) {
-  const call = () => request(path, { ...options, token: (store.get() || {}).token });
-  try {
-    return await call();
-  } catch (e) {
-    if (tokenLapsed(e) && (await refresh(store))) return call();
-    throw e;
-  }
-}
-
-export async function logout(store) {
-  const saved = store.get();
-  store.clear();
-  if (!saved) return;
-  try {
-    await request("/api/auth/logout", {
-      method: "POST",
-      token: saved.token,
-      body: { refreshToken: saved.refreshToken },
-    });
-  } catch {
-    // The tokens are forgotten here either way.
-  }
-}
-
-/**
- * A WebSocket that reconnects with backoff. `url(ticket)` builds the address
- * for each attempt (so it can carry the latest sessionId and lastSeq); every
- * attempt buys a fresh single-use ticket, so the token never sits in a URL.
- */
-export class Socket {
-  constructor(store, { url, onMessage, onState, onAuthLost }) {
-    this.store = store;
-    this.url = url;
-    this.onMessage = onMessage;
-    this.onState = onState || (() => {});
-    this.onAuthLost = onAuthLost || (() => {});
-    this.ws = null;
-    this.delay = 500;
-    this.stopped = false;
-    this.timer = null;
-  }
-
-  start() {
-    this.stopped = false;
-    this.connect();
-  }
-
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    if (this.ws) this.ws.close(1000);
-    this.ws = null;
-  }
-
-  send(message) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(JSON.stringify(message));
-    return true;
-  }
-
-  get open() {
-    return Boolean(this.ws && this.ws.readyState === WebSocket.OPEN);
-  }
-
-  async connect() {
-    if (this.stopped) return;
-    this.onState("connecting");
-    let ticket;
-    try {
-      ({ ticket } = await api(this.store, "/api/auth/ws-ticket", { method: "POST" }));
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 401) return this.onAuthLost(e);
-      return this.retry();
-    }
-    if (this.stopped) return;
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}${this.url(ticket)}`, ["chatbot.v1"]);
-    this.ws = ws;
-    ws.onopen = () => {
-      this.delay = 500;
-      this.onState("open");
-    };
-    ws.onmessage = (ev) => {
-      let m;
-      try {
-        m = JSON.parse(ev.data);
-      } catch {
-        return;
-      }
-      this.onMessage(m);
-    };
-    ws.onclose = (ev) => this.closed(ws, ev);
-  }
-
-  async closed(ws, ev) {
-    if (ws !== this.ws) return;
-    this.ws = null;
-    if (this.stopped) return;
-    this.onState("closed", ev.code);
-    // 4001: the token expired or was revoked; a refresh decides which.
-    if (ev.code === 4001 && !(await refresh(this.store))) {
-      return this.onAuthLost(new ApiError(401, ev.reason || "token_expired", "Please log in again."));
-    }
-    this.retry();
-  }
-
-  retry() {
-    if (this.stopped) return;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.connect(), this.delay);
-    this.delay = Math.min(this.delay * 2, 15000);
-  }
-}
+// What the customer chat and the agent console share: a few DOM helpers and
+// the transcript that draws a conversation. Everything about the server (the
+// REST calls and their tokens, the self-healing socket, taking each event
+// exactly once and in seq order) is the client SDK's, which the server serves
+// at /sdk/chatbot-server-client.js.
 
 /** `document.createElement` with a class and text. */
 export function el(tag, className, text) {
@@ -275,63 +72,6 @@ export class TypingSender {
   }
 }
 
-export function newId() {
-  if (crypto.randomUUID) return `c-${crypto.randomUUID()}`;
-  return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
-}
-
-/**
- * Who answers after `m`, given who answered before: `{mode, agent}`, and
- * while queued the customer's `position` in line once the server said it.
- */
-export function modeAfter(m, current) {
-  switch (m.type) {
-    case "agent-left":
-      return { mode: "queued", agent: null };
-    case "handoff-queued":
-      return {
-        mode: "queued", agent: null, position: m.position,
-        agentsOnline: m.agentsOnline, estimatedWaitSeconds: m.estimatedWaitSeconds,
-      };
-    case "handoff-waiting":
-      return { ...current, mode: "queued", agent: null, position: m.position, agentsOnline: m.agentsOnline };
-    case "queue-position":
-      return { ...current, mode: "queued", position: m.position, estimatedWaitSeconds: m.estimatedWaitSeconds };
-    case "agent-joined":
-      return { mode: "assigned", agent: m.agent };
-    case "handoff-resolved":
-    case "handoff-timeout":
-    case "handoff-cancelled":
-      return { mode: "bot", agent: null };
-    default:
-      return current;
-  }
-}
-
-/** Most events held back while waiting for a missing one. */
-const MAX_PENDING = 2000;
-
-/**
- * One conversation on screen. Events are rendered exactly once and in seq
- * order: a duplicate (an overlap between a replay and the live feed) is
- * dropped, and an event that comes before the ones it follows waits for them.
- *
- * `viewer` is "customer" or "agent": it decides which side each message sits
- * on. `names.customer` labels the customer's messages for an agent;
- * `names.selfId` is the agent's own id.
- */
-/** Fills in, from the transcript store, what a conversation's event log no
- * longer held (`history-lost`): the messages before `oldestSeq`. Best effort:
- * without them the page still says that earlier messages are gone. */
-export async function loadEarlier(store, transcript, sessionId, oldestSeq) {
-  try {
-    const page = await api(store, `/api/sessions/${encodeURIComponent(sessionId)}/messages?limit=200`);
-    transcript.prependEarlier(page.messages.filter((e) => typeof e.seq === "number" && e.seq < oldestSeq));
-  } catch (e) {
-    console.warn("could not load the earlier messages", e);
-  }
-}
-
 /** A user's token budget as a short line: "Tokens: 1,834 of 50,000 · resets
  * 00:00", or only the count without a budget. */
 export function quotaText(q) {
@@ -343,6 +83,14 @@ export function quotaText(q) {
   return `Tokens: ${n(q.used)} of ${n(q.limit)} (${n(left)} left)${resets}`;
 }
 
+/**
+ * One conversation on screen, drawn from the events the SDK hands over
+ * (each exactly once, in seq order).
+ *
+ * `viewer` is "customer" or "agent": it decides which side each message sits
+ * on. `names.customer` labels the customer's messages for an agent;
+ * `names.selfId` is the agent's own id.
+ */
 export class Transcript {
   /**
    * `actions` (the customer's page only) lets the answers' thumbs send a
@@ -353,34 +101,25 @@ export class Transcript {
     this.viewer = viewer;
     this.names = names;
     this.actions = actions;
-    this.reset(0);
+    this.reset();
   }
 
-  /** Forget what is shown; the next event expected is `after + 1`. */
-  reset(after) {
+  /** Forget what is shown. */
+  reset() {
     this.list.replaceChildren();
-    this.lastSeq = after;
-    this.pending = new Map();
     this.answers = new Map();
     /** The latest answer to each user message, by the user message's id. */
     this.replies = new Map();
-    /** The latest answer that ended, which `regenerate` would replace. */
-    this.lastAnswer = null;
-    this.running = null;
     this.gap = null;
   }
 
-  /** The log no longer holds what came before `oldestSeq`. */
-  skipTo(oldestSeq) {
-    if (oldestSeq - 1 > this.lastSeq) {
-      this.lastSeq = oldestSeq - 1;
-      this.gap = this.notice("Earlier messages are no longer available.", "warn");
-      this.drain();
-    }
+  /** The log no longer holds the earliest events (`history-lost`). */
+  lost() {
+    if (!this.gap) this.gap = this.notice("Earlier messages are no longer available.", "warn");
   }
 
-  /** Shows transcript entries (`GET /api/sessions/{id}/messages`, oldest
-   * first) that the log no longer held, above everything else. */
+  /** Shows messages the log no longer held (the SDK's `earlier` entries,
+   * from the transcript, oldest first) above everything else. */
   prependEarlier(entries) {
     const customer = this.viewer === "customer";
     const nodes = entries.map((e) => {
@@ -391,7 +130,7 @@ export class Transcript {
         const mine = !customer && e.agent && e.agent.id === this.names.selfId;
         return this.bubble("agent", mine, `${(e.agent && e.agent.username) || "An agent"} · agent`, e.content, e);
       }
-      const li = this.bubble("bot", false, "Assistant", e.content, e);
+      const li = this.bubble("bot", false, "Assistant", e.text, e);
       if (e.superseded) this.supersede(li);
       if (e.feedback) this.showRating(li, e.feedback);
       this.rateable(li, e.messageId);
@@ -401,31 +140,6 @@ export class Transcript {
     this.list.prepend(...nodes);
     if (this.gap) this.gap.remove();
     this.gap = null;
-  }
-
-  /** Takes one event (anything with a `seq`); returns the events rendered. */
-  accept(m) {
-    if (typeof m.seq !== "number" || m.seq <= this.lastSeq) return [];
-    if (m.seq > this.lastSeq + 1) {
-      this.pending.set(m.seq, m);
-      if (this.pending.size > MAX_PENDING) this.skipTo(Math.min(...this.pending.keys()));
-      return [];
-    }
-    this.render(m);
-    this.lastSeq = m.seq;
-    return [m, ...this.drain()];
-  }
-
-  drain() {
-    const done = [];
-    for (let next = this.pending.get(this.lastSeq + 1); next; next = this.pending.get(this.lastSeq + 1)) {
-      this.pending.delete(next.seq);
-      this.render(next);
-      this.lastSeq = next.seq;
-      done.push(next);
-    }
-    for (const seq of this.pending.keys()) if (seq <= this.lastSeq) this.pending.delete(seq);
-    return done;
   }
 
   nearBottom() {
@@ -623,7 +337,6 @@ export class Transcript {
         li.classList.add("streaming");
         this.answers.set(m.messageId, li);
         this.replies.set(m.replyTo, li);
-        this.running = m.messageId;
         break;
       }
       case "stream-token": {
@@ -651,10 +364,8 @@ export class Transcript {
           if (m.status === "cancelled") li.append(el("span", "tag", "Stopped"));
           if (!li.querySelector(".text").textContent) li.querySelector(".text").textContent = "…";
           this.rateable(li, m.messageId);
-          this.lastAnswer = m.messageId;
         }
         this.answerEnded(li, m);
-        if (this.running === m.messageId) this.running = null;
         break;
       }
       case "feedback": {
@@ -673,7 +384,6 @@ export class Transcript {
         break;
       }
       case "handoff-queued":
-        this.running = null;
         // After `agent-left` (a release), the notice just shown says it all.
         if (this.previous === "agent-left") break;
         // The reply just shown is the old clients' line; this one says more.

@@ -27,7 +27,7 @@ async fn the_pages_and_their_assets_are_served_with_their_types() {
         (
             "/assets/common.js",
             "text/javascript; charset=utf-8",
-            "ws-ticket",
+            "class Transcript",
         ),
         ("/assets/style.css", "text/css; charset=utf-8", ".messages"),
         ("/assets/favicon.svg", "image/svg+xml", "<svg"),
@@ -47,6 +47,62 @@ async fn the_pages_and_their_assets_are_served_with_their_types() {
         );
         let body = resp.text().await.unwrap();
         assert!(body.contains(needle), "{path} lacks {needle}");
+    }
+}
+
+#[tokio::test]
+async fn the_sdk_is_served_like_the_pages_scripts() {
+    let app = spawn_app(&[]).await;
+    let client = reqwest::Client::new();
+    let path = "/sdk/chatbot-server-client.js";
+    let resp = client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert!(!headers.contains_key("content-security-policy"));
+    let body = resp.text().await.unwrap();
+    // The committed browser build, byte for byte: an ES module with both clients.
+    let committed = include_str!("../../clients/typescript/browser/chatbot-server-client.js");
+    assert_eq!(body, committed);
+    for needle in [
+        "export {",
+        "ChatClient",
+        "AgentClient",
+        "/api/auth/ws-ticket",
+    ] {
+        assert!(body.contains(needle), "the SDK lacks {needle}");
+    }
+    // Revalidated with its tag, as the pages' scripts are.
+    let again = client
+        .get(app.url(path))
+        .header("if-none-match", headers["etag"].clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    // Only at its own path; only GET and HEAD.
+    let aside = client
+        .get(app.url("/assets/chatbot-server-client.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(aside.status(), 404);
+    let other = client
+        .get(app.url("/sdk/other.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    let post = client.post(app.url(path)).send().await.unwrap();
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+    // The pages load it from there.
+    for page in ["/assets/chat.js", "/assets/agent.js"] {
+        let script = client.get(app.url(page)).send().await.unwrap();
+        let text = script.text().await.unwrap();
+        assert!(text.contains("from \"/sdk/chatbot-server-client.js\""), "{page}");
     }
 }
 

@@ -1047,6 +1047,7 @@ var ChatClient = class extends BaseClient {
         this.setSession(null);
         this.conversation.reset(0);
         this.emit("session-lost", m);
+        this.emit("reset", { reason: "session-lost" });
         return;
       case "quota": {
         const { type: _t, timestamp: _ts, ...quota } = m;
@@ -1061,8 +1062,10 @@ var ChatClient = class extends BaseClient {
     }
   }
   onConnected(m) {
-    if (!m.resumed || m.sessionId !== this.session) this.conversation.reset(0);
+    const fresh = !m.resumed || m.sessionId !== this.session;
+    if (fresh) this.conversation.reset(0);
     this.setSession(m.sessionId);
+    if (fresh) this.emit("reset", { reason: "new-session" });
     this.link.healthy();
     this.conversation.mode = { mode: m.mode, agent: m.agent ?? null };
     this.emit("connected", m);
@@ -1081,6 +1084,7 @@ var ChatClient = class extends BaseClient {
   onError(m) {
     if (m.code === "last_seq_ahead") {
       this.conversation.reset(0);
+      this.emit("reset", { reason: "last-seq-ahead" });
       this.link.restart();
     } else if (CHAT_REFUSALS.has(m.code)) {
       const refused = [...this.unacked.values()].find((o) => o.sentOn === this.link.connection);
@@ -1310,9 +1314,9 @@ var AgentClient = class extends BaseClient {
     if (isNew) this.emit("assigned", held);
     return held;
   }
-  unfollow(sessionId, mode) {
+  unfollow(sessionId, reason, mode = null) {
     this.watched.delete(sessionId);
-    if (this.held.delete(sessionId)) this.emit("removed", { sessionId, mode });
+    if (this.held.delete(sessionId)) this.emit("removed", { sessionId, reason, mode });
   }
   onMessage(m) {
     this.emit("message", m);
@@ -1327,7 +1331,7 @@ var AgentClient = class extends BaseClient {
         this.follow(m.conversation.sessionId, m.conversation);
         return;
       case "conversation-removed":
-        return this.unfollow(m.sessionId, m.mode);
+        return this.unfollow(m.sessionId, "removed", m.mode);
       case "status":
         this.status = m.status;
         this.emit("status", m.status);
@@ -1364,7 +1368,7 @@ var AgentClient = class extends BaseClient {
     this.watched.clear();
     this.link.healthy();
     const now = new Set(m.conversations.map((c) => c.sessionId));
-    for (const sessionId of [...this.held.keys()]) if (!now.has(sessionId)) this.unfollow(sessionId, null);
+    for (const sessionId of [...this.held.keys()]) if (!now.has(sessionId)) this.unfollow(sessionId, "not-held");
     this.emit("connected", m);
     for (const c of m.conversations) this.follow(c.sessionId, c);
   }
@@ -1375,7 +1379,8 @@ var AgentClient = class extends BaseClient {
       const item = this.queue.find((q) => q.sessionId === m.sessionId);
       this.follow(m.sessionId, item ? { ...item, assignedAt: m.timestamp } : null);
     } else if (m.action === "release" || m.action === "resolve") {
-      this.unfollow(m.sessionId, m.action === "resolve" ? "bot" : "queued");
+      if (m.action === "resolve") this.unfollow(m.sessionId, "resolved", "bot");
+      else this.unfollow(m.sessionId, "released", "queued");
     }
     this.emit("ack", m);
     w?.resolve(m);
@@ -1386,7 +1391,7 @@ var AgentClient = class extends BaseClient {
       this.waiting.delete(m.requestId);
       w.reject(new ProtocolError(m));
     }
-    if (m.code === "not_assigned" && m.sessionId && this.held.has(m.sessionId)) this.unfollow(m.sessionId, null);
+    if (m.code === "not_assigned" && m.sessionId && this.held.has(m.sessionId)) this.unfollow(m.sessionId, "not-assigned");
     this.emit("error", m);
   }
   onHistoryLost(m) {

@@ -60,8 +60,15 @@ export interface AgentEvents {
   queue: QueueItem[];
   /** This agent now holds a conversation (claimed, auto-assigned, or held on connect). */
   assigned: HeldState;
-  /** This agent no longer holds it (`mode`: where it went; `null` when this client dropped it). */
-  removed: { sessionId: string; mode: ConversationRemovedPayload["mode"] | null };
+  /** This agent no longer holds it: `reason` says why (`released` and
+   * `resolved`: this agent's own action; `removed`: the server took it away,
+   * `mode` says where it went; `not-held`: a reconnect found it no longer
+   * held; `not-assigned`: a command found it taken from under this agent). */
+  removed: {
+    sessionId: string;
+    reason: "released" | "resolved" | "removed" | "not-held" | "not-assigned";
+    mode: ConversationRemovedPayload["mode"] | null;
+  };
   /** Every event of a held conversation, exactly once, in seq order. */
   event: { sessionId: string; event: ConversationEvent };
   "user-message": { sessionId: string; message: UserEntry };
@@ -258,9 +265,13 @@ export class AgentClient extends BaseClient<AgentEvents> {
     return held;
   }
 
-  private unfollow(sessionId: string, mode: ConversationRemovedPayload["mode"] | null): void {
+  private unfollow(
+    sessionId: string,
+    reason: AgentEvents["removed"]["reason"],
+    mode: ConversationRemovedPayload["mode"] | null = null,
+  ): void {
     this.watched.delete(sessionId);
-    if (this.held.delete(sessionId)) this.emit("removed", { sessionId, mode });
+    if (this.held.delete(sessionId)) this.emit("removed", { sessionId, reason, mode });
   }
 
   private onMessage(m: AgentServerMessage): void {
@@ -276,7 +287,7 @@ export class AgentClient extends BaseClient<AgentEvents> {
         this.follow(m.conversation.sessionId, m.conversation);
         return;
       case "conversation-removed":
-        return this.unfollow(m.sessionId, m.mode);
+        return this.unfollow(m.sessionId, "removed", m.mode);
       case "status":
         this.status = m.status;
         this.emit("status", m.status);
@@ -314,7 +325,7 @@ export class AgentClient extends BaseClient<AgentEvents> {
     this.watched.clear();
     this.link.healthy();
     const now = new Set(m.conversations.map((c) => c.sessionId));
-    for (const sessionId of [...this.held.keys()]) if (!now.has(sessionId)) this.unfollow(sessionId, null);
+    for (const sessionId of [...this.held.keys()]) if (!now.has(sessionId)) this.unfollow(sessionId, "not-held");
     this.emit("connected", m);
     for (const c of m.conversations) this.follow(c.sessionId, c);
   }
@@ -326,7 +337,8 @@ export class AgentClient extends BaseClient<AgentEvents> {
       const item = this.queue.find((q) => q.sessionId === m.sessionId);
       this.follow(m.sessionId, item ? { ...item, assignedAt: m.timestamp } as unknown as HeldConversation : null);
     } else if (m.action === "release" || m.action === "resolve") {
-      this.unfollow(m.sessionId, m.action === "resolve" ? "bot" : "queued");
+      if (m.action === "resolve") this.unfollow(m.sessionId, "resolved", "bot");
+      else this.unfollow(m.sessionId, "released", "queued");
     }
     this.emit("ack", m);
     w?.resolve(m);
@@ -339,7 +351,7 @@ export class AgentClient extends BaseClient<AgentEvents> {
       w.reject(new ProtocolError(m as unknown as { code: string; message: string }));
     }
     // Taken from under this agent (another instance, a demotion).
-    if (m.code === "not_assigned" && m.sessionId && this.held.has(m.sessionId)) this.unfollow(m.sessionId, null);
+    if (m.code === "not_assigned" && m.sessionId && this.held.has(m.sessionId)) this.unfollow(m.sessionId, "not-assigned");
     this.emit("error", m);
   }
 

@@ -111,6 +111,9 @@ export interface ChatEvents {
   earlier: Entry[];
   /** The session is gone; a new one starts on the next connection. */
   "session-lost": SessionLostPayload;
+  /** The conversation model was emptied (a new session, a lost one, or a
+   * `lastSeq` the server did not know): what was shown is no longer it. */
+  reset: { reason: "new-session" | "session-lost" | "last-seq-ahead" };
   /** The login is over: log in again. */
   "auth-lost": ApiError;
   /** New tokens (login or refresh). */
@@ -390,6 +393,7 @@ export class ChatClient extends BaseClient<ChatEvents> {
         this.setSession(null);
         this.conversation.reset(0);
         this.emit("session-lost", m);
+        this.emit("reset", { reason: "session-lost" });
         return;
       case "quota": {
         const { type: _t, timestamp: _ts, ...quota } = m;
@@ -405,8 +409,10 @@ export class ChatClient extends BaseClient<ChatEvents> {
   }
 
   private onConnected(m: ConnectedPayload): void {
-    if (!m.resumed || m.sessionId !== this.session) this.conversation.reset(0);
+    const fresh = !m.resumed || m.sessionId !== this.session;
+    if (fresh) this.conversation.reset(0);
     this.setSession(m.sessionId);
+    if (fresh) this.emit("reset", { reason: "new-session" });
     this.link.healthy();
     this.conversation.mode = { mode: m.mode, agent: m.agent ?? null };
     this.emit("connected", m);
@@ -430,6 +436,7 @@ export class ChatClient extends BaseClient<ChatEvents> {
       // This client saw more than the session holds (another life of it):
       // start over from its beginning.
       this.conversation.reset(0);
+      this.emit("reset", { reason: "last-seq-ahead" });
       this.link.restart();
     } else if (CHAT_REFUSALS.has(m.code)) {
       // Replies come in the order the frames were read: the oldest chat of

@@ -69,6 +69,7 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
         .at("/agent/ws", get(agent_ws_endpoint))
         .at("/agent", get(web::agent_page))
         .at("/assets/:name", get(web::asset_file))
+        .at(web::SDK_PATH, get(web::sdk_file))
         .at("/openapi.json", spec)
         .nest("/docs", docs);
     if ctx.metrics_on_main_port {
@@ -175,7 +176,14 @@ impl AllowedMethods {
             }
         }
         // `/openapi.json` answers any method.
-        let beside = ["/ws", "/agent/ws", "/", "/agent", "/assets/{name}"];
+        let beside = [
+            "/ws",
+            "/agent/ws",
+            "/",
+            "/agent",
+            "/assets/{name}",
+            web::SDK_PATH,
+        ];
         for path in beside.into_iter().chain(["/docs", "/docs/*"]) {
             routes
                 .entry(path.to_owned())
@@ -451,6 +459,7 @@ fn route_label(path: &str) -> &'static str {
         "/api/auth/logout",
         "/api/auth/logout-all",
         "/api/auth/ws-ticket",
+        web::SDK_PATH,
     ];
     if let Some(route) = ROUTES.iter().find(|r| **r == path) {
         return route;
@@ -522,6 +531,11 @@ mod tests {
         assert_eq!(route_label("/assets/chat.js"), "/assets/{name}");
         assert_eq!(route_label("/assets/"), "unmatched");
         assert_eq!(route_label("/assets/a/b"), "unmatched");
+        assert_eq!(
+            route_label("/sdk/chatbot-server-client.js"),
+            "/sdk/chatbot-server-client.js"
+        );
+        assert_eq!(route_label("/sdk/other.js"), "unmatched");
     }
 
     #[test]

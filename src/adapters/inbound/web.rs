@@ -1,6 +1,8 @@
 //! The browser pages: the customer chat at `/`, the agent console at
-//! `/agent` and their scripts and styles under `/assets/`, all compiled into
-//! the binary (plain files from `web/`, no build step).
+//! `/agent` and their scripts and styles under `/assets/`, and the client
+//! SDK's browser build at `/sdk/chatbot-server-client.js`, all compiled into
+//! the binary (plain files from `web/`, and the bundle committed in
+//! `clients/typescript/browser/`: no build step, no npm for `cargo build`).
 
 use std::sync::OnceLock;
 
@@ -67,7 +69,17 @@ const ASSETS: &[Asset] = &[
         content_type: SVG,
         body: include_str!("../../../web/favicon.svg"),
     },
+    Asset {
+        name: SDK_NAME,
+        content_type: JS,
+        body: include_str!("../../../clients/typescript/browser/chatbot-server-client.js"),
+    },
 ];
+
+/// Where the SDK's browser build is served (as socket.io serves its client):
+/// a page loads it with `import … from "/sdk/chatbot-server-client.js"`.
+pub const SDK_PATH: &str = "/sdk/chatbot-server-client.js";
+const SDK_NAME: &str = "chatbot-server-client.js";
 
 /// The strong `ETag` of each asset, in [`ASSETS`] order: a digest of what the
 /// binary holds, so a new build is seen at once and an unchanged file costs
@@ -100,11 +112,18 @@ pub fn agent_page(req: &Request) -> Response {
 /// `GET /assets/<name>`: a script, style sheet or icon of the pages.
 #[handler]
 pub fn asset_file(Path(name): Path<String>, req: &Request) -> Response {
-    // The pages are served at their own paths only.
-    if name.ends_with(".html") {
+    // The pages are served at their own paths only, and so is the SDK.
+    if name.ends_with(".html") || name == SDK_NAME {
         return ErrorBody::response(ErrorCode::NotFound);
     }
     serve(&name, req)
+}
+
+/// `GET /sdk/chatbot-server-client.js`: the client SDK's browser build (an
+/// ES module), revalidated like the pages' own scripts.
+#[handler]
+pub fn sdk_file(req: &Request) -> Response {
+    serve(SDK_NAME, req)
 }
 
 /// The named asset, or 304 when the browser's copy is current. Browsers
@@ -171,6 +190,20 @@ mod tests {
                     "{page} loads /assets/{name}, which is not served"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_scripts_import_the_sdk_from_where_it_is_served() {
+        let sdk = ASSETS.iter().find(|a| a.name == SDK_NAME).unwrap();
+        assert!(sdk.body.contains("class ChatClient"));
+        assert!(sdk.body.contains("class AgentClient"));
+        for page in ["chat.js", "agent.js"] {
+            let body = ASSETS.iter().find(|a| a.name == page).unwrap().body;
+            assert!(
+                body.contains(&format!("from \"{SDK_PATH}\"")),
+                "{page} does not import the SDK from {SDK_PATH}"
+            );
         }
     }
 }
