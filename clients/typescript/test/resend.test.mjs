@@ -7,7 +7,7 @@ import { test } from "node:test";
 import { ChatClient } from "../dist/index.js";
 import { PASSWORD, WebSocket, next, startProxy, startServer, until, username, within } from "./helpers.mjs";
 
-test("a chat resent after a cut is de-duplicated", async (t) => {
+test("a chat resent after a cut is de-duplicated", { timeout: 90_000 }, async (t) => {
   const server = await startServer();
   t.after(() => server.stop());
   const proxy = await startProxy(server.port);

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { ChatClient } from "../dist/index.js";
 import { PASSWORD, WebSocket, next, sleep, startProxy, startServer, until, username } from "./helpers.mjs";
 
-test("a socket cut mid-answer resumes with no gap and no duplicate", async (t) => {
+test("a socket cut mid-answer resumes with no gap and no duplicate", { timeout: 90_000 }, async (t) => {
   const server = await startServer({ ECHO_TOKEN_DELAY: "80ms" });
   t.after(() => server.stop());
   const proxy = await startProxy(server.port);

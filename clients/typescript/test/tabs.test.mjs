@@ -5,12 +5,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ChatClient } from "../dist/index.js";
-import { PASSWORD, WebSocket, snapshot, startServer, until, username } from "./helpers.mjs";
+import { PASSWORD, WebSocket, next, snapshot, startServer, until, username } from "./helpers.mjs";
 
 const done = (client, n) => () =>
   client.conversation.messages.filter((m) => m.role === "assistant" && m.status === "completed").length === n;
 
-test("two clients of one user see the same conversation", async (t) => {
+test("two clients of one user see the same conversation", { timeout: 90_000 }, async (t) => {
   const server = await startServer();
   t.after(() => server.stop());
   const name = username("tabs");
@@ -35,7 +35,7 @@ test("two clients of one user see the same conversation", async (t) => {
   assert.equal(b.conversation.messages[0].content, "first from the laptop");
 });
 
-test("history-lost is filled from the transcript", async (t) => {
+test("history-lost is filled from the transcript", { timeout: 90_000 }, async (t) => {
   const server = await startServer({ EVENT_LOG_LIMIT: "4" });
   t.after(() => server.stop());
   const name = username("lost");
@@ -51,8 +51,8 @@ test("history-lost is filled from the transcript", async (t) => {
   const late = new ChatClient({ baseUrl: server.base, WebSocket, sessionId: a.sessionId });
   t.after(() => late.close());
   await late.login(name, PASSWORD);
-  const lost = new Promise((r) => late.once("history-lost", r));
-  const earlier = new Promise((r) => late.once("earlier", r));
+  const lost = next(late, "history-lost");
+  const earlier = next(late, "earlier");
   await late.connect();
   const h = await lost;
   assert.ok(h.oldestSeq > 1, `nothing was trimmed: ${JSON.stringify(h)}`);
