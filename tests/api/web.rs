@@ -17,12 +17,12 @@ async fn the_pages_and_their_assets_are_served_with_their_types() {
         (
             "/assets/chat.js",
             "text/javascript; charset=utf-8",
-            "human-escalation",
+            "client.escalate()",
         ),
         (
             "/assets/agent.js",
             "text/javascript; charset=utf-8",
-            "watch",
+            "new AgentClient(",
         ),
         (
             "/assets/common.js",
@@ -89,11 +89,7 @@ async fn the_sdk_is_served_like_the_pages_scripts() {
         .await
         .unwrap();
     assert_eq!(aside.status(), 404);
-    let other = client
-        .get(app.url("/sdk/other.js"))
-        .send()
-        .await
-        .unwrap();
+    let other = client.get(app.url("/sdk/other.js")).send().await.unwrap();
     assert_eq!(other.status(), 404);
     let post = client.post(app.url(path)).send().await.unwrap();
     assert_eq!(post.status(), 405);
@@ -102,7 +98,10 @@ async fn the_sdk_is_served_like_the_pages_scripts() {
     for page in ["/assets/chat.js", "/assets/agent.js"] {
         let script = client.get(app.url(page)).send().await.unwrap();
         let text = script.text().await.unwrap();
-        assert!(text.contains("from \"/sdk/chatbot-server-client.js\""), "{page}");
+        assert!(
+            text.contains("from \"/sdk/chatbot-server-client.js\""),
+            "{page}"
+        );
     }
 }
 
