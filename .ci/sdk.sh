@@ -23,6 +23,8 @@ echo "sdk: npm pack"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 npm pack --silent --pack-destination "$work" >/dev/null
-tar -tzf "$work"/chatbot-server-client-*.tgz | grep -qx 'package/dist/index.js'
-tar -tzf "$work"/chatbot-server-client-*.tgz | grep -qx 'package/browser/chatbot-server-client.js'
+files="$(tar -tzf "$work"/chatbot-server-client-*.tgz)"
+for f in package/dist/index.js package/dist/index.d.ts package/browser/chatbot-server-client.js; do
+  grep -qx "$f" <<<"$files" || { echo "sdk: the package lacks $f" >&2; exit 1; }
+done
 echo "sdk: ok"
