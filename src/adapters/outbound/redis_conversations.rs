@@ -14,10 +14,12 @@
 //!   client message ids, newest first, as `client-id seq message-id`;
 //! - `P:v1:{S}:live`: pub/sub channel of the session's events, one message
 //!   per published batch: the publishing instance's id, a space, and the
-//!   batch as a JSON array (the instance skips its own messages: it handed
-//!   the events to its own subscribers when it wrote them);
+//!   batch as a JSON array, published only while another instance watches
+//!   the session (the writer hands the events to its own subscribers when it
+//!   writes them, and skips its own messages if they come back);
 //! - `P:v1:{S}:watchers`: hash of instance id to `count expiry-ms`: how many
-//!   live subscriptions each instance holds, refreshed while it holds them;
+//!   live subscriptions each instance holds, refreshed while it holds them,
+//!   and which instances the append script publishes for;
 //! - `P:v1:{S}:lease`: the id of the session's running generation;
 //! - `P:v1:{S}:stop`: the generation a stop was last requested for, so an owner
 //!   whose pub/sub link was down can still find it;

@@ -25,9 +25,10 @@ use crate::domain::{MessageId, SessionId};
 /// small enough that Lua prints `start + count` as an integer, not `1e+15`.
 const MAX_PAGE: usize = 1 << 30;
 
-/// Appends to one or more sessions' logs in one call. KEYS: four per
-/// session: log, head, client ids and live channel (declared even when not
-/// publishing, so a cluster checks they hash to the session's slot). ARGV:
+/// Appends to one or more sessions' logs in one call. KEYS: five per
+/// session: log, head, client ids, live channel and watchers hash (declared
+/// even when not publishing, so a cluster checks they hash to the session's
+/// slot). ARGV:
 /// ttl ms, limit, ids kept, the publish command (`''` for none) and the
 /// origin the live message starts with; then per session the event count
 /// and three per event: entry, client message id (`''` if none), message
@@ -44,6 +45,19 @@ const MAX_PAGE: usize = 1 << 30;
 /// message can never disagree with the log: it is the stored entries with
 /// their seqs spliced in (`{"seq":N,` + the entry without its `{`), which
 /// is the form `codec::decode_batch` reads.
+///
+/// A batch is published only when an instance other than the origin has a
+/// field in the session's watchers hash: the origin hands its events to its
+/// own subscribers, so on a single instance (or a session watched only
+/// where its answer runs) the message would only come back to be dropped,
+/// costing Redis a publish and the origin a read. This is safe because an
+/// instance records itself there only once Redis confirmed its subscription
+/// and before its subscriber reads the log (see `pubsub::reconcile`): a
+/// batch the script did not publish to it is already in the log it reads.
+/// A field that vanished while its instance still watched (it missed its
+/// refreshes) is noticed at the next refresh, which fills the gap from the
+/// log (see `pubsub::beat`). Expired fields still count here (a publish too
+/// many is harmless; one too few is not).
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -52,6 +66,14 @@ local limit = tonumber(ARGV[2])
 local kept = tonumber(ARGV[3])
 local command = ARGV[4]
 local expiry = ttl + math.min(math.floor(ttl / 10), 60000)
+
+-- Whether an instance other than the origin (ARGV[5]) watches the session.
+local function others_watch(watchers)
+  local n = redis.call('HLEN', watchers)
+  if n == 0 then return false end
+  if n > 1 then return true end
+  return redis.call('HEXISTS', watchers, ARGV[5]) == 0
+end
 
 local function append(k, at, n)
   local head = redis.call('INCRBY', KEYS[k + 2], n)
@@ -86,16 +108,16 @@ local function append(k, at, n)
       redis.call('PEXPIRE', KEYS[k + j], expiry)
     end
   end
-  if command ~= '' then
+  if command ~= '' and others_watch(KEYS[k + 5]) then
     redis.call(command, KEYS[k + 4], ARGV[5] .. ' [' .. table.concat(live, ',') .. ']')
   end
   return first
 end
 
 local results, at = {}, 6
-for s = 0, #KEYS / 4 - 1 do
+for s = 0, #KEYS / 5 - 1 do
   local n = tonumber(ARGV[at])
-  local ok, first = pcall(append, 4 * s, at + 1, n)
+  local ok, first = pcall(append, 5 * s, at + 1, n)
   if ok then
     results[s + 1] = first
   elseif type(first) == 'table' then
@@ -339,6 +361,7 @@ impl RedisEventLog {
                 .key(self.keys.head(session))
                 .key(self.keys.client_ids(session))
                 .key(self.keys.live(session))
+                .key(self.keys.watchers(session))
                 .arg(one.events.len())
                 .arg(&one.args[..]);
         }
