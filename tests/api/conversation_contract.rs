@@ -936,6 +936,30 @@ async fn redis_undecodable_live_message_is_skipped() {
     .await;
 }
 
+/// A Redis that forgot the scripts (restarted, or `SCRIPT FLUSH`) gets the
+/// append script again on the next write, which goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_appends_go_on_after_the_scripts_are_flushed() {
+    on_redis(|backend| async move {
+        let (url, _) = redis_parts(&backend);
+        let (log, _, backplane) = backend.writer().await;
+        let s = SessionId::generate();
+        assert_eq!(
+            seqs(&backplane.write(&s, vec![token(1)]).await.unwrap().events),
+            [1]
+        );
+        raw(&url, &["SCRIPT FLUSH"]).await;
+        assert_eq!(
+            seqs(&backplane.write(&s, vec![token(2)]).await.unwrap().events),
+            [2]
+        );
+        raw(&url, &["SCRIPT FLUSH"]).await;
+        assert_eq!(seqs(&log.append(&s, vec![token(3)]).await.unwrap()), [3]);
+        assert_eq!(log.read_after(&s, 0, 10).await.unwrap().events.len(), 3);
+    })
+    .await;
+}
+
 /// A raw pub/sub subscriber of `channel`, which no instance counts as a
 /// watcher: what it hears is what Redis published.
 async fn eavesdrop(url: &str, channel: &str) -> redis::aio::PubSub {

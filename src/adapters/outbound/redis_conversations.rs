@@ -81,6 +81,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `P:v1:{S}:what`, see [`Keys::session_name`].
+struct SessionName<'a> {
+    base: &'a str,
+    session: &'a SessionId,
+    what: &'a str,
+}
+
+impl std::fmt::Display for SessionName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{{{}}}:{}", self.base, self.session, self.what)
+    }
+}
+
 /// The names of every key and channel; see the module docs.
 #[derive(Debug, Clone)]
 struct Keys {
@@ -108,7 +121,21 @@ impl Keys {
     }
 
     fn session(&self, session: &SessionId, what: &str) -> String {
-        format!("{}{{{session}}}:{what}", self.base)
+        self.session_name(session, what).to_string()
+    }
+
+    /// A session's key or channel name, written where it is needed (into a
+    /// command's buffer) rather than allocated first.
+    fn session_name<'a>(
+        &'a self,
+        session: &'a SessionId,
+        what: &'a str,
+    ) -> impl std::fmt::Display + 'a {
+        SessionName {
+            base: &self.base,
+            session,
+            what,
+        }
     }
 
     fn log(&self, s: &SessionId) -> String {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use redis::Script;
+use redis::{Cmd, ErrorKind, RedisWrite, Script, ServerErrorKind};
 
 use super::super::redis_manager::{RedisConn, RedisTarget};
 use super::codec::{decode_entry, encode_entry};
@@ -345,30 +345,19 @@ impl RedisEventLog {
         batch: &[PreparedAppend],
         origin: Option<&str>,
     ) -> Result<Vec<Result<Seq, StoreFailure>>, StoreFailure> {
-        let mut invocation = APPEND.prepare_invoke();
-        invocation
-            .arg(self.ttl_ms)
-            .arg(self.limit)
-            .arg(CLIENT_MESSAGE_IDS_KEPT);
-        match origin {
-            Some(origin) => invocation.arg(self.keys.publish_command()).arg(origin),
-            None => invocation.arg("").arg(""),
-        };
-        for one in batch {
-            let session = &one.session;
-            invocation
-                .key(self.keys.log(session))
-                .key(self.keys.head(session))
-                .key(self.keys.client_ids(session))
-                .key(self.keys.live(session))
-                .key(self.keys.watchers(session))
-                .arg(one.events.len())
-                .arg(&one.args[..]);
+        let cmd = self.append_command(batch, origin);
+        let mut conn = self.conn.clone();
+        let mut sent = cmd.query_async(&mut conn).await;
+        if matches!(&sent, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)) {
+            // A restarted or flushed Redis forgot the script: load it, once.
+            APPEND
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| StoreFailure::new("loading the event log's append script", e))?;
+            sent = cmd.query_async(&mut conn).await;
         }
-        let replies: Vec<redis::Value> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| StoreFailure::new("appending to the event log", e))?;
+        let replies: Vec<redis::Value> =
+            sent.map_err(|e| StoreFailure::new("appending to the event log", e))?;
         if replies.len() != batch.len() {
             return Err(StoreFailure::bare(format!(
                 "the event log answered {} of {} appends",
@@ -377,6 +366,45 @@ impl RedisEventLog {
             )));
         }
         Ok(replies.into_iter().map(appended).collect())
+    }
+
+    /// The [`APPEND`] call for `batch` as one `EVALSHA` command, written
+    /// straight into the command's buffer: this runs for every batch of
+    /// every answer, and building it through a `ScriptInvocation` (each key
+    /// formatted into a `String`, each argument into its own `Vec`, then
+    /// all copied into the command) was most of what the Redis path
+    /// allocated per token.
+    fn append_command(&self, batch: &[PreparedAppend], origin: Option<&str>) -> Cmd {
+        const KEYS_PER_SESSION: [&str; 5] = ["log", "head", "cmids", "live", "watchers"];
+        let events: usize = batch.iter().map(|one| one.events.len()).sum();
+        let args = 3 + 5 + KEYS_PER_SESSION.len() * batch.len() + batch.len() + 3 * events;
+        let data: usize = batch
+            .iter()
+            .map(|one| {
+                let keys = KEYS_PER_SESSION.len() * (self.keys.base.len() + 48);
+                keys + one.args.iter().map(String::len).sum::<usize>()
+            })
+            .sum();
+        let mut cmd = Cmd::with_capacity(args, data + 128);
+        cmd.arg("EVALSHA")
+            .arg(APPEND.get_hash())
+            .arg(KEYS_PER_SESSION.len() * batch.len());
+        for one in batch {
+            for what in KEYS_PER_SESSION {
+                cmd.write_arg_fmt(self.keys.session_name(&one.session, what));
+            }
+        }
+        cmd.arg(self.ttl_ms)
+            .arg(self.limit)
+            .arg(CLIENT_MESSAGE_IDS_KEPT);
+        match origin {
+            Some(origin) => cmd.arg(self.keys.publish_command()).arg(origin),
+            None => cmd.arg("").arg(""),
+        };
+        for one in batch {
+            cmd.arg(one.events.len()).arg(&one.args[..]);
+        }
+        cmd
     }
 
     /// Appends one session's events (publishing them as `origin` when
