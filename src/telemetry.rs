@@ -1,5 +1,7 @@
 //! Logging set-up: readable lines in development, flat JSON lines in
-//! production, and no chat content at any level unless an operator opts in.
+//! production, and no chat content at any level unless an operator opts in;
+//! and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OpenTelemetry trace
+//! layer beside them ([`otel`]).
 //!
 //! Chat text reaches a log only through a library's trace output: the
 //! WebSocket library (`tungstenite`) logs every frame and message it reads or
@@ -23,8 +25,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::config::AppEnv;
+use crate::domain::TRACE_TARGET;
 /// Where it lived before; kept so existing imports still resolve.
 pub use crate::error_chain::ErrorChain;
+
+pub mod otel;
 
 /// What the logs may contain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,10 +55,19 @@ pub fn carries_content(meta: &Metadata<'_>) -> bool {
 }
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default `info`.
-pub fn init(env: AppEnv, settings: LogSettings) {
+/// With `traces` (a provider from [`otel::provider`]) the trace layer is
+/// installed too; without, there is none, and spans made for traces only
+/// are disabled at their callsite.
+pub fn init(
+    env: AppEnv,
+    settings: LogSettings,
+    traces: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) {
     let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let chat_content = settings.chat_content;
-    let content = filter_fn(move |meta| chat_content || !carries_content(meta));
+    let content = filter_fn(move |meta| {
+        (chat_content || !carries_content(meta)) && meta.target() != TRACE_TARGET
+    });
     let filter = env_filter.and(content);
     let result = match env {
         AppEnv::Production => {
@@ -61,13 +75,19 @@ pub fn init(env: AppEnv, settings: LogSettings) {
                 .fmt_fields(JsonFields::new())
                 .event_format(FlatJson)
                 .with_filter(filter);
-            tracing_subscriber::registry().with(layer).try_init()
+            tracing_subscriber::registry()
+                .with(layer)
+                .with(traces.map(otel::layer))
+                .try_init()
         }
         AppEnv::Development => {
             let layer = tracing_subscriber::fmt::layer()
                 .with_ansi(std::io::stdout().is_terminal())
                 .with_filter(filter);
-            tracing_subscriber::registry().with(layer).try_init()
+            tracing_subscriber::registry()
+                .with(layer)
+                .with(traces.map(otel::layer))
+                .try_init()
         }
     };
     // A second init (tests) keeps the first subscriber; that is fine.

@@ -24,6 +24,7 @@ mod multi_instance;
 mod observability;
 mod openapi_spec;
 mod operations;
+mod otel;
 mod rate_limiter_contract;
 mod redis_cluster;
 mod redis_trouble;

@@ -211,7 +211,10 @@ impl Connection {
         out.close();
         let closed = writer.finish(matches!(exit, Exit::ClientClosed)).await;
         let reason = closed.map_or(exit.as_str(), CloseReason::text);
-        counted.closing(closed.map_or(exit.label(), CloseReason::label));
+        let label = closed.map_or(exit.label(), CloseReason::label);
+        // The connection's span in a trace, when there is one (see `connection_span`).
+        tracing::Span::current().record("chatbot.close_reason", label);
+        counted.closing(label);
         drop(counted);
         self.span()
             .in_scope(|| tracing::info!(reason, "websocket disconnected"));

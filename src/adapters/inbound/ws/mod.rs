@@ -201,6 +201,7 @@ pub async fn ws_endpoint(
         }
     };
     let quota = ctx.chat.quota(&user.id).await;
+    let traced = connection_span("/ws", Some(&session_id), &user.id);
     let opened = Opened {
         session_id,
         resumed,
@@ -211,8 +212,29 @@ pub async fn ws_endpoint(
         permit,
         request: request_context(req),
         mode,
+        traced,
     };
     upgrade(ws, ctx, opened)
+}
+
+/// A socket's span in a trace, from the upgrade to the close, a child of
+/// the upgrade request's span (so of the caller's `traceparent`): every
+/// answer the socket asks for is a child of it. Disabled without export,
+/// so it costs an idle socket nothing then.
+pub(super) fn connection_span(
+    route: &'static str,
+    session: Option<&SessionId>,
+    user: &crate::domain::UserId,
+) -> tracing::Span {
+    tracing::info_span!(
+        target: crate::domain::TRACE_TARGET,
+        "WebSocket",
+        otel.name = %format_args!("WebSocket {route}"),
+        otel.kind = "server",
+        chatbot.session_id = session.map(SessionId::as_str),
+        chatbot.user_id = %user,
+        chatbot.close_reason = tracing::field::Empty,
+    )
 }
 
 /// What a connection starts from, settled before the upgrade.
@@ -230,6 +252,8 @@ struct Opened {
     mode: Mode,
     /// The user's token usage in the budget window, when known.
     quota: Option<Quota>,
+    /// The connection's span in a trace ([`connection_span`]).
+    traced: tracing::Span,
 }
 
 /// Answers the upgrade and hands the socket to a tracked [`Connection`].
@@ -261,12 +285,10 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
                 agent: opened.mode.agent().map(AgentView::from),
                 quota: opened.quota.as_ref().map(QuotaView::from),
             };
-            tracker.track_future(connection.start(
-                socket,
-                hello,
-                opened.attachment,
-                opened.authority,
-            ))
+            let serving = opened
+                .traced
+                .in_scope(|| connection.start(socket, hello, opened.attachment, opened.authority));
+            tracker.track_future(tracing::Instrument::instrument(serving, opened.traced))
         })
         .into_response()
 }
