@@ -158,8 +158,10 @@ impl Adapters {
         let metrics = Arc::new(PrometheusMetrics::new());
         let ai = ai_model(&config.ai, metrics.clone())?;
         for upstream in ai.upstreams() {
+            metrics.upstream_configured(upstream.role);
             metrics.circuit_changed(upstream.role, upstream.circuit);
         }
+        metrics.close_reasons(crate::adapters::inbound::ws::close_labels());
         let chat_users = users.clone();
         Ok(Self {
             users,

@@ -16,6 +16,7 @@ mod conversation;
 mod conversation_contract;
 mod desk;
 mod feedback;
+mod grafana;
 mod handoff;
 mod lifecycle;
 mod limits;

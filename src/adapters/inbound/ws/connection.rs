@@ -698,6 +698,19 @@ mod tests {
     use super::*;
     use crate::domain::Username;
 
+    /// The metrics show every close label at zero from start-up; a label
+    /// not in that list would appear only after its first close.
+    #[test]
+    fn every_close_is_counted_under_a_known_label() {
+        let known: Vec<&str> = super::super::close_labels().collect();
+        let exits = [Exit::ClientClosed, Exit::WriterGone]
+            .into_iter()
+            .chain(CloseReason::ALL.iter().map(|r| Exit::Close(*r)));
+        for exit in exits {
+            assert!(known.contains(&exit.label()), "{}", exit.label());
+        }
+    }
+
     fn claims(expires_at: i64) -> TokenClaims {
         TokenClaims {
             user_id: UserId::parse("u1").unwrap(),

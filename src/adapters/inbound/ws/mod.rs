@@ -42,6 +42,16 @@ use protocol::{AgentView, QuotaView};
 
 pub use protocol::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES};
 
+/// Every reason a closed socket (either kind) is counted under, for the
+/// metrics to show each at zero from start-up: the client's own close, a
+/// client that stopped reading, a connection dropped before it said why
+/// (`aborted`), and each [`transport::CloseReason`].
+pub fn close_labels() -> impl Iterator<Item = &'static str> {
+    ["client_closed", "client_stopped_reading", "aborted"]
+        .into_iter()
+        .chain(transport::CloseReason::ALL.iter().map(|r| r.label()))
+}
+
 /// The codes [`ws_endpoint`] can refuse an upgrade with, besides the CORS
 /// refusal every route shares.
 pub const UPGRADE_REFUSALS: &[ErrorCode] = &[
