@@ -287,3 +287,60 @@ async fn spans_are_flushed_on_graceful_shutdown() {
     let health = one(&spans, "GET /health");
     assert_eq!(health.service, "chatbot-server", "the default service.name");
 }
+
+/// An agent's claim over REST: the claim's span is a child of the request's,
+/// and the summary the claim asks the AI for is an answer span below it.
+#[tokio::test]
+async fn a_handoff_claim_and_its_summary_are_spans_of_the_claiming_request() {
+    let (otlp, received) = receiver().await;
+    let upstream = Upstream::start().await;
+    let app = spawn_process(&[
+        ("FASTAPI_URL", &upstream.url),
+        ("HANDOFF", "on"),
+        ("HANDOFF_WHEN_NO_AGENT_ONLINE", "queue"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ])
+    .await;
+    let customer = app.register("carol").await;
+    let bob = app.register_agent("bob").await;
+    let (mut tab, hello) = app.connect(&customer).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    assert_eq!(tab.chat("hello there").await.status, "completed");
+    tab.send_json(serde_json::json!({"type": "human-escalation"}))
+        .await;
+    while tab.recv().await["type"] != "handoff-queued" {}
+    let claim = format!("/api/agent/conversations/{session}/claim");
+    let (status, body) = app.call(&bob, "POST", &claim, None).await;
+    assert_eq!(status, 200, "{body}");
+
+    let spans = received
+        .until(|spans| {
+            spans.iter().any(|s| s.attr("chatbot.purpose") == "summary")
+                && spans.iter().any(|s| s.name == "handoff.claim")
+        })
+        .await;
+    let request = one(&spans, "POST /api/agent/conversations/{id}/claim");
+    let taken = one(&spans, "handoff.claim");
+    assert_eq!(taken.parent, request.span_id, "{taken:?}");
+    assert_eq!(taken.attr("chatbot.handoff.taking"), "claimed");
+    assert_eq!(taken.attr("chatbot.handoff.outcome"), "taken");
+    assert_eq!(taken.attr("chatbot.session_id"), session);
+    let summary: Vec<&Got> = spans
+        .iter()
+        .filter(|s| s.attr("chatbot.purpose") == "summary")
+        .collect();
+    assert_eq!(summary.len(), 1, "{:#?}", names(&spans));
+    assert_eq!(summary[0].parent, taken.span_id, "{:?}", summary[0]);
+    assert_eq!(
+        summary[0].name, "chat fastapi",
+        "no model named for FastAPI"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.parent == summary[0].span_id && s.name == "primary attempt 1"),
+        "{:#?}",
+        names(&spans)
+    );
+}

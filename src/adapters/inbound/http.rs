@@ -21,7 +21,7 @@ use super::rest_health::{liveness, readiness};
 use super::web;
 use super::ws::agent::agent_ws_endpoint;
 use super::ws::ws_endpoint;
-use super::{resolve_client_ip, AppContext, RequestContext};
+use super::{resolve_client_ip, AppContext, RequestContext, RequestSpan};
 use crate::domain::{RequestId, TraceContext, TRACE_TARGET};
 
 /// The header a request id comes in and goes out with.
@@ -385,6 +385,7 @@ async fn observe<E: Endpoint>(
         id: id.clone(),
         trace,
     });
+    req.extensions_mut().insert(RequestSpan(traced.clone()));
     let result = ep
         .call(req)
         .instrument(span.clone())

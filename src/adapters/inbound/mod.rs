@@ -170,6 +170,21 @@ pub struct RequestContext {
     pub trace: Option<TraceContext>,
 }
 
+/// The request's span in a trace, for the spans that outlive the request
+/// and so are made with it as their explicit parent (a WebSocket's):
+/// made contextually, they would also take the request's log span as their
+/// parent, and every line the socket logs would carry the request's fields.
+/// Disabled without trace export.
+#[derive(Debug, Clone)]
+pub struct RequestSpan(pub tracing::Span);
+
+/// The request's [`RequestSpan`] ([`tracing::Span::none`] without one).
+pub fn request_span(req: &poem::Request) -> tracing::Span {
+    req.extensions()
+        .get::<RequestSpan>()
+        .map_or_else(tracing::Span::none, |s| s.0.clone())
+}
+
 /// The request's [`RequestContext`], as [`http::app`] set it (a fresh one
 /// when the endpoint is driven without the middleware).
 pub fn request_context(req: &poem::Request) -> RequestContext {

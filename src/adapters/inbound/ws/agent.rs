@@ -103,7 +103,7 @@ pub async fn agent_ws_endpoint(
         claims,
         request: request_context(req),
     };
-    let traced = super::connection_span("/agent/ws", None, &connection.agent.id);
+    let traced = super::connection_span(req, "/agent/ws", None, &connection.agent.id);
     let tracker = ctx.connections.clone();
     let pending = std::sync::Mutex::new(Some((connection, permit, revocations)));
     ws.config(socket_config())

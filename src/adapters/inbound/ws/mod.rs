@@ -211,7 +211,7 @@ pub async fn ws_endpoint(
         }
     };
     let quota = ctx.chat.quota(&user.id).await;
-    let traced = connection_span("/ws", Some(&session_id), &user.id);
+    let traced = connection_span(req, "/ws", Some(&session_id), &user.id);
     let opened = Opened {
         session_id,
         resumed,
@@ -232,12 +232,14 @@ pub async fn ws_endpoint(
 /// answer the socket asks for is a child of it. Disabled without export,
 /// so it costs an idle socket nothing then.
 pub(super) fn connection_span(
+    req: &Request,
     route: &'static str,
     session: Option<&SessionId>,
     user: &crate::domain::UserId,
 ) -> tracing::Span {
     tracing::info_span!(
         target: crate::domain::TRACE_TARGET,
+        parent: &super::request_span(req),
         "WebSocket",
         otel.name = %format_args!("WebSocket {route}"),
         otel.kind = "server",
