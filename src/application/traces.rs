@@ -11,7 +11,6 @@ use tracing::field::Empty;
 use super::conversation::HandoffRefusal;
 use super::ports::AiPurpose;
 use crate::domain::answer::TokenUsage;
-use crate::domain::handoff::HandoffError;
 use crate::domain::{MessageId, SessionId, TRACE_TARGET};
 
 /// What traces say the answers come from: the primary upstream's provider
@@ -82,22 +81,22 @@ pub(super) fn answered(span: &tracing::Span, outcome: &'static str, usage: Optio
     }
 }
 
-/// Records how a claim ended: `taken`, the rule that refused it, or a
-/// failure (an error in the trace).
+/// Records how a claim ended: `taken`, `refused` by a rule (and which, in
+/// its words: the error codes are the inbound adapters' to spell), or
+/// `failed` (an error in the trace).
 pub(super) fn claimed(span: &tracing::Span, refusal: Option<&HandoffRefusal>) {
     let outcome = match refusal {
         None => "taken",
-        Some(HandoffRefusal::Rule(HandoffError::AlreadyClaimed)) => "already_claimed",
-        Some(HandoffRefusal::Rule(HandoffError::NotQueued)) => "not_queued",
-        Some(HandoffRefusal::Rule(HandoffError::NotAssigned)) => "not_assigned",
-        Some(HandoffRefusal::Rule(HandoffError::AgentAtCapacity)) => "agent_at_capacity",
-        Some(HandoffRefusal::SessionGone) => "session_gone",
         Some(HandoffRefusal::Failed(_)) => {
             span.record("otel.status_code", "error");
             "failed"
         }
+        Some(_) => "refused",
     };
     span.record("chatbot.handoff.outcome", outcome);
+    if let Some(why) = refusal {
+        span.record("chatbot.handoff.refusal", tracing::field::display(why));
+    }
 }
 
 /// A handoff claim's span (an agent's claim or an automatic assignment).
@@ -110,5 +109,6 @@ pub(super) fn claim_span(session: &SessionId, agent: &str, taking: &'static str)
         chatbot.agent_id = agent,
         chatbot.handoff.taking = taking,
         chatbot.handoff.outcome = Empty,
+        chatbot.handoff.refusal = Empty,
     )
 }

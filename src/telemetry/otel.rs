@@ -155,6 +155,18 @@ pub fn continue_trace(span: &tracing::Span, caller: Option<&TraceContext>) {
     let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }
 
+/// Makes `parent` `span`'s parent in the trace only, not in the span
+/// registry: a span is exported once it and every child closed, so a
+/// long-lived child (a WebSocket's span) would otherwise hold its parent
+/// (the upgrade request's) back until the socket closes. A no-op without
+/// export. Call it before `span` is entered or has children.
+pub fn follow(span: &tracing::Span, parent: &tracing::Span) {
+    if span.is_disabled() || parent.is_disabled() {
+        return;
+    }
+    let _ = span.set_parent(parent.context());
+}
+
 /// The current span's OpenTelemetry context as W3C trace context, for an
 /// outgoing request; `None` without export.
 pub fn current_context() -> Option<TraceContext> {

@@ -178,6 +178,17 @@ async fn a_chat_with_a_retry_is_one_trace_under_the_callers_span() {
     let answer = client.chat(CHAT).await;
     assert_eq!(answer.status, "completed", "{answer:?}");
     assert_eq!(upstream.request_count(), 2, "one failure, one retry");
+    // The upgrade request's span is exported when it ends, while the
+    // socket's is still open.
+    let early = received
+        .until(|spans| spans.iter().any(|s| s.name == "GET /ws"))
+        .await;
+    assert!(
+        early.iter().any(|s| s.name == "GET /ws"),
+        "{:#?}",
+        names(&early)
+    );
+    assert!(!early.iter().any(|s| s.name == "WebSocket /ws"));
     client.ws.close(None).await.unwrap();
     let _ = client.closed(Duration::from_secs(5)).await;
 

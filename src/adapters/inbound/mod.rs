@@ -171,10 +171,8 @@ pub struct RequestContext {
 }
 
 /// The request's span in a trace, for the spans that outlive the request
-/// and so are made with it as their explicit parent (a WebSocket's):
-/// made contextually, they would also take the request's log span as their
-/// parent, and every line the socket logs would carry the request's fields.
-/// Disabled without trace export.
+/// and so are its children in the trace only (a WebSocket's, see
+/// `ws::connection_span`). Disabled without trace export.
 #[derive(Debug, Clone)]
 pub struct RequestSpan(pub tracing::Span);
 

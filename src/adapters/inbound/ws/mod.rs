@@ -229,24 +229,29 @@ pub async fn ws_endpoint(
 
 /// A socket's span in a trace, from the upgrade to the close, a child of
 /// the upgrade request's span (so of the caller's `traceparent`): every
-/// answer the socket asks for is a child of it. Disabled without export,
-/// so it costs an idle socket nothing then.
+/// answer the socket asks for is a child of it. A root for the logs (made
+/// contextually, every line the socket logs would carry the request's
+/// fields), and the request's child in the trace only, so the request's
+/// span is exported when it ends, not when the socket closes. Disabled
+/// without export, so it costs an idle socket nothing then.
 pub(super) fn connection_span(
     req: &Request,
     route: &'static str,
     session: Option<&SessionId>,
     user: &crate::domain::UserId,
 ) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         target: crate::domain::TRACE_TARGET,
-        parent: &super::request_span(req),
+        parent: None,
         "WebSocket",
         otel.name = %format_args!("WebSocket {route}"),
         otel.kind = "server",
         chatbot.session_id = session.map(SessionId::as_str),
         chatbot.user_id = %user,
         chatbot.close_reason = tracing::field::Empty,
-    )
+    );
+    crate::telemetry::otel::follow(&span, &super::request_span(req));
+    span
 }
 
 /// What a connection starts from, settled before the upgrade.
