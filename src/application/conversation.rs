@@ -187,6 +187,8 @@ pub struct ConversationSettings {
     pub handoff: HandoffSettings,
     /// What answers show of reasoning and tools, and the token budget.
     pub answers: AnswerSettings,
+    /// What traces say the answers come from.
+    pub ai: super::AiLabels,
 }
 
 /// The ports the conversation use cases run on.

@@ -57,6 +57,20 @@ pub(super) async fn take_conversation(
     session: &SessionId,
     taking: Taking,
 ) -> Result<Seq, HandoffRefusal> {
+    let span = super::traces::claim_span(session, agent.id.as_str(), taking.outcome());
+    let taken =
+        tracing::Instrument::instrument(take(core, agent, session, taking), span.clone()).await;
+    super::traces::claimed(&span, taken.as_ref().err());
+    taken
+}
+
+/// [`take_conversation`] inside its span.
+async fn take(
+    core: &Arc<ConversationCore>,
+    agent: &AgentRef,
+    session: &SessionId,
+    taking: Taking,
+) -> Result<Seq, HandoffRefusal> {
     let max = core.settings.handoff.max_conversations;
     let held = core.handoffs.held_by(&agent.id, max).await?.len();
     if !handoff::has_room(held, max) {

@@ -98,6 +98,7 @@ mod tests {
             unattended_timeout: Duration::from_secs(60),
             handoff: HandoffSettings::default(),
             answers: crate::application::AnswerSettings::default(),
+            ai: crate::application::AiLabels::default(),
         };
         Arc::new(ConversationCore::new(ports, settings, Limits::off()))
     }

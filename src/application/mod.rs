@@ -20,6 +20,7 @@ pub mod metering;
 pub mod ports;
 pub mod replies;
 mod summary;
+mod traces;
 pub mod transcripts;
 mod typing;
 
@@ -42,6 +43,7 @@ pub use limits::{LimitSettings, Limited, Limits, Rule};
 pub use loops::ConversationLoops;
 pub use metering::{AnswerSettings, BudgetExhausted, Metering};
 pub use replies::ReplyRefusal;
+pub use traces::AiLabels;
 pub use transcripts::{
     RetentionSweeper, TranscriptRefusal, TranscriptService, TRANSCRIPT_PAGE_DEFAULT,
     TRANSCRIPT_PAGE_MAX,

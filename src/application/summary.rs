@@ -39,13 +39,16 @@ pub(super) fn start(core: &Arc<ConversationCore>, agent: &UserId, session: &Sess
         return;
     };
     let task_core = core.clone();
+    let traced = super::traces::answer_span(&core.settings.ai, AiPurpose::Summary, session, None);
     let (agent, session) = (agent.clone(), session.clone());
-    core.tasks.spawn(async move {
+    let task = async move {
         tokio::select! {
             () = task_core.draining.cancelled() => {}
             () = summarize(&task_core, &agent, &session, &settings) => {}
         }
-    });
+    };
+    core.tasks
+        .spawn(tracing::Instrument::instrument(task, traced));
 }
 
 /// Asks for the summary and hands it to the agent's sockets, on any instance.

@@ -30,7 +30,7 @@ pub use chat::{
 };
 pub use client_ip::{ClientIp, TrustedProxies, TrustedProxyError};
 pub use time::{TokenLifetime, TokenLifetimeError};
-pub use trace::{RequestId, RequestIdError, TraceContext, TraceParentError};
+pub use trace::{RequestId, RequestIdError, TraceContext, TraceParentError, TRACE_TARGET};
 pub use user::{
     EmailAddress, EmailAddressError, LoginName, NewUser, Password, PasswordError, PasswordHash,
     RoleError, User, UserId, UserIdError, UserRole, Username, UsernameError,

@@ -103,6 +103,7 @@ pub async fn agent_ws_endpoint(
         claims,
         request: request_context(req),
     };
+    let traced = super::connection_span(req, "/agent/ws", None, &connection.agent.id);
     let tracker = ctx.connections.clone();
     let pending = std::sync::Mutex::new(Some((connection, permit, revocations)));
     ws.config(socket_config())
@@ -112,9 +113,10 @@ pub async fn agent_ws_endpoint(
             let (connection, permit, revocations) =
                 taken.expect("an upgrade starts its connection once");
             let span = connection.span();
+            let serving = connection.serve(socket, permit.take(), revocations);
             tracker.track_future(tracing::Instrument::instrument(
-                connection.serve(socket, permit.take(), revocations),
-                span,
+                tracing::Instrument::instrument(serving, span),
+                traced,
             ))
         })
         .into_response()

@@ -211,7 +211,10 @@ impl Connection {
         out.close();
         let closed = writer.finish(matches!(exit, Exit::ClientClosed)).await;
         let reason = closed.map_or(exit.as_str(), CloseReason::text);
-        counted.closing(closed.map_or(exit.label(), CloseReason::label));
+        let label = closed.map_or(exit.label(), CloseReason::label);
+        // The connection's span in a trace, when there is one (see `connection_span`).
+        tracing::Span::current().record("chatbot.close_reason", label);
+        counted.closing(label);
         drop(counted);
         self.span()
             .in_scope(|| tracing::info!(reason, "websocket disconnected"));
@@ -694,6 +697,19 @@ impl Exit {
 mod tests {
     use super::*;
     use crate::domain::Username;
+
+    /// The metrics show every close label at zero from start-up; a label
+    /// not in that list would appear only after its first close.
+    #[test]
+    fn every_close_is_counted_under_a_known_label() {
+        let known: Vec<&str> = super::super::close_labels().collect();
+        let exits = [Exit::ClientClosed, Exit::WriterGone]
+            .into_iter()
+            .chain(CloseReason::ALL.iter().map(|r| Exit::Close(*r)));
+        for exit in exits {
+            assert!(known.contains(&exit.label()), "{}", exit.label());
+        }
+    }
 
     fn claims(expires_at: i64) -> TokenClaims {
         TokenClaims {
