@@ -75,10 +75,20 @@ pub(super) fn answered(span: &tracing::Span, outcome: &'static str, usage: Optio
         span.record("otel.status_code", "error");
     }
     if let Some(usage) = usage {
-        span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
-        span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+        // As i64: tracing-opentelemetry exports a u64 as its text, and the
+        // conventions want numbers.
+        span.record("gen_ai.usage.input_tokens", otel_int(usage.prompt_tokens));
+        span.record(
+            "gen_ai.usage.output_tokens",
+            otel_int(usage.completion_tokens),
+        );
         span.record("chatbot.usage.estimated", usage.estimated);
     }
+}
+
+/// A count as the trace's integer type (saturating; no count gets near it).
+pub fn otel_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Records how a claim ended: `taken`, `refused` by a rule (and which, in

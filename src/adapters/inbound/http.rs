@@ -396,7 +396,8 @@ async fn observe<E: Endpoint>(
         Ok(resp) => resp.status(),
         Err(err) => err.status(),
     };
-    traced.record("http.response.status_code", status.as_u16());
+    // As i64: tracing-opentelemetry exports unsigned values as text.
+    traced.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         traced.record("otel.status_code", "error");
     }

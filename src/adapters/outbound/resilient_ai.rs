@@ -251,7 +251,8 @@ fn attempt_failed(span: &tracing::Span, error: &AiError, opened: bool) {
     span.record("otel.status_code", "error");
     span.record("error.type", outcome(error, opened).label());
     if let AiError::Status { status, .. } = error {
-        span.record("http.response.status_code", *status);
+        // As i64: tracing-opentelemetry exports unsigned values as text.
+        span.record("http.response.status_code", i64::from(*status));
     }
 }
 
