@@ -17,6 +17,7 @@ mod conversation_contract;
 mod desk;
 mod feedback;
 mod handoff;
+mod handoff_store_contract;
 mod lifecycle;
 mod limits;
 mod mongo_migration;
