@@ -256,6 +256,11 @@ pub struct ConversationCore {
     /// Set once shutdown has cancelled what was still running: what is
     /// still retried (an answer's end) gives up.
     pub(super) shut_down: CancellationToken,
+    /// Every typist's rate on this instance, whatever socket they type in.
+    pub(super) typists: Mutex<crate::domain::signal::TypingThrottles>,
+    /// The desk (agents' presence and loads) as this instance last read it,
+    /// for its agent sockets; kept by the desk loop.
+    pub(super) desk: tokio::sync::watch::Sender<crate::domain::desk::Desk>,
 }
 
 impl ConversationCore {
@@ -289,6 +294,8 @@ impl ConversationCore {
             draining: CancellationToken::new(),
             drained: CancellationToken::new(),
             shut_down: CancellationToken::new(),
+            typists: Mutex::new(crate::domain::signal::TypingThrottles::default()),
+            desk: tokio::sync::watch::Sender::new(crate::domain::desk::Desk::default()),
         }
     }
 }

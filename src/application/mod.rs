@@ -9,6 +9,7 @@ pub mod auth;
 pub mod chat;
 pub mod conversation;
 pub mod csat;
+pub mod desk;
 mod generation;
 pub mod handoff;
 mod handoff_assign;
@@ -45,6 +46,6 @@ pub use metering::{AnswerSettings, BudgetExhausted, Metering};
 pub use replies::ReplyRefusal;
 pub use traces::AiLabels;
 pub use transcripts::{
-    RetentionSweeper, TranscriptRefusal, TranscriptService, TRANSCRIPT_PAGE_DEFAULT,
+    RetentionSweeper, Transcript, TranscriptRefusal, TranscriptService, TRANSCRIPT_PAGE_DEFAULT,
     TRANSCRIPT_PAGE_MAX,
 };

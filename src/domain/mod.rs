@@ -9,6 +9,7 @@ pub mod chat;
 pub mod client_ip;
 pub mod conversation;
 pub mod csat;
+pub mod desk;
 pub mod feedback;
 pub mod handoff;
 pub mod id;

@@ -18,6 +18,7 @@ mod desk;
 mod feedback;
 mod grafana;
 mod handoff;
+mod handoff_store_contract;
 mod lifecycle;
 mod limits;
 mod mongo_migration;
