@@ -123,7 +123,7 @@ impl LocalSignals {
 fn ring(topic: &SignalTopic) -> usize {
     match topic {
         SignalTopic::Session(_) => SESSION_SIGNAL_BUFFER,
-        SignalTopic::Agent(_) => SIGNAL_BUFFER,
+        SignalTopic::Agent(_) | SignalTopic::Desk => SIGNAL_BUFFER,
     }
 }
 
