@@ -180,6 +180,28 @@ async function scenario(browser) {
     await carol.screenshot({ path: join(SCREENSHOTS, "customer.png") });
   });
 
+  const canned = "Thanks for your patience: your refund is on its way.";
+  await step("the agent saves a canned reply and puts it in the composer with / and its shortcut", async () => {
+    await agent.click("#replies-panel summary");
+    await agent.fill("#reply-new-shortcut", "refund");
+    await agent.fill("#reply-new-content", canned);
+    await agent.click("#reply-new button[type=submit]");
+    await visible(agent, "#replies li", "/refund");
+    // Typing the shortcut shows the matches, and a space puts the reply in.
+    await agent.locator("#reply-input").pressSequentially("/ref");
+    await visible(agent, "#reply-hint:not([hidden])", "/refund");
+    await agent.locator("#reply-input").pressSequentially("und ");
+    await until("the reply in the composer", async () => (await agent.inputValue("#reply-input")) === canned);
+    assert.ok(await agent.locator("#reply-hint").isHidden(), "the hint goes");
+    await agent.press("#reply-input", "Enter");
+    for (const page of [carol, tab2]) await visible(page, "li.msg.agent", canned);
+    // Tab does it too.
+    await agent.locator("#reply-input").pressSequentially("/refund");
+    await agent.press("#reply-input", "Tab");
+    await until("the reply in the composer again", async () => (await agent.inputValue("#reply-input")) === canned);
+    await agent.fill("#reply-input", "");
+  });
+
   await step("the agent releases the conversation to the queue and claims it again", async () => {
     await agent.click("#release");
     await visible(agent, "#placeholder");
@@ -307,6 +329,14 @@ async function scenario(browser) {
     }
     // The customer's rating shows beside the answer it rates.
     await visible(agent, "#transcripts ol:not([hidden]) li.msg.bot .tag.feedback", "Which store, though?");
+    // What the server keeps comes back with the reload: carol's rating of
+    // the conversation resolved earlier, and the summary of the one shown.
+    await visible(agent, "#ratings li", "carol");
+    assert.equal(await agent.textContent("#ratings li .stars"), "★★★★☆");
+    assert.equal(await agent.textContent("#ratings li .preview"), "Quick and kind.");
+    await visible(agent, "#summary:not([hidden])");
+    await until("the summary after the reload", async () =>
+      (await agent.textContent("#summary-text")).startsWith("Summary of the last"));
   });
 
   await step("a customer account is refused by the agent console with agent_only", async () => {

@@ -131,6 +131,11 @@ async function autoAssignment(browser) {
     const [, second] = consoles;
     await second.selectOption("#presence", "away");
     await until("away kept", async () => (await second.inputValue("#presence")) === "away");
+    // The other console shows it, with each agent's load.
+    const [first] = consoles;
+    await visible(first, `#agents li[data-status="away"]`, AUTO_AGENTS[1]);
+    await visible(first, `#agents li[data-status="available"]`, `${AUTO_AGENTS[0]} (you)`);
+    assert.match(await first.textContent(`#agents li[data-status="away"]`), /2 conversations/);
     // The status is the server's: a reload still says away.
     await second.reload();
     await visible(second, "#status.online");
@@ -147,6 +152,23 @@ async function autoAssignment(browser) {
     await second.selectOption("#presence", "available");
     await visible(kim, "#banner.assigned", AUTO_AGENTS[1]);
     await until("kim to the agent back", async () => (await second.locator("#mine li").count()) === 2);
+  });
+
+  await step("at capacity the Claim buttons are off and the console says why", async () => {
+    const lou = await waitingCustomer(browser, "lou", AUTO_BASE);
+    await visible(lou, "#banner.queued", "You are next in line.");
+    for (const page of consoles) {
+      const item = page.locator("#queue li", { hasText: "lou" });
+      await item.waitFor({ timeout: WAIT });
+      assert.ok(await item.locator("button").isDisabled(), "no claim past capacity");
+      await visible(page, "#queue-note:not([hidden])", "You hold 2 of 2 conversations");
+      assert.match(await item.locator("button").getAttribute("title"), /2 of 2/);
+    }
+    // Room again: the conversation is assigned, nobody needs to claim it.
+    const [first] = consoles;
+    await first.locator("#mine li").first().click();
+    await first.locator("#resolve").click();
+    await visible(lou, "#banner.assigned", AUTO_AGENTS[0]);
   });
 }
 

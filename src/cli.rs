@@ -29,7 +29,7 @@ Every option is also read from the environment variable shown, and from a .env
 file in the working directory; a flag wins over both. Secrets are read from the
 environment (or .env) only, never from flags:
   JWT_SECRET, MONGODB_URI, REDIS_URL, REDIS_CLUSTER_URLS, OPENAI_API_KEY,
-  AI_FALLBACK_OPENAI_API_KEY
+  AI_FALLBACK_OPENAI_API_KEY, OTEL_EXPORTER_OTLP_HEADERS
 
 Exit codes: 0 success, 1 start-up failure (a store unreachable, the port
 taken), 2 configuration error (one line saying which setting).";
@@ -207,8 +207,13 @@ pub fn summary(config: &Config) -> String {
         Some(upstream) => format!("{} {}", upstream.provider(), upstream.url()),
         None => "built-in echo model".to_owned(),
     };
+    let traces = match &config.observability.traces {
+        // The endpoint only: its headers may hold a key.
+        Some(traces) => format!("; traces: OTLP {}", traces.endpoint),
+        None => String::new(),
+    };
     format!(
-        "{} on {listen}; users: {users}; sessions: {sessions}; AI: {ai}",
+        "{} on {listen}; users: {users}; sessions: {sessions}; AI: {ai}{traces}",
         config.server.env.as_str()
     )
 }

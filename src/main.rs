@@ -103,15 +103,6 @@ fn set_role(config: &Config, username: &str, role: &str) -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    telemetry::init(
-        config.server.env,
-        telemetry::LogSettings {
-            chat_content: config.observability.log_chat_content,
-        },
-    );
-    raise_open_file_limit();
-    chatbot_server::adapters::outbound::argon2_hasher::return_large_allocations_to_the_system();
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,7 +113,36 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
-    match runtime.block_on(run(config)) {
+    // Built on the runtime it posts on; shut down below, after the server
+    // stopped and before the runtime goes, so the last spans are sent.
+    let traces = match config
+        .observability
+        .traces
+        .as_ref()
+        .map(|traces| telemetry::otel::provider(traces, runtime.handle().clone()))
+    {
+        None => None,
+        Some(Ok(provider)) => Some(provider),
+        Some(Err(e)) => {
+            eprintln!("chatbot-server: {e}");
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
+    telemetry::init(
+        config.server.env,
+        telemetry::LogSettings {
+            chat_content: config.observability.log_chat_content,
+        },
+        traces.as_ref(),
+    );
+    raise_open_file_limit();
+    chatbot_server::adapters::outbound::argon2_hasher::return_large_allocations_to_the_system();
+
+    let served = runtime.block_on(run(config));
+    if let Some(provider) = &traces {
+        telemetry::otel::shutdown(provider);
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %ErrorChain(&e), "could not start");

@@ -58,7 +58,7 @@ use crate::application::ports::{
     UsageStore, UsageStoreError, UserRepository, UserStoreError,
 };
 use crate::application::{
-    AccessPorts, AccessSettings, AnswerSettings, AuthService, ChatPorts, ChatService,
+    AccessPorts, AccessSettings, AiLabels, AnswerSettings, AuthService, ChatPorts, ChatService,
     ConversationCore, ConversationLoops, ConversationSettings, HandoffService, HandoffSettings,
     LimitSettings, Limits, RetentionSweeper, Rule, SummarySettings, TranscriptService,
 };
@@ -158,8 +158,10 @@ impl Adapters {
         let metrics = Arc::new(PrometheusMetrics::new());
         let ai = ai_model(&config.ai, metrics.clone())?;
         for upstream in ai.upstreams() {
+            metrics.upstream_configured(upstream.role);
             metrics.circuit_changed(upstream.role, upstream.circuit);
         }
+        metrics.close_reasons(crate::adapters::inbound::ws::close_labels());
         let chat_users = users.clone();
         Ok(Self {
             users,
@@ -555,7 +557,14 @@ fn resilient_upstream(
         failures,
         cooldown: ai.breaker_cooldown,
     });
-    let label = UpstreamLabel { role, provider };
+    let label = UpstreamLabel {
+        role,
+        provider,
+        model: match upstream {
+            UpstreamConfig::OpenAi { model, .. } => Some(model.as_str().into()),
+            UpstreamConfig::FastApi { .. } => None,
+        },
+    };
     Ok(Arc::new(ResilientAi::new(
         Arc::new(adapter),
         label,
@@ -578,6 +587,20 @@ fn token_service(auth: &AuthConfig) -> Arc<dyn TokenService> {
     ))
 }
 
+/// What traces say the answers come from: the primary upstream.
+fn ai_labels(ai: &AiConfig) -> AiLabels {
+    match &ai.primary {
+        None => AiLabels::default(),
+        Some(upstream) => AiLabels {
+            provider: upstream.provider(),
+            model: match upstream {
+                UpstreamConfig::OpenAi { model, .. } => Some(model.as_str().into()),
+                UpstreamConfig::FastApi { .. } => None,
+            },
+        },
+    }
+}
+
 /// The conversation rules from configuration.
 fn conversation_settings(config: &Config) -> ConversationSettings {
     let sessions = &config.sessions;
@@ -586,6 +609,7 @@ fn conversation_settings(config: &Config) -> ConversationSettings {
             relay: config.ai.relay,
             budget: config.limits.token_budget,
         },
+        ai: ai_labels(&config.ai),
         session_ttl: sessions.ttl,
         lease: sessions.generation_lease,
         unattended_timeout: sessions.unattended_generation_timeout,

@@ -1,5 +1,7 @@
 //! Logging set-up: readable lines in development, flat JSON lines in
-//! production, and no chat content at any level unless an operator opts in.
+//! production, and no chat content at any level unless an operator opts in;
+//! and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OpenTelemetry trace
+//! layer beside them ([`otel`]).
 //!
 //! Chat text reaches a log only through a library's trace output: the
 //! WebSocket library (`tungstenite`) logs every frame and message it reads or
@@ -21,10 +23,14 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+use tracing_subscriber::Registry;
 
 use crate::config::AppEnv;
+use crate::domain::TRACE_TARGET;
 /// Where it lived before; kept so existing imports still resolve.
 pub use crate::error_chain::ErrorChain;
+
+pub mod otel;
 
 /// What the logs may contain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,29 +55,51 @@ pub fn carries_content(meta: &Metadata<'_>) -> bool {
         || (under("mongodb::command") && level >= Level::DEBUG)
 }
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default `info`.
-pub fn init(env: AppEnv, settings: LogSettings) {
+/// Installs the global subscriber ([`subscriber`]).
+pub fn init(
+    env: AppEnv,
+    settings: LogSettings,
+    traces: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) {
+    // A second init (tests) keeps the first subscriber; that is fine.
+    let _ = subscriber(env, settings, traces).try_init();
+}
+
+/// The logs as `env` formats them, filtered by `RUST_LOG` (default `info`)
+/// and the content rule; with `traces` (a provider from [`otel::provider`])
+/// the trace layer beside them. Without, there is no trace layer at all
+/// (not even an empty one, which would make every span for traces exist
+/// and hang the socket's log lines under the upgrade request's), so spans
+/// for traces are disabled at their callsite.
+pub fn subscriber(
+    env: AppEnv,
+    settings: LogSettings,
+    traces: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) -> Box<dyn Subscriber + Send + Sync> {
     let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let chat_content = settings.chat_content;
-    let content = filter_fn(move |meta| chat_content || !carries_content(meta));
+    let content = filter_fn(move |meta| {
+        (chat_content || !carries_content(meta)) && meta.target() != TRACE_TARGET
+    });
     let filter = env_filter.and(content);
-    let result = match env {
-        AppEnv::Production => {
-            let layer = tracing_subscriber::fmt::layer()
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match env {
+        AppEnv::Production => Box::new(
+            tracing_subscriber::fmt::layer()
                 .fmt_fields(JsonFields::new())
                 .event_format(FlatJson)
-                .with_filter(filter);
-            tracing_subscriber::registry().with(layer).try_init()
-        }
-        AppEnv::Development => {
-            let layer = tracing_subscriber::fmt::layer()
+                .with_filter(filter),
+        ),
+        AppEnv::Development => Box::new(
+            tracing_subscriber::fmt::layer()
                 .with_ansi(std::io::stdout().is_terminal())
-                .with_filter(filter);
-            tracing_subscriber::registry().with(layer).try_init()
-        }
+                .with_filter(filter),
+        ),
     };
-    // A second init (tests) keeps the first subscriber; that is fine.
-    let _ = result;
+    let logged = tracing_subscriber::registry().with(logs);
+    match traces {
+        Some(provider) => Box::new(logged.with(otel::layer(provider))),
+        None => Box::new(logged),
+    }
 }
 
 /// One JSON object per line with everything at the top level: `timestamp`,
@@ -156,6 +184,45 @@ impl Visit for JsonVisitor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without export no span for traces exists (a log span does), so
+    /// nothing is spent on them and the log lines keep their context.
+    #[test]
+    fn without_export_spans_for_traces_are_disabled() {
+        for env in [AppEnv::Production, AppEnv::Development] {
+            let logs = subscriber(env, LogSettings::default(), None);
+            tracing::subscriber::with_default(logs, || {
+                let log = tracing::error_span!("log");
+                assert!(!log.is_disabled());
+                let _in = log.enter();
+                let traced = tracing::error_span!(target: TRACE_TARGET, "traced");
+                assert!(traced.is_disabled(), "{env:?}");
+            });
+        }
+    }
+
+    #[test]
+    fn with_export_spans_for_traces_exist() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = crate::config::TracesConfig {
+            endpoint: "http://127.0.0.1:9/v1/traces".into(),
+            headers: crate::config::ExportHeaders::default(),
+            service_name: "t".into(),
+            sampler: crate::config::TraceSampler::AlwaysOn,
+        };
+        let provider = otel::provider(&config, runtime.handle().clone()).unwrap();
+        let both = subscriber(AppEnv::Production, LogSettings::default(), Some(&provider));
+        tracing::subscriber::with_default(both, || {
+            let traced = tracing::info_span!(target: TRACE_TARGET, "traced");
+            assert!(!traced.is_disabled());
+            let _in = traced.enter();
+            assert!(otel::current_context().is_some());
+        });
+        let _ = provider.shutdown_with_timeout(std::time::Duration::from_millis(100));
+    }
 
     #[test]
     fn library_traces_of_messages_and_commands_are_content() {

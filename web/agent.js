@@ -1,5 +1,6 @@
 // The agent console: the queue with live waiting times, the conversations
-// this agent holds, replies, release and resolve, over /agent/ws through the
+// this agent holds, replies, release and resolve, the desk (every agent's
+// presence and load) and this agent's ratings, over /agent/ws through the
 // client SDK the server serves (its AgentClient follows each held
 // conversation with `watch` from the last seq it has, so a reconnect misses
 // nothing and shows nothing twice).
@@ -27,6 +28,7 @@ const ui = {
   replyNewShortcut: $("reply-new-shortcut"), replyNewContent: $("reply-new-content"),
   replyHint: $("reply-hint"),
   ratingsCount: $("ratings-count"),
+  agents: $("agents"), agentsCount: $("agents-count"), queueNote: $("queue-note"),
 };
 
 /** The SDK's client while logged in. */
@@ -38,6 +40,11 @@ const convs = new Map();
 /** Queue items being claimed, by session id: what the new conversation shows. */
 const claiming = new Map();
 let selected = null;
+/** How conversations reach this agent (`connected`): `manual` or `auto`,
+ * the most they may hold, and their status. */
+let assign = "manual";
+let maxConversations = Infinity;
+let myStatus = "available";
 /** The conversation on screen survives a reload of this tab (not shared by
  * other tabs, each of which may show another one). */
 const SELECTED_KEY = "chatbot.agent.selected";
@@ -145,13 +152,18 @@ async function start() {
   agent.on("error", onError);
   agent.on("history-lost", (m) => convs.get(m.sessionId)?.transcript.lost());
   agent.on("earlier", ({ sessionId, messages }) => convs.get(sessionId)?.transcript.prependEarlier(messages));
-  agent.on("status", showPresence);
+  agent.on("status", (status) => {
+    showPresence(status);
+    renderQueue();
+  });
+  agent.on("agents", renderAgents);
   agent.on("typing", onTyping);
   // Live word of a conversation this agent resolved (a replayed one has a
   // seq and shows in its transcript).
   agent.on("csat", showCsat);
   agent.on("summary", (m) => {
-    sessionStorage.setItem(summaryKey(m.sessionId), m.summary);
+    // It may come before the claim's `ack`: kept by session, not by conversation.
+    summaries.set(m.sessionId, m.summary);
     showSummary();
   });
   agent.on("event", ({ sessionId, event }) => onEvent(sessionId, event));
@@ -184,14 +196,31 @@ function onTyping(m) {
   showTyping();
 }
 
-/** The AI's summary of a conversation this agent took is live only: kept
- * in this tab so a reload still shows it. */
-const summaryKey = (sessionId) => `chatbot.agent.summary.${sessionId}`;
+/** The AI's summary of a conversation this agent took: live when it comes,
+ * and kept by the server with the conversation (`connected` and
+ * `conversation-assigned` carry it after a reload). */
+const summaries = new Map();
 
 function showSummary() {
-  const text = selected ? sessionStorage.getItem(summaryKey(selected)) : null;
+  const text = selected ? summaries.get(selected) : "";
   ui.summaryText.textContent = text || "";
   ui.summary.hidden = !text;
+}
+
+/** Every agent seen lately: available, away or offline, and their load. */
+function renderAgents(agents) {
+  ui.agentsCount.textContent = String(agents.filter((a) => a.status !== "offline").length);
+  ui.agentsCount.classList.toggle("zero", !agents.some((a) => a.status !== "offline"));
+  ui.agents.replaceChildren(...agents.map((a) => {
+    const li = el("li", `item agent-item ${a.status}`);
+    li.dataset.agentId = a.id;
+    li.dataset.status = a.status;
+    const you = me && me.id === a.id ? " (you)" : "";
+    li.append(el("span", "dot"), el("span", "name", `${a.username}${you}`));
+    const load = a.conversations === 1 ? "1 conversation" : `${a.conversations} conversations`;
+    li.append(el("span", "muted small", `${a.status} · ${load}`));
+    return li;
+  }));
 }
 
 /** The agent's canned replies, by shortcut (`GET /api/agent/replies`). */
@@ -261,13 +290,26 @@ function cannedReply(ev) {
 /** Who the customers of conversations this tab showed were, for the
  * ratings that come after they left the list. */
 const customerNames = new Map();
-const ratings = [];
+let ratings = [];
+const stars = (rating) => `${"★".repeat(rating)}${"☆".repeat(5 - rating)}`;
+
+/** The latest ratings the server keeps for this agent (`connected`). */
+function showRatings(kept) {
+  ratings = kept.map((r) => ({ ...r, name: r.customer || "A customer", stars: stars(r.rating) }));
+  renderRatings();
+}
 
 function showCsat(m) {
   const name = customerNames.get(m.sessionId) || "A customer";
-  const stars = `${"★".repeat(m.rating)}${"☆".repeat(5 - m.rating)}`;
-  ratings.unshift({ ...m, name, stars });
+  // A second answer replaces the first.
+  ratings = ratings.filter((r) => r.sessionId !== m.sessionId);
+  ratings.unshift({ ...m, name, stars: stars(m.rating) });
   ratings.splice(20);
+  renderRatings();
+  toast(`${name} rated the conversation ${stars(m.rating)}${m.comment ? `: “${m.comment}”` : ""}`);
+}
+
+function renderRatings() {
   ui.ratingsCount.textContent = String(ratings.length);
   ui.ratingsCount.classList.toggle("zero", ratings.length === 0);
   ui.ratings.replaceChildren(...ratings.map((r) => {
@@ -277,7 +319,6 @@ function showCsat(m) {
     li.append(el("span", "preview", r.comment || "No comment"));
     return li;
   }));
-  toast(`${name} rated the conversation ${stars}${m.comment ? `: “${m.comment}”` : ""}`);
 }
 
 function showTyping() {
@@ -292,7 +333,10 @@ function showTyping() {
  * holds; the conversation this tab showed is shown again. */
 function onConnected(m) {
   me = m.agent;
+  assign = m.assign;
+  maxConversations = m.maxConversations;
   showPresence(m.status);
+  showRatings(m.ratings || []);
   ui.assignMode.hidden = m.assign !== "auto";
   ui.assignMode.textContent = `Conversations are assigned to you automatically while you are available (at most ${m.maxConversations} at once).`;
   restoring = sessionStorage.getItem(SELECTED_KEY);
@@ -302,7 +346,8 @@ function onConnected(m) {
 
 /** The agent's presence as the server keeps it: `available` or `away`. */
 function showPresence(status) {
-  ui.presence.value = status === "away" ? "away" : "available";
+  myStatus = status === "away" ? "away" : "available";
+  ui.presence.value = myStatus;
   ui.presence.classList.toggle("away", status === "away");
 }
 
@@ -330,15 +375,18 @@ function follow(held) {
     convs.set(sessionId, conv);
   }
   if (c.user && c.user.username) customerNames.set(sessionId, c.user.username);
+  if (c.summary) summaries.set(sessionId, c.summary);
   if (!selected || sessionId === restoring) select(sessionId);
+  else if (selected === sessionId) showSummary();
   renderMine();
+  renderQueue();
 }
 
 function drop(sessionId, why) {
   const conv = convs.get(sessionId);
   if (!conv) return;
   convs.delete(sessionId);
-  sessionStorage.removeItem(summaryKey(sessionId));
+  summaries.delete(sessionId);
   clearTimeout(conv.typingTimer);
   clearTimeout(conv.typist.timer);
   conv.list.remove();
@@ -424,17 +472,33 @@ function refreshControls() {
   for (const b of [ui.release, ui.resolve, ui.replySend]) b.disabled = !open || !selected;
 }
 
+/** Why this agent may not claim now, if they may not: at capacity, or
+ * conversations are assigned automatically while they are available. */
+function claimBlocked() {
+  if (convs.size + claiming.size >= maxConversations) {
+    return `You hold ${convs.size} of ${maxConversations} conversations: resolve or release one to claim another.`;
+  }
+  if (assign === "auto" && myStatus === "available") {
+    return "Conversations are assigned automatically while you are available; set yourself Away to pick one.";
+  }
+  return null;
+}
+
 function renderQueue() {
   ui.queueCount.textContent = String(queue.length);
   ui.queueCount.classList.toggle("zero", queue.length === 0);
   ui.queueEmpty.hidden = queue.length > 0;
+  const blocked = claimBlocked();
+  ui.queueNote.textContent = blocked || "";
+  ui.queueNote.hidden = !blocked || queue.length === 0;
   ui.queue.replaceChildren(...queue.map((item) => {
     const li = el("li", "item");
     li.dataset.sessionId = item.sessionId;
     li.append(el("span", "name", `${item.position ? `#${item.position} ` : ""}${item.user.username}`));
     const claim = el("button", "primary small", claiming.has(item.sessionId) ? "Claiming…" : "Claim");
     claim.type = "button";
-    claim.disabled = claiming.has(item.sessionId);
+    claim.disabled = claiming.has(item.sessionId) || Boolean(blocked);
+    if (blocked) claim.title = blocked;
     claim.addEventListener("click", () => {
       if (command((a) => a.claim(item.sessionId))) {
         claiming.set(item.sessionId, item);

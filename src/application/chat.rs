@@ -536,6 +536,14 @@ impl ChatService {
             session_id = %session,
             message_id = %generation.message_id()
         );
+        // And in a trace, a child of whatever accepted the chat (the
+        // socket's span, or the request's).
+        let traced = super::traces::answer_span(
+            &core.settings.ai,
+            request.purpose,
+            &session,
+            Some(generation.message_id()),
+        );
         let job = Job {
             session,
             generation,
@@ -543,11 +551,11 @@ impl ChatService {
             request,
             cancel,
             slot,
+            traced: traced.clone(),
         };
-        core.tasks.spawn(tracing::Instrument::instrument(
-            generation::run(core.clone(), job),
-            span,
-        ));
+        let run = tracing::Instrument::instrument(generation::run(core.clone(), job), span);
+        core.tasks
+            .spawn(tracing::Instrument::instrument(run, traced));
     }
 
     /// The user's live sessions, most recently active first, each with its
@@ -938,6 +946,7 @@ mod tests {
                 unattended_timeout: Duration::from_secs(60),
                 handoff: HandoffSettings::default(),
                 answers: self.answers,
+                ai: crate::application::AiLabels::default(),
             };
             ChatService::new(Arc::new(ConversationCore::new(ports, settings, limits)))
         }

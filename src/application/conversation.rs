@@ -187,6 +187,8 @@ pub struct ConversationSettings {
     pub handoff: HandoffSettings,
     /// What answers show of reasoning and tools, and the token budget.
     pub answers: AnswerSettings,
+    /// What traces say the answers come from.
+    pub ai: super::AiLabels,
 }
 
 /// The ports the conversation use cases run on.
@@ -254,6 +256,11 @@ pub struct ConversationCore {
     /// Set once shutdown has cancelled what was still running: what is
     /// still retried (an answer's end) gives up.
     pub(super) shut_down: CancellationToken,
+    /// Every typist's rate on this instance, whatever socket they type in.
+    pub(super) typists: Mutex<crate::domain::signal::TypingThrottles>,
+    /// The desk (agents' presence and loads) as this instance last read it,
+    /// for its agent sockets; kept by the desk loop.
+    pub(super) desk: tokio::sync::watch::Sender<crate::domain::desk::Desk>,
 }
 
 impl ConversationCore {
@@ -287,6 +294,8 @@ impl ConversationCore {
             draining: CancellationToken::new(),
             drained: CancellationToken::new(),
             shut_down: CancellationToken::new(),
+            typists: Mutex::new(crate::domain::signal::TypingThrottles::default()),
+            desk: tokio::sync::watch::Sender::new(crate::domain::desk::Desk::default()),
         }
     }
 }

@@ -13,7 +13,18 @@ use crate::domain::conversation::{ConversationEvent, Seq};
 use crate::domain::csat::{Csat, CsatRecord};
 use crate::domain::handoff::AgentRef;
 use crate::domain::signal::{Signal, SignalTopic};
-use crate::domain::{SessionId, UserId};
+use crate::domain::{SessionId, UserId, Username};
+
+/// How many of an agent's latest ratings their console is given.
+pub const RATINGS_SHOWN: usize = 20;
+
+/// A rating as an agent's console shows it: the record, and the customer's
+/// name while the user store knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GivenRating {
+    pub record: CsatRecord,
+    pub customer: Option<Username>,
+}
 use crate::error_chain::ErrorChain;
 
 /// Why an answer was not kept.
@@ -47,6 +58,33 @@ impl HandoffService {
             self.core.stats.store_error("transcripts");
             tracing::warn!(session_id = %session, error = %ErrorChain(&e), "could not keep a satisfaction request");
         }
+    }
+
+    /// The latest ratings of conversations `agent` resolved (at most
+    /// [`RATINGS_SHOWN`]), kept with the transcripts. A failing store gives
+    /// none (logged).
+    pub async fn ratings_of(&self, agent: &UserId) -> Vec<GivenRating> {
+        let core = &self.core;
+        let records = match core.transcripts.ratings_of(agent, RATINGS_SHOWN).await {
+            Ok(records) => records,
+            Err(e) => {
+                core.stats.store_error("transcripts");
+                tracing::warn!(error = %ErrorChain(&e), "could not read an agent's ratings");
+                return Vec::new();
+            }
+        };
+        let mut given = Vec::with_capacity(records.len());
+        for record in records {
+            let customer = match core.users.find_by_id(&record.user).await {
+                Ok(user) => user.map(|u| u.username),
+                Err(e) => {
+                    tracing::info!(error = %ErrorChain(&e), "could not name a rating's customer");
+                    None
+                }
+            };
+            given.push(GivenRating { record, customer });
+        }
+        given
     }
 
     /// The customer of `session` (the caller's own) says how it went.

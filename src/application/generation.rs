@@ -49,6 +49,8 @@ pub(super) struct Job {
     pub cancel: CancellationToken,
     /// The user's concurrent-generation slot, held until the end.
     pub slot: Option<Slot>,
+    /// The answer's span in a trace (see `traces::answer_span`).
+    pub traced: tracing::Span,
 }
 
 /// What a generation did, for its closing log line and the metrics.
@@ -223,6 +225,7 @@ pub(super) async fn run(inner: Arc<ConversationCore>, job: Job) {
         request,
         cancel,
         slot,
+        traced,
     } = job;
     let owner = request.user_id.clone();
     let prompt = prompt_of(&request);
@@ -250,7 +253,8 @@ pub(super) async fn run(inner: Arc<ConversationCore>, job: Job) {
         Ending::LostLease => {
             tracing::warn!(session_id = %session, %message_id, "lost the generation lease; another instance ended it");
             // It cost what it cost, whoever logs its end.
-            inner.metering.settle(&said.owner, tally).await;
+            let cost = inner.metering.settle(&said.owner, tally).await;
+            super::traces::answered(&traced, "lost_lease", cost.usage.as_ref());
             // What was streamed was delivered; another instance ended it as failed.
             record_answer(&inner, &session, &message_id, said, StreamStatus::Failed).await;
             inner.forget_local(&session, &message_id);
@@ -260,6 +264,7 @@ pub(super) async fn run(inner: Arc<ConversationCore>, job: Job) {
         Ending::Done(outcome) => outcome,
     };
     let cost = inner.metering.settle(&said.owner, tally).await;
+    super::traces::answered(&traced, outcome_label(&outcome), cost.usage.as_ref());
     keep_answer(&inner, &session, &message_id, said, outcome, &mut progress).await;
     let end = generation.end_with(outcome, Some(cost));
     // The lease goes before the stream-end is published, so a chat sent in

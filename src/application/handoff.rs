@@ -220,6 +220,19 @@ impl HandoffService {
         Ok(self.core.handoffs.held_by(agent, HANDOFF_LISTED).await?)
     }
 
+    /// The AI's summary kept with a conversation its agent holds, if any
+    /// (a store that cannot say: none, logged).
+    pub async fn summary_of(&self, session: &SessionId) -> Option<String> {
+        self.core
+            .handoffs
+            .summary(session)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::info!(error = %ErrorChain(&e), "could not read a summary");
+                None
+            })
+    }
+
     /// `agent` takes a queued conversation; exactly one claim wins over all
     /// instances, the others are [`HandoffError::AlreadyClaimed`].
     /// Goes through [`take_conversation`], as auto-assignment does. An agent
@@ -286,6 +299,7 @@ impl HandoffService {
     pub async fn set_away(&self, agent: &UserId, away: bool) -> Result<(), ChatError> {
         self.core.presence.set_away(agent, away).await?;
         tracing::info!(agent_id = %agent, away, "agent status changed");
+        super::desk::announce(&self.core).await;
         if !away {
             assign_waiting(&self.core).await;
         }
@@ -374,11 +388,23 @@ impl HandoffService {
         }
     }
 
+    /// An agent socket opened: its presence lease, and every desk is told.
+    pub async fn agent_arrived(&self, agent: &UserId, socket: &str) {
+        self.agent_present(agent, socket).await;
+        super::desk::announce(&self.core).await;
+    }
+
     /// The agent socket closed.
     pub async fn agent_gone(&self, agent: &UserId, socket: &str) {
         if let Err(e) = self.core.presence.leave(agent, socket).await {
             tracing::warn!(error = %ErrorChain(&e), "could not record an agent leaving");
         }
+        super::desk::announce(&self.core).await;
+    }
+
+    /// The desk as this instance last read it, and its changes from now on.
+    pub fn desk(&self) -> tokio::sync::watch::Receiver<crate::domain::desk::Desk> {
+        self.core.desk.subscribe()
     }
 
     /// Gives every conversation `agent` holds back to the queue now

@@ -11,8 +11,11 @@ use chrono::Utc;
 
 use super::conversation::{ConversationCore, HandoffRefusal, HANDOFF_LISTED};
 use super::handoff_queue;
+use super::ports::{ConversationStoreError, StoreFailure};
 use crate::domain::conversation::Seq;
-use crate::domain::handoff::{self, AgentRef, AssignMode, Candidate, Handoff, HandoffError};
+use crate::domain::handoff::{
+    self, AgentRef, AssignMode, Candidate, Handoff, HandoffError, Transition,
+};
 use crate::domain::{MessageId, SessionId, UserId};
 use crate::error_chain::ErrorChain;
 
@@ -22,6 +25,17 @@ const ASSIGN_LEASE: Duration = Duration::from_secs(10);
 
 /// Most agents one round of auto-assignment weighs.
 const ROSTER_LIMIT: usize = 500;
+
+/// How long one taking may hold its agent's lease: a capacity check and its
+/// claim take milliseconds; this only covers an instance that died (or a
+/// claim dropped) in between.
+const TAKING_LEASE: Duration = Duration::from_secs(2);
+
+/// How long a taking waits for another one of the same agent to finish.
+const TAKING_WAIT: Duration = Duration::from_secs(3);
+
+/// How often a waiting taking asks for the lease again.
+const TAKING_RETRY: Duration = Duration::from_millis(20);
 
 /// How an agent came to take a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +60,11 @@ impl Taking {
 /// over all instances (the store's compare-and-set): another agent's claim,
 /// or a second instance assigning the same conversation, gets
 /// [`HandoffError::AlreadyClaimed`]. An agent already holding
-/// `AGENT_MAX_CONVERSATIONS` gets [`HandoffError::AgentAtCapacity`].
+/// `AGENT_MAX_CONVERSATIONS` gets [`HandoffError::AgentAtCapacity`]: the
+/// count and the claim are one step under the agent's taking lease in the
+/// store, so two claims of one agent on two instances cannot both pass it.
+/// A taking dropped between the two (its socket closed) leaves the lease
+/// to lapse in [`TAKING_LEASE`]; the agent's next taking waits for it.
 /// Returns the `seq` of the `agent-joined` every tab gets.
 ///
 /// # Errors
@@ -57,21 +75,30 @@ pub(super) async fn take_conversation(
     session: &SessionId,
     taking: Taking,
 ) -> Result<Seq, HandoffRefusal> {
-    let max = core.settings.handoff.max_conversations;
-    let held = core.handoffs.held_by(&agent.id, max).await?.len();
-    if !handoff::has_room(held, max) {
-        return Err(HandoffError::AgentAtCapacity.into());
-    }
+    let span = super::traces::claim_span(session, agent.id.as_str(), taking.outcome());
+    let taken =
+        tracing::Instrument::instrument(take(core, agent, session, taking), span.clone()).await;
+    super::traces::claimed(&span, taken.as_ref().err());
+    taken
+}
+
+/// [`take_conversation`] inside its span.
+async fn take(
+    core: &Arc<ConversationCore>,
+    agent: &AgentRef,
+    session: &SessionId,
+    taking: Taking,
+) -> Result<Seq, HandoffRefusal> {
     let now = Utc::now();
-    let mut taken: Option<Handoff> = None;
-    let t = core
-        .change(session, |current| {
-            let h = current.ok_or(HandoffError::NotQueued)?;
-            taken = Some(h.clone());
-            h.claim(agent.clone(), now).map(Some)
-        })
-        .await?
-        .ok_or_else(|| HandoffRefusal::from(HandoffError::NotQueued))?;
+    let holder = lease_holder("taker_");
+    lease_for_taking(core, &agent.id, &holder).await?;
+    // Under the agent's lease: no other taking of theirs, on any instance,
+    // counts between this count and this claim.
+    let claimed = claim_with_room(core, agent, session, now).await;
+    if let Err(e) = core.handoffs.end_taking(&agent.id, &holder).await {
+        tracing::warn!(error = %ErrorChain(&e), "could not end an agent's taking lease");
+    }
+    let (t, taken) = claimed?;
     core.stats.handoff(taking.outcome());
     let logged = core.log_and_publish(session, t.events).await?;
     if let Some(h) = taken {
@@ -87,6 +114,59 @@ pub(super) async fn take_conversation(
     Ok(logged.first().map_or(0, |e| e.seq))
 }
 
+/// A fresh lease holder's name.
+fn lease_holder(kind: &str) -> String {
+    MessageId::generate().as_str().replace("msg_", kind)
+}
+
+/// Waits (at most [`TAKING_WAIT`]) for `agent`'s taking lease.
+///
+/// # Errors
+/// A failing store, or another taking that held it all that time.
+async fn lease_for_taking(
+    core: &ConversationCore,
+    agent: &UserId,
+    holder: &str,
+) -> Result<(), HandoffRefusal> {
+    let until = tokio::time::Instant::now() + TAKING_WAIT;
+    while !core
+        .handoffs
+        .begin_taking(agent, holder, TAKING_LEASE)
+        .await?
+    {
+        if tokio::time::Instant::now() >= until {
+            let busy = StoreFailure::bare("another claim of this agent did not finish in time");
+            return Err(ConversationStoreError::from(busy).into());
+        }
+        tokio::time::sleep(TAKING_RETRY).await;
+    }
+    Ok(())
+}
+
+/// The capacity check and the claim; what the conversation was before.
+async fn claim_with_room(
+    core: &ConversationCore,
+    agent: &AgentRef,
+    session: &SessionId,
+    now: chrono::DateTime<Utc>,
+) -> Result<(Transition, Option<Handoff>), HandoffRefusal> {
+    let max = core.settings.handoff.max_conversations;
+    let held = core.handoffs.held_by(&agent.id, max).await?.len();
+    if !handoff::has_room(held, max) {
+        return Err(HandoffError::AgentAtCapacity.into());
+    }
+    let mut taken: Option<Handoff> = None;
+    let t = core
+        .change(session, |current| {
+            let h = current.ok_or(HandoffError::NotQueued)?;
+            taken = Some(h.clone());
+            h.claim(agent.clone(), now).map(Some)
+        })
+        .await?
+        .ok_or_else(|| HandoffRefusal::from(HandoffError::NotQueued))?;
+    Ok((t, taken))
+}
+
 /// With `HANDOFF_ASSIGN=auto`, gives waiting conversations, longest waiting
 /// first, to available agents with room, until either runs out. One
 /// instance at a time (the store's assignment lease), so the loads it weighs
@@ -99,7 +179,7 @@ pub(super) async fn assign_waiting(core: &Arc<ConversationCore>) {
     if core.settings.handoff.assign != AssignMode::Auto {
         return;
     }
-    let holder = MessageId::generate().as_str().replace("msg_", "assigner_");
+    let holder = lease_holder("assigner_");
     match core.handoffs.lead_assignment(&holder, ASSIGN_LEASE).await {
         Ok(true) => {}
         Ok(false) => return,

@@ -96,6 +96,18 @@ fn key_part(text: &str) -> String {
         .collect()
 }
 
+/// Every abuse limit a refusal is counted for (`Stats::rate_limited`), so
+/// the metrics can show each at zero from start-up.
+pub const LIMIT_NAMES: &[&str] = &[
+    "login",
+    "register",
+    "verify",
+    "ws_ticket",
+    "chat",
+    "chat_concurrent",
+    "ws_connections",
+];
+
 impl Limits {
     pub fn new(limiter: Arc<dyn RateLimiter>, settings: LimitSettings) -> Self {
         Self {
@@ -113,6 +125,10 @@ impl Limits {
 
     /// Counts a refusal by `limit` and hands it back.
     fn refused(&self, limit: &'static str, retry_after: Duration) -> Limited {
+        debug_assert!(
+            LIMIT_NAMES.contains(&limit),
+            "{limit} is missing from LIMIT_NAMES"
+        );
         if let Some(stats) = &self.stats {
             stats.rate_limited(limit);
         }

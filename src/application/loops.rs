@@ -1,5 +1,6 @@
 //! The conversation's background loops: stops asked on other instances, the
-//! reaper of generations whose owner vanished, and the handoff timers. They
+//! reaper of generations whose owner vanished, the handoff timers and the
+//! desk the agent consoles show. They
 //! run in tasks a [`ConversationLoops`] owns, started by `startup` beside the
 //! services that share the same core.
 
@@ -9,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::conversation::ConversationCore;
-use super::{generation, handoff};
+use super::{desk, generation, handoff};
 
 /// Runs the background loops of one conversation core; [`stop`] cancels and
 /// awaits them, and dropping it cancels them.
@@ -28,6 +29,7 @@ impl ConversationLoops {
             tokio::spawn(generation::listen_for_stops(core.clone(), stop.clone())),
             tokio::spawn(generation::reap_abandoned(core.clone(), stop.clone())),
             tokio::spawn(handoff::run_timers(core.clone(), stop.clone())),
+            tokio::spawn(desk::keep_desk(core.clone(), stop.clone())),
         ];
         Self {
             stop,
@@ -74,6 +76,11 @@ mod tests {
         registry.expect_reap_expired().returning(|| Ok(Vec::new()));
         let mut handoffs = MockHandoffStore::new();
         handoffs.expect_active().returning(|_| Ok(Vec::new()));
+        handoffs
+            .expect_changes()
+            .returning(|| tokio::sync::broadcast::channel(1).1);
+        let mut presence = MockAgentPresence::new();
+        presence.expect_seen().returning(|_, _| Ok(Vec::new()));
         let mut stats = MockStats::new();
         stats.expect_handoff_queue_length().returning(|_| ());
         let ports = ChatPorts {
@@ -85,7 +92,7 @@ mod tests {
             backplane: Arc::new(MockBackplane::new()),
             registry: Arc::new(registry),
             handoffs: Arc::new(handoffs),
-            presence: Arc::new(MockAgentPresence::new()),
+            presence: Arc::new(presence),
             signals: Arc::new(crate::adapters::outbound::local_signals::LocalSignals::default()),
             transcripts: Arc::new(MockTranscriptStore::new()),
             users: Arc::new(MockUserRepository::new()),
@@ -98,6 +105,7 @@ mod tests {
             unattended_timeout: Duration::from_secs(60),
             handoff: HandoffSettings::default(),
             answers: crate::application::AnswerSettings::default(),
+            ai: crate::application::AiLabels::default(),
         };
         Arc::new(ConversationCore::new(ports, settings, Limits::off()))
     }
@@ -106,7 +114,7 @@ mod tests {
     async fn stop_ends_every_loop_and_waits_for_it() {
         let core = idle_core();
         let loops = ConversationLoops::start(&core);
-        assert_eq!(Arc::strong_count(&core), 4, "each loop holds the core");
+        assert_eq!(Arc::strong_count(&core), 5, "each loop holds the core");
         loops.stop().await;
         assert_eq!(Arc::strong_count(&core), 1, "no loop is left running");
     }

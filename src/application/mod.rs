@@ -9,6 +9,7 @@ pub mod auth;
 pub mod chat;
 pub mod conversation;
 pub mod csat;
+pub mod desk;
 mod generation;
 pub mod handoff;
 mod handoff_assign;
@@ -20,6 +21,7 @@ pub mod metering;
 pub mod ports;
 pub mod replies;
 mod summary;
+mod traces;
 pub mod transcripts;
 mod typing;
 
@@ -42,7 +44,8 @@ pub use limits::{LimitSettings, Limited, Limits, Rule};
 pub use loops::ConversationLoops;
 pub use metering::{AnswerSettings, BudgetExhausted, Metering};
 pub use replies::ReplyRefusal;
+pub use traces::AiLabels;
 pub use transcripts::{
-    RetentionSweeper, TranscriptRefusal, TranscriptService, TRANSCRIPT_PAGE_DEFAULT,
+    RetentionSweeper, Transcript, TranscriptRefusal, TranscriptService, TRANSCRIPT_PAGE_DEFAULT,
     TRANSCRIPT_PAGE_MAX,
 };

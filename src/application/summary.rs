@@ -1,9 +1,11 @@
 //! The summary an agent gets on taking a conversation: one request to the AI
 //! (its usual streaming endpoint, the text collected) with the conversation
-//! so far and the summary prompt, passed to the agent's sockets as a
-//! live-only signal. It runs in a task of its own, tracked with the
-//! generations and cancelled at shutdown, so taking a conversation never
-//! waits for the AI; an AI that fails or is slow only means no summary.
+//! so far and the summary prompt, kept with the handoff while the agent
+//! holds it (a console that connects later gets it with the conversation)
+//! and passed to the agent's sockets as a live signal. It runs in a task of
+//! its own, tracked with the generations and cancelled at shutdown, so
+//! taking a conversation never waits for the AI; an AI that fails or is slow
+//! only means no summary.
 
 use std::sync::Arc;
 
@@ -39,13 +41,16 @@ pub(super) fn start(core: &Arc<ConversationCore>, agent: &UserId, session: &Sess
         return;
     };
     let task_core = core.clone();
+    let traced = super::traces::answer_span(&core.settings.ai, AiPurpose::Summary, session, None);
     let (agent, session) = (agent.clone(), session.clone());
-    core.tasks.spawn(async move {
+    let task = async move {
         tokio::select! {
             () = task_core.draining.cancelled() => {}
             () = summarize(&task_core, &agent, &session, &settings) => {}
         }
-    });
+    };
+    core.tasks
+        .spawn(tracing::Instrument::instrument(task, traced));
 }
 
 /// Asks for the summary and hands it to the agent's sockets, on any instance.
@@ -67,6 +72,20 @@ async fn summarize(
         tracing::info!(session_id = %session, "the AI's summary was empty");
         return;
     };
+    if let Signal::HandoffSummary { summary: kept, .. } = &summary {
+        // Kept with the handoff, so a console that opens it later shows it.
+        match core.handoffs.keep_summary(session, agent, kept).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(session_id = %session, "the agent no longer holds the conversation summarised");
+                return;
+            }
+            Err(e) => {
+                core.stats.store_error("conversations");
+                tracing::info!(session_id = %session, error = %ErrorChain(&e), "could not keep a summary");
+            }
+        }
+    }
     let topic = SignalTopic::Agent(agent.clone());
     if let Err(e) = core.signals.publish(&topic, summary).await {
         core.stats.store_error("conversations");

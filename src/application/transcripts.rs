@@ -34,6 +34,14 @@ pub enum TranscriptRefusal {
     Failed(#[from] ChatError),
 }
 
+/// A page of a transcript, and the conversation's satisfaction rating when
+/// its customer gave one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcript {
+    pub page: TranscriptPage,
+    pub csat: Option<crate::domain::csat::CsatRecord>,
+}
+
 /// Reading and erasing transcripts.
 #[derive(Clone)]
 pub struct TranscriptService {
@@ -48,13 +56,14 @@ impl TranscriptService {
     /// A page of the conversation's transcript: the newest `limit` entries
     /// before `before` (the newest of all without it), oldest first. Its
     /// owner and every agent may read it; anyone else is told it does not exist.
+    /// The satisfaction rating comes with every page (answered ones only).
     pub async fn transcript(
         &self,
         reader: &User,
         session: &SessionId,
         before: Option<TranscriptCursor>,
         limit: usize,
-    ) -> Result<TranscriptPage, TranscriptRefusal> {
+    ) -> Result<Transcript, TranscriptRefusal> {
         let core = &self.core;
         let read = async {
             match core.owner_of(session).await? {
@@ -62,7 +71,12 @@ impl TranscriptService {
                 _ => return Ok(None),
             }
             let page = core.transcripts.page(session, before, limit).await?;
-            Ok::<_, ChatError>(Some(page))
+            let csat = core
+                .transcripts
+                .csat(session)
+                .await?
+                .filter(|r| r.answer.is_some());
+            Ok::<_, ChatError>(Some(Transcript { page, csat }))
         };
         match read.await {
             Ok(Some(page)) => Ok(page),

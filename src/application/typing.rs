@@ -1,12 +1,15 @@
 //! Typing between a customer and the agent holding their conversation: a
 //! live-only signal, at most one per second per sender (extras are dropped
 //! quietly), heard by the other side on any instance; see
-//! [`crate::domain::signal`].
+//! [`crate::domain::signal`]. A sender is a side of a conversation, so a
+//! customer's tabs (or an agent's consoles) share one rate on an instance;
+//! tabs on two instances are each limited by their own (best effort: at
+//! most one per second per instance the sender types on).
 
 use super::conversation::{ChatError, HandoffRefusal};
 use super::handoff::HandoffService;
 use crate::domain::handoff::HandoffError;
-use crate::domain::signal::{Side, Signal, SignalTopic, TypingThrottle};
+use crate::domain::signal::{Side, Signal, SignalTopic};
 use crate::domain::{SessionId, User};
 use crate::error_chain::ErrorChain;
 
@@ -17,13 +20,8 @@ impl HandoffService {
     ///
     /// # Errors
     /// [`ChatError`] when the handoff state cannot be read.
-    pub async fn customer_typing(
-        &self,
-        session: &SessionId,
-        state: bool,
-        throttle: &mut TypingThrottle,
-    ) -> Result<(), ChatError> {
-        if !throttle.admit(state, tokio::time::Instant::now().into_std()) {
+    pub async fn customer_typing(&self, session: &SessionId, state: bool) -> Result<(), ChatError> {
+        if !self.admit_typing(session, Side::Customer, state) {
             return Ok(());
         }
         let held = self.handoff(session).await?;
@@ -44,16 +42,23 @@ impl HandoffService {
         agent: &User,
         session: &SessionId,
         state: bool,
-        throttle: &mut TypingThrottle,
     ) -> Result<(), HandoffRefusal> {
         let held = self.handoff(session).await?;
         if !held.is_some_and(|h| h.mode.agent().is_some_and(|a| a.id == agent.id)) {
             return Err(HandoffError::NotAssigned.into());
         }
-        if throttle.admit(state, tokio::time::Instant::now().into_std()) {
+        if self.admit_typing(session, Side::Agent, state) {
             self.signal(session, Side::Agent, state).await;
         }
         Ok(())
+    }
+
+    /// Whether this side's typing may go on now (one rate per sender on
+    /// this instance, whichever socket it came from).
+    fn admit_typing(&self, session: &SessionId, side: Side, state: bool) -> bool {
+        let now = tokio::time::Instant::now().into_std();
+        let mut typists = self.core.typists.lock().unwrap_or_else(|p| p.into_inner());
+        typists.admit(&(session.clone(), side), state, now)
     }
 
     /// A signal lost to a failing transport is only a missed courtesy.

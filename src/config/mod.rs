@@ -17,6 +17,7 @@ mod secrets;
 mod server;
 pub mod settings;
 mod stores;
+mod traces;
 mod vars;
 
 /// Every setting given any text: the server starts with exactly what was
@@ -36,6 +37,7 @@ pub use secrets::{ApiKey, JwtSecret, SecretUrl, MIN_SECRET_BYTES};
 pub use server::{AppEnv, ConnectionConfig, ObservabilityConfig, ServerConfig, WebSocketConfig};
 pub use settings::{Setting, Settings, SECRET_SETTINGS};
 pub use stores::{RedisUrls, SessionConfig, StorageConfig};
+pub use traces::{ExportHeaders, RootSampler, TraceSampler, TracesConfig};
 use vars::Vars;
 
 /// A configuration problem, phrased for the person who wrote the `.env`.

@@ -1,6 +1,6 @@
 //! The server section: where it listens, how it behaves as a process, the
 //! WebSocket protocol's timings, the limits on client connections, and what
-//! is observed (metrics, health probes, logs).
+//! is observed (metrics, health probes, logs, traces).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -172,7 +172,7 @@ impl ConnectionConfig {
     }
 }
 
-/// Metrics, health probes and what the logs may contain.
+/// Metrics, health probes, what the logs may contain, and trace export.
 #[derive(Debug, Clone)]
 pub struct ObservabilityConfig {
     /// `METRICS_ADDR`: serve `/metrics` (and the health probes) on this
@@ -184,6 +184,8 @@ pub struct ObservabilityConfig {
     /// `HEALTH_PROBE_INTERVAL`: how often the stores and the AI are probed
     /// in the background for the health endpoints.
     pub health_probe_interval: Duration,
+    /// `OTEL_*`: OpenTelemetry trace export; `None` exports nothing.
+    pub traces: Option<super::TracesConfig>,
 }
 
 impl ObservabilityConfig {
@@ -202,6 +204,7 @@ impl ObservabilityConfig {
             metrics_addr,
             log_chat_content: vars.boolean(LOG_CHAT_CONTENT)?,
             health_probe_interval: vars.duration(HEALTH_PROBE_INTERVAL)?,
+            traces: super::TracesConfig::parse(vars)?,
         })
     }
 }

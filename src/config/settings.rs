@@ -98,6 +98,18 @@ settings! {
         metrics_addr: METRICS_ADDR;
         /// How often the stores and the AI are probed in the background for the health endpoints.
         health_probe_interval: HEALTH_PROBE_INTERVAL = "5s";
+        /// Export traces over OTLP/HTTP to this collector base URL (/v1/traces is added), e.g. http://localhost:4318 [default: no export].
+        otel_exporter_otlp_endpoint: OTEL_EXPORTER_OTLP_ENDPOINT;
+        /// The full URL traces are exported to, instead of OTEL_EXPORTER_OTLP_ENDPOINT's.
+        otel_exporter_otlp_traces_endpoint: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
+        /// The OTLP transport; only http/protobuf is spoken.
+        otel_exporter_otlp_protocol: OTEL_EXPORTER_OTLP_PROTOCOL = "http/protobuf";
+        /// The service.name traces carry.
+        otel_service_name: OTEL_SERVICE_NAME = "chatbot-server";
+        /// Which traces are kept: always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio.
+        otel_traces_sampler: OTEL_TRACES_SAMPLER = "parentbased_always_on";
+        /// The fraction the ratio samplers keep, 0 to 1 [default: 1].
+        otel_traces_sampler_arg: OTEL_TRACES_SAMPLER_ARG;
     }
     "Authentication and access" {
         /// Token lifetime, echoed to clients as expiresIn.
@@ -266,5 +278,7 @@ settings! {
         OPENAI_API_KEY;
         /// API key of an OpenAI-compatible fallback.
         AI_FALLBACK_OPENAI_API_KEY;
+        /// Headers sent with every trace export (name=value,...; often an API key).
+        OTEL_EXPORTER_OTLP_HEADERS;
     }
 }

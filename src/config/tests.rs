@@ -181,6 +181,100 @@ fn observability_settings_parse() {
 }
 
 #[test]
+fn traces_are_off_until_an_endpoint_is_set() {
+    assert_eq!(cfg(&[]).unwrap().observability.traces, None);
+    let t = cfg(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")])
+        .unwrap()
+        .observability
+        .traces
+        .unwrap();
+    assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(t.service_name, "chatbot-server");
+    assert_eq!(t.sampler, TraceSampler::ParentBased(RootSampler::AlwaysOn));
+    assert!(t.headers.expose().is_empty());
+    // The per-signal endpoint is taken as written, and wins.
+    let t = cfg(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "https://x.example/otlp/traces",
+        ),
+        ("OTEL_SERVICE_NAME", "chat-eu"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "api-key=s%3Dcret, X-Team=chat",
+        ),
+    ])
+    .unwrap()
+    .observability
+    .traces
+    .unwrap();
+    assert_eq!(t.endpoint, "https://x.example/otlp/traces");
+    assert_eq!(t.service_name, "chat-eu");
+    assert_eq!(
+        t.sampler,
+        TraceSampler::ParentBased(RootSampler::Ratio(0.25))
+    );
+    assert_eq!(
+        t.headers.expose(),
+        [
+            ("api-key".to_owned(), "s=cret".to_owned()),
+            ("x-team".to_owned(), "chat".to_owned())
+        ]
+    );
+    assert!(!format!("{t:?}").contains("s=cret"), "{t:?}");
+}
+
+#[test]
+fn bad_trace_settings_are_refused_in_one_line() {
+    let on = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    for (pairs, var) in [
+        (
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (
+            vec![("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://c/x")],
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ),
+        (
+            vec![on, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+        (
+            vec![on, ("OTEL_TRACES_SAMPLER", "sometimes")],
+            "OTEL_TRACES_SAMPLER",
+        ),
+        (
+            vec![
+                on,
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ],
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        (
+            vec![on, ("OTEL_EXPORTER_OTLP_HEADERS", "api-key")],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        (
+            vec![on, ("OTEL_EXPORTER_OTLP_HEADERS", "api key=top%2")],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+    ] {
+        let err = cfg(&pairs).unwrap_err().to_string();
+        assert!(err.contains(var), "{pairs:?}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+        assert!(
+            !err.contains("top"),
+            "a header value is never echoed: {err}"
+        );
+    }
+}
+
+#[test]
 fn defaults_match_the_node_server() {
     let c = cfg(&[]).unwrap();
     assert_eq!(c.server.port, 3001);

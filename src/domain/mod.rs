@@ -9,6 +9,7 @@ pub mod chat;
 pub mod client_ip;
 pub mod conversation;
 pub mod csat;
+pub mod desk;
 pub mod feedback;
 pub mod handoff;
 pub mod id;
@@ -30,7 +31,7 @@ pub use chat::{
 };
 pub use client_ip::{ClientIp, TrustedProxies, TrustedProxyError};
 pub use time::{TokenLifetime, TokenLifetimeError};
-pub use trace::{RequestId, RequestIdError, TraceContext, TraceParentError};
+pub use trace::{RequestId, RequestIdError, TraceContext, TraceParentError, TRACE_TARGET};
 pub use user::{
     EmailAddress, EmailAddressError, LoginName, NewUser, Password, PasswordError, PasswordHash,
     RoleError, User, UserId, UserIdError, UserRole, Username, UsernameError,

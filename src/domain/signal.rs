@@ -5,6 +5,7 @@
 //! needs. Also the rules that keep them cheap: one per second per sender, and
 //! a "typing" that is not refreshed ends by itself.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::chat::SessionId;
@@ -46,11 +47,13 @@ impl Side {
 }
 
 /// Who hears a signal: everyone attached to a session (both sides filter by
-/// [`Side`]), or every socket of one agent.
+/// [`Side`]), every socket of one agent, or every instance's desk (the
+/// agents' presence, which each instance shows its agent sockets).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SignalTopic {
     Session(SessionId),
     Agent(UserId),
+    Desk,
 }
 
 /// What the AI is asked, after the conversation so far, when an agent takes
@@ -75,6 +78,9 @@ pub enum Signal {
     HandoffSummary { session: SessionId, summary: String },
     /// The customer said how a conversation this agent resolved went.
     Csat { session: SessionId, csat: Csat },
+    /// An agent came online, went offline or changed their status: every
+    /// instance reads the desk again.
+    DeskChanged,
 }
 
 impl Signal {
@@ -120,6 +126,55 @@ impl TypingThrottle {
             self.last = Some((now, state));
         }
         pass
+    }
+
+    /// Whether this throttle admits whatever comes next, as a fresh one would.
+    fn lapsed(&self, now: Instant) -> bool {
+        self.last
+            .is_none_or(|(at, _)| now.saturating_duration_since(at) >= TYPING_INTERVAL)
+    }
+}
+
+/// Senders one instance remembers the typing rate of; a sender beyond it is
+/// dropped quietly until older ones lapse (a sender is remembered for one
+/// [`TYPING_INTERVAL`] after its last signal).
+pub const MAX_TYPISTS: usize = 100_000;
+
+/// One typist: a side of one conversation, whatever tab or console it types in.
+pub type Typist = (SessionId, Side);
+
+/// The typing rate of every sender on one instance: one [`TypingThrottle`]
+/// per [`Typist`], so a customer's two tabs (or an agent's two consoles)
+/// share one rate. Bounded by [`MAX_TYPISTS`].
+#[derive(Debug, Default)]
+pub struct TypingThrottles {
+    senders: HashMap<Typist, TypingThrottle>,
+}
+
+impl TypingThrottles {
+    /// Whether `typist`'s `state`, sent at `now`, goes on.
+    pub fn admit(&mut self, typist: &Typist, state: bool, now: Instant) -> bool {
+        if !self.senders.contains_key(typist) && self.senders.len() >= MAX_TYPISTS {
+            // A throttle whose last signal is a second old admits as a new
+            // one would: forgetting those changes nothing.
+            self.senders.retain(|_, t| !t.lapsed(now));
+            if self.senders.len() >= MAX_TYPISTS {
+                return false;
+            }
+        }
+        self.senders
+            .entry(typist.clone())
+            .or_default()
+            .admit(state, now)
+    }
+
+    /// How many senders are remembered.
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
     }
 }
 
@@ -175,6 +230,32 @@ mod tests {
         assert!(!throttle.admit(false, t0 + Duration::from_millis(700)));
         assert!(throttle.admit(true, t0 + Duration::from_millis(1400)));
         assert!(throttle.admit(true, t0 + Duration::from_millis(2400)));
+    }
+
+    #[test]
+    fn two_tabs_of_one_sender_share_one_rate_and_senders_are_bounded() {
+        let t0 = Instant::now();
+        let mut all = TypingThrottles::default();
+        let s = SessionId::parse("sess_a").unwrap();
+        let customer = (s.clone(), Side::Customer);
+        let agent = (s, Side::Agent);
+        // The second tab's start within the second is the same sender's.
+        assert!(all.admit(&customer, true, t0));
+        assert!(!all.admit(&customer, true, t0 + Duration::from_millis(100)));
+        // The other side has a rate of its own.
+        assert!(all.admit(&agent, true, t0 + Duration::from_millis(100)));
+        assert!(all.admit(&customer, true, t0 + Duration::from_millis(1100)));
+        assert_eq!(all.len(), 2);
+
+        // Full: lapsed senders make room, fresh ones are dropped.
+        let mut full = TypingThrottles::default();
+        for _ in 0..MAX_TYPISTS {
+            assert!(full.admit(&(SessionId::generate(), Side::Customer), true, t0));
+        }
+        let late = (SessionId::generate(), Side::Customer);
+        assert!(!full.admit(&late, true, t0 + Duration::from_millis(10)));
+        assert!(full.admit(&late, true, t0 + TYPING_INTERVAL));
+        assert_eq!(full.len(), 1);
     }
 
     #[test]

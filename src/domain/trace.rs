@@ -67,6 +67,13 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// The `tracing` target of spans made for traces only (OpenTelemetry
+/// export): the log layers never see them, and the trace layer sees only
+/// them (plus events), so a span made for log context is never exported and
+/// a span made for a trace never lengthens a log line. Without export, no
+/// layer wants them and creating one costs a callsite check.
+pub const TRACE_TARGET: &str = "chatbot_server::traces";
+
 /// Why a `traceparent` header was not taken (it is then ignored, as the W3C
 /// spec asks, and a new trace starts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -140,6 +147,21 @@ impl TraceContext {
         hex::encode(self.trace_id)
     }
 
+    /// The parts as bytes: trace id, parent span id, flags (for a tracer
+    /// that continues this trace).
+    pub fn parts(&self) -> ([u8; 16], [u8; 8], u8) {
+        (self.trace_id, self.parent_id, self.flags)
+    }
+
+    /// A context from a tracer's own parts; `None` for an all-zero id.
+    pub fn from_parts(trace_id: [u8; 16], parent_id: [u8; 8], flags: u8) -> Option<Self> {
+        (trace_id != [0; 16] && parent_id != [0; 8]).then_some(Self {
+            trace_id,
+            parent_id,
+            flags,
+        })
+    }
+
     /// The `traceparent` header value.
     pub fn header(&self) -> String {
         format!(
@@ -194,6 +216,15 @@ mod tests {
         assert!(TraceContext::parse(&c.header()).is_ok());
         let root = TraceContext::new_root();
         assert!(TraceContext::parse(&root.header()).is_ok());
+    }
+
+    #[test]
+    fn parts_round_trip_and_zero_ids_are_refused() {
+        let t = TraceContext::parse(SAMPLE).unwrap();
+        let (trace, parent, flags) = t.parts();
+        assert_eq!(TraceContext::from_parts(trace, parent, flags), Some(t));
+        assert_eq!(TraceContext::from_parts([0; 16], parent, flags), None);
+        assert_eq!(TraceContext::from_parts(trace, [0; 8], flags), None);
     }
 
     #[test]

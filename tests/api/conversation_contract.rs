@@ -936,6 +936,109 @@ async fn redis_undecodable_live_message_is_skipped() {
     .await;
 }
 
+/// A Redis that forgot the scripts (restarted, or `SCRIPT FLUSH`) gets the
+/// append script again on the next write, which goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_appends_go_on_after_the_scripts_are_flushed() {
+    on_redis(|backend| async move {
+        let (url, _) = redis_parts(&backend);
+        let (log, _, backplane) = backend.writer().await;
+        let s = SessionId::generate();
+        assert_eq!(
+            seqs(&backplane.write(&s, vec![token(1)]).await.unwrap().events),
+            [1]
+        );
+        raw(&url, &["SCRIPT FLUSH"]).await;
+        assert_eq!(
+            seqs(&backplane.write(&s, vec![token(2)]).await.unwrap().events),
+            [2]
+        );
+        raw(&url, &["SCRIPT FLUSH"]).await;
+        assert_eq!(seqs(&log.append(&s, vec![token(3)]).await.unwrap()), [3]);
+        assert_eq!(log.read_after(&s, 0, 10).await.unwrap().events.len(), 3);
+    })
+    .await;
+}
+
+/// A raw pub/sub subscriber of `channel`, which no instance counts as a
+/// watcher: what it hears is what Redis published.
+async fn eavesdrop(url: &str, channel: &str) -> redis::aio::PubSub {
+    let mut pubsub = redis::Client::open(url)
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.subscribe(channel).await.unwrap();
+    pubsub
+}
+
+/// A batch is published only while another instance watches its session:
+/// watched only where it is written, it goes to that instance's own
+/// subscribers and not through Redis; once another instance's record is
+/// there, the same write is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_a_batch_nobody_else_watches_is_not_published() {
+    on_redis(|backend| async move {
+        let (url, prefix) = redis_parts(&backend);
+        let (_, live, backplane) = backend.writer().await;
+        let s = SessionId::generate();
+        let mut here = live.subscribe(&s).await.unwrap();
+        wait_for_watchers(&live, &s, 1).await;
+        let mut heard = eavesdrop(&url, &session_key(&prefix, &s, "live")).await;
+        let mut heard = heard.on_message();
+
+        let first = backplane.write(&s, vec![token(1)]).await.unwrap();
+        assert_eq!(next_event(&mut here).await, first.events[0]);
+        let silent = tokio::time::timeout(Duration::from_millis(300), heard.next()).await;
+        assert!(
+            silent.is_err(),
+            "published with no other watcher: {silent:?}"
+        );
+
+        // Another instance's record, as its subscription would write it.
+        let far = i64::MAX.to_string();
+        let record = format!("1 {far}");
+        let watchers = session_key(&prefix, &s, "watchers");
+        raw(&url, &["HSET", &watchers, "another-instance", &record]).await;
+        let second = backplane.write(&s, vec![token(2)]).await.unwrap();
+        assert_eq!(next_event(&mut here).await, second.events[0]);
+        let msg = tokio::time::timeout(Duration::from_secs(5), heard.next())
+            .await
+            .expect("published once another instance watches")
+            .unwrap();
+        let payload: String = msg.get_payload().unwrap();
+        assert!(payload.contains(r#""seq":2"#), "{payload}");
+    })
+    .await;
+}
+
+/// An instance whose watcher record vanished while it still watched (it
+/// could not refresh it in time) misses the batches written meanwhile; its
+/// next refresh finds the record gone and hands its subscribers the latest
+/// logged event, from which they fill the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_a_watcher_whose_record_vanished_is_refilled() {
+    on_redis(|backend| async move {
+        let (url, prefix) = redis_parts(&backend);
+        let (_, _, backplane) = backend.writer().await;
+        let elsewhere = backend.live().await;
+        let s = SessionId::generate();
+        let mut there = elsewhere.subscribe(&s).await.unwrap();
+        wait_for_watchers(&elsewhere, &s, 1).await;
+        let first = backplane.write(&s, vec![token(1)]).await.unwrap();
+        assert_eq!(next_event(&mut there).await, first.events[0]);
+
+        raw(&url, &["DEL", &session_key(&prefix, &s, "watchers")]).await;
+        let missed = backplane.write(&s, vec![token(2), token(3)]).await.unwrap();
+        // Within a heartbeat (3 s) the latest event arrives; seq 2 never
+        // comes live, the subscriber reads it from the log.
+        let refilled = next_event(&mut there).await;
+        assert_eq!(refilled, missed.events[1]);
+        assert_eq!(refilled.seq, 3);
+    })
+    .await;
+}
+
 /// A bare JSON array (what instances of earlier versions publish, with no
 /// origin in front) is still delivered, so a rolling upgrade loses nothing
 /// on the new instances.

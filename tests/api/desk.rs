@@ -464,3 +464,220 @@ async fn agents_keep_their_own_canned_replies_over_rest() {
     let (status, body) = list(&app, &carol).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("agent_only")));
 }
+
+// ------------------------------------------- the desk across instances
+
+/// The `agents` messages' view of one agent: (status, conversations).
+fn on_desk(m: &Value, name: &str) -> Option<(String, u64)> {
+    m["agents"].as_array()?.iter().find_map(|a| {
+        (a["username"] == name).then(|| {
+            (
+                a["status"].as_str().unwrap_or_default().to_owned(),
+                a["conversations"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+    })
+}
+
+/// Reads `agents` messages until `name` shows as `want`.
+async fn desk_shows(console: &mut WsClient, name: &str, want: (&str, u64)) -> Value {
+    let want = (want.0.to_owned(), want.1);
+    let deadline = Duration::from_secs(8);
+    let found = tokio::time::timeout(deadline, async {
+        loop {
+            let m = console.recv().await;
+            if m["type"] == "agents" && on_desk(&m, name).as_ref() == Some(&want) {
+                return m;
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("the desk never showed {name} as {want:?}"))
+}
+
+#[tokio::test]
+async fn every_console_shows_each_agents_presence_and_load_across_instances() {
+    let Some(cluster) = common::cluster::Cluster::start(2, "desk-presence", &[]).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let ann = a.register_agent("ann").await;
+    let ben = a.register_agent("ben").await;
+    let carol = a.register("carol").await;
+    let (mut console, _) = agent_socket(a, &ann).await;
+    desk_shows(&mut console, "ann", ("available", 0)).await;
+
+    // Ben comes online on the other instance, goes away, comes back.
+    let (mut bens, _) = agent_socket(b, &ben).await;
+    let shown = desk_shows(&mut console, "ben", ("available", 0)).await;
+    assert_eq!(on_desk(&shown, "ann"), Some(("available".into(), 0)));
+    assert!(shown["timestamp"].is_string(), "{shown}");
+    desk_shows(&mut bens, "ann", ("available", 0)).await;
+    bens.send_json(json!({"type": "status", "status": "away"}))
+        .await;
+    desk_shows(&mut console, "ben", ("away", 0)).await;
+
+    // Ben takes a conversation: every console counts it.
+    bens.send_json(json!({"type": "status", "status": "available"}))
+        .await;
+    let (mut tab, hello) = a.connect(&carol).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    held_by(&mut tab, &mut bens, &session).await;
+    desk_shows(&mut console, "ben", ("available", 1)).await;
+
+    // Ben closes his console: offline, still holding it (within the grace).
+    drop(bens);
+    desk_shows(&mut console, "ben", ("offline", 1)).await;
+}
+
+#[tokio::test]
+async fn ratings_and_summaries_survive_a_console_reload_and_the_transcript_has_the_rating() {
+    let Some(cluster) = common::cluster::Cluster::start(2, "desk-kept", &[]).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let bob = a.register_agent("bob").await;
+    let carol = a.register("carol").await;
+    let (mut console, hello) = agent_socket(a, &bob).await;
+    assert_eq!(hello["ratings"], json!([]), "{hello}");
+    let (mut tab, session) = asks_for_a_human(a, &carol, &["my parcel 124 is late"]).await;
+    console
+        .send_json(json!({"type": "claim", "sessionId": session}))
+        .await;
+    let (summary, _) = until(&mut console, of_type("handoff-summary")).await;
+    let summary = summary["summary"].as_str().unwrap().to_owned();
+    assert!(summary.contains("my parcel 124 is late"), "{summary}");
+
+    // The console reloads on the other instance: the summary comes with the conversation.
+    drop(console);
+    let (mut console, hello) = agent_socket(b, &bob).await;
+    let held = &hello["conversations"][0];
+    assert_eq!(held["sessionId"], session.as_str(), "{hello}");
+    assert_eq!(held["summary"], summary.as_str(), "{hello}");
+
+    // Resolved and rated: the rating is in the transcript and in the next console's greeting.
+    console
+        .send_json(json!({"type": "resolve", "sessionId": session}))
+        .await;
+    until(&mut tab, of_type("csat-request")).await;
+    tab.send_json(json!({"type": "csat", "rating": 4, "comment": "Quick, thanks"}))
+        .await;
+    until(&mut tab, of_type("ack")).await;
+    until(&mut console, of_type("csat")).await;
+    let path = format!("/api/sessions/{session}/messages");
+    for token in [&carol, &bob] {
+        let (status, body) = b.call(token, "GET", &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        let csat = &body["csat"];
+        assert_eq!(csat["rating"], 4, "{body}");
+        assert_eq!(csat["comment"], "Quick, thanks");
+        assert_eq!(csat["agent"]["username"], "bob");
+        assert!(common::is_iso_millis(csat["answeredAt"].as_str().unwrap()));
+        assert!(common::is_iso_millis(csat["requestedAt"].as_str().unwrap()));
+    }
+    drop(console);
+    let (_console, hello) = agent_socket(a, &bob).await;
+    let rating = &hello["ratings"][0];
+    assert_eq!(rating["sessionId"], session.as_str(), "{hello}");
+    assert_eq!(rating["rating"], 4);
+    assert_eq!(rating["comment"], "Quick, thanks");
+    assert_eq!(rating["customer"], "carol");
+    assert!(common::is_iso_millis(
+        rating["answeredAt"].as_str().unwrap()
+    ));
+}
+
+#[tokio::test]
+async fn typing_is_limited_per_sender_not_per_tab_or_console() {
+    let app = common::spawn_process(&[]).await;
+    let carol = app.register("carol").await;
+    let bob = app.register_agent("bob").await;
+    let (mut console, _) = agent_socket(&app, &bob).await;
+    let (mut second_console, _) = agent_socket(&app, &bob).await;
+    let (mut tab_a, hello) = app.connect(&carol).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut tab_b, _) = app.tab(&carol, &session, None).await;
+    held_by(&mut tab_a, &mut console, &session).await;
+    // The second console follows it too.
+    second_console
+        .send_json(json!({"type": "watch", "sessionId": session, "lastSeq": 0}))
+        .await;
+    until(&mut second_console, of_type("ack")).await;
+    drain(&mut console, Duration::from_millis(300)).await;
+
+    // Two tabs of one customer within a second: one start reaches Bob.
+    tab_a
+        .send_json(json!({"type": "typing", "state": true}))
+        .await;
+    tab_b
+        .send_json(json!({"type": "typing", "state": true}))
+        .await;
+    let heard = typing_of(&drain(&mut console, Duration::from_millis(700)).await);
+    assert_eq!(heard, [true], "one per second per sender");
+
+    // Bob types in two consoles within a second: each tab hears one start.
+    drain(&mut tab_a, Duration::from_millis(200)).await;
+    drain(&mut tab_b, Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for c in [&mut console, &mut second_console] {
+        c.send_json(json!({"type": "typing", "sessionId": session, "state": true}))
+            .await;
+    }
+    for tab in [&mut tab_a, &mut tab_b] {
+        let seen = typing_of(&drain(tab, Duration::from_millis(700)).await);
+        assert_eq!(seen, [true], "one per second per sender");
+    }
+    app.terminate();
+}
+
+#[tokio::test]
+async fn one_agents_simultaneous_claims_on_two_instances_never_pass_capacity() {
+    let env = [("AGENT_MAX_CONVERSATIONS", "1")];
+    let Some(cluster) = common::cluster::Cluster::start(2, "desk-capacity", &env).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let bob = a.register_agent("bob").await;
+    // Four consoles of one agent, two per instance.
+    let mut consoles = Vec::new();
+    for node in [a, b, a, b] {
+        consoles.push(agent_socket(node, &bob).await.0);
+    }
+    for round in 0..4 {
+        let mut tabs = Vec::new();
+        let mut sessions = Vec::new();
+        for i in 0..consoles.len() {
+            let customer = a.register(&format!("cust{round}x{i}")).await;
+            let (tab, session) = asks_for_a_human(a, &customer, &[]).await;
+            tabs.push(tab);
+            sessions.push(session);
+        }
+        // Each console claims a different one, all at once.
+        let id = format!("race{round}");
+        let claims = consoles.iter_mut().zip(&sessions).map(|(c, s)| {
+            let id = id.clone();
+            async move {
+                c.send_json(json!({"type": "claim", "sessionId": s, "requestId": id}))
+                    .await;
+                let (answer, _) = until(c, |m| m["requestId"] == id.as_str()).await;
+                answer
+            }
+        });
+        let answers = futures_util::future::join_all(claims).await;
+        let won: Vec<&Value> = answers.iter().filter(|m| m["type"] == "ack").collect();
+        assert_eq!(won.len(), 1, "round {round}: {answers:?}");
+        for lost in answers.iter().filter(|m| m["type"] != "ack") {
+            assert_eq!(lost["code"], "agent_at_capacity", "round {round}: {lost}");
+        }
+        let winner = won[0]["sessionId"].as_str().unwrap().to_owned();
+        let (status, body) = a.call(&bob, "GET", "/api/agent/conversations", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["items"].as_array().map(Vec::len), Some(1), "{body}");
+        let path = format!("/api/agent/conversations/{winner}/resolve");
+        let (status, _) = a.call(&bob, "POST", &path, None).await;
+        assert_eq!(status, 200);
+        for c in consoles.iter_mut() {
+            drain(c, Duration::from_millis(100)).await;
+        }
+    }
+}

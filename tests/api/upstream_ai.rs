@@ -659,7 +659,11 @@ fn resilient(
     let provider = model.provider();
     Arc::new(ResilientAi::new(
         Arc::new(model),
-        UpstreamLabel { role, provider },
+        UpstreamLabel {
+            role,
+            provider,
+            model: None,
+        },
         RetryPolicy {
             max_retries: how.retries,
             backoff: Duration::from_millis(20),

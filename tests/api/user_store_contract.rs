@@ -265,6 +265,49 @@ mod contract {
         }
     }
 
+    /// The cap holds however many new shortcuts of one agent are saved at
+    /// once (each store makes its check and its insert one step).
+    pub async fn concurrent_new_replies_never_pass_the_cap(repo: Repo) {
+        let carl = UserId::parse(&unique("agentcarl")).unwrap();
+        let max = 3;
+        for round in 0..3 {
+            let tasks: Vec<_> = (0..12)
+                .map(|i| {
+                    let repo = Arc::clone(&repo);
+                    let carl = carl.clone();
+                    let r = CannedReply::parse(&format!("r{round}x{i}"), "Hello.").unwrap();
+                    tokio::spawn(async move { repo.save_reply(&carl, &r, max).await.unwrap() })
+                })
+                .collect();
+            let mut added = 0;
+            for task in tasks {
+                if task.await.unwrap() == SavedReply::Added {
+                    added += 1;
+                }
+            }
+            let kept = repo.replies(&carl).await.unwrap();
+            assert_eq!(kept.len(), max, "round {round}: {kept:?}");
+            assert_eq!(added, if round == 0 { max } else { 0 }, "round {round}");
+        }
+        // A deleted one makes room for exactly one more.
+        let first = repo.replies(&carl).await.unwrap()[0].shortcut.clone();
+        assert!(repo.delete_reply(&carl, &first).await.unwrap());
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let repo = Arc::clone(&repo);
+                let carl = carl.clone();
+                let r = CannedReply::parse(&format!("again{i}"), "Hi.").unwrap();
+                tokio::spawn(async move { repo.save_reply(&carl, &r, max).await.unwrap() })
+            })
+            .collect();
+        let mut added = 0;
+        for task in tasks {
+            added += usize::from(task.await.unwrap() == SavedReply::Added);
+        }
+        assert_eq!(added, 1);
+        assert_eq!(repo.replies(&carl).await.unwrap().len(), max);
+    }
+
     pub async fn concurrent_creates_of_one_username_have_one_winner(repo: Repo) {
         let name = unique("race");
         let tasks: Vec<_> = (0..10)
@@ -545,6 +588,7 @@ contract_rules!(
     revoking_a_family_needs_its_owner,
     revoking_a_user_ends_all_their_refresh_tokens,
     canned_replies_are_each_agents_own_bounded_and_replaced_by_shortcut,
+    concurrent_new_replies_never_pass_the_cap,
 );
 
 /// The schema version this build writes.
@@ -885,6 +929,7 @@ async fn mongo_user_store_satisfies_the_contract() {
         run_contract("mongo", Arc::clone(&repo)).await;
         mongo_writes_the_node_document_shape(&repo, &client.database(&database)).await;
         mongo_reads_legacy_node_documents(&repo, &client.database(&database)).await;
+        mongo_counts_replies_saved_before_slots(&repo, &client.database(&database)).await;
         mongo_matches_legacy_mixed_case_emails(&target.uri, &database, &client.database(&database))
             .await;
         mongo_folds_usernames_beside_legacy_documents(
@@ -962,6 +1007,36 @@ async fn insert_node_document(
         .await
         .unwrap();
     oid
+}
+
+/// Replies stored before the cap's slots existed count against it and get
+/// a slot on their agent's next save.
+async fn mongo_counts_replies_saved_before_slots(repo: &Repo, db: &mongodb::Database) {
+    use mongodb::bson::doc;
+    let dan = UserId::parse(&unique("agentdan")).unwrap();
+    let replies = db.collection::<mongodb::bson::Document>("canned_replies");
+    for shortcut in ["old1", "old2"] {
+        let id = format!("{}:{shortcut}", dan.as_str());
+        replies
+            .insert_one(doc! { "_id": id, "agentId": dan.as_str(), "shortcut": shortcut, "content": "Legacy." })
+            .await
+            .unwrap();
+    }
+    let r = CannedReply::parse("new1", "Fresh.").unwrap();
+    assert_eq!(
+        repo.save_reply(&dan, &r, 3).await.unwrap(),
+        SavedReply::Added
+    );
+    let r = CannedReply::parse("new2", "One too many.").unwrap();
+    assert_eq!(
+        repo.save_reply(&dan, &r, 3).await.unwrap(),
+        SavedReply::Full
+    );
+    let slotted = replies
+        .count_documents(doc! { "agentId": dan.as_str(), "slot": { "$type": "string" } })
+        .await
+        .unwrap();
+    assert_eq!(slotted, 3, "the legacy replies got slots");
 }
 
 async fn mongo_reads_legacy_node_documents(repo: &Repo, db: &mongodb::Database) {

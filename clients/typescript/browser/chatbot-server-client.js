@@ -1175,6 +1175,8 @@ var AgentClient = class extends BaseClient {
   /** This agent, once connected. */
   agent = null;
   status = "available";
+  /** The desk as last told. */
+  agents = [];
   link;
   waiting = /* @__PURE__ */ new Map();
   /** Conversations asked to `watch` on the current connection. */
@@ -1305,6 +1307,7 @@ var AgentClient = class extends BaseClient {
       this.held.set(sessionId, held);
     }
     if (info) held.info = info;
+    if (info?.summary) held.summary = info.summary;
     held.conversation.mode = { mode: "assigned", agent: this.agent };
     if (!this.watched.has(sessionId)) {
       this.watched.add(sessionId);
@@ -1335,6 +1338,10 @@ var AgentClient = class extends BaseClient {
       case "status":
         this.status = m.status;
         this.emit("status", m.status);
+        return;
+      case "agents":
+        this.agents = m.agents;
+        this.emit("agents", m.agents);
         return;
       case "ack":
         return this.onAck(m);

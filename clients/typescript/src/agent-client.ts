@@ -24,6 +24,7 @@ import type {
   AgentErrorPayload,
   AgentHistoryLostPayload,
   AgentServerMessage,
+  AgentsPayload,
   ConversationRemovedPayload,
   HandoffSummaryPayload,
   HeldConversation,
@@ -78,6 +79,8 @@ export interface AgentEvents {
   handoff: { sessionId: string; mode: ModeState; event: ConversationEvent };
   /** The agent's presence: available or away. */
   status: "available" | "away";
+  /** The desk: every agent seen lately, with their presence and load. */
+  agents: AgentsPayload["agents"];
   summary: HandoffSummaryPayload;
   /** A customer rated a conversation this agent resolved (live). */
   csat: AgentCsatPayload;
@@ -103,6 +106,8 @@ export class AgentClient extends BaseClient<AgentEvents> {
   /** This agent, once connected. */
   agent: Agent | null = null;
   status: "available" | "away" = "available";
+  /** The desk as last told. */
+  agents: AgentsPayload["agents"] = [];
   private readonly link: Link;
   private waiting = new Map<string, Waiting>();
   /** Conversations asked to `watch` on the current connection. */
@@ -255,6 +260,7 @@ export class AgentClient extends BaseClient<AgentEvents> {
       this.held.set(sessionId, held);
     }
     if (info) held.info = info;
+    if (info?.summary) held.summary = info.summary;
     held.conversation.mode = { mode: "assigned", agent: this.agent };
     if (!this.watched.has(sessionId)) {
       this.watched.add(sessionId);
@@ -291,6 +297,10 @@ export class AgentClient extends BaseClient<AgentEvents> {
       case "status":
         this.status = m.status;
         this.emit("status", m.status);
+        return;
+      case "agents":
+        this.agents = m.agents;
+        this.emit("agents", m.agents);
         return;
       case "ack":
         return this.onAck(m);

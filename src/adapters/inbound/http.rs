@@ -21,8 +21,8 @@ use super::rest_health::{liveness, readiness};
 use super::web;
 use super::ws::agent::agent_ws_endpoint;
 use super::ws::ws_endpoint;
-use super::{resolve_client_ip, AppContext, RequestContext};
-use crate::domain::{RequestId, TraceContext};
+use super::{resolve_client_ip, AppContext, RequestContext, RequestSpan};
+use crate::domain::{RequestId, TraceContext, TRACE_TARGET};
 
 /// The header a request id comes in and goes out with.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -388,19 +388,27 @@ async fn observe<E: Endpoint>(
     if let Some(trace) = &trace {
         span.record("trace_id", trace.trace_id());
     }
+    let traced = request_span(method, route, &id, &client_ip, trace.as_ref());
     req.extensions_mut().insert(RequestContext {
         id: id.clone(),
         trace,
     });
+    req.extensions_mut().insert(RequestSpan(traced.clone()));
     let result = ep
         .call(req)
         .instrument(span.clone())
+        .instrument(traced.clone())
         .await
         .map(IntoResponse::into_response);
     let status = match &result {
         Ok(resp) => resp.status(),
         Err(err) => err.status(),
     };
+    // As i64: tracing-opentelemetry exports unsigned values as text.
+    traced.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        traced.record("otel.status_code", "error");
+    }
     let elapsed = started.elapsed();
     ctx.metrics
         .http_request(method, route, status.as_u16(), elapsed);
@@ -417,6 +425,34 @@ async fn observe<E: Endpoint>(
         }
         resp
     })
+}
+
+/// The request's span in a trace (OpenTelemetry's HTTP server conventions),
+/// a child of the caller's `traceparent`; disabled without export. The
+/// route template names it, never the path: the path of a WebSocket
+/// upgrade carries no secret, but a query string may, and ids make a
+/// span name per session.
+fn request_span(
+    method: &'static str,
+    route: &'static str,
+    id: &RequestId,
+    client_ip: &impl std::fmt::Display,
+    caller: Option<&TraceContext>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: TRACE_TARGET,
+        "HTTP",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        client.address = %client_ip,
+        chatbot.request_id = %id,
+    );
+    crate::telemetry::otel::continue_trace(&span, caller);
+    span
 }
 
 /// A method as a metric label (a fixed set: a client cannot add series).

@@ -170,6 +170,19 @@ pub struct RequestContext {
     pub trace: Option<TraceContext>,
 }
 
+/// The request's span in a trace, for the spans that outlive the request
+/// and so are its children in the trace only (a WebSocket's, see
+/// `ws::connection_span`). Disabled without trace export.
+#[derive(Debug, Clone)]
+pub struct RequestSpan(pub tracing::Span);
+
+/// The request's [`RequestSpan`] ([`tracing::Span::none`] without one).
+pub fn request_span(req: &poem::Request) -> tracing::Span {
+    req.extensions()
+        .get::<RequestSpan>()
+        .map_or_else(tracing::Span::none, |s| s.0.clone())
+}
+
 /// The request's [`RequestContext`], as [`http::app`] set it (a fresh one
 /// when the endpoint is driven without the middleware).
 pub fn request_context(req: &poem::Request) -> RequestContext {

@@ -17,8 +17,10 @@ use super::api_common::{BearerTokenError, InvalidRequestError, SessionNotFoundEr
 use super::errors::{ErrorBody, ErrorCode};
 use super::openapi::{BearerToken, DateTimeRule, Documented, IdRule, Json};
 use super::AppContext;
-use crate::application::ports::TranscriptPage;
-use crate::application::{TranscriptRefusal, TRANSCRIPT_PAGE_DEFAULT, TRANSCRIPT_PAGE_MAX};
+use crate::application::{
+    Transcript, TranscriptRefusal, TRANSCRIPT_PAGE_DEFAULT, TRANSCRIPT_PAGE_MAX,
+};
+use crate::domain::csat::CsatRecord;
 use crate::domain::feedback::{Feedback, Rating};
 use crate::domain::time::iso_millis;
 use crate::domain::transcript::{Speaker, TranscriptCursor, TranscriptEntry};
@@ -112,6 +114,40 @@ pub struct TranscriptMessage {
     pub superseded: Option<bool>,
 }
 
+/// How the customer rated the conversation after an agent resolved it
+/// (`csat`; a second answer replaced the first).
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TranscriptCsat {
+    /// 1 (very unhappy) to 5 (very happy).
+    #[oai(validator(minimum(value = "1"), maximum(value = "5")))]
+    pub rating: u8,
+    #[oai(skip_serializing_if_is_none)]
+    pub comment: Option<String>,
+    /// The agent who resolved the conversation.
+    pub agent: MessageAgent,
+    /// When the customer was asked (`csat-request`), ISO-8601 UTC, milliseconds.
+    pub requested_at: Documented<DateTimeRule>,
+    /// When the customer answered, ISO-8601 UTC, milliseconds.
+    pub answered_at: Documented<DateTimeRule>,
+}
+
+impl TranscriptCsat {
+    fn of(record: &CsatRecord) -> Option<Self> {
+        let (csat, at) = record.answer.as_ref()?;
+        Some(Self {
+            rating: csat.rating.get(),
+            comment: csat.comment.as_ref().map(|c| c.as_str().to_owned()),
+            agent: MessageAgent {
+                id: Documented::new(record.agent.id.as_str()),
+                username: record.agent.username.as_str().to_owned(),
+            },
+            requested_at: Documented::new(iso_millis(record.requested_at)),
+            answered_at: Documented::new(iso_millis(*at)),
+        })
+    }
+}
+
 /// A page of a conversation's transcript: every message of the
 /// conversation, kept beyond the AI's context and the event log.
 #[derive(Debug, Object)]
@@ -124,6 +160,10 @@ pub struct TranscriptBody {
     /// Pass as `before` for the page of older messages; absent on the oldest page.
     #[oai(skip_serializing_if_is_none)]
     pub next: Option<String>,
+    /// The customer's satisfaction rating of the conversation, on every
+    /// page once they gave one; absent before.
+    #[oai(skip_serializing_if_is_none)]
+    pub csat: Option<TranscriptCsat>,
 }
 
 impl Example for TranscriptBody {
@@ -173,6 +213,16 @@ impl Example for TranscriptBody {
                 },
             ],
             next: Some("1795572199292-41".into()),
+            csat: Some(TranscriptCsat {
+                rating: 5,
+                comment: Some("Sorted in five minutes".into()),
+                agent: MessageAgent {
+                    id: Documented::new("65a1b2c3d4e5f6a7b8c9d0e2"),
+                    username: "agent_bob".into(),
+                },
+                requested_at: at("06:40.500"),
+                answered_at: at("07:02.931"),
+            }),
         }
     }
 }
@@ -211,11 +261,13 @@ fn message(e: &TranscriptEntry) -> TranscriptMessage {
     }
 }
 
-fn body(session: &SessionId, page: &TranscriptPage) -> TranscriptBody {
+fn body(session: &SessionId, transcript: &Transcript) -> TranscriptBody {
+    let page = &transcript.page;
     TranscriptBody {
         session_id: Documented::new(session.as_str()),
         messages: page.entries.iter().map(message).collect(),
         next: page.next.map(|c| c.to_string()),
+        csat: transcript.csat.as_ref().and_then(TranscriptCsat::of),
     }
 }
 
@@ -309,7 +361,8 @@ impl TranscriptApi {
     /// go back in time: the first holds the newest `limit` messages
     /// (default 50, at most 200), oldest first; pass its `next` as `before`
     /// for the page before it. The conversation's owner and agents may read
-    /// it.
+    /// it. Once the customer rated the conversation after an agent resolved
+    /// it, `csat` holds that rating on every page.
     #[oai(
         path = "/api/sessions/:id/messages",
         method = "get",
@@ -347,7 +400,7 @@ impl TranscriptApi {
             .transcript(&user, &session, before, limit)
             .await
         {
-            Ok(page) => MessagesResponse::Ok(Json(body(&session, &page))),
+            Ok(transcript) => MessagesResponse::Ok(Json(body(&session, &transcript))),
             Err(e) => match refusal(&e) {
                 Refusal::NotFound(b) => MessagesResponse::NotFound(b),
                 Refusal::Unavailable(b) => MessagesResponse::Unavailable(b),

@@ -4,8 +4,17 @@
 //!
 //! Memory bound: at most [`MAX_TOPICS`] topics (a subscription beyond that
 //! hears nothing, and says so once in the log), each ring at most
-//! [`SIGNAL_BUFFER`] signals; a subscriber that falls further behind skips
-//! what it missed (a signal is only worth something now).
+//! [`SIGNAL_BUFFER`] signals ([`SESSION_SIGNAL_BUFFER`] for a session's); a
+//! subscriber that falls further behind skips what it missed (a signal is
+//! only worth something now).
+//!
+//! Every open customer socket follows its session's topic, so an idle one
+//! costs its topic's ring: tokio's broadcast allocates every slot up front.
+//! The rings hold `Arc<Signal>` (a pointer per slot, not a whole signal),
+//! and a session's ring is short: its signals are typing (at most one a
+//! second per sender) and nothing that must not be skipped. An agent's
+//! topic also carries summaries and ratings from all of their
+//! conversations, so it keeps the longer ring.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -16,14 +25,16 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use crate::application::ports::{ConversationStoreError, SignalBus, SignalStream};
 use crate::domain::signal::{Signal, SignalTopic};
 
-/// Signals one subscriber may fall behind by.
+/// Signals one subscriber of an agent's topic may fall behind by.
 pub const SIGNAL_BUFFER: usize = 16;
+/// Signals one subscriber of a session's topic may fall behind by.
+pub const SESSION_SIGNAL_BUFFER: usize = 4;
 /// Topics one instance follows at once (a socket follows one or a few).
 pub const MAX_TOPICS: usize = 100_000;
 
-type Topics = Mutex<HashMap<SignalTopic, broadcast::Sender<Signal>>>;
+type Topics = Mutex<HashMap<SignalTopic, broadcast::Sender<Arc<Signal>>>>;
 
-fn lock(m: &Topics) -> MutexGuard<'_, HashMap<SignalTopic, broadcast::Sender<Signal>>> {
+fn lock(m: &Topics) -> MutexGuard<'_, HashMap<SignalTopic, broadcast::Sender<Arc<Signal>>>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -59,7 +70,7 @@ impl LocalSignals {
     /// Hands `signal` to this process's subscribers of `topic`, if any.
     pub fn deliver(&self, topic: &SignalTopic, signal: Signal) {
         if let Some(tx) = lock(&self.topics).get(topic) {
-            let _ = tx.send(signal);
+            let _ = tx.send(Arc::new(signal));
         }
     }
 
@@ -83,7 +94,7 @@ impl LocalSignals {
                     return Box::pin(futures_util::stream::pending());
                 }
                 None => {
-                    let (tx, rx) = broadcast::channel(SIGNAL_BUFFER);
+                    let (tx, rx) = broadcast::channel(ring(topic));
                     topics.insert(topic.clone(), tx);
                     rx
                 }
@@ -98,13 +109,21 @@ impl LocalSignals {
             |(mut rx, leave)| async move {
                 loop {
                     match rx.recv().await {
-                        Ok(signal) => return Some((signal, (rx, leave))),
+                        Ok(signal) => return Some((Signal::clone(&signal), (rx, leave))),
                         Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => return None,
                     }
                 }
             },
         ))
+    }
+}
+
+/// The ring a topic gets; see the module docs.
+fn ring(topic: &SignalTopic) -> usize {
+    match topic {
+        SignalTopic::Session(_) => SESSION_SIGNAL_BUFFER,
+        SignalTopic::Agent(_) | SignalTopic::Desk => SIGNAL_BUFFER,
     }
 }
 
@@ -164,13 +183,16 @@ mod tests {
         let s = SessionId::generate();
         let topic = SignalTopic::Session(s.clone());
         let mut slow = bus.subscribe(&topic);
-        for i in 0..(SIGNAL_BUFFER + 5) {
+        for i in 0..(SESSION_SIGNAL_BUFFER + 5) {
             bus.deliver(&topic, typing(&s, i % 2 == 0));
         }
-        let mut heard = 0;
-        while let Some(Some(_)) = futures_util::FutureExt::now_or_never(slow.next()) {
-            heard += 1;
+        let mut heard = Vec::new();
+        while let Some(Some(signal)) = futures_util::FutureExt::now_or_never(slow.next()) {
+            heard.push(signal);
         }
-        assert_eq!(heard, SIGNAL_BUFFER);
+        assert_eq!(heard.len(), SESSION_SIGNAL_BUFFER);
+        // The newest ones, in order.
+        let last = SESSION_SIGNAL_BUFFER + 4;
+        assert_eq!(heard.last(), Some(&typing(&s, last.is_multiple_of(2))));
     }
 }

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use crate::application::ports::{
-    AgentOnline, AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
+    AgentOnline, AgentPresence, AgentSeen, ConversationStoreError, HandoffChange, HandoffStore,
+    Swap,
 };
 use crate::domain::handoff::{Handoff, Mode};
 use crate::domain::queue::WAIT_WINDOW;
@@ -34,6 +35,11 @@ pub struct MemoryHandoffs {
     waits: Mutex<VecDeque<Duration>>,
     /// Who runs auto-assignment now, and until when.
     assigner: Mutex<Option<(String, tokio::time::Instant)>>,
+    /// Per agent: who takes a conversation for them now, and until when
+    /// (ended or lapsed leases go; at most one per agent).
+    taking: Mutex<HashMap<UserId, (String, tokio::time::Instant)>>,
+    /// The summary of an assigned conversation, while its agent holds it.
+    summaries: Mutex<HashMap<SessionId, String>>,
     changes: broadcast::Sender<HandoffChange>,
 }
 
@@ -44,6 +50,8 @@ impl Default for MemoryHandoffs {
             told: Mutex::new(HashMap::new()),
             waits: Mutex::new(VecDeque::new()),
             assigner: Mutex::new(None),
+            taking: Mutex::new(HashMap::new()),
+            summaries: Mutex::new(HashMap::new()),
             changes: broadcast::channel(CHANGES_BUFFER).0,
         }
     }
@@ -81,6 +89,10 @@ impl HandoffStore for MemoryHandoffs {
             let current = records.get(session).map_or(0, |h| h.version);
             if current != expected {
                 return Ok(Swap::Conflict);
+            }
+            let holder = |h: Option<&Handoff>| h.and_then(|h| h.mode.agent()).map(|a| a.id.clone());
+            if holder(records.get(session)) != holder(next.as_ref()) || next.is_none() {
+                lock(&self.summaries).remove(session);
             }
             match next {
                 Some(mut next) => {
@@ -206,6 +218,53 @@ impl HandoffStore for MemoryHandoffs {
             *assigner = None;
         }
         Ok(())
+    }
+
+    async fn begin_taking(
+        &self,
+        agent: &UserId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, ConversationStoreError> {
+        let now = tokio::time::Instant::now();
+        let mut taking = lock(&self.taking);
+        taking.retain(|_, (_, until)| *until > now);
+        match taking.get(agent) {
+            Some((other, _)) if other != holder => Ok(false),
+            _ => {
+                taking.insert(agent.clone(), (holder.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn end_taking(&self, agent: &UserId, holder: &str) -> Result<(), ConversationStoreError> {
+        let mut taking = lock(&self.taking);
+        if taking.get(agent).is_some_and(|(h, _)| h == holder) {
+            taking.remove(agent);
+        }
+        Ok(())
+    }
+
+    async fn keep_summary(
+        &self,
+        session: &SessionId,
+        agent: &UserId,
+        summary: &str,
+    ) -> Result<bool, ConversationStoreError> {
+        let records = lock(&self.records);
+        let held = records
+            .get(session)
+            .and_then(|h| h.mode.agent())
+            .is_some_and(|a| a.id == *agent);
+        if held {
+            lock(&self.summaries).insert(session.clone(), summary.to_owned());
+        }
+        Ok(held)
+    }
+
+    async fn summary(&self, session: &SessionId) -> Result<Option<String>, ConversationStoreError> {
+        Ok(lock(&self.summaries).get(session).cloned())
     }
 
     fn changes(&self) -> broadcast::Receiver<HandoffChange> {
@@ -335,5 +394,38 @@ impl AgentPresence for MemoryPresence {
             }
         }
         Ok(online)
+    }
+
+    async fn seen(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<AgentSeen>, ConversationStoreError> {
+        let now = Utc::now();
+        let mut agents = lock(&self.agents);
+        let mut seen: Vec<(DateTime<Utc>, AgentSeen)> = Vec::new();
+        for (id, agent) in agents.iter_mut() {
+            agent.expire(now);
+            let online = !agent.sockets.is_empty();
+            // Online counts as seen whatever `since` says.
+            let at = if online {
+                Some(DateTime::<Utc>::MAX_UTC)
+            } else {
+                agent.last_seen.filter(|at| *at >= since)
+            };
+            if let Some(at) = at {
+                let row = AgentSeen {
+                    id: id.clone(),
+                    online,
+                    away: agent.away,
+                };
+                seen.push((at, row));
+            }
+        }
+        seen.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then_with(|| a.1.id.as_str().cmp(b.1.id.as_str()))
+        });
+        Ok(seen.into_iter().take(limit).map(|(_, row)| row).collect())
     }
 }

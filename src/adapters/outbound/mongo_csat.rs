@@ -3,6 +3,7 @@
 //! asked, its `_id` the session id.
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::{Collection, Database, IndexModel};
 
@@ -33,10 +34,16 @@ impl CsatCollection {
     /// The collection, with its expiry index ensured.
     pub(super) async fn open(database: &Database) -> Result<Self, TranscriptStoreError> {
         let csat = database.collection::<Document>(COLLECTION);
-        let index = IndexModel::builder()
-            .keys(doc! { "requestedAt": 1 })
-            .build();
-        csat.create_index(index).await.map_err(|e| {
+        let indexes = [
+            IndexModel::builder()
+                .keys(doc! { "requestedAt": 1 })
+                .build(),
+            // An agent's latest ratings.
+            IndexModel::builder()
+                .keys(doc! { "agent.id": 1, "answer.at": -1 })
+                .build(),
+        ];
+        csat.create_indexes(indexes).await.map_err(|e| {
             StoreFailure::new(
                 format!("cannot ensure indexes on {}.{COLLECTION}", database.name()),
                 e,
@@ -93,6 +100,31 @@ impl CsatCollection {
             .await
             .map_err(failed)?;
         found.map(|d| parse(session, &d)).transpose()
+    }
+
+    pub(super) async fn ratings_of(
+        &self,
+        agent: &UserId,
+        limit: usize,
+    ) -> Result<Vec<CsatRecord>, TranscriptStoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let docs: Vec<Document> = self
+            .0
+            .find(doc! { "agent.id": agent.as_str(), "answer": { "$exists": true } })
+            .sort(doc! { "answer.at": -1 })
+            .limit(limit)
+            .await
+            .map_err(failed)?
+            .try_collect()
+            .await
+            .map_err(failed)?;
+        docs.iter()
+            .map(|d| {
+                let id = d.get_str("_id").map_err(|_| bad("_id"))?;
+                let session = SessionId::parse(id).map_err(|_| bad("_id"))?;
+                parse(&session, d)
+            })
+            .collect()
     }
 
     pub(super) async fn erase(&self, session: &SessionId) -> Result<(), TranscriptStoreError> {

@@ -318,6 +318,14 @@ impl TranscriptStore for MongoTranscriptStore {
         self.csat.read(session).await
     }
 
+    async fn ratings_of(
+        &self,
+        agent: &UserId,
+        limit: usize,
+    ) -> Result<Vec<CsatRecord>, TranscriptStoreError> {
+        self.csat.ratings_of(agent, limit).await
+    }
+
     async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
         let found = self
             .messages

@@ -96,6 +96,7 @@ impl MongoUserRepository {
         };
         repo.ensure_indexes().await?;
         repo.ensure_refresh_indexes().await?;
+        super::mongo_replies::ensure_indexes(&repo.database).await?;
         repo.legacy_unfolded = repo
             .users
             .find_one(doc! { FOLDED_FIELD: { "$exists": false } })

@@ -11,7 +11,8 @@ use prometheus::{
 };
 
 use crate::adapters::outbound::resilient_ai::{AttemptOutcome, UpstreamObserver};
-use crate::application::ports::{CircuitState, GenerationReport, Stats, StatsSnapshot};
+use crate::application::limits::LIMIT_NAMES;
+use crate::application::ports::{CircuitState, GenerationReport, Stats, StatsSnapshot, STORES};
 use crate::domain::feedback::Rating;
 
 /// Every series is named `chatbot_<name>`.
@@ -43,6 +44,20 @@ const HANDOFF_OUTCOMES: &[&str] = &[
     "agent_away",
     "auto",
     "closed",
+];
+
+/// What an upstream request can end as (`AttemptOutcome::label`, and
+/// `circuit_open` for a chat that skipped it).
+const UPSTREAM_OUTCOMES: &[&str] = &[
+    "ok",
+    "refused",
+    "timeout",
+    "status_4xx",
+    "status_429",
+    "status_5xx",
+    "reported",
+    "protocol_error",
+    "circuit_open",
 ];
 
 /// A customer waits for an agent from seconds to the queue timeout (10 min
@@ -307,7 +322,36 @@ impl PrometheusMetrics {
         for outcome in LOGIN_OUTCOMES {
             metrics.logins.with_label_values(&[outcome]);
         }
+        for limit in LIMIT_NAMES {
+            metrics.rate_limited.with_label_values(&[limit]);
+        }
+        for store in STORES {
+            metrics.store_errors.with_label_values(&[store]);
+        }
         metrics
+    }
+
+    /// Shows an upstream's series at zero from start-up: its breaker closed,
+    /// no request of any outcome yet.
+    pub fn upstream_configured(&self, role: &'static str) {
+        self.circuit_open.with_label_values(&[role]).set(0);
+        for outcome in UPSTREAM_OUTCOMES {
+            for retried in ["true", "false"] {
+                if retried == "true" && matches!(*outcome, "ok" | "circuit_open") {
+                    continue; // never follows these
+                }
+                self.upstream_requests
+                    .with_label_values(&[role, outcome, retried]);
+            }
+        }
+    }
+
+    /// Shows each reason a socket can close for at zero from start-up (the
+    /// reasons belong to the WebSocket adapter, which hands them in).
+    pub fn close_reasons(&self, reasons: impl IntoIterator<Item = &'static str>) {
+        for reason in reasons {
+            self.ws_closed.with_label_values(&[reason]);
+        }
     }
 }
 
@@ -373,6 +417,7 @@ impl Stats for PrometheusMetrics {
     }
 
     fn store_error(&self, store: &'static str) {
+        debug_assert!(STORES.contains(&store), "{store} is missing from STORES");
         self.store_errors.with_label_values(&[store]).inc();
     }
 
@@ -454,6 +499,64 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// A dashboard shows zeros, not gaps, on a fresh server: every fixed
+    /// label set is in the exposition before anything happened.
+    #[test]
+    fn fixed_label_sets_are_exported_at_zero_from_the_start() {
+        let m = PrometheusMetrics::new();
+        m.upstream_configured("primary");
+        m.close_reasons(["client_closed", "ping_timeout"]);
+        let text = m.exposition().unwrap();
+        let mut expected = vec![
+            "chatbot_upstream_circuit_open{upstream=\"primary\"}".to_owned(),
+            "chatbot_websocket_connections_closed_total{reason=\"ping_timeout\"}".to_owned(),
+            "chatbot_generations_total{outcome=\"lost_lease\"}".to_owned(),
+            "chatbot_handoff_wait_seconds_count{outcome=\"auto\"}".to_owned(),
+            "chatbot_logins_total{outcome=\"throttled\"}".to_owned(),
+        ];
+        expected.extend(
+            LIMIT_NAMES
+                .iter()
+                .map(|l| format!("chatbot_rate_limited_total{{limit=\"{l}\"}}")),
+        );
+        expected.extend(
+            STORES
+                .iter()
+                .map(|s| format!("chatbot_store_errors_total{{store=\"{s}\"}}")),
+        );
+        for outcome in UPSTREAM_OUTCOMES {
+            expected.push(format!(
+                "chatbot_upstream_requests_total{{outcome=\"{outcome}\",retried=\"false\",upstream=\"primary\"}}"
+            ));
+        }
+        for series in expected {
+            assert_eq!(line_value(&text, &series), Some(0.0), "{series}\n{text}");
+        }
+        let retried_5xx = "chatbot_upstream_requests_total{outcome=\"status_5xx\",retried=\"true\",upstream=\"primary\"}";
+        assert_eq!(line_value(&text, retried_5xx), Some(0.0));
+    }
+
+    #[test]
+    fn every_attempt_outcome_is_registered() {
+        let outcomes = [
+            AttemptOutcome::Ok,
+            AttemptOutcome::Refused,
+            AttemptOutcome::Status(429),
+            AttemptOutcome::Status(404),
+            AttemptOutcome::Status(503),
+            AttemptOutcome::Timeout,
+            AttemptOutcome::Reported,
+            AttemptOutcome::Protocol,
+        ];
+        for outcome in outcomes {
+            assert!(
+                UPSTREAM_OUTCOMES.contains(&outcome.label()),
+                "{}",
+                outcome.label()
+            );
+        }
     }
 
     #[test]

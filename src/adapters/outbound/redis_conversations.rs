@@ -14,10 +14,12 @@
 //!   client message ids, newest first, as `client-id seq message-id`;
 //! - `P:v1:{S}:live`: pub/sub channel of the session's events, one message
 //!   per published batch: the publishing instance's id, a space, and the
-//!   batch as a JSON array (the instance skips its own messages: it handed
-//!   the events to its own subscribers when it wrote them);
+//!   batch as a JSON array, published only while another instance watches
+//!   the session (the writer hands the events to its own subscribers when it
+//!   writes them, and skips its own messages if they come back);
 //! - `P:v1:{S}:watchers`: hash of instance id to `count expiry-ms`: how many
-//!   live subscriptions each instance holds, refreshed while it holds them;
+//!   live subscriptions each instance holds, refreshed while it holds them,
+//!   and which instances the append script publishes for;
 //! - `P:v1:{S}:lease`: the id of the session's running generation;
 //! - `P:v1:{S}:stop`: the generation a stop was last requested for, so an owner
 //!   whose pub/sub link was down can still find it;
@@ -79,6 +81,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `P:v1:{S}:what`, see [`Keys::session_name`].
+struct SessionName<'a> {
+    base: &'a str,
+    session: &'a SessionId,
+    what: &'a str,
+}
+
+impl std::fmt::Display for SessionName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{{{}}}:{}", self.base, self.session, self.what)
+    }
+}
+
 /// The names of every key and channel; see the module docs.
 #[derive(Debug, Clone)]
 struct Keys {
@@ -106,7 +121,21 @@ impl Keys {
     }
 
     fn session(&self, session: &SessionId, what: &str) -> String {
-        format!("{}{{{session}}}:{what}", self.base)
+        self.session_name(session, what).to_string()
+    }
+
+    /// A session's key or channel name, written where it is needed (into a
+    /// command's buffer) rather than allocated first.
+    fn session_name<'a>(
+        &'a self,
+        session: &'a SessionId,
+        what: &'a str,
+    ) -> impl std::fmt::Display + 'a {
+        SessionName {
+            base: &self.base,
+            session,
+            what,
+        }
     }
 
     fn log(&self, s: &SessionId) -> String {

@@ -6,12 +6,17 @@
 //! hash tags in braces, so every script and command touches one slot; a
 //! single Redis keeps the names without them):
 //! - `P:handoff:{session}`: a hash `v` (version), `data` (the record as JSON),
-//!   `agent` (the holding agent's id, or empty); it expires with the session;
+//!   `agent` (the holding agent's id, or empty), `summary` (the AI's summary
+//!   for that agent, dropped when another holds it or it leaves them); it
+//!   expires with the session;
 //! - `P:handoff:queue` (cluster: `P:{P:handoff}:queue`): queued sessions scored
 //!   by when they began waiting;
 //! - `P:handoff:active` (cluster: `P:{P:handoff}:active`, the queue's slot):
 //!   every queued or assigned session (for the timers);
 //! - `P:handoff:agent:{agent}`: the sessions an agent holds;
+//! - `P:handoff:agent:{agent}:taking`: who takes a conversation for the agent
+//!   now (the lease that makes a capacity check and its claim one step),
+//!   expiring with the lease;
 //! - `P:handoff:told` (cluster: `P:{P:handoff}:told`, the queue's slot): the
 //!   position each queued customer was last told, dropped as it leaves;
 //! - `P:handoff:waits` (cluster: `P:{P:handoff}:waits`): recent waits per
@@ -53,7 +58,8 @@ use super::memory_handoff::CHANGES_BUFFER;
 use super::redis_manager::{connect, Incoming, RedisConn, RedisTarget, Subscriber};
 use crate::application::ports::StoreFailure;
 use crate::application::ports::{
-    AgentOnline, AgentPresence, ConversationStoreError, HandoffChange, HandoffStore, Swap,
+    AgentOnline, AgentPresence, AgentSeen, ConversationStoreError, HandoffChange, HandoffStore,
+    Swap,
 };
 use crate::domain::handoff::{AgentRef, Handoff, Mode};
 use crate::domain::{SessionId, SessionUser, UserId, Username};
@@ -71,6 +77,7 @@ local old_agent = redis.call('HGET', KEYS[1], 'agent') or ''
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 else
+  if old_agent ~= ARGV[3] then redis.call('HDEL', KEYS[1], 'summary') end
   redis.call('HSET', KEYS[1], 'v', cur + 1, 'data', ARGV[2], 'agent', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
@@ -150,6 +157,36 @@ static STEP_DOWN: LazyLock<Script> = LazyLock::new(|| {
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
+",
+    )
+});
+
+/// KEYS: record. ARGV: agent, summary. Kept only while `agent` holds it.
+static KEEP_SUMMARY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'agent') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'summary', ARGV[2])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// KEYS: online, away. ARGV: since ms, now ms, limit. The agents seen since,
+/// latest first, each as `id, online ('1' or ''), away ('1' or '')`.
+static SEEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local rows = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for i = 1, #rows, 2 do
+  out[#out + 1] = rows[i]
+  if tonumber(rows[i + 1]) > tonumber(ARGV[2]) then out[#out + 1] = '1' else out[#out + 1] = '' end
+  out[#out + 1] = redis.call('HGET', KEYS[2], rows[i]) or ''
+end
+return out
 ",
     )
 });
@@ -428,6 +465,10 @@ impl RedisHandoffs {
             self.prefix,
             tagged(&self.conn, agent)
         )
+    }
+
+    fn taking_key(&self, agent: &UserId) -> String {
+        format!("{}:taking", self.agent_key(agent.as_str()))
     }
 
     /// Step 2 of a change: the indexes follow the new record.
@@ -732,6 +773,58 @@ impl HandoffStore for RedisHandoffs {
             .map_err(failed("could not end the auto-assignment lease"))
     }
 
+    async fn begin_taking(
+        &self,
+        agent: &UserId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, ConversationStoreError> {
+        // The assignment lease's script, on the agent's own key.
+        let held: i64 = LEAD
+            .key(self.taking_key(agent))
+            .arg(holder)
+            .arg(millis(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not take an agent's taking lease"))?;
+        Ok(held == 1)
+    }
+
+    async fn end_taking(&self, agent: &UserId, holder: &str) -> Result<(), ConversationStoreError> {
+        STEP_DOWN
+            .key(self.taking_key(agent))
+            .arg(holder)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(drop)
+            .map_err(failed("could not end an agent's taking lease"))
+    }
+
+    async fn keep_summary(
+        &self,
+        session: &SessionId,
+        agent: &UserId,
+        summary: &str,
+    ) -> Result<bool, ConversationStoreError> {
+        let kept: i64 = KEEP_SUMMARY
+            .key(self.record_key(session.as_str()))
+            .arg(agent.as_str())
+            .arg(summary)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not keep a summary"))?;
+        Ok(kept == 1)
+    }
+
+    async fn summary(&self, session: &SessionId) -> Result<Option<String>, ConversationStoreError> {
+        redis::cmd("HGET")
+            .arg(self.record_key(session.as_str()))
+            .arg("summary")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not read a summary"))
+    }
+
     fn changes(&self) -> broadcast::Receiver<HandoffChange> {
         self.changes.subscribe()
     }
@@ -920,6 +1013,32 @@ impl AgentPresence for RedisPresence {
             .await
             .map_err(failed("could not list the agents online"))?;
         Ok(roster_back(&flat))
+    }
+
+    async fn seen(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<AgentSeen>, ConversationStoreError> {
+        let flat: Vec<String> = SEEN
+            .key(self.online_key())
+            .key(self.away_key())
+            .arg(since.timestamp_millis())
+            .arg(Utc::now().timestamp_millis())
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(failed("could not list the agents seen"))?;
+        Ok(flat
+            .chunks_exact(3)
+            .filter_map(|row| {
+                Some(AgentSeen {
+                    id: UserId::parse(&row[0]).ok()?,
+                    online: !row[1].is_empty(),
+                    away: !row[2].is_empty(),
+                })
+            })
+            .collect())
     }
 }
 

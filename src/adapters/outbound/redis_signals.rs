@@ -1,4 +1,4 @@
-//! Signals (typing, an agent's summary) between instances over one Redis
+//! Signals (typing, an agent's summary, the desk's changes) between instances over one Redis
 //! pub/sub channel, `P:v1:signals` (a classic channel, which a Redis Cluster
 //! forwards to every node). Nothing is stored.
 //!
@@ -46,11 +46,12 @@ enum Wire {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
+    Desk,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Envelope {
-    /// `s:<session>` or `a:<agent>`.
+    /// `s:<session>`, `a:<agent>` or `d:` (the desk).
     to: String,
     signal: Wire,
 }
@@ -59,6 +60,7 @@ fn encode(topic: &SignalTopic, signal: &Signal) -> String {
     let to = match topic {
         SignalTopic::Session(s) => format!("s:{s}"),
         SignalTopic::Agent(a) => format!("a:{}", a.as_str()),
+        SignalTopic::Desk => "d:".to_owned(),
     };
     let signal = match signal {
         Signal::Typing {
@@ -79,6 +81,7 @@ fn encode(topic: &SignalTopic, signal: &Signal) -> String {
             rating: i64::from(csat.rating.get()),
             comment: csat.comment.as_ref().map(|c| c.as_str().to_owned()),
         },
+        Signal::DeskChanged => Wire::Desk,
     };
     serde_json::to_string(&Envelope { to, signal }).unwrap_or_default()
 }
@@ -89,6 +92,7 @@ fn decode(raw: &[u8]) -> Option<(SignalTopic, Signal)> {
     let topic = match e.to.split_once(':')? {
         ("s", s) => SignalTopic::Session(SessionId::parse(s).ok()?),
         ("a", a) => SignalTopic::Agent(UserId::parse(a).ok()?),
+        ("d", "") => SignalTopic::Desk,
         _ => return None,
     };
     let signal = match e.signal {
@@ -102,6 +106,7 @@ fn decode(raw: &[u8]) -> Option<(SignalTopic, Signal)> {
             session: SessionId::parse(&s).ok()?,
             csat: Csat::parse(rating, comment.as_deref()).ok()?,
         },
+        Wire::Desk => Signal::DeskChanged,
     };
     Some((topic, signal))
 }
@@ -264,6 +269,7 @@ mod tests {
                     csat: Csat::parse(4, Some("thanks")).unwrap(),
                 },
             ),
+            (SignalTopic::Desk, Signal::DeskChanged),
         ];
         for (topic, signal) in cases {
             let raw = encode(&topic, &signal);

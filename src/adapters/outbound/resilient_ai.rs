@@ -21,8 +21,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures_util::{stream, StreamExt};
+use futures_util::{stream, Stream, StreamExt};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 pub use breaker::{Admission, Breaker, BreakerSettings};
 pub use observer::{AttemptOutcome, NoObserver, UpstreamObserver};
@@ -31,14 +32,18 @@ pub use retry::{Failed, RetryPolicy};
 use crate::application::ports::{
     AiError, AiHealth, AiModel, AiRequest, CircuitState, TokenStream, UpstreamState,
 };
+use crate::domain::TRACE_TARGET;
 
-/// Which upstream a decorator guards, as `/health` and the observer name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which upstream a decorator guards, as `/health`, the observer and traces
+/// name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamLabel {
     /// `primary` or `fallback`.
     pub role: &'static str,
     /// `fastapi` or `openai`.
     pub provider: &'static str,
+    /// The model it is asked for, when the server names one (`OPENAI_MODEL`).
+    pub model: Option<Arc<str>>,
 }
 
 /// An upstream with retries before its first token and a circuit breaker.
@@ -132,17 +137,24 @@ impl Shared {
         let deadline = Instant::now() + self.policy.budget;
         let mut retries = 0;
         loop {
-            let (error, opened) = match self.model.stream(request.clone()).await {
-                Ok(stream) => match until_first_token(stream).await {
-                    Ok(stream) => {
-                        self.observer.attempt(role, AttemptOutcome::Ok, false);
-                        pass.settle(true);
-                        return Ok(stream);
-                    }
-                    Err(error) => (error, true),
-                },
-                Err(error) => (error, false),
+            let span = self.attempt_span(retries);
+            let tried = async {
+                match self.model.stream(request.clone()).await {
+                    Ok(stream) => until_first_token(stream).await.map_err(|e| (e, true)),
+                    Err(error) => Err((error, false)),
+                }
+            }
+            .instrument(span.clone())
+            .await;
+            let (error, opened) = match tried {
+                Ok(stream) => {
+                    self.observer.attempt(role, AttemptOutcome::Ok, false);
+                    pass.settle(true);
+                    return Ok(in_span(stream, span));
+                }
+                Err(failed) => failed,
             };
+            attempt_failed(&span, &error, opened);
             let failed = Failed {
                 error: &error,
                 opened,
@@ -167,6 +179,29 @@ impl Shared {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// One attempt's span in a trace: a client span below the answer's, so
+    /// retries and the fallback's attempts show as its siblings. Disabled
+    /// without export.
+    fn attempt_span(&self, retries: u32) -> tracing::Span {
+        let label = &self.label;
+        let model = label.model.as_deref();
+        tracing::info_span!(
+            target: TRACE_TARGET,
+            "upstream attempt",
+            otel.name = %format_args!("{} attempt {}", label.role, retries + 1),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.operation.name = "chat",
+            gen_ai.system = label.provider,
+            gen_ai.provider.name = label.provider,
+            gen_ai.request.model = model,
+            chatbot.upstream = label.role,
+            chatbot.attempt = retries + 1,
+            error.type = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        )
     }
 
     fn circuit_changed(&self, state: CircuitState) {
@@ -207,6 +242,51 @@ impl Drop for Pass {
         if !self.settled {
             self.shared.breaker.abandon(self.admission);
         }
+    }
+}
+
+/// Marks an attempt's span failed, with the kind of failure its metric
+/// counts (`status_5xx`, `timeout`, ...).
+fn attempt_failed(span: &tracing::Span, error: &AiError, opened: bool) {
+    span.record("otel.status_code", "error");
+    span.record("error.type", outcome(error, opened).label());
+    if let AiError::Status { status, .. } = error {
+        // As i64: tracing-opentelemetry exports unsigned values as text.
+        span.record("http.response.status_code", i64::from(*status));
+    }
+}
+
+/// The answer's stream polled inside its attempt's span, which lasts until
+/// the stream is dropped (the answer's end) and is marked failed if the
+/// stream ends in an error.
+fn in_span(stream: TokenStream, span: tracing::Span) -> TokenStream {
+    if span.is_disabled() {
+        return stream;
+    }
+    Box::pin(InSpan { stream, span })
+}
+
+struct InSpan {
+    stream: TokenStream,
+    span: tracing::Span,
+}
+
+impl Stream for InSpan {
+    type Item = <TokenStream as Stream>::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let polled = {
+            let _in = this.span.enter();
+            this.stream.as_mut().poll_next(cx)
+        };
+        if let std::task::Poll::Ready(Some(Err(error))) = &polled {
+            attempt_failed(&this.span, error, true);
+        }
+        polled
     }
 }
 

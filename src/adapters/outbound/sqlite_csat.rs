@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS csat (
     answered_at    INTEGER NULL
 );
 CREATE INDEX IF NOT EXISTS csat_requested_at ON csat (requested_at);
+CREATE INDEX IF NOT EXISTS csat_agent_answered ON csat (agent_id, answered_at);
 ";
 
 fn failed(e: rusqlite::Error) -> TranscriptStoreError {
@@ -109,6 +110,45 @@ pub(super) fn read(
         .optional()
         .map_err(failed)?;
     row.map(|row| parse(session, row)).transpose()
+}
+
+/// The answered records of conversations `agent` resolved, latest first.
+pub(super) fn ratings_of(
+    conn: &Connection,
+    agent: &UserId,
+    limit: usize,
+) -> Result<Vec<CsatRecord>, TranscriptStoreError> {
+    let mut statement = conn
+        .prepare(
+            "SELECT session_id, user_id, agent_id, agent_username, requested_at, rating, comment,
+                    answered_at
+               FROM csat WHERE agent_id = ?1 AND answered_at IS NOT NULL
+              ORDER BY answered_at DESC LIMIT ?2",
+        )
+        .map_err(failed)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement
+        .query_map(params![agent.as_str(), limit], |r| {
+            let session: String = r.get(0)?;
+            let row: Row = (
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            );
+            Ok((session, row))
+        })
+        .map_err(failed)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (session, row) = row.map_err(failed)?;
+        let session = SessionId::parse(&session).map_err(|_| bad("session_id"))?;
+        out.push(parse(&session, row)?);
+    }
+    Ok(out)
 }
 
 fn parse(session: &SessionId, row: Row) -> Result<CsatRecord, TranscriptStoreError> {

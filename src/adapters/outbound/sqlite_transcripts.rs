@@ -422,6 +422,16 @@ impl TranscriptStore for SqliteTranscriptStore {
             .await
     }
 
+    async fn ratings_of(
+        &self,
+        agent: &UserId,
+        limit: usize,
+    ) -> Result<Vec<CsatRecord>, TranscriptStoreError> {
+        let agent = agent.clone();
+        self.with_conn(move |conn| super::sqlite_csat::ratings_of(conn, &agent, limit))
+            .await
+    }
+
     async fn owner(&self, session: &SessionId) -> Result<Option<UserId>, TranscriptStoreError> {
         let session = session.as_str().to_owned();
         let owner: Option<String> = self

@@ -197,12 +197,15 @@ impl UpstreamAi {
     }
 
     /// The POST of one answer, in this upstream's contract, with a
-    /// `traceparent` of its own: a new span in the chat's trace (the
-    /// caller's, when it sent one), or a new trace.
+    /// `traceparent` of its own. With trace export on, that is the current
+    /// span's (the attempt's, in the chat's trace); without, a made-up span
+    /// in the chat's trace (the caller's, when it sent one), or a new trace.
     fn answer_request(&self, request: &AiRequest) -> RequestBuilder {
-        let trace = request
-            .trace
-            .map_or_else(TraceContext::new_root, |t| t.child());
+        let trace = crate::telemetry::otel::current_context().unwrap_or_else(|| {
+            request
+                .trace
+                .map_or_else(TraceContext::new_root, |t| t.child())
+        });
         let post = self
             .client
             .post(self.endpoint.clone())

@@ -53,6 +53,16 @@ pub enum Swap {
 /// - `lead_assignment` takes (or, when `holder` has it, extends) the one
 ///   lease of auto-assignment over all instances for `ttl`: `true` when
 ///   `holder` holds it; `end_assignment` gives it up if `holder` holds it.
+/// - `begin_taking` takes (or, when `holder` has it, extends) `agent`'s
+///   lease of taking conversations for `ttl`: `true` when `holder` holds
+///   it. While one holder has it no other gets it, over all instances, so an
+///   agent's capacity check and the claim it allows are one step;
+///   `end_taking` gives it up if `holder` holds it. A lease is forgotten
+///   once it lapsed or ended.
+/// - `keep_summary` keeps `summary` with the conversation while `agent`
+///   holds it (`false`, nothing kept, when they do not); `summary` gives it
+///   back. A swap that gives the conversation to another agent, or back to
+///   the queue or the bot, forgets it.
 /// - `record_wait` keeps one claimed conversation's wait per place in line
 ///   among the last [`crate::domain::queue::WAIT_WINDOW`] (older ones go);
 ///   `recent_waits` returns them, over all instances.
@@ -104,6 +114,20 @@ pub trait HandoffStore: Send + Sync {
         ttl: std::time::Duration,
     ) -> Result<bool, ConversationStoreError>;
     async fn end_assignment(&self, holder: &str) -> Result<(), ConversationStoreError>;
+    async fn begin_taking(
+        &self,
+        agent: &UserId,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, ConversationStoreError>;
+    async fn end_taking(&self, agent: &UserId, holder: &str) -> Result<(), ConversationStoreError>;
+    async fn keep_summary(
+        &self,
+        session: &SessionId,
+        agent: &UserId,
+        summary: &str,
+    ) -> Result<bool, ConversationStoreError>;
+    async fn summary(&self, session: &SessionId) -> Result<Option<String>, ConversationStoreError>;
     /// Changes from now on, from every instance. A lagging receiver should
     /// re-read what it shows.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<HandoffChange>;
@@ -117,6 +141,16 @@ pub struct AgentOnline {
     pub away: bool,
     /// When they last took a conversation (`None`: not since the store knows).
     pub last_assigned: Option<DateTime<Utc>>,
+}
+
+/// An agent as the desk shows them: online or when last seen, and their status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSeen {
+    pub id: UserId,
+    /// At least one socket lease of theirs is open.
+    pub online: bool,
+    /// The status they chose.
+    pub away: bool,
 }
 
 /// Which agents have an agent socket open, on any instance. Each socket holds
@@ -133,6 +167,8 @@ pub struct AgentOnline {
 /// - `note_assigned` remembers when the agent last took a conversation.
 /// - `roster` lists the agents online now (at most `limit`) with their
 ///   status and last taking, over all instances.
+/// - `seen` lists the agents online now or last seen at `since` or later
+///   (at most `limit`, the most recently seen first), over all instances.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait AgentPresence: Send + Sync {
@@ -160,4 +196,9 @@ pub trait AgentPresence: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<(), ConversationStoreError>;
     async fn roster(&self, limit: usize) -> Result<Vec<AgentOnline>, ConversationStoreError>;
+    async fn seen(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<AgentSeen>, ConversationStoreError>;
 }

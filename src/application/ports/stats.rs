@@ -21,6 +21,18 @@ pub struct GenerationReport {
     pub tokens: u64,
 }
 
+/// Every store a failure is counted for (`Stats::store_error`), so the
+/// metrics can show each at zero from start-up.
+pub const STORES: &[&str] = &[
+    "users",
+    "sessions",
+    "conversations",
+    "transcripts",
+    "usage",
+    "access",
+    "limiter",
+];
+
 /// Where the use cases (and the inbound adapters, for HTTP) count what
 /// happens: in-process counters for `/api/stats` and the Prometheus
 /// exposition behind `/metrics`. Called on hot paths, so methods are
@@ -65,8 +77,7 @@ pub trait Stats: Send + Sync {
     fn rate_limited(&self, limit: &'static str) {
         let _ = limit;
     }
-    /// A store failed (`users`, `sessions`, `conversations`, `transcripts`,
-    /// `access`, `limiter`).
+    /// A store failed: one of [`STORES`].
     fn store_error(&self, store: &'static str) {
         let _ = store;
     }

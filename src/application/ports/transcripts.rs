@@ -149,6 +149,16 @@ pub trait TranscriptStore: Send + Sync {
     /// # Errors
     /// [`TranscriptStoreError`] when the store fails.
     async fn csat(&self, session: &SessionId) -> Result<Option<CsatRecord>, TranscriptStoreError>;
+    /// The answered satisfaction records of conversations `agent` resolved,
+    /// the latest answer first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`TranscriptStoreError`] when the store fails.
+    async fn ratings_of(
+        &self,
+        agent: &UserId,
+        limit: usize,
+    ) -> Result<Vec<CsatRecord>, TranscriptStoreError>;
     /// The customer whose conversation `session` is, if any entry of it is kept.
     ///
     /// # Errors

@@ -72,6 +72,13 @@ export type Mode = "bot" | "queued" | "assigned";
  */
 export type QueuePosition = number;
 /**
+ * 1 (very unhappy) to 5 (very happy).
+ *
+ * This interface was referenced by `ProtocolSchemas`'s JSON-Schema
+ * via the `definition` "CsatRating".
+ */
+export type CsatRating = 1 | 2 | 3 | 4 | 5;
+/**
  * A stable, machine-readable code from the server's catalogue (every
  * code that can arrive as a WebSocket `error` message); codes never
  * change meaning, messages may be reworded.
@@ -124,13 +131,6 @@ export type ErrorCode =
  * via the `definition` "RequestId".
  */
 export type RequestId = string;
-/**
- * 1 (very unhappy) to 5 (very happy).
- *
- * This interface was referenced by `ProtocolSchemas`'s JSON-Schema
- * via the `definition` "CsatRating".
- */
-export type CsatRating = 1 | 2 | 3 | 4 | 5;
 /**
  * The event's place in its session's log (1, 2, 3, ...; never reused).
  */
@@ -354,6 +354,44 @@ export interface HeldConversation {
   assignedAt: Timestamp;
   waitingSince: Timestamp;
   lastMessage: string | null;
+  /**
+   * The AI's `handoff-summary` of the conversation, kept while this agent holds it; absent until it came (or with `HANDOFF_SUMMARY=false`).
+   */
+  summary?: string;
+}
+/**
+ * An agent as the desk shows them.
+ *
+ * This interface was referenced by `ProtocolSchemas`'s JSON-Schema
+ * via the `definition` "DeskAgent".
+ */
+export interface DeskAgent {
+  id: Id;
+  username: string;
+  /**
+   * Online and available, online and away, or no console open.
+   */
+  status: "available" | "away" | "offline";
+  /**
+   * The conversations they hold now.
+   */
+  conversations: number;
+}
+/**
+ * A customer's rating of a conversation this agent resolved.
+ *
+ * This interface was referenced by `ProtocolSchemas`'s JSON-Schema
+ * via the `definition` "AgentRating".
+ */
+export interface AgentRating {
+  sessionId: Id;
+  /**
+   * The customer's username, while the user store knows them.
+   */
+  customer?: string;
+  rating: CsatRating;
+  comment?: string;
+  answeredAt: Timestamp;
 }
 /**
  * What the agent socket adds to a conversation's event - the conversation it belongs to.
@@ -965,6 +1003,18 @@ export interface AgentStatusPayload {
 }
 /**
  * This interface was referenced by `ProtocolSchemas`'s JSON-Schema
+ * via the `definition` "AgentsPayload".
+ */
+export interface AgentsPayload {
+  type: "agents";
+  /**
+   * At most 200.
+   */
+  agents: DeskAgent[];
+  timestamp: Timestamp;
+}
+/**
+ * This interface was referenced by `ProtocolSchemas`'s JSON-Schema
  * via the `definition` "AgentConnectedPayload".
  */
 export interface AgentConnectedPayload {
@@ -983,6 +1033,10 @@ export interface AgentConnectedPayload {
    * AGENT_MAX_CONVERSATIONS - a claim beyond it gets agent_at_capacity.
    */
   maxConversations: number;
+  /**
+   * At most 20. The latest ratings of conversations this agent resolved, newest first, as kept with the transcripts.
+   */
+  ratings: AgentRating[];
   timestamp: Timestamp;
 }
 /**
@@ -1147,4 +1201,5 @@ export type AgentServerMessage =
   | HeldTypingPayload
   | HandoffSummaryPayload
   | HeldCsatRequestPayload
-  | AgentCsatPayload;
+  | AgentCsatPayload
+  | AgentsPayload;

@@ -429,7 +429,8 @@ export interface paths {
          *     go back in time: the first holds the newest `limit` messages
          *     (default 50, at most 200), oldest first; pass its `next` as `before`
          *     for the page before it. The conversation's owner and agents may read
-         *     it.
+         *     it. Once the customer rated the conversation after an agent resolved
+         *     it, `csat` holds that rating on every page.
          */
         get: operations["sessionMessages"];
         put?: never;
@@ -1507,7 +1508,17 @@ export interface components {
          *           }
          *         }
          *       ],
-         *       "next": "1795572199292-41"
+         *       "next": "1795572199292-41",
+         *       "csat": {
+         *         "rating": 5,
+         *         "comment": "Sorted in five minutes",
+         *         "agent": {
+         *           "id": "65a1b2c3d4e5f6a7b8c9d0e2",
+         *           "username": "agent_bob"
+         *         },
+         *         "requestedAt": "2026-11-25T02:06:40.500Z",
+         *         "answeredAt": "2026-11-25T02:07:02.931Z"
+         *       }
          *     }
          */
         TranscriptBody: {
@@ -1519,6 +1530,36 @@ export interface components {
             messages: components["schemas"]["TranscriptMessage"][];
             /** @description Pass as `before` for the page of older messages; absent on the oldest page. */
             next?: string;
+            /**
+             * @description The customer's satisfaction rating of the conversation, on every
+             *     page once they gave one; absent before.
+             */
+            csat?: components["schemas"]["TranscriptCsat"] & unknown;
+        };
+        /**
+         * TranscriptCsat
+         * @description How the customer rated the conversation after an agent resolved it
+         *     (`csat`; a second answer replaced the first).
+         */
+        TranscriptCsat: {
+            /**
+             * Format: uint8
+             * @description 1 (very unhappy) to 5 (very happy).
+             */
+            rating: number;
+            comment?: string;
+            /** @description The agent who resolved the conversation. */
+            agent: components["schemas"]["MessageAgent"] & unknown;
+            /**
+             * Format: date-time
+             * @description When the customer was asked (`csat-request`), ISO-8601 UTC, milliseconds.
+             */
+            requestedAt: string;
+            /**
+             * Format: date-time
+             * @description When the customer answered, ISO-8601 UTC, milliseconds.
+             */
+            answeredAt: string;
         };
         /**
          * TranscriptMessage
@@ -1921,7 +1962,8 @@ export interface components {
          *             "typing",
          *             "handoff-summary",
          *             "csat-request",
-         *             "csat"
+         *             "csat",
+         *             "agents"
          *           ]
          *         },
          *         "handoff": {

@@ -25,7 +25,7 @@ use super::super::errors::{ErrorBody, ErrorCode};
 use super::super::{client_ip, request_context, AppContext, RequestContext};
 use super::agent_protocol::{
     agent_event_json, parse_agent_message, status_word, AgentAction, AgentCommand, AgentReply,
-    HeldConversation,
+    HeldConversation, RatingView,
 };
 use super::protocol::{now, AgentView};
 use super::transport::{
@@ -41,7 +41,7 @@ use crate::application::{
 };
 use crate::domain::conversation::Seq;
 use crate::domain::handoff::Mode;
-use crate::domain::signal::{Side, Signal, TypingThrottle};
+use crate::domain::signal::{Side, Signal};
 use crate::domain::{SessionId, User};
 use crate::telemetry::ErrorChain;
 
@@ -103,6 +103,7 @@ pub async fn agent_ws_endpoint(
         claims,
         request: request_context(req),
     };
+    let traced = super::connection_span(req, "/agent/ws", None, &connection.agent.id);
     let tracker = ctx.connections.clone();
     let pending = std::sync::Mutex::new(Some((connection, permit, revocations)));
     ws.config(socket_config())
@@ -112,9 +113,10 @@ pub async fn agent_ws_endpoint(
             let (connection, permit, revocations) =
                 taken.expect("an upgrade starts its connection once");
             let span = connection.span();
+            let serving = connection.serve(socket, permit.take(), revocations);
             tracker.track_future(tracing::Instrument::instrument(
-                connection.serve(socket, permit.take(), revocations),
-                span,
+                tracing::Instrument::instrument(serving, span),
+                traced,
             ))
         })
         .into_response()
@@ -141,8 +143,6 @@ struct Follows {
     tx: mpsc::Sender<String>,
     tasks: tokio::task::JoinSet<()>,
     by_session: HashMap<SessionId, AbortHandle>,
-    /// The agent's typing rate in each conversation followed.
-    typing: HashMap<SessionId, TypingThrottle>,
 }
 
 impl Follows {
@@ -165,17 +165,7 @@ impl Follows {
     }
 
     fn unfollow(&mut self, session: &SessionId) -> bool {
-        self.typing.remove(session);
         self.by_session.remove(session).map(|h| h.abort()).is_some()
-    }
-
-    /// The throttle of the agent's typing in `session`; only conversations
-    /// followed have one, so the map is as bounded as the follows.
-    fn throttle(&mut self, session: &SessionId) -> Option<&mut TypingThrottle> {
-        if !self.follows(session) {
-            return None;
-        }
-        Some(self.typing.entry(session.clone()).or_default())
     }
 
     /// Forgets finished tasks, so the set does not grow.
@@ -231,6 +221,19 @@ async fn forward(
     }
 }
 
+/// Forwards each new reading of the desk to the writer.
+async fn say_desk(
+    mut desk: tokio::sync::watch::Receiver<crate::domain::desk::Desk>,
+    tx: mpsc::Sender<String>,
+) {
+    while desk.changed().await.is_ok() {
+        let shown = AgentReply::agents(&desk.borrow_and_update()).to_json();
+        if tx.send(shown).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Forwards what is said to this agent alone (a summary) to the writer.
 async fn say_signals(mut signals: SignalStream, tx: mpsc::Sender<String>) {
     while let Some(signal) = signals.next().await {
@@ -246,7 +249,7 @@ async fn say_signals(mut signals: SignalStream, tx: mpsc::Sender<String>) {
                 comment: csat.comment.map(|c| c.as_str().to_owned()),
                 timestamp: now(),
             },
-            Signal::Typing { .. } => continue,
+            Signal::Typing { .. } | Signal::DeskChanged => continue,
         };
         if tx.send(said.to_json()).await.is_err() {
             return;
@@ -346,7 +349,6 @@ impl AgentConnection {
             tx,
             tasks: tokio::task::JoinSet::new(),
             by_session: HashMap::new(),
-            typing: HashMap::new(),
         };
         let changes = self.ctx.handoff.handoff_changes();
         // Before `connected`, so a summary of a claim made right after is heard.
@@ -356,7 +358,7 @@ impl AgentConnection {
             .spawn(say_signals(signals, follows.tx.clone()));
         self.ctx
             .handoff
-            .agent_present(&self.agent.id, &self.socket_id)
+            .agent_arrived(&self.agent.id, &self.socket_id)
             .await;
         self.greet(&out, &mut follows).await;
         let end = self
@@ -430,32 +432,38 @@ impl AgentConnection {
     }
 
     /// `connected` with the conversations the agent holds (followed live from
-    /// now; `watch` replays what the console missed), then the queue.
+    /// now; `watch` replays what the console missed), each with its summary,
+    /// and the agent's latest ratings; then the queue and the desk, whose
+    /// changes follow from then on.
     async fn greet(&self, out: &queue::Sender<Outbound>, follows: &mut Follows) {
-        let held = self
-            .ctx
-            .handoff
-            .held_by(&self.agent.id)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %ErrorChain(&e), "could not list an agent's conversations");
-                Vec::new()
-            });
+        let handoff = &self.ctx.handoff;
+        let held = handoff.held_by(&self.agent.id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %ErrorChain(&e), "could not list an agent's conversations");
+            Vec::new()
+        });
+        let mut conversations = Vec::with_capacity(held.len());
         for h in &held {
             follows.follow(&h.session, None);
+            let summary = handoff.summary_of(&h.session).await;
+            conversations.push(HeldConversation::from(h).with_summary(summary));
         }
-        let handoff = &self.ctx.handoff;
         let (assign, max_conversations) = handoff.assignment();
+        let ratings = handoff.ratings_of(&self.agent.id).await;
         let hello = AgentReply::Connected {
             agent: AgentView::from(&crate::application::handoff::agent_ref(&self.agent)),
-            conversations: held.iter().map(HeldConversation::from).collect(),
+            conversations,
             status: status_word(handoff.is_away(&self.agent.id).await),
             assign: assign.as_str(),
             max_conversations,
+            ratings: ratings.iter().filter_map(RatingView::of).collect(),
             timestamp: now(),
         };
         let _ = out.push(Outbound::Message(hello.to_json())).await;
         self.send_queue(out).await;
+        let mut desk = handoff.desk();
+        let shown = AgentReply::agents(&desk.borrow_and_update());
+        let _ = out.push(Outbound::Message(shown.to_json())).await;
+        follows.tasks.spawn(say_desk(desk, follows.tx.clone()));
         // An agent who came online may be given what waits.
         handoff.assign_waiting().await;
     }
@@ -631,8 +639,9 @@ impl AgentConnection {
             return;
         };
         if follows.follow(session, None) {
+            let summary = self.ctx.handoff.summary_of(session).await;
             let assigned = AgentReply::ConversationAssigned {
-                conversation: HeldConversation::from(&h),
+                conversation: HeldConversation::from(&h).with_summary(summary),
                 timestamp: now(),
             };
             let _ = out.push(Outbound::Message(assigned.to_json())).await;
@@ -731,13 +740,10 @@ impl AgentConnection {
     ) -> Option<AgentReply> {
         let refused =
             |code: ErrorCode| AgentReply::error(code, code.message(), Some(session), None);
-        let Some(throttle) = follows.throttle(session) else {
+        if !follows.follows(session) {
             return Some(refused(ErrorCode::NotAssigned));
-        };
-        let said = self
-            .ctx
-            .handoff
-            .agent_typing(&self.agent, session, state, throttle);
+        }
+        let said = self.ctx.handoff.agent_typing(&self.agent, session, state);
         match said.await {
             Ok(()) => None,
             Err(e) => {

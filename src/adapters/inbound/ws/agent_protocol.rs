@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 
 use super::super::errors::{content_refusal, ErrorCode};
 use super::protocol::{event_value, now, parse_typing, AgentView, Refusal};
+use crate::application::csat::GivenRating;
 use crate::domain::conversation::{ClientMessageId, LoggedEvent, Seq};
+use crate::domain::desk::DeskAgent;
 use crate::domain::handoff::Handoff;
 use crate::domain::time::iso_millis;
 use crate::domain::{ChatContent, SessionId};
@@ -66,6 +68,8 @@ pub const AGENT_SERVER_MESSAGE_TYPES: &[&str] = &[
     // `csat` reaches the agent who resolved the conversation, live.
     "csat-request",
     "csat",
+    // Every agent's presence and load, on every change (live only).
+    "agents",
 ];
 
 /// What an agent asks for.
@@ -294,7 +298,7 @@ pub struct QueueItem {
     pub last_message: Option<String>,
 }
 
-/// A conversation an agent holds.
+/// A conversation an agent holds; `summary` is the AI's, once it came.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeldConversation {
@@ -303,6 +307,65 @@ pub struct HeldConversation {
     pub assigned_at: String,
     pub waiting_since: String,
     pub last_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+impl HeldConversation {
+    /// With the summary kept for it, if any.
+    pub fn with_summary(mut self, summary: Option<String>) -> Self {
+        self.summary = summary;
+        self
+    }
+}
+
+/// A rating of a conversation this agent resolved, as `connected` lists them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RatingView {
+    pub session_id: String,
+    /// The customer's name, while the user store knows them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    pub rating: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub answered_at: String,
+}
+
+impl RatingView {
+    /// `None` for a record without an answer.
+    pub fn of(given: &GivenRating) -> Option<Self> {
+        let (csat, at) = given.record.answer.as_ref()?;
+        Some(Self {
+            session_id: given.record.session.as_str().to_owned(),
+            customer: given.customer.as_ref().map(|u| u.as_str().to_owned()),
+            rating: csat.rating.get(),
+            comment: csat.comment.as_ref().map(|c| c.as_str().to_owned()),
+            answered_at: iso_millis(*at),
+        })
+    }
+}
+
+/// An agent on the desk: `status` is `available`, `away` or `offline`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeskAgentView {
+    pub id: String,
+    pub username: String,
+    pub status: &'static str,
+    pub conversations: usize,
+}
+
+impl From<&DeskAgent> for DeskAgentView {
+    fn from(a: &DeskAgent) -> Self {
+        Self {
+            id: a.id.as_str().to_owned(),
+            username: a.username.as_str().to_owned(),
+            status: a.status.as_str(),
+            conversations: a.conversations,
+        }
+    }
 }
 
 fn customer(h: &Handoff) -> CustomerView {
@@ -342,6 +405,7 @@ impl From<&Handoff> for HeldConversation {
             assigned_at: iso_millis(assigned_at),
             waiting_since: iso_millis(h.waiting_since),
             last_message: h.last_message.clone(),
+            summary: None,
         }
     }
 }
@@ -358,6 +422,14 @@ pub enum AgentReply {
         status: &'static str,
         assign: &'static str,
         max_conversations: usize,
+        /// The latest ratings of conversations this agent resolved.
+        ratings: Vec<RatingView>,
+        timestamp: String,
+    },
+    /// Every agent seen lately: available, away or offline, and how many
+    /// conversations each holds.
+    Agents {
+        agents: Vec<DeskAgentView>,
         timestamp: String,
     },
     /// The agent's status, as they last set it.
@@ -461,6 +533,13 @@ impl AgentReply {
             message: message.into(),
             session_id: session.map(|s| s.as_str().to_owned()),
             request_id,
+            timestamp: now(),
+        }
+    }
+
+    pub fn agents(desk: &[DeskAgent]) -> Self {
+        AgentReply::Agents {
+            agents: desk.iter().map(DeskAgentView::from).collect(),
             timestamp: now(),
         }
     }

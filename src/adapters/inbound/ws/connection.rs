@@ -32,7 +32,6 @@ use crate::application::{
 use crate::domain::conversation::Seq;
 use crate::domain::csat::Csat;
 use crate::domain::feedback::Feedback;
-use crate::domain::signal::TypingThrottle;
 use crate::domain::time::MAX_DURATION;
 use crate::domain::{MessageId, SessionId, UserId};
 use crate::telemetry::ErrorChain;
@@ -211,7 +210,10 @@ impl Connection {
         out.close();
         let closed = writer.finish(matches!(exit, Exit::ClientClosed)).await;
         let reason = closed.map_or(exit.as_str(), CloseReason::text);
-        counted.closing(closed.map_or(exit.label(), CloseReason::label));
+        let label = closed.map_or(exit.label(), CloseReason::label);
+        // The connection's span in a trace, when there is one (see `connection_span`).
+        tracing::Span::current().record("chatbot.close_reason", label);
+        counted.closing(label);
         drop(counted);
         self.span()
             .in_scope(|| tracing::info!(reason, "websocket disconnected"));
@@ -269,7 +271,6 @@ impl Connection {
         authority: &mut Authority,
     ) -> Exit {
         let mut revocations = authority.revocations.take();
-        let mut typing = TypingThrottle::default();
         let interval = self.ctx.websocket.ping_interval;
         let mut next_ping = Instant::now() + interval;
         // One pinned sleep serves both the pings and the token's expiry: each
@@ -312,7 +313,7 @@ impl Connection {
                 }
                 frame = stream.next() => {
                     alive.last_seen = Instant::now();
-                    Box::pin(self.on_client_frame(frame, out, authority, &mut typing)).await
+                    Box::pin(self.on_client_frame(frame, out, authority)).await
                 }
             };
             if let Some(exit) = exit {
@@ -330,9 +331,8 @@ impl Connection {
         frame: Option<Result<Message, std::io::Error>>,
         out: &queue::Sender<Outbound>,
         authority: &mut Authority,
-        typing: &mut TypingThrottle,
     ) -> Option<Exit> {
-        let reply = match self.on_frame(frame, authority, typing).await {
+        let reply = match self.on_frame(frame, authority).await {
             Ok(reply) => reply?,
             Err(Stop::Exit(exit)) => return Some(exit),
             Err(Stop::SessionGone) => {
@@ -435,7 +435,6 @@ impl Connection {
         &self,
         frame: Option<Result<Message, std::io::Error>>,
         authority: &mut Authority,
-        typing: &mut TypingThrottle,
     ) -> Result<Option<Reply>, Stop> {
         match frame {
             None | Some(Ok(Message::Close(_))) => Err(Stop::Exit(Exit::ClientClosed)),
@@ -453,7 +452,7 @@ impl Connection {
                 }
             },
             Some(Ok(Message::Text(text))) => {
-                self.handle_text(&text, authority, typing)
+                self.handle_text(&text, authority)
                     .instrument(self.span())
                     .await
             }
@@ -470,7 +469,6 @@ impl Connection {
         &self,
         text: &str,
         authority: &mut Authority,
-        typing: &mut TypingThrottle,
     ) -> Result<Option<Reply>, Stop> {
         let message = match parse_client_message(text, self.ctx.websocket.max_message_chars) {
             Ok(m) => m,
@@ -527,7 +525,7 @@ impl Connection {
                 feedback,
             } => return self.feedback(message_id, feedback).await,
             ClientMessage::Regenerate => return self.regenerate().await,
-            ClientMessage::Typing { state } => return Ok(self.typing(state, typing).await),
+            ClientMessage::Typing { state } => return Ok(self.typing(state).await),
             ClientMessage::Csat { csat } => return Ok(Some(self.csat(csat).await)),
         };
         Ok(reply)
@@ -535,11 +533,8 @@ impl Connection {
 
     /// The customer is (not) typing: the agent holding the conversation
     /// hears it; nothing is answered unless the store failed.
-    async fn typing(&self, state: bool, throttle: &mut TypingThrottle) -> Option<Reply> {
-        let said = self
-            .ctx
-            .handoff
-            .customer_typing(&self.session_id, state, throttle);
+    async fn typing(&self, state: bool) -> Option<Reply> {
+        let said = self.ctx.handoff.customer_typing(&self.session_id, state);
         match said.await {
             Ok(()) => None,
             Err(e) => {
@@ -694,6 +689,19 @@ impl Exit {
 mod tests {
     use super::*;
     use crate::domain::Username;
+
+    /// The metrics show every close label at zero from start-up; a label
+    /// not in that list would appear only after its first close.
+    #[test]
+    fn every_close_is_counted_under_a_known_label() {
+        let known: Vec<&str> = super::super::close_labels().collect();
+        let exits = [Exit::ClientClosed, Exit::WriterGone]
+            .into_iter()
+            .chain(CloseReason::ALL.iter().map(|r| Exit::Close(*r)));
+        for exit in exits {
+            assert!(known.contains(&exit.label()), "{}", exit.label());
+        }
+    }
 
     fn claims(expires_at: i64) -> TokenClaims {
         TokenClaims {

@@ -42,6 +42,16 @@ use protocol::{AgentView, QuotaView};
 
 pub use protocol::{CLIENT_MESSAGE_TYPES, SERVER_MESSAGE_TYPES};
 
+/// Every reason a closed socket (either kind) is counted under, for the
+/// metrics to show each at zero from start-up: the client's own close, a
+/// client that stopped reading, a connection dropped before it said why
+/// (`aborted`), and each [`transport::CloseReason`].
+pub fn close_labels() -> impl Iterator<Item = &'static str> {
+    ["client_closed", "client_stopped_reading", "aborted"]
+        .into_iter()
+        .chain(transport::CloseReason::ALL.iter().map(|r| r.label()))
+}
+
 /// The codes [`ws_endpoint`] can refuse an upgrade with, besides the CORS
 /// refusal every route shares.
 pub const UPGRADE_REFUSALS: &[ErrorCode] = &[
@@ -201,6 +211,7 @@ pub async fn ws_endpoint(
         }
     };
     let quota = ctx.chat.quota(&user.id).await;
+    let traced = connection_span(req, "/ws", Some(&session_id), &user.id);
     let opened = Opened {
         session_id,
         resumed,
@@ -211,8 +222,36 @@ pub async fn ws_endpoint(
         permit,
         request: request_context(req),
         mode,
+        traced,
     };
     upgrade(ws, ctx, opened)
+}
+
+/// A socket's span in a trace, from the upgrade to the close, a child of
+/// the upgrade request's span (so of the caller's `traceparent`): every
+/// answer the socket asks for is a child of it. A root for the logs (made
+/// contextually, every line the socket logs would carry the request's
+/// fields), and the request's child in the trace only, so the request's
+/// span is exported when it ends, not when the socket closes. Disabled
+/// without export, so it costs an idle socket nothing then.
+pub(super) fn connection_span(
+    req: &Request,
+    route: &'static str,
+    session: Option<&SessionId>,
+    user: &crate::domain::UserId,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: crate::domain::TRACE_TARGET,
+        parent: None,
+        "WebSocket",
+        otel.name = %format_args!("WebSocket {route}"),
+        otel.kind = "server",
+        chatbot.session_id = session.map(SessionId::as_str),
+        chatbot.user_id = %user,
+        chatbot.close_reason = tracing::field::Empty,
+    );
+    crate::telemetry::otel::follow(&span, &super::request_span(req));
+    span
 }
 
 /// What a connection starts from, settled before the upgrade.
@@ -230,6 +269,8 @@ struct Opened {
     mode: Mode,
     /// The user's token usage in the budget window, when known.
     quota: Option<Quota>,
+    /// The connection's span in a trace ([`connection_span`]).
+    traced: tracing::Span,
 }
 
 /// Answers the upgrade and hands the socket to a tracked [`Connection`].
@@ -261,12 +302,10 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
                 agent: opened.mode.agent().map(AgentView::from),
                 quota: opened.quota.as_ref().map(QuotaView::from),
             };
-            tracker.track_future(connection.start(
-                socket,
-                hello,
-                opened.attachment,
-                opened.authority,
-            ))
+            let serving = opened
+                .traced
+                .in_scope(|| connection.start(socket, hello, opened.attachment, opened.authority));
+            tracker.track_future(tracing::Instrument::instrument(serving, opened.traced))
         })
         .into_response()
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use redis::Script;
+use redis::{Cmd, ErrorKind, RedisWrite, Script, ServerErrorKind};
 
 use super::super::redis_manager::{RedisConn, RedisTarget};
 use super::codec::{decode_entry, encode_entry};
@@ -25,9 +25,10 @@ use crate::domain::{MessageId, SessionId};
 /// small enough that Lua prints `start + count` as an integer, not `1e+15`.
 const MAX_PAGE: usize = 1 << 30;
 
-/// Appends to one or more sessions' logs in one call. KEYS: four per
-/// session: log, head, client ids and live channel (declared even when not
-/// publishing, so a cluster checks they hash to the session's slot). ARGV:
+/// Appends to one or more sessions' logs in one call. KEYS: five per
+/// session: log, head, client ids, live channel and watchers hash (declared
+/// even when not publishing, so a cluster checks they hash to the session's
+/// slot). ARGV:
 /// ttl ms, limit, ids kept, the publish command (`''` for none) and the
 /// origin the live message starts with; then per session the event count
 /// and three per event: entry, client message id (`''` if none), message
@@ -44,6 +45,19 @@ const MAX_PAGE: usize = 1 << 30;
 /// message can never disagree with the log: it is the stored entries with
 /// their seqs spliced in (`{"seq":N,` + the entry without its `{`), which
 /// is the form `codec::decode_batch` reads.
+///
+/// A batch is published only when an instance other than the origin has a
+/// field in the session's watchers hash: the origin hands its events to its
+/// own subscribers, so on a single instance (or a session watched only
+/// where its answer runs) the message would only come back to be dropped,
+/// costing Redis a publish and the origin a read. This is safe because an
+/// instance records itself there only once Redis confirmed its subscription
+/// and before its subscriber reads the log (see `pubsub::reconcile`): a
+/// batch the script did not publish to it is already in the log it reads.
+/// A field that vanished while its instance still watched (it missed its
+/// refreshes) is noticed at the next refresh, which fills the gap from the
+/// log (see `pubsub::beat`). Expired fields still count here (a publish too
+/// many is harmless; one too few is not).
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -52,6 +66,14 @@ local limit = tonumber(ARGV[2])
 local kept = tonumber(ARGV[3])
 local command = ARGV[4]
 local expiry = ttl + math.min(math.floor(ttl / 10), 60000)
+
+-- Whether an instance other than the origin (ARGV[5]) watches the session.
+local function others_watch(watchers)
+  local n = redis.call('HLEN', watchers)
+  if n == 0 then return false end
+  if n > 1 then return true end
+  return redis.call('HEXISTS', watchers, ARGV[5]) == 0
+end
 
 local function append(k, at, n)
   local head = redis.call('INCRBY', KEYS[k + 2], n)
@@ -86,16 +108,16 @@ local function append(k, at, n)
       redis.call('PEXPIRE', KEYS[k + j], expiry)
     end
   end
-  if command ~= '' then
+  if command ~= '' and others_watch(KEYS[k + 5]) then
     redis.call(command, KEYS[k + 4], ARGV[5] .. ' [' .. table.concat(live, ',') .. ']')
   end
   return first
 end
 
 local results, at = {}, 6
-for s = 0, #KEYS / 4 - 1 do
+for s = 0, #KEYS / 5 - 1 do
   local n = tonumber(ARGV[at])
-  local ok, first = pcall(append, 4 * s, at + 1, n)
+  local ok, first = pcall(append, 5 * s, at + 1, n)
   if ok then
     results[s + 1] = first
   elseif type(first) == 'table' then
@@ -323,29 +345,19 @@ impl RedisEventLog {
         batch: &[PreparedAppend],
         origin: Option<&str>,
     ) -> Result<Vec<Result<Seq, StoreFailure>>, StoreFailure> {
-        let mut invocation = APPEND.prepare_invoke();
-        invocation
-            .arg(self.ttl_ms)
-            .arg(self.limit)
-            .arg(CLIENT_MESSAGE_IDS_KEPT);
-        match origin {
-            Some(origin) => invocation.arg(self.keys.publish_command()).arg(origin),
-            None => invocation.arg("").arg(""),
-        };
-        for one in batch {
-            let session = &one.session;
-            invocation
-                .key(self.keys.log(session))
-                .key(self.keys.head(session))
-                .key(self.keys.client_ids(session))
-                .key(self.keys.live(session))
-                .arg(one.events.len())
-                .arg(&one.args[..]);
+        let cmd = self.append_command(batch, origin);
+        let mut conn = self.conn.clone();
+        let mut sent = cmd.query_async(&mut conn).await;
+        if matches!(&sent, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)) {
+            // A restarted or flushed Redis forgot the script: load it, once.
+            APPEND
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| StoreFailure::new("loading the event log's append script", e))?;
+            sent = cmd.query_async(&mut conn).await;
         }
-        let replies: Vec<redis::Value> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| StoreFailure::new("appending to the event log", e))?;
+        let replies: Vec<redis::Value> =
+            sent.map_err(|e| StoreFailure::new("appending to the event log", e))?;
         if replies.len() != batch.len() {
             return Err(StoreFailure::bare(format!(
                 "the event log answered {} of {} appends",
@@ -354,6 +366,45 @@ impl RedisEventLog {
             )));
         }
         Ok(replies.into_iter().map(appended).collect())
+    }
+
+    /// The [`APPEND`] call for `batch` as one `EVALSHA` command, written
+    /// straight into the command's buffer: this runs for every batch of
+    /// every answer, and building it through a `ScriptInvocation` (each key
+    /// formatted into a `String`, each argument into its own `Vec`, then
+    /// all copied into the command) was most of what the Redis path
+    /// allocated per token.
+    fn append_command(&self, batch: &[PreparedAppend], origin: Option<&str>) -> Cmd {
+        const KEYS_PER_SESSION: [&str; 5] = ["log", "head", "cmids", "live", "watchers"];
+        let events: usize = batch.iter().map(|one| one.events.len()).sum();
+        let args = 3 + 5 + KEYS_PER_SESSION.len() * batch.len() + batch.len() + 3 * events;
+        let data: usize = batch
+            .iter()
+            .map(|one| {
+                let keys = KEYS_PER_SESSION.len() * (self.keys.base.len() + 48);
+                keys + one.args.iter().map(String::len).sum::<usize>()
+            })
+            .sum();
+        let mut cmd = Cmd::with_capacity(args, data + 128);
+        cmd.arg("EVALSHA")
+            .arg(APPEND.get_hash())
+            .arg(KEYS_PER_SESSION.len() * batch.len());
+        for one in batch {
+            for what in KEYS_PER_SESSION {
+                cmd.write_arg_fmt(self.keys.session_name(&one.session, what));
+            }
+        }
+        cmd.arg(self.ttl_ms)
+            .arg(self.limit)
+            .arg(CLIENT_MESSAGE_IDS_KEPT);
+        match origin {
+            Some(origin) => cmd.arg(self.keys.publish_command()).arg(origin),
+            None => cmd.arg("").arg(""),
+        };
+        for one in batch {
+            cmd.arg(one.events.len()).arg(&one.args[..]);
+        }
+        cmd
     }
 
     /// Appends one session's events (publishing them as `origin` when

@@ -72,6 +72,9 @@ const RESYNC_PAUSE: Duration = Duration::from_millis(250);
 
 /// KEYS: watchers hash. ARGV: instance id, count, ttl ms. A count of 0 removes
 /// the instance's field; the key lives as long as its freshest field.
+/// Returns 1 when the instance's field was not there (its first count, or
+/// one lost while it watched: the append script then published nothing to
+/// it, see `event_log::APPEND`), else 0.
 static SET_WATCHERS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -81,9 +84,9 @@ if ARGV[2] == '0' then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. string.format('%d', now + tonumber(ARGV[3])))
+local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. string.format('%d', now + tonumber(ARGV[3])))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+return added
 ",
     )
 });
@@ -288,17 +291,27 @@ async fn reconcile(
             e,
         )));
     }
+    // Sessions watched before this round whose field turns out to be gone
+    // missed the batches published meanwhile; the rest are new here.
+    let mut refills = refills;
+    let mut already = HashSet::new();
     for (session, n) in &changes {
         if *n > 0 {
-            subscribed.insert(session.clone());
+            if !subscribed.insert(session.clone()) {
+                already.insert(session.clone());
+            }
         } else {
             subscribed.remove(session);
         }
     }
-    write_counts(shared, conn, changes).await;
+    // The field is written once Redis confirmed the subscription and before
+    // the subscriber is answered (and reads the log): the append script
+    // publishes to this instance only from then on (see `event_log::APPEND`).
+    let lost = write_counts(shared, conn, changes).await;
     for waiter in waiters {
         let _ = waiter.send(Ok(()));
     }
+    refills.extend(lost.into_iter().filter(|s| already.contains(s)));
     if !refills.is_empty() {
         refill(conn, &shared.keys, shared.watched(refills)).await;
     }
@@ -345,36 +358,61 @@ async fn beat(
         refill(conn, &shared.keys, shared.watched(moved)).await;
     }
     let counts = shared.counts();
-    write_counts(shared, conn, counts).await;
+    // A field found gone (it expired while this instance could not refresh
+    // it, or a failed write) means batches were not published to us: the
+    // subscribers fill that gap from the log.
+    let lost = write_counts(shared, conn, counts).await;
+    if !lost.is_empty() {
+        tracing::info!(
+            sessions = lost.len(),
+            "live watcher records were gone; refilling"
+        );
+        refill(conn, &shared.keys, shared.watched(lost)).await;
+    }
     Ok(())
 }
 
-/// Records this instance's subscriber count of each session. Failures are
-/// logged only: the counts are refreshed on the next heartbeat anyway.
-async fn write_counts(shared: &Shared, conn: &RedisConn, counts: Vec<(SessionId, usize)>) {
+/// Records this instance's subscriber count of each session, and returns
+/// the watched sessions whose record was not there before. Failures are
+/// logged only: the counts are refreshed on the next heartbeat anyway, which
+/// then finds the record missing and refills.
+async fn write_counts(
+    shared: &Shared,
+    conn: &RedisConn,
+    counts: Vec<(SessionId, usize)>,
+) -> Vec<SessionId> {
     let ttl_ms = millis(WATCH_TTL);
-    let failures = futures_util::stream::iter(counts)
+    let results = futures_util::stream::iter(counts)
         .map(|(session, n)| {
             let mut conn = conn.clone();
             let key = shared.keys.watchers(&session);
             async move {
-                SET_WATCHERS
+                let added = SET_WATCHERS
                     .key(key)
                     .arg(&shared.instance)
                     .arg(n)
                     .arg(ttl_ms)
                     .invoke_async::<i64>(&mut conn)
-                    .await
-                    .err()
+                    .await;
+                (session, added)
             }
         })
         .buffer_unordered(CONCURRENCY)
-        .filter_map(std::future::ready)
-        .collect::<Vec<RedisError>>()
+        .collect::<Vec<(SessionId, Result<i64, RedisError>)>>()
         .await;
+    let mut added = Vec::new();
+    let mut failures = Vec::new();
+    for (session, result) in results {
+        match result {
+            Ok(1) => added.push(session),
+            Ok(_) => {}
+            Err(e) => failures.push(e),
+        }
+    }
     if let Some(first) = failures.first() {
         tracing::warn!(error = %first, failed = failures.len(), "could not record live watcher counts");
     }
+    added
 }
 
 /// An error with its sources, for one log line.
