@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ports::{Admission, EventId, Quota, RateLimiter, SlotId, Stats};
-use crate::domain::{ClientIp, UserId};
+use crate::domain::signal::{Side, TYPING_INTERVAL};
+use crate::domain::{ClientIp, SessionId, UserId};
 use crate::error_chain::ErrorChain;
 
 /// A refused request and when to try again.
@@ -172,6 +173,31 @@ impl Limits {
                 self.limiter_failed();
                 tracing::warn!(error = %ErrorChain(&e), "rate limiter failed; letting the request through");
                 Ok(None)
+            }
+        }
+    }
+
+    /// Whether `side` of `session` may signal that it started typing now,
+    /// counted over every instance (one a second per sender; each instance's
+    /// own throttle already let it through here, so a customer with tabs on
+    /// two instances still starts typing at most once a second). Let through
+    /// with no limiter, or when it fails: typing is a courtesy, never worth
+    /// an error or a log line per keystroke.
+    pub async fn typing(&self, session: &SessionId, side: Side) -> bool {
+        let Some(limiter) = &self.limiter else {
+            return true;
+        };
+        let quota = Quota {
+            key: format!("typing:{session}:{}", side.as_str()),
+            max: 1,
+            window: TYPING_INTERVAL,
+        };
+        match limiter.admit(std::slice::from_ref(&quota)).await {
+            Ok(Admission::Admitted(_)) => true,
+            Ok(Admission::Refused { .. }) => false,
+            Err(e) => {
+                tracing::debug!(error = %ErrorChain(&e), "rate limiter failed; letting typing through");
+                true
             }
         }
     }

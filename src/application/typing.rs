@@ -2,9 +2,11 @@
 //! live-only signal, at most one per second per sender (extras are dropped
 //! quietly), heard by the other side on any instance; see
 //! [`crate::domain::signal`]. A sender is a side of a conversation, so a
-//! customer's tabs (or an agent's consoles) share one rate on an instance;
-//! tabs on two instances are each limited by their own (best effort: at
-//! most one per second per instance the sender types on).
+//! customer's tabs (or an agent's consoles) share one rate on an instance,
+//! and a start of typing is also counted over every instance (the rate
+//! limiter's store), so tabs on two instances share it too. A stop is let
+//! through whenever this instance passed the start before it, so the other
+//! side never keeps seeing someone type who stopped.
 
 use super::conversation::{ChatError, HandoffRefusal};
 use super::handoff::HandoffService;
@@ -21,7 +23,7 @@ impl HandoffService {
     /// # Errors
     /// [`ChatError`] when the handoff state cannot be read.
     pub async fn customer_typing(&self, session: &SessionId, state: bool) -> Result<(), ChatError> {
-        if !self.admit_typing(session, Side::Customer, state) {
+        if !self.admit_typing(session, Side::Customer, state).await {
             return Ok(());
         }
         let held = self.handoff(session).await?;
@@ -47,18 +49,22 @@ impl HandoffService {
         if !held.is_some_and(|h| h.mode.agent().is_some_and(|a| a.id == agent.id)) {
             return Err(HandoffError::NotAssigned.into());
         }
-        if self.admit_typing(session, Side::Agent, state) {
+        if self.admit_typing(session, Side::Agent, state).await {
             self.signal(session, Side::Agent, state).await;
         }
         Ok(())
     }
 
-    /// Whether this side's typing may go on now (one rate per sender on
-    /// this instance, whichever socket it came from).
-    fn admit_typing(&self, session: &SessionId, side: Side, state: bool) -> bool {
-        let now = tokio::time::Instant::now().into_std();
-        let mut typists = self.core.typists.lock().unwrap_or_else(|p| p.into_inner());
-        typists.admit(&(session.clone(), side), state, now)
+    /// Whether this side's typing may go on now: one rate per sender on
+    /// this instance, whichever socket it came from, and a start counted
+    /// over all instances.
+    async fn admit_typing(&self, session: &SessionId, side: Side, state: bool) -> bool {
+        let here = {
+            let now = tokio::time::Instant::now().into_std();
+            let mut typists = self.core.typists.lock().unwrap_or_else(|p| p.into_inner());
+            typists.admit(&(session.clone(), side), state, now)
+        };
+        here && (!state || self.core.limits.typing(session, side).await)
     }
 
     /// A signal lost to a failing transport is only a missed courtesy.

@@ -630,6 +630,40 @@ async fn typing_is_limited_per_sender_not_per_tab_or_console() {
     app.terminate();
 }
 
+/// A customer's tabs on two instances share one typing rate too: the start
+/// of typing is counted in the shared store, not only on each instance.
+#[tokio::test]
+async fn typing_is_limited_per_sender_across_instances() {
+    let Some(cluster) = common::cluster::Cluster::start(2, "desk-typing", &[]).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let carol = a.register("carol").await;
+    let bob = a.register_agent("bob").await;
+    let (mut console, _) = agent_socket(a, &bob).await;
+    let (mut tab_a, hello) = a.connect(&carol).await;
+    let session = hello["sessionId"].as_str().unwrap().to_owned();
+    let (mut tab_b, _) = b.tab(&carol, &session, None).await;
+    held_by(&mut tab_a, &mut console, &session).await;
+    drain(&mut console, Duration::from_millis(300)).await;
+
+    for round in 0..3 {
+        tab_a
+            .send_json(json!({"type": "typing", "state": true}))
+            .await;
+        tab_b
+            .send_json(json!({"type": "typing", "state": true}))
+            .await;
+        let heard = typing_of(&drain(&mut console, Duration::from_millis(700)).await);
+        assert_eq!(
+            heard,
+            [true],
+            "round {round}: one start per second per sender"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+}
+
 #[tokio::test]
 async fn one_agents_simultaneous_claims_on_two_instances_never_pass_capacity() {
     let env = [("AGENT_MAX_CONVERSATIONS", "1")];
