@@ -67,28 +67,31 @@ local kept = tonumber(ARGV[3])
 local command = ARGV[4]
 local expiry = ttl + math.min(math.floor(ttl / 10), 60000)
 
--- Whether an instance other than the origin (ARGV[5]) watches the session.
+-- Whether an instance other than the origin (ARGV[5]) watches the session:
+-- one call (the hash has a field per watching instance, a handful at most).
 local function others_watch(watchers)
-  local n = redis.call('HLEN', watchers)
-  if n == 0 then return false end
-  if n > 1 then return true end
-  return redis.call('HEXISTS', watchers, ARGV[5]) == 0
+  for _, field in ipairs(redis.call('HKEYS', watchers)) do
+    if field ~= ARGV[5] then return true end
+  end
+  return false
 end
 
 local function append(k, at, n)
   local head = redis.call('INCRBY', KEYS[k + 2], n)
   local first = head - n + 1
+  -- Decided first, so a batch nobody else hears costs no live message.
+  local publish = command ~= '' and others_watch(KEYS[k + 5])
   local entries, live, ids = {}, {}, 0
   for i = 0, n - 1 do
     local a = at + 3 * i
-    local seq = string.format('%d', first + i)
     entries[i + 1] = ARGV[a]
     if ARGV[a + 1] ~= '' then
+      local seq = string.format('%d', first + i)
       redis.call('LPUSH', KEYS[k + 3], ARGV[a + 1] .. ' ' .. seq .. ' ' .. ARGV[a + 2])
       ids = ids + 1
     end
-    if command ~= '' then
-      live[i + 1] = '{"seq":' .. seq .. ',' .. string.sub(ARGV[a], 2)
+    if publish then
+      live[i + 1] = '{"seq":' .. string.format('%d', first + i) .. ',' .. string.sub(ARGV[a], 2)
     end
   end
   local len = 0
@@ -108,7 +111,7 @@ local function append(k, at, n)
       redis.call('PEXPIRE', KEYS[k + j], expiry)
     end
   end
-  if command ~= '' and others_watch(KEYS[k + 5]) then
+  if publish then
     redis.call(command, KEYS[k + 4], ARGV[5] .. ' [' .. table.concat(live, ',') .. ']')
   end
   return first
