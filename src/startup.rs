@@ -31,6 +31,7 @@ use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
 use crate::adapters::outbound::memory_sessions::InMemorySessionStore;
 use crate::adapters::outbound::mongo_transcripts::MongoTranscriptStore;
 use crate::adapters::outbound::mongo_users::MongoUserRepository;
+use crate::adapters::outbound::o200k::O200kCounter;
 use crate::adapters::outbound::prometheus_metrics::PrometheusMetrics;
 use crate::adapters::outbound::reachability::{self, ProbeError};
 use crate::adapters::outbound::redis_access::{RedisRevocationStore, RedisTicketStore};
@@ -47,7 +48,6 @@ use crate::adapters::outbound::resilient_ai::{
 use crate::adapters::outbound::sqlite_transcripts::SqliteTranscriptStore;
 use crate::adapters::outbound::sqlite_usage::SqliteUsageStore;
 use crate::adapters::outbound::sqlite_users::SqliteUserRepository;
-use crate::adapters::outbound::tiktoken_counter::TiktokenCounter;
 use crate::adapters::outbound::upstream_ai::{OpenAiSettings, UpstreamAi, UpstreamTimeouts};
 use crate::application::health::{HealthMonitor, HealthTargets};
 use crate::application::ports::{
@@ -186,7 +186,7 @@ impl Adapters {
                 transcripts,
                 users: chat_users,
                 usage: usage_store(config).await?,
-                token_counter: Arc::new(TiktokenCounter::warmed().await),
+                token_counter: Arc::new(O200kCounter::warmed().await),
             },
             limiter: rate_limiter(&config.sessions).await?,
         })

@@ -97,7 +97,7 @@ mod tests {
             transcripts: Arc::new(MockTranscriptStore::new()),
             users: Arc::new(MockUserRepository::new()),
             usage: Arc::new(crate::adapters::outbound::memory_usage::InMemoryUsageStore::default()),
-            token_counter: Arc::new(crate::adapters::outbound::tiktoken_counter::TiktokenCounter),
+            token_counter: Arc::new(crate::adapters::outbound::o200k::O200kCounter),
         };
         let settings = ConversationSettings {
             session_ttl: Duration::from_secs(3600),

@@ -124,9 +124,7 @@ mod tests {
                 usage: Arc::new(
                     crate::adapters::outbound::memory_usage::InMemoryUsageStore::default(),
                 ),
-                token_counter: Arc::new(
-                    crate::adapters::outbound::tiktoken_counter::TiktokenCounter,
-                ),
+                token_counter: Arc::new(crate::adapters::outbound::o200k::O200kCounter),
             },
             limiter: Arc::new(InMemoryRateLimiter::default()),
         };
