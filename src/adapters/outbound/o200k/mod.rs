@@ -10,6 +10,7 @@
 //! [`merge`] counts tokens without building them. Tests hold every count
 //! equal to `tiktoken-rs`'s.
 
+mod ascii;
 mod merge;
 mod pieces;
 mod vocabulary;

@@ -64,6 +64,13 @@ impl<'t> Iterator for Pieces<'t> {
     type Item = &'t str;
 
     fn next(&mut self) -> Option<&'t str> {
+        if self.at >= self.text.len() {
+            return None;
+        }
+        if let Some(end) = super::ascii::piece_end(self.text.as_bytes(), self.at) {
+            let start = std::mem::replace(&mut self.at, end);
+            return Some(&self.text[start..end]);
+        }
         let rest = Input::new(self.text).range(self.at..);
         let found = match self.regex.search(&rest.clone().anchored(Anchored::Yes)) {
             Some(found) => found,

@@ -27,6 +27,13 @@ const ALPHABET: &[char] = &[
     '’', 'ſ', '\u{212a}', ',', '.', '!', '/', '-', '😀', '✓', 'Ж', 'ж', 'ק',
 ];
 
+/// ASCII only: every byte class the ASCII rules tell apart, control bytes
+/// and the vertical spaces among them.
+const ASCII: &[char] = &[
+    ' ', ' ', '\t', '\n', '\r', '\u{b}', '\u{c}', '\u{1f}', '\u{7f}', 'a', 'e', 's', 'l', 'd', 'r',
+    'v', 'S', 'L', 'E', 'Q', '0', '9', '\'', '!', '/', '-', '_',
+];
+
 fn text_from(alphabet: &'static [char], max: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(alphabet), 0..max)
         .prop_map(|chars| chars.into_iter().collect())
@@ -37,6 +44,11 @@ proptest! {
 
     #[test]
     fn counts_like_tiktoken_on_mixed_text(text in text_from(ALPHABET, 80)) {
+        prop_assert_eq!(ours(&text), tiktoken(&text), "{:?}", text);
+    }
+
+    #[test]
+    fn counts_like_tiktoken_on_ascii_text(text in text_from(ASCII, 80)) {
         prop_assert_eq!(ours(&text), tiktoken(&text), "{:?}", text);
     }
 
