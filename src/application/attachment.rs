@@ -9,7 +9,10 @@
 //!
 //! Beside the log, an attachment hears the session's live-only signals: the
 //! other side's typing, which it says has stopped once it went unrefreshed
-//! for [`TYPING_CLEAR`](crate::domain::signal::TYPING_CLEAR).
+//! for [`TYPING_CLEAR`](crate::domain::signal::TYPING_CLEAR). A customer's
+//! attachment follows them only while an agent holds the conversation (the
+//! only time there is typing to hear): a subscription is a ring per session
+//! on the signal bus, and most idle sockets never see an agent.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,10 +20,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use super::ports::{
-    ConversationStoreError, EventLog, LiveItem, LiveStream, SharedEvent, SignalStream,
+    ConversationStoreError, EventLog, LiveItem, LiveStream, SharedEvent, SignalBus, SignalStream,
 };
-use crate::domain::conversation::{LoggedEvent, Seq};
-use crate::domain::signal::{Side, Signal, TypingShown};
+use crate::domain::conversation::{ConversationEvent, LoggedEvent, Seq};
+use crate::domain::signal::{Side, Signal, SignalTopic, TypingShown};
 use crate::domain::SessionId;
 
 /// Events read from the log per round trip.
@@ -75,7 +78,7 @@ pub struct Attachment {
     delivered: Seq,
     /// The session's signals, and who listens: `None` until
     /// [`Self::with_signals`] (the log alone, as in tests).
-    signals: Option<(SignalStream, Side)>,
+    signals: Option<Signals>,
     /// The other side's typing as told to this connection.
     typing: TypingShown,
 }
@@ -111,10 +114,42 @@ impl Attachment {
         Ok(attachment)
     }
 
-    /// Also hands out the session's signals meant for `side`.
-    pub(super) fn with_signals(mut self, signals: SignalStream, side: Side) -> Self {
-        self.signals = Some((signals, side));
+    /// Also hands out the session's signals meant for `side`: an agent's
+    /// at once; a customer's from now when `held` (an agent held the
+    /// conversation when its state was read, after this attachment's head),
+    /// and otherwise from the next `agent-joined`.
+    pub(super) fn with_signals(mut self, bus: Arc<dyn SignalBus>, side: Side, held: bool) -> Self {
+        let mut signals = Signals {
+            bus,
+            side,
+            stream: None,
+        };
+        if held || side == Side::Agent {
+            signals.follow(&self.session);
+        }
+        self.signals = Some(signals);
         self
+    }
+
+    /// Takes or drops a customer's subscription to the session's signals as
+    /// agents join and leave. Events up to the head are left out: the
+    /// handoff state read after the head already counts them (the state is
+    /// written before its events are logged).
+    fn follow_holder(&mut self, event: &LoggedEvent) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        if signals.side != Side::Customer || event.seq <= self.head {
+            return;
+        }
+        match event.event {
+            ConversationEvent::AgentJoined { .. } => signals.follow(&self.session),
+            ConversationEvent::AgentLeft { .. }
+            | ConversationEvent::HandoffResolved { .. }
+            | ConversationEvent::HandoffTimeout
+            | ConversationEvent::HandoffCancelled => signals.stream = None,
+            _ => {}
+        }
     }
 
     /// Queues everything after `after` that the log holds, up to its head now.
@@ -180,6 +215,7 @@ impl Attachment {
             }
             if let Some(event) = self.pending.pop_front() {
                 self.delivered = event.seq;
+                self.follow_holder(&event);
                 return Ok(Feed::Event(event));
             }
             let heard = tokio::select! {
@@ -220,12 +256,34 @@ enum Heard {
     TypingLapsed,
 }
 
-/// The next typing of the other side; pending for ever without signals
-/// (or once they ended: a signal is a courtesy, the log is the truth).
-/// Cancel-safe: a stream's `next` is.
-async fn next_signal(signals: &mut Option<(SignalStream, Side)>) -> bool {
+/// The session's signals as one side hears them.
+struct Signals {
+    bus: Arc<dyn SignalBus>,
+    side: Side,
+    /// The subscription, while there is something to hear.
+    stream: Option<SignalStream>,
+}
+
+impl Signals {
+    fn follow(&mut self, session: &SessionId) {
+        if self.stream.is_none() {
+            let topic = SignalTopic::Session(session.clone());
+            self.stream = Some(self.bus.subscribe(&topic));
+        }
+    }
+}
+
+/// The next typing of the other side; pending for ever while not
+/// subscribed (or once the signals ended: a signal is a courtesy, the log
+/// is the truth). Cancel-safe: a stream's `next` is.
+async fn next_signal(signals: &mut Option<Signals>) -> bool {
     loop {
-        let Some((stream, side)) = signals else {
+        let Some(Signals {
+            stream: Some(stream),
+            side,
+            ..
+        }) = signals
+        else {
             return std::future::pending().await;
         };
         match stream.next().await {
@@ -363,5 +421,85 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(drain(&mut a).await, vec![4, 5, 6, 7]);
+    }
+
+    fn handoff_event(seq: Seq, event: ConversationEvent) -> LiveItem {
+        LiveItem::Event(Arc::new(LoggedEvent {
+            seq,
+            at: Utc::now(),
+            event,
+        }))
+    }
+
+    /// A customer's socket follows the session's signals only while an
+    /// agent holds the conversation, and hears the agent's typing then.
+    #[tokio::test]
+    async fn a_customer_hears_typing_only_while_an_agent_holds_the_conversation() {
+        use crate::adapters::outbound::local_signals::LocalSignals;
+        use crate::domain::agent::AgentRef;
+        use crate::domain::{UserId, Username};
+        let session = SessionId::generate();
+        let topic = SignalTopic::Session(session.clone());
+        let typing = |state| Signal::Typing {
+            session: session.clone(),
+            from: Side::Agent,
+            state,
+        };
+        let agent = AgentRef {
+            id: UserId::parse("agent1").unwrap(),
+            username: Username::parse("agent").unwrap(),
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let live: LiveStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+        let bus = LocalSignals::default();
+        let mut a = Attachment::open(session.clone(), Arc::new(log_of(1, 0)), live, None)
+            .await
+            .unwrap()
+            .with_signals(Arc::new(bus.clone()), Side::Customer, false);
+        assert_eq!(bus.topics(), 0, "no agent: no subscription");
+        let joined = ConversationEvent::AgentJoined {
+            agent: agent.clone(),
+        };
+        tx.send(handoff_event(1, joined)).unwrap();
+        assert!(matches!(a.next().await.unwrap(), Feed::Event(e) if e.seq == 1));
+        assert_eq!(bus.topics(), 1, "an agent holds it: subscribed");
+        bus.deliver(&topic, typing(true));
+        assert!(matches!(
+            a.next().await.unwrap(),
+            Feed::Typing { state: true }
+        ));
+        tx.send(handoff_event(
+            2,
+            ConversationEvent::HandoffResolved { agent },
+        ))
+        .unwrap();
+        assert!(matches!(a.next().await.unwrap(), Feed::Event(e) if e.seq == 2));
+        assert_eq!(bus.topics(), 0, "the agent is gone: unsubscribed");
+    }
+
+    /// An agent held the conversation when the socket attached: subscribed at once.
+    #[tokio::test]
+    async fn a_customer_attaching_to_a_held_conversation_hears_typing_at_once() {
+        use crate::adapters::outbound::local_signals::LocalSignals;
+        let session = SessionId::generate();
+        let bus = LocalSignals::default();
+        let pending: LiveStream = Box::pin(futures_util::stream::pending());
+        let mut a = Attachment::open(session.clone(), Arc::new(log_of(1, 0)), pending, None)
+            .await
+            .unwrap()
+            .with_signals(Arc::new(bus.clone()), Side::Customer, true);
+        assert_eq!(bus.topics(), 1);
+        let signal = Signal::Typing {
+            session: session.clone(),
+            from: Side::Agent,
+            state: true,
+        };
+        bus.deliver(&SignalTopic::Session(session), signal);
+        assert!(matches!(
+            a.next().await.unwrap(),
+            Feed::Typing { state: true }
+        ));
     }
 }

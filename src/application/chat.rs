@@ -27,7 +27,7 @@ use crate::domain::budget::{BudgetWindow, Quota};
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, Generation, Seq};
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::Handoff;
-use crate::domain::signal::{Side, SignalTopic};
+use crate::domain::signal::Side;
 use crate::domain::transcript::{Speaker, TranscriptEntry};
 use crate::domain::{
     ChatContent, ChatMessage, MessageId, Role, Session, SessionId, SessionUser, TraceContext, User,
@@ -266,14 +266,20 @@ impl ChatService {
         self.core.counted(
             async {
                 let live = self.core.live.subscribe(session).await?;
-                let signals = self
-                    .core
-                    .signals
-                    .subscribe(&SignalTopic::Session(session.clone()));
                 let attachment =
                     Attachment::open(session.clone(), self.core.log.clone(), live, last_seq)
                         .await?;
-                Ok(attachment.with_signals(signals, side))
+                // Read after the head: see `Attachment::with_signals`.
+                let held = match side {
+                    Side::Agent => true,
+                    Side::Customer => self
+                        .core
+                        .handoffs
+                        .get(session)
+                        .await?
+                        .is_some_and(|h| h.mode.agent().is_some()),
+                };
+                Ok(attachment.with_signals(self.core.signals.clone(), side, held))
             }
             .await,
         )

@@ -114,10 +114,12 @@ pub async fn agent_ws_endpoint(
                 taken.expect("an upgrade starts its connection once");
             let span = connection.span();
             let serving = connection.serve(socket, permit.take(), revocations);
-            tracker.track_future(tracing::Instrument::instrument(
+            // Its own task, as a customer socket's (see `super::upgrade`).
+            tracker.spawn(tracing::Instrument::instrument(
                 tracing::Instrument::instrument(serving, span),
                 traced,
-            ))
+            ));
+            std::future::ready(())
         })
         .into_response()
 }
