@@ -1,6 +1,6 @@
-//! The pre-split of [`super::pieces`] for a piece that ASCII alone decides,
-//! without the regex: most text a chat streams is ASCII, and a regex search
-//! per piece (a few hundred nanoseconds of set-up for a piece of one to
+//! The pre-split of the sibling `pieces` module for a piece that ASCII
+//! alone decides, without the regex: most text a chat streams is ASCII, and
+//! a regex search per piece (a few hundred nanoseconds of set-up for a piece of one to
 //! three bytes) was most of what counting cost.
 //!
 //! Each rule below is one alternative of OpenAI's pattern read for ASCII
