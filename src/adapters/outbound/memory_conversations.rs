@@ -30,6 +30,11 @@ use crate::domain::{MessageId, SessionId};
 /// Events a subscriber may fall behind by before it is told it lagged.
 pub const LIVE_BUFFER: usize = 256;
 
+/// The hasher of the maps keyed by session: seeded per process like std's
+/// (a client chooses the ids it resumes), but several times cheaper than
+/// SipHash, and every token is hashed four times on its way through here.
+type SessionHasher = foldhash::fast::RandomState;
+
 /// A mutex poisoned by a panic elsewhere still guards consistent data here
 /// (every critical section is a few infallible map operations).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -41,7 +46,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// global lock showed up as latency spikes whenever its holder was preempted.
 struct Sharded<T> {
     shards: Box<[Mutex<T>]>,
-    hasher: std::hash::RandomState,
+    hasher: SessionHasher,
 }
 
 /// Enough that two workers rarely meet on one lock; small enough to sweep.
@@ -51,7 +56,7 @@ impl<T: Default> Sharded<T> {
     fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(T::default())).collect(),
-            hasher: std::hash::RandomState::new(),
+            hasher: SessionHasher::default(),
         }
     }
 
@@ -72,14 +77,14 @@ struct SessionLog {
 }
 
 struct LogState {
-    sessions: HashMap<SessionId, SessionLog>,
+    sessions: HashMap<SessionId, SessionLog, SessionHasher>,
     last_sweep: Instant,
 }
 
 impl Default for LogState {
     fn default() -> Self {
         Self {
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             last_sweep: Instant::now(),
         }
     }
@@ -256,7 +261,7 @@ struct Subscriber {
 
 #[derive(Default)]
 struct Hub {
-    sessions: HashMap<SessionId, Vec<Subscriber>>,
+    sessions: HashMap<SessionId, Vec<Subscriber>, SessionHasher>,
     next_id: u64,
 }
 
