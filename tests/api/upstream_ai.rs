@@ -493,7 +493,8 @@ async fn eof_before_done_is_a_protocol_error_and_is_not_retried() {
             Err(AiError::Protocol("stream ended before [DONE]".to_owned())),
         ]
     );
-    // reqwest-eventsource's default policy would re-POST after 300 ms.
+    // An event source that reconnects (reqwest-eventsource's default, which
+    // read the stream before) would re-POST after 300 ms.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(stub.requests().len(), 1, "the prompt was POSTed again");
 }

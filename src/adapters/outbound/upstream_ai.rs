@@ -9,10 +9,9 @@ use std::error::Error as StdError;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::{Stream, StreamExt};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
-use reqwest::{Client, RequestBuilder, Url};
-use reqwest_eventsource::{Error as EsError, Event, EventSource};
+use futures_util::Stream;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Client, RequestBuilder, Response, Url};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -23,10 +22,12 @@ use crate::domain::answer::AnswerDelta;
 use crate::domain::TraceContext;
 
 mod chunk;
+mod sse;
 
 #[cfg(test)]
 use chunk::MAX_UPSTREAM_ERROR_CHARS;
 use chunk::{deltas_of, parse_data, Parsed, ToolCalls};
+use sse::{EventReader, SseError, MAX_EVENT_BYTES};
 
 /// The W3C trace context header.
 const TRACEPARENT: &str = "traceparent";
@@ -231,37 +232,24 @@ impl UpstreamAi {
 #[async_trait]
 impl AiModel for UpstreamAi {
     async fn stream(&self, request: AiRequest) -> Result<TokenStream, AiError> {
-        let builder = self.answer_request(&request);
-        let mut source = EventSource::new(builder)
-            .map_err(|e| AiError::Unavailable(format!("cannot build request: {e}")))?;
-        // The default policy re-POSTs the prompt forever whenever the stream
-        // ends or fails; a chat answer must be asked for exactly once.
-        source.set_retry_policy(Box::new(reqwest_eventsource::retry::Never));
-
-        // Dropping `source` on any early return below aborts the request.
-        let opened = tokio::time::timeout(self.timeouts.connect, source.next()).await;
-        match opened {
+        let post = self
+            .answer_request(&request)
+            .header(ACCEPT, "text/event-stream");
+        // Asked exactly once: nothing here re-POSTs the prompt. Dropping the
+        // response on an early return below aborts the request.
+        let response = match tokio::time::timeout(self.timeouts.connect, post.send()).await {
             Err(_) => {
                 return Err(AiError::Timeout(format!(
                     "no response from AI service within {:?}",
                     self.timeouts.connect
                 )))
             }
-            Ok(Some(Ok(Event::Open))) => {}
-            Ok(Some(Ok(Event::Message(_)))) => {
-                return Err(AiError::Protocol(
-                    "event received before the stream opened".to_owned(),
-                ))
-            }
-            Ok(Some(Err(err))) => return Err(open_error(err)),
-            Ok(None) => {
-                return Err(AiError::Unavailable(
-                    "AI service closed the request before answering".to_owned(),
-                ))
-            }
-        }
-
-        Ok(tokens(source, self.timeouts))
+            Ok(Err(e)) => return Err(open_error(&e)),
+            Ok(Ok(response)) => response,
+        };
+        opened(&response)?;
+        let body = EventReader::new(Box::pin(response.bytes_stream()));
+        Ok(tokens(body, self.timeouts))
     }
 
     async fn health(&self) -> AiHealth {
@@ -289,13 +277,16 @@ impl AiModel for UpstreamAi {
 
 /// The answer's deltas, read from an opened event stream until `[DONE]`,
 /// the first failure or a timeout.
-fn tokens<S>(source: S, timeouts: UpstreamTimeouts) -> TokenStream
+fn tokens<B, E>(source: EventReader<B>, timeouts: UpstreamTimeouts) -> TokenStream
 where
-    S: Stream<Item = Result<Event, EsError>> + Unpin + Send + 'static,
+    B: Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send + 'static,
+    E: Into<SseError> + Send + 'static,
 {
+    let deadline = Instant::now() + timeouts.first_token;
     let state = Reading {
         source,
-        deadline: Instant::now() + timeouts.first_token,
+        deadline,
+        timer: Box::pin(tokio::time::sleep_until(deadline)),
         got_first_token: false,
         timeouts,
         ready: VecDeque::new(),
@@ -322,13 +313,18 @@ enum Step {
     Done,
 }
 
-/// An open answer stream (an [`EventSource`], or in tests the same parser
-/// over bytes in memory) and the clock its timeouts run on.
-struct Reading<S> {
-    source: S,
+/// An open answer stream (a response body, or in tests bytes in memory)
+/// and the clock its timeouts run on.
+struct Reading<B> {
+    source: EventReader<B>,
     /// Until the first delta this is fixed (role-only chunks do not count as
     /// progress); afterwards every event pushes it back by the idle timeout.
     deadline: Instant,
+    /// One timer for the whole stream, moved to the deadline only when it
+    /// fires early (or the deadline came before it): a timeout armed per
+    /// event (a timer-wheel insert and removal per token) showed in profiles
+    /// of many concurrent answers.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     got_first_token: bool,
     timeouts: UpstreamTimeouts,
     /// Deltas of chunks already read, not yet handed on (one chunk may
@@ -340,7 +336,11 @@ struct Reading<S> {
     done: bool,
 }
 
-impl<S: Stream<Item = Result<Event, EsError>> + Unpin> Reading<S> {
+impl<B, E> Reading<B>
+where
+    B: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: Into<SseError>,
+{
     async fn next_item(&mut self) -> Step {
         loop {
             if let Some(delta) = self.ready.pop_front() {
@@ -353,21 +353,18 @@ impl<S: Stream<Item = Result<Event, EsError>> + Unpin> Reading<S> {
             if self.done {
                 return Step::Done;
             }
-            let event = match tokio::time::timeout_at(self.deadline, self.source.next()).await {
-                Ok(event) => event,
-                Err(_) => return Step::Fail(self.timeout_error()),
+            let Some(event) = self.next_event().await else {
+                return Step::Fail(self.timeout_error());
             };
-            let message = match event {
-                Some(Ok(Event::Message(message))) => message,
-                // Only sent on (re)connection, which cannot happen again.
-                Some(Ok(Event::Open)) => continue,
+            let data = match event {
+                Some(Ok(data)) => data,
                 Some(Err(err)) => return Step::Fail(stream_error(err)),
                 None => return Step::Fail(ended_early(None)),
             };
             if self.got_first_token {
                 self.deadline = Instant::now() + self.timeouts.idle;
             }
-            match parse_data(&message.data) {
+            match parse_data(&data) {
                 Ok(Parsed::Done) => {
                     // Calls still open when the stream ends are complete.
                     self.calls.finish(&mut self.ready);
@@ -376,6 +373,30 @@ impl<S: Stream<Item = Result<Event, EsError>> + Unpin> Reading<S> {
                 Ok(Parsed::Skip) => {}
                 Ok(Parsed::Chunk(parts)) => deltas_of(parts, &mut self.calls, &mut self.ready),
                 Err(err) => return Step::Fail(err),
+            }
+        }
+    }
+
+    /// The source's next event, or `None` once the deadline passed first.
+    async fn next_event(&mut self) -> Option<Option<Result<String, SseError>>> {
+        // Moved earlier only once: from the first-token deadline to the first
+        // idle one, when the idle timeout is the shorter.
+        if self.timer.deadline() > self.deadline {
+            let deadline = self.deadline;
+            self.timer.as_mut().reset(deadline);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                // Cancel-safe: a chunk is taken in whole before any await.
+                event = self.source.next_event() => return Some(event),
+                () = self.timer.as_mut() => {
+                    if Instant::now() >= self.deadline {
+                        return None;
+                    }
+                    let deadline = self.deadline;
+                    self.timer.as_mut().reset(deadline);
+                }
             }
         }
     }
@@ -395,24 +416,41 @@ impl<S: Stream<Item = Result<Event, EsError>> + Unpin> Reading<S> {
     }
 }
 
-/// Why the stream could not open: refused, timed out, or not an event stream.
-fn open_error(err: EsError) -> AiError {
-    match err {
-        EsError::Transport(e) if e.is_timeout() => AiError::Timeout(format!(
+/// Why the stream could not open: refused, or timed out.
+fn open_error(e: &reqwest::Error) -> AiError {
+    if e.is_timeout() {
+        AiError::Timeout(format!(
             "connecting to AI service timed out: {}",
-            describe(&e)
-        )),
-        EsError::Transport(e) => {
-            AiError::Unavailable(format!("cannot reach AI service: {}", describe(&e)))
-        }
-        EsError::InvalidStatusCode(status, response) => AiError::Status {
+            describe(e)
+        ))
+    } else {
+        AiError::Unavailable(format!("cannot reach AI service: {}", describe(e)))
+    }
+}
+
+/// Whether the response opens an event stream: a 2xx status (any other,
+/// with its `Retry-After`, is for the resilience layer to judge) with the
+/// `text/event-stream` content type (anything else no retry can fix).
+fn opened(response: &Response) -> Result<(), AiError> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(AiError::Status {
             status: status.as_u16(),
             retry_after: retry_after(response.headers()),
-        },
-        EsError::InvalidContentType(content_type, _) => AiError::Rejected(format!(
+        });
+    }
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("text/event-stream") {
+        Ok(())
+    } else {
+        Err(AiError::Rejected(format!(
             "AI service answered with content type {content_type:?}, not text/event-stream"
-        )),
-        other => AiError::Unavailable(format!("cannot open AI stream: {other}")),
+        )))
     }
 }
 
@@ -433,15 +471,15 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Why an open stream failed before `[DONE]`.
-fn stream_error(err: EsError) -> AiError {
+fn stream_error(err: SseError) -> AiError {
     match err {
-        EsError::StreamEnded => ended_early(None),
         // A connection cut mid-answer is, to the consumer, the same broken
         // contract as a clean close without `[DONE]`.
-        EsError::Transport(e) => ended_early(Some(describe(&e))),
-        EsError::Utf8(_) => AiError::Protocol("event stream is not valid UTF-8".to_owned()),
-        EsError::Parser(_) => AiError::Protocol("malformed event stream".to_owned()),
-        other => AiError::Protocol(format!("event stream failed: {other}")),
+        SseError::Transport(e) => ended_early(Some(describe(&e))),
+        SseError::Utf8 => AiError::Protocol("event stream is not valid UTF-8".to_owned()),
+        SseError::TooLong => AiError::Protocol(format!(
+            "an event of the stream is longer than {MAX_EVENT_BYTES} bytes"
+        )),
     }
 }
 
@@ -670,32 +708,28 @@ mod tests {
 mod proptests {
     use super::*;
     use crate::domain::answer::{TokenUsage, ToolActivity, ToolCallId, ToolName, ToolState};
-    use eventsource_stream::Eventsource as _;
+    use futures_util::StreamExt as _;
     use proptest::prelude::*;
 
-    /// Reads `body` cut into pieces at `cuts` through the parser the real
-    /// event source uses, and returns the deltas and how the stream ended
-    /// (`None`: `[DONE]`).
-    // The large error is reqwest-eventsource's own, what `EventSource` yields.
-    #[allow(clippy::result_large_err)]
+    /// Reads `body` cut into pieces at `cuts` through the reader a real
+    /// response body goes through, and returns the deltas and how the
+    /// stream ended (`None`: `[DONE]`).
     fn read(body: &[u8], cuts: &[usize]) -> (Vec<AnswerDelta>, Option<AiError>) {
         let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
         points.extend([0, body.len()]);
         points.sort_unstable();
         points.dedup();
-        let pieces: Vec<Result<bytes::Bytes, reqwest::Error>> = points
+        let pieces: Vec<Result<bytes::Bytes, SseError>> = points
             .windows(2)
             .map(|w| Ok(bytes::Bytes::copy_from_slice(&body[w[0]..w[1]])))
             .collect();
-        let events = futures_util::stream::iter(pieces)
-            .eventsource()
-            .map(|item| item.map(Event::Message).map_err(EsError::from));
+        let events = EventReader::new(futures_util::stream::iter(pieces));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let mut stream = tokens(Box::pin(events), UpstreamTimeouts::default());
+            let mut stream = tokens(events, UpstreamTimeouts::default());
             let mut got = Vec::new();
             while let Some(item) = stream.next().await {
                 match item {
@@ -889,29 +923,18 @@ mod proptests {
             }
         }
         expected.finish();
-        // A lone CR as the very last line ending is never read as one: the
-        // parser waits for a LF that may follow (see the test below).
-        let last = if eol == "\r" { "\r\n" } else { eol };
-        body.push_str(&format!("data: [DONE]{eol}{last}"));
+        body.push_str(&format!("data: [DONE]{eol}{eol}"));
         (body, expected.deltas)
     }
 
-    /// A known limit of `eventsource-stream`, pinned so a fix (or a change)
-    /// shows: a stream whose last line ends with a lone CR loses its last
-    /// event at the end of the body, so an upstream writing only CR line
-    /// endings has its `[DONE]` missed and the answer fails with
-    /// `ai_stream_error` after its tokens. No known upstream does (OpenAI
-    /// writes LF, sse-starlette CRLF); fixing it means reading the body
-    /// without reqwest-eventsource.
+    /// A stream whose lines all end with a lone CR is read to its last
+    /// event (eventsource-stream, read before, lost it at the body's end
+    /// while waiting for an LF that might follow).
     #[test]
-    fn a_lone_cr_as_the_last_line_ending_is_not_read() {
+    fn a_lone_cr_as_the_last_line_ending_ends_the_stream() {
         let body = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\r\rdata: [DONE]\r\r";
         let (deltas, end) = read(body.as_bytes(), &[]);
-        assert_eq!(deltas, [text("hi")]);
-        assert_eq!(
-            end,
-            Some(AiError::Protocol("stream ended before [DONE]".into()))
-        );
+        assert_eq!((deltas, end), (vec![text("hi")], None));
         let (deltas, end) = read(format!("{body}\n").as_bytes(), &[7, 30]);
         assert_eq!((deltas, end), (vec![text("hi")], None));
     }
