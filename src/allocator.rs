@@ -37,11 +37,7 @@ pub async fn return_freed_memory_periodically(stop: CancellationToken) {
     }
 }
 
-/// Hands what is free back to the system now: for a one-off burst whose
-/// memory should not wait for the next [`TRIM_INTERVAL`] (the usage
-/// counter's start-up, which reads a 46 MiB encoder to keep 8 MiB of it).
-/// Blocks for a few milliseconds: call it on a blocking thread.
-pub fn trim() {
+fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free pages the allocator holds; it
     // touches no memory a caller owns.

@@ -2,13 +2,13 @@
 //! and later). Other models tokenize differently, so its counts are
 //! estimates, and are marked so.
 //!
-//! The vocabulary comes from the `tiktoken-rs` crate (compiled into the
-//! binary: nothing is downloaded), but counting does not go through its
-//! encoder, which cost a text-only answer about 4 µs of CPU per streamed
-//! token and 46 MiB of memory: [`pieces`] cuts a text with a DFA instead of a
-//! backtracking regex, [`vocabulary`] holds the table in one buffer, and
-//! [`merge`] counts tokens without building them. Tests hold every count
-//! equal to `tiktoken-rs`'s.
+//! The vocabulary comes from the `tiktoken-rs` crate, at build time (the
+//! build script writes it into the binary: nothing is downloaded), but
+//! counting does not go through its encoder, which cost a text-only answer
+//! about 4 µs of CPU per streamed token and 46 MiB of memory: [`pieces`]
+//! cuts a text with a DFA instead of a backtracking regex, [`vocabulary`]
+//! reads the table where the binary holds it, and [`merge`] counts tokens
+//! without building them. Tests hold every count equal to `tiktoken-rs`'s.
 
 mod ascii;
 mod merge;
@@ -36,15 +36,12 @@ pub struct O200kCounter;
 static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 impl O200kCounter {
-    /// Reads the vocabulary and compiles the pattern (a fraction of a second,
-    /// on the blocking pool) so the first answer does not wait for them.
+    /// Indexes the vocabulary and compiles the pattern (milliseconds, on
+    /// the blocking pool) so the first answer does not wait for them.
     pub async fn warmed() -> Self {
         let _ = tokio::task::spawn_blocking(|| {
             pieces::warm();
             Vocabulary::get();
-            // The temporary encoder the table was read from is freed; give
-            // its ~40 MiB back now rather than at the next periodic trim.
-            crate::allocator::trim();
         })
         .await;
         Self
