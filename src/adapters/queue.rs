@@ -136,17 +136,19 @@ impl<T> Receiver<T> {
 
     /// The next item; `None` once the queue is closed and empty. Cancel-safe.
     pub async fn pop(&mut self) -> Option<T> {
-        poll_fn(|cx| {
-            if let Some(ready) = self.try_pop_or_end() {
-                return Poll::Ready(ready);
-            }
-            self.0.item_ready.register(cx.waker());
-            match self.try_pop_or_end() {
-                Some(ready) => Poll::Ready(ready),
-                None => Poll::Pending,
-            }
-        })
-        .await
+        poll_fn(|cx| self.poll_pop(cx)).await
+    }
+
+    /// [`Self::pop`] for a hand-written `Stream` or `Future`.
+    pub fn poll_pop(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<T>> {
+        if let Some(ready) = self.try_pop_or_end() {
+            return Poll::Ready(ready);
+        }
+        self.0.item_ready.register(cx.waker());
+        match self.try_pop_or_end() {
+            Some(ready) => Poll::Ready(ready),
+            None => Poll::Pending,
+        }
     }
 
     /// `Some(Some(item))`, `Some(None)` at the end, `None` when empty but open.

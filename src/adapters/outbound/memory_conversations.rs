@@ -280,6 +280,43 @@ impl Default for InMemoryLiveDelivery {
     }
 }
 
+/// One subscriber's live stream: its queue's events, then
+/// [`LiveItem::Lagged`] once if it fell behind, then the end. Written out
+/// rather than `stream::unfold`, which keeps its state and its pending future
+/// side by side in every idle socket's subscription.
+struct Subscription {
+    rx: queue::Receiver<Arc<LoggedEvent>>,
+    lagged: Arc<AtomicBool>,
+    /// `None` once the stream has ended.
+    guard: Option<Unsubscribe>,
+}
+
+impl futures_util::Stream for Subscription {
+    type Item = LiveItem;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<LiveItem>> {
+        use std::task::Poll;
+        if self.guard.is_none() {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(self.rx.poll_pop(cx)) {
+            Some(event) => Poll::Ready(Some(LiveItem::Event(event))),
+            None if self.lagged.load(Ordering::Acquire) => {
+                // Said once; the next poll ends the stream.
+                self.guard = None;
+                Poll::Ready(Some(LiveItem::Lagged { missed: 0 }))
+            }
+            None => {
+                self.guard = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
 /// Removes the subscriber from its session when its stream is dropped.
 struct Unsubscribe {
     hub: Arc<Sharded<Hub>>,
@@ -308,9 +345,12 @@ impl LiveDelivery for InMemoryLiveDelivery {
             let mut hub = self.hub.of(session);
             hub.next_id += 1;
             let id = hub.next_id;
+            // Room for one: a session is nearly always watched by one tab,
+            // and the default first growth (to four) is ~70 B more in every
+            // idle socket.
             hub.sessions
                 .entry(session.clone())
-                .or_default()
+                .or_insert_with(|| Vec::with_capacity(1))
                 .push(Subscriber {
                     id,
                     tx,
@@ -323,20 +363,11 @@ impl LiveDelivery for InMemoryLiveDelivery {
             session: session.clone(),
             id,
         };
-        Ok(Box::pin(futures_util::stream::unfold(
-            (rx, lagged, Some(guard)),
-            |(mut rx, lagged, guard)| async move {
-                guard.as_ref()?;
-                match rx.pop().await {
-                    Some(event) => Some((LiveItem::Event(event), (rx, lagged, guard))),
-                    None if lagged.load(Ordering::Acquire) => {
-                        // Said once; the next poll ends the stream.
-                        Some((LiveItem::Lagged { missed: 0 }, (rx, lagged, None)))
-                    }
-                    None => None,
-                }
-            },
-        )))
+        Ok(Box::pin(Subscription {
+            rx,
+            lagged,
+            guard: Some(guard),
+        }))
     }
 
     async fn publish(

@@ -130,7 +130,7 @@ struct Serving {
     out: queue::Sender<Outbound>,
     writer: Writer,
     authority: Authority,
-    _counted: ConnectionGuard,
+    counted: ConnectionGuard,
 }
 
 /// The writer task, watched through its handle (no token of its own: every
@@ -186,39 +186,51 @@ impl Connection {
             out,
             writer,
             authority,
-            _counted: counted,
+            counted,
         };
         self.serve(stream, serving)
     }
 
     /// Reads until the connection ends, then lets the writer finish.
-    async fn serve(self, stream: SplitStream<WebSocketStream>, serving: Serving) {
-        let Serving {
-            out,
-            mut writer,
-            mut authority,
-            _counted: mut counted,
-        } = serving;
-        let exit = self
-            .read_loop(stream, &out, &mut writer, &mut authority)
-            .await;
-        if let Exit::Close(reason) = exit {
-            // The writer sends what the conversation already has, then this.
-            let _ = out.push(Outbound::Close(reason)).await;
+    ///
+    /// Not an `async fn`: one keeps its arguments twice for its whole life
+    /// (as passed, and moved into its body), and destructuring them would
+    /// keep a third copy. This block uses what it captured in place:
+    /// measured, ~300 B less in every idle socket's task.
+    #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+    fn serve(
+        self,
+        stream: SplitStream<WebSocketStream>,
+        mut serving: Serving,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let exit = self
+                .read_loop(
+                    stream,
+                    &serving.out,
+                    &mut serving.writer,
+                    &mut serving.authority,
+                )
+                .await;
+            if let Exit::Close(reason) = exit {
+                // The writer sends what the conversation already has, then this.
+                let _ = serving.out.push(Outbound::Close(reason)).await;
+            }
+            // Nothing more to queue: the writer ends once it has sent the rest.
+            serving.out.close();
+            let client_closed = matches!(exit, Exit::ClientClosed);
+            let closed = serving.writer.finish(client_closed).await;
+            let reason = closed.map_or(exit.as_str(), CloseReason::text);
+            let label = closed.map_or(exit.label(), CloseReason::label);
+            // The connection's span in a trace, when there is one (see `connection_span`).
+            tracing::Span::current().record("chatbot.close_reason", label);
+            serving.counted.closing(label);
+            drop(serving.counted);
+            self.span()
+                .in_scope(|| tracing::info!(reason, "websocket disconnected"));
+            // Boxed: awaited once, at the end, and not worth room in every idle socket.
+            Box::pin(self.ctx.limits.release_connection(self.permit)).await;
         }
-        // Nothing more to queue: the writer ends once it has sent the rest.
-        out.close();
-        let closed = writer.finish(matches!(exit, Exit::ClientClosed)).await;
-        let reason = closed.map_or(exit.as_str(), CloseReason::text);
-        let label = closed.map_or(exit.label(), CloseReason::label);
-        // The connection's span in a trace, when there is one (see `connection_span`).
-        tracing::Span::current().record("chatbot.close_reason", label);
-        counted.closing(label);
-        drop(counted);
-        self.span()
-            .in_scope(|| tracing::info!(reason, "websocket disconnected"));
-        // Boxed: awaited once, at the end, and not worth room in every idle socket.
-        Box::pin(self.ctx.limits.release_connection(self.permit)).await;
     }
 
     /// The context of this connection's log lines. Made for each piece of

@@ -310,7 +310,13 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
             // connection's whole life, all it started from (this callback with
             // what it captured, the handshake's headers and config): measured,
             // ~1 KiB more per idle socket.
-            tracker.spawn(tracing::Instrument::instrument(serving, opened.traced));
+            // The span is disabled unless traces are exported: then it is not
+            // kept, as an instrumented future would, in every idle socket.
+            if opened.traced.is_disabled() {
+                tracker.spawn(serving);
+            } else {
+                tracker.spawn(tracing::Instrument::instrument(serving, opened.traced));
+            }
             std::future::ready(())
         })
         .into_response()

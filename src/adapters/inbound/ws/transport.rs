@@ -191,53 +191,59 @@ pub trait FrameFeed: Send {
 /// long as the connection, and a send future held in place (a batch, its
 /// timeout's timer) would add to what every idle socket costs; one small
 /// allocation per write is cheaper than that.
-pub async fn write_loop<F: FrameFeed>(
+#[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+pub fn write_loop<F: FrameFeed>(
     mut sink: SplitSink<WebSocketStream, Message>,
     mut queue: queue::Receiver<Outbound>,
     mut feed: F,
-) -> Option<CloseReason> {
-    let mut closing: Option<CloseReason> = None;
-    let closed = loop {
-        // Only a conversation frame starts a batch: a reply or ping from the
-        // queue goes out alone, ahead of the feed, as it always did.
-        let (item, batch) = match closing {
-            Some(reason) => (flushed_before(&mut feed, reason), false),
-            None => tokio::select! {
-                biased;
-                item = queue.pop() => match item {
-                    Some(Outbound::Close(reason)) => {
-                        closing = Some(reason);
-                        continue;
-                    }
-                    Some(item) => (item, false),
-                    None => break None,
+) -> impl std::future::Future<Output = Option<CloseReason>> + Send {
+    // Not an `async fn`, which would keep its arguments twice (as passed and
+    // moved into its body) for the connection's life: the block uses them in
+    // place.
+    async move {
+        let mut closing: Option<CloseReason> = None;
+        let closed = loop {
+            // Only a conversation frame starts a batch: a reply or ping from the
+            // queue goes out alone, ahead of the feed, as it always did.
+            let (item, batch) = match closing {
+                Some(reason) => (flushed_before(&mut feed, reason), false),
+                None => tokio::select! {
+                    biased;
+                    item = queue.pop() => match item {
+                        Some(Outbound::Close(reason)) => {
+                            closing = Some(reason);
+                            continue;
+                        }
+                        Some(item) => (item, false),
+                        None => break None,
+                    },
+                    frame = feed.next_frame() => match frame {
+                        FeedFrame::Text(json) => {
+                            // The feed's queue is outside tokio's cooperative budget.
+                            tokio::task::consume_budget().await;
+                            (Outbound::Message(json), true)
+                        }
+                        FeedFrame::Close(reason) => (Outbound::Close(reason), false),
+                    },
                 },
-                frame = feed.next_frame() => match frame {
-                    FeedFrame::Text(json) => {
-                        // The feed's queue is outside tokio's cooperative budget.
-                        tokio::task::consume_budget().await;
-                        (Outbound::Message(json), true)
-                    }
-                    FeedFrame::Close(reason) => (Outbound::Close(reason), false),
-                },
-            },
+            };
+            let close = match &item {
+                Outbound::Close(reason) => Some(*reason),
+                _ => None,
+            };
+            let more = batch.then_some(Batch {
+                feed: &mut feed,
+                queue: &queue,
+                closing: &mut closing,
+            });
+            if Box::pin(send(&mut sink, item, more)).await.is_err() || close.is_some() {
+                break close;
+            }
         };
-        let close = match &item {
-            Outbound::Close(reason) => Some(*reason),
-            _ => None,
-        };
-        let more = batch.then_some(Batch {
-            feed: &mut feed,
-            queue: &queue,
-            closing: &mut closing,
-        });
-        if Box::pin(send(&mut sink, item, more)).await.is_err() || close.is_some() {
-            break close;
-        }
-    };
-    // Boxed: needed once, at the end, and not worth a place in every idle socket.
-    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), sink.close())).await;
-    closed
+        // Boxed: needed once, at the end, and not worth a place in every idle socket.
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), sink.close())).await;
+        closed
+    }
 }
 
 /// While closing: what the feed already holds goes out before the close.
