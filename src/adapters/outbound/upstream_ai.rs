@@ -715,15 +715,7 @@ mod proptests {
     /// response body goes through, and returns the deltas and how the
     /// stream ended (`None`: `[DONE]`).
     fn read(body: &[u8], cuts: &[usize]) -> (Vec<AnswerDelta>, Option<AiError>) {
-        let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
-        points.extend([0, body.len()]);
-        points.sort_unstable();
-        points.dedup();
-        let pieces: Vec<Result<bytes::Bytes, SseError>> = points
-            .windows(2)
-            .map(|w| Ok(bytes::Bytes::copy_from_slice(&body[w[0]..w[1]])))
-            .collect();
-        let events = EventReader::new(futures_util::stream::iter(pieces));
+        let events = sse::cut_body(body, cuts);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

@@ -100,16 +100,17 @@ where
                 return None;
             };
             self.after_cr = rest[end] == b'\r';
+            let line_in_chunk = self.at..self.at + end;
             self.at += end + 1;
             let event = if self.partial.is_empty() {
                 // Taken out for the call (no copy, no reference count).
                 let chunk = std::mem::take(&mut self.chunk);
-                let event = self.line(&chunk[self.at - end - 1..self.at - 1]);
+                let event = self.line(&chunk[line_in_chunk]);
                 self.chunk = chunk;
                 event
             } else {
                 let mut line = std::mem::take(&mut self.partial);
-                line.extend_from_slice(&self.chunk[self.at - end - 1..self.at - 1]);
+                line.extend_from_slice(&self.chunk[line_in_chunk]);
                 let event = self.line(&line);
                 line.clear();
                 self.partial = line;
@@ -168,21 +169,31 @@ impl From<reqwest::Error> for SseError {
     }
 }
 
+/// `body` as a response body cut at `cuts` (each taken modulo the body's
+/// length + 1) would arrive: the chunks between the cut points, in order.
+#[cfg(test)]
+pub(super) fn cut_body(
+    body: &[u8],
+    cuts: &[usize],
+) -> EventReader<futures_util::stream::Iter<std::vec::IntoIter<Result<Bytes, SseError>>>> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+    points.extend([0, body.len()]);
+    points.sort_unstable();
+    points.dedup();
+    let pieces: Vec<Result<Bytes, SseError>> = points
+        .windows(2)
+        .map(|w| Ok(Bytes::copy_from_slice(&body[w[0]..w[1]])))
+        .collect();
+    EventReader::new(futures_util::stream::iter(pieces))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The events of `body` read in pieces cut at `cuts`.
     fn events(body: &[u8], cuts: &[usize]) -> (Vec<String>, Option<String>) {
-        let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
-        points.extend([0, body.len()]);
-        points.sort_unstable();
-        points.dedup();
-        let pieces: Vec<Result<Bytes, SseError>> = points
-            .windows(2)
-            .map(|w| Ok(Bytes::copy_from_slice(&body[w[0]..w[1]])))
-            .collect();
-        let mut reader = EventReader::new(futures_util::stream::iter(pieces));
+        let mut reader = cut_body(body, cuts);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
