@@ -79,13 +79,18 @@ impl TokenService for JwtTokenService {
     fn issue(&self, user: &User) -> Result<IssuedToken, TokenError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let now = now_ms.div_euclid(1000);
+        // `exp` counts from the next whole second: from `now` it would give a
+        // token issued late in a second up to a second less than the
+        // `expiresInSeconds` the client is told, and a client refreshing a
+        // little before that would find its socket already closed.
+        let next_second = now_ms.saturating_add(999).div_euclid(1000);
         let ttl = i64::try_from(self.lifetime.seconds()).unwrap_or(i64::MAX / 2);
         let claims = Claims {
             sub: Some(user.id.as_str().to_owned()),
             legacy_user_id: Some(user.id.as_str().to_owned()),
             username: user.username.as_str().to_owned(),
             iat: Some(now),
-            exp: now.saturating_add(ttl),
+            exp: next_second.saturating_add(ttl),
             nbf: None,
             jti: Some(uuid::Uuid::new_v4().simple().to_string()),
             iat_ms: Some(now_ms),
@@ -110,6 +115,12 @@ impl TokenService for JwtTokenService {
             return Err(TokenError::Invalid);
         }
         let claims = data.claims;
+        // RFC 7519 4.1.4: not accepted *on or after* `exp` (the crate accepts
+        // through that second). The same instant the socket's deadline, the
+        // ticket check and the Node server use.
+        if claims.exp <= chrono::Utc::now().timestamp() {
+            return Err(TokenError::Expired);
+        }
         let issued_at = self.issued_at(&claims)?;
         // A millisecond claim must agree with its `iat` second, so it cannot
         // move a token out of a `logout-all` by more than that second.
@@ -222,7 +233,27 @@ mod tests {
         );
         assert_eq!(claims.user_id.as_str(), "65f1c0ffee0123456789abcd");
         assert_eq!(claims.username.as_str(), "alice");
-        assert_eq!(claims.expires_at - claims.issued_at, 3600);
+        let lived = claims.expires_at - claims.issued_at;
+        assert!((3600..=3601).contains(&lived), "lived {lived}");
+        assert!(
+            claims.expires_at * 1000 >= claims.issued_at_ms + 3600 * 1000,
+            "a token lives at least its whole lifetime from the millisecond it was issued"
+        );
+    }
+
+    #[test]
+    fn a_token_is_refused_from_its_exp_second_on() {
+        let svc = JwtTokenService::new(SECRET, lifetime(60));
+        let now = chrono::Utc::now().timestamp();
+        let claims =
+            serde_json::json!({"sub": "u1", "username": "alice", "iat": now - 30, "exp": now});
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(matches!(svc.verify(&token), Err(TokenError::Expired)));
     }
 
     #[test]
@@ -562,7 +593,7 @@ mod proptests {
 
     fn check_accepted(claims: &TokenClaims) -> Result<(), TestCaseError> {
         let now = chrono::Utc::now().timestamp();
-        prop_assert!(claims.expires_at >= now, "expired token accepted");
+        prop_assert!(claims.expires_at > now, "expired token accepted");
         prop_assert!(claims.issued_at <= now + MAX_IAT_AHEAD_SECS);
         prop_assert!(claims.expires_at <= LAST_TIME);
         let lived = claims.expires_at - claims.issued_at;

@@ -81,15 +81,17 @@ impl Authority {
     }
 }
 
-/// When a token's `exp` comes, on the monotonic clock. A signed `exp` may be
-/// anything up to `i64::MAX` (a token of the Node server's, or one signed
-/// elsewhere with the secret): past [`MAX_DURATION`] it is "never", rather
-/// than an overflow of the clock.
+/// When a token's `exp` comes, on the monotonic clock, to the millisecond
+/// (in whole seconds of "now" it could be up to a second late or early). A
+/// signed `exp` may be anything up to `i64::MAX` (a token of the Node
+/// server's, or one signed elsewhere with the secret): past [`MAX_DURATION`]
+/// it is "never", rather than an overflow of the clock.
 fn deadline_of(claims: &TokenClaims) -> Instant {
     let left = claims
         .expires_at
-        .saturating_sub(chrono::Utc::now().timestamp());
-    let left = std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0));
+        .saturating_mul(1000)
+        .saturating_sub(chrono::Utc::now().timestamp_millis());
+    let left = std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0));
     Instant::now() + left.min(MAX_DURATION)
 }
 
@@ -733,5 +735,22 @@ mod tests {
         assert!(far > now + std::time::Duration::from_secs(86_400 * 365));
         assert!(deadline_of(&claims(i64::MIN)) <= Instant::now());
         assert!(deadline_of(&claims(0)) <= Instant::now());
+    }
+
+    #[test]
+    fn the_deadline_is_the_exp_second_to_the_millisecond() {
+        // Whatever part of a second has gone by, the socket lapses when `exp`
+        // comes, not a fraction of a second before or after it.
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let before = Instant::now();
+        let exp = now_ms.div_euclid(1000) + 2;
+        let left = deadline_of(&claims(exp)) - before;
+        let expected =
+            std::time::Duration::from_millis(u64::try_from(exp * 1000 - now_ms).unwrap());
+        let off = left.abs_diff(expected);
+        assert!(
+            off < std::time::Duration::from_millis(50),
+            "{left:?} against {expected:?}"
+        );
     }
 }
