@@ -380,6 +380,45 @@ async fn an_expired_token_closes_its_socket_unless_an_auth_message_renewed_it() 
     );
 }
 
+/// Sleeps until the wall clock is `ms` milliseconds into a second.
+async fn until_millis_into_a_second(ms: i64) {
+    let into = chrono::Utc::now().timestamp_subsec_millis() as i64;
+    let wait = (ms - into).rem_euclid(1000);
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+}
+
+/// A client plans its refresh from `expiresInSeconds`: a token issued late
+/// in a second and first used in the next one still holds its socket that
+/// long (it once closed up to a second early, with 4001, before the client's
+/// refresh came).
+#[tokio::test]
+async fn a_socket_holds_its_token_for_the_whole_expires_in_seconds() {
+    let app = spawn_app(&[("JWT_EXPIRES_IN", "2")]).await;
+    let registered = register(&app, "olga").await;
+    // Refreshing hashes no password, so the token is issued when asked.
+    until_millis_into_a_second(880).await;
+    let (status, fresh) = refresh(&app, &text(&registered, "refreshToken")).await;
+    let issued = std::time::Instant::now();
+    assert_eq!(
+        (status, fresh["expiresInSeconds"].as_u64()),
+        (200, Some(2)),
+        "{fresh}"
+    );
+    until_millis_into_a_second(100).await;
+    let (mut ws, _) = app.connect(&text(&fresh, "token")).await;
+
+    let (codes, close) = closed_with(&mut ws, Duration::from_secs(5)).await;
+    let held = issued.elapsed();
+    assert_eq!(
+        (codes, close),
+        (vec!["token_expired".to_owned()], Some(4001))
+    );
+    assert!(
+        held >= Duration::from_millis(1950),
+        "the socket closed {held:?} after its token was issued for 2 s"
+    );
+}
+
 // ------------------------------------------------------------- claims, names, registration
 
 #[tokio::test]
