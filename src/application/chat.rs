@@ -777,8 +777,11 @@ impl ChatService {
 
     /// Resolves when every generation of this instance has ended after
     /// shutdown began, so connections can close with nothing left to say.
-    pub async fn drained(&self) {
-        self.core.drained.cancelled().await;
+    ///
+    /// The token's own future, not an `async fn` around it: every idle
+    /// socket holds one, and a wrapper would add its own room to each.
+    pub fn drained(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.core.drained.cancelled()
     }
 
     /// Refuses new chats, lets running generations finish for up to `grace`,

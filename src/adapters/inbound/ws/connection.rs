@@ -13,13 +13,13 @@ use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use poem::web::websocket::{Message, WebSocketStream};
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::super::api_common::UserView;
 use super::super::errors::ErrorCode;
 use super::super::{AppContext, RequestContext};
 use super::feed::ConversationFeed;
+use super::millis::Millis;
 use super::protocol::{now, parse_client_message, AgentView, ClientMessage, QuotaView, Reply};
 use super::transport::{close_for_read_error, write_loop, CloseReason, Outbound, OUTBOUND_QUEUE};
 use crate::adapters::queue;
@@ -66,7 +66,7 @@ enum Stop {
 /// fresh token of the same user first.
 pub(super) struct Authority {
     claims: TokenClaims,
-    deadline: Instant,
+    deadline: Millis,
     /// Word of revocations; `None` once the store stopped announcing (shutdown).
     revocations: Option<broadcast::Receiver<Revocation>>,
 }
@@ -86,13 +86,13 @@ impl Authority {
 /// signed `exp` may be anything up to `i64::MAX` (a token of the Node
 /// server's, or one signed elsewhere with the secret): past [`MAX_DURATION`]
 /// it is "never", rather than an overflow of the clock.
-fn deadline_of(claims: &TokenClaims) -> Instant {
+fn deadline_of(claims: &TokenClaims) -> Millis {
     let left = claims
         .expires_at
         .saturating_mul(1000)
         .saturating_sub(chrono::Utc::now().timestamp_millis());
     let left = std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0));
-    Instant::now() + left.min(MAX_DURATION)
+    Millis::now().after(left.min(MAX_DURATION))
 }
 
 /// The next revocation; pending for ever once the channel has closed.
@@ -111,8 +111,8 @@ async fn next_revocation(
 
 /// When the client was last heard from, and its session last refreshed.
 struct KeepAlive {
-    last_seen: Instant,
-    last_touch: Instant,
+    last_seen: Millis,
+    last_touch: Millis,
 }
 
 pub(super) struct Connection {
@@ -129,6 +129,9 @@ pub(super) struct Connection {
 
 /// What a connection holds while it serves, besides the [`Connection`].
 struct Serving {
+    /// The client's frames; here rather than an argument of the read loop,
+    /// which would keep a second copy in every idle socket's future.
+    stream: SplitStream<WebSocketStream>,
     out: queue::Sender<Outbound>,
     writer: Writer,
     authority: Authority,
@@ -185,12 +188,13 @@ impl Connection {
             ended: None,
         };
         let serving = Serving {
+            stream,
             out,
             writer,
             authority,
             counted,
         };
-        self.serve(stream, serving)
+        self.serve(serving)
     }
 
     /// Reads until the connection ends, then lets the writer finish.
@@ -200,20 +204,9 @@ impl Connection {
     /// keep a third copy. This block uses what it captured in place:
     /// measured, ~300 B less in every idle socket's task.
     #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
-    fn serve(
-        self,
-        stream: SplitStream<WebSocketStream>,
-        mut serving: Serving,
-    ) -> impl std::future::Future<Output = ()> + Send {
+    fn serve(self, mut serving: Serving) -> impl std::future::Future<Output = ()> + Send {
         async move {
-            let exit = self
-                .read_loop(
-                    stream,
-                    &serving.out,
-                    &mut serving.writer,
-                    &mut serving.authority,
-                )
-                .await;
+            let exit = self.read_loop(&mut serving).await;
             if let Exit::Close(reason) = exit {
                 // The writer sends what the conversation already has, then this.
                 let _ = serving.out.push(Outbound::Close(reason)).await;
@@ -277,64 +270,61 @@ impl Connection {
     /// Reads client frames until the client leaves, the server stops, or the
     /// connection misbehaves. Bad messages get an `error` reply and the loop
     /// goes on: only the transport can end a connection.
-    async fn read_loop(
-        &self,
-        mut stream: SplitStream<WebSocketStream>,
-        out: &queue::Sender<Outbound>,
-        writer: &mut Writer,
-        authority: &mut Authority,
-    ) -> Exit {
-        let mut revocations = authority.revocations.take();
-        let interval = self.ctx.websocket.ping_interval;
-        let mut next_ping = Instant::now() + interval;
+    async fn read_loop(&self, serving: &mut Serving) -> Exit {
+        // Every local here is room in every idle socket's future for its
+        // whole life: the ping interval is read again when needed, and
+        // `serving` is borrowed whole rather than field by field.
+        let mut next_ping = Millis::now().after(self.ctx.websocket.ping_interval);
         // One pinned sleep serves both the pings and the token's expiry: each
         // timer here is room in every idle socket's future (and an `Interval`
         // would box its own).
-        let timer = tokio::time::sleep_until(next_ping.min(authority.deadline));
+        let timer = tokio::time::sleep_until(next_ping.min(serving.authority.deadline).instant());
         tokio::pin!(timer);
         let mut alive = KeepAlive {
-            last_seen: Instant::now(),
-            last_touch: Instant::now(),
+            last_seen: Millis::now(),
+            last_touch: Millis::now(),
         };
         loop {
             // What handling something awaits is boxed below: inline, it would
             // take room in this future for the connection's whole life.
             let exit = tokio::select! {
                 biased;
-                closed = &mut writer.handle, if writer.ended.is_none() => {
-                    writer.ended = Some(closed.ok().flatten());
+                closed = &mut serving.writer.handle, if serving.writer.ended.is_none() => {
+                    serving.writer.ended = Some(closed.ok().flatten());
                     Some(Exit::WriterGone)
                 }
                 // Running answers finish first; then there is nothing left to say.
-                _ = self.ctx.chat.drained() => Some(Exit::Close(CloseReason::ShuttingDown)),
-                notice = next_revocation(&mut revocations) => {
-                    if Box::pin(self.is_revoked(notice, &authority.claims)).await {
-                        Some(Box::pin(lapsed(out, CloseReason::TokenRevoked)).await)
+                () = self.ctx.chat.drained() => Some(Exit::Close(CloseReason::ShuttingDown)),
+                notice = next_revocation(&mut serving.authority.revocations) => {
+                    if Box::pin(self.is_revoked(notice, &serving.authority.claims)).await {
+                        Some(Box::pin(lapsed(&serving.out, CloseReason::TokenRevoked)).await)
                     } else {
                         None
                     }
                 }
                 () = &mut timer => {
-                    let now = Instant::now();
-                    if now >= authority.deadline {
-                        Some(Box::pin(lapsed(out, CloseReason::TokenExpired)).await)
+                    let now = Millis::now();
+                    if now >= serving.authority.deadline {
+                        Some(Box::pin(lapsed(&serving.out, CloseReason::TokenExpired)).await)
                     } else if now >= next_ping {
-                        next_ping = now + interval;
-                        Box::pin(self.on_ping_tick(&mut alive, out).instrument(self.span())).await
+                        next_ping = now.after(self.ctx.websocket.ping_interval);
+                        Box::pin(self.on_ping_tick(&mut alive, &serving.out).instrument(self.span())).await
                     } else {
                         None
                     }
                 }
-                frame = stream.next() => {
-                    alive.last_seen = Instant::now();
-                    Box::pin(self.on_client_frame(frame, out, authority)).await
+                frame = serving.stream.next() => {
+                    alive.last_seen = Millis::now();
+                    Box::pin(self.on_client_frame(frame, &serving.out, &mut serving.authority)).await
                 }
             };
             if let Some(exit) = exit {
                 return exit;
             }
             // An `auth` message may have moved the deadline.
-            timer.as_mut().reset(next_ping.min(authority.deadline));
+            timer
+                .as_mut()
+                .reset(next_ping.min(serving.authority.deadline).instant());
         }
     }
 
@@ -434,7 +424,7 @@ impl Connection {
         }
         self.ctx.limits.renew_connection(&self.permit).await;
         if alive.last_touch.elapsed() >= self.ctx.chat.keep_alive_interval() {
-            alive.last_touch = Instant::now();
+            alive.last_touch = Millis::now();
             match self.ctx.chat.touch(&self.session_id).await {
                 Ok(()) => {}
                 Err(ChatError::SessionGone) => return Some(self.session_lost(out).await),
@@ -730,11 +720,11 @@ mod tests {
 
     #[test]
     fn a_token_that_never_expires_gives_a_far_deadline_not_a_panic() {
-        let now = Instant::now();
-        let far = deadline_of(&claims(i64::MAX));
+        let now = tokio::time::Instant::now();
+        let far = deadline_of(&claims(i64::MAX)).instant();
         assert!(far > now + std::time::Duration::from_secs(86_400 * 365));
-        assert!(deadline_of(&claims(i64::MIN)) <= Instant::now());
-        assert!(deadline_of(&claims(0)) <= Instant::now());
+        assert!(deadline_of(&claims(i64::MIN)) <= Millis::now());
+        assert!(deadline_of(&claims(0)) <= Millis::now());
     }
 
     #[test]
@@ -742,9 +732,9 @@ mod tests {
         // Whatever part of a second has gone by, the socket lapses when `exp`
         // comes, not a fraction of a second before or after it.
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let before = Instant::now();
+        let before = tokio::time::Instant::now();
         let exp = now_ms.div_euclid(1000) + 2;
-        let left = deadline_of(&claims(exp)) - before;
+        let left = deadline_of(&claims(exp)).instant() - before;
         let expected =
             std::time::Duration::from_millis(u64::try_from(exp * 1000 - now_ms).unwrap());
         let off = left.abs_diff(expected);

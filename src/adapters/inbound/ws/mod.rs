@@ -15,6 +15,7 @@ mod connection;
 mod feed;
 mod held_permit;
 pub mod info;
+mod millis;
 pub mod protocol;
 pub mod transport;
 
