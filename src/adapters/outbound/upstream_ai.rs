@@ -353,7 +353,9 @@ where
             if self.done {
                 return Step::Done;
             }
-            let Some(event) = self.next_event().await else {
+            // The event borrows the source alone: the other fields stay free.
+            let event = next_before(&mut self.source, &mut self.timer, self.deadline).await;
+            let Some(event) = event else {
                 return Step::Fail(self.timeout_error());
             };
             let data = match event {
@@ -364,7 +366,7 @@ where
             if self.got_first_token {
                 self.deadline = Instant::now() + self.timeouts.idle;
             }
-            match parse_data(&data) {
+            match parse_data(data) {
                 Ok(Parsed::Done) => {
                     // Calls still open when the stream ends are complete.
                     self.calls.finish(&mut self.ready);
@@ -373,30 +375,6 @@ where
                 Ok(Parsed::Skip) => {}
                 Ok(Parsed::Chunk(parts)) => deltas_of(parts, &mut self.calls, &mut self.ready),
                 Err(err) => return Step::Fail(err),
-            }
-        }
-    }
-
-    /// The source's next event, or `None` once the deadline passed first.
-    async fn next_event(&mut self) -> Option<Option<Result<String, SseError>>> {
-        // Moved earlier only once: from the first-token deadline to the first
-        // idle one, when the idle timeout is the shorter.
-        if self.timer.deadline() > self.deadline {
-            let deadline = self.deadline;
-            self.timer.as_mut().reset(deadline);
-        }
-        loop {
-            tokio::select! {
-                biased;
-                // Cancel-safe: a chunk is taken in whole before any await.
-                event = self.source.next_event() => return Some(event),
-                () = self.timer.as_mut() => {
-                    if Instant::now() >= self.deadline {
-                        return None;
-                    }
-                    let deadline = self.deadline;
-                    self.timer.as_mut().reset(deadline);
-                }
             }
         }
     }
@@ -412,6 +390,42 @@ where
                 "no first token from AI service within {:?}",
                 self.timeouts.first_token
             ))
+        }
+    }
+}
+
+/// The source's next event (lent by the source), or `None` once `deadline`
+/// passed first. A function of the two fields it needs rather than a method,
+/// so the event it returns borrows `source` alone.
+async fn next_before<'a, B, E>(
+    source: &'a mut EventReader<B>,
+    timer: &mut std::pin::Pin<Box<tokio::time::Sleep>>,
+    deadline: Instant,
+) -> Option<Option<Result<&'a str, SseError>>>
+where
+    B: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: Into<SseError>,
+{
+    // Moved earlier only once: from the first-token deadline to the first
+    // idle one, when the idle timeout is the shorter.
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    // One read, polled until it ends or the deadline passes (the timer may
+    // fire early, for a deadline pushed back since it was set).
+    let event = source.next_event();
+    tokio::pin!(event);
+    loop {
+        tokio::select! {
+            biased;
+            // Cancel-safe: a chunk is taken in whole before any await.
+            event = &mut event => return Some(event),
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
         }
     }
 }

@@ -8,8 +8,11 @@
 //! event field by field through a parser-combinator library and a chain of
 //! stream adapters, and at hundreds of concurrent answers it was about 7% of
 //! the gateway's CPU. This one scans each chunk for line ends and copies a
-//! token's bytes once. It also keeps memory bounded: a line or an event may
-//! hold at most [`MAX_EVENT_BYTES`], however long the upstream goes on.
+//! token's bytes once, into a buffer it keeps and lends out (an event's data
+//! is a `&str` valid until the next call, not a fresh `String` per token:
+//! two allocations per token fewer). It also keeps memory bounded: a line or
+//! an event may hold at most [`MAX_EVENT_BYTES`], however long the upstream
+//! goes on, and a buffer a long event grew is let go once that event is read.
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -17,6 +20,10 @@ use futures_util::{Stream, StreamExt};
 /// The most one event's data (or one line) may hold; an upstream that sends
 /// more without a line end or blank line is broken or hostile.
 pub(super) const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// The most the event buffer keeps between events: tokens need a few hundred
+/// bytes; a rare long event's megabyte is not held for the rest of the answer.
+const KEPT_EVENT_BYTES: usize = 16 << 10;
 
 /// Why an event stream could not be read further.
 #[derive(Debug)]
@@ -37,8 +44,11 @@ pub(super) struct EventReader<S> {
     at: usize,
     /// The start of a line whose end is in a later chunk.
     partial: Vec<u8>,
-    /// The data of the event being gathered, each field followed by LF.
+    /// The data of the event being gathered, each field followed by LF;
+    /// once handed on, that event's data (lent until the next call).
     data: Vec<u8>,
+    /// `data` holds the event last handed on: it goes before the next one.
+    handed_on: bool,
     /// Whether the event has a `data` field yet (even an empty one).
     has_data: bool,
     /// The last line ended with CR: an LF first thing now is its CRLF.
@@ -59,18 +69,29 @@ where
             at: 0,
             partial: Vec::new(),
             data: Vec::new(),
+            handed_on: false,
             has_data: false,
             after_cr: false,
             at_start: true,
         }
     }
 
-    /// The data of the next event; `None` when the body has ended.
-    pub(super) async fn next_event(&mut self) -> Option<Result<String, SseError>> {
+    /// The data of the next event, lent until the next call; `None` when
+    /// the body has ended. Cancel-safe: what was read stays in the reader.
+    pub(super) async fn next_event(&mut self) -> Option<Result<&str, SseError>> {
+        if std::mem::take(&mut self.handed_on) {
+            self.forget_event();
+        }
         loop {
-            if let Some(event) = self.next_in_chunk() {
-                return Some(event);
+            match self.next_in_chunk() {
+                Some(Ok(())) => break,
+                Some(Err(e)) => return Some(Err(e)),
+                None => {}
             }
+            // Read to its end: let it go before the next read, so the
+            // connection may reuse its buffer instead of allocating another
+            // for each chunk (8 KiB per token while we held on to it).
+            self.chunk = Bytes::new();
             match self.body.next().await {
                 Some(Ok(chunk)) => {
                     self.chunk = chunk;
@@ -81,10 +102,23 @@ where
                 None => return None,
             }
         }
+        self.handed_on = true;
+        Some(std::str::from_utf8(&self.data).map_err(|_| SseError::Utf8))
     }
 
-    /// The next event that ends in what is left of the current chunk.
-    fn next_in_chunk(&mut self) -> Option<Result<String, SseError>> {
+    /// Empties the buffer of the event handed on, keeping its room unless a
+    /// long event grew it beyond [`KEPT_EVENT_BYTES`].
+    fn forget_event(&mut self) {
+        if self.data.capacity() > KEPT_EVENT_BYTES {
+            self.data = Vec::new();
+        } else {
+            self.data.clear();
+        }
+    }
+
+    /// Whether an event ends in what is left of the current chunk (its data
+    /// then in `data`).
+    fn next_in_chunk(&mut self) -> Option<Result<(), SseError>> {
         while self.at < self.chunk.len() {
             let rest = &self.chunk[self.at..];
             if std::mem::take(&mut self.after_cr) && rest[0] == b'\n' {
@@ -125,7 +159,7 @@ where
 
     /// Takes in one whole line (without its end); a blank one hands on the
     /// event gathered so far, if it has data.
-    fn line(&mut self, line: &[u8]) -> Option<Result<String, SseError>> {
+    fn line(&mut self, line: &[u8]) -> Option<Result<(), SseError>> {
         let line = if std::mem::take(&mut self.at_start) {
             line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line)
         } else {
@@ -152,14 +186,14 @@ where
         None
     }
 
-    /// The event gathered so far, if it has data; the next one starts empty.
-    fn dispatch(&mut self) -> Option<Result<String, SseError>> {
+    /// Whether the event gathered so far has data and so is handed on (its
+    /// last field's LF dropped); the next one starts empty.
+    fn dispatch(&mut self) -> Option<Result<(), SseError>> {
         if !std::mem::take(&mut self.has_data) {
             return None;
         }
         self.data.pop();
-        let data = std::mem::take(&mut self.data);
-        Some(String::from_utf8(data).map_err(|_| SseError::Utf8))
+        Some(Ok(()))
     }
 }
 
@@ -201,7 +235,7 @@ mod tests {
             let mut got = Vec::new();
             while let Some(event) = reader.next_event().await {
                 match event {
-                    Ok(data) => got.push(data),
+                    Ok(data) => got.push(data.to_owned()),
                     Err(e) => return (got, Some(format!("{e:?}"))),
                 }
             }
@@ -244,6 +278,21 @@ mod tests {
         }
         let (_, end) = events(&long_event, &[]);
         assert_eq!(end.as_deref(), Some("TooLong"));
+    }
+
+    #[test]
+    fn a_long_event_does_not_keep_its_buffer() {
+        let long = "x".repeat(2 * KEPT_EVENT_BYTES);
+        let body = format!("data: {long}\n\ndata: short\n\n");
+        let mut reader = cut_body(body.as_bytes(), &[100]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert_eq!(reader.next_event().await.unwrap().unwrap(), long);
+            assert_eq!(reader.next_event().await.unwrap().unwrap(), "short");
+        });
+        assert!(reader.data.capacity() <= KEPT_EVENT_BYTES);
     }
 
     #[test]
