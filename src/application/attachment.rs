@@ -15,7 +15,10 @@
 //! on the signal bus, and most idle sockets never see an agent.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
+
+use std::task::{ready, Poll};
 
 use futures_util::StreamExt;
 
@@ -67,8 +70,9 @@ pub struct Attachment {
     live: LiveStream,
     /// The session's latest seq when the connection attached (for `connected`).
     pub head: Seq,
-    /// Said once, right after `connected`, before the replay.
-    pub notice: Option<ResumeNotice>,
+    /// Said once, right after `connected`, before the replay. Boxed: it is
+    /// rare, and every idle socket would keep its room for its whole life.
+    pub notice: Option<Box<ResumeNotice>>,
     /// Replayed or gap-filled events not yet handed out, in seq order.
     pending: VecDeque<Arc<LoggedEvent>>,
     /// A live event taken from the subscription whose predecessors are still
@@ -107,7 +111,7 @@ impl Attachment {
         match last_seq {
             None => {}
             Some(n) if n > head => {
-                attachment.notice = Some(ResumeNotice::LastSeqAhead { seq: head })
+                attachment.notice = Some(Box::new(ResumeNotice::LastSeqAhead { seq: head }))
             }
             Some(n) => attachment.replay_from(n).await?,
         }
@@ -157,11 +161,11 @@ impl Attachment {
         self.delivered = after;
         let first = self.log.read_after(&self.session, after, PAGE).await?;
         if first.lost_after(after) {
-            self.notice = Some(ResumeNotice::HistoryLost {
+            self.notice = Some(Box::new(ResumeNotice::HistoryLost {
                 from_seq: after + 1,
                 oldest_seq: first.oldest,
                 seq: first.head,
-            });
+            }));
         }
         self.head = self.head.max(first.head);
         self.queue(first.events);
@@ -206,7 +210,9 @@ impl Attachment {
             if let Some(event) = self.parked.clone() {
                 // Stays parked across the read, so a cancelled call resumes it.
                 if event.seq > self.queued_up_to() + 1 {
-                    self.fill_to(event.seq - 1).await?;
+                    // Boxed: a gap is rare, and inline its read would be
+                    // room in every idle socket's writer.
+                    Box::pin(self.fill_to(event.seq - 1)).await?;
                 }
                 self.parked = None;
                 if event.seq > self.queued_up_to() {
@@ -275,32 +281,40 @@ impl Signals {
 
 /// The next typing of the other side; pending for ever while not
 /// subscribed (or once the signals ended: a signal is a courtesy, the log
-/// is the truth). Cancel-safe: a stream's `next` is.
-async fn next_signal(signals: &mut Option<Signals>) -> bool {
-    loop {
+/// is the truth). Cancel-safe: a stream's `poll_next` is.
+///
+/// Written as a poll function, not an `async fn`: the future is part of
+/// every idle socket's writer, and this one holds only the reference.
+fn next_signal(signals: &mut Option<Signals>) -> impl std::future::Future<Output = bool> + '_ {
+    std::future::poll_fn(move |cx| loop {
         let Some(Signals {
             stream: Some(stream),
             side,
             ..
         }) = signals
         else {
-            return std::future::pending().await;
+            return Poll::Pending;
         };
-        match stream.next().await {
-            Some(Signal::Typing { from, state, .. }) if from == side.other() => return state,
+        match ready!(stream.poll_next_unpin(cx)) {
+            Some(Signal::Typing { from, state, .. }) if from == side.other() => {
+                return Poll::Ready(state)
+            }
             Some(_) => {}
             None => *signals = None,
         }
-    }
+    })
 }
 
-/// Resolves at `deadline`; never without one. The timer is boxed: this
-/// future is part of every idle connection's, and most never show typing.
-async fn lapse(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(at) => Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at))).await,
-        None => std::future::pending().await,
-    }
+/// Resolves at `deadline`; never without one. The timer is boxed and
+/// polled in place: this future is part of every idle socket's writer, and
+/// most never show typing (then it holds nothing but an empty option).
+fn lapse(deadline: Option<std::time::Instant>) -> impl std::future::Future<Output = ()> {
+    let mut timer =
+        deadline.map(|at| Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at))));
+    std::future::poll_fn(move |cx| match &mut timer {
+        Some(timer) => timer.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
 }
 
 #[cfg(test)]
@@ -385,8 +399,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            a.notice,
-            Some(ResumeNotice::HistoryLost {
+            a.notice.as_deref(),
+            Some(&ResumeNotice::HistoryLost {
                 from_seq: 4,
                 oldest_seq: 40,
                 seq: 50
@@ -401,7 +415,10 @@ mod tests {
         let mut a = Attachment::open(SessionId::generate(), log, live(vec![6]), Some(9))
             .await
             .unwrap();
-        assert_eq!(a.notice, Some(ResumeNotice::LastSeqAhead { seq: 5 }));
+        assert_eq!(
+            a.notice.as_deref(),
+            Some(&ResumeNotice::LastSeqAhead { seq: 5 })
+        );
         assert_eq!(drain(&mut a).await, vec![6]);
     }
 

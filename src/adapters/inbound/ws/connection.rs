@@ -181,7 +181,7 @@ impl Connection {
             .in_scope(|| tracing::info!(resumed = self.resumed, "websocket connected"));
         let (sink, stream) = socket.split();
         let (out, out_rx) = queue::bounded(OUTBOUND_QUEUE);
-        self.greet(&out, hello, attachment.head, attachment.notice.as_ref());
+        self.greet(&out, hello, attachment.head, attachment.notice.as_deref());
         let feed = ConversationFeed::new(attachment);
         let writer = Writer {
             handle: tokio::spawn(write_loop(sink, out_rx, feed)),

@@ -12,8 +12,9 @@ pub struct ConversationFeed {
     /// Once the feed must close, every later call says so again without
     /// asking the attachment, whose live stream may have ended for good.
     ending: Option<CloseReason>,
-    /// The `quota` message due right after the `stream-end` just sent.
-    quota: Option<String>,
+    /// The `quota` message due right after the `stream-end` just sent
+    /// (boxed text: two words, not three, in every idle socket).
+    quota: Option<Box<str>>,
 }
 
 impl ConversationFeed {
@@ -41,11 +42,11 @@ impl FrameFeed for ConversationFeed {
             return FeedFrame::Close(reason);
         }
         if let Some(quota) = self.quota.take() {
-            return FeedFrame::Text(quota);
+            return FeedFrame::Text(quota.into_string());
         }
         match self.attachment.next().await {
             Ok(Feed::Event(event)) => {
-                self.quota = quota_after(&event);
+                self.quota = quota_after(&event).map(String::into_boxed_str);
                 FeedFrame::Text(event_json(&event))
             }
             Ok(Feed::Typing { state }) => FeedFrame::Text(

@@ -209,7 +209,9 @@ pub fn write_loop<F: FrameFeed>(
                 Some(reason) => (flushed_before(&mut feed, reason), false),
                 None => tokio::select! {
                     biased;
-                    item = queue.pop() => match item {
+                    // Polled in place: `pop`'s own future would keep a
+                    // second reference in every idle socket's writer.
+                    item = std::future::poll_fn(|cx| queue.poll_pop(cx)) => match item {
                         Some(Outbound::Close(reason)) => {
                             closing = Some(reason);
                             continue;
