@@ -60,7 +60,6 @@ pub fn openapi_json() -> String {
 pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endpoint {
     let api = api_service();
     let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
     let body_timeout = ctx.http_limits.body_timeout;
     let observing = ctx.clone();
     let allowed = Arc::new(AllowedMethods::of_routes());
@@ -71,7 +70,7 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
         .at("/assets/:name", get(web::asset_file))
         .at(web::SDK_PATH, get(web::sdk_file))
         .at("/openapi.json", spec)
-        .nest("/docs", docs);
+        .nest("/docs", Route::new().at("/", get(docs_page)));
     if ctx.metrics_on_main_port {
         routes = routes.at("/metrics", get(metrics_endpoint));
     }
@@ -87,6 +86,17 @@ pub fn app(ctx: Arc<AppContext>, cors_origins: Option<Vec<String>>) -> impl Endp
         .data(ctx)
         .around(move |ep, req| add_allow_header(ep, req, allowed.clone()))
         .around(move |ep, req| observe(ep, req, observing.clone()))
+}
+
+/// `/docs`: the Swagger UI page, built on its first request and kept. The
+/// page inlines the whole swagger-ui bundle and the spec (about 3 MB): built
+/// with the routes, as `swagger_ui()` does, every instance kept it from
+/// start-up whether or not anyone opened it, and copied it for each request.
+/// Built once on a runtime thread (a few milliseconds, once per process).
+#[handler]
+fn docs_page() -> poem::web::Html<&'static str> {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    poem::web::Html(PAGE.get_or_init(|| api_service().swagger_ui_html()))
 }
 
 /// `/` itself, the customer page: the API nested at `/` would take it in the
