@@ -106,6 +106,17 @@ struct Window {
 }
 
 impl Window {
+    /// The counts read at the warm-up token (`start`) and the last (`end`)
+    /// of an answer that must have brought all `tokens`.
+    fn of(seen: usize, tokens: usize, start: (u64, u64), end: (u64, u64)) -> Self {
+        assert_eq!(seen, tokens, "every token arrives");
+        Self {
+            start,
+            end,
+            tokens: tokens - WARM_UP_TOKENS,
+        }
+    }
+
     fn report(&self, mode: &str) {
         let per = |a: u64, b: u64| (b - a) as f64 / self.tokens as f64;
         println!(
@@ -229,12 +240,7 @@ async fn upstream_mode(tokens: usize) -> Window {
         }
         let _ = next.try_send(());
     }
-    assert_eq!(seen, tokens, "every token arrives");
-    Window {
-        start,
-        end,
-        tokens: tokens - WARM_UP_TOKENS,
-    }
+    Window::of(seen, tokens, start, end)
 }
 
 /// The whole gateway: one chat over a WebSocket, answered by the stub.
@@ -321,12 +327,7 @@ fn chat_client(url: &str, tokens: usize, next: &SyncSender<()>) -> Window {
         }
         let _ = next.try_send(());
     }
-    assert_eq!(seen, tokens, "every token arrives");
-    Window {
-        start,
-        end,
-        tokens: tokens - WARM_UP_TOKENS,
-    }
+    Window::of(seen, tokens, start, end)
 }
 
 fn main() {
