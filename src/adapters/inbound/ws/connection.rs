@@ -40,6 +40,8 @@ use crate::telemetry::ErrorChain;
 /// answers the conversation (read when the socket opened).
 pub(super) struct Hello {
     pub user: UserView,
+    /// Whether the socket resumed an existing session.
+    pub resumed: bool,
     pub mode: &'static str,
     pub agent: Option<AgentView>,
     /// The user's token usage in the budget window, when known.
@@ -72,6 +74,12 @@ pub(super) struct Authority {
 }
 
 impl Authority {
+    /// The socket's user: the same for its whole life, since an `auth`
+    /// message only takes a fresh token of the same user.
+    fn user_id(&self) -> &UserId {
+        &self.claims.user_id
+    }
+
     pub fn new(claims: TokenClaims, revocations: broadcast::Receiver<Revocation>) -> Self {
         Self {
             deadline: deadline_of(&claims),
@@ -95,34 +103,53 @@ fn deadline_of(claims: &TokenClaims) -> Millis {
     Millis::now().after(left.min(MAX_DURATION))
 }
 
-/// The next revocation; pending for ever once the channel has closed.
-async fn next_revocation(
+/// The next revocation; pending for ever once the channel has closed (the
+/// loop sets it to `None` when it hears `Closed`). Not an `async fn`, whose
+/// state would wrap the receiver's own in every idle socket's future.
+fn next_revocation(
     rx: &mut Option<broadcast::Receiver<Revocation>>,
-) -> Result<Revocation, RecvError> {
-    let Some(receiver) = rx else {
-        return std::future::pending().await;
-    };
-    let next = receiver.recv().await;
-    if matches!(next, Err(RecvError::Closed)) {
-        *rx = None;
+) -> impl std::future::Future<Output = Result<Revocation, RecvError>> + Send + '_ {
+    use futures_util::future::Either;
+    match rx {
+        Some(receiver) => Either::Left(receiver.recv()),
+        None => Either::Right(std::future::pending()),
     }
-    next
 }
 
-/// When the client was last heard from, and its session last refreshed.
-struct KeepAlive {
+/// The read loop's clock readings: when to ping next, when the client was
+/// last heard from, and when its session was last refreshed.
+struct Clock {
+    next_ping: Millis,
     last_seen: Millis,
     last_touch: Millis,
+}
+
+impl Clock {
+    /// When the loop's one timer must fire: the next ping or the token's
+    /// expiry, whichever comes first.
+    fn next_timer(&self, authority: &Authority) -> Millis {
+        self.next_ping.min(authority.deadline)
+    }
+}
+
+/// What woke the read loop.
+enum Wake {
+    /// The writer ended, with the close reason it sent.
+    WriterEnded(Option<CloseReason>),
+    /// The server is stopping and its running answers have finished.
+    Drained,
+    Revocation(Result<Revocation, RecvError>),
+    /// A ping is due, or the token's expiry came.
+    Timer,
+    Frame(Option<Result<Message, std::io::Error>>),
 }
 
 pub(super) struct Connection {
     pub ctx: Arc<AppContext>,
     pub session_id: SessionId,
-    pub user_id: UserId,
     /// The upgrade request's id and trace: every line this connection logs
     /// carries the id, and its chats continue the trace upstream.
     pub request: RequestContext,
-    pub resumed: bool,
     /// This connection's place under the per-user and per-address caps.
     pub permit: ConnectionPermit,
 }
@@ -177,8 +204,8 @@ impl Connection {
         authority: Authority,
     ) -> impl std::future::Future<Output = ()> + Send {
         let counted = self.ctx.chat.connection_opened();
-        self.span()
-            .in_scope(|| tracing::info!(resumed = self.resumed, "websocket connected"));
+        self.span(authority.user_id())
+            .in_scope(|| tracing::info!(resumed = hello.resumed, "websocket connected"));
         let (sink, stream) = socket.split();
         let (out, out_rx) = queue::bounded(OUTBOUND_QUEUE);
         self.greet(&out, hello, attachment.head, attachment.notice.as_deref());
@@ -221,7 +248,7 @@ impl Connection {
             tracing::Span::current().record("chatbot.close_reason", label);
             serving.counted.closing(label);
             drop(serving.counted);
-            self.span()
+            self.span(serving.authority.user_id())
                 .in_scope(|| tracing::info!(reason, "websocket disconnected"));
             // Boxed: awaited once, at the end, and not worth room in every idle socket.
             Box::pin(self.ctx.limits.release_connection(self.permit)).await;
@@ -231,13 +258,13 @@ impl Connection {
     /// The context of this connection's log lines. Made for each piece of
     /// work rather than held for the connection's life: a live span costs
     /// every idle connection half a kilobyte in the subscriber's registry.
-    fn span(&self) -> tracing::Span {
+    fn span(&self, user_id: &UserId) -> tracing::Span {
         let trace_id = self.request.trace.map(|t| t.trace_id());
         tracing::info_span!(
             "ws",
             request_id = %self.request.id,
             session_id = %self.session_id,
-            user_id = %self.user_id,
+            user_id = %user_id,
             trace_id = trace_id.as_deref()
         )
     }
@@ -254,7 +281,7 @@ impl Connection {
         let hello = Reply::Connected {
             session_id: self.session_id.as_str().to_owned(),
             user: hello.user,
-            resumed: self.resumed,
+            resumed: hello.resumed,
             seq: head,
             mode: hello.mode,
             agent: hello.agent,
@@ -270,61 +297,100 @@ impl Connection {
     /// Reads client frames until the client leaves, the server stops, or the
     /// connection misbehaves. Bad messages get an `error` reply and the loop
     /// goes on: only the transport can end a connection.
-    async fn read_loop(&self, serving: &mut Serving) -> Exit {
-        // Every local here is room in every idle socket's future for its
-        // whole life: the ping interval is read again when needed, and
-        // `serving` is borrowed whole rather than field by field.
-        let mut next_ping = Millis::now().after(self.ctx.websocket.ping_interval);
-        // One pinned sleep serves both the pings and the token's expiry: each
-        // timer here is room in every idle socket's future (and an `Interval`
-        // would box its own).
-        let timer = tokio::time::sleep_until(next_ping.min(serving.authority.deadline).instant());
-        tokio::pin!(timer);
-        let mut alive = KeepAlive {
-            last_seen: Millis::now(),
-            last_touch: Millis::now(),
-        };
-        loop {
-            // What handling something awaits is boxed below: inline, it would
-            // take room in this future for the connection's whole life.
-            let exit = tokio::select! {
-                biased;
-                closed = &mut serving.writer.handle, if serving.writer.ended.is_none() => {
-                    serving.writer.ended = Some(closed.ok().flatten());
-                    Some(Exit::WriterGone)
-                }
-                // Running answers finish first; then there is nothing left to say.
-                () = self.ctx.chat.drained() => Some(Exit::Close(CloseReason::ShuttingDown)),
-                notice = next_revocation(&mut serving.authority.revocations) => {
-                    if Box::pin(self.is_revoked(notice, &serving.authority.claims)).await {
-                        Some(Box::pin(lapsed(&serving.out, CloseReason::TokenRevoked)).await)
-                    } else {
-                        None
-                    }
-                }
-                () = &mut timer => {
-                    let now = Millis::now();
-                    if now >= serving.authority.deadline {
-                        Some(Box::pin(lapsed(&serving.out, CloseReason::TokenExpired)).await)
-                    } else if now >= next_ping {
-                        next_ping = now.after(self.ctx.websocket.ping_interval);
-                        Box::pin(self.on_ping_tick(&mut alive, &serving.out).instrument(self.span())).await
-                    } else {
-                        None
-                    }
-                }
-                frame = serving.stream.next() => {
-                    alive.last_seen = Millis::now();
-                    Box::pin(self.on_client_frame(frame, &serving.out, &mut serving.authority)).await
-                }
+    ///
+    /// Not an `async fn`, which would keep both references twice (as passed
+    /// and moved into its body) for the connection's whole life.
+    #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+    fn read_loop<'a>(
+        &'a self,
+        serving: &'a mut Serving,
+    ) -> impl std::future::Future<Output = Exit> + Send + 'a {
+        async move {
+            // Every local here is room in every idle socket's future for its
+            // whole life: the ping interval is read again when needed, and
+            // `serving` is borrowed whole rather than field by field.
+            let mut clock = Clock {
+                next_ping: Millis::now().after(self.ctx.websocket.ping_interval),
+                last_seen: Millis::now(),
+                last_touch: Millis::now(),
             };
-            if let Some(exit) = exit {
-                return exit;
+            // One pinned sleep serves both the pings and the token's expiry: each
+            // timer here is room in every idle socket's future (and an `Interval`
+            // would box its own).
+            let timer = tokio::time::sleep_until(clock.next_timer(&serving.authority).instant());
+            tokio::pin!(timer);
+            loop {
+                // Nothing is done inside the select but the wait, so that what
+                // it holds (the futures it polls) and what handling holds are
+                // never in this future at once.
+                let wake = tokio::select! {
+                    biased;
+                    closed = &mut serving.writer.handle, if serving.writer.ended.is_none() => {
+                        Wake::WriterEnded(closed.ok().flatten())
+                    }
+                    () = self.ctx.chat.drained() => Wake::Drained,
+                    notice = next_revocation(&mut serving.authority.revocations) => {
+                        Wake::Revocation(notice)
+                    }
+                    () = &mut timer => Wake::Timer,
+                    frame = serving.stream.next() => Wake::Frame(frame),
+                };
+                let exit = match wake {
+                    Wake::WriterEnded(closed) => {
+                        serving.writer.ended = Some(closed);
+                        Some(Exit::WriterGone)
+                    }
+                    // Running answers finish first; then there is nothing left to say.
+                    Wake::Drained => Some(Exit::Close(CloseReason::ShuttingDown)),
+                    // Boxed: what handling awaits, inline, would take room in
+                    // this future for the connection's whole life, beside the
+                    // wait's own.
+                    wake => Box::pin(self.on_wake(wake, serving, &mut clock)).await,
+                };
+                if let Some(exit) = exit {
+                    return exit;
+                }
+                // An `auth` message may have moved the deadline.
+                timer
+                    .as_mut()
+                    .reset(clock.next_timer(&serving.authority).instant());
             }
-            // An `auth` message may have moved the deadline.
-            timer
-                .as_mut()
-                .reset(next_ping.min(serving.authority.deadline).instant());
+        }
+    }
+
+    /// Acts on a revocation, the timer, or a client frame; `Some` when the
+    /// connection must end.
+    async fn on_wake(&self, wake: Wake, serving: &mut Serving, clock: &mut Clock) -> Option<Exit> {
+        match wake {
+            Wake::Revocation(notice) => {
+                if matches!(notice, Err(RecvError::Closed)) {
+                    serving.authority.revocations = None;
+                }
+                if self.is_revoked(notice, &serving.authority.claims).await {
+                    Some(lapsed(&serving.out, CloseReason::TokenRevoked).await)
+                } else {
+                    None
+                }
+            }
+            Wake::Timer => {
+                let now = Millis::now();
+                if now >= serving.authority.deadline {
+                    Some(lapsed(&serving.out, CloseReason::TokenExpired).await)
+                } else if now >= clock.next_ping {
+                    clock.next_ping = now.after(self.ctx.websocket.ping_interval);
+                    self.on_ping_tick(clock, &serving.out)
+                        .instrument(self.span(serving.authority.user_id()))
+                        .await
+                } else {
+                    None
+                }
+            }
+            Wake::Frame(frame) => {
+                clock.last_seen = Millis::now();
+                self.on_client_frame(frame, &serving.out, &mut serving.authority)
+                    .await
+            }
+            Wake::WriterEnded(_) | Wake::Drained => None,
         }
     }
 
@@ -340,7 +406,8 @@ impl Connection {
             Ok(reply) => reply?,
             Err(Stop::Exit(exit)) => return Some(exit),
             Err(Stop::SessionGone) => {
-                return Some(self.session_lost(out).instrument(self.span()).await)
+                let span = self.span(authority.user_id());
+                return Some(self.session_lost(out).instrument(span).await);
             }
         };
         if out.push(Outbound::Message(reply.to_json())).await.is_err() {
@@ -410,11 +477,7 @@ impl Connection {
 
     /// Pings the client, closes it if it stopped answering, and keeps its
     /// session alive while it is connected.
-    async fn on_ping_tick(
-        &self,
-        alive: &mut KeepAlive,
-        out: &queue::Sender<Outbound>,
-    ) -> Option<Exit> {
+    async fn on_ping_tick(&self, alive: &mut Clock, out: &queue::Sender<Outbound>) -> Option<Exit> {
         if alive.last_seen.elapsed() >= self.ctx.websocket.pong_timeout {
             tracing::info!("no pong within the timeout; closing");
             return Some(Exit::Close(CloseReason::PingTimeout));
@@ -456,9 +519,8 @@ impl Connection {
                 }
             },
             Some(Ok(Message::Text(text))) => {
-                self.handle_text(&text, authority)
-                    .instrument(self.span())
-                    .await
+                let span = self.span(authority.user_id());
+                self.handle_text(&text, authority).instrument(span).await
             }
             Some(Ok(Message::Binary(_))) => {
                 Ok(Some(Reply::error(ErrorCode::UnsupportedFrame, None)))
@@ -488,7 +550,7 @@ impl Connection {
                     client_message_id,
                     trace: self.request.trace,
                 };
-                return self.chat(request).await;
+                return self.chat(request, authority.user_id()).await;
             }
             ClientMessage::Stop => match self.ctx.chat.stop(&self.session_id).await {
                 Ok(()) => None,
@@ -527,10 +589,16 @@ impl Connection {
             ClientMessage::Feedback {
                 message_id,
                 feedback,
-            } => return self.feedback(message_id, feedback).await,
-            ClientMessage::Regenerate => return self.regenerate().await,
+            } => {
+                return self
+                    .feedback(message_id, feedback, authority.user_id())
+                    .await
+            }
+            ClientMessage::Regenerate => return self.regenerate(authority.user_id()).await,
             ClientMessage::Typing { state } => return Ok(self.typing(state).await),
-            ClientMessage::Csat { csat } => return Ok(Some(self.csat(csat).await)),
+            ClientMessage::Csat { csat } => {
+                return Ok(Some(self.csat(csat, authority.user_id()).await))
+            }
         };
         Ok(reply)
     }
@@ -550,8 +618,8 @@ impl Connection {
 
     /// Says how a resolved conversation went; the sender gets the `ack`
     /// (the `csat` event reaches every tab through the feed).
-    async fn csat(&self, csat: Csat) -> Reply {
-        let kept = self.ctx.handoff.csat(&self.session_id, &self.user_id, csat);
+    async fn csat(&self, csat: Csat, user_id: &UserId) -> Reply {
+        let kept = self.ctx.handoff.csat(&self.session_id, user_id, csat);
         match kept.await {
             Ok(seq) => Reply::Ack {
                 client_message_id: None,
@@ -575,11 +643,12 @@ impl Connection {
         &self,
         message_id: MessageId,
         feedback: Feedback,
+        user_id: &UserId,
     ) -> Result<Option<Reply>, Stop> {
         let rated = self
             .ctx
             .chat
-            .feedback(&self.session_id, &self.user_id, &message_id, feedback);
+            .feedback(&self.session_id, user_id, &message_id, feedback);
         let reply = match rated.await {
             Ok(seq) => Reply::Ack {
                 client_message_id: None,
@@ -601,11 +670,11 @@ impl Connection {
 
     /// Asks for another answer to the last message; the new `stream-start`
     /// reaches every tab through the feed, so only a refusal is answered here.
-    async fn regenerate(&self) -> Result<Option<Reply>, Stop> {
+    async fn regenerate(&self, user_id: &UserId) -> Result<Option<Reply>, Stop> {
         let asked = self
             .ctx
             .chat
-            .regenerate(&self.session_id, &self.user_id, self.request.trace);
+            .regenerate(&self.session_id, user_id, self.request.trace);
         match asked.await {
             Ok(_) => Ok(None),
             Err(RegenerateRefusal::NotBotMode) => {
@@ -619,12 +688,9 @@ impl Connection {
     }
 
     /// Submits a chat; the sender alone gets the `ack` when it asked for one.
-    async fn chat(&self, request: ChatRequest) -> Result<Option<Reply>, Stop> {
+    async fn chat(&self, request: ChatRequest, user_id: &UserId) -> Result<Option<Reply>, Stop> {
         let client_id = request.client_message_id.clone();
-        let submitted = self
-            .ctx
-            .chat
-            .submit(&self.session_id, &self.user_id, request);
+        let submitted = self.ctx.chat.submit(&self.session_id, user_id, request);
         match submitted.await {
             Ok(accepted) => Ok(client_id.map(|id| Reply::Ack {
                 client_message_id: Some(id.as_str().to_owned()),

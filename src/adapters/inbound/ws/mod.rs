@@ -292,13 +292,12 @@ fn upgrade(ws: WebSocket, ctx: Arc<AppContext>, opened: Opened) -> Response {
             let connection = Connection {
                 ctx,
                 session_id: opened.session_id,
-                user_id: opened.user.id.clone(),
-                resumed: opened.resumed,
                 permit: opened.permit.take(),
                 request: opened.request,
             };
             let hello = Hello {
                 user: UserView::from(&opened.user),
+                resumed: opened.resumed,
                 mode: opened.mode.as_str(),
                 agent: opened.mode.agent().map(AgentView::from),
                 quota: opened.quota.as_ref().map(QuotaView::from),

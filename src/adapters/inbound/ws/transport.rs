@@ -219,12 +219,13 @@ pub fn write_loop<F: FrameFeed>(
                         Some(item) => (item, false),
                         None => break None,
                     },
+                    // The feed's queue is outside tokio's cooperative budget,
+                    // but a batch's `send` yields first, so a feed that is
+                    // always ready still lets the other tasks run. Nothing is
+                    // awaited here: what a select arm awaits, the select's
+                    // output sits beside in every idle socket's future.
                     frame = feed.next_frame() => match frame {
-                        FeedFrame::Text(json) => {
-                            // The feed's queue is outside tokio's cooperative budget.
-                            tokio::task::consume_budget().await;
-                            (Outbound::Message(json), true)
-                        }
+                        FeedFrame::Text(json) => (Outbound::Message(json), true),
                         FeedFrame::Close(reason) => (Outbound::Close(reason), false),
                     },
                 },
