@@ -68,7 +68,7 @@ pub(super) fn parse_data(data: &str) -> Result<Parsed, AiError> {
         usage: chunk.usage.map(Usage::into_domain),
         ..Parts::default()
     };
-    if let Some(choice) = chunk.choices.into_iter().next() {
+    if let Some(choice) = chunk.choice {
         parts.finished = choice.finish_reason.is_some();
         if let Some(delta) = choice.delta {
             let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
@@ -248,8 +248,10 @@ fn upstream_error_text(error: &serde_json::Value) -> String {
 
 #[derive(Deserialize)]
 struct Chunk {
-    #[serde(default)]
-    choices: Vec<Choice>,
+    /// The first of `choices` (the only one: no request asks for more), read
+    /// without a list of them, which was an allocation per token.
+    #[serde(default, rename = "choices", deserialize_with = "first_choice")]
+    choice: Option<Choice>,
     #[serde(default)]
     error: Option<serde_json::Value>,
     #[serde(default)]
@@ -276,6 +278,34 @@ struct Delta {
     reasoning: Option<String>,
     #[serde(default, deserialize_with = "null_as_empty")]
     tool_calls: Vec<ToolCallChunk>,
+}
+
+/// The first element of a list of choices. The others are still read as
+/// choices (a misshapen one is refused as it always was), then dropped.
+fn first_choice<'de, D>(d: D) -> Result<Option<Choice>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct First;
+
+    impl<'de> serde::de::Visitor<'de> for First {
+        type Value = Option<Choice>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let first = seq.next_element::<Choice>()?;
+            while seq.next_element::<Choice>()?.is_some() {}
+            Ok(first)
+        }
+    }
+
+    d.deserialize_seq(First)
 }
 
 /// `"tool_calls": null` as no calls.
@@ -370,6 +400,26 @@ mod tests {
         );
         assert_eq!(parse_data("[DONE]"), Ok(Parsed::Done));
         assert_eq!(parse_data(" [DONE] "), Ok(Parsed::Done));
+    }
+
+    #[test]
+    fn only_the_first_choice_counts_and_every_choice_is_checked() {
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"b"}}]}"#),
+            Ok(text("a"))
+        );
+        assert_eq!(parse_data(r#"{"choices":[]}"#), Ok(Parsed::Skip));
+        for misshapen in [
+            r#"{"choices":[{"delta":{"content":"a"}},{"delta":7}]}"#,
+            r#"{"choices":null}"#,
+            r#"{"choices":{"delta":{}}}"#,
+        ] {
+            let err = parse_data(misshapen).unwrap_err();
+            assert!(
+                matches!(&err, AiError::Protocol(t) if t.contains("unexpected shape")),
+                "{misshapen}: {err:?}"
+            );
+        }
     }
 
     #[test]
