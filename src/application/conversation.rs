@@ -455,12 +455,21 @@ impl ConversationCore {
         session: &SessionId,
         events: Vec<ConversationEvent>,
     ) -> Result<Vec<SharedEvent>, ChatError> {
+        let now = Utc::now();
+        let stamped = events.into_iter().map(|e| (now, e)).collect();
+        self.log_and_publish_stamped(session, stamped).await
+    }
+
+    /// [`Self::log_and_publish`] of events already stamped with their time.
+    pub(super) async fn log_and_publish_stamped(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Vec<SharedEvent>, ChatError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let now = Utc::now();
-        let stamped = events.into_iter().map(|e| (now, e)).collect();
-        let written = self.backplane.write(session, stamped).await?;
+        let written = self.backplane.write(session, events).await?;
         if let Some(e) = written.unpublished {
             self.stats.store_error("conversations");
             tracing::warn!(session_id = %session, error = %ErrorChain(&e), "could not publish events");

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -92,33 +92,32 @@ impl Progress {
         }
     }
 
-    /// The events of one delta of the answer, noting what it says.
+    /// Adds the events of one delta of the answer to `batch`, noting what
+    /// it says.
     fn delta(
         &mut self,
         delta: AnswerDelta,
         generation: &mut Generation,
         relay: Relay,
-    ) -> Vec<ConversationEvent> {
+        batch: &mut Batch,
+    ) {
         self.beside.reached = true;
         match delta {
             AnswerDelta::Text(text) => {
                 self.token(&text);
-                generation.tokens(&text)
+                batch.add(generation.tokens(text));
             }
             AnswerDelta::Reasoning(text) => {
                 self.heard();
                 self.beside.reasoning.push_str(&text);
-                generation.reasoning(&text, relay)
+                batch.add(generation.reasoning(&text, relay));
             }
             AnswerDelta::Tool(activity) => {
                 self.heard();
                 self.tool(&activity);
-                generation.tool(activity, relay)
+                batch.add(generation.tool(activity, relay));
             }
-            AnswerDelta::Usage(usage) => {
-                self.beside.usage = Some(usage);
-                Vec::new()
-            }
+            AnswerDelta::Usage(usage) => self.beside.usage = Some(usage),
         }
     }
 
@@ -425,7 +424,7 @@ async fn stream_answer(
             }
             item = stream.next(), if finished.is_none() && batch.has_room() => {
                 match item {
-                    Some(Ok(delta)) => batch.add(progress.delta(delta, generation, relay)),
+                    Some(Ok(delta)) => progress.delta(delta, generation, relay, &mut batch),
                     Some(Err(e)) => {
                         progress.upstream_failed(&e);
                         finished = Some(Err(failed(e, message_id)));
@@ -460,7 +459,10 @@ const MAX_BATCH_EVENTS: usize = 256;
 /// reply text has been delivered.
 #[derive(Default)]
 struct Batch {
-    events: Vec<ConversationEvent>,
+    /// Gathered in the list the log is handed (with room for the time each
+    /// is stamped with when the batch leaves): one list per batch, not
+    /// one per delta and another for the stamps.
+    events: Vec<(DateTime<Utc>, ConversationEvent)>,
     /// The reply's length once the batch on its way lands.
     sending: usize,
     /// The reply's length that the log holds.
@@ -472,21 +474,24 @@ impl Batch {
         self.events.len() < MAX_BATCH_EVENTS
     }
 
-    fn add(&mut self, events: Vec<ConversationEvent>) {
-        if self.events.is_empty() {
-            self.events = events;
-        } else {
-            self.events.extend(events);
-        }
+    fn add(&mut self, events: impl IntoIterator<Item = ConversationEvent>) {
+        // Stamped for real in `take`.
+        let unstamped = DateTime::<Utc>::UNIX_EPOCH;
+        self.events
+            .extend(events.into_iter().map(|event| (unstamped, event)));
     }
 
-    /// The events to send now, if any; `reply_len` is the reply's length
-    /// once they land.
-    fn take(&mut self, reply_len: usize) -> Option<Vec<ConversationEvent>> {
+    /// The events to send now, if any, stamped with the time they leave (as
+    /// every append is); `reply_len` is the reply's length once they land.
+    fn take(&mut self, reply_len: usize) -> Option<Vec<(DateTime<Utc>, ConversationEvent)>> {
         if self.events.is_empty() {
             return None;
         }
         self.sending = reply_len;
+        let now = Utc::now();
+        for (at, _) in &mut self.events {
+            *at = now;
+        }
         Some(std::mem::take(&mut self.events))
     }
 
@@ -506,9 +511,9 @@ fn nothing_like<F: std::future::Future>(_make: impl FnOnce() -> F) -> Fuse<F> {
 async fn deliver(
     inner: &ConversationCore,
     session: &SessionId,
-    events: Vec<ConversationEvent>,
+    events: Vec<(DateTime<Utc>, ConversationEvent)>,
 ) -> bool {
-    match inner.log_and_publish(session, events).await {
+    match inner.log_and_publish_stamped(session, events).await {
         Ok(_) => true,
         Err(e) => {
             inner.count_failure(&e);

@@ -247,6 +247,41 @@ pub fn token_pieces(delta: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The `stream-token` events of one delta, in order (see
+/// [`Generation::tokens`]): an iterator, not a list, so the usual single
+/// event costs no list of its own.
+#[derive(Debug)]
+pub struct TokenEvents<'a> {
+    message_id: &'a MessageId,
+    /// The delta; emptied once it was handed on whole.
+    delta: String,
+    /// How much of `delta` was handed on in pieces (a delta over
+    /// [`MAX_TOKEN_BYTES`]).
+    at: usize,
+}
+
+impl Iterator for TokenEvents<'_> {
+    type Item = ConversationEvent;
+
+    fn next(&mut self) -> Option<ConversationEvent> {
+        let rest = &self.delta[self.at..];
+        let token = if self.at == 0 && rest.len() <= MAX_TOKEN_BYTES {
+            std::mem::take(&mut self.delta)
+        } else {
+            let piece = token_pieces(rest).next()?;
+            self.at += piece.len();
+            piece.to_owned()
+        };
+        if token.is_empty() {
+            return None;
+        }
+        Some(ConversationEvent::StreamToken {
+            message_id: self.message_id.clone(),
+            token,
+        })
+    }
+}
+
 /// Where a generation is in its life. Every transition returns the events it
 /// adds to the conversation, so the log can only ever hold the shape
 /// `stream-start (token)* [failure] stream-end`.
@@ -284,17 +319,14 @@ impl Generation {
     }
 
     /// The token events for one upstream delta (none once ended, or for an
-    /// empty delta).
-    pub fn tokens(&self, delta: &str) -> Vec<ConversationEvent> {
-        if self.ended {
-            return Vec::new();
+    /// empty delta). A delta that fits one event becomes that event's text
+    /// as it is, moved rather than copied: this runs once per token.
+    pub fn tokens(&self, delta: String) -> TokenEvents<'_> {
+        TokenEvents {
+            message_id: &self.message_id,
+            delta: if self.ended { String::new() } else { delta },
+            at: 0,
         }
-        token_pieces(delta)
-            .map(|piece| ConversationEvent::StreamToken {
-                message_id: self.message_id.clone(),
-                token: piece.to_owned(),
-            })
-            .collect()
     }
 
     /// The events for a piece of reasoning: `stream-status: thinking` the
@@ -404,10 +436,37 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_is_one_token_event_or_its_pieces_in_order() {
+        let (g, _) = Generation::start(MessageId::generate(), MessageId::generate());
+        let tokens = |delta: &str| -> Vec<String> {
+            g.tokens(delta.to_owned())
+                .map(|e| match e {
+                    ConversationEvent::StreamToken { token, message_id } => {
+                        assert_eq!(&message_id, g.message_id());
+                        token
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(tokens("hi"), vec!["hi"]);
+        assert!(tokens("").is_empty());
+        let fits = "x".repeat(MAX_TOKEN_BYTES);
+        assert_eq!(tokens(&fits), vec![fits.clone()]);
+        let huge = "é".repeat(150_000);
+        let pieces = tokens(&huge);
+        assert_eq!(
+            pieces,
+            token_pieces(&huge).map(str::to_owned).collect::<Vec<_>>()
+        );
+        assert!(pieces.len() > 1);
+    }
+
+    #[test]
     fn a_generation_ends_exactly_once() {
         let (mut g, start) = Generation::start(MessageId::generate(), MessageId::generate());
         assert!(matches!(start, ConversationEvent::StreamStart { .. }));
-        assert_eq!(g.tokens("a").len(), 1);
+        assert_eq!(g.tokens("a".into()).count(), 1);
         let end = g.end(Err(GenerationFailure::AiTimeout));
         assert!(matches!(
             end.as_slice(),
@@ -420,7 +479,7 @@ mod tests {
             ]
         ));
         assert!(g.end(Ok(StreamStatus::Cancelled)).is_empty());
-        assert!(g.tokens("late").is_empty());
+        assert_eq!(g.tokens("late".into()).count(), 0);
     }
 
     #[test]
