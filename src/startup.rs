@@ -21,10 +21,9 @@ use crate::adapters::outbound::echo_ai::EchoAi;
 use crate::adapters::outbound::fallback_ai::FallbackAi;
 use crate::adapters::outbound::jwt::JwtTokenService;
 use crate::adapters::outbound::local_signals::LocalSignals;
-use crate::adapters::outbound::log_then_publish::LogThenPublish;
 use crate::adapters::outbound::memory_access::{InMemoryRevocationStore, InMemoryTicketStore};
 use crate::adapters::outbound::memory_conversations::{
-    InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
+    InMemoryBackplane, InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
 };
 use crate::adapters::outbound::memory_handoff::{MemoryHandoffs, MemoryPresence};
 use crate::adapters::outbound::memory_limiter::InMemoryRateLimiter;
@@ -336,10 +335,10 @@ async fn conversation_stores(sessions: &SessionConfig) -> Result<ConversationSto
     let limit = sessions.event_log_limit;
     let Some(url) = redis_target(sessions) else {
         tracing::info!("conversations: in memory (single instance)");
-        let log: Arc<dyn EventLog> = Arc::new(InMemoryEventLog::new(limit, sessions.ttl));
-        let live: Arc<dyn LiveDelivery> = Arc::new(InMemoryLiveDelivery::default());
+        let log = Arc::new(InMemoryEventLog::new(limit, sessions.ttl));
+        let live = Arc::new(InMemoryLiveDelivery::default());
         return Ok(ConversationStores {
-            backplane: Arc::new(LogThenPublish::new(log.clone(), live.clone())),
+            backplane: Arc::new(InMemoryBackplane::new(log.clone(), live.clone())),
             log,
             live,
             registry: Arc::new(InMemoryGenerationRegistry::default()),

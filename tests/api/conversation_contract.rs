@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chatbot_server::adapters::outbound::log_then_publish::LogThenPublish;
 use chatbot_server::adapters::outbound::memory_conversations::{
-    InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
+    InMemoryBackplane, InMemoryEventLog, InMemoryGenerationRegistry, InMemoryLiveDelivery,
 };
 use chatbot_server::adapters::outbound::redis_conversations::{RedisConversations, RedisEventLog};
 use chatbot_server::application::ports::*;
@@ -37,6 +37,9 @@ enum Backend {
         log: Arc<InMemoryEventLog>,
         live: Arc<InMemoryLiveDelivery>,
         registry: Arc<InMemoryGenerationRegistry>,
+        /// Writes go through [`LogThenPublish`] (the two ports) rather than
+        /// the server's [`InMemoryBackplane`].
+        through_ports: bool,
     },
     /// Every adapter a Redis backend hands out is a separate instance (its own
     /// connections) on one shared key prefix.
@@ -49,10 +52,20 @@ enum Backend {
 
 impl Backend {
     fn memory(limit: usize) -> Self {
+        Self::memory_with(limit, false)
+    }
+
+    /// [`Self::memory`], written through the ports by [`LogThenPublish`].
+    fn memory_through_ports(limit: usize) -> Self {
+        Self::memory_with(limit, true)
+    }
+
+    fn memory_with(limit: usize, through_ports: bool) -> Self {
         Backend::Memory {
             log: Arc::new(InMemoryEventLog::new(limit, TTL)),
             live: Arc::new(InMemoryLiveDelivery::default()),
             registry: Arc::new(InMemoryGenerationRegistry::default()),
+            through_ports,
         }
     }
 
@@ -91,10 +104,19 @@ impl Backend {
     /// (and, on Redis, its connections) as a server's do.
     async fn writer(&self) -> (Arc<dyn EventLog>, Arc<dyn LiveDelivery>, Arc<dyn Backplane>) {
         match self {
-            Backend::Memory { log, live, .. } => {
+            Backend::Memory {
+                log,
+                live,
+                through_ports,
+                ..
+            } => {
+                let backplane: Arc<dyn Backplane> = if *through_ports {
+                    Arc::new(LogThenPublish::new(log.clone(), live.clone()))
+                } else {
+                    Arc::new(InMemoryBackplane::new(log.clone(), live.clone()))
+                };
                 let (log, live): (Arc<dyn EventLog>, Arc<dyn LiveDelivery>) =
                     (log.clone(), live.clone());
-                let backplane = Arc::new(LogThenPublish::new(log.clone(), live.clone()));
                 (log, live, backplane)
             }
             Backend::Redis { url, prefix, limit } => {
@@ -702,6 +724,15 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     super::$case(super::Backend::memory(50)).await;
+                }
+            )*
+        }
+
+        mod in_memory_through_the_ports {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Backend::memory_through_ports(50)).await;
                 }
             )*
         }

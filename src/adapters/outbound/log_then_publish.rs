@@ -1,5 +1,7 @@
-//! The [`Backplane`] of stores that are not their own live transport (the
-//! in-memory one): append to the log, then publish what it stored.
+//! The [`Backplane`] of any two ports where the log is not its own live
+//! transport: append to the log, then publish what it stored. (The server's
+//! in-memory stores have a backplane of their own, which calls them without
+//! going through the ports.)
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! The conversation ports in process memory, for a single instance: the event
-//! log, live delivery (a bounded queue per subscriber) and the
-//! generation registry. No serialisation and no extra hop: a published event
-//! is an `Arc` every local subscriber shares.
+//! log, live delivery (a bounded queue per subscriber), the backplane that
+//! writes to both, and the generation registry. No serialisation and no
+//! extra hop: a published event is an `Arc` every local subscriber shares.
 //!
 //! Memory bound: a session's log holds at most `2 × limit` events, each at most
 //! 16 KiB of token or one chat message, and is forgotten after `ttl` without
@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 
 use crate::adapters::queue::{self, PushError};
 use crate::application::ports::{
-    AbandonedGeneration, AcceptedClientMessage, ConversationStoreError, EventLog,
+    AbandonedGeneration, AcceptedClientMessage, Backplane, ConversationStoreError, EventLog,
     GenerationRegistry, LiveDelivery, LiveItem, LiveStream, LogSlice, SharedEvent, StartOutcome,
-    StopStream, CLIENT_MESSAGE_IDS_KEPT,
+    StopStream, Written, CLIENT_MESSAGE_IDS_KEPT,
 };
 use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEvent, Seq};
 use crate::domain::{MessageId, SessionId};
@@ -151,13 +151,13 @@ impl SessionLog {
     }
 }
 
-#[async_trait]
-impl EventLog for InMemoryEventLog {
-    async fn append(
+impl InMemoryEventLog {
+    /// [`EventLog::append`], which here never waits nor fails.
+    fn append_now(
         &self,
         session: &SessionId,
         events: Vec<(DateTime<Utc>, ConversationEvent)>,
-    ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
+    ) -> Vec<SharedEvent> {
         let now = Instant::now();
         let mut state = self.state.of(session);
         self.sweep(&mut state, now);
@@ -182,7 +182,18 @@ impl EventLog for InMemoryEventLog {
             let excess = log.events.len() - self.limit;
             log.events.drain(..excess);
         }
-        Ok(stored)
+        stored
+    }
+}
+
+#[async_trait]
+impl EventLog for InMemoryEventLog {
+    async fn append(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Vec<SharedEvent>, ConversationStoreError> {
+        Ok(self.append_now(session, events))
     }
 
     async fn read_after(
@@ -375,9 +386,26 @@ impl LiveDelivery for InMemoryLiveDelivery {
         session: &SessionId,
         events: &[SharedEvent],
     ) -> Result<(), ConversationStoreError> {
+        self.publish_now(session, events);
+        Ok(())
+    }
+
+    async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError> {
+        Ok(self
+            .hub
+            .of(session)
+            .sessions
+            .get(session)
+            .map_or(0, |subs| subs.len() as u64))
+    }
+}
+
+impl InMemoryLiveDelivery {
+    /// [`LiveDelivery::publish`], which here never waits nor fails.
+    fn publish_now(&self, session: &SessionId, events: &[SharedEvent]) {
         let mut hub = self.hub.of(session);
         let Some(subs) = hub.sessions.get_mut(session) else {
-            return Ok(());
+            return;
         };
         for event in events {
             subs.retain(|sub| match sub.tx.try_push(event.clone()) {
@@ -390,16 +418,42 @@ impl LiveDelivery for InMemoryLiveDelivery {
                 Err(PushError::Closed) => false,
             });
         }
-        Ok(())
     }
+}
 
-    async fn watchers(&self, session: &SessionId) -> Result<u64, ConversationStoreError> {
-        Ok(self
-            .hub
-            .of(session)
-            .sessions
-            .get(session)
-            .map_or(0, |subs| subs.len() as u64))
+// ------------------------------------------------------------ backplane
+
+/// [`Backplane`] of the in-memory log and live delivery: the append, then
+/// the publish of what it stored, as [`LogThenPublish`] does, but called
+/// directly rather than through the ports: neither half ever waits here,
+/// and through the ports each would cost a boxed future per batch (mostly
+/// one token).
+///
+/// [`LogThenPublish`]: super::log_then_publish::LogThenPublish
+pub struct InMemoryBackplane {
+    log: Arc<InMemoryEventLog>,
+    live: Arc<InMemoryLiveDelivery>,
+}
+
+impl InMemoryBackplane {
+    pub fn new(log: Arc<InMemoryEventLog>, live: Arc<InMemoryLiveDelivery>) -> Self {
+        Self { log, live }
+    }
+}
+
+#[async_trait]
+impl Backplane for InMemoryBackplane {
+    async fn write(
+        &self,
+        session: &SessionId,
+        events: Vec<(DateTime<Utc>, ConversationEvent)>,
+    ) -> Result<Written, ConversationStoreError> {
+        let events = self.log.append_now(session, events);
+        self.live.publish_now(session, &events);
+        Ok(Written {
+            events,
+            unpublished: None,
+        })
     }
 }
 
