@@ -14,6 +14,37 @@ pub fn iso_millis(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// [`iso_millis`] written where it is displayed, with no string of its own:
+/// every streamed token carries a timestamp, and a string per token was an
+/// allocation per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsoMillis(pub DateTime<Utc>);
+
+impl fmt::Display for IsoMillis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use chrono::{Datelike as _, Timelike as _};
+        let at = self.0;
+        let nanos = at.nanosecond();
+        // Four-digit years and no leap second: what chrono writes then is
+        // fixed-width digits. The rest (never seen in practice) goes through
+        // chrono itself.
+        if !(0..=9999).contains(&at.year()) || nanos >= 1_000_000_000 {
+            return f.write_str(&iso_millis(at));
+        }
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            at.year(),
+            at.month(),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            nanos / 1_000_000
+        )
+    }
+}
+
 /// Parses any RFC 3339 timestamp (the format above, and the offsets older
 /// rows may carry) into UTC.
 pub fn parse_iso(text: &str) -> Option<DateTime<Utc>> {
@@ -112,6 +143,44 @@ mod tests {
         assert_eq!(parse_iso("2025-09-12T10:30:00.000Z"), Some(t));
         assert_eq!(parse_iso("2025-09-12T12:30:00+02:00"), Some(t));
         assert_eq!(parse_iso("yesterday"), None);
+    }
+
+    #[test]
+    fn iso_millis_displayed_is_iso_millis() {
+        let edges = [
+            Utc.with_ymd_and_hms(2025, 9, 12, 10, 30, 0).unwrap(),
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
+                + chrono::Duration::milliseconds(999),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 12, 31, 23, 59, 59).unwrap(),
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::nanoseconds(999_999),
+            // A leap second, as chrono represents it.
+            chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+                .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 1_500))
+                .unwrap()
+                .and_utc(),
+        ];
+        for at in edges {
+            assert_eq!(IsoMillis(at).to_string(), iso_millis(at), "{at:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn iso_millis_displayed_is_iso_millis_at_any_time(
+            secs in DateTime::<Utc>::MIN_UTC.timestamp()..=DateTime::<Utc>::MAX_UTC.timestamp(),
+            nanos in 0u32..1_000_000_000,
+            recent in proptest::bool::ANY,
+        ) {
+            // Half of the cases in the years that are actually seen.
+            let secs = if recent { secs.rem_euclid(4_102_444_800) } else { secs };
+            if let Some(at) = DateTime::from_timestamp(secs, nanos) {
+                proptest::prop_assert_eq!(IsoMillis(at).to_string(), iso_millis(at));
+            }
+        }
     }
 
     #[test]

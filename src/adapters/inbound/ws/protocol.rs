@@ -14,7 +14,7 @@ use crate::domain::conversation::{ClientMessageId, ConversationEvent, LoggedEven
 use crate::domain::csat::Csat;
 use crate::domain::feedback::Feedback;
 use crate::domain::handoff::AgentRef;
-use crate::domain::time::iso_millis;
+use crate::domain::time::{iso_millis, IsoMillis};
 use crate::domain::{ChatContent, MessageId};
 
 /// The `type`s a client may send, as `/api/websocket/info` lists them.
@@ -460,21 +460,21 @@ enum EventMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         client_message_id: Option<&'a str>,
         content: &'a str,
-        timestamp: String,
+        timestamp: Stamp,
     },
     #[serde(rename_all = "camelCase")]
     StreamStart {
         seq: Seq,
         message_id: &'a str,
         reply_to: &'a str,
-        timestamp: String,
+        timestamp: Stamp,
     },
     #[serde(rename_all = "camelCase")]
     StreamToken {
         seq: Seq,
         message_id: &'a str,
         token: &'a str,
-        timestamp: String,
+        timestamp: Stamp,
     },
     #[serde(rename_all = "camelCase")]
     Error {
@@ -486,7 +486,7 @@ enum EventMessage<'a> {
         /// again later may help.
         #[serde(skip_serializing_if = "Option::is_none")]
         retryable: Option<bool>,
-        timestamp: String,
+        timestamp: Stamp,
     },
     #[serde(rename_all = "camelCase")]
     StreamEnd {
@@ -496,21 +496,21 @@ enum EventMessage<'a> {
         /// What the answer cost, when it reached the AI.
         #[serde(skip_serializing_if = "Option::is_none")]
         usage: Option<UsageView>,
-        timestamp: String,
+        timestamp: Stamp,
     },
     #[serde(rename_all = "camelCase")]
     StreamReasoning {
         seq: Seq,
         message_id: &'a str,
         token: &'a str,
-        timestamp: String,
+        timestamp: Stamp,
     },
     #[serde(rename_all = "camelCase")]
     StreamStatus {
         seq: Seq,
         message_id: &'a str,
         status: &'static str,
-        timestamp: String,
+        timestamp: Stamp,
     },
     #[serde(rename_all = "camelCase")]
     ToolActivity {
@@ -521,12 +521,12 @@ enum EventMessage<'a> {
         state: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         arguments: Option<&'a str>,
-        timestamp: String,
+        timestamp: Stamp,
     },
     HumanEscalationResponse {
         seq: Seq,
         message: &'a str,
-        timestamp: String,
+        timestamp: Stamp,
     },
     /// `position` 1 is next; `estimatedWaitSeconds` is `null` until a
     /// conversation has been claimed recently.
@@ -536,7 +536,7 @@ enum EventMessage<'a> {
         agents_online: u64,
         position: u64,
         estimated_wait_seconds: Option<u64>,
-        timestamp: String,
+        timestamp: Stamp,
     },
     /// The waiting customer moved up the line.
     #[serde(rename_all = "camelCase")]
@@ -544,12 +544,12 @@ enum EventMessage<'a> {
         seq: Seq,
         position: u64,
         estimated_wait_seconds: Option<u64>,
-        timestamp: String,
+        timestamp: Stamp,
     },
     AgentJoined {
         seq: Seq,
         agent: AgentView,
-        timestamp: String,
+        timestamp: Stamp,
     },
     #[serde(rename_all = "camelCase")]
     AgentMessage {
@@ -557,25 +557,25 @@ enum EventMessage<'a> {
         message_id: &'a str,
         content: &'a str,
         agent: AgentView,
-        timestamp: String,
+        timestamp: Stamp,
     },
     AgentLeft {
         seq: Seq,
         agent: AgentView,
-        timestamp: String,
+        timestamp: Stamp,
     },
     HandoffResolved {
         seq: Seq,
         agent: AgentView,
-        timestamp: String,
+        timestamp: Stamp,
     },
     HandoffTimeout {
         seq: Seq,
-        timestamp: String,
+        timestamp: Stamp,
     },
     HandoffCancelled {
         seq: Seq,
-        timestamp: String,
+        timestamp: Stamp,
     },
     /// Nobody can take the conversation now; the bot keeps answering.
     #[serde(rename_all = "camelCase")]
@@ -585,7 +585,7 @@ enum EventMessage<'a> {
         /// With `reason: closed`: when people answer again.
         #[serde(skip_serializing_if = "Option::is_none")]
         opens_at: Option<String>,
-        timestamp: String,
+        timestamp: Stamp,
     },
     /// The customer chatted while queued: where they stand (1 = next).
     #[serde(rename_all = "camelCase")]
@@ -593,7 +593,7 @@ enum EventMessage<'a> {
         seq: Seq,
         position: u64,
         agents_online: u64,
-        timestamp: String,
+        timestamp: Stamp,
     },
     /// The customer is asked how the conversation an agent resolved went.
     #[serde(rename_all = "camelCase")]
@@ -601,7 +601,7 @@ enum EventMessage<'a> {
         seq: Seq,
         session_id: &'a str,
         agent: AgentView,
-        timestamp: String,
+        timestamp: Stamp,
     },
     /// The customer said how it went (this answer replaces any earlier one).
     Csat {
@@ -609,7 +609,7 @@ enum EventMessage<'a> {
         rating: u8,
         #[serde(skip_serializing_if = "Option::is_none")]
         comment: Option<&'a str>,
-        timestamp: String,
+        timestamp: Stamp,
     },
     /// The user rated an answer (this rating replaces any earlier one).
     #[serde(rename_all = "camelCase")]
@@ -619,7 +619,7 @@ enum EventMessage<'a> {
         rating: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         comment: Option<&'a str>,
-        timestamp: String,
+        timestamp: Stamp,
     },
 }
 
@@ -701,12 +701,55 @@ pub fn event_value(logged: &LoggedEvent) -> Value {
 
 /// [`event_value`] as text, for the socket.
 pub fn event_json(logged: &LoggedEvent) -> String {
-    serde_json::to_string(&event_message(logged)).unwrap_or_default()
+    exact_json(&event_message(logged))
+}
+
+/// An event's time as its message carries it: written straight into the
+/// message's text, not made a string of its own first (one per token).
+#[derive(Debug, Clone, Copy)]
+struct Stamp(IsoMillis);
+
+impl Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+/// Most a thread's JSON buffer keeps between messages: a token's frame
+/// needs a few hundred bytes; a rare long message's are let go.
+const KEPT_JSON_BYTES: usize = 16 << 10;
+
+/// `message` as JSON text exactly as long as it is, so the frame takes the
+/// text as its bytes as it is (a `Message::Text` whose string has spare room
+/// costs another allocation for a shared header) and no string grows while
+/// it is written: written first into a buffer each thread keeps, then
+/// copied once.
+fn exact_json(message: &impl Serialize) -> String {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|buffer| {
+        // Never re-entered (serialising calls nothing that writes frames);
+        // if it were, a string of its own would do.
+        let Ok(mut buffer) = buffer.try_borrow_mut() else {
+            return serde_json::to_string(message).unwrap_or_default();
+        };
+        buffer.clear();
+        // Plain strings and numbers: serialising cannot fail.
+        let json = match serde_json::to_writer(&mut *buffer, message) {
+            Ok(()) => std::str::from_utf8(&buffer).map_or_else(|_| String::new(), str::to_owned),
+            Err(_) => String::new(),
+        };
+        if buffer.capacity() > KEPT_JSON_BYTES {
+            *buffer = Vec::new();
+        }
+        json
+    })
 }
 
 fn event_message(logged: &LoggedEvent) -> EventMessage<'_> {
     let seq = logged.seq;
-    let timestamp = iso_millis(logged.at);
+    let timestamp = Stamp(IsoMillis(logged.at));
     match &logged.event {
         ConversationEvent::UserMessage {
             message_id,
@@ -803,7 +846,7 @@ fn tool_message<'a>(
     seq: Seq,
     message_id: &'a MessageId,
     activity: &'a ToolActivity,
-    timestamp: String,
+    timestamp: Stamp,
 ) -> EventMessage<'a> {
     EventMessage::ToolActivity {
         seq,
@@ -817,7 +860,7 @@ fn tool_message<'a>(
 }
 
 /// The handoff events' messages (the rest are [`event_message`]'s).
-fn handoff_message(seq: Seq, event: &ConversationEvent, timestamp: String) -> EventMessage<'_> {
+fn handoff_message(seq: Seq, event: &ConversationEvent, timestamp: Stamp) -> EventMessage<'_> {
     match event {
         ConversationEvent::HandoffQueued {
             agents_online,
@@ -1067,6 +1110,27 @@ mod tests {
             event_value(&logged),
             serde_json::json!({"type": "stream-token", "seq": 7, "messageId": "msg_1", "token": "Hello", "timestamp": "2025-09-12T10:30:00.000Z"})
         );
+        // On the socket: byte for byte, in this field order, with no spare room.
+        let frame = event_json(&logged);
+        assert_eq!(
+            frame,
+            r#"{"type":"stream-token","seq":7,"messageId":"msg_1","token":"Hello","timestamp":"2025-09-12T10:30:00.000Z"}"#
+        );
+        assert_eq!(frame.capacity(), frame.len());
+        // A frame longer than the buffer keeps, then a short one again.
+        for token in ["\"quoted\"\n".repeat(4000), "é".into()] {
+            let logged = LoggedEvent {
+                event: ConversationEvent::StreamToken {
+                    message_id: MessageId::parse("msg_1").unwrap(),
+                    token,
+                },
+                ..logged.clone()
+            };
+            assert_eq!(
+                event_json(&logged),
+                serde_json::to_string(&event_message(&logged)).unwrap()
+            );
+        }
         let end = LoggedEvent {
             seq: 8,
             at,
