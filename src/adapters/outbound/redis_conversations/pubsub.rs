@@ -246,7 +246,7 @@ async fn serve(
                 None => Err(ConversationStoreError::from(StoreFailure::bare("Redis closed the pub/sub connection"))),
             },
             () = shared.wake.notified() => reconcile(shared, conn, &mut link, &mut subscribed).await,
-            _ = heartbeat.tick() => beat(shared, conn, &mut link).await,
+            _ = heartbeat.tick() => beat(shared, conn, &mut link, &subscribed).await,
         };
         if let Err(e) = outcome {
             tracing::warn!(error = %error_chain(&e), "Redis pub/sub connection lost; reconnecting");
@@ -349,6 +349,7 @@ async fn beat(
     shared: &Shared,
     conn: &RedisConn,
     link: &mut Link,
+    subscribed: &HashSet<SessionId>,
 ) -> Result<(), ConversationStoreError> {
     link.ping().await?;
     // A resubscription that raced a failover may have missed an answer's
@@ -357,7 +358,12 @@ async fn beat(
     if !moved.is_empty() {
         refill(conn, &shared.keys, shared.watched(moved)).await;
     }
-    let counts = shared.counts();
+    // Only sessions already subscribed here: one whose subscriber is still
+    // waiting for `reconcile` has no field yet, and would be taken for one
+    // that lost it (a refill handing that new subscriber an event from
+    // before it subscribed); `reconcile` writes its field.
+    let mut counts = shared.counts();
+    counts.retain(|(session, _)| subscribed.contains(session));
     // A field found gone (it expired while this instance could not refresh
     // it, or a failed write) means batches were not published to us: the
     // subscribers fill that gap from the log.
