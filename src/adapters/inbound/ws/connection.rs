@@ -335,19 +335,10 @@ impl Connection {
                     () = &mut timer => Wake::Timer,
                     frame = serving.stream.next() => Wake::Frame(frame),
                 };
-                let exit = match wake {
-                    Wake::WriterEnded(closed) => {
-                        serving.writer.ended = Some(closed);
-                        Some(Exit::WriterGone)
-                    }
-                    // Running answers finish first; then there is nothing left to say.
-                    Wake::Drained => Some(Exit::Close(CloseReason::ShuttingDown)),
-                    // Boxed: what handling awaits, inline, would take room in
-                    // this future for the connection's whole life, beside the
-                    // wait's own.
-                    wake => Box::pin(self.on_wake(wake, serving, &mut clock)).await,
-                };
-                if let Some(exit) = exit {
+                // Boxed: what handling awaits, inline, would take room in
+                // this future for the connection's whole life, beside the
+                // wait's own.
+                if let Some(exit) = Box::pin(self.on_wake(wake, serving, &mut clock)).await {
                     return exit;
                 }
                 // An `auth` message may have moved the deadline.
@@ -358,10 +349,15 @@ impl Connection {
         }
     }
 
-    /// Acts on a revocation, the timer, or a client frame; `Some` when the
-    /// connection must end.
+    /// Acts on what woke the read loop; `Some` when the connection must end.
     async fn on_wake(&self, wake: Wake, serving: &mut Serving, clock: &mut Clock) -> Option<Exit> {
         match wake {
+            Wake::WriterEnded(closed) => {
+                serving.writer.ended = Some(closed);
+                Some(Exit::WriterGone)
+            }
+            // Running answers finish first; then there is nothing left to say.
+            Wake::Drained => Some(Exit::Close(CloseReason::ShuttingDown)),
             Wake::Revocation(notice) => {
                 if matches!(notice, Err(RecvError::Closed)) {
                     serving.authority.revocations = None;
@@ -390,7 +386,6 @@ impl Connection {
                 self.on_client_frame(frame, &serving.out, &mut serving.authority)
                     .await
             }
-            Wake::WriterEnded(_) | Wake::Drained => None,
         }
     }
 
